@@ -1,0 +1,45 @@
+# Ferry's everyday commands. `make help` lists them.
+GO        ?= go
+BIN       ?= bin/ferry
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+FUZZTIME  ?= 2m
+BENCHTIME ?= 1s
+STATICCHECK_VERSION ?= v0.8.2
+
+.DEFAULT_GOAL := help
+.PHONY: help build run test test-short lint fuzz bench tidy-check clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/ferry
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/ferry
+
+run: build ## run ferry serve on the embedded store (./ferry-data)
+	./$(BIN) serve
+
+test: ## run every test with the race detector (PostgreSQL, mllp_send used when present)
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short: ## unit tests only, no race detector
+	$(GO) test -short ./...
+
+lint: ## gofmt, go vet, staticcheck, and go.mod tidiness
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	$(MAKE) tidy-check
+
+tidy-check: ## fail if go.mod or go.sum are stale
+	$(GO) mod tidy -diff
+
+fuzz: ## run each fuzz target for FUZZTIME (default 2m)
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./hl7/
+	$(GO) test -run='^$$' -fuzz='^FuzzReadHeader$$' -fuzztime=$(FUZZTIME) ./hl7/
+	$(GO) test -run='^$$' -fuzz='^FuzzReader$$' -fuzztime=$(FUZZTIME) ./adapters/mllp/
+
+bench: ## run the Go benchmarks (BENCHTIME each)
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+
+clean: ## remove build output
+	rm -rf bin

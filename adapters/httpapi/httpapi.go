@@ -1,0 +1,120 @@
+// Package httpapi is Ferry's HTTP edge (echo): health and readiness, Prometheus metrics, and the
+// admin API under /api/v1/ (the message log). FHIR REST and the web pages join it as they land.
+// Errors from every handler go through one error handler that answers JSON {"error": "..."}.
+package httpapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ferryhealth/ferry/engine"
+)
+
+// MessageLog is what the admin API reads: the inbound message store.
+type MessageLog interface {
+	Message(ctx context.Context, id int64) (*engine.InboundMessage, error)
+	Messages(ctx context.Context, f engine.MessageFilter) ([]*engine.InboundMessage, error)
+	// Ping reports whether the store is reachable; /readyz fails while it is not.
+	Ping(ctx context.Context) error
+}
+
+// Options configures the HTTP server. Messages and AdminToken are required.
+type Options struct {
+	Messages MessageLog
+	// AdminToken is the bearer token every /api/v1/ request must carry.
+	AdminToken string
+	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
+	Gatherer prometheus.Gatherer
+	Logger   *slog.Logger
+}
+
+// New builds the HTTP handler.
+func New(opt Options) (*echo.Echo, error) {
+	if opt.Messages == nil {
+		return nil, errors.New("httpapi: Options.Messages is required")
+	}
+	if opt.AdminToken == "" {
+		return nil, errors.New("httpapi: Options.AdminToken is required")
+	}
+	if opt.Gatherer == nil {
+		opt.Gatherer = prometheus.DefaultGatherer
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = errorHandler(opt.Logger)
+
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", func(c echo.Context) error {
+		if err := opt.Messages.Ping(c.Request().Context()); err != nil {
+			opt.Logger.Warn("readiness check failed: store unreachable", "err", err)
+			return echo.NewHTTPError(http.StatusServiceUnavailable, "store unreachable")
+		}
+		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	})
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{})))
+
+	api := e.Group("/api/v1", bearerAuth(opt.AdminToken))
+	ml := &messageLog{log: opt.Messages, logger: opt.Logger}
+	api.GET("/messages", ml.list)
+	api.GET("/messages/:id", ml.get)
+	return e, nil
+}
+
+// bearerAuth admits requests carrying "Authorization: Bearer <token>", compared in constant time.
+func bearerAuth(token string) echo.MiddlewareFunc {
+	want := []byte(token)
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			got, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
+				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ferry"`)
+				return echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong bearer token")
+			}
+			return next(c)
+		}
+	}
+}
+
+// errorHandler is the one place handler errors become responses. Internal errors are logged
+// and answered without detail.
+func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		code, msg := http.StatusInternalServerError, "internal error"
+		var he *echo.HTTPError
+		switch {
+		case errors.As(err, &he):
+			code = he.Code
+			if m, ok := he.Message.(string); ok {
+				msg = m
+			} else {
+				msg = http.StatusText(code)
+			}
+		case errors.Is(err, engine.ErrNotFound):
+			code, msg = http.StatusNotFound, "not found"
+		default:
+			logger.Error("http request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+		}
+		if c.Request().Method == http.MethodHead {
+			_ = c.NoContent(code)
+			return
+		}
+		_ = c.JSON(code, map[string]string{"error": msg})
+	}
+}

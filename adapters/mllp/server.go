@@ -1,0 +1,527 @@
+package mllp
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults the Server applies to zero fields.
+const (
+	DefaultAddr         = ":2575" // the IANA-registered HL7 MLLP port
+	DefaultMaxConns     = 1000
+	DefaultReadTimeout  = 30 * time.Second
+	DefaultIdleTimeout  = 10 * time.Minute
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// ErrServerClosed is returned by Serve and ListenAndServe after Shutdown was called.
+var ErrServerClosed = errors.New("mllp: server closed")
+
+// Handler answers one received message. The Server calls ServeMLLP once per frame, in the order
+// the frames arrived on a connection, and the connection waits for it: MLLP is synchronous, the
+// peer sends its next message only after the ACK. Handlers for different connections run
+// concurrently.
+//
+// ServeMLLP returns the bytes to send back, typically an ACK, which the Server frames and writes;
+// nil sends nothing. The engine must return its ACK only once the message is committed
+// (DESIGN.md rule 1). For a frame with TooLarge set, or with empty Data, it should answer with a
+// NAK. ctx is cancelled when the Server gives up on the connection (Shutdown's deadline passed).
+// A panic in ServeMLLP is recovered: it is logged, nothing is sent, and that connection is closed.
+type Handler interface {
+	ServeMLLP(ctx context.Context, f *Frame) []byte
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, f *Frame) []byte
+
+// ServeMLLP calls fn(ctx, f).
+func (fn HandlerFunc) ServeMLLP(ctx context.Context, f *Frame) []byte { return fn(ctx, f) }
+
+// Frame is one message as received, handed to a Handler.
+type Frame struct {
+	// Data is the message: the bytes between the block characters, exactly as received. It is
+	// the handler's own copy and may be kept. Empty (non-nil) for an empty frame. For a TooLarge
+	// frame, only the first min(HeadSize, MaxMessageSize) bytes.
+	Data []byte
+	// TooLarge reports that the message exceeded the Server's MaxMessageSize: it was read to its
+	// end but not kept whole.
+	TooLarge bool
+	// Size is the message's full size in bytes (between the block characters); len(Data)
+	// unless TooLarge.
+	Size int64
+	// ReceivedAt is when the frame had been read completely.
+	ReceivedAt time.Time
+	// RemoteAddr is the peer's address, host:port.
+	RemoteAddr string
+	// TLS is the connection's TLS state, nil without TLS. Under mutual TLS its PeerCertificates
+	// and VerifiedChains hold the client's verified certificate.
+	TLS *tls.ConnectionState
+}
+
+// Observer receives the listener's counts, so the engine can feed them to Prometheus without
+// this package depending on it. Its methods are called from connection goroutines, concurrently,
+// and must not block.
+type Observer interface {
+	// ConnOpened is called when a connection is accepted under the limit; ConnClosed when that
+	// connection ends, whatever the reason.
+	ConnOpened()
+	ConnClosed()
+	// ConnRejected is called for a connection closed at once because MaxConns were open.
+	ConnRejected()
+	// Discarded reports n more bytes dropped because they came outside a frame.
+	Discarded(n int64)
+	// FrameError reports a problem with a connection's input, by kind: one of the FrameErr*
+	// constants. Each kind says whether the connection was closed.
+	FrameError(kind string)
+}
+
+// Kinds passed to Observer.FrameError. They are fixed strings, safe as metric labels.
+const (
+	FrameErrTooLarge  = "too_large"     // a message over MaxMessageSize; handed on as TooLarge, connection kept
+	FrameErrTruncated = "truncated"     // the peer closed inside a frame; nothing handed on; connection closed
+	FrameErrTimeout   = "timeout"       // a frame not complete within ReadTimeout; connection closed
+	FrameErrRead      = "read"          // another read error inside a frame (e.g. reset); connection closed
+	FrameErrHandshake = "tls_handshake" // the TLS handshake failed or timed out; connection closed
+	FrameErrPanic     = "handler_panic" // the handler panicked; nothing sent; connection closed
+	FrameErrWrite     = "write"         // writing the answer failed or timed out; connection closed
+)
+
+// Server is an MLLP listener. Set its fields, then call ListenAndServe or Serve; the fields must
+// not change after that. One Server may serve several listeners. Zero fields take the defaults
+// named below.
+type Server struct {
+	// Handler answers each message. Required.
+	Handler Handler
+	// TLSConfig, when set, makes every connection TLS; with ClientAuth set to
+	// tls.RequireAndVerifyClientCert it is mutual TLS. See TLSConfig (the function) to build one
+	// from PEM files. nil: plain TCP.
+	TLSConfig *tls.Config
+	// MaxConns caps concurrent connections (default DefaultMaxConns, 1000). A connection over the
+	// cap is accepted and closed at once, logged and reported to Metrics.ConnRejected.
+	MaxConns int
+	// MaxMessageSize caps one message in bytes (default DefaultMaxMessageSize, 16 MiB). A larger
+	// message is read to its end, not kept, and handed to the Handler as a TooLarge Frame.
+	MaxMessageSize int
+	// ReadTimeout bounds receiving one whole frame once its start block has arrived (default
+	// 30s): the defence against a peer that trickles a frame byte by byte. It also bounds the TLS
+	// handshake. When it fires the connection is closed.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a connection on which no frame is in progress for this long (default
+	// 10 minutes). Bytes outside frames do not extend it.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds writing one answer (default 10s).
+	WriteTimeout time.Duration
+	// Logger receives connection events: peer addresses, byte counts, errors; never message
+	// contents. nil: no logs.
+	Logger *slog.Logger
+	// Metrics, when set, receives counts (see Observer).
+	Metrics Observer
+
+	mu         sync.Mutex
+	listeners  []net.Listener
+	conns      map[*serverConn]struct{}
+	inShutdown atomic.Bool
+	active     atomic.Int64 // connections being served, for MaxConns
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+}
+
+// serverConn is one accepted connection.
+type serverConn struct {
+	rwc   net.Conn
+	state atomic.Int32
+}
+
+const (
+	stateIdle    int32 = iota // no frame in progress: Shutdown may close it
+	stateActive               // a frame is being read, handled or answered: Shutdown waits
+	stateClosing              // Shutdown closed it
+)
+
+// TLSConfig builds a server tls.Config from PEM files: the server certificate chain and its key,
+// and, when clientCAFile is not empty, the CA bundle that client certificates must chain to —
+// then the config requires and verifies a client certificate (mutual TLS). The caller (the serve
+// command) builds it once at start; an error names the file that could not be used.
+func TLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading MLLP TLS certificate %s and key %s: %w", certFile, keyFile, err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCAFile != "" {
+		pem, err := os.ReadFile(clientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading MLLP client CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("reading MLLP client CA file %s: no PEM certificate in it", clientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// ListenAndServe listens on the TCP address addr (DefaultAddr, ":2575", when empty) and serves
+// it until Shutdown, after which it returns ErrServerClosed. Any other error means the server
+// could not listen or the listener failed.
+func (s *Server) ListenAndServe(addr string) error {
+	if s.inShutdown.Load() {
+		return ErrServerClosed
+	}
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening for MLLP on %s: %w", addr, err)
+	}
+	return s.Serve(ln)
+}
+
+// Serve accepts connections on ln and serves each in its own goroutine until Shutdown, after
+// which it returns ErrServerClosed. It closes ln when it returns. Any other error means the
+// listener failed (or Handler is nil); connections already open keep being served.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.Handler == nil {
+		ln.Close()
+		return errors.New("mllp: Server.Handler is nil")
+	}
+	if !s.trackListener(ln, true) {
+		ln.Close()
+		return ErrServerClosed
+	}
+	defer s.trackListener(ln, false)
+	defer ln.Close()
+
+	log := s.logger()
+	var delay time.Duration // backoff after a temporary accept error, as net/http does
+	for {
+		rwc, err := ln.Accept()
+		if err != nil {
+			if s.inShutdown.Load() {
+				return ErrServerClosed
+			}
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				log.Warn("MLLP accept failed; retrying", "err", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("accepting MLLP connections: %w", err)
+		}
+		delay = 0
+		if s.active.Add(1) > int64(s.maxConns()) {
+			s.active.Add(-1)
+			rwc.Close()
+			log.Warn("MLLP connection refused: connection limit reached",
+				"remote", rwc.RemoteAddr().String(), "max_conns", s.maxConns())
+			if s.Metrics != nil {
+				s.Metrics.ConnRejected()
+			}
+			continue
+		}
+		c := &serverConn{rwc: rwc}
+		if !s.trackConn(c, true) {
+			s.active.Add(-1)
+			rwc.Close()
+			return ErrServerClosed
+		}
+		go s.serveConn(c)
+	}
+}
+
+// Addr returns the address of the first listener being served, or nil before Serve has started
+// and after it returned.
+// Tests and the serve command use it to learn the port chosen for ":0".
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.listeners) == 0 {
+		return nil
+	}
+	return s.listeners[0].Addr()
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, closes every connection that
+// has no frame in progress, and lets each of the others finish the message in hand (reading the
+// frame, the handler, writing the answer) before closing it. It returns nil once all connections
+// are closed. If ctx ends first, it closes the remaining connections, cancels their handlers'
+// context and returns ctx's error without waiting for the handlers to return; messages cut off
+// that way were not acknowledged, so their senders send them again.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if s.closeIdleConns() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			for c := range s.conns {
+				c.state.Store(stateClosing)
+				c.rwc.Close()
+			}
+			s.mu.Unlock()
+			s.context() // make sure cancelBase exists
+			s.cancelBase()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// closeIdleConns closes connections with no frame in progress and reports whether none is left.
+func (s *Server) closeIdleConns() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.state.CompareAndSwap(stateIdle, stateClosing) {
+			c.rwc.Close()
+		}
+	}
+	return len(s.conns) == 0
+}
+
+func (s *Server) trackListener(ln net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		s.listeners = slices.DeleteFunc(s.listeners, func(l net.Listener) bool { return l == ln })
+		return true
+	}
+	if s.inShutdown.Load() {
+		return false
+	}
+	s.listeners = append(s.listeners, ln)
+	return true
+}
+
+func (s *Server) trackConn(c *serverConn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.conns, c)
+		return true
+	}
+	if s.inShutdown.Load() {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = make(map[*serverConn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// context returns the base context of handler contexts; Shutdown cancels it when its deadline
+// passes.
+func (s *Server) context() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.baseCtx == nil {
+		s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	}
+	return s.baseCtx
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (s *Server) maxConns() int              { return orDefault(s.MaxConns, DefaultMaxConns) }
+func (s *Server) readTimeout() time.Duration { return orDefault(s.ReadTimeout, DefaultReadTimeout) }
+func (s *Server) idleTimeout() time.Duration { return orDefault(s.IdleTimeout, DefaultIdleTimeout) }
+func (s *Server) writeTimeout() time.Duration {
+	return orDefault(s.WriteTimeout, DefaultWriteTimeout)
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// serveConn reads frames from one connection until it ends, handing each to the Handler.
+func (s *Server) serveConn(c *serverConn) {
+	remote := c.rwc.RemoteAddr().String()
+	log := s.logger().With("remote", remote)
+	var (
+		frames     int64
+		discarded  int64
+		closeKind  string // why the connection ended, when it was a problem
+		closeError error
+	)
+	if s.Metrics != nil {
+		s.Metrics.ConnOpened()
+	}
+	defer func() {
+		if p := recover(); p != nil { // a bug in this package: keep the server up
+			log.Error("MLLP connection goroutine panicked", "panic", panicText(p), "stack", string(debug.Stack()))
+		}
+		c.rwc.Close()
+		s.trackConn(c, false)
+		s.active.Add(-1)
+		if s.Metrics != nil {
+			s.Metrics.ConnClosed()
+		}
+		attrs := []any{"frames", frames, "discarded_bytes", discarded}
+		switch {
+		case closeKind != "":
+			log.Warn("MLLP connection closed: "+closeKind, append(attrs, "err", closeError)...)
+		case discarded > 0:
+			log.Warn("MLLP connection closed; bytes outside frames were dropped", attrs...)
+		default:
+			log.Debug("MLLP connection closed", attrs...)
+		}
+	}()
+	fail := func(kind string, err error) {
+		closeKind, closeError = kind, err
+		if s.Metrics != nil {
+			s.Metrics.FrameError(kind)
+		}
+	}
+
+	conn := c.rwc
+	var tlsState *tls.ConnectionState
+	if s.TLSConfig != nil {
+		tc := tls.Server(c.rwc, s.TLSConfig)
+		_ = tc.SetDeadline(time.Now().Add(s.readTimeout()))
+		if err := tc.HandshakeContext(s.context()); err != nil {
+			if c.state.Load() != stateClosing {
+				fail(FrameErrHandshake, err)
+			}
+			return
+		}
+		_ = tc.SetDeadline(time.Time{})
+		st := tc.ConnectionState()
+		tlsState = &st
+		conn = tc
+	}
+	log.Debug("MLLP connection opened", "tls", tlsState != nil)
+
+	ctx, cancel := context.WithCancel(s.context())
+	defer cancel()
+	fr := NewReader(conn, s.MaxMessageSize)
+	fr.onFrameStart = func() {
+		if c.state.CompareAndSwap(stateIdle, stateActive) {
+			_ = conn.SetReadDeadline(time.Now().Add(s.readTimeout()))
+		}
+	}
+	w := NewWriter(conn)
+
+	for {
+		if s.inShutdown.Load() {
+			return
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(s.idleTimeout()))
+		msg, err := fr.Next()
+		if d := fr.Discarded() - discarded; d > 0 {
+			discarded += d
+			if s.Metrics != nil {
+				s.Metrics.Discarded(d)
+			}
+		}
+		if c.state.Load() == stateClosing {
+			return // closed by Shutdown; a frame read whole meanwhile was not answered, so it is resent
+		}
+		f := &Frame{ReceivedAt: time.Now(), RemoteAddr: remote, TLS: tlsState}
+		var tooLarge *TooLargeError
+		switch {
+		case err == nil:
+			f.Data = append(make([]byte, 0, len(msg)), msg...) // the handler's own copy, non-nil
+			f.Size = int64(len(msg))
+		case errors.As(err, &tooLarge):
+			f.Data, f.TooLarge, f.Size = tooLarge.Head, true, tooLarge.Size
+			if s.Metrics != nil {
+				s.Metrics.FrameError(FrameErrTooLarge)
+			}
+			log.Warn("MLLP message over the size limit; handing its head to the handler",
+				"size", tooLarge.Size, "limit", tooLarge.Limit)
+		case err == io.EOF:
+			return // the peer closed between frames
+		case errors.Is(err, ErrTruncated):
+			fail(FrameErrTruncated, fmt.Errorf("peer closed after %d bytes of a frame: %w", fr.partial, err))
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if fr.inFrame {
+				fail(FrameErrTimeout, fmt.Errorf("frame not complete within %s (%d bytes read): %w", s.readTimeout(), fr.partial, err))
+			} else {
+				log.Debug("MLLP connection idle; closing", "idle_timeout", s.idleTimeout())
+			}
+			return
+		default:
+			if fr.inFrame {
+				fail(FrameErrRead, err)
+			} else {
+				log.Debug("MLLP connection read error between frames", "err", err)
+			}
+			return
+		}
+		frames++
+
+		ack, ok := s.callHandler(ctx, f, log)
+		if !ok {
+			fail(FrameErrPanic, errors.New("handler panicked; no answer sent"))
+			return
+		}
+		if ack != nil {
+			_ = conn.SetWriteDeadline(time.Now().Add(s.writeTimeout()))
+			if err := w.WriteMsg(ack); err != nil {
+				if c.state.Load() != stateClosing { // not cut off by Shutdown's deadline
+					fail(FrameErrWrite, err)
+				}
+				return
+			}
+		}
+		c.state.Store(stateIdle)
+	}
+}
+
+// callHandler runs the handler, recovering a panic; ok is false when it panicked.
+func (s *Server) callHandler(ctx context.Context, f *Frame, log *slog.Logger) (ack []byte, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("MLLP handler panicked; closing the connection without an answer",
+				"panic", panicText(p), "stack", string(debug.Stack()))
+			ack, ok = nil, false
+		}
+	}()
+	return s.Handler.ServeMLLP(ctx, f), true
+}
+
+// panicText describes a panic value without risking message contents in the log: runtime errors
+// (nil dereference, index out of range) are safe to print; for anything else only its type.
+func panicText(p any) string {
+	if re, ok := p.(runtime.Error); ok {
+		return re.Error()
+	}
+	return fmt.Sprintf("value of type %T", p)
+}

@@ -1,0 +1,573 @@
+// Package postgres is Ferry's production store: engine.MessageStore on PostgreSQL through
+// github.com/lib/pq. Several Ferry nodes may share one database; everything that must be unique
+// across them (a duplicate MSH-10, …) is a database constraint, never a map in one node's memory.
+//
+// All of Ferry's PostgreSQL SQL lives in this package; the schema is in migrations/postgres and
+// is applied by Migrate. Commits are durable: Open refuses a session with synchronous_commit off,
+// because Ferry acknowledges a message only after its commit returns.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lib/pq"
+	"github.com/lib/pq/pqerror"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/migrations"
+)
+
+// Store is engine.MessageStore on PostgreSQL. It is safe for concurrent use.
+type Store struct {
+	db *sql.DB
+
+	// mu guards the statements prepared on first use: they name tables that exist only after
+	// Migrate, and a Store may be opened before it.
+	mu          sync.Mutex
+	insertBatch *sql.Stmt
+}
+
+var _ engine.MessageStore = (*Store)(nil)
+
+// Open connects to the database dsn names (a postgres:// URL or key=value DSN, as lib/pq takes)
+// and pings it. A search_path parameter in dsn selects the schema. It fails when the session's
+// synchronous_commit is off: a commit would return before it is on disk.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("opening postgres: %w", err)
+	}
+	// Group commits (usually 2 in flight), the HTTP API's queries and the workers that come later
+	// share this pool; keep enough connections idle that the hot path never reconnects.
+	db.SetMaxOpenConns(32)
+	db.SetMaxIdleConns(16)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connecting to postgres: %w", err)
+	}
+	var syncCommit string
+	if err := db.QueryRowContext(ctx, "SHOW synchronous_commit").Scan(&syncCommit); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("reading synchronous_commit: %w", err)
+	}
+	if syncCommit == "off" {
+		db.Close()
+		return nil, errors.New("postgres has synchronous_commit=off: a commit could be lost after Ferry ACKs it; " +
+			"turn it on for this role or database, or add synchronous_commit=on to the URL")
+	}
+	return &Store{db: db}, nil
+}
+
+// DB returns the connection pool, for the packages that keep their own tables in this database.
+// Close closes it.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Close closes the statements and the connection pool.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.insertBatch != nil {
+		s.insertBatch.Close()
+		s.insertBatch = nil
+	}
+	s.mu.Unlock()
+	return s.db.Close()
+}
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("pinging postgres: %w", interpretError(err))
+	}
+	return nil
+}
+
+// Migrate applies the pending migrations from migrations.Postgres to the current schema (the
+// first of search_path that exists). It holds an advisory lock named after that schema while it
+// runs, so nodes starting together migrate once; running it again is a no-op.
+func (s *Store) Migrate(ctx context.Context) error {
+	var schema string
+	if err := s.db.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return fmt.Errorf("reading current schema: %w", err)
+	}
+	h := fnv.New64a()
+	h.Write([]byte("ferry migrations " + schema))
+	locker, err := lock.NewPostgresSessionLocker(
+		lock.WithLockID(int64(h.Sum64())),
+		lock.WithLockTimeout(1, 600), // poll every second, for up to 10 minutes
+	)
+	if err != nil {
+		return fmt.Errorf("creating migration lock: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, s.db, migrations.Postgres,
+		goose.WithSessionLocker(locker),
+		goose.WithDisableGlobalRegistry(true),
+		goose.WithLogger(goose.NopLogger()),
+	)
+	if err != nil {
+		return fmt.Errorf("loading migrations: %w", err)
+	}
+	// Not p.Close: it would close s.db.
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("applying migrations to schema %s: %w", schema, err)
+	}
+	return nil
+}
+
+// The columns of inbound_messages in the order scanMessage reads them.
+const messageColumns = `id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
+	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0)`
+
+// insertBatchSQL inserts a batch in one round trip. The batch arrives as parallel arrays, one per
+// column, so the statement text is the same for every batch size and is prepared once per
+// connection. It draws an ID for every message in batch order, then inserts all but the deferred
+// ones (later messages of the batch with an earlier message's key, see CommitInbound), skipping
+// any that collide with an accepted message on the duplicate key. It returns each message's ID
+// and whether its row went in. Rows go in sorted by key, so that two transactions with
+// overlapping keys wait for each other in one order and never deadlock.
+const insertBatchSQL = `
+WITH batch AS MATERIALIZED (
+	SELECT nextval('inbound_messages_id_seq') AS id, b.*
+	FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+		$7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[],
+		$14::bigint[], $15::bool[])
+		WITH ORDINALITY AS b(channel, received_at, peer_addr, raw, sending_application,
+			sending_facility, message_type, control_id, version, status, ack, ack_code, error,
+			duplicate_of, deferred, ord)
+),
+inserted AS (
+	INSERT INTO inbound_messages (id, channel, received_at, peer_addr, raw, sending_application,
+		sending_facility, message_type, control_id, version, status, ack, ack_code, error,
+		duplicate_of)
+	SELECT id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
+		message_type, control_id, version, status, ack, ack_code, error, nullif(duplicate_of, 0)
+	FROM batch
+	WHERE NOT deferred
+	ORDER BY sending_application, sending_facility, control_id, ord
+	ON CONFLICT (sending_application, sending_facility, control_id)
+		WHERE status = 'accepted' AND control_id <> '' DO NOTHING
+	RETURNING id
+)
+SELECT batch.id, inserted.id IS NOT NULL
+FROM batch LEFT JOIN inserted ON inserted.id = batch.id
+ORDER BY batch.ord`
+
+// insertDuplicatesSQL stores the messages whose key belongs to an accepted message as
+// duplicates of it, with its ACK. Under READ COMMITTED this statement sees every original:
+// those committed before the transaction, those a racing node committed while the batch insert
+// waited on them, and those inserted earlier in this transaction.
+const insertDuplicatesSQL = `
+INSERT INTO inbound_messages (id, channel, received_at, peer_addr, raw, sending_application,
+	sending_facility, message_type, control_id, version, status, ack, ack_code, error, duplicate_of)
+SELECT d.id, d.channel, d.received_at, d.peer_addr, d.raw, d.sending_application,
+	d.sending_facility, d.message_type, d.control_id, d.version, 'duplicate', o.ack, o.ack_code,
+	d.error, o.id
+FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[], $5::bytea[], $6::text[],
+	$7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+	AS d(id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
+		message_type, control_id, version, error)
+JOIN inbound_messages o
+	ON o.sending_application = d.sending_application
+	AND o.sending_facility = d.sending_facility
+	AND o.control_id = d.control_id
+	AND o.status = 'accepted' AND o.control_id <> ''
+RETURNING id, duplicate_of, ack, ack_code`
+
+// commitAttempts bounds the retries of a batch that PostgreSQL aborted to break a deadlock or a
+// serialization conflict; the key order in insertBatchSQL should make them rare.
+const commitAttempts = 3
+
+// CommitInbound stores msgs in one READ COMMITTED transaction, as engine.MessageStore documents:
+// one statement for the batch, one more only when some messages turn out to be duplicates, then
+// COMMIT, which returns once the commit is flushed (synchronous_commit). msgs is updated only
+// after the commit succeeds.
+//
+// Header text is stored as valid UTF-8 without NULs (PostgreSQL's text takes neither): invalid
+// bytes and NULs become U+FFFD, in msgs too, so that one odd header never fails a whole batch.
+// Raw and ACK are kept byte for byte.
+func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := validate(msgs); err != nil {
+		return err
+	}
+	stmt, err := s.insertBatchStmt(ctx)
+	if err != nil {
+		return err
+	}
+	cols := columnsOf(msgs)
+	results := make([]outcome, len(msgs))
+	for attempt := 1; ; attempt++ {
+		err = s.commitBatch(ctx, stmt, cols, results)
+		if err == nil || !errors.Is(err, errRetry) || attempt == commitAttempts {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("committing %d inbound messages: %w", len(msgs), err)
+	}
+	for i, m := range msgs {
+		cols.applyTo(m, i, results[i])
+	}
+	return nil
+}
+
+// columns is a batch as parallel arrays, one per column, as insertBatchSQL takes it: header text
+// already made storable, and deferred marking the later messages of the batch that carry the key
+// of an earlier accepted one.
+type columns struct {
+	channel, receivedAt, peerAddr              pq.StringArray
+	app, facility, msgType, controlID, version pq.StringArray // MSH-3, -4, -9, -10, -12
+	status, ackCode, errText                   pq.StringArray
+	raw, ack                                   pq.ByteaArray
+	duplicateOf                                pq.Int64Array
+	deferred                                   pq.BoolArray
+}
+
+func columnsOf(msgs []*engine.InboundMessage) *columns {
+	n := len(msgs)
+	c := &columns{
+		channel: make([]string, n), receivedAt: make([]string, n), peerAddr: make([]string, n),
+		app: make([]string, n), facility: make([]string, n), msgType: make([]string, n),
+		controlID: make([]string, n), version: make([]string, n), status: make([]string, n),
+		ackCode: make([]string, n), errText: make([]string, n),
+		raw: make([][]byte, n), ack: make([][]byte, n), duplicateOf: make([]int64, n), deferred: make([]bool, n),
+	}
+	var seen map[dupKey]bool
+	for i, m := range msgs {
+		c.channel[i] = storableText(m.Channel)
+		c.receivedAt[i] = m.ReceivedAt.UTC().Format(timestampLayout)
+		c.peerAddr[i] = storableText(m.PeerAddr)
+		c.raw[i] = nonNil(m.Raw)
+		c.app[i] = storableText(m.SendingApplication)
+		c.facility[i] = storableText(m.SendingFacility)
+		c.msgType[i] = storableText(m.MessageType)
+		c.controlID[i] = storableText(m.ControlID)
+		c.version[i] = storableText(m.Version)
+		c.status[i] = string(m.Status)
+		c.ack[i] = nonNil(m.ACK)
+		c.ackCode[i] = storableText(m.ACKCode)
+		c.errText[i] = storableText(m.Error)
+		c.duplicateOf[i] = m.DuplicateOf
+		// The first message of the batch with a key wins, whatever order rows go in: later ones
+		// are deferred to insertDuplicatesSQL.
+		if m.Status == engine.StatusAccepted && c.controlID[i] != "" && n > 1 {
+			k := dupKey{c.app[i], c.facility[i], c.controlID[i]}
+			if seen == nil {
+				seen = make(map[dupKey]bool, n)
+			}
+			c.deferred[i] = seen[k]
+			seen[k] = true
+		}
+	}
+	return c
+}
+
+// applyTo updates message i of the batch to what was committed.
+func (c *columns) applyTo(m *engine.InboundMessage, i int, o outcome) {
+	m.ID = o.id
+	m.Channel, m.PeerAddr, m.Error = c.channel[i], c.peerAddr[i], c.errText[i]
+	m.SendingApplication, m.SendingFacility, m.ControlID = c.app[i], c.facility[i], c.controlID[i]
+	m.MessageType, m.Version, m.ACKCode = c.msgType[i], c.version[i], c.ackCode[i]
+	if o.duplicateOf != 0 {
+		m.Status, m.DuplicateOf, m.ACK, m.ACKCode = engine.StatusDuplicate, o.duplicateOf, o.ack, o.ackCode
+	}
+}
+
+// outcome is what the transaction made of one message.
+type outcome struct {
+	id          int64
+	duplicateOf int64 // non-zero when the store made the message a duplicate of this original
+	ack         []byte
+	ackCode     string
+}
+
+func (s *Store) commitBatch(ctx context.Context, stmt *sql.Stmt, c *columns, out []outcome) (err error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return interpretError(err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+
+	rows, err := tx.StmtContext(ctx, stmt).QueryContext(ctx,
+		c.channel, c.receivedAt, c.peerAddr, c.raw, c.app, c.facility, c.msgType, c.controlID,
+		c.version, c.status, c.ack, c.ackCode, c.errText, c.duplicateOf, c.deferred)
+	if err != nil {
+		return fmt.Errorf("inserting batch: %w", interpretError(err))
+	}
+	var pending []int // messages not inserted: their key belongs to an accepted message
+	n := 0
+	for rows.Next() {
+		var (
+			id       int64
+			inserted bool
+		)
+		if err := rows.Scan(&id, &inserted); err != nil {
+			rows.Close()
+			return fmt.Errorf("inserting batch: %w", interpretError(err))
+		}
+		if n < len(out) {
+			out[n] = outcome{id: id}
+		}
+		if !inserted {
+			pending = append(pending, n)
+		}
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("inserting batch: %w", interpretError(err))
+	}
+	if n != len(out) {
+		return fmt.Errorf("inserting batch: %d rows returned for %d messages", n, len(out))
+	}
+	if len(pending) > 0 {
+		if err := insertDuplicates(ctx, tx, c, pending, out); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing: %w", interpretError(err))
+	}
+	return nil
+}
+
+// insertDuplicates runs insertDuplicatesSQL for the messages at pending and records each one's
+// original and ACK in out.
+func insertDuplicates(ctx context.Context, tx *sql.Tx, c *columns, pending []int, out []outcome) error {
+	n := len(pending)
+	pick := func(col []string) pq.StringArray {
+		picked := make([]string, n)
+		for j, i := range pending {
+			picked[j] = col[i]
+		}
+		return picked
+	}
+	ids := make(pq.Int64Array, n)
+	raw := make(pq.ByteaArray, n)
+	byID := make(map[int64]int, n)
+	for j, i := range pending {
+		ids[j], raw[j] = out[i].id, c.raw[i]
+		byID[out[i].id] = i
+	}
+	rows, err := tx.QueryContext(ctx, insertDuplicatesSQL, ids, pick(c.channel), pick(c.receivedAt),
+		pick(c.peerAddr), raw, pick(c.app), pick(c.facility), pick(c.msgType), pick(c.controlID),
+		pick(c.version), pick(c.errText))
+	if err != nil {
+		return fmt.Errorf("inserting duplicates: %w", interpretError(err))
+	}
+	defer rows.Close()
+	found := 0
+	for rows.Next() {
+		var o outcome
+		if err := rows.Scan(&o.id, &o.duplicateOf, &o.ack, &o.ackCode); err != nil {
+			return fmt.Errorf("inserting duplicates: %w", interpretError(err))
+		}
+		i, ok := byID[o.id]
+		if !ok {
+			return fmt.Errorf("inserting duplicates: unexpected row %d returned", o.id)
+		}
+		out[i] = o
+		found++
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("inserting duplicates: %w", interpretError(err))
+	}
+	if found != n {
+		// Only a change to an accepted row between the two statements can cause this: retry.
+		return fmt.Errorf("inserting duplicates: %d of %d originals not found: %w", n-found, n, errRetry)
+	}
+	return nil
+}
+
+// insertBatchStmt returns insertBatchSQL prepared, preparing it on first use. database/sql
+// prepares it again on each connection that runs it, once.
+func (s *Store) insertBatchStmt(ctx context.Context) (*sql.Stmt, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.insertBatch == nil {
+		stmt, err := s.db.PrepareContext(ctx, insertBatchSQL)
+		if err != nil {
+			return nil, fmt.Errorf("preparing batch insert: %w", interpretError(err))
+		}
+		s.insertBatch = stmt
+	}
+	return s.insertBatch, nil
+}
+
+// Message returns the message with id, or engine.ErrNotFound.
+func (s *Store) Message(ctx context.Context, id int64) (*engine.InboundMessage, error) {
+	row := s.db.QueryRowContext(ctx, "SELECT "+messageColumns+" FROM inbound_messages WHERE id = $1", id)
+	m, err := scanMessage(row)
+	if err != nil {
+		return nil, fmt.Errorf("reading message %d: %w", id, interpretError(err))
+	}
+	return m, nil
+}
+
+// Messages returns the messages that match f, newest (highest ID) first.
+func (s *Store) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine.InboundMessage, error) {
+	var (
+		where []string
+		args  []any
+	)
+	add := func(cond string, arg any) {
+		args = append(args, arg)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if f.ControlID != "" {
+		add("control_id = $%d", storableText(f.ControlID))
+	}
+	if f.MessageType != "" {
+		add(`message_type LIKE $%d`, escapeLike(storableText(f.MessageType))+"%")
+	}
+	if f.Status != "" {
+		add("status = $%d", string(f.Status))
+	}
+	if f.SendingFacility != "" {
+		add("sending_facility = $%d", storableText(f.SendingFacility))
+	}
+	if !f.Since.IsZero() {
+		add("received_at >= $%d", f.Since.UTC().Truncate(time.Microsecond))
+	}
+	if !f.Until.IsZero() {
+		add("received_at < $%d", f.Until.UTC().Truncate(time.Microsecond))
+	}
+	if f.BeforeID > 0 {
+		add("id < $%d", f.BeforeID)
+	}
+	q := "SELECT " + messageColumns + " FROM inbound_messages"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, limit(f.Limit))
+	q += fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(args))
+
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing messages: %w", interpretError(err))
+	}
+	defer rows.Close()
+	var out []*engine.InboundMessage
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing messages: %w", interpretError(err))
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing messages: %w", interpretError(err))
+	}
+	return out, nil
+}
+
+func scanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, error) {
+	var (
+		m      engine.InboundMessage
+		status string
+	)
+	err := row.Scan(&m.ID, &m.Channel, &m.ReceivedAt, &m.PeerAddr, &m.Raw, &m.SendingApplication,
+		&m.SendingFacility, &m.MessageType, &m.ControlID, &m.Version, &status, &m.ACK, &m.ACKCode,
+		&m.Error, &m.DuplicateOf)
+	if err != nil {
+		return nil, err
+	}
+	m.Status = engine.Status(status)
+	m.ReceivedAt = m.ReceivedAt.UTC()
+	if m.Raw == nil {
+		m.Raw = []byte{}
+	}
+	if len(m.ACK) == 0 {
+		m.ACK = nil
+	}
+	return &m, nil
+}
+
+// errRetry marks an error after which the whole transaction may be tried again.
+var errRetry = errors.New("transaction aborted by a concurrent one")
+
+// interpretError maps driver errors to the sentinels callers test with errors.Is: no rows to
+// engine.ErrNotFound; deadlocks and serialization failures to errRetry. Others pass unchanged.
+func interpretError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sql.ErrNoRows):
+		return engine.ErrNotFound
+	case pq.As(err, pqerror.TRDeadlockDetected, pqerror.TRSerializationFailure) != nil:
+		return fmt.Errorf("%w: %w", errRetry, err)
+	}
+	return err
+}
+
+// validate rejects a batch that no correct caller sends, before anything is written.
+func validate(msgs []*engine.InboundMessage) error {
+	for i, m := range msgs {
+		switch {
+		case m == nil:
+			return fmt.Errorf("message %d of the batch is nil", i)
+		case !m.Status.Valid():
+			return fmt.Errorf("message %d of the batch: invalid status %q", i, m.Status)
+		case m.ReceivedAt.IsZero():
+			return fmt.Errorf("message %d of the batch: ReceivedAt is not set", i)
+		case (m.Status == engine.StatusDuplicate) != (m.DuplicateOf != 0):
+			return fmt.Errorf("message %d of the batch: DuplicateOf must be set exactly when Status is duplicate", i)
+		}
+	}
+	return nil
+}
+
+// dupKey is the duplicate rule's key: MSH-3, MSH-4, MSH-10.
+type dupKey struct{ application, facility, controlID string }
+
+// timestampLayout writes a time for a timestamptz array, truncated to PostgreSQL's microseconds.
+const timestampLayout = "2006-01-02 15:04:05.999999Z07:00"
+
+// storableText returns s as PostgreSQL's text can hold it: valid UTF-8 without NULs, each
+// invalid byte or NUL replaced by U+FFFD. Header fields come from outside bytes; an odd one must
+// not fail the batch it is in. The raw message keeps the original bytes.
+func storableText(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// nonNil returns b, or an empty slice for nil: lib/pq sends nil as NULL.
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// escapeLike escapes LIKE's wildcards so that s matches only itself.
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+// limit applies MessageFilter.Limit's default and cap.
+func limit(n int) int {
+	switch {
+	case n <= 0:
+		return 100
+	case n > 1000:
+		return 1000
+	}
+	return n
+}

@@ -1,0 +1,446 @@
+// Package sqlite is Ferry's embedded store: engine.MessageStore in one SQLite file through
+// modernc.org/sqlite (pure Go, no cgo). It serves a single node; the same engine code runs on it
+// and on adapters/postgres.
+//
+// The database runs in WAL mode with synchronous=FULL, so a commit returns only after the WAL is
+// fsynced: Ferry acknowledges a message only after that. Writes go through one connection, so
+// group commits queue in Go instead of contending for SQLite's lock; reads use a pool of
+// read-only connections, which WAL lets run beside the writer. All of Ferry's SQLite SQL lives in
+// this package; the schema is in migrations/sqlite and is applied by Migrate.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/pressly/goose/v3"
+	sqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/migrations"
+)
+
+// Store is engine.MessageStore on SQLite. It is safe for concurrent use.
+type Store struct {
+	writer *sql.DB // one connection: every write, in turn
+	reader *sql.DB // read-only connections for queries
+
+	// mu guards the statements prepared on first use: they name tables that exist only after
+	// Migrate, and a Store may be opened before it.
+	mu         sync.Mutex
+	insert     *sql.Stmt
+	findAccept *sql.Stmt
+}
+
+var _ engine.MessageStore = (*Store)(nil)
+
+// busyTimeoutMillis is how long a connection waits for another process's lock (a `ferry migrate`
+// beside `ferry serve`, a backup) before it gives up with SQLITE_BUSY.
+const busyTimeoutMillis = 10000
+
+// Open opens, or creates, the database file at path (e.g. ./ferry-data/ferry.db), creating its
+// directory if needed, and checks that it answers. Call Migrate before use.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("sqlite path %q: want a file path without ? or #", path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("creating sqlite directory: %w", err)
+	}
+	// The file holds patient data: readable by Ferry's user only. SQLite gives the -wal and -shm
+	// files the main file's mode. An existing file keeps the mode it has.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating sqlite file: %w", err)
+	}
+	f.Close()
+	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMillis)
+	// IMMEDIATE: a transaction takes the write lock at BEGIN, so it never fails half-way for
+	// want of upgrading a read lock. FULL: the WAL is fsynced at every commit.
+	writer, err := sql.Open("sqlite", path+"?"+common+
+		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetMaxIdleConns(1)
+	writer.SetConnMaxLifetime(0)
+	writer.SetConnMaxIdleTime(0)
+	if err := checkWriter(ctx, writer); err != nil {
+		writer.Close()
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	// The writer has created the file and switched it to WAL (a setting the file keeps), so the
+	// readers open it as it is.
+	reader, err := sql.Open("sqlite", path+"?"+common+"&_pragma=query_only(1)")
+	if err != nil {
+		writer.Close()
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	reader.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	reader.SetMaxIdleConns(max(4, runtime.GOMAXPROCS(0)))
+	if err := reader.PingContext(ctx); err != nil {
+		writer.Close()
+		reader.Close()
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, interpretError(err))
+	}
+	return &Store{writer: writer, reader: reader}, nil
+}
+
+// checkWriter confirms the durability settings took: an unsupported file system can leave
+// journal_mode as it was without an error.
+func checkWriter(ctx context.Context, db *sql.DB) error {
+	var mode string
+	var sync int
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return interpretError(err)
+	}
+	if err := db.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+		return interpretError(err)
+	}
+	if !strings.EqualFold(mode, "wal") || sync != 2 {
+		return fmt.Errorf("journal_mode=%s synchronous=%d, want wal and 2 (FULL)", mode, sync)
+	}
+	return nil
+}
+
+// DB returns the single write connection, for packages that keep their own tables in this
+// database. Everything run on it waits for, and holds up, the inbound group commits: keep its
+// transactions short and read through ReadDB. Close closes it.
+func (s *Store) DB() *sql.DB { return s.writer }
+
+// ReadDB returns the read-only connection pool, for queries that should not wait for writes.
+// Close closes it.
+func (s *Store) ReadDB() *sql.DB { return s.reader }
+
+// Close closes the statements and both connection pools.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	for _, st := range []*sql.Stmt{s.insert, s.findAccept} {
+		if st != nil {
+			st.Close()
+		}
+	}
+	s.insert, s.findAccept = nil, nil
+	s.mu.Unlock()
+	return errors.Join(s.writer.Close(), s.reader.Close())
+}
+
+// Ping reports whether both pools answer.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.writer.PingContext(ctx); err != nil {
+		return fmt.Errorf("pinging sqlite writer: %w", interpretError(err))
+	}
+	if err := s.reader.PingContext(ctx); err != nil {
+		return fmt.Errorf("pinging sqlite readers: %w", interpretError(err))
+	}
+	return nil
+}
+
+// Migrate applies the pending migrations from migrations.SQLite. Running it again is a no-op.
+func (s *Store) Migrate(ctx context.Context) error {
+	p, err := goose.NewProvider(goose.DialectSQLite3, s.writer, migrations.SQLite,
+		goose.WithDisableGlobalRegistry(true),
+		goose.WithLogger(goose.NopLogger()),
+	)
+	if err != nil {
+		return fmt.Errorf("loading migrations: %w", err)
+	}
+	// Not p.Close: it would close s.writer.
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("applying migrations: %w", err)
+	}
+	return nil
+}
+
+// The columns of inbound_messages in the order scanMessage reads them.
+const messageColumns = `id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
+	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0)`
+
+// insertSQL inserts one message, or nothing when it is accepted and an accepted message already
+// has its key (the partial unique index): then it returns no row.
+const insertSQL = `
+INSERT INTO inbound_messages (channel, received_at, peer_addr, raw, sending_application,
+	sending_facility, message_type, control_id, version, status, ack, ack_code, error, duplicate_of)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, nullif(?, 0))
+ON CONFLICT (sending_application, sending_facility, control_id)
+	WHERE status = 'accepted' AND control_id <> '' DO NOTHING
+RETURNING id`
+
+// findAcceptedSQL finds the accepted message that holds a duplicate key.
+const findAcceptedSQL = `
+SELECT id, ack, ack_code FROM inbound_messages
+WHERE sending_application = ? AND sending_facility = ? AND control_id = ?
+	AND status = 'accepted' AND control_id <> ''`
+
+// CommitInbound stores msgs in one transaction, as engine.MessageStore documents, and returns
+// after the commit is fsynced. Messages go in batch order, so the first of a batch with a key
+// wins and later ones see it. msgs is updated only after the commit succeeds.
+//
+// Header text is stored as valid UTF-8 without NULs, as adapters/postgres must store it: invalid
+// bytes and NULs become U+FFFD, in msgs too, so both stores keep and match the same keys. Raw
+// and ACK are kept byte for byte.
+func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage) (err error) {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := validate(msgs); err != nil {
+		return err
+	}
+	insert, findAccepted, err := s.statements(ctx)
+	if err != nil {
+		return err
+	}
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("committing %d inbound messages: %w", len(msgs), interpretError(err))
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+			err = fmt.Errorf("committing %d inbound messages: %w", len(msgs), err)
+		}
+	}()
+	insert = tx.StmtContext(ctx, insert)
+	findAccepted = tx.StmtContext(ctx, findAccepted)
+
+	stored := make([]engine.InboundMessage, len(msgs))
+	for i, m := range msgs {
+		r := &stored[i]
+		*r = *m
+		r.Channel = storableText(m.Channel)
+		r.PeerAddr = storableText(m.PeerAddr)
+		r.Raw = nonNil(m.Raw)
+		r.SendingApplication = storableText(m.SendingApplication)
+		r.SendingFacility = storableText(m.SendingFacility)
+		r.MessageType = storableText(m.MessageType)
+		r.ControlID = storableText(m.ControlID)
+		r.Version = storableText(m.Version)
+		r.ACK = nonNil(m.ACK)
+		r.ACKCode = storableText(m.ACKCode)
+		r.Error = storableText(m.Error)
+
+		err := insertRow(ctx, insert, r)
+		if errors.Is(err, sql.ErrNoRows) {
+			// An accepted message has this key: store this one as its duplicate.
+			err = findAccepted.QueryRowContext(ctx, r.SendingApplication, r.SendingFacility, r.ControlID).
+				Scan(&r.DuplicateOf, &r.ACK, &r.ACKCode)
+			if err != nil {
+				return fmt.Errorf("finding the original of a duplicate: %w", interpretError(err))
+			}
+			r.Status = engine.StatusDuplicate
+			err = insertRow(ctx, insert, r)
+		}
+		if err != nil {
+			return fmt.Errorf("inserting message %d of the batch: %w", i, interpretError(err))
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing: %w", interpretError(err))
+	}
+	for i, m := range msgs {
+		raw := m.Raw
+		*m = stored[i]
+		m.Raw = raw
+		if len(m.ACK) == 0 {
+			m.ACK = nil
+		}
+	}
+	return nil
+}
+
+func insertRow(ctx context.Context, insert *sql.Stmt, m *engine.InboundMessage) error {
+	return insert.QueryRowContext(ctx, m.Channel, m.ReceivedAt.UnixNano(), m.PeerAddr, m.Raw,
+		m.SendingApplication, m.SendingFacility, m.MessageType, m.ControlID, m.Version,
+		string(m.Status), m.ACK, m.ACKCode, m.Error, m.DuplicateOf).Scan(&m.ID)
+}
+
+// statements returns the write statements, preparing them on first use on the writer
+// connection (never inside a transaction: the writer has only the one connection).
+func (s *Store) statements(ctx context.Context) (insert, findAccepted *sql.Stmt, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.insert == nil {
+		if s.insert, err = s.writer.PrepareContext(ctx, insertSQL); err != nil {
+			return nil, nil, fmt.Errorf("preparing insert: %w", interpretError(err))
+		}
+	}
+	if s.findAccept == nil {
+		if s.findAccept, err = s.writer.PrepareContext(ctx, findAcceptedSQL); err != nil {
+			return nil, nil, fmt.Errorf("preparing duplicate lookup: %w", interpretError(err))
+		}
+	}
+	return s.insert, s.findAccept, nil
+}
+
+// Message returns the message with id, or engine.ErrNotFound.
+func (s *Store) Message(ctx context.Context, id int64) (*engine.InboundMessage, error) {
+	row := s.reader.QueryRowContext(ctx, "SELECT "+messageColumns+" FROM inbound_messages WHERE id = ?", id)
+	m, err := scanMessage(row)
+	if err != nil {
+		return nil, fmt.Errorf("reading message %d: %w", id, interpretError(err))
+	}
+	return m, nil
+}
+
+// Messages returns the messages that match f, newest (highest ID) first.
+func (s *Store) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine.InboundMessage, error) {
+	var (
+		where []string
+		args  []any
+	)
+	add := func(cond string, a ...any) {
+		where = append(where, cond)
+		args = append(args, a...)
+	}
+	if f.ControlID != "" {
+		add("control_id = ?", storableText(f.ControlID))
+	}
+	if f.MessageType != "" {
+		// A prefix as a range of the index: stored text is valid UTF-8, which never holds the
+		// byte 0xFF, so exactly the values that start with p lie in [p, p+"\xff").
+		p := storableText(f.MessageType)
+		add("message_type >= ? AND message_type < ?", p, p+"\xff")
+	}
+	if f.Status != "" {
+		add("status = ?", string(f.Status))
+	}
+	if f.SendingFacility != "" {
+		add("sending_facility = ?", storableText(f.SendingFacility))
+	}
+	if !f.Since.IsZero() {
+		add("received_at >= ?", f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		add("received_at < ?", f.Until.UnixNano())
+	}
+	if f.BeforeID > 0 {
+		add("id < ?", f.BeforeID)
+	}
+	q := "SELECT " + messageColumns + " FROM inbound_messages"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY id DESC LIMIT ?"
+	args = append(args, limit(f.Limit))
+
+	rows, err := s.reader.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing messages: %w", interpretError(err))
+	}
+	defer rows.Close()
+	var out []*engine.InboundMessage
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing messages: %w", interpretError(err))
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing messages: %w", interpretError(err))
+	}
+	return out, nil
+}
+
+func scanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, error) {
+	var (
+		m          engine.InboundMessage
+		receivedAt int64
+		status     string
+	)
+	err := row.Scan(&m.ID, &m.Channel, &receivedAt, &m.PeerAddr, &m.Raw, &m.SendingApplication,
+		&m.SendingFacility, &m.MessageType, &m.ControlID, &m.Version, &status, &m.ACK, &m.ACKCode,
+		&m.Error, &m.DuplicateOf)
+	if err != nil {
+		return nil, err
+	}
+	m.ReceivedAt = time.Unix(0, receivedAt).UTC()
+	m.Status = engine.Status(status)
+	if m.Raw == nil {
+		m.Raw = []byte{}
+	}
+	if len(m.ACK) == 0 {
+		m.ACK = nil
+	}
+	return &m, nil
+}
+
+// interpretError maps driver errors to the sentinels callers test with errors.Is: no rows to
+// engine.ErrNotFound. Others pass unchanged; SQLITE_BUSY (another process held the lock past the
+// busy timeout) is named as such.
+func interpretError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return engine.ErrNotFound
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY {
+		return fmt.Errorf("database locked by another process for over %dms: %w", busyTimeoutMillis, err)
+	}
+	return err
+}
+
+// The helpers below match adapters/postgres's, so that both stores accept, store and filter the
+// same way; engine is the place they would share (see docs/storage.md).
+
+// validate rejects a batch that no correct caller sends, before anything is written.
+func validate(msgs []*engine.InboundMessage) error {
+	for i, m := range msgs {
+		switch {
+		case m == nil:
+			return fmt.Errorf("message %d of the batch is nil", i)
+		case !m.Status.Valid():
+			return fmt.Errorf("message %d of the batch: invalid status %q", i, m.Status)
+		case m.ReceivedAt.IsZero():
+			return fmt.Errorf("message %d of the batch: ReceivedAt is not set", i)
+		case m.ReceivedAt.Year() < 1678 || m.ReceivedAt.Year() > 2261:
+			// received_at is stored as Unix nanoseconds, which an int64 holds for these years.
+			return fmt.Errorf("message %d of the batch: ReceivedAt %s is out of range", i, m.ReceivedAt)
+		case (m.Status == engine.StatusDuplicate) != (m.DuplicateOf != 0):
+			return fmt.Errorf("message %d of the batch: DuplicateOf must be set exactly when Status is duplicate", i)
+		}
+	}
+	return nil
+}
+
+// storableText returns s as valid UTF-8 without NULs, each invalid byte or NUL replaced by
+// U+FFFD: what adapters/postgres can store in text, so keys compare alike in both stores. The
+// raw message keeps the original bytes.
+func storableText(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// nonNil returns b, or an empty slice for nil: raw and ack are NOT NULL, and nil binds as NULL.
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// limit applies MessageFilter.Limit's default and cap.
+func limit(n int) int {
+	switch {
+	case n <= 0:
+		return 100
+	case n > 1000:
+		return 1000
+	}
+	return n
+}

@@ -1,0 +1,144 @@
+package sqlite_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pressly/goose/v3"
+
+	"github.com/ferryhealth/ferry/adapters/sqlite"
+	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/storetest"
+	"github.com/ferryhealth/ferry/migrations"
+)
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) engine.MessageStore { return openTestStore(t, testPath(t)) })
+}
+
+func BenchmarkCommitInbound(b *testing.B) {
+	storetest.BenchCommitInbound(b, func(b *testing.B) engine.MessageStore { return openTestStore(b, testPath(b)) })
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	st := openTestStore(t, testPath(t)) // migrated once
+	if err := st.Migrate(t.Context()); err != nil {
+		t.Fatalf("second Migrate: %v", err)
+	}
+	commitOne(t, st, "M1")
+}
+
+func TestMigrateDownAndUp(t *testing.T) {
+	st := openTestStore(t, testPath(t))
+	p, err := goose.NewProvider(goose.DialectSQLite3, st.DB(), migrations.SQLite,
+		goose.WithDisableGlobalRegistry(true), goose.WithLogger(goose.NopLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.DownTo(t.Context(), 0); err != nil {
+		t.Fatalf("migrating down: %v", err)
+	}
+	var tables int
+	if err := st.DB().QueryRow("SELECT count(*) FROM sqlite_schema WHERE name = 'inbound_messages'").Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if tables != 0 {
+		t.Fatal("inbound_messages still exists after migrating down")
+	}
+	if err := st.Migrate(t.Context()); err != nil {
+		t.Fatalf("migrating up again: %v", err)
+	}
+	commitOne(t, st, "M1")
+}
+
+func TestOpenCreatesDirectoryAndKeepsData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ferry-data", "nested", "ferry.db")
+	st := openTestStore(t, path)
+	orig := commitOne(t, st, "P1")
+	for _, name := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatalf("database file: %v", err)
+		}
+		if mode := fi.Mode().Perm(); mode != 0o600 {
+			t.Errorf("%s has mode %o, want 600: it holds patient data", filepath.Base(name), mode)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	st = openTestStore(t, path)
+	got, err := st.Message(t.Context(), orig.ID)
+	if err != nil || got.ControlID != "P1" {
+		t.Fatalf("after reopening, Message(%d) = %+v, %v", orig.ID, got, err)
+	}
+	// The duplicate rule holds across restarts: it lives in the file, not in memory.
+	dup := commitOne(t, st, "P1")
+	if dup.Status != engine.StatusDuplicate || dup.DuplicateOf != orig.ID {
+		t.Errorf("after reopening, a resent message is %s of %d, want duplicate of %d", dup.Status, dup.DuplicateOf, orig.ID)
+	}
+}
+
+func TestDurabilitySettings(t *testing.T) {
+	st := openTestStore(t, testPath(t))
+	for _, tt := range []struct {
+		pragma, want string
+	}{
+		{"journal_mode", "wal"},
+		{"synchronous", "2"}, // FULL: the WAL is fsynced at each commit
+		{"foreign_keys", "1"},
+		{"busy_timeout", "10000"},
+	} {
+		var got string
+		if err := st.DB().QueryRow("PRAGMA " + tt.pragma).Scan(&got); err != nil {
+			t.Fatalf("PRAGMA %s: %v", tt.pragma, err)
+		}
+		if got != tt.want {
+			t.Errorf("PRAGMA %s = %s, want %s", tt.pragma, got, tt.want)
+		}
+	}
+	if _, err := st.ReadDB().Exec("DELETE FROM inbound_messages"); err == nil {
+		t.Error("a write through ReadDB succeeded, want the readers query-only")
+	}
+}
+
+func TestOpenRejectsBadPath(t *testing.T) {
+	for _, path := range []string{"", "ferry.db?mode=memory"} {
+		if st, err := sqlite.Open(t.Context(), path); err == nil {
+			st.Close()
+			t.Errorf("Open(%q) succeeded, want an error", path)
+		}
+	}
+}
+
+func commitOne(t *testing.T, st *sqlite.Store, controlID string) *engine.InboundMessage {
+	t.Helper()
+	m := &engine.InboundMessage{Channel: "mllp", ReceivedAt: time.Now(), Raw: []byte("MSH|"),
+		SendingApplication: "RIS", SendingFacility: "STMARYS", ControlID: controlID,
+		Status: engine.StatusAccepted, ACK: []byte("MSA|AA|" + controlID), ACKCode: "AA"}
+	if err := st.CommitInbound(t.Context(), []*engine.InboundMessage{m}); err != nil {
+		t.Fatalf("CommitInbound: %v", err)
+	}
+	return m
+}
+
+func testPath(tb testing.TB) string { return filepath.Join(tb.TempDir(), "ferry.db") }
+
+// openTestStore opens and migrates the store at path, closing it when tb ends.
+func openTestStore(tb testing.TB, path string) *sqlite.Store {
+	tb.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, path)
+	if err != nil {
+		tb.Fatalf("opening store: %v", err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		tb.Fatalf("migrating: %v", err)
+	}
+	return st
+}

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+)
+
+// Config is ferry serve's configuration: a YAML file (--config), then FERRY_* environment
+// variables, then flags, each overriding the one before. Every field has a working default, so
+// `ferry serve` with nothing runs on the embedded store under ./ferry-data/.
+type Config struct {
+	// Database selects the store: "sqlite:PATH" (embedded, the default
+	// sqlite:./ferry-data/ferry.db) or "postgres://…" (production). Env: FERRY_DATABASE_URL.
+	Database string `yaml:"database"`
+	// DataDir holds the embedded database and generated secrets (default ./ferry-data).
+	DataDir string `yaml:"data_dir"`
+	Listen  Listen `yaml:"listen"`
+	// AdminToken is the bearer token for /api/v1/ and /fhir/r4/. Env: FERRY_ADMIN_TOKEN. Empty:
+	// a random token is generated once and kept in DATA_DIR/admin-token (mode 0600).
+	AdminToken string     `yaml:"admin_token"`
+	MLLP       MLLPConfig `yaml:"mllp"`
+	HTTP       HTTPConfig `yaml:"http"`
+	// Facilities are the hospitals that send to Ferry, each known by its MSH-4.
+	Facilities []Facility `yaml:"facilities"`
+	// LogLevel is debug, info, warn or error (default info).
+	LogLevel string `yaml:"log_level"`
+}
+
+// Listen holds the listeners' addresses.
+type Listen struct {
+	MLLP         string `yaml:"mllp"`           // default ":2575"
+	HTTP         string `yaml:"http"`           // default ":8080"
+	DICOM        string `yaml:"dicom"`          // default ":11112"
+	DICOMAETitle string `yaml:"dicom_ae_title"` // default "FERRY"
+}
+
+// MLLPConfig tunes the MLLP listener.
+type MLLPConfig struct {
+	// MaxMessageSize caps one message in bytes (default 16 MiB); a larger one is answered AR.
+	MaxMessageSize int `yaml:"max_message_size"`
+	// MaxConnections caps concurrent connections (default 1000).
+	MaxConnections int `yaml:"max_connections"`
+	// ReadTimeout bounds receiving one whole frame once it has started (default 30s).
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// IdleTimeout closes a connection with no frame in progress for this long (default 10m).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// AcceptMessageTypes lists accepted MSH-9.1 codes (default ADT, ORM, OMI, OMG, ORU).
+	AcceptMessageTypes []string `yaml:"accept_message_types"`
+	TLS                TLSFiles `yaml:"tls"`
+}
+
+// HTTPConfig tunes the HTTP listener.
+type HTTPConfig struct {
+	TLS TLSFiles `yaml:"tls"`
+}
+
+// TLSFiles names PEM files. Cert and Key enable TLS; ClientCA also requires client certificates
+// signed by it (mutual TLS).
+type TLSFiles struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client_ca"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSFiles) Enabled() bool { return t.Cert != "" || t.Key != "" }
+
+// Facility is one sending hospital.
+type Facility struct {
+	ID              string        `yaml:"id"`
+	SendingFacility string        `yaml:"sending_facility"`
+	Results         []Destination `yaml:"results"`
+}
+
+// Destination is where a facility's reports go.
+type Destination struct {
+	Kind    string `yaml:"kind"` // mllp or fhir
+	Address string `yaml:"address"`
+	BaseURL string `yaml:"base_url"`
+}
+
+// loadConfig reads path (may be empty), applies the environment and defaults, and validates.
+func loadConfig(path string) (*Config, error) {
+	cfg := &Config{}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("reading config: %w", err)
+		}
+		if err := yaml.UnmarshalWithOptions(b, cfg, yaml.Strict()); err != nil {
+			return nil, fmt.Errorf("parsing config %s: %w", path, err)
+		}
+	}
+	if v := os.Getenv("FERRY_DATABASE_URL"); v != "" {
+		cfg.Database = v
+	}
+	if v := os.Getenv("FERRY_ADMIN_TOKEN"); v != "" {
+		cfg.AdminToken = v
+	}
+	return cfg, nil
+}
+
+// setDefaults fills every unset field.
+func (c *Config) setDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "ferry-data"
+	}
+	if c.Database == "" {
+		c.Database = "sqlite:" + filepath.Join(c.DataDir, "ferry.db")
+	}
+	if c.Listen.MLLP == "" {
+		c.Listen.MLLP = ":2575"
+	}
+	if c.Listen.HTTP == "" {
+		c.Listen.HTTP = ":8080"
+	}
+	if c.Listen.DICOM == "" {
+		c.Listen.DICOM = ":11112"
+	}
+	if c.Listen.DICOMAETitle == "" {
+		c.Listen.DICOMAETitle = "FERRY"
+	}
+	if c.MLLP.MaxMessageSize == 0 {
+		c.MLLP.MaxMessageSize = 16 << 20
+	}
+	if c.MLLP.MaxConnections == 0 {
+		c.MLLP.MaxConnections = 1000
+	}
+	if c.MLLP.ReadTimeout == 0 {
+		c.MLLP.ReadTimeout = 30 * time.Second
+	}
+	if c.MLLP.IdleTimeout == 0 {
+		c.MLLP.IdleTimeout = 10 * time.Minute
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+}
+
+// Validate reports every problem at once, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := storeKind(c.Database); err != nil {
+		errs = append(errs, fmt.Errorf("database: %w", err))
+	}
+	if c.MLLP.MaxMessageSize < 1024 {
+		errs = append(errs, errors.New("mllp.max_message_size: must be at least 1024 bytes"))
+	}
+	if c.MLLP.MaxConnections < 1 {
+		errs = append(errs, errors.New("mllp.max_connections: must be at least 1"))
+	}
+	for name, t := range map[string]TLSFiles{"mllp.tls": c.MLLP.TLS, "http.tls": c.HTTP.TLS} {
+		if t.Enabled() && (t.Cert == "" || t.Key == "") {
+			errs = append(errs, fmt.Errorf("%s: cert and key must both be set", name))
+		}
+		if t.ClientCA != "" && !t.Enabled() {
+			errs = append(errs, fmt.Errorf("%s.client_ca: needs cert and key", name))
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel))
+	}
+	seen := map[string]bool{}
+	for i, f := range c.Facilities {
+		if f.ID == "" {
+			errs = append(errs, fmt.Errorf("facilities[%d].id: required", i))
+		}
+		if f.SendingFacility == "" {
+			errs = append(errs, fmt.Errorf("facilities[%d].sending_facility: required", i))
+		}
+		if seen[f.SendingFacility] {
+			errs = append(errs, fmt.Errorf("facilities[%d].sending_facility: %q listed twice", i, f.SendingFacility))
+		}
+		seen[f.SendingFacility] = true
+		for j, d := range f.Results {
+			switch d.Kind {
+			case "mllp":
+				if d.Address == "" {
+					errs = append(errs, fmt.Errorf("facilities[%d].results[%d].address: required for kind mllp", i, j))
+				}
+			case "fhir":
+				if d.BaseURL == "" {
+					errs = append(errs, fmt.Errorf("facilities[%d].results[%d].base_url: required for kind fhir", i, j))
+				}
+			default:
+				errs = append(errs, fmt.Errorf("facilities[%d].results[%d].kind: %q is not mllp or fhir", i, j, d.Kind))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// storeKind splits a database URL into the store kind and what to open.
+func storeKind(url string) (kind, target string, err error) {
+	switch {
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		return "postgres", url, nil
+	case strings.HasPrefix(url, "sqlite:"):
+		p := strings.TrimPrefix(strings.TrimPrefix(url, "sqlite:"), "//")
+		if p == "" {
+			return "", "", errors.New("sqlite: needs a file path, e.g. sqlite:./ferry-data/ferry.db")
+		}
+		return "sqlite", p, nil
+	}
+	return "", "", fmt.Errorf("%q: want sqlite:PATH or postgres://…", redactURL(url))
+}
+
+// redactURL hides a password in a database URL before it is printed.
+func redactURL(u string) string {
+	at := strings.LastIndex(u, "@")
+	scheme := strings.Index(u, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return u
+	}
+	userinfo := u[scheme+3 : at]
+	if i := strings.IndexByte(userinfo, ':'); i >= 0 {
+		return u[:scheme+3] + userinfo[:i] + ":***" + u[at:]
+	}
+	return u
+}

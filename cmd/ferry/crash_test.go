@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net/url"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestCrashLosesNothingAcknowledged kills ferry serve with SIGKILL while eight connections send
+// as fast as ACKs come back, restarts it on the same store, and checks DESIGN.md rule 1: every
+// message that was answered AA is stored exactly once, accepted; and a resent one is recognised as
+// a duplicate and answered with the original's ACK, byte for byte.
+func TestCrashLosesNothingAcknowledged(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: -short")
+	}
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, db, dir string) {
+		p := startFerry(t, db, dir, serveOptions{})
+		const conns = 8
+		const facility = "CRASH"
+		run := "K" + randomHex(3)
+
+		var (
+			mu      sync.Mutex
+			acked   = map[string][]byte{} // control ID → the ACK received
+			unacked []string              // sent (or being sent) when the server died
+			wg      sync.WaitGroup
+		)
+		for c := range conns {
+			peer := dialMLLP(t, p.MLLPAddr)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; ; n++ {
+					id := fmt.Sprintf("%s-%d-%d", run, c, n)
+					ack, err := peer.roundTrip(ormMessage(facility, id), 15*time.Second)
+					mu.Lock()
+					switch {
+					case err != nil: // the server is gone
+						unacked = append(unacked, id)
+					case ack.Code == "AA" && ack.MSA2 == id:
+						acked[id] = ack.Raw
+					default:
+						t.Errorf("%s: %v, want AA", id, ack)
+						err = fmt.Errorf("unexpected ACK")
+					}
+					mu.Unlock()
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(2 * time.Second)
+		p.Kill()
+		wg.Wait()
+		if len(acked) == 0 {
+			t.Fatal("no message was acknowledged before the crash")
+		}
+		t.Logf("killed with %d messages AA'd and %d sent but not ACKed", len(acked), len(unacked))
+
+		p2 := startFerry(t, db, dir, serveOptions{})
+		stored := map[string][]apiMessage{}
+		for _, m := range p2.messages(t, url.Values{"sending_facility": {facility}}) {
+			stored[m.ControlID] = append(stored[m.ControlID], m)
+		}
+		var bad []string
+		for id := range acked {
+			if got := stored[id]; len(got) != 1 || got[0].Status != "accepted" {
+				bad = append(bad, fmt.Sprintf("%s: stored %d times %v", id, len(got), statuses(got)))
+			}
+		}
+		sort.Strings(bad)
+		if len(bad) > 0 {
+			t.Errorf("%d of %d AA'd messages not stored exactly once as accepted (rule 1):\n%v", len(bad), len(acked), bad)
+		}
+		inFlightStored := 0
+		for _, id := range unacked {
+			switch got := stored[id]; {
+			case len(got) == 1 && got[0].Status == "accepted":
+				inFlightStored++
+			case len(got) != 0:
+				t.Errorf("un-ACKed %s stored as %v, want at most once, accepted", id, statuses(got))
+			}
+		}
+		t.Logf("of the %d un-ACKed messages, %d were committed before the crash", len(unacked), inFlightStored)
+		if extra := len(stored) - len(acked) - inFlightStored; extra != 0 {
+			t.Errorf("%d stored control IDs were never sent", extra)
+		}
+
+		// Resend a few AA'd messages: answered AA with the original's ACK, stored as duplicates.
+		ids := make([]string, 0, len(acked))
+		for id := range acked {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		peer := dialMLLP(t, p2.MLLPAddr)
+		for _, id := range ids[:min(5, len(ids))] {
+			ack, err := peer.roundTrip(ormMessage(facility, id), 5*time.Second)
+			if err != nil {
+				t.Fatalf("resending %s: %v", id, err)
+			}
+			if ack.Code != "AA" || ack.MSA2 != id {
+				t.Errorf("resent %s: %v, want AA", id, ack)
+			}
+			if !bytes.Equal(ack.Raw, acked[id]) {
+				t.Errorf("resent %s answered\n%q\nwant the original's ACK\n%q", id, ack.Raw, acked[id])
+			}
+			got := p2.byControlID(t, id)
+			var accepted, duplicate []apiMessage
+			for _, m := range got {
+				switch m.Status {
+				case "accepted":
+					accepted = append(accepted, m)
+				case "duplicate":
+					duplicate = append(duplicate, m)
+				}
+			}
+			if len(got) != 2 || len(accepted) != 1 || len(duplicate) != 1 || duplicate[0].DuplicateOf != accepted[0].ID {
+				t.Errorf("after resending %s: stored %v, want one accepted and one duplicate of it", id, statuses(got))
+			}
+		}
+	})
+}
+
+// statuses summarises stored messages for a failure message.
+func statuses(ms []apiMessage) []string {
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		s := fmt.Sprintf("#%d %s %s", m.ID, m.Status, m.ACKCode)
+		if m.DuplicateOf != 0 {
+			s += fmt.Sprintf(" duplicate_of=%d", m.DuplicateOf)
+		}
+		out = append(out, s)
+	}
+	return out
+}

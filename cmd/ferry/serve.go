@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ferryhealth/ferry/adapters/httpapi"
+	"github.com/ferryhealth/ferry/adapters/mllp"
+	"github.com/ferryhealth/ferry/engine"
+)
+
+// drainTimeout bounds a graceful shutdown: connections finish the message in hand.
+const drainTimeout = 30 * time.Second
+
+// serve runs Ferry until SIGTERM/SIGINT, then drains and returns nil (exit 0).
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", stderr)
+	configPath := fs.String("config", "", "config file (YAML)")
+	db := fs.String("db", "", "database URL: sqlite:PATH or postgres://… (overrides config and FERRY_DATABASE_URL)")
+	mllpAddr := fs.String("mllp", "", "MLLP listen address (default :2575)")
+	httpAddr := fs.String("http", "", "HTTP listen address (default :8080)")
+	dicomAddr := fs.String("dicom", "", "DICOM listen address (default :11112)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	for flagVal, field := range map[*string]*string{db: &cfg.Database, mllpAddr: &cfg.Listen.MLLP, httpAddr: &cfg.Listen.HTTP, dicomAddr: &cfg.Listen.DICOM} {
+		if *flagVal != "" {
+			*field = *flagVal
+		}
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid config:\n%w", err)
+	}
+	logger := newLogger(stderr, cfg.LogLevel)
+
+	st, kind, err := openStore(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return fmt.Errorf("migrating %s store: %w", kind, err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := engine.NewMetrics(reg)
+
+	workers := 1 // SQLite has one writer
+	if kind == "postgres" {
+		workers = 2 // one batch fills while the other commits
+	}
+	committer := engine.NewGroupCommitter(st, engine.GroupCommitOptions{Workers: workers, Observe: metrics.ObserveCommit})
+	defer committer.Close()
+
+	inbound := engine.NewInbound("mllp", committer, logger, metrics)
+	if len(cfg.MLLP.AcceptMessageTypes) > 0 {
+		inbound.AcceptTypes = cfg.MLLP.AcceptMessageTypes
+	}
+
+	token, err := adminToken(cfg, logger)
+	if err != nil {
+		return err
+	}
+
+	mllpSrv := &mllp.Server{
+		Handler: mllp.HandlerFunc(func(ctx context.Context, f *mllp.Frame) []byte {
+			return inbound.Receive(ctx, engine.Received{
+				Data: f.Data, TooLarge: f.TooLarge, Size: f.Size,
+				ReceivedAt: f.ReceivedAt, PeerAddr: f.RemoteAddr,
+			})
+		}),
+		MaxConns:       cfg.MLLP.MaxConnections,
+		MaxMessageSize: cfg.MLLP.MaxMessageSize,
+		ReadTimeout:    cfg.MLLP.ReadTimeout,
+		IdleTimeout:    cfg.MLLP.IdleTimeout,
+		Logger:         logger,
+		Metrics:        mllpMetrics{m: metrics, channel: "mllp"},
+	}
+	if cfg.MLLP.TLS.Enabled() {
+		if mllpSrv.TLSConfig, err = mllp.TLSConfig(cfg.MLLP.TLS.Cert, cfg.MLLP.TLS.Key, cfg.MLLP.TLS.ClientCA); err != nil {
+			return fmt.Errorf("mllp.tls: %w", err)
+		}
+	}
+	mllpLn, err := net.Listen("tcp", cfg.Listen.MLLP)
+	if err != nil {
+		return fmt.Errorf("listening for MLLP: %w", err)
+	}
+
+	api, err := httpapi.New(httpapi.Options{Messages: st, AdminToken: token, Gatherer: reg, Logger: logger})
+	if err != nil {
+		return err
+	}
+	httpSrv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	if cfg.HTTP.TLS.Enabled() {
+		if httpSrv.TLSConfig, err = mllp.TLSConfig(cfg.HTTP.TLS.Cert, cfg.HTTP.TLS.Key, cfg.HTTP.TLS.ClientCA); err != nil {
+			return fmt.Errorf("http.tls: %w", err)
+		}
+	}
+	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
+	if err != nil {
+		mllpLn.Close()
+		return fmt.Errorf("listening for HTTP: %w", err)
+	}
+	if httpSrv.TLSConfig != nil {
+		httpLn = tls.NewListener(httpLn, httpSrv.TLSConfig)
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- mllpSrv.Serve(mllpLn) }()
+	go func() { errc <- httpSrv.Serve(httpLn) }()
+	logger.Info("ferry serving", "version", versionString(), "store", kind,
+		"mllp", mllpLn.Addr().String(), "http", httpLn.Addr().String(),
+		"mllp_tls", mllpSrv.TLSConfig != nil, "http_tls", httpSrv.TLSConfig != nil)
+	// DICOM (C-ECHO, C-STORE, MWL C-FIND) is not served yet; --dicom is accepted for the contract.
+	fmt.Fprintf(stdout, "ferry %s serving: mllp=%s http=%s store=%s\n", versionString(), mllpLn.Addr(), httpLn.Addr(), kind)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down: draining connections")
+	case runErr = <-errc:
+		logger.Error("listener stopped", "err", runErr)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
+	defer cancel()
+	if err := mllpSrv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("MLLP drain incomplete", "err", err)
+	}
+	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("HTTP drain incomplete", "err", err)
+	}
+	committer.Close()
+	if runErr != nil && !errors.Is(runErr, mllp.ErrServerClosed) && !errors.Is(runErr, http.ErrServerClosed) {
+		return runErr
+	}
+	logger.Info("ferry stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// adminToken returns the configured admin token, or the one kept in DATA_DIR/admin-token,
+// generating it on first start, so the admin API is never open without a token.
+func adminToken(cfg *Config, logger *slog.Logger) (string, error) {
+	if cfg.AdminToken != "" {
+		return cfg.AdminToken, nil
+	}
+	path := filepath.Join(cfg.DataDir, "admin-token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		logger.Info("admin token read from file (set FERRY_ADMIN_TOKEN to choose one)", "file", path)
+		return strings.TrimSpace(string(b)), nil
+	}
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generating admin token: %w", err)
+	}
+	token := hex.EncodeToString(b[:])
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return "", fmt.Errorf("creating data dir: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing admin token: %w", err)
+	}
+	logger.Info("admin token generated (set FERRY_ADMIN_TOKEN to choose one)", "file", path)
+	return token, nil
+}
+
+// mllpMetrics feeds the MLLP listener's events into the engine's Prometheus series.
+type mllpMetrics struct {
+	m       *engine.Metrics
+	channel string
+}
+
+func (o mllpMetrics) ConnOpened()           { o.m.OpenConns.WithLabelValues(o.channel).Inc() }
+func (o mllpMetrics) ConnClosed()           { o.m.OpenConns.WithLabelValues(o.channel).Dec() }
+func (o mllpMetrics) ConnRejected()         { o.m.ConnsRefused.WithLabelValues(o.channel).Inc() }
+func (o mllpMetrics) Discarded(n int64)     { o.m.DiscardedBytes.WithLabelValues(o.channel).Add(float64(n)) }
+func (o mllpMetrics) FrameError(kind string) { o.m.FrameErrors.WithLabelValues(o.channel, kind).Inc() }

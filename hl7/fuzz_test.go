@@ -1,0 +1,150 @@
+package hl7
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// addSeeds adds every corpus file (when the shared corpus is present) and a few hand-written
+// messages to the fuzz corpus. Findings are kept in testdata/fuzz/<FuzzName>/.
+func addSeeds(f *testing.F) {
+	f.Helper()
+	files, _ := filepath.Glob(filepath.Join(corpusDir, "*", "*.hl7"))
+	for _, file := range files {
+		if data, err := os.ReadFile(file); err == nil {
+			f.Add(data)
+		}
+	}
+	for _, s := range []string{
+		"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\rPID|1||1^^^H&1.2&ISO~2||DOE^JOHN\\S\\X\rOBX|1|TX|||a\\.br\\b\\XC3A9\\\r",
+		"MSH#$*@!#A#B#C#D#2024##ORM$O01#1#P#2.3\nPID#1##X$Y*Z\n",
+		"\xEF\xBB\xBFMSH|^~\\&#|A|||||||||2.7||||||8859/1\r\nPID|1||\xE9\xFC\r\n",
+		"FHS|^~\\&\rBHS|^~\\&\rMSH|^~\\&|A\rBTS|1\rFTS|1\r",
+		"MSH|^|A\rZZZ\r",
+		"MSH|^~\\&|A|||||||||||||||GB 18030-2000\rPID|||\xD5\xC5\r",
+	} {
+		f.Add([]byte(s))
+	}
+}
+
+// FuzzParse checks that Parse never panics, that every accessor works on what it accepts, and
+// that Bytes is a fixed point: what it writes parses again and is written identically.
+func FuzzParse(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Parse(data)
+		if err != nil {
+			if _, ok := err.(*ParseError); !ok {
+				t.Fatalf("error is %T, want *ParseError", err)
+			}
+			return
+		}
+		out := m.Bytes()
+		m2, err := Parse(out)
+		if err != nil {
+			t.Fatalf("Bytes does not parse again: %v\nin  %q\nout %q", err, data, out)
+		}
+		if out2 := m2.Bytes(); !bytes.Equal(out, out2) {
+			t.Fatalf("Bytes is not stable:\nfirst  %q\nsecond %q", out, out2)
+		}
+		if m.NumSegments() != m2.NumSegments() {
+			t.Fatalf("%d segments, then %d", m.NumSegments(), m2.NumSegments())
+		}
+		// Reading must not panic, and the JSON must be valid.
+		_ = m.Header()
+		_ = ReadEveryField(m)
+		if err := m.WriteTree(io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		js, err := m.MarshalJSON()
+		if err != nil || !json.Valid(js) {
+			t.Fatalf("MarshalJSON: %v\n%s", err, js)
+		}
+		for _, p := range []string{"MSH-1", "MSH-2", "MSH-9.2", "PID-3[2].4.1", "OBX[2]-5", "ZZZ-1"} {
+			_ = m.Value(p)
+		}
+		for _, s := range m.Segments() {
+			for i := 1; i <= s.NumFields()+1; i++ {
+				fl := s.Field(i)
+				for r := 1; r <= fl.NumRepetitions(); r++ {
+					rep := fl.Repetition(r)
+					for c := 1; c <= rep.NumComponents(); c++ {
+						_ = rep.Component(c).Subcomponent(2).Value()
+					}
+				}
+			}
+		}
+		// A message that parsed can be acknowledged, and the ACK parses.
+		ack := BuildACK(m.Header(), ACKOptions{Outcome: Error, ControlID: "A", Time: time.Unix(0, 0),
+			Errors: []ErrorDetail{{Segment: "PID", Field: 3, Code: CodeDataType, Text: "x"}}})
+		if _, err := Parse(ack); err != nil {
+			t.Fatalf("ACK does not parse: %v\n%q", err, ack)
+		}
+		// Set keeps the message parseable and reads back what it wrote.
+		if err := m.Set("PID-3[2].4.2", "a|b^c\nd"); err == nil {
+			if got := m.Value("PID-3[2].4.2"); got != "a|b^c\nd" {
+				t.Fatalf("Set then Get = %q", got)
+			}
+			if _, err := Parse(m.Bytes()); err != nil {
+				t.Fatalf("Bytes after Set does not parse: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzReadHeader checks that ReadHeader never panics and, for an ASCII message that Parse
+// accepts, reads the same header.
+func FuzzReadHeader(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, err := ReadHeader(data)
+		if err != nil {
+			return
+		}
+		_ = BuildACK(h, ACKOptions{Outcome: Reject, ControlID: "A"})
+		m, perr := Parse(data)
+		if perr != nil {
+			return
+		}
+		if ascii, _ := classify(data); ascii && m.Header() != h {
+			t.Fatalf("ReadHeader differs from Parse:\n%+v\n%+v", h, m.Header())
+		}
+	})
+}
+
+// FuzzSplitBatch checks that SplitBatch never panics and returns pieces of its input.
+func FuzzSplitBatch(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		msgs, err := SplitBatch(data)
+		if err != nil {
+			return
+		}
+		for _, m := range msgs {
+			if len(m) == 0 || !bytes.Contains(data, m) || !bytes.HasPrefix(m, []byte("MSH")) {
+				t.Fatalf("piece %q is not an MSH-led part of the input", m)
+			}
+		}
+	})
+}
+
+// FuzzEscape checks that Unescape inverts Escape for any value and valid delimiters.
+func FuzzEscape(f *testing.F) {
+	f.Add(`|^~\&#`, "a|b^c~d\\e&f#g\r\nh\ri\nj")
+	f.Add(`#$*@!`, `@F@ plain`)
+	f.Fuzz(func(t *testing.T, delims, value string) {
+		d, pe := parseDelimiters("MSH" + delims)
+		if pe != nil || d.Escape == 0 {
+			return
+		}
+		want := string(bytes.ReplaceAll([]byte(value), []byte("\r\n"), []byte("\n")))
+		if got := Unescape(d, Escape(d, value)); got != want {
+			t.Fatalf("Unescape(Escape(%q)) = %q", value, got)
+		}
+	})
+}
