@@ -164,9 +164,10 @@ func (in *Inbound) judge(r Received) verdict {
 			d = pe.Detail()
 		}
 		// A broken header makes the whole message unacceptable (AR); a fault further in is an
-		// error in content (AE) — HL7 v2.5.1 §2.9.2.
+		// error in content (AE) — HL7 v2.5.1 §2.9.2. A segment whose ID is unreadable has no
+		// Segment: its position says whether it is the header.
 		o := hl7.Error
-		if d.Segment == "" || d.Segment == "MSH" {
+		if pe == nil || d.Segment == "MSH" || (d.Segment == "" && pe.Position <= 1) {
 			o = hl7.Reject
 		}
 		return reject(h, o, "parse", d)

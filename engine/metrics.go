@@ -65,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"channel"}),
 		FrameErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_mllp_frame_errors_total",
-			Help: "MLLP connections ended by a framing problem, by kind (truncated, timeout, ...).",
+			Help: "MLLP framing problems by kind: too_large (answered, connection kept); truncated, timeout, read, tls_handshake, write, handler_panic (connection closed).",
 		}, []string{"channel", "kind"}),
 	}
 	if reg != nil {

@@ -120,6 +120,25 @@ func chooseCharset(data, msh18 []byte) *charset {
 	return cs
 }
 
+// settleCharset is chooseCharset for a message already indexed: nonASCII says whether its
+// content has bytes ≥ 0x80, and text is those bytes.
+func settleCharset(declared *charset, msh18 string, nonASCII bool, text string) *charset {
+	switch {
+	case declared == csUTF8 && !strings.EqualFold(strings.TrimSpace(msh18), "ASCII"):
+		return csUTF8
+	case !nonASCII:
+		if declared == nil {
+			return csUTF8
+		}
+		return declared
+	case utf8.ValidString(text):
+		return csUTF8 // empty, ASCII or unknown label; or an ISO-8859 label on UTF-8 bytes
+	case declared == nil || declared == csUTF8:
+		return csLatin1
+	}
+	return declared
+}
+
 // classify reports whether data is all ASCII, and whether it is valid UTF-8.
 func classify(data []byte) (ascii, valid bool) {
 	i := 0

@@ -102,7 +102,7 @@ func (d *Delimiters) specials() specials {
 
 // Escape returns s with the delimiter characters replaced by escape sequences (v2.5.1 §2.7.1:
 // \F\ \S\ \T\ \R\ \E\, and \P\ for the v2.7 truncation character) and line breaks (LF or CRLF)
-// replaced by \.br\; a lone CR becomes \X0D\. When d has no escape character, characters that
+// replaced by \.br\ (\X0A\ if '.' is a delimiter); a lone CR becomes \X0D\. When d has no escape character, characters that
 // would need one are replaced by a space, since nothing else keeps the structure intact.
 func Escape(d Delimiters, s string) string {
 	sp := d.specials()
@@ -161,11 +161,11 @@ func (d *Delimiters) appendEscaped(dst []byte, s string, sp *specials) (out []by
 		case d.Truncation:
 			seq = "P"
 		case '\n':
-			seq = ".br"
+			seq = d.lineBreak()
 		case '\r':
 			if i+1 < len(s) && s[i+1] == '\n' {
 				i++
-				seq = ".br"
+				seq = d.lineBreak()
 			} else {
 				seq = "X0D"
 			}
@@ -175,6 +175,17 @@ func (d *Delimiters) appendEscaped(dst []byte, s string, sp *specials) (out []by
 		dst = append(dst, e)
 	}
 	return dst, ok
+}
+
+// lineBreak returns the escape sequence for a line break: \.br\ (§2.7.6), or \X0A\ when '.' is
+// one of the delimiters and would break \.br\ apart.
+func (d *Delimiters) lineBreak() string {
+	for _, c := range [...]byte{d.Field, d.Component, d.Repetition, d.Escape, d.Subcomponent, d.Truncation} {
+		if c == '.' {
+			return "X0A"
+		}
+	}
+	return ".br"
 }
 
 // Unescape returns s with escape sequences decoded (v2.5.1 §2.7): the delimiter sequences

@@ -1,6 +1,7 @@
 package hl7
 
 import (
+	"bytes"
 	"math"
 	"math/bits"
 	"slices"
@@ -23,11 +24,14 @@ type Message struct {
 	delims Delimiters // from MSH-1 and MSH-2
 	cs     *charset   // how the text was decoded and how Bytes encodes it
 	sp     specials   // characters to escape on Set
+	// nonASCII reports that some segment holds a byte ≥ 0x80 (set by index).
+	nonASCII bool
 	// canonical reports that text is exactly what Bytes returns before re-encoding: segments
 	// separated and terminated by a single CR, no BOM, no blank lines.
 	canonical bool
-	// buf is the Parser's reused copy of the text (text then aliases it).
-	buf []byte
+	// buf is the Parser's reused copy of the text (text then aliases it); dec is its spare
+	// buffer, swapped in to decode while the first still holds the raw bytes.
+	buf, dec []byte
 	// raw holds the normalised bytes as received when the character set is one whose decoding
 	// may not be reversible byte for byte (kindOther); Bytes returns it until the first Set.
 	raw []byte
@@ -122,8 +126,7 @@ type Parser struct {
 // and is valid only until the next call to p.Parse — and so are the strings read from it, which
 // share p's buffer. Copy (strings.Clone) any value to be kept longer.
 func (p *Parser) Parse(data []byte) (*Message, error) {
-	segs, seps, buf := p.m.segs[:0], p.m.seps[:0], p.m.buf
-	p.m = Message{segs: segs, seps: seps, buf: buf}
+	p.m = Message{segs: p.m.segs[:0], seps: p.m.seps[:0], buf: p.m.buf, dec: p.m.dec}
 	if err := p.m.parse(data, true); err != nil {
 		return nil, err
 	}
@@ -157,29 +160,56 @@ func (m *Message) parse(data []byte, reuse bool) error {
 	}
 	m.delims = d
 	m.sp = d.specials()
-	m.cs = chooseCharset(body, rawHeaderField(first, d.Field, 18, d.Repetition))
+	// Index the bytes as they are: delimiters are ASCII, so this is right for ASCII, UTF-8 and
+	// the single-byte sets alike; decode afterwards only when non-ASCII bytes need it.
 	var text string
-	switch {
-	case m.cs.kind == kindUTF8 || isASCII(body):
-		if reuse {
-			m.buf = append(m.buf[:0], data...)
-			text = unsafeString(m.buf)
-		} else {
-			text = string(data)
-		}
-	default:
-		if m.cs.kind == kindOther {
-			// x/text decoders need not be reversible byte for byte: keep the bytes received.
-			m.raw = slices.Clone(NormalizeSegmentEnds(body))
-		}
-		if reuse {
-			m.buf = m.cs.decode(m.buf[:0], body)
-			text = unsafeString(m.buf)
-		} else {
-			text = string(m.cs.decode(make([]byte, 0, len(body)+len(body)/4), body))
-		}
+	if reuse {
+		m.buf = append(m.buf[:0], data...)
+		text = unsafeString(m.buf)
+	} else {
+		text = string(data)
 	}
-	return m.index(text)
+	ierr := m.index(text)
+	var msh18 string
+	if ierr == nil {
+		msh18 = m.field(&m.segs[0], 18).child(d.Repetition, 1).raw
+	} else {
+		msh18 = string(rawHeaderField(first, d.Field, 18, d.Repetition))
+	}
+	declared := lookupCharset(msh18)
+	if declared != nil && declared.kind == kindOther {
+		// Multi-byte sets can hide delimiter bytes inside characters: decode, then index. Their
+		// decoders need not be reversible byte for byte, so keep the bytes received too.
+		if ascii, _ := classify(body); !ascii {
+			m.cs = declared
+			m.raw = slices.Clone(NormalizeSegmentEnds(body))
+			if reuse {
+				m.buf, m.dec = m.dec, m.buf
+			}
+			return m.index(m.decoded(body, reuse))
+		}
+		declared = nil
+	}
+	if ierr != nil {
+		return ierr
+	}
+	m.cs = settleCharset(declared, msh18, m.nonASCII, text)
+	if m.cs.kind == kindUTF8 || !m.nonASCII {
+		return nil
+	}
+	if reuse {
+		m.buf, m.dec = m.dec, m.buf // text aliases buf: decode into the other buffer
+	}
+	return m.index(m.decoded(body, reuse))
+}
+
+// decoded returns body decoded from m.cs to UTF-8, in m.buf when reuse is set.
+func (m *Message) decoded(body []byte, reuse bool) string {
+	if reuse {
+		m.buf = m.cs.decode(m.buf[:0], body)
+		return unsafeString(m.buf)
+	}
+	return string(m.cs.decode(make([]byte, 0, len(body)+len(body)/4), body))
 }
 
 // unsafeString returns b as a string without copying; b must not change while the string is used.
@@ -190,20 +220,15 @@ func unsafeString(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
-func isASCII(b []byte) bool {
-	ascii, _ := classify(b)
-	return ascii
-}
-
 // firstLine returns the first line of b that is not blank (empty, or only spaces and tabs).
 func firstLine(b []byte) []byte {
 	for len(b) > 0 {
-		end := len(b)
-		for i, c := range b {
-			if c == '\r' || c == '\n' {
-				end = i
-				break
-			}
+		end := bytes.IndexByte(b, '\r')
+		if end < 0 {
+			end = len(b)
+		}
+		if lf := bytes.IndexByte(b[:end], '\n'); lf >= 0 {
+			end = lf
 		}
 		if !isBlankLine(b[:end]) {
 			return b[:end]
@@ -243,10 +268,8 @@ func indexByteFrom(b []byte, from int, c byte) int {
 	if from > len(b) {
 		return -1
 	}
-	for i := from; i < len(b); i++ {
-		if b[i] == c {
-			return i
-		}
+	if i := bytes.IndexByte(b[from:], c); i >= 0 {
+		return from + i
 	}
 	return -1
 }
@@ -256,14 +279,17 @@ func indexByteFrom(b []byte, from int, c byte) int {
 func (m *Message) index(text string) error {
 	m.text = text
 	m.segs = m.segs[:0]
-	m.seps = m.seps[:0]
-	if cap(m.seps) == 0 {
-		m.seps = make([]int32, 0, len(text)/6+8)
-	}
 	if cap(m.segs) == 0 {
 		m.segs = make([]segment, 0, len(text)/64+4)
 	}
 	fs, esc := m.delims.Field, m.delims.Escape
+	// Every field separator gets an entry: count them (a vectorised count) so that the scan
+	// below writes without growing the slice.
+	seps := slices.Grow(m.seps[:0], strings.Count(text, string(rune(fs))))
+	m.seps = seps[:0] // keep the capacity for a Parser even when this message fails
+	seps = seps[:cap(seps)]
+	nsep := 0
+	var or uint64 // OR of every content byte: its high bit says whether the text is all ASCII
 	n := len(text)
 	i := 0
 	canonical := true
@@ -324,20 +350,24 @@ func (m *Message) index(text string) error {
 			return &ParseError{Segment: name, Sequence: m.count(key) + 1, Position: position, Code: CodeSegmentSequence,
 				Reason: name + " inside a message: a message has one MSH, first; split batches and files of several messages first"}
 		}
-		first := int32(len(m.seps))
-		m.seps = appendSeps(m.seps, text, ls+3, le, fs)
+		first := int32(nsep)
+		var o uint64
+		nsep, o = scanSeps(seps, nsep, text, ls+3, le, fs)
+		or |= o
 		// MSH-2 holds the escape character itself; only the fields after it count.
 		escFrom := ls
 		if header {
 			escFrom = le
-			if len(m.seps)-int(first) >= 2 {
-				escFrom = int(m.seps[first+1])
+			if nsep-int(first) >= 2 {
+				escFrom = int(seps[first+1])
 			}
 		}
 		hasEsc := esc != 0 && strings.IndexByte(text[escFrom:le], esc) >= 0
 		m.segs = append(m.segs, segment{start: int32(ls), end: int32(le), first: first,
-			nsep: int32(len(m.seps)) - first, key: key, esc: hasEsc, header: header})
+			nsep: int32(nsep) - first, key: key, esc: hasEsc, header: header})
 	}
+	m.seps = seps[:nsep]
+	m.nonASCII = or&0x8080808080808080 != 0
 	if len(m.segs) == 0 {
 		return &ParseError{Segment: "MSH", Sequence: 1, Position: 1, Code: CodeSegmentSequence,
 			Reason: "message does not start with an MSH segment"}
@@ -374,25 +404,33 @@ const (
 	low = 0x7F7F7F7F7F7F7F7F
 )
 
-// appendSeps appends the offsets of every fs in text[from:to] to seps, testing eight bytes at a
-// time (a SWAR zero-byte test that is exact: no carry crosses bytes).
-func appendSeps(seps []int32, text string, from, to int, fs byte) []int32 {
+// scanSeps writes the offset of every fs in text[from:to] to seps[n:], which has room for them
+// all, testing eight bytes at a time (a SWAR zero-byte test that is exact: no carry crosses
+// bytes). It returns the new n and the OR of the bytes scanned.
+func scanSeps(seps []int32, n int, text string, from, to int, fs byte) (int, uint64) {
 	pat := uint64(fs) * lsb
+	var or uint64
 	i := from
 	for ; i+8 <= to; i += 8 {
-		x := load64(text, i) ^ pat
-		t := ^(((x & low) + low) | x | low) // 0x80 in each byte of x that is zero
+		w := load64(text, i)
+		or |= w
+		x := w ^ pat
+		t := ^(((x & low) + low) | x | low) // 0x80 in each byte of w that equals fs
 		for t != 0 {
-			seps = append(seps, int32(i+trailingZeroBytes(t)))
+			seps[n] = int32(i + trailingZeroBytes(t))
+			n++
 			t &= t - 1
 		}
 	}
 	for ; i < to; i++ {
-		if text[i] == fs {
-			seps = append(seps, int32(i))
+		c := text[i]
+		or |= uint64(c)
+		if c == fs {
+			seps[n] = int32(i)
+			n++
 		}
 	}
-	return seps
+	return n, or
 }
 
 func load64(s string, i int) uint64 {

@@ -2,6 +2,7 @@ package hl7
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -672,5 +673,63 @@ func TestGetDoesNotAllocate(t *testing.T) {
 	_, _ = ps.Parse(data)
 	if n := testing.AllocsPerRun(100, func() { m, _ := ps.Parse(data); _ = ReadEveryField(m) }); n != 0 {
 		t.Errorf("Parser.Parse + ReadEveryField allocates %v times", n)
+	}
+}
+
+func TestWriteTree(t *testing.T) {
+	t.Parallel()
+	m := mustParse(t, msg(`MSH|^~\&|A||||2024||ADT^A01|1|P|2.5`, `PID|1||123^^^H&1.2&ISO~456||DOE^JOHN||||||a\.br\b	c`, `OBX|1`, `OBX|2|||||~x`))
+	var b bytes.Buffer
+	if err := m.WriteTree(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := `MSH
+  MSH-1  |
+  MSH-2  ^~\&
+  MSH-3  A
+  MSH-7  2024
+  MSH-9[1].1  ADT
+  MSH-9[1].2  A01
+  MSH-10  1
+  MSH-11  P
+  MSH-12  2.5
+PID
+  PID-1  1
+  PID-3[1].1  123
+  PID-3[1].4.1  H
+  PID-3[1].4.2  1.2
+  PID-3[1].4.3  ISO
+  PID-3[2]  456
+  PID-5[1].1  DOE
+  PID-5[1].2  JOHN
+  PID-11  a\nb\tc
+OBX
+  OBX-1  1
+OBX[2]
+  OBX[2]-1  2
+  OBX[2]-6[2]  x
+`
+	if b.String() != want {
+		t.Errorf("WriteTree:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+func TestMarshalJSON(t *testing.T) {
+	t.Parallel()
+	m := mustParse(t, msg(`MSH|^~\&|A||||2024||ADT^A01|1|P|2.5||||||8859/1`, "PID|1||123^^^H&1.2&ISO~456||M\xDCLLER^J\\S\\R|<b>", `ZZZ`))
+	got, err := m.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"encoding":"ISO-8859-1","delimiters":"|^~\\&","header":{"sendingApplication":"A","sendingFacility":"","receivingApplication":"","receivingFacility":"","messageType":"ADT^A01","messageCode":"ADT","triggerEvent":"A01","messageStructure":"","controlID":"1","processingID":"P","version":"2.5","acceptAckType":"","applicationAckType":"","charset":"8859/1"},` +
+		`"segments":[{"name":"MSH","fields":["|","^~\\&","A","","","","2024","",[["ADT","A01"]],"1","P","2.5","","","","","","8859/1"]},` +
+		`{"name":"PID","fields":["1","",[["123","","",["H","1.2","ISO"]],["456"]],"",[["MÜLLER","J^R"]],"<b>"]},` +
+		`{"name":"ZZZ","fields":[]}]}`
+	if string(got) != want {
+		t.Errorf("MarshalJSON:\n got %s\nwant %s", got, want)
+	}
+	var v any
+	if err := json.Unmarshal(got, &v); err != nil {
+		t.Errorf("invalid JSON: %v", err)
 	}
 }

@@ -117,7 +117,10 @@ func hasAny(s string, x, y, z byte) bool {
 	return false
 }
 
-const hexDigits = "0123456789ABCDEF"
+const (
+	hexDigits = "0123456789ABCDEF"
+	lowerHex  = "0123456789abcdef"
+)
 
 // appendDisplay appends v with control characters and invalid UTF-8 escaped, so that one value
 // stays on one line.
@@ -249,8 +252,8 @@ func (m *Message) MarshalJSON() ([]byte, error) {
 	return b, nil
 }
 
-// appendJSONString appends s as a JSON string, invalid UTF-8 replaced by U+FFFD (as encoding/json
-// does), and <, >, & escaped so that the JSON is safe to embed in HTML.
+// appendJSONString appends s as a JSON string, invalid UTF-8 replaced by U+FFFD as encoding/json
+// does. HTML characters are left alone: encoding/json escapes them when it embeds the result.
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	for i := 0; i < len(s); {
@@ -265,9 +268,9 @@ func appendJSONString(b []byte, s string) []byte {
 				b = append(b, `\r`...)
 			case c == '\t':
 				b = append(b, `\t`...)
-			case c < 0x20 || c == '<' || c == '>' || c == '&' || c == 0x7F:
+			case c < 0x20:
 				b = append(b, `\u00`...)
-				b = append(b, hexDigits[c>>4], hexDigits[c&0xF])
+				b = append(b, lowerHex[c>>4], lowerHex[c&0xF])
 			default:
 				b = append(b, c)
 			}

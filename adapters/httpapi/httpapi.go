@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -71,6 +72,12 @@ func New(opt Options) (*echo.Echo, error) {
 	ml := &messageLog{log: opt.Messages, logger: opt.Logger}
 	api.GET("/messages", ml.list)
 	api.GET("/messages/:id", ml.get)
+
+	// Go runtime profiles for performance work, behind the admin token.
+	dbg := e.Group("/debug/pprof", bearerAuth(opt.AdminToken))
+	dbg.GET("/*", echo.WrapHandler(http.HandlerFunc(pprof.Index)))
+	dbg.GET("/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile)))
+	dbg.GET("/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace)))
 	return e, nil
 }
 
@@ -79,8 +86,9 @@ func bearerAuth(token string) echo.MiddlewareFunc {
 	want := []byte(token)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			got, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
+			// The scheme name is case-insensitive (RFC 7235 §2.1).
+			scheme, got, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
+			if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ferry"`)
 				return echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong bearer token")
 			}

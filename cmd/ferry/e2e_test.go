@@ -103,10 +103,10 @@ func forEachStore(t *testing.T, f func(t *testing.T, db, dir string)) {
 }
 
 var (
-	pgOnce   sync.Once
-	pgAdmin  *sql.DB
-	pgURL    string
-	pgSkipRe string
+	pgOnce        sync.Once
+	pgAdmin       *sql.DB
+	pgURL         string
+	pgUnreachable string
 )
 
 // freshPostgresSchema creates schema ferry_e2e_<random> in TEST_DATABASE_URL, drops it when the
@@ -126,7 +126,7 @@ func freshPostgresSchema(t *testing.T, _ string) string {
 			cancel()
 		}
 		if err != nil {
-			pgSkipRe = fmt.Sprintf("PostgreSQL at %s unreachable (%v); set TEST_DATABASE_URL, or FERRY_REQUIRE_POSTGRES=1 to fail", redactURL(pgURL), err)
+			pgUnreachable = fmt.Sprintf("PostgreSQL at %s unreachable (%v); set TEST_DATABASE_URL, or FERRY_REQUIRE_POSTGRES=1 to fail", redactURL(pgURL), err)
 			if db != nil {
 				db.Close()
 			}
@@ -136,9 +136,9 @@ func freshPostgresSchema(t *testing.T, _ string) string {
 	})
 	if pgAdmin == nil {
 		if os.Getenv("FERRY_REQUIRE_POSTGRES") == "1" {
-			t.Fatal(pgSkipRe)
+			t.Fatal(pgUnreachable)
 		}
-		t.Skip(pgSkipRe)
+		t.Skip(pgUnreachable)
 	}
 	schema := "ferry_e2e_" + randomHex(6)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -658,6 +658,15 @@ func TestVersion(t *testing.T) {
 			}
 		})
 	}
+	t.Run("serve prints the same version", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		out, _, _ := runFerry(t, dir, "version")
+		p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{})
+		if want := "ferry " + p.Version + "\n"; out != want {
+			t.Errorf("ferry version printed %q, serve's line names %q", out, p.Version)
+		}
+	})
 	t.Run("unknown command", func(t *testing.T) {
 		t.Parallel()
 		_, errOut, status := runFerry(t, t.TempDir(), "frobnicate")
@@ -888,9 +897,10 @@ func TestServeGracefulShutdown(t *testing.T) {
 		const conns = 4
 		run := "G" + randomHex(3)
 		var (
-			mu    sync.Mutex
-			acked = map[string]bool{}
-			wg    sync.WaitGroup
+			mu      sync.Mutex
+			acked   = map[string]bool{}
+			unacked []string // in flight when the server closed the connection
+			wg      sync.WaitGroup
 		)
 		var sent atomic.Int64
 		for c := range conns {
@@ -902,8 +912,11 @@ func TestServeGracefulShutdown(t *testing.T) {
 					id := fmt.Sprintf("%s-%d-%d", run, c, n)
 					sent.Add(1)
 					ack, err := peer.roundTrip(ormMessage("GRACEFUL", id), 10*time.Second)
-					if err != nil {
-						return // the server closed the connection while draining
+					if err != nil { // the server closed the connection while draining
+						mu.Lock()
+						unacked = append(unacked, id)
+						mu.Unlock()
+						return
 					}
 					if ack.Code != "AA" || ack.MSA2 != id {
 						t.Errorf("%s: %v, want AA", id, ack)
@@ -942,6 +955,12 @@ func TestServeGracefulShutdown(t *testing.T) {
 		}
 		if lost > 0 {
 			t.Errorf("%d of %d AA'd messages not stored exactly once as accepted", lost, len(acked))
+		}
+		// A message sent as the connection closed got no ACK: it may be stored, but only once.
+		for _, id := range unacked {
+			if got := counts[id]; len(got) > 1 || (len(got) == 1 && got[0].Status != "accepted") {
+				t.Errorf("un-ACKed %s stored as %v, want at most once, accepted", id, statuses(got))
+			}
 		}
 	})
 }

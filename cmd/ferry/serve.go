@@ -196,8 +196,10 @@ type mllpMetrics struct {
 	channel string
 }
 
-func (o mllpMetrics) ConnOpened()           { o.m.OpenConns.WithLabelValues(o.channel).Inc() }
-func (o mllpMetrics) ConnClosed()           { o.m.OpenConns.WithLabelValues(o.channel).Dec() }
-func (o mllpMetrics) ConnRejected()         { o.m.ConnsRefused.WithLabelValues(o.channel).Inc() }
-func (o mllpMetrics) Discarded(n int64)     { o.m.DiscardedBytes.WithLabelValues(o.channel).Add(float64(n)) }
+func (o mllpMetrics) ConnOpened()   { o.m.OpenConns.WithLabelValues(o.channel).Inc() }
+func (o mllpMetrics) ConnClosed()   { o.m.OpenConns.WithLabelValues(o.channel).Dec() }
+func (o mllpMetrics) ConnRejected() { o.m.ConnsRefused.WithLabelValues(o.channel).Inc() }
+func (o mllpMetrics) Discarded(n int64) {
+	o.m.DiscardedBytes.WithLabelValues(o.channel).Add(float64(n))
+}
 func (o mllpMetrics) FrameError(kind string) { o.m.FrameErrors.WithLabelValues(o.channel, kind).Inc() }
