@@ -36,7 +36,11 @@ tidy-check: ## fail if go.mod or go.sum are stale
 fuzz: ## run each fuzz target for FUZZTIME (default 2m)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./hl7/
 	$(GO) test -run='^$$' -fuzz='^FuzzReadHeader$$' -fuzztime=$(FUZZTIME) ./hl7/
+	$(GO) test -run='^$$' -fuzz='^FuzzSplitBatch$$' -fuzztime=$(FUZZTIME) ./hl7/
+	$(GO) test -run='^$$' -fuzz='^FuzzEscape$$' -fuzztime=$(FUZZTIME) ./hl7/
 	$(GO) test -run='^$$' -fuzz='^FuzzReader$$' -fuzztime=$(FUZZTIME) ./adapters/mllp/
+	$(GO) test -run='^$$' -fuzz='^FuzzReadPDU$$' -fuzztime=$(FUZZTIME) ./adapters/dimse/
+	$(GO) test -run='^$$' -fuzz='^FuzzDataSet$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./adapters/dimse/
 
 bench: ## run the Go benchmarks (BENCHTIME each)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...

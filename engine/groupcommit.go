@@ -13,12 +13,14 @@ var ErrCommitterClosed = errors.New("group committer closed")
 // GroupCommitter groups inbound messages from concurrent connections into one store transaction,
 // so a burst of N connections costs one durable commit instead of N. Each caller of Commit waits
 // until the transaction holding its message has committed (or failed): the ACK contract is kept
-// per message. A batch closes when no further request is waiting or MaxBatch is reached; there is
-// no timer, so a lone message is committed at once and latency stays at one commit.
+// per message. A batch closes when no further request is waiting or MaxBatch is reached, so a
+// lone message is committed at once and latency stays at one commit; with Linger set, a batch
+// may wait a little for messages it has reason to expect (see GroupCommitOptions.Linger).
 type GroupCommitter struct {
 	store    MessageStore
 	maxBatch int
 	observe  func(batch int, d time.Duration, err error)
+	linger   time.Duration
 
 	reqs chan *commitRequest
 	// mu orders Commit's send against Close: no request enters reqs after closed is closed, so
@@ -39,11 +41,24 @@ type commitRequest struct {
 type GroupCommitOptions struct {
 	// MaxBatch caps the messages in one transaction (default 64).
 	MaxBatch int
-	// Workers is the number of transactions in flight at once (default 1). PostgreSQL gains from 2
-	// (one batch fills while the other fsyncs); SQLite has a single writer, so 1.
+	// Workers is the number of transactions in flight at once (default 1). More can help when
+	// each commit waits on a distant database; with the database on the same machine, one worker
+	// with Linger makes bigger batches and more throughput (docs/performance.md). SQLite has a
+	// single writer.
 	Workers int
 	// Observe, if set, is called after each transaction with its size, duration and error.
 	Observe func(batch int, d time.Duration, err error)
+	// Linger, if set, lets a batch wait up to this long for the messages a worker expects
+	// (default 0: a batch never waits). An MLLP sender waits for each ACK before it sends its next
+	// message, so under load the senders a commit has just answered are about to send again, and
+	// those that queued during the commit are waiting: a batch that waits for the former commits
+	// both groups at once, instead of the two alternating, each waiting for the other's commit.
+	// The wait ends as soon as the expected number has arrived. When a wait times out (senders
+	// with nothing more to send), the worker's next batches do not wait, more of them after each
+	// miss and fewer after each wait that paid off, so a channel below saturation rarely waits.
+	// Go's timers are coarse when the process is idle (about 1 ms), so a missed wait can cost up
+	// to that.
+	Linger time.Duration
 }
 
 // NewGroupCommitter starts the committer's workers. Call Close to stop them.
@@ -58,6 +73,7 @@ func NewGroupCommitter(store MessageStore, opt GroupCommitOptions) *GroupCommitt
 		store:    store,
 		maxBatch: opt.MaxBatch,
 		observe:  opt.Observe,
+		linger:   opt.Linger,
 		reqs:     make(chan *commitRequest, opt.MaxBatch*opt.Workers),
 		closed:   make(chan struct{}),
 	}
@@ -104,6 +120,7 @@ func (g *GroupCommitter) work() {
 	defer g.wg.Done()
 	batch := make([]*commitRequest, 0, g.maxBatch)
 	msgs := make([]*InboundMessage, 0, g.maxBatch)
+	var wait lingerState
 	for {
 		batch = batch[:0]
 		select {
@@ -121,22 +138,81 @@ func (g *GroupCommitter) work() {
 				}
 			}
 		}
-	fill:
-		for len(batch) < g.maxBatch {
-			select {
-			case req := <-g.reqs:
-				batch = append(batch, req)
-			default:
-				break fill
-			}
+		batch = g.fill(batch)
+		if g.linger > 0 {
+			batch = g.fill(g.lingerFor(batch, &wait))
 		}
+		n := len(batch)
 		g.commit(batch, msgs[:0])
+		// Closed-loop senders: the n just answered come back, the queued ones are waiting.
+		wait.expect = n + len(g.reqs)
 	}
+}
+
+// fill adds the requests already waiting, up to MaxBatch.
+func (g *GroupCommitter) fill(batch []*commitRequest) []*commitRequest {
+	for len(batch) < g.maxBatch {
+		select {
+		case req := <-g.reqs:
+			batch = append(batch, req)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// lingerState is one worker's expectation of the next batch and its backoff after misses.
+type lingerState struct {
+	expect  int // messages expected in the next batch
+	skip    int // batches left that do not wait, after a miss
+	backoff int // the skip after a miss: doubled by a miss (minLingerBackoff…maxLingerBackoff), halved by a hit
+	timer   *time.Timer
+}
+
+// After a miss, this many batches do not wait, twice as many after each further miss, at most
+// maxLingerBackoff: on a channel below saturation, where most waits would miss, few batches wait.
+const (
+	minLingerBackoff = 16
+	maxLingerBackoff = 1024
+)
+
+// lingerFor waits up to Linger for batch to reach the expected size, as GroupCommitOptions.Linger
+// describes.
+func (g *GroupCommitter) lingerFor(batch []*commitRequest, w *lingerState) []*commitRequest {
+	target := min(w.expect, g.maxBatch)
+	if len(batch) >= target {
+		return batch
+	}
+	if w.skip > 0 {
+		w.skip--
+		return batch
+	}
+	if w.timer == nil {
+		w.timer = time.NewTimer(g.linger)
+	} else {
+		w.timer.Reset(g.linger)
+	}
+	defer w.timer.Stop()
+	for len(batch) < target {
+		select {
+		case req := <-g.reqs:
+			batch = append(batch, req)
+		case <-w.timer.C:
+			w.backoff = min(max(2*w.backoff, minLingerBackoff), maxLingerBackoff)
+			w.skip = w.backoff
+			return batch
+		case <-g.closed:
+			return batch
+		}
+	}
+	w.backoff /= 2
+	return batch
 }
 
 func (g *GroupCommitter) commit(batch []*commitRequest, msgs []*InboundMessage) {
 	// A caller that gave up before its message was taken is not committed: it will not ACK.
-	live := batch[:0:0]
+	live := batch[:0] // filtered in place: batch is not read again
 	for _, req := range batch {
 		if err := req.ctx.Err(); err != nil {
 			req.done <- err

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -128,5 +129,104 @@ func TestGroupCommitterCancelledBeforeBatchIsNotCommitted(t *testing.T) {
 	defer st.mu.Unlock()
 	if len(st.batches) != 1 {
 		t.Errorf("batches = %v, want only the first", st.batches)
+	}
+}
+
+// lingerSetup commits m0 alone while m1 and m2 queue behind it, so that the worker expects three
+// messages in its next batch: m0's sender coming back, and the two that waited.
+func lingerSetup(t *testing.T, linger time.Duration) (*batchStore, *GroupCommitter, chan error) {
+	t.Helper()
+	st := &batchStore{gate: make(chan struct{})}
+	g := NewGroupCommitter(st, GroupCommitOptions{MaxBatch: 8, Linger: linger})
+	errs := make(chan error, 8)
+	go func() { errs <- g.Commit(context.Background(), &InboundMessage{}) }() // m0, held at the gate
+	time.Sleep(50 * time.Millisecond)
+	for range 2 { // m1, m2
+		go func() { errs <- g.Commit(context.Background(), &InboundMessage{}) }()
+	}
+	time.Sleep(50 * time.Millisecond)
+	go func() {
+		for {
+			select {
+			case st.gate <- struct{}{}:
+			case <-t.Context().Done():
+				return
+			}
+		}
+	}()
+	return st, g, errs
+}
+
+func TestGroupCommitterLingerWaitsForExpectedMessage(t *testing.T) {
+	t.Parallel()
+	st, g, errs := lingerSetup(t, 10*time.Second)
+	defer g.Close()
+	time.Sleep(100 * time.Millisecond) // m1 and m2 wait in a batch for the third
+	start := time.Now()
+	if err := g.Commit(context.Background(), &InboundMessage{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the expected message waited %s: the batch should close when it arrives", d)
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.batches) != 2 || st.batches[0] != 1 || st.batches[1] != 3 {
+		t.Errorf("batches = %v, want [1 3]", st.batches)
+	}
+}
+
+func TestGroupCommitterLingerGivesUpAndBacksOff(t *testing.T) {
+	t.Parallel()
+	const linger = 300 * time.Millisecond
+	st, g, errs := lingerSetup(t, linger)
+	defer g.Close()
+	for range 3 { // m1 and m2 wait for a third that never comes, then commit
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The wait missed: the next batches do not wait, though the worker again expects two.
+	for range 3 {
+		start := time.Now()
+		if err := g.Commit(context.Background(), &InboundMessage{}); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d >= linger {
+			t.Errorf("a lone message after a missed wait took %s, want no wait", d)
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if want := []int{1, 2, 1, 1, 1}; !slices.Equal(st.batches, want) {
+		t.Errorf("batches = %v, want %v", st.batches, want)
+	}
+}
+
+func TestGroupCommitterCloseEndsLinger(t *testing.T) {
+	t.Parallel()
+	st, g, errs := lingerSetup(t, time.Minute)
+	time.Sleep(100 * time.Millisecond) // m1 and m2 wait in a batch for the third
+	closed := make(chan struct{})
+	go func() { g.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for the linger")
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Errorf("a message queued before Close: %v, want committed", err)
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.batches) != 2 || st.batches[1] != 2 {
+		t.Errorf("batches = %v, want [1 2]", st.batches)
 	}
 }

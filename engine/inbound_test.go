@@ -70,6 +70,7 @@ func TestInboundReceive(t *testing.T) {
 		{"missing trigger", Received{Data: seg(`MSH|^~\&|RIS|STMARYS|FERRY|FERRY|20261127||ORM|M10|P|2.3`, pid)}, "AR", "M10", StatusRejected, "101"},
 		{"unsupported type", Received{Data: seg(`MSH|^~\&|RIS|STMARYS|FERRY|FERRY|20261127||VXU^V04|M11|P|2.5.1`, pid)}, "AR", "M11", StatusRejected, "200"},
 		{"unsupported version", Received{Data: seg(`MSH|^~\&|RIS|STMARYS|FERRY|FERRY|20261127||ORM^O01|M12|P|9.9`, pid)}, "AR", "M12", StatusRejected, "203"},
+		{"bad segment after MSH", Received{Data: seg(mshORM23, "P!D|1")}, "AE", "MSG0001", StatusRejected, "100"},
 		{"too large", Received{Data: seg(mshORM23, pid), TooLarge: true, Size: 20 << 20}, "AR", "MSG0001", StatusRejected, "207"},
 	}
 	for _, tc := range cases {

@@ -275,7 +275,7 @@ func (w *ackWriter) raw(s string) { w.b = append(w.b, s...) }
 
 // begin starts a segment.
 func (w *ackWriter) begin(id string) { w.start = len(w.b); w.raw(id) }
-func (w *ackWriter) sep()         { w.b = append(w.b, w.d.Field) }
+func (w *ackWriter) sep()            { w.b = append(w.b, w.d.Field) }
 
 // text appends s escaped.
 func (w *ackWriter) text(s string) {

@@ -31,6 +31,9 @@ type charset struct {
 	kind charsetKind
 	name string            // the name Ferry reports, e.g. "UTF-8", "ISO-8859-1"
 	enc  encoding.Encoding // for kindOther
+	// multiByte sets can use ASCII byte values (delimiters among them) inside characters, so a
+	// message in one must be decoded before it is split.
+	multiByte bool
 }
 
 var (
@@ -61,10 +64,10 @@ var table0211 = map[string]*charset{
 	"8859/7":        {kind: kindOther, name: "ISO-8859-7", enc: charmap.ISO8859_7},
 	"8859/8":        {kind: kindOther, name: "ISO-8859-8", enc: charmap.ISO8859_8},
 	"8859/9":        {kind: kindOther, name: "ISO-8859-9", enc: charmap.ISO8859_9},
-	"ISO IR87":      {kind: kindOther, name: "ISO-2022-JP", enc: japanese.ISO2022JP},
-	"GB 18030-2000": {kind: kindOther, name: "GB18030", enc: simplifiedchinese.GB18030},
-	"KS X 1001":     {kind: kindOther, name: "EUC-KR", enc: korean.EUCKR},
-	"BIG-5":         {kind: kindOther, name: "Big5", enc: traditionalchinese.Big5},
+	"ISO IR87":      {kind: kindOther, name: "ISO-2022-JP", enc: japanese.ISO2022JP, multiByte: true},
+	"GB 18030-2000": {kind: kindOther, name: "GB18030", enc: simplifiedchinese.GB18030, multiByte: true},
+	"KS X 1001":     {kind: kindOther, name: "EUC-KR", enc: korean.EUCKR, multiByte: true},
+	"BIG-5":         {kind: kindOther, name: "Big5", enc: traditionalchinese.Big5, multiByte: true},
 }
 
 // lookupCharset returns the charset named by an MSH-18 value, or nil when the value is empty or
@@ -80,14 +83,9 @@ func lookupCharset[T string | []byte](msh18 T) *charset {
 	return table0211[v]
 }
 
-// isSingleByte8859 reports whether cs is one of the ISO-8859 family, whose bytes 0x80–0x9F are
-// C1 control codes that real text never contains.
-func (cs *charset) isSingleByte8859() bool {
-	return cs.kind == kindLatin1 || cs.kind == kindLatin9 || strings.HasPrefix(cs.name, "ISO-8859-")
-}
-
-// chooseCharset decides how to read data given its MSH-18 value:
-//   - MSH-18 empty, ASCII, unknown: UTF-8 when the bytes are valid UTF-8, otherwise ISO-8859-1
+// settleCharset decides how to read a message, given the character set its MSH-18 declares
+// (nil when MSH-18 is empty or unknown), whether its content has bytes ≥ 0x80, and its bytes:
+//   - MSH-18 empty, ASCII or unknown: UTF-8 when the bytes are valid UTF-8, otherwise ISO-8859-1
 //     (the usual encoding of 8-bit feeds that do not say; every byte string is valid Latin-1, so
 //     nothing is lost and Bytes writes the same bytes back).
 //   - UTF-8 ("UNICODE UTF-8", "UNICODE"): the bytes as they are, even where they are not valid
@@ -96,40 +94,17 @@ func (cs *charset) isSingleByte8859() bool {
 //     then the sender mislabelled UTF-8 text (genuine 8859 text is virtually never valid UTF-8,
 //     because its bytes 0x80–0x9F are unused control codes), and the message is read and written
 //     as UTF-8 — again exactly the bytes received.
-//   - any other set: decoded from it.
-func chooseCharset(data, msh18 []byte) *charset {
-	cs := lookupCharset(msh18)
-	if cs == csUTF8 && !strings.EqualFold(strings.TrimSpace(string(msh18)), "ASCII") {
-		return csUTF8
-	}
-	ascii, valid := classify(data)
-	switch {
-	case ascii:
-		if cs == nil {
-			return csUTF8
-		}
-		return cs
-	case cs == nil || cs == csUTF8: // empty, unknown or ASCII
-		if valid {
-			return csUTF8
-		}
-		return csLatin1
-	case cs.isSingleByte8859() && valid:
-		return csUTF8
-	}
-	return cs
-}
-
-// settleCharset is chooseCharset for a message already indexed: nonASCII says whether its
-// content has bytes ≥ 0x80, and text is those bytes.
+//   - a multi-byte set: decoded from it.
 func settleCharset(declared *charset, msh18 string, nonASCII bool, text string) *charset {
 	switch {
 	case declared == csUTF8 && !strings.EqualFold(strings.TrimSpace(msh18), "ASCII"):
 		return csUTF8
-	case !nonASCII:
+	case !nonASCII: // nothing to decode; Bytes still writes what Set adds in the declared set
 		if declared == nil {
 			return csUTF8
 		}
+		return declared
+	case declared != nil && declared.multiByte:
 		return declared
 	case utf8.ValidString(text):
 		return csUTF8 // empty, ASCII or unknown label; or an ISO-8859 label on UTF-8 bytes
@@ -281,7 +256,7 @@ func (cs *charset) canEncode(s string) bool {
 	return true
 }
 
-// decodeHex turns the bytes of a \Xhh…\ escape (v2.5.1 §2.7.3), which are in the message's
+// decodeHex turns the bytes of a \Xhh…\ escape (v2.5.1 §2.7.5), which are in the message's
 // character set, into UTF-8 text.
 func (cs *charset) decodeHex(dst, raw []byte) []byte {
 	if cs.kind == kindUTF8 {

@@ -6,8 +6,7 @@ import (
 
 // Delimiters are a message's delimiter characters, read from MSH-1 (the field separator) and MSH-2
 // (the encoding characters, in the order component, repetition, escape, subcomponent and — from
-// v2.7 — truncation; HL7 v2.5.1 §2.5.4, v2.7 §2.5.5.2). An encoding character the message does
-// not declare is 0.
+// v2.7 — truncation; HL7 v2.5.1 §2.5.4). An encoding character the message does not declare is 0.
 type Delimiters struct {
 	Field, Component, Repetition, Escape, Subcomponent, Truncation byte
 }
@@ -207,7 +206,8 @@ func (d *Delimiters) unescape(s string, cs *charset) string {
 	if i < 0 {
 		return s
 	}
-	return string(d.appendUnescaped(make([]byte, 0, len(s)), s, i, cs))
+	// The buffer is never touched again, so the string can share it.
+	return unsafeString(d.appendUnescaped(make([]byte, 0, len(s)), s, i, cs))
 }
 
 // appendUnescaped appends s decoded to dst; i is the index of the first escape character in s.

@@ -71,10 +71,12 @@ func FuzzParse(f *testing.F) {
 		for _, s := range m.Segments() {
 			for i := 1; i <= s.NumFields()+1; i++ {
 				fl := s.Field(i)
-				for r := 1; r <= fl.NumRepetitions(); r++ {
-					rep := fl.Repetition(r)
-					for c := 1; c <= rep.NumComponents(); c++ {
-						_ = rep.Component(c).Subcomponent(2).Value()
+				_ = fl.Repetition(2).Component(3).Subcomponent(2).Value()
+				for _, rep := range fl.Repetitions() {
+					for _, c := range rep.Components() {
+						for _, sc := range c.Subcomponents() {
+							_ = sc.Value()
+						}
 					}
 				}
 			}

@@ -7,7 +7,7 @@ import (
 )
 
 // Header is what a message's MSH segment says about it: enough to route it, deduplicate it and
-// answer it (HL7 v2.5.1 §2.14.9). Values are decoded; each names its MSH field.
+// answer it (HL7 v2.5.1 §2.15.9). Values are decoded; each names its MSH field.
 type Header struct {
 	Delimiters Delimiters
 	// First component (HD.1, namespace ID) of MSH-3, MSH-4, MSH-5 and MSH-6.
@@ -61,12 +61,13 @@ func (m *Message) Header() Header {
 		h.MessageType = mt.value()
 	default:
 		var b strings.Builder
-		for i, n := 1, mt.count(d.Component); i <= n; i++ {
+		mt.children(d.Component, func(i int, c element) bool {
 			if i > 1 {
 				b.WriteByte('^')
 			}
-			b.WriteString(mt.child(d.Component, i).value())
-		}
+			b.WriteString(c.value())
+			return true
+		})
 		h.MessageType = b.String()
 	}
 	return h
@@ -108,9 +109,11 @@ func ReadHeader(data []byte) (Header, error) {
 		}
 		next++ // a bad character still takes its position: positions give the meaning
 	}
-	m := &Message{delims: d, sp: d.specials()}
-	m.cs = chooseCharset(line, rawHeaderField(line, d.Field, 18, d.Repetition))
+	m := &Message{delims: d}
 	text := string(line)
+	msh18 := string(rawHeaderField(line, d.Field, 18, d.Repetition))
+	ascii, _ := classify(line)
+	m.cs = settleCharset(lookupCharset(msh18), msh18, !ascii, text)
 	if m.cs.kind != kindUTF8 {
 		text = string(m.cs.decode(nil, line))
 	}

@@ -2,6 +2,7 @@ package hl7
 
 import (
 	"fmt"
+	"iter"
 	"strings"
 )
 
@@ -9,7 +10,7 @@ import (
 func (m *Message) Delimiters() Delimiters { return m.delims }
 
 // Encoding names the character set the message was read from and Bytes writes: "UTF-8",
-// "ISO-8859-1", "ISO-8859-15", or another IANA name. It follows MSH-18, except as chooseCharset
+// "ISO-8859-1", "ISO-8859-15", or another IANA name. It follows MSH-18, except as the package documentation
 // explains (MSH-18 empty or unknown; ISO-8859 labels on UTF-8 bytes).
 func (m *Message) Encoding() string { return m.cs.name }
 
@@ -17,7 +18,8 @@ func (m *Message) Encoding() string { return m.cs.name }
 func (m *Message) NumSegments() int { return len(m.segs) }
 
 // Segments returns the message's segments in order. The Segment values stay valid until the
-// message is changed (Set, AppendSegment).
+// message is changed (Set, AppendSegment). Walk fields with Segment.Field and the Repetitions,
+// Components and Subcomponents iterators, which visit every piece in one pass.
 func (m *Message) Segments() []Segment {
 	out := make([]Segment, len(m.segs))
 	for i := range out {
@@ -135,6 +137,30 @@ func (e element) child(sep byte, n int) element {
 	return element{m: e.m, raw: raw, esc: e.esc}
 }
 
+// children calls yield with each piece of e split at sep, numbered from 1, in one pass (calling
+// child for each n would be quadratic in the number of pieces). It stops when yield returns false.
+func (e element) children(sep byte, yield func(int, element) bool) {
+	if e.m == nil {
+		return
+	}
+	if e.literal || sep == 0 {
+		yield(1, e)
+		return
+	}
+	rest := e.raw
+	for n := 1; ; n++ {
+		i := strings.IndexByte(rest, sep)
+		if i < 0 {
+			yield(n, element{m: e.m, raw: rest, esc: e.esc})
+			return
+		}
+		if !yield(n, element{m: e.m, raw: rest[:i], esc: e.esc}) {
+			return
+		}
+		rest = rest[i+1:]
+	}
+}
+
 // piece returns the n-th (1-based) piece of s split at sep, and whether it exists. With sep 0 (a
 // delimiter the message does not declare) s is one piece.
 func piece(s string, sep byte, n int) (string, bool) {
@@ -177,6 +203,13 @@ func (f Field) NumRepetitions() int { return f.e.count(f.e.repSep()) }
 // Repetition returns repetition r (1-based).
 func (f Field) Repetition(r int) Repetition { return Repetition{f.e.child(f.e.repSep(), r)} }
 
+// Repetitions iterates over the repetitions, numbered from 1.
+func (f Field) Repetitions() iter.Seq2[int, Repetition] {
+	return func(yield func(int, Repetition) bool) {
+		f.e.children(f.e.repSep(), func(i int, e element) bool { return yield(i, Repetition{e}) })
+	}
+}
+
 func (e element) repSep() byte {
 	if e.m == nil {
 		return 0
@@ -213,6 +246,13 @@ func (r Repetition) NumComponents() int { return r.e.count(r.e.compSep()) }
 // Component returns component c (1-based).
 func (r Repetition) Component(c int) Component { return Component{r.e.child(r.e.compSep(), c)} }
 
+// Components iterates over the components, numbered from 1.
+func (r Repetition) Components() iter.Seq2[int, Component] {
+	return func(yield func(int, Component) bool) {
+		r.e.children(r.e.compSep(), func(i int, e element) bool { return yield(i, Component{e}) })
+	}
+}
+
 // Component is one component of a repetition.
 type Component struct{ e element }
 
@@ -228,6 +268,13 @@ func (c Component) NumSubcomponents() int { return c.e.count(c.e.subSep()) }
 // Subcomponent returns subcomponent s (1-based).
 func (c Component) Subcomponent(s int) Subcomponent {
 	return Subcomponent{c.e.child(c.e.subSep(), s)}
+}
+
+// Subcomponents iterates over the subcomponents, numbered from 1.
+func (c Component) Subcomponents() iter.Seq2[int, Subcomponent] {
+	return func(yield func(int, Subcomponent) bool) {
+		c.e.children(c.e.subSep(), func(i int, e element) bool { return yield(i, Subcomponent{e}) })
+	}
 }
 
 // Subcomponent is one subcomponent of a component.

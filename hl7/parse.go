@@ -23,7 +23,6 @@ type Message struct {
 	seps   []int32    // offsets of field separators; segment s owns seps[s.first : s.first+s.nsep]
 	delims Delimiters // from MSH-1 and MSH-2
 	cs     *charset   // how the text was decoded and how Bytes encodes it
-	sp     specials   // characters to escape on Set
 	// nonASCII reports that some segment holds a byte ≥ 0x80 (set by index).
 	nonASCII bool
 	// canonical reports that text is exactly what Bytes returns before re-encoding: segments
@@ -67,8 +66,8 @@ type ParseError struct {
 	Reason   string // what is wrong, written by this package: never message content
 }
 
-// Error returns e.g. "hl7: MSH-2: MSH-2 encoding characters missing" or, when the segment ID is
-// unreadable, "hl7: segment 4: invalid segment ID".
+// Error returns e.g. "hl7: MSH-2: encoding characters missing" or, when the segment ID is not
+// readable, "hl7: segment 4: invalid segment ID: …".
 func (e *ParseError) Error() string {
 	return "hl7: " + e.location() + ": " + e.Reason
 }
@@ -83,14 +82,11 @@ func (e *ParseError) location() string {
 	return Path{Segment: e.Segment, SegmentIndex: e.Sequence, Field: e.Field}.String()
 }
 
-// Detail returns the error as an ERR segment's content (HL7 v2.5.1 §2.9.2, ERR-2 and ERR-3).
+// Detail returns the error as an ERR segment's content (HL7 v2.5.1 §2.9.2, ERR-2 and ERR-3), its
+// Text saying where and what, e.g. "MSH-2: encoding characters missing".
 func (e *ParseError) Detail() ErrorDetail {
-	text := e.Reason
-	if e.Segment == "" && e.Position > 0 {
-		text = "segment " + strconv.Itoa(e.Position) + ": " + text
-	}
 	return ErrorDetail{Segment: e.Segment, Sequence: e.Sequence, Field: e.Field, Code: e.Code,
-		Severity: "E", Text: text}
+		Severity: "E", Text: e.location() + ": " + e.Reason}
 }
 
 // Parse parses one ER7-encoded HL7 v2 message (HL7 v2.5.1 §2.6–2.7).
@@ -103,8 +99,9 @@ func (e *ParseError) Detail() ErrorDetail {
 //     field separator or the end of the segment. A message has one MSH, first; batch segments
 //     (FHS, BHS, BTS, FTS) belong around messages, so split a batch with SplitBatch first.
 //   - Trailing empty fields and separators are kept as sent, so Bytes reproduces them.
-//   - The text is decoded from the character set in MSH-18 (see chooseCharset's rules: MSH-18
-//     empty, "ASCII" or unknown means UTF-8 when the bytes are valid UTF-8, else ISO-8859-1).
+//   - The text is decoded from the character set in MSH-18 (see Character sets in the package
+//     documentation: MSH-18 empty, "ASCII" or unknown means UTF-8 when the bytes are valid UTF-8,
+//     ISO-8859-1 otherwise).
 //
 // The error is a *ParseError.
 func Parse(data []byte) (*Message, error) {
@@ -159,7 +156,6 @@ func (m *Message) parse(data []byte, reuse bool) error {
 		return pe
 	}
 	m.delims = d
-	m.sp = d.specials()
 	// Index the bytes as they are: delimiters are ASCII, so this is right for ASCII, UTF-8 and
 	// the single-byte sets alike; decode afterwards only when non-ASCII bytes need it.
 	var text string
@@ -177,7 +173,7 @@ func (m *Message) parse(data []byte, reuse bool) error {
 		msh18 = string(rawHeaderField(first, d.Field, 18, d.Repetition))
 	}
 	declared := lookupCharset(msh18)
-	if declared != nil && declared.kind == kindOther {
+	if declared != nil && declared.multiByte {
 		// Multi-byte sets can hide delimiter bytes inside characters: decode, then index. Their
 		// decoders need not be reversible byte for byte, so keep the bytes received too.
 		if ascii, _ := classify(body); !ascii {
@@ -188,7 +184,6 @@ func (m *Message) parse(data []byte, reuse bool) error {
 			}
 			return m.index(m.decoded(body, reuse))
 		}
-		declared = nil
 	}
 	if ierr != nil {
 		return ierr
@@ -196,6 +191,10 @@ func (m *Message) parse(data []byte, reuse bool) error {
 	m.cs = settleCharset(declared, msh18, m.nonASCII, text)
 	if m.cs.kind == kindUTF8 || !m.nonASCII {
 		return nil
+	}
+	if m.cs.kind == kindOther {
+		// x/text's single-byte tables map undefined bytes to U+FFFD: keep the bytes received.
+		m.raw = slices.Clone(NormalizeSegmentEnds(body))
 	}
 	if reuse {
 		m.buf, m.dec = m.dec, m.buf // text aliases buf: decode into the other buffer

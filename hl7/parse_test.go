@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 // msg joins segments with CR and terminates the last one, as HL7 v2.5.1 §2.5.1 frames them.
@@ -244,6 +246,9 @@ func TestCharsets(t *testing.T) {
 		{"8859/1 label on UTF-8 bytes", msg(header("8859/1"), "PID|1||1||Müller – Zoë"), "UTF-8", map[string]string{"PID-5": "Müller – Zoë"}},
 		{"UTF-8 declared, invalid bytes kept", msg(header("UNICODE UTF-8"), "PID|1||1||M\xFCller"), "UTF-8", map[string]string{"PID-5": "M\xFCller"}},
 		{"GB 18030", msg(header("GB 18030-2000"), "PID|1||1||\xD5\xC5\xC8\xFD"), "GB18030", map[string]string{"PID-5": "张三"}},
+		{"Big5 with a delimiter byte inside a character", msg(header("BIG-5"), "PID|1||1||\xA5\x7C^X^\xA5\x5C"), "Big5", map[string]string{"PID-5.1": "四", "PID-5.2": "X", "PID-5.3": "功"}},
+		{"8859/2 label on UTF-8 bytes", msg(header("8859/2"), "PID|1||1||Łódź"), "UTF-8", map[string]string{"PID-5": "Łódź"}},
+		{"8859/3 with an undefined byte", msg(header("8859/3"), "PID|1||1||\xA5x"), "ISO-8859-3", map[string]string{"PID-5": "\uFFFDx"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -262,6 +267,15 @@ func TestCharsets(t *testing.T) {
 
 func TestSetCharset(t *testing.T) {
 	t.Parallel()
+	// An ASCII message labelled GB 18030 gets a Chinese name written in GB 18030.
+	gb := mustParse(t, msg(`MSH|^~\&|A|B|C|D|20240101||ADT^A01|X1|P|2.5||||||GB 18030-2000`, "PID|1||1"))
+	if err := gb.Set("PID-5", "张三"); err != nil {
+		t.Fatal(err)
+	}
+	if want := msg(`MSH|^~\&|A|B|C|D|20240101||ADT^A01|X1|P|2.5||||||GB 18030-2000`, "PID|1||1||\xD5\xC5\xC8\xFD"); !bytes.Equal(gb.Bytes(), want) {
+		t.Errorf("GB 18030 Bytes = %q, want %q", gb.Bytes(), want)
+	}
+
 	m := mustParse(t, msg(`MSH|^~\&|A|B|C|D|20240101||ADT^A01|X1|P|2.5||||||8859/1`, "PID|1||1||M\xFCller"))
 	if err := m.Set("PID-5.2", "Zoë"); err != nil {
 		t.Fatal(err)
@@ -342,6 +356,8 @@ func TestSetErrors(t *testing.T) {
 		{"batch segment", msg(`MSH|^~\&|A`), "BHS-3", "x"},
 		{"no escape character for a delimiter", msg(`MSH|^~|A`), "MSH-3", "a|b"},
 		{"no repetition separator", msg(`MSH|^|A`), "MSH-3[2]", "x"},
+		{"no repetition separator in a missing segment", msg(`MSH|^|A`), "ZZZ-3[2]", "x"},
+		{"no subcomponent separator", msg(`MSH|^~\|A`), "PID-3.1.2", "x"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -731,5 +747,101 @@ func TestMarshalJSON(t *testing.T) {
 	var v any
 	if err := json.Unmarshal(got, &v); err != nil {
 		t.Errorf("invalid JSON: %v", err)
+	}
+}
+
+// TestHugeFieldsStayLinear guards against quadratic walks: a field of a million components, or
+// repetitions, must be read, printed and serialized in time proportional to its size.
+func TestHugeFieldsStayLinear(t *testing.T) {
+	t.Parallel()
+	const n = 1 << 20
+	big := msg(`MSH|^~\&|A|B|C|D|2024||ADT^A01`+strings.Repeat("^x", n)+`|1|P|2.5`,
+		"PID|1||"+strings.Repeat("1^2&3~", n)+"|"+strings.Repeat(`\F\`, n))
+	start := time.Now()
+	m := mustParse(t, big)
+	h := m.Header()
+	if h.ControlID != "1" || len(h.MessageType) != len("ADT^A01")+2*n {
+		t.Errorf("header: control ID %q, message type of %d bytes", h.ControlID, len(h.MessageType))
+	}
+	if err := m.WriteTree(io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.MarshalJSON(); err != nil {
+		t.Fatal(err)
+	}
+	reps := 0
+	for range m.Segments()[1].Field(3).Repetitions() {
+		reps++
+	}
+	if reps != n+1 || m.Count("PID-3") != n+1 {
+		t.Errorf("%d repetitions, want %d", reps, n+1)
+	}
+	if got := len(m.Value("PID-4")); got != n {
+		t.Errorf("PID-4 decodes to %d bytes, want %d", got, n)
+	}
+	_ = ReadEveryField(m)
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("took %v: something is quadratic", d)
+	}
+}
+
+func TestIterators(t *testing.T) {
+	t.Parallel()
+	m := mustParse(t, msg(`MSH|^~\&|A`, `PID|1||a1&a2^b~~c`))
+	var got []string
+	for r, rep := range m.Segments()[1].Field(3).Repetitions() {
+		for c, comp := range rep.Components() {
+			for s, sub := range comp.Subcomponents() {
+				got = append(got, Path{Segment: "PID", Field: 3, Repetition: r, Component: c, Subcomponent: s}.String()+"="+sub.Value())
+			}
+		}
+	}
+	want := "PID-3.1.1=a1 PID-3.1.2=a2 PID-3.2.1=b PID-3[2].1.1= PID-3[3].1.1=c"
+	if strings.Join(got, " ") != want {
+		t.Errorf("got  %s\nwant %s", strings.Join(got, " "), want)
+	}
+	for range m.Segments()[1].Field(9).Repetitions() {
+		t.Error("absent field has repetitions")
+	}
+	for i := range m.Segments()[0].Field(2).Repetitions() {
+		if i != 1 {
+			t.Error("MSH-2 splits")
+		}
+	}
+}
+
+// TestDocExamples checks the examples of docs/hl7-paths.md.
+func TestDocExamples(t *testing.T) {
+	t.Parallel()
+	m := mustParse(t, msg(
+		`MSH|^~\&|RIS|STMARYS|FERRY|FERRY|20261127083000||ORM^O01^ORM_O01|MSG0001|P|2.3`,
+		`PID|1||12345^^^STMARYS&1.2.3&ISO^MR~987^^^STATE||DOE^JANE^Q||19800101|F`,
+		`ORC|NW|ORD1`,
+		`OBR|1|ORD1||71020^CHEST 2 VIEWS^C4`,
+		`OBX|1|TX|||Lungs are clear.`,
+		`OBX|2|TX|||No acute disease\.br\seen.`,
+	))
+	checkValues(t, m, map[string]string{
+		"MSH-1": "|", "MSH-2": `^~\&`, "MSH-9": "ORM^O01^ORM_O01", "MSH-9.1": "ORM", "MSH-9.2": "O01", "MSH-10": "MSG0001",
+		"PID-3": "12345^^^STMARYS&1.2.3&ISO^MR", "PID-3[2]": "987^^^STATE", "PID-3[2].1": "987", "PID-3.4": "STMARYS&1.2.3&ISO",
+		"PID-3[1].4.1": "STMARYS", "PID-3.4.2": "1.2.3", "PID-5.2": "JANE", "OBR-4.2": "CHEST 2 VIEWS", "OBX-5": "Lungs are clear.",
+		"OBX[2]-5": "No acute disease\nseen.", "OBX[3]-5": "", "PID-3[2].4.1": "STATE",
+	})
+	if m.Count("PID-3") != 2 || m.Count("OBX") != 2 {
+		t.Errorf("Count: PID-3 %d, OBX %d", m.Count("PID-3"), m.Count("OBX"))
+	}
+	var tree bytes.Buffer
+	_ = m.WriteTree(&tree)
+	for _, line := range []string{"PID\n  PID-1  1\n  PID-3[1].1  12345\n  PID-3[1].4.1  STMARYS\n", "  PID-3[2].4  STATE\n", "OBX[2]\n  OBX[2]-1  2\n  OBX[2]-2  TX\n  OBX[2]-5  No acute disease\\nseen.\n"} {
+		if !strings.Contains(tree.String(), line) {
+			t.Errorf("tree lacks %q:\n%s", line, tree.String())
+		}
+	}
+	js, _ := m.MarshalJSON()
+	for _, part := range []string{`{"name":"PID","fields":["1","",[["12345","","",["STMARYS","1.2.3","ISO"],"MR"],["987","","","STATE"]],"",[["DOE","JANE","Q"]],"","19800101","F"]}`,
+		`{"name":"MSH","fields":["|","^~\\&","RIS","STMARYS","FERRY","FERRY","20261127083000","",[["ORM","O01","ORM_O01"]],"MSG0001","P","2.3"]}`} {
+		if !strings.Contains(string(js), part) {
+			t.Errorf("JSON lacks %s:\n%s", part, js)
+		}
 	}
 }

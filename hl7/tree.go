@@ -41,36 +41,35 @@ func (m *Message) WriteTree(w io.Writer) error {
 				b = treeLine(b, p, e.value())
 				continue
 			}
-			for r, nr := 1, e.count(d.Repetition); r <= nr; r++ {
-				re := e.child(d.Repetition, r)
+			e.children(d.Repetition, func(r int, re element) bool {
 				if re.raw == "" {
-					continue
+					return true
 				}
 				p.Repetition, p.Component, p.Subcomponent = r, 0, 0
 				if !hasAny(re.raw, 0, d.Component, d.Subcomponent) {
 					b = treeLine(b, p, re.value())
-					continue
+					return true
 				}
-				for c, nc := 1, re.count(d.Component); c <= nc; c++ {
-					ce := re.child(d.Component, c)
+				re.children(d.Component, func(c int, ce element) bool {
 					if ce.raw == "" {
-						continue
+						return true
 					}
 					p.Component, p.Subcomponent = c, 0
 					if !hasAny(ce.raw, 0, 0, d.Subcomponent) {
 						b = treeLine(b, p, ce.value())
-						continue
+						return true
 					}
-					for s, ns := 1, ce.count(d.Subcomponent); s <= ns; s++ {
-						se := ce.child(d.Subcomponent, s)
-						if se.raw == "" {
-							continue
+					ce.children(d.Subcomponent, func(s int, se element) bool {
+						if se.raw != "" {
+							p.Subcomponent = s
+							b = treeLine(b, p, se.value())
 						}
-						p.Subcomponent = s
-						b = treeLine(b, p, se.value())
-					}
-				}
-			}
+						return true
+					})
+					return true
+				})
+				return true
+			})
 		}
 	}
 	_, err := w.Write(b)
@@ -218,32 +217,33 @@ func (m *Message) MarshalJSON() ([]byte, error) {
 				continue
 			}
 			b = append(b, '[')
-			for r, nr := 1, e.count(d.Repetition); r <= nr; r++ {
+			e.children(d.Repetition, func(r int, re element) bool {
 				if r > 1 {
 					b = append(b, ',')
 				}
-				re := e.child(d.Repetition, r)
 				b = append(b, '[')
-				for c, nc := 1, re.count(d.Component); c <= nc; c++ {
+				re.children(d.Component, func(c int, ce element) bool {
 					if c > 1 {
 						b = append(b, ',')
 					}
-					ce := re.child(d.Component, c)
 					if !hasAny(ce.raw, 0, 0, d.Subcomponent) {
 						b = appendJSONString(b, ce.value())
-						continue
+						return true
 					}
 					b = append(b, '[')
-					for s, ns := 1, ce.count(d.Subcomponent); s <= ns; s++ {
+					ce.children(d.Subcomponent, func(s int, se element) bool {
 						if s > 1 {
 							b = append(b, ',')
 						}
-						b = appendJSONString(b, ce.child(d.Subcomponent, s).value())
-					}
+						b = appendJSONString(b, se.value())
+						return true
+					})
 					b = append(b, ']')
-				}
+					return true
+				})
 				b = append(b, ']')
-			}
+				return true
+			})
 			b = append(b, ']')
 		}
 		b = append(b, "]}"...)

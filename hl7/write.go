@@ -62,7 +62,8 @@ func (m *Message) SetPath(p Path, value string) error {
 	if !m.cs.canEncode(value) {
 		return fmt.Errorf("setting %s: value has characters that %s cannot represent: %w", p, m.cs.name, ErrCannotSet)
 	}
-	raw, ok := m.delims.appendEscaped(make([]byte, 0, len(value)+8), value, &m.sp)
+	sp := m.delims.specials()
+	raw, ok := m.delims.appendEscaped(make([]byte, 0, len(value)+8), value, &sp)
 	if !ok {
 		return fmt.Errorf("setting %s: value holds delimiters or line breaks but MSH-2 declares no escape character: %w", p, ErrCannotSet)
 	}
@@ -124,8 +125,19 @@ func (m *Message) reindex(text string) error {
 	return nil
 }
 
-// setRaw writes raw (already escaped) at p, growing the message as needed.
+// setRaw writes raw (already escaped) at p, growing the message as needed. It checks everything
+// that can fail before changing anything.
 func (m *Message) setRaw(p Path, raw []byte) error {
+	d := &m.delims
+	for _, lv := range [...]struct {
+		n    int
+		sep  byte
+		name string
+	}{{p.Repetition, d.Repetition, "repetition"}, {p.Component, d.Component, "component"}, {p.Subcomponent, d.Subcomponent, "subcomponent"}} {
+		if lv.n > 1 && lv.sep == 0 {
+			return fmt.Errorf("MSH-2 declares no %s separator: %w", lv.name, ErrCannotSet)
+		}
+	}
 	si := m.findSegment(p.Segment, p.SegmentIndex)
 	if si < 0 {
 		missing := max(p.SegmentIndex, 1) - m.count(segKey(p.Segment))
@@ -136,7 +148,6 @@ func (m *Message) setRaw(p Path, raw []byte) error {
 			return fmt.Errorf("appending segment %s: %w", p.Segment, ErrCannotSet)
 		}
 	}
-	d := &m.delims
 	g := m.segs[si]
 	// The field's range; for MSH, field n starts after separator n-2 (the one at index 3 is MSH-1).
 	var a, b, pad int
@@ -163,14 +174,10 @@ func (m *Message) setRaw(p Path, raw []byte) error {
 		sep byte
 		n   int
 	}{{d.Repetition, max(p.Repetition, 1)}, {d.Component, p.Component}, {d.Subcomponent, p.Subcomponent}}
-	names := [...]string{"repetition", "component", "subcomponent"}
 	grown := pad > 0 // once something is added, everything below it is new and empty
-	for i, lv := range levels {
+	for _, lv := range levels {
 		if lv.n == 0 {
 			break
-		}
-		if lv.n > 1 && lv.sep == 0 {
-			return fmt.Errorf("MSH-2 declares no %s separator: %w", names[i], ErrCannotSet)
 		}
 		if grown {
 			for range lv.n - 1 {

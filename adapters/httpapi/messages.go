@@ -100,15 +100,25 @@ func (h *messageLog) list(c echo.Context) error {
 	if f.Limit == 0 {
 		f.Limit = 100
 	}
+	// Ask for one more than the page to know whether a next page exists (the store serves at
+	// most 1000: a full page of 1000 is assumed to have a next one).
+	page := f.Limit
+	if f.Limit < 1000 {
+		f.Limit++
+	}
 	msgs, err := h.log.Messages(c.Request().Context(), f)
 	if err != nil {
 		return err
+	}
+	more := len(msgs) > page || len(msgs) == 1000
+	if len(msgs) > page {
+		msgs = msgs[:page]
 	}
 	out := messageList{Messages: make([]messageSummary, 0, len(msgs))}
 	for _, m := range msgs {
 		out.Messages = append(out.Messages, summarize(m))
 	}
-	if len(msgs) == f.Limit {
+	if more {
 		next := c.Request().URL.Query()
 		next.Set("before_id", strconv.FormatInt(msgs[len(msgs)-1].ID, 10))
 		out.Next = c.Request().URL.Path + "?" + next.Encode()
@@ -138,7 +148,9 @@ func (h *messageLog) get(c echo.Context) error {
 	}
 	if parsed, err := hl7.Parse(m.Raw); err != nil {
 		d.ParseError = err.Error()
-	} else if tree, err := parsed.MarshalJSON(); err == nil {
+	} else if tree, err := parsed.MarshalJSON(); err != nil {
+		d.ParseError = "rendering the parsed tree: " + err.Error()
+	} else {
 		d.Parsed = tree
 	}
 	return c.JSON(http.StatusOK, d)

@@ -30,11 +30,20 @@ import (
 // Store is engine.MessageStore on PostgreSQL. It is safe for concurrent use.
 type Store struct {
 	db *sql.DB
+	// ingest is a pool of its own for commitOneSQL, the hot path, with session settings that
+	// would not suit the other queries: binary_parameters, so that a batch goes over as binary
+	// arrays (no hex, no quoting, no parsing of array text), and plan_cache_mode
+	// force_generic_plan, so that PostgreSQL plans the statement once per connection instead of
+	// on every commit (its custom plans never lose to the generic one, whose cost it
+	// overestimates). The message log's filters keep custom plans on db: a generic plan cannot
+	// turn LIKE 'ORM%' into an index range. See openIngest.
+	ingest *sql.DB
 
 	// mu guards the statements prepared on first use: they name tables that exist only after
 	// Migrate, and a Store may be opened before it.
-	mu          sync.Mutex
-	insertBatch *sql.Stmt
+	mu        sync.Mutex
+	oneStmt   *sql.Stmt // commitOneSQL, on ingest
+	batchStmt *sql.Stmt // insertBatchSQL, on db
 }
 
 var _ engine.MessageStore = (*Store)(nil)
@@ -47,8 +56,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening postgres: %w", err)
 	}
-	// Group commits (usually 2 in flight), the HTTP API's queries and the workers that come later
-	// share this pool; keep enough connections idle that the hot path never reconnects.
+	// The HTTP API's queries, the group commits that race another node (the usual ones run on the
+	// ingest pool) and the workers that come later share this pool; keep enough connections idle
+	// that they rarely reconnect.
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(16)
 	db.SetConnMaxIdleTime(5 * time.Minute)
@@ -66,7 +76,53 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, errors.New("postgres has synchronous_commit=off: a commit could be lost after Ferry ACKs it; " +
 			"turn it on for this role or database, or add synchronous_commit=on to the URL")
 	}
-	return &Store{db: db}, nil
+	ingest, err := openIngest(ctx, db, dsn)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{db: db, ingest: ingest}, nil
+}
+
+// openIngest opens Store.ingest: the same server, database and settings as dsn, plus the
+// session settings that pool exists for, those of them the server has (db tells):
+// plan_cache_mode (PostgreSQL 12+) and, where the server is built with lz4 (PostgreSQL 14+),
+// default_toast_compression lz4, which compresses a raw message of more than about 2 KB several
+// times faster than the default pglz, inside the commit. Values stored either way read the same.
+func openIngest(ctx context.Context, db *sql.DB, dsn string) (*sql.DB, error) {
+	cfg, err := pq.NewConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("opening postgres: %w", err)
+	}
+	cfg.BinaryParameters = true
+	if cfg.Runtime == nil {
+		cfg.Runtime = map[string]string{}
+	}
+	var genericPlans, lz4 bool
+	err = db.QueryRowContext(ctx, `SELECT
+		coalesce(bool_or(name = 'plan_cache_mode'), false),
+		coalesce(bool_or(name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)), false)
+		FROM pg_settings WHERE name IN ('plan_cache_mode', 'default_toast_compression')`).Scan(&genericPlans, &lz4)
+	if err != nil {
+		return nil, fmt.Errorf("reading server settings: %w", err)
+	}
+	if genericPlans {
+		cfg.Runtime["plan_cache_mode"] = "force_generic_plan"
+	}
+	if lz4 {
+		cfg.Runtime["default_toast_compression"] = "lz4"
+	}
+	connector, err := pq.NewConnectorConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening postgres: %w", err)
+	}
+	ingest := sql.OpenDB(connector)
+	// A group-commit worker holds one connection while it commits; the pool opens them as
+	// workers need them, and keeps them.
+	ingest.SetMaxOpenConns(16)
+	ingest.SetMaxIdleConns(16)
+	ingest.SetConnMaxIdleTime(5 * time.Minute)
+	return ingest, nil
 }
 
 // DB returns the connection pool, for the packages that keep their own tables in this database.
@@ -76,12 +132,14 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Close closes the statements and the connection pool.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	if s.insertBatch != nil {
-		s.insertBatch.Close()
-		s.insertBatch = nil
+	for _, stmt := range []**sql.Stmt{&s.oneStmt, &s.batchStmt} {
+		if *stmt != nil {
+			(*stmt).Close()
+			*stmt = nil
+		}
 	}
 	s.mu.Unlock()
-	return s.db.Close()
+	return errors.Join(s.ingest.Close(), s.db.Close())
 }
 
 // Ping reports whether the database answers.
@@ -128,10 +186,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 const messageColumns = `id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
 	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0)`
 
-// insertBatchSQL inserts a batch in one round trip. The batch arrives as parallel arrays, one per
+// insertBatchSQL inserts a batch in one round trip, inside the transaction that CommitInbound
+// runs when commitOneSQL lost a race. The batch arrives as parallel arrays, one per
 // column, so the statement text is the same for every batch size and is prepared once per
 // connection. It draws an ID for every message in batch order, then inserts all but the deferred
-// ones (later messages of the batch with an earlier message's key, see CommitInbound), skipping
+// ones (later messages of the batch with an earlier message's key, see columns.deferred), skipping
 // any that collide with an accepted message on the duplicate key. It returns each message's ID
 // and whether its row went in. Rows go in sorted by key, so that two transactions with
 // overlapping keys wait for each other in one order and never deadlock.
@@ -183,14 +242,82 @@ JOIN inbound_messages o
 	AND o.status = 'accepted' AND o.control_id <> ''
 RETURNING id, duplicate_of, ack, ack_code`
 
+// commitOneSQL stores a batch in one autocommit statement, so the usual commit costs one round
+// trip: the statement is its own transaction, committed (and flushed, synchronous_commit) before
+// PostgreSQL answers ReadyForQuery, and on any error nothing of it is committed.
+//
+// It draws an ID for every message in batch order, then decides each accepted message with a
+// control ID against the statement's snapshot: if an accepted message with its key is committed,
+// or an earlier message of the batch has its key (the first of a batch wins), it goes in as a
+// duplicate of that original, with its ACK. Rows go in sorted by key, so that two statements with
+// overlapping keys wait for each other in one order and never deadlock.
+//
+// There is no ON CONFLICT: an accepted row that collides with one committed after the snapshot
+// (another node, racing on the key) fails the statement with a unique violation on
+// inbound_messages_accepted_key, and CommitInbound runs the batch again as a transaction that
+// sorts it out (insertBatchSQL, insertDuplicatesSQL). The final SELECT reads the decisions, not
+// the INSERT: a data-modifying WITH runs to completion whether or not it is read.
+const commitOneSQL = `
+WITH batch AS MATERIALIZED (
+	SELECT nextval('inbound_messages_id_seq') AS id, b.*,
+		b.status = 'accepted' AND b.control_id <> '' AS keyed
+	FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+		$7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[],
+		$14::bigint[])
+		WITH ORDINALITY AS b(channel, received_at, peer_addr, raw, sending_application,
+			sending_facility, message_type, control_id, version, status, ack, ack_code, error,
+			duplicate_of, ord)
+),
+decided AS MATERIALIZED (
+	SELECT b.*,
+		CASE WHEN o.id IS NOT NULL THEN o.id
+			WHEN b.keyed AND first_value(b.id) OVER w <> b.id THEN first_value(b.id) OVER w
+		END AS original,
+		CASE WHEN o.id IS NOT NULL THEN o.ack ELSE first_value(b.ack) OVER w END AS original_ack,
+		CASE WHEN o.id IS NOT NULL THEN o.ack_code ELSE first_value(b.ack_code) OVER w END
+			AS original_ack_code
+	FROM batch b
+	LEFT JOIN LATERAL (
+		SELECT o.id, o.ack, o.ack_code
+		FROM inbound_messages o
+		WHERE b.keyed
+			AND o.sending_application = b.sending_application
+			AND o.sending_facility = b.sending_facility
+			AND o.control_id = b.control_id
+			AND o.status = 'accepted' AND o.control_id <> ''
+		LIMIT 1 -- one at most (unique); it keeps the subquery a per-message index probe
+	) o ON true
+	WINDOW w AS (PARTITION BY b.keyed, b.sending_application, b.sending_facility, b.control_id
+		ORDER BY b.ord)
+),
+inserted AS (
+	INSERT INTO inbound_messages (id, channel, received_at, peer_addr, raw, sending_application,
+		sending_facility, message_type, control_id, version, status, ack, ack_code, error,
+		duplicate_of)
+	SELECT id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
+		message_type, control_id, version,
+		CASE WHEN original IS NULL THEN status ELSE 'duplicate' END,
+		CASE WHEN original IS NULL THEN ack ELSE original_ack END,
+		CASE WHEN original IS NULL THEN ack_code ELSE original_ack_code END,
+		error, coalesce(original, nullif(duplicate_of, 0))
+	FROM decided
+	ORDER BY sending_application, sending_facility, control_id, ord
+)
+SELECT id, coalesce(original, 0), CASE WHEN original IS NOT NULL THEN original_ack END,
+	CASE WHEN original IS NOT NULL THEN original_ack_code END
+FROM decided
+ORDER BY ord`
+
 // commitAttempts bounds the retries of a batch that PostgreSQL aborted to break a deadlock or a
-// serialization conflict; the key order in insertBatchSQL should make them rare.
+// serialization conflict; the key order in commitOneSQL and insertBatchSQL should make them rare.
 const commitAttempts = 3
 
-// CommitInbound stores msgs in one READ COMMITTED transaction, as engine.MessageStore documents:
-// one statement for the batch, one more only when some messages turn out to be duplicates, then
-// COMMIT, which returns once the commit is flushed (synchronous_commit). msgs is updated only
-// after the commit succeeds.
+// CommitInbound stores msgs as engine.MessageStore documents, atomically, and returns once the
+// commit is flushed (synchronous_commit). Usually that is one statement, commitOneSQL, in one
+// round trip. Only when another node commits an accepted message with a key of the batch while
+// the statement runs does that statement fail (nothing of it is committed) and the batch go in
+// as one READ COMMITTED transaction: insertBatchSQL, insertDuplicatesSQL for the messages that
+// turned out to be duplicates, COMMIT. msgs is updated only after the commit succeeds.
 //
 // Header text is stored as valid UTF-8 without NULs (PostgreSQL's text takes neither): invalid
 // bytes and NULs become U+FFFD, in msgs too, so that one odd header never fails a whole batch.
@@ -202,14 +329,23 @@ func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage
 	if err := validate(msgs); err != nil {
 		return err
 	}
-	stmt, err := s.insertBatchStmt(ctx)
+	one, batchStmt, err := s.statements(ctx)
 	if err != nil {
 		return err
 	}
 	cols := columnsOf(msgs)
 	results := make([]outcome, len(msgs))
+	raced := false
 	for attempt := 1; ; attempt++ {
-		err = s.commitBatch(ctx, stmt, cols, results)
+		if !raced {
+			err = commitOne(ctx, one, cols, results)
+			if errors.Is(err, errRaced) {
+				raced = true
+			}
+		}
+		if raced {
+			err = s.commitBatch(ctx, batchStmt, cols, results)
+		}
 		if err == nil || !errors.Is(err, errRetry) || attempt == commitAttempts {
 			break
 		}
@@ -223,31 +359,71 @@ func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage
 	return nil
 }
 
-// columns is a batch as parallel arrays, one per column, as insertBatchSQL takes it: header text
-// already made storable, and deferred marking the later messages of the batch that carry the key
-// of an earlier accepted one.
+// commitOne runs commitOneSQL and records each message's outcome in out. It returns an error
+// wrapping errRaced when another node committed one of the batch's keys meanwhile.
+func commitOne(ctx context.Context, stmt *sql.Stmt, c *columns, out []outcome) error {
+	p := newBinaryParams(14, len(c.status), c.dataSize())
+	rows, err := stmt.QueryContext(ctx,
+		p.texts(c.channel), p.timestamps(c.receivedAt), p.texts(c.peerAddr), p.byteas(c.raw),
+		p.texts(c.app), p.texts(c.facility), p.texts(c.msgType), p.texts(c.controlID),
+		p.texts(c.version), p.texts(c.status), p.byteas(c.ack), p.texts(c.ackCode),
+		p.texts(c.errText), p.int64s(c.duplicateOf))
+	// The statement has been sent (lib/pq copies the arguments into its own buffer).
+	p.release()
+	if err != nil {
+		return fmt.Errorf("inserting batch: %w", interpretError(err))
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var (
+			o       outcome
+			ackCode sql.NullString
+		)
+		if err := rows.Scan(&o.id, &o.duplicateOf, &o.ack, &ackCode); err != nil {
+			return fmt.Errorf("inserting batch: %w", interpretError(err))
+		}
+		o.ackCode = ackCode.String
+		if n < len(out) {
+			out[n] = o
+		}
+		n++
+	}
+	// Next reports the end only after ReadyForQuery, that is after the commit: an error of the
+	// commit itself (or a connection lost before it answered) is in rows.Err.
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("inserting batch: %w", interpretError(err))
+	}
+	if n != len(out) {
+		return fmt.Errorf("inserting batch: %d rows returned for %d messages", n, len(out))
+	}
+	return nil
+}
+
+// columns is a batch as parallel arrays, one per column, header text already made storable.
+// commitOne sends them as binary arrays (binaryParams); the transaction that sorts out a race
+// sends them as pq arrays (text), with deferred.
 type columns struct {
-	channel, receivedAt, peerAddr              pq.StringArray
+	channel, peerAddr                          pq.StringArray
+	receivedAt                                 []time.Time
 	app, facility, msgType, controlID, version pq.StringArray // MSH-3, -4, -9, -10, -12
 	status, ackCode, errText                   pq.StringArray
 	raw, ack                                   pq.ByteaArray
 	duplicateOf                                pq.Int64Array
-	deferred                                   pq.BoolArray
 }
 
 func columnsOf(msgs []*engine.InboundMessage) *columns {
 	n := len(msgs)
 	c := &columns{
-		channel: make([]string, n), receivedAt: make([]string, n), peerAddr: make([]string, n),
+		channel: make([]string, n), receivedAt: make([]time.Time, n), peerAddr: make([]string, n),
 		app: make([]string, n), facility: make([]string, n), msgType: make([]string, n),
 		controlID: make([]string, n), version: make([]string, n), status: make([]string, n),
 		ackCode: make([]string, n), errText: make([]string, n),
-		raw: make([][]byte, n), ack: make([][]byte, n), duplicateOf: make([]int64, n), deferred: make([]bool, n),
+		raw: make([][]byte, n), ack: make([][]byte, n), duplicateOf: make([]int64, n),
 	}
-	var seen map[dupKey]bool
 	for i, m := range msgs {
 		c.channel[i] = storableText(m.Channel)
-		c.receivedAt[i] = m.ReceivedAt.UTC().Format(timestampLayout)
+		c.receivedAt[i] = m.ReceivedAt
 		c.peerAddr[i] = storableText(m.PeerAddr)
 		c.raw[i] = nonNil(m.Raw)
 		c.app[i] = storableText(m.SendingApplication)
@@ -260,18 +436,48 @@ func columnsOf(msgs []*engine.InboundMessage) *columns {
 		c.ackCode[i] = storableText(m.ACKCode)
 		c.errText[i] = storableText(m.Error)
 		c.duplicateOf[i] = m.DuplicateOf
-		// The first message of the batch with a key wins, whatever order rows go in: later ones
-		// are deferred to insertDuplicatesSQL.
-		if m.Status == engine.StatusAccepted && c.controlID[i] != "" && n > 1 {
+	}
+	return c
+}
+
+// dataSize is the bytes of the batch's values, as binaryParams encodes them.
+func (c *columns) dataSize() int {
+	size := 16 * len(c.status) // received_at, duplicate_of
+	for _, col := range [][]string{c.channel, c.peerAddr, c.app, c.facility, c.msgType, c.controlID,
+		c.version, c.status, c.ackCode, c.errText} {
+		for _, v := range col {
+			size += len(v)
+		}
+	}
+	for i := range c.raw {
+		size += len(c.raw[i]) + len(c.ack[i])
+	}
+	return size
+}
+
+// receivedAtText returns receivedAt as text for a timestamptz array.
+func (c *columns) receivedAtText() pq.StringArray {
+	out := make(pq.StringArray, len(c.receivedAt))
+	for i, t := range c.receivedAt {
+		out[i] = t.UTC().Format(timestampLayout)
+	}
+	return out
+}
+
+// deferred marks, for insertBatchSQL, the later accepted messages of the batch with the key of an
+// earlier one: the first of a batch wins, whatever order rows go in, and the later ones are
+// left to insertDuplicatesSQL.
+func (c *columns) deferred() pq.BoolArray {
+	out := make(pq.BoolArray, len(c.status))
+	seen := make(map[dupKey]bool, len(c.status))
+	for i, status := range c.status {
+		if status == string(engine.StatusAccepted) && c.controlID[i] != "" {
 			k := dupKey{c.app[i], c.facility[i], c.controlID[i]}
-			if seen == nil {
-				seen = make(map[dupKey]bool, n)
-			}
-			c.deferred[i] = seen[k]
+			out[i] = seen[k]
 			seen[k] = true
 		}
 	}
-	return c
+	return out
 }
 
 // applyTo updates message i of the batch to what was committed.
@@ -304,9 +510,10 @@ func (s *Store) commitBatch(ctx context.Context, stmt *sql.Stmt, c *columns, out
 		}
 	}()
 
+	receivedAt := c.receivedAtText()
 	rows, err := tx.StmtContext(ctx, stmt).QueryContext(ctx,
-		c.channel, c.receivedAt, c.peerAddr, c.raw, c.app, c.facility, c.msgType, c.controlID,
-		c.version, c.status, c.ack, c.ackCode, c.errText, c.duplicateOf, c.deferred)
+		c.channel, receivedAt, c.peerAddr, c.raw, c.app, c.facility, c.msgType, c.controlID,
+		c.version, c.status, c.ack, c.ackCode, c.errText, c.duplicateOf, c.deferred())
 	if err != nil {
 		return fmt.Errorf("inserting batch: %w", interpretError(err))
 	}
@@ -336,7 +543,7 @@ func (s *Store) commitBatch(ctx context.Context, stmt *sql.Stmt, c *columns, out
 		return fmt.Errorf("inserting batch: %d rows returned for %d messages", n, len(out))
 	}
 	if len(pending) > 0 {
-		if err := insertDuplicates(ctx, tx, c, pending, out); err != nil {
+		if err := insertDuplicates(ctx, tx, c, receivedAt, pending, out); err != nil {
 			return err
 		}
 	}
@@ -348,7 +555,7 @@ func (s *Store) commitBatch(ctx context.Context, stmt *sql.Stmt, c *columns, out
 
 // insertDuplicates runs insertDuplicatesSQL for the messages at pending and records each one's
 // original and ACK in out.
-func insertDuplicates(ctx context.Context, tx *sql.Tx, c *columns, pending []int, out []outcome) error {
+func insertDuplicates(ctx context.Context, tx *sql.Tx, c *columns, receivedAt pq.StringArray, pending []int, out []outcome) error {
 	n := len(pending)
 	pick := func(col []string) pq.StringArray {
 		picked := make([]string, n)
@@ -364,7 +571,7 @@ func insertDuplicates(ctx context.Context, tx *sql.Tx, c *columns, pending []int
 		ids[j], raw[j] = out[i].id, c.raw[i]
 		byID[out[i].id] = i
 	}
-	rows, err := tx.QueryContext(ctx, insertDuplicatesSQL, ids, pick(c.channel), pick(c.receivedAt),
+	rows, err := tx.QueryContext(ctx, insertDuplicatesSQL, ids, pick(c.channel), pick(receivedAt),
 		pick(c.peerAddr), raw, pick(c.app), pick(c.facility), pick(c.msgType), pick(c.controlID),
 		pick(c.version), pick(c.errText))
 	if err != nil {
@@ -394,19 +601,25 @@ func insertDuplicates(ctx context.Context, tx *sql.Tx, c *columns, pending []int
 	return nil
 }
 
-// insertBatchStmt returns insertBatchSQL prepared, preparing it on first use. database/sql
-// prepares it again on each connection that runs it, once.
-func (s *Store) insertBatchStmt(ctx context.Context) (*sql.Stmt, error) {
+// statements returns commitOneSQL (on the ingest pool) and insertBatchSQL prepared, preparing
+// them on first use.
+// database/sql prepares each again on each connection that runs it, once.
+func (s *Store) statements(ctx context.Context) (one, batch *sql.Stmt, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.insertBatch == nil {
-		stmt, err := s.db.PrepareContext(ctx, insertBatchSQL)
-		if err != nil {
-			return nil, fmt.Errorf("preparing batch insert: %w", interpretError(err))
+	if s.oneStmt == nil {
+		if s.oneStmt, err = s.ingest.PrepareContext(ctx, commitOneSQL); err != nil {
+			s.oneStmt = nil
+			return nil, nil, fmt.Errorf("preparing batch statement: %w", interpretError(err))
 		}
-		s.insertBatch = stmt
 	}
-	return s.insertBatch, nil
+	if s.batchStmt == nil {
+		if s.batchStmt, err = s.db.PrepareContext(ctx, insertBatchSQL); err != nil {
+			s.batchStmt = nil
+			return nil, nil, fmt.Errorf("preparing batch insert: %w", interpretError(err))
+		}
+	}
+	return s.oneStmt, s.batchStmt, nil
 }
 
 // Message returns the message with id, or engine.ErrNotFound.
@@ -501,6 +714,10 @@ func scanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, e
 // errRetry marks an error after which the whole transaction may be tried again.
 var errRetry = errors.New("transaction aborted by a concurrent one")
 
+// errRaced marks a commitOneSQL that failed because another transaction committed an accepted
+// message with one of the batch's keys after the statement's snapshot.
+var errRaced = errors.New("an accepted message with the same key was committed concurrently")
+
 // interpretError maps driver errors to the sentinels callers test with errors.Is: no rows to
 // engine.ErrNotFound; deadlocks and serialization failures to errRetry. Others pass unchanged.
 func interpretError(err error) error {
@@ -511,6 +728,9 @@ func interpretError(err error) error {
 		return engine.ErrNotFound
 	case pq.As(err, pqerror.TRDeadlockDetected, pqerror.TRSerializationFailure) != nil:
 		return fmt.Errorf("%w: %w", errRetry, err)
+	}
+	if pe := pq.As(err, pqerror.UniqueViolation); pe != nil && pe.Constraint == "inbound_messages_accepted_key" {
+		return fmt.Errorf("%w: %w", errRaced, err)
 	}
 	return err
 }

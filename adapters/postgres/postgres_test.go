@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -252,4 +253,200 @@ func withParam(dsn, key, value string) string {
 		}
 	}
 	return dsn + " " + key + "=" + value
+}
+
+// TestRacingNodeWithinBatch: another node holds a key that a batch carries twice, beside a key of
+// its own. When that node commits, the one-statement commit fails on the key and the batch goes in
+// as a transaction: both messages with the key are duplicates of the other node's row, the other
+// message is accepted, and nothing is stored twice.
+func TestRacingNodeWithinBatch(t *testing.T) {
+	st := openTestStore(t)
+	ctx := t.Context()
+	other, err := st.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback()
+	var otherID int64
+	err = other.QueryRowContext(ctx, `INSERT INTO inbound_messages
+		(channel, received_at, raw, sending_application, sending_facility, control_id, status, ack, ack_code)
+		VALUES ('mllp', now(), 'MSH|', 'RIS', 'STMARYS', 'RACE2', 'accepted', 'ACK FROM OTHER NODE', 'CA')
+		RETURNING id`).Scan(&otherID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(controlID, ack string) *engine.InboundMessage {
+		return &engine.InboundMessage{Channel: "mllp", ReceivedAt: time.Now(), Raw: []byte("MSH|" + ack),
+			SendingApplication: "RIS", SendingFacility: "STMARYS", ControlID: controlID,
+			Status: engine.StatusAccepted, ACK: []byte(ack), ACKCode: "AA"}
+	}
+	first, own, second := msg("RACE2", "FIRST"), msg("OWN1", "OWN"), msg("RACE2", "SECOND")
+	done := make(chan error, 1)
+	go func() { done <- st.CommitInbound(ctx, []*engine.InboundMessage{first, own, second}) }()
+	select {
+	case err := <-done:
+		t.Fatalf("CommitInbound returned (%v) while another transaction held the key", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := other.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("CommitInbound: %v", err)
+	}
+	for _, m := range []*engine.InboundMessage{first, second} {
+		if m.Status != engine.StatusDuplicate || m.DuplicateOf != otherID || string(m.ACK) != "ACK FROM OTHER NODE" || m.ACKCode != "CA" {
+			t.Errorf("message %d: got %s of %d with ACK %s %q, want duplicate of %d with the other node's ACK",
+				m.ID, m.Status, m.DuplicateOf, m.ACKCode, m.ACK, otherID)
+		}
+	}
+	if own.Status != engine.StatusAccepted || string(own.ACK) != "OWN" {
+		t.Errorf("unrelated message: got %s with ACK %q, want accepted with its own", own.Status, own.ACK)
+	}
+	if !(first.ID < own.ID && own.ID < second.ID) {
+		t.Errorf("IDs %d, %d, %d not in batch order", first.ID, own.ID, second.ID)
+	}
+	var rows int
+	if err := st.DB().QueryRowContext(ctx, `SELECT count(*) FROM inbound_messages`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 4 {
+		t.Errorf("%d rows stored, want 4 (the other node's and the batch's three)", rows)
+	}
+}
+
+// TestFailedStatementCommitsNothing: a batch that the database refuses half way (here a duplicate
+// pointing at no message, which the foreign key rejects) leaves nothing behind, not even the valid
+// messages before it, and the store takes the next batch.
+func TestFailedStatementCommitsNothing(t *testing.T) {
+	st := openTestStore(t)
+	ctx := t.Context()
+	ok := &engine.InboundMessage{Channel: "mllp", ReceivedAt: time.Now(), Raw: []byte("MSH|1"),
+		SendingApplication: "RIS", SendingFacility: "STMARYS", ControlID: "F1",
+		Status: engine.StatusAccepted, ACK: []byte("ACK1"), ACKCode: "AA"}
+	bad := &engine.InboundMessage{Channel: "mllp", ReceivedAt: time.Now(), Raw: []byte("MSH|2"),
+		SendingApplication: "RIS", SendingFacility: "STMARYS", ControlID: "F2",
+		Status: engine.StatusDuplicate, DuplicateOf: 1 << 40, ACK: []byte("ACK2"), ACKCode: "AA"}
+	if err := st.CommitInbound(ctx, []*engine.InboundMessage{ok, bad}); err == nil {
+		t.Fatal("CommitInbound with a duplicate of no message succeeded, want an error")
+	}
+	if ok.ID != 0 {
+		t.Errorf("ID %d set on a message whose commit failed", ok.ID)
+	}
+	var rows int
+	if err := st.DB().QueryRowContext(ctx, `SELECT count(*) FROM inbound_messages`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 0 {
+		t.Fatalf("a failed batch left %d rows, want none", rows)
+	}
+	if err := st.CommitInbound(ctx, []*engine.InboundMessage{ok}); err != nil {
+		t.Fatalf("next CommitInbound: %v", err)
+	}
+	if ok.Status != engine.StatusAccepted {
+		t.Errorf("valid message sent again: %s, want accepted (the failed batch left no original)", ok.Status)
+	}
+}
+
+// TestReceivedAtRoundTrip: receive times go over as binary timestamptz; each comes back as the
+// same instant truncated to PostgreSQL's microseconds, in UTC, before and after 2000 (the zero of
+// the binary form) and from any zone.
+func TestReceivedAtRoundTrip(t *testing.T) {
+	st := openTestStore(t)
+	ctx := t.Context()
+	zone := time.FixedZone("UTC-5", -5*3600)
+	times := []time.Time{
+		time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(1999, 12, 31, 23, 59, 59, 999_999_999, time.UTC),
+		time.Date(1970, 1, 1, 0, 0, 0, 1_500, time.UTC),
+		time.Date(1901, 6, 15, 12, 30, 0, 123_456_789, time.UTC),
+		time.Date(2026, 11, 27, 9, 15, 42, 987_654_321, zone),
+		time.Date(2262, 4, 11, 23, 47, 16, 854_775_807, time.UTC),
+	}
+	var batch []*engine.InboundMessage
+	for i, at := range times {
+		batch = append(batch, &engine.InboundMessage{Channel: "mllp", ReceivedAt: at, Raw: []byte("MSH|"),
+			ControlID: fmt.Sprintf("T%d", i), Status: engine.StatusAccepted, ACKCode: "AA"})
+	}
+	if err := st.CommitInbound(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range batch {
+		got, err := st.Message(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := times[i].UTC().Truncate(time.Microsecond); !got.ReceivedAt.Equal(want) || got.ReceivedAt.Location() != time.UTC {
+			t.Errorf("received_at %v: read back %v, want %v", times[i], got.ReceivedAt, want)
+		}
+	}
+}
+
+// BenchmarkCommitInboundCorpus commits batches of the ORM messages of ../shared/corpus (the
+// messages the durable-ingest measurement in docs/performance.md sends: 91 bytes to 4.5 KB, a
+// third over PostgreSQL's 2 KB TOAST threshold), each with a fresh control ID, and one batch in
+// eight carrying a message already stored (a duplicate, answered with the original's ACK).
+func BenchmarkCommitInboundCorpus(b *testing.B) {
+	raws := corpusORMs(b)
+	for _, batchSize := range []int{1, 8, 32} {
+		b.Run(fmt.Sprintf("batch=%d", batchSize), func(b *testing.B) {
+			st := openTestStore(b)
+			ctx := context.Background()
+			var size int64
+			for i := range batchSize {
+				size += int64(len(raws[i%len(raws)]))
+			}
+			b.SetBytes(size)
+			seq := 0
+			var last *engine.InboundMessage
+			for b.Loop() {
+				batch := make([]*engine.InboundMessage, batchSize)
+				for i := range batch {
+					seq++
+					batch[i] = &engine.InboundMessage{Channel: "mllp", ReceivedAt: time.Now(),
+						PeerAddr: "10.0.0.7:51234", Raw: raws[seq%len(raws)],
+						SendingApplication: "RIS", SendingFacility: "STMARYS", MessageType: "ORM^O01",
+						ControlID: fmt.Sprintf("C%d", seq), Version: "2.3", Status: engine.StatusAccepted,
+						ACK: []byte("MSH|^~\\&|FERRY|FERRY|RIS|STMARYS|20261127||ACK^O01|F1|P|2.3\rMSA|AA|C" + strconv.Itoa(seq) + "\r"), ACKCode: "AA"}
+				}
+				if last != nil && seq%8 == 0 {
+					batch[0].ControlID = last.ControlID
+				}
+				if err := st.CommitInbound(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+				last = batch[len(batch)-1]
+			}
+			b.ReportMetric(float64(b.N*batchSize)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// corpusORMs reads the ORM messages of ../shared/corpus that docs/performance.md names, skipping
+// the benchmark when the corpus is absent.
+func corpusORMs(b *testing.B) [][]byte {
+	const dir = "../../../shared/corpus/"
+	index, err := os.ReadFile(dir + "hl7v2/INDEX.tsv")
+	if err != nil {
+		b.Skipf("corpus not found (%v): the benchmark needs ../shared beside the repository", err)
+	}
+	var raws [][]byte
+	for _, line := range strings.Split(string(index), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) < 4 || !strings.HasPrefix(f[3], "ORM") || strings.Contains(f[0], "batch") || strings.Contains(f[0], "ruby") {
+			continue
+		}
+		raw, err := os.ReadFile(dir + f[0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		raws = append(raws, raw)
+		if len(raws) == 20 {
+			break
+		}
+	}
+	if len(raws) == 0 {
+		b.Skip("no ORM message in the corpus index")
+	}
+	return raws
 }

@@ -26,6 +26,8 @@ type Config struct {
 	AdminToken string     `yaml:"admin_token"`
 	MLLP       MLLPConfig `yaml:"mllp"`
 	HTTP       HTTPConfig `yaml:"http"`
+	// Commit tunes how inbound messages are grouped into store transactions.
+	Commit CommitConfig `yaml:"commit"`
 	// Facilities are the hospitals that send to Ferry, each known by its MSH-4.
 	Facilities []Facility `yaml:"facilities"`
 	// LogLevel is debug, info, warn or error (default info).
@@ -53,6 +55,21 @@ type MLLPConfig struct {
 	// AcceptMessageTypes lists accepted MSH-9.1 codes (default ADT, ORM, OMI, OMG, ORU).
 	AcceptMessageTypes []string `yaml:"accept_message_types"`
 	TLS                TLSFiles `yaml:"tls"`
+}
+
+// CommitConfig tunes the group committer (engine.GroupCommitOptions), which turns the messages
+// of all connections into store transactions; each message is ACKed once its transaction has
+// committed. The defaults suit both stores on one machine; see docs/performance.md.
+type CommitConfig struct {
+	// Workers is the number of transactions in flight at once (default 1). More can help when
+	// PostgreSQL is far away (each commit waits a network round trip); on one machine, and on
+	// SQLite (one writer), one worker with Linger makes bigger batches and is faster.
+	Workers int `yaml:"workers"`
+	// MaxBatch caps the messages in one transaction (default 64).
+	MaxBatch int `yaml:"max_batch"`
+	// Linger is how long a batch may wait for messages it expects, such as the next message of
+	// each sender its last commit answered (default 500µs; 0s: a batch never waits).
+	Linger *time.Duration `yaml:"linger"`
 }
 
 // HTTPConfig tunes the HTTP listener.
@@ -141,7 +158,21 @@ func (c *Config) setDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.Commit.Workers == 0 {
+		c.Commit.Workers = 1
+	}
+	if c.Commit.MaxBatch == 0 {
+		c.Commit.MaxBatch = 64
+	}
+	if c.Commit.Linger == nil {
+		linger := DefaultCommitLinger
+		c.Commit.Linger = &linger
+	}
 }
+
+// DefaultCommitLinger is commit.linger's default: a little more than the time a closed-loop
+// sender on the same network takes to read its ACK and send again (docs/performance.md).
+const DefaultCommitLinger = 500 * time.Microsecond
 
 // Validate reports every problem at once, each naming its field.
 func (c *Config) Validate() error {
@@ -154,6 +185,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MLLP.MaxConnections < 1 {
 		errs = append(errs, errors.New("mllp.max_connections: must be at least 1"))
+	}
+	if c.Commit.Workers < 1 || c.Commit.Workers > 64 {
+		errs = append(errs, errors.New("commit.workers: must be from 1 to 64"))
+	}
+	if c.Commit.MaxBatch < 1 || c.Commit.MaxBatch > 1000 {
+		errs = append(errs, errors.New("commit.max_batch: must be from 1 to 1000"))
+	}
+	if l := c.Commit.Linger; l != nil && (*l < 0 || *l > 100*time.Millisecond) {
+		errs = append(errs, errors.New("commit.linger: must be from 0s to 100ms"))
 	}
 	for name, t := range map[string]TLSFiles{"mllp.tls": c.MLLP.TLS, "http.tls": c.HTTP.TLS} {
 		if t.Enabled() && (t.Cert == "" || t.Key == "") {

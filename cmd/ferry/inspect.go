@@ -36,7 +36,13 @@ func inspect(args []string, stdout, stderr io.Writer) error {
 		}
 		msgs, err := hl7.SplitBatch(data)
 		if err != nil {
-			return fmt.Errorf("reading %s: %w", f, err)
+			// Not a message at all: say so for this file and carry on with the others.
+			bad++
+			fmt.Fprintf(stderr, "ferry inspect: %s: %v\n", f, err)
+			if *asJSON {
+				out = append(out, jsonMessage{File: f, Index: 0, Error: err.Error()})
+			}
+			continue
 		}
 		for i, raw := range msgs {
 			m, err := hl7.Parse(raw)

@@ -66,11 +66,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := engine.NewMetrics(reg)
 
-	workers := 1 // SQLite has one writer
-	if kind == "postgres" {
-		workers = 2 // one batch fills while the other commits
-	}
-	committer := engine.NewGroupCommitter(st, engine.GroupCommitOptions{Workers: workers, Observe: metrics.ObserveCommit})
+	committer := engine.NewGroupCommitter(st, engine.GroupCommitOptions{
+		Workers:  cfg.Commit.Workers,
+		MaxBatch: cfg.Commit.MaxBatch,
+		Linger:   *cfg.Commit.Linger,
+		Observe:  metrics.ObserveCommit,
+	})
 	defer committer.Close()
 
 	inbound := engine.NewInbound("mllp", committer, logger, metrics)

@@ -1,0 +1,139 @@
+package dimse
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"testing"
+)
+
+// FuzzReadPDU feeds arbitrary bytes to ReadPDU, the first code to touch bytes from a peer. It
+// must never panic; what it accepts must encode, read back, and encode to the same bytes.
+func FuzzReadPDU(f *testing.F) {
+	for _, p := range samplePDUs() {
+		b, err := EncodePDU(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		f.Add(b[:len(b)/2])
+	}
+	f.Add(mustEncodePDU(f, verificationRQ()))
+	f.Add(mustEncodePDU(f, &PDataTF{Items: []PDV{{ContextID: 1, Command: true, Last: true, Data: mustEncode(f, &Command{Field: CEchoRQ, MessageID: 1, AffectedSOPClassUID: VerificationSOPClass})}}}))
+	f.Add([]byte{0x09, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := ReadPDU(bytes.NewReader(data), 1<<16)
+		if err != nil {
+			var pduErr *PDUError
+			var tooLarge *PDUTooLargeError
+			if !errors.As(err, &pduErr) && !errors.As(err, &tooLarge) && err != io.EOF && err != io.ErrUnexpectedEOF {
+				t.Fatalf("unexpected error type %T: %v", err, err)
+			}
+			return
+		}
+		if rq, ok := p.(*AssociateRQ); ok {
+			_ = rq.PresentationContexts[0].TransferSyntaxes[0] // the decoder guarantees one of each
+		}
+		e1, err := EncodePDU(p)
+		if err != nil {
+			if strings.Contains(err.Error(), "exceed 65535") {
+				return // the maximum length sub-item, always written, can push a full item over
+			}
+			t.Fatalf("encoding an accepted PDU: %v", err)
+		}
+		p2, err := ReadPDU(bytes.NewReader(e1), 1<<20)
+		if err != nil {
+			t.Fatalf("reading back an encoded PDU: %v", err)
+		}
+		e2, err := EncodePDU(p2)
+		if err != nil || !bytes.Equal(e1, e2) {
+			t.Fatalf("encoding is not stable (%v):\n%x\n%x", err, e1, e2)
+		}
+	})
+}
+
+// FuzzDataSet feeds arbitrary bytes to DecodeDataSet in both encodings. It must never panic;
+// what it accepts must encode, and the encoding must decode and re-encode to the same bytes.
+// Seeds: this package's own data sets and, when present, the data sets of the shared corpus.
+func FuzzDataSet(f *testing.F) {
+	for _, ts := range []string{ImplicitVRLittleEndian, ExplicitVRLittleEndian} {
+		b, err := EncodeDataSet(sampleDataSet(), ts)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, ts == ExplicitVRLittleEndian)
+	}
+	f.Add(le(TagScheduledProcedureStepSequence, "SQ", uint16(0), uint32(undefinedLength), TagItem, uint32(undefinedLength),
+		TagPatientID, "LO", uint16(2), "P1", TagItemDelimitation, uint32(0), TagSequenceDelimitation, uint32(0)), true)
+	f.Add(le(tagPixelData, "OB", uint16(0), uint32(undefinedLength), TagItem, uint32(0), TagItem, uint32(2), "ab",
+		TagSequenceDelimitation, uint32(0)), true)
+	if files := corpusSeeds(); len(files) > 0 {
+		for _, s := range files {
+			f.Add(s.data, s.explicit)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte, explicit bool) {
+		ts := ImplicitVRLittleEndian
+		if explicit {
+			ts = ExplicitVRLittleEndian
+		}
+		ds, err := DecodeDataSet(data, ts, DecodeOptions{})
+		if err != nil {
+			var de *DataSetError
+			if !errors.As(err, &de) {
+				t.Fatalf("unexpected error type %T: %v", err, err)
+			}
+			return
+		}
+		for _, e := range ds.Elements {
+			_ = e.Strings()
+			_ = e.Keyword()
+		}
+		e1, err := EncodeDataSet(ds, ts)
+		if err != nil {
+			t.Fatalf("encoding an accepted data set: %v", err)
+		}
+		ds2, err := DecodeDataSet(e1, ts, DecodeOptions{})
+		if err != nil {
+			t.Fatalf("decoding an encoded data set: %v", err)
+		}
+		e2, err := EncodeDataSet(ds2, ts)
+		if err != nil || !bytes.Equal(e1, e2) {
+			t.Fatalf("encoding is not stable (%v)", err)
+		}
+	})
+}
+
+type corpusSeed struct {
+	data     []byte
+	explicit bool
+}
+
+// corpusSeeds returns the data sets of the shared corpus's small files (up to 16 KiB: the fuzzer
+// minimizes every new interesting input, slowly for large ones), or
+// nothing when the corpus is absent.
+func corpusSeeds() []corpusSeed {
+	var seeds []corpusSeed
+	for _, path := range corpusFilesOrNil() {
+		st, err := os.Stat(path)
+		if err != nil || st.Size() > 16<<10 {
+			continue
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		_, body, ts, err := SplitFile(b)
+		if err != nil {
+			continue
+		}
+		explicit, err := explicitVR(ts)
+		if err != nil {
+			continue
+		}
+		seeds = append(seeds, corpusSeed{body, explicit})
+	}
+	return seeds
+}
