@@ -184,8 +184,10 @@ type ferryProcess struct {
 	Dir      string
 	MLLPAddr string
 	HTTPAddr string
-	Store    string
-	Version  string
+	// DICOMAddr is the DICOM listener (C-ECHO today).
+	DICOMAddr string
+	Store     string
+	Version   string
 
 	stdout, stderr *lockedBuffer
 	exited         chan struct{} // closed when the process has exited
@@ -199,7 +201,7 @@ type serveOptions struct {
 	Config string
 }
 
-var servingLine = regexp.MustCompile(`(?m)^ferry (\S+) serving: mllp=(\S+) http=(\S+) store=(\S+)$`)
+var servingLine = regexp.MustCompile(`(?m)^ferry (\S+) serving: mllp=(\S+) http=(\S+) store=(\S+) dicom=(\S+)$`)
 
 // startFerry starts `ferry serve` on db with its working directory dir, waits for the line that
 // names its addresses, and stops it with SIGTERM when the test ends, failing the test unless it
@@ -236,7 +238,7 @@ func startFerry(t *testing.T, db, dir string, opt serveOptions) *ferryProcess {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if m := servingLine.FindStringSubmatch(p.stdout.String()); m != nil {
-			p.Version, p.MLLPAddr, p.HTTPAddr, p.Store = m[1], m[2], m[3], m[4]
+			p.Version, p.MLLPAddr, p.HTTPAddr, p.Store, p.DICOMAddr = m[1], m[2], m[3], m[4], m[5]
 			return p
 		}
 		select {

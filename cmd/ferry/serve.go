@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ferryhealth/ferry/adapters/dimse"
 	"github.com/ferryhealth/ferry/adapters/httpapi"
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
@@ -127,14 +128,28 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		httpLn = tls.NewListener(httpLn, httpSrv.TLSConfig)
 	}
 
-	errc := make(chan error, 2)
+	// DICOM: C-ECHO (Verification) today; worklist and storage services plug in here.
+	dicomSrv := &dimse.Server{AETitle: cfg.Listen.DICOMAETitle, Logger: logger}
+	if err := dicomSrv.Validate(); err != nil {
+		mllpLn.Close()
+		httpLn.Close()
+		return fmt.Errorf("listen.dicom_ae_title: %w", err)
+	}
+	dicomLn, err := net.Listen("tcp", cfg.Listen.DICOM)
+	if err != nil {
+		mllpLn.Close()
+		httpLn.Close()
+		return fmt.Errorf("listening for DICOM: %w", err)
+	}
+
+	errc := make(chan error, 3)
 	go func() { errc <- mllpSrv.Serve(mllpLn) }()
 	go func() { errc <- httpSrv.Serve(httpLn) }()
+	go func() { errc <- dicomSrv.Serve(dicomLn) }()
 	logger.Info("ferry serving", "version", versionString(), "store", kind,
-		"mllp", mllpLn.Addr().String(), "http", httpLn.Addr().String(),
+		"mllp", mllpLn.Addr().String(), "http", httpLn.Addr().String(), "dicom", dicomLn.Addr().String(), "dicom_ae_title", dicomSrv.AETitle,
 		"mllp_tls", mllpSrv.TLSConfig != nil, "http_tls", httpSrv.TLSConfig != nil)
-	// DICOM (C-ECHO, C-STORE, MWL C-FIND) is not served yet; --dicom is accepted for the contract.
-	fmt.Fprintf(stdout, "ferry %s serving: mllp=%s http=%s store=%s\n", versionString(), mllpLn.Addr(), httpLn.Addr(), kind)
+	fmt.Fprintf(stdout, "ferry %s serving: mllp=%s http=%s store=%s dicom=%s\n", versionString(), mllpLn.Addr(), httpLn.Addr(), kind, dicomLn.Addr())
 
 	var runErr error
 	select {
@@ -148,11 +163,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := mllpSrv.Shutdown(shutdownCtx); err != nil {
 		logger.Warn("MLLP drain incomplete", "err", err)
 	}
+	if err := dicomSrv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("DICOM drain incomplete", "err", err)
+	}
 	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
 		logger.Warn("HTTP drain incomplete", "err", err)
 	}
 	committer.Close()
-	if runErr != nil && !errors.Is(runErr, mllp.ErrServerClosed) && !errors.Is(runErr, http.ErrServerClosed) {
+	if runErr != nil && !errors.Is(runErr, mllp.ErrServerClosed) && !errors.Is(runErr, http.ErrServerClosed) && !errors.Is(runErr, dimse.ErrServerClosed) {
 		return runErr
 	}
 	logger.Info("ferry stopped")
