@@ -41,6 +41,10 @@ fuzz: ## run each fuzz target for FUZZTIME (default 2m)
 	$(GO) test -run='^$$' -fuzz='^FuzzReader$$' -fuzztime=$(FUZZTIME) ./adapters/mllp/
 	$(GO) test -run='^$$' -fuzz='^FuzzReadPDU$$' -fuzztime=$(FUZZTIME) ./adapters/dimse/
 	$(GO) test -run='^$$' -fuzz='^FuzzDataSet$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./adapters/dimse/
+	$(GO) test -run='^$$' -fuzz='^FuzzValidate$$' -fuzztime=$(FUZZTIME) ./fhir/
+	$(GO) test -run='^$$' -fuzz='^FuzzIndex$$' -fuzztime=$(FUZZTIME) ./fhir/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseDateQuery$$' -fuzztime=$(FUZZTIME) ./fhir/
+	$(GO) test -run='^$$' -fuzz='^FuzzApply$$' -fuzztime=$(FUZZTIME) ./mappings/
 
 bench: ## run the Go benchmarks (BENCHTIME each)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...

@@ -226,11 +226,74 @@ func (g *GroupCommitter) commit(batch []*commitRequest, msgs []*InboundMessage) 
 	}
 	start := time.Now()
 	// The transaction outlives any one caller's context: its outcome decides every ACK in it.
-	err := g.store.CommitInbound(context.WithoutCancel(live[0].ctx), msgs)
+	ctx := context.WithoutCancel(live[0].ctx)
+	var err error
+	if hasEffects(msgs) {
+		err = g.commitWithEffects(ctx, msgs)
+	} else {
+		err = g.store.CommitInbound(ctx, msgs)
+	}
 	if g.observe != nil {
 		g.observe(len(live), time.Since(start), err)
 	}
 	for _, req := range live {
 		req.done <- err
 	}
+}
+
+func hasEffects(msgs []*InboundMessage) bool {
+	for _, m := range msgs {
+		if m.effects != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// txBeginner is the part of Store that commits messages together with their effects.
+type txBeginner interface {
+	Begin(ctx context.Context) (Tx, error)
+}
+
+// commitWithEffects stores msgs and applies their effects (resources, worklist) in one
+// transaction. Each message is its own savepoint: a message whose effects fail (an unknown order
+// number, a conflicting change) has them undone and is stored as an error with the AE its fail
+// function builds, and the batch goes on. Only the commit's outcome decides every ACK.
+func (g *GroupCommitter) commitWithEffects(ctx context.Context, msgs []*InboundMessage) (err error) {
+	b, ok := g.store.(txBeginner)
+	if !ok {
+		return errors.New("the store cannot apply effects: it has no transactions")
+	}
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	for _, m := range msgs {
+		if err := tx.Savepoint(ctx); err != nil {
+			return err
+		}
+		if err := tx.InsertInbound(ctx, m); err != nil {
+			return err
+		}
+		if m.effects == nil || m.Status != StatusAccepted {
+			continue
+		}
+		aerr := m.effects.apply(ctx, tx, m)
+		if aerr == nil {
+			continue
+		}
+		if rerr := tx.RollbackToSavepoint(ctx); rerr != nil {
+			return rerr
+		}
+		m.fail(aerr)
+		if err := tx.InsertInbound(ctx, m); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }

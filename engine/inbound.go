@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/hl7"
+	"github.com/ferryhealth/ferry/mappings"
 )
 
 // Received is one message as it came off the wire, handed to Inbound.Receive.
@@ -50,6 +51,9 @@ type Inbound struct {
 	Application, Facility string
 	Logger                *slog.Logger
 	Metrics               *Metrics
+	// Processor, if set, maps accepted messages to resources in the transaction that stores
+	// them, so AA means the resources are committed (docs/orders.md).
+	Processor *Processor
 
 	ackPrefix string
 	ackSeq    atomic.Uint64
@@ -80,6 +84,7 @@ func NewInbound(channel string, c Committer, logger *slog.Logger, m *Metrics) *I
 
 // verdict is what Inbound decided before committing.
 type verdict struct {
+	msg     *hl7.Message // the parsed message, when it parsed
 	header  hl7.Header
 	outcome hl7.Outcome
 	errs    []hl7.ErrorDetail
@@ -111,6 +116,9 @@ func (in *Inbound) Receive(ctx context.Context, r Received) []byte {
 		rec.Error = v.errs[0].Text
 	}
 	rec.ACK = in.buildACK(h, v.outcome, v.errs)
+	if v.outcome == hl7.Accept && in.Processor != nil {
+		in.process(v, rec)
+	}
 
 	if err := in.Committer.Commit(ctx, rec); err != nil {
 		// Nothing was stored: AE/CE with ERR 207 tells the sender to resend (HL7 v2.5.1 §2.9.2).
@@ -199,7 +207,7 @@ func (in *Inbound) judge(r Received) verdict {
 			Text: "unsupported message type " + strconv.Quote(limit(h.MessageCode, 20)) + " on this channel",
 		})
 	}
-	return verdict{header: h, outcome: hl7.Accept}
+	return verdict{msg: msg, header: h, outcome: hl7.Accept}
 }
 
 func reject(h hl7.Header, o hl7.Outcome, reason string, errs ...hl7.ErrorDetail) verdict {
@@ -246,4 +254,54 @@ func (in *Inbound) buildACK(h hl7.Header, o hl7.Outcome, errs []hl7.ErrorDetail)
 		SendingApplication: in.Application,
 		SendingFacility:    in.Facility,
 	})
+}
+
+// process maps an accepted message before its commit: a message the mapping or validation
+// rejects is stored as an error and answered AE with the ERR saying which field and why (HL7
+// v2.5.1 §2.9.2: an error in content); one that maps carries its effects into the commit.
+func (in *Inbound) process(v verdict, rec *InboundMessage) {
+	h := v.header
+	fail := func(err error) {
+		d := errorDetail(err)
+		rec.Status = StatusError
+		rec.Error = d.Text
+		rec.ACK = in.buildACK(h, hl7.Error, []hl7.ErrorDetail{d})
+		rec.ACKCode = hl7.AckCode(h, hl7.Error)
+		in.Metrics.Rejects.WithLabelValues(in.Channel, "processing").Inc()
+		in.Logger.Warn("message not processed", "channel", in.Channel, "control_id", h.ControlID,
+			"mapping", rec.MappingVersion, "err", d.Text, "location", d.Segment, "field", d.Field, "code", int(d.Code))
+	}
+	pl, err := in.Processor.Plan(v.msg)
+	if pl != nil {
+		rec.MappingVersion = pl.mappingVersion
+	}
+	if err != nil {
+		// The failure is applied in the commit, after duplicate detection: a duplicate of an
+		// accepted message is answered like its original even if the mapping changed since.
+		pl = &plan{err: err}
+	}
+	if pl == nil {
+		return
+	}
+	rec.effects = pl
+	rec.onFail = fail
+}
+
+// errorDetail is the ERR content for an error from mapping or processing. Other errors (a
+// conflicting change from another node, a store fault) are answered AE with ERR 207 so the
+// sender resends.
+func errorDetail(err error) hl7.ErrorDetail {
+	var me *mappings.Error
+	if errors.As(err, &me) {
+		return me.Detail()
+	}
+	var pe *ProcessError
+	if errors.As(err, &pe) {
+		return pe.Detail
+	}
+	text := "message could not be processed; please resend"
+	if errors.Is(err, ErrConflict) {
+		text = "a concurrent change to the same record; please resend"
+	}
+	return hl7.ErrorDetail{Code: hl7.CodeApplicationInternalError, Severity: "E", Text: text}
 }

@@ -53,6 +53,22 @@ type InboundMessage struct {
 	Error string
 	// DuplicateOf is the ID of the accepted original when Status is StatusDuplicate.
 	DuplicateOf int64
+	// MappingVersion is the mapping that processed the message (mappings.Mapping.Version), ""
+	// when none did.
+	MappingVersion string
+
+	// effects are what the message changes besides the log, applied in the transaction that
+	// stores it (see GroupCommitter); fail turns the message into an error answered AE when
+	// they cannot be applied.
+	effects *plan
+	onFail  func(error)
+}
+
+func (m *InboundMessage) fail(err error) {
+	m.effects = nil
+	if m.onFail != nil {
+		m.onFail(err)
+	}
 }
 
 // DuplicateKey reports whether m takes part in duplicate detection: only messages with a control

@@ -1,6 +1,7 @@
 package dimse
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -279,6 +280,63 @@ func (c *Client) Echo(ctx context.Context) (Status, error) {
 			msg.Command.Field, msg.Command.MessageIDBeingRespondedTo, msgID)
 	}
 	return msg.Command.Status, nil
+}
+
+// FindFunc receives one pending C-FIND response: its command (Status is StatusPending or
+// StatusPendingWarning) and its identifier, decoded. Returning false asks the peer to stop.
+type FindFunc func(rsp *Command, match *DataSet) bool
+
+// Find runs one C-FIND (PS3.7 9.1.2) on the accepted presentation context of sopClass (e.g.
+// ModalityWorklistFindSOPClass, or a Query/Retrieve FIND SOP class of a PACS): it sends
+// identifier, encoded in the context's transfer syntax, at medium priority, and calls fn with
+// each match as it arrives. When fn returns false, Find sends C-CANCEL-RQ and reads on, without
+// calling fn again, to the final response. It returns the final response's command: Status
+// (StatusSuccess, StatusCancel, or a failure with its ErrorComment). An error means the
+// exchange broke off (the association ended, a response did not decode); the association is
+// then in no state to reuse: Abort it.
+func (c *Client) Find(ctx context.Context, sopClass string, identifier *DataSet, fn FindFunc) (*Command, error) {
+	id, ts, ok := c.Context(sopClass)
+	if !ok {
+		return nil, fmt.Errorf("dimse: SOP class %s was not accepted", sopClass)
+	}
+	body, err := EncodeDataSet(identifier, ts)
+	if err != nil {
+		return nil, fmt.Errorf("dimse: encoding the C-FIND identifier: %w", err)
+	}
+	msgID := c.NewMessageID()
+	cmd := &Command{Field: CFindRQ, MessageID: msgID, AffectedSOPClassUID: sopClass, Priority: PriorityMedium}
+	if err := c.Send(ctx, id, cmd, bytes.NewReader(body)); err != nil {
+		return nil, err
+	}
+	cancelled := false
+	for {
+		msg, err := c.Receive(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rsp := msg.Command
+		if rsp.Field != CFindRSP || rsp.MessageIDBeingRespondedTo != msgID {
+			return nil, fmt.Errorf("dimse: got %s for message %d in answer to C-FIND-RQ %d", rsp.Field, rsp.MessageIDBeingRespondedTo, msgID)
+		}
+		if !rsp.Status.IsPending() {
+			return rsp, nil
+		}
+		if cancelled {
+			continue // sent before the peer saw the C-CANCEL-RQ
+		}
+		var match *DataSet
+		if msg.Data != nil {
+			if match, err = DecodeDataSet(msg.Data, ts, DecodeOptions{}); err != nil {
+				return nil, fmt.Errorf("dimse: C-FIND response identifier: %w", err)
+			}
+		}
+		if !fn(rsp, match) {
+			cancelled = true
+			if err := c.Send(ctx, id, &Command{Field: CCancelRQ, MessageIDBeingRespondedTo: msgID}, nil); err != nil {
+				return nil, err
+			}
+		}
+	}
 }
 
 // Release releases the association (A-RELEASE-RQ, then A-RELEASE-RP) and closes the connection.

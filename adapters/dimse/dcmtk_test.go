@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -224,4 +225,141 @@ func withoutTrailingPadding(t *testing.T, b []byte, ts string) []byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// worklistDump is a findscu query in dump2dcm's text form: the return keys a modality asks for,
+// with the top-level keys and Scheduled Procedure Step keys given (empty strings: universal).
+func worklistDump(top map[string]string, step map[string]string) string {
+	var b strings.Builder
+	line := func(indent, tag, vr, v string) { fmt.Fprintf(&b, "%s(%s) %s [%s]\n", indent, tag, vr, v) }
+	line("", "0008,0005", "CS", top["0008,0005"])
+	line("", "0008,0050", "SH", top["0008,0050"])
+	line("", "0010,0010", "PN", top["0010,0010"])
+	line("", "0010,0020", "LO", top["0010,0020"])
+	line("", "0020,000d", "UI", top["0020,000d"])
+	b.WriteString("(0040,0100) SQ (Sequence with undefined length)\n  (fffe,e000) na (Item with undefined length)\n")
+	line("    ", "0008,0060", "CS", step["0008,0060"])
+	line("    ", "0040,0001", "AE", step["0040,0001"])
+	line("    ", "0040,0002", "DA", step["0040,0002"])
+	line("    ", "0040,0003", "TM", step["0040,0003"])
+	line("    ", "0040,0009", "SH", step["0040,0009"])
+	b.WriteString("    (0040,0008) SQ (Sequence with undefined length)\n    (fffe,e0dd) na (SequenceDelimitationItem)\n")
+	b.WriteString("  (fffe,e00d) na (ItemDelimitationItem)\n(fffe,e0dd) na (SequenceDelimitationItem)\n")
+	return b.String()
+}
+
+// readResponses decodes the responses findscu extracted (-X) into dir, in order.
+func readResponses(t *testing.T, dir string) []*DataSet {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "rsp*.dcm"))
+	slices.Sort(files)
+	var out []*DataSet
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, body, ts, err := SplitFile(b)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		ds, err := DecodeDataSet(body, ts, DecodeOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out = append(out, ds)
+	}
+	return out
+}
+
+// TestFindscuWorklist queries the Modality Worklist SCP with dcmtk's findscu -W: query files
+// written as text and converted by dump2dcm, responses extracted to files and decoded.
+func TestFindscuWorklist(t *testing.T) {
+	t.Parallel()
+	findscu := requirePeer(t, "findscu", "dcmtk")
+	dump2dcm := requirePeer(t, "dump2dcm", "dcmtk")
+	src := &memoryWorklist{items: testWorklist(), filter: true}
+	addr := startServer(t, &Server{Services: []Service{WorklistService(src, testLogger(t))}})
+	host, port := hostPort(t, addr)
+	work := t.TempDir()
+	names := map[string]string{} // accession → patient name
+	for _, it := range src.items {
+		names[it.AccessionNumber] = it.PatientName
+	}
+
+	tests := []struct {
+		name        string
+		top, step   map[string]string
+		args        []string // more findscu options
+		wantAccs    string   // accession numbers of the responses, in order
+		wantFail    string   // instead: findscu fails and says this (case-insensitive)
+		wantCharset string   // Specific Character Set of the responses
+		wantName    string   // bytes of the first response's Patient's Name
+	}{
+		{name: "universal", wantAccs: "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6"},
+		{name: "date range", step: map[string]string{"0040,0002": "20240105-20240106"}, wantAccs: "ACC1,ACC2,ACC3,ACC4"},
+		{name: "date range and time range combined", step: map[string]string{"0040,0002": "20240105-20240106", "0040,0003": "1200-0800"}, wantAccs: "ACC2,ACC3"},
+		{name: "modality", step: map[string]string{"0008,0060": "CT"}, wantAccs: "ACC1,ACC3,ACC4,ACC6"},
+		{name: "modality, station and today", step: map[string]string{"0008,0060": "CT", "0040,0001": "CTAE1", "0040,0002": "20240106"}, wantAccs: "ACC4"},
+		{name: "accession", top: map[string]string{"0008,0050": "ACC3"}, wantAccs: "ACC3"},
+		{name: "patient ID", top: map[string]string{"0010,0020": "P1"}, wantAccs: "ACC1,ACC6"},
+		{name: "patient name wildcard, implicit VR", top: map[string]string{"0010,0010": "doe*"}, args: []string{"-xi"}, wantAccs: "ACC1,ACC3,ACC5"},
+		{name: "study instance UID list", top: map[string]string{"0020,000d": `1.2.3.2\1.2.3.5`}, wantAccs: "ACC2,ACC5"},
+		{name: "latin-1 query, latin-1 answer", top: map[string]string{"0008,0005": "ISO_IR 100", "0010,0010": "M\xfcller*"}, wantAccs: "ACC2", wantCharset: "ISO_IR 100", wantName: "M\xfcller^Hans"},
+		{name: "UTF-8 query, UTF-8 answer", top: map[string]string{"0008,0005": "ISO_IR 192", "0010,0010": "Ng*"}, wantAccs: "ACC6", wantCharset: "ISO_IR 192", wantName: "Ng^李"},
+		{name: "unknown called AE title", args: []string{"-aec", "PACS"}, wantFail: "called ae title not recognized"},
+		{name: "query after the rejection", top: map[string]string{"0008,0050": "ACC5"}, wantAccs: "ACC5"},
+	}
+	for i, tc := range tests {
+		// Not parallel: the rejection and the query after it run in order.
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(work, fmt.Sprint(i))
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			dump, query := filepath.Join(dir, "query.dump"), filepath.Join(dir, "query.dcm")
+			if err := os.WriteFile(dump, []byte(worklistDump(tc.top, tc.step)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := runPeer(t, dump2dcm, dump, query); err != nil {
+				t.Fatalf("dump2dcm: %v\n%s", err, out)
+			}
+			args := append([]string{"-v", "-W", "-aet", "CT01", "-aec", "FERRY", "-X", "-od", dir}, tc.args...)
+			out, err := runPeer(t, findscu, append(args, host, port, query)...)
+			if tc.wantFail != "" {
+				if err == nil || !strings.Contains(strings.ToLower(out), tc.wantFail) {
+					t.Fatalf("findscu: err %v, want a failure saying %q; output:\n%s", err, tc.wantFail, out)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("findscu: %v\n%s", err, out)
+			}
+			rsps := readResponses(t, dir)
+			var accs []string
+			for _, r := range rsps {
+				accs = append(accs, r.String(TagAccessionNumber))
+				// Specific Character Set only where the text is not ASCII: the query's set when
+				// it holds the text, else UTF-8.
+				want := tc.wantCharset
+				if want == "" && !isASCII(names[r.String(TagAccessionNumber)]) {
+					want = "ISO_IR 192"
+				}
+				if got := r.String(TagSpecificCharacterSet); got != want {
+					t.Errorf("%s: Specific Character Set %q, want %q", r.String(TagAccessionNumber), got, want)
+				}
+				if step := r.Get(TagScheduledProcedureStepSequence); step == nil || len(step.Items) != 1 {
+					t.Errorf("%s: no Scheduled Procedure Step item", r.String(TagAccessionNumber))
+				}
+			}
+			if strings.Join(accs, ",") != tc.wantAccs {
+				t.Errorf("responses %v, want %s; output:\n%s", accs, tc.wantAccs, out)
+			}
+			if tc.wantName != "" && len(rsps) > 0 {
+				if got := string(rsps[0].Get(TagPatientName).Value); strings.TrimRight(got, " ") != tc.wantName {
+					t.Errorf("patient name bytes %q, want %q", got, tc.wantName)
+				}
+			}
+		})
+	}
 }

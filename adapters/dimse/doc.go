@@ -11,12 +11,15 @@
 //   - Data sets (DecodeDataSet, EncodeDataSet, DataSet, Element): the element codec for implicit
 //     and explicit VR little endian, sequences and items of defined and undefined length, and a
 //     small data dictionary. Enough to read and write command sets, C-FIND identifiers and a
-//     stored instance's header; it does not interpret pixel data or character sets. Fuzzed
-//     (FuzzDataSet). AppendFileHeader and SplitFile handle the Part 10 file wrapper.
+//     stored instance's header; it does not interpret pixel data or character sets (the worklist
+//     SCP applies Specific Character Set to what it reads). Fuzzed (FuzzDataSet).
+//     AppendFileHeader and SplitFile handle the Part 10 file wrapper.
 //   - DIMSE commands (Command, DecodeCommand, Status): group 0000 in implicit VR little endian.
 //   - Server (the SCP) and Client (an SCU): associations, presentation context negotiation,
 //     fragmentation, and the dispatch of requests to a Handler per SOP class. The Server serves
-//     Verification (C-ECHO) itself; Modality Worklist C-FIND and C-STORE plug in as Services.
+//     Verification (C-ECHO) itself; the Modality Worklist C-FIND SCP (WorklistService, with
+//     the attribute matching of PS3.4 C.2.2.2) and C-STORE plug in as Services. Client.Find is
+//     the C-FIND SCU.
 //
 // Nothing in this package logs data set contents: logs carry addresses, AE titles, SOP class
 // UIDs, message IDs, statuses and sizes. docs/dicom.md says what the listener does with each

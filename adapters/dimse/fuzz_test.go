@@ -69,6 +69,29 @@ func FuzzDataSet(f *testing.F) {
 		TagPatientID, "LO", uint16(2), "P1", TagItemDelimitation, uint32(0), TagSequenceDelimitation, uint32(0)), true)
 	f.Add(le(tagPixelData, "OB", uint16(0), uint32(undefinedLength), TagItem, uint32(0), TagItem, uint32(2), "ab",
 		TagSequenceDelimitation, uint32(0)), true)
+	// Sequences as worklist identifiers carry them: a modality's query in both encodings; in
+	// explicit VR a defined-length sequence holding an empty item and an item of undefined
+	// length with a nested undefined-length code sequence; in implicit VR an undefined-length
+	// sequence the dictionary knows, and one it does not (read as SQ by its undefined length).
+	for _, explicit := range []bool{false, true} {
+		ts := ImplicitVRLittleEndian
+		if explicit {
+			ts = ExplicitVRLittleEndian
+		}
+		b, err := EncodeDataSet(typicalModalityQuery("20240105-20240106"), ts)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, explicit)
+	}
+	code := le(TagItem, uint32(10), tagCodeValue, "SH", uint16(2), "P1")
+	nested := le(tagScheduledProtocolCodeSequence, "SQ", uint16(0), uint32(undefinedLength), code, TagSequenceDelimitation, uint32(0))
+	items := le(TagItem, uint32(0), TagItem, uint32(undefinedLength), TagModality, "CS", uint16(2), "CT", nested, TagItemDelimitation, uint32(0))
+	f.Add(le(TagAccessionNumber, "SH", uint16(0), TagScheduledProcedureStepSequence, "SQ", uint16(0), uint32(len(items)), items), true)
+	f.Add(le(TagScheduledProcedureStepSequence, uint32(undefinedLength), TagItem, uint32(undefinedLength), TagModality, uint32(2), "CT",
+		TagItemDelimitation, uint32(0), TagSequenceDelimitation, uint32(0)), false)
+	f.Add(le(NewTag(0x0041, 0x1010), uint32(undefinedLength), TagItem, uint32(10), TagPatientID, uint32(2), "P1",
+		TagSequenceDelimitation, uint32(0)), false)
 	if files := corpusSeeds(); len(files) > 0 {
 		for _, s := range files {
 			f.Add(s.data, s.explicit)

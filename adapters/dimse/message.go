@@ -88,7 +88,12 @@ func (w *messageWriter) writeMessage(contextID byte, command []byte, data io.Rea
 	if data == nil {
 		return nil
 	}
-	br := bufio.NewReaderSize(data, min(fs, 64<<10))
+	// A data set already in memory (a C-FIND match: a few hundred bytes) needs no 64 KiB buffer.
+	size := min(fs, 64<<10)
+	if l, ok := data.(interface{ Len() int }); ok {
+		size = min(size, max(l.Len(), 16))
+	}
+	br := bufio.NewReaderSize(data, size)
 	w.grow(12 + fs)
 	for {
 		chunk := w.buf[12 : 12+fs]

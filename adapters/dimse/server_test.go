@@ -489,7 +489,7 @@ func (h *findHandler) ServeDIMSE(ctx context.Context, req *Request, w ResponseWr
 	}
 }
 
-func worklistQuery(t testing.TB, ts string) []byte {
+func worklistQueryBytes(t testing.TB, ts string) []byte {
 	q := &DataSet{}
 	q.Set(NewString(TagAccessionNumber, VRSH, "ACC123"))
 	q.Set(NewString(TagPatientID, VRLO, ""))
@@ -516,7 +516,7 @@ func TestFindPendingResponses(t *testing.T) {
 			}
 			msgID := c.NewMessageID()
 			cmd := &Command{Field: CFindRQ, MessageID: msgID, AffectedSOPClassUID: modalityWorklistFind}
-			if err := c.Send(testCtx(t), id, cmd, bytes.NewReader(worklistQuery(t, ts))); err != nil {
+			if err := c.Send(testCtx(t), id, cmd, bytes.NewReader(worklistQueryBytes(t, ts))); err != nil {
 				t.Fatal(err)
 			}
 			var pids []string
@@ -560,7 +560,7 @@ func TestFindCancel(t *testing.T) {
 	c := dial(t, addr, ClientConfig{Contexts: []ProposedContext{{SOPClass: modalityWorklistFind}, {SOPClass: VerificationSOPClass}}})
 	id, ts, _ := c.Context(modalityWorklistFind)
 	msgID := c.NewMessageID()
-	if err := c.Send(testCtx(t), id, &Command{Field: CFindRQ, MessageID: msgID, AffectedSOPClassUID: modalityWorklistFind}, bytes.NewReader(worklistQuery(t, ts))); err != nil {
+	if err := c.Send(testCtx(t), id, &Command{Field: CFindRQ, MessageID: msgID, AffectedSOPClassUID: modalityWorklistFind}, bytes.NewReader(worklistQueryBytes(t, ts))); err != nil {
 		t.Fatal(err)
 	}
 	<-h.sent

@@ -32,6 +32,8 @@ type Options struct {
 	Messages MessageLog
 	// AdminToken is the bearer token every /api/v1/ request must carry.
 	AdminToken string
+	// Resources serves the FHIR REST API under /fhir/r4 (see fhir.go); nil: no FHIR API.
+	Resources engine.ResourceReader
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -72,6 +74,10 @@ func New(opt Options) (*echo.Echo, error) {
 	ml := &messageLog{log: opt.Messages, logger: opt.Logger}
 	api.GET("/messages", ml.list)
 	api.GET("/messages/:id", ml.get)
+
+	if opt.Resources != nil {
+		registerFHIR(e.Group(fhirBasePath), opt)
+	}
 
 	// Go runtime profiles for performance work, behind the admin token.
 	dbg := e.Group("/debug/pprof", bearerAuth(opt.AdminToken))

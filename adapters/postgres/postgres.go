@@ -1,5 +1,5 @@
-// Package postgres is Ferry's production store: engine.MessageStore on PostgreSQL through
-// github.com/lib/pq. Several Ferry nodes may share one database; everything that must be unique
+// Package postgres is Ferry's production store: engine.Store (the message log, FHIR resources and
+// the Modality Worklist) on PostgreSQL through github.com/lib/pq. Several Ferry nodes may share one database; everything that must be unique
 // across them (a duplicate MSH-10, …) is a database constraint, never a map in one node's memory.
 //
 // All of Ferry's PostgreSQL SQL lives in this package; the schema is in migrations/postgres and
@@ -27,7 +27,7 @@ import (
 	"github.com/ferryhealth/ferry/migrations"
 )
 
-// Store is engine.MessageStore on PostgreSQL. It is safe for concurrent use.
+// Store is engine.Store on PostgreSQL. It is safe for concurrent use.
 type Store struct {
 	db *sql.DB
 	// ingest is a pool of its own for commitOneSQL, the hot path, with session settings that
@@ -41,12 +41,12 @@ type Store struct {
 
 	// mu guards the statements prepared on first use: they name tables that exist only after
 	// Migrate, and a Store may be opened before it.
-	mu        sync.Mutex
-	oneStmt   *sql.Stmt // commitOneSQL, on ingest
-	batchStmt *sql.Stmt // insertBatchSQL, on db
+	mu      sync.Mutex
+	oneStmt *sql.Stmt            // commitOneSQL, on ingest
+	stmts   map[string]*sql.Stmt // statements of fixed text on db, by text (see prepare)
 }
 
-var _ engine.MessageStore = (*Store)(nil)
+var _ engine.Store = (*Store)(nil)
 
 // Open connects to the database dsn names (a postgres:// URL or key=value DSN, as lib/pq takes)
 // and pings it. A search_path parameter in dsn selects the schema. It fails when the session's
@@ -132,11 +132,13 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Close closes the statements and the connection pool.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	for _, stmt := range []**sql.Stmt{&s.oneStmt, &s.batchStmt} {
-		if *stmt != nil {
-			(*stmt).Close()
-			*stmt = nil
-		}
+	if s.oneStmt != nil {
+		s.oneStmt.Close()
+		s.oneStmt = nil
+	}
+	for query, stmt := range s.stmts {
+		stmt.Close()
+		delete(s.stmts, query)
 	}
 	s.mu.Unlock()
 	return errors.Join(s.ingest.Close(), s.db.Close())
@@ -499,17 +501,30 @@ type outcome struct {
 	ackCode     string
 }
 
+// commitBatch stores the batch c in a transaction of its own (insertBatch), after commitOneSQL
+// lost a race.
 func (s *Store) commitBatch(ctx context.Context, stmt *sql.Stmt, c *columns, out []outcome) (err error) {
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return interpretError(err)
 	}
-	defer func() {
-		if err != nil {
-			tx.Rollback()
-		}
-	}()
+	if err := insertBatch(ctx, tx, stmt, c, out); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing: %w", interpretError(err))
+	}
+	return nil
+}
 
+// insertBatch inserts the batch c inside tx, a READ COMMITTED transaction, with the duplicate
+// rule, and records each message's outcome in out: insertBatchSQL (stmt), then, for the messages
+// whose key an accepted message holds, insertDuplicatesSQL. It is how CommitInbound stores a batch
+// after a race and how Tx.InsertInbound stores its message: one piece of code for the rule inside
+// a transaction. A racing transaction that holds a key makes the insert wait for it; if it commits,
+// the message becomes its duplicate.
+func insertBatch(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, c *columns, out []outcome) error {
 	receivedAt := c.receivedAtText()
 	rows, err := tx.StmtContext(ctx, stmt).QueryContext(ctx,
 		c.channel, receivedAt, c.peerAddr, c.raw, c.app, c.facility, c.msgType, c.controlID,
@@ -546,9 +561,6 @@ func (s *Store) commitBatch(ctx context.Context, stmt *sql.Stmt, c *columns, out
 		if err := insertDuplicates(ctx, tx, c, receivedAt, pending, out); err != nil {
 			return err
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("committing: %w", interpretError(err))
 	}
 	return nil
 }
@@ -606,20 +618,41 @@ func insertDuplicates(ctx context.Context, tx *sql.Tx, c *columns, receivedAt pq
 // database/sql prepares each again on each connection that runs it, once.
 func (s *Store) statements(ctx context.Context) (one, batch *sql.Stmt, err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.oneStmt == nil {
 		if s.oneStmt, err = s.ingest.PrepareContext(ctx, commitOneSQL); err != nil {
 			s.oneStmt = nil
+			s.mu.Unlock()
 			return nil, nil, fmt.Errorf("preparing batch statement: %w", interpretError(err))
 		}
 	}
-	if s.batchStmt == nil {
-		if s.batchStmt, err = s.db.PrepareContext(ctx, insertBatchSQL); err != nil {
-			s.batchStmt = nil
-			return nil, nil, fmt.Errorf("preparing batch insert: %w", interpretError(err))
-		}
+	one = s.oneStmt
+	s.mu.Unlock()
+	if batch, err = s.prepare(ctx, insertBatchSQL); err != nil {
+		return nil, nil, err
 	}
-	return s.oneStmt, s.batchStmt, nil
+	return one, batch, nil
+}
+
+// prepare returns query prepared on the main pool, preparing it on first use. It serves the
+// statements of fixed text that run often: a prepared statement costs one round trip, where lib/pq
+// (without binary_parameters) spends two on a query with arguments, one to parse it and one to run
+// it. database/sql prepares it again, once, on each connection that runs it, a transaction's
+// included (Tx.StmtContext).
+func (s *Store) prepare(ctx context.Context, query string) (*sql.Stmt, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if stmt := s.stmts[query]; stmt != nil {
+		return stmt, nil
+	}
+	stmt, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("preparing statement: %w", interpretError(err))
+	}
+	if s.stmts == nil {
+		s.stmts = map[string]*sql.Stmt{}
+	}
+	s.stmts[query] = stmt
+	return stmt, nil
 }
 
 // Message returns the message with id, or engine.ErrNotFound.
@@ -719,7 +752,11 @@ var errRetry = errors.New("transaction aborted by a concurrent one")
 var errRaced = errors.New("an accepted message with the same key was committed concurrently")
 
 // interpretError maps driver errors to the sentinels callers test with errors.Is: no rows to
-// engine.ErrNotFound; deadlocks and serialization failures to errRetry. Others pass unchanged.
+// engine.ErrNotFound; deadlocks and serialization failures to errRetry and engine.ErrConflict (a
+// concurrent transaction got in the way: a batch is retried, a Tx's message answered AE so that
+// its sender retries); a unique violation on the duplicate key to errRaced; one on a resource's
+// version or key (another transaction wrote that version, or holds that key) to engine.ErrConflict.
+// Others pass unchanged.
 func interpretError(err error) error {
 	switch {
 	case err == nil:
@@ -727,10 +764,15 @@ func interpretError(err error) error {
 	case errors.Is(err, sql.ErrNoRows):
 		return engine.ErrNotFound
 	case pq.As(err, pqerror.TRDeadlockDetected, pqerror.TRSerializationFailure) != nil:
-		return fmt.Errorf("%w: %w", errRetry, err)
+		return fmt.Errorf("%w: %w: %w", errRetry, engine.ErrConflict, err)
 	}
-	if pe := pq.As(err, pqerror.UniqueViolation); pe != nil && pe.Constraint == "inbound_messages_accepted_key" {
-		return fmt.Errorf("%w: %w", errRaced, err)
+	if pe := pq.As(err, pqerror.UniqueViolation); pe != nil {
+		switch pe.Constraint {
+		case "inbound_messages_accepted_key":
+			return fmt.Errorf("%w: %w", errRaced, err)
+		case "resource_versions_pkey", "resources_pkey", "resource_keys_pkey":
+			return fmt.Errorf("%w: %w", engine.ErrConflict, err)
+		}
 	}
 	return err
 }

@@ -30,6 +30,18 @@ func BenchmarkCommitInbound(b *testing.B) {
 	storetest.BenchCommitInbound(b, func(b *testing.B) engine.MessageStore { return openTestStore(b) })
 }
 
+func TestResources(t *testing.T) {
+	storetest.RunResources(t, func(t *testing.T) engine.Store { return openTestStore(t) })
+}
+
+func BenchmarkTxOrder(b *testing.B) {
+	storetest.BenchTxOrder(b, func(b *testing.B) engine.Store { return openTestStore(b) })
+}
+
+func BenchmarkWorklistItems10k(b *testing.B) {
+	storetest.BenchWorklistItems10k(b, func(b *testing.B) engine.Store { return openTestStore(b) })
+}
+
 func TestMigrateIsIdempotent(t *testing.T) {
 	st := openTestStore(t) // migrated once
 	if err := st.Migrate(t.Context()); err != nil {

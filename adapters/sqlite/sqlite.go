@@ -1,5 +1,5 @@
-// Package sqlite is Ferry's embedded store: engine.MessageStore in one SQLite file through
-// modernc.org/sqlite (pure Go, no cgo). It serves a single node; the same engine code runs on it
+// Package sqlite is Ferry's embedded store: engine.Store (the message log, FHIR resources and the
+// Modality Worklist) in one SQLite file through modernc.org/sqlite (pure Go, no cgo). It serves a single node; the same engine code runs on it
 // and on adapters/postgres.
 //
 // The database runs in WAL mode with synchronous=FULL, so a commit returns only after the WAL is
@@ -30,19 +30,24 @@ import (
 	"github.com/ferryhealth/ferry/migrations"
 )
 
-// Store is engine.MessageStore on SQLite. It is safe for concurrent use.
+// Store is engine.Store on SQLite. It is safe for concurrent use.
 type Store struct {
 	writer *sql.DB // one connection: every write, in turn
 	reader *sql.DB // read-only connections for queries
 
 	// mu guards the statements prepared on first use: they name tables that exist only after
 	// Migrate, and a Store may be opened before it.
-	mu         sync.Mutex
-	insert     *sql.Stmt
-	findAccept *sql.Stmt
+	mu    sync.Mutex
+	stmts map[stmtKey]*sql.Stmt
 }
 
-var _ engine.MessageStore = (*Store)(nil)
+// stmtKey names a prepared statement: its text and the pool it is prepared on.
+type stmtKey struct {
+	db    *sql.DB
+	query string
+}
+
+var _ engine.Store = (*Store)(nil)
 
 // busyTimeoutMillis is how long a connection waits for another process's lock (a `ferry migrate`
 // beside `ferry serve`, a backup) before it gives up with SQLITE_BUSY.
@@ -126,12 +131,10 @@ func (s *Store) ReadDB() *sql.DB { return s.reader }
 // Close closes the statements and both connection pools.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	for _, st := range []*sql.Stmt{s.insert, s.findAccept} {
-		if st != nil {
-			st.Close()
-		}
+	for key, st := range s.stmts {
+		st.Close()
+		delete(s.stmts, key)
 	}
-	s.insert, s.findAccept = nil, nil
 	s.mu.Unlock()
 	return errors.Join(s.writer.Close(), s.reader.Close())
 }
@@ -216,47 +219,65 @@ func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage
 
 	stored := make([]engine.InboundMessage, len(msgs))
 	for i, m := range msgs {
-		r := &stored[i]
-		*r = *m
-		r.Channel = storableText(m.Channel)
-		r.PeerAddr = storableText(m.PeerAddr)
-		r.Raw = nonNil(m.Raw)
-		r.SendingApplication = storableText(m.SendingApplication)
-		r.SendingFacility = storableText(m.SendingFacility)
-		r.MessageType = storableText(m.MessageType)
-		r.ControlID = storableText(m.ControlID)
-		r.Version = storableText(m.Version)
-		r.ACK = nonNil(m.ACK)
-		r.ACKCode = storableText(m.ACKCode)
-		r.Error = storableText(m.Error)
-
-		err := insertRow(ctx, insert, r)
-		if errors.Is(err, sql.ErrNoRows) {
-			// An accepted message has this key: store this one as its duplicate.
-			err = findAccepted.QueryRowContext(ctx, r.SendingApplication, r.SendingFacility, r.ControlID).
-				Scan(&r.DuplicateOf, &r.ACK, &r.ACKCode)
-			if err != nil {
-				return fmt.Errorf("finding the original of a duplicate: %w", interpretError(err))
-			}
-			r.Status = engine.StatusDuplicate
-			err = insertRow(ctx, insert, r)
-		}
-		if err != nil {
-			return fmt.Errorf("inserting message %d of the batch: %w", i, interpretError(err))
+		stored[i] = storableMessage(m)
+		if err := insertMessage(ctx, insert, findAccepted, &stored[i]); err != nil {
+			return fmt.Errorf("inserting message %d of the batch: %w", i, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("committing: %w", interpretError(err))
 	}
 	for i, m := range msgs {
-		raw := m.Raw
-		*m = stored[i]
-		m.Raw = raw
-		if len(m.ACK) == 0 {
-			m.ACK = nil
-		}
+		applyStored(m, &stored[i])
 	}
 	return nil
+}
+
+// storableMessage returns a copy of m with its header text as the store keeps it (storableText)
+// and its byte fields never nil.
+func storableMessage(m *engine.InboundMessage) engine.InboundMessage {
+	r := *m
+	r.Channel = storableText(m.Channel)
+	r.PeerAddr = storableText(m.PeerAddr)
+	r.Raw = nonNil(m.Raw)
+	r.SendingApplication = storableText(m.SendingApplication)
+	r.SendingFacility = storableText(m.SendingFacility)
+	r.MessageType = storableText(m.MessageType)
+	r.ControlID = storableText(m.ControlID)
+	r.Version = storableText(m.Version)
+	r.ACK = nonNil(m.ACK)
+	r.ACKCode = storableText(m.ACKCode)
+	r.Error = storableText(m.Error)
+	return r
+}
+
+// insertMessage inserts r (storableMessage) with the duplicate rule, inside the transaction that
+// insert and findAccepted are bound to, and sets r.ID, and r's duplicate fields when it is one.
+// CommitInbound and Tx.InsertInbound both store messages through it.
+func insertMessage(ctx context.Context, insert, findAccepted *sql.Stmt, r *engine.InboundMessage) error {
+	err := insertRow(ctx, insert, r)
+	if errors.Is(err, sql.ErrNoRows) {
+		// An accepted message has this key: store this one as its duplicate.
+		err = findAccepted.QueryRowContext(ctx, r.SendingApplication, r.SendingFacility, r.ControlID).
+			Scan(&r.DuplicateOf, &r.ACK, &r.ACKCode)
+		if err != nil {
+			return fmt.Errorf("finding the original of a duplicate: %w", interpretError(err))
+		}
+		r.Status = engine.StatusDuplicate
+		err = insertRow(ctx, insert, r)
+	}
+	return interpretError(err)
+}
+
+// applyStored updates m to what was stored of it (stored, from storableMessage), keeping m's raw
+// bytes.
+func applyStored(m, stored *engine.InboundMessage) {
+	raw := m.Raw
+	*m = *stored
+	m.Raw = raw
+	if len(m.ACK) == 0 {
+		m.ACK = nil
+	}
 }
 
 func insertRow(ctx context.Context, insert *sql.Stmt, m *engine.InboundMessage) error {
@@ -268,19 +289,46 @@ func insertRow(ctx context.Context, insert *sql.Stmt, m *engine.InboundMessage) 
 // statements returns the write statements, preparing them on first use on the writer
 // connection (never inside a transaction: the writer has only the one connection).
 func (s *Store) statements(ctx context.Context) (insert, findAccepted *sql.Stmt, err error) {
+	if insert, err = s.prepare(ctx, s.writer, insertSQL); err != nil {
+		return nil, nil, err
+	}
+	if findAccepted, err = s.prepare(ctx, s.writer, findAcceptedSQL); err != nil {
+		return nil, nil, err
+	}
+	return insert, findAccepted, nil
+}
+
+// prepare returns query prepared on db, preparing it on first use; database/sql prepares it again,
+// once, on each connection of db that runs it. On the writer it must not be called while a
+// transaction holds the writer's one connection: it would wait for it forever. Begin prepares
+// every statement a Tx runs before it begins (txStatements).
+func (s *Store) prepare(ctx context.Context, db *sql.DB, query string) (*sql.Stmt, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.insert == nil {
-		if s.insert, err = s.writer.PrepareContext(ctx, insertSQL); err != nil {
-			return nil, nil, fmt.Errorf("preparing insert: %w", interpretError(err))
-		}
+	key := stmtKey{db, query}
+	if stmt := s.stmts[key]; stmt != nil {
+		return stmt, nil
 	}
-	if s.findAccept == nil {
-		if s.findAccept, err = s.writer.PrepareContext(ctx, findAcceptedSQL); err != nil {
-			return nil, nil, fmt.Errorf("preparing duplicate lookup: %w", interpretError(err))
-		}
+	stmt, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("preparing statement: %w", interpretError(err))
 	}
-	return s.insert, s.findAccept, nil
+	if s.stmts == nil {
+		s.stmts = map[stmtKey]*sql.Stmt{}
+	}
+	s.stmts[key] = stmt
+	return stmt, nil
+}
+
+// prepared returns query if prepare has prepared it on db, else an error: for a Tx, whose
+// statements Begin has prepared.
+func (s *Store) prepared(db *sql.DB, query string) (*sql.Stmt, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if stmt := s.stmts[stmtKey{db, query}]; stmt != nil {
+		return stmt, nil
+	}
+	return nil, errors.New("statement not prepared before the transaction began")
 }
 
 // Message returns the message with id, or engine.ErrNotFound.
@@ -377,8 +425,10 @@ func scanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, e
 }
 
 // interpretError maps driver errors to the sentinels callers test with errors.Is: no rows to
-// engine.ErrNotFound. Others pass unchanged; SQLITE_BUSY (another process held the lock past the
-// busy timeout) is named as such.
+// engine.ErrNotFound; a primary key or unique violation to engine.ErrConflict (inbound messages
+// never raise one: their duplicate key is ON CONFLICT DO NOTHING; a resource's version or key
+// does). Others pass unchanged; SQLITE_BUSY (another process held the lock past the busy timeout)
+// is named as such.
 func interpretError(err error) error {
 	if err == nil {
 		return nil
@@ -387,8 +437,13 @@ func interpretError(err error) error {
 		return engine.ErrNotFound
 	}
 	var se *sqlite.Error
-	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY {
-		return fmt.Errorf("database locked by another process for over %dms: %w", busyTimeoutMillis, err)
+	if errors.As(err, &se) {
+		switch code := se.Code(); {
+		case code&0xff == sqlite3.SQLITE_BUSY:
+			return fmt.Errorf("database locked by another process for over %dms: %w", busyTimeoutMillis, err)
+		case code == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, code == sqlite3.SQLITE_CONSTRAINT_UNIQUE:
+			return fmt.Errorf("%w: %w", engine.ErrConflict, err)
+		}
 	}
 	return err
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml"
+
+	"github.com/ferryhealth/ferry/mappings"
 )
 
 // Config is ferry serve's configuration: a YAML file (--config), then FERRY_* environment
@@ -30,6 +32,8 @@ type Config struct {
 	Commit CommitConfig `yaml:"commit"`
 	// Facilities are the hospitals that send to Ferry, each known by its MSH-4.
 	Facilities []Facility `yaml:"facilities"`
+	// Mappings says where the site's mappings and code tables are (docs/mappings.md).
+	Mappings MappingsConfig `yaml:"mappings"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `yaml:"log_level"`
 }
@@ -88,11 +92,40 @@ type TLSFiles struct {
 // Enabled reports whether TLS is configured.
 func (t TLSFiles) Enabled() bool { return t.Cert != "" || t.Key != "" }
 
+// MappingsConfig locates the mappings. The shipped ones are always there; Dir overrides them file
+// by file, and a facility's Mappings directory overrides both for that facility's messages.
+type MappingsConfig struct {
+	// Dir holds the site's mappings (*.yaml), code tables (tables/*.yaml) and partials
+	// (partials/*.yaml); "" for the shipped mappings alone.
+	Dir string `yaml:"dir"`
+	// ReloadInterval is how often Dir and the facilities' directories are checked for changes
+	// (default 2s; 0s turns hot reload off). A change is loaded and checked before it is put in
+	// force; a broken edit is logged and the previous mappings stay.
+	ReloadInterval *time.Duration `yaml:"reload_interval"`
+}
+
 // Facility is one sending hospital.
 type Facility struct {
 	ID              string        `yaml:"id"`
 	SendingFacility string        `yaml:"sending_facility"`
 	Results         []Destination `yaml:"results"`
+	// Mappings is a directory of mappings, tables and partials that override the site's for
+	// this facility's messages (MSH-4 = SendingFacility).
+	Mappings string `yaml:"mappings"`
+}
+
+// mappingsConfig is the mappings.Config the configuration names.
+func (c *Config) mappingsConfig() mappings.Config {
+	mc := mappings.Config{Dir: c.Mappings.Dir}
+	for _, f := range c.Facilities {
+		if f.Mappings != "" {
+			if mc.Facilities == nil {
+				mc.Facilities = map[string]string{}
+			}
+			mc.Facilities[f.SendingFacility] = f.Mappings
+		}
+	}
+	return mc
 }
 
 // Destination is where a facility's reports go.
@@ -168,6 +201,10 @@ func (c *Config) setDefaults() {
 		linger := DefaultCommitLinger
 		c.Commit.Linger = &linger
 	}
+	if c.Mappings.ReloadInterval == nil {
+		every := 2 * time.Second
+		c.Mappings.ReloadInterval = &every
+	}
 }
 
 // DefaultCommitLinger is commit.linger's default: a little more than the time a closed-loop
@@ -194,6 +231,19 @@ func (c *Config) Validate() error {
 	}
 	if l := c.Commit.Linger; l != nil && (*l < 0 || *l > 100*time.Millisecond) {
 		errs = append(errs, errors.New("commit.linger: must be from 0s to 100ms"))
+	}
+	if r := c.Mappings.ReloadInterval; r != nil && *r < 0 {
+		errs = append(errs, errors.New("mappings.reload_interval: must not be negative"))
+	}
+	for name, dir := range c.mappingsConfig().Facilities {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("facilities (%s).mappings: %q is not a directory", name, dir))
+		}
+	}
+	if d := c.Mappings.Dir; d != "" {
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("mappings.dir: %q is not a directory", d))
+		}
 	}
 	for name, t := range map[string]TLSFiles{"mllp.tls": c.MLLP.TLS, "http.tls": c.HTTP.TLS} {
 		if t.Enabled() && (t.Cert == "" || t.Key == "") {

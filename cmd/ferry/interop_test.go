@@ -7,15 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ferryhealth/ferry/hl7"
+	"github.com/ferryhealth/ferry/mappings"
 )
 
 // corpusDir is ../shared/corpus seen from the repository root; the test runs in cmd/ferry.
@@ -270,6 +273,10 @@ func TestInteropMLLPSend(t *testing.T) {
 	corpus := requireCorpus(t)
 	mllpSend := requirePeer(t, "mllp_send", "python3-hl7")
 	msgs := loadInteropCorpus(t, corpus)
+	mappingSet, err := mappings.Load(mappings.Source{Base: []fs.FS{mappings.Shipped()}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(msgs) < 100 {
 		t.Fatalf("only %d corpus messages of types ORM/OMI/ORU/ADT; the corpus looks incomplete", len(msgs))
 	}
@@ -312,7 +319,7 @@ func TestInteropMLLPSend(t *testing.T) {
 		// would call for CA instead of AA.
 		original := map[[3]string][]byte{}
 		usedExclusions := map[string]bool{}
-		var accepted, duplicates, excludedN int
+		var accepted, duplicates, excludedN, processErrors, lifecycleErrors int
 		for i, m := range msgs {
 			ack, err := parseACK(acks[i])
 			if err != nil {
@@ -345,6 +352,37 @@ func TestInteropMLLPSend(t *testing.T) {
 			if m.Enhanced {
 				want = "CA"
 			}
+			// A message a shipped mapping handles is processed in its commit (docs/orders.md):
+			// one the mapping cannot map must be answered AE/CE with the ERR code and field the
+			// mapping gives (the same the golden files in mappings/testdata record), and one the
+			// order lifecycle refuses (a change to an order the corpus never created, a merge of
+			// an unknown patient) AE/CE with ERR 204/205.
+			if res, err := mappingSet.Try(m.Data); err == nil {
+				wantErr := ""
+				if res.Error != nil {
+					wantErr = strconv.Itoa(res.Error.Code)
+				}
+				errCode := "AE"
+				if m.Enhanced {
+					errCode = "CE"
+				}
+				switch {
+				case wantErr != "" && (ack.Code != errCode || !ack.hasERRCode(wantErr)):
+					failures = append(failures, fmt.Sprintf("%s: %v, want %s with ERR %s at %s (%s)", m.name(), ack, errCode, wantErr, res.Error.Field, res.Error.Text))
+					continue
+				case wantErr != "":
+					processErrors++
+					continue
+				case ack.Code == errCode && (ack.hasERRCode("204") || ack.hasERRCode("205")):
+					lifecycleErrors++
+					continue
+				case ack.Code == errCode && ack.hasERRCode("102") && strings.Contains(ack.ERR, "is not valid FHIR R4"):
+					// Content FHIR forbids (control characters in a name): refused, kept.
+					t.Logf("%s: refused as invalid FHIR: %s", m.name(), ack.ERR)
+					lifecycleErrors++
+					continue
+				}
+			}
 			if ack.Code != want || ack.MSA2 != m.ControlID {
 				failures = append(failures, fmt.Sprintf("%s [%s]: %v, want MSA-1=%s MSA-2=%q", m.name(), m.Features, ack, want, m.ControlID))
 				continue
@@ -357,8 +395,8 @@ func TestInteropMLLPSend(t *testing.T) {
 				failures = append(failures, fmt.Sprintf("exclusion %s matches no message sent: remove it", f))
 			}
 		}
-		t.Logf("%d messages: %d accepted, %d duplicates (answered with their original's ACK), %d excluded (answered AR/AE)",
-			len(msgs), accepted, duplicates, excludedN)
+		t.Logf("%d messages: %d accepted, %d duplicates (answered with their original's ACK), %d excluded (answered AR/AE), %d not mappable (AE as the mapping says), %d refused by the order lifecycle (AE 204/205)",
+			len(msgs), accepted, duplicates, excludedN, processErrors, lifecycleErrors)
 		if len(failures) > 0 {
 			t.Fatalf("%d of %d corpus messages not answered as expected:\n%s", len(failures), len(msgs), strings.Join(failures, "\n"))
 		}
@@ -368,7 +406,10 @@ func TestInteropMLLPSend(t *testing.T) {
 		for _, m := range p.messages(t, nil) {
 			byStatus[m.Status]++
 		}
-		want := map[string]int{"accepted": accepted, "duplicate": duplicates, "rejected": excludedN}
+		want := map[string]int{"accepted": accepted, "duplicate": duplicates, "rejected": excludedN, "error": processErrors + lifecycleErrors}
+		if want["error"] == 0 {
+			delete(want, "error")
+		}
 		if !maps.Equal(byStatus, want) {
 			t.Errorf("stored by status %v, want %v (every message received is stored)", byStatus, want)
 		}

@@ -5,6 +5,7 @@
 //	ferry send --to HOST:PORT FILE…
 //	ferry inspect [--json] FILE…
 //	ferry bench parse FILE…
+//	ferry mappings test|lint [DIR]
 //	ferry version
 package main
 
@@ -54,6 +55,7 @@ Usage:
   ferry send --to HOST:PORT [--timeout D] FILE…
   ferry inspect [--json] FILE…
   ferry bench parse [--repeat N] FILE…
+  ferry mappings test|lint [--config FILE] [--json] [DIR]
   ferry version
 
 Run "ferry COMMAND --help" for a command's flags.
@@ -76,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return inspect(rest, stdout, stderr)
 	case "bench":
 		return bench(rest, stdout, stderr)
+	case "mappings":
+		return mappingsCmd(rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "ferry", versionString())
 		return nil

@@ -23,6 +23,8 @@ import (
 	"github.com/ferryhealth/ferry/adapters/httpapi"
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/fhir"
+	"github.com/ferryhealth/ferry/mappings"
 )
 
 // drainTimeout bounds a graceful shutdown: connections finish the message in hand.
@@ -79,6 +81,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(cfg.MLLP.AcceptMessageTypes) > 0 {
 		inbound.AcceptTypes = cfg.MLLP.AcceptMessageTypes
 	}
+	// Orders and patient updates are mapped to resources in the transaction that stores them.
+	reloader, err := mappings.NewReloader(cfg.mappingsConfig(), logger)
+	if err != nil {
+		return fmt.Errorf("loading mappings:\n%w", err)
+	}
+	if every := *cfg.Mappings.ReloadInterval; every > 0 {
+		go reloader.Watch(ctx, every)
+	}
+	validator, err := fhir.NewValidator()
+	if err != nil {
+		return err
+	}
+	inbound.Processor = &engine.Processor{
+		Mappings:  func() engine.MappingSource { return reloader.Current() },
+		Validator: validator,
+	}
 
 	token, err := adminToken(cfg, logger)
 	if err != nil {
@@ -109,7 +127,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listening for MLLP: %w", err)
 	}
 
-	api, err := httpapi.New(httpapi.Options{Messages: st, AdminToken: token, Gatherer: reg, Logger: logger})
+	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, AdminToken: token, Gatherer: reg, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -128,8 +146,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		httpLn = tls.NewListener(httpLn, httpSrv.TLSConfig)
 	}
 
-	// DICOM: C-ECHO (Verification) today; worklist and storage services plug in here.
-	dicomSrv := &dimse.Server{AETitle: cfg.Listen.DICOMAETitle, Logger: logger}
+	// DICOM: C-ECHO (Verification, built in) and the Modality Worklist (C-FIND) built from
+	// orders; storage plugs in here.
+	dicomSrv := &dimse.Server{AETitle: cfg.Listen.DICOMAETitle, Logger: logger,
+		Services: []dimse.Service{dimse.WorklistService(st, logger)}}
 	if err := dicomSrv.Validate(); err != nil {
 		mllpLn.Close()
 		httpLn.Close()

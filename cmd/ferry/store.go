@@ -11,7 +11,7 @@ import (
 
 // store is what ferry needs of either store.
 type store interface {
-	engine.MessageStore
+	engine.Store
 	Migrate(ctx context.Context) error
 }
 

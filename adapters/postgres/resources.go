@@ -1,0 +1,625 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/ferryhealth/ferry/engine"
+)
+
+// Tx is engine.Tx on PostgreSQL: a READ COMMITTED transaction on one connection of the main
+// pool. Each step is one statement, prepared once per connection, in one round trip;
+// PutResource included. Like every engine.Tx it is used by one goroutine.
+//
+// After a statement fails PostgreSQL refuses every statement of the transaction until it rolls
+// back to a savepoint; Tx keeps to that itself, and says so, before sending anything (see
+// usable). A PutResource that finds a newer version refuses the transaction the same way, though
+// PostgreSQL would not, so that the engine handles every ErrConflict alike, on either store.
+type Tx struct {
+	s  *Store
+	tx *sql.Tx
+	// savepoint: a Savepoint is set, so the next one releases it first and RollbackToSavepoint
+	// has somewhere to go.
+	savepoint bool
+	// failed is the error after which the transaction takes only RollbackToSavepoint and
+	// Rollback; nil while it is usable.
+	failed error
+	done   bool // committed or rolled back
+}
+
+var _ engine.Tx = (*Tx)(nil)
+
+// errTxFailed is returned by a step of a Tx after an earlier step failed.
+var errTxFailed = errors.New("transaction refused after an earlier error: roll back to the savepoint, or roll back")
+
+// errTxDone is returned by a step of a Tx after Commit or Rollback.
+var errTxDone = errors.New("transaction already committed or rolled back")
+
+// txStatements are the statements a Tx prepares: Begin prepares them on the pool before it takes
+// a connection for the transaction, so that no step waits for a second connection.
+var txStatements = []string{insertBatchSQL, currentResourceSQL, resourceVersionSQL,
+	resourceHistorySQL, resolveKeySQL, putResourceSQL, putWorklistItemSQL, deleteWorklistItemSQL}
+
+// savepointName is the one savepoint a Tx keeps.
+const savepointName = "ferry_step"
+
+// Begin starts a READ COMMITTED transaction on the main pool. Its writes lock what they change
+// (a resource's current-version row, a key, an accepted message's key) until it ends, so a node
+// racing on the same resource, key or message waits for it, then sees its outcome.
+func (s *Store) Begin(ctx context.Context) (engine.Tx, error) {
+	for _, query := range txStatements {
+		if _, err := s.prepare(ctx, query); err != nil {
+			return nil, fmt.Errorf("beginning transaction: %w", err)
+		}
+	}
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return nil, fmt.Errorf("beginning transaction: %w", interpretError(err))
+	}
+	return &Tx{s: s, tx: tx}, nil
+}
+
+// usable returns nil when t takes another step.
+func (t *Tx) usable() error {
+	switch {
+	case t.done:
+		return errTxDone
+	case t.failed != nil:
+		return fmt.Errorf("%w (it failed with: %v)", errTxFailed, t.failed)
+	}
+	return nil
+}
+
+// check records err, if it is a failure, as the reason t refuses further steps, and returns it.
+// Not found is an answer, not a failure: PostgreSQL keeps the transaction going after it.
+func (t *Tx) check(err error) error {
+	if err != nil && !errors.Is(err, engine.ErrNotFound) {
+		t.failed = err
+	}
+	return err
+}
+
+// InsertInbound stores m with the duplicate rule, as CommitInbound does after a race: the same
+// statements (insertBatch), on this transaction. If another transaction holds m's key, it waits
+// for that one to end; if that one commits, m is its duplicate.
+func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	msgs := []*engine.InboundMessage{m}
+	if err := validate(msgs); err != nil {
+		return err
+	}
+	stmt, err := t.s.prepare(ctx, insertBatchSQL)
+	if err != nil {
+		return err
+	}
+	cols := columnsOf(msgs)
+	out := make([]outcome, 1)
+	if err := insertBatch(ctx, t.tx, stmt, cols, out); err != nil {
+		return t.check(fmt.Errorf("inserting inbound message: %w", err))
+	}
+	cols.applyTo(m, 0, out[0])
+	return nil
+}
+
+// Savepoint sets the savepoint, releasing the previous one in the same round trip: a
+// transaction keeps one, whatever the number of steps.
+func (t *Tx) Savepoint(ctx context.Context) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	query := "SAVEPOINT " + savepointName
+	if t.savepoint {
+		query = "RELEASE SAVEPOINT " + savepointName + "; " + query
+	}
+	// No arguments: lib/pq sends it as one simple query, both statements in one round trip.
+	if _, err := t.tx.ExecContext(ctx, query); err != nil {
+		return t.check(fmt.Errorf("setting savepoint: %w", interpretError(err)))
+	}
+	t.savepoint = true
+	return nil
+}
+
+// RollbackToSavepoint undoes everything since the savepoint, a failed statement included, and
+// makes t usable again. The savepoint stays set.
+func (t *Tx) RollbackToSavepoint(ctx context.Context) error {
+	switch {
+	case t.done:
+		return errTxDone
+	case !t.savepoint:
+		return errors.New("rolling back to savepoint: no savepoint set")
+	}
+	if _, err := t.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+savepointName); err != nil {
+		t.failed = err
+		return fmt.Errorf("rolling back to savepoint: %w", interpretError(err))
+	}
+	t.failed = nil
+	return nil
+}
+
+// Commit commits and returns once the commit is flushed (Open checked synchronous_commit). A
+// transaction that failed is rolled back instead, and Commit says so.
+func (t *Tx) Commit() error {
+	if t.done {
+		return errTxDone
+	}
+	t.done = true
+	if t.failed != nil {
+		t.tx.Rollback()
+		return fmt.Errorf("committing: %w (it failed with: %v); rolled back", errTxFailed, t.failed)
+	}
+	if err := t.tx.Commit(); err != nil {
+		return fmt.Errorf("committing: %w", interpretError(err))
+	}
+	return nil
+}
+
+// Rollback abandons the transaction; after Commit or Rollback it does nothing.
+func (t *Tx) Rollback() error {
+	if t.done {
+		return nil
+	}
+	t.done = true
+	if err := t.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		return fmt.Errorf("rolling back: %w", interpretError(err))
+	}
+	return nil
+}
+
+// putResourceSQL adds a version in one statement. $1 type, $2 id, $3 version, $4 last updated,
+// $5 JSON, $6–$8 the index entries as parallel arrays (param, system, value), $9 the keys, sorted
+// and distinct.
+//
+// head moves the resource's current-version row from version $3-1 to $3, or creates it when $3
+// is 1. The upsert locks that row, so a transaction racing on the resource waits for this one and
+// then, under READ COMMITTED, checks the row as that one left it: the newer version fails the
+// WHERE and head is empty. Every other part runs only when head returned its row, so a version
+// conflict writes nothing, and the statement answers false.
+//
+// The index entries and the keys are replaced by difference: entries and keys the version keeps
+// are left alone, so an update that changes one value writes one row. A key another resource holds
+// fails the statement on resource_keys_pkey (ErrConflict), whether that one committed before this
+// statement or while it waited; keys are inserted in order, so two transactions claiming the same
+// keys wait for each other instead of deadlocking. The data-modifying parts see one snapshot and
+// touch disjoint rows (deleted entries are not in the new set; inserted keys are not held by this
+// resource), so their order does not matter.
+const putResourceSQL = `
+WITH head AS (
+	INSERT INTO resources AS r (type, id, version_id, last_updated)
+	SELECT $1::text, $2::text, $3::bigint, $4::timestamptz
+	WHERE $3::bigint = 1 OR EXISTS (SELECT FROM resources WHERE type = $1::text AND id = $2::text)
+	ON CONFLICT (type, id) DO UPDATE
+		SET version_id = excluded.version_id, last_updated = excluded.last_updated
+		WHERE r.version_id = excluded.version_id - 1
+	RETURNING 1
+),
+version AS (
+	INSERT INTO resource_versions (type, id, version_id, last_updated, json)
+	SELECT $1::text, $2::text, $3::bigint, $4::timestamptz, $5::bytea FROM head
+),
+entries AS (
+	SELECT DISTINCT e.param, e.system, e.value
+	FROM unnest($6::text[], $7::text[], $8::text[]) AS e(param, system, value)
+),
+unindexed AS (
+	DELETE FROM resource_index i
+	WHERE i.type = $1::text AND i.id = $2::text AND EXISTS (SELECT FROM head)
+		AND NOT EXISTS (SELECT FROM entries e
+			WHERE e.param = i.param AND e.system = i.system AND e.value = i.value)
+),
+indexed AS (
+	INSERT INTO resource_index (type, id, param, system, value)
+	SELECT $1::text, $2::text, e.param, e.system, e.value
+	FROM entries e
+	WHERE EXISTS (SELECT FROM head)
+	ON CONFLICT DO NOTHING
+),
+released AS (
+	DELETE FROM resource_keys k
+	WHERE k.type = $1::text AND k.id = $2::text AND EXISTS (SELECT FROM head)
+		AND k.key <> ALL ($9::text[])
+),
+claimed AS (
+	INSERT INTO resource_keys (type, key, id)
+	SELECT $1::text, k.key, $2::text
+	FROM unnest($9::text[]) AS k(key)
+	WHERE EXISTS (SELECT FROM head)
+		AND NOT EXISTS (SELECT FROM resource_keys h
+			WHERE h.type = $1::text AND h.key = k.key AND h.id = $2::text)
+	ORDER BY k.key
+)
+SELECT EXISTS (SELECT FROM head)`
+
+// PutResource adds r as the new current version in one statement (putResourceSQL): ErrConflict
+// when r.VersionID is not the current version + 1 or a key of r.Keys is held by another resource
+// of the type, and then nothing of r is written.
+func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	if err := validateResource(r); err != nil {
+		return err
+	}
+	n := len(r.Index)
+	params, systems, values := make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n)
+	for i, e := range r.Index {
+		params[i], systems[i], values[i] = storableText(e.Param), storableText(e.System), storableText(e.Value)
+	}
+	keys := make(pq.StringArray, len(r.Keys))
+	for i, k := range r.Keys {
+		keys[i] = storableText(k)
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+
+	stmt, err := t.s.prepare(ctx, putResourceSQL)
+	if err != nil {
+		return err
+	}
+	var applied bool
+	err = t.tx.StmtContext(ctx, stmt).QueryRowContext(ctx, r.Type, r.ID, r.VersionID,
+		r.LastUpdated.UTC().Truncate(time.Microsecond), r.JSON, params, systems, values, keys).Scan(&applied)
+	if err == nil && !applied {
+		err = fmt.Errorf("version %d does not follow the current one: %w", r.VersionID, engine.ErrConflict)
+	}
+	if err != nil {
+		return t.check(fmt.Errorf("storing %s/%s version %d: %w", r.Type, r.ID, r.VersionID, interpretError(err)))
+	}
+	return nil
+}
+
+// validateResource rejects a resource no correct caller writes, before anything is sent.
+func validateResource(r *engine.Resource) error {
+	switch {
+	case r == nil:
+		return errors.New("storing resource: nil")
+	case !validType(r.Type):
+		return fmt.Errorf("storing resource: invalid type %q", r.Type)
+	case !validID(r.ID):
+		return fmt.Errorf("storing %s: invalid id %q", r.Type, r.ID)
+	case r.VersionID < 1:
+		return fmt.Errorf("storing %s/%s: version %d, want 1 or more", r.Type, r.ID, r.VersionID)
+	case r.LastUpdated.IsZero():
+		return fmt.Errorf("storing %s/%s: LastUpdated is not set", r.Type, r.ID)
+	case len(r.JSON) == 0:
+		return fmt.Errorf("storing %s/%s: no JSON", r.Type, r.ID)
+	}
+	return nil
+}
+
+// validType reports whether typ can be a FHIR resource type name: letters only.
+func validType(typ string) bool {
+	if len(typ) == 0 || len(typ) > 64 {
+		return false
+	}
+	for i := 0; i < len(typ); i++ {
+		if c := typ[i] | 0x20; c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+// validID reports whether id is a FHIR logical id: [A-Za-z0-9\-\.]{1,64}.
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// reader runs the reads of engine.ResourceReader and engine.WorklistReader on the pool (a
+// Store's) or on a transaction (a Tx's, which sees its own writes).
+type reader struct {
+	s  *Store
+	tx *sql.Tx // nil: the pool
+}
+
+// stmt returns query prepared (Store.prepare), bound to the transaction if there is one.
+func (rd reader) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	stmt, err := rd.s.prepare(ctx, query)
+	if err != nil || rd.tx == nil {
+		return stmt, err
+	}
+	return rd.tx.StmtContext(ctx, stmt), nil
+}
+
+// queryShape runs a query whose text takes one of a few shapes: prepared (Store.prepare) on the
+// pool; in a transaction, prepared if the pool has prepared it already, else unprepared, because
+// preparing on the pool would take a second connection.
+func (rd reader) queryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if rd.tx == nil {
+		stmt, err := rd.s.prepare(ctx, query)
+		if err != nil {
+			return nil, err
+		}
+		return stmt.QueryContext(ctx, args...)
+	}
+	rd.s.mu.Lock()
+	stmt := rd.s.stmts[query]
+	rd.s.mu.Unlock()
+	if stmt != nil {
+		return rd.tx.StmtContext(ctx, stmt).QueryContext(ctx, args...)
+	}
+	return rd.tx.QueryContext(ctx, query, args...)
+}
+
+// query runs a query of varying text, unprepared: PostgreSQL plans it for its arguments, which
+// turns a LIKE prefix into an index range.
+func (rd reader) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if rd.tx != nil {
+		return rd.tx.QueryContext(ctx, query, args...)
+	}
+	return rd.s.db.QueryContext(ctx, query, args...)
+}
+
+// currentResourceSQL reads the current version with the keys the resource holds
+// (engine.ResourceReader: Resource returns them, for the next PutResource).
+const currentResourceSQL = `
+SELECT v.version_id, v.last_updated, v.json,
+       ARRAY(SELECT k.key FROM resource_keys k WHERE k.type = r.type AND k.id = r.id ORDER BY k.key)
+FROM resources r
+JOIN resource_versions v ON v.type = r.type AND v.id = r.id AND v.version_id = r.version_id
+WHERE r.type = $1 AND r.id = $2`
+
+const resourceVersionSQL = `
+SELECT version_id, last_updated, json FROM resource_versions
+WHERE type = $1 AND id = $2 AND version_id = $3`
+
+const resourceHistorySQL = `
+SELECT version_id, last_updated, json FROM resource_versions
+WHERE type = $1 AND id = $2
+ORDER BY version_id DESC`
+
+const resolveKeySQL = `SELECT id FROM resource_keys WHERE type = $1 AND key = $2`
+
+func (rd reader) resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
+	if !validType(typ) || !validID(id) {
+		return nil, fmt.Errorf("reading %s/%s: %w", typ, id, engine.ErrNotFound)
+	}
+	stmt, err := rd.stmt(ctx, currentResourceSQL)
+	if err != nil {
+		return nil, err
+	}
+	r := &engine.Resource{Type: typ, ID: id}
+	var keys pq.StringArray
+	if err := stmt.QueryRowContext(ctx, typ, id).Scan(&r.VersionID, &r.LastUpdated, &r.JSON, &keys); err != nil {
+		return nil, fmt.Errorf("reading %s/%s: %w", typ, id, interpretError(err))
+	}
+	r.LastUpdated = r.LastUpdated.UTC()
+	r.Keys = []string(keys)
+	return r, nil
+}
+
+func (rd reader) resourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
+	if !validType(typ) || !validID(id) {
+		return nil, fmt.Errorf("reading %s/%s version %d: %w", typ, id, version, engine.ErrNotFound)
+	}
+	stmt, err := rd.stmt(ctx, resourceVersionSQL)
+	if err != nil {
+		return nil, err
+	}
+	r := &engine.Resource{Type: typ, ID: id}
+	if err := stmt.QueryRowContext(ctx, typ, id, version).Scan(&r.VersionID, &r.LastUpdated, &r.JSON); err != nil {
+		return nil, fmt.Errorf("reading %s/%s version %d: %w", typ, id, version, interpretError(err))
+	}
+	r.LastUpdated = r.LastUpdated.UTC()
+	return r, nil
+}
+
+func (rd reader) resourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
+	if !validType(typ) || !validID(id) {
+		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, engine.ErrNotFound)
+	}
+	stmt, err := rd.stmt(ctx, resourceHistorySQL)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := stmt.QueryContext(ctx, typ, id)
+	if err != nil {
+		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, interpretError(err))
+	}
+	defer rows.Close()
+	var out []*engine.Resource
+	for rows.Next() {
+		r := &engine.Resource{Type: typ, ID: id}
+		if err := rows.Scan(&r.VersionID, &r.LastUpdated, &r.JSON); err != nil {
+			return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, interpretError(err))
+		}
+		r.LastUpdated = r.LastUpdated.UTC()
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, interpretError(err))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, engine.ErrNotFound)
+	}
+	return out, nil
+}
+
+func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error) {
+	if !validType(typ) {
+		return "", fmt.Errorf("resolving a %s key: %w", typ, engine.ErrNotFound)
+	}
+	stmt, err := rd.stmt(ctx, resolveKeySQL)
+	if err != nil {
+		return "", err
+	}
+	var id string
+	if err := stmt.QueryRowContext(ctx, typ, storableText(key)).Scan(&id); err != nil {
+		// The key is not logged: it may be an MRN.
+		return "", fmt.Errorf("resolving a %s key: %w", typ, interpretError(err))
+	}
+	return id, nil
+}
+
+// searchResources builds one query for q: the page of current versions (narrow rows, sorted,
+// skipped and cut), then the JSON of just that page. Each filter is a semi-join on the index
+// entries; values are placeholders, never text of the query.
+func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
+	if !validType(q.Type) {
+		return nil, nil
+	}
+	args := []any{q.Type}
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	var where strings.Builder
+	for _, f := range q.Filters {
+		if len(f.Values) == 0 {
+			return nil, nil // no value to match: nothing matches
+		}
+		fmt.Fprintf(&where, "\n\tAND r.id IN (SELECT i.id FROM resource_index i WHERE i.type = $1 AND i.param = %s AND (",
+			arg(storableText(f.Param)))
+		for j, v := range f.Values {
+			if j > 0 {
+				where.WriteString(" OR ")
+			}
+			value := storableText(v.Value)
+			var cond string
+			switch f.Op {
+			case engine.SearchEq:
+				cond = "i.value = " + arg(value)
+			case engine.SearchPrefix:
+				cond = "i.value LIKE " + arg(escapeLike(value)+"%")
+			case engine.SearchGe:
+				cond = "i.value >= " + arg(value)
+			case engine.SearchGt:
+				cond = "i.value > " + arg(value)
+			case engine.SearchLe:
+				cond = "i.value <= " + arg(value)
+			case engine.SearchLt:
+				cond = "i.value < " + arg(value)
+			default:
+				return nil, fmt.Errorf("searching %s: unknown operator %q", q.Type, f.Op)
+			}
+			if v.System != "" {
+				cond = "(i.system = " + arg(storableText(v.System)) + " AND " + cond + ")"
+			}
+			where.WriteString(cond)
+		}
+		where.WriteString("))")
+	}
+	query := `SELECT p.id, p.version_id, p.last_updated, v.json
+FROM (
+	SELECT r.id, r.version_id, r.last_updated
+	FROM resources r
+	WHERE r.type = $1` + where.String() + `
+	ORDER BY r.last_updated DESC, r.id
+	LIMIT ` + arg(count(q.Count)) + ` OFFSET ` + arg(max(q.Offset, 0)) + `
+) p
+JOIN resource_versions v ON v.type = $1 AND v.id = p.id AND v.version_id = p.version_id
+ORDER BY p.last_updated DESC, p.id`
+
+	rows, err := rd.query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("searching %s: %w", q.Type, interpretError(err))
+	}
+	defer rows.Close()
+	var out []*engine.Resource
+	for rows.Next() {
+		r := &engine.Resource{Type: q.Type}
+		if err := rows.Scan(&r.ID, &r.VersionID, &r.LastUpdated, &r.JSON); err != nil {
+			return nil, fmt.Errorf("searching %s: %w", q.Type, interpretError(err))
+		}
+		r.LastUpdated = r.LastUpdated.UTC()
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("searching %s: %w", q.Type, interpretError(err))
+	}
+	return out, nil
+}
+
+// count applies ResourceQuery.Count's default and cap, which are MessageFilter.Limit's.
+func count(n int) int { return limit(n) }
+
+// The reads of Store run on the pool and see committed data.
+
+// Resource returns the current version of typ/id, or engine.ErrNotFound.
+func (s *Store) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
+	return reader{s: s}.resource(ctx, typ, id)
+}
+
+// ResourceVersion returns one version of typ/id, or engine.ErrNotFound.
+func (s *Store) ResourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
+	return reader{s: s}.resourceVersion(ctx, typ, id, version)
+}
+
+// ResourceHistory returns every version of typ/id, newest first, or engine.ErrNotFound.
+func (s *Store) ResourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
+	return reader{s: s}.resourceHistory(ctx, typ, id)
+}
+
+// ResolveKey returns the id of the resource of typ holding key, or engine.ErrNotFound.
+func (s *Store) ResolveKey(ctx context.Context, typ, key string) (string, error) {
+	return reader{s: s}.resolveKey(ctx, typ, key)
+}
+
+// SearchResources returns the current versions matching q, as engine.ResourceReader documents.
+func (s *Store) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
+	return reader{s: s}.searchResources(ctx, q)
+}
+
+// The reads of Tx run on the transaction and see its writes.
+
+// Resource returns the current version of typ/id, or engine.ErrNotFound.
+func (t *Tx) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	r, err := reader{s: t.s, tx: t.tx}.resource(ctx, typ, id)
+	return r, t.check(err)
+}
+
+// ResourceVersion returns one version of typ/id, or engine.ErrNotFound.
+func (t *Tx) ResourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	r, err := reader{s: t.s, tx: t.tx}.resourceVersion(ctx, typ, id, version)
+	return r, t.check(err)
+}
+
+// ResourceHistory returns every version of typ/id, newest first, or engine.ErrNotFound.
+func (t *Tx) ResourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	rs, err := reader{s: t.s, tx: t.tx}.resourceHistory(ctx, typ, id)
+	return rs, t.check(err)
+}
+
+// ResolveKey returns the id of the resource of typ holding key, or engine.ErrNotFound.
+func (t *Tx) ResolveKey(ctx context.Context, typ, key string) (string, error) {
+	if err := t.usable(); err != nil {
+		return "", err
+	}
+	id, err := reader{s: t.s, tx: t.tx}.resolveKey(ctx, typ, key)
+	return id, t.check(err)
+}
+
+// SearchResources returns the current versions matching q, as engine.ResourceReader documents.
+func (t *Tx) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	rs, err := reader{s: t.s, tx: t.tx}.searchResources(ctx, q)
+	return rs, t.check(err)
+}

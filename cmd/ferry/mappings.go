@@ -1,0 +1,130 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"strings"
+
+	"github.com/ferryhealth/ferry/mappings"
+)
+
+// mappingsCmd is `ferry mappings test|lint [--config FILE] [DIR]`: the analyst's checks of a
+// mapping change before it is deployed. DIR is a site mappings directory (default: the config's
+// mappings.dir, else the shipped mappings alone); facility overrides come from the config.
+func mappingsCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "test" && args[0] != "lint") {
+		fmt.Fprintln(stderr, "usage: ferry mappings test|lint [--config FILE] [--json] [DIR]")
+		return exitCode(2)
+	}
+	sub := args[0]
+	fl := flag.NewFlagSet("mappings "+sub, flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	configPath := fl.String("config", "", "configuration file (for mappings.dir and the facilities' overrides)")
+	asJSON := fl.Bool("json", false, "print the results as JSON")
+	if err := fl.Parse(args[1:]); err != nil {
+		return exitCode(2)
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	mc := cfg.mappingsConfig()
+	if fl.NArg() > 1 {
+		fmt.Fprintln(stderr, "ferry mappings: at most one directory")
+		return exitCode(2)
+	}
+	if fl.NArg() == 1 {
+		mc.Dir = fl.Arg(0)
+	}
+	src := mc.Source()
+	set, err := mappings.Load(src)
+	if err != nil {
+		var probs mappings.Problems
+		if !errors.As(err, &probs) {
+			return err
+		}
+		if *asJSON {
+			_ = json.NewEncoder(stdout).Encode(map[string]any{"problems": probs})
+		} else {
+			for _, p := range probs {
+				fmt.Fprintln(stdout, p.String())
+			}
+			fmt.Fprintf(stdout, "%d problem(s)\n", len(probs))
+		}
+		return exitCode(1)
+	}
+	if sub == "lint" {
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(map[string]any{"problems": []any{}, "mappings": versions(set)})
+		}
+		for _, v := range versions(set) {
+			fmt.Fprintln(stdout, "ok", v)
+		}
+		return nil
+	}
+	// Tests run against the set they were written for: the base layers' tests against the
+	// site's mappings. (A facility's tests, in its own directory, run against its overrides: the
+	// set picks the facility by each test message's MSH-4.)
+	var files []mappings.TestFile
+	layers := append([]fs.FS{}, src.Base...)
+	for _, f := range src.Facilities {
+		layers = append(layers, f)
+	}
+	for _, l := range layers {
+		tf, err := mappings.LoadTests(l)
+		if err != nil {
+			var probs mappings.Problems
+			if errors.As(err, &probs) {
+				for _, p := range probs {
+					fmt.Fprintln(stdout, p.String())
+				}
+				return exitCode(1)
+			}
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return err
+		}
+		files = append(files, tf...)
+	}
+	results := set.Run(files)
+	failed := 0
+	for _, r := range results {
+		if !r.Passed {
+			failed++
+		}
+	}
+	if *asJSON {
+		if err := json.NewEncoder(stdout).Encode(map[string]any{"results": results, "failed": failed}); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range results {
+			status := "PASS"
+			if !r.Passed {
+				status = "FAIL"
+			}
+			fmt.Fprintf(stdout, "%s  %s: %s\n", status, r.File, r.Name)
+			for _, d := range r.Details {
+				fmt.Fprintln(stdout, "      "+strings.ReplaceAll(d, "\n", "\n      "))
+			}
+		}
+		fmt.Fprintf(stdout, "%d passed, %d failed\n", len(results)-failed, failed)
+	}
+	if failed > 0 {
+		return exitCode(1)
+	}
+	return nil
+}
+
+func versions(s *mappings.Set) []string {
+	var out []string
+	for _, m := range s.Mappings() {
+		out = append(out, m.Version)
+	}
+	return out
+}

@@ -1,0 +1,337 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/ferryhealth/ferry/hl7"
+)
+
+// The order lifecycle (docs/orders.md): ORC-1 order control, through the order_control code
+// table, becomes one of these actions on the ServiceRequest the placer (or filler) number names.
+const (
+	actionCreate  = "create"  // NW: a new order (an identical repeat changes nothing)
+	actionChange  = "change"  // XO: new content, status kept
+	actionCancel  = "cancel"  // CA, DC: revoked, off the worklist
+	actionStatus  = "status"  // SC: ORC-5 says the status (IP → active, CM → completed)
+	actionHold    = "hold"    // HD: on-hold, off the worklist
+	actionRelease = "release" // RL: active again, back on the worklist
+)
+
+// onWorklist reports whether a ServiceRequest with this status is scheduled work for a modality.
+func onWorklist(status string) bool { return status == "active" }
+
+// order applies one ORC/OBR group.
+func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID string) error {
+	var keys []string
+	ids, _ := o.sr["identifier"].([]any)
+	for _, x := range ids {
+		id := asMap(x)
+		switch identifierType(id) {
+		case "PLAC":
+			keys = append(keys, identifierKey(w.pl.facility, "placer", id))
+		case "FILL":
+			keys = append(keys, identifierKey(w.pl.facility, "filler", id))
+		}
+	}
+	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "" })
+	if len(keys) == 0 {
+		return &ProcessError{Detail: hl7.ErrorDetail{Segment: "ORC", Sequence: o.seq, Field: 2,
+			Code: hl7.CodeRequiredFieldMissing, Severity: "E", Text: "no placer (ORC-2/OBR-2) or filler (ORC-3/OBR-3) order number"}}
+	}
+	id, err := w.resolve(ctx, "ServiceRequest", keys)
+	if err != nil {
+		return err
+	}
+	switch o.control {
+	case actionCreate:
+	case actionChange, actionCancel, actionStatus, actionHold, actionRelease:
+		if id == "" {
+			// HL7 table 0357 204: unknown key identifier — a change to an order Ferry never got.
+			return &ProcessError{Detail: hl7.ErrorDetail{Segment: "ORC", Sequence: o.seq, Field: 2,
+				Code: hl7.CodeUnknownKeyIdentifier, Severity: "E", Text: "unknown order number for order control " + o.control}}
+		}
+	default:
+		return &ProcessError{Detail: hl7.ErrorDetail{Segment: "ORC", Sequence: o.seq, Field: 1,
+			Code: hl7.CodeTableValueNotFound, Severity: "E", Text: fmt.Sprintf("order control action %q is not one Ferry knows", o.control)}}
+	}
+
+	requesterID := ""
+	if o.requester != nil {
+		pkeys := identifierKeys(w.pl.facility, "identifier", o.requester["identifier"])
+		if len(pkeys) == 0 {
+			pkeys = []string{practitionerNameKey(w.pl.facility, o.requester)}
+		}
+		if requesterID, err = w.upsertByKeys(ctx, "Practitioner", pkeys, o.requester, nil); err != nil {
+			return err
+		}
+	}
+
+	content := clone(o.sr)
+	content["subject"] = reference("Patient", patientID)
+	if encounterID != "" {
+		content["encounter"] = reference("Encounter", encounterID)
+	}
+	if requesterID != "" {
+		content["requester"] = reference("Practitioner", requesterID)
+	}
+	status := o.status
+	var cur map[string]any
+	if id != "" {
+		r, err := w.tx.Resource(ctx, "ServiceRequest", id)
+		if err != nil {
+			return err
+		}
+		if cur, err = contentOf(r.JSON); err != nil {
+			return err
+		}
+		if status == "" || o.control == actionCreate {
+			// A change keeps the status; so does a repeated NW for an order already moving.
+			status, _ = cur["status"].(string)
+		}
+		if o.control == actionCancel || o.control == actionStatus || o.control == actionHold || o.control == actionRelease {
+			// A status message carries the order again, often incompletely: only the status moves.
+			content = clone(cur)
+		}
+	}
+	if status == "" {
+		status = "active"
+	}
+	content["status"] = status
+	srID, err := w.upsert(ctx, "ServiceRequest", id, keys, content, nil)
+	if err != nil {
+		return err
+	}
+	return w.worklist(ctx, srID, status, o.worklist)
+}
+
+// practitionerNameKey keys a practitioner sent without an ID by name, within the facility.
+func practitionerNameKey(facility string, p map[string]any) string {
+	b, _ := json.Marshal(p["name"])
+	return "name|facility:" + facility + "|" + string(b)
+}
+
+// worklist keeps the Modality Worklist in step with the order: an active order is scheduled
+// work (its item replaced with the latest mapping), any other status removes it.
+func (w *writer) worklist(ctx context.Context, srID, status string, fields map[string]any) error {
+	if !onWorklist(status) || fields == nil {
+		return w.tx.DeleteWorklistItem(ctx, srID)
+	}
+	item, err := worklistItem(fields)
+	if err != nil {
+		return err
+	}
+	item.ServiceRequestID = srID
+	if w.redirectedTo != nil {
+		// The order came under the identifier of a patient merged away: the modality must see
+		// the survivor.
+		setWorklistPatient(item, w.redirectedTo)
+	}
+	return w.tx.PutWorklistItem(ctx, item)
+}
+
+// setWorklistPatient fills an item's patient attributes from a stored Patient: its first name
+// as DICOM PN, its first identifier (the MR one when typed) and that identifier's assigner.
+func setWorklistPatient(item *WorklistItem, patient map[string]any) {
+	if names := asList(patient["name"]); len(names) > 0 {
+		n := asMap(names[0])
+		given := asList(n["given"])
+		part := func(l []any, i int) string {
+			if i < len(l) {
+				s, _ := l[i].(string)
+				return s
+			}
+			return ""
+		}
+		family, _ := n["family"].(string)
+		parts := []string{family, part(given, 0), part(given, 1), part(asList(n["prefix"]), 0), part(asList(n["suffix"]), 0)}
+		for len(parts) > 0 && parts[len(parts)-1] == "" {
+			parts = parts[:len(parts)-1]
+		}
+		item.PatientName = strings.Join(parts, "^")
+	}
+	ids := asList(patient["identifier"])
+	pick := -1
+	for i, x := range ids {
+		if identifierType(asMap(x)) == "MR" {
+			pick = i
+			break
+		}
+	}
+	if pick < 0 && len(ids) > 0 {
+		pick = 0
+	}
+	if pick >= 0 {
+		id := asMap(ids[pick])
+		item.PatientID, _ = id["value"].(string)
+		item.IssuerOfPatientID, _ = asMap(id["assigner"])["display"].(string)
+	}
+	if bd, _ := patient["birthDate"].(string); len(bd) == 10 {
+		item.PatientBirthDate = strings.ReplaceAll(bd, "-", "")
+	}
+	switch patient["gender"] {
+	case "male":
+		item.PatientSex = "M"
+	case "female":
+		item.PatientSex = "F"
+	case "other":
+		item.PatientSex = "O"
+	default:
+		item.PatientSex = ""
+	}
+}
+
+// worklistItem decodes the mapping's worklist fields (docs/mappings.md names them).
+func worklistItem(fields map[string]any) (*WorklistItem, error) {
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return nil, err
+	}
+	var item WorklistItem
+	if err := json.Unmarshal(b, &item); err != nil {
+		return nil, fmt.Errorf("worklist fields: %w", err)
+	}
+	return &item, nil
+}
+
+// refreshWorklistPatient rewrites the patient attributes of the worklist items of a patient's
+// active orders after an ADT update or merge (IHE RAD-12 patient update reaches the modality).
+func (w *writer) refreshWorklistPatient(ctx context.Context, patientID string, fields map[string]any) error {
+	srs, err := w.tx.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 1000, Filters: []SearchFilter{
+		{Param: "patient", Op: SearchEq, Values: []SearchValue{{Value: "Patient/" + patientID}}},
+		{Param: "status", Op: SearchEq, Values: []SearchValue{{Value: "active"}}},
+	}})
+	if err != nil || len(srs) == 0 {
+		return err
+	}
+	patient, err := worklistItem(fields)
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, r := range srs {
+		want[r.ID] = true
+	}
+	// Items are found by the patient IDs they were scheduled under: the survivor's and, after a
+	// merge, the old patient's.
+	seen := map[string]bool{}
+	for _, pid := range w.patientIDs {
+		items, err := w.tx.WorklistItems(ctx, WorklistFilter{PatientID: pid})
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			if !want[it.ServiceRequestID] || seen[it.ServiceRequestID] {
+				continue
+			}
+			seen[it.ServiceRequestID] = true
+			it.PatientName, it.PatientID, it.IssuerOfPatientID = patient.PatientName, patient.PatientID, patient.IssuerOfPatientID
+			it.PatientBirthDate, it.PatientSex = patient.PatientBirthDate, patient.PatientSex
+			if err := w.tx.PutWorklistItem(ctx, it); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// merge applies an A40: the patient MRG-1 names is merged into patientID (the survivor, from
+// PID): the old one gets active=false and a replaced-by link, the survivor a replaces link, and
+// the old patient's orders move to the survivor. Its identifiers stay with it, so they resolve —
+// through the link — to the survivor. A merge of a patient into itself, of one already merged,
+// or into one that was itself merged away, is refused (AE).
+func (w *writer) merge(ctx context.Context, survivorID string) error {
+	keys := identifierKeys(w.pl.facility, "identifier", w.pl.merge)
+	priorID, err := w.resolve(ctx, "Patient", keys)
+	if err != nil {
+		return err
+	}
+	if priorID == "" {
+		return processError(hl7.CodeUnknownKeyIdentifier, "MRG", 1, "the prior patient in MRG-1 is not known")
+	}
+	if priorID == survivorID {
+		return processError(hl7.CodeDuplicateKey, "MRG", 1, "the patient in MRG-1 is already merged into the one in PID-3 (or is the same patient)")
+	}
+	prior, err := w.tx.Resource(ctx, "Patient", priorID)
+	if err != nil {
+		return err
+	}
+	if to := replacedBy(prior.JSON); to != "" {
+		return processError(hl7.CodeDuplicateKey, "MRG", 1, "the patient in MRG-1 was already merged")
+	}
+	survivor, err := w.tx.Resource(ctx, "Patient", survivorID)
+	if err != nil {
+		return err
+	}
+	if replacedBy(survivor.JSON) != "" {
+		return processError(hl7.CodeDuplicateKey, "PID", 3, "the surviving patient in PID-3 was itself merged into another")
+	}
+
+	pc, err := contentOf(prior.JSON)
+	if err != nil {
+		return err
+	}
+	pc["active"] = false
+	pc["link"] = append(asList(pc["link"]), map[string]any{"other": reference("Patient", survivorID), "type": "replaced-by"})
+	if err := w.put(ctx, "Patient", priorID, prior.VersionID+1, prior.Keys, pc); err != nil {
+		return err
+	}
+	sc, err := contentOf(survivor.JSON)
+	if err != nil {
+		return err
+	}
+	sc["link"] = append(asList(sc["link"]), map[string]any{"other": reference("Patient", priorID), "type": "replaces"})
+	if err := w.put(ctx, "Patient", survivorID, survivor.VersionID+1, survivor.Keys, sc); err != nil {
+		return err
+	}
+	w.patientIDs = append(w.patientIDs, identifierValues(pc["identifier"])...)
+
+	// Move every order (and encounter) of the old patient to the survivor.
+	for _, typ := range []string{"ServiceRequest", "Encounter"} {
+		for {
+			rs, err := w.tx.SearchResources(ctx, ResourceQuery{Type: typ, Count: 100, Filters: []SearchFilter{
+				{Param: "patient", Op: SearchEq, Values: []SearchValue{{Value: "Patient/" + priorID}}}}})
+			if err != nil {
+				return err
+			}
+			if len(rs) == 0 {
+				break
+			}
+			for _, found := range rs {
+				// Read it whole: a search result need not carry the keys PutResource keeps.
+				r, err := w.tx.Resource(ctx, typ, found.ID)
+				if err != nil {
+					return err
+				}
+				c, err := contentOf(r.JSON)
+				if err != nil {
+					return err
+				}
+				c["subject"] = reference("Patient", survivorID)
+				if err := w.put(ctx, typ, r.ID, r.VersionID+1, r.Keys, c); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func asList(x any) []any {
+	l, _ := x.([]any)
+	return l
+}
+
+// identifierValues returns the values of a list of FHIR Identifiers.
+func identifierValues(ids any) []string {
+	var out []string
+	for _, x := range asList(ids) {
+		if v, _ := asMap(x)["value"].(string); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}

@@ -1,0 +1,559 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferryhealth/ferry/fhir"
+	"github.com/ferryhealth/ferry/hl7"
+	"github.com/ferryhealth/ferry/mappings"
+)
+
+// ResourceValidator checks a resource before it is committed: fhir.Validator (google/fhir's R4
+// validating unmarshaller). Validate returns an error saying what is wrong and where (a FHIR path).
+type ResourceValidator interface {
+	Validate(resourceJSON []byte) error
+}
+
+// Mapper applies the mapping in force to a message: *mappings.Set through MappingSource. It
+// returns nil when no mapping handles the message's type from its facility.
+type MappingSource interface {
+	For(facility, messageType string) *mappings.Mapping
+}
+
+// Processor turns accepted orders and patient updates into resources (docs/orders.md): it maps
+// a message before the commit, validates every resource it will write, and applies the order
+// lifecycle in the transaction that stores the message, so that the ACK tells the truth.
+type Processor struct {
+	Mappings  func() MappingSource // the set in force; called per message (hot reload swaps it)
+	Validator ResourceValidator
+	Now       func() time.Time // default time.Now
+}
+
+// ProcessError is a message Ferry understood but will not apply: an unknown order number, a
+// repeated merge. It becomes an AE with an ERR saying what and where. Text holds no PHI.
+type ProcessError struct {
+	Detail hl7.ErrorDetail
+}
+
+func (e *ProcessError) Error() string {
+	loc := ""
+	if e.Detail.Segment != "" {
+		loc = fmt.Sprintf("%s-%d: ", e.Detail.Segment, e.Detail.Field)
+	}
+	return fmt.Sprintf("%s%s (ERR %d)", loc, e.Detail.Text, e.Detail.Code)
+}
+
+func processError(code hl7.ErrorCode, seg string, field int, format string, args ...any) *ProcessError {
+	return &ProcessError{Detail: hl7.ErrorDetail{Segment: seg, Sequence: 1, Field: field, Code: code,
+		Severity: "E", Text: fmt.Sprintf(format, args...)}}
+}
+
+// plan is what one message will change, worked out before the commit: the mapping's output,
+// its resources already validated (with placeholder ids).
+type plan struct {
+	err             error // the message could not be mapped: apply fails with it
+	facility        string
+	mappingVersion  string
+	patient         map[string]any
+	encounter       map[string]any
+	orders          []orderPlan
+	merge           []any // MRG-1 identifiers (A40)
+	worklistPatient map[string]any
+	now             time.Time
+}
+
+type orderPlan struct {
+	control   string // create, change, cancel, status, hold, release
+	status    string // the ServiceRequest.status the control sets, "" to keep
+	sr        map[string]any
+	requester map[string]any
+	worklist  map[string]any
+	seq       int // ORC occurrence, for ERR locations
+}
+
+// Plan maps msg and validates the resources it yields. It returns (nil, nil) when no mapping
+// handles the message (it is then only stored), a *mappings.Error or *ProcessError for a message
+// that cannot be mapped, or a validation error.
+func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
+	h := msg.Header()
+	m := p.Mappings().For(h.SendingFacility, h.MessageCode+"^"+h.TriggerEvent)
+	if m == nil {
+		return nil, nil
+	}
+	out, err := m.Apply(msg)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now
+	if p.Now != nil {
+		now = p.Now
+	}
+	pl := &plan{facility: h.SendingFacility, mappingVersion: m.Version, now: now().UTC().Truncate(time.Millisecond)}
+	pl.patient, _ = out["patient"].(map[string]any)
+	pl.encounter, _ = out["encounter"].(map[string]any)
+	pl.worklistPatient, _ = out["worklist_patient"].(map[string]any)
+	if mg, ok := out["merge"].(map[string]any); ok {
+		pl.merge, _ = mg["prior"].([]any)
+		if len(pl.merge) == 0 {
+			return nil, processError(hl7.CodeRequiredFieldMissing, "MRG", 1, "merge without a prior patient identifier in MRG-1")
+		}
+	}
+	if list, ok := out["orders"].([]any); ok {
+		for i, o := range list {
+			om, _ := o.(map[string]any)
+			op := orderPlan{seq: i + 1}
+			op.control, _ = om["control"].(string)
+			op.status, _ = om["status"].(string)
+			op.sr, _ = om["service_request"].(map[string]any)
+			op.requester, _ = om["requester"].(map[string]any)
+			op.worklist, _ = om["worklist"].(map[string]any)
+			if op.sr == nil {
+				continue
+			}
+			pl.orders = append(pl.orders, op)
+		}
+	}
+	if pl.patient == nil {
+		if len(pl.orders) > 0 || pl.merge != nil {
+			return nil, processError(hl7.CodeRequiredFieldMissing, "PID", 3, "no patient identifier")
+		}
+		return nil, nil
+	}
+	if err := p.validatePlan(pl); err != nil {
+		return nil, err
+	}
+	return pl, nil
+}
+
+// placeholderID stands for ids not known until the transaction; validation does not depend on
+// the value, only on its form.
+const placeholderID = "00000000-0000-4000-8000-000000000000"
+
+// validatePlan validates every resource the plan may write, with placeholder ids and references.
+func (p *Processor) validatePlan(pl *plan) error {
+	if p.Validator == nil {
+		return nil
+	}
+	ref := func(t string) map[string]any { return map[string]any{"reference": t + "/" + placeholderID} }
+	check := func(typ string, content map[string]any, refs map[string]any) error {
+		if content == nil {
+			return nil
+		}
+		body, err := resourceJSON(typ, placeholderID, 1, pl.now, pl.mappingVersion, withFields(content, refs))
+		if err != nil {
+			return err
+		}
+		if err := p.Validator.Validate(body); err != nil {
+			return &ProcessError{Detail: hl7.ErrorDetail{Code: hl7.CodeDataType, Severity: "E",
+				Text: "the mapped " + typ + " is not valid FHIR R4: " + limit(err.Error(), 300)}}
+		}
+		return nil
+	}
+	if err := check("Patient", pl.patient, nil); err != nil {
+		return err
+	}
+	if err := check("Encounter", pl.encounter, map[string]any{"subject": ref("Patient")}); err != nil {
+		return err
+	}
+	for _, o := range pl.orders {
+		if err := check("Practitioner", o.requester, nil); err != nil {
+			return err
+		}
+		refs := map[string]any{"subject": ref("Patient")}
+		if o.requester != nil {
+			refs["requester"] = ref("Practitioner")
+		}
+		if pl.encounter != nil {
+			refs["encounter"] = ref("Encounter")
+		}
+		if err := check("ServiceRequest", o.sr, refs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// withFields returns content with extra fields set (a shallow copy when there are any).
+func withFields(content map[string]any, extra map[string]any) map[string]any {
+	if len(extra) == 0 {
+		return content
+	}
+	out := make(map[string]any, len(content)+len(extra))
+	for k, v := range content {
+		out[k] = v
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
+
+// resourceJSON renders a resource: resourceType first, then id and meta, then the content
+// (json.Marshal orders the content's keys, so the same content always gives the same bytes).
+func resourceJSON(typ, id string, version int64, updated time.Time, source string, content map[string]any) ([]byte, error) {
+	body, err := json.Marshal(content)
+	if err != nil {
+		return nil, fmt.Errorf("rendering %s: %w", typ, err)
+	}
+	meta := map[string]any{"versionId": strconv.FormatInt(version, 10), "lastUpdated": updated.UTC().Format(fhirInstant)}
+	if source != "" {
+		meta["source"] = "urn:ferry:mapping:" + source
+	}
+	head, _ := json.Marshal(struct {
+		ResourceType string         `json:"resourceType"`
+		ID           string         `json:"id"`
+		Meta         map[string]any `json:"meta"`
+	}{typ, id, meta})
+	var b bytes.Buffer
+	b.Grow(len(head) + len(body))
+	b.Write(head[:len(head)-1])
+	if len(body) > 2 {
+		b.WriteByte(',')
+		b.Write(body[1:])
+	} else {
+		b.WriteByte('}')
+	}
+	return b.Bytes(), nil
+}
+
+// fhirInstant is FHIR's instant with milliseconds, in UTC.
+const fhirInstant = "2006-01-02T15:04:05.000Z07:00"
+
+// newID returns a new logical id: a random UUID (RFC 9562 version 4).
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// apply writes the plan's effects in tx. m is the message being stored (its ID is set).
+func (pl *plan) apply(ctx context.Context, tx Tx, m *InboundMessage) error {
+	if pl.err != nil {
+		return pl.err
+	}
+	w := &writer{tx: tx, pl: pl}
+	patientID, err := w.patient(ctx)
+	if err != nil {
+		return err
+	}
+	if pl.merge != nil {
+		if err := w.merge(ctx, patientID); err != nil {
+			return err
+		}
+	}
+	encounterID := ""
+	if pl.encounter != nil {
+		if encounterID, err = w.upsertByKeys(ctx, "Encounter", identifierKeys(pl.facility, "identifier", pl.encounter["identifier"]),
+			withFields(pl.encounter, map[string]any{"subject": reference("Patient", patientID)}), nil); err != nil {
+			return err
+		}
+	}
+	for _, o := range pl.orders {
+		if err := w.order(ctx, o, patientID, encounterID); err != nil {
+			return err
+		}
+	}
+	if pl.worklistPatient != nil && pl.orders == nil {
+		if err := w.refreshWorklistPatient(ctx, patientID, pl.worklistPatient); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type writer struct {
+	tx Tx
+	pl *plan
+	// patientIDs are the identifier values the patient's worklist items may carry as Patient ID.
+	patientIDs []string
+	// redirectedTo is the stored Patient a message's identifier led to through a merge, nil when
+	// the message named the patient directly.
+	redirectedTo map[string]any
+}
+
+func reference(typ, id string) map[string]any {
+	return map[string]any{"reference": typ + "/" + id}
+}
+
+// identifierKeys returns the business keys of a list of FHIR Identifiers: kind|scope|value,
+// where scope is the identifier system, or — for an identifier whose authority Ferry could not
+// resolve to a system — the sending facility and the assigner, so that two hospitals' local
+// numbers never collide.
+func identifierKeys(facility, kind string, ids any) []string {
+	list, _ := ids.([]any)
+	var keys []string
+	for _, x := range list {
+		id, _ := x.(map[string]any)
+		if k := identifierKey(facility, kind, id); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+func identifierKey(facility, kind string, id map[string]any) string {
+	value, _ := id["value"].(string)
+	if value == "" {
+		return ""
+	}
+	scope, _ := id["system"].(string)
+	if scope == "" {
+		assigner := ""
+		if a, ok := id["assigner"].(map[string]any); ok {
+			assigner, _ = a["display"].(string)
+		}
+		scope = "facility:" + facility + "/" + assigner
+	}
+	return kind + "|" + scope + "|" + value
+}
+
+// identifierType is the v2-0203 type code of a FHIR Identifier ("PLAC", "FILL", "ACSN", "MR"…).
+func identifierType(id map[string]any) string {
+	t, _ := id["type"].(map[string]any)
+	codings, _ := t["coding"].([]any)
+	for _, c := range codings {
+		cm, _ := c.(map[string]any)
+		if code, _ := cm["code"].(string); code != "" {
+			return code
+		}
+	}
+	return ""
+}
+
+// resolve finds the resource holding any of keys, following Patient replaced-by links to the
+// survivor of a merge. "" when none does.
+func (w *writer) resolve(ctx context.Context, typ string, keys []string) (string, error) {
+	for _, k := range keys {
+		id, err := w.tx.ResolveKey(ctx, typ, k)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return id, nil
+	}
+	return "", nil
+}
+
+// survivor follows replaced-by links from a merged patient to the one that replaced it.
+func (w *writer) survivor(ctx context.Context, id string) (string, error) {
+	for range 16 {
+		r, err := w.tx.Resource(ctx, "Patient", id)
+		if err != nil {
+			return "", err
+		}
+		next := replacedBy(r.JSON)
+		if next == "" {
+			return id, nil
+		}
+		id = next
+	}
+	return "", errors.New("patient merge chain longer than 16 links")
+}
+
+// replacedBy returns the id in a Patient's replaced-by link, "" when it has none.
+func replacedBy(body []byte) string {
+	var p struct {
+		Link []struct {
+			Other struct {
+				Reference string `json:"reference"`
+			} `json:"other"`
+			Type string `json:"type"`
+		} `json:"link"`
+	}
+	if json.Unmarshal(body, &p) != nil {
+		return ""
+	}
+	for _, l := range p.Link {
+		if l.Type == "replaced-by" {
+			return strings.TrimPrefix(l.Other.Reference, "Patient/")
+		}
+	}
+	return ""
+}
+
+// patient finds the message's patient by identifier (not by name: never duplicated per order,
+// never guessed) and creates or updates it; it returns the id of the patient now holding the
+// identifiers (the survivor, for one that was merged).
+func (w *writer) patient(ctx context.Context) (string, error) {
+	keys := identifierKeys(w.pl.facility, "identifier", w.pl.patient["identifier"])
+	if len(keys) == 0 {
+		return "", processError(hl7.CodeRequiredFieldMissing, "PID", 3, "no usable patient identifier in PID-3")
+	}
+	id, err := w.resolve(ctx, "Patient", keys)
+	if err != nil {
+		return "", err
+	}
+	w.patientIDs = identifierValues(w.pl.patient["identifier"])
+	if id != "" {
+		survivor, err := w.survivor(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		if survivor != id {
+			// The sender still uses the identifier of a patient merged away: the message
+			// belongs to the survivor, whose record it does not change (the old identifier
+			// stays with the old patient, and the survivor's demographics come from messages
+			// about the survivor).
+			r, err := w.tx.Resource(ctx, "Patient", survivor)
+			if err != nil {
+				return "", err
+			}
+			if w.redirectedTo, err = contentOf(r.JSON); err != nil {
+				return "", err
+			}
+			return survivor, nil
+		}
+	}
+	return w.upsert(ctx, "Patient", id, keys, w.pl.patient, mergePatient)
+}
+
+// mergePatient keeps what the stored Patient has that a message does not carry: identifiers from
+// other feeds (appended after the message's), links and active=false of a merge.
+func mergePatient(old, next map[string]any) map[string]any {
+	out := clone(next)
+	if ids, ok := old["identifier"].([]any); ok {
+		have := map[string]bool{}
+		merged, _ := out["identifier"].([]any)
+		merged = append([]any(nil), merged...)
+		for _, x := range merged {
+			have[identifierKey("", "", asMap(x))] = true
+		}
+		for _, x := range ids {
+			if k := identifierKey("", "", asMap(x)); k != "" && !have[k] {
+				merged = append(merged, x)
+				have[k] = true
+			}
+		}
+		out["identifier"] = merged
+	}
+	if l, ok := old["link"]; ok {
+		out["link"] = l
+	}
+	if a, ok := old["active"].(bool); ok && !a {
+		out["active"] = false
+	}
+	return out
+}
+
+func asMap(x any) map[string]any {
+	m, _ := x.(map[string]any)
+	return m
+}
+
+// clone is a shallow copy of m, so that changing its keys leaves the plan's maps alone.
+func clone(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m)+2)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// upsertByKeys is upsert for a resource found by its keys.
+func (w *writer) upsertByKeys(ctx context.Context, typ string, keys []string, content map[string]any, merge func(old, next map[string]any) map[string]any) (string, error) {
+	id, err := w.resolve(ctx, typ, keys)
+	if err != nil {
+		return "", err
+	}
+	return w.upsert(ctx, typ, id, keys, content, merge)
+}
+
+// upsert creates typ with content (id ""), or writes a new version of id when its content
+// differs from the stored one; identical content writes nothing ("identical repeats change
+// nothing"). merge, if set, combines the stored content with the new.
+func (w *writer) upsert(ctx context.Context, typ, id string, keys []string, content map[string]any, merge func(old, next map[string]any) map[string]any) (string, error) {
+	if id == "" {
+		id = newID()
+		return id, w.put(ctx, typ, id, 1, keys, content)
+	}
+	cur, err := w.tx.Resource(ctx, typ, id)
+	if err != nil {
+		return "", fmt.Errorf("reading %s/%s: %w", typ, id, err)
+	}
+	old, err := contentOf(cur.JSON)
+	if err != nil {
+		return "", err
+	}
+	if merge != nil {
+		content = merge(old, content)
+	}
+	same, err := sameContent(old, content)
+	if err != nil || same {
+		return id, err
+	}
+	allKeys := unionKeys(cur.Keys, keys)
+	return id, w.put(ctx, typ, id, cur.VersionID+1, allKeys, content)
+}
+
+func unionKeys(a, b []string) []string {
+	out := append([]string(nil), b...)
+	for _, k := range a {
+		found := false
+		for _, x := range out {
+			if x == k {
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// contentOf decodes a stored resource without its resourceType, id and meta.
+func contentOf(body []byte) (map[string]any, error) {
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("decoding stored resource: %w", err)
+	}
+	delete(m, "resourceType")
+	delete(m, "id")
+	delete(m, "meta")
+	return m, nil
+}
+
+// sameContent compares two contents as JSON (numbers and key order normalised by the encoder).
+func sameContent(a, b map[string]any) (bool, error) {
+	ja, err := json.Marshal(a)
+	if err != nil {
+		return false, err
+	}
+	jb, err := json.Marshal(b)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(ja, jb), nil
+}
+
+// put writes version of typ/id with content, its search index and keys.
+func (w *writer) put(ctx context.Context, typ, id string, version int64, keys []string, content map[string]any) error {
+	body, err := resourceJSON(typ, id, version, w.pl.now, w.pl.mappingVersion, content)
+	if err != nil {
+		return err
+	}
+	index, err := fhir.Index(typ, body)
+	if err != nil {
+		return fmt.Errorf("indexing %s: %w", typ, err)
+	}
+	r := &Resource{Type: typ, ID: id, VersionID: version, LastUpdated: w.pl.now, JSON: body, Index: index, Keys: keys}
+	if err := w.tx.PutResource(ctx, r); err != nil {
+		return fmt.Errorf("storing %s/%s: %w", typ, id, err)
+	}
+	return nil
+}

@@ -1,0 +1,314 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferryhealth/ferry/adapters/sqlite"
+	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/fhir"
+	"github.com/ferryhealth/ferry/hl7"
+	"github.com/ferryhealth/ferry/mappings"
+)
+
+// orderHarness is the inbound flow with the real pieces: the shipped mappings, google/fhir
+// validation, the group committer and the embedded SQLite store.
+type orderHarness struct {
+	t   *testing.T
+	st  *sqlite.Store
+	in  *engine.Inbound
+	seq int
+}
+
+func newOrderHarness(t *testing.T) *orderHarness {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	set, err := mappings.Load(mappings.Source{Base: []fs.FS{mappings.Shipped()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := fhir.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc := engine.NewGroupCommitter(st, engine.GroupCommitOptions{})
+	t.Cleanup(func() { gc.Close(); st.Close() })
+	in := engine.NewInbound("mllp", gc, nil, nil)
+	in.Processor = &engine.Processor{Mappings: func() engine.MappingSource { return set }, Validator: v}
+	return &orderHarness{t: t, st: st, in: in}
+}
+
+// send receives segs as one message with a fresh MSH-10 and returns MSA-1 and the ACK.
+func (h *orderHarness) send(msh string, segs ...string) (string, *hl7.Message) {
+	h.t.Helper()
+	h.seq++
+	msh = strings.Replace(msh, "CTRL", fmt.Sprintf("C%04d", h.seq), 1)
+	raw := []byte(strings.Join(append([]string{msh}, segs...), "\r") + "\r")
+	ack, err := hl7.Parse(h.in.Receive(context.Background(), engine.Received{Data: raw, ReceivedAt: time.Now()}))
+	if err != nil {
+		h.t.Fatalf("ACK does not parse: %v", err)
+	}
+	return ack.Value("MSA-1"), ack
+}
+
+func (h *orderHarness) mustAccept(msh string, segs ...string) {
+	h.t.Helper()
+	if code, ack := h.send(msh, segs...); code != "AA" {
+		h.t.Fatalf("want AA, got %s: %s", code, ack.Value("ERR-8")+ack.Value("ERR-1"))
+	}
+}
+
+func (h *orderHarness) search(typ string, filters ...engine.SearchFilter) []map[string]any {
+	h.t.Helper()
+	rs, err := h.st.SearchResources(context.Background(), engine.ResourceQuery{Type: typ, Filters: filters})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, r := range rs {
+		var m map[string]any
+		if err := json.Unmarshal(r.JSON, &m); err != nil {
+			h.t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func eq(param, value string) engine.SearchFilter {
+	sys := ""
+	if i := strings.LastIndexByte(value, '|'); i >= 0 {
+		sys, value = value[:i], value[i+1:]
+	}
+	return engine.SearchFilter{Param: param, Op: engine.SearchEq, Values: []engine.SearchValue{{System: sys, Value: value}}}
+}
+
+func (h *orderHarness) worklist(f engine.WorklistFilter) []*engine.WorklistItem {
+	h.t.Helper()
+	items, err := h.st.WorklistItems(context.Background(), f)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return items
+}
+
+const (
+	mshORM = `MSH|^~\&|RIS|STMARYS|FERRY|FERRY|20261127083000-0500||ORM^O01|CTRL|P|2.3.1`
+	mshADT = `MSH|^~\&|ADT|STMARYS|FERRY|FERRY|20261127083000-0500||ADT^A08^ADT_A01|CTRL|P|2.5.1`
+	mshA40 = `MSH|^~\&|ADT|STMARYS|FERRY|FERRY|20261127083000-0500||ADT^A40^ADT_A39|CTRL|P|2.5.1`
+	mrn    = "urn:oid:2.16.840.1.113883.3.9999.1"
+)
+
+func pidFor(id, name string) string {
+	return "PID|1||" + id + "^^^STMARYS^MR||" + name + "||19800102|F"
+}
+
+func orc(control, placer, status string) string {
+	return "ORC|" + control + "|" + placer + "^RIS|||" + status + "||^^^20261127093000^^R||20261127082500"
+}
+
+func obr(placer, acc string) string {
+	return "OBR|1|" + placer + "^RIS||71260^CT CHEST W/O CONTRAST^C4||||||||||||||" + acc + "||||||CT"
+}
+
+func TestOrderLifecycleNewChangeCancel(t *testing.T) {
+	t.Parallel()
+	h := newOrderHarness(t)
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PL1", "SC"), obr("PL1", "ACC1"))
+
+	srs := h.search("ServiceRequest", eq("identifier", "PL1"))
+	if len(srs) != 1 || srs[0]["status"] != "active" {
+		t.Fatalf("after NW: %v", srs)
+	}
+	if got := h.worklist(engine.WorklistFilter{AccessionNumber: "ACC1"}); len(got) != 1 || got[0].Modality != "CT" || got[0].PatientID != "000123" {
+		t.Fatalf("after NW the worklist has %+v", got)
+	}
+
+	// An identical repeat (new MSH-10, same content) changes nothing: still version 1.
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PL1", "SC"), obr("PL1", "ACC1"))
+	if v := h.search("ServiceRequest", eq("identifier", "PL1"))[0]["meta"].(map[string]any)["versionId"]; v != "1" {
+		t.Errorf("identical NW wrote version %v", v)
+	}
+	if n := len(h.search("Patient", eq("identifier", mrn+"|000123"))); n != 1 {
+		t.Errorf("%d patients for one MRN", n)
+	}
+
+	// XO changes the order (the procedure) and keeps its status.
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("XO", "PL1", "SC"),
+		strings.Replace(obr("PL1", "ACC1"), "71260^CT CHEST W/O CONTRAST^C4", "70450^CT HEAD WO CONTRAST^C4", 1))
+	sr := h.search("ServiceRequest", eq("identifier", "PL1"))[0]
+	if sr["status"] != "active" || sr["meta"].(map[string]any)["versionId"] != "2" || !strings.Contains(fmt.Sprint(sr["code"]), "70450") {
+		t.Errorf("after XO: status %v, version %v, code %v", sr["status"], sr["meta"], sr["code"])
+	}
+
+	// CA revokes it and takes it off the worklist.
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("CA", "PL1", "CA"), obr("PL1", "ACC1"))
+	if sr := h.search("ServiceRequest", eq("identifier", "PL1"))[0]; sr["status"] != "revoked" {
+		t.Errorf("after CA: status %v", sr["status"])
+	}
+	if got := h.worklist(engine.WorklistFilter{AccessionNumber: "ACC1"}); len(got) != 0 {
+		t.Errorf("a cancelled order stays on the worklist: %+v", got)
+	}
+
+	// A change to an order Ferry never got: AE with ERR 204 at ORC-2.
+	code, ack := h.send(mshORM, pidFor("000123", "DOE^JANE"), orc("XO", "PL404", "SC"), obr("PL404", "ACC404"))
+	// v2.3.1: ERR-1 carries segment^sequence^field^code.
+	if code != "AE" || ack.Value("ERR-1.1") != "ORC" || ack.Value("ERR-1.3") != "2" || ack.Value("ERR-1.4.1") != "204" {
+		t.Errorf("XO of an unknown order: %s %q", code, ack.Bytes())
+	}
+	if n := len(h.search("ServiceRequest", eq("identifier", "PL404"))); n != 0 {
+		t.Errorf("the refused change created %d orders", n)
+	}
+}
+
+func TestOrderStatusAndHold(t *testing.T) {
+	t.Parallel()
+	h := newOrderHarness(t)
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PL2", "SC"), obr("PL2", "ACC2"))
+	for _, step := range []struct{ control, orc5, want string }{
+		{"SC", "IP", "active"},
+		{"HD", "HD", "on-hold"},
+		{"RL", "SC", "active"},
+		{"SC", "CM", "completed"},
+	} {
+		h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc(step.control, "PL2", step.orc5), obr("PL2", "ACC2"))
+		if sr := h.search("ServiceRequest", eq("identifier", "PL2"))[0]; sr["status"] != step.want {
+			t.Errorf("after %s(%s): status %v, want %s", step.control, step.orc5, sr["status"], step.want)
+		}
+		onList := len(h.worklist(engine.WorklistFilter{AccessionNumber: "ACC2"})) == 1
+		if onList != (step.want == "active") {
+			t.Errorf("after %s(%s): on the worklist = %v", step.control, step.orc5, onList)
+		}
+	}
+}
+
+func TestMergeMovesOrdersAndResolvesTheOldIdentifier(t *testing.T) {
+	t.Parallel()
+	h := newOrderHarness(t)
+	// Two records of one woman: 000999 (registered twice by mistake) and 000123.
+	h.mustAccept(mshORM, pidFor("000999", "DOE^JANE"), orc("NW", "PL3", "SC"), obr("PL3", "ACC3"))
+	h.mustAccept(mshADT, pidFor("000123", "DOE^JANE^QUINN"), "PV1|1|O")
+	h.mustAccept(mshA40, pidFor("000123", "DOE^JANE^QUINN"), "MRG|000999^^^STMARYS^MR")
+
+	survivor := h.search("Patient", eq("identifier", mrn+"|000123"))
+	old := h.search("Patient", eq("identifier", mrn+"|000999"))
+	if len(survivor) != 1 || len(old) != 1 {
+		t.Fatalf("patients: survivor %d, old %d", len(survivor), len(old))
+	}
+	sid, oid := survivor[0]["id"].(string), old[0]["id"].(string)
+	if old[0]["active"] != false || !strings.Contains(fmt.Sprint(old[0]["link"]), "replaced-by") || !strings.Contains(fmt.Sprint(old[0]["link"]), sid) {
+		t.Errorf("old patient after merge: active %v, link %v", old[0]["active"], old[0]["link"])
+	}
+	if !strings.Contains(fmt.Sprint(survivor[0]["link"]), "replaces") {
+		t.Errorf("survivor after merge: link %v", survivor[0]["link"])
+	}
+	// The old patient's order is the survivor's now, and so is its worklist item.
+	if srs := h.search("ServiceRequest", eq("patient", "Patient/"+sid)); len(srs) != 1 {
+		t.Errorf("survivor has %d orders, want the merged one", len(srs))
+	}
+	if items := h.worklist(engine.WorklistFilter{AccessionNumber: "ACC3"}); len(items) != 1 || items[0].PatientID != "000123" || items[0].PatientName != "DOE^JANE^QUINN" {
+		t.Errorf("worklist after merge: %+v", items)
+	}
+	// An order for the old MRN lands on the survivor.
+	h.mustAccept(mshORM, pidFor("000999", "DOE^JANE"), orc("NW", "PL4", "SC"), obr("PL4", "ACC4"))
+	if srs := h.search("ServiceRequest", eq("identifier", "PL4")); len(srs) != 1 || !strings.Contains(fmt.Sprint(srs[0]["subject"]), sid) {
+		t.Errorf("order for the old MRN: %v", srs)
+	}
+	if n := len(h.search("Patient", eq("identifier", mrn+"|000999"))); n != 1 {
+		t.Errorf("the old MRN made %d patients", n)
+	}
+	_ = oid
+
+	// Repeating the merge, or merging the survivor back, is refused.
+	for name, segs := range map[string][]string{
+		"repeated": {pidFor("000123", "DOE^JANE^QUINN"), "MRG|000999^^^STMARYS^MR"},
+		"circular": {pidFor("000999", "DOE^JANE"), "MRG|000123^^^STMARYS^MR"},
+		"unknown":  {pidFor("000123", "DOE^JANE^QUINN"), "MRG|000555^^^STMARYS^MR"},
+	} {
+		if code, ack := h.send(mshA40, segs...); code != "AE" || ack.Value("ERR-2.1") == "" {
+			t.Errorf("%s merge: %s %q", name, code, ack.Bytes())
+		}
+	}
+}
+
+func TestADTUpdatesDemographicsOnce(t *testing.T) {
+	t.Parallel()
+	h := newOrderHarness(t)
+	h.mustAccept(mshADT, pidFor("000777", "ROE^RICHARD"), "PV1|1|O")
+	h.mustAccept(mshADT, pidFor("000777", "ROE^RICHARD"), "PV1|1|O")
+	h.mustAccept(mshADT, pidFor("000777", "ROE^RICHARD^ALAN"), "PV1|1|O")
+	ps := h.search("Patient", eq("identifier", mrn+"|000777"))
+	if len(ps) != 1 {
+		t.Fatalf("%d patients", len(ps))
+	}
+	if v := ps[0]["meta"].(map[string]any)["versionId"]; v != "2" {
+		t.Errorf("version %v after one real change", v)
+	}
+	hist, err := h.st.ResourceHistory(context.Background(), "Patient", ps[0]["id"].(string))
+	if err != nil || len(hist) != 2 {
+		t.Errorf("history: %d versions, %v", len(hist), err)
+	}
+}
+
+func TestMappingErrorIsStoredAndAnsweredAE(t *testing.T) {
+	t.Parallel()
+	h := newOrderHarness(t)
+	code, ack := h.send(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PL5", "SC"), "OBR|1|PL5^RIS||")
+	if code != "AE" || ack.Value("ERR-1.1") != "OBR" || ack.Value("ERR-1.3") != "4" || ack.Value("ERR-1.4.1") != "101" {
+		t.Fatalf("order without OBR-4: %s %q", code, ack.Bytes())
+	}
+	msgs, err := h.st.Messages(context.Background(), engine.MessageFilter{Status: engine.StatusError})
+	if err != nil || len(msgs) != 1 || len(msgs[0].Raw) == 0 {
+		t.Fatalf("the failed order is not kept for replay: %v %v", msgs, err)
+	}
+	if n := len(h.search("Patient")); n != 0 {
+		t.Errorf("a failed order left %d patients", n)
+	}
+}
+
+// BenchmarkPlanORM is the in-process half of an order: map an ORM^O01 with the shipped mapping
+// and validate its Patient, Encounter, Practitioner and ServiceRequest with google/fhir. The goal
+// is ≥ 2,500 messages/s per core (docs/performance.md); run with -cpu 1.
+func BenchmarkPlanORM(b *testing.B) {
+	set, err := mappings.Load(mappings.Source{Base: []fs.FS{mappings.Shipped()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, err := fhir.NewValidator()
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := &engine.Processor{Mappings: func() engine.MappingSource { return set }, Validator: v}
+	raw := []byte(strings.Join([]string{
+		strings.Replace(mshORM, "CTRL", "B1", 1),
+		"PID|1||000123^^^STMARYS^MR~999-88-7777^^^SSN^SS||DOE^JANE^Q^^DR||19800102|F|||12 MAIN ST^^SPRINGFIELD^IL^62701^USA^H||^PRN^PH^^^217^5550100",
+		"PV1|1|O|RAD^^^STMARYS||||1234^SMITH^ROBERT^J^^^MD^^STMARYS|5678^JONES^ANNA|||||||||||V1001^^^STMARYS^VN",
+		"ORC|NW|PL1001^RIS|FL2001^PACS||SC||^^^20261127093000^^S||20261127082500|||1234^SMITH^ROBERT^J^^^MD^^STMARYS",
+		"OBR|1|PL1001^RIS|FL2001^PACS|71260^CT CHEST W/O CONTRAST^C4|||||||||Cough, rule out mass|||||ACC3001||||||CT|||||||R05^Cough^I10",
+	}, "\r") + "\r")
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		msg, err := hl7.Parse(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pl, err := p.Plan(msg)
+		if err != nil || pl == nil {
+			b.Fatalf("plan: %v", err)
+		}
+	}
+}

@@ -1,0 +1,47 @@
+// Package fhir is Ferry's FHIR R4 (4.0.1) layer: it validates resources, computes the search
+// parameter values a store keeps beside each version, and builds what the FHIR REST API answers
+// with (OperationOutcome, searchset and history Bundles, the CapabilityStatement). No I/O.
+//
+// # Validation
+//
+// Validator runs google/fhir's validating R4 unmarshaller (jsonformat, v0.7.4) and then a few
+// checks of Ferry's own, and reports every problem it finds, each with its location, as a
+// *ValidationError (never only the first).
+//
+// google/fhir checks, and reports all of:
+//   - JSON syntax (fatal: nothing else is checked then) and the resourceType (known R4 types only);
+//   - nesting deeper than 100 elements (Ferry sets the limit: hostile input must not recurse
+//     without bound);
+//   - unknown elements (FHIR JSON is closed), wrong JSON types (a string where an array belongs),
+//     null values, choice elements given twice (valueString and valueCode);
+//   - primitive formats: id, code, oid, uuid, date, dateTime, instant (which must carry a time
+//     zone), time, decimal, integer ranges, base64Binary, uri (as net/url parses it, which is
+//     lenient);
+//   - codes bound to a required value set the protos model as enums (Patient.gender,
+//     ServiceRequest.status/intent/priority, Encounter.status, Bundle.type, …);
+//   - required cardinality (min 1): ServiceRequest.status, intent and subject; Encounter.status
+//     and class; DiagnosticReport.status and code; ImagingStudy.status, subject, series.uid and
+//     series.modality; Patient.link.other; Extension.url; Bundle.type; OperationOutcome.issue.code;
+//   - reference targets: a Reference whose "Type/id" names a type the element does not allow.
+//
+// google/fhir does not check, and Ferry adds (cheaply, in one pass over the bytes and small
+// decodes of the few types concerned):
+//   - empty values, which FHIR JSON forbids and which mappings from HL7 v2 easily produce: empty
+//     strings (""), empty arrays ([]) and empty objects ({}) (ele-1, and "arrays are never empty");
+//   - duplicate property names in one object, which google/fhir silently resolves (the last wins)
+//     while other readers may take the first;
+//   - org-1: an Organization (the resource itself, not one contained) has a name or an identifier;
+//   - the Bundle invariants on entries: bdl-1 (total only in a searchset or history), bdl-2
+//     (entry.search only in a searchset), bdl-3 (entry.request exactly in batch, transaction and
+//     history), bdl-4 (entry.response exactly in batch-response, transaction-response and
+//     history).
+//
+// Neither checks the other FHIRPath invariants, value sets bound as extensible or preferred,
+// code systems (a LOINC code is not looked up), the XHTML of a narrative, or profiles.
+//
+// # Search parameters
+//
+// Index computes a resource version's search parameter values (see IndexEntry) for the types in
+// SearchParams; NormalizeString is the one normalisation of string parameters, used when indexing
+// and when querying.
+package fhir

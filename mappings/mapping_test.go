@@ -1,0 +1,331 @@
+package mappings
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/ferryhealth/ferry/hl7"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+func shippedSet(t testing.TB) *Set {
+	t.Helper()
+	s, err := Load(Source{Base: []fs.FS{Shipped()}})
+	if err != nil {
+		t.Fatalf("shipped mappings have problems:\n%v", err)
+	}
+	return s
+}
+
+// TestShippedMappingTests runs every *_test.yaml beside the shipped mappings, as
+// `ferry mappings test` does.
+func TestShippedMappingTests(t *testing.T) {
+	s := shippedSet(t)
+	files, err := LoadTests(Shipped())
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := s.Run(files)
+	if len(results) < 10 {
+		t.Fatalf("only %d shipped mapping tests ran", len(results))
+	}
+	for _, r := range results {
+		t.Run(r.Name, func(t *testing.T) {
+			if !r.Passed {
+				t.Errorf("%s: %s\n%s", r.File, r.Name, strings.Join(r.Details, "\n"))
+			}
+		})
+	}
+}
+
+const corpusDir = "../../shared/corpus/hl7v2"
+
+// corpusMessages returns the corpus messages the shipped mappings handle (by MSH-9), skipping
+// the test when the shared corpus is absent (a user's clone).
+func corpusMessages(t *testing.T, s *Set) map[string][]byte {
+	t.Helper()
+	if _, err := os.Stat(corpusDir); err != nil {
+		t.Skipf("corpus not found at %s (it is in CI, not in a user's clone): %v", corpusDir, err)
+	}
+	out := map[string][]byte{}
+	err := filepath.WalkDir(corpusDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".hl7") {
+			return err
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		batch, err := hl7.SplitBatch(raw)
+		if err != nil {
+			batch = [][]byte{raw}
+		}
+		for _, one := range batch {
+			h, err := hl7.ReadHeader(one)
+			if err != nil || s.For(h.SendingFacility, h.MessageCode+"^"+h.TriggerEvent) == nil {
+				continue
+			}
+			rel, _ := filepath.Rel(corpusDir, p)
+			name := strings.NewReplacer("/", "__", ".hl7", "").Replace(rel)
+			if _, dup := out[name]; dup {
+				name += "__" + h.ControlID
+			}
+			out[name] = one
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestGoldenCorpus maps every ORM/OMI/ADT message of the corpus with the shipped mappings and
+// compares the output (or the error an AE would carry) with testdata/golden/NAME.json.
+// go test ./mappings -run TestGoldenCorpus -update rewrites them.
+func TestGoldenCorpus(t *testing.T) {
+	s := shippedSet(t)
+	msgs := corpusMessages(t, s)
+	if len(msgs) < 50 {
+		t.Fatalf("only %d corpus messages have a shipped mapping", len(msgs))
+	}
+	mapped := 0
+	for name, raw := range msgs {
+		t.Run(name, func(t *testing.T) {
+			res, err := s.Try(raw)
+			var got any
+			switch {
+			case err != nil:
+				got = map[string]any{"not_mapped": firstLine(err.Error())}
+			default:
+				if res.Error == nil {
+					mapped++
+				}
+				res.Mapping = regexp.MustCompile(`\+[0-9a-f]+$`).ReplaceAllString(res.Mapping, "")
+				got = res
+			}
+			b, _ := json.MarshalIndent(got, "", "  ")
+			b = append(b, '\n')
+			golden := filepath.Join("testdata", "golden", name+".json")
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(golden, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("no golden file (run with -update): %v", err)
+			}
+			if !bytes.Equal(want, b) {
+				t.Errorf("output differs from %s (run with -update after checking):\n%s", golden, b)
+			}
+		})
+	}
+	t.Logf("%d of %d corpus messages mapped without error", mapped, len(msgs))
+}
+
+func TestLintReportsEveryProblemWithFileAndLine(t *testing.T) {
+	broken := fstest.MapFS{
+		"orm_o01.yaml": {Data: []byte(`mapping: orm_o01
+version: 2
+messages: [ORM^O01]
+output:
+  patient:
+    use: patient
+    birthDate: =date(PID-7.x)
+    gender: =gender(PID-8
+  orders:
+    each: ORC-1.2
+    code: =codeable("OBR-4", "no_such_table")
+`)},
+		"tables/priority.yaml": {Data: []byte("table: priority\nmissing: sometimes\nrows: {S: {priority: stat}}\n")},
+		"extra.yaml":           {Data: []byte("mapping: wrong_name\nversion: 0\nmessages: [ORM-O01]\noutput: {}\n")},
+	}
+	_, err := Load(Source{Base: []fs.FS{Shipped(), broken}})
+	probs, ok := err.(Problems)
+	if !ok {
+		t.Fatalf("Load: want Problems, got %v", err)
+	}
+	text := probs.Error()
+	for _, want := range []string{
+		"shipped/orm_o01.yaml:7: output.patient.birthDate",             // bad path in an expression
+		"shipped/orm_o01.yaml:8: output.patient.gender",                // unclosed call
+		"shipped/orm_o01.yaml:10: output.orders.each",                  // each over a component
+		`shipped/orm_o01.yaml:11: no code table named "no_such_table"`, // unknown table
+		`tables/priority.yaml: missing: want empty, error or default`,
+		`extra.yaml: mapping: the name "wrong_name" differs from the file name "extra"`,
+		"extra.yaml: version: a positive number is required",
+		`extra.yaml: messages: "ORM-O01" is not a message type`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("problems lack %q; got:\n%s", want, text)
+		}
+	}
+}
+
+func TestFacilityOverride(t *testing.T) {
+	site := fstest.MapFS{}
+	// STMARYS insists on known procedure codes: its procedures table answers a missing code with
+	// ERR 103 at OBR-4.
+	strict := fstest.MapFS{"tables/procedures.yaml": {Data: []byte(`table: procedures
+missing: error
+rows:
+  "71260": {system: "http://loinc.org", code: "24627-2", scheme: LN, display: "CT Chest", modality: CT}
+`)}}
+	s, err := Load(Source{Base: []fs.FS{Shipped(), site}, Facilities: map[string]fs.FS{"STMARYS": strict}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(facility, code string) []byte {
+		return []byte("MSH|^~\\&|RIS|" + facility + "|FERRY|FERRY|20261127083000||ORM^O01|X1|P|2.3\r" +
+			"PID|1||123^^^STMARYS^MR||DOE^JANE\rORC|NW|PL1\rOBR|1|PL1||" + code + "^SOME EXAM^C4\r")
+	}
+	for _, tc := range []struct {
+		facility, code string
+		wantErr        bool
+	}{
+		{"STMARYS", "71260", false},
+		{"STMARYS", "99999", true},
+		{"OTHER", "99999", false}, // the site's table keeps the hospital's code alone
+	} {
+		res, err := s.Try(msg(tc.facility, tc.code))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Error != nil; got != tc.wantErr {
+			t.Errorf("%s %s: error = %+v, want error %v", tc.facility, tc.code, res.Error, tc.wantErr)
+		}
+		if res.Error != nil && (res.Error.Code != 103 || res.Error.Field != "OBR-4.1") {
+			t.Errorf("%s %s: want ERR 103 at OBR-4.1, got %+v", tc.facility, tc.code, res.Error)
+		}
+	}
+}
+
+func TestReloaderKeepsWorkingMappingsOnBrokenEdit(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) {
+		t.Helper()
+		p := filepath.Join(dir, "tables", "priority.yaml")
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Make the change visible to a filesystem with coarse modification times.
+		later := time.Now().Add(time.Duration(len(body)) * time.Second)
+		_ = os.Chtimes(p, later, later)
+	}
+	write("table: priority\nrows: {S: {priority: asap, dicom: HIGH}}\n")
+	r, err := NewReloader(Config{Dir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := r.Current()
+	write("table: priority\nrows: [not, a, map]\n")
+	if r.Check() {
+		t.Fatal("a broken table was put in force")
+	}
+	if r.Current() != first {
+		t.Fatal("the working set was replaced by a broken one")
+	}
+	write("table: priority\nrows: {S: {priority: stat, dicom: STAT}}\n\n")
+	if !r.Check() {
+		t.Fatal("a fixed table was not loaded")
+	}
+	v1 := first.For("", "ORM^O01").Version
+	v2 := r.Current().For("", "ORM^O01").Version
+	if v1 == v2 {
+		t.Errorf("the mapping version did not change with its table: %s", v1)
+	}
+}
+
+func TestParseTS(t *testing.T) {
+	utc := time.UTC
+	for _, tc := range []struct {
+		in, date, dateTime string
+		bad                bool
+	}{
+		{in: "1980", date: "1980", dateTime: "1980"},
+		{in: "198001", date: "1980-01", dateTime: "1980-01"},
+		{in: "19800102", date: "1980-01-02", dateTime: "1980-01-02"},
+		{in: "198001021230", date: "1980-01-02", dateTime: "1980-01-02T12:30:00Z"},
+		{in: "20261127083000-0500", date: "2026-11-27", dateTime: "2026-11-27T08:30:00-05:00"},
+		{in: "20261127083000.123+0130", date: "2026-11-27", dateTime: "2026-11-27T08:30:00.123+01:30"},
+		{in: "2026112708", date: "2026-11-27", dateTime: "2026-11-27T08:00:00Z"},
+		{in: "20260230", bad: true},
+		{in: "2026-11-27", bad: true},
+		{in: "202611270860", bad: true},
+		{in: "20261127083000-05", bad: true},
+		{in: "1980010", bad: true},
+	} {
+		st := &state{loc: utc}
+		d, err := fnDate(st, []any{tc.in})
+		if tc.bad {
+			if err == nil {
+				t.Errorf("date(%q) = %v, want an error", tc.in, d)
+			}
+			continue
+		}
+		if err != nil || d != tc.date {
+			t.Errorf("date(%q) = %v, %v; want %s", tc.in, d, err, tc.date)
+		}
+		dt, err := fnDateTime(st, []any{tc.in})
+		if err != nil || dt != tc.dateTime {
+			t.Errorf("datetime(%q) = %v, %v; want %s", tc.in, dt, err, tc.dateTime)
+		}
+	}
+}
+
+func TestRewriteKeepsStringsAndRewritesPaths(t *testing.T) {
+	c := &compiler{}
+	got, err := c.rewrite(`PID-5.1 + " PID-5 " + first(OBR[2]-4.1, 'x') + name("PID-5")`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `v(ctx, 0) + " PID-5 " + first(ctx, v(ctx, 1), 'x') + name(ctx, "PID-5")`
+	if got != want {
+		t.Errorf("rewrite:\n got  %s\n want %s", got, want)
+	}
+	if !slices.Equal([]string{pathText(c.paths[0]), pathText(c.paths[1])}, []string{"PID-5.1", "OBR[2]-4.1"}) {
+		t.Errorf("paths: %v", c.paths)
+	}
+}
+
+// BenchmarkApplyORM maps a typical order (no validation, no store): the mapping engine's share of
+// the ≥2,500 orders/s per core goal.
+func BenchmarkApplyORM(b *testing.B) {
+	s := shippedSet(b)
+	files, err := LoadTests(Shipped())
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw := []byte(files[slices.IndexFunc(files, func(f TestFile) bool { return strings.HasSuffix(f.File, "orm_o01_test.yaml") })].Tests[0].Message)
+	msg, err := hl7.Parse(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := s.For("STMARYS", "ORM^O01")
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.Apply(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
