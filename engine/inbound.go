@@ -54,6 +54,11 @@ type Inbound struct {
 	// Processor, if set, maps accepted messages to resources in the transaction that stores
 	// them, so AA means the resources are committed (docs/orders.md).
 	Processor *Processor
+	// AckOnReceipt (channel option ack: on_receipt) acknowledges a message once it is stored
+	// and leaves the processing to a PendingWorker; Pending, if set, is nudged after each such
+	// message.
+	AckOnReceipt bool
+	Pending      *PendingWorker
 
 	ackPrefix string
 	ackSeq    atomic.Uint64
@@ -117,7 +122,11 @@ func (in *Inbound) Receive(ctx context.Context, r Received) []byte {
 	}
 	rec.ACK = in.buildACK(h, v.outcome, v.errs)
 	if v.outcome == hl7.Accept && in.Processor != nil {
-		in.process(v, rec)
+		if in.AckOnReceipt {
+			rec.Pending = true
+		} else {
+			in.process(v, rec)
+		}
 	}
 
 	if err := in.Committer.Commit(ctx, rec); err != nil {
@@ -131,6 +140,9 @@ func (in *Inbound) Receive(ctx context.Context, r Received) []byte {
 		}})
 	}
 
+	if rec.Pending && rec.Status == StatusAccepted && in.Pending != nil {
+		in.Pending.Nudge()
+	}
 	in.Metrics.Messages.WithLabelValues(in.Channel, typeLabel(h.MessageCode, h.TriggerEvent), rec.ACKCode).Inc()
 	switch rec.Status {
 	case StatusDuplicate:
@@ -271,15 +283,12 @@ func (in *Inbound) process(v verdict, rec *InboundMessage) {
 		in.Logger.Warn("message not processed", "channel", in.Channel, "control_id", h.ControlID,
 			"mapping", rec.MappingVersion, "err", d.Text, "location", d.Segment, "field", d.Field, "code", int(d.Code))
 	}
-	pl, err := in.Processor.Plan(v.msg)
+	pl, _ := in.Processor.Plan(v.msg)
 	if pl != nil {
 		rec.MappingVersion = pl.mappingVersion
 	}
-	if err != nil {
-		// The failure is applied in the commit, after duplicate detection: a duplicate of an
-		// accepted message is answered like its original even if the mapping changed since.
-		pl = &plan{err: err}
-	}
+	// A failure (pl.err) is applied in the commit, after duplicate detection: a duplicate of an
+	// accepted message is answered like its original even if the mapping changed since.
 	if pl == nil {
 		return
 	}

@@ -42,14 +42,14 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 		return &ProcessError{Detail: hl7.ErrorDetail{Segment: "ORC", Sequence: o.seq, Field: 2,
 			Code: hl7.CodeRequiredFieldMissing, Severity: "E", Text: "no placer (ORC-2/OBR-2) or filler (ORC-3/OBR-3) order number"}}
 	}
-	id, err := w.resolve(ctx, "ServiceRequest", keys)
+	curSR, err := w.find(ctx, "ServiceRequest", keys)
 	if err != nil {
 		return err
 	}
 	switch o.control {
 	case actionCreate:
 	case actionChange, actionCancel, actionStatus, actionHold, actionRelease:
-		if id == "" {
+		if curSR == nil {
 			// HL7 table 0357 204: unknown key identifier — a change to an order Ferry never got.
 			return &ProcessError{Detail: hl7.ErrorDetail{Segment: "ORC", Sequence: o.seq, Field: 2,
 				Code: hl7.CodeUnknownKeyIdentifier, Severity: "E", Text: "unknown order number for order control " + o.control}}
@@ -80,12 +80,8 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 	}
 	status := o.status
 	var cur map[string]any
-	if id != "" {
-		r, err := w.tx.Resource(ctx, "ServiceRequest", id)
-		if err != nil {
-			return err
-		}
-		if cur, err = contentOf(r.JSON); err != nil {
+	if curSR != nil {
+		if cur, err = contentOf(curSR.JSON); err != nil {
 			return err
 		}
 		if status == "" || o.control == actionCreate {
@@ -101,7 +97,7 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 		status = "active"
 	}
 	content["status"] = status
-	srID, err := w.upsert(ctx, "ServiceRequest", id, keys, content, nil)
+	srID, err := w.upsert(ctx, "ServiceRequest", curSR, keys, content, nil)
 	if err != nil {
 		return err
 	}
@@ -245,19 +241,16 @@ func (w *writer) refreshWorklistPatient(ctx context.Context, patientID string, f
 // or into one that was itself merged away, is refused (AE).
 func (w *writer) merge(ctx context.Context, survivorID string) error {
 	keys := identifierKeys(w.pl.facility, "identifier", w.pl.merge)
-	priorID, err := w.resolve(ctx, "Patient", keys)
+	prior, err := w.find(ctx, "Patient", keys)
 	if err != nil {
 		return err
 	}
-	if priorID == "" {
+	if prior == nil {
 		return processError(hl7.CodeUnknownKeyIdentifier, "MRG", 1, "the prior patient in MRG-1 is not known")
 	}
+	priorID := prior.ID
 	if priorID == survivorID {
 		return processError(hl7.CodeDuplicateKey, "MRG", 1, "the patient in MRG-1 is already merged into the one in PID-3 (or is the same patient)")
-	}
-	prior, err := w.tx.Resource(ctx, "Patient", priorID)
-	if err != nil {
-		return err
 	}
 	if to := replacedBy(prior.JSON); to != "" {
 		return processError(hl7.CodeDuplicateKey, "MRG", 1, "the patient in MRG-1 was already merged")

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferryhealth/ferry/fhir"
@@ -36,6 +38,37 @@ type Processor struct {
 	Mappings  func() MappingSource // the set in force; called per message (hot reload swaps it)
 	Validator ResourceValidator
 	Now       func() time.Time // default time.Now
+
+	// valid remembers content that passed validation: the same ordering physician, the same
+	// patient on a second order, validate once (google/fhir costs ~150µs a resource).
+	valid validCache
+}
+
+// validCache is a bounded set of digests of resource content (type, id-independent) that
+// passed validation. Content is validated as it will be written, apart from id and meta, which
+// Ferry sets in a form that is always valid.
+type validCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]struct{}
+}
+
+// validCacheSize bounds the cache; when full it starts over (a cheap, safe eviction).
+const validCacheSize = 16384
+
+func (c *validCache) has(k [32]byte) bool {
+	c.mu.Lock()
+	_, ok := c.m[k]
+	c.mu.Unlock()
+	return ok
+}
+
+func (c *validCache) add(k [32]byte) {
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= validCacheSize {
+		c.m = make(map[[32]byte]struct{}, 1024)
+	}
+	c.m[k] = struct{}{}
+	c.mu.Unlock()
 }
 
 // ProcessError is a message Ferry understood but will not apply: an unknown order number, a
@@ -81,17 +114,21 @@ type orderPlan struct {
 }
 
 // Plan maps msg and validates the resources it yields. It returns (nil, nil) when no mapping
-// handles the message (it is then only stored), a *mappings.Error or *ProcessError for a message
-// that cannot be mapped, or a validation error.
+// handles the message (it is then only stored). Otherwise the plan says which mapping version
+// applied, also when it fails: with a *mappings.Error or *ProcessError for a message that cannot
+// be mapped, or a validation error.
 func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 	h := msg.Header()
 	m := p.Mappings().For(h.SendingFacility, h.MessageCode+"^"+h.TriggerEvent)
 	if m == nil {
 		return nil, nil
 	}
+	failed := func(err error) (*plan, error) {
+		return &plan{mappingVersion: m.Version, err: err}, err
+	}
 	out, err := m.Apply(msg)
 	if err != nil {
-		return nil, err
+		return failed(err)
 	}
 	now := time.Now
 	if p.Now != nil {
@@ -104,7 +141,7 @@ func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 	if mg, ok := out["merge"].(map[string]any); ok {
 		pl.merge, _ = mg["prior"].([]any)
 		if len(pl.merge) == 0 {
-			return nil, processError(hl7.CodeRequiredFieldMissing, "MRG", 1, "merge without a prior patient identifier in MRG-1")
+			return failed(processError(hl7.CodeRequiredFieldMissing, "MRG", 1, "merge without a prior patient identifier in MRG-1"))
 		}
 	}
 	if list, ok := out["orders"].([]any); ok {
@@ -124,12 +161,12 @@ func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 	}
 	if pl.patient == nil {
 		if len(pl.orders) > 0 || pl.merge != nil {
-			return nil, processError(hl7.CodeRequiredFieldMissing, "PID", 3, "no patient identifier")
+			return failed(processError(hl7.CodeRequiredFieldMissing, "PID", 3, "no patient identifier"))
 		}
 		return nil, nil
 	}
 	if err := p.validatePlan(pl); err != nil {
-		return nil, err
+		return failed(err)
 	}
 	return pl, nil
 }
@@ -148,7 +185,20 @@ func (p *Processor) validatePlan(pl *plan) error {
 		if content == nil {
 			return nil
 		}
-		body, err := resourceJSON(typ, placeholderID, 1, pl.now, pl.mappingVersion, withFields(content, refs))
+		full := withFields(content, refs)
+		b, err := json.Marshal(full)
+		if err != nil {
+			return err
+		}
+		h := sha256.New()
+		h.Write([]byte(typ))
+		h.Write(b)
+		var key [32]byte
+		h.Sum(key[:0])
+		if p.valid.has(key) {
+			return nil
+		}
+		body, err := resourceJSON(typ, placeholderID, 1, pl.now, pl.mappingVersion, full)
 		if err != nil {
 			return err
 		}
@@ -156,6 +206,7 @@ func (p *Processor) validatePlan(pl *plan) error {
 			return &ProcessError{Detail: hl7.ErrorDetail{Code: hl7.CodeDataType, Severity: "E",
 				Text: "the mapped " + typ + " is not valid FHIR R4: " + limit(err.Error(), 300)}}
 		}
+		p.valid.add(key)
 		return nil
 	}
 	if err := check("Patient", pl.patient, nil); err != nil {
@@ -332,36 +383,32 @@ func identifierType(id map[string]any) string {
 	return ""
 }
 
-// resolve finds the resource holding any of keys, following Patient replaced-by links to the
-// survivor of a merge. "" when none does.
-func (w *writer) resolve(ctx context.Context, typ string, keys []string) (string, error) {
-	for _, k := range keys {
-		id, err := w.tx.ResolveKey(ctx, typ, k)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		return id, nil
+// find returns the current version of the resource of typ holding any of keys (one round
+// trip), or nil when none does.
+func (w *writer) find(ctx context.Context, typ string, keys []string) (*Resource, error) {
+	if len(keys) == 0 {
+		return nil, nil
 	}
-	return "", nil
+	r, err := w.tx.ResourceByKeys(ctx, typ, keys)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return r, err
 }
 
 // survivor follows replaced-by links from a merged patient to the one that replaced it.
-func (w *writer) survivor(ctx context.Context, id string) (string, error) {
+func (w *writer) survivor(ctx context.Context, r *Resource) (*Resource, error) {
 	for range 16 {
-		r, err := w.tx.Resource(ctx, "Patient", id)
-		if err != nil {
-			return "", err
-		}
 		next := replacedBy(r.JSON)
 		if next == "" {
-			return id, nil
+			return r, nil
 		}
-		id = next
+		var err error
+		if r, err = w.tx.Resource(ctx, "Patient", next); err != nil {
+			return nil, err
+		}
 	}
-	return "", errors.New("patient merge chain longer than 16 links")
+	return nil, errors.New("patient merge chain longer than 16 links")
 }
 
 // replacedBy returns the id in a Patient's replaced-by link, "" when it has none.
@@ -393,32 +440,28 @@ func (w *writer) patient(ctx context.Context) (string, error) {
 	if len(keys) == 0 {
 		return "", processError(hl7.CodeRequiredFieldMissing, "PID", 3, "no usable patient identifier in PID-3")
 	}
-	id, err := w.resolve(ctx, "Patient", keys)
+	cur, err := w.find(ctx, "Patient", keys)
 	if err != nil {
 		return "", err
 	}
 	w.patientIDs = identifierValues(w.pl.patient["identifier"])
-	if id != "" {
-		survivor, err := w.survivor(ctx, id)
+	if cur != nil {
+		survivor, err := w.survivor(ctx, cur)
 		if err != nil {
 			return "", err
 		}
-		if survivor != id {
+		if survivor.ID != cur.ID {
 			// The sender still uses the identifier of a patient merged away: the message
 			// belongs to the survivor, whose record it does not change (the old identifier
 			// stays with the old patient, and the survivor's demographics come from messages
 			// about the survivor).
-			r, err := w.tx.Resource(ctx, "Patient", survivor)
-			if err != nil {
+			if w.redirectedTo, err = contentOf(survivor.JSON); err != nil {
 				return "", err
 			}
-			if w.redirectedTo, err = contentOf(r.JSON); err != nil {
-				return "", err
-			}
-			return survivor, nil
+			return survivor.ID, nil
 		}
 	}
-	return w.upsert(ctx, "Patient", id, keys, w.pl.patient, mergePatient)
+	return w.upsert(ctx, "Patient", cur, keys, w.pl.patient, mergePatient)
 }
 
 // mergePatient keeps what the stored Patient has that a message does not carry: identifiers from
@@ -465,24 +508,20 @@ func clone(m map[string]any) map[string]any {
 
 // upsertByKeys is upsert for a resource found by its keys.
 func (w *writer) upsertByKeys(ctx context.Context, typ string, keys []string, content map[string]any, merge func(old, next map[string]any) map[string]any) (string, error) {
-	id, err := w.resolve(ctx, typ, keys)
+	cur, err := w.find(ctx, typ, keys)
 	if err != nil {
 		return "", err
 	}
-	return w.upsert(ctx, typ, id, keys, content, merge)
+	return w.upsert(ctx, typ, cur, keys, content, merge)
 }
 
-// upsert creates typ with content (id ""), or writes a new version of id when its content
+// upsert creates typ with content (cur nil), or writes a new version of cur when its content
 // differs from the stored one; identical content writes nothing ("identical repeats change
-// nothing"). merge, if set, combines the stored content with the new.
-func (w *writer) upsert(ctx context.Context, typ, id string, keys []string, content map[string]any, merge func(old, next map[string]any) map[string]any) (string, error) {
-	if id == "" {
-		id = newID()
+// nothing"). merge, if set, combines the stored content with the new. It returns the id.
+func (w *writer) upsert(ctx context.Context, typ string, cur *Resource, keys []string, content map[string]any, merge func(old, next map[string]any) map[string]any) (string, error) {
+	if cur == nil {
+		id := newID()
 		return id, w.put(ctx, typ, id, 1, keys, content)
-	}
-	cur, err := w.tx.Resource(ctx, typ, id)
-	if err != nil {
-		return "", fmt.Errorf("reading %s/%s: %w", typ, id, err)
 	}
 	old, err := contentOf(cur.JSON)
 	if err != nil {
@@ -493,10 +532,9 @@ func (w *writer) upsert(ctx context.Context, typ, id string, keys []string, cont
 	}
 	same, err := sameContent(old, content)
 	if err != nil || same {
-		return id, err
+		return cur.ID, err
 	}
-	allKeys := unionKeys(cur.Keys, keys)
-	return id, w.put(ctx, typ, id, cur.VersionID+1, allKeys, content)
+	return cur.ID, w.put(ctx, typ, cur.ID, cur.VersionID+1, unionKeys(cur.Keys, keys), content)
 }
 
 func unionKeys(a, b []string) []string {

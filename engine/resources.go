@@ -31,8 +31,9 @@ type Resource struct {
 }
 
 // ErrConflict is returned by PutResource when the version already exists (another transaction
-// wrote it first) or a key is held by another resource of the type. The transaction is then
-// unusable and must be rolled back; the message is answered AE so the sender retries.
+// wrote it first) or a key is held by another resource of the type. The transaction then refuses
+// every step until RollbackToSavepoint, which makes it usable again (or Rollback); the engine
+// records the message as an error, answered AE so the sender retries.
 var ErrConflict = errors.New("conflicting change")
 
 // ResourceReader reads stored resources. Store and Tx both implement it; inside a Tx reads see
@@ -47,6 +48,9 @@ type ResourceReader interface {
 	ResourceHistory(ctx context.Context, typ, id string) ([]*Resource, error)
 	// ResolveKey returns the id of the resource of typ that currently holds key, or ErrNotFound.
 	ResolveKey(ctx context.Context, typ, key string) (string, error)
+	// ResourceByKeys returns the current version (with Keys) of the resource of typ holding the
+	// first of keys that any resource holds, or ErrNotFound when none is held.
+	ResourceByKeys(ctx context.Context, typ string, keys []string) (*Resource, error)
 	// SearchResources returns the current versions matching q, newest LastUpdated first (ties
 	// by ID), skipping q.Offset and returning at most q.Count (the store caps Count at 1000 and
 	// defaults 0 to 100).
@@ -96,7 +100,8 @@ type Tx interface {
 	WorklistReader // reads see the transaction's own worklist changes
 	// InsertInbound records m exactly as MessageStore.CommitInbound records one message,
 	// duplicate detection included: when m turns out to be a duplicate it is stored as such and
-	// updated (Status, DuplicateOf, ACK, ACKCode). It sets m.ID.
+	// updated (Status, DuplicateOf, ACK, ACKCode; a duplicate is not processed, so it is never
+	// Pending and has no MappingVersion or ProcessingError). It sets m.ID.
 	InsertInbound(ctx context.Context, m *InboundMessage) error
 	// Savepoint marks the point RollbackToSavepoint returns to; a new Savepoint replaces it.
 	Savepoint(ctx context.Context) error
@@ -110,6 +115,16 @@ type Tx interface {
 	PutWorklistItem(ctx context.Context, item *WorklistItem) error
 	// DeleteWorklistItem removes the worklist item of a ServiceRequest; none is not an error.
 	DeleteWorklistItem(ctx context.Context, serviceRequestID string) error
+	// ClaimPending returns up to limit accepted messages with Pending set, oldest first, locked
+	// for this transaction: another transaction (on any node) skips them until this one ends
+	// (FOR NO KEY UPDATE SKIP LOCKED, which still lets a resent copy be stored as a duplicate
+	// of a claimed message at once; SQLite has one writer). Raw is filled. A claimed message
+	// whose transaction rolls back is pending again.
+	ClaimPending(ctx context.Context, limit int) ([]*InboundMessage, error)
+	// FinishPending records that a pending message was processed: Pending cleared, its
+	// MappingVersion and ProcessingError ("" on success) stored. ErrNotFound when id is not an
+	// accepted, pending message; the Tx stays usable.
+	FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error
 	// Commit makes the transaction durable (fsynced) and returns only then.
 	Commit() error
 	// Rollback abandons the transaction; after Commit it does nothing.

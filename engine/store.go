@@ -56,6 +56,12 @@ type InboundMessage struct {
 	// MappingVersion is the mapping that processed the message (mappings.Mapping.Version), ""
 	// when none did.
 	MappingVersion string
+	// Pending marks an accepted message acknowledged on receipt (channel option ack:
+	// on_receipt) whose processing has not run yet; a processing worker claims it later.
+	Pending bool
+	// ProcessingError says why processing an accepted message failed after it was acknowledged
+	// on receipt ("" when it did not fail or was not processed that way). Safe to show: no PHI.
+	ProcessingError string
 
 	// effects are what the message changes besides the log, applied in the transaction that
 	// stores it (see GroupCommitter); fail turns the message into an error answered AE when

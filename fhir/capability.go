@@ -1,6 +1,9 @@
 package fhir
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // CapabilityOptions says what the CapabilityStatement cannot know by itself.
 type CapabilityOptions struct {
@@ -10,6 +13,9 @@ type CapabilityOptions struct {
 	SoftwareVersion string
 	// Date is when the statement was last changed (the server's start will do); zero: now.
 	Date time.Time
+	// PageSize and MaxPageSize are the server's default and largest _count, for the
+	// documentation; zero leaves them unsaid.
+	PageSize, MaxPageSize int
 }
 
 // CapabilityStatement is the part of an R4 CapabilityStatement Ferry fills in.
@@ -82,9 +88,13 @@ func NewCapabilityStatement(opt CapabilityOptions) *CapabilityStatement {
 	if date.IsZero() {
 		date = time.Now()
 	}
+	doc := "Ferry's FHIR R4 API: read, version read, history and search of the resources Ferry keeps. Search results come newest first (by meta.lastUpdated), paged with next and previous links."
+	if opt.PageSize > 0 && opt.MaxPageSize > 0 {
+		doc += fmt.Sprintf(" Pages hold %d results unless _count says otherwise (at most %d).", opt.PageSize, opt.MaxPageSize)
+	}
 	rest := capRest{
 		Mode:          "server",
-		Documentation: "Ferry's FHIR R4 API: read, version read, history and search of the resources Ferry keeps. Search results come newest first (by meta.lastUpdated), 20 per page by default (_count up to 1000), paged with next/previous links.",
+		Documentation: doc,
 		Security:      capSecurity{Description: "Every request except GET metadata carries the admin token: Authorization: Bearer <token>."},
 	}
 	for _, typ := range SearchTypes() {

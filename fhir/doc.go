@@ -31,7 +31,7 @@
 //   - duplicate property names in one object, which google/fhir silently resolves (the last wins)
 //     while other readers may take the first;
 //   - org-1: an Organization (the resource itself, not one contained) has a name or an identifier;
-//   - the Bundle invariants on entries: bdl-1 (total only in a searchset or history), bdl-2
+//   - the Bundle invariants bdl-1 (total only in a searchset or history), bdl-2
 //     (entry.search only in a searchset), bdl-3 (entry.request exactly in batch, transaction and
 //     history), bdl-4 (entry.response exactly in batch-response, transaction-response and
 //     history).
@@ -42,6 +42,13 @@
 // # Search parameters
 //
 // Index computes a resource version's search parameter values (see IndexEntry) for the types in
-// SearchParams; NormalizeString is the one normalisation of string parameters, used when indexing
-// and when querying.
+// SearchTypes, with the parameters SearchParams lists; NormalizeString is the one normalisation
+// of string parameters and ParseDateQuery turns a date search value into a comparison with the
+// indexed dates, both used when querying.
+//
+// # What Ferry answers with
+//
+// NewOperationOutcome, NewSearchset, NewHistory and NewCapabilityStatement build plain Go
+// structs; Marshal writes them. Stored resources go into Bundles as json.RawMessage, never
+// through typed models (samply's drop unknown elements and default a missing status).
 package fhir

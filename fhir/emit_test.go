@@ -24,10 +24,13 @@ func marshal(t *testing.T, v any) []byte {
 func TestOperationOutcomeValid(t *testing.T) {
 	t.Parallel()
 	cases := map[string]*fhir.OperationOutcome{
-		"plain":                  fhir.NewOperationOutcome(fhir.SeverityError, fhir.IssueNotFound, "Patient/x is not known"),
-		"no diagnostics":         fhir.NewOperationOutcome(fhir.SeverityFatal, fhir.IssueException, ""),
-		"expression":             fhir.NewOperationOutcome(fhir.SeverityWarning, fhir.IssueNotSupported, "ignored", "birthdate"),
-		"resourceType forgotten": {Issue: []fhir.OutcomeIssue{{Severity: fhir.SeverityInformation, Code: fhir.IssueInformational, Diagnostics: "ok"}}},
+		"plain":                            fhir.NewOperationOutcome(fhir.SeverityError, fhir.IssueNotFound, "Patient/x is not known"),
+		"no diagnostics":                   fhir.NewOperationOutcome(fhir.SeverityFatal, fhir.IssueException, ""),
+		"expression":                       fhir.NewOperationOutcome(fhir.SeverityWarning, fhir.IssueNotSupported, "ignored", "birthdate"),
+		"resourceType forgotten":           {Issue: []fhir.OutcomeIssue{{Severity: fhir.SeverityInformation, Code: fhir.IssueInformational, Diagnostics: "ok"}}},
+		"empty expression":                 fhir.NewOperationOutcome(fhir.SeverityError, fhir.IssueNotSupported, "unknown parameter", ""),
+		"control characters and bad UTF-8": fhir.NewOperationOutcome(fhir.SeverityError, fhir.IssueInvalid, "bad \x00 value \xff\x1b", "a\x01b", " \x00 "),
+		"long diagnostics":                 fhir.NewOperationOutcome(fhir.SeverityError, fhir.IssueInvalid, strings.Repeat("é", 5000)),
 	}
 	for name, oo := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -47,8 +47,12 @@ func FuzzValidate(f *testing.F) {
 			if !errors.As(err, &ve) || len(ve.Issues) == 0 {
 				t.Fatalf("Validate = %v, want a *ValidationError with issues", err)
 			}
-			if _, err := json.Marshal(ve.OperationOutcome()); err != nil {
+			oo, err := fhir.Marshal(ve.OperationOutcome())
+			if err != nil {
 				t.Fatalf("the OperationOutcome does not marshal: %v", err)
+			}
+			if err := v.Validate(oo); err != nil {
+				t.Fatalf("the OperationOutcome is not valid FHIR: %v\n%s", err, oo)
 			}
 			return
 		}

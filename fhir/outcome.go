@@ -3,6 +3,7 @@ package fhir
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 )
 
 // IssueSeverity is OperationOutcome.issue.severity (value set issue-severity, required).
@@ -56,8 +57,41 @@ type OutcomeIssue struct {
 func NewOperationOutcome(severity IssueSeverity, code IssueType, diagnostics string, expression ...string) *OperationOutcome {
 	return &OperationOutcome{
 		ResourceType: "OperationOutcome",
-		Issue:        []OutcomeIssue{{Severity: severity, Code: code, Diagnostics: diagnostics, Expression: expression}},
+		Issue:        []OutcomeIssue{newIssue(severity, code, diagnostics, expression)},
 	}
+}
+
+// newIssue builds an issue whose strings are valid FHIR strings whatever the request held:
+// diagnostics and expressions often quote it.
+func newIssue(severity IssueSeverity, code IssueType, diagnostics string, expression []string) OutcomeIssue {
+	is := OutcomeIssue{Severity: severity, Code: code, Diagnostics: fhirString(diagnostics)}
+	for _, e := range expression {
+		// FHIR JSON has no empty strings: an empty expression (a nameless parameter) is dropped.
+		if e = fhirString(e); e != "" {
+			is.Expression = append(is.Expression, e)
+		}
+	}
+	return is
+}
+
+// maxOutcomeText bounds a diagnostics or expression string quoting the request.
+const maxOutcomeText = 1024
+
+// fhirString makes s a valid FHIR string: valid UTF-8, without the control characters FHIR
+// forbids (all below U+0020 but tab, CR and LF), shortened to maxOutcomeText bytes; leading and
+// trailing white space is trimmed.
+func fhirString(s string) string {
+	if len(s) > maxOutcomeText {
+		s = s[:maxOutcomeText] + "…"
+	}
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' {
+			return '\uFFFD'
+		}
+		return r
+	}, s)
+	return strings.TrimSpace(s)
 }
 
 // MarshalJSON writes the outcome with resourceType set, whatever the caller left in it.

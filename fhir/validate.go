@@ -79,11 +79,7 @@ func (e *ValidationError) OperationOutcome() *OperationOutcome {
 		if is.Detail != "" {
 			diag += ": " + is.Detail
 		}
-		var expr []string
-		if is.Expression != "" {
-			expr = []string{is.Expression}
-		}
-		oo.Issue = append(oo.Issue, OutcomeIssue{Severity: SeverityError, Code: is.Code, Diagnostics: diag, Expression: expr})
+		oo.Issue = append(oo.Issue, newIssue(SeverityError, is.Code, diag, []string{is.Expression}))
 	}
 	return oo
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/expr-lang/expr/vm"
+
 	"github.com/ferryhealth/ferry/hl7"
 )
 
@@ -18,12 +20,14 @@ type state struct {
 	m     *Mapping
 	msg   *hl7.Message
 	env   map[string]any
-	loc   *time.Location // for HL7 times without an offset
-	last  hl7.Path       // the field most recently read, where a failing function points
-	read  bool           // last is set
-	reads []fieldRead    // the latest reads, to find where a bad value came from
-	occ   []binding      // segment occurrences bound by each:/group:
-	reps  []binding      // field repetitions bound by each:
+	vm    vm.VM               // reused for every expression of one Apply: its stack outlives each run
+	loc   *time.Location      // for HL7 times without an offset
+	last  hl7.Path            // the field most recently read, where a failing function points
+	read  bool                // last is set
+	reads [maxReads]fieldRead // the latest reads (a ring), to find where a bad value came from
+	nread int                 // reads so far; the latest is reads[(nread-1)%maxReads]
+	occ   []binding           // segment occurrences bound by each:/group:
+	reps  []binding           // field repetitions bound by each:
 	table map[string]*Table
 }
 
@@ -40,11 +44,8 @@ func (st *state) remember(p hl7.Path, v string) {
 	if v == "" {
 		return
 	}
-	if len(st.reads) == maxReads {
-		copy(st.reads, st.reads[1:])
-		st.reads = st.reads[:maxReads-1]
-	}
-	st.reads = append(st.reads, fieldRead{p, v})
+	st.reads[st.nread%maxReads] = fieldRead{p, v}
+	st.nread++
 }
 
 type binding struct {
@@ -181,9 +182,9 @@ func (st *state) dataTypeError(value, format string, args ...any) error {
 	if st.read {
 		e.Path = st.last
 	}
-	for i := len(st.reads) - 1; i >= 0; i-- {
-		if st.reads[i].value == value {
-			e.Path = st.reads[i].path
+	for i := st.nread - 1; i >= 0 && i >= st.nread-maxReads; i-- {
+		if r := st.reads[i%maxReads]; r.value == value {
+			e.Path = r.path
 			break
 		}
 	}

@@ -32,7 +32,7 @@ type expression struct {
 }
 
 func (e *expression) eval(st *state) (any, error) {
-	out, err := vm.Run(e.prog, st.env)
+	out, err := st.vm.Run(e.prog, st.env)
 	if err != nil {
 		return nil, st.fail(err, e.where)
 	}

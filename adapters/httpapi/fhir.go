@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,8 +33,19 @@ const (
 	maxPageSize     = 1000
 )
 
+// FHIRResources is what the FHIR API reads: stored resource versions. engine.ResourceReader
+// (every engine.Store) provides it; see there for each method's contract.
+type FHIRResources interface {
+	Resource(ctx context.Context, typ, id string) (*engine.Resource, error)
+	ResourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error)
+	ResourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error)
+	SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error)
+}
+
+var _ FHIRResources = engine.ResourceReader(nil)
+
 type fhirAPI struct {
-	store           engine.ResourceReader
+	store           FHIRResources
 	logger          *slog.Logger
 	types           []string // the resource types served, sorted
 	started         time.Time
@@ -203,6 +215,7 @@ func (a *fhirAPI) audit(c echo.Context, action, typ string, ids []string, attrs 
 func (a *fhirAPI) metadata(c echo.Context) error {
 	return writeFHIR(c, http.StatusOK, fhir.NewCapabilityStatement(fhir.CapabilityOptions{
 		BaseURL: baseURL(c), SoftwareVersion: a.softwareVersion, Date: a.started,
+		PageSize: defaultPageSize, MaxPageSize: maxPageSize,
 	}))
 }
 

@@ -23,8 +23,9 @@ import (
 	"github.com/ferryhealth/ferry/fhir"
 )
 
-// memResources is an in-memory engine.ResourceReader, the unit boundary of these tests: it
-// follows the contract in engine/resources.go (the real stores are tested against it elsewhere).
+// memResources is an in-memory httpapi.FHIRResources, the unit boundary of these tests: it
+// follows the contract of engine.ResourceReader (the real stores are run against this API in
+// the end-to-end tests).
 type memResources struct {
 	mu       sync.Mutex
 	versions map[string][]*engine.Resource // "Type/id" → versions, oldest first
@@ -100,9 +101,7 @@ func (m *memResources) ResourceHistory(_ context.Context, typ, id string) ([]*en
 	return vs, nil
 }
 
-func (m *memResources) ResolveKey(context.Context, string, string) (string, error) {
-	return "", engine.ErrNotFound
-}
+var _ httpapi.FHIRResources = (*memResources)(nil)
 
 func (m *memResources) SearchResources(_ context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
 	m.mu.Lock()
@@ -204,6 +203,12 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
 }
 
 func (l *lockedBuffer) String() string {
@@ -892,6 +897,7 @@ func FuzzFHIRSearch(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
+		defer fx.log.Reset() // a long fuzzing run must not pile up audit lines
 		body, _ := io.ReadAll(resp.Body)
 		switch resp.StatusCode {
 		case http.StatusOK, http.StatusBadRequest, http.StatusNotAcceptable, http.StatusNotFound:

@@ -1,6 +1,7 @@
-// Package httpapi is Ferry's HTTP edge (echo): health and readiness, Prometheus metrics, and the
-// admin API under /api/v1/ (the message log). FHIR REST and the web pages join it as they land.
-// Errors from every handler go through one error handler that answers JSON {"error": "..."}.
+// Package httpapi is Ferry's HTTP edge (echo): health and readiness, Prometheus metrics, the
+// admin API under /api/v1/ (the message log, mapping tests) and FHIR REST under /fhir/r4 (see
+// fhir.go). Errors from the admin API go through one error handler that answers JSON
+// {"error": "..."}; the FHIR routes answer OperationOutcome.
 package httpapi
 
 import (
@@ -33,7 +34,9 @@ type Options struct {
 	// AdminToken is the bearer token every /api/v1/ request must carry.
 	AdminToken string
 	// Resources serves the FHIR REST API under /fhir/r4 (see fhir.go); nil: no FHIR API.
-	Resources engine.ResourceReader
+	Resources FHIRResources
+	// Mappings, if set, serves POST /api/v1/mappings/test with the mappings in force.
+	Mappings func() MappingTester
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -74,6 +77,9 @@ func New(opt Options) (*echo.Echo, error) {
 	ml := &messageLog{log: opt.Messages, logger: opt.Logger}
 	api.GET("/messages", ml.list)
 	api.GET("/messages/:id", ml.get)
+	if opt.Mappings != nil {
+		api.POST("/mappings/test", mappingsTest(opt.Mappings, ml))
+	}
 
 	if opt.Resources != nil {
 		registerFHIR(e.Group(fhirBasePath), opt)

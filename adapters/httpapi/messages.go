@@ -37,6 +37,12 @@ type messageSummary struct {
 	Error              string    `json:"error,omitempty"`
 	DuplicateOf        int64     `json:"duplicate_of,omitempty"`
 	Size               int       `json:"size"`
+	// MappingVersion is the mapping that processed the message (docs/mappings.md).
+	MappingVersion string `json:"mapping_version,omitempty"`
+	// Pending: acknowledged on receipt, not processed yet; ProcessingError: why processing
+	// after such an ACK failed (docs/orders.md).
+	Pending         bool   `json:"pending,omitempty"`
+	ProcessingError string `json:"processing_error,omitempty"`
 }
 
 // messageDetail is one message with its bytes, its parsed tree and the ACK sent.
@@ -63,7 +69,7 @@ func summarize(m *engine.InboundMessage) messageSummary {
 		SendingApplication: m.SendingApplication, SendingFacility: m.SendingFacility,
 		MessageType: m.MessageType, ControlID: m.ControlID, Version: m.Version,
 		Status: string(m.Status), ACKCode: m.ACKCode, Error: m.Error, DuplicateOf: m.DuplicateOf,
-		Size: len(m.Raw),
+		Size: len(m.Raw), MappingVersion: m.MappingVersion, Pending: m.Pending, ProcessingError: m.ProcessingError,
 	}
 }
 

@@ -47,6 +47,7 @@ func (p *binaryParams) release() {
 
 // PostgreSQL type OIDs (pg_type.dat) of the array elements.
 const (
+	oidBool        = 16
 	oidBytea       = 17
 	oidInt8        = 20
 	oidText        = 25
@@ -108,6 +109,19 @@ func (p *binaryParams) int64s(vs []int64) []byte {
 	for _, v := range vs {
 		p.buf = binary.BigEndian.AppendUint32(p.buf, 8)
 		p.buf = binary.BigEndian.AppendUint64(p.buf, uint64(v))
+	}
+	return p.done(start)
+}
+
+func (p *binaryParams) bools(vs []bool) []byte {
+	start := p.array(oidBool, len(vs), len(vs))
+	for _, v := range vs {
+		p.buf = binary.BigEndian.AppendUint32(p.buf, 1)
+		if v {
+			p.buf = append(p.buf, 1)
+		} else {
+			p.buf = append(p.buf, 0)
+		}
 	}
 	return p.done(start)
 }

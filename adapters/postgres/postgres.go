@@ -186,7 +186,8 @@ func (s *Store) Migrate(ctx context.Context) error {
 
 // The columns of inbound_messages in the order scanMessage reads them.
 const messageColumns = `id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
-	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0)`
+	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0),
+	mapping_version, pending, processing_error`
 
 // insertBatchSQL inserts a batch in one round trip, inside the transaction that CommitInbound
 // runs when commitOneSQL lost a race. The batch arrives as parallel arrays, one per
@@ -195,23 +196,26 @@ const messageColumns = `id, channel, received_at, peer_addr, raw, sending_applic
 // ones (later messages of the batch with an earlier message's key, see columns.deferred), skipping
 // any that collide with an accepted message on the duplicate key. It returns each message's ID
 // and whether its row went in. Rows go in sorted by key, so that two transactions with
-// overlapping keys wait for each other in one order and never deadlock.
+// overlapping keys wait for each other in one order and never deadlock. A message that does not
+// go in becomes a duplicate (insertDuplicatesSQL), which is never pending and takes no mapping
+// version or processing error.
 const insertBatchSQL = `
 WITH batch AS MATERIALIZED (
 	SELECT nextval('inbound_messages_id_seq') AS id, b.*
 	FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bytea[], $5::text[], $6::text[],
 		$7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[],
-		$14::bigint[], $15::bool[])
+		$14::bigint[], $15::bool[], $16::text[], $17::bool[], $18::text[])
 		WITH ORDINALITY AS b(channel, received_at, peer_addr, raw, sending_application,
 			sending_facility, message_type, control_id, version, status, ack, ack_code, error,
-			duplicate_of, deferred, ord)
+			duplicate_of, deferred, mapping_version, pending, processing_error, ord)
 ),
 inserted AS (
 	INSERT INTO inbound_messages (id, channel, received_at, peer_addr, raw, sending_application,
 		sending_facility, message_type, control_id, version, status, ack, ack_code, error,
-		duplicate_of)
+		duplicate_of, mapping_version, pending, processing_error)
 	SELECT id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
-		message_type, control_id, version, status, ack, ack_code, error, nullif(duplicate_of, 0)
+		message_type, control_id, version, status, ack, ack_code, error, nullif(duplicate_of, 0),
+		mapping_version, pending, processing_error
 	FROM batch
 	WHERE NOT deferred
 	ORDER BY sending_application, sending_facility, control_id, ord
@@ -224,9 +228,11 @@ FROM batch LEFT JOIN inserted ON inserted.id = batch.id
 ORDER BY batch.ord`
 
 // insertDuplicatesSQL stores the messages whose key belongs to an accepted message as
-// duplicates of it, with its ACK. Under READ COMMITTED this statement sees every original:
-// those committed before the transaction, those a racing node committed while the batch insert
-// waited on them, and those inserted earlier in this transaction.
+// duplicates of it, with its ACK; a duplicate is not processed, so it is not pending and has no
+// mapping version or processing error (the columns' defaults). Under READ COMMITTED this
+// statement sees every original: those committed before the transaction, those a racing node
+// committed while the batch insert waited on them, and those inserted earlier in this
+// transaction.
 const insertDuplicatesSQL = `
 INSERT INTO inbound_messages (id, channel, received_at, peer_addr, raw, sending_application,
 	sending_facility, message_type, control_id, version, status, ack, ack_code, error, duplicate_of)
@@ -251,8 +257,9 @@ RETURNING id, duplicate_of, ack, ack_code`
 // It draws an ID for every message in batch order, then decides each accepted message with a
 // control ID against the statement's snapshot: if an accepted message with its key is committed,
 // or an earlier message of the batch has its key (the first of a batch wins), it goes in as a
-// duplicate of that original, with its ACK. Rows go in sorted by key, so that two statements with
-// overlapping keys wait for each other in one order and never deadlock.
+// duplicate of that original, with its ACK, never pending and with no mapping version or
+// processing error (a duplicate is not processed). Rows go in sorted by key, so that two
+// statements with overlapping keys wait for each other in one order and never deadlock.
 //
 // There is no ON CONFLICT: an accepted row that collides with one committed after the snapshot
 // (another node, racing on the key) fails the statement with a unique violation on
@@ -265,10 +272,10 @@ WITH batch AS MATERIALIZED (
 		b.status = 'accepted' AND b.control_id <> '' AS keyed
 	FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bytea[], $5::text[], $6::text[],
 		$7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[],
-		$14::bigint[])
+		$14::bigint[], $15::text[], $16::bool[], $17::text[])
 		WITH ORDINALITY AS b(channel, received_at, peer_addr, raw, sending_application,
 			sending_facility, message_type, control_id, version, status, ack, ack_code, error,
-			duplicate_of, ord)
+			duplicate_of, mapping_version, pending, processing_error, ord)
 ),
 decided AS MATERIALIZED (
 	SELECT b.*,
@@ -295,13 +302,16 @@ decided AS MATERIALIZED (
 inserted AS (
 	INSERT INTO inbound_messages (id, channel, received_at, peer_addr, raw, sending_application,
 		sending_facility, message_type, control_id, version, status, ack, ack_code, error,
-		duplicate_of)
+		duplicate_of, mapping_version, pending, processing_error)
 	SELECT id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
 		message_type, control_id, version,
 		CASE WHEN original IS NULL THEN status ELSE 'duplicate' END,
 		CASE WHEN original IS NULL THEN ack ELSE original_ack END,
 		CASE WHEN original IS NULL THEN ack_code ELSE original_ack_code END,
-		error, coalesce(original, nullif(duplicate_of, 0))
+		error, coalesce(original, nullif(duplicate_of, 0)),
+		CASE WHEN original IS NULL THEN mapping_version ELSE '' END,
+		pending AND original IS NULL,
+		CASE WHEN original IS NULL THEN processing_error ELSE '' END
 	FROM decided
 	ORDER BY sending_application, sending_facility, control_id, ord
 )
@@ -364,12 +374,13 @@ func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage
 // commitOne runs commitOneSQL and records each message's outcome in out. It returns an error
 // wrapping errRaced when another node committed one of the batch's keys meanwhile.
 func commitOne(ctx context.Context, stmt *sql.Stmt, c *columns, out []outcome) error {
-	p := newBinaryParams(14, len(c.status), c.dataSize())
+	p := newBinaryParams(17, len(c.status), c.dataSize())
 	rows, err := stmt.QueryContext(ctx,
 		p.texts(c.channel), p.timestamps(c.receivedAt), p.texts(c.peerAddr), p.byteas(c.raw),
 		p.texts(c.app), p.texts(c.facility), p.texts(c.msgType), p.texts(c.controlID),
 		p.texts(c.version), p.texts(c.status), p.byteas(c.ack), p.texts(c.ackCode),
-		p.texts(c.errText), p.int64s(c.duplicateOf))
+		p.texts(c.errText), p.int64s(c.duplicateOf), p.texts(c.mappingVersion), p.bools(c.pending),
+		p.texts(c.processingError))
 	// The statement has been sent (lib/pq copies the arguments into its own buffer).
 	p.release()
 	if err != nil {
@@ -412,6 +423,9 @@ type columns struct {
 	status, ackCode, errText                   pq.StringArray
 	raw, ack                                   pq.ByteaArray
 	duplicateOf                                pq.Int64Array
+	mappingVersion, processingError            pq.StringArray
+	// pending is set only for accepted messages: nothing else waits for processing.
+	pending pq.BoolArray
 }
 
 func columnsOf(msgs []*engine.InboundMessage) *columns {
@@ -422,6 +436,7 @@ func columnsOf(msgs []*engine.InboundMessage) *columns {
 		controlID: make([]string, n), version: make([]string, n), status: make([]string, n),
 		ackCode: make([]string, n), errText: make([]string, n),
 		raw: make([][]byte, n), ack: make([][]byte, n), duplicateOf: make([]int64, n),
+		mappingVersion: make([]string, n), pending: make([]bool, n), processingError: make([]string, n),
 	}
 	for i, m := range msgs {
 		c.channel[i] = storableText(m.Channel)
@@ -438,15 +453,18 @@ func columnsOf(msgs []*engine.InboundMessage) *columns {
 		c.ackCode[i] = storableText(m.ACKCode)
 		c.errText[i] = storableText(m.Error)
 		c.duplicateOf[i] = m.DuplicateOf
+		c.mappingVersion[i] = storableText(m.MappingVersion)
+		c.pending[i] = m.Pending && m.Status == engine.StatusAccepted
+		c.processingError[i] = storableText(m.ProcessingError)
 	}
 	return c
 }
 
 // dataSize is the bytes of the batch's values, as binaryParams encodes them.
 func (c *columns) dataSize() int {
-	size := 16 * len(c.status) // received_at, duplicate_of
+	size := 17 * len(c.status) // received_at, duplicate_of, pending
 	for _, col := range [][]string{c.channel, c.peerAddr, c.app, c.facility, c.msgType, c.controlID,
-		c.version, c.status, c.ackCode, c.errText} {
+		c.version, c.status, c.ackCode, c.errText, c.mappingVersion, c.processingError} {
 		for _, v := range col {
 			size += len(v)
 		}
@@ -488,8 +506,11 @@ func (c *columns) applyTo(m *engine.InboundMessage, i int, o outcome) {
 	m.Channel, m.PeerAddr, m.Error = c.channel[i], c.peerAddr[i], c.errText[i]
 	m.SendingApplication, m.SendingFacility, m.ControlID = c.app[i], c.facility[i], c.controlID[i]
 	m.MessageType, m.Version, m.ACKCode = c.msgType[i], c.version[i], c.ackCode[i]
+	m.MappingVersion, m.Pending, m.ProcessingError = c.mappingVersion[i], c.pending[i], c.processingError[i]
 	if o.duplicateOf != 0 {
 		m.Status, m.DuplicateOf, m.ACK, m.ACKCode = engine.StatusDuplicate, o.duplicateOf, o.ack, o.ackCode
+		// A duplicate is not processed again.
+		m.MappingVersion, m.Pending, m.ProcessingError = "", false, ""
 	}
 }
 
@@ -528,7 +549,8 @@ func insertBatch(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, c *columns, ou
 	receivedAt := c.receivedAtText()
 	rows, err := tx.StmtContext(ctx, stmt).QueryContext(ctx,
 		c.channel, receivedAt, c.peerAddr, c.raw, c.app, c.facility, c.msgType, c.controlID,
-		c.version, c.status, c.ack, c.ackCode, c.errText, c.duplicateOf, c.deferred())
+		c.version, c.status, c.ack, c.ackCode, c.errText, c.duplicateOf, c.deferred(),
+		c.mappingVersion, c.pending, c.processingError)
 	if err != nil {
 		return fmt.Errorf("inserting batch: %w", interpretError(err))
 	}
@@ -729,7 +751,7 @@ func scanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, e
 	)
 	err := row.Scan(&m.ID, &m.Channel, &m.ReceivedAt, &m.PeerAddr, &m.Raw, &m.SendingApplication,
 		&m.SendingFacility, &m.MessageType, &m.ControlID, &m.Version, &status, &m.ACK, &m.ACKCode,
-		&m.Error, &m.DuplicateOf)
+		&m.Error, &m.DuplicateOf, &m.MappingVersion, &m.Pending, &m.ProcessingError)
 	if err != nil {
 		return nil, err
 	}

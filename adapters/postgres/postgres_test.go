@@ -462,3 +462,157 @@ func corpusORMs(b *testing.B) [][]byte {
 	}
 	return raws
 }
+
+// TestClaimPendingSkipsLocked: two transactions (two nodes' workers) claim at once; the second
+// does not wait for the first, and skips the messages the first holds.
+func TestClaimPendingSkipsLocked(t *testing.T) {
+	st := openTestStore(t)
+	ctx := t.Context()
+	var pending []*engine.InboundMessage
+	for i := range 4 {
+		pending = append(pending, &engine.InboundMessage{Channel: "mllp", ReceivedAt: time.Now(),
+			Raw: []byte("MSH|"), SendingApplication: "RIS", SendingFacility: "STMARYS",
+			ControlID: fmt.Sprintf("SK%d", i), Status: engine.StatusAccepted, ACKCode: "CA", Pending: true})
+	}
+	if err := st.CommitInbound(ctx, pending); err != nil {
+		t.Fatal(err)
+	}
+	tx1, err := st.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx1.Rollback()
+	first, err := tx1.ClaimPending(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan []*engine.InboundMessage, 1)
+	go func() {
+		tx2, err := st.Begin(ctx)
+		if err != nil {
+			t.Error(err)
+			done <- nil
+			return
+		}
+		defer tx2.Rollback()
+		second, err := tx2.ClaimPending(ctx, 10)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- second
+	}()
+	select {
+	case second := <-done:
+		if len(first) != 2 || len(second) != 2 || first[1].ID >= second[0].ID ||
+			first[0].ID != pending[0].ID || second[1].ID != pending[3].ID {
+			t.Errorf("claims %v and %v, want the oldest two and the other two", ids(first), ids(second))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second claim waited for the first transaction")
+	}
+}
+
+// TestDuplicateOfClaimedMessage: a message resent while its original is claimed for processing
+// is stored and answered as a duplicate at once. The claim's row lock (FOR NO KEY UPDATE) leaves
+// the foreign key of duplicate_of free to check the original.
+func TestDuplicateOfClaimedMessage(t *testing.T) {
+	st := openTestStore(t)
+	ctx := t.Context()
+	msg := func() *engine.InboundMessage {
+		return &engine.InboundMessage{Channel: "mllp", ReceivedAt: time.Now(), Raw: []byte("MSH|"),
+			SendingApplication: "RIS", SendingFacility: "STMARYS", ControlID: "CL1",
+			Status: engine.StatusAccepted, ACK: []byte("ORIGINAL ACK"), ACKCode: "CA", Pending: true}
+	}
+	orig := msg()
+	if err := st.CommitInbound(ctx, []*engine.InboundMessage{orig}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := st.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if claimed, err := tx.ClaimPending(ctx, 1); err != nil || len(claimed) != 1 {
+		t.Fatalf("ClaimPending = %v, %v; want the original", ids(claimed), err)
+	}
+	resent := msg()
+	done := make(chan error, 1)
+	go func() { done <- st.CommitInbound(ctx, []*engine.InboundMessage{resent}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("CommitInbound of a duplicate waited for the transaction processing its original")
+	}
+	if resent.Status != engine.StatusDuplicate || resent.DuplicateOf != orig.ID || resent.Pending {
+		t.Errorf("resent message: %s of %d, pending %v; want a duplicate of %d, not pending", resent.Status, resent.DuplicateOf, resent.Pending, orig.ID)
+	}
+}
+
+func ids(msgs []*engine.InboundMessage) []int64 {
+	var out []int64
+	for _, m := range msgs {
+		out = append(out, m.ID)
+	}
+	return out
+}
+
+// TestGenericPlans: the statements that must stay index probes as tables grow have generic plans
+// (the ones a prepared statement keeps) of index scans even on empty tables, where a plan may
+// otherwise scan or hash a whole table that is small only for now.
+func TestGenericPlans(t *testing.T) {
+	st := openTestStore(t)
+	ctx := t.Context()
+	conn, err := st.DB().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(context.Background(), "RESET plan_cache_mode")
+	for _, tt := range []struct {
+		name, query, params, args string
+		want                      []string
+	}{
+		{"ResourceByKeys", postgres.ResourceByKeysSQL, "text, text, text, text, text, text, text, text, text",
+			"'Patient', 'k1', 'k2', NULL, NULL, NULL, NULL, NULL, NULL",
+			[]string{"resource_keys_pkey", "resources_pkey", "resource_versions_pkey"}},
+		{"ClaimPending", postgres.ClaimPendingSQL, "int", "10", []string{"inbound_messages_pending"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			name := strings.ToLower(tt.name)
+			if _, err := conn.ExecContext(ctx, "PREPARE "+name+"("+tt.params+") AS "+tt.query); err != nil {
+				t.Fatal(err)
+			}
+			defer conn.ExecContext(context.Background(), "DEALLOCATE "+name)
+			rows, err := conn.QueryContext(ctx, "EXPLAIN EXECUTE "+name+"("+tt.args+")")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var plan []string
+			for rows.Next() {
+				var line string
+				if err := rows.Scan(&line); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, line)
+			}
+			rows.Close()
+			text := strings.Join(plan, "\n")
+			for _, bad := range []string{"Seq Scan", "Hash"} {
+				if strings.Contains(text, bad) {
+					t.Errorf("generic plan has a %s:\n%s", bad, text)
+				}
+			}
+			for _, idx := range tt.want {
+				if !strings.Contains(text, idx) {
+					t.Errorf("generic plan does not use %s:\n%s", idx, text)
+				}
+			}
+		})
+	}
+}

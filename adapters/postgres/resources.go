@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lib/pq"
 
@@ -44,8 +45,9 @@ var errTxDone = errors.New("transaction already committed or rolled back")
 
 // txStatements are the statements a Tx prepares: Begin prepares them on the pool before it takes
 // a connection for the transaction, so that no step waits for a second connection.
-var txStatements = []string{insertBatchSQL, currentResourceSQL, resourceVersionSQL,
-	resourceHistorySQL, resolveKeySQL, putResourceSQL, putWorklistItemSQL, deleteWorklistItemSQL}
+var txStatements = []string{insertOneSQL, insertBatchSQL, currentResourceSQL, resourceVersionSQL,
+	resourceHistorySQL, resolveKeySQL, resourceByKeysSQL, putResourceSQL, putWorklistItemSQL,
+	deleteWorklistItemSQL, claimPendingSQL, finishPendingSQL}
 
 // savepointName is the one savepoint a Tx keeps.
 const savepointName = "ferry_step"
@@ -86,9 +88,22 @@ func (t *Tx) check(err error) error {
 	return err
 }
 
-// InsertInbound stores m with the duplicate rule, as CommitInbound does after a race: the same
-// statements (insertBatch), on this transaction. If another transaction holds m's key, it waits
-// for that one to end; if that one commits, m is its duplicate.
+// insertOneSQL inserts one message of a Tx, or nothing when an accepted message holds its key
+// (then it returns no row). One row of scalar parameters: no arrays to build and parse and no
+// CTE, for about half the server time of insertBatchSQL with one message.
+const insertOneSQL = `
+INSERT INTO inbound_messages (channel, received_at, peer_addr, raw, sending_application,
+	sending_facility, message_type, control_id, version, status, ack, ack_code, error,
+	duplicate_of, mapping_version, pending, processing_error)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, nullif($14::bigint, 0), $15, $16, $17)
+ON CONFLICT (sending_application, sending_facility, control_id)
+	WHERE status = 'accepted' AND control_id <> '' DO NOTHING
+RETURNING id`
+
+// InsertInbound stores m with the duplicate rule: insertOneSQL, and when an accepted message
+// holds m's key, the statements CommitInbound runs after a race (insertBatch), which store m as
+// its duplicate. If another transaction holds m's key, the insert waits for it to end; if it
+// commits, m is its duplicate.
 func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error {
 	if err := t.usable(); err != nil {
 		return err
@@ -97,16 +112,102 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 	if err := validate(msgs); err != nil {
 		return err
 	}
-	stmt, err := t.s.prepare(ctx, insertBatchSQL)
+	one, err := t.s.prepare(ctx, insertOneSQL)
 	if err != nil {
 		return err
 	}
 	cols := columnsOf(msgs)
 	out := make([]outcome, 1)
-	if err := insertBatch(ctx, t.tx, stmt, cols, out); err != nil {
-		return t.check(fmt.Errorf("inserting inbound message: %w", err))
+	err = t.tx.StmtContext(ctx, one).QueryRowContext(ctx, cols.channel[0],
+		cols.receivedAt[0].UTC().Truncate(time.Microsecond), cols.peerAddr[0], cols.raw[0],
+		cols.app[0], cols.facility[0], cols.msgType[0], cols.controlID[0], cols.version[0],
+		cols.status[0], cols.ack[0], cols.ackCode[0], cols.errText[0], cols.duplicateOf[0],
+		cols.mappingVersion[0], cols.pending[0], cols.processingError[0]).Scan(&out[0].id)
+	if errors.Is(err, sql.ErrNoRows) {
+		// An accepted message holds the key: store m as its duplicate.
+		var batch *sql.Stmt
+		if batch, err = t.s.prepare(ctx, insertBatchSQL); err != nil {
+			return err
+		}
+		err = insertBatch(ctx, t.tx, batch, cols, out)
+	}
+	if err != nil {
+		return t.check(fmt.Errorf("inserting inbound message: %w", interpretError(err)))
 	}
 	cols.applyTo(m, 0, out[0])
+	return nil
+}
+
+// claimPendingSQL locks the oldest pending messages (the partial index inbound_messages_pending,
+// in id order) and skips those another transaction holds. FOR NO KEY UPDATE rather than FOR
+// UPDATE: it excludes another claimer and FinishPending's UPDATE alike, but not the FOR KEY SHARE
+// lock with which a new duplicate's foreign key checks its original, so a resent message is
+// stored and answered without waiting for its original's processing to finish.
+const claimPendingSQL = `SELECT ` + messageColumns + ` FROM inbound_messages
+WHERE status = 'accepted' AND pending
+ORDER BY id
+LIMIT $1
+FOR NO KEY UPDATE SKIP LOCKED`
+
+// finishPendingSQL clears pending and records the outcome; no row when id is not a pending
+// message.
+const finishPendingSQL = `UPDATE inbound_messages
+SET pending = false, mapping_version = $2, processing_error = $3
+WHERE id = $1 AND status = 'accepted' AND pending`
+
+// ClaimPending returns up to limit pending messages, oldest first, locked until t ends (see
+// claimPendingSQL); messages another transaction has claimed are skipped, so workers on several
+// nodes take disjoint sets. A claimed message whose transaction rolls back is claimable again.
+func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMessage, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	stmt, err := t.s.prepare(ctx, claimPendingSQL)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := t.tx.StmtContext(ctx, stmt).QueryContext(ctx, limit)
+	if err != nil {
+		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+	}
+	defer rows.Close()
+	var out []*engine.InboundMessage
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+	}
+	return out, nil
+}
+
+// FinishPending clears Pending of message id and stores mappingVersion and processingError (as
+// valid UTF-8, storableText). engine.ErrNotFound when id is not an accepted, pending message
+// (the transaction goes on).
+func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	stmt, err := t.s.prepare(ctx, finishPendingSQL)
+	if err != nil {
+		return err
+	}
+	res, err := t.tx.StmtContext(ctx, stmt).ExecContext(ctx, id, storableText(mappingVersion), storableText(processingError))
+	if err != nil {
+		return t.check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return t.check(fmt.Errorf("finishing pending message %d: %w", id, err))
+	} else if n == 0 {
+		return fmt.Errorf("finishing pending message %d: %w", id, engine.ErrNotFound)
+	}
 	return nil
 }
 
@@ -251,7 +352,7 @@ func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
 	n := len(r.Index)
 	params, systems, values := make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n)
 	for i, e := range r.Index {
-		params[i], systems[i], values[i] = storableText(e.Param), storableText(e.System), storableText(e.Value)
+		params[i], systems[i], values[i] = indexText(e.Param), indexText(e.System), indexText(e.Value)
 	}
 	keys := make(pq.StringArray, len(r.Keys))
 	for i, k := range r.Keys {
@@ -274,6 +375,28 @@ func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
 		return t.check(fmt.Errorf("storing %s/%s version %d: %w", r.Type, r.ID, r.VersionID, interpretError(err)))
 	}
 	return nil
+}
+
+// maxIndexText is the most bytes of an index entry's param, system or value that the store keeps
+// and compares: a btree entry of PostgreSQL must fit in about a third of a page (2,704 bytes), and
+// an entry of resource_index holds type, id and all three. A longer text (a narrative, a long
+// address) is cut, so that the resource is stored and found by its first 512 bytes instead of
+// failing the message.
+const maxIndexText = 512
+
+// indexText returns s as resource_index keeps it: storable (storableText) and cut to
+// maxIndexText bytes at a UTF-8 boundary. Search values go through it too, so that a value
+// compares with what was stored of it.
+func indexText(s string) string {
+	s = storableText(s)
+	if len(s) <= maxIndexText {
+		return s
+	}
+	n := maxIndexText
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n-- // s[n] continues the rune that starts before it: cut before that rune
+	}
+	return s[:n]
 }
 
 // validateResource rejects a resource no correct caller writes, before anything is sent.
@@ -387,6 +510,39 @@ ORDER BY version_id DESC`
 
 const resolveKeySQL = `SELECT id FROM resource_keys WHERE type = $1 AND key = $2`
 
+// resourceByKeysSQL finds, in one statement, the current version of the resource holding the
+// first of the keys $2…$9 that any resource of type $1 holds (unused slots are NULL and match
+// nothing), then reads it as currentResourceSQL does.
+//
+// Its shape keeps the plan to primary-key probes whatever the tables' statistics say: each key is
+// a scalar subquery on resource_keys (one probe, in order; OFFSET 0 keeps it from being inlined
+// twice), and the first id found is an InitPlan that resources and resource_versions are probed
+// with. A join of the keys with resource_keys instead can be planned as a hash join over a scan
+// of the whole table when the tables were small at planning time, and a prepared statement keeps
+// that plan as they grow.
+//
+// Eight parameters rather than one array: the planner takes an array parameter for ten elements,
+// so the generic plan looks several times dearer than a custom one for the usual one or two keys
+// and PostgreSQL would plan the statement at every execution (0.15–0.4 ms, several times the
+// execution). With a fixed number of slots both plans cost the same and the generic one is kept.
+const resourceByKeysSQL = `
+SELECT r.id, v.version_id, v.last_updated, v.json,
+       ARRAY(SELECT h.key FROM resource_keys h WHERE h.type = r.type AND h.id = r.id ORDER BY h.key)
+FROM resources r
+JOIN resource_versions v ON v.type = r.type AND v.id = r.id AND v.version_id = r.version_id
+WHERE r.type = $1 AND r.id = (
+	SELECT held.id
+	FROM (SELECT q.ord, (SELECT k.id FROM resource_keys k WHERE k.type = $1 AND k.key = q.key) AS id
+		FROM unnest(ARRAY[$2, $3, $4, $5, $6, $7, $8, $9]::text[]) WITH ORDINALITY AS q(key, ord)
+		OFFSET 0) held
+	WHERE held.id IS NOT NULL
+	ORDER BY held.ord
+	LIMIT 1)`
+
+// resourceByKeysSlots is the number of keys resourceByKeysSQL takes; more keys take one more
+// execution per eight, in order, until one finds the resource.
+const resourceByKeysSlots = 8
+
 func (rd reader) resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
 	if !validType(typ) || !validID(id) {
 		return nil, fmt.Errorf("reading %s/%s: %w", typ, id, engine.ErrNotFound)
@@ -468,6 +624,40 @@ func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error
 	return id, nil
 }
 
+func (rd reader) resourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
+	if !validType(typ) {
+		return nil, fmt.Errorf("finding a %s by key: %w", typ, engine.ErrNotFound)
+	}
+	stmt, err := rd.stmt(ctx, resourceByKeysSQL)
+	if err != nil {
+		return nil, err
+	}
+	args := make([]any, 1+resourceByKeysSlots)
+	args[0] = typ
+	for start := 0; start < len(keys); start += resourceByKeysSlots {
+		for j := range resourceByKeysSlots {
+			args[1+j] = nil // NULL: matches nothing
+			if start+j < len(keys) {
+				args[1+j] = storableText(keys[start+j])
+			}
+		}
+		r := &engine.Resource{Type: typ}
+		var held pq.StringArray
+		err := stmt.QueryRowContext(ctx, args...).Scan(&r.ID, &r.VersionID, &r.LastUpdated, &r.JSON, &held)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			// The keys are not logged: they may hold an MRN.
+			return nil, fmt.Errorf("finding a %s by key: %w", typ, interpretError(err))
+		}
+		r.LastUpdated = r.LastUpdated.UTC()
+		r.Keys = []string(held)
+		return r, nil
+	}
+	return nil, fmt.Errorf("finding a %s by key: %w", typ, engine.ErrNotFound)
+}
+
 // searchResources builds one query for q: the page of current versions (narrow rows, sorted,
 // skipped and cut), then the JSON of just that page. Each filter is a semi-join on the index
 // entries; values are placeholders, never text of the query.
@@ -486,12 +676,12 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 			return nil, nil // no value to match: nothing matches
 		}
 		fmt.Fprintf(&where, "\n\tAND r.id IN (SELECT i.id FROM resource_index i WHERE i.type = $1 AND i.param = %s AND (",
-			arg(storableText(f.Param)))
+			arg(indexText(f.Param)))
 		for j, v := range f.Values {
 			if j > 0 {
 				where.WriteString(" OR ")
 			}
-			value := storableText(v.Value)
+			value := indexText(v.Value)
 			var cond string
 			switch f.Op {
 			case engine.SearchEq:
@@ -510,7 +700,7 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 				return nil, fmt.Errorf("searching %s: unknown operator %q", q.Type, f.Op)
 			}
 			if v.System != "" {
-				cond = "(i.system = " + arg(storableText(v.System)) + " AND " + cond + ")"
+				cond = "(i.system = " + arg(indexText(v.System)) + " AND " + cond + ")"
 			}
 			where.WriteString(cond)
 		}
@@ -572,6 +762,12 @@ func (s *Store) ResolveKey(ctx context.Context, typ, key string) (string, error)
 	return reader{s: s}.resolveKey(ctx, typ, key)
 }
 
+// ResourceByKeys returns the current version of the resource of typ holding the first of keys
+// that any resource holds, in one statement, or engine.ErrNotFound.
+func (s *Store) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
+	return reader{s: s}.resourceByKeys(ctx, typ, keys)
+}
+
 // SearchResources returns the current versions matching q, as engine.ResourceReader documents.
 func (s *Store) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
 	return reader{s: s}.searchResources(ctx, q)
@@ -613,6 +809,16 @@ func (t *Tx) ResolveKey(ctx context.Context, typ, key string) (string, error) {
 	}
 	id, err := reader{s: t.s, tx: t.tx}.resolveKey(ctx, typ, key)
 	return id, t.check(err)
+}
+
+// ResourceByKeys returns the current version of the resource of typ holding the first of keys
+// that any resource holds, in one statement, or engine.ErrNotFound.
+func (t *Tx) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	r, err := reader{s: t.s, tx: t.tx}.resourceByKeys(ctx, typ, keys)
+	return r, t.check(err)
 }
 
 // SearchResources returns the current versions matching q, as engine.ResourceReader documents.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ferryhealth/ferry/engine"
 )
@@ -43,8 +44,9 @@ var errTxDone = errors.New("transaction already committed or rolled back")
 
 // txStatements are the statements a Tx runs prepared: Begin prepares them on the writer before it
 // takes the writer's connection (see Store.prepare).
-var txStatements = []string{insertSQL, findAcceptedSQL, currentResourceSQL, resourceVersionSQL,
-	resourceHistorySQL, resolveKeySQL, currentVersionSQL, putHeadSQL, insertVersionSQL,
+var txStatements = []string{insertSQL, findAcceptedSQL, claimPendingSQL, finishPendingSQL,
+	currentResourceSQL, resourceVersionSQL, resourceHistorySQL, resolveKeySQL, resourceByKeysSQL,
+	currentVersionSQL, putHeadSQL, insertVersionSQL,
 	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL,
 	putWorklistItemSQL, deleteWorklistItemSQL}
 
@@ -117,6 +119,77 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 		return t.check(fmt.Errorf("inserting inbound message: %w", err))
 	}
 	applyStored(m, &stored)
+	return nil
+}
+
+// claimPendingSQL reads the oldest pending messages through the partial index
+// inbound_messages_pending, named: without statistics SQLite would walk inbound_messages_status
+// (every accepted message) instead. No lock is needed: the transaction is the one writer until it
+// ends.
+const claimPendingSQL = `SELECT ` + messageColumns + ` FROM inbound_messages INDEXED BY inbound_messages_pending
+WHERE status = 'accepted' AND pending = 1
+ORDER BY id
+LIMIT ?`
+
+// finishPendingSQL clears pending and records the outcome; no row when id is not a pending
+// message.
+const finishPendingSQL = `UPDATE inbound_messages
+SET pending = 0, mapping_version = ?2, processing_error = ?3
+WHERE id = ?1 AND status = 'accepted' AND pending = 1`
+
+// ClaimPending returns up to limit pending messages, oldest first. The transaction holds the
+// one writer connection, so no other transaction claims them meanwhile; if it rolls back, they
+// are pending still.
+func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMessage, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	stmt, err := t.stmt(ctx, claimPendingSQL)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := stmt.QueryContext(ctx, limit)
+	if err != nil {
+		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+	}
+	defer rows.Close()
+	var out []*engine.InboundMessage
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+	}
+	return out, nil
+}
+
+// FinishPending clears Pending of message id and stores mappingVersion and processingError (as
+// valid UTF-8, storableText). engine.ErrNotFound when id is not an accepted, pending message
+// (the transaction goes on).
+func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	stmt, err := t.stmt(ctx, finishPendingSQL)
+	if err != nil {
+		return err
+	}
+	res, err := stmt.ExecContext(ctx, id, storableText(mappingVersion), storableText(processingError))
+	if err != nil {
+		return t.check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return t.check(fmt.Errorf("finishing pending message %d: %w", id, err))
+	} else if n == 0 {
+		return fmt.Errorf("finishing pending message %d: %w", id, engine.ErrNotFound)
+	}
 	return nil
 }
 
@@ -273,7 +346,7 @@ func (t *Tx) putResource(ctx context.Context, r *engine.Resource) error {
 			return err
 		}
 		for _, e := range r.Index {
-			_, err := insert.ExecContext(ctx, r.Type, r.ID, storableText(e.Param), storableText(e.System), storableText(e.Value))
+			_, err := insert.ExecContext(ctx, r.Type, r.ID, indexText(e.Param), indexText(e.System), indexText(e.Value))
 			if err != nil {
 				return interpretError(err)
 			}
@@ -330,6 +403,26 @@ func (t *Tx) exec(ctx context.Context, query string, args ...any) error {
 	}
 	_, err = stmt.ExecContext(ctx, args...)
 	return interpretError(err)
+}
+
+// maxIndexText is the most bytes of an index entry's param, system or value that the store keeps
+// and compares, as adapters/postgres keeps (where a longer btree entry fails): a longer text is
+// cut, so that both stores find a resource by the same first 512 bytes.
+const maxIndexText = 512
+
+// indexText returns s as resource_index keeps it: storable (storableText) and cut to
+// maxIndexText bytes at a UTF-8 boundary. Search values go through it too, so that a value
+// compares with what was stored of it.
+func indexText(s string) string {
+	s = storableText(s)
+	if len(s) <= maxIndexText {
+		return s
+	}
+	n := maxIndexText
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n-- // s[n] continues the rune that starts before it: cut before that rune
+	}
+	return s[:n]
 }
 
 // validateResource rejects a resource no correct caller writes, before anything is written.
@@ -438,6 +531,21 @@ ORDER BY version_id DESC`
 
 const resolveKeySQL = `SELECT id FROM resource_keys WHERE type = ? AND key = ?`
 
+// resourceByKeysSQL finds, in one statement, the current version of the resource holding the
+// first of the keys ?2 (a JSON array) that any resource of type ?1 holds: each key is a
+// primary-key probe of resource_keys, in the array's order, then the current version as
+// currentResourceSQL reads it. CROSS JOIN fixes the loop order (SQLite keeps its left side
+// outside): left to itself, the planner walks every key of the type and scans the array for each.
+const resourceByKeysSQL = `
+SELECT r.id, v.version_id, v.last_updated, v.json,
+       (SELECT json_group_array(key) FROM (SELECT h.key FROM resource_keys h WHERE h.type = r.type AND h.id = r.id ORDER BY h.key))
+FROM json_each(?2) q
+CROSS JOIN resource_keys k ON k.type = ?1 AND k.key = q.value
+JOIN resources r ON r.type = k.type AND r.id = k.id
+JOIN resource_versions v ON v.type = r.type AND v.id = r.id AND v.version_id = r.version_id
+ORDER BY q.key
+LIMIT 1`
+
 // scanResource reads the version_id, last_updated and json columns into r.
 func scanResource(row interface{ Scan(...any) error }, r *engine.Resource) error {
 	var lastUpdated int64
@@ -530,6 +638,38 @@ func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error
 	return id, nil
 }
 
+func (rd reader) resourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
+	if !validType(typ) || len(keys) == 0 {
+		return nil, fmt.Errorf("finding a %s by key: %w", typ, engine.ErrNotFound)
+	}
+	stored := make([]string, len(keys))
+	for i, k := range keys {
+		stored[i] = storableText(k)
+	}
+	list, err := json.Marshal(stored)
+	if err != nil {
+		return nil, err
+	}
+	stmt, err := rd.stmt(ctx, resourceByKeysSQL)
+	if err != nil {
+		return nil, err
+	}
+	r := &engine.Resource{Type: typ}
+	var (
+		lastUpdated int64
+		held        string
+	)
+	if err := stmt.QueryRowContext(ctx, typ, string(list)).Scan(&r.ID, &r.VersionID, &lastUpdated, &r.JSON, &held); err != nil {
+		// The keys are not logged: they may hold an MRN.
+		return nil, fmt.Errorf("finding a %s by key: %w", typ, interpretError(err))
+	}
+	r.LastUpdated = time.Unix(0, lastUpdated).UTC()
+	if err := json.Unmarshal([]byte(held), &r.Keys); err != nil {
+		return nil, fmt.Errorf("reading %s/%s keys: %w", typ, r.ID, err)
+	}
+	return r, nil
+}
+
 // searchResources builds one query for q: the page of current versions (narrow rows, sorted,
 // skipped and cut), then the JSON of just that page. Each filter is a semi-join on the index
 // entries; values are placeholders, never text of the query.
@@ -544,16 +684,16 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 			return nil, nil // no value to match: nothing matches
 		}
 		where.WriteString("\n\tAND r.id IN (SELECT i.id FROM resource_index i WHERE i.type = ?1 AND i.param = ? AND (")
-		args = append(args, storableText(f.Param))
+		args = append(args, indexText(f.Param))
 		for j, v := range f.Values {
 			if j > 0 {
 				where.WriteString(" OR ")
 			}
 			if v.System != "" {
 				where.WriteString("(i.system = ? AND ")
-				args = append(args, storableText(v.System))
+				args = append(args, indexText(v.System))
 			}
-			value := storableText(v.Value)
+			value := indexText(v.Value)
 			switch f.Op {
 			case engine.SearchEq:
 				where.WriteString("i.value = ?")
@@ -639,6 +779,12 @@ func (s *Store) ResolveKey(ctx context.Context, typ, key string) (string, error)
 	return reader{s: s}.resolveKey(ctx, typ, key)
 }
 
+// ResourceByKeys returns the current version of the resource of typ holding the first of keys
+// that any resource holds, in one statement, or engine.ErrNotFound.
+func (s *Store) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
+	return reader{s: s}.resourceByKeys(ctx, typ, keys)
+}
+
 // SearchResources returns the current versions matching q, as engine.ResourceReader documents.
 func (s *Store) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
 	return reader{s: s}.searchResources(ctx, q)
@@ -680,6 +826,16 @@ func (t *Tx) ResolveKey(ctx context.Context, typ, key string) (string, error) {
 	}
 	id, err := reader{s: t.s, tx: t}.resolveKey(ctx, typ, key)
 	return id, t.check(err)
+}
+
+// ResourceByKeys returns the current version of the resource of typ holding the first of keys
+// that any resource holds, in one statement, or engine.ErrNotFound.
+func (t *Tx) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	r, err := reader{s: t.s, tx: t}.resourceByKeys(ctx, typ, keys)
+	return r, t.check(err)
 }
 
 // SearchResources returns the current versions matching q, as engine.ResourceReader documents.

@@ -168,14 +168,16 @@ func (s *Store) Migrate(ctx context.Context) error {
 
 // The columns of inbound_messages in the order scanMessage reads them.
 const messageColumns = `id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
-	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0)`
+	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0),
+	mapping_version, pending, processing_error`
 
 // insertSQL inserts one message, or nothing when it is accepted and an accepted message already
 // has its key (the partial unique index): then it returns no row.
 const insertSQL = `
 INSERT INTO inbound_messages (channel, received_at, peer_addr, raw, sending_application,
-	sending_facility, message_type, control_id, version, status, ack, ack_code, error, duplicate_of)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, nullif(?, 0))
+	sending_facility, message_type, control_id, version, status, ack, ack_code, error, duplicate_of,
+	mapping_version, pending, processing_error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, nullif(?, 0), ?, ?, ?)
 ON CONFLICT (sending_application, sending_facility, control_id)
 	WHERE status = 'accepted' AND control_id <> '' DO NOTHING
 RETURNING id`
@@ -234,7 +236,8 @@ func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage
 }
 
 // storableMessage returns a copy of m with its header text as the store keeps it (storableText)
-// and its byte fields never nil.
+// and its byte fields never nil. Pending stays set only on an accepted message: nothing else
+// waits for processing.
 func storableMessage(m *engine.InboundMessage) engine.InboundMessage {
 	r := *m
 	r.Channel = storableText(m.Channel)
@@ -248,6 +251,9 @@ func storableMessage(m *engine.InboundMessage) engine.InboundMessage {
 	r.ACK = nonNil(m.ACK)
 	r.ACKCode = storableText(m.ACKCode)
 	r.Error = storableText(m.Error)
+	r.MappingVersion = storableText(m.MappingVersion)
+	r.Pending = m.Pending && m.Status == engine.StatusAccepted
+	r.ProcessingError = storableText(m.ProcessingError)
 	return r
 }
 
@@ -264,6 +270,8 @@ func insertMessage(ctx context.Context, insert, findAccepted *sql.Stmt, r *engin
 			return fmt.Errorf("finding the original of a duplicate: %w", interpretError(err))
 		}
 		r.Status = engine.StatusDuplicate
+		// A duplicate is not processed again: no mapping version, never pending.
+		r.MappingVersion, r.Pending, r.ProcessingError = "", false, ""
 		err = insertRow(ctx, insert, r)
 	}
 	return interpretError(err)
@@ -283,7 +291,8 @@ func applyStored(m, stored *engine.InboundMessage) {
 func insertRow(ctx context.Context, insert *sql.Stmt, m *engine.InboundMessage) error {
 	return insert.QueryRowContext(ctx, m.Channel, m.ReceivedAt.UnixNano(), m.PeerAddr, m.Raw,
 		m.SendingApplication, m.SendingFacility, m.MessageType, m.ControlID, m.Version,
-		string(m.Status), m.ACK, m.ACKCode, m.Error, m.DuplicateOf).Scan(&m.ID)
+		string(m.Status), m.ACK, m.ACKCode, m.Error, m.DuplicateOf, m.MappingVersion, m.Pending,
+		m.ProcessingError).Scan(&m.ID)
 }
 
 // statements returns the write statements, preparing them on first use on the writer
@@ -409,7 +418,7 @@ func scanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, e
 	)
 	err := row.Scan(&m.ID, &m.Channel, &receivedAt, &m.PeerAddr, &m.Raw, &m.SendingApplication,
 		&m.SendingFacility, &m.MessageType, &m.ControlID, &m.Version, &status, &m.ACK, &m.ACKCode,
-		&m.Error, &m.DuplicateOf)
+		&m.Error, &m.DuplicateOf, &m.MappingVersion, &m.Pending, &m.ProcessingError)
 	if err != nil {
 		return nil, err
 	}

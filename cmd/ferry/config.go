@@ -58,7 +58,12 @@ type MLLPConfig struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// AcceptMessageTypes lists accepted MSH-9.1 codes (default ADT, ORM, OMI, OMG, ORU).
 	AcceptMessageTypes []string `yaml:"accept_message_types"`
-	TLS                TLSFiles `yaml:"tls"`
+	// Ack says when a mapped message (an order, an ADT) is acknowledged: on_commit (default)
+	// once its resources are committed, so AA means processed and AE says what is wrong; or
+	// on_receipt once it is stored, processing it afterwards (a failure is then recorded on the
+	// message for the analyst, not sent back). docs/orders.md.
+	Ack string   `yaml:"ack"`
+	TLS TLSFiles `yaml:"tls"`
 }
 
 // CommitConfig tunes the group committer (engine.GroupCommitOptions), which turns the messages
@@ -231,6 +236,11 @@ func (c *Config) Validate() error {
 	}
 	if l := c.Commit.Linger; l != nil && (*l < 0 || *l > 100*time.Millisecond) {
 		errs = append(errs, errors.New("commit.linger: must be from 0s to 100ms"))
+	}
+	switch c.MLLP.Ack {
+	case "", "on_commit", "on_receipt":
+	default:
+		errs = append(errs, fmt.Errorf("mllp.ack: want on_commit or on_receipt, got %q", c.MLLP.Ack))
 	}
 	if r := c.Mappings.ReloadInterval; r != nil && *r < 0 {
 		errs = append(errs, errors.New("mappings.reload_interval: must not be negative"))

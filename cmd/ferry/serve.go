@@ -97,6 +97,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Mappings:  func() engine.MappingSource { return reloader.Current() },
 		Validator: validator,
 	}
+	// Messages acknowledged on receipt (here, or by a node that stopped before processing them)
+	// are processed by the pending worker; every node runs one.
+	pending := &engine.PendingWorker{Store: st, Processor: inbound.Processor, Logger: logger, Metrics: metrics}
+	inbound.AckOnReceipt = cfg.MLLP.Ack == "on_receipt"
+	inbound.Pending = pending
+	pendingCtx, stopPending := context.WithCancel(ctx)
+	pendingDone := make(chan struct{})
+	go func() { pending.Run(pendingCtx); close(pendingDone) }()
+	// Stop it before the store closes (defers run last first).
+	defer func() { stopPending(); <-pendingDone }()
 
 	token, err := adminToken(cfg, logger)
 	if err != nil {
@@ -127,7 +137,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listening for MLLP: %w", err)
 	}
 
-	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, AdminToken: token, Gatherer: reg, Logger: logger})
+	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, Gatherer: reg, Logger: logger})
 	if err != nil {
 		return err
 	}

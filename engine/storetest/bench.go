@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -14,10 +15,11 @@ import (
 )
 
 // BenchTxOrder measures the transaction that records one new order (an ORM^O01 NW) with its
-// effects, as the engine runs it: Begin, Savepoint, InsertInbound, ResolveKey of the patient's MRN
-// and of the placer order number, PutResource of the Patient (a new version of a known patient
-// three times in four, else a new patient), of an Encounter and of the ServiceRequest (about 1 KB
-// of JSON, six to nine index entries and one or two keys each), PutWorklistItem, Commit: one
+// effects, as the engine runs it: Begin, Savepoint, InsertInbound, ResourceByKeys of the
+// patient's MRN and of the placer and filler order numbers, PutResource of the Patient (a new
+// version of the one found three times in four, else a new patient), of an Encounter and of the
+// ServiceRequest (about 1 KB of JSON, six to nine index entries and one or two keys each),
+// PutWorklistItem, Commit: one
 // transaction per message, from one goroutine, then from eight at once (the MLLP connections of
 // the end-to-end measurement), each with its own patients; and as the group committer runs it,
 // eight messages per transaction (a savepoint each) from two committers. It reports msgs/s; an op
@@ -58,7 +60,6 @@ type orderWriter struct {
 	st      engine.Store
 	worker  int
 	patient string // the patient of this worker that orders go to, until the next new one
-	version int64  // its current version
 }
 
 // padding makes a resource's JSON about 1 KB, as the engine's are (narrative, codings, extensions).
@@ -94,22 +95,26 @@ func (o *orderWriter) recordIn(ctx context.Context, tx engine.Tx, n int) error {
 		return err
 	}
 	if o.patient == "" || n%4 == 0 {
-		o.patient, o.version = fmt.Sprintf("w%d-p%d", o.worker, n), 0
+		o.patient = fmt.Sprintf("w%d-p%d", o.worker, n)
 	}
 	mrn := "identifier|urn:oid:1.2.3|MRN-" + o.patient
 	placer := fmt.Sprintf("placer|urn:oid:1.2.3|PL%d", n)
-	if _, err := tx.ResolveKey(ctx, "Patient", mrn); err != nil && o.version > 0 {
+	filler := fmt.Sprintf("filler|urn:oid:1.2.4|FL%d", n)
+	version := int64(1)
+	switch p, err := tx.ResourceByKeys(ctx, "Patient", []string{mrn}); {
+	case err == nil:
+		version = p.VersionID + 1
+	case !errors.Is(err, engine.ErrNotFound):
 		return err
 	}
-	if _, err := tx.ResolveKey(ctx, "ServiceRequest", placer); err == nil {
-		return fmt.Errorf("placer number %s already held", placer)
+	if _, err := tx.ResourceByKeys(ctx, "ServiceRequest", []string{placer, filler}); !errors.Is(err, engine.ErrNotFound) {
+		return fmt.Errorf("order number %s: %v, want not found", placer, err)
 	}
-	o.version++
 	patientRef := "Patient/" + o.patient
 	encounter := fmt.Sprintf("w%d-e%d", o.worker, n)
 	sr := fmt.Sprintf("w%d-sr%d", o.worker, n)
 	resources := []*engine.Resource{
-		newResource("Patient", o.patient, o.version, now, `,"text":{"div":"`+padding+`"}`, []fhir.IndexEntry{
+		newResource("Patient", o.patient, version, now, `,"text":{"div":"`+padding+`"}`, []fhir.IndexEntry{
 			{Param: "identifier", System: "urn:oid:1.2.3", Value: "MRN-" + o.patient},
 			{Param: "identifier", System: "urn:oid:2.16.840.1.113883.4.1", Value: fmt.Sprint(n)},
 			{Param: "family", Value: "doe"}, {Param: "given", Value: "jane"}, {Param: "name", Value: "doe"},
@@ -132,7 +137,7 @@ func (o *orderWriter) recordIn(ctx context.Context, tx engine.Tx, n int) error {
 			{Param: "subject", Value: patientRef}, {Param: "patient", Value: patientRef},
 			{Param: "encounter", Value: "Encounter/" + encounter},
 			{Param: "authored", Value: now.Format("2006-01-02T15:04:05.000Z")},
-		}, placer, fmt.Sprintf("filler|urn:oid:1.2.4|FL%d", n)),
+		}, placer, filler),
 	}
 	for _, r := range resources {
 		if err := tx.PutResource(ctx, r); err != nil {

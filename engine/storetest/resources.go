@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"strings"
@@ -41,6 +42,12 @@ func RunResources(t *testing.T, open func(t *testing.T) engine.Store) {
 		{"FailedTxDoesNotCommit", testFailedTxDoesNotCommit},
 		{"InsertInbound", testInsertInbound},
 		{"InsertInboundRace", testInsertInboundRace},
+		{"InsertInboundProcessingFields", testInsertInboundProcessingFields},
+		{"ClaimPending", testClaimPending},
+		{"ClaimPendingRolledBack", testClaimPendingRolledBack},
+		{"ClaimPendingConcurrently", testClaimPendingConcurrently},
+		{"ResourceByKeys", testResourceByKeys},
+		{"LongIndexValues", testLongIndexValues},
 		{"Search", testSearch},
 		{"SearchCurrentVersionsOnly", testSearchCurrentVersionsOnly},
 		{"SearchPaging", testSearchPaging},
@@ -759,6 +766,341 @@ func testInsertInboundRace(t *testing.T, st engine.Store) {
 			checkStatus(t, st, m, engine.StatusAccepted)
 		}
 	}
+}
+
+// testInsertInboundProcessingFields: InsertInbound stores MappingVersion, Pending and
+// ProcessingError as CommitInbound does: Pending only on an accepted message, and a duplicate
+// never pending and without mapping version or processing error.
+func testInsertInboundProcessingFields(t *testing.T, st engine.Store) {
+	ctx := context.Background()
+	orig := newMessage("RIS", "STMARYS", "TXP1", 1)
+	orig.Pending, orig.MappingVersion = true, "orm_o01@1"
+	mapped := newMessage("RIS", "STMARYS", "TXP2", 2)
+	mapped.MappingVersion, mapped.ProcessingError = "orm_o01@1", "ORC-2: unknown order \x00"
+	errored := newMessage("RIS", "STMARYS", "TXP3", 3)
+	errored.Status, errored.ACKCode, errored.Error = engine.StatusError, "AE", "no procedure code"
+	errored.Pending, errored.MappingVersion = true, "orm_o01@1"
+	dup := newMessage("RIS", "STMARYS", "TXP1", 4)
+	dup.Pending, dup.MappingVersion, dup.ProcessingError = true, "orm_o01@1", "set by the caller"
+
+	tx := begin(t, st)
+	for _, m := range []*engine.InboundMessage{orig, mapped, errored, dup} {
+		if err := tx.InsertInbound(ctx, m); err != nil {
+			t.Fatalf("InsertInbound: %v", err)
+		}
+	}
+	commitTx(t, tx)
+	if !orig.Pending || orig.MappingVersion != "orm_o01@1" {
+		t.Errorf("original: Pending %v MappingVersion %q, want true and its own", orig.Pending, orig.MappingVersion)
+	}
+	checkStatus(t, st, orig, engine.StatusAccepted)
+	if mapped.Pending || mapped.MappingVersion != "orm_o01@1" || mapped.ProcessingError != "ORC-2: unknown order \uFFFD" {
+		t.Errorf("mapped: Pending %v MappingVersion %q ProcessingError %q", mapped.Pending, mapped.MappingVersion, mapped.ProcessingError)
+	}
+	checkStatus(t, st, mapped, engine.StatusAccepted)
+	if errored.Pending || errored.MappingVersion != "orm_o01@1" {
+		t.Errorf("error message: Pending %v MappingVersion %q, want false and its own", errored.Pending, errored.MappingVersion)
+	}
+	checkStatus(t, st, errored, engine.StatusError)
+	checkDuplicate(t, st, dup, orig)
+	if dup.Pending || dup.MappingVersion != "" || dup.ProcessingError != "" {
+		t.Errorf("duplicate: Pending %v MappingVersion %q ProcessingError %q, want false and empty", dup.Pending, dup.MappingVersion, dup.ProcessingError)
+	}
+}
+
+// pendingFixture commits n pending accepted messages (control IDs prefix1 … prefixn) among
+// messages that are not pending: an accepted one processed already, a rejected one, and a
+// duplicate of the first. It returns the pending ones, oldest first.
+func pendingFixture(t *testing.T, st engine.Store, prefix string, n int) []*engine.InboundMessage {
+	t.Helper()
+	var batch, pending []*engine.InboundMessage
+	for i := 1; i <= n; i++ {
+		m := newMessage("RIS", "STMARYS", fmt.Sprintf("%s%d", prefix, i), i)
+		m.Pending = true
+		pending = append(pending, m)
+		batch = append(batch, m)
+		if i == 1 {
+			done := newMessage("RIS", "STMARYS", prefix+"-done", 100)
+			done.MappingVersion = "orm_o01@1"
+			rej := rejected(newMessage("RIS", "STMARYS", prefix+"-rej", 101))
+			dup := newMessage("RIS", "STMARYS", prefix+"1", 102)
+			dup.Pending = true
+			batch = append(batch, done, rej, dup)
+		}
+	}
+	commit(t, st, batch...)
+	return pending
+}
+
+func claim(t *testing.T, tx engine.Tx, limit int) []*engine.InboundMessage {
+	t.Helper()
+	got, err := tx.ClaimPending(context.Background(), limit)
+	if err != nil {
+		t.Fatalf("ClaimPending(%d): %v", limit, err)
+	}
+	return got
+}
+
+func messageIDs(msgs []*engine.InboundMessage) []int64 {
+	var ids []int64
+	for _, m := range msgs {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// testClaimPending: ClaimPending returns the oldest pending messages, up to the limit, whole
+// (Raw included); FinishPending clears Pending and stores the outcome, so that the next claim
+// goes on with the rest; a message that is not pending is not found.
+func testClaimPending(t *testing.T, st engine.Store) {
+	ctx := context.Background()
+	pending := pendingFixture(t, st, "CP", 5)
+
+	tx := begin(t, st)
+	got := claim(t, tx, 3)
+	if ids, want := messageIDs(got), messageIDs(pending[:3]); !slices.Equal(ids, want) {
+		t.Fatalf("ClaimPending(3) = %v, want the oldest three %v", ids, want)
+	}
+	for i, m := range got {
+		checkSame(t, m, pending[i])
+	}
+	if err := tx.FinishPending(ctx, got[0].ID, "orm_o01@2", ""); err != nil {
+		t.Fatalf("FinishPending: %v", err)
+	}
+	if err := tx.FinishPending(ctx, got[1].ID, "orm_o01@2", "OBR-4: unknown procedure code \xff"); err != nil {
+		t.Fatalf("FinishPending: %v", err)
+	}
+	// Not pending (any more, or ever): not found, and the transaction goes on.
+	for _, id := range []int64{got[0].ID, pending[len(pending)-1].ID + 1000} {
+		if err := tx.FinishPending(ctx, id, "orm_o01@2", ""); !errors.Is(err, engine.ErrNotFound) {
+			t.Errorf("FinishPending(%d) of a message that is not pending = %v, want ErrNotFound", id, err)
+		}
+	}
+	if got := claim(t, tx, 0); len(got) != 0 {
+		t.Errorf("ClaimPending(0) = %d messages, want none", len(got))
+	}
+	commitTx(t, tx)
+
+	want0, want1 := clone(pending[0]), clone(pending[1])
+	want0.Pending, want0.MappingVersion = false, "orm_o01@2"
+	want1.Pending, want1.MappingVersion, want1.ProcessingError = false, "orm_o01@2", "OBR-4: unknown procedure code \uFFFD"
+	checkSame(t, read(t, st, pending[0].ID), want0)
+	checkSame(t, read(t, st, pending[1].ID), want1)
+	checkSame(t, read(t, st, pending[2].ID), pending[2]) // claimed, not finished: pending still
+
+	tx = begin(t, st)
+	if ids, want := messageIDs(claim(t, tx, 10)), messageIDs(pending[2:]); !slices.Equal(ids, want) {
+		t.Errorf("ClaimPending(10) after two were finished = %v, want %v", ids, want)
+	}
+	for _, m := range pending[2:] {
+		if err := tx.FinishPending(ctx, m.ID, "orm_o01@2", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commitTx(t, tx)
+	tx = begin(t, st)
+	if got := claim(t, tx, 10); len(got) != 0 {
+		t.Errorf("ClaimPending after every message was finished = %v, want none", messageIDs(got))
+	}
+	tx.Rollback()
+}
+
+// testClaimPendingRolledBack: messages claimed (and even finished) in a transaction that rolls
+// back are pending still, and the next claim gets them.
+func testClaimPendingRolledBack(t *testing.T, st engine.Store) {
+	pending := pendingFixture(t, st, "RB", 3)
+	tx := begin(t, st)
+	got := claim(t, tx, 2)
+	if err := tx.FinishPending(context.Background(), got[0].ID, "orm_o01@1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	checkSame(t, read(t, st, pending[0].ID), pending[0])
+	tx = begin(t, st)
+	if ids, want := messageIDs(claim(t, tx, 2)), messageIDs(pending[:2]); !slices.Equal(ids, want) {
+		t.Errorf("ClaimPending(2) after a rollback = %v, want the same two again %v", ids, want)
+	}
+	tx.Rollback()
+}
+
+// testClaimPendingConcurrently: two transactions claim at once. With row locks (PostgreSQL) the
+// second claims while the first is open and skips what the first holds; with one writer
+// (SQLite) it waits for the first to commit and finds what the first finished gone. Either way
+// the two sets are disjoint, and together they are the oldest.
+func testClaimPendingConcurrently(t *testing.T, st engine.Store) {
+	ctx := context.Background()
+	pending := pendingFixture(t, st, "CC", 6)
+	tx1 := begin(t, st)
+	first := claim(t, tx1, 2)
+	for _, m := range first {
+		if err := tx1.FinishPending(ctx, m.ID, "orm_o01@1", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type result struct {
+		msgs []*engine.InboundMessage
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		tx2, err := st.Begin(ctx)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer tx2.Rollback()
+		msgs, err := tx2.ClaimPending(ctx, 2)
+		done <- result{msgs, err}
+	}()
+	var second result
+	select {
+	case second = <-done: // row locks: the second did not wait
+	case <-time.After(300 * time.Millisecond): // one writer: it waits for the first
+	}
+	commitTx(t, tx1)
+	if second.msgs == nil && second.err == nil {
+		select {
+		case second = <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("second claim still blocked 30s after the first transaction ended")
+		}
+	}
+	if second.err != nil {
+		t.Fatalf("second ClaimPending: %v", second.err)
+	}
+	ids := append(messageIDs(first), messageIDs(second.msgs)...)
+	if want := messageIDs(pending[:4]); !slices.Equal(ids, want) {
+		t.Errorf("claims %v and %v, want disjoint sets, together the oldest four %v",
+			messageIDs(first), messageIDs(second.msgs), want)
+	}
+}
+
+func testResourceByKeys(t *testing.T, st engine.Store) {
+	ctx := context.Background()
+	const (
+		mrnA = "identifier|urn:oid:1.2.3|MRN-A"
+		ssnA = "identifier|http://hl7.org/fhir/sid/us-ssn|111"
+		mrnB = "identifier|urn:oid:1.2.3|MRN-B"
+		none = "identifier|urn:oid:1.2.3|MRN-NONE"
+	)
+	a1 := newResource("Patient", "a", 1, baseTime, `,"v":1`, nil, ssnA, mrnA)
+	a2 := newResource("Patient", "a", 2, baseTime.Add(time.Second), `,"v":2`, nil, mrnA, ssnA)
+	b := newResource("Patient", "b", 1, baseTime, "", nil, mrnB)
+	putAll(t, st, a1, b)
+	putAll(t, st, a2)
+	byKeys := func(rd engine.ResourceReader, typ string, keys ...string) (*engine.Resource, error) {
+		t.Helper()
+		return rd.ResourceByKeys(ctx, typ, keys)
+	}
+	for _, tt := range []struct {
+		name string
+		keys []string
+		want *engine.Resource
+	}{
+		{"one key", []string{mrnA}, a2},
+		{"first held key wins", []string{none, mrnB, mrnA}, b},
+		{"in the order given", []string{ssnA, mrnB}, a2},
+		{"a key twice", []string{mrnB, mrnB}, b},
+		{"many keys", append(slices.Repeat([]string{none}, 9), mrnB, mrnA), b},
+		{"many keys, the first held", append([]string{ssnA}, slices.Repeat([]string{none}, 20)...), a2},
+		{"none held", []string{none}, nil},
+		{"no keys", nil, nil},
+		{"odd bytes", []string{"identifier|\x00|\xff"}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := byKeys(st, "Patient", tt.keys...)
+			if tt.want == nil {
+				if !errors.Is(err, engine.ErrNotFound) {
+					t.Errorf("ResourceByKeys(%q) = %v, %v; want ErrNotFound", tt.keys, got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ResourceByKeys(%q): %v", tt.keys, err)
+			}
+			checkResource(t, got, tt.want)
+			wantKeys := slices.Sorted(slices.Values(tt.want.Keys))
+			if !slices.Equal(got.Keys, wantKeys) {
+				t.Errorf("ResourceByKeys(%q).Keys = %q, want %q (sorted)", tt.keys, got.Keys, wantKeys)
+			}
+		})
+	}
+	// Keys are per type, and a type outside FHIR's syntax holds none.
+	for _, typ := range []string{"ServiceRequest", "Pat\x00ient", ""} {
+		if r, err := byKeys(st, typ, mrnA); !errors.Is(err, engine.ErrNotFound) {
+			t.Errorf("ResourceByKeys(%q, MRN-A) = %v, %v; want ErrNotFound", typ, r, err)
+		}
+	}
+	// In a transaction: its own writes, a released key included; not found leaves it usable.
+	tx := begin(t, st)
+	b2 := newResource("Patient", "b", 2, baseTime.Add(time.Second), `,"v":2`, nil, none)
+	put(t, tx, b2)
+	if r, err := byKeys(tx, "Patient", mrnB); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("in the transaction, a released key finds %v, %v; want ErrNotFound", r, err)
+	}
+	got, err := byKeys(tx, "Patient", mrnB, none)
+	if err != nil {
+		t.Fatalf("in the transaction, ResourceByKeys: %v", err)
+	}
+	checkResource(t, got, b2)
+	if !slices.Equal(got.Keys, []string{none}) {
+		t.Errorf("in the transaction, Keys = %q, want [%s]", got.Keys, none)
+	}
+	// Outside, until the commit: the state before it.
+	got, err = byKeys(st, "Patient", none, mrnB)
+	if err != nil {
+		t.Fatalf("outside the transaction, ResourceByKeys: %v", err)
+	}
+	checkResource(t, got, b)
+	commitTx(t, tx)
+	got, err = byKeys(st, "Patient", mrnB, none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResource(t, got, b2)
+}
+
+// testLongIndexValues: an index value, system or param longer than a btree entry may hold (about
+// 2.7 KB on PostgreSQL) is stored cut to its first 512 bytes, at a UTF-8 boundary, rather than
+// failing the write; searches compare on those bytes too, so the whole value still finds it.
+func testLongIndexValues(t *testing.T, st engine.Store) {
+	// Text that does not compress, as PostgreSQL would compress an index entry that does.
+	rng := rand.New(rand.NewPCG(1, 2))
+	noise := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[rng.IntN(36)]
+		}
+		return string(b)
+	}
+	kept := "a" + strings.Repeat("é", 255) // 511 bytes
+	long := kept + "é" + noise(4000)       // byte 512 is inside that é: it is dropped
+	system := "urn:" + noise(3000)
+	param := noise(3000)
+	r := newResource("Observation", "o1", 1, baseTime, "", []fhir.IndexEntry{
+		{Param: "value-string", Value: long},
+		{Param: "code", System: system, Value: "X"},
+		{Param: param, Value: "v"},
+		{Param: "value-string", Value: long + "z"}, // the same first 512 bytes: one entry
+	})
+	putAll(t, st, r)
+	q := func(param string, op engine.SearchOp, system, value string) engine.ResourceQuery {
+		return engine.ResourceQuery{Type: "Observation", Filters: []engine.SearchFilter{
+			{Param: param, Op: op, Values: []engine.SearchValue{{System: system, Value: value}}}}}
+	}
+	searchIDs(t, st, q("value-string", engine.SearchEq, "", long), "o1")
+	searchIDs(t, st, q("value-string", engine.SearchEq, "", kept), "o1")
+	searchIDs(t, st, q("value-string", engine.SearchEq, "", kept[:len(kept)-2]))
+	searchIDs(t, st, q("value-string", engine.SearchPrefix, "", "aéé"), "o1")
+	searchIDs(t, st, q("value-string", engine.SearchPrefix, "", long), "o1")
+	searchIDs(t, st, q("code", engine.SearchEq, system, "X"), "o1")
+	searchIDs(t, st, q(param, engine.SearchEq, "", "v"), "o1")
+	// A new version with the same long values keeps its entries.
+	r2 := newResource("Observation", "o1", 2, baseTime.Add(time.Second), "", r.Index)
+	putAll(t, st, r2)
+	searchIDs(t, st, q("value-string", engine.SearchEq, "", long), "o1")
 }
 
 // searchIDs fails t unless q returns the resources with exactly ids, in order.

@@ -41,6 +41,8 @@ func Run(t *testing.T, open func(t *testing.T) engine.MessageStore) {
 		{"RejectedWithSameKeyIsNotDuplicate", testRejectedWithSameKey},
 		{"OtherFacilityOrApplicationIsNotDuplicate", testOtherFacilityOrApplication},
 		{"HeaderTextNotUTF8", testHeaderTextNotUTF8},
+		{"ProcessingFields", testProcessingFields},
+		{"DuplicateIsNeverPending", testDuplicateIsNeverPending},
 		{"ConcurrentOverlappingKeys", testConcurrentOverlappingKeys},
 		{"Filters", testFilters},
 		{"Paging", testPaging},
@@ -374,6 +376,75 @@ func testHeaderTextNotUTF8(t *testing.T, st engine.MessageStore) {
 	// Filters take the same form: the raw control ID finds both.
 	if got := list(t, st, engine.MessageFilter{ControlID: "C\xfe1\x00"}); len(got) != 2 {
 		t.Errorf("Messages(ControlID with bad bytes) = %d messages, want 2", len(got))
+	}
+}
+
+// testProcessingFields: MappingVersion, Pending and ProcessingError are stored and read back
+// (Message and Messages); Pending only on an accepted message, since nothing else waits for
+// processing; text as valid UTF-8, as header text.
+func testProcessingFields(t *testing.T, st engine.MessageStore) {
+	pending := newMessage("RIS", "STMARYS", "P1", 1)
+	pending.Pending = true
+	mapped := newMessage("RIS", "STMARYS", "P2", 2)
+	mapped.MappingVersion = "orm_o01@2026-11-27.3"
+	failed := newMessage("RIS", "STMARYS", "P3", 3)
+	failed.MappingVersion, failed.ProcessingError = "orm_o01@2026-11-27.3", "OBR-4: unknown procedure code \xff"
+	errored := newMessage("RIS", "STMARYS", "P4", 4)
+	errored.Status, errored.ACKCode, errored.Error = engine.StatusError, "AE", "OBR-4: unknown procedure code"
+	errored.MappingVersion, errored.Pending = "orm_o01@2026-11-27.3", true // not accepted: never pending
+	rej := rejected(newMessage("RIS", "STMARYS", "P5", 5))
+	rej.Pending = true
+	keyless := newMessage("RIS", "STMARYS", "", 6)
+	keyless.Pending, keyless.MappingVersion = true, "adt@1"
+
+	batch := []*engine.InboundMessage{pending, mapped, failed, errored, rej, keyless}
+	want := make([]*engine.InboundMessage, len(batch))
+	for i, m := range batch {
+		want[i] = clone(m)
+	}
+	want[2].ProcessingError = "OBR-4: unknown procedure code \uFFFD"
+	want[3].Pending = false
+	want[4].Pending = false
+	commit(t, st, batch...)
+	for i, m := range batch {
+		want[i].ID = m.ID
+		checkSame(t, m, want[i])
+		checkSame(t, read(t, st, m.ID), want[i])
+	}
+	for _, f := range []engine.MessageFilter{{}, {Status: engine.StatusAccepted}} {
+		for _, got := range list(t, st, f) {
+			for _, w := range want {
+				if got.ID == w.ID {
+					checkSame(t, got, w)
+				}
+			}
+		}
+	}
+}
+
+// testDuplicateIsNeverPending: a message the store finds to be a duplicate is not processed
+// again, so it is stored without Pending, MappingVersion and ProcessingError, whatever the caller
+// set (msgs updated to match), while the original keeps its own; within a batch and across
+// batches.
+func testDuplicateIsNeverPending(t *testing.T, st engine.MessageStore) {
+	orig := newMessage("RIS", "STMARYS", "DP1", 1)
+	orig.Pending, orig.MappingVersion = true, "orm_o01@1"
+	inBatch := newMessage("RIS", "STMARYS", "DP1", 2)
+	inBatch.Pending, inBatch.MappingVersion, inBatch.ProcessingError = true, "orm_o01@1", "set by the caller"
+	commit(t, st, orig, inBatch)
+	if !orig.Pending || orig.MappingVersion != "orm_o01@1" {
+		t.Errorf("original: Pending %v MappingVersion %q, want true and its own", orig.Pending, orig.MappingVersion)
+	}
+	checkSame(t, read(t, st, orig.ID), orig)
+	later := newMessage("RIS", "STMARYS", "DP1", 3)
+	later.Pending, later.MappingVersion = true, "orm_o01@2"
+	commit(t, st, later)
+	for _, m := range []*engine.InboundMessage{inBatch, later} {
+		checkDuplicate(t, st, m, orig)
+		if m.Pending || m.MappingVersion != "" || m.ProcessingError != "" {
+			t.Errorf("duplicate %d: Pending %v MappingVersion %q ProcessingError %q, want false and empty",
+				m.ID, m.Pending, m.MappingVersion, m.ProcessingError)
+		}
 	}
 }
 

@@ -1,0 +1,60 @@
+package sqlite
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestQueryPlans: the statements that must stay index probes as tables grow are planned so on an
+// empty database, where SQLite has no statistics to go by (a plan is fixed when a statement is
+// prepared).
+func TestQueryPlans(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name  string
+		query string
+		args  []any
+		want  []string // in the plan, in this order
+	}{
+		{"ResourceByKeys", resourceByKeysSQL, []any{"Patient", `["a","b"]`},
+			[]string{"SCAN q VIRTUAL TABLE", "SEARCH k USING PRIMARY KEY (type=? AND key=?)", "SEARCH r USING PRIMARY KEY"}},
+		{"ClaimPending", claimPendingSQL, []any{10},
+			[]string{"SCAN inbound_messages USING INDEX inbound_messages_pending"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rows, err := st.reader.QueryContext(ctx, "EXPLAIN QUERY PLAN "+tt.query, tt.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var plan []string
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			text := strings.Join(plan, "\n")
+			at := 0
+			for _, w := range tt.want {
+				i := strings.Index(text[at:], w)
+				if i < 0 {
+					t.Fatalf("plan does not have %q (in this order):\n%s", w, text)
+				}
+				at += i + len(w)
+			}
+		})
+	}
+}
