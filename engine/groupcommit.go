@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 )
@@ -21,6 +22,8 @@ type GroupCommitter struct {
 	maxBatch int
 	observe  func(batch int, d time.Duration, err error)
 	linger   time.Duration
+	// effectSlots bounds the transactions with effects in flight (GroupCommitOptions.EffectWorkers).
+	effectSlots chan struct{}
 
 	reqs chan *commitRequest
 	// mu orders Commit's send against Close: no request enters reqs after closed is closed, so
@@ -48,6 +51,12 @@ type GroupCommitOptions struct {
 	Workers int
 	// Observe, if set, is called after each transaction with its size, duration and error.
 	Observe func(batch int, d time.Duration, err error)
+	// EffectWorkers is the number of transactions with effects (orders mapped to resources)
+	// in flight at once (default 4). Such a transaction makes a dozen round trips per message,
+	// so it waits on the database far more than it works: while it does, the worker gathers and
+	// hands off the next batch. Two of them touching the same record at once cannot both
+	// commit; the loser's message is answered AE (ERR 207) and resent.
+	EffectWorkers int
 	// Linger, if set, lets a batch wait up to this long for the messages a worker expects
 	// (default 0: a batch never waits). An MLLP sender waits for each ACK before it sends its next
 	// message, so under load the senders a commit has just answered are about to send again, and
@@ -69,13 +78,17 @@ func NewGroupCommitter(store MessageStore, opt GroupCommitOptions) *GroupCommitt
 	if opt.Workers <= 0 {
 		opt.Workers = 1
 	}
+	if opt.EffectWorkers <= 0 {
+		opt.EffectWorkers = 4
+	}
 	g := &GroupCommitter{
-		store:    store,
-		maxBatch: opt.MaxBatch,
-		observe:  opt.Observe,
-		linger:   opt.Linger,
-		reqs:     make(chan *commitRequest, opt.MaxBatch*opt.Workers),
-		closed:   make(chan struct{}),
+		store:       store,
+		maxBatch:    opt.MaxBatch,
+		observe:     opt.Observe,
+		linger:      opt.Linger,
+		reqs:        make(chan *commitRequest, opt.MaxBatch*opt.Workers),
+		effectSlots: make(chan struct{}, opt.EffectWorkers),
+		closed:      make(chan struct{}),
 	}
 	for range opt.Workers {
 		g.wg.Add(1)
@@ -227,12 +240,25 @@ func (g *GroupCommitter) commit(batch []*commitRequest, msgs []*InboundMessage) 
 	start := time.Now()
 	// The transaction outlives any one caller's context: its outcome decides every ACK in it.
 	ctx := context.WithoutCancel(live[0].ctx)
-	var err error
 	if hasEffects(msgs) {
-		err = g.commitWithEffects(ctx, msgs)
-	} else {
-		err = g.store.CommitInbound(ctx, msgs)
+		// Hand the batch to a transaction of its own (the worker reuses its slices) and go on
+		// gathering; a full set of slots holds the worker back.
+		live, msgs := slices.Clone(live), slices.Clone(msgs)
+		g.effectSlots <- struct{}{}
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			err := g.commitWithEffects(ctx, msgs)
+			<-g.effectSlots
+			g.finish(live, start, err)
+		}()
+		return
 	}
+	g.finish(live, start, g.store.CommitInbound(ctx, msgs))
+}
+
+// finish reports a transaction's outcome to every caller in it.
+func (g *GroupCommitter) finish(live []*commitRequest, start time.Time, err error) {
 	if g.observe != nil {
 		g.observe(len(live), time.Since(start), err)
 	}

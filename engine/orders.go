@@ -198,10 +198,7 @@ func (p *Processor) validatePlan(pl *plan) error {
 		if p.valid.has(key) {
 			return nil
 		}
-		body, err := resourceJSON(typ, placeholderID, 1, pl.now, pl.mappingVersion, full)
-		if err != nil {
-			return err
-		}
+		body := withHead(typ, placeholderID, 1, pl.now, pl.mappingVersion, b)
 		if err := p.Validator.Validate(body); err != nil {
 			return &ProcessError{Detail: hl7.ErrorDetail{Code: hl7.CodeDataType, Severity: "E",
 				Text: "the mapped " + typ + " is not valid FHIR R4: " + limit(err.Error(), 300)}}
@@ -255,6 +252,11 @@ func resourceJSON(typ, id string, version int64, updated time.Time, source strin
 	if err != nil {
 		return nil, fmt.Errorf("rendering %s: %w", typ, err)
 	}
+	return withHead(typ, id, version, updated, source, body), nil
+}
+
+// withHead puts resourceType, id and meta in front of a content object already rendered.
+func withHead(typ, id string, version int64, updated time.Time, source string, body []byte) []byte {
 	meta := map[string]any{"versionId": strconv.FormatInt(version, 10), "lastUpdated": updated.UTC().Format(fhirInstant)}
 	if source != "" {
 		meta["source"] = "urn:ferry:mapping:" + source
@@ -273,7 +275,7 @@ func resourceJSON(typ, id string, version int64, updated time.Time, source strin
 	} else {
 		b.WriteByte('}')
 	}
-	return b.Bytes(), nil
+	return b.Bytes()
 }
 
 // fhirInstant is FHIR's instant with milliseconds, in UTC.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -154,4 +155,45 @@ func BenchmarkWorklistMatch10k(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(items))/(b.Elapsed().Seconds()/float64(b.N)), "items/s")
+}
+
+// BenchmarkWorklistFindServer measures C-FIND against a running `ferry serve` (its store
+// included), e.g. one holding 10,000 orders sent with mllpload (docs/performance.md):
+//
+//	FERRY_BENCH_DICOM=127.0.0.1:11112 FERRY_BENCH_DATE=20261127 go test -run XXX -bench WorklistFindServer ./adapters/dimse/
+//
+// "accession" pins one item; "day" asks for one day's CT items in a ten-minute window (the
+// store narrows by date, the SCP matches the time range and modality on every item of the day).
+func BenchmarkWorklistFindServer(b *testing.B) {
+	addr, date := os.Getenv("FERRY_BENCH_DICOM"), os.Getenv("FERRY_BENCH_DATE")
+	if addr == "" || date == "" {
+		b.Skip("set FERRY_BENCH_DICOM (host:port of a running ferry serve) and FERRY_BENCH_DATE (YYYYMMDD)")
+	}
+	acc := os.Getenv("FERRY_BENCH_ACCESSION")
+	queries := map[string]*DataSet{
+		"day": dataSet(key(TagAccessionNumber, ""), key(TagPatientName, ""), key(TagPatientID, ""),
+			sps(key(TagModality, "CT"), key(tagSPSStartDate, date), key(tagSPSStartTime, "0900-0910"))),
+	}
+	if acc != "" {
+		queries["accession"] = dataSet(key(TagAccessionNumber, acc), key(TagPatientName, ""), key(TagPatientID, ""))
+	}
+	for _, name := range []string{"accession", "day"} {
+		q, ok := queries[name]
+		if !ok {
+			continue
+		}
+		b.Run(name, func(b *testing.B) {
+			c := worklistClient(b, addr)
+			ctx := context.Background()
+			matches := 0
+			for b.Loop() {
+				matches = 0
+				final, err := c.Find(ctx, ModalityWorklistFindSOPClass, q, func(*Command, *DataSet) bool { matches++; return true })
+				if err != nil || final.Status != StatusSuccess {
+					b.Fatalf("find: %v %v", final, err)
+				}
+			}
+			b.ReportMetric(float64(matches), "matches")
+		})
+	}
 }

@@ -76,6 +76,9 @@ type CommitConfig struct {
 	Workers int `yaml:"workers"`
 	// MaxBatch caps the messages in one transaction (default 64).
 	MaxBatch int `yaml:"max_batch"`
+	// EffectWorkers is the number of transactions that store orders with their resources in
+	// flight at once (default 4): they wait on the database between a dozen statements each.
+	EffectWorkers int `yaml:"effect_workers"`
 	// Linger is how long a batch may wait for messages it expects, such as the next message of
 	// each sender its last commit answered (default 500µs; 0s: a batch never waits).
 	Linger *time.Duration `yaml:"linger"`
