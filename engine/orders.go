@@ -180,42 +180,49 @@ func (p *Processor) validatePlan(pl *plan) error {
 	if p.Validator == nil {
 		return nil
 	}
-	ref := func(t string) map[string]any { return map[string]any{"reference": t + "/" + placeholderID} }
-	check := func(typ string, content map[string]any, refs map[string]any) error {
-		if content == nil {
-			return nil
-		}
-		full := withFields(content, refs)
-		b, err := json.Marshal(full)
+	for _, r := range pl.drafts() {
+		b, err := json.Marshal(r.content)
 		if err != nil {
 			return err
 		}
 		h := sha256.New()
-		h.Write([]byte(typ))
+		h.Write([]byte(r.typ))
 		h.Write(b)
 		var key [32]byte
 		h.Sum(key[:0])
 		if p.valid.has(key) {
-			return nil
+			continue
 		}
-		body := withHead(typ, placeholderID, 1, pl.now, pl.mappingVersion, b)
+		body := withHead(r.typ, placeholderID, 1, pl.now, pl.mappingVersion, b)
 		if err := p.Validator.Validate(body); err != nil {
 			return &ProcessError{Detail: hl7.ErrorDetail{Code: hl7.CodeDataType, Severity: "E",
-				Text: "the mapped " + typ + " is not valid FHIR R4: " + limit(err.Error(), 300)}}
+				Text: "the mapped " + r.typ + " is not valid FHIR R4: " + limit(err.Error(), 300)}}
 		}
 		p.valid.add(key)
-		return nil
 	}
-	if err := check("Patient", pl.patient, nil); err != nil {
-		return err
-	}
-	if err := check("Encounter", pl.encounter, map[string]any{"subject": ref("Patient")}); err != nil {
-		return err
-	}
-	for _, o := range pl.orders {
-		if err := check("Practitioner", o.requester, nil); err != nil {
-			return err
+	return nil
+}
+
+// draft is a resource a plan may write, with placeholder references where the ids are not
+// known until the transaction.
+type draft struct {
+	typ     string
+	content map[string]any
+}
+
+// drafts are the resources of the plan as they will be written, apart from ids and meta.
+func (pl *plan) drafts() []draft {
+	ref := func(t string) map[string]any { return map[string]any{"reference": t + "/" + placeholderID} }
+	var out []draft
+	add := func(typ string, content, refs map[string]any) {
+		if content != nil {
+			out = append(out, draft{typ, withFields(content, refs)})
 		}
+	}
+	add("Patient", pl.patient, nil)
+	add("Encounter", pl.encounter, map[string]any{"subject": ref("Patient")})
+	for _, o := range pl.orders {
+		add("Practitioner", o.requester, nil)
 		refs := map[string]any{"subject": ref("Patient")}
 		if o.requester != nil {
 			refs["requester"] = ref("Practitioner")
@@ -223,11 +230,9 @@ func (p *Processor) validatePlan(pl *plan) error {
 		if pl.encounter != nil {
 			refs["encounter"] = ref("Encounter")
 		}
-		if err := check("ServiceRequest", o.sr, refs); err != nil {
-			return err
-		}
+		add("ServiceRequest", o.sr, refs)
 	}
-	return nil
+	return out
 }
 
 // withFields returns content with extra fields set (a shallow copy when there are any).

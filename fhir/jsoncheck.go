@@ -216,6 +216,11 @@ func (c *jsonChecker) str() (span, bool) {
 			c.pos++
 			return span{start, c.pos - 1}, true
 		default:
+			if c.data[c.pos] < 0x20 {
+				// RFC 8259 §7: control characters must be escaped in a string. google/fhir's
+				// JSON reader lets them through; encoding/json (and every peer) does not.
+				c.report(IssueStructure, "a control character is not escaped in a JSON string", span{})
+			}
 			c.pos++
 		}
 	}

@@ -570,9 +570,9 @@ func fnCodeable(st *state, args []any) (any, error) {
 	if codings != nil {
 		cc["coding"] = codings
 	}
-	if text == "" {
-		text = display
-	}
+	// CWE.9 original text, else the text of the identifier, else of the alternate identifier
+	// (a feed may send only "^^^^CT ABDOMEN").
+	text = first3(text, display, altDisplay)
 	put(cc, "text", text)
 	if len(cc) == 0 {
 		return nil, nil
@@ -688,4 +688,14 @@ func fnCodeables(st *state, args []any) (any, error) {
 		}
 	}
 	return nilIfEmpty(out), nil
+}
+
+func first3(a, b, c string) string {
+	switch {
+	case a != "":
+		return a
+	case b != "":
+		return b
+	}
+	return c
 }

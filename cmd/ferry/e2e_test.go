@@ -501,6 +501,8 @@ type apiMessage struct {
 	Parsed             json.RawMessage `json:"parsed"`
 	ParseError         string          `json:"parse_error"`
 	ACK                string          `json:"ack"`
+	MappingVersion     string          `json:"mapping_version"`
+	ProcessingError    string          `json:"processing_error"`
 }
 
 type apiMessageList struct {

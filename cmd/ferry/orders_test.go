@@ -138,6 +138,15 @@ func TestOrdersEndToEnd(t *testing.T) {
 			t.Fatalf("ACKs %v, want %v", codes, want)
 		}
 
+		// Every processed message records the mapping that processed it; the refused one its
+		// error.
+		for ctrl, wantErr := range map[string]bool{"M1": false, "M5": true} {
+			ms := p.byControlID(t, ctrl)
+			if len(ms) != 1 || !strings.HasPrefix(ms[0].MappingVersion, "orm_o01@1+") || (ms[0].Error != "") != wantErr {
+				t.Errorf("message %s in the log: %+v", ctrl, ms)
+			}
+		}
+
 		// The worklist, as a modality sees it.
 		for _, tc := range []struct {
 			name string
@@ -220,4 +229,53 @@ func TestOrdersEndToEnd(t *testing.T) {
 			t.Errorf("worklist for the survivor's MRN: %v, want [ACC3 ACC4]", got)
 		}
 	})
+}
+
+// TestMappingsHotReload: an analyst's edit of a code table in mappings.dir takes effect while
+// Ferry serves, and a broken edit is refused (logged) with the working mappings kept.
+func TestMappingsHotReload(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tables := filepath.Join(dir, "maps", "tables")
+	if err := os.MkdirAll(tables, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(body string) {
+		t.Helper()
+		path := filepath.Join(tables, "procedures.yaml")
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Coarse file-system clocks: make each edit's time differ.
+		later := time.Now().Add(time.Duration(len(body)) * time.Second)
+		_ = os.Chtimes(path, later, later)
+	}
+	write("table: procedures\nmissing: empty\nrows:\n  \"71260\": {system: \"http://loinc.org\", code: \"24627-2\", display: CT Chest, modality: CT}\n")
+	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{Config: "mappings:\n  dir: maps\n  reload_interval: 50ms\n"})
+	order := func(ctrl string) string {
+		return ordersORM(ctrl, "NW", "PL"+ctrl, "SC", "ACC"+ctrl, "99999", "CT", "20261127", "000123")
+	}
+	if codes := mllpSendAll(t, p.MLLPAddr, order("H1")); codes[0] != "AA" {
+		t.Fatalf("unknown code with missing: empty: %v", codes)
+	}
+	// The analyst makes unknown procedure codes an error.
+	write("table: procedures\nmissing: error\nrows:\n  \"71260\": {system: \"http://loinc.org\", code: \"24627-2\", display: CT Chest, modality: CT}\n")
+	waitFor(t, "the stricter table to be loaded", func() bool { return mllpSendAll(t, p.MLLPAddr, order(randomHex(4)))[0] == "AE" })
+	// A broken edit: refused, logged, the strict table stays in force.
+	write("table: procedures\nrows: [not, a, map]\n")
+	waitFor(t, "the broken edit to be reported", func() bool { return strings.Contains(p.stderr.String(), "mappings changed but have problems") })
+	if codes := mllpSendAll(t, p.MLLPAddr, order("H3")); codes[0] != "AE" {
+		t.Errorf("after a broken edit: %v, want the strict table still in force (AE)", codes)
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -1,0 +1,116 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ferryhealth/ferry/fhir"
+	"github.com/ferryhealth/ferry/hl7"
+	"github.com/ferryhealth/ferry/mappings"
+)
+
+const corpusDir = "../../shared/corpus/hl7v2"
+
+// TestCorpusResourcesAreValidFHIR puts every ORM, OMI and ADT message of the shared corpus
+// through the shipped mappings and google/fhir validation (Processor.Plan): each either yields
+// resources that passed validation or fails with an error an AE can locate — never anything
+// else. The resources are then checked by a second, independent validator, @medplum/core through
+// ../shared/peers/fhir-validate.mjs, when FERRY_PEERS_DIR names an installed copy of the peers
+// (.ci/run installs one; FERRY_REQUIRE_PEERS=1 fails instead of skipping that part).
+func TestCorpusResourcesAreValidFHIR(t *testing.T) {
+	if _, err := os.Stat(corpusDir); err != nil {
+		t.Skipf("corpus not found at %s (it is in CI, not in a user's clone): %v", corpusDir, err)
+	}
+	set, err := mappings.Load(mappings.Source{Base: []fs.FS{mappings.Shipped()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := fhir.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Processor{Mappings: func() MappingSource { return set }, Validator: v}
+	out := t.TempDir()
+	var planned, refused, written int
+	err = filepath.WalkDir(corpusDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".hl7") {
+			return err
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		batch, err := hl7.SplitBatch(raw)
+		if err != nil {
+			batch = [][]byte{raw}
+		}
+		for n, one := range batch {
+			msg, err := hl7.Parse(one)
+			if err != nil {
+				continue
+			}
+			pl, err := p.Plan(msg)
+			if pl == nil {
+				continue
+			}
+			if err != nil {
+				var me *mappings.Error
+				var pe *ProcessError
+				if !errors.As(err, &me) && !errors.As(err, &pe) {
+					t.Errorf("%s[%d]: error %T without a location: %v", path, n, err, err)
+				}
+				refused++
+				continue
+			}
+			planned++
+			for i, r := range pl.drafts() {
+				body, err := resourceJSON(r.typ, placeholderID, 1, pl.now, pl.mappingVersion, r.content)
+				if err != nil {
+					t.Fatal(err)
+				}
+				name := fmt.Sprintf("%05d-%d-%s.json", planned, i, r.typ)
+				if err := os.WriteFile(filepath.Join(out, name), body, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				written++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d corpus messages mapped to %d valid resources, %d refused with a located error", planned, written, refused)
+	if planned < 100 || written < 300 {
+		t.Fatalf("only %d messages mapped (%d resources): the corpus or the mappings look wrong", planned, written)
+	}
+
+	peers := os.Getenv("FERRY_PEERS_DIR")
+	if peers == "" {
+		msg := "FERRY_PEERS_DIR not set: the second opinion (@medplum/core) is skipped; see .ci/run"
+		if os.Getenv("FERRY_REQUIRE_PEERS") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	files, _ := filepath.Glob(filepath.Join(out, "*.json"))
+	cmd := exec.Command("node", append([]string{filepath.Join(peers, "fhir-validate.mjs")}, files...)...)
+	cmd.Dir = peers
+	res, err := cmd.CombinedOutput()
+	if err != nil {
+		var bad []string
+		for _, line := range strings.Split(string(res), "\n") {
+			if strings.HasPrefix(line, "INVALID") || strings.HasPrefix(line, "  ") {
+				bad = append(bad, line)
+			}
+		}
+		t.Fatalf("@medplum/core finds invalid resources (%v):\n%s", err, strings.Join(bad[:min(len(bad), 60)], "\n"))
+	}
+	t.Logf("@medplum/core: %s", strings.TrimSpace(string(res[strings.LastIndexByte(strings.TrimSpace(string(res)), '\n')+1:])))
+}
