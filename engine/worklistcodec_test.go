@@ -9,7 +9,7 @@ func TestWorklistItemCodec(t *testing.T) {
 	t.Parallel()
 	a := WorklistItem{ServiceRequestID: "sr1", AccessionNumber: "ACC1", Modality: "CT",
 		RequestedProcedureCode: Code{Value: "24627-2", Scheme: "LN", Meaning: "CT Chest"},
-		PatientName: "MÜLLER^JÖRG", PatientSex: "M", StartDate: "20261127"}
+		PatientName:            "MÜLLER^JÖRG", PatientSex: "M", StartDate: "20261127"}
 	b := WorklistItem{ServiceRequestID: "sr2"}
 	var buf []byte
 	var ends []int
