@@ -181,7 +181,7 @@ func (p *Processor) validatePlan(pl *plan) error {
 		return nil
 	}
 	for _, r := range pl.drafts() {
-		b, err := json.Marshal(r.content)
+		b, err := marshalJSON(r.content)
 		if err != nil {
 			return err
 		}
@@ -251,9 +251,9 @@ func withFields(content map[string]any, extra map[string]any) map[string]any {
 }
 
 // resourceJSON renders a resource: resourceType first, then id and meta, then the content
-// (json.Marshal orders the content's keys, so the same content always gives the same bytes).
+// (its keys sorted, so the same content always gives the same bytes).
 func resourceJSON(typ, id string, version int64, updated time.Time, source string, content map[string]any) ([]byte, error) {
-	body, err := json.Marshal(content)
+	body, err := marshalJSON(content)
 	if err != nil {
 		return nil, fmt.Errorf("rendering %s: %w", typ, err)
 	}
@@ -262,25 +262,27 @@ func resourceJSON(typ, id string, version int64, updated time.Time, source strin
 
 // withHead puts resourceType, id and meta in front of a content object already rendered.
 func withHead(typ, id string, version int64, updated time.Time, source string, body []byte) []byte {
-	meta := map[string]any{"versionId": strconv.FormatInt(version, 10), "lastUpdated": updated.UTC().Format(fhirInstant)}
+	b := make([]byte, 0, len(body)+160)
+	b = append(b, `{"resourceType":`...)
+	b = appendJSONString(b, typ)
+	b = append(b, `,"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"meta":{"lastUpdated":`...)
+	b = appendJSONString(b, updated.UTC().Format(fhirInstant))
 	if source != "" {
-		meta["source"] = "urn:ferry:mapping:" + source
+		b = append(b, `,"source":`...)
+		b = appendJSONString(b, "urn:ferry:mapping:"+source)
 	}
-	head, _ := json.Marshal(struct {
-		ResourceType string         `json:"resourceType"`
-		ID           string         `json:"id"`
-		Meta         map[string]any `json:"meta"`
-	}{typ, id, meta})
-	var b bytes.Buffer
-	b.Grow(len(head) + len(body))
-	b.Write(head[:len(head)-1])
+	b = append(b, `,"versionId":`...)
+	b = appendJSONString(b, strconv.FormatInt(version, 10))
+	b = append(b, '}')
 	if len(body) > 2 {
-		b.WriteByte(',')
-		b.Write(body[1:])
+		b = append(b, ',')
+		b = append(b, body[1:]...)
 	} else {
-		b.WriteByte('}')
+		b = append(b, '}')
 	}
-	return b.Bytes()
+	return b
 }
 
 // fhirInstant is FHIR's instant with milliseconds, in UTC.
@@ -575,11 +577,11 @@ func contentOf(body []byte) (map[string]any, error) {
 
 // sameContent compares two contents as JSON (numbers and key order normalised by the encoder).
 func sameContent(a, b map[string]any) (bool, error) {
-	ja, err := json.Marshal(a)
+	ja, err := marshalJSON(a)
 	if err != nil {
 		return false, err
 	}
-	jb, err := json.Marshal(b)
+	jb, err := marshalJSON(b)
 	if err != nil {
 		return false, err
 	}

@@ -341,10 +341,31 @@ func (c *compiler) scalar(n ast.Node, s, path string) node {
 	if !strings.HasPrefix(s, "=") {
 		return literal{s}
 	}
+	if f := c.fieldRead(strings.TrimSpace(s[1:])); f != nil {
+		return f
+	}
 	if e := c.expr(n, s[1:], path); e != nil {
 		return e
 	}
 	return literal{nil}
+}
+
+// fieldValue is an expression that is only a field path (`=PID-3.1`), the commonest kind: it
+// reads the field without starting the expression VM.
+type fieldValue struct{ p hl7.Path }
+
+func (f fieldValue) eval(st *state) (any, error) { return st.get(f.p), nil }
+
+// fieldRead returns a fieldValue when src is exactly one field path, else nil.
+func (c *compiler) fieldRead(src string) node {
+	if pathEnd(src, 0) != len(src) {
+		return nil
+	}
+	p, err := hl7.ParsePath(src)
+	if err != nil || p.Field == 0 {
+		return nil // the expression compiler reports it
+	}
+	return fieldValue{p}
 }
 
 // expr compiles an expression after rewriting it: HL7 paths become reads of the message, and
