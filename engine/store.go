@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Status is what became of an inbound message.
@@ -114,4 +116,13 @@ type MessageStore interface {
 	// Ping reports whether the store is reachable (for /readyz).
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// StorableText is s as the stores keep text columns: invalid UTF-8 and NUL bytes become U+FFFD
+// (PostgreSQL text refuses both; raw messages keep their exact bytes in bytea/blob columns).
+func StorableText(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }

@@ -18,8 +18,9 @@
 //   - Server (the SCP) and Client (an SCU): associations, presentation context negotiation,
 //     fragmentation, and the dispatch of requests to a Handler per SOP class. The Server serves
 //     Verification (C-ECHO) itself; the Modality Worklist C-FIND SCP (WorklistService, with
-//     the attribute matching of PS3.4 C.2.2.2) and C-STORE plug in as Services. Client.Find is
-//     the C-FIND SCU.
+//     the attribute matching of PS3.4 C.2.2.2) and the Storage SCP (StorageServices: C-STORE
+//     into Part 10 files, headers read with github.com/suyashkumar/dicom, handed to an
+//     InstanceSink) plug in as Services. Client.Find is the C-FIND SCU.
 //
 // Nothing in this package logs data set contents: logs carry addresses, AE titles, SOP class
 // UIDs, message IDs, statuses and sizes. docs/dicom.md says what the listener does with each

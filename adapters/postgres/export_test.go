@@ -5,3 +5,9 @@ var (
 	ResourceByKeysSQL = resourceByKeysSQL
 	ClaimPendingSQL   = claimPendingSQL
 )
+
+// Reads of engine.InstanceStore whose plans postgres_test checks.
+var (
+	StudySeriesSQL     = studySeriesSQL
+	SeriesInstancesSQL = seriesInstancesSQL
+)

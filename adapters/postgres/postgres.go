@@ -1,5 +1,5 @@
 // Package postgres is Ferry's production store: engine.Store (the message log, FHIR resources and
-// the Modality Worklist) on PostgreSQL through github.com/lib/pq. Several Ferry nodes may share one database; everything that must be unique
+// the Modality Worklist) and engine.InstanceStore (received DICOM instances) on PostgreSQL through github.com/lib/pq. Several Ferry nodes may share one database; everything that must be unique
 // across them (a duplicate MSH-10, …) is a database constraint, never a map in one node's memory.
 //
 // All of Ferry's PostgreSQL SQL lives in this package; the schema is in migrations/postgres and
@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/lib/pq"
 	"github.com/lib/pq/pqerror"
@@ -825,12 +824,7 @@ const timestampLayout = "2006-01-02 15:04:05.999999Z07:00"
 // storableText returns s as PostgreSQL's text can hold it: valid UTF-8 without NULs, each
 // invalid byte or NUL replaced by U+FFFD. Header fields come from outside bytes; an odd one must
 // not fail the batch it is in. The raw message keeps the original bytes.
-func storableText(s string) string {
-	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
-		return s
-	}
-	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
-}
+func storableText(s string) string { return engine.StorableText(s) }
 
 // nonNil returns b, or an empty slice for nil: lib/pq sends nil as NULL.
 func nonNil(b []byte) []byte {

@@ -582,6 +582,9 @@ func TestGenericPlans(t *testing.T) {
 			"'Patient', 'k1', 'k2', NULL, NULL, NULL, NULL, NULL, NULL",
 			[]string{"resource_keys_pkey", "resources_pkey", "resource_versions_pkey"}},
 		{"ClaimPending", postgres.ClaimPendingSQL, "int", "10", []string{"inbound_messages_pending"}},
+		// A study's series and a series' instances found through their index.
+		{"StudySeries", postgres.StudySeriesSQL, "text", "'1.2.3'", []string{"dicom_series_study"}},
+		{"SeriesInstances", postgres.SeriesInstancesSQL, "text", "'1.2.3'", []string{"dicom_instances_series"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			name := strings.ToLower(tt.name)
@@ -615,4 +618,12 @@ func TestGenericPlans(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestInstances(t *testing.T) {
+	storetest.RunInstances(t, func(t *testing.T) engine.InstanceStore { return openTestStore(t) })
+}
+
+func BenchmarkPutInstance(b *testing.B) {
+	storetest.BenchPutInstance(b, func(b *testing.B) engine.InstanceStore { return openTestStore(b) })
 }

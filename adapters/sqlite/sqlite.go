@@ -1,5 +1,5 @@
 // Package sqlite is Ferry's embedded store: engine.Store (the message log, FHIR resources and the
-// Modality Worklist) in one SQLite file through modernc.org/sqlite (pure Go, no cgo). It serves a single node; the same engine code runs on it
+// Modality Worklist) and engine.InstanceStore (received DICOM instances) in one SQLite file through modernc.org/sqlite (pure Go, no cgo). It serves a single node; the same engine code runs on it
 // and on adapters/postgres.
 //
 // The database runs in WAL mode with synchronous=FULL, so a commit returns only after the WAL is
@@ -20,7 +20,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/pressly/goose/v3"
 	sqlite "modernc.org/sqlite"
@@ -483,12 +482,7 @@ func validate(msgs []*engine.InboundMessage) error {
 // storableText returns s as valid UTF-8 without NULs, each invalid byte or NUL replaced by
 // U+FFFD: what adapters/postgres can store in text, so keys compare alike in both stores. The
 // raw message keeps the original bytes.
-func storableText(s string) string {
-	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
-		return s
-	}
-	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
-}
+func storableText(s string) string { return engine.StorableText(s) }
 
 // nonNil returns b, or an empty slice for nil: raw and ack are NOT NULL, and nil binds as NULL.
 func nonNil(b []byte) []byte {

@@ -154,3 +154,11 @@ func openTestStore(tb testing.TB, path string) *sqlite.Store {
 	}
 	return st
 }
+
+func TestInstances(t *testing.T) {
+	storetest.RunInstances(t, func(t *testing.T) engine.InstanceStore { return openTestStore(t, testPath(t)) })
+}
+
+func BenchmarkPutInstance(b *testing.B) {
+	storetest.BenchPutInstance(b, func(b *testing.B) engine.InstanceStore { return openTestStore(b, testPath(b)) })
+}

@@ -34,6 +34,8 @@ type Config struct {
 	Facilities []Facility `yaml:"facilities"`
 	// Mappings says where the site's mappings and code tables are (docs/mappings.md).
 	Mappings MappingsConfig `yaml:"mappings"`
+	// DICOM tunes the DICOM listener's storage (C-STORE) and who may connect.
+	DICOM DICOMConfig `yaml:"dicom"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `yaml:"log_level"`
 }
@@ -112,6 +114,18 @@ type MappingsConfig struct {
 	ReloadInterval *time.Duration `yaml:"reload_interval"`
 }
 
+// DICOMConfig tunes DICOM storage (docs/dicom.md).
+type DICOMConfig struct {
+	// StorageDir holds received instances as DICOM Part 10 files, STUDY/SERIES/SOP.dcm (default
+	// DATA_DIR/dicom). Its .incoming directory takes instances while they arrive.
+	StorageDir string `yaml:"storage_dir"`
+	// MaxInstanceSize caps one instance in bytes (default 2 GiB); a larger one is refused A700.
+	MaxInstanceSize int64 `yaml:"max_instance_size"`
+	// AcceptCallingAETitles, when not empty, lists the peers (calling AE titles) allowed to
+	// associate; any other is rejected. Empty: any peer.
+	AcceptCallingAETitles []string `yaml:"accept_calling_ae_titles"`
+}
+
 // Facility is one sending hospital.
 type Facility struct {
 	ID              string        `yaml:"id"`
@@ -168,6 +182,9 @@ func loadConfig(path string) (*Config, error) {
 func (c *Config) setDefaults() {
 	if c.DataDir == "" {
 		c.DataDir = "ferry-data"
+	}
+	if c.DICOM.StorageDir == "" {
+		c.DICOM.StorageDir = filepath.Join(c.DataDir, "dicom")
 	}
 	if c.Database == "" {
 		c.Database = "sqlite:" + filepath.Join(c.DataDir, "ferry.db")
@@ -244,6 +261,9 @@ func (c *Config) Validate() error {
 	case "", "on_commit", "on_receipt":
 	default:
 		errs = append(errs, fmt.Errorf("mllp.ack: want on_commit or on_receipt, got %q", c.MLLP.Ack))
+	}
+	if c.DICOM.MaxInstanceSize < 0 {
+		errs = append(errs, errors.New("dicom.max_instance_size: must not be negative"))
 	}
 	if r := c.Mappings.ReloadInterval; r != nil && *r < 0 {
 		errs = append(errs, errors.New("mappings.reload_interval: must not be negative"))

@@ -163,10 +163,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		httpLn = tls.NewListener(httpLn, httpSrv.TLSConfig)
 	}
 
-	// DICOM: C-ECHO (Verification, built in) and the Modality Worklist (C-FIND) built from
-	// orders; storage plugs in here.
-	dicomSrv := &dimse.Server{AETitle: cfg.Listen.DICOMAETitle, Logger: logger,
-		Services: []dimse.Service{dimse.WorklistService(st, logger)}}
+	// DICOM: C-ECHO (Verification, built in), the Modality Worklist (C-FIND) built from orders,
+	// and storage (C-STORE) into the DICOM data directory.
+	storage, err := dicomStorage(cfg, st, logger)
+	if err != nil {
+		mllpLn.Close()
+		httpLn.Close()
+		return err
+	}
+	dicomSrv := &dimse.Server{AETitle: cfg.Listen.DICOMAETitle, CallingAETitles: cfg.DICOM.AcceptCallingAETitles,
+		Logger: logger, Services: append([]dimse.Service{dimse.WorklistService(st, logger)}, storage...)}
 	if err := dicomSrv.Validate(); err != nil {
 		mllpLn.Close()
 		httpLn.Close()
@@ -259,3 +265,21 @@ func (o mllpMetrics) Discarded(n int64) {
 	o.m.DiscardedBytes.WithLabelValues(o.channel).Add(float64(n))
 }
 func (o mllpMetrics) FrameError(kind string) { o.m.FrameErrors.WithLabelValues(o.channel, kind).Inc() }
+
+// dicomStorage prepares the DICOM data directory and returns the C-STORE services. Files left in
+// its incoming area by an earlier run were never acknowledged: they are removed.
+func dicomStorage(cfg *Config, st store, logger *slog.Logger) ([]dimse.Service, error) {
+	incoming := filepath.Join(cfg.DICOM.StorageDir, ".incoming")
+	if err := os.RemoveAll(incoming); err != nil {
+		return nil, fmt.Errorf("dicom.storage_dir: clearing %s: %w", incoming, err)
+	}
+	if err := os.MkdirAll(incoming, 0o750); err != nil {
+		return nil, fmt.Errorf("dicom.storage_dir: %w", err)
+	}
+	intake := &engine.Intake{Store: st, Dir: cfg.DICOM.StorageDir, Logger: logger}
+	services, err := dimse.StorageServices(intake, dimse.StorageConfig{IncomingDir: incoming, MaxInstanceSize: cfg.DICOM.MaxInstanceSize}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("dicom storage: %w", err)
+	}
+	return services, nil
+}

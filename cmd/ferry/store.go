@@ -12,6 +12,7 @@ import (
 // store is what ferry needs of either store.
 type store interface {
 	engine.Store
+	engine.InstanceStore
 	Migrate(ctx context.Context) error
 }
 

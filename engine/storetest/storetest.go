@@ -5,7 +5,8 @@
 // MSH-10 as an accepted message) are recognised by the database even under concurrent commits,
 // and the message log filters and pages as engine.MessageFilter documents.
 //
-// BenchCommitInbound measures the hot path the same way for every store.
+// RunResources and RunInstances do the same for resources, transactions and the worklist, and for
+// engine.InstanceStore. BenchCommitInbound measures the hot path the same way for every store.
 package storetest
 
 import (

@@ -1,0 +1,120 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Intake keeps received DICOM instances (C-STORE, and STOW-RS to come): it moves each instance's
+// file into the DICOM data directory and commits its row, and reports success only once both are
+// durable — the file fsynced (by the receiver), its directory entries fsynced here, the row
+// committed by the store. Layout: DIR/STUDY-UID/SERIES-UID/SOP-INSTANCE-UID.dcm.
+type Intake struct {
+	Store  InstanceStore
+	Dir    string // the DICOM data directory; the receivers' incoming area must be on its file system
+	Logger *slog.Logger
+}
+
+// StoreInstance moves the complete, fsynced Part 10 file at tmpPath into place and records inst.
+// added=false: the instance was stored before; its first file is kept and this one dropped.
+// On error nothing is recorded and tmpPath is removed.
+func (in *Intake) StoreInstance(ctx context.Context, inst *Instance, tmpPath string) (added bool, err error) {
+	defer func() {
+		if err != nil {
+			os.Remove(tmpPath)
+		}
+	}()
+	for _, uid := range []string{inst.StudyInstanceUID, inst.SeriesInstanceUID, inst.SOPInstanceUID} {
+		if !validUID(uid) {
+			return false, fmt.Errorf("storing instance: %q is not a DICOM UID", limit(uid, 70))
+		}
+	}
+	rel := filepath.Join(inst.StudyInstanceUID, inst.SeriesInstanceUID, inst.SOPInstanceUID+".dcm")
+	final := filepath.Join(in.Dir, rel)
+	if err := mkdirDurable(in.Dir, filepath.Dir(rel)); err != nil {
+		return false, fmt.Errorf("storing instance: %w", err)
+	}
+	inst.Path = filepath.ToSlash(rel)
+
+	// A hard link never replaces an existing file: the first copy of an instance stays.
+	switch err := os.Link(tmpPath, final); {
+	case err == nil:
+		os.Remove(tmpPath)
+		if err := syncDir(filepath.Dir(final)); err != nil {
+			return false, fmt.Errorf("storing instance: %w", err)
+		}
+		added, err := in.Store.PutInstance(ctx, inst)
+		if err != nil {
+			os.Remove(final) // not acknowledged: not kept
+			return false, fmt.Errorf("storing instance: %w", err)
+		}
+		return added, nil
+	case errors.Is(err, fs.ErrExist):
+		// Stored before — or left by an attempt that stopped before its commit. The store says.
+		added, err := in.Store.PutInstance(ctx, inst)
+		if err != nil {
+			return false, fmt.Errorf("storing instance: %w", err)
+		}
+		if !added {
+			os.Remove(tmpPath)
+			return false, nil
+		}
+		// A leftover: this copy replaces it.
+		if err := os.Rename(tmpPath, final); err != nil {
+			return false, fmt.Errorf("storing instance: %w", err)
+		}
+		return true, syncDir(filepath.Dir(final))
+	default:
+		return false, fmt.Errorf("storing instance: %w", err)
+	}
+}
+
+// validUID reports whether s is a DICOM UID (PS3.5 9.1): digits and dots, at most 64, no empty
+// component — which also makes it safe as a file name.
+func validUID(s string) bool {
+	if s == "" || len(s) > 64 || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// mkdirDurable creates base/rel's missing directories and fsyncs each parent whose entries
+// changed, so a directory survives a crash as the file in it does.
+func mkdirDurable(base, rel string) error {
+	dir := base
+	for _, part := range strings.Split(filepath.ToSlash(rel), "/") {
+		next := filepath.Join(dir, part)
+		if err := os.Mkdir(next, 0o750); err == nil {
+			if err := syncDir(dir); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		dir = next
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Instance is what Ferry keeps of one received DICOM instance besides its file: the header
+// attributes that identify it, place it in its series and study, and link it to a patient and
+// an order (issue: DICOM studies → the right patient and order). Text is as the modality wrote
+// it, decoded to UTF-8 from its Specific Character Set.
+type Instance struct {
+	SOPInstanceUID    string // (0008,0018)
+	SOPClassUID       string // (0008,0016)
+	SeriesInstanceUID string // (0020,000E)
+	StudyInstanceUID  string // (0020,000D)
+	TransferSyntaxUID string // (0002,0010), as received and kept
+
+	Modality          string // (0008,0060)
+	SeriesNumber      string // (0020,0011) IS
+	SeriesDescription string // (0008,103E)
+	InstanceNumber    string // (0020,0013) IS
+
+	PatientID              string // (0010,0020)
+	IssuerOfPatientID      string // (0010,0021)
+	PatientName            string // (0010,0010) PN
+	PatientBirthDate       string // (0010,0030) DA
+	PatientSex             string // (0010,0040)
+	AccessionNumber        string // (0008,0050)
+	StudyDate              string // (0008,0020) DA
+	StudyTime              string // (0008,0030) TM
+	StudyDescription       string // (0008,1030)
+	StudyID                string // (0020,0010)
+	ReferringPhysicianName string // (0008,0090) PN
+
+	// Path is the instance's file, relative to the DICOM data directory: a DICOM Part 10 file
+	// (preamble, file meta information, the data set exactly as received).
+	Path       string
+	Size       int64  // bytes of the file
+	SHA256     string // hex digest of the file
+	ReceivedAt time.Time
+	// Where it came from: the association's AE titles and the peer address (or "stow-rs").
+	CallingAETitle, CalledAETitle, PeerAddr string
+}
+
+// Study is a study as assembled from its instances; counts and modalities are kept current as
+// instances arrive, and an instance received twice is counted once.
+type Study struct {
+	StudyInstanceUID       string
+	PatientID              string
+	IssuerOfPatientID      string
+	PatientName            string
+	PatientBirthDate       string
+	PatientSex             string
+	AccessionNumber        string
+	StudyDate, StudyTime   string
+	StudyDescription       string
+	StudyID                string
+	ReferringPhysicianName string
+	ModalitiesInStudy      []string // distinct, sorted
+	NumberOfSeries         int
+	NumberOfInstances      int
+	FirstReceived          time.Time
+	LastReceived           time.Time
+}
+
+// Series is one series of a study.
+type Series struct {
+	SeriesInstanceUID string
+	StudyInstanceUID  string
+	Modality          string
+	SeriesNumber      string
+	SeriesDescription string
+	NumberOfInstances int
+}
+
+// InstanceStore keeps received instances and assembles them into series and studies.
+// adapters/postgres and adapters/sqlite implement it.
+type InstanceStore interface {
+	// PutInstance records inst and updates its series and study in one durable transaction. An
+	// instance already stored (same SOP Instance UID, a database constraint) is not counted
+	// again: PutInstance then returns added=false and changes nothing (the first file is kept).
+	// The study takes its patient and study attributes from the first instance that gives them.
+	PutInstance(ctx context.Context, inst *Instance) (added bool, err error)
+	// Instance returns one instance by SOP Instance UID, or ErrNotFound.
+	Instance(ctx context.Context, sopInstanceUID string) (*Instance, error)
+	// Study returns a study by Study Instance UID, or ErrNotFound.
+	Study(ctx context.Context, studyInstanceUID string) (*Study, error)
+	// StudySeries returns a study's series by series number, then UID.
+	StudySeries(ctx context.Context, studyInstanceUID string) ([]*Series, error)
+	// SeriesInstances returns a series' instances by instance number, then UID.
+	SeriesInstances(ctx context.Context, seriesInstanceUID string) ([]*Instance, error)
+}
+
+// Validate rejects an instance that no correct caller sends, before anything is written.
+func (inst *Instance) Validate() error {
+	switch {
+	case inst == nil:
+		return errors.New("storing instance: nil")
+	case inst.SOPInstanceUID == "", inst.SeriesInstanceUID == "", inst.StudyInstanceUID == "":
+		return fmt.Errorf("storing instance %q: SOP, series and study instance UIDs are required", inst.SOPInstanceUID)
+	case inst.ReceivedAt.IsZero():
+		return fmt.Errorf("storing instance %s: ReceivedAt is not set", inst.SOPInstanceUID)
+	case inst.Size < 0:
+		return fmt.Errorf("storing instance %s: negative size", inst.SOPInstanceUID)
+	}
+	return nil
+}
+
+// Storable returns a copy of inst with every text field as the stores keep text (StorableText).
+func (inst *Instance) Storable() Instance {
+	in := *inst
+	for _, p := range []*string{&in.SOPInstanceUID, &in.SOPClassUID, &in.SeriesInstanceUID,
+		&in.StudyInstanceUID, &in.TransferSyntaxUID, &in.Modality, &in.SeriesNumber,
+		&in.SeriesDescription, &in.InstanceNumber, &in.PatientID, &in.IssuerOfPatientID,
+		&in.PatientName, &in.PatientBirthDate, &in.PatientSex, &in.AccessionNumber, &in.StudyDate,
+		&in.StudyTime, &in.StudyDescription, &in.StudyID, &in.ReferringPhysicianName, &in.Path,
+		&in.SHA256, &in.CallingAETitle, &in.CalledAETitle, &in.PeerAddr} {
+		*p = StorableText(*p)
+	}
+	return in
+}
+
+// IntegerString returns the value of a DICOM IS (Integer String, PS3.5 6.2: leading and trailing
+// spaces allowed), or false when it is empty or not a number — for ordering series and instances
+// 2 before 10.
+func IntegerString(is string) (int64, bool) {
+	n, err := strconv.ParseInt(strings.TrimSpace(is), 10, 64)
+	return n, err == nil
+}
