@@ -235,20 +235,37 @@ type storageHandler struct {
 
 var _ Handler = (*storageHandler)(nil)
 
-// storeFailure is a refusal: the status and Error Comment (0000,0902) for the peer, and the
-// Offending Element (0000,0901) when one attribute is at fault. Comments never hold values.
-type storeFailure struct {
-	status  Status
-	tag     Tag
-	comment string
-	err     error // for the log only
+// InstanceError is a refusal of one instance: the status that says why — the codes C-STORE
+// answers (PS3.4 B.2.3) and STOW-RS puts in Failure Reason (0008,1197) (PS3.18 table I.2-2) are
+// the same: A700 out of resources (retry later), A900 data set does not match its SOP class,
+// C000 cannot understand. Tag is the Offending Element (0000,0901) when one attribute is at
+// fault, Reason the Error Comment (0000,0902); neither ever holds a value, so both are safe to
+// log and send. Err, the cause, is for the log only.
+type InstanceError struct {
+	Status Status
+	Tag    Tag
+	Reason string
+	Err    error
 }
 
-func (f *storeFailure) response() Response {
-	rsp := Response{Status: f.status, ErrorComment: errorComment(f.comment)}
-	if f.tag != 0 {
-		v := binary.LittleEndian.AppendUint16(nil, f.tag.Group())
-		rsp.Other = []*Element{{Tag: TagOffendingElement, VR: VRAT, Value: binary.LittleEndian.AppendUint16(v, f.tag.Element())}}
+func (f *InstanceError) Error() string {
+	msg := fmt.Sprintf("dimse: instance refused (%s): %s", f.Status, f.Reason)
+	if f.Tag != 0 {
+		msg += " " + f.Tag.String()
+	}
+	if f.Err != nil {
+		msg += ": " + f.Err.Error()
+	}
+	return msg
+}
+
+func (f *InstanceError) Unwrap() error { return f.Err }
+
+func (f *InstanceError) response() Response {
+	rsp := Response{Status: f.Status, ErrorComment: errorComment(f.Reason)}
+	if f.Tag != 0 {
+		v := binary.LittleEndian.AppendUint16(nil, f.Tag.Group())
+		rsp.Other = []*Element{{Tag: TagOffendingElement, VR: VRAT, Value: binary.LittleEndian.AppendUint16(v, f.Tag.Element())}}
 	}
 	return rsp
 }
@@ -281,15 +298,15 @@ func (h *storageHandler) ServeDIMSE(ctx context.Context, req *Request, w Respons
 	}
 	if errors.Is(context.Cause(ctx), ErrAssociationClosed) {
 		// Nobody to answer; the peer got no success and sends the instance again.
-		log.Info("C-STORE cut off: association closed", "sop_instance_uid", req.Command.AffectedSOPInstanceUID, "err", fail.err)
+		log.Info("C-STORE cut off: association closed", "sop_instance_uid", req.Command.AffectedSOPInstanceUID, "err", fail.Err)
 		return
 	}
-	attrs := []any{"sop_instance_uid", req.Command.AffectedSOPInstanceUID, "status", fail.status.String(), "reason", fail.comment}
-	if fail.tag != 0 {
-		attrs = append(attrs, "element", fail.tag.String())
+	attrs := []any{"sop_instance_uid", req.Command.AffectedSOPInstanceUID, "status", fail.Status.String(), "reason", fail.Reason}
+	if fail.Tag != 0 {
+		attrs = append(attrs, "element", fail.Tag.String())
 	}
-	if fail.err != nil {
-		attrs = append(attrs, "err", fail.err)
+	if fail.Err != nil {
+		attrs = append(attrs, "err", fail.Err)
 	}
 	log.Warn("C-STORE refused", attrs...)
 	_ = w.Respond(fail.response())
@@ -297,39 +314,42 @@ func (h *storageHandler) ServeDIMSE(ctx context.Context, req *Request, w Respons
 
 // store receives, checks and hands over one instance. It returns the temporary file's path
 // once created (for the caller to remove on failure).
-func (h *storageHandler) store(ctx context.Context, req *Request) (inst *engine.Instance, tmpPath string, added bool, fail *storeFailure) {
+func (h *storageHandler) store(ctx context.Context, req *Request) (inst *engine.Instance, tmpPath string, added bool, fail *InstanceError) {
 	cmd := req.Command
 	affected := trimUID(cmd.AffectedSOPInstanceUID)
 	switch {
 	case affected == "":
-		return nil, "", false, &storeFailure{status: StatusCannotUnderstand, tag: TagAffectedSOPInstanceUID,
-			comment: "C-STORE-RQ without Affected SOP Instance UID"}
+		return nil, "", false, &InstanceError{Status: StatusCannotUnderstand, Tag: TagAffectedSOPInstanceUID,
+			Reason: "C-STORE-RQ without Affected SOP Instance UID"}
 	case req.Data == nil:
-		return nil, "", false, &storeFailure{status: StatusCannotUnderstand, comment: "C-STORE-RQ without a data set"}
+		return nil, "", false, &InstanceError{Status: StatusCannotUnderstand, Reason: "C-STORE-RQ without a data set"}
 	}
 
 	f, err := os.CreateTemp(h.cfg.IncomingDir, "cstore-*.dcm")
 	if err != nil {
-		return nil, "", false, &storeFailure{status: StatusOutOfResources, comment: "cannot create the instance file", err: err}
+		return nil, "", false, &InstanceError{Status: StatusOutOfResources, Reason: "cannot create the instance file", Err: err}
 	}
 	tmpPath = f.Name()
 	size, sum, fail := h.receive(f, req, affected)
 	if cerr := f.Close(); cerr != nil && fail == nil {
-		fail = &storeFailure{status: StatusOutOfResources, comment: "cannot write the instance file", err: cerr}
+		fail = &InstanceError{Status: StatusOutOfResources, Reason: "cannot write the instance file", Err: cerr}
 	}
 	if fail != nil {
 		return nil, tmpPath, false, fail
 	}
 
-	inst, fail = readInstanceHeader(tmpPath, size)
-	if fail != nil {
-		return nil, tmpPath, false, fail
+	inst, err = ReadInstance(tmpPath)
+	if err != nil {
+		var ie *InstanceError
+		if !errors.As(err, &ie) {
+			ie = &InstanceError{Status: StatusOutOfResources, Reason: "cannot read the instance file", Err: err}
+		}
+		return nil, tmpPath, false, ie
 	}
 	if fail := checkInstance(inst, cmd, req.SOPClass, affected); fail != nil {
 		return nil, tmpPath, false, fail
 	}
 	inst.TransferSyntaxUID = req.TransferSyntax
-	inst.Path = tmpPath
 	inst.Size = size
 	inst.SHA256 = sum
 	inst.ReceivedAt = req.ReceivedAt
@@ -342,19 +362,19 @@ func (h *storageHandler) store(ctx context.Context, req *Request) (inst *engine.
 	case err == nil:
 		return inst, tmpPath, added, nil
 	case ctx.Err() != nil:
-		return nil, tmpPath, false, &storeFailure{status: StatusOutOfResources, comment: "operation cancelled", err: err}
+		return nil, tmpPath, false, &InstanceError{Status: StatusOutOfResources, Reason: "operation cancelled", Err: err}
 	case errors.Is(err, ErrInstanceRefused):
-		return nil, tmpPath, false, &storeFailure{status: StatusCannotUnderstand, comment: "instance refused by the store", err: err}
+		return nil, tmpPath, false, &InstanceError{Status: StatusCannotUnderstand, Reason: "instance refused by the store", Err: err}
 	}
 	// The store failed (database, disk): a condition on Ferry's side that may pass, hence
 	// A700, which storage SCUs treat as "retry later", rather than C000 ("this data set is
 	// wrong"), which they do not retry.
-	return nil, tmpPath, false, &storeFailure{status: StatusOutOfResources, comment: "instance could not be stored", err: err}
+	return nil, tmpPath, false, &InstanceError{Status: StatusOutOfResources, Reason: "instance could not be stored", Err: err}
 }
 
 // receive writes the Part 10 file: header, then the data set as it streams in, counting and
 // hashing; then fsyncs it. It returns the file's size and SHA-256.
-func (h *storageHandler) receive(f *os.File, req *Request, affected string) (int64, string, *storeFailure) {
+func (h *storageHandler) receive(f *os.File, req *Request, affected string) (int64, string, *InstanceError) {
 	hdr, err := AppendFileHeader(nil, FileMeta{
 		MediaStorageSOPClassUID:    req.SOPClass,
 		MediaStorageSOPInstanceUID: affected,
@@ -362,7 +382,7 @@ func (h *storageHandler) receive(f *os.File, req *Request, affected string) (int
 		SourceAETitle:              req.Association.CallingAETitle,
 	})
 	if err != nil {
-		return 0, "", &storeFailure{status: StatusCannotUnderstand, comment: "cannot build file meta information", err: err}
+		return 0, "", &InstanceError{Status: StatusCannotUnderstand, Reason: "cannot build file meta information", Err: err}
 	}
 	sum := sha256.New()
 	fw := &fileWriter{f: f, h: sum}
@@ -380,10 +400,10 @@ func (h *storageHandler) receive(f *os.File, req *Request, affected string) (int
 		return 0, "", writeFailure(fw.err)
 	case err != nil:
 		// Reading from the association failed: it ended (ErrAssociationClosed).
-		return 0, "", &storeFailure{status: StatusOutOfResources, comment: "data set not received", err: err}
+		return 0, "", &InstanceError{Status: StatusOutOfResources, Reason: "data set not received", Err: err}
 	case n > limit:
-		return 0, "", &storeFailure{status: StatusOutOfResources,
-			comment: fmt.Sprintf("instance larger than %d bytes", limit)}
+		return 0, "", &InstanceError{Status: StatusOutOfResources,
+			Reason: fmt.Sprintf("instance larger than %d bytes", limit)}
 	}
 	if err := bw.Flush(); err != nil {
 		return 0, "", writeFailure(err)
@@ -413,18 +433,19 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func writeFailure(err error) *storeFailure {
+func writeFailure(err error) *InstanceError {
 	comment := "cannot write the instance file"
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		comment = "storage full"
 	}
-	return &storeFailure{status: StatusOutOfResources, comment: comment, err: err}
+	return &InstanceError{Status: StatusOutOfResources, Reason: comment, Err: err}
 }
 
 // Tags read from a stored instance's header, in suyashkumar/dicom's form.
 var (
 	libSpecificCharacterSet   = dicomtag.Tag{Group: 0x0008, Element: 0x0005}
 	libPixelData              = dicomtag.Tag{Group: 0x7FE0, Element: 0x0010}
+	libTransferSyntaxUID      = dicomtag.Tag{Group: 0x0002, Element: 0x0010}
 	instanceHeaderAttributes  = map[dicomtag.Tag]func(*engine.Instance) *string{}
 	textAffectedByCharset     = map[dicomtag.Tag]bool{}
 	requiredInstanceAttribute = []struct {
@@ -465,32 +486,95 @@ func init() {
 	attr(0x0008, 0x0090, true, func(i *engine.Instance) *string { return &i.ReferringPhysicianName })
 }
 
+// ReadInstance reads the instance in the DICOM Part 10 file at path (preamble, file meta
+// information, data set), as both receivers do before they hand a file to the intake: the
+// C-STORE SCP here and STOW-RS (adapters/dicomweb). It returns the header attributes of
+// engine.Instance, TransferSyntaxUID from the file meta information, Path (path) and Size; the
+// receiver adds the rest (hash, time, origin). The SOP Class, SOP Instance, Study and Series
+// Instance UIDs must be present and valid UIDs: they name the instance's file and rows.
+//
+// Its error is an *InstanceError saying which status applies: C000 for a file or data set that
+// does not parse (no "DICM" after the preamble included) or text that does not decode, A900 for
+// a missing or malformed UID, A700 when the file cannot be read.
+func ReadInstance(path string) (*engine.Instance, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, &InstanceError{Status: StatusOutOfResources, Reason: "cannot read the instance file", Err: err}
+	}
+	// suyashkumar/dicom reads a file without "DICM" as a bare data set; Ferry keeps Part 10
+	// files only (PS3.10 7.1: a 128-byte preamble, then "DICM", then the file meta information).
+	if ok, err := hasPart10Prefix(path); err != nil {
+		return nil, &InstanceError{Status: StatusOutOfResources, Reason: "cannot read the instance file", Err: err}
+	} else if !ok {
+		return nil, &InstanceError{Status: StatusCannotUnderstand, Reason: "not a DICOM Part 10 file (no DICM prefix)"}
+	}
+	inst, fail := readInstanceHeader(path, fi.Size())
+	if fail != nil {
+		return nil, fail
+	}
+	for _, r := range requiredInstanceAttribute {
+		_, kw, _ := LookupTag(r.tag)
+		switch v := r.get(inst); {
+		case v == "":
+			return nil, &InstanceError{Status: StatusDataSetMismatch, Tag: r.tag, Reason: kw + " missing"}
+		case !validUID(v):
+			// The UIDs name the instance's file and rows: one that is not a UID is refused here
+			// rather than failing in the store, where it would look like a passing fault.
+			return nil, &InstanceError{Status: StatusDataSetMismatch, Tag: r.tag, Reason: kw + " is not a valid UID"}
+		}
+	}
+	inst.Path = path
+	inst.Size = fi.Size()
+	return inst, nil
+}
+
+// hasPart10Prefix reports whether the file starts with a 128-byte preamble and "DICM".
+func hasPart10Prefix(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var b [132]byte
+	switch _, err := io.ReadFull(f, b[:]); {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return string(b[128:]) == "DICM", nil
+}
+
 // readInstanceHeader parses the stored file's data set with suyashkumar/dicom up to the pixel
 // data (which it skips) and reads the attributes of engine.Instance. The library reads every
 // transfer syntax Ferry accepts: implicit and explicit VR little endian, explicit VR big
 // endian, deflated, and the encapsulated (compressed) ones. A data set it cannot read is
 // refused with C000.
-func readInstanceHeader(path string, size int64) (inst *engine.Instance, fail *storeFailure) {
+func readInstanceHeader(path string, size int64) (inst *engine.Instance, fail *InstanceError) {
 	defer func() {
 		// The parser is outside code reading outside bytes: a panic in it is a data set Ferry
 		// cannot understand, not a reason to abort the association.
 		if p := recover(); p != nil {
-			inst, fail = nil, &storeFailure{status: StatusCannotUnderstand, comment: "data set does not parse",
-				err: fmt.Errorf("DICOM parser panicked: %s", panicText(p))}
+			inst, fail = nil, &InstanceError{Status: StatusCannotUnderstand, Reason: "data set does not parse",
+				Err: fmt.Errorf("DICOM parser panicked: %s", panicText(p))}
 		}
 	}()
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, &storeFailure{status: StatusOutOfResources, comment: "cannot read the instance file", err: err}
+		return nil, &InstanceError{Status: StatusOutOfResources, Reason: "cannot read the instance file", Err: err}
 	}
 	defer f.Close()
 	// Unknown character sets are allowed here: the library then leaves text undecoded, and
 	// decodeText applies Ferry's own decoders.
 	p, err := dicom.NewParser(f, size, nil, dicom.SkipPixelData(), dicom.AllowUnknownSpecificCharacterSet())
 	if err != nil {
-		return nil, &storeFailure{status: StatusCannotUnderstand, comment: "file meta information does not parse", err: parseError(err)}
+		return nil, &InstanceError{Status: StatusCannotUnderstand, Reason: "file meta information does not parse", Err: parseError(err)}
 	}
 	inst = &engine.Instance{}
+	meta := p.GetMetadata()
+	if e, err := meta.FindElementByTag(libTransferSyntaxUID); err == nil {
+		inst.TransferSyntaxUID = strings.Join(stringValues(e), "")
+	}
 	var charsetTerms []string
 	var text []dicomtag.Tag
 	for {
@@ -499,7 +583,7 @@ func readInstanceHeader(path string, size int64) (inst *engine.Instance, fail *s
 			break
 		}
 		if err != nil {
-			return nil, &storeFailure{status: StatusCannotUnderstand, comment: "data set does not parse", err: parseError(err)}
+			return nil, &InstanceError{Status: StatusCannotUnderstand, Reason: "data set does not parse", Err: parseError(err)}
 		}
 		if e.Tag.Group == 0x0002 {
 			continue
@@ -519,8 +603,8 @@ func readInstanceHeader(path string, size int64) (inst *engine.Instance, fail *s
 		}
 	}
 	if err := decodeInstanceText(inst, charsetTerms, text); err != nil {
-		return nil, &storeFailure{status: StatusCannotUnderstand, tag: TagSpecificCharacterSet,
-			comment: "text not decodable in its Specific Character Set", err: err}
+		return nil, &InstanceError{Status: StatusCannotUnderstand, Tag: TagSpecificCharacterSet,
+			Reason: "text not decodable in its Specific Character Set", Err: err}
 	}
 	return inst, nil
 }
@@ -610,31 +694,20 @@ func removeEscapeSequences(s string) string {
 	return b.String()
 }
 
-// checkInstance compares the header with the command (PS3.4 B.2.3: A900, "Data Set does not
-// match SOP Class") and requires the attributes that place an instance in its study.
-func checkInstance(inst *engine.Instance, cmd *Command, contextSOPClass, affected string) *storeFailure {
-	for _, r := range requiredInstanceAttribute {
-		_, kw, _ := LookupTag(r.tag)
-		switch v := r.get(inst); {
-		case v == "":
-			return &storeFailure{status: StatusDataSetMismatch, tag: r.tag, comment: kw + " missing"}
-		case !validUID(v):
-			// The UIDs name the instance's file and rows: one that is not a UID is refused here
-			// rather than failing in the store, where it would look like a passing fault.
-			return &storeFailure{status: StatusDataSetMismatch, tag: r.tag, comment: kw + " is not a valid UID"}
-		}
-	}
+// checkInstance compares the header, as ReadInstance checked it, with the command (PS3.4
+// B.2.3: A900, "Data Set does not match SOP Class").
+func checkInstance(inst *engine.Instance, cmd *Command, contextSOPClass, affected string) *InstanceError {
 	sopClass := trimUID(cmd.AffectedSOPClassUID)
 	if sopClass == "" {
 		sopClass = contextSOPClass
 	}
 	if inst.SOPClassUID != sopClass {
-		return &storeFailure{status: StatusDataSetMismatch, tag: TagSOPClassUID,
-			comment: "SOP Class UID differs from Affected SOP Class UID"}
+		return &InstanceError{Status: StatusDataSetMismatch, Tag: TagSOPClassUID,
+			Reason: "SOP Class UID differs from Affected SOP Class UID"}
 	}
 	if inst.SOPInstanceUID != affected {
-		return &storeFailure{status: StatusDataSetMismatch, tag: TagSOPInstanceUID,
-			comment: "SOP Instance UID differs from Affected SOP Instance UID"}
+		return &InstanceError{Status: StatusDataSetMismatch, Tag: TagSOPInstanceUID,
+			Reason: "SOP Instance UID differs from Affected SOP Instance UID"}
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ferryhealth/ferry/adapters/dicomweb"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -35,6 +36,9 @@ type Options struct {
 	AdminToken string
 	// Resources serves the FHIR REST API under /fhir/r4 (see fhir.go); nil: no FHIR API.
 	Resources FHIRResources
+	// DICOMweb serves STOW-RS under /dicomweb behind the admin token (adapters/dicomweb); nil:
+	// no DICOMweb.
+	DICOMweb *dicomweb.STOW
 	// Mappings, if set, serves POST /api/v1/mappings/test with the mappings in force.
 	Mappings func() MappingTester
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
@@ -83,6 +87,9 @@ func New(opt Options) (*echo.Echo, error) {
 
 	if opt.Resources != nil {
 		registerFHIR(e.Group(fhirBasePath), opt)
+	}
+	if opt.DICOMweb != nil {
+		opt.DICOMweb.Register(e.Group(dicomweb.BasePath, bearerAuth(opt.AdminToken)))
 	}
 
 	// Go runtime profiles for performance work, behind the admin token.

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ferryhealth/ferry/adapters/dicomweb"
 	"github.com/ferryhealth/ferry/adapters/dimse"
 	"github.com/ferryhealth/ferry/adapters/httpapi"
 	"github.com/ferryhealth/ferry/adapters/mllp"
@@ -120,6 +121,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	// DICOM storage: C-STORE and STOW-RS share the intake and its incoming area.
+	storage, err := dicomStorage(cfg, st, logger)
+	if err != nil {
+		return err
+	}
+	stow, err := dicomweb.NewSTOW(storage.intake, dicomweb.Config{IncomingDir: storage.incoming,
+		MaxInstanceSize: cfg.DICOM.MaxInstanceSize, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("dicomweb: %w", err)
+	}
+
 	mllpSrv := &mllp.Server{
 		Handler: mllp.HandlerFunc(func(ctx context.Context, f *mllp.Frame) []byte {
 			return inbound.Receive(ctx, engine.Received{
@@ -144,7 +156,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listening for MLLP: %w", err)
 	}
 
-	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, Gatherer: reg, Logger: logger})
+	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -165,14 +177,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// DICOM: C-ECHO (Verification, built in), the Modality Worklist (C-FIND) built from orders,
 	// and storage (C-STORE) into the DICOM data directory.
-	storage, err := dicomStorage(cfg, st, logger)
-	if err != nil {
-		mllpLn.Close()
-		httpLn.Close()
-		return err
-	}
 	dicomSrv := &dimse.Server{AETitle: cfg.Listen.DICOMAETitle, CallingAETitles: cfg.DICOM.AcceptCallingAETitles,
-		Logger: logger, Services: append([]dimse.Service{dimse.WorklistService(st, logger)}, storage...)}
+		Logger: logger, Services: append([]dimse.Service{dimse.WorklistService(st, logger)}, storage.services...)}
 	if err := dicomSrv.Validate(); err != nil {
 		mllpLn.Close()
 		httpLn.Close()
@@ -266,9 +272,18 @@ func (o mllpMetrics) Discarded(n int64) {
 }
 func (o mllpMetrics) FrameError(kind string) { o.m.FrameErrors.WithLabelValues(o.channel, kind).Inc() }
 
-// dicomStorage prepares the DICOM data directory and returns the C-STORE services. Files left in
-// its incoming area by an earlier run were never acknowledged: they are removed.
-func dicomStorage(cfg *Config, st store, logger *slog.Logger) ([]dimse.Service, error) {
+// dicomStorageSetup is the DICOM storage both receivers share: the C-STORE services, the intake
+// that keeps instances, and the incoming area where files arrive (STOW-RS writes there too).
+type dicomStorageSetup struct {
+	services []dimse.Service
+	intake   *engine.Intake
+	incoming string
+}
+
+// dicomStorage prepares the DICOM data directory and returns the C-STORE services with the
+// intake and incoming area they use. Files left in its incoming area by an earlier run were
+// never acknowledged: they are removed.
+func dicomStorage(cfg *Config, st store, logger *slog.Logger) (*dicomStorageSetup, error) {
 	incoming := filepath.Join(cfg.DICOM.StorageDir, ".incoming")
 	if err := os.RemoveAll(incoming); err != nil {
 		return nil, fmt.Errorf("dicom.storage_dir: clearing %s: %w", incoming, err)
@@ -281,5 +296,5 @@ func dicomStorage(cfg *Config, st store, logger *slog.Logger) ([]dimse.Service, 
 	if err != nil {
 		return nil, fmt.Errorf("dicom storage: %w", err)
 	}
-	return services, nil
+	return &dicomStorageSetup{services: services, intake: intake, incoming: incoming}, nil
 }

@@ -1,0 +1,353 @@
+// Package dicomweb is Ferry's DICOMweb edge: STOW-RS, the Studies Store transaction of DICOM
+// PS3.18 10.5 (POST /dicomweb/studies[/{StudyInstanceUID}], multipart/related;
+// type="application/dicom"). Each part is a DICOM Part 10 file; it is streamed to a file in the
+// incoming area, fsynced, read with dimse.ReadInstance (the same reading and checks as C-STORE)
+// and handed to the DICOM intake, and it is reported stored only once the intake has committed
+// it (DESIGN.md rule 1). The routes mount under the admin bearer token (adapters/httpapi).
+package dicomweb
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ferryhealth/ferry/adapters/dimse"
+	"github.com/ferryhealth/ferry/engine"
+)
+
+// BasePath is where the DICOMweb routes are mounted.
+const BasePath = "/dicomweb"
+
+// MediaTypeDICOMJSON is the media type of the Store Instances Response (PS3.18 F, I.3).
+const MediaTypeDICOMJSON = "application/dicom+json"
+
+// Failure Reason (0008,1197) values (PS3.18 table I.2-2; the same codes as C-STORE, PS3.4 B.2.3).
+const (
+	FailureOutOfResources   = uint16(dimse.StatusOutOfResources)  // A700: retry later
+	FailureDataSetMismatch  = uint16(dimse.StatusDataSetMismatch) // A900: includes a Study Instance UID other than the URL's
+	FailureCannotUnderstand = uint16(dimse.StatusCannotUnderstand)
+)
+
+// peerSTOWRS is engine.Instance.PeerAddr for instances received over STOW-RS.
+const peerSTOWRS = "stow-rs"
+
+// InstanceSink keeps a received instance: engine.Intake implements it. STOW-RS calls
+// StoreInstance once per instance, from the request's goroutine (so concurrently for concurrent
+// requests), after it has written tmpPath — a complete Part 10 file in Config.IncomingDir,
+// fsynced — and read inst from it (inst.Path is tmpPath).
+//
+// StoreInstance moves the file into place and commits the instance; it returns nil only once
+// both are durable, and only then is the instance listed as stored. added=false means the
+// instance was stored before: still a success (the first file is kept, tmpPath removed). On
+// error nothing is committed; the instance is reported failed with A700 (out of resources, the
+// client may retry), or C000 when the error wraps dimse.ErrInstanceRefused. The error's text
+// is logged, so it must not hold patient data. ctx ends when the request does.
+type InstanceSink interface {
+	StoreInstance(ctx context.Context, inst *engine.Instance, tmpPath string) (added bool, err error)
+}
+
+var _ InstanceSink = (*engine.Intake)(nil)
+
+// Config configures STOW-RS. Its zero fields take the defaults named below.
+type Config struct {
+	// IncomingDir is where a part is written while it arrives, on the data directory's file
+	// system (the intake renames it). Required; the C-STORE SCP's incoming area serves.
+	IncomingDir string
+	// MaxInstanceSize caps one part (one Part 10 file), in bytes (default
+	// dimse.DefaultMaxInstanceSize). A larger part fails with A700 and its bytes are discarded.
+	MaxInstanceSize int64
+	// Logger receives one line per instance (UIDs, sizes, reasons; no patient data); nil discards.
+	Logger *slog.Logger
+}
+
+// STOW serves the Studies Store transaction.
+type STOW struct {
+	sink InstanceSink
+	cfg  Config
+	log  *slog.Logger
+}
+
+// NewSTOW returns STOW-RS over sink; cfg is validated as the C-STORE SCP's storage is.
+func NewSTOW(sink InstanceSink, cfg Config) (*STOW, error) {
+	if sink == nil {
+		return nil, errors.New("dicomweb: NewSTOW: sink is nil")
+	}
+	sc := dimse.StorageConfig{IncomingDir: cfg.IncomingDir, MaxInstanceSize: cfg.MaxInstanceSize}
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("dicomweb: %w", err)
+	}
+	if cfg.MaxInstanceSize == 0 {
+		cfg.MaxInstanceSize = dimse.DefaultMaxInstanceSize
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &STOW{sink: sink, cfg: cfg, log: log}, nil
+}
+
+// Register adds the STOW-RS routes to g, mounted at BasePath behind authentication.
+func (s *STOW) Register(g *echo.Group) {
+	g.POST("/studies", s.store)
+	g.POST("/studies/:study", s.store)
+}
+
+// result is the outcome of one part that held (or claimed to hold) an instance.
+type result struct {
+	sopClass, sopInstance, study, series string
+	failure                              uint16 // 0: stored
+}
+
+// store answers one Store Instances request (PS3.18 10.5.2, 10.5.3).
+func (s *STOW) store(c echo.Context) error {
+	req := c.Request()
+	wantStudy := c.Param("study")
+	if wantStudy != "" && !isUID(wantStudy) {
+		return echo.NewHTTPError(http.StatusBadRequest, "the Study Instance UID in the URL is not a UID")
+	}
+	boundary, err := multipartBoundary(req.Header.Get(echo.HeaderContentType))
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	mr := multipart.NewReader(req.Body, boundary)
+	var results []result
+	otherParts := 0
+	for {
+		// NextRawPart: a part's bytes are the file as sent, never quoted-printable decoded.
+		part, err := mr.NextRawPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			// Instances stored so far stay stored (they were committed); sending them again is
+			// harmless, a second copy being a success.
+			s.log.Warn("STOW-RS request malformed", "stored_before", len(results), "err", err)
+			return echo.NewHTTPError(http.StatusBadRequest, "malformed multipart/related body")
+		}
+		if !isDICOMPart(part.Header.Get(echo.HeaderContentType)) {
+			otherParts++
+			part.Close()
+			continue
+		}
+		r := s.storePart(req.Context(), part, wantStudy)
+		part.Close()
+		results = append(results, r)
+	}
+	if len(results) == 0 {
+		if otherParts > 0 {
+			return echo.NewHTTPError(http.StatusUnsupportedMediaType, `no part of type application/dicom`)
+		}
+		return echo.NewHTTPError(http.StatusBadRequest, "no instance in the request")
+	}
+	stored := 0
+	for _, r := range results {
+		if r.failure == 0 {
+			stored++
+		}
+	}
+	code := http.StatusOK
+	switch {
+	case stored == 0:
+		code = http.StatusConflict
+	case stored < len(results):
+		code = http.StatusAccepted
+	}
+	s.log.Info("STOW-RS", "instances", len(results), "stored", stored, "other_parts", otherParts,
+		"status", code, "duration", time.Since(start))
+	body := responseDataset(baseURL(c), wantStudy, results)
+	return c.Blob(code, MediaTypeDICOMJSON, body)
+}
+
+// multipartBoundary checks the request's media type: multipart/related whose type, if given,
+// is application/dicom (415 otherwise); a missing boundary is 400.
+func multipartBoundary(contentType string) (string, error) {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		// Clients send type=application/dicom unquoted, though "/" makes quotes necessary
+		// (RFC 2045 5.1); PS3.18's own examples vary. Quote it and try again.
+		mt, params, err = mime.ParseMediaType(unquotedParam.ReplaceAllString(contentType, `$1"$2"`))
+	}
+	if err != nil {
+		return "", echo.NewHTTPError(http.StatusUnsupportedMediaType, "Content-Type does not parse")
+	}
+	if mt != "multipart/related" {
+		return "", echo.NewHTTPError(http.StatusUnsupportedMediaType, `Content-Type must be multipart/related; type="application/dicom"`)
+	}
+	if t, ok := params["type"]; ok && !strings.EqualFold(strings.TrimSpace(t), "application/dicom") {
+		return "", echo.NewHTTPError(http.StatusUnsupportedMediaType, `only type="application/dicom" is accepted`)
+	}
+	if params["boundary"] == "" {
+		return "", echo.NewHTTPError(http.StatusBadRequest, "multipart/related without a boundary")
+	}
+	return params["boundary"], nil
+}
+
+// unquotedParam matches a parameter whose value is not quoted.
+var unquotedParam = regexp.MustCompile(`(;\s*[A-Za-z-]+\s*=\s*)([^";\s]+)`)
+
+// isDICOMPart reports whether a part's Content-Type is application/dicom (with any parameters,
+// transfer-syntax included: the file meta information says it). A part without one takes the
+// request's type, application/dicom.
+func isDICOMPart(contentType string) bool {
+	if strings.TrimSpace(contentType) == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/dicom"
+}
+
+// storePart receives one Part 10 file and hands it to the sink.
+func (s *STOW) storePart(ctx context.Context, part io.Reader, wantStudy string) (r result) {
+	var ie *dimse.InstanceError
+	var tmpPath string
+	defer func() {
+		if r.failure == 0 {
+			s.log.Info("STOW-RS instance stored", "sop_instance_uid", r.sopInstance)
+			return
+		}
+		if tmpPath != "" {
+			if err := os.Remove(tmpPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+				s.log.Warn("removing an unacknowledged instance file", "path", tmpPath, "err", err)
+			}
+		}
+		attrs := []any{"sop_instance_uid", r.sopInstance, "reason", fmt.Sprintf("%04X", r.failure)}
+		if ie != nil {
+			attrs = append(attrs, "comment", ie.Reason)
+			if ie.Err != nil {
+				attrs = append(attrs, "err", ie.Err)
+			}
+		}
+		s.log.Warn("STOW-RS instance refused", attrs...)
+	}()
+
+	f, err := os.CreateTemp(s.cfg.IncomingDir, "stow-*.dcm")
+	if err != nil {
+		ie = &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: "cannot create the instance file", Err: err}
+		return result{failure: FailureOutOfResources}
+	}
+	tmpPath = f.Name()
+	size, sum, ie := s.receive(f, part)
+	if cerr := f.Close(); cerr != nil && ie == nil {
+		ie = writeFailure(cerr)
+	}
+	if ie != nil {
+		return result{failure: uint16(ie.Status)}
+	}
+
+	inst, err := dimse.ReadInstance(tmpPath)
+	if err != nil {
+		if !errors.As(err, &ie) {
+			ie = &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: "cannot read the instance file", Err: err}
+		}
+		return result{failure: uint16(ie.Status)}
+	}
+	r = result{sopClass: inst.SOPClassUID, sopInstance: inst.SOPInstanceUID, study: inst.StudyInstanceUID, series: inst.SeriesInstanceUID}
+	if wantStudy != "" && inst.StudyInstanceUID != wantStudy {
+		// PS3.18 10.5.3: an instance of another study than the URL's is not stored; its failure
+		// is of the A9xx family (the data set does not match the request).
+		ie = &dimse.InstanceError{Status: dimse.StatusDataSetMismatch, Tag: dimse.TagStudyInstanceUID,
+			Reason: "Study Instance UID differs from the one in the URL"}
+		r.failure = FailureDataSetMismatch
+		return r
+	}
+	inst.Size = size
+	inst.SHA256 = sum
+	inst.ReceivedAt = time.Now().UTC()
+	inst.PeerAddr = peerSTOWRS
+
+	_, err = s.sink.StoreInstance(ctx, inst, tmpPath)
+	switch {
+	case err == nil:
+		tmpPath = "" // the sink has it
+		return r
+	case errors.Is(err, dimse.ErrInstanceRefused):
+		ie = &dimse.InstanceError{Status: dimse.StatusCannotUnderstand, Reason: "instance refused by the store", Err: err}
+		r.failure = FailureCannotUnderstand
+	default:
+		// The store failed (database, disk, the request ended): a condition that may pass.
+		ie = &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: "instance could not be stored", Err: err}
+		r.failure = FailureOutOfResources
+	}
+	return r
+}
+
+// receive writes a part to f, counting and hashing, then fsyncs it. It returns the size and
+// SHA-256. A part larger than MaxInstanceSize is drained by the caller (part.Close).
+func (s *STOW) receive(f *os.File, part io.Reader) (int64, string, *dimse.InstanceError) {
+	sum := sha256.New()
+	hw := &hashingWriter{w: f, h: sum}
+	limit := s.cfg.MaxInstanceSize
+	n, err := io.Copy(hw, io.LimitReader(part, limit+1))
+	switch {
+	case hw.err != nil:
+		return 0, "", writeFailure(hw.err)
+	case err != nil:
+		// Reading the request failed: the client went away or the multipart body is broken.
+		return 0, "", &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: "part not received", Err: err}
+	case n > limit:
+		return 0, "", &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: fmt.Sprintf("instance larger than %d bytes", limit)}
+	}
+	if err := f.Sync(); err != nil {
+		return 0, "", writeFailure(err)
+	}
+	return n, hex.EncodeToString(sum.Sum(nil)), nil
+}
+
+// hashingWriter writes to the file and the hash, and remembers a write error apart from errors
+// reading the request.
+type hashingWriter struct {
+	w   io.Writer
+	h   hash.Hash
+	err error
+}
+
+func (w *hashingWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	w.h.Write(p[:n])
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+func writeFailure(err error) *dimse.InstanceError {
+	reason := "cannot write the instance file"
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		reason = "storage full"
+	}
+	return &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: reason, Err: err}
+}
+
+// isUID reports whether s is a UID (PS3.5 9.1): digits in dot-separated components, ≤ 64.
+func isUID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for part := range strings.SplitSeq(s, ".") {
+		if part == "" || strings.ContainsFunc(part, func(r rune) bool { return r < '0' || r > '9' }) {
+			return false
+		}
+	}
+	return true
+}
+
+// baseURL is the DICOMweb base URL as the client reached it.
+func baseURL(c echo.Context) string {
+	return c.Scheme() + "://" + c.Request().Host + BasePath
+}

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/textproto"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestServeStowRS: two corpus instances POSTed to `ferry serve` over STOW-RS (PS3.18 10.5) with
+// the admin token are acknowledged with 200 and kept as Part 10 files under the DICOM data
+// directory (STUDY/SERIES/SOP.dcm), byte for byte; without the token the request is refused.
+func TestServeStowRS(t *testing.T) {
+	t.Parallel()
+	corpus := requireCorpus(t)
+	type instance struct{ path, study, series, sop string }
+	files := []instance{
+		{"dicom/pydicom-debian/charset_files__chrGerm.dcm", "1.3.6.1.4.1.5962.1.2.0.1175775772.5723.0",
+			"1.3.6.1.4.1.5962.1.3.0.1.1175775772.5723.0", "1.3.6.1.4.1.5962.1.1.0.1.1.1175775772.5723.0"},
+		{"dicom/pydicom-debian/charset_files__chrArab.dcm", "1.3.6.1.4.1.5962.1.2.0.1175775772.5726.0",
+			"1.3.6.1.4.1.5962.1.3.0.1.1175775772.5726.0", "1.3.6.1.4.1.5962.1.1.0.1.1.1175775772.5726.0"},
+	}
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	contents := map[string][]byte{}
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(corpus, f.path))
+		if err != nil {
+			t.Skipf("corpus file absent: %v", err)
+		}
+		contents[f.sop] = b
+		w, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"application/dicom"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(b)
+	}
+	mw.Close()
+	contentType := `multipart/related; type="application/dicom"; boundary=` + mw.Boundary()
+
+	dir := t.TempDir()
+	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{})
+	post := func(token string) (int, []byte) {
+		req, err := http.NewRequest(http.MethodPost, "http://"+p.HTTPAddr+"/dicomweb/studies", bytes.NewReader(body.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", contentType)
+		req.Header.Set("Accept", "application/dicom+json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+
+	if code, _ := post(""); code != http.StatusUnauthorized {
+		t.Errorf("without a token: status %d, want 401", code)
+	}
+	code, b := post(testAdminToken)
+	if code != http.StatusOK {
+		t.Fatalf("STOW-RS: status %d, want 200\n%s", code, b)
+	}
+	var ds map[string]struct {
+		VR    string            `json:"vr"`
+		Value []json.RawMessage `json:"Value"`
+	}
+	if err := json.Unmarshal(b, &ds); err != nil {
+		t.Fatalf("response is not DICOM JSON: %v\n%s", err, b)
+	}
+	if seq := ds["00081199"]; seq.VR != "SQ" || len(seq.Value) != len(files) {
+		t.Errorf("Referenced SOP Sequence %s, want %d items", b, len(files))
+	}
+	for _, f := range files {
+		stored := filepath.Join(dir, "ferry-data", "dicom", f.study, f.series, f.sop+".dcm")
+		got, err := os.ReadFile(stored)
+		if err != nil {
+			t.Errorf("%s not stored: %v", f.path, err)
+			continue
+		}
+		if !bytes.Equal(got, contents[f.sop]) {
+			t.Errorf("%s differs from the file sent", stored)
+		}
+	}
+	// A second copy is a success, and is not stored again.
+	if code, b := post(testAdminToken); code != http.StatusOK {
+		t.Errorf("second STOW-RS: status %d, want 200\n%s", code, b)
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "ferry-data", "dicom", ".incoming")); len(left) > 0 {
+		t.Errorf("%d files left in the incoming area", len(left))
+	}
+}
