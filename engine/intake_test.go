@@ -40,6 +40,9 @@ func (m *memInstances) StudySeries(context.Context, string) ([]*Series, error) {
 func (m *memInstances) SeriesInstances(context.Context, string) ([]*Instance, error) {
 	return nil, nil
 }
+func (m *memInstances) SearchStudies(context.Context, StudyFilter) ([]*Study, error) {
+	return nil, nil
+}
 
 func TestIntakeKeepsTheFirstCopy(t *testing.T) {
 	t.Parallel()

@@ -94,6 +94,52 @@ type InstanceStore interface {
 	StudySeries(ctx context.Context, studyInstanceUID string) ([]*Series, error)
 	// SeriesInstances returns a series' instances by instance number, then UID.
 	SeriesInstances(ctx context.Context, seriesInstanceUID string) ([]*Instance, error)
+	// SearchStudies returns the studies that match every non-empty field of f (QIDO-RS, PS3.18
+	// 10.6), newest first: by study date descending, study time descending, then Study Instance
+	// UID; f.PageLimit() studies at most, after skipping f.Offset. No match is an empty slice and
+	// no error.
+	SearchStudies(ctx context.Context, f StudyFilter) ([]*Study, error)
+}
+
+// Page sizes of SearchStudies.
+const (
+	DefaultStudyLimit = 100
+	MaxStudyLimit     = 1000
+)
+
+// StudyFilter selects studies for SearchStudies. Empty fields match every study; matching is
+// exact, byte for byte (PS3.4 C.2.2.2.1 single value matching), on the values the modality sent.
+type StudyFilter struct {
+	PatientID         string // (0010,0020)
+	IssuerOfPatientID string // (0010,0021); with PatientID, the MRN's assigning authority
+	AccessionNumber   string // (0008,0050)
+	// StudyInstanceUIDs: any of these (0020,000D) (PS3.4 C.2.2.2.2 list of UID matching).
+	StudyInstanceUIDs []string
+	// StudyDateFrom and StudyDateTo bound (0008,0020), DA (YYYYMMDD), both inclusive; either may
+	// be empty for an open range (PS3.4 C.2.2.2.5 range matching). With either set, a study
+	// without a study date does not match.
+	StudyDateFrom, StudyDateTo string
+	ModalityInStudy            string // one of (0008,0061)
+	// Limit is the page size: 0 (or less) means DefaultStudyLimit; more than MaxStudyLimit is
+	// MaxStudyLimit. Offset skips that many matches (less than 0 counts as 0).
+	Limit, Offset int
+}
+
+// PageLimit is f.Limit as SearchStudies applies it: DefaultStudyLimit when not set, at most
+// MaxStudyLimit.
+func (f StudyFilter) PageLimit() int {
+	switch {
+	case f.Limit <= 0:
+		return DefaultStudyLimit
+	case f.Limit > MaxStudyLimit:
+		return MaxStudyLimit
+	}
+	return f.Limit
+}
+
+// PageOffset is f.Offset as SearchStudies applies it: never negative.
+func (f StudyFilter) PageOffset() int {
+	return max(f.Offset, 0)
 }
 
 // Validate rejects an instance that no correct caller sends, before anything is written.

@@ -2,8 +2,9 @@ package dicomweb
 
 import "encoding/json"
 
-// The Store Instances Response Module (PS3.18 I.3, table I.3-1) in the DICOM JSON Model
-// (PS3.18 F.2): an object keyed by tag (8 uppercase hex digits), each attribute {"vr", "Value"}.
+// Responses in the DICOM JSON Model (PS3.18 F.2): an object keyed by tag (8 uppercase hex
+// digits), each attribute {"vr", "Value"}. STOW-RS answers with the Store Instances Response
+// Module (PS3.18 I.3, table I.3-1), QIDO-RS with an array of them (qido.go).
 
 // attribute is one DICOM JSON attribute. An attribute without Value is present and empty.
 type attribute struct {
@@ -68,7 +69,12 @@ func responseDataset(base, wantStudy string, results []result) []byte {
 	if len(failed) > 0 {
 		ds[tagFailedSOPSequence] = attribute{VR: "SQ", Value: failed}
 	}
-	b, err := json.Marshal(ds)
+	return encode(ds)
+}
+
+// encode writes a DICOM JSON response: a data set, or an array of them (QIDO-RS).
+func encode(v any) []byte {
+	b, err := json.Marshal(v)
 	if err != nil {
 		panic("dicomweb: encoding the response: " + err.Error()) // strings, numbers and maps only
 	}

@@ -1,6 +1,7 @@
 // Package dicomweb is Ferry's DICOMweb edge: STOW-RS, the Studies Store transaction of DICOM
 // PS3.18 10.5 (POST /dicomweb/studies[/{StudyInstanceUID}], multipart/related;
-// type="application/dicom"). Each part is a DICOM Part 10 file; it is streamed to a file in the
+// type="application/dicom"), and QIDO-RS, the Search for Studies transaction of PS3.18 10.6
+// (GET /dicomweb/studies, qido.go). Each part is a DICOM Part 10 file; it is streamed to a file in the
 // incoming area, fsynced, read with dimse.ReadInstance (the same reading and checks as C-STORE)
 // and handed to the DICOM intake, and it is reported stored only once the intake has committed
 // it (DESIGN.md rule 1). The routes mount under the admin bearer token (adapters/httpapi).
@@ -73,6 +74,8 @@ type Config struct {
 	MaxInstanceSize int64
 	// Logger receives one line per instance (UIDs, sizes, reasons; no patient data); nil discards.
 	Logger *slog.Logger
+	// Studies answers QIDO-RS searches; nil: GET /studies is not served.
+	Studies StudySearcher
 }
 
 // STOW serves the Studies Store transaction.
@@ -101,10 +104,14 @@ func NewSTOW(sink InstanceSink, cfg Config) (*STOW, error) {
 	return &STOW{sink: sink, cfg: cfg, log: log}, nil
 }
 
-// Register adds the STOW-RS routes to g, mounted at BasePath behind authentication.
+// Register adds the STOW-RS routes, and QIDO-RS's when Config.Studies is set, to g, mounted at
+// BasePath behind authentication.
 func (s *STOW) Register(g *echo.Group) {
 	g.POST("/studies", s.store)
 	g.POST("/studies/:study", s.store)
+	if s.cfg.Studies != nil {
+		g.GET("/studies", s.searchStudies)
+	}
 }
 
 // result is the outcome of one part that held (or claimed to hold) an instance.

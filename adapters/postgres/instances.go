@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lib/pq"
@@ -149,11 +150,7 @@ const seriesInstancesSQL = `SELECT ` + instanceColumns + ` FROM dicom_instances
 WHERE series_instance_uid = $1
 ORDER BY instance_number_value ASC NULLS LAST, sop_instance_uid`
 
-const studySQL = `SELECT study_instance_uid, patient_id, issuer_of_patient_id, patient_name,
-	patient_birth_date, patient_sex, accession_number, study_date, study_time, study_description,
-	study_id, referring_physician_name, modalities_in_study, number_of_series, number_of_instances,
-	first_received, last_received
-FROM dicom_studies WHERE study_instance_uid = $1`
+const studySQL = `SELECT ` + studyColumns + ` FROM dicom_studies WHERE study_instance_uid = $1`
 
 // studySeriesSQL: by series number (NULL last), then UID; the order of dicom_series_study.
 const studySeriesSQL = `SELECT series_instance_uid, study_instance_uid, modality, series_number,
@@ -210,24 +207,11 @@ func (s *Store) Study(ctx context.Context, studyInstanceUID string) (*engine.Stu
 	if err != nil {
 		return nil, err
 	}
-	var (
-		st         engine.Study
-		modalities pq.StringArray
-	)
-	err = stmt.QueryRowContext(ctx, storableText(studyInstanceUID)).Scan(&st.StudyInstanceUID,
-		&st.PatientID, &st.IssuerOfPatientID, &st.PatientName, &st.PatientBirthDate, &st.PatientSex,
-		&st.AccessionNumber, &st.StudyDate, &st.StudyTime, &st.StudyDescription, &st.StudyID,
-		&st.ReferringPhysicianName, &modalities, &st.NumberOfSeries, &st.NumberOfInstances,
-		&st.FirstReceived, &st.LastReceived)
+	st, err := scanStudy(stmt.QueryRowContext(ctx, storableText(studyInstanceUID)))
 	if err != nil {
 		return nil, fmt.Errorf("reading study %s: %w", studyInstanceUID, interpretError(err))
 	}
-	st.ModalitiesInStudy = []string(modalities)
-	if st.ModalitiesInStudy == nil {
-		st.ModalitiesInStudy = []string{}
-	}
-	st.FirstReceived, st.LastReceived = st.FirstReceived.UTC(), st.LastReceived.UTC()
-	return &st, nil
+	return st, nil
 }
 
 // StudySeries returns the series of a study by series number, then UID, or engine.ErrNotFound
@@ -281,4 +265,98 @@ func scanInstance(row interface{ Scan(...any) error }) (*engine.Instance, error)
 func numberValue(is string) sql.NullInt64 {
 	n, ok := engine.IntegerString(is)
 	return sql.NullInt64{Int64: n, Valid: ok}
+}
+
+// studyColumns are the columns of dicom_studies in the order scanStudy reads them.
+const studyColumns = `study_instance_uid, patient_id, issuer_of_patient_id, patient_name,
+	patient_birth_date, patient_sex, accession_number, study_date, study_time, study_description,
+	study_id, referring_physician_name, modalities_in_study, number_of_series, number_of_instances,
+	first_received, last_received`
+
+// SearchStudies returns the studies matching f, newest first, as engine.InstanceStore documents.
+// The WHERE clause holds a condition for each filter given, every value a placeholder; the
+// query is not prepared, so PostgreSQL plans it for its values (an accession number or a patient
+// ID takes its index, a date range dicom_studies_study_date).
+func (s *Store) SearchStudies(ctx context.Context, f engine.StudyFilter) ([]*engine.Study, error) {
+	var (
+		where []string
+		args  []any
+	)
+	cond := func(format string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(format, len(args)))
+	}
+	if f.PatientID != "" {
+		cond("patient_id = $%d", storableText(f.PatientID))
+	}
+	if f.IssuerOfPatientID != "" {
+		cond("issuer_of_patient_id = $%d", storableText(f.IssuerOfPatientID))
+	}
+	if f.AccessionNumber != "" {
+		cond("accession_number = $%d", storableText(f.AccessionNumber))
+	}
+	if len(f.StudyInstanceUIDs) > 0 {
+		uids := make(pq.StringArray, len(f.StudyInstanceUIDs))
+		for i, u := range f.StudyInstanceUIDs {
+			uids[i] = storableText(u)
+		}
+		cond("study_instance_uid = ANY($%d::text[])", uids)
+	}
+	if f.StudyDateFrom != "" || f.StudyDateTo != "" {
+		where = append(where, "study_date <> ''")
+	}
+	if f.StudyDateFrom != "" {
+		cond("study_date >= $%d", storableText(f.StudyDateFrom))
+	}
+	if f.StudyDateTo != "" {
+		cond("study_date <= $%d", storableText(f.StudyDateTo))
+	}
+	if f.ModalityInStudy != "" {
+		cond("$%d = ANY(modalities_in_study)", storableText(f.ModalityInStudy))
+	}
+	query := `SELECT ` + studyColumns + ` FROM dicom_studies`
+	if len(where) > 0 {
+		query += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	args = append(args, f.PageLimit(), f.PageOffset())
+	query += fmt.Sprintf(` ORDER BY study_date DESC, study_time DESC, study_instance_uid LIMIT $%d OFFSET $%d`,
+		len(args)-1, len(args))
+
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("searching studies: %w", interpretError(err))
+	}
+	defer rows.Close()
+	out := []*engine.Study{}
+	for rows.Next() {
+		st, err := scanStudy(rows)
+		if err != nil {
+			return nil, fmt.Errorf("searching studies: %w", interpretError(err))
+		}
+		out = append(out, st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("searching studies: %w", interpretError(err))
+	}
+	return out, nil
+}
+
+func scanStudy(row interface{ Scan(...any) error }) (*engine.Study, error) {
+	var (
+		st         engine.Study
+		modalities pq.StringArray
+	)
+	err := row.Scan(&st.StudyInstanceUID, &st.PatientID, &st.IssuerOfPatientID, &st.PatientName,
+		&st.PatientBirthDate, &st.PatientSex, &st.AccessionNumber, &st.StudyDate, &st.StudyTime,
+		&st.StudyDescription, &st.StudyID, &st.ReferringPhysicianName, &modalities,
+		&st.NumberOfSeries, &st.NumberOfInstances, &st.FirstReceived, &st.LastReceived)
+	if err != nil {
+		return nil, err
+	}
+	st.ModalitiesInStudy = []string(modalities)
+	if st.ModalitiesInStudy == nil {
+		st.ModalitiesInStudy = []string{}
+	}
+	st.FirstReceived, st.LastReceived = st.FirstReceived.UTC(), st.LastReceived.UTC()
+	return &st, nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
@@ -163,11 +164,7 @@ const seriesInstancesSQL = `SELECT ` + instanceColumns + ` FROM dicom_instances
 WHERE series_instance_uid = ?
 ORDER BY instance_number_value ASC NULLS LAST, sop_instance_uid`
 
-const studySQL = `SELECT study_instance_uid, patient_id, issuer_of_patient_id, patient_name,
-	patient_birth_date, patient_sex, accession_number, study_date, study_time, study_description,
-	study_id, referring_physician_name, modalities_in_study, number_of_series, number_of_instances,
-	first_received, last_received
-FROM dicom_studies WHERE study_instance_uid = ?`
+const studySQL = `SELECT ` + studyColumns + ` FROM dicom_studies WHERE study_instance_uid = ?`
 
 // studySeriesSQL: by series number (NULL last), then UID.
 const studySeriesSQL = `SELECT series_instance_uid, study_instance_uid, modality, series_number,
@@ -224,28 +221,11 @@ func (s *Store) Study(ctx context.Context, studyInstanceUID string) (*engine.Stu
 	if err != nil {
 		return nil, err
 	}
-	var (
-		st                          engine.Study
-		modalities                  string
-		firstReceived, lastReceived int64
-	)
-	err = stmt.QueryRowContext(ctx, storableText(studyInstanceUID)).Scan(&st.StudyInstanceUID,
-		&st.PatientID, &st.IssuerOfPatientID, &st.PatientName, &st.PatientBirthDate, &st.PatientSex,
-		&st.AccessionNumber, &st.StudyDate, &st.StudyTime, &st.StudyDescription, &st.StudyID,
-		&st.ReferringPhysicianName, &modalities, &st.NumberOfSeries, &st.NumberOfInstances,
-		&firstReceived, &lastReceived)
+	st, err := scanStudy(stmt.QueryRowContext(ctx, storableText(studyInstanceUID)))
 	if err != nil {
-		return nil, fmt.Errorf("reading study %s: %w", studyInstanceUID, interpretError(err))
+		return nil, fmt.Errorf("reading study %s: %w", studyInstanceUID, err)
 	}
-	if err := json.Unmarshal([]byte(modalities), &st.ModalitiesInStudy); err != nil {
-		return nil, fmt.Errorf("reading study %s: modalities in study: %w", studyInstanceUID, err)
-	}
-	if st.ModalitiesInStudy == nil {
-		st.ModalitiesInStudy = []string{}
-	}
-	st.FirstReceived = time.Unix(0, firstReceived).UTC()
-	st.LastReceived = time.Unix(0, lastReceived).UTC()
-	return &st, nil
+	return st, nil
 }
 
 // StudySeries returns the series of a study by series number, then UID, or engine.ErrNotFound
@@ -302,4 +282,101 @@ func scanInstance(row interface{ Scan(...any) error }) (*engine.Instance, error)
 func numberValue(is string) sql.NullInt64 {
 	n, ok := engine.IntegerString(is)
 	return sql.NullInt64{Int64: n, Valid: ok}
+}
+
+// studyColumns are the columns of dicom_studies in the order scanStudy reads them.
+const studyColumns = `study_instance_uid, patient_id, issuer_of_patient_id, patient_name,
+	patient_birth_date, patient_sex, accession_number, study_date, study_time, study_description,
+	study_id, referring_physician_name, modalities_in_study, number_of_series, number_of_instances,
+	first_received, last_received`
+
+// SearchStudies returns the studies matching f, newest first, as engine.InstanceStore documents.
+// The WHERE clause holds a condition for each filter given, every value a placeholder; lists
+// (UIDs) are bound as one JSON array and read with json_each.
+func (s *Store) SearchStudies(ctx context.Context, f engine.StudyFilter) ([]*engine.Study, error) {
+	var (
+		where []string
+		args  []any
+	)
+	cond := func(c string, v any) {
+		where = append(where, c)
+		args = append(args, v)
+	}
+	if f.PatientID != "" {
+		cond("patient_id = ?", storableText(f.PatientID))
+	}
+	if f.IssuerOfPatientID != "" {
+		cond("issuer_of_patient_id = ?", storableText(f.IssuerOfPatientID))
+	}
+	if f.AccessionNumber != "" {
+		cond("accession_number = ?", storableText(f.AccessionNumber))
+	}
+	if len(f.StudyInstanceUIDs) > 0 {
+		uids := make([]string, len(f.StudyInstanceUIDs))
+		for i, u := range f.StudyInstanceUIDs {
+			uids[i] = storableText(u)
+		}
+		b, _ := json.Marshal(uids) // a []string always encodes
+		cond("study_instance_uid IN (SELECT value FROM json_each(?))", string(b))
+	}
+	if f.StudyDateFrom != "" || f.StudyDateTo != "" {
+		where = append(where, "study_date <> ''")
+	}
+	if f.StudyDateFrom != "" {
+		cond("study_date >= ?", storableText(f.StudyDateFrom))
+	}
+	if f.StudyDateTo != "" {
+		cond("study_date <= ?", storableText(f.StudyDateTo))
+	}
+	if f.ModalityInStudy != "" {
+		cond("EXISTS (SELECT 1 FROM json_each(modalities_in_study) WHERE value = ?)", storableText(f.ModalityInStudy))
+	}
+	query := `SELECT ` + studyColumns + ` FROM dicom_studies`
+	if len(where) > 0 {
+		query += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	query += ` ORDER BY study_date DESC, study_time DESC, study_instance_uid LIMIT ? OFFSET ?`
+	args = append(args, f.PageLimit(), f.PageOffset())
+
+	rows, err := s.reader.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("searching studies: %w", interpretError(err))
+	}
+	defer rows.Close()
+	out := []*engine.Study{}
+	for rows.Next() {
+		st, err := scanStudy(rows)
+		if err != nil {
+			return nil, fmt.Errorf("searching studies: %w", err)
+		}
+		out = append(out, st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("searching studies: %w", interpretError(err))
+	}
+	return out, nil
+}
+
+func scanStudy(row interface{ Scan(...any) error }) (*engine.Study, error) {
+	var (
+		st                          engine.Study
+		modalities                  string
+		firstReceived, lastReceived int64
+	)
+	err := row.Scan(&st.StudyInstanceUID, &st.PatientID, &st.IssuerOfPatientID, &st.PatientName,
+		&st.PatientBirthDate, &st.PatientSex, &st.AccessionNumber, &st.StudyDate, &st.StudyTime,
+		&st.StudyDescription, &st.StudyID, &st.ReferringPhysicianName, &modalities,
+		&st.NumberOfSeries, &st.NumberOfInstances, &firstReceived, &lastReceived)
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	if err := json.Unmarshal([]byte(modalities), &st.ModalitiesInStudy); err != nil {
+		return nil, fmt.Errorf("modalities in study of %s: %w", st.StudyInstanceUID, err)
+	}
+	if st.ModalitiesInStudy == nil {
+		st.ModalitiesInStudy = []string{}
+	}
+	st.FirstReceived = time.Unix(0, firstReceived).UTC()
+	st.LastReceived = time.Unix(0, lastReceived).UTC()
+	return &st, nil
 }

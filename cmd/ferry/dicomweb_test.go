@@ -99,4 +99,58 @@ func TestServeStowRS(t *testing.T) {
 	if left, _ := os.ReadDir(filepath.Join(dir, "ferry-data", "dicom", ".incoming")); len(left) > 0 {
 		t.Errorf("%d files left in the incoming area", len(left))
 	}
+
+	// QIDO-RS (PS3.18 10.6) finds the studies stored, each counted once: one series, one
+	// instance, though sent twice.
+	search := func(token, query string) (int, []byte) {
+		req, err := http.NewRequest(http.MethodGet, "http://"+p.HTTPAddr+"/dicomweb/studies?"+query, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept", "application/dicom+json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	query := "StudyInstanceUID=" + files[0].study + "," + files[1].study
+	if code, _ := search("", query); code != http.StatusUnauthorized {
+		t.Errorf("QIDO-RS without a token: status %d, want 401", code)
+	}
+	code, b = search(testAdminToken, query)
+	if code != http.StatusOK {
+		t.Fatalf("QIDO-RS: status %d, want 200\n%s", code, b)
+	}
+	var studies []map[string]struct {
+		VR    string            `json:"vr"`
+		Value []json.RawMessage `json:"Value"`
+	}
+	if err := json.Unmarshal(b, &studies); err != nil {
+		t.Fatalf("QIDO-RS response is not a DICOM JSON array: %v\n%s", err, b)
+	}
+	found := map[string]bool{}
+	for _, st := range studies {
+		var uid string
+		if v := st["0020000D"].Value; len(v) == 1 {
+			json.Unmarshal(v[0], &uid)
+		}
+		found[uid] = true
+		for _, tag := range []string{"00201206", "00201208"} { // series, instances
+			if a := st[tag]; a.VR != "IS" || len(a.Value) != 1 || string(a.Value[0]) != "1" {
+				t.Errorf("study %s: %s = %+v, want IS 1", uid, tag, a)
+			}
+		}
+	}
+	if len(studies) != 2 || !found[files[0].study] || !found[files[1].study] {
+		t.Errorf("QIDO-RS found %v, want the 2 studies stored", found)
+	}
+	if code, b := search(testAdminToken, "AccessionNumber=NOT-SENT"); code != http.StatusNoContent {
+		t.Errorf("QIDO-RS without a match: status %d, want 204\n%s", code, b)
+	}
 }

@@ -126,7 +126,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	stow, err := dicomweb.NewSTOW(storage.intake, dicomweb.Config{IncomingDir: storage.incoming,
+	stow, err := dicomweb.NewSTOW(storage.intake, dicomweb.Config{IncomingDir: storage.incoming, Studies: st,
 		MaxInstanceSize: cfg.DICOM.MaxInstanceSize, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("dicomweb: %w", err)

@@ -30,6 +30,8 @@ func RunInstances(t *testing.T, open func(t *testing.T) engine.InstanceStore) {
 		{"InvalidInstanceStoresNothing", testInvalidInstance},
 		{"InstanceNotFound", testInstanceNotFound},
 		{"ConcurrentInstancesOfNewStudy", testConcurrentInstances},
+		{"SearchStudiesFilters", testSearchStudiesFilters},
+		{"SearchStudiesPaging", testSearchStudiesPaging},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,6 +95,129 @@ func readStudy(t *testing.T, st engine.InstanceStore, uid string) *engine.Study 
 		t.Fatalf("Study(%s): %v", uid, err)
 	}
 	return s
+}
+
+// studyUIDs returns the Study Instance UIDs of studies, in order.
+func studyUIDs(studies []*engine.Study) []string {
+	uids := []string{}
+	for _, s := range studies {
+		uids = append(uids, s.StudyInstanceUID)
+	}
+	return uids
+}
+
+// testSearchStudiesFilters: each filter alone and combined selects exactly its studies, newest
+// first (study date, then time, descending; a study without a date last).
+func testSearchStudiesFilters(t *testing.T, st engine.InstanceStore) {
+	ctx := context.Background()
+	put := func(study, series int, set func(*engine.Instance)) *engine.Instance {
+		inst := newInstance(study, series, series)
+		set(inst)
+		putInstance(t, st, inst, true)
+		return inst
+	}
+	s1 := put(1, 1, func(i *engine.Instance) {
+		i.PatientID, i.IssuerOfPatientID, i.AccessionNumber = "MRN1", "STMARYS", "ACC1"
+		i.StudyDate, i.StudyTime, i.Modality = "20260301", "101500", "CT"
+	})
+	s2 := put(2, 1, func(i *engine.Instance) {
+		i.PatientID, i.IssuerOfPatientID, i.AccessionNumber = "MRN1", "STJUDES", "ACC2"
+		i.StudyDate, i.StudyTime, i.Modality = "20260302", "080000", "CT"
+	})
+	put(2, 2, func(i *engine.Instance) { // a second series: the study is CT and PT
+		i.PatientID, i.IssuerOfPatientID, i.AccessionNumber = "MRN1", "STJUDES", "ACC2"
+		i.StudyDate, i.StudyTime, i.Modality = "20260302", "080000", "PT"
+	})
+	s3 := put(3, 1, func(i *engine.Instance) {
+		i.PatientID, i.IssuerOfPatientID, i.AccessionNumber = "MRN2", "STMARYS", "ACC3"
+		i.StudyDate, i.StudyTime, i.Modality = "20260302", "120000", "MR"
+	})
+	s4 := put(4, 1, func(i *engine.Instance) {
+		i.PatientID, i.IssuerOfPatientID, i.AccessionNumber = "MRN3", "", "ACC4"
+		i.StudyDate, i.StudyTime, i.Modality = "", "", "US"
+	})
+	u1, u2, u3, u4 := s1.StudyInstanceUID, s2.StudyInstanceUID, s3.StudyInstanceUID, s4.StudyInstanceUID
+
+	tests := []struct {
+		name string
+		f    engine.StudyFilter
+		want []string
+	}{
+		{"none", engine.StudyFilter{}, []string{u3, u2, u1, u4}},
+		{"patient", engine.StudyFilter{PatientID: "MRN1"}, []string{u2, u1}},
+		{"patient and issuer", engine.StudyFilter{PatientID: "MRN1", IssuerOfPatientID: "STMARYS"}, []string{u1}},
+		{"issuer", engine.StudyFilter{IssuerOfPatientID: "STMARYS"}, []string{u3, u1}},
+		{"accession", engine.StudyFilter{AccessionNumber: "ACC3"}, []string{u3}},
+		{"accession unknown", engine.StudyFilter{AccessionNumber: "ACC9"}, []string{}},
+		{"patient is exact", engine.StudyFilter{PatientID: "mrn1"}, []string{}},
+		{"uids", engine.StudyFilter{StudyInstanceUIDs: []string{u4, u1, "1.2.3.999"}}, []string{u1, u4}},
+		{"one uid", engine.StudyFilter{StudyInstanceUIDs: []string{u2}}, []string{u2}},
+		{"date from", engine.StudyFilter{StudyDateFrom: "20260302"}, []string{u3, u2}},
+		{"date to", engine.StudyFilter{StudyDateTo: "20260301"}, []string{u1}},
+		{"one date", engine.StudyFilter{StudyDateFrom: "20260301", StudyDateTo: "20260301"}, []string{u1}},
+		{"date range", engine.StudyFilter{StudyDateFrom: "20260101", StudyDateTo: "20261231"}, []string{u3, u2, u1}},
+		{"modality", engine.StudyFilter{ModalityInStudy: "CT"}, []string{u2, u1}},
+		{"modality of a second series", engine.StudyFilter{ModalityInStudy: "PT"}, []string{u2}},
+		{"modality none", engine.StudyFilter{ModalityInStudy: "XA"}, []string{}},
+		{"combined", engine.StudyFilter{PatientID: "MRN1", ModalityInStudy: "CT", StudyDateTo: "20260301"}, []string{u1}},
+	}
+	for _, tt := range tests {
+		got, err := st.SearchStudies(ctx, tt.f)
+		if err != nil {
+			t.Errorf("%s: SearchStudies(%+v): %v", tt.name, tt.f, err)
+			continue
+		}
+		if !reflect.DeepEqual(studyUIDs(got), tt.want) {
+			t.Errorf("%s: SearchStudies(%+v) = %v, want %v", tt.name, tt.f, studyUIDs(got), tt.want)
+		}
+	}
+
+	// A study found is the study read by UID, attributes and counts included.
+	got, err := st.SearchStudies(ctx, engine.StudyFilter{AccessionNumber: "ACC2"})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("SearchStudies(ACC2) = %v, %v; want one study", studyUIDs(got), err)
+	}
+	if want := readStudy(t, st, u2); !reflect.DeepEqual(got[0], want) {
+		t.Errorf("SearchStudies study\n got %+v\nwant %+v", got[0], want)
+	}
+	if got[0].NumberOfSeries != 2 || !reflect.DeepEqual(got[0].ModalitiesInStudy, []string{"CT", "PT"}) {
+		t.Errorf("SearchStudies study: %d series, modalities %v; want 2, [CT PT]", got[0].NumberOfSeries, got[0].ModalitiesInStudy)
+	}
+}
+
+// testSearchStudiesPaging: Limit and Offset page through the order (ties on date and time by
+// UID); an offset past the end is an empty page.
+func testSearchStudiesPaging(t *testing.T, st engine.InstanceStore) {
+	ctx := context.Background()
+	var all []string
+	for study := 1; study <= 5; study++ {
+		inst := newInstance(study, 1, 1)
+		inst.StudyTime = "101500" // every study at the same date and time: the UID orders them
+		putInstance(t, st, inst, true)
+		all = append(all, inst.StudyInstanceUID)
+	}
+	tests := []struct {
+		limit, offset int
+		want          []string
+	}{
+		{0, 0, all}, // default page size
+		{2, 0, all[0:2]},
+		{2, 2, all[2:4]},
+		{2, 4, all[4:5]},
+		{2, 5, []string{}},
+		{100, 3, all[3:]},
+		{-1, -1, all}, // default size, no offset
+		{engine.MaxStudyLimit + 1, 1, all[1:]},
+	}
+	for _, tt := range tests {
+		got, err := st.SearchStudies(ctx, engine.StudyFilter{Limit: tt.limit, Offset: tt.offset})
+		if err != nil {
+			t.Fatalf("SearchStudies(limit %d, offset %d): %v", tt.limit, tt.offset, err)
+		}
+		if !reflect.DeepEqual(studyUIDs(got), tt.want) {
+			t.Errorf("SearchStudies(limit %d, offset %d) = %v, want %v", tt.limit, tt.offset, studyUIDs(got), tt.want)
+		}
+	}
 }
 
 func testInstanceReadBack(t *testing.T, st engine.InstanceStore) {

@@ -1,0 +1,233 @@
+package dicomweb
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ferryhealth/ferry/engine"
+)
+
+// QIDO-RS, the Search for Studies transaction (PS3.18 10.6): GET /dicomweb/studies with the
+// query keys below, answered with the matching studies in the DICOM JSON Model, or 204 when
+// none matches. The patient attributes are those the modality sent, not Ferry's patient.
+
+// StudySearcher answers QIDO-RS: engine.InstanceStore implements it.
+type StudySearcher interface {
+	SearchStudies(ctx context.Context, f engine.StudyFilter) ([]*engine.Study, error)
+}
+
+var _ StudySearcher = (engine.InstanceStore)(nil)
+
+// Study attributes of the response (PS3.18 table 10.6.3-3) and the query keys (table
+// 10.6.1-5), by tag; each one's VR in the comment.
+const (
+	tagSpecificCharacterSet          = "00080005" // CS
+	tagStudyDate                     = "00080020" // DA
+	tagStudyTime                     = "00080030" // TM
+	tagAccessionNumber               = "00080050" // SH
+	tagModalitiesInStudy             = "00080061" // CS
+	tagReferringPhysicianName        = "00080090" // PN
+	tagPatientName                   = "00100010" // PN
+	tagPatientID                     = "00100020" // LO
+	tagIssuerOfPatientID             = "00100021" // LO
+	tagPatientBirthDate              = "00100030" // DA
+	tagPatientSex                    = "00100040" // CS
+	tagStudyInstanceUID              = "0020000D" // UI
+	tagStudyID                       = "00200010" // SH
+	tagNumberOfStudyRelatedSeries    = "00201206" // IS
+	tagNumberOfStudyRelatedInstances = "00201208" // IS
+)
+
+// studyQueryKeys are the matching keys Ferry supports, by keyword, as tags.
+var studyQueryKeys = map[string]string{
+	"PatientID":         tagPatientID,
+	"IssuerOfPatientID": tagIssuerOfPatientID,
+	"AccessionNumber":   tagAccessionNumber,
+	"StudyDate":         tagStudyDate,
+	"ModalitiesInStudy": tagModalitiesInStudy,
+	"StudyInstanceUID":  tagStudyInstanceUID,
+}
+
+// searchStudies answers one Search for Studies request (PS3.18 10.6.1, 10.6.3).
+func (s *STOW) searchStudies(c echo.Context) error {
+	f, err := studyFilter(c.QueryParams())
+	if err != nil {
+		return err
+	}
+	studies, err := s.cfg.Studies.SearchStudies(c.Request().Context(), f)
+	if err != nil {
+		return fmt.Errorf("QIDO-RS: %w", err)
+	}
+	s.log.Info("QIDO-RS studies", "matches", len(studies))
+	if len(studies) == 0 {
+		return c.NoContent(http.StatusNoContent) // PS3.18 10.6.3.2: no match
+	}
+	base := baseURL(c)
+	out := make([]dataset, len(studies))
+	for i, st := range studies {
+		out[i] = studyDataset(base, st)
+	}
+	return c.Blob(http.StatusOK, MediaTypeDICOMJSON, encode(out))
+}
+
+// studyFilter reads the query (PS3.18 10.6.1.2): attribute keys by keyword or tag, and the
+// limit, offset, includefield and fuzzymatching parameters. Any other key, a key given twice
+// or a value Ferry cannot match is a 400 that names it.
+func studyFilter(q url.Values) (engine.StudyFilter, error) {
+	var f engine.StudyFilter
+	bad := func(format string, a ...any) error {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf(format, a...))
+	}
+	for key, values := range q {
+		switch key {
+		case "includefield":
+			continue // every attribute Ferry has is returned; asking for others is no error
+		case "fuzzymatching":
+			if len(values) != 1 || values[0] != "false" {
+				return f, bad("fuzzymatching: only false is supported")
+			}
+			continue
+		case "limit", "offset":
+			if len(values) != 1 {
+				return f, bad("%s: given more than once", key)
+			}
+			n, err := strconv.Atoi(values[0])
+			if err != nil || n < 0 {
+				return f, bad("%s: want a non-negative integer", key)
+			}
+			if key == "limit" {
+				f.Limit = n
+			} else {
+				f.Offset = n
+			}
+			continue
+		}
+		tag := studyQueryKeys[key]
+		if tag == "" && len(key) == 8 {
+			for _, t := range studyQueryKeys {
+				if strings.EqualFold(key, t) {
+					tag = t
+				}
+			}
+		}
+		if tag == "" {
+			return f, bad("%s: not a supported query key (supported: PatientID, IssuerOfPatientID, AccessionNumber, StudyDate, ModalitiesInStudy, StudyInstanceUID, limit, offset, includefield, fuzzymatching)", key)
+		}
+		if tag == tagStudyInstanceUID {
+			// UID list matching (PS3.18 8.3.4.1): comma or backslash separated, and the key
+			// may be repeated.
+			for _, v := range values {
+				for uid := range strings.FieldsFuncSeq(v, func(r rune) bool { return r == ',' || r == '\\' }) {
+					if !isUID(uid) {
+						return f, bad("StudyInstanceUID: %q is not a UID", uid)
+					}
+					f.StudyInstanceUIDs = append(f.StudyInstanceUIDs, uid)
+				}
+			}
+			if len(f.StudyInstanceUIDs) == 0 {
+				return f, bad("StudyInstanceUID: no UID given")
+			}
+			continue
+		}
+		if len(values) != 1 {
+			return f, bad("%s: given more than once", key)
+		}
+		v := values[0]
+		if v == "*" || v == "" {
+			continue // universal matching (PS3.4 C.2.2.2.3)
+		}
+		if strings.ContainsAny(v, `*?\`) {
+			return f, bad("%s: wildcard and multiple-value matching are not supported", key)
+		}
+		switch tag {
+		case tagPatientID:
+			f.PatientID = v
+		case tagIssuerOfPatientID:
+			f.IssuerOfPatientID = v
+		case tagAccessionNumber:
+			f.AccessionNumber = v
+		case tagModalitiesInStudy:
+			if strings.Contains(v, ",") {
+				return f, bad("ModalitiesInStudy: one modality only")
+			}
+			f.ModalityInStudy = v
+		case tagStudyDate:
+			var err error
+			if f.StudyDateFrom, f.StudyDateTo, err = dateRange(v); err != nil {
+				return f, bad("StudyDate: %v", err)
+			}
+		}
+	}
+	return f, nil
+}
+
+// dateRange reads a DA query value (PS3.4 C.2.2.2.5): a date, or a range A-B, A- or -B of
+// YYYYMMDD dates, inclusive.
+func dateRange(v string) (from, to string, err error) {
+	from, to, isRange := strings.Cut(v, "-")
+	if !isRange {
+		to = from
+	}
+	if from == "" && to == "" {
+		return "", "", fmt.Errorf("%q: want YYYYMMDD, or a range A-B, A- or -B", v)
+	}
+	for _, d := range []string{from, to} {
+		if _, err := time.Parse("20060102", d); d != "" && (err != nil || len(d) != 8) {
+			return "", "", fmt.Errorf("%q: want YYYYMMDD, or a range A-B, A- or -B", v)
+		}
+	}
+	if from != "" && to != "" && from > to {
+		return "", "", fmt.Errorf("%q: the range ends before it starts", v)
+	}
+	return from, to, nil
+}
+
+// studyDataset is one study of the response, the attributes of PS3.18 table 10.6.3-3 that
+// Ferry keeps; empty ones present without a value. Text is UTF-8: ISO_IR 192.
+func studyDataset(base string, st *engine.Study) dataset {
+	modalities := make([]any, len(st.ModalitiesInStudy))
+	for i, m := range st.ModalitiesInStudy {
+		modalities[i] = m
+	}
+	return dataset{
+		tagSpecificCharacterSet:          text("CS", "ISO_IR 192"),
+		tagStudyDate:                     text("DA", st.StudyDate),
+		tagStudyTime:                     text("TM", st.StudyTime),
+		tagAccessionNumber:               text("SH", st.AccessionNumber),
+		tagModalitiesInStudy:             attribute{VR: "CS", Value: modalities},
+		tagReferringPhysicianName:        personName(st.ReferringPhysicianName),
+		tagPatientName:                   personName(st.PatientName),
+		tagPatientID:                     text("LO", st.PatientID),
+		tagIssuerOfPatientID:             text("LO", st.IssuerOfPatientID),
+		tagPatientBirthDate:              text("DA", st.PatientBirthDate),
+		tagPatientSex:                    text("CS", st.PatientSex),
+		tagStudyInstanceUID:              text("UI", st.StudyInstanceUID),
+		tagStudyID:                       text("SH", st.StudyID),
+		tagNumberOfStudyRelatedSeries:    attribute{VR: "IS", Value: []any{st.NumberOfSeries}},
+		tagNumberOfStudyRelatedInstances: attribute{VR: "IS", Value: []any{st.NumberOfInstances}},
+		tagRetrieveURL:                   text("UR", base+"/studies/"+st.StudyInstanceUID),
+	}
+}
+
+// personName is a PN attribute in the DICOM JSON Model (PS3.18 F.2.2): its component groups,
+// separated by "=" in the value, as Alphabetic, Ideographic and Phonetic; empty groups left out.
+func personName(pn string) attribute {
+	if pn == "" {
+		return attribute{VR: "PN"}
+	}
+	groups := strings.SplitN(pn, "=", 3)
+	name := map[string]string{}
+	for i, key := range []string{"Alphabetic", "Ideographic", "Phonetic"} {
+		if i < len(groups) && groups[i] != "" {
+			name[key] = groups[i]
+		}
+	}
+	return attribute{VR: "PN", Value: []any{name}}
+}
