@@ -99,3 +99,29 @@ func DecodeWorklistItems(buf []byte, ends []int) ([]*WorklistItem, error) {
 	}
 	return out, nil
 }
+
+// WorklistBuffer gathers stored items as a store reads them, row by row (copying each, so the
+// driver may reuse its buffer), and decodes them all at once with DecodeWorklistItems.
+type WorklistBuffer struct {
+	buf  []byte
+	ends []int
+}
+
+// Add appends one stored item.
+func (b *WorklistBuffer) Add(encoded []byte) {
+	b.buf = append(b.buf, encoded...)
+	b.ends = append(b.ends, len(b.buf))
+}
+
+// Items decodes what was added.
+func (b *WorklistBuffer) Items() ([]*WorklistItem, error) { return DecodeWorklistItems(b.buf, b.ends) }
+
+// Storable returns a copy of it with every text field as the stores keep text (StorableText),
+// so that the columns filtered on and the encoded item agree.
+func (it *WorklistItem) Storable() WorklistItem {
+	c := *it
+	for _, p := range c.TextFields() {
+		*p = StorableText(*p)
+	}
+	return c
+}

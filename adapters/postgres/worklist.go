@@ -29,13 +29,13 @@ func (t *Tx) PutWorklistItem(ctx context.Context, item *engine.WorklistItem) err
 	if item == nil || item.ServiceRequestID == "" {
 		return errors.New("storing worklist item: no ServiceRequestID")
 	}
-	it := storableWorklistItem(item)
+	it := item.Storable()
 	stmt, err := t.s.prepare(ctx, putWorklistItemSQL)
 	if err != nil {
 		return err
 	}
 	_, err = t.tx.StmtContext(ctx, stmt).ExecContext(ctx, it.ServiceRequestID, it.AccessionNumber,
-		it.PatientID, it.Modality, it.StationAETitle, it.StartDate, it.StartTime, mustMarshal(&it))
+		it.PatientID, it.Modality, it.StationAETitle, it.StartDate, it.StartTime, marshalItem(&it))
 	if err != nil {
 		return t.check(fmt.Errorf("storing worklist item of ServiceRequest/%s: %w", it.ServiceRequestID, interpretError(err)))
 	}
@@ -123,39 +123,26 @@ func (rd reader) worklistItems(ctx context.Context, f engine.WorklistFilter) ([]
 	return items, nil
 }
 
-// scanWorklistItems decodes the item column of rows (engine.DecodeWorklistItems): the rows'
-// bytes are gathered in one buffer first.
+// scanWorklistItems decodes the item column of rows.
 func scanWorklistItems(rows *sql.Rows) ([]*engine.WorklistItem, error) {
 	var (
-		buf  []byte       // the rows' items, one after another
-		ends []int        // where each item ends in buf
-		raw  sql.RawBytes // the driver's buffer: copied into buf before the next row
+		items engine.WorklistBuffer
+		raw   sql.RawBytes // the driver's buffer: Add copies it before the next row
 	)
 	for rows.Next() {
 		if err := rows.Scan(&raw); err != nil {
 			return nil, err
 		}
-		buf = append(buf, raw...)
-		ends = append(ends, len(buf))
+		items.Add(raw)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	return engine.DecodeWorklistItems(buf, ends)
+	return items.Items()
 }
 
-// storableWorklistItem returns a copy of item with every text field as text columns hold it
-// (storableText), so that the columns filtered on and the encoded item agree.
-func storableWorklistItem(item *engine.WorklistItem) engine.WorklistItem {
-	it := *item
-	for _, p := range it.TextFields() {
-		*p = storableText(*p)
-	}
-	return it
-}
-
-// mustMarshal encodes it for the item column; WorklistItem.MarshalBinary never fails.
-func mustMarshal(it *engine.WorklistItem) []byte {
+// marshalItem encodes it for the item column; WorklistItem.MarshalBinary never fails.
+func marshalItem(it *engine.WorklistItem) []byte {
 	b, _ := it.MarshalBinary()
 	return b
 }
