@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -374,4 +375,37 @@ func pv1(i, doc int, visit bool) string {
 		s += fmt.Sprintf("|||||||||||V%d^^^STMARYS^VN", i)
 	}
 	return s
+}
+
+// TestPendingWorkerIsNudged: with ack on receipt, the worker processes a stored message at once
+// when the receiver nudges it (its poll is an hour here), receivers nudging concurrently.
+func TestPendingWorkerIsNudged(t *testing.T) {
+	t.Parallel()
+	h := newOrderHarness(t)
+	worker := &engine.PendingWorker{Store: h.st, Processor: h.in.Processor, Poll: time.Hour}
+	h.in.AckOnReceipt, h.in.Pending = true, worker
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { worker.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msh := strings.Replace(mshORM, "CTRL", fmt.Sprintf("N%d", i), 1)
+			raw := []byte(strings.Join([]string{msh, pidFor("000123", "DOE^JANE"),
+				orc("NW", fmt.Sprintf("PLN%d", i), "SC"), obr(fmt.Sprintf("PLN%d", i), fmt.Sprintf("ACCN%d", i))}, "\r") + "\r")
+			h.in.Receive(context.Background(), engine.Received{Data: raw, ReceivedAt: time.Now()})
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(h.search("ServiceRequest")) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of 4 orders processed after the nudges", len(h.search("ServiceRequest")))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

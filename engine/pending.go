@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ferryhealth/ferry/hl7"
@@ -26,7 +27,8 @@ type PendingWorker struct {
 	// sooner.
 	Poll time.Duration
 
-	nudge chan struct{}
+	nudgeOnce sync.Once
+	nudge     chan struct{}
 }
 
 // Nudge tells the worker that a message was just stored pending. It never blocks.
@@ -38,9 +40,8 @@ func (w *PendingWorker) Nudge() {
 }
 
 func (w *PendingWorker) nudgeChan() chan struct{} {
-	if w.nudge == nil {
-		w.nudge = make(chan struct{}, 1)
-	}
+	// Receivers nudge from their own goroutines while Run starts: made once, safely.
+	w.nudgeOnce.Do(func() { w.nudge = make(chan struct{}, 1) })
 	return w.nudge
 }
 
