@@ -19,6 +19,9 @@ type Intake struct {
 	Store  InstanceStore
 	Dir    string // the DICOM data directory; the receivers' incoming area must be on its file system
 	Logger *slog.Logger
+	// Linker, if set, decides each new study's order and patient once its first instance is
+	// stored, and again with each new instance until it is linked.
+	Linker *Linker
 }
 
 // StoreInstance moves the complete, fsynced Part 10 file at tmpPath into place and records inst.
@@ -54,6 +57,9 @@ func (in *Intake) StoreInstance(ctx context.Context, inst *Instance, tmpPath str
 			os.Remove(final) // not acknowledged: not kept
 			return false, fmt.Errorf("storing instance: %w", err)
 		}
+		if added {
+			in.link(ctx, inst.StudyInstanceUID)
+		}
 		return added, nil
 	case errors.Is(err, fs.ErrExist):
 		// Stored before — or left by an attempt that stopped before its commit. The store says.
@@ -69,7 +75,11 @@ func (in *Intake) StoreInstance(ctx context.Context, inst *Instance, tmpPath str
 		if err := os.Rename(tmpPath, final); err != nil {
 			return false, fmt.Errorf("storing instance: %w", err)
 		}
-		return true, syncDir(filepath.Dir(final))
+		if err := syncDir(filepath.Dir(final)); err != nil {
+			return false, err
+		}
+		in.link(ctx, inst.StudyInstanceUID)
+		return true, nil
 	default:
 		return false, fmt.Errorf("storing instance: %w", err)
 	}
@@ -117,4 +127,31 @@ func syncDir(dir string) error {
 		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	return nil
+}
+
+// link runs the linker for a study that is not linked yet. The instance is stored whatever the
+// linker decides, so its failure is logged (UIDs only), not returned.
+func (in *Intake) link(ctx context.Context, studyUID string) {
+	if in.Linker == nil {
+		return
+	}
+	if l, err := in.Linker.Links.StudyLink(ctx, studyUID); err == nil && l.Status == LinkLinked {
+		return
+	}
+	study, err := in.Store.Study(ctx, studyUID)
+	if err == nil {
+		var l *StudyLink
+		if l, err = in.Linker.LinkStudy(ctx, study); err == nil {
+			in.logger().Info("study linked", "study_uid", studyUID, "status", string(l.Status), "rule", l.Rule, "service_request", l.ServiceRequestID)
+			return
+		}
+	}
+	in.logger().Error("linking study", "study_uid", studyUID, "err", err)
+}
+
+func (in *Intake) logger() *slog.Logger {
+	if in.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return in.Logger
 }

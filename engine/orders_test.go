@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -407,5 +408,52 @@ func TestPendingWorkerIsNudged(t *testing.T) {
 			t.Fatalf("only %d of 4 orders processed after the nudges", len(h.search("ServiceRequest")))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLinkStudies: studies received after their orders are linked by accession, or by the
+// Study Instance UID scheduled on the order; a study whose patient contradicts the order's is
+// never linked; one no rule matches is held.
+func TestLinkStudies(t *testing.T) {
+	t.Parallel()
+	h := newOrderHarness(t)
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PLL1", "SC"), obr("PLL1", "ACCL1"))
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PLL2", "SC"), obr("PLL2", ""), "ZDS|1.2.826.0.1.3680043.10.99.2")
+	intake := &engine.Intake{Store: h.st, Dir: t.TempDir(), Linker: &engine.Linker{Resources: h.st, Links: h.st}}
+	store := func(study, acc, patientID, birth string) *engine.StudyLink {
+		t.Helper()
+		tmp := filepath.Join(intake.Dir, "incoming")
+		if err := os.WriteFile(tmp, []byte("DICM"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		inst := &engine.Instance{StudyInstanceUID: study, SeriesInstanceUID: study + ".1", SOPInstanceUID: study + ".1.1",
+			SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", Modality: "CT", AccessionNumber: acc, PatientID: patientID,
+			PatientBirthDate: birth, PatientSex: "F", ReceivedAt: time.Now(), Size: 4}
+		if _, err := intake.StoreInstance(context.Background(), inst, tmp); err != nil {
+			t.Fatal(err)
+		}
+		l, err := h.st.StudyLink(context.Background(), study)
+		if err != nil {
+			t.Fatalf("no decision recorded for %s: %v", study, err)
+		}
+		return l
+	}
+	pl1 := h.search("ServiceRequest", eq("identifier", "PLL1"))[0]["id"]
+	pl2 := h.search("ServiceRequest", eq("identifier", "PLL2"))[0]["id"]
+
+	if l := store("1.2.826.0.1.3680043.10.99.1", "ACCL1", "000123", "19800102"); l.Status != engine.LinkLinked || l.Rule != "accession" || l.ServiceRequestID != pl1 || l.PatientID == "" {
+		t.Errorf("by accession: %+v", l)
+	}
+	if l := store("1.2.826.0.1.3680043.10.99.2", "", "000123", ""); l.Status != engine.LinkLinked || l.Rule != "study-uid" || l.ServiceRequestID != pl2 {
+		t.Errorf("by study UID: %+v", l)
+	}
+	if l := store("1.2.826.0.1.3680043.10.99.3", "ACCL1", "000999", "19800102"); l.Status != engine.LinkContradiction || !strings.Contains(l.Evidence["patient_id"], "contradicts") {
+		t.Errorf("another patient's ID with the order's accession: %+v", l)
+	}
+	if l := store("1.2.826.0.1.3680043.10.99.4", "ACCL1", "000123", "19751231"); l.Status != engine.LinkContradiction || !strings.Contains(l.Evidence["birth_date"], "contradicts") {
+		t.Errorf("another birth date: %+v", l)
+	}
+	if l := store("1.2.826.0.1.3680043.10.99.5", "NOPE", "000123", ""); l.Status != engine.LinkUnmatched || l.ServiceRequestID != "" {
+		t.Errorf("unknown accession: %+v", l)
 	}
 }

@@ -162,3 +162,29 @@ func TestInstances(t *testing.T) {
 func BenchmarkPutInstance(b *testing.B) {
 	storetest.BenchPutInstance(b, func(b *testing.B) engine.InstanceStore { return openTestStore(b, testPath(b)) })
 }
+
+func TestLinks(t *testing.T) {
+	storetest.RunLinks(t, func(t *testing.T) engine.LinkStore { return openTestStore(t, testPath(t)) })
+}
+
+// TestStudyLinkEvidenceStored: evidence is kept as a JSON object, keys sorted, and the table
+// itself rejects an unknown status.
+func TestStudyLinkEvidenceStored(t *testing.T) {
+	st := openTestStore(t, testPath(t))
+	l := &engine.StudyLink{StudyInstanceUID: "1.2.3", Status: engine.LinkLinked, Rule: "accession",
+		Evidence:  map[string]string{"b": "2", "a": "1", "c": "x | y | match"},
+		DecidedAt: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	if err := st.PutStudyLink(t.Context(), l); err != nil {
+		t.Fatal(err)
+	}
+	var evidence string
+	if err := st.DB().QueryRow("SELECT evidence FROM study_links").Scan(&evidence); err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"a":"1","b":"2","c":"x | y | match"}`; evidence != want {
+		t.Errorf("evidence stored as %s, want %s", evidence, want)
+	}
+	if _, err := st.DB().Exec("UPDATE study_links SET status = 'maybe'"); err == nil {
+		t.Error("the table accepted status 'maybe'")
+	}
+}

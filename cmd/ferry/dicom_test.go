@@ -93,3 +93,40 @@ func TestServeStoresInstances(t *testing.T) {
 		t.Fatalf("storescu after a rejection: %v\n%s", err, out)
 	}
 }
+
+// TestStudyLinkedToItsOrder: an order over MLLP, then a study from storescu that dcmodify gave
+// the order's accession number and patient ID: Ferry links the study to that order (issue 4,
+// rule 1), and says so in its log.
+func TestStudyLinkedToItsOrder(t *testing.T) {
+	t.Parallel()
+	storescu := requirePeer(t, "storescu", "dcmtk")
+	dcmodify := requirePeer(t, "dcmodify", "dcmtk")
+	corpus := requireCorpus(t)
+	dir := t.TempDir()
+	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{})
+	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("L1", "NW", "PLS1", "SC", "ACCS1", "71260", "CT", "20261127", "000777")); codes[0] != "AA" {
+		t.Fatalf("order: %v", codes)
+	}
+	src, err := os.ReadFile(filepath.Join(corpus, "dicom", "pydicom-debian", "test_files__MR_small.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "study.dcm")
+	if err := os.WriteFile(file, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A new study for the order: its accession, its patient, and a Study UID of its own.
+	if out, err := exec.Command(dcmodify, "-nb", "-m", "(0008,0050)=ACCS1", "-m", "(0010,0020)=000777",
+		"-m", "(0010,0030)=19800102", "-m", "(0010,0040)=F", "-m", "(0020,000d)=1.2.826.0.1.3680043.10.77.1",
+		"-m", "(0020,000e)=1.2.826.0.1.3680043.10.77.1.1", "-m", "(0008,0018)=1.2.826.0.1.3680043.10.77.1.1.1", file).CombinedOutput(); err != nil {
+		t.Fatalf("dcmodify: %v\n%s", err, out)
+	}
+	host, port, _ := net.SplitHostPort(p.DICOMAddr)
+	if out, err := exec.Command(storescu, "-aec", "FERRY", host, port, file).CombinedOutput(); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	waitFor(t, "the study to be linked", func() bool {
+		log := p.stderr.String()
+		return strings.Contains(log, `msg="study linked" study_uid=1.2.826.0.1.3680043.10.77.1 status=linked rule=accession`)
+	})
+}

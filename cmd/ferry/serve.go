@@ -291,7 +291,8 @@ func dicomStorage(cfg *Config, st store, logger *slog.Logger) (*dicomStorageSetu
 	if err := os.MkdirAll(incoming, 0o750); err != nil {
 		return nil, fmt.Errorf("dicom.storage_dir: %w", err)
 	}
-	intake := &engine.Intake{Store: st, Dir: cfg.DICOM.StorageDir, Logger: logger}
+	intake := &engine.Intake{Store: st, Dir: cfg.DICOM.StorageDir, Logger: logger,
+		Linker: &engine.Linker{Resources: st, Links: st}}
 	services, err := dimse.StorageServices(intake, dimse.StorageConfig{IncomingDir: incoming, MaxInstanceSize: cfg.DICOM.MaxInstanceSize}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("dicom storage: %w", err)

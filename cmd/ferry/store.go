@@ -13,6 +13,7 @@ import (
 type store interface {
 	engine.Store
 	engine.InstanceStore
+	engine.LinkStore
 	Migrate(ctx context.Context) error
 }
 
