@@ -50,32 +50,33 @@ type Instance struct {
 // Study is a study as assembled from its instances; counts and modalities are kept current as
 // instances arrive, and an instance received twice is counted once.
 type Study struct {
-	StudyInstanceUID       string
-	PatientID              string
-	IssuerOfPatientID      string
-	PatientName            string
-	PatientBirthDate       string
-	PatientSex             string
-	AccessionNumber        string
-	StudyDate, StudyTime   string
-	StudyDescription       string
-	StudyID                string
-	ReferringPhysicianName string
-	ModalitiesInStudy      []string // distinct, sorted
-	NumberOfSeries         int
-	NumberOfInstances      int
-	FirstReceived          time.Time
-	LastReceived           time.Time
+	StudyInstanceUID       string    `json:"study_instance_uid"`
+	PatientID              string    `json:"patient_id"`
+	IssuerOfPatientID      string    `json:"issuer_of_patient_id"`
+	PatientName            string    `json:"patient_name"`
+	PatientBirthDate       string    `json:"patient_birth_date"`
+	PatientSex             string    `json:"patient_sex"`
+	AccessionNumber        string    `json:"accession_number"`
+	StudyDate              string    `json:"study_date"`
+	StudyTime              string    `json:"study_time"`
+	StudyDescription       string    `json:"study_description"`
+	StudyID                string    `json:"study_id"`
+	ReferringPhysicianName string    `json:"referring_physician_name"`
+	ModalitiesInStudy      []string  `json:"modalities_in_study"` // distinct, sorted
+	NumberOfSeries         int       `json:"number_of_series"`
+	NumberOfInstances      int       `json:"number_of_instances"`
+	FirstReceived          time.Time `json:"first_received"`
+	LastReceived           time.Time `json:"last_received"`
 }
 
 // Series is one series of a study.
 type Series struct {
-	SeriesInstanceUID string
-	StudyInstanceUID  string
-	Modality          string
-	SeriesNumber      string
-	SeriesDescription string
-	NumberOfInstances int
+	SeriesInstanceUID string `json:"series_instance_uid"`
+	StudyInstanceUID  string `json:"study_instance_uid"`
+	Modality          string `json:"modality"`
+	SeriesNumber      string `json:"series_number"`
+	SeriesDescription string `json:"series_description"`
+	NumberOfInstances int    `json:"number_of_instances"`
 }
 
 // InstanceStore keeps received instances and assembles them into series and studies.

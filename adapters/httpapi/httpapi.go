@@ -41,6 +41,8 @@ type Options struct {
 	DICOMweb *dicomweb.STOW
 	// Mappings, if set, serves POST /api/v1/mappings/test with the mappings in force.
 	Mappings func() MappingTester
+	// Studies, if set, serves GET /api/v1/studies/{uid}: a received study and its link.
+	Studies StudyLog
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -83,6 +85,9 @@ func New(opt Options) (*echo.Echo, error) {
 	api.GET("/messages/:id", ml.get)
 	if opt.Mappings != nil {
 		api.POST("/mappings/test", mappingsTest(opt.Mappings, ml))
+	}
+	if opt.Studies != nil {
+		api.GET("/studies/:uid", getStudy(opt.Studies, ml))
 	}
 
 	if opt.Resources != nil {

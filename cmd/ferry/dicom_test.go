@@ -2,6 +2,7 @@ package main
 
 import (
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,4 +130,28 @@ func TestStudyLinkedToItsOrder(t *testing.T) {
 		log := p.stderr.String()
 		return strings.Contains(log, `msg="study linked" study_uid=1.2.826.0.1.3680043.10.77.1 status=linked rule=accession`)
 	})
+	// The analyst sees the study and the decision, with the fields compared.
+	var view struct {
+		Study struct {
+			AccessionNumber   string `json:"accession_number"`
+			NumberOfInstances int    `json:"number_of_instances"`
+		} `json:"study"`
+		Link struct {
+			Status, Rule     string
+			ServiceRequestID string `json:"service_request_id"`
+			Evidence         map[string]string
+		} `json:"link"`
+	}
+	if code := p.get(t, "/api/v1/studies/1.2.826.0.1.3680043.10.77.1", &view); code != 200 {
+		t.Fatalf("GET /api/v1/studies/{uid}: HTTP %d", code)
+	}
+	orders := p.fhirSearch(t, "ServiceRequest", url.Values{"identifier": {"PLS1"}})
+	if view.Study.AccessionNumber != "ACCS1" || view.Study.NumberOfInstances != 1 || view.Link.Status != "linked" ||
+		view.Link.Rule != "accession" || len(orders) != 1 || view.Link.ServiceRequestID != orders[0]["id"] ||
+		!strings.HasSuffix(view.Link.Evidence["patient_id"], "agrees") {
+		t.Errorf("study view: %+v", view)
+	}
+	if code := p.get(t, "/api/v1/studies/1.2.3.4.5.6.7", nil); code != 404 {
+		t.Errorf("unknown study: HTTP %d, want 404", code)
+	}
 }

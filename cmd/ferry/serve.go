@@ -156,7 +156,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listening for MLLP: %w", err)
 	}
 
-	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
+	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Studies: st, Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
 	if err != nil {
 		return err
 	}
