@@ -2,6 +2,10 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
 	"time"
 )
 
@@ -38,4 +42,28 @@ type LinkStore interface {
 	PutStudyLink(ctx context.Context, l *StudyLink) error
 	// StudyLink returns a study's decision, or ErrNotFound.
 	StudyLink(ctx context.Context, studyInstanceUID string) (*StudyLink, error)
+}
+
+// StorableEvidence checks l as the stores need it (a study UID, a decision time, a finite score)
+// and returns its evidence as the JSON object they keep: keys sorted, text as StorableText.
+func (l *StudyLink) StorableEvidence() (string, error) {
+	switch {
+	case l == nil:
+		return "", errors.New("storing link: nil StudyLink")
+	case l.StudyInstanceUID == "":
+		return "", errors.New("storing link: no Study Instance UID")
+	case l.DecidedAt.IsZero():
+		return "", fmt.Errorf("storing link of study %s: DecidedAt is not set", l.StudyInstanceUID)
+	case math.IsNaN(l.Score) || math.IsInf(l.Score, 0):
+		return "", fmt.Errorf("storing link of study %s: score %v is not a finite number", l.StudyInstanceUID, l.Score)
+	}
+	ev := make(map[string]string, len(l.Evidence))
+	for k, v := range l.Evidence {
+		ev[StorableText(k)] = StorableText(v)
+	}
+	b, err := json.Marshal(ev) // a map[string]string always encodes
+	if err != nil {
+		return "", fmt.Errorf("storing link of study %s: evidence: %w", l.StudyInstanceUID, err)
+	}
+	return string(b), nil
 }

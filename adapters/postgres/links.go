@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
@@ -37,7 +36,7 @@ FROM study_links WHERE study_instance_uid = $1`
 // without NULs (storableText); DecidedAt to the microsecond, UTC. A status other than the three
 // engine.LinkStatus values is rejected by the table's CHECK.
 func (s *Store) PutStudyLink(ctx context.Context, l *engine.StudyLink) error {
-	evidence, err := linkEvidence(l)
+	evidence, err := l.StorableEvidence()
 	if err != nil {
 		return err
 	}
@@ -78,29 +77,4 @@ func (s *Store) StudyLink(ctx context.Context, studyInstanceUID string) (*engine
 	}
 	l.DecidedAt = l.DecidedAt.UTC()
 	return &l, nil
-}
-
-// linkEvidence checks what no correct caller sends and returns l's evidence as stored: a JSON
-// object, keys sorted (encoding/json), "{}" when there is none. Keys and values are made
-// storable text first, as adapters/sqlite does.
-func linkEvidence(l *engine.StudyLink) (string, error) {
-	switch {
-	case l == nil:
-		return "", fmt.Errorf("storing link: nil StudyLink")
-	case l.StudyInstanceUID == "":
-		return "", fmt.Errorf("storing link: no Study Instance UID")
-	case l.DecidedAt.IsZero():
-		return "", fmt.Errorf("storing link of study %s: DecidedAt is not set", l.StudyInstanceUID)
-	case math.IsNaN(l.Score) || math.IsInf(l.Score, 0):
-		return "", fmt.Errorf("storing link of study %s: score %v is not a finite number", l.StudyInstanceUID, l.Score)
-	}
-	ev := make(map[string]string, len(l.Evidence))
-	for k, v := range l.Evidence {
-		ev[storableText(k)] = storableText(v)
-	}
-	b, err := json.Marshal(ev) // a map[string]string always encodes
-	if err != nil {
-		return "", fmt.Errorf("storing link of study %s: evidence: %w", l.StudyInstanceUID, err)
-	}
-	return string(b), nil
 }

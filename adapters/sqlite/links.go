@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
@@ -81,29 +80,11 @@ func (s *Store) StudyLink(ctx context.Context, studyInstanceUID string) (*engine
 	return &l, nil
 }
 
-// linkEvidence checks what no correct caller sends and returns l's evidence as stored: a JSON
-// object, keys sorted (encoding/json), "{}" when there is none. It matches adapters/postgres's.
+// linkEvidence is engine.StudyLink.StorableEvidence, with the range this store can hold.
 func linkEvidence(l *engine.StudyLink) (string, error) {
-	switch {
-	case l == nil:
-		return "", fmt.Errorf("storing link: nil StudyLink")
-	case l.StudyInstanceUID == "":
-		return "", fmt.Errorf("storing link: no Study Instance UID")
-	case l.DecidedAt.IsZero():
-		return "", fmt.Errorf("storing link of study %s: DecidedAt is not set", l.StudyInstanceUID)
-	case l.DecidedAt.Year() < 1678 || l.DecidedAt.Year() > 2261:
+	if l != nil && !l.DecidedAt.IsZero() && (l.DecidedAt.Year() < 1678 || l.DecidedAt.Year() > 2261) {
 		// Stored as Unix nanoseconds, which an int64 holds for these years.
 		return "", fmt.Errorf("storing link of study %s: DecidedAt %s is out of range", l.StudyInstanceUID, l.DecidedAt)
-	case math.IsNaN(l.Score) || math.IsInf(l.Score, 0):
-		return "", fmt.Errorf("storing link of study %s: score %v is not a finite number", l.StudyInstanceUID, l.Score)
 	}
-	ev := make(map[string]string, len(l.Evidence))
-	for k, v := range l.Evidence {
-		ev[storableText(k)] = storableText(v)
-	}
-	b, err := json.Marshal(ev) // a map[string]string always encodes
-	if err != nil {
-		return "", fmt.Errorf("storing link of study %s: evidence: %w", l.StudyInstanceUID, err)
-	}
-	return string(b), nil
+	return l.StorableEvidence()
 }
