@@ -98,6 +98,7 @@ const (
 type Tx interface {
 	ResourceReader
 	WorklistReader // reads see the transaction's own worklist changes
+	LinkWriter     // a patient merge moves the patient's studies in the message's transaction
 	// InsertInbound records m exactly as MessageStore.CommitInbound records one message,
 	// duplicate detection included: when m turns out to be a duplicate it is stored as such and
 	// updated (Status, DuplicateOf, ACK, ACKCode; a duplicate is not processed, so it is never
@@ -125,6 +126,9 @@ type Tx interface {
 	// MappingVersion and ProcessingError ("" on success) stored. ErrNotFound when id is not an
 	// accepted, pending message; the Tx stays usable.
 	FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error
+	// FinishStudyDerivation takes d's study off the derivation queue (DerivationQueue) unless
+	// it changed since d was read (its Changes moved on): then it stays queued.
+	FinishStudyDerivation(ctx context.Context, d StudyDerivation) error
 	// Commit makes the transaction durable (fsynced) and returns only then.
 	Commit() error
 	// Rollback abandons the transaction; after Commit it does nothing.

@@ -102,6 +102,23 @@ type InstanceStore interface {
 	SearchStudies(ctx context.Context, f StudyFilter) ([]*Study, error)
 }
 
+// StudyDerivation is a study queued for its FHIR ImagingStudy to be derived again: an instance
+// arrived or its link changed. PutInstance and PutStudyLink queue it; Changes counts the changes
+// since it was last taken off the queue.
+type StudyDerivation struct {
+	StudyInstanceUID string
+	ChangedAt        time.Time // the latest change
+	Changes          int64
+}
+
+// DerivationQueue lists the studies waiting for their ImagingStudy. adapters/postgres and
+// adapters/sqlite implement it; Tx.FinishStudyDerivation takes a study off it.
+type DerivationQueue interface {
+	// DueStudyDerivations returns up to limit (1 to 1000) queued studies whose latest change is
+	// at or before quietSince, longest quiet first.
+	DueStudyDerivations(ctx context.Context, quietSince time.Time, limit int) ([]StudyDerivation, error)
+}
+
 // Page sizes of SearchStudies.
 const (
 	DefaultStudyLimit = 100

@@ -26,13 +26,15 @@ var _ engine.InstanceStore = (*Store)(nil)
 //  2. new_series upserts the series, counting the instance; its count is 1 exactly when this
 //     instance created the series (counts only grow, by one per new instance), which the study
 //     takes as "one more series".
-//  3. the study is upserted: counts added to, the modality merged into the distinct sorted set,
-//     first/last received widened, and each patient or study attribute kept unless it is empty,
-//     so that it comes from the first instance that gives it.
+//  3. new_study upserts the study: counts added to, the modality merged into the distinct sorted
+//     set, first/last received widened, and each patient or study attribute kept unless it is
+//     empty, so that it comes from the first instance that gives it;
+//  4. the study is queued for its ImagingStudy to be derived again (study_derivations), its
+//     change counted.
 //
 // ON CONFLICT DO UPDATE locks the existing row and, under READ COMMITTED, updates its latest
 // committed version: concurrent instances of one series, on any node, add up exactly. Every
-// statement locks instance, series, study in that order, so two never wait for each other in a
+// statement locks instance, series, study, queue entry in that order, so two never wait for each other in a
 // cycle. It returns one row when the instance went in, none when it was stored already.
 const putInstanceSQL = `
 WITH new_instance AS (
@@ -64,7 +66,8 @@ new_series AS (
 		series_description = coalesce(nullif(s.series_description, ''), excluded.series_description),
 		number_of_instances = s.number_of_instances + 1
 	RETURNING number_of_instances = 1 AS first_of_series
-)
+),
+new_study AS (
 INSERT INTO dicom_studies AS st (study_instance_uid, patient_id, issuer_of_patient_id,
 	patient_name, patient_birth_date, patient_sex, accession_number, study_date, study_time,
 	study_description, study_id, referring_physician_name, modalities_in_study, number_of_series,
@@ -95,6 +98,13 @@ ON CONFLICT (study_instance_uid) DO UPDATE SET
 	number_of_instances = st.number_of_instances + 1,
 	first_received = least(st.first_received, excluded.first_received),
 	last_received = greatest(st.last_received, excluded.last_received)
+RETURNING study_instance_uid, last_received
+)
+INSERT INTO study_derivations AS d (study_instance_uid, changed_at)
+SELECT study_instance_uid, last_received FROM new_study
+ON CONFLICT (study_instance_uid) DO UPDATE SET
+	changed_at = greatest(d.changed_at, excluded.changed_at),
+	changes = d.changes + 1
 RETURNING true`
 
 // PutInstance records inst and updates its series and study in one durable statement

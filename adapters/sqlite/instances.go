@@ -87,8 +87,8 @@ func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added b
 		return false, fmt.Errorf("storing instance %s: ReceivedAt %s is out of range", inst.SOPInstanceUID, inst.ReceivedAt)
 	}
 	// Prepared before the transaction takes the writer's one connection (see Store.prepare).
-	var stmts [3]*sql.Stmt
-	for i, query := range []string{insertInstanceSQL, upsertSeriesSQL, upsertStudySQL} {
+	var stmts [4]*sql.Stmt
+	for i, query := range []string{insertInstanceSQL, upsertSeriesSQL, upsertStudySQL, queueDerivationSQL} {
 		if stmts[i], err = s.prepare(ctx, s.writer, query); err != nil {
 			return false, err
 		}
@@ -143,6 +143,10 @@ func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added b
 		in.ReferringPhysicianName, modalities, newSeries, receivedAt, receivedAt)
 	if err != nil {
 		return false, fmt.Errorf("updating study %s: %w", in.StudyInstanceUID, interpretError(err))
+	}
+	// Its ImagingStudy is derived again once the study is quiet (engine.DerivationQueue).
+	if _, err = tx.StmtContext(ctx, stmts[3]).ExecContext(ctx, in.StudyInstanceUID, receivedAt); err != nil {
+		return false, fmt.Errorf("queueing study %s: %w", in.StudyInstanceUID, interpretError(err))
 	}
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("committing: %w", interpretError(err))

@@ -48,7 +48,9 @@ var txStatements = []string{insertSQL, findAcceptedSQL, claimPendingSQL, finishP
 	currentResourceSQL, resourceVersionSQL, resourceHistorySQL, resolveKeySQL, resourceByKeysSQL,
 	currentVersionSQL, putHeadSQL, insertVersionSQL,
 	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL,
-	putWorklistItemSQL, deleteWorklistItemSQL}
+	putWorklistItemSQL, deleteWorklistItemSQL,
+	upsertLinkSQL, insertLinkHistorySQL, queueDerivationSQL, studyLinksOfPatientSQL,
+	finishStudyDerivationSQL}
 
 // savepointName is the one savepoint a Tx keeps.
 const savepointName = "ferry_step"

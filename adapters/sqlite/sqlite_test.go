@@ -164,7 +164,7 @@ func BenchmarkPutInstance(b *testing.B) {
 }
 
 func TestLinks(t *testing.T) {
-	storetest.RunLinks(t, func(t *testing.T) engine.LinkStore { return openTestStore(t, testPath(t)) })
+	storetest.RunLinks(t, func(t *testing.T) storetest.LinkStore { return openTestStore(t, testPath(t)) })
 }
 
 // TestStudyLinkEvidenceStored: evidence is kept as a JSON object, keys sorted, and the table

@@ -11,13 +11,22 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 )
 
-// RunLinks runs the contract suite of engine.LinkStore. open is called once per subtest and must
-// return a fresh, migrated, empty store that it closes (and removes) in t.Cleanup; subtests run
-// in parallel.
-func RunLinks(t *testing.T, open func(t *testing.T) engine.LinkStore) {
+// LinkStore is what the links suite needs of a store: its decisions, the derivation queue that
+// instances and decisions feed, and transactions (a merge moves studies in the message's).
+type LinkStore interface {
+	engine.LinkStore
+	engine.DerivationQueue
+	engine.InstanceStore
+	Begin(ctx context.Context) (engine.Tx, error)
+}
+
+// RunLinks runs the contract suite of engine.LinkStore and engine.DerivationQueue. open is called
+// once per subtest and must return a fresh, migrated, empty store that it closes (and removes)
+// in t.Cleanup; subtests run in parallel.
+func RunLinks(t *testing.T, open func(t *testing.T) LinkStore) {
 	tests := []struct {
 		name string
-		run  func(t *testing.T, st engine.LinkStore)
+		run  func(t *testing.T, st LinkStore)
 	}{
 		{"LinkReadBack", testLinkReadBack},
 		{"LinkReplaced", testLinkReplaced},
@@ -25,6 +34,12 @@ func RunLinks(t *testing.T, open func(t *testing.T) engine.LinkStore) {
 		{"LinkWithoutEvidence", testLinkWithoutEvidence},
 		{"UnknownStatusRejected", testLinkUnknownStatus},
 		{"InvalidLinkStoresNothing", testInvalidLink},
+		{"PersonsDecision", testLinkPersonsDecision},
+		{"History", testLinkHistory},
+		{"OpenLinks", testOpenLinks},
+		{"LinksOfPatient", testLinksOfPatient},
+		{"LinkInTransaction", testLinkInTransaction},
+		{"DerivationQueue", testDerivationQueue},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,14 +70,14 @@ func newLink(study int) *engine.StudyLink {
 	}
 }
 
-func putLink(t *testing.T, st engine.LinkStore, l *engine.StudyLink) {
+func putLink(t *testing.T, st LinkStore, l *engine.StudyLink) {
 	t.Helper()
 	if err := st.PutStudyLink(context.Background(), l); err != nil {
 		t.Fatalf("PutStudyLink(%s): %v", l.StudyInstanceUID, err)
 	}
 }
 
-func readLink(t *testing.T, st engine.LinkStore, studyInstanceUID string) *engine.StudyLink {
+func readLink(t *testing.T, st LinkStore, studyInstanceUID string) *engine.StudyLink {
 	t.Helper()
 	l, err := st.StudyLink(context.Background(), studyInstanceUID)
 	if err != nil {
@@ -82,12 +97,18 @@ func checkLink(t *testing.T, got, want *engine.StudyLink) {
 	}
 	g, w := *got, *want
 	g.DecidedAt, w.DecidedAt = time.Time{}, time.Time{}
+	if w.DecidedBy == "" {
+		w.DecidedBy = engine.DecidedByLinker
+	}
+	if w.Candidates == nil {
+		w.Candidates = []engine.LinkCandidate{}
+	}
 	if !reflect.DeepEqual(g, w) {
 		t.Errorf("StudyLink = %+v,\nwant %+v", g, w)
 	}
 }
 
-func testLinkReadBack(t *testing.T, st engine.LinkStore) {
+func testLinkReadBack(t *testing.T, st LinkStore) {
 	l := newLink(1)
 	putLink(t, st, l)
 	checkLink(t, readLink(t, st, l.StudyInstanceUID), l)
@@ -95,7 +116,7 @@ func testLinkReadBack(t *testing.T, st engine.LinkStore) {
 
 // testLinkReplaced: a new decision replaces every field of the previous one (evidence keys it no
 // longer has are gone); another study's decision is untouched.
-func testLinkReplaced(t *testing.T, st engine.LinkStore) {
+func testLinkReplaced(t *testing.T, st LinkStore) {
 	first, other := newLink(1), newLink(2)
 	putLink(t, st, first)
 	putLink(t, st, other)
@@ -121,7 +142,7 @@ func testLinkReplaced(t *testing.T, st engine.LinkStore) {
 	checkLink(t, readLink(t, st, first.StudyInstanceUID), third)
 }
 
-func testLinkNotFound(t *testing.T, st engine.LinkStore) {
+func testLinkNotFound(t *testing.T, st LinkStore) {
 	putLink(t, st, newLink(1))
 	if l, err := st.StudyLink(context.Background(), newLink(2).StudyInstanceUID); !errors.Is(err, engine.ErrNotFound) {
 		t.Errorf("StudyLink(unknown) = %+v, %v; want ErrNotFound", l, err)
@@ -129,7 +150,7 @@ func testLinkNotFound(t *testing.T, st engine.LinkStore) {
 }
 
 // testLinkWithoutEvidence: nil evidence reads back as an empty map, never nil.
-func testLinkWithoutEvidence(t *testing.T, st engine.LinkStore) {
+func testLinkWithoutEvidence(t *testing.T, st LinkStore) {
 	l := newLink(1)
 	l.Status, l.ServiceRequestID, l.PatientID, l.Rule, l.Score = engine.LinkUnmatched, "", "", "", 0
 	l.Evidence = nil
@@ -144,7 +165,7 @@ func testLinkWithoutEvidence(t *testing.T, st engine.LinkStore) {
 
 // testLinkUnknownStatus: the store (its CHECK) rejects a status that is not one of the three;
 // nothing is stored, and a study's previous decision is kept.
-func testLinkUnknownStatus(t *testing.T, st engine.LinkStore) {
+func testLinkUnknownStatus(t *testing.T, st LinkStore) {
 	ctx := context.Background()
 	for _, status := range []engine.LinkStatus{"", "LINKED", "maybe"} {
 		l := newLink(1)
@@ -167,7 +188,7 @@ func testLinkUnknownStatus(t *testing.T, st engine.LinkStore) {
 	checkLink(t, readLink(t, st, kept.StudyInstanceUID), kept)
 }
 
-func testInvalidLink(t *testing.T, st engine.LinkStore) {
+func testInvalidLink(t *testing.T, st LinkStore) {
 	ctx := context.Background()
 	for name, change := range map[string]func(*engine.StudyLink){
 		"no Study Instance UID": func(l *engine.StudyLink) { l.StudyInstanceUID = "" },
@@ -185,5 +206,224 @@ func testInvalidLink(t *testing.T, st engine.LinkStore) {
 	}
 	if _, err := st.StudyLink(ctx, newLink(1).StudyInstanceUID); !errors.Is(err, engine.ErrNotFound) {
 		t.Errorf("after invalid links, StudyLink: %v, want ErrNotFound", err)
+	}
+}
+
+// testLinkPersonsDecision: who decided, why, and the ranked candidates with their evidence come
+// back as stored.
+func testLinkPersonsDecision(t *testing.T, st LinkStore) {
+	l := newLink(1)
+	l.Status, l.Rule, l.Score = engine.LinkReview, "demographics", 7.5
+	l.Candidates = []engine.LinkCandidate{
+		{PatientID: "pat-0042", ServiceRequestID: "sr-4711", Score: 7.5, Evidence: map[string]string{"family": "MÜLLER | Muller | agrees"}},
+		{PatientID: "pat-0043", Score: 6.25},
+	}
+	putLink(t, st, l)
+	got := readLink(t, st, l.StudyInstanceUID)
+	checkLink(t, got, l)
+
+	l.Status, l.DecidedBy, l.Reason = engine.LinkLinked, "ana.analyst", "called the site: twin A"
+	l.DecidedAt = l.DecidedAt.Add(time.Hour)
+	putLink(t, st, l)
+	checkLink(t, readLink(t, st, l.StudyInstanceUID), l)
+}
+
+// testLinkHistory: every decision is kept, oldest first, whatever replaced it.
+func testLinkHistory(t *testing.T, st LinkStore) {
+	ctx := context.Background()
+	var want []*engine.StudyLink
+	for i, status := range []engine.LinkStatus{engine.LinkUnmatched, engine.LinkReview, engine.LinkLinked} {
+		l := newLink(1)
+		l.Status, l.DecidedAt = status, l.DecidedAt.Add(time.Duration(i)*time.Minute)
+		if status == engine.LinkLinked {
+			l.DecidedBy, l.Reason = "ana.analyst", "same MRN after stripping zeros"
+		}
+		putLink(t, st, l)
+		want = append(want, l)
+	}
+	putLink(t, st, newLink(2))
+	got, err := st.StudyLinkHistory(ctx, want[0].StudyInstanceUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("history has %d decisions, want %d", len(got), len(want))
+	}
+	for i := range want {
+		checkLink(t, got[i], want[i])
+	}
+	none, err := st.StudyLinkHistory(ctx, newLink(3).StudyInstanceUID)
+	if err != nil || len(none) != 0 {
+		t.Errorf("history of an unknown study = %v, %v; want empty", none, err)
+	}
+}
+
+// testOpenLinks: review, contradiction and unmatched wait for a person, oldest first; linked
+// ones do not; limit and offset page.
+func testOpenLinks(t *testing.T, st LinkStore) {
+	ctx := context.Background()
+	statuses := []engine.LinkStatus{engine.LinkLinked, engine.LinkUnmatched, engine.LinkReview,
+		engine.LinkContradiction, engine.LinkLinked}
+	for i, status := range statuses {
+		l := newLink(i + 1)
+		// Decided in reverse order: the last study waits longest.
+		l.Status, l.DecidedAt = status, l.DecidedAt.Add(-time.Duration(i)*time.Minute)
+		putLink(t, st, l)
+	}
+	uids := func(links []*engine.StudyLink) []string {
+		var out []string
+		for _, l := range links {
+			out = append(out, l.StudyInstanceUID)
+		}
+		return out
+	}
+	open, err := st.OpenStudyLinks(ctx, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{newLink(4).StudyInstanceUID, newLink(3).StudyInstanceUID, newLink(2).StudyInstanceUID}
+	if got := uids(open); !reflect.DeepEqual(got, want) {
+		t.Errorf("OpenStudyLinks = %v, want %v", got, want)
+	}
+	page, err := st.OpenStudyLinks(ctx, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := uids(page); !reflect.DeepEqual(got, want[1:2]) {
+		t.Errorf("OpenStudyLinks(limit 1, offset 1) = %v, want %v", got, want[1:2])
+	}
+}
+
+// testLinksOfPatient: the current decisions naming a patient, from the store and in a
+// transaction (which sees its own writes).
+func testLinksOfPatient(t *testing.T, st LinkStore) {
+	ctx := context.Background()
+	a, b, other := newLink(1), newLink(2), newLink(3)
+	other.PatientID = "pat-0099"
+	for _, l := range []*engine.StudyLink{a, b, other} {
+		putLink(t, st, l)
+	}
+	got, err := st.StudyLinksOfPatient(ctx, "pat-0042")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].StudyInstanceUID != a.StudyInstanceUID || got[1].StudyInstanceUID != b.StudyInstanceUID {
+		t.Errorf("StudyLinksOfPatient = %+v, want studies 1 and 2", got)
+	}
+	tx, err := st.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	moved := newLink(2)
+	moved.PatientID, moved.DecidedBy, moved.Rule = "pat-0099", engine.DecidedByADT, "merge"
+	if err := tx.PutStudyLink(ctx, moved); err != nil {
+		t.Fatal(err)
+	}
+	inTx, err := tx.StudyLinksOfPatient(ctx, "pat-0099")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inTx) != 2 {
+		t.Errorf("in the transaction, Patient pat-0099 has %d links, want 2", len(inTx))
+	}
+}
+
+// testLinkInTransaction: a decision put in a transaction exists only once it commits, with its
+// history entry.
+func testLinkInTransaction(t *testing.T, st LinkStore) {
+	ctx := context.Background()
+	l := newLink(1)
+	tx, err := st.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.PutStudyLink(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.StudyLink(ctx, l.StudyInstanceUID); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("after rollback, StudyLink: %v, want ErrNotFound", err)
+	}
+	if tx, err = st.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.PutStudyLink(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	checkLink(t, readLink(t, st, l.StudyInstanceUID), l)
+	if h, err := st.StudyLinkHistory(ctx, l.StudyInstanceUID); err != nil || len(h) != 1 {
+		t.Errorf("history after commit: %d decisions, %v; want 1", len(h), err)
+	}
+}
+
+// testDerivationQueue: a new instance and a new decision queue their study, counting changes; a
+// study is due once quiet; finishing with a stale count leaves it queued, with the current one
+// takes it off.
+func testDerivationQueue(t *testing.T, st LinkStore) {
+	ctx := context.Background()
+	due := func(quietSince time.Time) []engine.StudyDerivation {
+		t.Helper()
+		d, err := st.DueStudyDerivations(ctx, quietSince, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	finish := func(d engine.StudyDerivation) {
+		t.Helper()
+		tx, err := st.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.FinishStudyDerivation(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := newInstance(1, 1, 1)
+	if _, err := st.PutInstance(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if got := due(first.ReceivedAt.Add(-time.Second)); len(got) != 0 {
+		t.Errorf("due before the study was quiet: %+v", got)
+	}
+	got := due(first.ReceivedAt)
+	if len(got) != 1 || got[0].StudyInstanceUID != first.StudyInstanceUID || got[0].Changes != 1 ||
+		!got[0].ChangedAt.Equal(first.ReceivedAt) {
+		t.Fatalf("due = %+v, want study 1 with one change at %s", got, first.ReceivedAt)
+	}
+	stale := got[0]
+
+	second := newInstance(1, 1, 2)
+	second.ReceivedAt = first.ReceivedAt.Add(time.Second)
+	if _, err := st.PutInstance(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PutInstance(ctx, second); err != nil { // a copy changes nothing
+		t.Fatal(err)
+	}
+	finish(stale) // a derivation that started before the second instance
+	got = due(second.ReceivedAt)
+	if len(got) != 1 || got[0].Changes != 2 || !got[0].ChangedAt.Equal(second.ReceivedAt) {
+		t.Fatalf("after a second instance and a stale finish, due = %+v; want 2 changes at %s", got, second.ReceivedAt)
+	}
+	finish(got[0])
+	if got := due(second.ReceivedAt.Add(time.Hour)); len(got) != 0 {
+		t.Errorf("after finishing, due = %+v", got)
+	}
+
+	l := newLink(1)
+	l.DecidedAt = second.ReceivedAt.Add(time.Minute)
+	putLink(t, st, l)
+	if got := due(l.DecidedAt); len(got) != 1 || got[0].StudyInstanceUID != l.StudyInstanceUID {
+		t.Errorf("after a new decision, due = %+v, want the study", got)
 	}
 }
