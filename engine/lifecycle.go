@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -308,6 +309,32 @@ func (w *writer) merge(ctx context.Context, survivorID string) error {
 					return err
 				}
 			}
+		}
+	}
+	return w.moveStudies(ctx, priorID, survivorID)
+}
+
+// moveStudies moves the studies linked to a merged patient to the survivor (IHE PIR), in the
+// merge's transaction: each gets a new decision naming the survivor, kept in its history after
+// the one it replaces, and its ImagingStudy is derived again.
+func (w *writer) moveStudies(ctx context.Context, priorID, survivorID string) error {
+	links, err := w.tx.StudyLinksOfPatient(ctx, priorID)
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		moved := *l
+		moved.PatientID, moved.Rule = survivorID, RuleMerge
+		moved.Evidence, moved.Candidates = maps.Clone(l.Evidence), slices.Clone(l.Candidates)
+		moved.Evidence["merged_from"] = "Patient/" + priorID + " | rule " + l.Rule
+		moved.DecidedAt, moved.DecidedBy, moved.Reason = w.pl.now, DecidedByADT, "patient merged into Patient/"+survivorID+" (ADT A40)"
+		for i, c := range moved.Candidates {
+			if c.PatientID == priorID {
+				moved.Candidates[i].PatientID = survivorID
+			}
+		}
+		if err := w.tx.PutStudyLink(ctx, &moved); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -598,6 +598,9 @@ func (w *writer) put(ctx context.Context, typ, id string, version int64, keys []
 	if err != nil {
 		return fmt.Errorf("indexing %s: %w", typ, err)
 	}
+	if typ == "Patient" {
+		index = append(index, patientLinkIndex(content)...)
+	}
 	r := &Resource{Type: typ, ID: id, VersionID: version, LastUpdated: w.pl.now, JSON: body, Index: index, Keys: keys}
 	if err := w.tx.PutResource(ctx, r); err != nil {
 		return fmt.Errorf("storing %s/%s: %w", typ, id, err)

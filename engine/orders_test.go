@@ -453,7 +453,97 @@ func TestLinkStudies(t *testing.T) {
 	if l := store("1.2.826.0.1.3680043.10.99.4", "ACCL1", "000123", "19751231"); l.Status != engine.LinkContradiction || !strings.Contains(l.Evidence["birth_date"], "contradicts") {
 		t.Errorf("another birth date: %+v", l)
 	}
-	if l := store("1.2.826.0.1.3680043.10.99.5", "NOPE", "000123", ""); l.Status != engine.LinkUnmatched || l.ServiceRequestID != "" {
-		t.Errorf("unknown accession: %+v", l)
+	// An unknown accession: rule 3 finds the patient by ID; both of its orders are CT and
+	// current, so none is chosen.
+	if l := store("1.2.826.0.1.3680043.10.99.5", "NOPE", "000123", ""); l.Status != engine.LinkLinked || l.Rule != "patient-id" || l.PatientID == "" || l.ServiceRequestID != "" {
+		t.Errorf("unknown accession, known patient ID: %+v", l)
+	}
+	if l := store("1.2.826.0.1.3680043.10.99.6", "NOPE", "000777", ""); l.Status != engine.LinkUnmatched || l.PatientID != "" {
+		t.Errorf("unknown accession and patient ID: %+v", l)
+	}
+}
+
+// TestLinkByPatientIDAndDemographics: rule 3 finds the patient by an ID written the issuer's way
+// (zeros dropped, a prefix), and the one order that fits; rule 4 links a study with swapped name
+// components and no ID, sends a twin to review, holds a stranger; a merge moves the linked
+// studies to the survivor, keeping the history.
+func TestLinkByPatientIDAndDemographics(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newOrderHarness(t)
+	pid := func(id, name, birth, sex string) string {
+		return "PID|1||" + id + "^^^STMARYS^MR||" + name + "||" + birth + "|" + sex
+	}
+	h.mustAccept(mshORM, pid("000123", "DOE^JANE", "19800102", "F"), orc("NW", "PLD1", "SC"), obr("PLD1", "ACCD1"))
+	h.mustAccept(mshADT, pid("000124", "DOE^JOAN", "19800102", "F"), "PV1|1|O") // Jane's twin
+	h.mustAccept(mshADT, pid("000555", "SMITH^ALICE", "19700315", "F"), "PV1|1|O")
+	jane := h.search("Patient", eq("identifier", mrn+"|000123"))[0]["id"].(string)
+	alice := h.search("Patient", eq("identifier", mrn+"|000555"))[0]["id"].(string)
+	order := h.search("ServiceRequest", eq("identifier", "PLD1"))[0]["id"].(string)
+
+	linker := &engine.Linker{Resources: h.st, Links: h.st, Match: engine.MatchConfig{Issuers: []engine.IssuerRule{
+		{Issuer: "STMARYS", System: mrn, IgnoreLeadingZeros: true, Prefixes: []string{"MRN-"}}}}}
+	n := 0
+	link := func(pn, patientID, issuer, birth, sex string) *engine.StudyLink {
+		t.Helper()
+		n++
+		l, err := linker.LinkStudy(ctx, &engine.Study{StudyInstanceUID: fmt.Sprintf("2.25.4711%d", n),
+			PatientName: pn, PatientID: patientID, IssuerOfPatientID: issuer, PatientBirthDate: birth,
+			PatientSex: sex, StudyDate: "20261127", ModalitiesInStudy: []string{"CT"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	for _, tt := range []struct {
+		name                   string
+		pn, id, issuer, birth  string
+		status                 engine.LinkStatus
+		rule, patient, request string
+	}{
+		{"ID without zeros", "DOE^JANE", "123", "STMARYS", "19800102", engine.LinkLinked, "patient-id", jane, order},
+		{"ID with prefix", "", "MRN-000123", "STMARYS", "", engine.LinkLinked, "patient-id", jane, order},
+		{"ID of the twin, Jane's name", "DOE^JANE", "124", "STMARYS", "19800102", engine.LinkContradiction, "patient-id", "", ""},
+		{"other issuer: demographics, swapped", "JANE^DOE", "X9", "ELSEWHERE", "19800102", engine.LinkLinked, "demographics", jane, order},
+		{"twin without ID", "DOE^J", "", "", "19800102", engine.LinkReview, "demographics", "", ""},
+		{"Alice, transposed birth date", "Smith, Alice", "", "", "19700351", engine.LinkReview, "demographics", "", ""},
+		{"stranger", "BLOGGS^FRED", "", "", "19991231", engine.LinkUnmatched, "", "", ""},
+	} {
+		l := link(tt.pn, tt.id, tt.issuer, tt.birth, "F")
+		if l.Status != tt.status || l.Rule != tt.rule || (tt.patient != "" && l.PatientID != tt.patient) || l.ServiceRequestID != tt.request {
+			t.Errorf("%s: %s by %q, Patient/%s, ServiceRequest/%s; want %s by %q, Patient/%s, ServiceRequest/%s\nevidence %v\ncandidates %+v",
+				tt.name, l.Status, l.Rule, l.PatientID, l.ServiceRequestID, tt.status, tt.rule, tt.patient, tt.request, l.Evidence, l.Candidates)
+		}
+		if tt.status == engine.LinkReview && len(l.Candidates) == 0 {
+			t.Errorf("%s: review without candidates", tt.name)
+		}
+	}
+	_ = alice
+
+	// Jane is merged into Alice (a registration error): her linked studies follow.
+	before, err := h.st.StudyLinksOfPatient(ctx, jane)
+	if err != nil || len(before) < 3 {
+		t.Fatalf("Jane's studies before the merge: %d, %v", len(before), err)
+	}
+	h.mustAccept(mshA40, pid("000555", "SMITH^ALICE", "19700315", "F"), "MRG|000123^^^STMARYS^MR")
+	if after, _ := h.st.StudyLinksOfPatient(ctx, jane); len(after) != 0 {
+		t.Errorf("after the merge, %d studies still name the merged patient", len(after))
+	}
+	moved, err := h.st.StudyLinksOfPatient(ctx, alice)
+	if err != nil || len(moved) != len(before) {
+		t.Fatalf("the survivor has %d studies, want %d (%v)", len(moved), len(before), err)
+	}
+	for _, l := range moved {
+		hist, err := h.st.StudyLinkHistory(ctx, l.StudyInstanceUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Rule != "merge" || l.DecidedBy != engine.DecidedByADT || len(hist) < 2 || hist[len(hist)-2].PatientID != jane {
+			t.Errorf("moved study %s: rule %q by %q, history %d decisions", l.StudyInstanceUID, l.Rule, l.DecidedBy, len(hist))
+		}
+	}
+	// The old MRN now finds the survivor.
+	if l := link("", "123", "STMARYS", "", "F"); l.Status != engine.LinkLinked || l.PatientID != alice {
+		t.Errorf("old MRN after the merge: %s Patient/%s, want linked to Patient/%s; %v", l.Status, l.PatientID, alice, l.Evidence)
 	}
 }
