@@ -20,7 +20,7 @@ type Intake struct {
 	Dir    string // the DICOM data directory; the receivers' incoming area must be on its file system
 	Logger *slog.Logger
 	// Linker, if set, decides each new study's order and patient once its first instance is
-	// stored, and again with each new instance until it is linked.
+	// stored, and again with each new instance until it is linked or a person has decided.
 	Linker *Linker
 }
 
@@ -135,7 +135,8 @@ func (in *Intake) link(ctx context.Context, studyUID string) {
 	if in.Linker == nil {
 		return
 	}
-	if l, err := in.Linker.Links.StudyLink(ctx, studyUID); err == nil && l.Status == LinkLinked {
+	if l, err := in.Linker.Links.StudyLink(ctx, studyUID); err == nil && (l.Status == LinkLinked || l.DecidedByOrLinker() != DecidedByLinker) {
+		// Linked, or decided by a person (or a merge): a new instance changes nothing of that.
 		return
 	}
 	study, err := in.Store.Study(ctx, studyUID)

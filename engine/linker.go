@@ -670,3 +670,118 @@ func anyList(ids []map[string]any) []any {
 	}
 	return out
 }
+
+// PatientIdentity is a patient as DICOM names it (PS3.3 C.7.1.1): what a viewer shows for a
+// study linked to that patient, instead of what the modality sent.
+type PatientIdentity struct {
+	PatientFHIRID     string // Ferry's Patient id
+	PatientID         string // (0010,0020): the MRN (an identifier of type MR, else the first)
+	IssuerOfPatientID string // (0010,0021): the issuer an IssuerRule names for its system, else its assigner
+	PatientName       string // (0010,0010) PN: FAMILY^GIVEN^MIDDLE
+	PatientBirthDate  string // (0010,0030) DA
+	PatientSex        string // (0010,0040) M, F, O or ""
+}
+
+// LinkedIdentity returns the identity of the patient a study is linked to (the survivor, after
+// merges), or nil when the study is not linked.
+func (l *Linker) LinkedIdentity(ctx context.Context, studyInstanceUID string) (*PatientIdentity, error) {
+	link, err := l.Links.StudyLink(ctx, studyInstanceUID)
+	if errors.Is(err, ErrNotFound) || (err == nil && (link.Status != LinkLinked || link.PatientID == "")) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	r, err := l.Resources.Resource(ctx, "Patient", link.PatientID)
+	if err != nil {
+		return nil, fmt.Errorf("reading the linked patient of study %s: %w", studyInstanceUID, err)
+	}
+	content, err := contentOf(r.JSON)
+	if err != nil {
+		return nil, err
+	}
+	p, err := l.survivor(ctx, r, content)
+	if err != nil {
+		return nil, err
+	}
+	return l.identity(p.id, p.content), nil
+}
+
+func (l *Linker) identity(id string, p map[string]any) *PatientIdentity {
+	out := &PatientIdentity{PatientFHIRID: id}
+	ids := asList(p["identifier"])
+	pick := map[string]any(nil)
+	for _, x := range ids {
+		if identifierType(asMap(x)) == "MR" {
+			pick = asMap(x)
+			break
+		}
+	}
+	if pick == nil && len(ids) > 0 {
+		pick = asMap(ids[0])
+	}
+	out.PatientID, _ = pick["value"].(string)
+	system, _ := pick["system"].(string)
+	for _, r := range l.Match.Issuers {
+		if system != "" && r.System == system {
+			out.IssuerOfPatientID = r.Issuer
+			break
+		}
+	}
+	if out.IssuerOfPatientID == "" {
+		out.IssuerOfPatientID, _ = asMap(pick["assigner"])["display"].(string)
+	}
+	names := asList(p["name"])
+	for _, use := range []string{"official", "usual", ""} {
+		for _, x := range names {
+			n := asMap(x)
+			if use != "" && n["use"] != use {
+				continue
+			}
+			family, _ := n["family"].(string)
+			parts := []string{family}
+			for _, g := range asList(n["given"]) {
+				if s, ok := g.(string); ok && len(parts) < 3 {
+					parts = append(parts, s)
+				}
+			}
+			out.PatientName = strings.TrimRight(strings.Join(parts, "^"), "^")
+			break
+		}
+		if out.PatientName != "" {
+			break
+		}
+	}
+	birth, _ := p["birthDate"].(string)
+	if len(birth) == 10 {
+		out.PatientBirthDate = strings.ReplaceAll(birth, "-", "")
+	}
+	switch p["gender"] {
+	case "male":
+		out.PatientSex = "M"
+	case "female":
+		out.PatientSex = "F"
+	case "other":
+		out.PatientSex = "O"
+	}
+	return out
+}
+
+// PatientsWithID returns the Ferry ids of the patients (survivors, after merges) holding a
+// patient ID under the rule for its issuer (IssuerOfPatientID as a viewer sends it), for finding
+// studies under the linked identity. An issuer no rule names finds nobody.
+func (l *Linker) PatientsWithID(ctx context.Context, issuer, patientID string) ([]string, error) {
+	rule, ok := l.issuerRule(issuer)
+	if !ok {
+		return nil, nil
+	}
+	found, err := l.patientsWithID(ctx, rule, rule.strip(patientID))
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(found))
+	for i, p := range found {
+		ids[i] = p.id
+	}
+	return ids, nil
+}

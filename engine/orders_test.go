@@ -547,3 +547,110 @@ func TestLinkByPatientIDAndDemographics(t *testing.T) {
 		t.Errorf("old MRN after the merge: %s Patient/%s, want linked to Patient/%s; %v", l.Status, l.PatientID, alice, l.Evidence)
 	}
 }
+
+// TestImagingStudyDerived: a linked study is published as an ImagingStudy once quiet — valid,
+// on the order's patient, based on the order, counting its instances — and kept current as
+// instances arrive and the link changes; the order's worklist step is STARTED; unlinked, it is
+// withdrawn (entered-in-error); a merge moves it to the survivor.
+func TestImagingStudyDerived(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newOrderHarness(t)
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PLI1", "SC"), obr("PLI1", "ACCI1"))
+	h.mustAccept(mshADT, pidFor("000555", "ROE^RITA"), "PV1|1|O")
+	jane := h.search("Patient", eq("identifier", mrn+"|000123"))[0]["id"].(string)
+	rita := h.search("Patient", eq("identifier", mrn+"|000555"))[0]["id"].(string)
+	order := h.search("ServiceRequest", eq("identifier", "PLI1"))[0]["id"].(string)
+
+	v, err := fhir.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	deriver := &engine.StudyDeriver{Store: h.st, Validator: v, Settle: time.Second, Zone: time.UTC,
+		DICOMwebURL: "https://ferry.example/dicomweb", Now: func() time.Time { return clock }}
+	intake := &engine.Intake{Store: h.st, Dir: t.TempDir(), Linker: &engine.Linker{Resources: h.st, Links: h.st}}
+	const study = "1.2.826.0.1.3680043.10.77"
+	store := func(n int) {
+		t.Helper()
+		tmp := filepath.Join(intake.Dir, "incoming")
+		if err := os.WriteFile(tmp, []byte("DICM"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		inst := &engine.Instance{StudyInstanceUID: study, SeriesInstanceUID: study + ".1", SOPInstanceUID: fmt.Sprintf("%s.1.%d", study, n),
+			SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", Modality: "CT", AccessionNumber: "ACCI1", PatientID: "000123",
+			PatientName: "DOE^JANE", PatientBirthDate: "19800102", PatientSex: "F", StudyDate: "20261127", StudyTime: "101500",
+			InstanceNumber: fmt.Sprint(n), ReceivedAt: clock, Size: 4}
+		if _, err := intake.StoreInstance(ctx, inst, tmp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	derive := func(wantDone int) map[string]any {
+		t.Helper()
+		clock = clock.Add(2 * time.Second)
+		n, err := deriver.DeriveDue(ctx)
+		if err != nil || n != wantDone {
+			t.Fatalf("DeriveDue = %d, %v; want %d", n, err, wantDone)
+		}
+		r, err := h.st.Resource(ctx, "ImagingStudy", study)
+		if err != nil {
+			t.Fatalf("ImagingStudy/%s: %v", study, err)
+		}
+		if err := v.Validate(r.JSON); err != nil {
+			t.Fatalf("stored ImagingStudy is not valid: %v", err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(r.JSON, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	ref := func(m map[string]any, field string) string {
+		if l, ok := m[field].([]any); ok && len(l) > 0 {
+			return l[0].(map[string]any)["reference"].(string)
+		}
+		r, _ := m[field].(map[string]any)["reference"].(string)
+		return r
+	}
+
+	store(1)
+	if n, _ := deriver.DeriveDue(ctx); n != 0 {
+		t.Errorf("derived %d studies before the study was quiet", n)
+	}
+	is := derive(1)
+	if is["status"] != "available" || ref(is, "subject") != "Patient/"+jane || ref(is, "basedOn") != "ServiceRequest/"+order ||
+		is["numberOfInstances"] != 1.0 || ref(is, "endpoint") != "Endpoint/dicomweb" {
+		t.Errorf("ImagingStudy = %v", is)
+	}
+	items, err := h.st.WorklistItems(ctx, engine.WorklistFilter{AccessionNumber: "ACCI1"})
+	if err != nil || len(items) != 1 || items[0].StepStatus != "STARTED" {
+		t.Errorf("worklist step after the study arrived: %+v, %v; want STARTED", items, err)
+	}
+	if _, err := h.st.Resource(ctx, "Endpoint", "dicomweb"); err != nil {
+		t.Errorf("Endpoint/dicomweb: %v", err)
+	}
+
+	store(2)
+	store(2) // a copy: no change
+	if is = derive(1); is["numberOfInstances"] != 2.0 || is["meta"].(map[string]any)["versionId"] != "2" {
+		t.Errorf("after a second instance: %v", is)
+	}
+	if n, _ := deriver.DeriveDue(ctx); n != 0 {
+		t.Errorf("derived again with nothing changed: %d", n)
+	}
+
+	// Merged into Rita: the study follows.
+	h.mustAccept(mshA40, pidFor("000555", "ROE^RITA"), "MRG|000123^^^STMARYS^MR")
+	if is = derive(1); ref(is, "subject") != "Patient/"+rita {
+		t.Errorf("after the merge, subject %s, want Patient/%s", ref(is, "subject"), rita)
+	}
+
+	// Unlinked by a person: withdrawn.
+	if err := h.st.PutStudyLink(ctx, &engine.StudyLink{StudyInstanceUID: study, Status: engine.LinkUnmatched,
+		Rule: engine.RuleManual, DecidedAt: clock, DecidedBy: "ana", Reason: "wrong patient"}); err != nil {
+		t.Fatal(err)
+	}
+	if is = derive(1); is["status"] != "entered-in-error" {
+		t.Errorf("after unlinking, status %v", is["status"])
+	}
+}

@@ -138,6 +138,20 @@ type StudyFilter struct {
 	// without a study date does not match.
 	StudyDateFrom, StudyDateTo string
 	ModalityInStudy            string // one of (0008,0061)
+	// LinkedIdentity makes PatientID match the identity of the patient a study is linked to
+	// rather than the one its modality sent — "the link wins" (QIDO-RS with the linker, issue:
+	// a viewer finds studies under the right patient). It applies only with PatientID set; then
+	// a study linked to a patient (its study_links decision is 'linked' and names a patient)
+	// matches when that patient is among LinkedPatientIDs, whatever its modality sent, and a
+	// study not linked (no decision, or one waiting for a person) matches PatientID and
+	// IssuerOfPatientID against what its modality sent, as without it. So a study linked to
+	// another patient never matches by the Patient ID its modality sent. Without PatientID it
+	// changes nothing: IssuerOfPatientID alone matches what the modality sent.
+	LinkedIdentity bool
+	// LinkedPatientIDs are Ferry's Patient ids (survivors of merges) that hold the PatientID
+	// searched for (Linker.PatientsWithID); read only with LinkedIdentity. None: no linked study
+	// matches.
+	LinkedPatientIDs []string
 	// Limit is the page size: 0 (or less) means DefaultStudyLimit; more than MaxStudyLimit is
 	// MaxStudyLimit. Offset skips that many matches (less than 0 counts as 0).
 	Limit, Offset int

@@ -49,6 +49,10 @@ func Index(resourceType string, resourceJSON []byte) ([]IndexEntry, error) {
 		err = x.encounter(resourceJSON)
 	case "Organization":
 		err = x.organization(resourceJSON)
+	case "ImagingStudy":
+		err = x.imagingStudy(resourceJSON)
+	case "Endpoint":
+		err = x.endpoint(resourceJSON)
 	default:
 		var r resourceBase
 		if err = json.Unmarshal(resourceJSON, &r); err == nil {
@@ -186,6 +190,8 @@ const (
 	systemRequestIntent   = "http://hl7.org/fhir/request-intent"
 	systemRequestPriority = "http://hl7.org/fhir/request-priority"
 	systemEncounterStatus = "http://hl7.org/fhir/encounter-status"
+	systemImagingStatus   = "http://hl7.org/fhir/imagingstudy-status"
+	systemEndpointStatus  = "http://hl7.org/fhir/endpoint-status"
 )
 
 type indexer struct {
@@ -446,5 +452,83 @@ func (x *indexer) organization(data []byte) error {
 	for _, a := range r.Alias {
 		x.str("name", a)
 	}
+	return nil
+}
+
+func (x *indexer) imagingStudy(data []byte) error {
+	var r struct {
+		resourceBase
+		Identifier []identifier `json:"identifier"`
+		Status     string       `json:"status"`
+		Subject    reference    `json:"subject"`
+		BasedOn    []reference  `json:"basedOn"`
+		Started    string       `json:"started"`
+		Referrer   reference    `json:"referrer"`
+		Endpoint   []reference  `json:"endpoint"`
+		Series     []struct {
+			UID      string      `json:"uid"`
+			Modality coding      `json:"modality"`
+			Endpoint []reference `json:"endpoint"`
+			Instance []struct {
+				SOPClass coding `json:"sopClass"`
+			} `json:"instance"`
+		} `json:"series"`
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return err
+	}
+	x.base(&r.resourceBase)
+	x.identifiers(r.Identifier)
+	x.add("status", systemImagingStatus, r.Status)
+	if x.ref("subject", r.Subject) == "Patient" {
+		x.ref("patient", r.Subject)
+	}
+	for _, b := range r.BasedOn {
+		x.ref("basedon", b)
+	}
+	x.date("started", r.Started)
+	x.ref("referrer", r.Referrer)
+	// endpoint is ImagingStudy.endpoint | ImagingStudy.series.endpoint; modality, series and
+	// dicom-class look only into the series (R4 ImagingStudy-modality is series.modality).
+	for _, e := range r.Endpoint {
+		x.ref("endpoint", e)
+	}
+	for _, s := range r.Series {
+		x.add("series", "", s.UID)
+		x.add("modality", s.Modality.System, s.Modality.Code)
+		for _, e := range s.Endpoint {
+			x.ref("endpoint", e)
+		}
+		for _, in := range s.Instance {
+			x.add("dicom-class", in.SOPClass.System, in.SOPClass.Code)
+		}
+	}
+	return nil
+}
+
+func (x *indexer) endpoint(data []byte) error {
+	var r struct {
+		resourceBase
+		Identifier           []identifier      `json:"identifier"`
+		Status               string            `json:"status"`
+		ConnectionType       coding            `json:"connectionType"`
+		Name                 string            `json:"name"`
+		PayloadType          []codeableConcept `json:"payloadType"`
+		ManagingOrganization reference         `json:"managingOrganization"`
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return err
+	}
+	x.base(&r.resourceBase)
+	x.identifiers(r.Identifier)
+	x.add("status", systemEndpointStatus, r.Status)
+	x.add("connection-type", r.ConnectionType.System, r.ConnectionType.Code)
+	x.str("name", r.Name)
+	for _, p := range r.PayloadType {
+		for _, c := range p.Coding {
+			x.add("payload-type", c.System, c.Code)
+		}
+	}
+	x.ref("organization", r.ManagingOrganization)
 	return nil
 }

@@ -2,6 +2,8 @@ package fhir_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -135,6 +137,48 @@ func TestIndexCases(t *testing.T) {
 		{"inactive patient, year-only birth date", "Patient",
 			`{"resourceType":"Patient","active":false,"birthDate":"1931"}`,
 			[]string{"active |false", "birthdate |1931"}, ""},
+		{"ImagingStudy: study and series endpoints, modalities and SOP classes deduplicated", "ImagingStudy",
+			`{"resourceType":"ImagingStudy","id":"is1","meta":{"lastUpdated":"2026-11-27T08:00:00Z"},
+			  "identifier":[{"system":"urn:dicom:uid","value":"urn:oid:1.2.3"},
+			    {"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"ACSN"}]},"system":"urn:oid:1.2.840.114350.1.13.1.3","value":"ACC2002"}],
+			  "status":"available","subject":{"reference":"Patient/p1"},"basedOn":[{"reference":"ServiceRequest/sr1"}],
+			  "started":"2026-11-27T09:15:30.5+01:00","referrer":{"reference":"Practitioner/pr1"},"endpoint":[{"reference":"Endpoint/dicomweb"}],
+			  "series":[
+			    {"uid":"1.2.3.1","modality":{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"CT"},
+			     "instance":[{"uid":"1.2.3.1.1","sopClass":{"system":"urn:ietf:rfc:3986","code":"urn:oid:1.2.840.10008.5.1.4.1.1.2"}},
+			                 {"uid":"1.2.3.1.2","sopClass":{"system":"urn:ietf:rfc:3986","code":"urn:oid:1.2.840.10008.5.1.4.1.1.2"}}]},
+			    {"uid":"1.2.3.2","modality":{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"SR"},"endpoint":[{"reference":"Endpoint/wado-uri"}],
+			     "instance":[{"uid":"1.2.3.2.1","sopClass":{"system":"urn:ietf:rfc:3986","code":"urn:oid:1.2.840.10008.5.1.4.1.1.88.22"}}]},
+			    {"uid":"1.2.3.3","modality":{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"CT"}}]}`,
+			[]string{"_id |is1", "_lastUpdated |2026-11-27T08:00:00.000Z",
+				"basedon |ServiceRequest/sr1",
+				"dicom-class urn:ietf:rfc:3986|urn:oid:1.2.840.10008.5.1.4.1.1.2",
+				"dicom-class urn:ietf:rfc:3986|urn:oid:1.2.840.10008.5.1.4.1.1.88.22",
+				"endpoint |Endpoint/dicomweb", "endpoint |Endpoint/wado-uri",
+				"identifier urn:dicom:uid|urn:oid:1.2.3", "identifier urn:oid:1.2.840.114350.1.13.1.3|ACC2002",
+				"modality http://dicom.nema.org/resources/ontology/DCM|CT", "modality http://dicom.nema.org/resources/ontology/DCM|SR",
+				"patient |Patient/p1", "referrer |Practitioner/pr1",
+				"series |1.2.3.1", "series |1.2.3.2", "series |1.2.3.3",
+				"started |2026-11-27T08:15:30.500Z",
+				"status http://hl7.org/fhir/imagingstudy-status|available", "subject |Patient/p1"}, ""},
+		{"ImagingStudy: date-only start, subject a Device, no series", "ImagingStudy",
+			`{"resourceType":"ImagingStudy","status":"entered-in-error","subject":{"reference":"Device/d1"},"started":"2026-11-27",
+			  "modality":[{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"MR"}]}`,
+			[]string{"started |2026-11-27", "status http://hl7.org/fhir/imagingstudy-status|entered-in-error", "subject |Device/d1"}, ""},
+		{"ImagingStudy: bad started", "ImagingStudy",
+			`{"resourceType":"ImagingStudy","status":"available","subject":{"reference":"Patient/p1"},"started":"20261127"}`, nil, "started"},
+		{"ImagingStudy: series not a list", "ImagingStudy", `{"resourceType":"ImagingStudy","series":{}}`, nil, "indexing ImagingStudy"},
+		{"Endpoint: Ferry's DICOMweb service", "Endpoint",
+			`{"resourceType":"Endpoint","id":"dicomweb","identifier":[{"system":"urn:ferry:endpoint","value":"dicomweb"}],"status":"active",
+			  "connectionType":{"system":"http://terminology.hl7.org/CodeSystem/endpoint-connection-type","code":"dicom-wado-rs"},
+			  "name":"Ferry DICOMweb","managingOrganization":{"reference":"Organization/org1"},
+			  "payloadType":[{"text":"DICOM"},{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/endpoint-payload-type","code":"any"}]}],
+			  "payloadMimeType":["application/dicom"],"address":"https://ferry.example/dicomweb"}`,
+			[]string{"_id |dicomweb",
+				"connection-type http://terminology.hl7.org/CodeSystem/endpoint-connection-type|dicom-wado-rs",
+				"identifier urn:ferry:endpoint|dicomweb", "name |ferry dicomweb", "organization |Organization/org1",
+				"payload-type http://terminology.hl7.org/CodeSystem/endpoint-payload-type|any",
+				"status http://hl7.org/fhir/endpoint-status|active"}, ""},
 		{"bad birth date", "Patient", `{"resourceType":"Patient","birthDate":"02/01/1980"}`, nil, "birthdate"},
 		{"bad lastUpdated", "Patient", `{"resourceType":"Patient","meta":{"lastUpdated":"yesterday"}}`, nil, "meta.lastUpdated"},
 		{"not JSON", "Patient", `{"resourceType":`, nil, "indexing Patient"},
@@ -156,7 +200,65 @@ func TestIndexCases(t *testing.T) {
 			if g := entries(got); !slices.Equal(g, tc.want) {
 				t.Errorf("entries:\n got %q\nwant %q", g, tc.want)
 			}
+			for _, e := range got {
+				if _, ok := fhir.LookupSearchParam(tc.typ, e.Param); !ok {
+					t.Errorf("indexed %q, which SearchParams(%s) does not declare", e.Param, tc.typ)
+				}
+			}
 		})
+	}
+}
+
+// TestIndexImagingStudyExample indexes the official R4 ImagingStudy example, which the
+// validator accepts (TestValidateCorpus does not cover ImagingStudy).
+func TestIndexImagingStudyExample(t *testing.T) {
+	t.Parallel()
+	name := filepath.Join(corpusDir, "ImagingStudy", "ImagingStudy-example.json")
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Skipf("FHIR corpus not found at %s (../shared is absent): %v", corpusDir, err)
+	}
+	if err := newValidator(t).Validate(data); err != nil {
+		t.Fatal(err)
+	}
+	got, err := fhir.Index("ImagingStudy", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"_id |example",
+		"dicom-class urn:ietf:rfc:3986|urn:oid:1.2.840.10008.5.1.4.1.1.2",
+		"identifier urn:dicom:uid|urn:oid:2.16.124.113543.6003.1154777499.30246.19789.3503430045",
+		"modality http://dicom.nema.org/resources/ontology/DCM|CT",
+		"patient |Patient/dicom",
+		"series |2.16.124.113543.6003.2588828330.45298.17418.2723805630",
+		"started |2011-01-01T08:01:20.000Z",
+		"status http://hl7.org/fhir/imagingstudy-status|available",
+		"subject |Patient/dicom",
+	}
+	if g := entries(got); !slices.Equal(g, want) {
+		t.Errorf("entries:\n got %q\nwant %q", g, want)
+	}
+}
+
+// TestSearchParamTargets: every reference parameter names the types it may point to, and no
+// type declares a parameter twice.
+func TestSearchParamTargets(t *testing.T) {
+	t.Parallel()
+	for _, typ := range fhir.SearchTypes() {
+		seen := map[string]bool{}
+		for _, p := range fhir.SearchParams(typ) {
+			if seen[p.Name] {
+				t.Errorf("%s: %s declared twice", typ, p.Name)
+			}
+			seen[p.Name] = true
+			if (p.Type == fhir.ParamReference) != (len(p.Targets) > 0) {
+				t.Errorf("%s.%s: type %s with targets %v", typ, p.Name, p.Type, p.Targets)
+			}
+			if !strings.HasPrefix(p.Definition, "http://hl7.org/fhir/SearchParameter/") {
+				t.Errorf("%s.%s: definition %q", typ, p.Name, p.Definition)
+			}
+		}
 	}
 }
 

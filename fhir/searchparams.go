@@ -73,6 +73,34 @@ var searchParams = map[string][]SearchParam{
 		{Name: "identifier", Type: ParamToken, Definition: spBase + "Organization-identifier"},
 		{Name: "name", Type: ParamString, Definition: spBase + "Organization-name"},
 	},
+	// ImagingStudy: the R4 parameters of what Ferry derives from a received DICOM study
+	// (https://hl7.org/fhir/R4/imagingstudy.html#search). instance, interpreter, performer,
+	// encounter, reason and bodysite are not indexed: Ferry's ImagingStudy does not fill them,
+	// and one entry per SOP instance would bloat the index of a 2000-image CT.
+	"ImagingStudy": {
+		{Name: "identifier", Type: ParamToken, Definition: spBase + "clinical-identifier"},
+		{Name: "patient", Type: ParamReference, Definition: spBase + "clinical-patient", Targets: []string{"Patient"}},
+		{Name: "subject", Type: ParamReference, Definition: spBase + "ImagingStudy-subject", Targets: []string{"Patient", "Device", "Group"}},
+		{Name: "basedon", Type: ParamReference, Definition: spBase + "ImagingStudy-basedon",
+			Targets: []string{"ServiceRequest", "Appointment", "AppointmentResponse", "CarePlan", "Task"}},
+		{Name: "started", Type: ParamDate, Definition: spBase + "ImagingStudy-started"},
+		{Name: "modality", Type: ParamToken, Definition: spBase + "ImagingStudy-modality"},
+		{Name: "status", Type: ParamToken, Definition: spBase + "ImagingStudy-status"},
+		{Name: "referrer", Type: ParamReference, Definition: spBase + "ImagingStudy-referrer", Targets: []string{"Practitioner", "PractitionerRole"}},
+		{Name: "series", Type: ParamToken, Definition: spBase + "ImagingStudy-series"},
+		{Name: "dicom-class", Type: ParamToken, Definition: spBase + "ImagingStudy-dicom-class"},
+		{Name: "endpoint", Type: ParamReference, Definition: spBase + "ImagingStudy-endpoint", Targets: []string{"Endpoint"}},
+	},
+	// Endpoint: every R4 parameter (https://hl7.org/fhir/R4/endpoint.html#search); Ferry
+	// publishes its DICOMweb service as one, which ImagingStudy.endpoint points to.
+	"Endpoint": {
+		{Name: "identifier", Type: ParamToken, Definition: spBase + "Endpoint-identifier"},
+		{Name: "status", Type: ParamToken, Definition: spBase + "Endpoint-status"},
+		{Name: "connection-type", Type: ParamToken, Definition: spBase + "Endpoint-connection-type"},
+		{Name: "name", Type: ParamString, Definition: spBase + "Endpoint-name"},
+		{Name: "payload-type", Type: ParamToken, Definition: spBase + "Endpoint-payload-type"},
+		{Name: "organization", Type: ParamReference, Definition: spBase + "Endpoint-organization", Targets: []string{"Organization"}},
+	},
 }
 
 // SearchTypes lists the resource types Ferry indexes beyond _id and _lastUpdated, sorted.

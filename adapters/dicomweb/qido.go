@@ -16,7 +16,10 @@ import (
 
 // QIDO-RS, the Search for Studies transaction (PS3.18 10.6): GET /dicomweb/studies with the
 // query keys below, answered with the matching studies in the DICOM JSON Model, or 204 when
-// none matches. The patient attributes are those the modality sent, not Ferry's patient.
+// none matches. With Config.Identities, a study linked to one of Ferry's patients is found and
+// shown under that patient's identity, not the one its modality sent (issue: a viewer finds
+// studies under the right patient); without it, or for a study not linked, the patient
+// attributes are those the modality sent.
 
 // StudySearcher answers QIDO-RS: engine.InstanceStore implements it.
 type StudySearcher interface {
@@ -24,6 +27,24 @@ type StudySearcher interface {
 }
 
 var _ StudySearcher = (engine.InstanceStore)(nil)
+
+// PatientIdentities tells QIDO-RS which of Ferry's patients a study is linked to; *engine.Linker
+// implements it. QIDO-RS calls it from the request's goroutine (ctx ends with the request):
+// PatientsWithID once per search with a PatientID key, before searching, and LinkedIdentity
+// once per study of the page it answers. Any error fails the search (500, the error logged): a
+// study is never shown under the modality's identity because its link could not be read.
+// Errors must therefore not hold patient data (UIDs and Ferry's ids are fine).
+type PatientIdentities interface {
+	// PatientsWithID returns Ferry's ids of the patients (survivors of merges) holding patientID
+	// as the issuer's rule compares it; issuer is the query's IssuerOfPatientID, "" when none.
+	// No patient is an empty result, not an error.
+	PatientsWithID(ctx context.Context, issuer, patientID string) ([]string, error)
+	// LinkedIdentity returns the identity of the patient (the survivor) a study is linked to, or
+	// nil when it is not linked: no decision, or one waiting for a person.
+	LinkedIdentity(ctx context.Context, studyInstanceUID string) (*engine.PatientIdentity, error)
+}
+
+var _ PatientIdentities = (*engine.Linker)(nil)
 
 // Study attributes of the response (PS3.18 table 10.6.3-3) and the query keys (table
 // 10.6.1-5), by tag; each one's VR in the comment.
@@ -56,16 +77,43 @@ var studyQueryKeys = map[string]string{
 }
 
 // searchStudies answers one Search for Studies request (PS3.18 10.6.1, 10.6.3).
+//
+// With Config.Identities the link wins (engine.StudyFilter.LinkedIdentity): PatientID, with
+// IssuerOfPatientID when given, finds the studies linked to the patients holding that ID under
+// the issuer's rule, and the studies not linked whose modality sent that ID (and issuer); a
+// study linked to another patient is not found by the ID its modality sent. Each study linked
+// to a patient is answered with that patient's identity.
 func (s *STOW) searchStudies(c echo.Context) error {
+	ctx := c.Request().Context()
 	f, err := studyFilter(c.QueryParams())
 	if err != nil {
 		return err
 	}
-	studies, err := s.cfg.Studies.SearchStudies(c.Request().Context(), f)
+	if s.cfg.Identities != nil && f.PatientID != "" {
+		ids, err := s.cfg.Identities.PatientsWithID(ctx, f.IssuerOfPatientID, f.PatientID)
+		if err != nil {
+			return fmt.Errorf("QIDO-RS: finding the patients holding the Patient ID: %w", err)
+		}
+		f.LinkedIdentity, f.LinkedPatientIDs = true, ids
+	}
+	studies, err := s.cfg.Studies.SearchStudies(ctx, f)
 	if err != nil {
 		return fmt.Errorf("QIDO-RS: %w", err)
 	}
-	s.log.Info("QIDO-RS studies", "matches", len(studies))
+	linked := 0
+	if s.cfg.Identities != nil {
+		for i, st := range studies {
+			id, err := s.cfg.Identities.LinkedIdentity(ctx, st.StudyInstanceUID)
+			if err != nil {
+				return fmt.Errorf("QIDO-RS: the identity study %s is linked to: %w", st.StudyInstanceUID, err)
+			}
+			if id != nil {
+				studies[i] = withIdentity(st, id)
+				linked++
+			}
+		}
+	}
+	s.log.Info("QIDO-RS studies", "matches", len(studies), "linked", linked)
 	if len(studies) == 0 {
 		return c.NoContent(http.StatusNoContent) // PS3.18 10.6.3.2: no match
 	}
@@ -75,6 +123,15 @@ func (s *STOW) searchStudies(c echo.Context) error {
 		out[i] = studyDataset(base, st)
 	}
 	return c.Blob(http.StatusOK, MediaTypeDICOMJSON, encode(out))
+}
+
+// withIdentity returns a copy of st whose patient attributes are all the linked patient's,
+// empty ones included: the modality's values are never mixed in.
+func withIdentity(st *engine.Study, id *engine.PatientIdentity) *engine.Study {
+	out := *st
+	out.PatientID, out.IssuerOfPatientID = id.PatientID, id.IssuerOfPatientID
+	out.PatientName, out.PatientBirthDate, out.PatientSex = id.PatientName, id.PatientBirthDate, id.PatientSex
+	return &out
 }
 
 // studyFilter reads the query (PS3.18 10.6.1.2): attribute keys by keyword or tag, and the

@@ -3,12 +3,15 @@ package dicomweb
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +19,9 @@ import (
 
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/fhir"
+	"github.com/ferryhealth/ferry/hl7"
+	"github.com/ferryhealth/ferry/mappings"
 )
 
 // qidoServer serves the DICOMweb routes over a real, migrated SQLite store holding three
@@ -226,5 +232,261 @@ func TestSearchStudiesAttributes(t *testing.T) {
 	}
 	if got, want := string(raw[0][tagModalitiesInStudy]), `{"vr":"CS","Value":["CT","PT"]}`; got != want {
 		t.Errorf("ModalitiesInStudy = %s, want %s", got, want)
+	}
+}
+
+// linkedHarness is QIDO-RS over the real pieces of linking: a migrated SQLite store, patients
+// registered by ADT^A04 through engine.Inbound with the shipped mappings (so the Patient
+// resources and their index entries are the ones production writes), and an engine.Linker
+// with STMARYS's issuer rule.
+type linkedHarness struct {
+	t      *testing.T
+	st     *sqlite.Store
+	in     *engine.Inbound
+	linker *engine.Linker
+	seq    int
+}
+
+const linkedMRN = "urn:oid:2.16.840.1.113883.3.9999.1" // STMARYS in mappings/shipped/tables/authorities.yaml
+
+func newLinkedHarness(t *testing.T) *linkedHarness {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	set, err := mappings.Load(mappings.Source{Base: []fs.FS{mappings.Shipped()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := fhir.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc := engine.NewGroupCommitter(st, engine.GroupCommitOptions{})
+	t.Cleanup(func() { gc.Close(); st.Close() })
+	in := engine.NewInbound("mllp", gc, nil, nil)
+	in.Processor = &engine.Processor{Mappings: func() engine.MappingSource { return set }, Validator: v}
+	linker := &engine.Linker{Resources: st, Links: st, Match: engine.MatchConfig{Issuers: []engine.IssuerRule{
+		{Issuer: "STMARYS", System: linkedMRN, IgnoreLeadingZeros: true}}}}
+	return &linkedHarness{t: t, st: st, in: in, linker: linker}
+}
+
+// register sends an ADT^A04 for the patient with MRN mrn (assigning authority STMARYS) and
+// returns Ferry's Patient id.
+func (h *linkedHarness) register(mrn, name, birth, sex string) string {
+	h.t.Helper()
+	h.seq++
+	raw := strings.Join([]string{
+		fmt.Sprintf(`MSH|^~\&|ADT|STMARYS|FERRY|FERRY|20261127083000-0500||ADT^A04^ADT_A01|ADT%04d|P|2.5.1`, h.seq),
+		"EVN|A04|20261127083000-0500",
+		"PID|1||" + mrn + "^^^STMARYS^MR||" + name + "||" + birth + "|" + sex,
+		"PV1|1|O",
+	}, "\r") + "\r"
+	ack, err := hl7.Parse(h.in.Receive(context.Background(), engine.Received{Data: []byte(raw), ReceivedAt: time.Now()}))
+	if err != nil {
+		h.t.Fatalf("ACK does not parse: %v", err)
+	}
+	if code := ack.Value("MSA-1"); code != "AA" {
+		h.t.Fatalf("ADT^A04 for %s: %s %s", mrn, code, ack.Value("ERR-8"))
+	}
+	rs, err := h.st.SearchResources(context.Background(), engine.ResourceQuery{Type: "Patient", Filters: []engine.SearchFilter{
+		{Param: "identifier", Op: engine.SearchEq, Values: []engine.SearchValue{{System: linkedMRN, Value: mrn}}}}})
+	if err != nil || len(rs) != 1 {
+		h.t.Fatalf("Patient with MRN %s: %d found, %v", mrn, len(rs), err)
+	}
+	return rs[0].ID
+}
+
+// receive stores one instance of a study as its modality sent it and returns the study.
+func (h *linkedHarness) receive(studyUID, patientID, issuer, name, birth, sex, date string) *engine.Study {
+	h.t.Helper()
+	ctx := context.Background()
+	inst := &engine.Instance{
+		SOPInstanceUID: studyUID + ".1.1", SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SeriesInstanceUID: studyUID + ".1",
+		StudyInstanceUID: studyUID, TransferSyntaxUID: "1.2.840.10008.1.2.1", Modality: "CT", SeriesNumber: "1",
+		InstanceNumber: "1", PatientID: patientID, IssuerOfPatientID: issuer, PatientName: name,
+		PatientBirthDate: birth, PatientSex: sex, StudyDate: date, StudyTime: "101500",
+		Path: "x.dcm", Size: 1, SHA256: "00", ReceivedAt: time.Now(),
+	}
+	if _, err := h.st.PutInstance(ctx, inst); err != nil {
+		h.t.Fatal(err)
+	}
+	s, err := h.st.Study(ctx, studyUID)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return s
+}
+
+// serve returns the URL of the DICOMweb routes over the harness's store, with identities.
+func (h *linkedHarness) serve(identities PatientIdentities) string {
+	h.t.Helper()
+	stow, err := NewSTOW(newFakeSink(), Config{IncomingDir: h.t.TempDir(), Studies: h.st, Identities: identities})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	e := echo.New()
+	stow.Register(e.Group(BasePath))
+	ts := httptest.NewServer(e)
+	h.t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// alphabetic returns the Alphabetic group of a single-valued PN attribute; "" when it has no value.
+func alphabetic(t *testing.T, ds map[string]jsonAttribute, tag string) string {
+	t.Helper()
+	a := ds[tag]
+	if a.VR != "PN" {
+		t.Errorf("%s: vr %q, want PN", tag, a.VR)
+	}
+	if len(a.Value) == 0 {
+		return ""
+	}
+	var pn struct{ Alphabetic string }
+	if err := json.Unmarshal(a.Value[0], &pn); err != nil {
+		t.Fatalf("%s: %v", tag, err)
+	}
+	return pn.Alphabetic
+}
+
+// TestSearchStudiesLinkedIdentity: with the linker, a viewer finds a study under the patient it
+// is linked to, shown with that patient's identity; the link wins over what the modality sent.
+//
+//	study A: sent as 123/STMARYS "DOE^J", linked by the linker (patient ID rule, zeros dropped)
+//	         to Jane, MRN 000123
+//	study B: sent as 000123 with no issuer, linked by a person to Rita, MRN 000555
+//	study C: sent as 777/STMARYS, no patient holds it: unmatched, not linked
+func TestSearchStudiesLinkedIdentity(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newLinkedHarness(t)
+	jane := h.register("000123", "Doe^Jane", "19800102", "F")
+	rita := h.register("000555", "Roe^Rita", "19750505", "F")
+	const (
+		studyA = "1.2.826.0.1.3680043.10.3.1"
+		studyB = "1.2.826.0.1.3680043.10.3.2"
+		studyC = "1.2.826.0.1.3680043.10.3.3"
+	)
+	if l, err := h.linker.LinkStudy(ctx, h.receive(studyA, "123", "STMARYS", "DOE^J", "19800102", "F", "20260303")); err != nil ||
+		l.Status != engine.LinkLinked || l.PatientID != jane {
+		t.Fatalf("study A: link %+v, %v; want linked to Patient/%s", l, err, jane)
+	}
+	h.receive(studyB, "000123", "", "ROE^R", "19750505", "F", "20260302")
+	if err := h.st.PutStudyLink(ctx, &engine.StudyLink{StudyInstanceUID: studyB, Status: engine.LinkLinked, PatientID: rita,
+		Rule: engine.RuleManual, DecidedAt: time.Now(), DecidedBy: "radiologist", Reason: "wrong MRN typed at the console"}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := h.linker.LinkStudy(ctx, h.receive(studyC, "777", "STMARYS", "BLOGGS^FRED", "19991231", "M", "20260301")); err != nil ||
+		l.Status == engine.LinkLinked {
+		t.Fatalf("study C: link %+v, %v; want not linked", l, err)
+	}
+
+	type identity struct{ id, issuer, name, birth, sex string }
+	var (
+		asJane = identity{"000123", "STMARYS", "Doe^Jane", "19800102", "F"}
+		asRita = identity{"000555", "STMARYS", "Roe^Rita", "19750505", "F"}
+		asSent = identity{"777", "STMARYS", "BLOGGS^FRED", "19991231", "M"} // C as its modality sent it
+	)
+	base := h.serve(h.linker)
+	tests := []struct {
+		name, query string
+		want        map[string]identity // by study, newest first
+		order       []string
+	}{
+		{"the MRN finds the linked study", "PatientID=000123",
+			map[string]identity{studyA: asJane}, []string{studyA}},
+		{"the MRN under its issuer", "PatientID=000123&IssuerOfPatientID=STMARYS",
+			map[string]identity{studyA: asJane}, []string{studyA}},
+		{"the issuer's rule drops zeros", "PatientID=123&IssuerOfPatientID=STMARYS",
+			map[string]identity{studyA: asJane}, []string{studyA}},
+		// No rule for issuer "": 123 is compared exactly and nobody holds it. Study A's modality
+		// sent 123, but A is linked to Jane, whose MRN is 000123: the link wins.
+		{"the modality's 123 without issuer: the link wins", "PatientID=123", nil, nil},
+		{"the person's link wins over the modality's 000123", "PatientID=000555",
+			map[string]identity{studyB: asRita}, []string{studyB}},
+		{"not linked: what the modality sent", "PatientID=777",
+			map[string]identity{studyC: asSent}, []string{studyC}},
+		{"an issuer no rule names: only studies not linked", "PatientID=000123&IssuerOfPatientID=ELSEWHERE", nil, nil},
+		{"all", "",
+			map[string]identity{studyA: asJane, studyB: asRita, studyC: asSent}, []string{studyA, studyB, studyC}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, studies, b := search(t, base, tt.query)
+			if tt.order == nil {
+				if code != http.StatusNoContent {
+					t.Fatalf("status %d, want 204\n%s", code, b)
+				}
+				return
+			}
+			if code != http.StatusOK {
+				t.Fatalf("status %d, want 200\n%s", code, b)
+			}
+			var got []string
+			for _, ds := range studies {
+				uid := str(t, ds, tagStudyInstanceUID, "UI")
+				got = append(got, uid)
+				want := tt.want[uid]
+				if g := (identity{str(t, ds, tagPatientID, "LO"), str(t, ds, tagIssuerOfPatientID, "LO"),
+					alphabetic(t, ds, tagPatientName), str(t, ds, tagPatientBirthDate, "DA"),
+					str(t, ds, tagPatientSex, "CS")}); g != want {
+					t.Errorf("study %s shown as %+v, want %+v", uid, g, want)
+				}
+			}
+			if !reflect.DeepEqual(got, tt.order) {
+				t.Errorf("studies %v, want %v", got, tt.order)
+			}
+		})
+	}
+
+	// Without Identities, QIDO-RS matches and shows what the modality sent, links or not.
+	plain := h.serve(nil)
+	code, studies, b := search(t, plain, "PatientID=123")
+	if code != http.StatusOK || len(studies) != 1 {
+		t.Fatalf("without identities, PatientID=123: status %d, want 200 and study A\n%s", code, b)
+	}
+	if id, name := str(t, studies[0], tagPatientID, "LO"), alphabetic(t, studies[0], tagPatientName); id != "123" || name != "DOE^J" {
+		t.Errorf("without identities, study A shown as %s %s, want 123 DOE^J", id, name)
+	}
+}
+
+// failingIdentities fails one of the calls QIDO-RS makes.
+type failingIdentities struct{ patients, identity error }
+
+func (f failingIdentities) PatientsWithID(context.Context, string, string) ([]string, error) {
+	return nil, f.patients
+}
+
+func (f failingIdentities) LinkedIdentity(context.Context, string) (*engine.PatientIdentity, error) {
+	return nil, f.identity
+}
+
+// TestSearchStudiesIdentityFails: when the linked identity cannot be read, the search fails
+// rather than show a study under the identity its modality sent.
+func TestSearchStudiesIdentityFails(t *testing.T) {
+	t.Parallel()
+	h := newLinkedHarness(t)
+	h.receive("1.2.826.0.1.3680043.10.3.9", "MRN1", "STMARYS", "DOE^J", "19800102", "F", "20260301")
+	boom := errors.New("store unavailable")
+	for _, tt := range []struct {
+		name  string
+		ids   failingIdentities
+		query string
+	}{
+		{"PatientsWithID", failingIdentities{patients: boom}, "PatientID=MRN1"},
+		{"LinkedIdentity", failingIdentities{identity: boom}, "StudyDate=20260301"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if code, _, b := search(t, h.serve(tt.ids), tt.query); code != http.StatusInternalServerError {
+				t.Errorf("status %d, want 500\n%s", code, b)
+			}
+		})
 	}
 }

@@ -76,6 +76,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Studies answers QIDO-RS searches; nil: GET /studies is not served.
 	Studies StudySearcher
+	// Identities gives QIDO-RS the patient each study is linked to, so that it matches PatientID
+	// and answers with that patient's identity (the link wins; qido.go); the engine.Linker serves.
+	// nil: the patient attributes are the ones the modality sent.
+	Identities PatientIdentities
 }
 
 // STOW serves the Studies Store transaction.

@@ -41,7 +41,10 @@ type Options struct {
 	DICOMweb *dicomweb.STOW
 	// Mappings, if set, serves POST /api/v1/mappings/test with the mappings in force.
 	Mappings func() MappingTester
-	// Studies, if set, serves GET /api/v1/studies/{uid}: a received study and its link.
+	// Studies, if set, serves GET /api/v1/studies/{uid} (a received study and its link) and
+	// reconciliation (reconciliation.go): the worklist of studies waiting for a person under
+	// /api/v1/reconciliation, and a study's link, unlink and decision history under
+	// /api/v1/studies/{uid}/.
 	Studies StudyLog
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
@@ -88,6 +91,11 @@ func New(opt Options) (*echo.Echo, error) {
 	}
 	if opt.Studies != nil {
 		api.GET("/studies/:uid", getStudy(opt.Studies, ml))
+		rec := &reconciliation{studies: opt.Studies, logger: opt.Logger}
+		api.GET("/reconciliation", rec.list)
+		api.GET("/studies/:uid/history", rec.history)
+		api.POST("/studies/:uid/link", rec.link)
+		api.POST("/studies/:uid/unlink", rec.unlink)
 	}
 
 	if opt.Resources != nil {

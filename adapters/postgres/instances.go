@@ -287,6 +287,11 @@ const studyColumns = `study_instance_uid, patient_id, issuer_of_patient_id, pati
 // The WHERE clause holds a condition for each filter given, every value a placeholder; the
 // query is not prepared, so PostgreSQL plans it for its values (an accession number or a patient
 // ID takes its index, a date range dicom_studies_study_date).
+//
+// With f.LinkedIdentity and a PatientID, the patient condition is the union of the studies
+// linked to f.LinkedPatientIDs (study_links_patient) and those the modality sent under the
+// Patient ID (dicom_studies_patient) that are not linked (study_links_pkey), each branch on its
+// index (one OR across the two tables could only be filtered).
 func (s *Store) SearchStudies(ctx context.Context, f engine.StudyFilter) ([]*engine.Study, error) {
 	var (
 		where []string
@@ -296,11 +301,33 @@ func (s *Store) SearchStudies(ctx context.Context, f engine.StudyFilter) ([]*eng
 		args = append(args, v)
 		where = append(where, fmt.Sprintf(format, len(args)))
 	}
-	if f.PatientID != "" {
-		cond("patient_id = $%d", storableText(f.PatientID))
+	arg := func(v any) int {
+		args = append(args, v)
+		return len(args)
 	}
-	if f.IssuerOfPatientID != "" {
-		cond("issuer_of_patient_id = $%d", storableText(f.IssuerOfPatientID))
+	switch {
+	case f.LinkedIdentity && f.PatientID != "":
+		var branches []string
+		if ids := linkedPatientIDs(f.LinkedPatientIDs); len(ids) > 0 {
+			branches = append(branches, fmt.Sprintf(`SELECT l.study_instance_uid FROM study_links l
+				WHERE l.status = 'linked' AND l.patient_id = ANY($%d::text[])`, arg(ids)))
+		}
+		sent := fmt.Sprintf("s.patient_id = $%d", arg(storableText(f.PatientID)))
+		if f.IssuerOfPatientID != "" {
+			sent += fmt.Sprintf(" AND s.issuer_of_patient_id = $%d", arg(storableText(f.IssuerOfPatientID)))
+		}
+		// Linked as engine.Linker.LinkedIdentity reads a link: status linked, naming a patient.
+		branches = append(branches, `SELECT s.study_instance_uid FROM dicom_studies s WHERE `+sent+`
+				AND NOT EXISTS (SELECT 1 FROM study_links l WHERE l.study_instance_uid = s.study_instance_uid
+					AND l.status = 'linked' AND l.patient_id <> '')`)
+		where = append(where, "study_instance_uid IN ("+strings.Join(branches, " UNION ALL ")+")")
+	default:
+		if f.PatientID != "" {
+			cond("patient_id = $%d", storableText(f.PatientID))
+		}
+		if f.IssuerOfPatientID != "" {
+			cond("issuer_of_patient_id = $%d", storableText(f.IssuerOfPatientID))
+		}
 	}
 	if f.AccessionNumber != "" {
 		cond("accession_number = $%d", storableText(f.AccessionNumber))
@@ -349,6 +376,18 @@ func (s *Store) SearchStudies(ctx context.Context, f engine.StudyFilter) ([]*eng
 		return nil, fmt.Errorf("searching studies: %w", interpretError(err))
 	}
 	return out, nil
+}
+
+// linkedPatientIDs is engine.StudyFilter.LinkedPatientIDs as a text[] parameter, without empty
+// ids (an empty patient_id is a link to no patient).
+func linkedPatientIDs(ids []string) pq.StringArray {
+	out := make(pq.StringArray, 0, len(ids))
+	for _, id := range ids {
+		if id != "" {
+			out = append(out, storableText(id))
+		}
+	}
+	return out
 }
 
 func scanStudy(row interface{ Scan(...any) error }) (*engine.Study, error) {

@@ -677,6 +677,12 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 		}
 		fmt.Fprintf(&where, "\n\tAND r.id IN (SELECT i.id FROM resource_index i WHERE i.type = $1 AND i.param = %s AND (",
 			arg(indexText(f.Param)))
+		if anyOf := equalValues(f); anyOf != nil {
+			// One index condition (a scalar array match the btree answers value by value),
+			// where ORed equalities could end up a filter over every entry of the parameter.
+			where.WriteString("i.value = ANY(" + arg(anyOf) + ")))")
+			continue
+		}
 		for j, v := range f.Values {
 			if j > 0 {
 				where.WriteString(" OR ")
@@ -735,6 +741,22 @@ ORDER BY p.last_updated DESC, p.id`
 		return nil, fmt.Errorf("searching %s: %w", q.Type, interpretError(err))
 	}
 	return out, nil
+}
+
+// equalValues returns the values of an equality filter with several values and no systems (the
+// linker's blocking keys, a status list) as one array; nil for any other filter.
+func equalValues(f engine.SearchFilter) pq.StringArray {
+	if f.Op != engine.SearchEq || len(f.Values) < 2 {
+		return nil
+	}
+	out := make(pq.StringArray, len(f.Values))
+	for i, v := range f.Values {
+		if v.System != "" {
+			return nil
+		}
+		out[i] = indexText(v.Value)
+	}
+	return out
 }
 
 // count applies ResourceQuery.Count's default and cap, which are MessageFilter.Limit's.

@@ -296,7 +296,12 @@ const studyColumns = `study_instance_uid, patient_id, issuer_of_patient_id, pati
 
 // SearchStudies returns the studies matching f, newest first, as engine.InstanceStore documents.
 // The WHERE clause holds a condition for each filter given, every value a placeholder; lists
-// (UIDs) are bound as one JSON array and read with json_each.
+// (UIDs, patient ids) are bound as one JSON array and read with json_each.
+//
+// With f.LinkedIdentity and a PatientID, the patient condition is the union of the studies
+// linked to f.LinkedPatientIDs (study_links_patient) and those the modality sent under the
+// Patient ID (dicom_studies_patient) that are not linked (study_links' primary key), each
+// branch able to take its index (one OR across the two tables could only be filtered).
 func (s *Store) SearchStudies(ctx context.Context, f engine.StudyFilter) ([]*engine.Study, error) {
 	var (
 		where []string
@@ -306,11 +311,41 @@ func (s *Store) SearchStudies(ctx context.Context, f engine.StudyFilter) ([]*eng
 		where = append(where, c)
 		args = append(args, v)
 	}
-	if f.PatientID != "" {
-		cond("patient_id = ?", storableText(f.PatientID))
-	}
-	if f.IssuerOfPatientID != "" {
-		cond("issuer_of_patient_id = ?", storableText(f.IssuerOfPatientID))
+	switch {
+	case f.LinkedIdentity && f.PatientID != "":
+		var (
+			branches []string
+			ids      []string
+		)
+		for _, id := range f.LinkedPatientIDs {
+			if id != "" { // an empty patient_id is a link to no patient
+				ids = append(ids, storableText(id))
+			}
+		}
+		if len(ids) > 0 {
+			b, _ := json.Marshal(ids) // a []string always encodes
+			branches = append(branches, `SELECT l.study_instance_uid FROM study_links l
+				WHERE l.status = 'linked' AND l.patient_id IN (SELECT value FROM json_each(?))`)
+			args = append(args, string(b))
+		}
+		sent := "s.patient_id = ?"
+		args = append(args, storableText(f.PatientID))
+		if f.IssuerOfPatientID != "" {
+			sent += " AND s.issuer_of_patient_id = ?"
+			args = append(args, storableText(f.IssuerOfPatientID))
+		}
+		// Linked as engine.Linker.LinkedIdentity reads a link: status linked, naming a patient.
+		branches = append(branches, `SELECT s.study_instance_uid FROM dicom_studies s WHERE `+sent+`
+				AND NOT EXISTS (SELECT 1 FROM study_links l WHERE l.study_instance_uid = s.study_instance_uid
+					AND l.status = 'linked' AND l.patient_id <> '')`)
+		where = append(where, "study_instance_uid IN ("+strings.Join(branches, " UNION ALL ")+")")
+	default:
+		if f.PatientID != "" {
+			cond("patient_id = ?", storableText(f.PatientID))
+		}
+		if f.IssuerOfPatientID != "" {
+			cond("issuer_of_patient_id = ?", storableText(f.IssuerOfPatientID))
+		}
 	}
 	if f.AccessionNumber != "" {
 		cond("accession_number = ?", storableText(f.AccessionNumber))

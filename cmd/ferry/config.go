@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/goccy/go-yaml"
 
+	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/mappings"
 )
 
@@ -36,6 +39,8 @@ type Config struct {
 	Mappings MappingsConfig `yaml:"mappings"`
 	// DICOM tunes the DICOM listener's storage (C-STORE) and who may connect.
 	DICOM DICOMConfig `yaml:"dicom"`
+	// Linking tunes how studies are linked to patients and orders (docs/dicom.md, "Linking").
+	Linking LinkingConfig `yaml:"linking"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `yaml:"log_level"`
 }
@@ -89,6 +94,10 @@ type CommitConfig struct {
 // HTTPConfig tunes the HTTP listener.
 type HTTPConfig struct {
 	TLS TLSFiles `yaml:"tls"`
+	// PublicURL is where clients reach Ferry's HTTP listener, e.g. https://ferry.example.org:
+	// FHIR resources point there (the DICOMweb Endpoint of every ImagingStudy). Default:
+	// http(s)://localhost:PORT of listen.http.
+	PublicURL string `yaml:"public_url"`
 }
 
 // TLSFiles names PEM files. Cert and Key enable TLS; ClientCA also requires client certificates
@@ -124,6 +133,46 @@ type DICOMConfig struct {
 	// AcceptCallingAETitles, when not empty, lists the peers (calling AE titles) allowed to
 	// associate; any other is rejected. Empty: any peer.
 	AcceptCallingAETitles []string `yaml:"accept_calling_ae_titles"`
+}
+
+// LinkingConfig tunes the linker (docs/dicom.md, "Linking"). Every field has a default.
+type LinkingConfig struct {
+	// Issuers says, per IssuerOfPatientID, which identifier system its patient IDs are in and
+	// how modalities write them. A study from an issuer not listed here is linked by accession,
+	// Study UID or demographics, never by its patient ID.
+	Issuers []IssuerConfig `yaml:"issuers"`
+	// AutoLink is the demographic score from which a study is linked without a person (default
+	// 22); Review the score from which it goes to the reconciliation worklist rather than being
+	// held as unmatched (default 10); Margin the lead the best candidate needs over the next
+	// (default 6).
+	AutoLink float64 `yaml:"auto_link"`
+	Review   float64 `yaml:"review"`
+	Margin   float64 `yaml:"margin"`
+	// OrderWindowBefore and OrderWindowAfter: how long before and after the study date an
+	// order's date may be for rules 3 and 4 to pick it (defaults 720h and 48h).
+	OrderWindowBefore time.Duration `yaml:"order_window_before"`
+	OrderWindowAfter  time.Duration `yaml:"order_window_after"`
+	// StudySettle is how long a study must be quiet (no new instance) before its FHIR
+	// ImagingStudy is derived again (default 5s).
+	StudySettle time.Duration `yaml:"study_settle"`
+}
+
+// IssuerConfig is one issuer of patient IDs (engine.IssuerRule).
+type IssuerConfig struct {
+	Issuer             string   `yaml:"issuer"`               // IssuerOfPatientID as sent; "" for none
+	System             string   `yaml:"system"`               // identifier system in Ferry; "" any
+	IgnoreLeadingZeros bool     `yaml:"ignore_leading_zeros"` // 000123 = 123
+	Prefixes           []string `yaml:"prefixes"`             // removed from the sent ID
+}
+
+// matchConfig is the engine.MatchConfig the configuration names.
+func (c *Config) matchConfig() engine.MatchConfig {
+	mc := engine.MatchConfig{AutoLink: c.Linking.AutoLink, Review: c.Linking.Review, Margin: c.Linking.Margin,
+		OrderWindowBefore: c.Linking.OrderWindowBefore, OrderWindowAfter: c.Linking.OrderWindowAfter}
+	for _, i := range c.Linking.Issuers {
+		mc.Issuers = append(mc.Issuers, engine.IssuerRule(i))
+	}
+	return mc
 }
 
 // Facility is one sending hospital.
@@ -226,6 +275,20 @@ func (c *Config) setDefaults() {
 		linger := DefaultCommitLinger
 		c.Commit.Linger = &linger
 	}
+	if c.HTTP.PublicURL == "" {
+		scheme := "http"
+		if c.HTTP.TLS.Enabled() {
+			scheme = "https"
+		}
+		host, port, err := net.SplitHostPort(c.Listen.HTTP)
+		if err != nil || host == "" || host == "0.0.0.0" || host == "::" {
+			host = "localhost"
+		}
+		c.HTTP.PublicURL = scheme + "://" + net.JoinHostPort(host, port)
+	}
+	if c.Linking.StudySettle == 0 {
+		c.Linking.StudySettle = 5 * time.Second
+	}
 	if c.Mappings.ReloadInterval == nil {
 		every := 2 * time.Second
 		c.Mappings.ReloadInterval = &every
@@ -264,6 +327,22 @@ func (c *Config) Validate() error {
 	}
 	if c.DICOM.MaxInstanceSize < 0 {
 		errs = append(errs, errors.New("dicom.max_instance_size: must not be negative"))
+	}
+	if u, err := url.Parse(c.HTTP.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("http.public_url: %q is not an http(s) URL", c.HTTP.PublicURL))
+	}
+	if l := c.Linking; l.AutoLink < 0 || l.Review < 0 || l.Margin < 0 || (l.AutoLink != 0 && l.Review > l.AutoLink) {
+		errs = append(errs, errors.New("linking: auto_link, review and margin must not be negative, and review must not exceed auto_link"))
+	}
+	if l := c.Linking; l.OrderWindowBefore < 0 || l.OrderWindowAfter < 0 || l.StudySettle < 0 {
+		errs = append(errs, errors.New("linking: order_window_before, order_window_after and study_settle must not be negative"))
+	}
+	seenIssuer := map[string]bool{}
+	for i, is := range c.Linking.Issuers {
+		if seenIssuer[is.Issuer] {
+			errs = append(errs, fmt.Errorf("linking.issuers[%d].issuer: %q is listed twice", i, is.Issuer))
+		}
+		seenIssuer[is.Issuer] = true
 	}
 	if r := c.Mappings.ReloadInterval; r != nil && *r < 0 {
 		errs = append(errs, errors.New("mappings.reload_interval: must not be negative"))

@@ -126,11 +126,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	stow, err := dicomweb.NewSTOW(storage.intake, dicomweb.Config{IncomingDir: storage.incoming, Studies: st,
+	stow, err := dicomweb.NewSTOW(storage.intake, dicomweb.Config{IncomingDir: storage.incoming, Studies: st, Identities: storage.intake.Linker,
 		MaxInstanceSize: cfg.DICOM.MaxInstanceSize, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("dicomweb: %w", err)
 	}
+
+	// Linked studies are published as FHIR ImagingStudy once quiet; every node runs a deriver.
+	deriver := &engine.StudyDeriver{Store: st, Validator: validator, Settle: cfg.Linking.StudySettle,
+		DICOMwebURL: strings.TrimRight(cfg.HTTP.PublicURL, "/") + dicomweb.BasePath, Logger: logger}
+	deriverCtx, stopDeriver := context.WithCancel(ctx)
+	deriverDone := make(chan struct{})
+	go func() { deriver.Run(deriverCtx); close(deriverDone) }()
+	defer func() { stopDeriver(); <-deriverDone }()
 
 	mllpSrv := &mllp.Server{
 		Handler: mllp.HandlerFunc(func(ctx context.Context, f *mllp.Frame) []byte {
@@ -292,7 +300,7 @@ func dicomStorage(cfg *Config, st store, logger *slog.Logger) (*dicomStorageSetu
 		return nil, fmt.Errorf("dicom.storage_dir: %w", err)
 	}
 	intake := &engine.Intake{Store: st, Dir: cfg.DICOM.StorageDir, Logger: logger,
-		Linker: &engine.Linker{Resources: st, Links: st}}
+		Linker: &engine.Linker{Resources: st, Links: st, Match: cfg.matchConfig()}}
 	services, err := dimse.StorageServices(intake, dimse.StorageConfig{IncomingDir: incoming, MaxInstanceSize: cfg.DICOM.MaxInstanceSize}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("dicom storage: %w", err)

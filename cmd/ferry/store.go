@@ -14,6 +14,7 @@ type store interface {
 	engine.Store
 	engine.InstanceStore
 	engine.LinkStore
+	engine.DerivationQueue
 	Migrate(ctx context.Context) error
 }
 

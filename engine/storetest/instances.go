@@ -32,6 +32,7 @@ func RunInstances(t *testing.T, open func(t *testing.T) engine.InstanceStore) {
 		{"ConcurrentInstancesOfNewStudy", testConcurrentInstances},
 		{"SearchStudiesFilters", testSearchStudiesFilters},
 		{"SearchStudiesPaging", testSearchStudiesPaging},
+		{"SearchStudiesLinkedIdentity", testSearchStudiesLinkedIdentity},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,6 +218,102 @@ func testSearchStudiesPaging(t *testing.T, st engine.InstanceStore) {
 		if !reflect.DeepEqual(studyUIDs(got), tt.want) {
 			t.Errorf("SearchStudies(limit %d, offset %d) = %v, want %v", tt.limit, tt.offset, studyUIDs(got), tt.want)
 		}
+	}
+}
+
+// testSearchStudiesLinkedIdentity: with LinkedIdentity, the link wins. A study linked to a
+// listed patient matches whatever Patient ID its modality sent; one linked to another patient
+// never matches by the Patient ID its modality sent; one not linked — no decision, or one still
+// waiting for a person — matches by what its modality sent, as without LinkedIdentity. Without
+// LinkedIdentity, or without PatientID, links change nothing.
+func testSearchStudiesLinkedIdentity(t *testing.T, st engine.InstanceStore) {
+	ctx := context.Background()
+	links, ok := st.(engine.LinkWriter)
+	if !ok {
+		t.Skip("the store keeps no study links")
+	}
+	const jane, janeToo, other = "pat-jane", "pat-jane-2", "pat-other"
+	uid := map[int]string{}
+	// study n, dated 2026-03-0n: the newest, highest n, comes first.
+	put := func(n int, patientID, issuer string, status engine.LinkStatus, patient string) {
+		inst := newInstance(n, 1, 1)
+		inst.PatientID, inst.IssuerOfPatientID = patientID, issuer
+		inst.StudyDate, inst.AccessionNumber = fmt.Sprintf("2026030%d", n), fmt.Sprintf("ACC%d", n)
+		putInstance(t, st, inst, true)
+		uid[n] = inst.StudyInstanceUID
+		if status != "" {
+			l := &engine.StudyLink{StudyInstanceUID: inst.StudyInstanceUID, Status: status, PatientID: patient,
+				Rule: engine.RulePatientID, DecidedAt: baseTime}
+			if err := links.PutStudyLink(ctx, l); err != nil {
+				t.Fatalf("PutStudyLink(%s): %v", l.StudyInstanceUID, err)
+			}
+		}
+	}
+	put(1, "123", "STMARYS", engine.LinkLinked, jane)       // the modality wrote the MRN its own way
+	put(2, "MRN1", "STMARYS", engine.LinkLinked, other)     // a person linked it to someone else
+	put(3, "MRN1", "STMARYS", "", "")                       // no decision
+	put(4, "MRN1", "STMARYS", engine.LinkReview, other)     // a candidate, not a link
+	put(5, "MRN1", "STJUDES", "", "")                       // another issuer's MRN1
+	put(6, "MRN1", "STMARYS", engine.LinkContradiction, "") // waiting for a person
+	put(7, "OTHER", "", engine.LinkLinked, janeToo)         // Jane's second record
+	put(8, "MRN1", "STMARYS", engine.LinkUnmatched, "")     // held
+	put(9, "MRN1", "STMARYS", engine.LinkLinked, "")        // linked to no patient: not linked
+	linked := func(patientID, issuer string, ids ...string) engine.StudyFilter {
+		return engine.StudyFilter{PatientID: patientID, IssuerOfPatientID: issuer, LinkedIdentity: true, LinkedPatientIDs: ids}
+	}
+	tests := []struct {
+		name string
+		f    engine.StudyFilter
+		want []int
+	}{
+		{"linked or sent", linked("MRN1", "", jane), []int{9, 8, 6, 5, 4, 3, 1}},
+		{"linked or sent under the issuer", linked("MRN1", "STMARYS", jane), []int{9, 8, 6, 4, 3, 1}},
+		{"two patients", linked("MRN1", "STMARYS", jane, janeToo), []int{9, 8, 7, 6, 4, 3, 1}},
+		{"no patient holds the ID: only studies not linked", linked("MRN1", "STMARYS"), []int{9, 8, 6, 4, 3}},
+		{"empty ids ignored", linked("MRN1", "STMARYS", ""), []int{9, 8, 6, 4, 3}},
+		{"linked to someone else, sent as 123", linked("123", "STMARYS", other), []int{2}},
+		{"the other patient", linked("NOPE", "", other), []int{2}},
+		{"nothing", linked("NOPE", ""), []int{}},
+		{"with other filters", engine.StudyFilter{PatientID: "MRN1", LinkedIdentity: true, LinkedPatientIDs: []string{jane},
+			StudyDateFrom: "20260302", StudyDateTo: "20260305", AccessionNumber: "ACC3"}, []int{3}},
+		{"paged", engine.StudyFilter{PatientID: "MRN1", LinkedIdentity: true, LinkedPatientIDs: []string{jane},
+			Limit: 2, Offset: 5}, []int{3, 1}},
+		{"without LinkedIdentity: what the modality sent", engine.StudyFilter{PatientID: "MRN1", LinkedPatientIDs: []string{jane}},
+			[]int{9, 8, 6, 5, 4, 3, 2}},
+		{"without PatientID: changes nothing", engine.StudyFilter{IssuerOfPatientID: "STJUDES", LinkedIdentity: true,
+			LinkedPatientIDs: []string{jane}}, []int{5}},
+	}
+	uids := func(ns []int) []string {
+		out := []string{}
+		for _, n := range ns {
+			out = append(out, uid[n])
+		}
+		return out
+	}
+	for _, tt := range tests {
+		got, err := st.SearchStudies(ctx, tt.f)
+		if err != nil {
+			t.Errorf("%s: SearchStudies(%+v): %v", tt.name, tt.f, err)
+			continue
+		}
+		if want := uids(tt.want); !reflect.DeepEqual(studyUIDs(got), want) {
+			t.Errorf("%s: SearchStudies(%+v) = %v, want %v", tt.name, tt.f, studyUIDs(got), want)
+		}
+	}
+
+	// A new decision replaces the old: study 2 linked to Jane is found by her; study 1 sent
+	// back to review is not linked any more, and its modality's 123 is not MRN1.
+	for n, l := range map[int]*engine.StudyLink{
+		1: {StudyInstanceUID: uid[1], Status: engine.LinkReview, PatientID: jane, DecidedAt: baseTime.Add(time.Hour)},
+		2: {StudyInstanceUID: uid[2], Status: engine.LinkLinked, PatientID: jane, Rule: engine.RuleManual, DecidedAt: baseTime.Add(time.Hour)},
+	} {
+		if err := links.PutStudyLink(ctx, l); err != nil {
+			t.Fatalf("PutStudyLink(study %d): %v", n, err)
+		}
+	}
+	got, err := st.SearchStudies(ctx, linked("MRN1", "STMARYS", jane))
+	if want := uids([]int{9, 8, 6, 4, 3, 2}); err != nil || !reflect.DeepEqual(studyUIDs(got), want) {
+		t.Errorf("after the links changed: SearchStudies = %v, %v; want %v", studyUIDs(got), err, want)
 	}
 }
 
