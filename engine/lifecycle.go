@@ -253,14 +253,14 @@ func (w *writer) merge(ctx context.Context, survivorID string) error {
 	if priorID == survivorID {
 		return processError(hl7.CodeDuplicateKey, "MRG", 1, "the patient in MRG-1 is already merged into the one in PID-3 (or is the same patient)")
 	}
-	if to := replacedBy(prior.JSON); to != "" {
+	if to := ReplacedBy(prior.JSON); to != "" {
 		return processError(hl7.CodeDuplicateKey, "MRG", 1, "the patient in MRG-1 was already merged")
 	}
 	survivor, err := w.tx.Resource(ctx, "Patient", survivorID)
 	if err != nil {
 		return err
 	}
-	if replacedBy(survivor.JSON) != "" {
+	if ReplacedBy(survivor.JSON) != "" {
 		return processError(hl7.CodeDuplicateKey, "PID", 3, "the surviving patient in PID-3 was itself merged into another")
 	}
 

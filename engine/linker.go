@@ -488,7 +488,7 @@ func (l *Linker) demographics(ctx context.Context, s *Study, link *StudyLink, by
 // merges, with the identifiers of every record merged into that one.
 func (l *Linker) survivor(ctx context.Context, r *Resource, content map[string]any) (*candidate, error) {
 	for range 16 {
-		next := replacedBy(r.JSON)
+		next := ReplacedBy(r.JSON)
 		if next == "" {
 			break
 		}
@@ -500,7 +500,7 @@ func (l *Linker) survivor(ctx context.Context, r *Resource, content map[string]a
 			return nil, err
 		}
 	}
-	if replacedBy(r.JSON) != "" {
+	if ReplacedBy(r.JSON) != "" {
 		return nil, errors.New("patient merge chain longer than 16 links")
 	}
 	p := &candidate{id: r.ID, content: content}

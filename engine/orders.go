@@ -408,7 +408,7 @@ func (w *writer) find(ctx context.Context, typ string, keys []string) (*Resource
 // survivor follows replaced-by links from a merged patient to the one that replaced it.
 func (w *writer) survivor(ctx context.Context, r *Resource) (*Resource, error) {
 	for range 16 {
-		next := replacedBy(r.JSON)
+		next := ReplacedBy(r.JSON)
 		if next == "" {
 			return r, nil
 		}
@@ -420,8 +420,9 @@ func (w *writer) survivor(ctx context.Context, r *Resource) (*Resource, error) {
 	return nil, errors.New("patient merge chain longer than 16 links")
 }
 
-// replacedBy returns the id in a Patient's replaced-by link, "" when it has none.
-func replacedBy(body []byte) string {
+// ReplacedBy returns the id in a Patient's replaced-by link (the patient it was merged into),
+// "" when it has none.
+func ReplacedBy(body []byte) string {
 	var p struct {
 		Link []struct {
 			Other struct {

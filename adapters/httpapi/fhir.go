@@ -353,6 +353,9 @@ func (a *fhirAPI) search(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.resolveIdentifiers(c.Request().Context(), s); err != nil {
+		return err
+	}
 	q := engine.ResourceQuery{Type: typ, Filters: s.filters, Offset: s.offset, Count: min(s.count+1, maxPageSize)}
 	found, err := a.store.SearchResources(c.Request().Context(), q)
 	if err != nil {
@@ -423,6 +426,57 @@ type searchRequest struct {
 	count    int
 	offset   int
 	honoured url.Values // the search parameters applied, for the self and paging links
+	// byIdentifier are the reference filters given with :identifier ("patient:identifier=
+	// system|value"), whose values are identifiers until resolveIdentifiers makes them
+	// references.
+	byIdentifier []identifierRef
+}
+
+type identifierRef struct {
+	filter  int      // index in filters
+	targets []string // the types the reference parameter may point to
+}
+
+// resolveIdentifiers turns each :identifier filter into the references of the resources holding
+// one of its identifiers (FHIR R4 search 3.1.1.4.1, the :identifier modifier). A Patient merged
+// into another stands for the survivor, which holds its orders and studies since the merge: so
+// ImagingStudy?patient:identifier= finds the patient's studies under any identifier it or a
+// record merged into it had.
+func (a *fhirAPI) resolveIdentifiers(ctx context.Context, s *searchRequest) error {
+	for _, ref := range s.byIdentifier {
+		f := &s.filters[ref.filter]
+		var refs []engine.SearchValue
+		for _, typ := range ref.targets {
+			if _, ok := fhir.LookupSearchParam(typ, "identifier"); !ok {
+				continue
+			}
+			found, err := a.store.SearchResources(ctx, engine.ResourceQuery{Type: typ, Count: maxPageSize,
+				Filters: []engine.SearchFilter{{Param: "identifier", Op: engine.SearchEq, Values: f.Values}}})
+			if err != nil {
+				return fmt.Errorf("resolving %s:identifier: %w", f.Param, err)
+			}
+			for _, r := range found {
+				for range 16 {
+					next := ""
+					if typ == "Patient" {
+						next = engine.ReplacedBy(r.JSON)
+					}
+					if next == "" {
+						break
+					}
+					if r, err = a.store.Resource(ctx, typ, next); err != nil {
+						return fmt.Errorf("resolving %s:identifier: %w", f.Param, err)
+					}
+				}
+				v := engine.SearchValue{Value: typ + "/" + r.ID}
+				if !slices.Contains(refs, v) {
+					refs = append(refs, v)
+				}
+			}
+		}
+		f.Values = refs // none: the filter matches nothing
+	}
+	return nil
 }
 
 // searchIgnored are request parameters that are not search parameters and change nothing in
@@ -475,6 +529,9 @@ func parseSearch(typ string, params url.Values, lenient bool) (*searchRequest, e
 			if err != nil {
 				return nil, fhirErr(http.StatusBadRequest, fhir.IssueInvalid, key+": "+err.Error(), key)
 			}
+			if modifier == "identifier" {
+				s.byIdentifier = append(s.byIdentifier, identifierRef{filter: len(s.filters), targets: p.Targets})
+			}
 			s.filters = append(s.filters, f)
 			s.honoured.Add(key, v)
 		}
@@ -485,6 +542,13 @@ func parseSearch(typ string, params url.Values, lenient bool) (*searchRequest, e
 // searchFilter turns one occurrence of a search parameter into a filter.
 func searchFilter(p fhir.SearchParam, modifier, raw string) (engine.SearchFilter, error) {
 	f := engine.SearchFilter{Param: p.Name, Op: engine.SearchEq}
+	if modifier == "identifier" && p.Type == fhir.ParamReference {
+		// Parsed as a token; resolved to the resources holding it before the query
+		// (resolveIdentifiers).
+		token := p
+		token.Type = fhir.ParamToken
+		return searchFilter(token, "", raw)
+	}
 	if modifier != "" && (p.Type != fhir.ParamReference || !slices.Contains(p.Targets, modifier)) {
 		return f, fmt.Errorf("modifier :%s is not supported", modifier)
 	}

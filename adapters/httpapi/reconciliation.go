@@ -157,7 +157,7 @@ type fhirReference struct {
 
 // replacedBy is the id of the Patient this one was merged into (a replaced-by link, as the ADT
 // merge writes it: engine/orders.go), "" when it was not merged.
-func (p *fhirPatient) replacedBy() string {
+func (p *fhirPatient) ReplacedBy() string {
 	for _, l := range p.Link {
 		if l.Type == "replaced-by" {
 			return strings.TrimPrefix(l.Other.Reference, "Patient/")
@@ -260,7 +260,7 @@ func (s *summaries) patient(ctx context.Context, id string) *patientSummary {
 		sum.Unavailable = s.unavailable("Patient", id, err)
 		return sum
 	}
-	sum.ReplacedBy, sum.Identifiers, sum.BirthDate, sum.Gender = p.replacedBy(), identifierTexts(p.Identifier), p.BirthDate, p.Gender
+	sum.ReplacedBy, sum.Identifiers, sum.BirthDate, sum.Gender = p.ReplacedBy(), identifierTexts(p.Identifier), p.BirthDate, p.Gender
 	for i, n := range p.Name {
 		if i == 0 || n.Use == "official" {
 			sum.Name = &personName{Family: n.Family, Given: n.Given}
@@ -531,7 +531,7 @@ func (r *reconciliation) checkTarget(ctx context.Context, patientID, orderID str
 	case err != nil:
 		return err
 	}
-	if next := p.replacedBy(); next != "" {
+	if next := p.ReplacedBy(); next != "" {
 		if survivor, err := r.survivor(ctx, next); err == nil {
 			next = survivor
 		}
@@ -573,7 +573,7 @@ func (r *reconciliation) survivor(ctx context.Context, id string) (string, error
 		if err := readResource(ctx, r.studies, "Patient", id, &p); err != nil {
 			return "", err
 		}
-		next := p.replacedBy()
+		next := p.ReplacedBy()
 		if next == "" {
 			return id, nil
 		}

@@ -104,7 +104,14 @@ func TestStudyLinkedToItsOrder(t *testing.T) {
 	dcmodify := requirePeer(t, "dcmodify", "dcmtk")
 	corpus := requireCorpus(t)
 	dir := t.TempDir()
-	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{})
+	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{Config: `
+linking:
+  study_settle: 200ms
+  issuers:
+    - issuer: STMARYS
+      system: urn:oid:2.16.840.1.113883.3.9999.1
+      ignore_leading_zeros: true
+`})
 	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("L1", "NW", "PLS1", "SC", "ACCS1", "71260", "CT", "20261127", "000777")); codes[0] != "AA" {
 		t.Fatalf("order: %v", codes)
 	}
@@ -117,7 +124,7 @@ func TestStudyLinkedToItsOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A new study for the order: its accession, its patient, and a Study UID of its own.
-	if out, err := exec.Command(dcmodify, "-nb", "-m", "(0008,0050)=ACCS1", "-m", "(0010,0020)=000777",
+	if out, err := exec.Command(dcmodify, "-nb", "-m", "(0008,0050)=ACCS1", "-m", "(0010,0020)=000777", "-m", "(0010,0010)=DOE^JANE",
 		"-m", "(0010,0030)=19800102", "-m", "(0010,0040)=F", "-m", "(0020,000d)=1.2.826.0.1.3680043.10.77.1",
 		"-m", "(0020,000e)=1.2.826.0.1.3680043.10.77.1.1", "-m", "(0008,0018)=1.2.826.0.1.3680043.10.77.1.1.1", file).CombinedOutput(); err != nil {
 		t.Fatalf("dcmodify: %v\n%s", err, out)
@@ -148,10 +155,87 @@ func TestStudyLinkedToItsOrder(t *testing.T) {
 	orders := p.fhirSearch(t, "ServiceRequest", url.Values{"identifier": {"PLS1"}})
 	if view.Study.AccessionNumber != "ACCS1" || view.Study.NumberOfInstances != 1 || view.Link.Status != "linked" ||
 		view.Link.Rule != "accession" || len(orders) != 1 || view.Link.ServiceRequestID != orders[0]["id"] ||
-		!strings.HasSuffix(view.Link.Evidence["patient_id"], "agrees") {
+		!strings.Contains(view.Link.Evidence["patient_id"], "agrees") {
 		t.Errorf("study view: %+v", view)
 	}
 	if code := p.get(t, "/api/v1/studies/1.2.3.4.5.6.7", nil); code != 404 {
 		t.Errorf("unknown study: HTTP %d, want 404", code)
+	}
+
+	// Published as an ImagingStudy on the order's patient, found under the patient's MRN.
+	var studies []map[string]any
+	waitFor(t, "the ImagingStudy", func() bool {
+		studies = p.fhirSearch(t, "ImagingStudy", url.Values{"patient:identifier": {"urn:oid:2.16.840.1.113883.3.9999.1|000777"}})
+		return len(studies) == 1
+	})
+	if basedOn := studies[0]["basedOn"].([]any)[0].(map[string]any)["reference"]; basedOn != "ServiceRequest/"+orders[0]["id"].(string) ||
+		studies[0]["id"] != "1.2.826.0.1.3680043.10.77.1" || studies[0]["numberOfInstances"] != 1.0 {
+		t.Errorf("ImagingStudy: %v", studies[0])
+	}
+	if found := p.fhirSearch(t, "ImagingStudy", url.Values{"basedon": {"ServiceRequest/" + orders[0]["id"].(string)}}); len(found) != 1 {
+		t.Errorf("ImagingStudy?basedon=: %d studies", len(found))
+	}
+
+	// A second study of the patient, without an accession, its MRN written without zeros and
+	// the name as the console typed it: linked by patient ID; QIDO-RS finds both under the MRN
+	// and answers with the patient as Ferry knows her.
+	if out, err := exec.Command(dcmodify, "-nb", "-i", "(0008,0050)=", "-i", "(0010,0020)=777", "-i", "(0010,0021)=STMARYS",
+		"-i", "(0010,0010)=Doe, Jane", "-i", "(0020,000d)=1.2.826.0.1.3680043.10.77.2",
+		"-i", "(0020,000e)=1.2.826.0.1.3680043.10.77.2.1", "-i", "(0008,0018)=1.2.826.0.1.3680043.10.77.2.1.1", file).CombinedOutput(); err != nil {
+		t.Fatalf("dcmodify: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(storescu, "-aec", "FERRY", host, port, file).CombinedOutput(); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	waitFor(t, "the second study to be linked", func() bool {
+		return strings.Contains(p.stderr.String(), `msg="study linked" study_uid=1.2.826.0.1.3680043.10.77.2 status=linked rule=patient-id`)
+	})
+	var qido []map[string]struct {
+		Value []any `json:"Value"`
+	}
+	if code := p.get(t, "/dicomweb/studies?PatientID=000777", &qido); code != 200 || len(qido) != 2 {
+		t.Fatalf("QIDO-RS PatientID=000777: HTTP %d, %d studies", code, len(qido))
+	}
+	for _, st := range qido {
+		name := st["00100010"].Value[0].(map[string]any)["Alphabetic"]
+		if st["00100020"].Value[0] != "000777" || name != "DOE^JANE" {
+			t.Errorf("QIDO-RS identity: PatientID %v, name %v; want the linked patient's", st["00100020"].Value, name)
+		}
+	}
+
+	// A study of someone Ferry does not know is held for a person, who links it; then it is
+	// published like the others.
+	if out, err := exec.Command(dcmodify, "-nb", "-i", "(0010,0020)=X-1", "-i", "(0010,0021)=", "-i", "(0010,0010)=NOBODY^KNOWN",
+		"-i", "(0010,0030)=19011231", "-i", "(0020,000d)=1.2.826.0.1.3680043.10.77.3",
+		"-i", "(0020,000e)=1.2.826.0.1.3680043.10.77.3.1", "-i", "(0008,0018)=1.2.826.0.1.3680043.10.77.3.1.1", file).CombinedOutput(); err != nil {
+		t.Fatalf("dcmodify: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(storescu, "-aec", "FERRY", host, port, file).CombinedOutput(); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	var open struct {
+		Items []struct {
+			Study struct {
+				UID string `json:"study_instance_uid"`
+			} `json:"study"`
+			Link struct{ Status string } `json:"link"`
+		} `json:"items"`
+	}
+	waitFor(t, "the unknown study in the reconciliation worklist", func() bool {
+		return p.get(t, "/api/v1/reconciliation", &open) == 200 && len(open.Items) == 1
+	})
+	if open.Items[0].Study.UID != "1.2.826.0.1.3680043.10.77.3" || open.Items[0].Link.Status != "unmatched" {
+		t.Errorf("reconciliation worklist: %+v", open)
+	}
+	patient := studies[0]["subject"].(map[string]any)["reference"].(string)
+	if code := p.post(t, "/api/v1/studies/1.2.826.0.1.3680043.10.77.3/link", map[string]string{
+		"patient_id": strings.TrimPrefix(patient, "Patient/"), "user": "ana.analyst", "reason": "outside study, confirmed by phone"}); code != 200 {
+		t.Fatalf("linking by hand: HTTP %d", code)
+	}
+	waitFor(t, "the hand-linked study's ImagingStudy", func() bool {
+		return len(p.fhirSearch(t, "ImagingStudy", url.Values{"patient": {patient}})) == 3
+	})
+	if !strings.Contains(p.stderr.String(), `msg="audit: study linked" study_uid=1.2.826.0.1.3680043.10.77.3`) {
+		t.Errorf("no audit line for the hand link")
 	}
 }

@@ -538,6 +538,31 @@ func (p *ferryProcess) get(t *testing.T, path string, out any) int {
 	return resp.StatusCode
 }
 
+// post sends body as JSON to path with the admin token and returns the status code.
+func (p *ferryProcess) post(t *testing.T, path string, body any) int {
+	t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+p.HTTPAddr+path, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		t.Logf("POST %s: HTTP %d: %s", path, resp.StatusCode, msg)
+	}
+	return resp.StatusCode
+}
+
 // messages returns every message matching query (url.Values encoded), following `next`.
 func (p *ferryProcess) messages(t *testing.T, query url.Values) []apiMessage {
 	t.Helper()
