@@ -105,7 +105,9 @@ func nameTokens(s string) []string {
 }
 
 // phonetic is a token's American Soundex code (letter + three digits), the blocking key that lets
-// a misspelt name still meet its record: Smith and Smyth both S530.
+// a misspelt name still meet its record: Smith and Smyth both S530. It reads the Latin letters a
+// to z only (tokens are lower case, accents removed): a name in another script has no code, and
+// is found by its birth date.
 func phonetic(token string) string {
 	codes := func(r byte) byte {
 		switch r {
@@ -130,8 +132,8 @@ func phonetic(token string) string {
 	var last byte
 	for i := 0; i < len(token) && len(out) < 4; i++ {
 		c := token[i]
-		if c >= '0' && c <= '9' {
-			continue
+		if c < 'a' || c > 'z' {
+			continue // digits, and letters of scripts Soundex does not cover
 		}
 		code := codes(c)
 		if len(out) == 0 {
@@ -407,7 +409,7 @@ func compareGiven(a, b []string) string {
 // compareBirthDates compares two YYYYMMDD dates: agree; transposed when two adjacent digits are
 // swapped or day and month are (a keying error, not another person); disagree otherwise.
 func compareBirthDates(a, b string) string {
-	if len(a) != 8 || len(b) != 8 {
+	if !isDate(a) || !isDate(b) {
 		return outcomeMissing
 	}
 	if a == b {
@@ -428,6 +430,19 @@ func compareBirthDates(a, b string) string {
 	return outcomeDisagree
 }
 
+// isDate reports whether s has a DA's form, YYYYMMDD: eight digits.
+func isDate(s string) bool {
+	if len(s) != 8 {
+		return false
+	}
+	for i := 0; i < 8; i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // blockingKeys are the keys under which a Patient is indexed for the demographic rule and under
 // which a study's patient looks for candidates (the Patient index's linkBlockParam): so that
 // candidates come from an index, not a scan.
@@ -445,7 +460,7 @@ func blockingKeys(n personName, birthDate string) []string {
 		}
 	}
 	digits := ""
-	if len(birthDate) == 8 {
+	if isDate(birthDate) {
 		add("dob:" + birthDate)
 		d := []byte(birthDate)
 		slices.Sort(d)
