@@ -557,8 +557,9 @@ func (l *Linker) orderPatient(ctx context.Context, sr *Resource) (*candidate, er
 }
 
 // pickOrder returns the patient's one open order (active, on hold, draft) that fits the study:
-// a modality of the study's, and its date within the window around the study date. "" when none
-// or several fit: the study is linked to the patient, and a person may name the order.
+// a modality of the study's, and its date within the window around the study date; of several
+// that fit, the one whose procedure the study description names. "" when none or several fit:
+// the study is linked to the patient, and a person may name the order.
 func (l *Linker) pickOrder(ctx context.Context, s *Study, patientID string, evidence map[string]string) (string, error) {
 	rs, err := l.Resources.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 100, Filters: []SearchFilter{
 		{Param: "subject", Op: SearchEq, Values: []SearchValue{{Value: "Patient/" + patientID}}},
@@ -570,7 +571,8 @@ func (l *Linker) pickOrder(ctx context.Context, s *Study, patientID string, evid
 	studyDay, dateErr := time.Parse("20060102", strings.TrimSpace(s.StudyDate))
 	before := cmp.Or(l.Match.OrderWindowBefore, 30*24*time.Hour)
 	after := cmp.Or(l.Match.OrderWindowAfter, 2*24*time.Hour)
-	var fits []string
+	var fits, byProcedure []string
+	described := nameTokens(s.StudyDescription)
 	for _, r := range rs {
 		c, err := contentOf(r.JSON)
 		if err != nil {
@@ -589,13 +591,51 @@ func (l *Linker) pickOrder(ctx context.Context, s *Study, patientID string, evid
 			}
 		}
 		fits = append(fits, r.ID)
+		if sharesProcedureWord(described, c["code"]) {
+			byProcedure = append(byProcedure, r.ID)
+		}
 	}
 	evidence["order"] = strconv.Itoa(len(fits)) + " of " + strconv.Itoa(len(rs)) + " open order(s) fit"
-	if len(fits) == 1 {
+	switch {
+	case len(fits) == 1:
 		return fits[0], nil
+	case len(fits) > 1 && len(byProcedure) == 1:
+		// Several fit by modality and date; the study description names one's procedure.
+		evidence["order"] += ", 1 by procedure"
+		return byProcedure[0], nil
 	}
 	return "", nil
 }
+
+// sharesProcedureWord reports whether the study description's words include a word (three
+// letters or more, not a modality's name) of the order's procedure: its codings' displays or text.
+func sharesProcedureWord(described []string, code any) bool {
+	if len(described) == 0 {
+		return false
+	}
+	cc := asMap(code)
+	texts := []string{}
+	if t, ok := cc["text"].(string); ok {
+		texts = append(texts, t)
+	}
+	for _, x := range asList(cc["coding"]) {
+		if d, ok := asMap(x)["display"].(string); ok {
+			texts = append(texts, d)
+		}
+	}
+	for _, t := range texts {
+		for _, w := range nameTokens(t) {
+			if len(w) >= 3 && !genericProcedureWords[w] && slices.Contains(described, w) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// genericProcedureWords say nothing about which procedure it was.
+var genericProcedureWords = map[string]bool{"with": true, "without": true, "contrast": true, "and": true,
+	"the": true, "mri": true, "ct": true, "xr": true, "us": true, "views": true, "view": true, "wo": true}
 
 // orderModality is the DICOM modality an order's orderDetail gives (the order mappings put it
 // there), "" when none.

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -518,22 +519,44 @@ func TestLinkByPatientIDAndDemographics(t *testing.T) {
 			t.Errorf("%s: review without candidates", tt.name)
 		}
 	}
-	_ = alice
+	// Alice has two CT orders: the study description names the procedure of one.
+	h.mustAccept(mshORM, pid("000555", "SMITH^ALICE", "19700315", "F"), orc("NW", "PLA1", "SC"), obr("PLA1", "ACCA1"))
+	h.mustAccept(mshORM, pid("000555", "SMITH^ALICE", "19700315", "F"), orc("NW", "PLA2", "SC"),
+		strings.Replace(obr("PLA2", "ACCA2"), "71260^CT CHEST W/O CONTRAST^C4", "70450^CT HEAD W/O CONTRAST^C4", 1))
+	head := h.search("ServiceRequest", eq("identifier", "PLA2"))[0]["id"].(string)
+	for desc, want := range map[string]string{"CT HEAD WO": head, "CT": "", "": ""} {
+		n++
+		l, err := linker.LinkStudy(ctx, &engine.Study{StudyInstanceUID: fmt.Sprintf("2.25.4711%d", n), PatientID: "555",
+			IssuerOfPatientID: "STMARYS", StudyDate: "20261127", StudyDescription: desc, ModalitiesInStudy: []string{"CT"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Status != engine.LinkLinked || l.PatientID != alice || l.ServiceRequestID != want {
+			t.Errorf("study described %q: %s Patient/%s ServiceRequest/%s, want ServiceRequest/%s (%s)", desc, l.Status, l.PatientID, l.ServiceRequestID, want, l.Evidence["order"])
+		}
+	}
 
 	// Jane is merged into Alice (a registration error): her linked studies follow.
 	before, err := h.st.StudyLinksOfPatient(ctx, jane)
 	if err != nil || len(before) < 3 {
 		t.Fatalf("Jane's studies before the merge: %d, %v", len(before), err)
 	}
+	own, err := h.st.StudyLinksOfPatient(ctx, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.mustAccept(mshA40, pid("000555", "SMITH^ALICE", "19700315", "F"), "MRG|000123^^^STMARYS^MR")
 	if after, _ := h.st.StudyLinksOfPatient(ctx, jane); len(after) != 0 {
 		t.Errorf("after the merge, %d studies still name the merged patient", len(after))
 	}
 	moved, err := h.st.StudyLinksOfPatient(ctx, alice)
-	if err != nil || len(moved) != len(before) {
-		t.Fatalf("the survivor has %d studies, want %d (%v)", len(moved), len(before), err)
+	if err != nil || len(moved) != len(before)+len(own) {
+		t.Fatalf("the survivor has %d studies, want %d (%v)", len(moved), len(before)+len(own), err)
 	}
 	for _, l := range moved {
+		if slices.ContainsFunc(own, func(o *engine.StudyLink) bool { return o.StudyInstanceUID == l.StudyInstanceUID }) {
+			continue
+		}
 		hist, err := h.st.StudyLinkHistory(ctx, l.StudyInstanceUID)
 		if err != nil {
 			t.Fatal(err)
