@@ -16,6 +16,7 @@ import (
 	_ "github.com/lib/pq"
 
 	"github.com/ferryhealth/ferry/adapters/postgres"
+	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/mappings"
 )
@@ -23,7 +24,8 @@ import (
 // BenchmarkLinkDecision measures one linking decision — the rules run against the store and
 // the decision recorded — with FERRY_BENCH_LINK_PATIENTS patients (default 100,000) holding two
 // orders each, in the PostgreSQL database FERRY_BENCH_LINK_DSN names (created and filled through
-// the real inbound path on first use, ~5 minutes; kept for the next run). It reports the p50 and
+// the real inbound path on first use, ~5 minutes; kept for the next run), or in the SQLite file
+// a DSN of the form sqlite:PATH names. It reports the p50 and
 // p99 latency over a mix of studies: by accession, by patient ID without zeros, and by
 // demographics with swapped names, a typo or a transposed birth date. docs/performance.md,
 // "Linking", has the figures and the command.
@@ -40,10 +42,20 @@ func BenchmarkLinkDecision(b *testing.B) {
 		fmt.Sscan(v, &patients)
 	}
 	ctx := context.Background()
-	createDatabase(b, dsn)
-	st, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		b.Fatal(err)
+	var st linkBenchStore
+	if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
+		s, err := sqlite.Open(ctx, path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st = s
+	} else {
+		createDatabase(b, dsn)
+		s, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st = s
 	}
 	defer st.Close()
 	if err := st.Migrate(ctx); err != nil {
@@ -76,6 +88,14 @@ func BenchmarkLinkDecision(b *testing.B) {
 	b.ReportMetric(q(0.50), "p50-ms")
 	b.ReportMetric(q(0.99), "p99-ms")
 	b.ReportMetric(float64(counts[engine.LinkLinked])/float64(b.N), "linked-share")
+}
+
+// linkBenchStore is either store.
+type linkBenchStore interface {
+	engine.Store
+	engine.LinkStore
+	Migrate(ctx context.Context) error
+	Close() error
 }
 
 // createDatabase creates dsn's database when it does not exist (connecting to "postgres").
@@ -148,7 +168,7 @@ func (p linkPopulation) patient(i int) (family, given, birth, sex string) {
 
 // fill loads the population through the inbound path (ORM^O01, shipped mappings, group commit)
 // unless the database holds it already.
-func (p linkPopulation) fill(b *testing.B, st *postgres.Store) {
+func (p linkPopulation) fill(b *testing.B, st linkBenchStore) {
 	ctx := context.Background()
 	probe, err := st.SearchResources(ctx, engine.ResourceQuery{Type: "ServiceRequest", Count: 1, Filters: []engine.SearchFilter{
 		{Param: "identifier", Op: engine.SearchEq, Values: []engine.SearchValue{{Value: fmt.Sprintf("A%d-2", p.n-1)}}}}})

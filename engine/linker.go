@@ -561,13 +561,14 @@ func (l *Linker) orderPatient(ctx context.Context, sr *Resource) (*candidate, er
 // that fit, the one whose procedure the study description names. "" when none or several fit:
 // the study is linked to the patient, and a person may name the order.
 func (l *Linker) pickOrder(ctx context.Context, s *Study, patientID string, evidence map[string]string) (string, error) {
-	rs, err := l.Resources.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 100, Filters: []SearchFilter{
+	// By patient only: a patient has few orders, and a status filter matches most of everyone's.
+	rs, err := l.Resources.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 200, Filters: []SearchFilter{
 		{Param: "subject", Op: SearchEq, Values: []SearchValue{{Value: "Patient/" + patientID}}},
-		{Param: "status", Op: SearchEq, Values: []SearchValue{{Value: "active"}, {Value: "on-hold"}, {Value: "draft"}}},
 	}})
 	if err != nil {
 		return "", err
 	}
+	open := 0
 	studyDay, dateErr := time.Parse("20060102", strings.TrimSpace(s.StudyDate))
 	before := cmp.Or(l.Match.OrderWindowBefore, 30*24*time.Hour)
 	after := cmp.Or(l.Match.OrderWindowAfter, 2*24*time.Hour)
@@ -578,6 +579,10 @@ func (l *Linker) pickOrder(ctx context.Context, s *Study, patientID string, evid
 		if err != nil {
 			return "", err
 		}
+		if st := c["status"]; st != "active" && st != "on-hold" && st != "draft" {
+			continue
+		}
+		open++
 		if m := orderModality(c); m != "" && len(s.ModalitiesInStudy) > 0 && !slices.Contains(s.ModalitiesInStudy, m) {
 			continue
 		}
@@ -595,7 +600,7 @@ func (l *Linker) pickOrder(ctx context.Context, s *Study, patientID string, evid
 			byProcedure = append(byProcedure, r.ID)
 		}
 	}
-	evidence["order"] = strconv.Itoa(len(fits)) + " of " + strconv.Itoa(len(rs)) + " open order(s) fit"
+	evidence["order"] = strconv.Itoa(len(fits)) + " of " + strconv.Itoa(open) + " open order(s) fit"
 	switch {
 	case len(fits) == 1:
 		return fits[0], nil

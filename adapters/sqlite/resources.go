@@ -727,12 +727,20 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 		where.WriteString("))")
 	}
 	args = append(args, limit(q.Count), max(q.Offset, 0))
+	// With filters, the unary + keeps SQLite from walking resources_last_updated to return rows
+	// in order and probing each against the filters — a scan of every resource of the type when
+	// few match (a search by identifier, or for an identifier nobody holds): the index entries
+	// drive, and the matches are sorted. Without filters, the ordered index serves the page.
+	order := "r.last_updated"
+	if len(q.Filters) > 0 {
+		order = "+r.last_updated"
+	}
 	query := `SELECT p.id, p.version_id, p.last_updated, v.json
 FROM (
 	SELECT r.id, r.version_id, r.last_updated
 	FROM resources r
 	WHERE r.type = ?1` + where.String() + `
-	ORDER BY r.last_updated DESC, r.id
+	ORDER BY ` + order + ` DESC, r.id
 	LIMIT ? OFFSET ?
 ) p
 JOIN resource_versions v ON v.type = ?1 AND v.id = p.id AND v.version_id = p.version_id
