@@ -143,25 +143,23 @@ func (l *Linker) decide(ctx context.Context, s *Study) (*StudyLink, error) {
 	link := &StudyLink{StudyInstanceUID: s.StudyInstanceUID, Status: LinkUnmatched, Evidence: map[string]string{},
 		DecidedAt: now().UTC(), DecidedBy: DecidedByLinker}
 
-	// Rules 1 and 2: an order named by the study.
+	// Rules 1 and 2: an order named by the study (both looked up in one query).
+	acc := strings.TrimSpace(s.AccessionNumber)
+	byAccession, byUID, err := l.ordersNamedBy(ctx, acc, s.StudyInstanceUID)
+	if err != nil {
+		return nil, err
+	}
 	for _, r := range []struct {
 		name, value string
-		find        func() ([]*Resource, error)
+		found       []*Resource
 	}{
-		{RuleAccession, strings.TrimSpace(s.AccessionNumber), func() ([]*Resource, error) {
-			return l.ordersByAccession(ctx, strings.TrimSpace(s.AccessionNumber))
-		}},
-		{RuleStudyUID, s.StudyInstanceUID, func() ([]*Resource, error) {
-			return l.orders(ctx, SearchValue{System: "urn:dicom:uid", Value: "urn:oid:" + s.StudyInstanceUID})
-		}},
+		{RuleAccession, acc, byAccession},
+		{RuleStudyUID, s.StudyInstanceUID, byUID},
 	} {
 		if r.value == "" {
 			continue
 		}
-		found, err := r.find()
-		if err != nil {
-			return nil, err
-		}
+		found := r.found
 		link.Evidence[r.name] = r.value + " | " + strconv.Itoa(len(found)) + " order(s)"
 		switch len(found) {
 		case 0:
@@ -384,7 +382,13 @@ func (l *Linker) patientsWithID(ctx context.Context, rule IssuerRule, value stri
 // demographics is rule 4: candidates from the blocking index, scored and ranked. byID are the
 // patients rule 3 found when it found more than one; they are weighed too.
 func (l *Linker) demographics(ctx context.Context, s *Study, link *StudyLink, byID []*candidate) error {
-	keys := blockingKeys(dicomName(s.PatientName), strings.TrimSpace(s.PatientBirthDate))
+	birth := strings.TrimSpace(s.PatientBirthDate)
+	keys := blockingKeys(dicomName(s.PatientName), birth)
+	if isDate(birth) {
+		// With a birth date, the name-only key adds only candidates whose birth date disagrees,
+		// who score too low to be linked; without one, it is all there is (for a person).
+		keys = slices.DeleteFunc(keys, func(k string) bool { return strings.HasPrefix(k, "nn:") })
+	}
 	if len(keys) == 0 && len(byID) == 0 {
 		link.Evidence[RuleDemographics] = "no name or birth date to compare"
 		return nil
@@ -488,7 +492,7 @@ func (l *Linker) demographics(ctx context.Context, s *Study, link *StudyLink, by
 // merges, with the identifiers of every record merged into that one.
 func (l *Linker) survivor(ctx context.Context, r *Resource, content map[string]any) (*candidate, error) {
 	for range 16 {
-		next := ReplacedBy(r.JSON)
+		next := linkedPatient(content, "replaced-by")
 		if next == "" {
 			break
 		}
@@ -500,7 +504,7 @@ func (l *Linker) survivor(ctx context.Context, r *Resource, content map[string]a
 			return nil, err
 		}
 	}
-	if ReplacedBy(r.JSON) != "" {
+	if linkedPatient(content, "replaced-by") != "" {
 		return nil, errors.New("patient merge chain longer than 16 links")
 	}
 	p := &candidate{id: r.ID, content: content}
@@ -532,6 +536,22 @@ func (l *Linker) survivor(ctx context.Context, r *Resource, content map[string]a
 		}
 	}
 	return p, nil
+}
+
+// linkedPatient returns the id of the first Patient a decoded Patient's link of type typ
+// ("replaced-by", "replaces") names, "" when it has none.
+func linkedPatient(content map[string]any, typ string) string {
+	for _, x := range asList(content["link"]) {
+		lk := asMap(x)
+		if lk["type"] != typ {
+			continue
+		}
+		ref, _ := asMap(lk["other"])["reference"].(string)
+		if id, ok := strings.CutPrefix(ref, "Patient/"); ok {
+			return id
+		}
+	}
+	return ""
 }
 
 // orderPatient returns the patient of an order (the survivor, when it was merged).
@@ -666,34 +686,40 @@ func parseFHIRDay(s string) (time.Time, bool) {
 	return t, err == nil
 }
 
-// orders returns the ServiceRequests with an identifier matching v.
-func (l *Linker) orders(ctx context.Context, v SearchValue) ([]*Resource, error) {
-	return l.Resources.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 10, Filters: []SearchFilter{
-		{Param: "identifier", Op: SearchEq, Values: []SearchValue{v}}}})
-}
-
-// ordersByAccession returns the orders whose accession (an ACSN identifier) is acc; other
-// identifiers with the same value (a placer number that happens to match) do not count.
-func (l *Linker) ordersByAccession(ctx context.Context, acc string) ([]*Resource, error) {
-	found, err := l.orders(ctx, SearchValue{Value: acc})
-	if err != nil {
-		return nil, err
+// ordersNamedBy returns the orders whose accession (an ACSN identifier: a placer number that
+// happens to have the same value does not count) is acc, and those scheduled with the Study
+// Instance UID uid (the urn:dicom:uid identifier), in one query.
+func (l *Linker) ordersNamedBy(ctx context.Context, acc, uid string) (byAccession, byUID []*Resource, err error) {
+	oid := "urn:oid:" + uid
+	values := []SearchValue{{System: "urn:dicom:uid", Value: oid}}
+	if acc != "" {
+		values = append(values, SearchValue{Value: acc})
 	}
-	var out []*Resource
+	found, err := l.Resources.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 20, Filters: []SearchFilter{
+		{Param: "identifier", Op: SearchEq, Values: values}}})
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, r := range found {
 		c, err := contentOf(r.JSON)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		accession, scheduled := false, false
 		for _, x := range asList(c["identifier"]) {
 			id := asMap(x)
-			if v, _ := id["value"].(string); v == acc && identifierType(id) == "ACSN" {
-				out = append(out, r)
-				break
-			}
+			v, _ := id["value"].(string)
+			accession = accession || (acc != "" && v == acc && identifierType(id) == "ACSN")
+			scheduled = scheduled || (v == oid && id["system"] == "urn:dicom:uid")
+		}
+		if accession {
+			byAccession = append(byAccession, r)
+		}
+		if scheduled {
+			byUID = append(byUID, r)
 		}
 	}
-	return out, nil
+	return byAccession, byUID, nil
 }
 
 // sexAgrees compares DICOM Patient's Sex (M, F, O) with FHIR administrative gender.

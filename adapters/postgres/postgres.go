@@ -676,6 +676,13 @@ func (s *Store) prepare(ctx context.Context, query string) (*sql.Stmt, error) {
 	return stmt, nil
 }
 
+// preparedCount is how many statements the store keeps prepared.
+func (s *Store) preparedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.stmts)
+}
+
 // Message returns the message with id, or engine.ErrNotFound.
 func (s *Store) Message(ctx context.Context, id int64) (*engine.InboundMessage, error) {
 	row := s.db.QueryRowContext(ctx, "SELECT "+messageColumns+" FROM inbound_messages WHERE id = $1", id)

@@ -723,7 +723,15 @@ FROM (
 JOIN resource_versions v ON v.type = $1 AND v.id = p.id AND v.version_id = p.version_id
 ORDER BY p.last_updated DESC, p.id`
 
-	rows, err := rd.query(ctx, query, args...)
+	// A search without a prefix filter runs prepared: its text takes few shapes (equalities of
+	// several values are one array), and planning each execution anew cost more than running it
+	// (1.5 ms against 0.6 ms for the linker's lookups). A prefix needs its value to be planned
+	// as an index range; and the number of shapes kept is bounded, whatever clients send.
+	run := rd.queryShape
+	if hasPrefix(q.Filters) || rd.s.preparedCount() >= maxPreparedSearches {
+		run = rd.query
+	}
+	rows, err := run(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("searching %s: %w", q.Type, interpretError(err))
 	}
@@ -741,6 +749,18 @@ ORDER BY p.last_updated DESC, p.id`
 		return nil, fmt.Errorf("searching %s: %w", q.Type, interpretError(err))
 	}
 	return out, nil
+}
+
+// maxPreparedSearches bounds the statements the store keeps prepared, search shapes included.
+const maxPreparedSearches = 256
+
+func hasPrefix(filters []engine.SearchFilter) bool {
+	for _, f := range filters {
+		if f.Op == engine.SearchPrefix {
+			return true
+		}
+	}
+	return false
 }
 
 // equalValues returns the values of an equality filter with several values and no systems (the
