@@ -47,6 +47,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 2m)
 	$(GO) test -run='^$$' -fuzz='^FuzzApply$$' -fuzztime=$(FUZZTIME) ./mappings/
 	$(GO) test -run='^$$' -fuzz='^FuzzAppendJSONString$$' -fuzztime=$(FUZZTIME) ./engine/
 	$(GO) test -run='^$$' -fuzz='^FuzzDemographics$$' -fuzztime=$(FUZZTIME) ./engine/
+	$(GO) test -run='^$$' -fuzz='^FuzzImagingStudyContent$$' -fuzztime=$(FUZZTIME) ./engine/
 	$(GO) test -run='^$$' -fuzz='^FuzzFHIRSearch$$' -fuzztime=$(FUZZTIME) ./adapters/httpapi/
 
 bench: ## run the Go benchmarks (BENCHTIME each)
