@@ -25,6 +25,26 @@ const (
 // onWorklist reports whether a ServiceRequest with this status is scheduled work for a modality.
 func onWorklist(status string) bool { return status == "active" }
 
+// SendingFacilityURL is the extension on a ServiceRequest naming the facility (MSH-4) that
+// ordered it: where its results go (config: facilities[].results).
+const SendingFacilityURL = "https://ferryhealth.github.io/fhir/StructureDefinition/sending-facility"
+
+func sendingFacilityExtension(facility string) map[string]any {
+	return map[string]any{"url": SendingFacilityURL, "valueString": facility}
+}
+
+// SendingFacility returns the facility that sent an order (its SendingFacilityURL extension),
+// "" when it has none.
+func SendingFacility(order map[string]any) string {
+	for _, x := range asList(order["extension"]) {
+		if e := asMap(x); e["url"] == SendingFacilityURL {
+			v, _ := e["valueString"].(string)
+			return v
+		}
+	}
+	return ""
+}
+
 // order applies one ORC/OBR group.
 func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID string) error {
 	var keys []string
@@ -72,6 +92,9 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 	}
 
 	content := clone(o.sr)
+	if w.pl.facility != "" {
+		content["extension"] = append(asList(content["extension"]), sendingFacilityExtension(w.pl.facility))
+	}
 	content["subject"] = reference("Patient", patientID)
 	if encounterID != "" {
 		content["encounter"] = reference("Encounter", encounterID)
