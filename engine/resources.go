@@ -97,8 +97,9 @@ const (
 // drives it; the store provides the steps. A Tx is used by one goroutine.
 type Tx interface {
 	ResourceReader
-	WorklistReader // reads see the transaction's own worklist changes
-	LinkWriter     // a patient merge moves the patient's studies in the message's transaction
+	WorklistReader   // reads see the transaction's own worklist changes
+	LinkWriter       // a patient merge moves the patient's studies in the message's transaction
+	DeliveryInserter // a report version is stored with its deliveries
 	// InsertInbound records m exactly as MessageStore.CommitInbound records one message,
 	// duplicate detection included: when m turns out to be a duplicate it is stored as such and
 	// updated (Status, DuplicateOf, ACK, ACKCode; a duplicate is not processed, so it is never

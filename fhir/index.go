@@ -49,6 +49,8 @@ func Index(resourceType string, resourceJSON []byte) ([]IndexEntry, error) {
 		err = x.encounter(resourceJSON)
 	case "Organization":
 		err = x.organization(resourceJSON)
+	case "DiagnosticReport":
+		err = x.diagnosticReport(resourceJSON)
 	case "ImagingStudy":
 		err = x.imagingStudy(resourceJSON)
 	case "Endpoint":
@@ -192,6 +194,7 @@ const (
 	systemEncounterStatus = "http://hl7.org/fhir/encounter-status"
 	systemImagingStatus   = "http://hl7.org/fhir/imagingstudy-status"
 	systemEndpointStatus  = "http://hl7.org/fhir/endpoint-status"
+	systemReportStatus    = "http://hl7.org/fhir/diagnostic-report-status"
 )
 
 type indexer struct {
@@ -451,6 +454,58 @@ func (x *indexer) organization(data []byte) error {
 	x.str("name", r.Name)
 	for _, a := range r.Alias {
 		x.str("name", a)
+	}
+	return nil
+}
+
+func (x *indexer) diagnosticReport(data []byte) error {
+	var r struct {
+		resourceBase
+		Identifier        []identifier      `json:"identifier"`
+		Status            string            `json:"status"`
+		Category          []codeableConcept `json:"category"`
+		Code              codeableConcept   `json:"code"`
+		Subject           reference         `json:"subject"`
+		Encounter         reference         `json:"encounter"`
+		BasedOn           []reference       `json:"basedOn"`
+		EffectiveDateTime string            `json:"effectiveDateTime"`
+		EffectivePeriod   period            `json:"effectivePeriod"`
+		Issued            string            `json:"issued"`
+		Performer         []reference       `json:"performer"`
+		ResultsInterp     []reference       `json:"resultsInterpreter"`
+		ImagingStudy      []reference       `json:"imagingStudy"`
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return err
+	}
+	x.base(&r.resourceBase)
+	x.identifiers(r.Identifier)
+	x.add("status", systemReportStatus, r.Status)
+	for _, c := range r.Category {
+		for _, cd := range c.Coding {
+			x.add("category", cd.System, cd.Code)
+		}
+	}
+	for _, c := range r.Code.Coding {
+		x.add("code", c.System, c.Code)
+	}
+	if x.ref("subject", r.Subject) == "Patient" {
+		x.ref("patient", r.Subject)
+	}
+	x.ref("encounter", r.Encounter)
+	for _, b := range r.BasedOn {
+		x.ref("based-on", b)
+	}
+	// date is DiagnosticReport.effective: both ends of a period.
+	x.date("date", r.EffectiveDateTime)
+	x.date("date", r.EffectivePeriod.Start)
+	x.date("date", r.EffectivePeriod.End)
+	x.date("issued", r.Issued)
+	for _, p := range r.Performer {
+		x.ref("performer", p)
+	}
+	for _, p := range r.ResultsInterp {
+		x.ref("results-interpreter", p)
 	}
 	return nil
 }

@@ -33,6 +33,9 @@ const (
 	IssueProcessing    IssueType = "processing"    // processing failed
 	IssueException     IssueType = "exception"     // an unexpected internal error
 	IssueInformational IssueType = "informational" // no problem: a message for the client
+	IssueBusinessRule  IssueType = "business-rule" // a rule of the process: a final report cannot go back to preliminary
+	IssueConflict      IssueType = "conflict"      // an edit conflict (another change came first)
+	IssueMultipleMatch IssueType = "multiple-matches"
 )
 
 // OperationOutcome is the FHIR R4 OperationOutcome Ferry answers with when something went wrong

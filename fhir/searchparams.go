@@ -77,6 +77,23 @@ var searchParams = map[string][]SearchParam{
 	// (https://hl7.org/fhir/R4/imagingstudy.html#search). instance, interpreter, performer,
 	// encounter, reason and bodysite are not indexed: Ferry's ImagingStudy does not fill them,
 	// and one entry per SOP instance would bloat the index of a 2000-image CT.
+	"DiagnosticReport": {
+		{Name: "identifier", Type: ParamToken, Definition: spBase + "clinical-identifier"},
+		{Name: "status", Type: ParamToken, Definition: spBase + "DiagnosticReport-status"},
+		{Name: "category", Type: ParamToken, Definition: spBase + "DiagnosticReport-category"},
+		{Name: "code", Type: ParamToken, Definition: spBase + "clinical-code"},
+		{Name: "patient", Type: ParamReference, Definition: spBase + "clinical-patient", Targets: []string{"Patient"}},
+		{Name: "subject", Type: ParamReference, Definition: spBase + "DiagnosticReport-subject", Targets: []string{"Patient", "Group", "Device", "Location"}},
+		{Name: "encounter", Type: ParamReference, Definition: spBase + "clinical-encounter", Targets: []string{"Encounter"}},
+		{Name: "based-on", Type: ParamReference, Definition: spBase + "DiagnosticReport-based-on",
+			Targets: []string{"ServiceRequest", "CarePlan", "ImmunizationRecommendation", "MedicationRequest", "NutritionOrder"}},
+		{Name: "date", Type: ParamDate, Definition: spBase + "clinical-date"},
+		{Name: "issued", Type: ParamDate, Definition: spBase + "DiagnosticReport-issued"},
+		{Name: "performer", Type: ParamReference, Definition: spBase + "DiagnosticReport-performer",
+			Targets: []string{"Practitioner", "PractitionerRole", "Organization", "CareTeam"}},
+		{Name: "results-interpreter", Type: ParamReference, Definition: spBase + "DiagnosticReport-results-interpreter",
+			Targets: []string{"Practitioner", "PractitionerRole", "Organization", "CareTeam"}},
+	},
 	"ImagingStudy": {
 		{Name: "identifier", Type: ParamToken, Definition: spBase + "clinical-identifier"},
 		{Name: "patient", Type: ParamReference, Definition: spBase + "clinical-patient", Targets: []string{"Patient"}},

@@ -2,8 +2,10 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -46,6 +48,7 @@ var _ FHIRResources = engine.ResourceReader(nil)
 
 type fhirAPI struct {
 	store           FHIRResources
+	reports         ReportIntake
 	logger          *slog.Logger
 	types           []string // the resource types served, sorted
 	started         time.Time
@@ -72,7 +75,13 @@ func registerFHIR(g *echo.Group, opt Options) {
 	g.GET("/:type/:id/_history", a.history, auth)
 	g.GET("/:type/:id/_history/:vid", a.vread, auth)
 
-	// Ferry does not create, update, patch or delete through this API: say so as FHIR does.
+	// Reports come in as DiagnosticReports (issue: reports → the ordering hospital): create and
+	// update, nothing else; any other write is refused as FHIR does.
+	if opt.Reports != nil {
+		a.reports = opt.Reports
+		g.POST("/DiagnosticReport", a.submitReport, auth)
+		g.PUT("/DiagnosticReport/:id", a.submitReport, auth)
+	}
 	writes := []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 	for _, p := range []string{"/metadata", "/:type", "/:type/:id", "/:type/:id/_history", "/:type/:id/_history/:vid"} {
 		g.Match(writes, p, a.methodNotAllowed)
@@ -268,6 +277,57 @@ func writeVersion(c echo.Context, r *engine.Resource) error {
 		h.Set(echo.HeaderLastModified, r.LastUpdated.UTC().Format(http.TimeFormat))
 	}
 	return c.Blob(http.StatusOK, fhirContentType, r.JSON)
+}
+
+// ReportIntake takes reports from the reading platform: *engine.Reports implements it.
+type ReportIntake interface {
+	// Submit stores a DiagnosticReport (id "" for a create) and returns the version stored and
+	// whether it was created; a refused report is an *engine.ReportError.
+	Submit(ctx context.Context, body []byte, id string) (*engine.Resource, bool, error)
+}
+
+// maxReportBody caps a DiagnosticReport's body (a PDF in presentedForm included).
+const maxReportBody = 32 << 20
+
+// submitReport serves POST /fhir/r4/DiagnosticReport and PUT /fhir/r4/DiagnosticReport/:id:
+// 201 Created with Location for a new report, 200 for a new version (or a repeat of the
+// current one), an OperationOutcome for a refused one.
+func (a *fhirAPI) submitReport(c echo.Context) error {
+	id := c.Param("id")
+	if c.Request().Method == http.MethodPut && !validID(id) {
+		return fhirErr(http.StatusBadRequest, fhir.IssueInvalid, "id: want [A-Za-z0-9-.]{1,64}")
+	}
+	body, err := io.ReadAll(io.LimitReader(c.Request().Body, maxReportBody+1))
+	if err != nil {
+		return fhirErr(http.StatusBadRequest, fhir.IssueInvalid, "reading the body: "+err.Error())
+	}
+	if len(body) > maxReportBody {
+		return fhirErr(http.StatusRequestEntityTooLarge, fhir.IssueInvalid, fmt.Sprintf("the report is over %d bytes", maxReportBody))
+	}
+	if id != "" {
+		var head struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(body, &head) == nil && head.ID != "" && head.ID != id {
+			return fhirErr(http.StatusBadRequest, fhir.IssueInvalid, "the body's id is not the URL's", "DiagnosticReport.id")
+		}
+	}
+	r, created, err := a.reports.Submit(c.Request().Context(), body, id)
+	var re *engine.ReportError
+	if errors.As(err, &re) {
+		a.logger.Info("report refused", "status", re.Status, "reason", re.Error(), "remote", c.RealIP())
+		return &outcomeError{status: re.Status, outcome: re.Outcome}
+	} else if err != nil {
+		return fmt.Errorf("storing a DiagnosticReport: %w", err)
+	}
+	a.audit(c, "write", "DiagnosticReport", []string{r.ID}, "version", r.VersionID, "created", created)
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		c.Response().Header().Set(echo.HeaderLocation, baseURL(c)+"/DiagnosticReport/"+r.ID+"/_history/"+strconv.FormatInt(r.VersionID, 10))
+	}
+	c.Response().Header().Set("ETag", fhir.ETag(r.VersionID))
+	return c.Blob(status, fhirContentType, r.JSON)
 }
 
 // read serves GET /fhir/r4/:type/:id

@@ -459,7 +459,7 @@ func TestFHIRMetadata(t *testing.T) {
 	for _, res := range cs.Rest[0].Resource {
 		types = append(types, res.Type)
 	}
-	if want := []string{"Encounter", "Endpoint", "ImagingStudy", "Organization", "Patient", "Practitioner", "ServiceRequest"}; !slices.Equal(types, want) {
+	if want := []string{"DiagnosticReport", "Encounter", "Endpoint", "ImagingStudy", "Organization", "Patient", "Practitioner", "ServiceRequest"}; !slices.Equal(types, want) {
 		t.Errorf("types %v, want %v", types, want)
 	}
 }

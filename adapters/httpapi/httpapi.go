@@ -41,6 +41,10 @@ type Options struct {
 	DICOMweb *dicomweb.STOW
 	// Mappings, if set, serves POST /api/v1/mappings/test with the mappings in force.
 	Mappings func() MappingTester
+	// Deliveries, if set, serves /api/v1/deliveries: the report outbox, its dead letters and replay.
+	Deliveries DeliveryLog
+	// Reports, if set, takes DiagnosticReports by POST and PUT under /fhir/r4 (with Resources).
+	Reports ReportIntake
 	// Studies, if set, serves GET /api/v1/studies/{uid} (a received study and its link) and
 	// reconciliation (reconciliation.go): the worklist of studies waiting for a person under
 	// /api/v1/reconciliation, and a study's link, unlink and decision history under
@@ -88,6 +92,12 @@ func New(opt Options) (*echo.Echo, error) {
 	api.GET("/messages/:id", ml.get)
 	if opt.Mappings != nil {
 		api.POST("/mappings/test", mappingsTest(opt.Mappings, ml))
+	}
+	if opt.Deliveries != nil {
+		da := &deliveryAPI{log: opt.Deliveries, ml: ml}
+		api.GET("/deliveries", da.list)
+		api.GET("/deliveries/:id", da.get)
+		api.POST("/deliveries/:id/replay", da.replay)
 	}
 	if opt.Studies != nil {
 		api.GET("/studies/:uid", getStudy(opt.Studies, ml))

@@ -783,7 +783,8 @@ var errRaced = errors.New("an accepted message with the same key was committed c
 // engine.ErrNotFound; deadlocks and serialization failures to errRetry and engine.ErrConflict (a
 // concurrent transaction got in the way: a batch is retried, a Tx's message answered AE so that
 // its sender retries); a unique violation on the duplicate key to errRaced; one on a resource's
-// version or key (another transaction wrote that version, or holds that key) to engine.ErrConflict.
+// version or key (another transaction wrote that version, or holds that key), or on a report
+// version's delivery to a destination, to engine.ErrConflict.
 // Others pass unchanged.
 func interpretError(err error) error {
 	switch {
@@ -798,7 +799,7 @@ func interpretError(err error) error {
 		switch pe.Constraint {
 		case "inbound_messages_accepted_key":
 			return fmt.Errorf("%w: %w", errRaced, err)
-		case "resource_versions_pkey", "resources_pkey", "resource_keys_pkey":
+		case "resource_versions_pkey", "resources_pkey", "resource_keys_pkey", "deliveries_report_destination_key":
 			return fmt.Errorf("%w: %w", engine.ErrConflict, err)
 		}
 	}

@@ -47,7 +47,8 @@ var errTxDone = errors.New("transaction already committed or rolled back")
 // a connection for the transaction, so that no step waits for a second connection.
 var txStatements = []string{insertOneSQL, insertBatchSQL, currentResourceSQL, resourceVersionSQL,
 	resourceHistorySQL, resolveKeySQL, resourceByKeysSQL, putResourceSQL, putWorklistItemSQL,
-	deleteWorklistItemSQL, claimPendingSQL, finishPendingSQL}
+	deleteWorklistItemSQL, claimPendingSQL, finishPendingSQL, putStudyLinkSQL, studyLinksOfPatientSQL,
+	finishStudyDerivationSQL, insertDeliverySQL}
 
 // savepointName is the one savepoint a Tx keeps.
 const savepointName = "ferry_step"

@@ -167,6 +167,10 @@ func TestLinks(t *testing.T) {
 	storetest.RunLinks(t, func(t *testing.T) storetest.LinkStore { return openTestStore(t, testPath(t)) })
 }
 
+func TestOutbox(t *testing.T) {
+	storetest.RunOutbox(t, func(t *testing.T) storetest.OutboxStore { return openTestStore(t, testPath(t)) })
+}
+
 // TestStudyLinkEvidenceStored: evidence is kept as a JSON object, keys sorted, and the table
 // itself rejects an unknown status.
 func TestStudyLinkEvidenceStored(t *testing.T) {

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,6 +41,8 @@ type Config struct {
 	Mappings MappingsConfig `yaml:"mappings"`
 	// DICOM tunes the DICOM listener's storage (C-STORE) and who may connect.
 	DICOM DICOMConfig `yaml:"dicom"`
+	// Delivery tunes how reports are sent to the facilities' destinations (docs/reports.md).
+	Delivery DeliveryConfig `yaml:"delivery"`
 	// Linking tunes how studies are linked to patients and orders (docs/dicom.md, "Linking").
 	Linking LinkingConfig `yaml:"linking"`
 	// LogLevel is debug, info, warn or error (default info).
@@ -135,6 +139,46 @@ type DICOMConfig struct {
 	AcceptCallingAETitles []string `yaml:"accept_calling_ae_titles"`
 }
 
+// DeliveryConfig tunes the outbox's senders. Every field has a default.
+type DeliveryConfig struct {
+	// Workers is how many deliveries are in flight at once (default 8).
+	Workers int `yaml:"workers"`
+	// Connections is how many MLLP connections each destination gets (default 2); the order of
+	// one patient's reports is kept whatever the number.
+	Connections int `yaml:"connections"`
+	// Timeout bounds one attempt: connecting, sending and waiting for the ACK or the HTTP
+	// answer (default 30s).
+	Timeout time.Duration `yaml:"timeout"`
+	// RetryFirst and RetryMax bound the wait before a retry, doubling from the first to the
+	// most (defaults 5s and 10m).
+	RetryFirst time.Duration `yaml:"retry_first"`
+	RetryMax   time.Duration `yaml:"retry_max"`
+	// MaxAttempts sends a delivery to the dead letters after that many failures (default 0:
+	// never; a receiver down for a day gets its reports when it is back).
+	MaxAttempts int `yaml:"max_attempts"`
+	// OnError is what an AE/CE answer (or HTTP 5xx) does: retry (default) or dead.
+	OnError string `yaml:"on_error"`
+	// OnReject is what an AR/CR answer (or HTTP 4xx) does: dead (default) or retry.
+	OnReject string `yaml:"on_reject"`
+}
+
+// retryPolicy is the engine.RetryPolicy the configuration names.
+func (c *Config) retryPolicy() engine.RetryPolicy {
+	return engine.RetryPolicy{First: c.Delivery.RetryFirst, Max: c.Delivery.RetryMax, MaxAttempts: c.Delivery.MaxAttempts,
+		ErrorIsDead: c.Delivery.OnError == "dead", RejectRetries: c.Delivery.OnReject == "retry"}
+}
+
+// resultDestination finds a destination by the name a delivery gives it: "FACILITY/NAME".
+func (c *Config) resultDestination(name string) (engine.ResultDestination, bool) {
+	facility, dest, _ := strings.Cut(name, "/")
+	for _, d := range c.resultDestinations(facility) {
+		if d.Name == dest {
+			return d, true
+		}
+	}
+	return engine.ResultDestination{}, false
+}
+
 // LinkingConfig tunes the linker (docs/dicom.md, "Linking"). Every field has a default.
 type LinkingConfig struct {
 	// Issuers says, per IssuerOfPatientID, which identifier system its patient IDs are in and
@@ -199,11 +243,43 @@ func (c *Config) mappingsConfig() mappings.Config {
 	return mc
 }
 
-// Destination is where a facility's reports go.
+// Destination is where a facility's reports go (docs/reports.md).
 type Destination struct {
-	Kind    string `yaml:"kind"` // mllp or fhir
-	Address string `yaml:"address"`
-	BaseURL string `yaml:"base_url"`
+	// Name tells the facility's destinations apart (default: the kind, then kind-2, …).
+	Name    string `yaml:"name"`
+	Kind    string `yaml:"kind"`     // mllp or fhir
+	Address string `yaml:"address"`  // host:port of the EHR's MLLP listener (mllp)
+	BaseURL string `yaml:"base_url"` // the EHR's FHIR base URL (fhir)
+	// Version is the ORU's HL7 version: 2.5.1 (default) or 2.3.1 (mllp).
+	Version string `yaml:"version"`
+	// ReceivingApplication and ReceivingFacility are the ORU's MSH-5 and MSH-6 (default: the
+	// facility's sending_facility as MSH-6).
+	ReceivingApplication string `yaml:"receiving_application"`
+	ReceivingFacility    string `yaml:"receiving_facility"`
+}
+
+// resultDestinations returns a facility's destinations as the engine takes them, by its
+// sending facility (MSH-4).
+func (c *Config) resultDestinations(sendingFacility string) []engine.ResultDestination {
+	var out []engine.ResultDestination
+	for _, f := range c.Facilities {
+		if f.SendingFacility != sendingFacility {
+			continue
+		}
+		for i, d := range f.Results {
+			name := d.Name
+			if name == "" {
+				name = d.Kind
+				if i > 0 {
+					name += "-" + strconv.Itoa(i+1)
+				}
+			}
+			out = append(out, engine.ResultDestination{Name: name, Kind: d.Kind, Address: d.Address, BaseURL: d.BaseURL,
+				Version: cmp.Or(d.Version, "2.5.1"), ReceivingApplication: d.ReceivingApplication,
+				ReceivingFacility: cmp.Or(d.ReceivingFacility, f.SendingFacility)})
+		}
+	}
+	return out
 }
 
 // loadConfig reads path (may be empty), applies the environment and defaults, and validates.
@@ -286,6 +362,15 @@ func (c *Config) setDefaults() {
 		}
 		c.HTTP.PublicURL = scheme + "://" + net.JoinHostPort(host, port)
 	}
+	if c.Delivery.Workers == 0 {
+		c.Delivery.Workers = 8
+	}
+	if c.Delivery.Connections == 0 {
+		c.Delivery.Connections = 2
+	}
+	if c.Delivery.Timeout == 0 {
+		c.Delivery.Timeout = 30 * time.Second
+	}
 	if c.Linking.StudySettle == 0 {
 		c.Linking.StudySettle = 5 * time.Second
 	}
@@ -327,6 +412,15 @@ func (c *Config) Validate() error {
 	}
 	if c.DICOM.MaxInstanceSize < 0 {
 		errs = append(errs, errors.New("dicom.max_instance_size: must not be negative"))
+	}
+	if d := c.Delivery; d.Workers < 0 || d.Connections < 0 || d.Timeout < 0 || d.RetryFirst < 0 || d.RetryMax < 0 || d.MaxAttempts < 0 {
+		errs = append(errs, errors.New("delivery: workers, connections, timeout, retry_first, retry_max and max_attempts must not be negative"))
+	}
+	if v := c.Delivery.OnError; v != "" && v != "retry" && v != "dead" {
+		errs = append(errs, fmt.Errorf("delivery.on_error: want retry or dead, got %q", v))
+	}
+	if v := c.Delivery.OnReject; v != "" && v != "retry" && v != "dead" {
+		errs = append(errs, fmt.Errorf("delivery.on_reject: want dead or retry, got %q", v))
 	}
 	if u, err := url.Parse(c.HTTP.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("http.public_url: %q is not an http(s) URL", c.HTTP.PublicURL))
@@ -395,6 +489,16 @@ func (c *Config) Validate() error {
 			default:
 				errs = append(errs, fmt.Errorf("facilities[%d].results[%d].kind: %q is not mllp or fhir", i, j, d.Kind))
 			}
+			if d.Version != "" && d.Version != "2.5.1" && d.Version != "2.3.1" {
+				errs = append(errs, fmt.Errorf("facilities[%d].results[%d].version: %q is not 2.5.1 or 2.3.1", i, j, d.Version))
+			}
+		}
+		names := map[string]bool{}
+		for _, d := range c.resultDestinations(f.SendingFacility) {
+			if names[d.Name] {
+				errs = append(errs, fmt.Errorf("facilities[%d].results: two destinations are named %q", i, d.Name))
+			}
+			names[d.Name] = true
 		}
 	}
 	return errors.Join(errs...)

@@ -164,7 +164,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listening for MLLP: %w", err)
 	}
 
-	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Studies: st, Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
+	// Reports from the reading platform, stored with their deliveries to the ordering hospital,
+	// which every node's deliverer sends.
+	reports := &engine.Reports{Store: st, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger}
+	sends := newTransports(cfg.Delivery.Connections, cfg.Delivery.Timeout, logger)
+	deliverer := &engine.Deliverer{Outbox: st, Transport: sends.send, Destination: cfg.resultDestination,
+		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, Lease: 2*cfg.Delivery.Timeout + time.Minute, Logger: logger}
+	delivererCtx, stopDeliverer := context.WithCancel(ctx)
+	delivererDone := make(chan struct{})
+	go func() { deliverer.Run(delivererCtx, 200*time.Millisecond); close(delivererDone) }()
+	defer func() { stopDeliverer(); <-delivererDone; sends.close() }()
+	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
 	if err != nil {
 		return err
 	}

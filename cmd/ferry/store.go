@@ -15,6 +15,7 @@ type store interface {
 	engine.InstanceStore
 	engine.LinkStore
 	engine.DerivationQueue
+	engine.Outbox
 	Migrate(ctx context.Context) error
 }
 

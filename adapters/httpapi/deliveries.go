@@ -1,0 +1,151 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ferryhealth/ferry/engine"
+)
+
+// DeliveryLog is what the admin API reads and replays of the report outbox: engine.Outbox.
+type DeliveryLog interface {
+	Deliveries(ctx context.Context, f engine.DeliveryFilter) ([]*engine.Delivery, error)
+	Delivery(ctx context.Context, id int64) (*engine.Delivery, error)
+	ReplayDelivery(ctx context.Context, id int64, payload []byte, now time.Time) error
+}
+
+// deliveryView is one delivery as the admin API shows it. The payload (the ORU or the FHIR
+// Bundle: patient data) is shown only for one delivery, never in the list.
+type deliveryView struct {
+	ID            int64     `json:"id"`
+	ReportID      string    `json:"report_id"`
+	ReportVersion int64     `json:"report_version"`
+	Destination   string    `json:"destination"`
+	Kind          string    `json:"kind"`
+	Status        string    `json:"status"`
+	ControlID     string    `json:"control_id"`
+	Attempts      int       `json:"attempts"`
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+	LastError     string    `json:"last_error,omitempty"`
+	Response      string    `json:"response,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	DeliveredAt   time.Time `json:"delivered_at,omitzero"`
+	Payload       string    `json:"payload,omitempty"`
+}
+
+func viewDelivery(d *engine.Delivery, withPayload bool) deliveryView {
+	v := deliveryView{ID: d.ID, ReportID: d.ReportID, ReportVersion: d.ReportVersion, Destination: d.Destination,
+		Kind: d.Kind, Status: string(d.Status), ControlID: d.ControlID, Attempts: d.Attempts, LastError: d.LastError,
+		Response: d.Response, CreatedAt: d.CreatedAt, DeliveredAt: d.DeliveredAt}
+	if d.Status == engine.DeliveryPending {
+		v.NextAttemptAt = d.NextAttemptAt
+	}
+	if withPayload {
+		// HL7 segments end in CR: shown one per line.
+		v.Payload = strings.ReplaceAll(string(d.Payload), "\r", "\n")
+	}
+	return v
+}
+
+type deliveryAPI struct {
+	log DeliveryLog
+	ml  *messageLog
+}
+
+// list answers GET /api/v1/deliveries?status=&report=&destination=&limit=&offset=, newest
+// first: with status=dead, the dead-letter list.
+func (a *deliveryAPI) list(c echo.Context) error {
+	q := c.QueryParams()
+	f := engine.DeliveryFilter{Status: engine.DeliveryStatus(q.Get("status")), ReportID: q.Get("report"), Destination: q.Get("destination")}
+	switch f.Status {
+	case "", engine.DeliveryPending, engine.DeliveryDelivered, engine.DeliveryDead:
+	default:
+		return echo.NewHTTPError(http.StatusBadRequest, "status: want pending, delivered or dead")
+	}
+	var err error
+	if f.Limit, err = intParam(q.Get("limit"), 100, 1, 1000); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "limit: "+err.Error())
+	}
+	if f.Offset, err = intParam(q.Get("offset"), 0, 0, 1<<30); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "offset: "+err.Error())
+	}
+	ds, err := a.log.Deliveries(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Deliveries []deliveryView `json:"deliveries"`
+		Next       *int           `json:"next,omitempty"`
+	}{Deliveries: make([]deliveryView, len(ds))}
+	for i, d := range ds {
+		out.Deliveries[i] = viewDelivery(d, false)
+	}
+	if len(ds) == f.Limit {
+		next := f.Offset + f.Limit
+		out.Next = &next
+	}
+	a.ml.logger.Info("audit: deliveries listed", "status", string(f.Status), "count", len(ds), "remote", c.RealIP())
+	return c.JSON(http.StatusOK, out)
+}
+
+// get answers GET /api/v1/deliveries/{id}: the delivery with its payload (audited).
+func (a *deliveryAPI) get(c echo.Context) error {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "id: want a number")
+	}
+	d, err := a.log.Delivery(c.Request().Context(), id)
+	if err != nil {
+		return err // ErrNotFound → 404
+	}
+	a.ml.logger.Info("audit: delivery read", "delivery", id, "report", d.ReportID, "remote", c.RealIP())
+	return c.JSON(http.StatusOK, viewDelivery(d, true))
+}
+
+// replay answers POST /api/v1/deliveries/{id}/replay {"user","reason"}: a dead letter is sent
+// again, first in its queue's order, with the same MSH-10 (audited: who, when, why).
+func (a *deliveryAPI) replay(c echo.Context) error {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "id: want a number")
+	}
+	var req unlinkRequest // who and why, as a reconciliation decision
+	if err := decodeDecision(c, &req); err != nil {
+		return err
+	}
+	if problems := auditProblems(strings.TrimSpace(req.User), strings.TrimSpace(req.Reason)); len(problems) > 0 {
+		return echo.NewHTTPError(http.StatusBadRequest, strings.Join(problems, "; "))
+	}
+	ctx := c.Request().Context()
+	switch err := a.log.ReplayDelivery(ctx, id, nil, time.Now()); {
+	case errors.Is(err, engine.ErrNotFound):
+		return echo.NewHTTPError(http.StatusConflict, "delivery "+strconv.FormatInt(id, 10)+" is not a dead letter (or does not exist)")
+	case err != nil:
+		return err
+	}
+	d, err := a.log.Delivery(ctx, id)
+	if err != nil {
+		return err
+	}
+	a.ml.logger.Info("audit: delivery replayed", "delivery", id, "report", d.ReportID, "destination", d.Destination,
+		"user", req.User, "remote", c.RealIP())
+	return c.JSON(http.StatusOK, viewDelivery(d, false))
+}
+
+// intParam reads an optional integer query parameter within [lo, hi].
+func intParam(s string, def, lo, hi int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, errors.New("want a number from " + strconv.Itoa(lo) + " to " + strconv.Itoa(hi))
+	}
+	return n, nil
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferryhealth/ferry/adapters/mllp"
+	"github.com/ferryhealth/ferry/engine"
+)
+
+// transports sends deliveries: MLLP through a few connections per destination (each an
+// mllp.Sender, one message at a time as MLLP requires), FHIR by HTTP.
+type transports struct {
+	conns   int           // MLLP connections per destination
+	timeout time.Duration // one attempt
+	logger  *slog.Logger
+	http    *http.Client
+
+	mu     sync.Mutex
+	mllp   map[string][]*mllp.Sender // by destination address
+	cursor map[string]int
+}
+
+func newTransports(conns int, timeout time.Duration, logger *slog.Logger) *transports {
+	return &transports{conns: max(conns, 1), timeout: timeout, logger: logger,
+		http: &http.Client{Timeout: timeout}, mllp: map[string][]*mllp.Sender{}, cursor: map[string]int{}}
+}
+
+// send delivers d to dest, as engine.Deliverer.Transport.
+func (t *transports) send(ctx context.Context, dest engine.ResultDestination, d *engine.Delivery) (string, error) {
+	switch d.Kind {
+	case engine.DeliveryMLLP:
+		ack, err := t.sender(dest.Address).Send(ctx, d.Payload)
+		var nak *mllp.NAKError
+		if errors.As(err, &nak) {
+			// AR/CR: rejected, sending it again changes nothing; AE/CE: an error the receiver
+			// may get over.
+			return string(ack), &engine.DeliveryRefusal{Code: nak.Code, Permanent: nak.Code == "AR" || nak.Code == "CR"}
+		}
+		return string(ack), err
+	case engine.DeliveryFHIR:
+		return t.sendFHIR(ctx, dest, d)
+	}
+	return "", fmt.Errorf("unknown delivery kind %q", d.Kind)
+}
+
+// sender returns the next of the destination's MLLP senders, opening them on first use.
+func (t *transports) sender(addr string) *mllp.Sender {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pool := t.mllp[addr]
+	if pool == nil {
+		for range t.conns {
+			pool = append(pool, &mllp.Sender{Addr: addr, Timeout: t.timeout, Logger: t.logger})
+		}
+		t.mllp[addr] = pool
+	}
+	i := t.cursor[addr] % len(pool)
+	t.cursor[addr] = i + 1
+	return pool[i]
+}
+
+// sendFHIR posts the delivery's transaction Bundle to the destination's FHIR base: 2xx is
+// delivered, 4xx refused for good (the OperationOutcome kept), anything else retried.
+func (t *transports) sendFHIR(ctx context.Context, dest engine.ResultDestination, d *engine.Delivery) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(dest.BaseURL, "/"), bytes.NewReader(d.Payload))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/fhir+json")
+	req.Header.Set("Accept", "application/fhir+json")
+	req.Header.Set("X-Request-Id", d.ControlID)
+	resp, err := t.http.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return string(body), nil
+	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests:
+		return string(body), &engine.DeliveryRefusal{Code: "HTTP " + strconv.Itoa(resp.StatusCode), Permanent: true}
+	}
+	return string(body), &engine.DeliveryRefusal{Code: "HTTP " + strconv.Itoa(resp.StatusCode)}
+}
+
+// close closes every MLLP connection.
+func (t *transports) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, pool := range t.mllp {
+		for _, s := range pool {
+			s.Close()
+		}
+	}
+}

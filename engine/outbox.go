@@ -1,0 +1,117 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Delivery is one report version on its way to one destination (issue: reports → the ordering
+// hospital): the outbox row written in the transaction that stores the report version, so that
+// a committed report is always delivered. Payload is the message exactly as it is sent — every
+// retry sends the same bytes with the same ControlID (MSH-10), so a receiver can drop a repeat.
+//
+// Deliveries of one QueueKey (a destination and a patient) go strictly in ID order: the next is
+// sent only when no earlier one is still pending, so a final never overtakes its preliminary. A
+// dead letter does not hold its queue up.
+type Delivery struct {
+	ID            int64
+	ReportID      string // the DiagnosticReport
+	ReportVersion int64
+	Destination   string // the facility's destination, "FACILITY/NAME"
+	Kind          string // DeliveryMLLP or DeliveryFHIR
+	QueueKey      string // Destination + "|" + the patient's id
+	Status        DeliveryStatus
+	ControlID     string // MSH-10 of the ORU (mllp), the request id (fhir); stable across retries
+	Payload       []byte
+	Attempts      int
+	NextAttemptAt time.Time // when a pending delivery may be sent (again)
+	LeaseUntil    time.Time // zero, or until when a sender holds it (a crashed sender's lease runs out)
+	LastError     string    // why the last attempt failed; safe to show: no PHI
+	Response      string    // the receiver's last answer: the ACK, or the OperationOutcome
+	CreatedAt     time.Time
+	DeliveredAt   time.Time // zero until delivered
+}
+
+// Delivery kinds.
+const (
+	DeliveryMLLP = "mllp"
+	DeliveryFHIR = "fhir"
+)
+
+// DeliveryStatus is where a delivery stands.
+type DeliveryStatus string
+
+const (
+	DeliveryPending   DeliveryStatus = "pending"   // to be sent, or sent and to be retried
+	DeliveryDelivered DeliveryStatus = "delivered" // the receiver accepted it (AA, CA; FHIR 2xx)
+	DeliveryDead      DeliveryStatus = "dead"      // refused (AR, FHIR 4xx) or retries exhausted: a person replays it
+)
+
+// Validate rejects a delivery no correct caller inserts.
+func (d *Delivery) Validate() error {
+	switch {
+	case d == nil:
+		return errors.New("storing delivery: nil")
+	case d.ReportID == "" || d.ReportVersion < 1:
+		return errors.New("storing delivery: no report version")
+	case d.Destination == "" || d.QueueKey == "" || d.ControlID == "":
+		return fmt.Errorf("storing delivery of DiagnosticReport/%s: destination, queue key and control id are required", d.ReportID)
+	case d.Kind != DeliveryMLLP && d.Kind != DeliveryFHIR:
+		return fmt.Errorf("storing delivery of DiagnosticReport/%s: kind %q is not mllp or fhir", d.ReportID, d.Kind)
+	case d.Status != DeliveryPending && d.Status != DeliveryDead:
+		return fmt.Errorf("storing delivery of DiagnosticReport/%s: a new delivery is pending or dead, not %q", d.ReportID, d.Status)
+	case d.CreatedAt.IsZero() || d.NextAttemptAt.IsZero():
+		return fmt.Errorf("storing delivery of DiagnosticReport/%s: CreatedAt and NextAttemptAt are required", d.ReportID)
+	}
+	return nil
+}
+
+// DeliveryFilter selects deliveries for listing, newest first. Empty fields match all.
+type DeliveryFilter struct {
+	Status      DeliveryStatus
+	ReportID    string
+	Destination string
+	Limit       int // 1 to 1000; 0 means 100
+	Offset      int
+}
+
+// DeliveryOutcome is what an attempt came to.
+type DeliveryOutcome struct {
+	Status        DeliveryStatus // pending (retry at NextAttemptAt), delivered or dead
+	NextAttemptAt time.Time      // for pending
+	LastError     string
+	Response      string
+	At            time.Time // when the attempt ended (DeliveredAt for delivered)
+}
+
+// Outbox keeps deliveries: Tx.InsertDelivery writes them with their report; a sender on any
+// node claims the ones due, sends them and records the outcome. adapters/postgres and
+// adapters/sqlite implement it.
+type Outbox interface {
+	// DueDeliveries returns up to limit pending deliveries that may be sent at now: due
+	// (NextAttemptAt ≤ now), not leased (LeaseUntil before now), and first of their queue (no
+	// pending delivery of the same QueueKey with a lower ID) — longest due first.
+	DueDeliveries(ctx context.Context, now time.Time, limit int) ([]*Delivery, error)
+	// ClaimDelivery leases a due delivery until leaseUntil and counts the attempt; false when
+	// another sender claimed it first or it is no longer due, pending and first of its queue.
+	ClaimDelivery(ctx context.Context, id int64, now, leaseUntil time.Time) (bool, error)
+	// FinishDelivery records an attempt's outcome and ends the lease.
+	FinishDelivery(ctx context.Context, id int64, o DeliveryOutcome) error
+	// ReplayDelivery makes a dead delivery pending again, due at once, with no attempts counted,
+	// and its payload replaced when payload is not nil (rendered again by the mapping in force).
+	// ErrNotFound when id is not a dead delivery.
+	ReplayDelivery(ctx context.Context, id int64, payload []byte, now time.Time) error
+	// Delivery returns one delivery with its payload, or ErrNotFound.
+	Delivery(ctx context.Context, id int64) (*Delivery, error)
+	// Deliveries lists deliveries matching f, newest first, with their payloads.
+	Deliveries(ctx context.Context, f DeliveryFilter) ([]*Delivery, error)
+}
+
+// DeliveryInserter is the transaction's part: Tx implements it.
+type DeliveryInserter interface {
+	// InsertDelivery records d (pending or dead) and sets d.ID. A second delivery of the same
+	// report version to the same destination is refused with ErrConflict.
+	InsertDelivery(ctx context.Context, d *Delivery) error
+}

@@ -1,0 +1,603 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferryhealth/ferry/fhir"
+)
+
+// Reports takes the radiologist's reports — FHIR DiagnosticReports from the reading platform —
+// and keeps each version with the deliveries that carry it to the ordering hospital (issue:
+// reports → the ordering hospital). A report is accepted only for an order Ferry knows: its
+// patient, order and study are Ferry's, whatever the reading platform sent; it follows the
+// report lifecycle (a final never goes back to preliminary); every version is validated with
+// google/fhir before it is committed, in one transaction with its deliveries.
+type Reports struct {
+	Store interface {
+		Begin(ctx context.Context) (Tx, error)
+		ResourceReader
+	}
+	Validator ResourceValidator
+	// Destinations returns where a facility's results go (config: facilities[].results).
+	Destinations func(facility string) []ResultDestination
+	// Render builds the message a destination receives for a report version: the ORU^R01 of
+	// the facility's outbound mapping for MLLP. nil: MLLP deliveries cannot be rendered and go
+	// to the dead letters with that reason.
+	Render func(facility string, d ResultDestination, r *ReportVersion) ([]byte, error)
+	// Performer, if set, is the reading group: DiagnosticReport.performer of every report.
+	Performer map[string]any
+	Logger    *slog.Logger
+	Now       func() time.Time // default time.Now
+}
+
+// ResultDestination is one place a facility's reports go.
+type ResultDestination struct {
+	Name    string // unique within the facility
+	Kind    string // DeliveryMLLP or DeliveryFHIR
+	Address string // host:port (mllp)
+	BaseURL string // the FHIR server's base (fhir)
+	// Version is the ORU's HL7 version, "2.5.1" (default) or "2.3.1".
+	Version string
+	// ReceivingApplication and ReceivingFacility are MSH-5 and MSH-6 of the ORU.
+	ReceivingApplication, ReceivingFacility string
+}
+
+// ReportVersion is what a destination's message is built from: the report version as stored
+// and the resources it refers to, decoded.
+type ReportVersion struct {
+	Report      *Resource
+	Content     map[string]any // the report's content (no id or meta)
+	Patient     map[string]any
+	Order       map[string]any
+	Encounter   map[string]any // nil when the order has none
+	Interpreter map[string]any // the first resultsInterpreter Practitioner, nil when none
+	ControlID   string         // MSH-10 of this delivery
+	Time        time.Time      // when the version was stored
+}
+
+// ReportError is a report refused: Status is the HTTP status the FHIR API answers (400, 404,
+// 409, 422), Outcome says why. Its Error text is safe to log.
+type ReportError struct {
+	Status  int
+	Outcome *fhir.OperationOutcome
+	msg     string
+}
+
+func (e *ReportError) Error() string { return e.msg }
+
+func reportErr(status int, code fhir.IssueType, msg, expression string) *ReportError {
+	return &ReportError{Status: status, Outcome: fhir.NewOperationOutcome(fhir.SeverityError, code, msg, expression), msg: msg}
+}
+
+// CriticalFindingURL is the extension that marks a report with a critical finding (valueBoolean
+// true): carried to the ORU's abnormal flag (OBX-8) and counted.
+const CriticalFindingURL = "https://ferryhealth.github.io/fhir/StructureDefinition/critical-finding"
+
+// report statuses and where each may go (FHIR R4 diagnostic-report-status; a final never goes
+// back to preliminary, a cancelled or entered-in-error report is done).
+var reportTransitions = map[string][]string{
+	"":                 {"registered", "partial", "preliminary", "final", "cancelled"},
+	"registered":       {"registered", "partial", "preliminary", "final", "cancelled", "entered-in-error"},
+	"partial":          {"partial", "preliminary", "final", "cancelled", "entered-in-error"},
+	"preliminary":      {"partial", "preliminary", "final", "cancelled", "entered-in-error"},
+	"final":            {"final", "amended", "corrected", "appended", "entered-in-error"},
+	"amended":          {"amended", "corrected", "appended", "entered-in-error"},
+	"corrected":        {"amended", "corrected", "appended", "entered-in-error"},
+	"appended":         {"amended", "corrected", "appended", "entered-in-error"},
+	"cancelled":        {},
+	"entered-in-error": {},
+}
+
+// Submit takes one DiagnosticReport as the reading platform sent it: POST (id "") or PUT of
+// DiagnosticReport/id. It returns the version stored and whether the report was created; a
+// version identical to the current one stores nothing and returns the current version (a final
+// sent twice is delivered once). A refused report is a *ReportError.
+func (rs *Reports) Submit(ctx context.Context, body []byte, id string) (*Resource, bool, error) {
+	if rs.Validator != nil {
+		if err := rs.Validator.Validate(body); err != nil {
+			var ve *fhir.ValidationError
+			if errors.As(err, &ve) {
+				return nil, false, &ReportError{Status: 422, Outcome: ve.OperationOutcome(), msg: ve.Error()}
+			}
+			return nil, false, err
+		}
+	}
+	in, err := contentOfTyped(body, "DiagnosticReport")
+	if err != nil {
+		return nil, false, reportErr(400, fhir.IssueInvalid, err.Error(), "DiagnosticReport")
+	}
+	status, _ := in["status"].(string)
+
+	order, err := rs.order(ctx, in)
+	if err != nil {
+		return nil, false, err
+	}
+	orderContent, err := contentOf(order.JSON)
+	if err != nil {
+		return nil, false, err
+	}
+	patientRef, _ := asMap(orderContent["subject"])["reference"].(string)
+	patientID, _ := strings.CutPrefix(patientRef, "Patient/")
+	patient, err := rs.Store.Resource(ctx, "Patient", patientID)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading the order's patient: %w", err)
+	}
+	for range 16 { // merged: the survivor
+		next := ReplacedBy(patient.JSON)
+		if next == "" {
+			break
+		}
+		if patient, err = rs.Store.Resource(ctx, "Patient", next); err != nil {
+			return nil, false, err
+		}
+	}
+	study, err := rs.study(ctx, in, order.ID)
+	if err != nil {
+		return nil, false, err
+	}
+
+	tx, err := rs.Store.Begin(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	defer tx.Rollback()
+	cur, err := rs.current(ctx, tx, in, id, order.ID)
+	if err != nil {
+		return nil, false, err
+	}
+	curStatus := ""
+	var curContent map[string]any
+	if cur != nil {
+		if curContent, err = contentOf(cur.JSON); err != nil {
+			return nil, false, err
+		}
+		curStatus, _ = curContent["status"].(string)
+	}
+	if !slices.Contains(reportTransitions[curStatus], status) {
+		msg := fmt.Sprintf("a %s report cannot become %s", curStatus, status)
+		if curStatus == "" {
+			msg = fmt.Sprintf("a new report cannot be %s", status)
+		}
+		return nil, false, reportErr(409, fhir.IssueBusinessRule, msg, "DiagnosticReport.status")
+	}
+
+	content := rs.complete(in, order, orderContent, patient.ID, study)
+	if curContent != nil {
+		if same, err := sameContent(withoutIssued(curContent), withoutIssued(content)); err != nil {
+			return nil, false, err
+		} else if same {
+			return cur, false, nil // a repeat: nothing new to store or deliver
+		}
+	}
+	now := rs.now().UTC().Truncate(time.Millisecond)
+	reportID, version, keys := newID(), int64(1), reportKeys(content)
+	if cur != nil {
+		reportID, version, keys = cur.ID, cur.VersionID+1, unionKeys(cur.Keys, keys)
+	}
+	body, err = resourceJSON("DiagnosticReport", reportID, version, now, "", content)
+	if err != nil {
+		return nil, false, err
+	}
+	if rs.Validator != nil {
+		if err := rs.Validator.Validate(body); err != nil {
+			return nil, false, fmt.Errorf("the completed DiagnosticReport is not valid FHIR R4: %w", err)
+		}
+	}
+	index, err := fhir.Index("DiagnosticReport", body)
+	if err != nil {
+		return nil, false, err
+	}
+	r := &Resource{Type: "DiagnosticReport", ID: reportID, VersionID: version, LastUpdated: now, JSON: body, Index: index, Keys: keys}
+	if err := tx.PutResource(ctx, r); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return nil, false, reportErr(409, fhir.IssueConflict, "the report changed meanwhile, or its identifier is another report's: send it again", "DiagnosticReport")
+		}
+		return nil, false, err
+	}
+	if err := rs.enqueue(ctx, tx, r, content, orderContent, patient, now); err != nil {
+		return nil, false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, false, err
+	}
+	if critical(content) {
+		rs.logger().Warn("critical finding reported", "report", reportID, "version", version, "service_request", order.ID)
+	}
+	return r, cur == nil, nil
+}
+
+func (rs *Reports) now() time.Time {
+	if rs.Now != nil {
+		return rs.Now()
+	}
+	return time.Now()
+}
+
+func (rs *Reports) logger() *slog.Logger {
+	if rs.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return rs.Logger
+}
+
+// contentOfTyped decodes a resource of the given type, without id and meta.
+func contentOfTyped(body []byte, typ string) (map[string]any, error) {
+	c, err := contentOf(body)
+	if err != nil {
+		return nil, err
+	}
+	var head struct {
+		ResourceType string `json:"resourceType"`
+	}
+	_ = json.Unmarshal(body, &head)
+	if head.ResourceType != typ {
+		return nil, fmt.Errorf("want a %s, got %q", typ, head.ResourceType)
+	}
+	return c, nil
+}
+
+// order finds the order a report is based on: a basedOn reference to a ServiceRequest Ferry
+// holds, or a basedOn identifier (accession, placer or filler number) exactly one order has.
+func (rs *Reports) order(ctx context.Context, in map[string]any) (*Resource, error) {
+	basedOn := asList(in["basedOn"])
+	if len(basedOn) == 0 {
+		return nil, reportErr(422, fhir.IssueRequired, "basedOn must name the order (a ServiceRequest reference or identifier)", "DiagnosticReport.basedOn")
+	}
+	for i, x := range basedOn {
+		b := asMap(x)
+		expr := "DiagnosticReport.basedOn[" + strconv.Itoa(i) + "]"
+		if ref, _ := b["reference"].(string); ref != "" {
+			typ, id := fhir.ReferenceTypeID(ref)
+			if typ != "ServiceRequest" {
+				return nil, reportErr(422, fhir.IssueValue, "basedOn must refer to a ServiceRequest", expr)
+			}
+			r, err := rs.Store.Resource(ctx, "ServiceRequest", id)
+			if errors.Is(err, ErrNotFound) {
+				return nil, reportErr(422, fhir.IssueNotFound, "no such order: ServiceRequest/"+id, expr)
+			}
+			return r, err
+		}
+		ident := asMap(b["identifier"])
+		value, _ := ident["value"].(string)
+		if value == "" {
+			continue
+		}
+		system, _ := ident["system"].(string)
+		found, err := rs.Store.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 10, Filters: []SearchFilter{
+			{Param: "identifier", Op: SearchEq, Values: []SearchValue{{System: system, Value: value}}}}})
+		if err != nil {
+			return nil, err
+		}
+		if want := identifierType(ident); want != "" {
+			found = slices.DeleteFunc(found, func(r *Resource) bool { return !hasIdentifier(r, value, want) })
+		}
+		switch len(found) {
+		case 0:
+			return nil, reportErr(422, fhir.IssueNotFound, "no order has the identifier in basedOn", expr+".identifier")
+		case 1:
+			return found[0], nil
+		default:
+			return nil, reportErr(422, fhir.IssueMultipleMatch, "more than one order has the identifier in basedOn: give its type (ACSN, PLAC, FILL) or system", expr+".identifier")
+		}
+	}
+	return nil, reportErr(422, fhir.IssueRequired, "basedOn must name the order (a ServiceRequest reference or identifier)", "DiagnosticReport.basedOn")
+}
+
+// hasIdentifier reports whether a stored resource has an identifier value of the v2-0203 type.
+func hasIdentifier(r *Resource, value, typ string) bool {
+	c, err := contentOf(r.JSON)
+	if err != nil {
+		return false
+	}
+	for _, x := range asList(c["identifier"]) {
+		id := asMap(x)
+		if v, _ := id["value"].(string); v == value && identifierType(id) == typ {
+			return true
+		}
+	}
+	return false
+}
+
+// study finds the report's ImagingStudy: the one it names, else the one based on its order.
+func (rs *Reports) study(ctx context.Context, in map[string]any, orderID string) (*Resource, error) {
+	for _, x := range asList(in["imagingStudy"]) {
+		ref, _ := asMap(x)["reference"].(string)
+		if typ, id := fhir.ReferenceTypeID(ref); typ == "ImagingStudy" {
+			r, err := rs.Store.Resource(ctx, "ImagingStudy", id)
+			if errors.Is(err, ErrNotFound) {
+				return nil, reportErr(422, fhir.IssueNotFound, "no such study: ImagingStudy/"+id, "DiagnosticReport.imagingStudy")
+			}
+			return r, err
+		}
+	}
+	found, err := rs.Store.SearchResources(ctx, ResourceQuery{Type: "ImagingStudy", Count: 10, Filters: []SearchFilter{
+		{Param: "basedon", Op: SearchEq, Values: []SearchValue{{Value: "ServiceRequest/" + orderID}}}}})
+	if err != nil || len(found) == 0 {
+		return nil, err
+	}
+	return found[0], nil // newest
+}
+
+// current returns the report a submission changes: DiagnosticReport/id for a PUT (nil: created
+// with that id is not offered — ids are Ferry's), else the report holding one of its
+// identifiers, else the order's current report (one report per order: a final is a new
+// version of the preliminary, not another report).
+func (rs *Reports) current(ctx context.Context, tx Tx, in map[string]any, id, orderID string) (*Resource, error) {
+	if id != "" {
+		r, err := tx.Resource(ctx, "DiagnosticReport", id)
+		if errors.Is(err, ErrNotFound) {
+			return nil, reportErr(404, fhir.IssueNotFound, "no such report: DiagnosticReport/"+id+" (POST a new report)", "DiagnosticReport.id")
+		}
+		return r, err
+	}
+	if keys := reportKeys(in); len(keys) > 0 {
+		r, err := tx.ResourceByKeys(ctx, "DiagnosticReport", keys)
+		if err == nil || !errors.Is(err, ErrNotFound) {
+			return r, err
+		}
+	}
+	found, err := tx.SearchResources(ctx, ResourceQuery{Type: "DiagnosticReport", Count: 10, Filters: []SearchFilter{
+		{Param: "based-on", Op: SearchEq, Values: []SearchValue{{Value: "ServiceRequest/" + orderID}}}}})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range found {
+		c, err := contentOf(r.JSON)
+		if err != nil {
+			return nil, err
+		}
+		if st := c["status"]; st != "entered-in-error" && st != "cancelled" {
+			return tx.Resource(ctx, "DiagnosticReport", r.ID) // with its keys
+		}
+	}
+	return nil, nil
+}
+
+// reportKeys are a report's business keys: its identifiers.
+func reportKeys(c map[string]any) []string {
+	var keys []string
+	for _, x := range asList(c["identifier"]) {
+		id := asMap(x)
+		v, _ := id["value"].(string)
+		if v == "" {
+			continue
+		}
+		system, _ := id["system"].(string)
+		keys = append(keys, "identifier|"+system+"|"+v)
+	}
+	return keys
+}
+
+// complete fills what Ferry knows better than the reading platform: category RAD; the order's
+// code, patient and encounter; basedOn and imagingStudy as Ferry's references; effective from
+// the study; issued; the reading group as performer; and the report text as text/plain and as
+// HTML (IHE IMR) in presentedForm.
+func (rs *Reports) complete(in map[string]any, order *Resource, oc map[string]any, patientID string, study *Resource) map[string]any {
+	c := clone(in)
+	rad := map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}}}
+	hasRAD := false
+	for _, x := range asList(c["category"]) {
+		for _, cd := range asList(asMap(x)["coding"]) {
+			if asMap(cd)["code"] == "RAD" {
+				hasRAD = true
+			}
+		}
+	}
+	if !hasRAD {
+		c["category"] = append(asList(c["category"]), rad)
+	}
+	if code, ok := oc["code"]; ok {
+		c["code"] = code // the procedure, LOINC first where the procedures table maps it
+	}
+	c["subject"] = reference("Patient", patientID)
+	if enc, ok := oc["encounter"]; ok {
+		c["encounter"] = enc
+	}
+	c["basedOn"] = []any{reference("ServiceRequest", order.ID)}
+	if study != nil {
+		c["imagingStudy"] = []any{reference("ImagingStudy", study.ID)}
+		if _, ok := c["effectiveDateTime"]; !ok {
+			if sc, err := contentOf(study.JSON); err == nil {
+				if started, ok := sc["started"].(string); ok {
+					c["effectiveDateTime"] = started
+				}
+			}
+		}
+	}
+	if _, ok := c["issued"]; !ok {
+		c["issued"] = rs.now().UTC().Format(fhirInstant)
+	}
+	if rs.Performer != nil && c["performer"] == nil {
+		c["performer"] = []any{rs.Performer}
+	}
+	c["presentedForm"] = presentedForms(c)
+	return c
+}
+
+// presentedForms returns the report's presentedForm with its text both as text/plain and as
+// text/html (IHE IMR: a rendering any browser shows), the text taken from a text/plain form or,
+// without one, from the conclusion; other forms (a PDF) are kept.
+func presentedForms(c map[string]any) []any {
+	forms := asList(c["presentedForm"])
+	text, hasPlain, hasHTML := "", false, false
+	for _, x := range forms {
+		f := asMap(x)
+		switch ct, _ := f["contentType"].(string); {
+		case strings.HasPrefix(ct, "text/plain"):
+			hasPlain = true
+			if data, _ := f["data"].(string); data != "" {
+				if b, err := base64.StdEncoding.DecodeString(data); err == nil {
+					text = string(b)
+				}
+			}
+		case strings.HasPrefix(ct, "text/html"):
+			hasHTML = true
+		}
+	}
+	if text == "" {
+		text, _ = c["conclusion"].(string)
+	}
+	if text == "" {
+		return forms
+	}
+	out := slices.Clone(forms)
+	if !hasPlain {
+		out = append(out, map[string]any{"contentType": "text/plain; charset=utf-8", "language": "en",
+			"data": base64.StdEncoding.EncodeToString([]byte(text)), "title": "Report"})
+	}
+	if !hasHTML {
+		out = append(out, map[string]any{"contentType": "text/html; charset=utf-8", "language": "en",
+			"data": base64.StdEncoding.EncodeToString([]byte(reportHTML(c, text))), "title": "Report"})
+	}
+	return out
+}
+
+// reportHTML renders the report text as a small HTML document: a heading from the procedure and
+// status, one paragraph per blank-line-separated block, line breaks kept, everything escaped.
+func reportHTML(c map[string]any, text string) string {
+	var b strings.Builder
+	title, _ := asMap(c["code"])["text"].(string)
+	for _, x := range asList(asMap(c["code"])["coding"]) {
+		if d, _ := asMap(x)["display"].(string); title == "" && d != "" {
+			title = d
+		}
+	}
+	status, _ := c["status"].(string)
+	b.WriteString("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>")
+	b.WriteString(html.EscapeString(cmp.Or(title, "Radiology report")))
+	b.WriteString("</title></head><body><h1>")
+	b.WriteString(html.EscapeString(cmp.Or(title, "Radiology report")))
+	b.WriteString("</h1><p><em>")
+	b.WriteString(html.EscapeString(status))
+	b.WriteString("</em></p>")
+	if critical(c) {
+		b.WriteString("<p><strong>Critical finding</strong></p>")
+	}
+	for _, para := range strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n\n") {
+		if strings.TrimSpace(para) == "" {
+			continue
+		}
+		b.WriteString("<p>")
+		b.WriteString(strings.ReplaceAll(html.EscapeString(para), "\n", "<br>"))
+		b.WriteString("</p>")
+	}
+	b.WriteString("</body></html>")
+	return b.String()
+}
+
+// critical reports whether a report carries the critical-finding extension.
+func critical(c map[string]any) bool {
+	for _, x := range asList(c["extension"]) {
+		if e := asMap(x); e["url"] == CriticalFindingURL && e["valueBoolean"] == true {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutIssued is a report's content without issued, which Ferry fills when the sender does
+// not: a repeat differs only in it.
+func withoutIssued(c map[string]any) map[string]any {
+	out := clone(c)
+	delete(out, "issued")
+	return out
+}
+
+// enqueue writes one delivery per destination of the order's facility for the version r.
+func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, order map[string]any, patient *Resource, now time.Time) error {
+	facility := SendingFacility(order)
+	if rs.Destinations == nil || facility == "" {
+		return nil
+	}
+	var rv *ReportVersion
+	for _, d := range rs.Destinations(facility) {
+		dl := &Delivery{ReportID: r.ID, ReportVersion: r.VersionID, Destination: facility + "/" + d.Name, Kind: d.Kind,
+			Status: DeliveryPending, NextAttemptAt: now, CreatedAt: now,
+			ControlID: controlID(r.ID, r.VersionID, d.Name)}
+		dl.QueueKey = dl.Destination + "|" + patient.ID
+		switch d.Kind {
+		case DeliveryFHIR:
+			dl.Payload = r.JSON
+		case DeliveryMLLP:
+			if rv == nil {
+				var err error
+				if rv, err = rs.version(ctx, tx, r, content, order, patient); err != nil {
+					return err
+				}
+			}
+			rv.ControlID, rv.Time = dl.ControlID, now
+			if rs.Render == nil {
+				dl.Status, dl.LastError, dl.Payload = DeliveryDead, "no outbound mapping to render the ORU", []byte{}
+				break
+			}
+			payload, err := rs.Render(facility, d, rv)
+			if err != nil {
+				// The report is kept; the delivery waits, dead, for a fixed mapping and a replay.
+				dl.Status, dl.LastError, dl.Payload = DeliveryDead, limit("rendering the ORU: "+err.Error(), 500), []byte{}
+				break
+			}
+			dl.Payload = payload
+		default:
+			continue
+		}
+		if err := tx.InsertDelivery(ctx, dl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// version gathers what a report version's message is built from.
+func (rs *Reports) version(ctx context.Context, rd ResourceReader, r *Resource, content, order map[string]any, patient *Resource) (*ReportVersion, error) {
+	rv := &ReportVersion{Report: r, Content: content, Order: order}
+	var err error
+	if rv.Patient, err = contentOf(patient.JSON); err != nil {
+		return nil, err
+	}
+	read := func(ref any) map[string]any {
+		s, _ := asMap(ref)["reference"].(string)
+		typ, id := fhir.ReferenceTypeID(s)
+		if typ == "" {
+			return nil
+		}
+		res, err := rd.Resource(ctx, typ, id)
+		if err != nil {
+			return nil
+		}
+		c, _ := contentOf(res.JSON)
+		return c
+	}
+	rv.Encounter = read(order["encounter"])
+	if ri := asList(content["resultsInterpreter"]); len(ri) > 0 {
+		rv.Interpreter = read(ri[0])
+	}
+	return rv, nil
+}
+
+// controlID is a delivery's MSH-10: the same for every attempt of one report version to one
+// destination, at most 20 characters (ST in MSH-10 is 20 in v2.3.1).
+func controlID(reportID string, version int64, destination string) string {
+	h := fnv64(reportID + "|" + strconv.FormatInt(version, 10) + "|" + destination)
+	return "F" + strconv.FormatUint(h, 36)
+}
+
+func fnv64(s string) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= prime
+	}
+	return h
+}

@@ -1,0 +1,248 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/fhir"
+)
+
+// reportJSON is a DiagnosticReport as a reading platform sends it: the order by accession, the
+// text as text/plain.
+func reportJSON(status, accession, text string, extra ...string) []byte {
+	s := `{"resourceType":"DiagnosticReport","status":"` + status + `",
+		"identifier":[{"system":"urn:oid:1.2.3.4.5","value":"RPT-` + accession + `"}],
+		"basedOn":[{"identifier":{"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"ACSN"}]},"value":"` + accession + `"}}],
+		"code":{"text":"CT chest"},
+		"conclusion":"` + text + `",
+		"presentedForm":[{"contentType":"text/plain","data":"` + base64.StdEncoding.EncodeToString([]byte(text)) + `"}]`
+	for _, e := range extra {
+		s += "," + e
+	}
+	return []byte(s + "}")
+}
+
+// TestReportLifecycle: a report is taken for a known order, completed with Ferry's patient,
+// order and category, kept as versions through its lifecycle (preliminary → final → amended),
+// each version with one delivery per destination in its queue; a repeat stores nothing, a final
+// does not go back to preliminary, and a report for an unknown order or with an invalid status
+// is refused with an OperationOutcome.
+func TestReportLifecycle(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newOrderHarness(t)
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PLR1", "SC"), obr("PLR1", "ACCR1"))
+	order := h.search("ServiceRequest", eq("identifier", "PLR1"))[0]
+	patient := h.search("Patient", eq("identifier", mrn+"|000123"))[0]["id"].(string)
+	if engine.SendingFacility(order) != "STMARYS" {
+		t.Fatalf("the order does not say which facility sent it: %v", order["extension"])
+	}
+	v, err := fhir.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered := 0
+	rs := &engine.Reports{Store: h.st, Validator: v,
+		Destinations: func(facility string) []engine.ResultDestination {
+			if facility != "STMARYS" {
+				return nil
+			}
+			return []engine.ResultDestination{{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"},
+				{Name: "fhir", Kind: engine.DeliveryFHIR, BaseURL: "http://127.0.0.1:1/fhir"}}
+		},
+		Render: func(facility string, d engine.ResultDestination, r *engine.ReportVersion) ([]byte, error) {
+			rendered++
+			status, _ := r.Content["status"].(string)
+			return []byte("MSH|^~\\&|FERRY||||||ORU^R01|" + r.ControlID + "|P|2.5.1\rOBR|1|||||||||||||||||||||||||" + status + "\r"), nil
+		},
+	}
+	submit := func(body []byte, id string) (*engine.Resource, bool, error) {
+		t.Helper()
+		return rs.Submit(ctx, body, id)
+	}
+
+	prelim, created, err := submit(reportJSON("preliminary", "ACCR1", "No acute finding."), "")
+	if err != nil || !created || prelim.VersionID != 1 {
+		t.Fatalf("preliminary: %v, created %v, version %v", err, created, prelim)
+	}
+	var dr map[string]any
+	if err := json.Unmarshal(prelim.JSON, &dr); err != nil {
+		t.Fatal(err)
+	}
+	if dr["subject"].(map[string]any)["reference"] != "Patient/"+patient ||
+		dr["basedOn"].([]any)[0].(map[string]any)["reference"] != "ServiceRequest/"+order["id"].(string) ||
+		!strings.Contains(string(prelim.JSON), `"code":"RAD"`) || !strings.Contains(string(prelim.JSON), `"text/html; charset=utf-8"`) {
+		t.Errorf("the stored report is not completed: %s", prelim.JSON)
+	}
+	deliveries := func() []*engine.Delivery {
+		t.Helper()
+		d, err := h.st.Deliveries(ctx, engine.DeliveryFilter{ReportID: prelim.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := deliveries(); len(d) != 2 || d[0].QueueKey != d[0].Destination+"|"+patient || d[0].Status != engine.DeliveryPending {
+		t.Fatalf("deliveries of the preliminary: %+v", d)
+	}
+
+	final, created, err := submit(reportJSON("final", "ACCR1", "No acute finding. Final."), "")
+	if err != nil || created || final.ID != prelim.ID || final.VersionID != 2 {
+		t.Fatalf("final: %v, created %v, %+v", err, created, final)
+	}
+	again, _, err := submit(reportJSON("final", "ACCR1", "No acute finding. Final."), final.ID)
+	if err != nil || again.VersionID != 2 {
+		t.Errorf("the final sent twice: %v, version %d; want version 2 unchanged", err, again.VersionID)
+	}
+	if d := deliveries(); len(d) != 4 || rendered != 2 {
+		t.Errorf("after prelim, final and a repeat: %d deliveries, %d rendered; want 4 and 2", len(d), rendered)
+	}
+
+	var re *engine.ReportError
+	if _, _, err := submit(reportJSON("preliminary", "ACCR1", "Changed my mind."), ""); !errors.As(err, &re) || re.Status != 409 {
+		t.Errorf("preliminary after final: %v, want a 409 ReportError", err)
+	}
+	if _, _, err := submit(reportJSON("final", "NOSUCHACC", "x"), ""); !errors.As(err, &re) || re.Status != 422 {
+		t.Errorf("unknown order: %v, want 422", err)
+	}
+	if _, _, err := submit(reportJSON("done", "ACCR1", "x"), ""); !errors.As(err, &re) || re.Status != 422 {
+		t.Errorf("invalid status: %v, want 422", err)
+	}
+	if _, _, err := submit(reportJSON("final", "ACCR1", "x"), "no-such-report"); !errors.As(err, &re) || re.Status != 404 {
+		t.Errorf("PUT of an unknown id: %v, want 404", err)
+	}
+
+	amended, _, err := submit(reportJSON("amended", "ACCR1", "Small nodule, see addendum.",
+		`"extension":[{"url":"`+engine.CriticalFindingURL+`","valueBoolean":true}]`), "")
+	if err != nil || amended.VersionID != 3 {
+		t.Fatalf("amended: %v, %+v", err, amended)
+	}
+	d := deliveries()
+	if len(d) != 6 {
+		t.Fatalf("%d deliveries, want 6", len(d))
+	}
+	// Newest first: the amendment's, then the final's, then the preliminary's; control ids
+	// differ per version and destination.
+	seen := map[string]bool{}
+	for i, dl := range d {
+		if want := int64(3 - i/2); dl.ReportVersion != want {
+			t.Errorf("delivery %d is of version %d, want %d", i, dl.ReportVersion, want)
+		}
+		if seen[dl.ControlID] || len(dl.ControlID) > 20 {
+			t.Errorf("control id %q repeated or too long", dl.ControlID)
+		}
+		seen[dl.ControlID] = true
+		if dl.Kind == engine.DeliveryMLLP && !strings.Contains(string(dl.Payload), "|"+dl.ControlID+"|") {
+			t.Errorf("the ORU does not carry its control id: %q", dl.Payload)
+		}
+	}
+	history, err := h.st.ResourceHistory(ctx, "DiagnosticReport", prelim.ID)
+	if err != nil || len(history) != 3 {
+		t.Errorf("history: %d versions, %v", len(history), err)
+	}
+	for _, r := range history {
+		if err := v.Validate(r.JSON); err != nil {
+			t.Errorf("version %d is not valid: %v", r.VersionID, err)
+		}
+	}
+	if found, _ := h.st.SearchResources(ctx, engine.ResourceQuery{Type: "DiagnosticReport", Filters: []engine.SearchFilter{eq("based-on", fmt.Sprintf("ServiceRequest/%s", order["id"]))}}); len(found) != 1 {
+		t.Errorf("DiagnosticReport?based-on=: %d", len(found))
+	}
+}
+
+// TestDelivererOrderRetryDeadLetter: the deliverer sends a patient's report versions in order —
+// the final waits while the preliminary is retried after an AE — sends an AR to the dead letters
+// without holding the queue, and a replayed dead letter goes again with the same control id.
+func TestDelivererOrderRetryDeadLetter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newOrderHarness(t)
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PLD1", "SC"), obr("PLD1", "ACCD1"))
+	h.mustAccept(mshORM, pidFor("000456", "ROE^RITA"), orc("NW", "PLD2", "SC"), obr("PLD2", "ACCD2"))
+	rita := h.search("Patient", eq("identifier", mrn+"|000456"))[0]["id"].(string)
+	dest := engine.ResultDestination{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
+	rs := &engine.Reports{Store: h.st,
+		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{dest} },
+		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, error) {
+			return []byte(r.Content["status"].(string) + "|" + r.ControlID), nil
+		}}
+	for _, body := range [][]byte{reportJSON("preliminary", "ACCD1", "a"), reportJSON("final", "ACCD1", "b"), reportJSON("final", "ACCD2", "c")} {
+		if _, _, err := rs.Submit(ctx, body, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock := time.Now()
+	var sent []string
+	answers := map[string][]error{ // by payload prefix: what the receiver answers, in turn
+		"preliminary": {&engine.DeliveryRefusal{Code: "AE"}, nil},
+		"final":       {nil},
+	}
+	answered := map[string]int{}
+	dl := &engine.Deliverer{Outbox: h.st, Now: func() time.Time { return clock },
+		Destination: func(string) (engine.ResultDestination, bool) { return dest, true },
+		Retry:       engine.RetryPolicy{First: time.Minute},
+		Transport: func(_ context.Context, _ engine.ResultDestination, d *engine.Delivery) (string, error) {
+			p := string(d.Payload)
+			sent = append(sent, p)
+			kind, _, _ := strings.Cut(p, "|")
+			if strings.HasSuffix(d.QueueKey, "|"+rita) && answered["rita"] == 0 {
+				answered["rita"]++ // Rita's final: refused for good
+				return "MSA|AR", &engine.DeliveryRefusal{Code: "AR", Permanent: true}
+			}
+			i := answered[kind]
+			answered[kind]++
+			return "MSA|AA", answers[kind][min(i, len(answers[kind])-1)]
+		}}
+	deliver := func() {
+		t.Helper()
+		if _, err := dl.DeliverDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliver() // Jane's preliminary (AE) and Rita's final (AR): Jane's final waits
+	if len(sent) != 2 {
+		t.Errorf("first pass sent %v, want Jane's preliminary and Rita's final only", sent)
+	}
+	byStatus := func(s engine.DeliveryStatus) []*engine.Delivery {
+		t.Helper()
+		d, err := h.st.Deliveries(ctx, engine.DeliveryFilter{Status: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if dead := byStatus(engine.DeliveryDead); len(dead) != 1 {
+		t.Fatalf("dead letters after the AR: %d, want 1 (sent %v)", len(dead), sent)
+	}
+	deliver() // nothing is due before the retry time
+	if len(sent) != 2 {
+		t.Errorf("sent again before the retry time: %v", sent)
+	}
+	clock = clock.Add(2 * time.Minute)
+	deliver() // the preliminary again (AA)
+	deliver() // then the final
+	if got := byStatus(engine.DeliveryDelivered); len(got) != 2 {
+		t.Fatalf("delivered: %d, want 2 (sent %v)", len(got), sent)
+	}
+	if !(strings.HasPrefix(sent[len(sent)-2], "preliminary") && strings.HasPrefix(sent[len(sent)-1], "final")) {
+		t.Errorf("order sent: %v, want the preliminary's retry, then the final", sent)
+	}
+	dead := byStatus(engine.DeliveryDead)[0]
+	if err := h.st.ReplayDelivery(ctx, dead.ID, nil, clock); err != nil {
+		t.Fatal(err)
+	}
+	deliver()
+	if last := sent[len(sent)-1]; !strings.HasSuffix(last, "|"+dead.ControlID) {
+		t.Errorf("the replay sent %q, want the same control id %s", last, dead.ControlID)
+	}
+	if d, _ := h.st.Delivery(ctx, dead.ID); d.Status != engine.DeliveryDelivered {
+		t.Errorf("replayed delivery: %s", d.Status)
+	}
+}
