@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"html"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -528,7 +529,17 @@ func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, ord
 		dl.QueueKey = dl.Destination + "|" + patient.ID
 		switch d.Kind {
 		case DeliveryFHIR:
-			dl.Payload = r.JSON
+			if rv == nil {
+				var err error
+				if rv, err = rs.version(ctx, tx, r, content, order, patient); err != nil {
+					return err
+				}
+			}
+			payload, err := transactionBundle(rv)
+			if err != nil {
+				return err
+			}
+			dl.Payload = payload
 		case DeliveryMLLP:
 			if rv == nil {
 				var err error
@@ -600,4 +611,133 @@ func fnv64(s string) uint64 {
 		h *= prime
 	}
 	return h
+}
+
+// transactionBundle is what a FHIR destination receives for a report version: a transaction
+// Bundle with the patient, the order and the report, each a conditional update by identifier, so
+// that the hospital's server files the report under its own records of the patient and order
+// (it knows nothing of Ferry's ids). References between them are the entries' urn:uuid fullUrls;
+// references to resources the hospital does not hold (Ferry's study, practitioners) are left as
+// their display text.
+func transactionBundle(rv *ReportVersion) ([]byte, error) {
+	patientURN, orderURN := "urn:uuid:"+newID(), "urn:uuid:"+newID()
+	entry := func(typ, urn string, content map[string]any, search string) map[string]any {
+		e := map[string]any{"resource": withFields(content, map[string]any{"resourceType": typ})}
+		if urn != "" {
+			e["fullUrl"] = urn
+		}
+		if search != "" {
+			e["request"] = map[string]any{"method": "PUT", "url": typ + "?identifier=" + search}
+		} else {
+			e["request"] = map[string]any{"method": "POST", "url": typ}
+		}
+		return e
+	}
+	patient := clone(rv.Patient)
+	delete(patient, "link") // Ferry's merge history: Ferry's ids
+	order := clone(rv.Order)
+	order["subject"] = map[string]any{"reference": patientURN}
+	for _, k := range []string{"requester", "encounter"} {
+		order[k] = displayOnly(order[k])
+	}
+	report := clone(rv.Content)
+	report["subject"] = map[string]any{"reference": patientURN}
+	report["basedOn"] = []any{map[string]any{"reference": orderURN}}
+	delete(report, "imagingStudy")
+	report["encounter"] = displayOnly(report["encounter"])
+	for _, k := range []string{"performer", "resultsInterpreter"} {
+		var refs []any
+		for _, x := range asList(report[k]) {
+			if d := displayOnly(x); d != nil {
+				refs = append(refs, d)
+			}
+		}
+		report[k] = refs
+	}
+	report["identifier"] = append(asList(report["identifier"]),
+		map[string]any{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:" + rv.Report.ID})
+	bundle := map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{
+		entry("Patient", patientURN, patient, conditionalIdentifier(patient, "MR")),
+		entry("ServiceRequest", orderURN, order, conditionalIdentifier(order, "PLAC")),
+		entry("DiagnosticReport", "", report, "urn:ietf:rfc:3986|urn:uuid:"+rv.Report.ID),
+	}}
+	return marshalJSON(dropEmpty(bundle))
+}
+
+// displayOnly keeps a reference's display (or nothing) and drops its reference to Ferry's id.
+func displayOnly(ref any) map[string]any {
+	d, _ := asMap(ref)["display"].(string)
+	if d == "" {
+		return nil
+	}
+	return map[string]any{"display": d}
+}
+
+// conditionalIdentifier is the search of a conditional update: the identifier of type typ with
+// a system (the hospital's MRN, the placer number), else the first with a system; "" when none
+// has one (then the entry is created, not matched).
+func conditionalIdentifier(c map[string]any, typ string) string {
+	var first string
+	for _, x := range asList(c["identifier"]) {
+		id := asMap(x)
+		system, _ := id["system"].(string)
+		value, _ := id["value"].(string)
+		if system == "" || value == "" {
+			continue
+		}
+		token := escapeSearch(system) + "|" + escapeSearch(value)
+		if identifierType(id) == typ {
+			return url.QueryEscape(token)
+		}
+		if first == "" {
+			first = url.QueryEscape(token)
+		}
+	}
+	return first
+}
+
+// escapeSearch escapes FHIR search's special characters in a token part.
+func escapeSearch(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `|`, `\|`, `,`, `\,`, `$`, `\$`).Replace(s)
+}
+
+// dropEmpty removes nil values, empty strings, lists and objects, recursively: FHIR has none.
+func dropEmpty(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			if e = dropEmpty(e); e != nil {
+				out[k] = e
+			}
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		return out
+	case []any:
+		var out []any
+		for _, e := range x {
+			if e = dropEmpty(e); e != nil {
+				out = append(out, e)
+			}
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		return out
+	case []map[string]any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = e
+		}
+		return dropEmpty(out)
+	case string:
+		if x == "" {
+			return nil
+		}
+	case nil:
+		return nil
+	}
+	return v
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +142,18 @@ func TestReportLifecycle(t *testing.T) {
 		seen[dl.ControlID] = true
 		if dl.Kind == engine.DeliveryMLLP && !strings.Contains(string(dl.Payload), "|"+dl.ControlID+"|") {
 			t.Errorf("the ORU does not carry its control id: %q", dl.Payload)
+		}
+		if dl.Kind == engine.DeliveryFHIR {
+			// A transaction Bundle the hospital's server can take: valid, conditional updates by
+			// identifier, no reference to Ferry's ids.
+			if err := v.Validate(dl.Payload); err != nil {
+				t.Errorf("the FHIR payload is not valid: %v\n%s", err, dl.Payload)
+			}
+			p := string(dl.Payload)
+			if !strings.Contains(p, `"url":"Patient?identifier=`+strings.ReplaceAll(url.QueryEscape(mrn+"|000123"), "%", "%")) ||
+				!strings.Contains(p, `"type":"transaction"`) || strings.Contains(p, "Patient/"+patient) {
+				t.Errorf("the FHIR payload: %s", p)
+			}
 		}
 	}
 	history, err := h.st.ResourceHistory(ctx, "DiagnosticReport", prelim.ID)
