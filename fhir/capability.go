@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -16,6 +17,9 @@ type CapabilityOptions struct {
 	// PageSize and MaxPageSize are the server's default and largest _count, for the
 	// documentation; zero leaves them unsaid.
 	PageSize, MaxPageSize int
+	// Writable are the types clients may create and update (DiagnosticReport, when reports are
+	// taken).
+	Writable []string
 }
 
 // CapabilityStatement is the part of an R4 CapabilityStatement Ferry fills in.
@@ -105,6 +109,9 @@ func NewCapabilityStatement(opt CapabilityOptions) *CapabilityStatement {
 			},
 			Versioning:  "versioned",
 			ReadHistory: true,
+		}
+		if slices.Contains(opt.Writable, typ) {
+			res.Interaction = append(res.Interaction, capInteraction{Code: "create"}, capInteraction{Code: "update"})
 		}
 		for _, p := range SearchParams(typ) {
 			res.SearchParam = append(res.SearchParam, capSearchParam{

@@ -222,10 +222,12 @@ func (a *fhirAPI) audit(c echo.Context, action, typ string, ids []string, attrs 
 }
 
 func (a *fhirAPI) metadata(c echo.Context) error {
-	return writeFHIR(c, http.StatusOK, fhir.NewCapabilityStatement(fhir.CapabilityOptions{
-		BaseURL: baseURL(c), SoftwareVersion: a.softwareVersion, Date: a.started,
-		PageSize: defaultPageSize, MaxPageSize: maxPageSize,
-	}))
+	opt := fhir.CapabilityOptions{BaseURL: baseURL(c), SoftwareVersion: a.softwareVersion, Date: a.started,
+		PageSize: defaultPageSize, MaxPageSize: maxPageSize}
+	if a.reports != nil {
+		opt.Writable = []string{"DiagnosticReport"}
+	}
+	return writeFHIR(c, http.StatusOK, fhir.NewCapabilityStatement(opt))
 }
 
 // resourceType returns the :type of the route when Ferry serves it.
