@@ -41,6 +41,9 @@ type StudyDeriver struct {
 	DICOMwebURL string
 	Logger      *slog.Logger
 	Now         func() time.Time // default time.Now
+	// ObserveTurnaround, if set, is told of each turnaround milestone a derivation reached
+	// first (the study of an order), once committed: TurnaroundMetrics.Observe.
+	ObserveTurnaround func(t *Turnaround, stage TurnaroundStage)
 }
 
 // derivedSource is meta.source of what the deriver writes.
@@ -130,6 +133,7 @@ func (d *StudyDeriver) derive(ctx context.Context, q StudyDerivation) error {
 		return err
 	}
 	defer tx.Rollback()
+	var mark turnaroundMark
 	cur, err := tx.Resource(ctx, "ImagingStudy", uid)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -161,12 +165,20 @@ func (d *StudyDeriver) derive(ctx context.Context, q StudyDerivation) error {
 			if err := d.startOrder(ctx, tx, link.ServiceRequestID); err != nil {
 				return err
 			}
+			// The order's study is complete: its SLA clocks start (turnaround.go).
+			if mark, err = markTurnaround(ctx, tx, link.ServiceRequestID, order, TurnaroundStudy, d.now()); err != nil {
+				return err
+			}
 		}
 	}
 	if err := tx.FinishStudyDerivation(ctx, q); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	mark.observe(d.ObserveTurnaround)
+	return nil
 }
 
 // build reads what a linked study's ImagingStudy is derived from and derives its content.

@@ -125,6 +125,13 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 	if err != nil {
 		return err
 	}
+	if curSR == nil {
+		// The order's turnaround clock starts (turnaround.go). No interval ends here, so there
+		// is nothing to observe: the Processor needs no metrics.
+		if _, err := markTurnaround(ctx, w.tx, srID, content, TurnaroundOrdered, w.pl.now); err != nil {
+			return err
+		}
+	}
 	return w.worklist(ctx, srID, status, o.worklist)
 }
 

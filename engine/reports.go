@@ -40,6 +40,9 @@ type Reports struct {
 	Performer map[string]any
 	Logger    *slog.Logger
 	Now       func() time.Time // default time.Now
+	// ObserveTurnaround, if set, is told of each turnaround milestone a report version reached
+	// first (the order's preliminary, final), once committed: TurnaroundMetrics.Observe.
+	ObserveTurnaround func(t *Turnaround, stage TurnaroundStage)
 }
 
 // ResultDestination is one place a facility's reports go.
@@ -209,9 +212,16 @@ func (rs *Reports) Submit(ctx context.Context, body []byte, id string) (*Resourc
 	if err := rs.enqueue(ctx, tx, r, content, orderContent, patient, now); err != nil {
 		return nil, false, err
 	}
+	var mark turnaroundMark
+	if stage, ok := reportStage(status); ok { // the order's report clock (turnaround.go)
+		if mark, err = markTurnaround(ctx, tx, order.ID, orderContent, stage, now); err != nil {
+			return nil, false, err
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, false, err
 	}
+	mark.observe(rs.ObserveTurnaround)
 	if critical(content) {
 		rs.logger().Warn("critical finding reported", "report", reportID, "version", version, "service_request", order.ID)
 	}

@@ -43,6 +43,10 @@ type Options struct {
 	Mappings func() MappingTester
 	// Deliveries, if set, serves /api/v1/deliveries: the report outbox, its dead letters and replay.
 	Deliveries DeliveryLog
+	// Turnaround, if set, serves GET /api/v1/turnaround (turnaround.go): the orders past their
+	// SLA, or one order's clocks, measured against TurnaroundSLAs (nil: engine.DefaultSLAs()).
+	Turnaround     TurnaroundLog
+	TurnaroundSLAs engine.SLAs
 	// Reports, if set, takes DiagnosticReports by POST and PUT under /fhir/r4 (with Resources).
 	Reports ReportIntake
 	// Studies, if set, serves GET /api/v1/studies/{uid} (a received study and its link) and
@@ -98,6 +102,13 @@ func New(opt Options) (*echo.Echo, error) {
 		api.GET("/deliveries", da.list)
 		api.GET("/deliveries/:id", da.get)
 		api.POST("/deliveries/:id/replay", da.replay)
+	}
+	if opt.Turnaround != nil {
+		ta := &turnaroundAPI{log: opt.Turnaround, sla: opt.TurnaroundSLAs, logger: opt.Logger}
+		if ta.sla == nil {
+			ta.sla = engine.DefaultSLAs()
+		}
+		api.GET("/turnaround", ta.get)
 	}
 	if opt.Studies != nil {
 		api.GET("/studies/:uid", getStudy(opt.Studies, ml))

@@ -636,6 +636,10 @@ func TestOutbox(t *testing.T) {
 	storetest.RunOutbox(t, func(t *testing.T) storetest.OutboxStore { return openTestStore(t) })
 }
 
+func TestTurnaround(t *testing.T) {
+	storetest.RunTurnaround(t, func(t *testing.T) storetest.TurnaroundStore { return openTestStore(t) })
+}
+
 // TestStudyLinkEvidenceStored: evidence is kept as a JSON object, keys sorted, and the table
 // itself rejects an unknown status.
 func TestStudyLinkEvidenceStored(t *testing.T) {

@@ -48,7 +48,7 @@ var errTxDone = errors.New("transaction already committed or rolled back")
 var txStatements = []string{insertOneSQL, insertBatchSQL, currentResourceSQL, resourceVersionSQL,
 	resourceHistorySQL, resolveKeySQL, resourceByKeysSQL, putResourceSQL, putWorklistItemSQL,
 	deleteWorklistItemSQL, claimPendingSQL, finishPendingSQL, putStudyLinkSQL, studyLinksOfPatientSQL,
-	finishStudyDerivationSQL, insertDeliverySQL}
+	finishStudyDerivationSQL, insertDeliverySQL, markTurnaroundSQL}
 
 // savepointName is the one savepoint a Tx keeps.
 const savepointName = "ferry_step"

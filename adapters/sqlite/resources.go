@@ -50,7 +50,7 @@ var txStatements = []string{insertSQL, findAcceptedSQL, claimPendingSQL, finishP
 	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL,
 	putWorklistItemSQL, deleteWorklistItemSQL,
 	upsertLinkSQL, insertLinkHistorySQL, queueDerivationSQL, studyLinksOfPatientSQL,
-	finishStudyDerivationSQL, insertDeliverySQL}
+	finishStudyDerivationSQL, insertDeliverySQL, markTurnaroundSQL}
 
 // savepointName is the one savepoint a Tx keeps.
 const savepointName = "ferry_step"

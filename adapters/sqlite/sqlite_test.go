@@ -192,3 +192,7 @@ func TestStudyLinkEvidenceStored(t *testing.T) {
 		t.Error("the table accepted status 'maybe'")
 	}
 }
+
+func TestTurnaround(t *testing.T) {
+	storetest.RunTurnaround(t, func(t *testing.T) storetest.TurnaroundStore { return openTestStore(t, testPath(t)) })
+}

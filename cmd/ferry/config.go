@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +47,10 @@ type Config struct {
 	Delivery DeliveryConfig `yaml:"delivery"`
 	// Linking tunes how studies are linked to patients and orders (docs/dicom.md, "Linking").
 	Linking LinkingConfig `yaml:"linking"`
+	// Turnaround sets, per order priority (stat, asap, urgent, routine), when the preliminary
+	// and the final report are due, counted from the study's completion (docs/reports.md,
+	// "Turnaround"). A priority or field left out keeps its default (engine.DefaultSLAs).
+	Turnaround map[string]TurnaroundSLA `yaml:"turnaround"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `yaml:"log_level"`
 }
@@ -199,6 +205,24 @@ type LinkingConfig struct {
 	// StudySettle is how long a study must be quiet (no new instance) before its FHIR
 	// ImagingStudy is derived again (default 5s).
 	StudySettle time.Duration `yaml:"study_settle"`
+}
+
+// TurnaroundSLA is one priority's SLAs, e.g. stat: {preliminary: 30m, final: 4h}; 0s is no
+// limit.
+type TurnaroundSLA struct {
+	Preliminary *time.Duration `yaml:"preliminary"`
+	Final       *time.Duration `yaml:"final"`
+}
+
+// turnaroundSLAs is the engine.SLAs the configuration names (after setDefaults).
+func (c *Config) turnaroundSLAs() engine.SLAs {
+	sla := engine.SLAs{}
+	for p, s := range c.Turnaround {
+		if s.Preliminary != nil && s.Final != nil {
+			sla[p] = engine.SLA{Preliminary: *s.Preliminary, Final: *s.Final}
+		}
+	}
+	return sla
 }
 
 // IssuerConfig is one issuer of patient IDs (engine.IssuerRule).
@@ -378,6 +402,19 @@ func (c *Config) setDefaults() {
 		every := 2 * time.Second
 		c.Mappings.ReloadInterval = &every
 	}
+	if c.Turnaround == nil {
+		c.Turnaround = map[string]TurnaroundSLA{}
+	}
+	for p, d := range engine.DefaultSLAs() {
+		s := c.Turnaround[p]
+		if s.Preliminary == nil {
+			s.Preliminary = &d.Preliminary
+		}
+		if s.Final == nil {
+			s.Final = &d.Final
+		}
+		c.Turnaround[p] = s
+	}
 }
 
 // DefaultCommitLinger is commit.linger's default: a little more than the time a closed-loop
@@ -437,6 +474,18 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("linking.issuers[%d].issuer: %q is listed twice", i, is.Issuer))
 		}
 		seenIssuer[is.Issuer] = true
+	}
+	for _, p := range slices.Sorted(maps.Keys(c.Turnaround)) {
+		s := c.Turnaround[p]
+		if _, ok := engine.DefaultSLAs()[p]; !ok {
+			errs = append(errs, fmt.Errorf("turnaround.%s: not an order priority: want stat, asap, urgent or routine", p))
+			continue
+		}
+		if (s.Preliminary != nil && *s.Preliminary < 0) || (s.Final != nil && *s.Final < 0) {
+			errs = append(errs, fmt.Errorf("turnaround.%s: preliminary and final must not be negative (0s: no limit)", p))
+		} else if s.Preliminary != nil && s.Final != nil && *s.Final > 0 && *s.Preliminary > *s.Final {
+			errs = append(errs, fmt.Errorf("turnaround.%s: the preliminary (%s) cannot be due after the final (%s)", p, *s.Preliminary, *s.Final))
+		}
 	}
 	if r := c.Mappings.ReloadInterval; r != nil && *r < 0 {
 		errs = append(errs, errors.New("mappings.reload_interval: must not be negative"))

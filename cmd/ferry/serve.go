@@ -75,6 +75,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := engine.NewMetrics(reg)
+	turnaround := engine.NewTurnaroundMetrics(reg)
 
 	committer := engine.NewGroupCommitter(st, engine.GroupCommitOptions{
 		Workers:       cfg.Commit.Workers,
@@ -134,7 +135,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Linked studies are published as FHIR ImagingStudy once quiet; every node runs a deriver.
 	deriver := &engine.StudyDeriver{Store: st, Validator: validator, Settle: cfg.Linking.StudySettle,
-		DICOMwebURL: strings.TrimRight(cfg.HTTP.PublicURL, "/") + dicomweb.BasePath, Logger: logger}
+		DICOMwebURL: strings.TrimRight(cfg.HTTP.PublicURL, "/") + dicomweb.BasePath, Logger: logger,
+		ObserveTurnaround: turnaround.Observe}
 	deriverCtx, stopDeriver := context.WithCancel(ctx)
 	deriverDone := make(chan struct{})
 	go func() { deriver.Run(deriverCtx); close(deriverDone) }()
@@ -166,7 +168,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Reports from the reading platform, stored with their deliveries to the ordering hospital,
 	// which every node's deliverer sends.
-	reports := &engine.Reports{Store: st, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger}
+	reports := &engine.Reports{Store: st, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger,
+		ObserveTurnaround: turnaround.Observe}
 	sends := newTransports(cfg.Delivery.Connections, cfg.Delivery.Timeout, logger)
 	deliverer := &engine.Deliverer{Outbox: st, Transport: sends.send, Destination: cfg.resultDestination,
 		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, Lease: 2*cfg.Delivery.Timeout + time.Minute, Logger: logger}
@@ -174,7 +177,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	delivererDone := make(chan struct{})
 	go func() { deliverer.Run(delivererCtx, 200*time.Millisecond); close(delivererDone) }()
 	defer func() { stopDeliverer(); <-delivererDone; sends.close() }()
-	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
+	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ type store interface {
 	engine.LinkStore
 	engine.DerivationQueue
 	engine.Outbox
+	engine.TurnaroundReader
 	Migrate(ctx context.Context) error
 }
 

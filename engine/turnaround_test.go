@@ -1,0 +1,279 @@
+package engine_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/fhir"
+)
+
+// turnaroundClock is the fake time of the turnaround test, read by the processor, the deriver
+// and the report intake.
+type turnaroundClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *turnaroundClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *turnaroundClock) set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+// TestTurnaroundClocks: a stat order is received, its study arrives two hours later and is
+// published, the preliminary comes 40 minutes after the study and the final 5 hours after it.
+// Each milestone is recorded at its first time, Overdue lists the order exactly while a
+// milestone is past the stat SLA (30 minutes, 4 hours from the study), and the histograms hold
+// each interval once. A routine order whose final comes without a preliminary reaches both.
+func TestTurnaroundClocks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ordered := time.Date(2026, 11, 27, 13, 30, 0, 0, time.UTC)
+	clock := &turnaroundClock{t: ordered}
+	h := newOrderHarness(t)
+	h.in.Processor.Now = clock.now
+	stat := strings.Replace(orc("NW", "PLT1", "SC"), "^^R|", "^^S|", 1) // ORC-7.6 S: stat
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), stat, obr("PLT1", "ACCT1"))
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PLT2", "SC"), obr("PLT2", "ACCT2"))
+	order := h.search("ServiceRequest", eq("identifier", "PLT1"))[0]
+	routine := h.search("ServiceRequest", eq("identifier", "PLT2"))[0]["id"].(string)
+	if order["priority"] != "stat" {
+		t.Fatalf("the order's priority is %v, want stat", order["priority"])
+	}
+	srID := order["id"].(string)
+	clocks := func(id string) *engine.Turnaround {
+		t.Helper()
+		ta, err := h.st.Turnaround(ctx, id)
+		if err != nil {
+			t.Fatalf("Turnaround(%s): %v", id, err)
+		}
+		return ta
+	}
+	if got := clocks(srID); got.Priority != "stat" || !got.OrderedAt.Equal(ordered) || !got.StudyAt.IsZero() {
+		t.Errorf("after the order: %+v, want stat ordered at %s", got, ordered)
+	}
+	// The same order again is not a new order: its clock keeps the first time.
+	clock.set(ordered.Add(time.Minute))
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), stat, obr("PLT1", "ACCT1"))
+	if got := clocks(srID); !got.OrderedAt.Equal(ordered) {
+		t.Errorf("a repeated NW moved the order's time to %s", got.OrderedAt)
+	}
+
+	v, err := fhir.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	metrics := engine.NewTurnaroundMetrics(reg)
+	deriver := &engine.StudyDeriver{Store: h.st, Validator: v, Settle: time.Second, Zone: time.UTC,
+		Now: clock.now, ObserveTurnaround: metrics.Observe}
+	intake := &engine.Intake{Store: h.st, Dir: t.TempDir(), Linker: &engine.Linker{Resources: h.st, Links: h.st}}
+	storeStudy := func(uid, accession string) {
+		t.Helper()
+		tmp := filepath.Join(intake.Dir, "incoming")
+		if err := os.WriteFile(tmp, []byte("DICM"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		inst := &engine.Instance{StudyInstanceUID: uid, SeriesInstanceUID: uid + ".1", SOPInstanceUID: uid + ".1.1",
+			SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", Modality: "CT", AccessionNumber: accession, PatientID: "000123",
+			PatientName: "DOE^JANE", PatientBirthDate: "19800102", PatientSex: "F", StudyDate: "20261127", StudyTime: "153000",
+			InstanceNumber: "1", ReceivedAt: clock.now(), Size: 4}
+		if _, err := intake.StoreInstance(ctx, inst, tmp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	derive := func() {
+		t.Helper()
+		if n, err := deriver.DeriveDue(ctx); err != nil || n != 1 {
+			t.Fatalf("DeriveDue = %d, %v; want 1", n, err)
+		}
+	}
+	overdue := func(at time.Time) map[string][]engine.TurnaroundStage {
+		t.Helper()
+		got, err := h.st.Overdue(ctx, at, engine.DefaultSLAs(), 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]engine.TurnaroundStage{}
+		for _, ta := range got {
+			for _, l := range engine.DefaultSLAs().Late(ta, at) {
+				out[ta.ServiceRequestID] = append(out[ta.ServiceRequestID], l.Stage)
+			}
+		}
+		return out
+	}
+
+	// The scan, two hours after the order; published once quiet.
+	clock.set(ordered.Add(2 * time.Hour))
+	storeStudy("1.2.826.0.1.3680043.10.91", "ACCT1")
+	study := ordered.Add(2*time.Hour + 2*time.Second)
+	clock.set(study)
+	derive()
+	if got := clocks(srID); !got.StudyAt.Equal(study) || !got.OrderedAt.Equal(ordered) {
+		t.Errorf("after the study: %+v, want the study at %s", got, study)
+	}
+	if got := overdue(study.Add(30 * time.Minute)); len(got) != 0 {
+		t.Errorf("overdue 30 minutes after the study: %v, want none (due, not late)", got)
+	}
+	if got, want := overdue(study.Add(31*time.Minute)), map[string][]engine.TurnaroundStage{srID: {engine.TurnaroundPreliminary}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("overdue 31 minutes after the study: %v, want %v", got, want)
+	}
+
+	rs := &engine.Reports{Store: h.st, Validator: v, Now: clock.now, ObserveTurnaround: metrics.Observe}
+	submit := func(at time.Time, status, accession string) {
+		t.Helper()
+		clock.set(at)
+		if _, _, err := rs.Submit(ctx, reportJSON(status, accession, "No acute finding."), ""); err != nil {
+			t.Fatalf("%s report: %v", status, err)
+		}
+	}
+	prelim := study.Add(40 * time.Minute)
+	submit(prelim, "preliminary", "ACCT1")
+	if got := overdue(study.Add(4 * time.Hour)); len(got) != 0 {
+		t.Errorf("overdue 4 hours after the study, with the preliminary in: %v, want none", got)
+	}
+	if got, want := overdue(study.Add(4*time.Hour+time.Second)), map[string][]engine.TurnaroundStage{srID: {engine.TurnaroundFinal}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("overdue past 4 hours: %v, want %v", got, want)
+	}
+	final := study.Add(5 * time.Hour)
+	submit(final, "final", "ACCT1")
+	submit(final.Add(time.Hour), "amended", "ACCT1") // an amendment is not a new final
+	want := &engine.Turnaround{ServiceRequestID: srID, Priority: "stat", OrderedAt: ordered, StudyAt: study, PreliminaryAt: prelim, FinalAt: final}
+	if got := clocks(srID); !reflect.DeepEqual(got, want) {
+		t.Errorf("after the final:\n%+v, want\n%+v", got, want)
+	}
+	if got := overdue(final.Add(24 * time.Hour)); len(got) != 0 {
+		t.Errorf("overdue after the final: %v, want none", got)
+	}
+
+	// The routine order: study, then a final with no preliminary before it.
+	routineStudy := final.Add(time.Hour + 2*time.Second)
+	clock.set(routineStudy.Add(-2 * time.Second))
+	storeStudy("1.2.826.0.1.3680043.10.92", "ACCT2")
+	clock.set(routineStudy)
+	derive()
+	if got, want := overdue(routineStudy.Add(25*time.Hour)), map[string][]engine.TurnaroundStage{routine: {engine.TurnaroundFinal}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("the routine order a day after its study: %v, want %v", got, want)
+	}
+	routineFinal := routineStudy.Add(26 * time.Hour)
+	submit(routineFinal, "final", "ACCT2")
+	if got := clocks(routine); !got.PreliminaryAt.Equal(routineFinal) || !got.FinalAt.Equal(routineFinal) || got.Priority != "routine" {
+		t.Errorf("a final without a preliminary: %+v, want both at %s", got, routineFinal)
+	}
+
+	wantSeconds := map[[2]string][]float64{
+		{"stat", "order_to_study"}:          {study.Sub(ordered).Seconds()},
+		{"stat", "study_to_preliminary"}:    {prelim.Sub(study).Seconds()},
+		{"stat", "study_to_final"}:          {final.Sub(study).Seconds()},
+		{"routine", "order_to_study"}:       {routineStudy.Sub(ordered).Seconds()},
+		{"routine", "study_to_preliminary"}: {routineFinal.Sub(routineStudy).Seconds()},
+		{"routine", "study_to_final"}:       {routineFinal.Sub(routineStudy).Seconds()},
+	}
+	if got := histogramSums(t, reg, "ferry_turnaround_seconds"); !reflect.DeepEqual(got, wantSeconds) {
+		t.Errorf("ferry_turnaround_seconds (count and sum by priority, interval):\n%v, want\n%v", got, wantSeconds)
+	}
+}
+
+// histogramSums returns, per (priority, interval), a histogram's sum repeated count times: one
+// value when it was observed once.
+func histogramSums(t *testing.T, reg *prometheus.Registry, name string) map[[2]string][]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[[2]string][]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			h := m.GetHistogram()
+			key := [2]string{labels["priority"], labels["interval"]}
+			for range h.GetSampleCount() {
+				out[key] = append(out[key], h.GetSampleSum()/float64(h.GetSampleCount()))
+			}
+		}
+	}
+	return out
+}
+
+// TestSLAsLate: when each milestone is due and late under the default SLAs.
+func TestSLAsLate(t *testing.T) {
+	t.Parallel()
+	study := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	sla := engine.DefaultSLAs()
+	for _, tc := range []struct {
+		name string
+		t    engine.Turnaround
+		now  time.Time
+		want []engine.Lateness
+	}{
+		{"NoStudy", engine.Turnaround{Priority: "stat", OrderedAt: study}, study.Add(48 * time.Hour), nil},
+		{"StatDue", engine.Turnaround{Priority: "stat", StudyAt: study}, study.Add(30 * time.Minute), nil},
+		{"StatPreliminaryLate", engine.Turnaround{Priority: "stat", StudyAt: study}, study.Add(45 * time.Minute),
+			[]engine.Lateness{{Stage: engine.TurnaroundPreliminary, Due: study.Add(30 * time.Minute), By: 15 * time.Minute}}},
+		{"StatBothLate", engine.Turnaround{Priority: "stat", StudyAt: study}, study.Add(5 * time.Hour),
+			[]engine.Lateness{{Stage: engine.TurnaroundPreliminary, Due: study.Add(30 * time.Minute), By: 4*time.Hour + 30*time.Minute},
+				{Stage: engine.TurnaroundFinal, Due: study.Add(4 * time.Hour), By: time.Hour}}},
+		{"StatFinalLate", engine.Turnaround{Priority: "stat", StudyAt: study, PreliminaryAt: study.Add(10 * time.Minute)}, study.Add(5 * time.Hour),
+			[]engine.Lateness{{Stage: engine.TurnaroundFinal, Due: study.Add(4 * time.Hour), By: time.Hour}}},
+		{"FinalIn", engine.Turnaround{Priority: "stat", StudyAt: study, PreliminaryAt: study.Add(time.Hour), FinalAt: study.Add(9 * time.Hour)}, study.Add(10 * time.Hour), nil},
+		{"RoutineNoPreliminarySLA", engine.Turnaround{Priority: "routine", StudyAt: study}, study.Add(23 * time.Hour), nil},
+		{"RoutineFinalLate", engine.Turnaround{Priority: "routine", StudyAt: study}, study.Add(25 * time.Hour),
+			[]engine.Lateness{{Stage: engine.TurnaroundFinal, Due: study.Add(24 * time.Hour), By: time.Hour}}},
+		{"UnknownPriority", engine.Turnaround{Priority: "whenever", StudyAt: study}, study.Add(100 * time.Hour), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := sla.Late(&tc.t, tc.now); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Late = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestTurnaroundMetricsObserve: an interval is observed only when both its milestones are there
+// and in order, labelled with a bounded priority; a nil TurnaroundMetrics observes nothing.
+func TestTurnaroundMetricsObserve(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	reg := prometheus.NewRegistry()
+	m := engine.NewTurnaroundMetrics(reg)
+	m.Observe(&engine.Turnaround{Priority: "urgent", OrderedAt: at, StudyAt: at.Add(time.Hour)}, engine.TurnaroundStudy)
+	m.Observe(&engine.Turnaround{Priority: "urgent", StudyAt: at.Add(time.Hour)}, engine.TurnaroundStudy)                                   // no order time
+	m.Observe(&engine.Turnaround{Priority: "urgent", StudyAt: at, PreliminaryAt: at.Add(-time.Minute)}, engine.TurnaroundPreliminary)       // report before the study
+	m.Observe(&engine.Turnaround{Priority: "bogus", StudyAt: at, PreliminaryAt: at.Add(2 * time.Minute)}, engine.TurnaroundPreliminary)     // label bounded
+	m.Observe(&engine.Turnaround{Priority: "urgent", OrderedAt: at, StudyAt: at, FinalAt: at.Add(3 * time.Hour)}, engine.TurnaroundOrdered) // ends nothing
+	m.Observe(&engine.Turnaround{Priority: "urgent", StudyAt: at, PreliminaryAt: at, FinalAt: at.Add(3 * time.Hour)}, engine.TurnaroundFinal)
+	var none *engine.TurnaroundMetrics
+	none.Observe(&engine.Turnaround{Priority: "stat", StudyAt: at, FinalAt: at.Add(time.Hour)}, engine.TurnaroundFinal)
+
+	want := map[[2]string][]float64{
+		{"urgent", "order_to_study"}:      {3600},
+		{"other", "study_to_preliminary"}: {120},
+		{"urgent", "study_to_final"}:      {3 * 3600},
+	}
+	if got := histogramSums(t, reg, "ferry_turnaround_seconds"); !reflect.DeepEqual(got, want) {
+		t.Errorf("ferry_turnaround_seconds = %v, want %v", got, want)
+	}
+}
