@@ -45,6 +45,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 2m)
 	$(GO) test -run='^$$' -fuzz='^FuzzIndex$$' -fuzztime=$(FUZZTIME) ./fhir/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDateQuery$$' -fuzztime=$(FUZZTIME) ./fhir/
 	$(GO) test -run='^$$' -fuzz='^FuzzApply$$' -fuzztime=$(FUZZTIME) ./mappings/
+	$(GO) test -run='^$$' -fuzz='^FuzzRender$$' -fuzztime=$(FUZZTIME) ./mappings/
 	$(GO) test -run='^$$' -fuzz='^FuzzAppendJSONString$$' -fuzztime=$(FUZZTIME) ./engine/
 	$(GO) test -run='^$$' -fuzz='^FuzzDemographics$$' -fuzztime=$(FUZZTIME) ./engine/
 	$(GO) test -run='^$$' -fuzz='^FuzzImagingStudyContent$$' -fuzztime=$(FUZZTIME) ./engine/

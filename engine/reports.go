@@ -66,6 +66,7 @@ type ReportVersion struct {
 	Order       map[string]any
 	Encounter   map[string]any // nil when the order has none
 	Interpreter map[string]any // the first resultsInterpreter Practitioner, nil when none
+	Requester   map[string]any // the order's requester Practitioner, nil when none
 	ControlID   string         // MSH-10 of this delivery
 	Time        time.Time      // when the version was stored
 }
@@ -600,6 +601,7 @@ func (rs *Reports) version(ctx context.Context, rd ResourceReader, r *Resource, 
 		return c
 	}
 	rv.Encounter = read(order["encounter"])
+	rv.Requester = read(order["requester"])
 	if ri := asList(content["resultsInterpreter"]); len(ri) > 0 {
 		rv.Interpreter = read(ri[0])
 	}

@@ -16,5 +16,11 @@
 //     `require:` names fields that must not be empty;
 //   - empty values are dropped, as FHIR forbids empty strings, objects and arrays.
 //
+// An outbound mapping (outbound/NAME.yaml, see Outbound) goes the other way: a template shaped
+// like an HL7 v2 message — segments, each a map of field numbers to values — whose expressions
+// read FHIR resources (report, patient, order …) and whose functions write FHIR datatypes as
+// HL7 ones (cx, xpn, xcn, cwe, ts …). Render escapes every value and checks the message by
+// parsing it back. The shipped oru_r01 returns the radiologist's report as ORU^R01.
+//
 // docs/mappings.md is the analyst's guide.
 package mappings

@@ -50,14 +50,21 @@ var functions = map[string]function{
 	"count":        {fnCount, `count("segment or field")`, 1, 1},
 }
 
-var compileOptions []expr.Option
+// compileOptions compile an inbound mapping's expressions; outboundOptions (with the
+// environment of the scope) an outbound mapping's.
+var compileOptions, outboundOptions []expr.Option
 
 func init() {
-	compileOptions = []expr.Option{expr.Env(map[string]any{"ctx": (*state)(nil)})}
-	for name, f := range functions {
-		f := f
-		name := name
-		compileOptions = append(compileOptions, expr.Function(name, func(params ...any) (any, error) {
+	compileOptions = append([]expr.Option{expr.Env(map[string]any{"ctx": (*state)(nil)})}, exprFunctions(functions)...)
+	outboundOptions = append(exprFunctions(outboundFunctions), expr.Patch(optionalMembers{}))
+}
+
+// exprFunctions declares the mapping functions to expr: each receives the evaluation state
+// first (the rewrite adds it), and its number of arguments is checked.
+func exprFunctions(fns map[string]function) []expr.Option {
+	var out []expr.Option
+	for name, f := range fns {
+		out = append(out, expr.Function(name, func(params ...any) (any, error) {
 			st := params[0].(*state)
 			args := params[1:]
 			if len(args) < f.min || (f.max >= 0 && len(args) > f.max) {
@@ -66,6 +73,7 @@ func init() {
 			return f.fn(st, args)
 		}))
 	}
+	return out
 }
 
 func fnValue(st *state, args []any) (any, error) {

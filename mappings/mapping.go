@@ -129,6 +129,13 @@ func compileMapping(file string, data []byte, tables map[string]*Table, partials
 	if len(c.problems) > 0 {
 		return nil, c.problems
 	}
+	m.Version = versionOf(mf.Mapping, mf.Version, data, tables, partials)
+	return m, nil
+}
+
+// versionOf is what a mapping records with each use: its name, its declared version and a
+// digest of its file, the code tables and the partials, e.g. "orm_o01@1+3fa2c9d1".
+func versionOf(name string, version int, data []byte, tables map[string]*Table, partials map[string]file) string {
 	h := sha256.New()
 	h.Write(data)
 	for _, name := range sortedKeys(tables) {
@@ -139,8 +146,7 @@ func compileMapping(file string, data []byte, tables map[string]*Table, partials
 		h.Write([]byte(name))
 		h.Write(partials[name].data)
 	}
-	m.Version = fmt.Sprintf("%s@%d+%s", mf.Mapping, mf.Version, hex.EncodeToString(h.Sum(nil))[:8])
-	return m, nil
+	return fmt.Sprintf("%s@%d+%s", name, version, hex.EncodeToString(h.Sum(nil))[:8])
 }
 
 var tableRefRE = regexp.MustCompile(`(?:lookup|has)\(\s*"([^"]*)"|codeable\(\s*"[^"]*"\s*,\s*"([^"]*)"`)
@@ -201,15 +207,17 @@ func (m *Mapping) Apply(msg *hl7.Message) (map[string]any, error) {
 	return obj, nil
 }
 
-// Set is every mapping in force: the shipped ones, the site's, and per-facility overrides.
+// Set is every mapping in force: the shipped ones, the site's, and per-facility overrides, for
+// both directions (inbound mappings by message type, outbound ones by name).
 type Set struct {
 	base       layer
 	facilities map[string]layer // by sending facility (MSH-4)
 }
 
 type layer struct {
-	byType map[string]*Mapping // "ORM^O01" → mapping
-	all    []*Mapping
+	byType   map[string]*Mapping // "ORM^O01" → mapping
+	all      []*Mapping
+	outbound map[string]*Outbound // "oru_r01" → outbound mapping
 }
 
 // For returns the mapping for a message type (MSH-9 code^trigger) from a sending facility: the
@@ -228,6 +236,49 @@ func (s *Set) Mappings() []*Mapping {
 	out := slices.Clone(s.base.all)
 	for _, f := range sortedKeys(s.facilities) {
 		out = append(out, s.facilities[f].all...)
+	}
+	return out
+}
+
+// Outbound returns the outbound mapping named name ("oru_r01") for a facility (MSH-4 of its
+// orders): the facility's override when it has one, else the site's. nil when there is none.
+func (s *Set) Outbound(facility, name string) *Outbound {
+	if l, ok := s.facilities[facility]; ok {
+		if o := l.outbound[name]; o != nil {
+			return o
+		}
+	}
+	return s.base.outbound[name]
+}
+
+// Outbounds lists the site's outbound mappings and then each facility's, for display.
+func (s *Set) Outbounds() []*Outbound {
+	var out []*Outbound
+	for _, l := range append([]layer{s.base}, s.facilityLayers()...) {
+		for _, name := range sortedKeys(l.outbound) {
+			out = append(out, l.outbound[name])
+		}
+	}
+	return out
+}
+
+func (s *Set) facilityLayers() []layer {
+	out := make([]layer, 0, len(s.facilities))
+	for _, f := range sortedKeys(s.facilities) {
+		out = append(out, s.facilities[f])
+	}
+	return out
+}
+
+// Versions lists the version of every mapping in force, inbound then outbound, for logs and
+// `ferry mappings lint`.
+func (s *Set) Versions() []string {
+	var out []string
+	for _, m := range s.Mappings() {
+		out = append(out, m.Version)
+	}
+	for _, o := range s.Outbounds() {
+		out = append(out, o.Version())
 	}
 	return out
 }
@@ -255,13 +306,19 @@ func Load(src Source) (*Set, error) {
 		l, p := build(merged)
 		probs = append(probs, p...)
 		// Only the mappings the facility overrides (or whose tables it overrides) are its own.
-		own := layer{byType: map[string]*Mapping{}}
+		own := layer{byType: map[string]*Mapping{}, outbound: map[string]*Outbound{}}
+		shared := len(ff.tables) > 0 || len(ff.partials) > 0
 		for _, m := range l.all {
-			if ff.touches(m.File) || len(ff.tables) > 0 || len(ff.partials) > 0 {
+			if ff.touches(m.File) || shared {
 				own.all = append(own.all, m)
 				for _, t := range m.Messages {
 					own.byType[t] = m
 				}
+			}
+		}
+		for name, o := range l.outbound {
+			if ff.touches(o.File) || shared {
+				own.outbound[name] = o
 			}
 		}
 		s.facilities[fac] = own
@@ -275,6 +332,7 @@ func Load(src Source) (*Set, error) {
 // fileSet is the files of one or more layers: later layers replace files of the same name.
 type fileSet struct {
 	mappings map[string]file // by base name
+	outbound map[string]file // outbound/*.yaml by base name
 	tables   map[string]file
 	partials map[string]file // by name without .yaml
 }
@@ -295,7 +353,8 @@ func (f fileSet) overlay(o fileSet) fileSet {
 		}
 		return out
 	}
-	return fileSet{mappings: merge(f.mappings, o.mappings), tables: merge(f.tables, o.tables), partials: merge(f.partials, o.partials)}
+	return fileSet{mappings: merge(f.mappings, o.mappings), outbound: merge(f.outbound, o.outbound),
+		tables: merge(f.tables, o.tables), partials: merge(f.partials, o.partials)}
 }
 
 func (f fileSet) touches(name string) bool {
@@ -304,12 +363,18 @@ func (f fileSet) touches(name string) bool {
 			return true
 		}
 	}
+	for _, m := range f.outbound {
+		if m.name == name {
+			return true
+		}
+	}
 	return false
 }
 
-// gather reads the *.yaml mappings (not *_test.yaml) and tables/*.yaml of each layer.
+// gather reads the *.yaml mappings (not *_test.yaml), outbound/*.yaml, tables/*.yaml and
+// partials/*.yaml of each layer.
 func gather(layers []fs.FS) (fileSet, Problems) {
-	fs0 := fileSet{mappings: map[string]file{}, tables: map[string]file{}, partials: map[string]file{}}
+	fs0 := fileSet{mappings: map[string]file{}, outbound: map[string]file{}, tables: map[string]file{}, partials: map[string]file{}}
 	var probs Problems
 	for _, l := range layers {
 		if l == nil {
@@ -338,6 +403,7 @@ func gather(layers []fs.FS) (fileSet, Problems) {
 			}
 		}
 		read(".", fs0.mappings)
+		read("outbound", fs0.outbound)
 		read("tables", fs0.tables)
 		read("partials", fs0.partials)
 	}
@@ -367,7 +433,15 @@ func build(files fileSet) (layer, Problems) {
 	for n, f := range files.partials {
 		partials[strings.TrimSuffix(n, ".yaml")] = f
 	}
-	l := layer{byType: map[string]*Mapping{}}
+	l := layer{byType: map[string]*Mapping{}, outbound: map[string]*Outbound{}}
+	for _, n := range sortedKeys(files.outbound) {
+		f := files.outbound[n]
+		o, p := compileOutbound(f.name, f.data, tables, partials)
+		probs = append(probs, p...)
+		if o != nil {
+			l.outbound[o.Name] = o
+		}
+	}
 	for _, n := range sortedKeys(files.mappings) {
 		f := files.mappings[n]
 		m, p := compileMapping(f.name, f.data, tables, partials)

@@ -92,11 +92,7 @@ func (r *Reloader) Check() bool {
 		return false
 	}
 	r.cur.Store(s)
-	versions := []string{}
-	for _, m := range s.Mappings() {
-		versions = append(versions, m.Version)
-	}
-	r.logger.Info("mappings reloaded", "mappings", versions)
+	r.logger.Info("mappings reloaded", "mappings", s.Versions())
 	return true
 }
 

@@ -12,9 +12,11 @@ import (
 	"github.com/ferryhealth/ferry/hl7"
 )
 
-// state is one application of a mapping to one message. It travels through expr as the ctx
+// state is one application of a mapping: an inbound mapping to one message (Apply), or an
+// outbound mapping to one set of resources (Render). It travels through expr as the ctx
 // argument the rewrite adds to every mapping function (so it implements context.Context, which
-// expr passes along untouched). It is not safe for concurrent use; each Apply makes its own.
+// expr passes along untouched). It is not safe for concurrent use; each Apply or Render makes
+// its own.
 type state struct {
 	context.Context
 	m     *Mapping
@@ -29,6 +31,7 @@ type state struct {
 	occ   []binding           // segment occurrences bound by each:/group:
 	reps  []binding           // field repetitions bound by each:
 	table map[string]*Table
+	ob    *Outbound // the outbound mapping rendering, when it is one (m and msg are nil then)
 }
 
 type fieldRead struct {

@@ -192,6 +192,18 @@ type compiler struct {
 	problems []Problem
 	paths    []hl7.Path // the path table v(ctx, i) reads from
 	pathIdx  map[string]int
+	out      *outboundScope // set while compiling an outbound mapping
+}
+
+// isFunction reports whether name is a mapping function of the kind being compiled, which the
+// rewrite passes the evaluation state to.
+func (c *compiler) isFunction(name string) bool {
+	if c.out != nil {
+		_, ok := outboundFunctions[name]
+		return ok
+	}
+	_, ok := functions[name]
+	return ok
 }
 
 func (c *compiler) problem(n ast.Node, path, format string, args ...any) {
@@ -341,8 +353,10 @@ func (c *compiler) scalar(n ast.Node, s, path string) node {
 	if !strings.HasPrefix(s, "=") {
 		return literal{s}
 	}
-	if f := c.fieldRead(strings.TrimSpace(s[1:])); f != nil {
-		return f
+	if c.out == nil {
+		if f := c.fieldRead(strings.TrimSpace(s[1:])); f != nil {
+			return f
+		}
 	}
 	if e := c.expr(n, s[1:], path); e != nil {
 		return e
@@ -376,7 +390,11 @@ func (c *compiler) expr(n ast.Node, src, path string) *expression {
 		c.problem(n, path, "%v", err)
 		return nil
 	}
-	prog, err := expr.Compile(code, compileOptions...)
+	opts := compileOptions
+	if c.out != nil {
+		opts = c.out.options()
+	}
+	prog, err := expr.Compile(code, opts...)
 	if err != nil {
 		c.problem(n, path, "expression %q: %s", strings.TrimSpace(src), firstLine(err.Error()))
 		return nil
@@ -423,6 +441,9 @@ func (c *compiler) rewrite(src string) (string, error) {
 			}
 			word := src[i:j]
 			if k := pathEnd(src, i); k > i {
+				if c.out != nil {
+					return "", fmt.Errorf("expression %q: %s is an HL7 path, which reads an inbound message; an outbound mapping reads the resources (report, patient, order …)", src, src[i:k])
+				}
 				p, err := hl7.ParsePath(src[i:k])
 				if err == nil && k < len(src) && (src[k] == '.' || src[k] == '[' || src[k] == '-') {
 					err = fmt.Errorf("%q is not a path: after the field come [repetition], .component and .subcomponent, as numbers", src[i:min(k+2, len(src))])
@@ -436,7 +457,7 @@ func (c *compiler) rewrite(src string) (string, error) {
 			}
 			b.WriteString(word)
 			i = j
-			if _, ok := functions[word]; ok {
+			if c.isFunction(word) {
 				k := i
 				for k < len(src) && src[k] == ' ' {
 					k++
@@ -554,28 +575,10 @@ func (o *object) set(key string, n node) {
 // come first, and keys written beside use: replace them.
 func (c *compiler) use(o *object, n ast.Node, path string) {
 	name := scalarText(n)
-	f, ok := c.partials[name]
-	if !ok {
-		c.problem(n, path, "no partial named %q (partials: %s)", name, strings.Join(sortedKeys(c.partials), ", "))
+	var part node
+	if !c.partial(n, path, func(tmpl ast.Node) { part = c.compile(tmpl, "template") }) {
 		return
 	}
-	if slices.Contains(c.using, name) {
-		c.problem(n, path, "partial %q uses itself (%s)", name, strings.Join(append(c.using, name), " → "))
-		return
-	}
-	var doc struct {
-		Template ast.Node `yaml:"template"`
-	}
-	if err := yaml.UnmarshalWithOptions(f.data, &doc, yaml.Strict()); err != nil {
-		c.problems = append(c.problems, yamlProblem(f.name, err))
-		return
-	}
-	outer := c.file
-	c.file = f.name
-	c.using = append(c.using, name)
-	part := c.compile(doc.Template, "template")
-	c.using = c.using[:len(c.using)-1]
-	c.file = outer
 	p, ok := part.(*object)
 	if !ok {
 		c.problem(n, path, "partial %q: template must be a mapping", name)
@@ -588,4 +591,34 @@ func (c *compiler) use(o *object, n ast.Node, path string) {
 		o.set(k, p.vals[i])
 	}
 	o.require = append(o.require, p.require...)
+}
+
+// partial reads the partial named by n and calls compile with its template, problems in it
+// reported against the partial's file. It reports false when there is no such partial, it
+// does not parse, or it would use itself.
+func (c *compiler) partial(n ast.Node, path string, compile func(template ast.Node)) bool {
+	name := scalarText(n)
+	f, ok := c.partials[name]
+	if !ok {
+		c.problem(n, path, "no partial named %q (partials: %s)", name, strings.Join(sortedKeys(c.partials), ", "))
+		return false
+	}
+	if slices.Contains(c.using, name) {
+		c.problem(n, path, "partial %q uses itself (%s)", name, strings.Join(append(c.using, name), " → "))
+		return false
+	}
+	var doc struct {
+		Template ast.Node `yaml:"template"`
+	}
+	if err := yaml.UnmarshalWithOptions(f.data, &doc, yaml.Strict()); err != nil {
+		c.problems = append(c.problems, yamlProblem(f.name, err))
+		return false
+	}
+	outer := c.file
+	c.file = f.name
+	c.using = append(c.using, name)
+	compile(doc.Template)
+	c.using = c.using[:len(c.using)-1]
+	c.file = outer
+	return true
 }

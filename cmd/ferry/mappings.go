@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/ferryhealth/ferry/mappings"
@@ -68,14 +70,22 @@ func mappingsCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	// Tests run against the set they were written for: the base layers' tests against the
 	// site's mappings. (A facility's tests, in its own directory, run against its overrides: the
-	// set picks the facility by each test message's MSH-4.)
+	// set picks the facility by each inbound test message's MSH-4, and outbound tests render
+	// with the facility of the directory they are in.)
 	var files []mappings.TestFile
-	layers := append([]fs.FS{}, src.Base...)
-	for _, f := range src.Facilities {
-		layers = append(layers, f)
+	type testLayer struct {
+		fs       fs.FS
+		facility string
+	}
+	var layers []testLayer
+	for _, l := range src.Base {
+		layers = append(layers, testLayer{fs: l})
+	}
+	for _, f := range slices.Sorted(maps.Keys(src.Facilities)) {
+		layers = append(layers, testLayer{fs: src.Facilities[f], facility: f})
 	}
 	for _, l := range layers {
-		tf, err := mappings.LoadTests(l)
+		tf, err := mappings.LoadTests(l.fs)
 		if err != nil {
 			var probs mappings.Problems
 			if errors.As(err, &probs) {
@@ -88,6 +98,9 @@ func mappingsCmd(args []string, stdout, stderr io.Writer) error {
 				continue
 			}
 			return err
+		}
+		for i := range tf {
+			tf[i].Facility = l.facility
 		}
 		files = append(files, tf...)
 	}
@@ -121,10 +134,4 @@ func mappingsCmd(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func versions(s *mappings.Set) []string {
-	var out []string
-	for _, m := range s.Mappings() {
-		out = append(out, m.Version)
-	}
-	return out
-}
+func versions(s *mappings.Set) []string { return s.Versions() }

@@ -169,7 +169,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Reports from the reading platform, stored with their deliveries to the ordering hospital,
 	// which every node's deliverer sends.
 	reports := &engine.Reports{Store: st, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger,
-		ObserveTurnaround: turnaround.Observe}
+		ObserveTurnaround: turnaround.Observe, Render: renderORU(reloader.Current)}
 	sends := newTransports(cfg.Delivery.Connections, cfg.Delivery.Timeout, logger)
 	deliverer := &engine.Deliverer{Outbox: st, Transport: sends.send, Destination: cfg.resultDestination,
 		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, Lease: 2*cfg.Delivery.Timeout + time.Minute, Logger: logger}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferryhealth/ferry/hl7"
+)
+
+// ehrReceiver is a hospital EHR's MLLP listener: testdata/ehr_receiver.py on python3-hl7's
+// asyncio MLLP server, recording every message it receives.
+type ehrReceiver struct {
+	Addr string
+	log  string
+	cmd  *exec.Cmd
+}
+
+// startEHR starts the receiver on a free port; answers, if any, are the ACK codes of its first
+// messages in turn (AA, AE, AR, none).
+func startEHR(t *testing.T, dir string, answers ...string) *ehrReceiver {
+	t.Helper()
+	requirePeer(t, "mllp_send", "python3-hl7") // the package that brings hl7.mllp
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	r := &ehrReceiver{Addr: "127.0.0.1:" + strconv.Itoa(port), log: filepath.Join(dir, "ehr-"+strconv.Itoa(port)+".log")}
+	r.cmd = exec.Command("/usr/bin/python3", "testdata/ehr_receiver.py", strconv.Itoa(port), r.log, strings.Join(answers, ","))
+	out, err := r.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cmd.Stderr = os.Stderr
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("starting the EHR receiver: %v", err)
+	}
+	t.Cleanup(r.stop)
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "listening") {
+		t.Fatalf("the EHR receiver did not start: %q %v", line, err)
+	}
+	go io.Copy(io.Discard, out)
+	return r
+}
+
+func (r *ehrReceiver) stop() {
+	if r.cmd.Process != nil {
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+	}
+}
+
+// messages returns every message received so far, parsed.
+func (r *ehrReceiver) messages(t *testing.T) []*hl7.Message {
+	t.Helper()
+	b, err := os.ReadFile(r.log)
+	if os.IsNotExist(err) {
+		return nil
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var out []*hl7.Message
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if line == "" {
+			continue
+		}
+		m, err := hl7.Parse([]byte(strings.ReplaceAll(line, `\r`, "\r")))
+		if err != nil {
+			t.Fatalf("the EHR got a message that does not parse: %v\n%s", err, line)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// request sends body to path with the admin token and returns the status and the body.
+func (p *ferryProcess) request(t *testing.T, method, path, contentType string, body []byte) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+p.HTTPAddr+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	req.Header.Set("Content-Type", contentType)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// reportBody is the reading platform's DiagnosticReport for an order by its accession.
+func reportBody(status, accession, text string) []byte {
+	return []byte(`{"resourceType":"DiagnosticReport","status":"` + status + `",
+		"identifier":[{"system":"urn:oid:1.2.3.4.5","value":"RPT-` + accession + `"}],
+		"basedOn":[{"identifier":{"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"ACSN"}]},"value":"` + accession + `"}}],
+		"code":{"text":"CT chest"},"conclusion":"` + strings.ReplaceAll(text, "\n", `\n`) + `",
+		"presentedForm":[{"contentType":"text/plain","data":"` + base64.StdEncoding.EncodeToString([]byte(text)) + `"}]}`)
+}
+
+// TestReportsReachTheEHR: an order over MLLP, then its preliminary, final and amended reports by
+// FHIR, reach the hospital's EHR (a real MLLP listener) as ORU^R01 in order — OBR-25 P, F, C —
+// for the hospital's patient and order, with the text; the first preliminary is answered AE and
+// retried with the same MSH-10.
+func TestReportsReachTheEHR(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ehr := startEHR(t, dir, "AE")
+	p := startFerry(t, freshPostgresSchema(t, dir), dir, serveOptions{Config: `
+facilities:
+  - id: stmarys
+    sending_facility: STMARYS
+    results:
+      - name: epic
+        kind: mllp
+        address: ` + ehr.Addr + `
+        receiving_application: EPIC
+delivery:
+  retry_first: 200ms
+  retry_max: 1s
+`})
+	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("R1", "NW", "PLR1", "SC", "ACCR1", "71260", "CT", "20261127", "000777")); codes[0] != "AA" {
+		t.Fatalf("order: %v", codes)
+	}
+	steps := []struct{ status, text, obr25 string }{
+		{"preliminary", "No acute cardiopulmonary process.", "P"},
+		{"final", "No acute cardiopulmonary process.\nHeart size normal.", "F"},
+		{"amended", "Addendum: 4 mm nodule in the right upper lobe | follow up in 12 months.", "C"},
+	}
+	var controlIDs []string
+	for i, s := range steps {
+		code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody(s.status, "ACCR1", s.text))
+		if want := map[bool]int{true: 201, false: 200}[i == 0]; code != want {
+			t.Fatalf("POST %s report: HTTP %d, want %d: %s", s.status, code, want, body)
+		}
+		want := i + 2 // the first preliminary was answered AE and came again
+		waitFor(t, s.status+" report at the EHR", func() bool { return len(ehr.messages(t)) >= want })
+	}
+	got := ehr.messages(t)
+	if len(got) != 4 {
+		t.Fatalf("the EHR got %d messages, want 4", len(got))
+	}
+	if got[0].Value("MSH-10") != got[1].Value("MSH-10") {
+		t.Errorf("the retry of the preliminary has MSH-10 %q, the first attempt %q", got[1].Value("MSH-10"), got[0].Value("MSH-10"))
+	}
+	for i, m := range got[1:] {
+		s := steps[i]
+		controlIDs = append(controlIDs, m.Value("MSH-10"))
+		checks := map[string]string{
+			"MSH-9.1": "ORU", "MSH-9.2": "R01", "MSH-5": "EPIC", "MSH-6": "STMARYS",
+			"PID-3.1": "000777", "PID-3.4": "STMARYS", "ORC-1": "RE", "ORC-2.1": "PLR1", "OBR-2.1": "PLR1",
+			"OBR-4.1": "71260", "OBR-24": "RAD", "OBR-25": s.obr25, "OBX-11": s.obr25,
+		}
+		for path, want := range checks {
+			if v := m.Value(path); v != want {
+				t.Errorf("%s ORU: %s = %q, want %q", s.status, path, v, want)
+			}
+		}
+		if text := strings.Join(obxTexts(m), "\n"); !strings.Contains(text, strings.Split(s.text, "\n")[0]) {
+			t.Errorf("%s ORU: the OBX text %q lacks the report text", s.status, text)
+		}
+	}
+	if controlIDs[0] == controlIDs[1] || controlIDs[1] == controlIDs[2] {
+		t.Errorf("report versions share an MSH-10: %v", controlIDs)
+	}
+	// The log of deliveries: all delivered, none dead.
+	var list struct {
+		Deliveries []struct {
+			Status   string `json:"status"`
+			Attempts int    `json:"attempts"`
+		} `json:"deliveries"`
+	}
+	if code := p.get(t, "/api/v1/deliveries", &list); code != 200 || len(list.Deliveries) != 3 {
+		t.Fatalf("GET /api/v1/deliveries: HTTP %d, %d deliveries", code, len(list.Deliveries))
+	}
+	for _, d := range list.Deliveries {
+		if d.Status != "delivered" {
+			t.Errorf("delivery %+v", d)
+		}
+	}
+	// A preliminary after the final is refused.
+	if code, _ := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("preliminary", "ACCR1", "x")); code != 409 {
+		t.Errorf("preliminary after final: HTTP %d, want 409", code)
+	}
+	if code, _ := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("final", "NOSUCH", "x")); code != 422 {
+		t.Errorf("report for an unknown order: HTTP %d, want 422", code)
+	}
+	time.Sleep(300 * time.Millisecond) // nothing more arrives
+	if n := len(ehr.messages(t)); n != 4 {
+		t.Errorf("the EHR got %d messages after the refused reports, want 4", n)
+	}
+}
+
+// obxTexts returns OBX-5 of every OBX of m.
+func obxTexts(m *hl7.Message) []string {
+	var out []string
+	for i := 1; i <= m.Count("OBX"); i++ {
+		out = append(out, m.Value("OBX["+strconv.Itoa(i)+"]-5"))
+	}
+	return out
+}
