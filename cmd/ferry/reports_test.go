@@ -37,8 +37,17 @@ func startEHR(t *testing.T, dir string, answers ...string) *ehrReceiver {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	r := &ehrReceiver{Addr: "127.0.0.1:" + strconv.Itoa(port), log: filepath.Join(dir, "ehr-"+strconv.Itoa(port)+".log")}
-	r.cmd = exec.Command("/usr/bin/python3", "testdata/ehr_receiver.py", strconv.Itoa(port), r.log, strings.Join(answers, ","))
+	r := &ehrReceiver{Addr: "127.0.0.1:" + strconv.Itoa(port)}
+	startEHROn(t, dir, r, strconv.Itoa(port), answers...)
+	return r
+}
+
+// startEHROn starts r's listener on port.
+func startEHROn(t *testing.T, dir string, r *ehrReceiver, port string, answers ...string) {
+	t.Helper()
+	requirePeer(t, "mllp_send", "python3-hl7")
+	r.log = filepath.Join(dir, "ehr-"+port+".log")
+	r.cmd = exec.Command("/usr/bin/python3", "testdata/ehr_receiver.py", port, r.log, strings.Join(answers, ","))
 	out, err := r.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +62,6 @@ func startEHR(t *testing.T, dir string, answers ...string) *ehrReceiver {
 		t.Fatalf("the EHR receiver did not start: %q %v", line, err)
 	}
 	go io.Copy(io.Discard, out)
-	return r
 }
 
 func (r *ehrReceiver) stop() {
@@ -213,4 +221,68 @@ func obxTexts(m *hl7.Message) []string {
 		out = append(out, m.Value("OBX["+strconv.Itoa(i)+"]-5"))
 	}
 	return out
+}
+
+// TestReportsSurviveCrashAndOutage: the EHR is down while the preliminary and final are
+// reported, and Ferry is killed (-9) between them and restarted; once the EHR is back, both
+// arrive, in order, each version's retries with one MSH-10.
+func TestReportsSurviveCrashAndOutage(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ehrAddr := ln.Addr().String()
+	ln.Close() // nobody listens: the EHR is down
+	config := `
+facilities:
+  - id: stmarys
+    sending_facility: STMARYS
+    results:
+      - name: epic
+        kind: mllp
+        address: ` + ehrAddr + `
+delivery:
+  retry_first: 100ms
+  retry_max: 300ms
+  timeout: 2s
+`
+	db := freshPostgresSchema(t, dir)
+	p := startFerry(t, db, dir, serveOptions{Config: config})
+	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("K1", "NW", "PLK1", "SC", "ACCK1", "71260", "CT", "20261127", "000888")); codes[0] != "AA" {
+		t.Fatalf("order: %v", codes)
+	}
+	if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("preliminary", "ACCK1", "Preliminary read.")); code != 201 {
+		t.Fatalf("preliminary: HTTP %d %s", code, body)
+	}
+	time.Sleep(500 * time.Millisecond) // a few failed attempts
+	p.Kill()
+
+	p = startFerry(t, db, dir, serveOptions{Config: config})
+	if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("final", "ACCK1", "Final read.")); code != 200 {
+		t.Fatalf("final: HTTP %d %s", code, body)
+	}
+	var pending struct {
+		Deliveries []struct {
+			Attempts  int    `json:"attempts"`
+			LastError string `json:"last_error"`
+		} `json:"deliveries"`
+	}
+	if code := p.get(t, "/api/v1/deliveries?status=pending", &pending); code != 200 || len(pending.Deliveries) != 2 {
+		t.Fatalf("pending deliveries while the EHR is down: HTTP %d, %+v", code, pending)
+	}
+
+	_, port, _ := net.SplitHostPort(ehrAddr)
+	ehr := &ehrReceiver{Addr: ehrAddr}
+	startEHROn(t, dir, ehr, port)
+	waitFor(t, "both reports at the EHR", func() bool { return len(ehr.messages(t)) >= 2 })
+	got := ehr.messages(t)
+	if len(got) != 2 || got[0].Value("OBR-25") != "P" || got[1].Value("OBR-25") != "F" {
+		var seen []string
+		for _, m := range got {
+			seen = append(seen, m.Value("OBR-25")+" "+m.Value("MSH-10"))
+		}
+		t.Fatalf("the EHR got %v, want the preliminary then the final", seen)
+	}
 }

@@ -171,8 +171,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	reports := &engine.Reports{Store: st, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger,
 		ObserveTurnaround: turnaround.Observe, Render: renderORU(reloader.Current)}
 	sends := newTransports(cfg.Delivery.Connections, cfg.Delivery.Timeout, logger)
+	// A claimed delivery is held for one attempt and a margin: a node killed mid-attempt delays
+	// its delivery that long, then any node sends it again.
 	deliverer := &engine.Deliverer{Outbox: st, Transport: sends.send, Destination: cfg.resultDestination,
-		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, Lease: 2*cfg.Delivery.Timeout + time.Minute, Logger: logger}
+		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, Lease: cfg.Delivery.Timeout + cfg.Delivery.Timeout/4 + 2*time.Second, Logger: logger}
 	delivererCtx, stopDeliverer := context.WithCancel(ctx)
 	delivererDone := make(chan struct{})
 	go func() { deliverer.Run(delivererCtx, 200*time.Millisecond); close(delivererDone) }()
