@@ -286,3 +286,76 @@ delivery:
 		t.Fatalf("the EHR got %v, want the preliminary then the final", seen)
 	}
 }
+
+// TestReportsRetryDeadLetterReplay: an EHR that answers AE, then AR, then not at all: the AE is
+// retried, the AR goes to the dead letters (the next report still goes), the silence is retried
+// after the timeout; the dead letter is listed, and replayed by a person with the same MSH-10.
+func TestReportsRetryDeadLetterReplay(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ehr := startEHR(t, dir, "AE", "AR", "none")
+	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{Config: `
+facilities:
+  - id: stmarys
+    sending_facility: STMARYS
+    results:
+      - name: epic
+        kind: mllp
+        address: ` + ehr.Addr + `
+delivery:
+  retry_first: 100ms
+  retry_max: 200ms
+  timeout: 1s
+`})
+	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("D1", "NW", "PLD1", "SC", "ACCD1", "71260", "CT", "20261127", "000901"),
+		ordersORM("D2", "NW", "PLD2", "SC", "ACCD2", "71260", "CT", "20261127", "000902")); codes[0] != "AA" || codes[1] != "AA" {
+		t.Fatalf("orders: %v", codes)
+	}
+	// Patient 901's preliminary: AE (retried), then AR (dead).
+	if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("preliminary", "ACCD1", "First read.")); code != 201 {
+		t.Fatalf("preliminary: HTTP %d %s", code, body)
+	}
+	type listed struct {
+		Deliveries []struct {
+			ID        int64  `json:"id"`
+			Status    string `json:"status"`
+			ControlID string `json:"control_id"`
+			Attempts  int    `json:"attempts"`
+			Response  string `json:"response"`
+		} `json:"deliveries"`
+	}
+	var dead listed
+	waitFor(t, "the dead letter", func() bool {
+		return p.get(t, "/api/v1/deliveries?status=dead", &dead) == 200 && len(dead.Deliveries) == 1
+	})
+	if d := dead.Deliveries[0]; d.Attempts != 2 || !strings.Contains(d.Response, "MSA|AR") {
+		t.Errorf("dead letter: %+v, want 2 attempts and the AR kept", d)
+	}
+	// Patient 902's final: the EHR says nothing; after the timeout it is sent again and taken.
+	if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("final", "ACCD2", "Final read.")); code != 201 {
+		t.Fatalf("final: HTTP %d %s", code, body)
+	}
+	waitFor(t, "the unanswered final sent again", func() bool { return len(ehr.messages(t)) >= 4 })
+	// The analyst replays the dead letter.
+	if code := p.post(t, "/api/v1/deliveries/"+strconv.FormatInt(dead.Deliveries[0].ID, 10)+"/replay",
+		map[string]string{"user": "ana.analyst", "reason": "EHR team fixed the AR cause"}); code != 200 {
+		t.Fatalf("replay: HTTP %d", code)
+	}
+	waitFor(t, "the replayed preliminary", func() bool { return len(ehr.messages(t)) >= 5 })
+	got := ehr.messages(t)
+	ids := make([]string, len(got))
+	for i, m := range got {
+		ids[i] = m.Value("MSH-10")
+	}
+	// AE'd and AR'd attempts of the preliminary, the final twice, the replay: one MSH-10 per report.
+	if ids[0] != ids[1] || ids[2] != ids[3] || ids[4] != ids[0] || ids[0] == ids[2] {
+		t.Errorf("MSH-10s at the EHR: %v", ids)
+	}
+	var delivered listed
+	waitFor(t, "both delivered", func() bool {
+		return p.get(t, "/api/v1/deliveries?status=delivered", &delivered) == 200 && len(delivered.Deliveries) == 2
+	})
+	if !strings.Contains(p.stderr.String(), `msg="audit: delivery replayed"`) {
+		t.Errorf("no audit line for the replay")
+	}
+}
