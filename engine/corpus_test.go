@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
+	"github.com/ferryhealth/ferry/internal/peers"
 	"github.com/ferryhealth/ferry/mappings"
 )
 
@@ -91,26 +91,6 @@ func TestCorpusResourcesAreValidFHIR(t *testing.T) {
 		t.Fatalf("only %d messages mapped (%d resources): the corpus or the mappings look wrong", planned, written)
 	}
 
-	peers := os.Getenv("FERRY_PEERS_DIR")
-	if peers == "" {
-		msg := "FERRY_PEERS_DIR not set: the second opinion (@medplum/core) is skipped; see .ci/run"
-		if os.Getenv("FERRY_REQUIRE_PEERS") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
 	files, _ := filepath.Glob(filepath.Join(out, "*.json"))
-	cmd := exec.Command("node", append([]string{filepath.Join(peers, "fhir-validate.mjs")}, files...)...)
-	cmd.Dir = peers
-	res, err := cmd.CombinedOutput()
-	if err != nil {
-		var bad []string
-		for _, line := range strings.Split(string(res), "\n") {
-			if strings.HasPrefix(line, "INVALID") || strings.HasPrefix(line, "  ") {
-				bad = append(bad, line)
-			}
-		}
-		t.Fatalf("@medplum/core finds invalid resources (%v):\n%s", err, strings.Join(bad[:min(len(bad), 60)], "\n"))
-	}
-	t.Logf("@medplum/core: %s", strings.TrimSpace(string(res[strings.LastIndexByte(strings.TrimSpace(string(res)), '\n')+1:])))
+	peers.ValidateFHIR(t, files)
 }

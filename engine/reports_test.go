@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/fhir"
+	"github.com/ferryhealth/ferry/internal/peers"
 )
 
 // reportJSON is a DiagnosticReport as a reading platform sends it: the order by accession, the
@@ -160,11 +163,26 @@ func TestReportLifecycle(t *testing.T) {
 	if err != nil || len(history) != 3 {
 		t.Errorf("history: %d versions, %v", len(history), err)
 	}
+	out := t.TempDir()
+	var files []string
 	for _, r := range history {
 		if err := v.Validate(r.JSON); err != nil {
 			t.Errorf("version %d is not valid: %v", r.VersionID, err)
 		}
+		files = append(files, filepath.Join(out, fmt.Sprintf("report-%d.json", r.VersionID)))
+		if err := os.WriteFile(files[len(files)-1], r.JSON, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
+	for _, dl := range d {
+		if dl.Kind == engine.DeliveryFHIR {
+			files = append(files, filepath.Join(out, fmt.Sprintf("bundle-%d.json", dl.ID)))
+			if err := os.WriteFile(files[len(files)-1], dl.Payload, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	peers.ValidateFHIR(t, files) // every version and every Bundle sent, by a second validator
 	if found, _ := h.st.SearchResources(ctx, engine.ResourceQuery{Type: "DiagnosticReport", Filters: []engine.SearchFilter{eq("based-on", fmt.Sprintf("ServiceRequest/%s", order["id"]))}}); len(found) != 1 {
 		t.Errorf("DiagnosticReport?based-on=: %d", len(found))
 	}

@@ -1,0 +1,42 @@
+// Package peers runs other projects' programs (../shared/peers: @medplum/core, @medplum/hl7) on
+// what Ferry produces, as a second opinion in tests. FERRY_PEERS_DIR names an installed copy
+// (.ci/run installs one); without it the second opinion is skipped with a log line, or the test
+// fails when FERRY_REQUIRE_PEERS=1.
+package peers
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// ValidateFHIR checks files (FHIR R4 resources or Bundles as JSON) with @medplum/core through
+// fhir-validate.mjs and fails t, listing the problems, when any is invalid.
+func ValidateFHIR(t testing.TB, files []string) {
+	t.Helper()
+	dir := os.Getenv("FERRY_PEERS_DIR")
+	if dir == "" {
+		msg := "FERRY_PEERS_DIR not set: the second opinion (@medplum/core) is skipped; see .ci/run"
+		if os.Getenv("FERRY_REQUIRE_PEERS") == "1" {
+			t.Fatal(msg)
+		}
+		t.Log(msg)
+		return
+	}
+	cmd := exec.Command("node", append([]string{filepath.Join(dir, "fhir-validate.mjs")}, files...)...)
+	cmd.Dir = dir
+	res, err := cmd.CombinedOutput()
+	if err != nil {
+		var bad []string
+		for _, line := range strings.Split(string(res), "\n") {
+			if strings.HasPrefix(line, "INVALID") || strings.HasPrefix(line, "  ") {
+				bad = append(bad, line)
+			}
+		}
+		t.Fatalf("@medplum/core finds invalid resources (%v):\n%s", err, strings.Join(bad[:min(len(bad), 60)], "\n"))
+	}
+	out := strings.TrimSpace(string(res))
+	t.Logf("@medplum/core: %s", out[strings.LastIndexByte(out, '\n')+1:])
+}
