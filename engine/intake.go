@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Intake keeps received DICOM instances (C-STORE, and STOW-RS to come): it moves each instance's
@@ -135,9 +136,18 @@ func (in *Intake) link(ctx context.Context, studyUID string) {
 	if in.Linker == nil {
 		return
 	}
-	if l, err := in.Linker.Links.StudyLink(ctx, studyUID); err == nil && (l.Status == LinkLinked || l.DecidedByOrLinker() != DecidedByLinker) {
-		// Linked, or decided by a person (or a merge): a new instance changes nothing of that.
-		return
+	if l, err := in.Linker.Links.StudyLink(ctx, studyUID); err == nil {
+		switch {
+		case l.Status == LinkLinked || l.DecidedByOrLinker() != DecidedByLinker:
+			// Linked, or decided by a person (or a merge): a new instance changes nothing of that.
+			return
+		case time.Since(l.DecidedAt) < relinkInterval:
+			// Decided a moment ago, by an earlier instance of the same study: the study's
+			// attributes come from its first instances, so deciding again per instance (a CT
+			// of 500) would only cost searches and commits. An order that arrives later is
+			// found by the next instance after the interval.
+			return
+		}
 	}
 	study, err := in.Store.Study(ctx, studyUID)
 	if err == nil {
@@ -149,6 +159,10 @@ func (in *Intake) link(ctx context.Context, studyUID string) {
 	}
 	in.logger().Error("linking study", "study_uid", studyUID, "err", err)
 }
+
+// relinkInterval is how long an unlinked study's decision stands before a new instance of it
+// has the linker decide again.
+const relinkInterval = 10 * time.Second
 
 func (in *Intake) logger() *slog.Logger {
 	if in.Logger == nil {

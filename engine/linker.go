@@ -132,6 +132,9 @@ func (l *Linker) LinkStudy(ctx context.Context, s *Study) (*StudyLink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("linking study %s: %w", s.StudyInstanceUID, err)
 	}
+	if cur, err := l.Links.StudyLink(ctx, s.StudyInstanceUID); err == nil && sameDecision(cur, link) {
+		return cur, nil // decided the same again: nothing to record, nothing to derive
+	}
 	return link, l.Links.PutStudyLink(ctx, link)
 }
 
@@ -211,6 +214,14 @@ func (l *Linker) decide(ctx context.Context, s *Study) (*StudyLink, error) {
 
 	// Rule 4: demographics.
 	return link, l.demographics(ctx, s, link, byID)
+}
+
+// sameDecision reports whether two decisions say the same: status, rule, order, patient,
+// score, who decided and the evidence (not when).
+func sameDecision(a, b *StudyLink) bool {
+	return a.Status == b.Status && a.Rule == b.Rule && a.ServiceRequestID == b.ServiceRequestID &&
+		a.PatientID == b.PatientID && a.Score == b.Score && a.DecidedByOrLinker() == b.DecidedByOrLinker() &&
+		maps.Equal(a.Evidence, b.Evidence) && len(a.Candidates) == len(b.Candidates)
 }
 
 // candidate is a patient a rule is weighing: its id (the survivor, for a merged patient), its
