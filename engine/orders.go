@@ -37,7 +37,10 @@ type MappingSource interface {
 type Processor struct {
 	Mappings  func() MappingSource // the set in force; called per message (hot reload swaps it)
 	Validator ResourceValidator
-	Now       func() time.Time // default time.Now
+	// Reports stores the reports that come as ORU^R01 (a dictation system's): a mapping whose
+	// output has a report. nil: such a message is answered AE.
+	Reports *Reports
+	Now     func() time.Time // default time.Now
 
 	// valid remembers content that passed validation: the same ordering physician, the same
 	// patient on a second order, validate once (google/fhir costs ~150µs a resource).
@@ -93,7 +96,9 @@ func processError(code hl7.ErrorCode, seg string, field int, format string, args
 // plan is what one message will change, worked out before the commit: the mapping's output,
 // its resources already validated (with placeholder ids).
 type plan struct {
-	err             error // the message could not be mapped: apply fails with it
+	err             error          // the message could not be mapped: apply fails with it
+	report          map[string]any // a report (ORU^R01): the DiagnosticReport's content
+	reports         *Reports       // where a report is stored
 	facility        string
 	mappingVersion  string
 	patient         map[string]any
@@ -135,6 +140,25 @@ func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 		now = p.Now
 	}
 	pl := &plan{facility: h.SendingFacility, mappingVersion: m.Version, now: now().UTC().Truncate(time.Millisecond)}
+	if rep, ok := out["report"].(map[string]any); ok {
+		// A report: stored like one the reading platform posts (Reports.store), in the
+		// message's transaction.
+		if p.Reports == nil {
+			return failed(processError(hl7.CodeUnsupportedMessageType, "MSH", 9, "reports are not taken here"))
+		}
+		pl.report, pl.reports = rep, p.Reports
+		if p.Validator != nil {
+			body, err := resourceJSON("DiagnosticReport", placeholderID, 1, pl.now, pl.mappingVersion, rep)
+			if err != nil {
+				return failed(err)
+			}
+			if err := p.Validator.Validate(body); err != nil {
+				return failed(&ProcessError{Detail: hl7.ErrorDetail{Code: hl7.CodeDataType, Severity: "E",
+					Text: "the mapped DiagnosticReport is not valid FHIR R4: " + limit(err.Error(), 300)}})
+			}
+		}
+		return pl, nil
+	}
 	pl.patient, _ = out["patient"].(map[string]any)
 	pl.encounter, _ = out["encounter"].(map[string]any)
 	pl.worklistPatient, _ = out["worklist_patient"].(map[string]any)
@@ -302,6 +326,19 @@ func newID() string {
 func (pl *plan) apply(ctx context.Context, tx Tx, m *InboundMessage) error {
 	if pl.err != nil {
 		return pl.err
+	}
+	if pl.report != nil {
+		_, err := pl.reports.store(ctx, tx, pl.report, "")
+		var re *ReportError
+		if errors.As(err, &re) {
+			// Located where the dictation system can look: the order numbers, or the status.
+			code, seg, field := hl7.CodeUnknownKeyIdentifier, "OBR", 2
+			if re.Status == 409 {
+				code, field = hl7.CodeApplicationInternalError, 25
+			}
+			return &ProcessError{Detail: hl7.ErrorDetail{Segment: seg, Sequence: 1, Field: field, Code: code, Severity: "E", Text: limit(re.Error(), 300)}}
+		}
+		return err
 	}
 	w := &writer{tx: tx, pl: pl}
 	patientID, err := w.patient(ctx)

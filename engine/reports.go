@@ -109,63 +109,106 @@ var reportTransitions = map[string][]string{
 // version identical to the current one stores nothing and returns the current version (a final
 // sent twice is delivered once). A refused report is a *ReportError.
 func (rs *Reports) Submit(ctx context.Context, body []byte, id string) (*Resource, bool, error) {
+	in, err := rs.parse(body)
+	if err != nil {
+		return nil, false, err
+	}
+	tx, err := rs.Store.Begin(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	defer tx.Rollback()
+	res, err := rs.store(ctx, tx, in, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, false, err
+	}
+	rs.committed(res)
+	return res.version, res.created, nil
+}
+
+// parse validates a DiagnosticReport as received and decodes its content.
+func (rs *Reports) parse(body []byte) (map[string]any, error) {
 	if rs.Validator != nil {
 		if err := rs.Validator.Validate(body); err != nil {
 			var ve *fhir.ValidationError
 			if errors.As(err, &ve) {
-				return nil, false, &ReportError{Status: 422, Outcome: ve.OperationOutcome(), msg: ve.Error()}
+				return nil, &ReportError{Status: 422, Outcome: ve.OperationOutcome(), msg: ve.Error()}
 			}
-			return nil, false, err
+			return nil, err
 		}
 	}
 	in, err := contentOfTyped(body, "DiagnosticReport")
 	if err != nil {
-		return nil, false, reportErr(400, fhir.IssueInvalid, err.Error(), "DiagnosticReport")
+		return nil, reportErr(400, fhir.IssueInvalid, err.Error(), "DiagnosticReport")
 	}
-	status, _ := in["status"].(string)
+	return in, nil
+}
 
-	order, err := rs.order(ctx, in)
+// storedReport is what store did, for after the commit.
+type storedReport struct {
+	version  *Resource
+	created  bool
+	changed  bool // a new version was stored (not a repeat)
+	mark     turnaroundMark
+	critical bool
+	orderID  string
+}
+
+// committed does what waits for the commit: the turnaround metrics and the critical-finding log.
+func (rs *Reports) committed(res *storedReport) {
+	if !res.changed {
+		return
+	}
+	res.mark.observe(rs.ObserveTurnaround)
+	if res.critical {
+		rs.logger().Warn("critical finding reported", "report", res.version.ID, "version", res.version.VersionID, "service_request", res.orderID)
+	}
+}
+
+// store writes one report version in tx: the order, patient and study found, the lifecycle
+// checked, the report completed, stored with its deliveries and its turnaround mark. An ORU
+// from a dictation system is stored this way in its message's transaction.
+func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id string) (*storedReport, error) {
+	status, _ := in["status"].(string)
+	order, err := rs.order(ctx, tx, in)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	orderContent, err := contentOf(order.JSON)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	patientRef, _ := asMap(orderContent["subject"])["reference"].(string)
 	patientID, _ := strings.CutPrefix(patientRef, "Patient/")
-	patient, err := rs.Store.Resource(ctx, "Patient", patientID)
+	patient, err := tx.Resource(ctx, "Patient", patientID)
 	if err != nil {
-		return nil, false, fmt.Errorf("reading the order's patient: %w", err)
+		return nil, fmt.Errorf("reading the order's patient: %w", err)
 	}
 	for range 16 { // merged: the survivor
 		next := ReplacedBy(patient.JSON)
 		if next == "" {
 			break
 		}
-		if patient, err = rs.Store.Resource(ctx, "Patient", next); err != nil {
-			return nil, false, err
+		if patient, err = tx.Resource(ctx, "Patient", next); err != nil {
+			return nil, err
 		}
 	}
-	study, err := rs.study(ctx, in, order.ID)
+	study, err := rs.study(ctx, tx, in, order.ID)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-
-	tx, err := rs.Store.Begin(ctx)
-	if err != nil {
-		return nil, false, err
-	}
-	defer tx.Rollback()
 	cur, err := rs.current(ctx, tx, in, id, order.ID)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	curStatus := ""
 	var curContent map[string]any
 	if cur != nil {
 		if curContent, err = contentOf(cur.JSON); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		curStatus, _ = curContent["status"].(string)
 	}
@@ -174,15 +217,15 @@ func (rs *Reports) Submit(ctx context.Context, body []byte, id string) (*Resourc
 		if curStatus == "" {
 			msg = fmt.Sprintf("a new report cannot be %s", status)
 		}
-		return nil, false, reportErr(409, fhir.IssueBusinessRule, msg, "DiagnosticReport.status")
+		return nil, reportErr(409, fhir.IssueBusinessRule, msg, "DiagnosticReport.status")
 	}
 
 	content := rs.complete(in, order, orderContent, patient.ID, study)
 	if curContent != nil {
 		if same, err := sameContent(withoutIssued(curContent), withoutIssued(content)); err != nil {
-			return nil, false, err
+			return nil, err
 		} else if same {
-			return cur, false, nil // a repeat: nothing new to store or deliver
+			return &storedReport{version: cur}, nil // a repeat: nothing new to store or deliver
 		}
 	}
 	now := rs.now().UTC().Truncate(time.Millisecond)
@@ -190,43 +233,36 @@ func (rs *Reports) Submit(ctx context.Context, body []byte, id string) (*Resourc
 	if cur != nil {
 		reportID, version, keys = cur.ID, cur.VersionID+1, unionKeys(cur.Keys, keys)
 	}
-	body, err = resourceJSON("DiagnosticReport", reportID, version, now, "", content)
+	body, err := resourceJSON("DiagnosticReport", reportID, version, now, "", content)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if rs.Validator != nil {
 		if err := rs.Validator.Validate(body); err != nil {
-			return nil, false, fmt.Errorf("the completed DiagnosticReport is not valid FHIR R4: %w", err)
+			return nil, fmt.Errorf("the completed DiagnosticReport is not valid FHIR R4: %w", err)
 		}
 	}
 	index, err := fhir.Index("DiagnosticReport", body)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	r := &Resource{Type: "DiagnosticReport", ID: reportID, VersionID: version, LastUpdated: now, JSON: body, Index: index, Keys: keys}
 	if err := tx.PutResource(ctx, r); err != nil {
 		if errors.Is(err, ErrConflict) {
-			return nil, false, reportErr(409, fhir.IssueConflict, "the report changed meanwhile, or its identifier is another report's: send it again", "DiagnosticReport")
+			return nil, reportErr(409, fhir.IssueConflict, "the report changed meanwhile, or its identifier is another report's: send it again", "DiagnosticReport")
 		}
-		return nil, false, err
+		return nil, err
 	}
 	if err := rs.enqueue(ctx, tx, r, content, orderContent, patient, now); err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	var mark turnaroundMark
+	res := &storedReport{version: r, created: cur == nil, changed: true, critical: critical(content), orderID: order.ID}
 	if stage, ok := reportStage(status); ok { // the order's report clock (turnaround.go)
-		if mark, err = markTurnaround(ctx, tx, order.ID, orderContent, stage, now); err != nil {
-			return nil, false, err
+		if res.mark, err = markTurnaround(ctx, tx, order.ID, orderContent, stage, now); err != nil {
+			return nil, err
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, false, err
-	}
-	mark.observe(rs.ObserveTurnaround)
-	if critical(content) {
-		rs.logger().Warn("critical finding reported", "report", reportID, "version", version, "service_request", order.ID)
-	}
-	return r, cur == nil, nil
+	return res, nil
 }
 
 func (rs *Reports) now() time.Time {
@@ -261,7 +297,7 @@ func contentOfTyped(body []byte, typ string) (map[string]any, error) {
 
 // order finds the order a report is based on: a basedOn reference to a ServiceRequest Ferry
 // holds, or a basedOn identifier (accession, placer or filler number) exactly one order has.
-func (rs *Reports) order(ctx context.Context, in map[string]any) (*Resource, error) {
+func (rs *Reports) order(ctx context.Context, rd ResourceReader, in map[string]any) (*Resource, error) {
 	basedOn := asList(in["basedOn"])
 	if len(basedOn) == 0 {
 		return nil, reportErr(422, fhir.IssueRequired, "basedOn must name the order (a ServiceRequest reference or identifier)", "DiagnosticReport.basedOn")
@@ -274,7 +310,7 @@ func (rs *Reports) order(ctx context.Context, in map[string]any) (*Resource, err
 			if typ != "ServiceRequest" {
 				return nil, reportErr(422, fhir.IssueValue, "basedOn must refer to a ServiceRequest", expr)
 			}
-			r, err := rs.Store.Resource(ctx, "ServiceRequest", id)
+			r, err := rd.Resource(ctx, "ServiceRequest", id)
 			if errors.Is(err, ErrNotFound) {
 				return nil, reportErr(422, fhir.IssueNotFound, "no such order: ServiceRequest/"+id, expr)
 			}
@@ -286,7 +322,7 @@ func (rs *Reports) order(ctx context.Context, in map[string]any) (*Resource, err
 			continue
 		}
 		system, _ := ident["system"].(string)
-		found, err := rs.Store.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 10, Filters: []SearchFilter{
+		found, err := rd.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 10, Filters: []SearchFilter{
 			{Param: "identifier", Op: SearchEq, Values: []SearchValue{{System: system, Value: value}}}}})
 		if err != nil {
 			return nil, err
@@ -322,18 +358,18 @@ func hasIdentifier(r *Resource, value, typ string) bool {
 }
 
 // study finds the report's ImagingStudy: the one it names, else the one based on its order.
-func (rs *Reports) study(ctx context.Context, in map[string]any, orderID string) (*Resource, error) {
+func (rs *Reports) study(ctx context.Context, rd ResourceReader, in map[string]any, orderID string) (*Resource, error) {
 	for _, x := range asList(in["imagingStudy"]) {
 		ref, _ := asMap(x)["reference"].(string)
 		if typ, id := fhir.ReferenceTypeID(ref); typ == "ImagingStudy" {
-			r, err := rs.Store.Resource(ctx, "ImagingStudy", id)
+			r, err := rd.Resource(ctx, "ImagingStudy", id)
 			if errors.Is(err, ErrNotFound) {
 				return nil, reportErr(422, fhir.IssueNotFound, "no such study: ImagingStudy/"+id, "DiagnosticReport.imagingStudy")
 			}
 			return r, err
 		}
 	}
-	found, err := rs.Store.SearchResources(ctx, ResourceQuery{Type: "ImagingStudy", Count: 10, Filters: []SearchFilter{
+	found, err := rd.SearchResources(ctx, ResourceQuery{Type: "ImagingStudy", Count: 10, Filters: []SearchFilter{
 		{Param: "basedon", Op: SearchEq, Values: []SearchValue{{Value: "ServiceRequest/" + orderID}}}}})
 	if err != nil || len(found) == 0 {
 		return nil, err

@@ -170,6 +170,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// which every node's deliverer sends.
 	reports := &engine.Reports{Store: st, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger,
 		ObserveTurnaround: turnaround.Observe, Render: renderORU(reloader.Current)}
+	inbound.Processor.Reports = reports // ORU^R01 from dictation systems
 	sends := newTransports(cfg.Delivery.Connections, cfg.Delivery.Timeout, logger)
 	// A claimed delivery is held for one attempt and a margin: a node killed mid-attempt delays
 	// its delivery that long, then any node sends it again.
