@@ -296,12 +296,14 @@ func contentOfTyped(body []byte, typ string) (map[string]any, error) {
 }
 
 // order finds the order a report is based on: a basedOn reference to a ServiceRequest Ferry
-// holds, or a basedOn identifier (accession, placer or filler number) exactly one order has.
+// holds, or a basedOn identifier (accession, placer or filler number) exactly one order has —
+// the first basedOn that finds one.
 func (rs *Reports) order(ctx context.Context, rd ResourceReader, in map[string]any) (*Resource, error) {
 	basedOn := asList(in["basedOn"])
 	if len(basedOn) == 0 {
 		return nil, reportErr(422, fhir.IssueRequired, "basedOn must name the order (a ServiceRequest reference or identifier)", "DiagnosticReport.basedOn")
 	}
+	var notFound *ReportError
 	for i, x := range basedOn {
 		b := asMap(x)
 		expr := "DiagnosticReport.basedOn[" + strconv.Itoa(i) + "]"
@@ -332,12 +334,16 @@ func (rs *Reports) order(ctx context.Context, rd ResourceReader, in map[string]a
 		}
 		switch len(found) {
 		case 0:
-			return nil, reportErr(422, fhir.IssueNotFound, "no order has the identifier in basedOn", expr+".identifier")
+			notFound = reportErr(422, fhir.IssueNotFound, "no order has the identifier in basedOn", expr+".identifier")
+			continue // another basedOn (the accession, the filler number) may name it
 		case 1:
 			return found[0], nil
 		default:
 			return nil, reportErr(422, fhir.IssueMultipleMatch, "more than one order has the identifier in basedOn: give its type (ACSN, PLAC, FILL) or system", expr+".identifier")
 		}
+	}
+	if notFound != nil {
+		return nil, notFound
 	}
 	return nil, reportErr(422, fhir.IssueRequired, "basedOn must name the order (a ServiceRequest reference or identifier)", "DiagnosticReport.basedOn")
 }

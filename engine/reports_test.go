@@ -277,3 +277,52 @@ func TestDelivererOrderRetryDeadLetter(t *testing.T) {
 		t.Errorf("replayed delivery: %s", d.Status)
 	}
 }
+
+// TestReportByORU: a dictation system's ORU^R01 is stored as the order's report in the message's
+// transaction — AA when it is; the lifecycle holds (a preliminary after the final is AE at
+// OBR-25), an unknown order is AE 204, an ORU without OBR is AE 101.
+func TestReportByORU(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newOrderHarness(t)
+	v, err := fhir.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.in.Processor.Reports = &engine.Reports{Store: h.st, Validator: v}
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PLU1", "SC"), obr("PLU1", "ACCU1"))
+	const msh = `MSH|^~\&|PSCRIBE|RADGROUP|FERRY|FERRY|20261127104215-0500||ORU^R01^ORU_R01|CTRL|P|2.5.1`
+	oru := func(status, acc string, lines ...string) []string {
+		obr := make([]string, 26)
+		obr[0], obr[1], obr[2], obr[4] = "OBR", "1", "PLU1^RIS", "71260^CT CHEST W/O CONTRAST^C4"
+		obr[7], obr[18], obr[22], obr[24], obr[25] = "20261127090533-0500", acc, "20261127104210-0500", "CT", status
+		segs := []string{pidFor("000123", "DOE^JANE"), "ORC|RE|PLU1^RIS||||CM", strings.Join(obr, "|")}
+		for i, l := range lines {
+			segs = append(segs, fmt.Sprintf("OBX|%d|TX|18782-3^Radiology Study observation (narrative)^LN|1|%s||||||%s", i+1, l, status))
+		}
+		return segs
+	}
+	h.mustAccept(msh, oru("P", "ACCU1", "Preliminary: no acute findings.")...)
+	h.mustAccept(msh, oru("F", "ACCU1", "No acute findings.", "Heart size normal.")...)
+	reports := h.search("DiagnosticReport")
+	if len(reports) != 1 || reports[0]["status"] != "final" || reports[0]["meta"].(map[string]any)["versionId"] != "2" ||
+		!strings.Contains(reports[0]["conclusion"].(string), "Heart size normal.") {
+		t.Fatalf("reports after a preliminary and a final ORU: %v", reports)
+	}
+	code, ack := h.send(msh, oru("P", "ACCU1", "Back to preliminary?")...)
+	if code != "AE" || ack.Value("ERR-2.1") != "OBR" || ack.Value("ERR-2.3") != "25" {
+		t.Errorf("preliminary after final: %s, ERR-2 %s-%s", code, ack.Value("ERR-2.1"), ack.Value("ERR-2.3"))
+	}
+	// The placer number is unknown here, the accession too: no order.
+	code, ack = h.send(msh, strings.Replace(strings.Join(oru("F", "NOSUCH", "x"), "\n"), "PLU1", "PLZZ", -1))
+	_ = ack
+	if code != "AE" {
+		t.Errorf("ORU for an unknown order: %s, want AE", code)
+	}
+	if code, ack := h.send(msh, pidFor("000123", "DOE^JANE"), "OBX|1|TX|x^y^LN|1|text||||||F"); code != "AE" || ack.Value("ERR-3.1") != "101" {
+		t.Errorf("ORU without OBR: %s, ERR-3 %s", code, ack.Value("ERR-3.1"))
+	}
+	if d, _ := h.st.Deliveries(ctx, engine.DeliveryFilter{}); len(d) != 0 {
+		t.Errorf("deliveries without destinations: %d", len(d))
+	}
+}
