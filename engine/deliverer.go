@@ -34,6 +34,26 @@ type Deliverer struct {
 	Now    func() time.Time
 	// Delivered, if set, is told of each delivery's end (delivered or dead), for metrics.
 	Delivered func(d *Delivery, status DeliveryStatus)
+
+	nudgeOnce sync.Once
+	nudge     chan struct{}
+}
+
+// Nudge tells the deliverer that a delivery was just committed, due at once: Run looks for due
+// deliveries now rather than at its next poll (a report reaches the hospital in milliseconds,
+// not up to a poll later). Whoever commits a report version with its deliveries calls it after
+// the commit; it never blocks, and nudges while a pass runs make one more pass.
+func (dl *Deliverer) Nudge() {
+	select {
+	case dl.nudgeChan() <- struct{}{}:
+	default:
+	}
+}
+
+func (dl *Deliverer) nudgeChan() chan struct{} {
+	// Submitters nudge from their own goroutines while Run starts: made once, safely.
+	dl.nudgeOnce.Do(func() { dl.nudge = make(chan struct{}, 1) })
+	return dl.nudge
 }
 
 // DeliveryRefusal is the receiver refusing a delivery: Permanent (AR/CR, a FHIR 4xx) sends it to
@@ -90,11 +110,14 @@ func (dl *Deliverer) logger() *slog.Logger {
 }
 
 // Run delivers until ctx ends, looking for due deliveries every poll (and at once after a pass
-// that found some).
+// that found some, or when nudged).
 func (dl *Deliverer) Run(ctx context.Context, poll time.Duration) {
 	if poll <= 0 {
 		poll = 200 * time.Millisecond
 	}
+	nudge := dl.nudgeChan()
+	t := time.NewTimer(poll)
+	defer t.Stop()
 	for ctx.Err() == nil {
 		n, err := dl.DeliverDue(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -103,9 +126,11 @@ func (dl *Deliverer) Run(ctx context.Context, poll time.Duration) {
 		if n > 0 {
 			continue
 		}
+		t.Reset(poll)
 		select {
 		case <-ctx.Done():
-		case <-time.After(poll):
+		case <-nudge:
+		case <-t.C:
 		}
 	}
 }

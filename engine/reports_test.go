@@ -314,8 +314,7 @@ func TestReportByORU(t *testing.T) {
 		t.Errorf("preliminary after final: %s, ERR-2 %s-%s", code, ack.Value("ERR-2.1"), ack.Value("ERR-2.3"))
 	}
 	// The placer number is unknown here, the accession too: no order.
-	code, ack = h.send(msh, strings.Replace(strings.Join(oru("F", "NOSUCH", "x"), "\n"), "PLU1", "PLZZ", -1))
-	_ = ack
+	code, _ = h.send(msh, strings.Replace(strings.Join(oru("F", "NOSUCH", "x"), "\r"), "PLU1", "PLZZ", -1))
 	if code != "AE" {
 		t.Errorf("ORU for an unknown order: %s, want AE", code)
 	}

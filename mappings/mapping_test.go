@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -322,6 +323,45 @@ func BenchmarkApplyORM(b *testing.B) {
 	}
 	m := s.For("STMARYS", "ORM^O01")
 	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.Apply(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkApplyORU maps a dictation system's report of 40 TX lines (an OBX each, one with a
+// critical flag): the conclusion and the critical-finding flag read every OBX.
+func BenchmarkApplyORU(b *testing.B) {
+	s := shippedSet(b)
+	var raw strings.Builder
+	raw.WriteString("MSH|^~\\&|PSCRIBE|RADGROUP|FERRY|FERRY|20261127104215-0500||ORU^R01^ORU_R01|PS000101|P|2.5.1|||AL|NE\r" +
+		"PID|1||000123^^^STMARYS^MR||DOE^JANE^Q||19800102|F\r" +
+		"PV1|1|O|||||||||||||||||V1001^^^STMARYS^VN\r" +
+		"ORC|RE|PL1001^RIS|FL2001^PACS||CM\r" +
+		"OBR|1|PL1001^RIS|FL2001^PACS|71260^CT CHEST W/O CONTRAST^C4|||20261127090533-0500|||||||||1234^SMITH^ROBERT^J^^^MD^^STMARYS||ACC3001||||20261127104210-0500||CT|F|||||||1234567893&NAKAMURA&KEIKO&A&&&MD&&NPI\r")
+	for i := 1; i <= 40; i++ {
+		flag := ""
+		if i == 40 {
+			flag = "AA"
+		}
+		fmt.Fprintf(&raw, "OBX|%d|TX|18782-3^Radiology Study observation (narrative)^LN|1|FINDINGS: line %d of the report, no focal consolidation and no pleural effusion.|||%s|||F\r", i, i, flag)
+	}
+	msg, err := hl7.Parse([]byte(raw.String()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := s.For("RADGROUP", "ORU^R01")
+	out, err := m.Apply(msg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	report := out["report"].(map[string]any)
+	if n := strings.Count(report["conclusion"].(string), "\n"); n != 39 || report["extension"] == nil {
+		b.Fatalf("conclusion of %d lines, extension %v", n+1, report["extension"])
+	}
+	b.SetBytes(int64(raw.Len()))
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := m.Apply(msg); err != nil {
