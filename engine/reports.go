@@ -38,8 +38,11 @@ type Reports struct {
 	Render func(facility string, d ResultDestination, r *ReportVersion) ([]byte, error)
 	// Performer, if set, is the reading group: DiagnosticReport.performer of every report.
 	Performer map[string]any
-	Logger    *slog.Logger
-	Now       func() time.Time // default time.Now
+	// Nudge, if set, is called after a report version is committed with its deliveries
+	// (Deliverer.Nudge: they are sent at once).
+	Nudge  func()
+	Logger *slog.Logger
+	Now    func() time.Time // default time.Now
 	// ObserveTurnaround, if set, is told of each turnaround milestone a report version reached
 	// first (the order's preliminary, final), once committed: TurnaroundMetrics.Observe.
 	ObserveTurnaround func(t *Turnaround, stage TurnaroundStage)
@@ -126,6 +129,9 @@ func (rs *Reports) Submit(ctx context.Context, body []byte, id string) (*Resourc
 		return nil, false, err
 	}
 	rs.committed(res)
+	if res.changed && rs.Nudge != nil {
+		rs.Nudge()
+	}
 	return res.version, res.created, nil
 }
 

@@ -176,6 +176,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// its delivery that long, then any node sends it again.
 	deliverer := &engine.Deliverer{Outbox: st, Transport: sends.send, Destination: cfg.resultDestination,
 		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, Lease: cfg.Delivery.Timeout + cfg.Delivery.Timeout/4 + 2*time.Second, Logger: logger}
+	reports.Nudge = deliverer.Nudge
 	delivererCtx, stopDeliverer := context.WithCancel(ctx)
 	delivererDone := make(chan struct{})
 	go func() { deliverer.Run(delivererCtx, 200*time.Millisecond); close(delivererDone) }()
