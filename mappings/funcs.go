@@ -3,7 +3,9 @@ package mappings
 import (
 	"crypto/sha256"
 	"fmt"
+	"iter"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +33,7 @@ var functions = map[string]function{
 	"da":           {fnDA, "da(TS)", 1, 1},
 	"tm":           {fnTM, "tm(TS)", 1, 1},
 	"lookup":       {fnLookup, `lookup("table", key[, "column"])`, 2, 3},
+	"lookups":      {fnLookups, `lookups("table", "field"[, "column"])`, 2, 3},
 	"has":          {fnHas, `has("table", key)`, 2, 2},
 	"system":       {fnSystem, "system(codingSystem)", 1, 1},
 	"gender":       {fnGender, "gender(code)", 1, 1},
@@ -48,6 +51,7 @@ var functions = map[string]function{
 	"pn":           {fnPN, `pn("XPN or XCN field")`, 1, 1},
 	"uid":          {fnUID, "uid(part, …)", 1, -1},
 	"count":        {fnCount, `count("segment or field")`, 1, 1},
+	"text":         {fnText, `text("field"[, "type field", ["type", …]])`, 1, 3},
 }
 
 // compileOptions compile an inbound mapping's expressions; outboundOptions (with the
@@ -115,17 +119,181 @@ func fnCount(st *state, args []any) (any, error) {
 	return st.count(p), nil
 }
 
+// fnText is the text of a field in every segment that has it (an ORU's report is the OBX-5 of
+// its TX, FT and ST OBX): each repetition a line, as the sender wrote it with escape sequences
+// decoded (\.br\ a line break, components not split: text after a ^ is kept), the lines joined
+// with "\n" in message order. An empty or absent field is an empty line. With a type field of the
+// same segment and a list of values ("OBX-2", ["TX", "FT", "ST"]), only the segments whose type
+// field is one of them count.
+func fnText(st *state, args []any) (any, error) {
+	p, err := st.path(args[0])
+	if err != nil {
+		return nil, fmt.Errorf("text: %w", err)
+	}
+	if p.Field == 0 {
+		return nil, fmt.Errorf("text: %s names no field", pathText(p))
+	}
+	var typ hl7.Path
+	var types []string
+	if len(args) > 1 {
+		if typ, types, err = textFilter(p, args[1:]); err != nil {
+			return nil, err
+		}
+	}
+	var b strings.Builder
+	lines := 0
+	line := func(s string) {
+		if lines > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(s)
+		lines++
+	}
+	for _, seg := range st.occurrences(p) {
+		if types != nil && !slices.Contains(types, partValue(seg.Field(typ.Field).Repetition(max(typ.Repetition, 1)), typ)) {
+			continue
+		}
+		f := seg.Field(p.Field)
+		if f.NumRepetitions() == 0 {
+			line("") // absent: an empty line, as an empty field
+			continue
+		}
+		for r, rep := range f.Repetitions() {
+			if p.Repetition == 0 || r == p.Repetition {
+				line(partValue(rep, p))
+			}
+		}
+	}
+	return b.String(), nil
+}
+
+// textFilter reads text()'s type field and values: a field of p's segment and a list of text
+// (or one text).
+func textFilter(p hl7.Path, args []any) (hl7.Path, []string, error) {
+	if len(args) != 2 {
+		return hl7.Path{}, nil, fmt.Errorf("text: the type field comes with its values: text(\"OBX-5\", \"OBX-2\", [\"TX\", \"FT\"])")
+	}
+	typ, err := pathArg(args[0])
+	if err != nil {
+		return typ, nil, fmt.Errorf("text: %w", err)
+	}
+	if typ.Segment != p.Segment || typ.SegmentIndex != 0 || typ.Field == 0 {
+		return typ, nil, fmt.Errorf("text: the type field %s is not a field of %s's segment", pathText(typ), pathText(p))
+	}
+	var types []string
+	switch v := args[1].(type) {
+	case []any:
+		types = make([]string, 0, len(v))
+		for _, x := range v {
+			types = append(types, str(x))
+		}
+	case string:
+		types = []string{v}
+	default:
+		return typ, nil, fmt.Errorf("text: want the types as a list, like [\"TX\", \"FT\"]")
+	}
+	return typ, types, nil
+}
+
+// fnLookups looks up the value of a field in every segment that has it, every repetition
+// (OBX-8 abnormal flags of all OBX): the rows, or one column of them, of the values the table
+// has; a value the table lacks follows its missing: rule, ERR 103 pointing at that value's field.
+// The list is empty, not nil, when nothing is found: `"yes" in lookups(…)` is then false, not an error.
+func fnLookups(st *state, args []any) (any, error) {
+	t, err := st.codeTable("lookups", args[0])
+	if err != nil {
+		return nil, err
+	}
+	p, err := st.path(args[1])
+	if err != nil {
+		return nil, fmt.Errorf("lookups: %w", err)
+	}
+	if p.Field == 0 {
+		return nil, fmt.Errorf("lookups: %s names no field", pathText(p))
+	}
+	out := []any{}
+	for n, seg := range st.occurrences(p) {
+		for r, rep := range seg.Field(p.Field).Repetitions() {
+			if p.Repetition > 0 && r != p.Repetition {
+				continue
+			}
+			v := partValue(rep, p)
+			if v == "" {
+				continue
+			}
+			at := p
+			at.SegmentIndex, at.Repetition = n, r
+			st.remember(at, v)
+			row, err := st.lookupRow(t, v)
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case row == nil:
+			case len(args) == 3:
+				if c := row[str(args[2])]; c != "" {
+					out = append(out, c)
+				}
+			default:
+				m := make(map[string]any, len(row))
+				for k, c := range row {
+					m[k] = c
+				}
+				out = append(out, m)
+			}
+		}
+	}
+	return out, nil
+}
+
+// occurrences are the segments p reads from, with their occurrence number (the n of OBX[n]): the
+// occurrence p names (or the enclosing each: binds), else every segment with p's ID, in order.
+func (st *state) occurrences(p hl7.Path) iter.Seq2[int, hl7.Segment] {
+	return func(yield func(int, hl7.Segment) bool) {
+		n := 0
+		for _, seg := range st.msg.Segments() {
+			if seg.Name() != p.Segment {
+				continue
+			}
+			if n++; p.SegmentIndex > 0 && n != p.SegmentIndex {
+				continue
+			}
+			if !yield(n, seg) {
+				return
+			}
+		}
+	}
+}
+
+// partValue is the decoded value of the component (and subcomponent) p names in a repetition,
+// or of the whole repetition when p names none.
+func partValue(r hl7.Repetition, p hl7.Path) string {
+	if p.Component == 0 {
+		return r.Value()
+	}
+	c := r.Component(p.Component)
+	if p.Subcomponent == 0 {
+		return c.Value()
+	}
+	return c.Subcomponent(p.Subcomponent).Value()
+}
+
 // path reads a path argument ("PID-3") and applies the bindings of the enclosing each:.
 func (st *state) path(a any) (hl7.Path, error) {
-	s, ok := a.(string)
-	if !ok {
-		return hl7.Path{}, fmt.Errorf("want a field path in quotes, like \"PID-3\"")
-	}
-	p, err := parsePathCached(s)
+	p, err := pathArg(a)
 	if err != nil {
 		return hl7.Path{}, err
 	}
 	return st.resolve(p), nil
+}
+
+// pathArg reads a path argument as written, without the bindings.
+func pathArg(a any) (hl7.Path, error) {
+	s, ok := a.(string)
+	if !ok {
+		return hl7.Path{}, fmt.Errorf("want a field path in quotes, like \"PID-3\"")
+	}
+	return parsePathCached(s)
 }
 
 var pathCache sync.Map // string → hl7.Path
@@ -167,32 +335,13 @@ func (st *state) comp(p hl7.Path, c, s int) string {
 }
 
 func fnLookup(st *state, args []any) (any, error) {
-	name := str(args[0])
-	t, ok := st.table[name]
-	if !ok {
-		return nil, fmt.Errorf("lookup: no code table %q", name)
+	t, err := st.codeTable("lookup", args[0])
+	if err != nil {
+		return nil, err
 	}
-	key := str(args[1])
-	row, found := t.Rows[key]
-	if !found && key != "" {
-		row, found = t.Rows[strings.ToUpper(key)]
-	}
-	if !found {
-		switch {
-		case key == "":
-			return nil, nil
-		case t.Missing == MissingError:
-			e := &Error{Code: hl7.CodeTableValueNotFound,
-				Text: fmt.Sprintf("code not found in table %s", t.Name)}
-			if st.read {
-				e.Path = st.last
-			}
-			return nil, e
-		case t.Default != nil:
-			row = t.Default
-		default:
-			return nil, nil
-		}
+	row, err := st.lookupRow(t, str(args[1]))
+	if row == nil || err != nil {
+		return nil, err
 	}
 	if len(args) == 3 {
 		return row[str(args[2])], nil
@@ -204,10 +353,42 @@ func fnLookup(st *state, args []any) (any, error) {
 	return out, nil
 }
 
-func fnHas(st *state, args []any) (any, error) {
-	t, ok := st.table[str(args[0])]
+func (st *state) codeTable(fn string, name any) (*Table, error) {
+	t, ok := st.table[str(name)]
 	if !ok {
-		return nil, fmt.Errorf("has: no code table %q", str(args[0]))
+		return nil, fmt.Errorf("%s: no code table %q", fn, str(name))
+	}
+	return t, nil
+}
+
+// lookupRow returns the row of t for key (else for key in capitals), following the table's
+// missing: rule when it has neither: nil, the default row, or ERR 103 at the field read last.
+func (st *state) lookupRow(t *Table, key string) (map[string]string, error) {
+	row, found := t.Rows[key]
+	if !found && key != "" {
+		row, found = t.Rows[strings.ToUpper(key)]
+	}
+	switch {
+	case found:
+		return row, nil
+	case key == "":
+		return nil, nil
+	case t.Missing == MissingError:
+		e := &Error{Code: hl7.CodeTableValueNotFound,
+			Text: fmt.Sprintf("code not found in table %s", t.Name)}
+		if st.read {
+			e.Path = st.last
+		}
+		return nil, e
+	default:
+		return t.Default, nil // nil unless missing: default
+	}
+}
+
+func fnHas(st *state, args []any) (any, error) {
+	t, err := st.codeTable("has", args[0])
+	if err != nil {
+		return nil, err
 	}
 	_, found := t.Rows[str(args[1])]
 	return found, nil

@@ -3,6 +3,7 @@ package mappings
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
@@ -368,4 +369,84 @@ func BenchmarkApplyORU(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestTextAndLookupsReadEveryOccurrence: text() and lookups() read a field in every segment
+// that has it (or the one each: binds), every repetition, in message order.
+func TestTextAndLookupsReadEveryOccurrence(t *testing.T) {
+	t.Parallel()
+	site := fstest.MapFS{
+		"obs.yaml": {Data: []byte(`mapping: obs
+version: 1
+messages: [ORU^R01]
+output:
+  all: '=text("OBX-5")'
+  typed: '=text("OBX-5", "OBX-2", ["TX", "FT"])'
+  second: '=text("OBX-5.2", "OBX-2", "TX")'
+  per:
+    - each: OBX
+      text: '=text("OBX-5")'
+  rows: '=lookups("flags", "OBX-8.1")'
+  codes: '=lookups("flags", "OBX-8.1", "code")'
+  strict: '=lookups("strict", "OBX-8.1")'
+`)},
+		"tables/flags.yaml":  {Data: []byte("table: flags\nmissing: empty\nrows: {HH: {code: high}, LL: {code: low}}\n")},
+		"tables/strict.yaml": {Data: []byte("table: strict\nmissing: error\nrows: {N: {code: normal}, HH: {code: high}, LL: {code: low}}\n")},
+	}
+	s, err := Load(Source{Base: []fs.FS{site}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parse := func(obx ...string) *hl7.Message {
+		msg, err := hl7.Parse([]byte("MSH|^~\\&|A|B|C|D|20261127083000||ORU^R01|X1|P|2.5.1\r" + strings.Join(obx, "\r") + "\r"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	out, err := s.For("B", "ORU^R01").Apply(parse(
+		`OBX|1|TX|||a|||N`,
+		`OBX|2|CE|||X^coded|||N~ZZ^Unknown`,
+		`OBX|3|FT|||e\.br\f||||||F`,
+		`OBX|4|TX`,
+	))
+	if err == nil {
+		t.Fatalf("ZZ is not in the strict table: want ERR 103, got %v", out)
+	}
+	var me *Error
+	if !errors.As(err, &me) || me.Code != hl7.CodeTableValueNotFound || pathText(me.Path) != "OBX[2]-8[2].1" {
+		t.Fatalf("want ERR 103 at OBX[2]-8[2].1, got %v", err)
+	}
+	out, err = s.For("B", "ORU^R01").Apply(parse(
+		`OBX|1|TX|||a^b \T\ c~~d|||N`,
+		`OBX|2|CE|||X^coded|||HH^High~LL~N`,
+		`OBX|3|FT|||e\.br\f||||||F`,
+		`OBX|4|TX`,
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"all":    "a^b & c\n\nd\nX^coded\ne\nf\n",
+		"typed":  "a^b & c\n\nd\ne\nf\n",
+		"second": "b & c\n\n\n",
+		"per":    []any{map[string]any{"text": "a^b & c\n\nd"}, map[string]any{"text": "X^coded"}, map[string]any{"text": "e\nf"}},
+		"rows":   []any{map[string]any{"code": "high"}, map[string]any{"code": "low"}},
+		"codes":  []any{"high", "low"},
+		"strict": []any{map[string]any{"code": "normal"}, map[string]any{"code": "high"}, map[string]any{"code": "low"}, map[string]any{"code": "normal"}},
+	}
+	for k, w := range want {
+		if got, _ := json.Marshal(out[k]); string(got) != mustJSON(t, w) {
+			t.Errorf("%s = %s, want %s", k, got, mustJSON(t, w))
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
