@@ -35,26 +35,14 @@ type Deliverer struct {
 	// Delivered, if set, is told of each delivery's end (delivered or dead), for metrics.
 	Delivered func(d *Delivery, status DeliveryStatus)
 
-	nudgeOnce sync.Once
-	nudge     chan struct{}
+	wake wakeup
 }
 
 // Nudge tells the deliverer that a delivery was just committed, due at once: Run looks for due
 // deliveries now rather than at its next poll (a report reaches the hospital in milliseconds,
 // not up to a poll later). Whoever commits a report version with its deliveries calls it after
 // the commit; it never blocks, and nudges while a pass runs make one more pass.
-func (dl *Deliverer) Nudge() {
-	select {
-	case dl.nudgeChan() <- struct{}{}:
-	default:
-	}
-}
-
-func (dl *Deliverer) nudgeChan() chan struct{} {
-	// Submitters nudge from their own goroutines while Run starts: made once, safely.
-	dl.nudgeOnce.Do(func() { dl.nudge = make(chan struct{}, 1) })
-	return dl.nudge
-}
+func (dl *Deliverer) Nudge() { dl.wake.nudge() }
 
 // DeliveryRefusal is the receiver refusing a delivery: Permanent (AR/CR, a FHIR 4xx) sends it to
 // the dead letters; otherwise (AE/CE) it is retried as Retry.OnError says.
@@ -115,7 +103,7 @@ func (dl *Deliverer) Run(ctx context.Context, poll time.Duration) {
 	if poll <= 0 {
 		poll = 200 * time.Millisecond
 	}
-	nudge := dl.nudgeChan()
+	nudge := dl.wake.c()
 	t := time.NewTimer(poll)
 	defer t.Stop()
 	for ctx.Err() == nil {

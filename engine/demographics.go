@@ -48,21 +48,23 @@ func dicomName(pn string) personName {
 	return personName{Family: nameTokens(pn), Unordered: true}
 }
 
-// fhirName reads a Patient's name: the official one, else the usual one, else the first.
-func fhirName(patient map[string]any) personName {
+// pickName returns a Patient's name: the official one, else the usual one, else the first; nil
+// when it has none.
+func pickName(patient map[string]any) map[string]any {
 	names := asList(patient["name"])
-	var pick map[string]any
 	for _, use := range []string{"official", "usual", ""} {
 		for _, x := range names {
 			if m := asMap(x); use == "" || m["use"] == use {
-				pick = m
-				break
+				return m
 			}
 		}
-		if pick != nil {
-			break
-		}
 	}
+	return nil
+}
+
+// fhirName reads a Patient's name (pickName) as the linker compares it.
+func fhirName(patient map[string]any) personName {
+	pick := pickName(patient)
 	family, _ := pick["family"].(string)
 	n := personName{Family: nameTokens(family)}
 	for _, g := range asList(pick["given"]) {

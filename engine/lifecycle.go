@@ -160,11 +160,20 @@ func (w *writer) worklist(ctx context.Context, srID, status string, fields map[s
 	return w.tx.PutWorklistItem(ctx, item)
 }
 
-// setWorklistPatient fills an item's patient attributes from a stored Patient: its first name
-// as DICOM PN, its first identifier (the MR one when typed) and that identifier's assigner.
+// setWorklistPatient fills an item's patient attributes from a stored Patient (dicomPatient).
 func setWorklistPatient(item *WorklistItem, patient map[string]any) {
-	if names := asList(patient["name"]); len(names) > 0 {
-		n := asMap(names[0])
+	d := dicomPatient(patient)
+	item.PatientName, item.PatientID, item.IssuerOfPatientID = d.PatientName, d.PatientID, d.IssuerOfPatientID
+	item.PatientBirthDate, item.PatientSex = d.PatientBirthDate, d.PatientSex
+}
+
+// dicomPatient is a stored Patient as DICOM names a patient (PS3.3 C.7.1.1), for the worklist
+// and for QIDO-RS: its name (official, else usual, else the first) as PN family^given^middle^
+// prefix^suffix; its MR identifier (else the first) with that identifier's assigner as issuer;
+// birth date as DA; gender as M, F, O or "".
+func dicomPatient(p map[string]any) PatientIdentity {
+	var out PatientIdentity
+	if n := pickName(p); n != nil {
 		given := asList(n["given"])
 		part := func(l []any, i int) string {
 			if i < len(l) {
@@ -178,37 +187,33 @@ func setWorklistPatient(item *WorklistItem, patient map[string]any) {
 		for len(parts) > 0 && parts[len(parts)-1] == "" {
 			parts = parts[:len(parts)-1]
 		}
-		item.PatientName = strings.Join(parts, "^")
+		out.PatientName = strings.Join(parts, "^")
 	}
-	ids := asList(patient["identifier"])
-	pick := -1
-	for i, x := range ids {
+	ids := asList(p["identifier"])
+	var pick map[string]any
+	for _, x := range ids {
 		if identifierType(asMap(x)) == "MR" {
-			pick = i
+			pick = asMap(x)
 			break
 		}
 	}
-	if pick < 0 && len(ids) > 0 {
-		pick = 0
+	if pick == nil && len(ids) > 0 {
+		pick = asMap(ids[0])
 	}
-	if pick >= 0 {
-		id := asMap(ids[pick])
-		item.PatientID, _ = id["value"].(string)
-		item.IssuerOfPatientID, _ = asMap(id["assigner"])["display"].(string)
+	out.PatientID, _ = pick["value"].(string)
+	out.IssuerOfPatientID, _ = asMap(pick["assigner"])["display"].(string)
+	if bd, _ := p["birthDate"].(string); len(bd) == 10 {
+		out.PatientBirthDate = strings.ReplaceAll(bd, "-", "")
 	}
-	if bd, _ := patient["birthDate"].(string); len(bd) == 10 {
-		item.PatientBirthDate = strings.ReplaceAll(bd, "-", "")
-	}
-	switch patient["gender"] {
+	switch p["gender"] {
 	case "male":
-		item.PatientSex = "M"
+		out.PatientSex = "M"
 	case "female":
-		item.PatientSex = "F"
+		out.PatientSex = "F"
 	case "other":
-		item.PatientSex = "O"
-	default:
-		item.PatientSex = ""
+		out.PatientSex = "O"
 	}
+	return out
 }
 
 // worklistItem decodes the mapping's worklist fields (docs/mappings.md names them).

@@ -790,63 +790,23 @@ func (l *Linker) LinkedIdentity(ctx context.Context, studyInstanceUID string) (*
 }
 
 func (l *Linker) identity(id string, p map[string]any) *PatientIdentity {
-	out := &PatientIdentity{PatientFHIRID: id}
-	ids := asList(p["identifier"])
-	pick := map[string]any(nil)
-	for _, x := range ids {
-		if identifierType(asMap(x)) == "MR" {
-			pick = asMap(x)
-			break
+	out := dicomPatient(p)
+	out.PatientFHIRID = id
+	// The issuer as the modalities know it: the rule for the MRN's system, else its assigner.
+	for _, x := range asList(p["identifier"]) {
+		mrn := asMap(x)
+		if v, _ := mrn["value"].(string); v != out.PatientID {
+			continue
 		}
-	}
-	if pick == nil && len(ids) > 0 {
-		pick = asMap(ids[0])
-	}
-	out.PatientID, _ = pick["value"].(string)
-	system, _ := pick["system"].(string)
-	for _, r := range l.Match.Issuers {
-		if system != "" && r.System == system {
-			out.IssuerOfPatientID = r.Issuer
-			break
-		}
-	}
-	if out.IssuerOfPatientID == "" {
-		out.IssuerOfPatientID, _ = asMap(pick["assigner"])["display"].(string)
-	}
-	names := asList(p["name"])
-	for _, use := range []string{"official", "usual", ""} {
-		for _, x := range names {
-			n := asMap(x)
-			if use != "" && n["use"] != use {
-				continue
+		for _, r := range l.Match.Issuers {
+			if system, _ := mrn["system"].(string); system != "" && r.System == system {
+				out.IssuerOfPatientID = r.Issuer
+				return &out
 			}
-			family, _ := n["family"].(string)
-			parts := []string{family}
-			for _, g := range asList(n["given"]) {
-				if s, ok := g.(string); ok && len(parts) < 3 {
-					parts = append(parts, s)
-				}
-			}
-			out.PatientName = strings.TrimRight(strings.Join(parts, "^"), "^")
-			break
 		}
-		if out.PatientName != "" {
-			break
-		}
+		break
 	}
-	birth, _ := p["birthDate"].(string)
-	if len(birth) == 10 {
-		out.PatientBirthDate = strings.ReplaceAll(birth, "-", "")
-	}
-	switch p["gender"] {
-	case "male":
-		out.PatientSex = "M"
-	case "female":
-		out.PatientSex = "F"
-	case "other":
-		out.PatientSex = "O"
-	}
-	return out
+	return &out
 }
 
 // PatientsWithID returns the Ferry ids of the patients (survivors, after merges) holding a

@@ -27,22 +27,31 @@ type PendingWorker struct {
 	// sooner.
 	Poll time.Duration
 
-	nudgeOnce sync.Once
-	nudge     chan struct{}
+	wake wakeup
 }
 
 // Nudge tells the worker that a message was just stored pending. It never blocks.
-func (w *PendingWorker) Nudge() {
+func (w *PendingWorker) Nudge() { w.wake.nudge() }
+
+// wakeup lets other goroutines tell a worker there is work: nudge never blocks, and nudges
+// while the worker is busy make one more pass. The zero value is ready (senders may nudge
+// before the worker runs).
+type wakeup struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (w *wakeup) nudge() {
 	select {
-	case w.nudgeChan() <- struct{}{}:
+	case w.c() <- struct{}{}:
 	default:
 	}
 }
 
-func (w *PendingWorker) nudgeChan() chan struct{} {
-	// Receivers nudge from their own goroutines while Run starts: made once, safely.
-	w.nudgeOnce.Do(func() { w.nudge = make(chan struct{}, 1) })
-	return w.nudge
+// c is the channel the worker waits on.
+func (w *wakeup) c() chan struct{} {
+	w.once.Do(func() { w.ch = make(chan struct{}, 1) })
+	return w.ch
 }
 
 // Run processes pending messages until ctx ends.
@@ -53,7 +62,7 @@ func (w *PendingWorker) Run(ctx context.Context) {
 	if w.Poll <= 0 {
 		w.Poll = 200 * time.Millisecond
 	}
-	nudge := w.nudgeChan()
+	nudge := w.wake.c()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
