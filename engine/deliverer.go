@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -144,22 +145,33 @@ func (dl *Deliverer) DeliverDue(ctx context.Context) (int, error) {
 		mu        sync.Mutex
 		attempted int
 		firstErr  error
+		claimErr  error // a claim failed: no more are tried this pass
 	)
+	// Each worker claims its delivery itself: the claims' commits overlap (PostgreSQL flushes
+	// them together) instead of queueing one after another in this loop.
 	sem := make(chan struct{}, workers)
 	for _, d := range due {
-		ok, err := dl.Outbox.ClaimDelivery(ctx, d.ID, now, now.Add(lease))
-		if err != nil {
-			wg.Wait()
-			return attempted, err
-		}
-		if !ok {
-			continue // another sender has it
-		}
-		d.Attempts++
 		sem <- struct{}{}
+		mu.Lock()
+		stop := claimErr != nil
+		mu.Unlock()
+		if stop {
+			break
+		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			err := dl.attempt(ctx, d)
+			ok, err := dl.Outbox.ClaimDelivery(ctx, d.ID, now, now.Add(lease))
+			if err != nil {
+				mu.Lock()
+				claimErr = cmp.Or(claimErr, err)
+				mu.Unlock()
+				return
+			}
+			if !ok {
+				return // another sender has it
+			}
+			d.Attempts++
+			err = dl.attempt(ctx, d)
 			mu.Lock()
 			attempted++
 			if err != nil && firstErr == nil {
@@ -169,7 +181,7 @@ func (dl *Deliverer) DeliverDue(ctx context.Context) (int, error) {
 		})
 	}
 	wg.Wait()
-	return attempted, firstErr
+	return attempted, cmp.Or(claimErr, firstErr)
 }
 
 // attempt sends one claimed delivery and records the outcome.
