@@ -502,21 +502,13 @@ func (l *Linker) demographics(ctx context.Context, s *Study, link *StudyLink, by
 // survivor returns the candidate a Patient stands for: the patient that replaced it, following
 // merges, with the identifiers of every record merged into that one.
 func (l *Linker) survivor(ctx context.Context, r *Resource, content map[string]any) (*candidate, error) {
-	for range 16 {
-		next := linkedPatient(content, "replaced-by")
-		if next == "" {
-			break
-		}
-		var err error
-		if r, err = l.Resources.Resource(ctx, "Patient", next); err != nil {
+	if s, err := survivor(ctx, l.Resources, r); err != nil {
+		return nil, err
+	} else if s.ID != r.ID {
+		if content, err = contentOf(s.JSON); err != nil {
 			return nil, err
 		}
-		if content, err = contentOf(r.JSON); err != nil {
-			return nil, err
-		}
-	}
-	if linkedPatient(content, "replaced-by") != "" {
-		return nil, errors.New("patient merge chain longer than 16 links")
+		r = s
 	}
 	p := &candidate{id: r.ID, content: content}
 	seen := map[string]bool{r.ID: true}
@@ -547,22 +539,6 @@ func (l *Linker) survivor(ctx context.Context, r *Resource, content map[string]a
 		}
 	}
 	return p, nil
-}
-
-// linkedPatient returns the id of the first Patient a decoded Patient's link of type typ
-// ("replaced-by", "replaces") names, "" when it has none.
-func linkedPatient(content map[string]any, typ string) string {
-	for _, x := range asList(content["link"]) {
-		lk := asMap(x)
-		if lk["type"] != typ {
-			continue
-		}
-		ref, _ := asMap(lk["other"])["reference"].(string)
-		if id, ok := strings.CutPrefix(ref, "Patient/"); ok {
-			return id
-		}
-	}
-	return ""
 }
 
 // orderPatient returns the patient of an order (the survivor, when it was merged).

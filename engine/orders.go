@@ -443,14 +443,14 @@ func (w *writer) find(ctx context.Context, typ string, keys []string) (*Resource
 }
 
 // survivor follows replaced-by links from a merged patient to the one that replaced it.
-func (w *writer) survivor(ctx context.Context, r *Resource) (*Resource, error) {
+func survivor(ctx context.Context, rd ResourceReader, r *Resource) (*Resource, error) {
 	for range 16 {
 		next := ReplacedBy(r.JSON)
 		if next == "" {
 			return r, nil
 		}
 		var err error
-		if r, err = w.tx.Resource(ctx, "Patient", next); err != nil {
+		if r, err = rd.Resource(ctx, "Patient", next); err != nil {
 			return nil, err
 		}
 	}
@@ -493,19 +493,19 @@ func (w *writer) patient(ctx context.Context) (string, error) {
 	}
 	w.patientIDs = identifierValues(w.pl.patient["identifier"])
 	if cur != nil {
-		survivor, err := w.survivor(ctx, cur)
+		s, err := survivor(ctx, w.tx, cur)
 		if err != nil {
 			return "", err
 		}
-		if survivor.ID != cur.ID {
+		if s.ID != cur.ID {
 			// The sender still uses the identifier of a patient merged away: the message
 			// belongs to the survivor, whose record it does not change (the old identifier
 			// stays with the old patient, and the survivor's demographics come from messages
 			// about the survivor).
-			if w.redirectedTo, err = contentOf(survivor.JSON); err != nil {
+			if w.redirectedTo, err = contentOf(s.JSON); err != nil {
 				return "", err
 			}
-			return survivor.ID, nil
+			return s.ID, nil
 		}
 	}
 	return w.upsert(ctx, "Patient", cur, keys, w.pl.patient, mergePatient)

@@ -58,6 +58,8 @@ type ResultDestination struct {
 	Version string
 	// ReceivingApplication and ReceivingFacility are MSH-5 and MSH-6 of the ORU.
 	ReceivingApplication, ReceivingFacility string
+	// Zone is the hospital's time zone, the ORU's times are written in; nil: UTC.
+	Zone *time.Location
 }
 
 // ReportVersion is what a destination's message is built from: the report version as stored
@@ -193,14 +195,8 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 	if err != nil {
 		return nil, fmt.Errorf("reading the order's patient: %w", err)
 	}
-	for range 16 { // merged: the survivor
-		next := ReplacedBy(patient.JSON)
-		if next == "" {
-			break
-		}
-		if patient, err = tx.Resource(ctx, "Patient", next); err != nil {
-			return nil, err
-		}
+	if patient, err = survivor(ctx, tx, patient); err != nil { // merged: the survivor
+		return nil, err
 	}
 	study, err := rs.study(ctx, tx, in, order.ID)
 	if err != nil {
@@ -582,50 +578,112 @@ func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, ord
 	}
 	var rv *ReportVersion
 	for _, d := range rs.Destinations(facility) {
+		if d.Kind != DeliveryMLLP && d.Kind != DeliveryFHIR {
+			continue
+		}
 		dl := &Delivery{ReportID: r.ID, ReportVersion: r.VersionID, Destination: facility + "/" + d.Name, Kind: d.Kind,
 			Status: DeliveryPending, NextAttemptAt: now, CreatedAt: now,
 			ControlID: controlID(r.ID, r.VersionID, d.Name)}
 		dl.QueueKey = dl.Destination + "|" + patient.ID
-		switch d.Kind {
-		case DeliveryFHIR:
-			if rv == nil {
-				var err error
-				if rv, err = rs.version(ctx, tx, r, content, order, patient); err != nil {
-					return err
-				}
-			}
-			payload, err := transactionBundle(rv)
-			if err != nil {
+		if rv == nil {
+			var err error
+			if rv, err = rs.version(ctx, tx, r, content, order, patient); err != nil {
 				return err
 			}
-			dl.Payload = payload
-		case DeliveryMLLP:
-			if rv == nil {
-				var err error
-				if rv, err = rs.version(ctx, tx, r, content, order, patient); err != nil {
-					return err
-				}
-			}
-			rv.ControlID, rv.Time = dl.ControlID, now
-			if rs.Render == nil {
-				dl.Status, dl.LastError, dl.Payload = DeliveryDead, "no outbound mapping to render the ORU", []byte{}
-				break
-			}
-			payload, err := rs.Render(facility, d, rv)
-			if err != nil {
-				// The report is kept; the delivery waits, dead, for a fixed mapping and a replay.
-				dl.Status, dl.LastError, dl.Payload = DeliveryDead, limit("rendering the ORU: "+err.Error(), 500), []byte{}
-				break
-			}
-			dl.Payload = payload
+		}
+		payload, err := rs.render(facility, d, dl, rv)
+		switch {
+		case err != nil && d.Kind == DeliveryMLLP:
+			// The report is kept; the delivery waits, dead, for a fixed mapping and a replay.
+			dl.Status, dl.LastError, dl.Payload = DeliveryDead, limit("rendering the ORU: "+err.Error(), 500), []byte{}
+		case err != nil:
+			return err
 		default:
-			continue
+			dl.Payload = payload
 		}
 		if err := tx.InsertDelivery(ctx, dl); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// render builds the message delivery dl carries to destination d for the report version rv:
+// the facility's ORU^R01 (MLLP) or the transaction Bundle (FHIR).
+func (rs *Reports) render(facility string, d ResultDestination, dl *Delivery, rv *ReportVersion) ([]byte, error) {
+	if dl.Kind == DeliveryFHIR {
+		return transactionBundle(rv)
+	}
+	if rs.Render == nil {
+		return nil, errors.New("no outbound mapping to render the ORU")
+	}
+	rv.ControlID, rv.Time = dl.ControlID, dl.CreatedAt
+	return rs.Render(facility, d, rv)
+}
+
+// Rerender builds delivery d's message again from its report version, with the mappings and
+// the destination's settings in force and the patient and order as they are now: what a replay
+// sends once the cause of a dead letter is fixed. The control ID (MSH-10) and the message time
+// are the delivery's own, so the bytes differ from the first only where something changed. An
+// error says why it cannot be built (the mapping still fails, the destination is gone); its
+// text holds no patient data.
+func (rs *Reports) Rerender(ctx context.Context, d *Delivery) ([]byte, error) {
+	facility, name, _ := strings.Cut(d.Destination, "/")
+	var dest *ResultDestination
+	if rs.Destinations != nil {
+		for _, x := range rs.Destinations(facility) {
+			if x.Name == name && x.Kind == d.Kind {
+				dest = &x
+			}
+		}
+	}
+	if dest == nil {
+		return nil, fmt.Errorf("destination %s (%s) is no longer configured", d.Destination, d.Kind)
+	}
+	r, err := rs.Store.ResourceVersion(ctx, "DiagnosticReport", d.ReportID, d.ReportVersion)
+	if err != nil {
+		return nil, fmt.Errorf("reading DiagnosticReport/%s version %d: %w", d.ReportID, d.ReportVersion, err)
+	}
+	content, err := contentOf(r.JSON)
+	if err != nil {
+		return nil, err
+	}
+	read := func(ref any, typ string) (*Resource, error) {
+		s, _ := asMap(ref)["reference"].(string)
+		id, ok := strings.CutPrefix(s, typ+"/")
+		if !ok {
+			return nil, fmt.Errorf("the report version has no %s reference", typ)
+		}
+		return rs.Store.Resource(ctx, typ, id)
+	}
+	order, err := read(first(asList(content["basedOn"])), "ServiceRequest")
+	if err != nil {
+		return nil, fmt.Errorf("reading the report's order: %w", err)
+	}
+	orderContent, err := contentOf(order.JSON)
+	if err != nil {
+		return nil, err
+	}
+	patient, err := read(content["subject"], "Patient")
+	if err != nil {
+		return nil, fmt.Errorf("reading the report's patient: %w", err)
+	}
+	if patient, err = survivor(ctx, rs.Store, patient); err != nil {
+		return nil, err
+	}
+	rv, err := rs.version(ctx, rs.Store, r, content, orderContent, patient)
+	if err != nil {
+		return nil, err
+	}
+	return rs.render(facility, *dest, d, rv)
+}
+
+// first returns l's first element, nil when l is empty.
+func first(l []any) any {
+	if len(l) == 0 {
+		return nil
+	}
+	return l[0]
 }
 
 // version gathers what a report version's message is built from.
@@ -678,7 +736,7 @@ func fnv64(s string) uint64 {
 // that the hospital's server files the report under its own records of the patient and order
 // (it knows nothing of Ferry's ids). References between them are the entries' urn:uuid fullUrls;
 // references to resources the hospital does not hold (Ferry's study, practitioners) are left as
-// their display text.
+// their display text and identifier.
 func transactionBundle(rv *ReportVersion) ([]byte, error) {
 	patientURN, orderURN := "urn:uuid:"+newID(), "urn:uuid:"+newID()
 	entry := func(typ, urn string, content map[string]any, search string) map[string]any {
@@ -698,17 +756,17 @@ func transactionBundle(rv *ReportVersion) ([]byte, error) {
 	order := clone(rv.Order)
 	order["subject"] = map[string]any{"reference": patientURN}
 	for _, k := range []string{"requester", "encounter"} {
-		order[k] = displayOnly(order[k])
+		order[k] = logicalOnly(order[k])
 	}
 	report := clone(rv.Content)
 	report["subject"] = map[string]any{"reference": patientURN}
 	report["basedOn"] = []any{map[string]any{"reference": orderURN}}
 	delete(report, "imagingStudy")
-	report["encounter"] = displayOnly(report["encounter"])
+	report["encounter"] = logicalOnly(report["encounter"])
 	for _, k := range []string{"performer", "resultsInterpreter"} {
 		var refs []any
 		for _, x := range asList(report[k]) {
-			if d := displayOnly(x); d != nil {
+			if d := logicalOnly(x); d != nil {
 				refs = append(refs, d)
 			}
 		}
@@ -719,37 +777,44 @@ func transactionBundle(rv *ReportVersion) ([]byte, error) {
 	bundle := map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{
 		entry("Patient", patientURN, patient, conditionalIdentifier(patient, "MR")),
 		entry("ServiceRequest", orderURN, order, conditionalIdentifier(order, "PLAC")),
-		entry("DiagnosticReport", "", report, "urn:ietf:rfc:3986|urn:uuid:"+rv.Report.ID),
+		entry("DiagnosticReport", "", report, url.QueryEscape("urn:ietf:rfc:3986|urn:uuid:"+rv.Report.ID)),
 	}}
 	return marshalJSON(dropEmpty(bundle))
 }
 
-// displayOnly keeps a reference's display (or nothing) and drops its reference to Ferry's id.
-func displayOnly(ref any) map[string]any {
-	d, _ := asMap(ref)["display"].(string)
-	if d == "" {
+// logicalOnly keeps what of a reference means something outside Ferry — its display, its
+// identifier and type — and drops the reference to Ferry's id; nil when nothing is left.
+func logicalOnly(ref any) map[string]any {
+	out := map[string]any{}
+	for _, k := range []string{"type", "identifier", "display"} {
+		if v, ok := asMap(ref)[k]; ok {
+			out[k] = v
+		}
+	}
+	if out["display"] == nil && out["identifier"] == nil {
 		return nil
 	}
-	return map[string]any{"display": d}
+	return out
 }
 
-// conditionalIdentifier is the search of a conditional update: the identifier of type typ with
-// a system (the hospital's MRN, the placer number), else the first with a system; "" when none
-// has one (then the entry is created, not matched).
+// conditionalIdentifier is the search of a conditional update: the identifier of type typ (the
+// hospital's MRN, the placer number) — system|value, or |value when it has no system, which
+// FHIR search reads as "no system" — else the first with a system; "" when there is none (then
+// the entry is created, not matched).
 func conditionalIdentifier(c map[string]any, typ string) string {
 	var first string
 	for _, x := range asList(c["identifier"]) {
 		id := asMap(x)
 		system, _ := id["system"].(string)
 		value, _ := id["value"].(string)
-		if system == "" || value == "" {
+		if value == "" {
 			continue
 		}
 		token := escapeSearch(system) + "|" + escapeSearch(value)
 		if identifierType(id) == typ {
 			return url.QueryEscape(token)
 		}
-		if first == "" {
+		if first == "" && system != "" {
 			first = url.QueryEscape(token)
 		}
 	}

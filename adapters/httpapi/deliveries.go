@@ -20,6 +20,12 @@ type DeliveryLog interface {
 	ReplayDelivery(ctx context.Context, id int64, payload []byte, now time.Time) error
 }
 
+// DeliveryRenderer builds a delivery's message again with the mappings in force:
+// engine.Reports.Rerender.
+type DeliveryRenderer interface {
+	Rerender(ctx context.Context, d *engine.Delivery) ([]byte, error)
+}
+
 // deliveryView is one delivery as the admin API shows it. The payload (the ORU or the FHIR
 // Bundle: patient data) is shown only for one delivery, never in the list.
 type deliveryView struct {
@@ -54,8 +60,9 @@ func viewDelivery(d *engine.Delivery, withPayload bool) deliveryView {
 }
 
 type deliveryAPI struct {
-	log DeliveryLog
-	ml  *messageLog
+	log    DeliveryLog
+	render DeliveryRenderer
+	ml     *messageLog
 }
 
 // list answers GET /api/v1/deliveries?status=&report=&destination=&limit=&offset=, newest
@@ -109,7 +116,9 @@ func (a *deliveryAPI) get(c echo.Context) error {
 }
 
 // replay answers POST /api/v1/deliveries/{id}/replay {"user","reason"}: a dead letter is sent
-// again, first in its queue's order, with the same MSH-10 (audited: who, when, why).
+// again, first in its queue's order, with the same MSH-10, its message built again with the
+// mappings in force — so that a corrected mapping takes effect (audited: who, when, why). When
+// it still cannot be built the delivery stays dead and the answer (422) says why.
 func (a *deliveryAPI) replay(c echo.Context) error {
 	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
 	if err != nil {
@@ -123,18 +132,33 @@ func (a *deliveryAPI) replay(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, strings.Join(problems, "; "))
 	}
 	ctx := c.Request().Context()
-	switch err := a.log.ReplayDelivery(ctx, id, nil, time.Now()); {
+	notDead := echo.NewHTTPError(http.StatusConflict, "delivery "+strconv.FormatInt(id, 10)+" is not a dead letter (or does not exist)")
+	d, err := a.log.Delivery(ctx, id)
+	switch {
 	case errors.Is(err, engine.ErrNotFound):
-		return echo.NewHTTPError(http.StatusConflict, "delivery "+strconv.FormatInt(id, 10)+" is not a dead letter (or does not exist)")
+		return notDead
+	case err != nil:
+		return err
+	case d.Status != engine.DeliveryDead:
+		return notDead
+	}
+	var payload []byte
+	if a.render != nil {
+		if payload, err = a.render.Rerender(ctx, d); err != nil {
+			return echo.NewHTTPError(http.StatusUnprocessableEntity, "the message cannot be built: "+err.Error())
+		}
+	}
+	switch err := a.log.ReplayDelivery(ctx, id, payload, time.Now()); {
+	case errors.Is(err, engine.ErrNotFound):
+		return notDead
 	case err != nil:
 		return err
 	}
-	d, err := a.log.Delivery(ctx, id)
-	if err != nil {
+	if d, err = a.log.Delivery(ctx, id); err != nil {
 		return err
 	}
 	a.ml.logger.Info("audit: delivery replayed", "delivery", id, "report", d.ReportID, "destination", d.Destination,
-		"user", req.User, "remote", c.RealIP())
+		"rebuilt", payload != nil, "user", req.User, "remote", c.RealIP())
 	return c.JSON(http.StatusOK, viewDelivery(d, false))
 }
 

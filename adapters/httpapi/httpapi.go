@@ -41,8 +41,10 @@ type Options struct {
 	DICOMweb *dicomweb.STOW
 	// Mappings, if set, serves POST /api/v1/mappings/test with the mappings in force.
 	Mappings func() MappingTester
-	// Deliveries, if set, serves /api/v1/deliveries: the report outbox, its dead letters and replay.
+	// Deliveries, if set, serves /api/v1/deliveries: the report outbox, its dead letters and
+	// replay; a replay's message is built again by Rerender (nil: the stored bytes are sent).
 	Deliveries DeliveryLog
+	Rerender   DeliveryRenderer
 	// Turnaround, if set, serves GET /api/v1/turnaround (turnaround.go): the orders past their
 	// SLA, or one order's clocks, measured against TurnaroundSLAs (nil: engine.DefaultSLAs()).
 	Turnaround     TurnaroundLog
@@ -98,7 +100,7 @@ func New(opt Options) (*echo.Echo, error) {
 		api.POST("/mappings/test", mappingsTest(opt.Mappings, ml))
 	}
 	if opt.Deliveries != nil {
-		da := &deliveryAPI{log: opt.Deliveries, ml: ml}
+		da := &deliveryAPI{log: opt.Deliveries, render: opt.Rerender, ml: ml}
 		api.GET("/deliveries", da.list)
 		api.GET("/deliveries/:id", da.get)
 		api.POST("/deliveries/:id/replay", da.replay)

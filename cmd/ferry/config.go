@@ -51,8 +51,37 @@ type Config struct {
 	// and the final report are due, counted from the study's completion (docs/reports.md,
 	// "Turnaround"). A priority or field left out keeps its default (engine.DefaultSLAs).
 	Turnaround map[string]TurnaroundSLA `yaml:"turnaround"`
+	// ReadingGroup is the radiology group that reads the studies: the performer of every
+	// report (docs/reports.md). Unset: reports name no performer but what the reading
+	// platform sends.
+	ReadingGroup ReadingGroup `yaml:"reading_group"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `yaml:"log_level"`
+}
+
+// ReadingGroup names the reading group: its name and, optionally, an identifier (e.g. its NPI:
+// system http://hl7.org/fhir/sid/us-npi).
+type ReadingGroup struct {
+	Name   string `yaml:"name"`
+	System string `yaml:"system"`
+	Value  string `yaml:"value"`
+}
+
+// performer is the reading group as DiagnosticReport.performer takes it (a Reference by
+// identifier and display: the group is no resource of Ferry's), or nil.
+func (c *Config) performer() map[string]any {
+	g := c.ReadingGroup
+	if g.Name == "" && g.Value == "" {
+		return nil
+	}
+	ref := map[string]any{"type": "Organization"}
+	if g.Name != "" {
+		ref["display"] = g.Name
+	}
+	if g.Value != "" {
+		ref["identifier"] = map[string]any{"system": g.System, "value": g.Value}
+	}
+	return ref
 }
 
 // Listen holds the listeners' addresses.
@@ -251,6 +280,11 @@ type Facility struct {
 	// Mappings is a directory of mappings, tables and partials that override the site's for
 	// this facility's messages (MSH-4 = SendingFacility).
 	Mappings string `yaml:"mappings"`
+	// TimeZone is the hospital's time zone (an IANA name, e.g. America/Chicago): the times in
+	// the messages Ferry sends it (MSH-7, OBR-7, OBR-22 …) are written in it, with their
+	// offset. Default: the server's zone.
+	TimeZone string         `yaml:"timezone"`
+	zone     *time.Location // TimeZone, loaded by Validate
 }
 
 // mappingsConfig is the mappings.Config the configuration names.
@@ -300,7 +334,7 @@ func (c *Config) resultDestinations(sendingFacility string) []engine.ResultDesti
 			}
 			out = append(out, engine.ResultDestination{Name: name, Kind: d.Kind, Address: d.Address, BaseURL: d.BaseURL,
 				Version: cmp.Or(d.Version, "2.5.1"), ReceivingApplication: d.ReceivingApplication,
-				ReceivingFacility: cmp.Or(d.ReceivingFacility, f.SendingFacility)})
+				ReceivingFacility: cmp.Or(d.ReceivingFacility, f.SendingFacility), Zone: cmp.Or(f.zone, time.Local)})
 		}
 	}
 	return out
@@ -513,6 +547,9 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel))
 	}
+	if g := c.ReadingGroup; g.Value != "" && g.System == "" || g.System != "" && g.Value == "" {
+		errs = append(errs, errors.New("reading_group: system and value go together"))
+	}
 	seen := map[string]bool{}
 	for i, f := range c.Facilities {
 		if f.ID == "" {
@@ -525,6 +562,13 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("facilities[%d].sending_facility: %q listed twice", i, f.SendingFacility))
 		}
 		seen[f.SendingFacility] = true
+		if f.TimeZone != "" {
+			zone, err := time.LoadLocation(f.TimeZone)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("facilities[%d].timezone: %w", i, err))
+			}
+			c.Facilities[i].zone = zone
+		}
 		for j, d := range f.Results {
 			switch d.Kind {
 			case "mllp":

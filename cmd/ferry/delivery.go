@@ -126,6 +126,6 @@ func renderORU(current func() *mappings.Set) func(string, engine.ResultDestinati
 		}
 		return o.Render(mappings.OutboundInput{Resources: resources, Message: mappings.OutboundMessage{
 			ControlID: rv.ControlID, Time: rv.Time, Version: d.Version, SendingApplication: "FERRY",
-			ReceivingApplication: d.ReceivingApplication, ReceivingFacility: d.ReceivingFacility, Zone: time.Local}})
+			ReceivingApplication: d.ReceivingApplication, ReceivingFacility: d.ReceivingFacility, Zone: d.Zone}})
 	}
 }

@@ -351,6 +351,10 @@ delivery:
 	if ids[0] != ids[1] || ids[2] != ids[3] || ids[4] != ids[0] || ids[0] == ids[2] {
 		t.Errorf("MSH-10s at the EHR: %v", ids)
 	}
+	// Built again at the replay with the same mappings: the same bytes as the first attempts.
+	if !bytes.Equal(got[4].Bytes(), got[0].Bytes()) {
+		t.Errorf("the replay differs from the first attempt:\n%s\n%s", got[0].Bytes(), got[4].Bytes())
+	}
 	var delivered listed
 	waitFor(t, "both delivered", func() bool {
 		return p.get(t, "/api/v1/deliveries?status=delivered", &delivered) == 200 && len(delivered.Deliveries) == 2
@@ -358,4 +362,106 @@ delivery:
 	if !strings.Contains(p.stderr.String(), `msg="audit: delivery replayed"`) {
 		t.Errorf("no audit line for the replay")
 	}
+}
+
+// TestReplayAfterTheCauseIsFixed: the two kinds of dead letter an analyst meets and their fix.
+// A facility's edited result_status table lacks "final": the final's ORU cannot be built, so its
+// delivery is dead at once (the report itself is kept); a replay while the table is still
+// wrong is refused (422) and changes nothing; once the table is corrected, the replay builds
+// the ORU with the corrected mapping and it is delivered, OBR-25 F. The hospital's FHIR server
+// refuses the Bundle (422): dead, with its OperationOutcome kept; replayed, it is delivered.
+func TestReplayAfterTheCauseIsFixed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ehr := startEHR(t, dir)
+	hospital := startHospitalFHIR(t, dir, http.StatusUnprocessableEntity)
+	tables := filepath.Join(dir, "stmarys", "tables")
+	if err := os.MkdirAll(tables, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	statusTable := func(rows string) {
+		t.Helper()
+		path := filepath.Join(tables, "result_status.yaml")
+		body := "table: result_status\nmissing: error\nrows:\n  preliminary: {obr25: P, obx11: P, orc5: IP}\n" + rows
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		later := time.Now().Add(time.Duration(len(body)) * time.Second) // coarse file-system clocks
+		_ = os.Chtimes(path, later, later)
+	}
+	statusTable("")
+	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{Config: `
+mappings:
+  reload_interval: 50ms
+facilities:
+  - id: stmarys
+    sending_facility: STMARYS
+    mappings: ` + filepath.Join(dir, "stmarys") + `
+    results:
+      - name: epic
+        kind: mllp
+        address: ` + ehr.Addr + `
+      - name: fhir
+        kind: fhir
+        base_url: ` + hospital.URL + `
+delivery:
+  retry_first: 100ms
+  retry_max: 200ms
+`})
+	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("X1", "NW", "PLX1", "SC", "ACCX1", "71260", "CT", "20261127", "000931")); codes[0] != "AA" {
+		t.Fatalf("order: %v", codes)
+	}
+	if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("final", "ACCX1", "Final read.")); code != 201 {
+		t.Fatalf("final: HTTP %d %s", code, body)
+	}
+	type listed struct {
+		Deliveries []struct {
+			ID          int64  `json:"id"`
+			Destination string `json:"destination"`
+			LastError   string `json:"last_error"`
+			Response    string `json:"response"`
+		} `json:"deliveries"`
+	}
+	var dead listed
+	waitFor(t, "both dead letters", func() bool {
+		return p.get(t, "/api/v1/deliveries?status=dead", &dead) == 200 && len(dead.Deliveries) == 2
+	})
+	ids := map[string]int64{}
+	for _, d := range dead.Deliveries {
+		ids[d.Destination] = d.ID
+		switch d.Destination {
+		case "STMARYS/epic":
+			if !strings.Contains(d.LastError, "rendering the ORU") || !strings.Contains(d.LastError, "table result_status") {
+				t.Errorf("the ORU's dead letter says %q, want the mapping's error", d.LastError)
+			}
+		case "STMARYS/fhir":
+			if !strings.Contains(d.Response, `"OperationOutcome"`) || !strings.Contains(d.LastError, "HTTP 422") {
+				t.Errorf("the Bundle's dead letter: %+v, want the OperationOutcome kept", d)
+			}
+		}
+	}
+	replay := func(dest string) int {
+		return p.post(t, "/api/v1/deliveries/"+strconv.FormatInt(ids[dest], 10)+"/replay",
+			map[string]string{"user": "ana.analyst", "reason": "fixed"})
+	}
+	if code := replay("STMARYS/epic"); code != http.StatusUnprocessableEntity {
+		t.Errorf("replaying while the table still lacks final: HTTP %d, want 422", code)
+	}
+	statusTable("  final: {obr25: F, obx11: F, orc5: CM}\n")
+	waitFor(t, "the corrected table", func() bool { return strings.Count(p.stderr.String(), `msg="mappings reloaded"`) >= 1 })
+	for _, dest := range []string{"STMARYS/epic", "STMARYS/fhir"} {
+		if code := replay(dest); code != 200 {
+			t.Fatalf("replaying %s: HTTP %d", dest, code)
+		}
+	}
+	waitFor(t, "the ORU and the Bundle", func() bool {
+		return len(ehr.messages(t)) == 1 && len(hospital.resources("DiagnosticReport")) == 1
+	})
+	if m := ehr.messages(t)[0]; m.Value("OBR-25") != "F" || m.Value("OBX-11") != "F" || m.Value("ORC-5") != "CM" {
+		t.Errorf("the replayed ORU: OBR-25 %q OBX-11 %q ORC-5 %q", m.Value("OBR-25"), m.Value("OBX-11"), m.Value("ORC-5"))
+	}
+	var delivered listed
+	waitFor(t, "both delivered", func() bool {
+		return p.get(t, "/api/v1/deliveries?status=delivered", &delivered) == 200 && len(delivered.Deliveries) == 2
+	})
 }

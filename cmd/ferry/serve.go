@@ -168,7 +168,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Reports from the reading platform, stored with their deliveries to the ordering hospital,
 	// which every node's deliverer sends.
-	reports := &engine.Reports{Store: st, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger,
+	reports := &engine.Reports{Store: st, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger, Performer: cfg.performer(),
 		ObserveTurnaround: turnaround.Observe, Render: renderORU(reloader.Current)}
 	inbound.Processor.Reports = reports // ORU^R01 from dictation systems
 	sends := newTransports(cfg.Delivery.Connections, cfg.Delivery.Timeout, logger)
@@ -181,7 +181,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	delivererDone := make(chan struct{})
 	go func() { deliverer.Run(delivererCtx, 200*time.Millisecond); close(delivererDone) }()
 	defer func() { stopDeliverer(); <-delivererDone; sends.close() }()
-	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
+	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,19 +14,6 @@ import (
 // the final are refused, each naming its priority.
 func TestTurnaroundConfig(t *testing.T) {
 	t.Parallel()
-	load := func(t *testing.T, yaml string) (*Config, error) {
-		t.Helper()
-		path := filepath.Join(t.TempDir(), "ferry.yaml")
-		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := loadConfig(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.setDefaults()
-		return cfg, cfg.Validate()
-	}
 	for _, tc := range []struct {
 		name, yaml string
 		want       engine.SLAs
@@ -48,7 +33,7 @@ func TestTurnaroundConfig(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := load(t, tc.yaml)
+			cfg, err := loadTestConfig(t, tc.yaml)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("Validate: %v, want %q", err, tc.wantErr)

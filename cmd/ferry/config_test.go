@@ -1,0 +1,92 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// loadTestConfig loads yaml as `ferry serve --config` does: parsed, defaults set, validated.
+func loadTestConfig(t *testing.T, yaml string) (*Config, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.setDefaults()
+	return cfg, cfg.Validate()
+}
+
+// TestResultsConfig: a facility's destinations as the deliverer takes them — names, HL7 version,
+// MSH-5/6, the hospital's time zone — and the reading group as the reports' performer; a bad
+// destination, time zone or reading group is refused, naming its key.
+func TestResultsConfig(t *testing.T) {
+	t.Parallel()
+	const facility = "facilities:\n  - id: stmarys\n    sending_facility: STMARYS\n"
+	t.Run("Destinations", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := loadTestConfig(t, facility+`    timezone: America/Chicago
+    results:
+      - {kind: mllp, address: "ehr:6661", receiving_application: EPIC, version: "2.3.1"}
+      - {kind: fhir, base_url: "https://fhir.example/R4"}
+reading_group: {name: Northside Teleradiology, system: "http://hl7.org/fhir/sid/us-npi", value: "1999999984"}
+`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := cfg.resultDestinations("STMARYS")
+		if len(got) != 2 {
+			t.Fatalf("%d destinations, want 2", len(got))
+		}
+		if d := got[0]; d.Name != "mllp" || d.Version != "2.3.1" || d.ReceivingApplication != "EPIC" ||
+			d.ReceivingFacility != "STMARYS" || d.Zone == nil || d.Zone.String() != "America/Chicago" {
+			t.Errorf("the MLLP destination: %+v", d)
+		}
+		if d := got[1]; d.Name != "fhir-2" || d.Version != "2.5.1" || d.BaseURL != "https://fhir.example/R4" {
+			t.Errorf("the FHIR destination: %+v", d)
+		}
+		if d, ok := cfg.resultDestination("STMARYS/fhir-2"); !ok || d.Kind != "fhir" {
+			t.Errorf("resultDestination(STMARYS/fhir-2) = %+v, %v", d, ok)
+		}
+		want := map[string]any{"type": "Organization", "display": "Northside Teleradiology",
+			"identifier": map[string]any{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1999999984"}}
+		if got := cfg.performer(); !reflect.DeepEqual(got, want) {
+			t.Errorf("performer = %v, want %v", got, want)
+		}
+	})
+	t.Run("Defaults", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := loadTestConfig(t, facility+"    results: [{kind: mllp, address: \"ehr:6661\"}]\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cfg.resultDestinations("STMARYS")[0]; d.Zone == nil || d.Version != "2.5.1" {
+			t.Errorf("defaults: %+v, want the server's zone and 2.5.1", d)
+		}
+		if cfg.performer() != nil {
+			t.Errorf("performer without a reading group: %v", cfg.performer())
+		}
+	})
+	for _, tc := range []struct{ name, yaml, wantErr string }{
+		{"BadZone", facility + "    timezone: Mars/Olympus\n", "facilities[0].timezone: unknown time zone Mars/Olympus"},
+		{"BadKind", facility + "    results: [{kind: sftp}]\n", `facilities[0].results[0].kind: "sftp" is not mllp or fhir`},
+		{"NoAddress", facility + "    results: [{kind: mllp}]\n", "facilities[0].results[0].address: required for kind mllp"},
+		{"NoBaseURL", facility + "    results: [{kind: fhir}]\n", "facilities[0].results[0].base_url: required for kind fhir"},
+		{"BadVersion", facility + "    results: [{kind: mllp, address: \"ehr:1\", version: \"2.4\"}]\n", `facilities[0].results[0].version: "2.4" is not 2.5.1 or 2.3.1`},
+		{"SameName", facility + "    results: [{name: a, kind: mllp, address: \"e:1\"}, {name: a, kind: fhir, base_url: \"http://x\"}]\n", `two destinations are named "a"`},
+		{"GroupSystemOnly", "reading_group: {name: X, system: \"http://hl7.org/fhir/sid/us-npi\"}\n", "reading_group: system and value go together"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := loadTestConfig(t, tc.yaml); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("Validate: %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
