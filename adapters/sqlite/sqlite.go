@@ -308,18 +308,27 @@ func (s *Store) statements(ctx context.Context) (insert, findAccepted *sql.Stmt,
 
 // prepare returns query prepared on db, preparing it on first use; database/sql prepares it again,
 // once, on each connection of db that runs it. On the writer it must not be called while a
-// transaction holds the writer's one connection: it would wait for it forever. Begin prepares
-// every statement a Tx runs before it begins (txStatements).
+// transaction of the same goroutine holds the writer's one connection: it would wait for it
+// forever. Begin prepares every statement a Tx runs before it begins (txStatements). The cache's
+// lock is not held while preparing: a prepare on the writer waits for the transaction in
+// progress, which must meanwhile be able to find its own statements (prepared).
 func (s *Store) prepare(ctx context.Context, db *sql.DB, query string) (*sql.Stmt, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	key := stmtKey{db, query}
-	if stmt := s.stmts[key]; stmt != nil {
+	s.mu.Lock()
+	stmt := s.stmts[key]
+	s.mu.Unlock()
+	if stmt != nil {
 		return stmt, nil
 	}
 	stmt, err := db.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, fmt.Errorf("preparing statement: %w", interpretError(err))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if prev := s.stmts[key]; prev != nil { // prepared meanwhile by another caller
+		stmt.Close()
+		return prev, nil
 	}
 	if s.stmts == nil {
 		s.stmts = map[stmtKey]*sql.Stmt{}

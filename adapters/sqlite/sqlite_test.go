@@ -2,8 +2,10 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,4 +197,44 @@ func TestStudyLinkEvidenceStored(t *testing.T) {
 
 func TestTurnaround(t *testing.T) {
 	storetest.RunTurnaround(t, func(t *testing.T) storetest.TurnaroundStore { return openTestStore(t, testPath(t)) })
+}
+
+// TestFirstPrepareWaitsForTheTransaction: a statement prepared for the first time on the writer
+// while a transaction holds it waits for that transaction — which meanwhile goes on using its
+// own statements, and ends. (The statement cache's lock was once held while waiting: the
+// transaction then waited for the lock, and both for ever.)
+func TestFirstPrepareWaitsForTheTransaction(t *testing.T) {
+	st := openTestStore(t, testPath(t))
+	ctx := t.Context()
+	tx, err := st.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := make(chan error, 1)
+	go func() { // the first instance: its statements are prepared on the writer now
+		_, err := st.PutInstance(ctx, &engine.Instance{SOPInstanceUID: "1.2.3.1.1", SOPClassUID: "1.2.840.10008.5.1.4.1.1.2",
+			SeriesInstanceUID: "1.2.3.1", StudyInstanceUID: "1.2.3", TransferSyntaxUID: "1.2.840.10008.1.2.1",
+			Path: "1.2.3/1.2.3.1/1.dcm", Size: 1, SHA256: strings.Repeat("0", 64), ReceivedAt: time.Now()})
+		stored <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the instance is waiting for the writer
+	done := make(chan error, 1)
+	go func() {
+		if _, err := tx.Resource(ctx, "Patient", "nobody"); !errors.Is(err, engine.ErrNotFound) {
+			done <- err
+			return
+		}
+		done <- tx.Commit()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transaction is stuck behind the first prepare of another statement")
+	}
+	if err := <-stored; err != nil {
+		t.Fatal(err)
+	}
 }
