@@ -59,7 +59,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	// ingest pool) and the workers that come later share this pool; keep enough connections idle
 	// that they rarely reconnect.
 	db.SetMaxOpenConns(32)
-	db.SetMaxIdleConns(16)
+	db.SetMaxIdleConns(32) // as many as may be open: a connection closed for want of an idle slot is opened again, its statements prepared again
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
