@@ -131,6 +131,11 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 		if _, err := markTurnaround(ctx, w.tx, srID, content, TurnaroundOrdered, w.pl.now); err != nil {
 			return err
 		}
+	} else if status == "revoked" {
+		// Cancelled or discontinued: no report is due any more; its clocks stop.
+		if _, err := markTurnaround(ctx, w.tx, srID, content, TurnaroundClosed, w.pl.now); err != nil {
+			return err
+		}
 	}
 	return w.worklist(ctx, srID, status, o.worklist)
 }

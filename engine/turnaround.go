@@ -39,10 +39,13 @@ const (
 	TurnaroundPreliminary TurnaroundStage = "preliminary"
 	// TurnaroundFinal: the final report (status final, or amended, corrected, appended).
 	TurnaroundFinal TurnaroundStage = "final"
+	// TurnaroundClosed: the order ended without needing a report — cancelled or discontinued
+	// (ServiceRequest revoked), or its report cancelled. Its clocks stop: never late after.
+	TurnaroundClosed TurnaroundStage = "closed"
 )
 
 // turnaroundStages are the milestones in the order an order normally reaches them.
-var turnaroundStages = []TurnaroundStage{TurnaroundOrdered, TurnaroundStudy, TurnaroundPreliminary, TurnaroundFinal}
+var turnaroundStages = []TurnaroundStage{TurnaroundOrdered, TurnaroundStudy, TurnaroundPreliminary, TurnaroundFinal, TurnaroundClosed}
 
 // Turnaround is one order's clocks: the time each milestone was first reached, zero until then.
 type Turnaround struct {
@@ -54,6 +57,7 @@ type Turnaround struct {
 	StudyAt       time.Time
 	PreliminaryAt time.Time
 	FinalAt       time.Time
+	ClosedAt      time.Time // the order was closed without a final: zero while it is open
 }
 
 // At returns the time t reached stage, zero when it has not (or for an unknown stage).
@@ -67,6 +71,8 @@ func (t *Turnaround) At(stage TurnaroundStage) time.Time {
 		return t.PreliminaryAt
 	case TurnaroundFinal:
 		return t.FinalAt
+	case TurnaroundClosed:
+		return t.ClosedAt
 	}
 	return time.Time{}
 }
@@ -120,10 +126,11 @@ type Lateness struct {
 }
 
 // Late returns the milestones of t past their due time at now (strictly after it), preliminary
-// first. An order is never late before its study nor once its final is in: the final answers
-// the preliminary too. TurnaroundReader.Overdue returns the orders for which Late is not empty.
+// first. An order is never late before its study, nor once its final is in (the final answers
+// the preliminary too) or it was closed. TurnaroundReader.Overdue returns the orders for which
+// Late is not empty.
 func (s SLAs) Late(t *Turnaround, now time.Time) []Lateness {
-	if !t.FinalAt.IsZero() {
+	if !t.FinalAt.IsZero() || !t.ClosedAt.IsZero() {
 		return nil
 	}
 	var out []Lateness
@@ -198,8 +205,8 @@ func ValidateTurnaroundMark(srID, priority string, stage TurnaroundStage, at tim
 		return errors.New("marking turnaround: no ServiceRequest id")
 	case !isRequestPriority(priority):
 		return fmt.Errorf("marking turnaround of ServiceRequest/%s: priority %q is not routine, urgent, asap or stat", srID, priority)
-	case stage != TurnaroundOrdered && stage != TurnaroundStudy && stage != TurnaroundPreliminary && stage != TurnaroundFinal:
-		return fmt.Errorf("marking turnaround of ServiceRequest/%s: stage %q is not ordered, study, preliminary or final", srID, stage)
+	case !slices.Contains(turnaroundStages, stage):
+		return fmt.Errorf("marking turnaround of ServiceRequest/%s: stage %q is not ordered, study, preliminary, final or closed", srID, stage)
 	case at.IsZero():
 		return fmt.Errorf("marking turnaround %s of ServiceRequest/%s: no time", stage, srID)
 	}
@@ -222,13 +229,16 @@ func orderPriority(sr map[string]any) string {
 
 // reportStage is the milestone a report version with status reaches (FHIR R4
 // diagnostic-report-status): partial and preliminary the preliminary; final and its later
-// versions the final; registered, cancelled and entered-in-error none.
+// versions the final; cancelled closes the order's clocks (no report will come); registered
+// and entered-in-error none (a report sent in error leaves the order waiting for the right one).
 func reportStage(status string) (TurnaroundStage, bool) {
 	switch status {
 	case "partial", "preliminary":
 		return TurnaroundPreliminary, true
 	case "final", "amended", "corrected", "appended":
 		return TurnaroundFinal, true
+	case "cancelled":
+		return TurnaroundClosed, true
 	}
 	return "", false
 }

@@ -176,8 +176,32 @@ func TestTurnaroundClocks(t *testing.T) {
 		t.Errorf("a final without a preliminary: %+v, want both at %s", got, routineFinal)
 	}
 
+	// A third stat order, scanned, then cancelled while its preliminary is late: its clocks
+	// stop, and it leaves the overdue list.
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), strings.Replace(orc("NW", "PLT3", "SC"), "^^R|", "^^S|", 1), obr("PLT3", "ACCT3"))
+	cancelled := h.search("ServiceRequest", eq("identifier", "PLT3"))[0]["id"].(string)
+	clock.set(routineFinal.Add(time.Hour))
+	storeStudy("1.2.826.0.1.3680043.10.93", "ACCT3")
+	cancelStudy := routineFinal.Add(time.Hour + 2*time.Second)
+	clock.set(cancelStudy)
+	derive()
+	if got := overdue(cancelStudy.Add(time.Hour)); len(got[cancelled]) != 1 {
+		t.Errorf("the third order an hour after its study: %v, want its preliminary late", got)
+	}
+	cancelAt := cancelStudy.Add(time.Hour)
+	clock.set(cancelAt)
+	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("CA", "PLT3", "CA"), obr("PLT3", "ACCT3"))
+	if got := clocks(cancelled); !got.ClosedAt.Equal(cancelAt) || !got.PreliminaryAt.IsZero() {
+		t.Errorf("after the cancel: %+v, want closed at %s", got, cancelAt)
+	}
+	if got := overdue(cancelAt.Add(48 * time.Hour)); len(got) != 0 {
+		t.Errorf("overdue after the cancel: %v, want none", got)
+	}
+
+	statToStudy := (study.Sub(ordered) + cancelStudy.Sub(routineFinal)).Seconds() / 2
 	wantSeconds := map[[2]string][]float64{
-		{"stat", "order_to_study"}:          {study.Sub(ordered).Seconds()},
+		// Two stat orders reached their study (histogramSums gives their mean, twice).
+		{"stat", "order_to_study"}:          {statToStudy, statToStudy},
 		{"stat", "study_to_preliminary"}:    {prelim.Sub(study).Seconds()},
 		{"stat", "study_to_final"}:          {final.Sub(study).Seconds()},
 		{"routine", "order_to_study"}:       {routineStudy.Sub(ordered).Seconds()},

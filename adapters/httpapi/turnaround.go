@@ -30,6 +30,7 @@ type turnaroundView struct {
 	StudyAt          time.Time      `json:"study_at,omitzero"`
 	PreliminaryAt    time.Time      `json:"preliminary_at,omitzero"`
 	FinalAt          time.Time      `json:"final_at,omitzero"`
+	ClosedAt         time.Time      `json:"closed_at,omitzero"`
 	PreliminaryDue   time.Time      `json:"preliminary_due,omitzero"`
 	FinalDue         time.Time      `json:"final_due,omitzero"`
 	Late             []latenessView `json:"late"`
@@ -44,7 +45,7 @@ type latenessView struct {
 
 func viewTurnaround(t *engine.Turnaround, sla engine.SLAs, now time.Time) turnaroundView {
 	v := turnaroundView{ServiceRequestID: t.ServiceRequestID, Priority: t.Priority, OrderedAt: t.OrderedAt,
-		StudyAt: t.StudyAt, PreliminaryAt: t.PreliminaryAt, FinalAt: t.FinalAt, Late: []latenessView{}}
+		StudyAt: t.StudyAt, PreliminaryAt: t.PreliminaryAt, FinalAt: t.FinalAt, ClosedAt: t.ClosedAt, Late: []latenessView{}}
 	v.PreliminaryDue, _ = sla.Due(t, engine.TurnaroundPreliminary)
 	v.FinalDue, _ = sla.Due(t, engine.TurnaroundFinal)
 	for _, l := range sla.Late(t, now) {

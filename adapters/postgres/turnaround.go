@@ -15,18 +15,19 @@ var (
 	_ engine.TurnaroundMarker = (*Tx)(nil)
 )
 
-const turnaroundColumns = `service_request_id, priority, ordered_at, study_at, preliminary_at, final_at`
+const turnaroundColumns = `service_request_id, priority, ordered_at, study_at, preliminary_at, final_at, closed_at`
 
-// markTurnaroundSQL creates an order's row (migrations/postgres/00009_turnaround.sql) or sets the
+// markTurnaroundSQL creates an order's row (migrations/postgres/00009_turnaround.sql, 00010) or sets the
 // milestones it has not reached (NULL) yet; the priority is always the latest. Two transactions
 // marking one order meet on its row: the second waits for the first, then keeps its times.
 const markTurnaroundSQL = `INSERT INTO turnaround AS t (` + turnaroundColumns + `)
-VALUES ($1, $2, $3, $4, $5, $6)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (service_request_id) DO UPDATE SET priority = excluded.priority,
 	ordered_at = coalesce(t.ordered_at, excluded.ordered_at),
 	study_at = coalesce(t.study_at, excluded.study_at),
 	preliminary_at = coalesce(t.preliminary_at, excluded.preliminary_at),
-	final_at = coalesce(t.final_at, excluded.final_at)
+	final_at = coalesce(t.final_at, excluded.final_at),
+	closed_at = coalesce(t.closed_at, excluded.closed_at)
 RETURNING ` + turnaroundColumns
 
 const turnaroundSQL = `SELECT ` + turnaroundColumns + ` FROM turnaround WHERE service_request_id = $1`
@@ -41,7 +42,7 @@ func (t *Tx) MarkTurnaround(ctx context.Context, srID, priority string, stage en
 	if err := engine.ValidateTurnaroundMark(srID, priority, stage, at); err != nil {
 		return nil, err
 	}
-	var times [4]any // ordered, study, preliminary, final: NULL but the stage's
+	var times [5]any // ordered, study, preliminary, final, closed: NULL but the stage's
 	switch stage {
 	case engine.TurnaroundOrdered:
 		times[0] = timestamp(at)
@@ -51,13 +52,15 @@ func (t *Tx) MarkTurnaround(ctx context.Context, srID, priority string, stage en
 		times[2] = timestamp(at)
 	case engine.TurnaroundFinal:
 		times[2], times[3] = timestamp(at), timestamp(at) // a final answers a missing preliminary too
+	case engine.TurnaroundClosed:
+		times[4] = timestamp(at)
 	}
 	stmt, err := t.s.prepare(ctx, markTurnaroundSQL)
 	if err != nil {
 		return nil, err
 	}
 	ta, err := scanTurnaround(t.tx.StmtContext(ctx, stmt).QueryRowContext(ctx, storableText(srID), priority,
-		times[0], times[1], times[2], times[3]))
+		times[0], times[1], times[2], times[3], times[4]))
 	if err != nil {
 		return nil, t.check(fmt.Errorf("marking turnaround %s of ServiceRequest/%s: %w", stage, srID, interpretError(err)))
 	}
@@ -103,7 +106,7 @@ func (s *Store) Overdue(ctx context.Context, now time.Time, sla engine.SLAs, n i
 	}
 	args = append(args, limit(n))
 	query := `SELECT ` + turnaroundColumns + ` FROM turnaround
-WHERE final_at IS NULL AND study_at IS NOT NULL AND (` + strings.Join(terms, " OR ") + `)
+WHERE final_at IS NULL AND closed_at IS NULL AND study_at IS NOT NULL AND (` + strings.Join(terms, " OR ") + `)
 ORDER BY study_at, service_request_id LIMIT $` + fmt.Sprint(len(args))
 	stmt, err := s.prepare(ctx, query)
 	if err != nil {
@@ -131,12 +134,12 @@ ORDER BY study_at, service_request_id LIMIT $` + fmt.Sprint(len(args))
 func scanTurnaround(row interface{ Scan(dest ...any) error }) (*engine.Turnaround, error) {
 	var (
 		ta    engine.Turnaround
-		times [4]sql.NullTime
+		times [5]sql.NullTime
 	)
-	if err := row.Scan(&ta.ServiceRequestID, &ta.Priority, &times[0], &times[1], &times[2], &times[3]); err != nil {
+	if err := row.Scan(&ta.ServiceRequestID, &ta.Priority, &times[0], &times[1], &times[2], &times[3], &times[4]); err != nil {
 		return nil, err
 	}
-	for i, dst := range []*time.Time{&ta.OrderedAt, &ta.StudyAt, &ta.PreliminaryAt, &ta.FinalAt} {
+	for i, dst := range []*time.Time{&ta.OrderedAt, &ta.StudyAt, &ta.PreliminaryAt, &ta.FinalAt, &ta.ClosedAt} {
 		if times[i].Valid {
 			*dst = times[i].Time.UTC()
 		}

@@ -14,17 +14,18 @@ var (
 	_ engine.TurnaroundMarker = (*Tx)(nil)
 )
 
-const turnaroundColumns = `service_request_id, priority, ordered_at, study_at, preliminary_at, final_at`
+const turnaroundColumns = `service_request_id, priority, ordered_at, study_at, preliminary_at, final_at, closed_at`
 
-// markTurnaroundSQL creates an order's row (migrations/sqlite/00009_turnaround.sql) or sets the
+// markTurnaroundSQL creates an order's row (migrations/sqlite/00009_turnaround.sql, 00010) or sets the
 // milestones it has not reached (0) yet; the priority is always the latest.
 const markTurnaroundSQL = `INSERT INTO turnaround (` + turnaroundColumns + `)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
 ON CONFLICT (service_request_id) DO UPDATE SET priority = excluded.priority,
 	ordered_at = coalesce(nullif(turnaround.ordered_at, 0), excluded.ordered_at),
 	study_at = coalesce(nullif(turnaround.study_at, 0), excluded.study_at),
 	preliminary_at = coalesce(nullif(turnaround.preliminary_at, 0), excluded.preliminary_at),
-	final_at = coalesce(nullif(turnaround.final_at, 0), excluded.final_at)
+	final_at = coalesce(nullif(turnaround.final_at, 0), excluded.final_at),
+	closed_at = coalesce(nullif(turnaround.closed_at, 0), excluded.closed_at)
 RETURNING ` + turnaroundColumns
 
 const turnaroundSQL = `SELECT ` + turnaroundColumns + ` FROM turnaround WHERE service_request_id = ?`
@@ -41,7 +42,7 @@ func (t *Tx) MarkTurnaround(ctx context.Context, srID, priority string, stage en
 	if err := checkNanos(at); err != nil {
 		return nil, fmt.Errorf("marking turnaround of ServiceRequest/%s: %w", srID, err)
 	}
-	var times [4]int64 // ordered, study, preliminary, final
+	var times [5]int64 // ordered, study, preliminary, final, closed
 	switch stage {
 	case engine.TurnaroundOrdered:
 		times[0] = nanos(at)
@@ -51,12 +52,14 @@ func (t *Tx) MarkTurnaround(ctx context.Context, srID, priority string, stage en
 		times[2] = nanos(at)
 	case engine.TurnaroundFinal:
 		times[2], times[3] = nanos(at), nanos(at) // a final answers a missing preliminary too
+	case engine.TurnaroundClosed:
+		times[4] = nanos(at)
 	}
 	stmt, err := t.stmt(ctx, markTurnaroundSQL)
 	if err != nil {
 		return nil, err
 	}
-	ta, err := scanTurnaround(stmt.QueryRowContext(ctx, storableText(srID), priority, times[0], times[1], times[2], times[3]))
+	ta, err := scanTurnaround(stmt.QueryRowContext(ctx, storableText(srID), priority, times[0], times[1], times[2], times[3], times[4]))
 	if err != nil {
 		return nil, t.check(fmt.Errorf("marking turnaround %s of ServiceRequest/%s: %w", stage, srID, interpretError(err)))
 	}
@@ -132,7 +135,7 @@ func overdueQuery(now time.Time, sla engine.SLAs, n int) (string, []any) {
 		return "", nil
 	}
 	query := `SELECT ` + turnaroundColumns + ` FROM turnaround
-WHERE final_at = 0 AND study_at != 0 AND (` + strings.Join(terms, " OR ") + `)
+WHERE final_at = 0 AND closed_at = 0 AND study_at != 0 AND (` + strings.Join(terms, " OR ") + `)
 ORDER BY study_at, service_request_id LIMIT ?`
 	return query, append(args, limit(n))
 }
@@ -140,12 +143,13 @@ ORDER BY study_at, service_request_id LIMIT ?`
 // scanTurnaround reads turnaroundColumns; 0 times are the zero time.
 func scanTurnaround(row interface{ Scan(dest ...any) error }) (*engine.Turnaround, error) {
 	var (
-		ta                                     engine.Turnaround
-		ordered, study, preliminary, finalized int64
+		ta                                             engine.Turnaround
+		ordered, study, preliminary, finalized, closed int64
 	)
-	if err := row.Scan(&ta.ServiceRequestID, &ta.Priority, &ordered, &study, &preliminary, &finalized); err != nil {
+	if err := row.Scan(&ta.ServiceRequestID, &ta.Priority, &ordered, &study, &preliminary, &finalized, &closed); err != nil {
 		return nil, err
 	}
-	ta.OrderedAt, ta.StudyAt, ta.PreliminaryAt, ta.FinalAt = fromNanos(ordered), fromNanos(study), fromNanos(preliminary), fromNanos(finalized)
+	ta.OrderedAt, ta.StudyAt, ta.PreliminaryAt = fromNanos(ordered), fromNanos(study), fromNanos(preliminary)
+	ta.FinalAt, ta.ClosedAt = fromNanos(finalized), fromNanos(closed)
 	return &ta, nil
 }

@@ -94,6 +94,7 @@ func checkTurnaround(t *testing.T, got, want *engine.Turnaround) {
 		{"StudyAt", &g.StudyAt, &w.StudyAt},
 		{"PreliminaryAt", &g.PreliminaryAt, &w.PreliminaryAt},
 		{"FinalAt", &g.FinalAt, &w.FinalAt},
+		{"ClosedAt", &g.ClosedAt, &w.ClosedAt},
 	} {
 		if !tm.got.Equal(*tm.want) || tm.got.IsZero() != tm.want.IsZero() {
 			t.Errorf("turnaround of %s: %s = %s, want %s", want.ServiceRequestID, tm.name, *tm.got, *tm.want)
@@ -233,10 +234,13 @@ func testTurnaroundOverdue(t *testing.T, st TurnaroundStore) {
 		{ServiceRequestID: "routine-in-time", Priority: "routine", StudyAt: ago(23 * time.Hour)},
 		{ServiceRequestID: "routine-final-late", Priority: "routine", StudyAt: ago(25 * time.Hour)},
 		{ServiceRequestID: "routine-direct-final", Priority: "routine", StudyAt: ago(30 * time.Hour), PreliminaryAt: ago(2 * time.Hour), FinalAt: ago(2 * time.Hour)},
+		// Cancelled after its study, and a report cancelled after the preliminary: never late.
+		{ServiceRequestID: "stat-cancelled", Priority: "stat", StudyAt: ago(6 * time.Hour), ClosedAt: ago(5 * time.Hour)},
+		{ServiceRequestID: "urgent-report-cancelled", Priority: "urgent", StudyAt: ago(13 * time.Hour), PreliminaryAt: ago(12 * time.Hour), ClosedAt: ago(12 * time.Hour)},
 	}
 	var marks []turnaroundMark
 	for _, r := range rows {
-		for _, s := range []engine.TurnaroundStage{engine.TurnaroundOrdered, engine.TurnaroundStudy, engine.TurnaroundPreliminary, engine.TurnaroundFinal} {
+		for _, s := range []engine.TurnaroundStage{engine.TurnaroundOrdered, engine.TurnaroundStudy, engine.TurnaroundPreliminary, engine.TurnaroundFinal, engine.TurnaroundClosed} {
 			if at := r.At(s); !at.IsZero() {
 				marks = append(marks, turnaroundMark{r.ServiceRequestID, r.Priority, s, at})
 			}
