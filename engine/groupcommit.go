@@ -321,5 +321,13 @@ func (g *GroupCommitter) commitWithEffects(ctx context.Context, msgs []*InboundM
 			return err
 		}
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if m.Status == StatusAccepted {
+			m.effects.committed()
+		}
+	}
+	return nil
 }

@@ -99,6 +99,7 @@ type plan struct {
 	err             error          // the message could not be mapped: apply fails with it
 	report          map[string]any // a report (ORU^R01): the DiagnosticReport's content
 	reports         *Reports       // where a report is stored
+	stored          *storedReport  // the report as apply stored it, for committed
 	facility        string
 	mappingVersion  string
 	patient         map[string]any
@@ -322,13 +323,22 @@ func newID() string {
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
+// committed does what waits for the commit of the transaction apply wrote in: for a report,
+// its turnaround metrics, critical-finding log and the deliverer's nudge (Reports.committed).
+func (pl *plan) committed() {
+	if pl != nil && pl.stored != nil {
+		pl.reports.committed(pl.stored)
+	}
+}
+
 // apply writes the plan's effects in tx. m is the message being stored (its ID is set).
 func (pl *plan) apply(ctx context.Context, tx Tx, m *InboundMessage) error {
 	if pl.err != nil {
 		return pl.err
 	}
 	if pl.report != nil {
-		_, err := pl.reports.store(ctx, tx, pl.report, "")
+		var err error
+		pl.stored, err = pl.reports.store(ctx, tx, pl.report, "")
 		var re *ReportError
 		if errors.As(err, &re) {
 			// Located where the dictation system can look: the order numbers, or the status.

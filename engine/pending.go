@@ -109,8 +109,9 @@ func (w *PendingWorker) ProcessBatch(ctx context.Context) (n int, err error) {
 	if len(msgs) == 0 {
 		return 0, tx.Rollback()
 	}
+	var done []*plan
 	for _, m := range msgs {
-		version, perr := w.process(ctx, tx, m)
+		pl, version, perr := w.process(ctx, tx, m)
 		if perr != nil {
 			d := errorDetail(perr)
 			w.logger().Warn("acknowledged message not processed", "id", m.ID, "control_id", m.ControlID,
@@ -126,37 +127,42 @@ func (w *PendingWorker) ProcessBatch(ctx context.Context) (n int, err error) {
 		if err := tx.FinishPending(ctx, m.ID, version, ""); err != nil {
 			return 0, err
 		}
+		done = append(done, pl)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, err
+	}
+	for _, pl := range done {
+		pl.committed()
 	}
 	return len(msgs), nil
 }
 
 // process maps and applies one message inside its own savepoint; an error undoes its effects.
-func (w *PendingWorker) process(ctx context.Context, tx Tx, m *InboundMessage) (version string, err error) {
+// It returns the plan applied (nil when the message has nothing to apply) for committed.
+func (w *PendingWorker) process(ctx context.Context, tx Tx, m *InboundMessage) (pl *plan, version string, err error) {
 	msg, err := hl7.Parse(m.Raw)
 	if err != nil {
-		return "", errors.New("the stored message no longer parses")
+		return nil, "", errors.New("the stored message no longer parses")
 	}
-	pl, err := w.Processor.Plan(msg)
+	pl, err = w.Processor.Plan(msg)
 	if pl == nil {
-		return "", nil
+		return nil, "", nil
 	}
 	version = pl.mappingVersion
 	if err != nil {
-		return version, err
+		return nil, version, err
 	}
 	if err := tx.Savepoint(ctx); err != nil {
-		return version, err
+		return nil, version, err
 	}
 	if aerr := pl.apply(ctx, tx, m); aerr != nil {
 		if err := tx.RollbackToSavepoint(ctx); err != nil {
-			return version, err
+			return nil, version, err
 		}
-		return version, aerr
+		return nil, version, aerr
 	}
-	return version, nil
+	return pl, version, nil
 }
 
 // processingErrorText is an ERR detail as one line for the message log: code, location, text.

@@ -131,9 +131,6 @@ func (rs *Reports) Submit(ctx context.Context, body []byte, id string) (*Resourc
 		return nil, false, err
 	}
 	rs.committed(res)
-	if res.changed && rs.Nudge != nil {
-		rs.Nudge()
-	}
 	return res.version, res.created, nil
 }
 
@@ -165,7 +162,8 @@ type storedReport struct {
 	orderID  string
 }
 
-// committed does what waits for the commit: the turnaround metrics and the critical-finding log.
+// committed does what waits for the commit: the turnaround metrics, the critical-finding log,
+// and the nudge that sends the new deliveries at once.
 func (rs *Reports) committed(res *storedReport) {
 	if !res.changed {
 		return
@@ -173,6 +171,9 @@ func (rs *Reports) committed(res *storedReport) {
 	res.mark.observe(rs.ObserveTurnaround)
 	if res.critical {
 		rs.logger().Warn("critical finding reported", "report", res.version.ID, "version", res.version.VersionID, "service_request", res.orderID)
+	}
+	if rs.Nudge != nil {
+		rs.Nudge()
 	}
 }
 

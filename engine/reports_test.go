@@ -9,7 +9,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -280,7 +283,8 @@ func TestDelivererOrderRetryDeadLetter(t *testing.T) {
 
 // TestReportByORU: a dictation system's ORU^R01 is stored as the order's report in the message's
 // transaction — AA when it is; the lifecycle holds (a preliminary after the final is AE at
-// OBR-25), an unknown order is AE 204, an ORU without OBR is AE 101.
+// OBR-25), an unknown order is AE 204, an ORU without OBR is AE 101. Once each version has
+// committed, the deliverer is nudged and the turnaround milestone it reached is observed.
 func TestReportByORU(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -289,7 +293,15 @@ func TestReportByORU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.in.Processor.Reports = &engine.Reports{Store: h.st, Validator: v}
+	var nudges atomic.Int32
+	var observed []engine.TurnaroundStage
+	var mu sync.Mutex
+	h.in.Processor.Reports = &engine.Reports{Store: h.st, Validator: v, Nudge: func() { nudges.Add(1) },
+		ObserveTurnaround: func(_ *engine.Turnaround, s engine.TurnaroundStage) {
+			mu.Lock()
+			observed = append(observed, s)
+			mu.Unlock()
+		}}
 	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PLU1", "SC"), obr("PLU1", "ACCU1"))
 	const msh = `MSH|^~\&|PSCRIBE|RADGROUP|FERRY|FERRY|20261127104215-0500||ORU^R01^ORU_R01|CTRL|P|2.5.1`
 	oru := func(status, acc string, lines ...string) []string {
@@ -309,6 +321,11 @@ func TestReportByORU(t *testing.T) {
 		!strings.Contains(reports[0]["conclusion"].(string), "Heart size normal.") {
 		t.Fatalf("reports after a preliminary and a final ORU: %v", reports)
 	}
+	mu.Lock()
+	if n := nudges.Load(); n != 2 || !slices.Equal(observed, []engine.TurnaroundStage{engine.TurnaroundPreliminary, engine.TurnaroundFinal}) {
+		t.Errorf("after the two ORUs: %d nudges, observed %v; want 2 and preliminary, final", n, observed)
+	}
+	mu.Unlock()
 	code, ack := h.send(msh, oru("P", "ACCU1", "Back to preliminary?")...)
 	if code != "AE" || ack.Value("ERR-2.1") != "OBR" || ack.Value("ERR-2.3") != "25" {
 		t.Errorf("preliminary after final: %s, ERR-2 %s-%s", code, ack.Value("ERR-2.1"), ack.Value("ERR-2.3"))
