@@ -150,12 +150,12 @@ func reportToACKRound(b *testing.B, target outboxBenchTarget, set *mappings.Set,
 	defer transport.close()
 	dl := outboxBenchDeliverer(st, recv.addr, transport, 8)
 	var controlIDs sync.Map // "report id/version" → MSH-10, noted as Submit renders the ORU
-	render := renderBenchORU(set)
+	render := engine.RenderORU(func() *mappings.Set { return set })
 	rs := &engine.Reports{Store: st, Validator: validator,
 		Destinations: func(facility string) []engine.ResultDestination {
 			return []engine.ResultDestination{outboxBenchDestination(recv.addr)}
 		},
-		Render: func(facility string, d engine.ResultDestination, rv *engine.ReportVersion) ([]byte, error) {
+		Render: func(facility string, d engine.ResultDestination, rv *engine.ReportVersion) ([]byte, string, error) {
 			controlIDs.Store(rv.Report.ID+"/"+strconv.FormatInt(rv.Report.VersionID, 10), rv.ControlID)
 			return render(facility, d, rv)
 		}}
@@ -274,30 +274,6 @@ func loadBenchOrders(b *testing.B, st outboxBenchStore, set *mappings.Set, n int
 	}
 	close(work)
 	wg.Wait()
-}
-
-// renderBenchORU is cmd/ferry's renderORU (delivery.go), copied: the ORU^R01 of the facility's
-// outbound mapping oru_r01.
-func renderBenchORU(set *mappings.Set) func(string, engine.ResultDestination, *engine.ReportVersion) ([]byte, error) {
-	return func(facility string, d engine.ResultDestination, rv *engine.ReportVersion) ([]byte, error) {
-		o := set.Outbound(facility, "oru_r01")
-		if o == nil {
-			return nil, errors.New("no outbound mapping oru_r01")
-		}
-		resources := map[string]any{"report": rv.Content, "patient": rv.Patient, "order": rv.Order}
-		if rv.Encounter != nil {
-			resources["encounter"] = rv.Encounter
-		}
-		if rv.Interpreter != nil {
-			resources["interpreter"] = rv.Interpreter
-		}
-		if rv.Requester != nil {
-			resources["requester"] = rv.Requester
-		}
-		return o.Render(mappings.OutboundInput{Resources: resources, Message: mappings.OutboundMessage{
-			ControlID: rv.ControlID, Time: rv.Time, Version: d.Version, SendingApplication: "FERRY",
-			ReceivingApplication: d.ReceivingApplication, ReceivingFacility: d.ReceivingFacility, Zone: time.Local}})
-	}
 }
 
 // outboxBenchDeliverer is a Deliverer as `ferry serve` configures it (serve.go), with workers.

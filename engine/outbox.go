@@ -25,13 +25,16 @@ type Delivery struct {
 	Status        DeliveryStatus
 	ControlID     string // MSH-10 of the ORU (mllp), the request id (fhir); stable across retries
 	Payload       []byte
-	Attempts      int
-	NextAttemptAt time.Time // when a pending delivery may be sent (again)
-	LeaseUntil    time.Time // zero, or until when a sender holds it (a crashed sender's lease runs out)
-	LastError     string    // why the last attempt failed; safe to show: no PHI
-	Response      string    // the receiver's last answer: the ACK, or the OperationOutcome
-	CreatedAt     time.Time
-	DeliveredAt   time.Time // zero until delivered
+	// MappingVersion is the outbound mapping that built Payload (mappings.Outbound.Version,
+	// "oru_r01@1+3fa2c9d1"); "" for a FHIR Bundle, which needs no mapping.
+	MappingVersion string
+	Attempts       int
+	NextAttemptAt  time.Time // when a pending delivery may be sent (again)
+	LeaseUntil     time.Time // zero, or until when a sender holds it (a crashed sender's lease runs out)
+	LastError      string    // why the last attempt failed; safe to show: no PHI
+	Response       string    // the receiver's last answer: the ACK, or the OperationOutcome
+	CreatedAt      time.Time
+	DeliveredAt    time.Time // zero until delivered
 }
 
 // Delivery kinds.
@@ -100,9 +103,9 @@ type Outbox interface {
 	// FinishDelivery records an attempt's outcome and ends the lease.
 	FinishDelivery(ctx context.Context, id int64, o DeliveryOutcome) error
 	// ReplayDelivery makes a dead delivery pending again, due at once, with no attempts counted,
-	// and its payload replaced when payload is not nil (rendered again by the mapping in force).
-	// ErrNotFound when id is not a dead delivery.
-	ReplayDelivery(ctx context.Context, id int64, payload []byte, now time.Time) error
+	// and its payload and mapping version replaced when payload is not nil (built again by the
+	// mapping in force, Reports.Rerender). ErrNotFound when id is not a dead delivery.
+	ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error
 	// Delivery returns one delivery with its payload, or ErrNotFound.
 	Delivery(ctx context.Context, id int64) (*Delivery, error)
 	// Deliveries lists deliveries matching f, newest first, with their payloads.

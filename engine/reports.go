@@ -32,10 +32,11 @@ type Reports struct {
 	Validator ResourceValidator
 	// Destinations returns where a facility's results go (config: facilities[].results).
 	Destinations func(facility string) []ResultDestination
-	// Render builds the message a destination receives for a report version: the ORU^R01 of
-	// the facility's outbound mapping for MLLP. nil: MLLP deliveries cannot be rendered and go
-	// to the dead letters with that reason.
-	Render func(facility string, d ResultDestination, r *ReportVersion) ([]byte, error)
+	// Render builds the message a destination receives for a report version — the ORU^R01 of
+	// the facility's outbound mapping for MLLP — and says which mapping built it
+	// (mappings.Outbound.Version). nil: MLLP deliveries cannot be rendered and go to the dead
+	// letters with that reason.
+	Render func(facility string, d ResultDestination, r *ReportVersion) (payload []byte, mappingVersion string, err error)
 	// Performer, if set, is the reading group: DiagnosticReport.performer of every report.
 	Performer map[string]any
 	// Nudge, if set, is called after a report version is committed with its deliveries
@@ -592,15 +593,17 @@ func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, ord
 				return err
 			}
 		}
-		payload, err := rs.render(facility, d, dl, rv)
+		payload, version, err := rs.render(facility, d, dl, rv)
 		switch {
 		case err != nil && d.Kind == DeliveryMLLP:
-			// The report is kept; the delivery waits, dead, for a fixed mapping and a replay.
+			// The report is kept; the delivery waits, dead, for a fixed mapping and a replay. The
+			// mapping that failed is recorded.
 			dl.Status, dl.LastError, dl.Payload = DeliveryDead, limit("rendering the ORU: "+err.Error(), 500), []byte{}
+			dl.MappingVersion = version
 		case err != nil:
 			return err
 		default:
-			dl.Payload = payload
+			dl.Payload, dl.MappingVersion = payload, version
 		}
 		if err := tx.InsertDelivery(ctx, dl); err != nil {
 			return err
@@ -609,14 +612,16 @@ func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, ord
 	return nil
 }
 
-// render builds the message delivery dl carries to destination d for the report version rv:
-// the facility's ORU^R01 (MLLP) or the transaction Bundle (FHIR).
-func (rs *Reports) render(facility string, d ResultDestination, dl *Delivery, rv *ReportVersion) ([]byte, error) {
+// render builds the message delivery dl carries to destination d for the report version rv —
+// the facility's ORU^R01 (MLLP) or the transaction Bundle (FHIR) — with the version of the
+// mapping that built it ("" for the Bundle).
+func (rs *Reports) render(facility string, d ResultDestination, dl *Delivery, rv *ReportVersion) ([]byte, string, error) {
 	if dl.Kind == DeliveryFHIR {
-		return transactionBundle(rv)
+		b, err := transactionBundle(rv)
+		return b, "", err
 	}
 	if rs.Render == nil {
-		return nil, errors.New("no outbound mapping to render the ORU")
+		return nil, "", errors.New("no outbound mapping to render the ORU")
 	}
 	rv.ControlID, rv.Time = dl.ControlID, dl.CreatedAt
 	return rs.Render(facility, d, rv)
@@ -627,8 +632,8 @@ func (rs *Reports) render(facility string, d ResultDestination, dl *Delivery, rv
 // sends once the cause of a dead letter is fixed. The control ID (MSH-10) and the message time
 // are the delivery's own, so the bytes differ from the first only where something changed. An
 // error says why it cannot be built (the mapping still fails, the destination is gone); its
-// text holds no patient data.
-func (rs *Reports) Rerender(ctx context.Context, d *Delivery) ([]byte, error) {
+// text holds no patient data. The mapping version is the one that built it now.
+func (rs *Reports) Rerender(ctx context.Context, d *Delivery) (payload []byte, mappingVersion string, err error) {
 	facility, name, _ := strings.Cut(d.Destination, "/")
 	var dest *ResultDestination
 	if rs.Destinations != nil {
@@ -639,15 +644,15 @@ func (rs *Reports) Rerender(ctx context.Context, d *Delivery) ([]byte, error) {
 		}
 	}
 	if dest == nil {
-		return nil, fmt.Errorf("destination %s (%s) is no longer configured", d.Destination, d.Kind)
+		return nil, "", fmt.Errorf("destination %s (%s) is no longer configured", d.Destination, d.Kind)
 	}
 	r, err := rs.Store.ResourceVersion(ctx, "DiagnosticReport", d.ReportID, d.ReportVersion)
 	if err != nil {
-		return nil, fmt.Errorf("reading DiagnosticReport/%s version %d: %w", d.ReportID, d.ReportVersion, err)
+		return nil, "", fmt.Errorf("reading DiagnosticReport/%s version %d: %w", d.ReportID, d.ReportVersion, err)
 	}
 	content, err := contentOf(r.JSON)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	read := func(ref any, typ string) (*Resource, error) {
 		s, _ := asMap(ref)["reference"].(string)
@@ -659,22 +664,22 @@ func (rs *Reports) Rerender(ctx context.Context, d *Delivery) ([]byte, error) {
 	}
 	order, err := read(first(asList(content["basedOn"])), "ServiceRequest")
 	if err != nil {
-		return nil, fmt.Errorf("reading the report's order: %w", err)
+		return nil, "", fmt.Errorf("reading the report's order: %w", err)
 	}
 	orderContent, err := contentOf(order.JSON)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	patient, err := read(content["subject"], "Patient")
 	if err != nil {
-		return nil, fmt.Errorf("reading the report's patient: %w", err)
+		return nil, "", fmt.Errorf("reading the report's patient: %w", err)
 	}
 	if patient, err = survivor(ctx, rs.Store, patient); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	rv, err := rs.version(ctx, rs.Store, r, content, orderContent, patient)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	return rs.render(facility, *dest, d, rv)
 }

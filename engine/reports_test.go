@@ -64,10 +64,10 @@ func TestReportLifecycle(t *testing.T) {
 			return []engine.ResultDestination{{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"},
 				{Name: "fhir", Kind: engine.DeliveryFHIR, BaseURL: "http://127.0.0.1:1/fhir"}}
 		},
-		Render: func(facility string, d engine.ResultDestination, r *engine.ReportVersion) ([]byte, error) {
+		Render: func(facility string, d engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
 			rendered++
 			status, _ := r.Content["status"].(string)
-			return []byte("MSH|^~\\&|FERRY||||||ORU^R01|" + r.ControlID + "|P|2.5.1\rOBR|1|||||||||||||||||||||||||" + status + "\r"), nil
+			return []byte("MSH|^~\\&|FERRY||||||ORU^R01|" + r.ControlID + "|P|2.5.1\rOBR|1|||||||||||||||||||||||||" + status + "\r"), "test@1", nil
 		},
 	}
 	submit := func(body []byte, id string) (*engine.Resource, bool, error) {
@@ -204,8 +204,8 @@ func TestDelivererOrderRetryDeadLetter(t *testing.T) {
 	dest := engine.ResultDestination{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
 	rs := &engine.Reports{Store: h.st,
 		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{dest} },
-		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, error) {
-			return []byte(r.Content["status"].(string) + "|" + r.ControlID), nil
+		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
+			return []byte(r.Content["status"].(string) + "|" + r.ControlID), "test@1", nil
 		}}
 	for _, body := range [][]byte{reportJSON("preliminary", "ACCD1", "a"), reportJSON("final", "ACCD1", "b"), reportJSON("final", "ACCD2", "c")} {
 		if _, _, err := rs.Submit(ctx, body, ""); err != nil {
@@ -269,7 +269,7 @@ func TestDelivererOrderRetryDeadLetter(t *testing.T) {
 		t.Errorf("order sent: %v, want the preliminary's retry, then the final", sent)
 	}
 	dead := byStatus(engine.DeliveryDead)[0]
-	if err := h.st.ReplayDelivery(ctx, dead.ID, nil, clock); err != nil {
+	if err := h.st.ReplayDelivery(ctx, dead.ID, nil, "", clock); err != nil {
 		t.Fatal(err)
 	}
 	deliver()

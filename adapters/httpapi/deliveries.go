@@ -17,37 +17,38 @@ import (
 type DeliveryLog interface {
 	Deliveries(ctx context.Context, f engine.DeliveryFilter) ([]*engine.Delivery, error)
 	Delivery(ctx context.Context, id int64) (*engine.Delivery, error)
-	ReplayDelivery(ctx context.Context, id int64, payload []byte, now time.Time) error
+	ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error
 }
 
 // DeliveryRenderer builds a delivery's message again with the mappings in force:
 // engine.Reports.Rerender.
 type DeliveryRenderer interface {
-	Rerender(ctx context.Context, d *engine.Delivery) ([]byte, error)
+	Rerender(ctx context.Context, d *engine.Delivery) (payload []byte, mappingVersion string, err error)
 }
 
 // deliveryView is one delivery as the admin API shows it. The payload (the ORU or the FHIR
 // Bundle: patient data) is shown only for one delivery, never in the list.
 type deliveryView struct {
-	ID            int64     `json:"id"`
-	ReportID      string    `json:"report_id"`
-	ReportVersion int64     `json:"report_version"`
-	Destination   string    `json:"destination"`
-	Kind          string    `json:"kind"`
-	Status        string    `json:"status"`
-	ControlID     string    `json:"control_id"`
-	Attempts      int       `json:"attempts"`
-	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
-	LastError     string    `json:"last_error,omitempty"`
-	Response      string    `json:"response,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
-	DeliveredAt   time.Time `json:"delivered_at,omitzero"`
-	Payload       string    `json:"payload,omitempty"`
+	ID             int64     `json:"id"`
+	ReportID       string    `json:"report_id"`
+	ReportVersion  int64     `json:"report_version"`
+	Destination    string    `json:"destination"`
+	Kind           string    `json:"kind"`
+	Status         string    `json:"status"`
+	ControlID      string    `json:"control_id"`
+	MappingVersion string    `json:"mapping_version,omitempty"`
+	Attempts       int       `json:"attempts"`
+	NextAttemptAt  time.Time `json:"next_attempt_at,omitzero"`
+	LastError      string    `json:"last_error,omitempty"`
+	Response       string    `json:"response,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	DeliveredAt    time.Time `json:"delivered_at,omitzero"`
+	Payload        string    `json:"payload,omitempty"`
 }
 
 func viewDelivery(d *engine.Delivery, withPayload bool) deliveryView {
 	v := deliveryView{ID: d.ID, ReportID: d.ReportID, ReportVersion: d.ReportVersion, Destination: d.Destination,
-		Kind: d.Kind, Status: string(d.Status), ControlID: d.ControlID, Attempts: d.Attempts, LastError: d.LastError,
+		Kind: d.Kind, Status: string(d.Status), ControlID: d.ControlID, MappingVersion: d.MappingVersion, Attempts: d.Attempts, LastError: d.LastError,
 		Response: d.Response, CreatedAt: d.CreatedAt, DeliveredAt: d.DeliveredAt}
 	if d.Status == engine.DeliveryPending {
 		v.NextAttemptAt = d.NextAttemptAt
@@ -142,13 +143,16 @@ func (a *deliveryAPI) replay(c echo.Context) error {
 	case d.Status != engine.DeliveryDead:
 		return notDead
 	}
-	var payload []byte
+	var (
+		payload []byte
+		version string
+	)
 	if a.render != nil {
-		if payload, err = a.render.Rerender(ctx, d); err != nil {
+		if payload, version, err = a.render.Rerender(ctx, d); err != nil {
 			return echo.NewHTTPError(http.StatusUnprocessableEntity, "the message cannot be built: "+err.Error())
 		}
 	}
-	switch err := a.log.ReplayDelivery(ctx, id, payload, time.Now()); {
+	switch err := a.log.ReplayDelivery(ctx, id, payload, version, time.Now()); {
 	case errors.Is(err, engine.ErrNotFound):
 		return notDead
 	case err != nil:
@@ -158,7 +162,7 @@ func (a *deliveryAPI) replay(c echo.Context) error {
 		return err
 	}
 	a.ml.logger.Info("audit: delivery replayed", "delivery", id, "report", d.ReportID, "destination", d.Destination,
-		"rebuilt", payload != nil, "user", req.User, "remote", c.RealIP())
+		"rebuilt", payload != nil, "mapping", d.MappingVersion, "user", req.User, "remote", c.RealIP())
 	return c.JSON(http.StatusOK, viewDelivery(d, false))
 }
 

@@ -20,13 +20,13 @@ var (
 const insertDeliverySQL = `
 INSERT INTO deliveries (report_id, report_version, destination, kind, queue_key, status,
 	control_id, payload, attempts, next_attempt_at, lease_until, last_error, response, created_at,
-	delivered_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+	delivered_at, mapping_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 RETURNING id`
 
 const deliveryColumns = `id, report_id, report_version, destination, kind, queue_key, status,
 	control_id, payload, attempts, next_attempt_at, lease_until, last_error, response, created_at,
-	delivered_at`
+	delivered_at, mapping_version`
 
 // headOfQueue holds for a pending delivery d when no pending delivery of its queue has a lower id
 // (deliveries_pending_queue): one queue is sent strictly in id order, and a dead or delivered
@@ -55,11 +55,12 @@ const finishDeliverySQL = `UPDATE deliveries SET status = $2,
 	delivered_at = $6, lease_until = NULL
 WHERE id = $1 AND status = 'pending'`
 
-// replayDeliverySQL makes a dead delivery pending again, due at $3, its payload replaced unless
-// $2 is NULL. The last error goes (a new attempt will say its own); the receiver's last answer
+// replayDeliverySQL makes a dead delivery pending again, due at $3, its payload and mapping
+// version ($4) replaced unless $2 is NULL. The last error goes (a new attempt will say its own); the receiver's last answer
 // stays until the next one.
 const replayDeliverySQL = `UPDATE deliveries SET status = 'pending', attempts = 0,
-	next_attempt_at = $3, lease_until = NULL, last_error = '', payload = coalesce($2, payload)
+	next_attempt_at = $3, lease_until = NULL, last_error = '', payload = coalesce($2, payload),
+	mapping_version = CASE WHEN $2::bytea IS NULL THEN mapping_version ELSE $4 END
 WHERE id = $1 AND status = 'dead'`
 
 var deliverySQL = `SELECT ` + deliveryColumns + ` FROM deliveries d WHERE d.id = $1`
@@ -84,7 +85,7 @@ func (t *Tx) InsertDelivery(ctx context.Context, d *engine.Delivery) error {
 		storableText(d.Destination), d.Kind, storableText(d.QueueKey), string(d.Status),
 		storableText(d.ControlID), nonNil(d.Payload), d.Attempts, timestamp(d.NextAttemptAt),
 		nullTimestamp(d.LeaseUntil), storableText(d.LastError), storableText(d.Response),
-		timestamp(d.CreatedAt), nullTimestamp(d.DeliveredAt)).Scan(&id)
+		timestamp(d.CreatedAt), nullTimestamp(d.DeliveredAt), storableText(d.MappingVersion)).Scan(&id)
 	if err != nil {
 		return t.check(fmt.Errorf("storing delivery of DiagnosticReport/%s/_history/%d to %s: %w",
 			d.ReportID, d.ReportVersion, d.Destination, interpretError(err)))
@@ -147,14 +148,14 @@ func (s *Store) FinishDelivery(ctx context.Context, id int64, o engine.DeliveryO
 }
 
 // ReplayDelivery makes dead delivery id pending again, due at now, its attempts and last error
-// cleared and its payload replaced when payload is not nil; engine.ErrNotFound when id is not a
-// dead delivery.
-func (s *Store) ReplayDelivery(ctx context.Context, id int64, payload []byte, now time.Time) error {
+// cleared and its payload and mapping version replaced when payload is not nil;
+// engine.ErrNotFound when id is not a dead delivery.
+func (s *Store) ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error {
 	var p any // NULL keeps the payload
 	if payload != nil {
 		p = payload
 	}
-	n, err := s.execDelivery(ctx, replayDeliverySQL, id, p, timestamp(now))
+	n, err := s.execDelivery(ctx, replayDeliverySQL, id, p, timestamp(now), storableText(mappingVersion))
 	if err == nil && n == 0 {
 		err = engine.ErrNotFound
 	}
@@ -243,7 +244,7 @@ func (s *Store) queryDeliveries(ctx context.Context, query string, args ...any) 
 		)
 		if err := rows.Scan(&d.ID, &d.ReportID, &d.ReportVersion, &d.Destination, &d.Kind,
 			&d.QueueKey, &status, &d.ControlID, &d.Payload, &d.Attempts, &d.NextAttemptAt,
-			&leaseUntil, &d.LastError, &d.Response, &d.CreatedAt, &deliveredAt); err != nil {
+			&leaseUntil, &d.LastError, &d.Response, &d.CreatedAt, &deliveredAt, &d.MappingVersion); err != nil {
 			return nil, interpretError(err)
 		}
 		d.Status = engine.DeliveryStatus(status)

@@ -19,13 +19,13 @@ var (
 const insertDeliverySQL = `
 INSERT INTO deliveries (report_id, report_version, destination, kind, queue_key, status,
 	control_id, payload, attempts, next_attempt_at, lease_until, last_error, response, created_at,
-	delivered_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	delivered_at, mapping_version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id`
 
 const deliveryColumns = `id, report_id, report_version, destination, kind, queue_key, status,
 	control_id, payload, attempts, next_attempt_at, lease_until, last_error, response, created_at,
-	delivered_at`
+	delivered_at, mapping_version`
 
 // headOfQueue holds for a pending delivery d when no pending delivery of its queue has a lower id
 // (deliveries_pending_queue): one queue is sent strictly in id order, and a dead or delivered
@@ -54,10 +54,11 @@ WHERE d.id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
 	next_attempt_at = coalesce(?3, next_attempt_at), last_error = ?4, response = ?5,
 	delivered_at = ?6, lease_until = 0
 WHERE id = ?1 AND status = 'pending'`
-	// replayDeliverySQL makes a dead delivery pending again, due at ?3, its payload replaced
-	// unless ?2 is NULL. The last error goes; the receiver's last answer stays until the next.
+	// replayDeliverySQL makes a dead delivery pending again, due at ?3, its payload and mapping
+	// version (?4) replaced unless ?2 is NULL. The last error goes; the receiver's last answer stays until the next.
 	replayDeliverySQL = `UPDATE deliveries SET status = 'pending', attempts = 0,
-	next_attempt_at = ?3, lease_until = 0, last_error = '', payload = coalesce(?2, payload)
+	next_attempt_at = ?3, lease_until = 0, last_error = '', payload = coalesce(?2, payload),
+	mapping_version = CASE WHEN ?2 IS NULL THEN mapping_version ELSE ?4 END
 WHERE id = ?1 AND status = 'dead'`
 	deliverySQL = `SELECT ` + deliveryColumns + ` FROM deliveries d WHERE d.id = ?`
 )
@@ -96,7 +97,7 @@ func (t *Tx) InsertDelivery(ctx context.Context, d *engine.Delivery) error {
 		storableText(d.Destination), d.Kind, storableText(d.QueueKey), string(d.Status),
 		storableText(d.ControlID), nonNil(d.Payload), d.Attempts, nanos(d.NextAttemptAt),
 		nanos(d.LeaseUntil), storableText(d.LastError), storableText(d.Response),
-		nanos(d.CreatedAt), nanos(d.DeliveredAt)).Scan(&id)
+		nanos(d.CreatedAt), nanos(d.DeliveredAt), storableText(d.MappingVersion)).Scan(&id)
 	if err != nil {
 		return t.check(fmt.Errorf("storing delivery of DiagnosticReport/%s/_history/%d to %s: %w",
 			d.ReportID, d.ReportVersion, d.Destination, interpretError(err)))
@@ -171,9 +172,9 @@ func (s *Store) FinishDelivery(ctx context.Context, id int64, o engine.DeliveryO
 }
 
 // ReplayDelivery makes dead delivery id pending again, due at now, its attempts and last error
-// cleared and its payload replaced when payload is not nil; engine.ErrNotFound when id is not a
-// dead delivery.
-func (s *Store) ReplayDelivery(ctx context.Context, id int64, payload []byte, now time.Time) error {
+// cleared and its payload and mapping version replaced when payload is not nil;
+// engine.ErrNotFound when id is not a dead delivery.
+func (s *Store) ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error {
 	if err := checkNanos(now); err != nil {
 		return fmt.Errorf("replaying delivery %d: %w", id, err)
 	}
@@ -181,7 +182,7 @@ func (s *Store) ReplayDelivery(ctx context.Context, id int64, payload []byte, no
 	if payload != nil {
 		p = payload
 	}
-	n, err := s.execDelivery(ctx, replayDeliverySQL, id, p, nanos(now))
+	n, err := s.execDelivery(ctx, replayDeliverySQL, id, p, nanos(now), storableText(mappingVersion))
 	if err == nil && n == 0 {
 		err = engine.ErrNotFound
 	}
@@ -271,7 +272,7 @@ func (s *Store) queryDeliveries(ctx context.Context, query string, args ...any) 
 		)
 		if err := rows.Scan(&d.ID, &d.ReportID, &d.ReportVersion, &d.Destination, &d.Kind,
 			&d.QueueKey, &status, &d.ControlID, &d.Payload, &d.Attempts, &nextAttemptAt,
-			&leaseUntil, &d.LastError, &d.Response, &createdAt, &deliveredAt); err != nil {
+			&leaseUntil, &d.LastError, &d.Response, &createdAt, &deliveredAt, &d.MappingVersion); err != nil {
 			return nil, interpretError(err)
 		}
 		d.Status = engine.DeliveryStatus(status)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
-	"github.com/ferryhealth/ferry/mappings"
 )
 
 // transports sends deliveries: MLLP through a few connections per destination (each an
@@ -103,29 +102,5 @@ func (t *transports) close() {
 		for _, s := range pool {
 			s.Close()
 		}
-	}
-}
-
-// renderORU builds a report version's ORU^R01 with the facility's outbound mapping oru_r01 from
-// the mappings in force (engine.Reports.Render).
-func renderORU(current func() *mappings.Set) func(string, engine.ResultDestination, *engine.ReportVersion) ([]byte, error) {
-	return func(facility string, d engine.ResultDestination, rv *engine.ReportVersion) ([]byte, error) {
-		o := current().Outbound(facility, "oru_r01")
-		if o == nil {
-			return nil, errors.New("no outbound mapping oru_r01")
-		}
-		resources := map[string]any{"report": rv.Content, "patient": rv.Patient, "order": rv.Order}
-		if rv.Encounter != nil {
-			resources["encounter"] = rv.Encounter
-		}
-		if rv.Interpreter != nil {
-			resources["interpreter"] = rv.Interpreter
-		}
-		if rv.Requester != nil {
-			resources["requester"] = rv.Requester
-		}
-		return o.Render(mappings.OutboundInput{Resources: resources, Message: mappings.OutboundMessage{
-			ControlID: rv.ControlID, Time: rv.Time, Version: d.Version, SendingApplication: "FERRY",
-			ReceivingApplication: d.ReceivingApplication, ReceivingFacility: d.ReceivingFacility, Zone: d.Zone}})
 	}
 }

@@ -416,23 +416,28 @@ delivery:
 	}
 	type listed struct {
 		Deliveries []struct {
-			ID          int64  `json:"id"`
-			Destination string `json:"destination"`
-			LastError   string `json:"last_error"`
-			Response    string `json:"response"`
+			ID             int64  `json:"id"`
+			Destination    string `json:"destination"`
+			LastError      string `json:"last_error"`
+			Response       string `json:"response"`
+			MappingVersion string `json:"mapping_version"`
 		} `json:"deliveries"`
 	}
 	var dead listed
 	waitFor(t, "both dead letters", func() bool {
+		dead = listed{}
 		return p.get(t, "/api/v1/deliveries?status=dead", &dead) == 200 && len(dead.Deliveries) == 2
 	})
-	ids := map[string]int64{}
+	ids, failedMapping := map[string]int64{}, ""
 	for _, d := range dead.Deliveries {
 		ids[d.Destination] = d.ID
 		switch d.Destination {
 		case "STMARYS/epic":
 			if !strings.Contains(d.LastError, "rendering the ORU") || !strings.Contains(d.LastError, "table result_status") {
 				t.Errorf("the ORU's dead letter says %q, want the mapping's error", d.LastError)
+			}
+			if failedMapping = d.MappingVersion; !strings.HasPrefix(failedMapping, "oru_r01@1+") {
+				t.Errorf("the ORU's dead letter names mapping %q, want oru_r01's version", failedMapping)
 			}
 		case "STMARYS/fhir":
 			if !strings.Contains(d.Response, `"OperationOutcome"`) || !strings.Contains(d.LastError, "HTTP 422") {
@@ -462,6 +467,15 @@ delivery:
 	}
 	var delivered listed
 	waitFor(t, "both delivered", func() bool {
+		delivered = listed{} // decoding into the last answer would keep its fields the new one omits
 		return p.get(t, "/api/v1/deliveries?status=delivered", &delivered) == 200 && len(delivered.Deliveries) == 2
 	})
+	for _, d := range delivered.Deliveries {
+		// The ORU was built by the corrected mapping (its table's digest is in the version);
+		// the Bundle needs no mapping.
+		if want := map[bool]string{true: "oru_r01@1+", false: ""}[d.Destination == "STMARYS/epic"]; !strings.HasPrefix(d.MappingVersion, want) ||
+			d.MappingVersion == failedMapping || (want == "" && d.MappingVersion != "") {
+			t.Errorf("%s delivered by mapping %q (the failing one was %q)", d.Destination, d.MappingVersion, failedMapping)
+		}
+	}
 }

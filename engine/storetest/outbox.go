@@ -58,16 +58,17 @@ func RunOutbox(t *testing.T, open func(t *testing.T) OutboxStore) {
 func newDelivery(report, dest, patient string) *engine.Delivery {
 	at := baseTime.In(time.FixedZone("CET", 3600))
 	return &engine.Delivery{
-		ReportID:      report,
-		ReportVersion: 1,
-		Destination:   dest,
-		Kind:          engine.DeliveryMLLP,
-		QueueKey:      dest + "|" + patient,
-		Status:        engine.DeliveryPending,
-		ControlID:     "ORU-" + report,
-		Payload:       []byte("MSH|^~\\&|FERRY|RAD|LIS|" + dest + "|20260301100000||ORU^R01|ORU-" + report + "|P|2.5.1\r"),
-		NextAttemptAt: at,
-		CreatedAt:     at,
+		ReportID:       report,
+		ReportVersion:  1,
+		Destination:    dest,
+		Kind:           engine.DeliveryMLLP,
+		QueueKey:       dest + "|" + patient,
+		Status:         engine.DeliveryPending,
+		ControlID:      "ORU-" + report,
+		Payload:        []byte("MSH|^~\\&|FERRY|RAD|LIS|" + dest + "|20260301100000||ORU^R01|ORU-" + report + "|P|2.5.1\r"),
+		MappingVersion: "oru_r01@1+3fa2c9d1",
+		NextAttemptAt:  at,
+		CreatedAt:      at,
 	}
 }
 
@@ -456,7 +457,7 @@ func testDeliveryFinishDead(t *testing.T, st OutboxStore) {
 }
 
 // testDeliveryReplay: a replayed dead letter is pending, due at once, with no attempts and no
-// error; its payload is replaced when a new one is given, kept when not.
+// error; its payload and mapping version are replaced when a new payload is given, kept when not.
 func testDeliveryReplay(t *testing.T, st OutboxStore) {
 	ctx := context.Background()
 	d, kept := newDelivery("rep-1", "STMARYS/LIS", "pat-1"), newDelivery("rep-2", "STJOHNS/LIS", "pat-2")
@@ -470,14 +471,14 @@ func testDeliveryReplay(t *testing.T, st OutboxStore) {
 	}
 	replayAt := now.Add(time.Hour)
 	payload := []byte("MSH|^~\\&|FERRY|RAD|LIS|STMARYS|20260301110000||ORU^R01|ORU-rep-1|P|2.5.1\rOBX|1|TX|||again\r")
-	if err := st.ReplayDelivery(ctx, d.ID, payload, replayAt); err != nil {
+	if err := st.ReplayDelivery(ctx, d.ID, payload, "oru_r01@2+77aa01b2", replayAt); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.ReplayDelivery(ctx, kept.ID, nil, replayAt); err != nil {
+	if err := st.ReplayDelivery(ctx, kept.ID, nil, "ignored", replayAt); err != nil {
 		t.Fatal(err)
 	}
 	want := *d
-	want.Payload, want.NextAttemptAt, want.Response = payload, replayAt, "MSA|AR"
+	want.Payload, want.MappingVersion, want.NextAttemptAt, want.Response = payload, "oru_r01@2+77aa01b2", replayAt, "MSA|AR"
 	checkDelivery(t, readDelivery(t, st, d.ID), &want)
 	want = *kept
 	want.NextAttemptAt, want.Response = replayAt, "MSA|AR"
@@ -496,7 +497,7 @@ func testDeliveryReplayOnlyDead(t *testing.T, st OutboxStore) {
 	}
 	finishDelivery(t, st, delivered.ID, engine.DeliveryOutcome{Status: engine.DeliveryDelivered, Response: "MSA|AA", At: now})
 	for _, id := range []int64{pending.ID, delivered.ID, delivered.ID + 1000} {
-		if err := st.ReplayDelivery(ctx, id, []byte("new"), now); !errors.Is(err, engine.ErrNotFound) {
+		if err := st.ReplayDelivery(ctx, id, []byte("new"), "v", now); !errors.Is(err, engine.ErrNotFound) {
 			t.Errorf("ReplayDelivery(%d): %v, want ErrNotFound", id, err)
 		}
 	}
@@ -579,7 +580,7 @@ func testDeliveryPayloadBytes(t *testing.T, st OutboxStore) {
 		t.Errorf("payload = %q, want %q", got, payload)
 	}
 	replayed := append([]byte{0x00}, payload...)
-	if err := st.ReplayDelivery(ctx, d.ID, replayed, baseTime); err != nil {
+	if err := st.ReplayDelivery(ctx, d.ID, replayed, "v", baseTime); err != nil {
 		t.Fatal(err)
 	}
 	if got := readDelivery(t, st, d.ID).Payload; !bytes.Equal(got, replayed) {
