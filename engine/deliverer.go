@@ -15,12 +15,17 @@ import (
 // delivered; refused for good (AR, a FHIR 4xx) → dead letter; anything else (AE, a timeout, a
 // broken connection, a FHIR 5xx) → retried with backoff, the same bytes and MSH-10. Deliveries of
 // one destination and patient go in order (Outbox.DueDeliveries gives only the first of a
-// queue); a destination that is down delays only its own queues. Every node may run one.
+// queue). Every node may run one.
+//
+// A destination that is down delays only its own deliveries: it never has more than
+// PerDestination of the workers, and once an attempt finds it down (no connection, no answer) all
+// its pending deliveries are postponed to its retry time (Outbox.PostponeDestination), so they
+// wait in the store rather than in the workers, its backoff growing with each failure in a row.
 type Deliverer struct {
 	Outbox Outbox
 	// Transport sends one delivery to its destination and returns the receiver's answer (the
 	// ACK, the response body). A *DeliveryRefusal error says the receiver refused it; any other
-	// error is a failure to deliver, retried.
+	// error is a failure to deliver (the destination is down), retried.
 	Transport func(ctx context.Context, dest ResultDestination, d *Delivery) (response string, err error)
 	// Destination returns the destination a delivery names ("FACILITY/NAME"); false when the
 	// configuration no longer has it (the delivery waits).
@@ -28,6 +33,9 @@ type Deliverer struct {
 	Retry       RetryPolicy
 	// Workers is how many deliveries are in flight at once (default 8).
 	Workers int
+	// PerDestination is how many of them may go to one destination (default half the workers,
+	// at least one): a destination that answers slowly, or not at all, leaves the others room.
+	PerDestination int
 	// Lease is how long a claimed delivery is held before another sender may take it (default
 	// 2 minutes; longer than any transport timeout).
 	Lease  time.Duration
@@ -36,7 +44,23 @@ type Deliverer struct {
 	// Delivered, if set, is told of each delivery's end (delivered or dead), for metrics.
 	Delivered func(d *Delivery, status DeliveryStatus)
 
-	wake wakeup
+	wake     wakeup // a report was committed (Nudge)
+	finished wakeup // an attempt ended: a worker is free, and the next of its queue may be due
+	initOnce sync.Once
+	slots    chan struct{} // one per worker in flight
+
+	mu       sync.Mutex
+	inFlight map[int64]bool    // deliveries being attempted here
+	busy     map[string]int    // attempts in flight per destination
+	down     map[string]outage // destinations found down (no answer, no connection)
+}
+
+// outage is a destination found down: how many times in a row, and until when its deliveries
+// wait. Attempts that fail while it is known down (those in flight when it was found) do not
+// lengthen it.
+type outage struct {
+	failures int
+	until    time.Time
 }
 
 // Nudge tells the deliverer that a delivery was just committed, due at once: Run looks for due
@@ -98,41 +122,79 @@ func (dl *Deliverer) logger() *slog.Logger {
 	return dl.Logger
 }
 
-// Run delivers until ctx ends, looking for due deliveries every poll (and at once after a pass
-// that found some, or when nudged).
+func (dl *Deliverer) init() {
+	dl.initOnce.Do(func() {
+		workers := dl.Workers
+		if workers <= 0 {
+			workers = 8
+		}
+		dl.slots = make(chan struct{}, workers)
+		dl.inFlight, dl.busy, dl.down = map[int64]bool{}, map[string]int{}, map[string]outage{}
+	})
+}
+
+func (dl *Deliverer) perDestination() int {
+	if dl.PerDestination > 0 {
+		return dl.PerDestination
+	}
+	return max(cap(dl.slots)/2, 1)
+}
+
+// Run delivers until ctx ends, looking for due deliveries every poll, when nudged, and whenever
+// an attempt ends (a worker is free; the next of its queue may be due). Attempts run on while
+// it looks for more: one destination's slow attempt holds up no other's.
 func (dl *Deliverer) Run(ctx context.Context, poll time.Duration) {
+	dl.init()
 	if poll <= 0 {
 		poll = 200 * time.Millisecond
 	}
-	nudge := dl.wake.c()
+	nudge, finished := dl.wake.c(), dl.finished.c()
 	t := time.NewTimer(poll)
 	defer t.Stop()
+	var attempts sync.WaitGroup
+	defer attempts.Wait()
 	for ctx.Err() == nil {
-		n, err := dl.DeliverDue(ctx)
-		if err != nil && ctx.Err() == nil {
+		if _, err := dl.dispatch(ctx, &attempts, nil); err != nil && ctx.Err() == nil {
 			dl.logger().Error("delivering reports", "err", err)
-		}
-		if n > 0 {
-			continue
 		}
 		t.Reset(poll)
 		select {
 		case <-ctx.Done():
 		case <-nudge:
+		case <-finished:
 		case <-t.C:
 		}
 	}
 }
 
-// DeliverDue makes one pass: every delivery due now is claimed and attempted, Workers at a time;
-// it returns how many were attempted.
+// DeliverDue makes one pass: every delivery due now is claimed and attempted, Workers at a time
+// (PerDestination to one destination), and waited for; it returns how many were attempted.
 func (dl *Deliverer) DeliverDue(ctx context.Context) (int, error) {
-	workers := dl.Workers
-	if workers <= 0 {
-		workers = 8
-	}
+	dl.init()
+	var (
+		attempts sync.WaitGroup
+		res      passResult
+	)
+	_, err := dl.dispatch(ctx, &attempts, &res)
+	attempts.Wait()
+	res.mu.Lock()
+	defer res.mu.Unlock()
+	return res.attempted, cmp.Or(err, res.err)
+}
+
+// passResult gathers what a pass's attempts did, for DeliverDue.
+type passResult struct {
+	mu        sync.Mutex
+	attempted int
+	err       error
+}
+
+// dispatch starts an attempt of each delivery due now that is not in flight here and whose
+// destination has room, waiting for a free worker before each; the attempts run on after it
+// returns (attempts counts them). It returns how many it started.
+func (dl *Deliverer) dispatch(ctx context.Context, attempts *sync.WaitGroup, res *passResult) (int, error) {
 	now := dl.now()
-	due, err := dl.Outbox.DueDeliveries(ctx, now, 4*workers)
+	due, err := dl.Outbox.DueDeliveries(ctx, now, 4*cap(dl.slots))
 	if err != nil {
 		return 0, err
 	}
@@ -140,48 +202,62 @@ func (dl *Deliverer) DeliverDue(ctx context.Context) (int, error) {
 	if lease <= 0 {
 		lease = 2 * time.Minute
 	}
-	var (
-		wg        sync.WaitGroup
-		mu        sync.Mutex
-		attempted int
-		firstErr  error
-		claimErr  error // a claim failed: no more are tried this pass
-	)
-	// Each worker claims its delivery itself: the claims' commits overlap (PostgreSQL flushes
-	// them together) instead of queueing one after another in this loop.
-	sem := make(chan struct{}, workers)
+	started := 0
 	for _, d := range due {
-		sem <- struct{}{}
-		mu.Lock()
-		stop := claimErr != nil
-		mu.Unlock()
-		if stop {
-			break
+		select { // a free worker
+		case dl.slots <- struct{}{}:
+		case <-ctx.Done():
+			return started, nil
 		}
-		wg.Go(func() {
-			defer func() { <-sem }()
+		dl.mu.Lock()
+		if dl.inFlight[d.ID] || dl.busy[d.Destination] >= dl.perDestination() {
+			dl.mu.Unlock()
+			<-dl.slots
+			continue
+		}
+		dl.inFlight[d.ID] = true
+		dl.busy[d.Destination]++
+		dl.mu.Unlock()
+		started++
+		attempts.Go(func() {
+			defer dl.release(d)
+			// Each worker claims its delivery itself: the claims' commits overlap
+			// (PostgreSQL flushes them together) instead of queueing one after another.
 			ok, err := dl.Outbox.ClaimDelivery(ctx, d.ID, now, now.Add(lease))
-			if err != nil {
-				mu.Lock()
-				claimErr = cmp.Or(claimErr, err)
-				mu.Unlock()
+			if err != nil || !ok { // !ok: another sender has it, or it is no longer due
+				res.record(false, err)
 				return
 			}
-			if !ok {
-				return // another sender has it
-			}
 			d.Attempts++
-			err = dl.attempt(ctx, d)
-			mu.Lock()
-			attempted++
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			mu.Unlock()
+			res.record(true, dl.attempt(ctx, d))
 		})
 	}
-	wg.Wait()
-	return attempted, cmp.Or(claimErr, firstErr)
+	return started, nil
+}
+
+// record counts one attempt (attempted) and keeps the first error.
+func (r *passResult) record(attempted bool, err error) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if attempted {
+		r.attempted++
+	}
+	r.err = cmp.Or(r.err, err)
+}
+
+// release ends d's attempt here: its worker is free, its destination has room.
+func (dl *Deliverer) release(d *Delivery) {
+	dl.mu.Lock()
+	delete(dl.inFlight, d.ID)
+	if dl.busy[d.Destination]--; dl.busy[d.Destination] <= 0 {
+		delete(dl.busy, d.Destination)
+	}
+	dl.mu.Unlock()
+	<-dl.slots
+	dl.finished.nudge()
 }
 
 // attempt sends one claimed delivery and records the outcome.
@@ -212,8 +288,42 @@ func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
 	if ctx.Err() != nil && out.Status == DeliveryPending {
 		return ctx.Err() // shutting down: the lease runs out and another attempt follows
 	}
+	// The destination is down when it could not be reached or did not answer (not when it
+	// refused): its other deliveries wait until it is tried again, later after each failure.
+	var downUntil time.Time
+	if reached := err == nil || errors.As(err, &refusal); ok {
+		dl.mu.Lock()
+		o := dl.down[d.Destination]
+		switch {
+		case reached:
+			delete(dl.down, d.Destination)
+		case out.At.Before(o.until): // known down: in flight when it was found
+			if out.Status == DeliveryPending {
+				out.NextAttemptAt = later(out.NextAttemptAt, o.until)
+			}
+		default:
+			o.failures++
+			o.until = out.At.Add(dl.Retry.wait(o.failures))
+			dl.down[d.Destination] = o
+			downUntil = o.until
+			if out.Status == DeliveryPending {
+				out.NextAttemptAt = later(out.NextAttemptAt, downUntil)
+			}
+		}
+		dl.mu.Unlock()
+	}
 	if ferr := dl.Outbox.FinishDelivery(context.WithoutCancel(ctx), d.ID, out); ferr != nil {
 		return ferr
+	}
+	if !downUntil.IsZero() {
+		n, perr := dl.Outbox.PostponeDestination(context.WithoutCancel(ctx), d.Destination, out.At, downUntil)
+		if perr != nil {
+			return perr
+		}
+		if n > 0 {
+			dl.logger().Warn("destination down; its deliveries wait", "destination", d.Destination,
+				"deliveries", n, "until", downUntil, "err", out.LastError)
+		}
 	}
 	switch out.Status {
 	case DeliveryDelivered:
@@ -230,4 +340,12 @@ func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
 		dl.Delivered(d, out.Status)
 	}
 	return nil
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

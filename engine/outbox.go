@@ -106,6 +106,11 @@ type Outbox interface {
 	// and its payload and mapping version replaced when payload is not nil (built again by the
 	// mapping in force, Reports.Rerender). ErrNotFound when id is not a dead delivery.
 	ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error
+	// PostponeDestination makes every pending delivery of destination (its queues' heads and
+	// the deliveries behind them) due no earlier than until, but those leased at now (being
+	// sent); it returns how many it moved. The deliverer calls it when the destination is down,
+	// so that its deliveries wait without taking senders from the other destinations.
+	PostponeDestination(ctx context.Context, destination string, now, until time.Time) (int64, error)
 	// Delivery returns one delivery with its payload, or ErrNotFound.
 	Delivery(ctx context.Context, id int64) (*Delivery, error)
 	// Deliveries lists deliveries matching f, newest first, with their payloads.

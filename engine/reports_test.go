@@ -342,3 +342,123 @@ func TestReportByORU(t *testing.T) {
 		t.Errorf("deliveries without destinations: %d", len(d))
 	}
 }
+
+// TestDeliveryToADownDestination: one of a facility's two destinations does not answer. It
+// takes at most PerDestination workers, and once an attempt finds it down its other deliveries
+// wait in the store (not attempted, no attempts counted) until its retry time, later after each
+// failure in a row (the attempts in flight when it was found down count as one), while every
+// delivery to the other destination goes in the same pass. When it answers again, all its
+// deliveries go.
+func TestDeliveryToADownDestination(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newOrderHarness(t)
+	const n = 6
+	for i := range n {
+		id := fmt.Sprintf("%d", i)
+		h.mustAccept(mshORM, pidFor("00070"+id, "DOE^JANE"), orc("NW", "PLH"+id, "SC"), obr("PLH"+id, "ACCH"+id))
+	}
+	up := engine.ResultDestination{Name: "up", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
+	down := engine.ResultDestination{Name: "down", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:2"}
+	rs := &engine.Reports{Store: h.st,
+		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{up, down} },
+		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
+			return []byte(r.ControlID), "test@1", nil
+		}}
+	for i := range n {
+		if _, _, err := rs.Submit(ctx, reportJSON("final", fmt.Sprintf("ACCH%d", i), "x"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock := time.Now()
+	var (
+		mu       sync.Mutex
+		isDown   = true
+		attempts = map[string]int{}
+		inFlight = map[string]int{}
+		most     = map[string]int{}
+	)
+	dl := &engine.Deliverer{Outbox: h.st, Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }, Workers: 4,
+		Destination: func(name string) (engine.ResultDestination, bool) {
+			if strings.HasSuffix(name, "/down") {
+				return down, true
+			}
+			return up, true
+		},
+		Retry: engine.RetryPolicy{First: time.Minute, Max: time.Hour},
+		Transport: func(_ context.Context, dest engine.ResultDestination, d *engine.Delivery) (string, error) {
+			mu.Lock()
+			attempts[dest.Name]++
+			inFlight[dest.Name]++
+			most[dest.Name] = max(most[dest.Name], inFlight[dest.Name])
+			hung := dest.Name == "down" && isDown
+			mu.Unlock()
+			defer func() { mu.Lock(); inFlight[dest.Name]--; mu.Unlock() }()
+			if hung {
+				time.Sleep(50 * time.Millisecond) // waits for an ACK that never comes
+				return "", errors.New("no ACK within the timeout")
+			}
+			time.Sleep(time.Millisecond)
+			return "MSA|AA", nil
+		}}
+	pending := func(dest string) (out []*engine.Delivery) {
+		t.Helper()
+		ds, err := h.st.Deliveries(ctx, engine.DeliveryFilter{Status: engine.DeliveryPending, Destination: "STMARYS/" + dest})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ds
+	}
+	if _, err := dl.DeliverDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(pending("up")) != 0 || attempts["up"] != n {
+		t.Errorf("first pass: %d attempts to the destination that is up, %d still pending; want all %d delivered", attempts["up"], len(pending("up")), n)
+	}
+	if most["down"] > 2 || attempts["down"] > 2 {
+		t.Errorf("first pass: %d attempts to the destination that is down, %d at once; want at most PerDestination (2)", attempts["down"], most["down"])
+	}
+	retryAt := clock.Add(time.Minute)
+	for _, d := range pending("down") {
+		if d.NextAttemptAt.Before(retryAt) {
+			t.Errorf("delivery %d to the destination that is down is due at %s, before its retry time %s", d.ID, d.NextAttemptAt, retryAt)
+		}
+	}
+	tried := attempts["down"]
+	if _, err := dl.DeliverDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if attempts["down"] != tried {
+		t.Errorf("the destination that is down was tried again before its retry time")
+	}
+	// At the retry time it is still down: the next wait is longer (2 minutes).
+	mu.Lock()
+	clock = retryAt
+	mu.Unlock()
+	if _, err := dl.DeliverDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if attempts["down"] == tried {
+		t.Errorf("the destination that is down was not tried again at its retry time")
+	}
+	for _, d := range pending("down") {
+		if d.NextAttemptAt.Before(retryAt.Add(2 * time.Minute)) {
+			t.Errorf("after a second failure, delivery %d is due at %s; want 2 minutes after %s", d.ID, d.NextAttemptAt, retryAt)
+		}
+	}
+	// It is back.
+	mu.Lock()
+	isDown, clock = false, retryAt.Add(2*time.Minute)
+	mu.Unlock()
+	for range n {
+		if _, err := dl.DeliverDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(pending("down")) == 0 {
+			break
+		}
+	}
+	if p := pending("down"); len(p) != 0 {
+		t.Errorf("%d deliveries still pending once the destination is back", len(p))
+	}
+}

@@ -65,6 +65,13 @@ WHERE id = $1 AND status = 'dead'`
 
 var deliverySQL = `SELECT ` + deliveryColumns + ` FROM deliveries d WHERE d.id = $1`
 
+// postponeDestinationSQL moves a destination's pending deliveries, but those leased, to $4 at the
+// earliest. Its queues' keys start with the destination and "|" ($2, and $3 the same with "}",
+// the next character): a range of deliveries_pending_queue.
+const postponeDestinationSQL = `UPDATE deliveries SET next_attempt_at = $4
+WHERE status = 'pending' AND queue_key >= $2 AND queue_key < $3 AND destination = $1
+	AND next_attempt_at < $4 AND (lease_until IS NULL OR lease_until < $5)`
+
 // InsertDelivery records d (pending or dead) in the transaction and sets d.ID, as
 // engine.DeliveryInserter documents: text as valid UTF-8 without NULs (storableText), times to the
 // microsecond, UTC, the payload byte for byte. A second delivery of the same report version to
@@ -163,6 +170,17 @@ func (s *Store) ReplayDelivery(ctx context.Context, id int64, payload []byte, ma
 		return fmt.Errorf("replaying delivery %d: %w", id, err)
 	}
 	return nil
+}
+
+// PostponeDestination makes destination's pending deliveries due at until at the earliest, but
+// those leased at now, as engine.Outbox documents (postponeDestinationSQL).
+func (s *Store) PostponeDestination(ctx context.Context, destination string, now, until time.Time) (int64, error) {
+	dest := storableText(destination)
+	n, err := s.execDelivery(ctx, postponeDestinationSQL, dest, dest+"|", dest+"}", timestamp(until), timestamp(now))
+	if err != nil {
+		return 0, fmt.Errorf("postponing deliveries to %s: %w", destination, err)
+	}
+	return n, nil
 }
 
 // Delivery returns delivery id with its payload, or engine.ErrNotFound.

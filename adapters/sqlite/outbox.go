@@ -61,15 +61,20 @@ WHERE id = ?1 AND status = 'pending'`
 	mapping_version = CASE WHEN ?2 IS NULL THEN mapping_version ELSE ?4 END
 WHERE id = ?1 AND status = 'dead'`
 	deliverySQL = `SELECT ` + deliveryColumns + ` FROM deliveries d WHERE d.id = ?`
+	// postponeDestinationSQL moves a destination's pending deliveries, but those leased, to ?4
+	// at the earliest. Its queues' keys start with the destination and "|" (?2, and ?3 the same
+	// with "}", the next character): a range of deliveries_pending_queue.
+	postponeDestinationSQL = `UPDATE deliveries SET next_attempt_at = ?4
+WHERE status = 'pending' AND queue_key >= ?2 AND queue_key < ?3 AND destination = ?1
+	AND next_attempt_at < ?4 AND lease_until < ?5`
 )
 
 // The outbox's updates run on the writer outside any Tx, from the deliverer's goroutines, while
-// other goroutines' transactions hold the writer. Store.prepare must not prepare them then (it
-// would wait for the writer's connection holding the statement cache's lock, which the Tx needs
-// for its next step: both hang — the first delivery attempted during a report's transaction
-// did), so Begin prepares them with the Tx's own statements, before it takes the connection.
+// other goroutines' transactions hold the writer. Begin prepares them with the Tx's own
+// statements, before it takes the connection, so that a sender's first update does not wait for
+// a transaction to end before it can even be prepared.
 func init() {
-	txStatements = append(txStatements, claimDeliverySQL, finishDeliverySQL, replayDeliverySQL)
+	txStatements = append(txStatements, claimDeliverySQL, finishDeliverySQL, replayDeliverySQL, postponeDestinationSQL)
 }
 
 // InsertDelivery records d (pending or dead) in the transaction and sets d.ID, as
@@ -190,6 +195,20 @@ func (s *Store) ReplayDelivery(ctx context.Context, id int64, payload []byte, ma
 		return fmt.Errorf("replaying delivery %d: %w", id, err)
 	}
 	return nil
+}
+
+// PostponeDestination makes destination's pending deliveries due at until at the earliest, but
+// those leased at now, as engine.Outbox documents (postponeDestinationSQL).
+func (s *Store) PostponeDestination(ctx context.Context, destination string, now, until time.Time) (int64, error) {
+	if err := checkNanos(until); err != nil {
+		return 0, fmt.Errorf("postponing deliveries to %s: %w", destination, err)
+	}
+	dest := storableText(destination)
+	n, err := s.execDelivery(ctx, postponeDestinationSQL, dest, dest+"|", dest+"}", nanos(until), nanos(now))
+	if err != nil {
+		return 0, fmt.Errorf("postponing deliveries to %s: %w", destination, err)
+	}
+	return n, nil
 }
 
 // Delivery returns delivery id with its payload, or engine.ErrNotFound.

@@ -178,6 +178,9 @@ type DICOMConfig struct {
 type DeliveryConfig struct {
 	// Workers is how many deliveries are in flight at once (default 8).
 	Workers int `yaml:"workers"`
+	// PerDestination is how many of them may go to one destination (default half the
+	// workers): a hospital whose EHR hangs holds up no other.
+	PerDestination int `yaml:"per_destination"`
 	// Connections is how many MLLP connections each destination gets (default 2); the order of
 	// one patient's reports is kept whatever the number.
 	Connections int `yaml:"connections"`
@@ -426,6 +429,9 @@ func (c *Config) setDefaults() {
 	if c.Delivery.Connections == 0 {
 		c.Delivery.Connections = 2
 	}
+	if c.Delivery.PerDestination == 0 {
+		c.Delivery.PerDestination = max(c.Delivery.Workers/2, 1)
+	}
 	if c.Delivery.Timeout == 0 {
 		c.Delivery.Timeout = 30 * time.Second
 	}
@@ -484,8 +490,8 @@ func (c *Config) Validate() error {
 	if c.DICOM.MaxInstanceSize < 0 {
 		errs = append(errs, errors.New("dicom.max_instance_size: must not be negative"))
 	}
-	if d := c.Delivery; d.Workers < 0 || d.Connections < 0 || d.Timeout < 0 || d.RetryFirst < 0 || d.RetryMax < 0 || d.MaxAttempts < 0 {
-		errs = append(errs, errors.New("delivery: workers, connections, timeout, retry_first, retry_max and max_attempts must not be negative"))
+	if d := c.Delivery; d.Workers < 0 || d.PerDestination < 0 || d.Connections < 0 || d.Timeout < 0 || d.RetryFirst < 0 || d.RetryMax < 0 || d.MaxAttempts < 0 {
+		errs = append(errs, errors.New("delivery: workers, per_destination, connections, timeout, retry_first, retry_max and max_attempts must not be negative"))
 	}
 	if v := c.Delivery.OnError; v != "" && v != "retry" && v != "dead" {
 		errs = append(errs, fmt.Errorf("delivery.on_error: want retry or dead, got %q", v))

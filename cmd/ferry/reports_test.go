@@ -479,3 +479,84 @@ delivery:
 		}
 	}
 }
+
+// TestDownHospitalHoldsUpNoOther: St Mary's EHR takes the connection and never answers (a hung
+// interface engine); St John's answers. St Mary's six reports, sent first, take at most half the
+// senders and, once an attempt times out, wait in the outbox; St John's three reports reach its
+// EHR meanwhile, long before St Mary's attempts time out.
+func TestDownHospitalHoldsUpNoOther(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	hung, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hung.Close() })
+	go func() { // accepts, reads, never answers
+		for {
+			c, err := hung.Accept()
+			if err != nil {
+				return
+			}
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	stjohns := startEHR(t, dir)
+	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{Config: `
+facilities:
+  - id: stmarys
+    sending_facility: STMARYS
+    results: [{name: epic, kind: mllp, address: "` + hung.Addr().String() + `"}]
+  - id: stjohns
+    sending_facility: STJOHNS
+    results: [{name: cerner, kind: mllp, address: "` + stjohns.Addr + `"}]
+delivery:
+  timeout: 6s
+  retry_first: 1m
+`})
+	var orders []string
+	for i := range 9 {
+		n := strconv.Itoa(i)
+		m := ordersORM("H"+n, "NW", "PLH"+n, "SC", "ACCH"+n, "71260", "CT", "20261127", "00080"+n)
+		if i >= 6 {
+			m = strings.Replace(m, "|RIS|STMARYS|", "|RIS|STJOHNS|", 1)
+		}
+		orders = append(orders, m)
+	}
+	for _, code := range mllpSendAll(t, p.MLLPAddr, orders...) {
+		if code != "AA" {
+			t.Fatalf("orders: %s", code)
+		}
+	}
+	for i := range 9 {
+		if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json",
+			reportBody("final", "ACCH"+strconv.Itoa(i), "Final read.")); code != 201 {
+			t.Fatalf("report %d: HTTP %d %s", i, code, body)
+		}
+	}
+	posted := time.Now()
+	waitFor(t, "St John's reports", func() bool { return len(stjohns.messages(t)) == 3 })
+	if took := time.Since(posted); took > 4*time.Second {
+		t.Errorf("St John's reports took %s: held up by St Mary's hung EHR (timeout 6s)", took)
+	}
+	// Once the first attempts time out, St Mary's deliveries wait for its retry time, no
+	// attempt counted for those never tried.
+	var pending struct {
+		Deliveries []struct {
+			Attempts int `json:"attempts"`
+		} `json:"deliveries"`
+	}
+	waitFor(t, "St Mary's first attempts to time out", func() bool {
+		return strings.Contains(p.stderr.String(), `msg="destination down; its deliveries wait" destination=STMARYS/epic`)
+	})
+	if code := p.get(t, "/api/v1/deliveries?status=pending&destination=STMARYS/epic", &pending); code != 200 || len(pending.Deliveries) != 6 {
+		t.Fatalf("St Mary's pending deliveries: HTTP %d, %d", code, len(pending.Deliveries))
+	}
+	tried := 0
+	for _, d := range pending.Deliveries {
+		tried += d.Attempts
+	}
+	if tried > 4 {
+		t.Errorf("%d attempts at St Mary's hung EHR; want at most half the 8 senders", tried)
+	}
+}

@@ -34,6 +34,7 @@ func RunOutbox(t *testing.T, open func(t *testing.T) OutboxStore) {
 		{"QueueOrder", testDeliveryQueueOrder},
 		{"DeadDoesNotHoldQueue", testDeliveryDeadDoesNotHoldQueue},
 		{"QueuesIndependent", testDeliveryQueuesIndependent},
+		{"PostponeDestination", testDeliveryPostponeDestination},
 		{"NotDueBeforeNextAttempt", testDeliveryNotDueBefore},
 		{"Claim", testDeliveryClaim},
 		{"FinishDelivered", testDeliveryFinishDelivered},
@@ -332,6 +333,43 @@ func testDeliveryQueuesIndependent(t *testing.T, st OutboxStore) {
 	checkDue(t, st, now, c1.ID, a1.ID)
 	if due, err := st.DueDeliveries(context.Background(), now, 1); err != nil || len(due) != 1 || due[0].ID != c1.ID {
 		t.Errorf("DueDeliveries(limit 1): %d, %v; want only %d", len(due), err, c1.ID)
+	}
+}
+
+// testDeliveryPostponeDestination: a destination that is down has all its pending deliveries —
+// heads and those behind them, not those leased — moved to the retry time; no other destination
+// moves, not even one whose name starts with the same characters.
+func testDeliveryPostponeDestination(t *testing.T, st OutboxStore) {
+	ctx := context.Background()
+	a1, a2 := newDelivery("rep-a1", "STMARYS/LIS", "pat-1"), newDelivery("rep-a2", "STMARYS/LIS", "pat-1")
+	leased := newDelivery("rep-b1", "STMARYS/LIS", "pat-2")
+	later := newDelivery("rep-c1", "STMARYS/LIS", "pat-3")
+	later.NextAttemptAt = baseTime.Add(2 * time.Hour) // already due after the new time: kept
+	other := newDelivery("rep-d1", "STJOHNS/LIS", "pat-1")
+	namesake := newDelivery("rep-e1", "STMARYS/LIS2", "pat-1")
+	insertDeliveries(t, st, a1, a2, leased, later, other, namesake)
+	now := baseTime.Add(time.Minute)
+	if !claimDelivery(t, st, leased.ID, now, now.Add(time.Minute)) {
+		t.Fatal("claim failed")
+	}
+	until := now.Add(time.Hour)
+	n, err := st.PostponeDestination(ctx, "STMARYS/LIS", now, until)
+	if err != nil || n != 2 {
+		t.Fatalf("PostponeDestination = %d, %v; want 2 (the two of pat-1)", n, err)
+	}
+	checkDue(t, st, now, other.ID, namesake.ID)
+	// Later the lease has run out (its sender died, say): the leased one is due as it was.
+	checkDue(t, st, until.Add(-time.Microsecond), leased.ID, other.ID, namesake.ID)
+	checkDue(t, st, until, leased.ID, other.ID, namesake.ID, a1.ID)
+	for _, d := range []*engine.Delivery{a1, a2} {
+		if got := readDelivery(t, st, d.ID); !got.NextAttemptAt.Equal(until) || got.Attempts != 0 {
+			t.Errorf("delivery %d after the postponement: due %s, %d attempts; want %s, 0", d.ID, got.NextAttemptAt, got.Attempts, until)
+		}
+	}
+	for _, d := range []*engine.Delivery{leased, later, other, namesake} {
+		if got := readDelivery(t, st, d.ID); !got.NextAttemptAt.Equal(d.NextAttemptAt) {
+			t.Errorf("delivery %d (%s) moved to %s", d.ID, d.QueueKey, got.NextAttemptAt)
+		}
 	}
 }
 
