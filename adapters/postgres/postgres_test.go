@@ -585,6 +585,10 @@ func TestGenericPlans(t *testing.T) {
 		// A study's series and a series' instances found through their index.
 		{"StudySeries", postgres.StudySeriesSQL, "text", "'1.2.3'", []string{"dicom_series_study"}},
 		{"SeriesInstances", postgres.SeriesInstancesSQL, "text", "'1.2.3'", []string{"dicom_instances_series"}},
+		// The outbox: what is due in due order, and a destination's pending deliveries.
+		{"DueDeliveries", postgres.DueDeliveriesSQL, "timestamptz, int", "now(), 10", []string{"deliveries_pending_due", "deliveries_pending_queue"}},
+		{"PostponeDestination", postgres.PostponeDestinationSQL, "text, text, text, timestamptz, timestamptz",
+			"'A/B', 'A/B|', 'A/B}', now(), now()", []string{"deliveries_pending_"}}, // either partial index
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			name := strings.ToLower(tt.name)

@@ -63,8 +63,9 @@ WHERE id = ?1 AND status = 'dead'`
 	deliverySQL = `SELECT ` + deliveryColumns + ` FROM deliveries d WHERE d.id = ?`
 	// postponeDestinationSQL moves a destination's pending deliveries, but those leased, to ?4
 	// at the earliest. Its queues' keys start with the destination and "|" (?2, and ?3 the same
-	// with "}", the next character): a range of deliveries_pending_queue.
-	postponeDestinationSQL = `UPDATE deliveries SET next_attempt_at = ?4
+	// with "}", the next character): a range of deliveries_pending_queue, named because the
+	// planner, without statistics, would otherwise walk every pending delivery by status.
+	postponeDestinationSQL = `UPDATE deliveries INDEXED BY deliveries_pending_queue SET next_attempt_at = ?4
 WHERE status = 'pending' AND queue_key >= ?2 AND queue_key < ?3 AND destination = ?1
 	AND next_attempt_at < ?4 AND lease_until < ?5`
 )
