@@ -140,9 +140,9 @@ func (dl *Deliverer) perDestination() int {
 	return max(cap(dl.slots)/2, 1)
 }
 
-// Run delivers until ctx ends, looking for due deliveries every poll, when nudged, and whenever
-// an attempt ends (a worker is free; the next of its queue may be due). Attempts run on while
-// it looks for more: one destination's slow attempt holds up no other's.
+// Run delivers until ctx ends. It looks for due deliveries every poll and when nudged, and
+// starts them as workers come free, without waiting for the ones in flight: one destination's
+// slow attempt holds up no other's.
 func (dl *Deliverer) Run(ctx context.Context, poll time.Duration) {
 	dl.init()
 	if poll <= 0 {
@@ -153,16 +153,26 @@ func (dl *Deliverer) Run(ctx context.Context, poll time.Duration) {
 	defer t.Stop()
 	var attempts sync.WaitGroup
 	defer attempts.Wait()
+	var backlog []*Delivery // found due, not started yet: no worker was free, or no room at its destination
+	look := true
 	for ctx.Err() == nil {
-		if _, err := dl.dispatch(ctx, &attempts, nil); err != nil && ctx.Err() == nil {
-			dl.logger().Error("delivering reports", "err", err)
+		if look || len(backlog) == 0 {
+			due, err := dl.due(ctx)
+			if err != nil && ctx.Err() == nil {
+				dl.logger().Error("delivering reports", "err", err)
+			}
+			backlog = due
 		}
+		backlog = dl.start(ctx, backlog, &attempts, nil)
 		t.Reset(poll)
 		select {
 		case <-ctx.Done():
 		case <-nudge:
-		case <-finished:
+			look = true
 		case <-t.C:
+			look = true
+		case <-finished: // a worker is free: start the backlog, or look again once it is empty
+			look = false
 		}
 	}
 }
@@ -175,11 +185,32 @@ func (dl *Deliverer) DeliverDue(ctx context.Context) (int, error) {
 		attempts sync.WaitGroup
 		res      passResult
 	)
-	_, err := dl.dispatch(ctx, &attempts, &res)
+	list, err := dl.due(ctx)
+	for len(list) > 0 && ctx.Err() == nil {
+		if list = dl.start(ctx, list, &attempts, &res); len(list) > 0 {
+			select { // wait for a worker or for room at a destination
+			case <-dl.finished.c():
+			case <-ctx.Done():
+			}
+		}
+	}
 	attempts.Wait()
 	res.mu.Lock()
 	defer res.mu.Unlock()
 	return res.attempted, cmp.Or(err, res.err)
+}
+
+// due returns the deliveries due now, but those to the destinations that have no room.
+func (dl *Deliverer) due(ctx context.Context) ([]*Delivery, error) {
+	dl.mu.Lock()
+	var full []string
+	for dest, n := range dl.busy {
+		if n >= dl.perDestination() {
+			full = append(full, dest)
+		}
+	}
+	dl.mu.Unlock()
+	return dl.Outbox.DueDeliveries(ctx, dl.now(), 4*cap(dl.slots), full)
 }
 
 // passResult gathers what a pass's attempts did, for DeliverDue.
@@ -189,40 +220,37 @@ type passResult struct {
 	err       error
 }
 
-// dispatch starts an attempt of each delivery due now that is not in flight here and whose
-// destination has room, waiting for a free worker before each; the attempts run on after it
-// returns (attempts counts them). It returns how many it started.
-func (dl *Deliverer) dispatch(ctx context.Context, attempts *sync.WaitGroup, res *passResult) (int, error) {
-	now := dl.now()
-	due, err := dl.Outbox.DueDeliveries(ctx, now, 4*cap(dl.slots))
-	if err != nil {
-		return 0, err
-	}
+// start starts an attempt of each delivery of list, in order, while a worker is free and its
+// destination has room; the attempts run on after it returns (attempts counts them). It returns
+// what it could not start yet (a delivery already in flight here is dropped).
+func (dl *Deliverer) start(ctx context.Context, list []*Delivery, attempts *sync.WaitGroup, res *passResult) []*Delivery {
 	lease := dl.Lease
 	if lease <= 0 {
 		lease = 2 * time.Minute
 	}
-	started := 0
-	for _, d := range due {
-		select { // a free worker
-		case dl.slots <- struct{}{}:
-		case <-ctx.Done():
-			return started, nil
-		}
-		dl.mu.Lock()
-		if dl.inFlight[d.ID] || dl.busy[d.Destination] >= dl.perDestination() {
-			dl.mu.Unlock()
-			<-dl.slots
+	var rest []*Delivery
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	for i, d := range list {
+		if dl.inFlight[d.ID] {
 			continue
+		}
+		if dl.busy[d.Destination] >= dl.perDestination() {
+			rest = append(rest, d)
+			continue
+		}
+		select {
+		case dl.slots <- struct{}{}:
+		default: // no worker free
+			return append(rest, list[i:]...)
 		}
 		dl.inFlight[d.ID] = true
 		dl.busy[d.Destination]++
-		dl.mu.Unlock()
-		started++
 		attempts.Go(func() {
 			defer dl.release(d)
 			// Each worker claims its delivery itself: the claims' commits overlap
 			// (PostgreSQL flushes them together) instead of queueing one after another.
+			now := dl.now()
 			ok, err := dl.Outbox.ClaimDelivery(ctx, d.ID, now, now.Add(lease))
 			if err != nil || !ok { // !ok: another sender has it, or it is no longer due
 				res.record(false, err)
@@ -232,7 +260,7 @@ func (dl *Deliverer) dispatch(ctx context.Context, attempts *sync.WaitGroup, res
 			res.record(true, dl.attempt(ctx, d))
 		})
 	}
-	return started, nil
+	return rest
 }
 
 // record counts one attempt (attempted) and keeps the first error.

@@ -96,7 +96,9 @@ type Outbox interface {
 	// DueDeliveries returns up to limit pending deliveries that may be sent at now: due
 	// (NextAttemptAt ≤ now), not leased (LeaseUntil before now), and first of their queue (no
 	// pending delivery of the same QueueKey with a lower ID) — longest due first.
-	DueDeliveries(ctx context.Context, now time.Time, limit int) ([]*Delivery, error)
+	// The deliveries to the destinations named in busy are left out (a sender has as many of
+	// theirs in flight as it may).
+	DueDeliveries(ctx context.Context, now time.Time, limit int, busy []string) ([]*Delivery, error)
 	// ClaimDelivery leases a due delivery until leaseUntil and counts the attempt; false when
 	// another sender claimed it first or it is no longer due, pending and first of its queue.
 	ClaimDelivery(ctx context.Context, id int64, now, leaseUntil time.Time) (bool, error)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lib/pq"
+
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -34,11 +36,11 @@ const deliveryColumns = `id, report_id, report_version, destination, kind, queue
 const headOfQueue = `NOT EXISTS (SELECT 1 FROM deliveries e
 	WHERE e.status = 'pending' AND e.queue_key = d.queue_key AND e.id < d.id)`
 
-// dueDeliveriesSQL: pending, due and not leased at $1, first of their queue; longest due first
-// (deliveries_pending_due).
+// dueDeliveriesSQL: pending, due and not leased at $1, not to a destination in $3, first of their
+// queue; longest due first (deliveries_pending_due).
 var dueDeliveriesSQL = `SELECT ` + deliveryColumns + ` FROM deliveries d
 WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-	AND (d.lease_until IS NULL OR d.lease_until < $1) AND ` + headOfQueue + `
+	AND (d.lease_until IS NULL OR d.lease_until < $1) AND NOT d.destination = ANY($3) AND ` + headOfQueue + `
 ORDER BY d.next_attempt_at, d.id LIMIT $2`
 
 // claimDeliverySQL leases a delivery that dueDeliveriesSQL would return, in one statement: of
@@ -103,8 +105,12 @@ func (t *Tx) InsertDelivery(ctx context.Context, d *engine.Delivery) error {
 
 // DueDeliveries returns up to limit (1 to 1000) deliveries that may be sent at now, as
 // engine.Outbox documents (dueDeliveriesSQL).
-func (s *Store) DueDeliveries(ctx context.Context, now time.Time, limit int) ([]*engine.Delivery, error) {
-	out, err := s.queryDeliveries(ctx, dueDeliveriesSQL, timestamp(now), min(max(limit, 1), 1000))
+func (s *Store) DueDeliveries(ctx context.Context, now time.Time, limit int, busy []string) ([]*engine.Delivery, error) {
+	skip := make([]string, len(busy))
+	for i, b := range busy {
+		skip[i] = storableText(b)
+	}
+	out, err := s.queryDeliveries(ctx, dueDeliveriesSQL, timestamp(now), min(max(limit, 1), 1000), pq.StringArray(skip))
 	if err != nil {
 		return nil, fmt.Errorf("reading due deliveries: %w", err)
 	}

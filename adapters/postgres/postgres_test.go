@@ -586,7 +586,7 @@ func TestGenericPlans(t *testing.T) {
 		{"StudySeries", postgres.StudySeriesSQL, "text", "'1.2.3'", []string{"dicom_series_study"}},
 		{"SeriesInstances", postgres.SeriesInstancesSQL, "text", "'1.2.3'", []string{"dicom_instances_series"}},
 		// The outbox: what is due in due order, and a destination's pending deliveries.
-		{"DueDeliveries", postgres.DueDeliveriesSQL, "timestamptz, int", "now(), 10", []string{"deliveries_pending_due", "deliveries_pending_queue"}},
+		{"DueDeliveries", postgres.DueDeliveriesSQL, "timestamptz, int, text[]", "now(), 10, '{A/B}'", []string{"deliveries_pending_due", "deliveries_pending_queue"}},
 		{"PostponeDestination", postgres.PostponeDestinationSQL, "text, text, text, timestamptz, timestamptz",
 			"'A/B', 'A/B|', 'A/B}', now(), now()", []string{"deliveries_pending_"}}, // either partial index
 	} {

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -34,14 +35,15 @@ const headOfQueue = `NOT EXISTS (SELECT 1 FROM deliveries e
 	WHERE e.status = 'pending' AND e.queue_key = d.queue_key AND e.id < d.id)`
 
 const (
-	// dueDeliveriesSQL: pending, due and not leased at ?1 (lease_until 0: none), first of their
-	// queue; longest due first (deliveries_pending_due). INDEXED BY: without statistics SQLite
+	// dueDeliveriesSQL: pending, due and not leased at ?1 (lease_until 0: none), not to a
+	// destination in the JSON array ?3, first of their queue; longest due first (deliveries_pending_due). INDEXED BY: without statistics SQLite
 	// reads every pending delivery through deliveries_status and sorts them all for each pass
 	// (24 ms with 5,000 pending, payloads included), where deliveries_pending_due gives them in
 	// order (next_attempt_at, then id: the rowid) and the LIMIT stops the walk.
 	dueDeliveriesSQL = `SELECT ` + deliveryColumns + ` FROM deliveries d INDEXED BY deliveries_pending_due
 WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
-	AND (d.lease_until = 0 OR d.lease_until < ?1) AND ` + headOfQueue + `
+	AND (d.lease_until = 0 OR d.lease_until < ?1) AND d.destination NOT IN (SELECT value FROM json_each(?3))
+	AND ` + headOfQueue + `
 ORDER BY d.next_attempt_at, d.id LIMIT ?2`
 	// claimDeliverySQL leases a delivery that dueDeliveriesSQL would return, in one statement
 	// on the one writer connection.
@@ -114,8 +116,13 @@ func (t *Tx) InsertDelivery(ctx context.Context, d *engine.Delivery) error {
 
 // DueDeliveries returns up to limit (1 to 1000) deliveries that may be sent at now, as
 // engine.Outbox documents (dueDeliveriesSQL), from the read-only pool.
-func (s *Store) DueDeliveries(ctx context.Context, now time.Time, limit int) ([]*engine.Delivery, error) {
-	out, err := s.queryDeliveries(ctx, dueDeliveriesSQL, nanos(now), min(max(limit, 1), 1000))
+func (s *Store) DueDeliveries(ctx context.Context, now time.Time, limit int, busy []string) ([]*engine.Delivery, error) {
+	skip := make([]string, len(busy))
+	for i, b := range busy {
+		skip[i] = storableText(b)
+	}
+	b, _ := json.Marshal(skip) // a []string always encodes
+	out, err := s.queryDeliveries(ctx, dueDeliveriesSQL, nanos(now), min(max(limit, 1), 1000), string(b))
 	if err != nil {
 		return nil, fmt.Errorf("reading due deliveries: %w", err)
 	}

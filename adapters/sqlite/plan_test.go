@@ -30,7 +30,7 @@ func TestQueryPlans(t *testing.T) {
 			[]string{"SCAN q VIRTUAL TABLE", "SEARCH k USING PRIMARY KEY (type=? AND key=?)", "SEARCH r USING PRIMARY KEY"}},
 		{"ClaimPending", claimPendingSQL, []any{10},
 			[]string{"SCAN inbound_messages USING INDEX inbound_messages_pending"}},
-		{"DueDeliveries", dueDeliveriesSQL, []any{int64(1), 10},
+		{"DueDeliveries", dueDeliveriesSQL, []any{int64(1), 10, `["A/B"]`},
 			[]string{"SEARCH d USING INDEX deliveries_pending_due (next_attempt_at<?)", "USING COVERING INDEX deliveries_pending_queue (queue_key=? AND id<?)"}},
 		{"PostponeDestination", postponeDestinationSQL, []any{"A/B", "A/B|", "A/B}", int64(2), int64(1)},
 			[]string{"SEARCH deliveries USING INDEX deliveries_pending_queue (queue_key>? AND queue_key<?)"}},

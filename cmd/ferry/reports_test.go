@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -481,9 +482,10 @@ delivery:
 }
 
 // TestDownHospitalHoldsUpNoOther: St Mary's EHR takes the connection and never answers (a hung
-// interface engine); St John's answers. St Mary's six reports, sent first, take at most half the
-// senders and, once an attempt times out, wait in the outbox; St John's three reports reach its
-// EHR meanwhile, long before St Mary's attempts time out.
+// interface engine); St John's answers. With two senders, St Mary's ten reports, sent first —
+// more than the deliverer looks at in one go — take at most one sender and, once its attempt
+// times out, wait in the outbox; St John's three reports reach its EHR meanwhile, long before
+// St Mary's attempt times out.
 func TestDownHospitalHoldsUpNoOther(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -511,14 +513,16 @@ facilities:
     sending_facility: STJOHNS
     results: [{name: cerner, kind: mllp, address: "` + stjohns.Addr + `"}]
 delivery:
+  workers: 2
   timeout: 6s
   retry_first: 1m
 `})
 	var orders []string
-	for i := range 9 {
+	const stmarys, all = 10, 13
+	for i := range all {
 		n := strconv.Itoa(i)
-		m := ordersORM("H"+n, "NW", "PLH"+n, "SC", "ACCH"+n, "71260", "CT", "20261127", "00080"+n)
-		if i >= 6 {
+		m := ordersORM("H"+n, "NW", "PLH"+n, "SC", "ACCH"+n, "71260", "CT", "20261127", "0008"+fmt.Sprintf("%02d", i))
+		if i >= stmarys {
 			m = strings.Replace(m, "|RIS|STMARYS|", "|RIS|STJOHNS|", 1)
 		}
 		orders = append(orders, m)
@@ -528,7 +532,7 @@ delivery:
 			t.Fatalf("orders: %s", code)
 		}
 	}
-	for i := range 9 {
+	for i := range all {
 		if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json",
 			reportBody("final", "ACCH"+strconv.Itoa(i), "Final read.")); code != 201 {
 			t.Fatalf("report %d: HTTP %d %s", i, code, body)
@@ -549,14 +553,14 @@ delivery:
 	waitFor(t, "St Mary's first attempts to time out", func() bool {
 		return strings.Contains(p.stderr.String(), `msg="destination down; its deliveries wait" destination=STMARYS/epic`)
 	})
-	if code := p.get(t, "/api/v1/deliveries?status=pending&destination=STMARYS/epic", &pending); code != 200 || len(pending.Deliveries) != 6 {
+	if code := p.get(t, "/api/v1/deliveries?status=pending&destination=STMARYS/epic", &pending); code != 200 || len(pending.Deliveries) != stmarys {
 		t.Fatalf("St Mary's pending deliveries: HTTP %d, %d", code, len(pending.Deliveries))
 	}
 	tried := 0
 	for _, d := range pending.Deliveries {
 		tried += d.Attempts
 	}
-	if tried > 4 {
-		t.Errorf("%d attempts at St Mary's hung EHR; want at most half the 8 senders", tried)
+	if tried > 1 {
+		t.Errorf("%d attempts at St Mary's hung EHR; want at most one, half the two senders", tried)
 	}
 }

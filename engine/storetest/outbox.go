@@ -107,7 +107,7 @@ func readDelivery(t *testing.T, st OutboxStore, id int64) *engine.Delivery {
 // dueIDs returns the IDs DueDeliveries returns at now, in its order.
 func dueIDs(t *testing.T, st OutboxStore, now time.Time) []int64 {
 	t.Helper()
-	due, err := st.DueDeliveries(context.Background(), now, 100)
+	due, err := st.DueDeliveries(context.Background(), now, 100, nil)
 	if err != nil {
 		t.Fatalf("DueDeliveries(%s): %v", now, err)
 	}
@@ -331,8 +331,30 @@ func testDeliveryQueuesIndependent(t *testing.T, st OutboxStore) {
 		t.Error("claimed the second of a queue")
 	}
 	checkDue(t, st, now, c1.ID, a1.ID)
-	if due, err := st.DueDeliveries(context.Background(), now, 1); err != nil || len(due) != 1 || due[0].ID != c1.ID {
+	if due, err := st.DueDeliveries(context.Background(), now, 1, nil); err != nil || len(due) != 1 || due[0].ID != c1.ID {
 		t.Errorf("DueDeliveries(limit 1): %d, %v; want only %d", len(due), err, c1.ID)
+	}
+	// A destination whose senders are busy is left out.
+	for _, tc := range []struct {
+		busy []string
+		want []int64
+	}{
+		{[]string{"STMARYS/LIS"}, []int64{c1.ID}},
+		{[]string{"STJOHNS/LIS", "ELSEWHERE/X"}, []int64{a1.ID}},
+		{[]string{"STMARYS/LIS", "STJOHNS/LIS"}, nil},
+		{[]string{}, []int64{c1.ID, a1.ID}},
+	} {
+		due, err := st.DueDeliveries(context.Background(), now, 100, tc.busy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for _, d := range due {
+			got = append(got, d.ID)
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("DueDeliveries(busy %v) = %v, want %v", tc.busy, got, tc.want)
+		}
 	}
 }
 
