@@ -31,7 +31,7 @@ type Deliverer struct {
 	// configuration no longer has it (the delivery waits).
 	Destination func(name string) (ResultDestination, bool)
 	Retry       RetryPolicy
-	// Workers is how many deliveries are in flight at once (default 8).
+	// Workers is how many deliveries are in flight at once (default 16).
 	Workers int
 	// PerDestination is how many of them may go to one destination (default half the workers,
 	// at least one): a destination that answers slowly, or not at all, leaves the others room.
@@ -126,7 +126,7 @@ func (dl *Deliverer) init() {
 	dl.initOnce.Do(func() {
 		workers := dl.Workers
 		if workers <= 0 {
-			workers = 8
+			workers = 16
 		}
 		dl.slots = make(chan struct{}, workers)
 		dl.inFlight, dl.busy, dl.down = map[int64]bool{}, map[string]int{}, map[string]outage{}

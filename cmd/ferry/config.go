@@ -176,7 +176,7 @@ type DICOMConfig struct {
 
 // DeliveryConfig tunes the outbox's senders. Every field has a default.
 type DeliveryConfig struct {
-	// Workers is how many deliveries are in flight at once (default 8).
+	// Workers is how many deliveries are in flight at once (default 16).
 	Workers int `yaml:"workers"`
 	// PerDestination is how many of them may go to one destination (default half the
 	// workers): a hospital whose EHR hangs holds up no other.
@@ -424,7 +424,7 @@ func (c *Config) setDefaults() {
 		c.HTTP.PublicURL = scheme + "://" + net.JoinHostPort(host, port)
 	}
 	if c.Delivery.Workers == 0 {
-		c.Delivery.Workers = 8
+		c.Delivery.Workers = 16
 	}
 	if c.Delivery.Connections == 0 {
 		c.Delivery.Connections = 2
