@@ -537,17 +537,22 @@ func fnCodeable(st *state, args []any) (any, error) {
 	text := st.comp(p, 9, 0)
 	var codings []any
 	if len(args) > 1 && code != "" {
-		st.last = p
-		st.last.Component = 1
-		row, err := fnLookup(st, []any{args[1], code})
+		at := p
+		at.Component = 1
+		st.last = readAtOf(at) // a code the table lacks is ERR 103 at CWE.1
+		t, err := st.codeTable("lookup", args[1])
 		if err != nil {
 			return nil, err
 		}
-		if r, ok := row.(map[string]any); ok {
+		row, err := st.lookupRow(t, code)
+		if err != nil {
+			return nil, err
+		}
+		if row != nil {
 			c := map[string]any{}
-			put(c, "system", str(r["system"]))
-			put(c, "code", str(r["code"]))
-			put(c, "display", str(r["display"]))
+			put(c, "system", str(row["system"]))
+			put(c, "code", str(row["code"]))
+			put(c, "display", str(row["display"]))
 			if c["code"] != nil {
 				codings = append(codings, c)
 			}
@@ -615,7 +620,7 @@ func fnPN(st *state, args []any) (any, error) {
 		return nil, err
 	}
 	first := 1
-	if xcnFields[p.Segment+"-"+itoa(p.Field)] {
+	if xcnFields[fieldID{p.Segment, p.Field}] {
 		first = 2
 	}
 	parts := []string{st.comp(p, first, 1), st.comp(p, first+1, 0), st.comp(p, first+2, 0), st.comp(p, first+4, 0), st.comp(p, first+3, 0)}
@@ -631,10 +636,16 @@ func fnPN(st *state, args []any) (any, error) {
 
 // xcnFields are the person fields of type XCN (an ID first, then the name) in the messages
 // Ferry maps; pn() reads the name from XCN.2 for them.
-var xcnFields = map[string]bool{
-	"ORC-10": true, "ORC-11": true, "ORC-12": true, "ORC-19": true,
-	"OBR-10": true, "OBR-16": true, "OBR-28": true,
-	"PV1-7": true, "PV1-8": true, "PV1-9": true, "PV1-17": true, "PD1-4": true,
+var xcnFields = map[fieldID]bool{
+	{"ORC", 10}: true, {"ORC", 11}: true, {"ORC", 12}: true, {"ORC", 19}: true,
+	{"OBR", 10}: true, {"OBR", 16}: true, {"OBR", 28}: true,
+	{"PV1", 7}: true, {"PV1", 8}: true, {"PV1", 9}: true, {"PV1", 17}: true, {"PD1", 4}: true,
+}
+
+// fieldID names a field of a segment, e.g. {"ORC", 12} for ORC-12.
+type fieldID struct {
+	segment string
+	field   int
 }
 
 func itoa(n int) string {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"iter"
+	"maps"
 	"math/big"
 	"slices"
 	"strconv"
@@ -52,6 +53,15 @@ var functions = map[string]function{
 	"uid":          {fnUID, "uid(part, …)", 1, -1},
 	"count":        {fnCount, `count("segment or field")`, 1, 1},
 	"text":         {fnText, `text("field"[, "type field", ["type", …]])`, 1, 3},
+}
+
+// pathArgs are the arguments (counted after ctx) by which the functions take a field in quotes
+// ("PID-3"). A direct form (direct.go) passes such an argument parsed, as an hl7.Path, so that it
+// is parsed once when the mapping loads rather than at every call; pathArg takes either.
+var pathArgs = map[string][]int{
+	"identifier": {0}, "identifiers": {0}, "name": {0}, "names": {0}, "address": {0},
+	"telecom": {0}, "codeable": {0}, "codeables": {0}, "ei": {0}, "practitioner": {0},
+	"pn": {0}, "count": {0}, "text": {0, 1}, "lookups": {1},
 }
 
 // compileOptions compile an inbound mapping's expressions; outboundOptions (with the
@@ -231,15 +241,11 @@ func fnLookups(st *state, args []any) (any, error) {
 			switch {
 			case row == nil:
 			case len(args) == 3:
-				if c := row[str(args[2])]; c != "" {
+				if c := cell(row, str(args[2])); c != "" {
 					out = append(out, c)
 				}
 			default:
-				m := make(map[string]any, len(row))
-				for k, c := range row {
-					m[k] = c
-				}
-				out = append(out, m)
+				out = append(out, maps.Clone(row))
 			}
 		}
 	}
@@ -251,7 +257,7 @@ func fnLookups(st *state, args []any) (any, error) {
 func (st *state) occurrences(p hl7.Path) iter.Seq2[int, hl7.Segment] {
 	return func(yield func(int, hl7.Segment) bool) {
 		n := 0
-		for _, seg := range st.msg.Segments() {
+		for _, seg := range st.segments() {
 			if seg.Name() != p.Segment {
 				continue
 			}
@@ -289,11 +295,13 @@ func (st *state) path(a any) (hl7.Path, error) {
 
 // pathArg reads a path argument as written, without the bindings.
 func pathArg(a any) (hl7.Path, error) {
-	s, ok := a.(string)
-	if !ok {
-		return hl7.Path{}, fmt.Errorf("want a field path in quotes, like \"PID-3\"")
+	switch a := a.(type) {
+	case hl7.Path: // parsed when the mapping was loaded (see pathArgs)
+		return a, nil
+	case string:
+		return parsePathCached(a)
 	}
-	return parsePathCached(s)
+	return hl7.Path{}, fmt.Errorf("want a field path in quotes, like \"PID-3\"")
 }
 
 var pathCache sync.Map // string → hl7.Path
@@ -316,7 +324,7 @@ func (st *state) repetitions(p hl7.Path, all bool) []hl7.Path {
 	if p.Repetition > 0 || !all {
 		return []hl7.Path{p}
 	}
-	n := st.msg.Count(pathText(p))
+	n := st.repetitionCount(p)
 	out := make([]hl7.Path, 0, n)
 	for r := 1; r <= n; r++ {
 		q := p
@@ -326,12 +334,66 @@ func (st *state) repetitions(p hl7.Path, all bool) []hl7.Path {
 	return out
 }
 
-// comp reads component c (and subcomponent s when > 0) of the repetition at p.
+// comp reads component c (and subcomponent s when > 0) of the repetition at p: what
+// st.msg.GetPath gives for that path.
 func (st *state) comp(p hl7.Path, c, s int) string {
 	p.Component, p.Subcomponent = c, s
-	v := st.msg.GetPath(p)
+	v := partValue(st.repetition(p), p)
 	st.remember(p, v)
 	return v
+}
+
+// repetition returns the repetition of the field p names (its component and subcomponent
+// aside), empty when the message has none there. A datatype function reads several components
+// of one repetition in a row, so the one found last is kept rather than found again each time.
+func (st *state) repetition(p hl7.Path) hl7.Repetition {
+	at := hl7.Path{Segment: p.Segment, SegmentIndex: max(p.SegmentIndex, 1), Field: p.Field, Repetition: max(p.Repetition, 1)}
+	if st.repFound && st.repAt == at {
+		return st.rep
+	}
+	st.repAt, st.rep, st.repFound = at, hl7.Repetition{}, true
+	if seg, ok := st.segment(at.Segment, at.SegmentIndex); ok {
+		st.rep = seg.Field(at.Field).Repetition(at.Repetition)
+	}
+	return st.rep
+}
+
+// repetitionCount is st.msg.Count(pathText(p)) for a field path p without a repetition (the
+// number of repetitions; 0 when the field is empty or absent), without writing p out to parse
+// it again.
+func (st *state) repetitionCount(p hl7.Path) int {
+	if p.Field == 0 || p.Component > 0 {
+		return st.msg.Count(pathText(p)) // no single field: as Count counts it
+	}
+	seg, ok := st.segment(p.Segment, max(p.SegmentIndex, 1))
+	if !ok {
+		return 0
+	}
+	f := seg.Field(p.Field)
+	if f.Raw() == "" {
+		return 0
+	}
+	return f.NumRepetitions()
+}
+
+// segment returns occurrence n (from 1) of the segment with this ID.
+func (st *state) segment(id string, n int) (hl7.Segment, bool) {
+	for _, seg := range st.segments() {
+		if seg.Name() == id {
+			if n--; n == 0 {
+				return seg, true
+			}
+		}
+	}
+	return hl7.Segment{}, false
+}
+
+// segments are the message's segments, listed once per Apply.
+func (st *state) segments() []hl7.Segment {
+	if st.segs == nil {
+		st.segs = st.msg.Segments()
+	}
+	return st.segs
 }
 
 func fnLookup(st *state, args []any) (any, error) {
@@ -344,13 +406,17 @@ func fnLookup(st *state, args []any) (any, error) {
 		return nil, err
 	}
 	if len(args) == 3 {
-		return row[str(args[2])], nil
+		return cell(row, str(args[2])), nil
 	}
-	out := make(map[string]any, len(row))
-	for k, v := range row {
-		out[k] = v
+	return maps.Clone(row), nil // the caller's to change
+}
+
+// cell is a row's value in column col: a string, "" when the table has no such column.
+func cell(row map[string]any, col string) any {
+	if v, ok := row[col]; ok {
+		return v
 	}
-	return out, nil
+	return ""
 }
 
 func (st *state) codeTable(fn string, name any) (*Table, error) {
@@ -363,10 +429,11 @@ func (st *state) codeTable(fn string, name any) (*Table, error) {
 
 // lookupRow returns the row of t for key (else for key in capitals), following the table's
 // missing: rule when it has neither: nil, the default row, or ERR 103 at the field read last.
-func (st *state) lookupRow(t *Table, key string) (map[string]string, error) {
-	row, found := t.Rows[key]
+// The row is the table's own: read it, do not change it.
+func (st *state) lookupRow(t *Table, key string) (map[string]any, error) {
+	row, found := t.rows[key]
 	if !found && key != "" {
-		row, found = t.Rows[strings.ToUpper(key)]
+		row, found = t.rows[strings.ToUpper(key)]
 	}
 	switch {
 	case found:
@@ -377,11 +444,11 @@ func (st *state) lookupRow(t *Table, key string) (map[string]string, error) {
 		e := &Error{Code: hl7.CodeTableValueNotFound,
 			Text: fmt.Sprintf("code not found in table %s", t.Name)}
 		if st.read {
-			e.Path = st.last
+			e.Path = st.last.path()
 		}
 		return nil, e
 	default:
-		return t.Default, nil // nil unless missing: default
+		return t.defaultRow, nil // nil unless missing: default
 	}
 }
 

@@ -30,7 +30,9 @@ type Mapping struct {
 	Version string
 
 	root   node
-	paths  []hl7.Path
+	paths  []hl7.Path // the paths the template reads, by their index in fieldValue and v(ctx, i)
+	shared []int      // by index in paths: the slot in state.kept of a path several nodes read, else -1
+	nkept  int        // slots in state.kept
 	tables map[string]*Table
 	loc    *time.Location
 }
@@ -126,6 +128,7 @@ func compileMapping(file string, data []byte, tables map[string]*Table, partials
 		c.checkTables(data)
 	}
 	m.paths = c.paths
+	m.shared, m.nkept = c.sharedReads()
 	if len(c.problems) > 0 {
 		return nil, c.problems
 	}
@@ -190,8 +193,8 @@ func yamlProblem(file string, err error) Problem {
 // []any, values as strings, numbers or booleans, with empty values dropped. A message the
 // mapping cannot map gives an *Error saying which field and why.
 func (m *Mapping) Apply(msg *hl7.Message) (map[string]any, error) {
-	st := &state{m: m, msg: msg, loc: senderZone(msg, m.loc), table: m.tables}
-	st.env = map[string]any{"ctx": st}
+	// rebinds starts at 1: the reads state.kept starts with, kept under 0, are none.
+	st := &state{m: m, msg: msg, loc: senderZone(msg, m.loc), table: m.tables, rebinds: 1}
 	out, err := m.root.eval(st)
 	if err != nil {
 		var me *Error

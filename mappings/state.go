@@ -21,34 +21,78 @@ type state struct {
 	context.Context
 	m     *Mapping
 	msg   *hl7.Message
-	env   map[string]any
-	vm    vm.VM               // reused for every expression of one Apply: its stack outlives each run
-	loc   *time.Location      // for HL7 times without an offset
-	last  hl7.Path            // the field most recently read, where a failing function points
-	read  bool                // last is set
-	reads [maxReads]fieldRead // the latest reads (a ring), to find where a bad value came from
-	nread int                 // reads so far; the latest is reads[(nread-1)%maxReads]
-	occ   []binding           // segment occurrences bound by each:/group:
-	reps  []binding           // field repetitions bound by each:
+	env   map[string]any // the VM's environment: ctx, this state (made when first needed)
+	vm    vm.VM          // reused for every expression of one Apply: its stack outlives each run
+	args  []any          // the arguments of the direct forms' calls in progress (direct.go)
+	loc   *time.Location // for HL7 times without an offset
 	table map[string]*Table
 	ob    *Outbound // the outbound mapping rendering, when it is one (m and msg are nil then)
-}
 
-type fieldRead struct {
-	path  hl7.Path
-	value string
+	last  readAt           // the field most recently read, where a failing function points
+	read  bool             // last is set
+	reads [maxReads]readAt // the latest reads of a value (a ring), to find where a bad value came from
+	nread int              // reads so far; the latest is reads[(nread-1)%maxReads]
+
+	occ     []binding  // segment occurrences bound by each:/group:
+	reps    []binding  // field repetitions bound by each:
+	rebinds uint32     // counts the changes to occ and reps: a read kept under another count is stale
+	kept    []keptRead // the reads getField keeps, by Mapping.shared
+
+	segs     []hl7.Segment  // the message's segments, once listed (segments)
+	repAt    hl7.Path       // the repetition a datatype function reads (repetition),
+	rep      hl7.Repetition // and what it holds
+	repFound bool           // repAt and rep are set
 }
 
 // maxReads bounds the reads remembered for locating errors; an expression reads a few fields.
 const maxReads = 32
 
+// remember notes that p was read and gave v. Only where is kept: the message does not change
+// while a mapping applies, so reading p again gives v again.
 func (st *state) remember(p hl7.Path, v string) {
-	st.last, st.read = p, true
-	if v == "" {
-		return
+	st.last.set(p)
+	st.noteLast(v != "")
+}
+
+// noteLast records st.last as read, and in the ring when the value read is not empty.
+func (st *state) noteLast(valued bool) {
+	st.read = true
+	if valued {
+		st.reads[st.nread%maxReads] = st.last
+		st.nread++
 	}
-	st.reads[st.nread%maxReads] = fieldRead{p, v}
-	st.nread++
+}
+
+// readAt is a remembered read: an hl7.Path with its segment ID held in place, so that it holds
+// no pointer. Reads are what a mapping does most; a record without a pointer is stored into the
+// state (which lives on the heap) without a GC write barrier.
+type readAt struct {
+	segment [3]byte
+	// int32 keeps the ring small: paths number at most 1,000,000 (hl7.ParsePath), and an
+	// occurrence or repetition bound by each: at most what one message holds.
+	segmentIndex, field, repetition, component, subcomponent int32
+}
+
+func readAtOf(p hl7.Path) readAt {
+	var r readAt
+	r.set(p)
+	return r
+}
+
+// set makes r the read at p, writing r in place rather than building a readAt to copy into it:
+// remember calls it for every read.
+func (r *readAt) set(p hl7.Path) {
+	r.segment = [3]byte{}
+	if len(p.Segment) == 3 { // always (hl7.ParsePath)
+		r.segment = [3]byte{p.Segment[0], p.Segment[1], p.Segment[2]}
+	}
+	r.segmentIndex, r.field, r.repetition = int32(p.SegmentIndex), int32(p.Field), int32(p.Repetition)
+	r.component, r.subcomponent = int32(p.Component), int32(p.Subcomponent)
+}
+
+func (r readAt) path() hl7.Path {
+	return hl7.Path{Segment: string(r.segment[:]), SegmentIndex: int(r.segmentIndex), Field: int(r.field),
+		Repetition: int(r.repetition), Component: int(r.component), Subcomponent: int(r.subcomponent)}
 }
 
 type binding struct {
@@ -67,7 +111,7 @@ func (st *state) fail(err error, where string) error {
 	}
 	e := &Error{Code: hl7.CodeApplicationInternalError, Text: "mapping failed: " + firstLine(err.Error()), Where: where}
 	if st.read {
-		e.Path = st.last
+		e.Path = st.last.path()
 	}
 	return e
 }
@@ -104,18 +148,57 @@ func (st *state) count(p hl7.Path) int {
 }
 
 // enter binds occurrence (or repetition) i of p, and the group's segments to the same
-// occurrence; the returned function undoes it.
-func (st *state) enter(p hl7.Path, i int, group []string) func() {
+// occurrence; leave(p, mark) with the mark it returns undoes it.
+func (st *state) enter(p hl7.Path, i int, group []string) (mark int) {
+	st.rebinds++
 	if p.Field > 0 {
 		st.reps = append(st.reps, binding{seg: p.Segment, field: p.Field, n: i})
-		return func() { st.reps = st.reps[:len(st.reps)-1] }
+		return len(st.reps) - 1
 	}
-	n := len(st.occ)
+	mark = len(st.occ)
 	st.occ = append(st.occ, binding{seg: p.Segment, n: i})
 	for _, g := range group {
 		st.occ = append(st.occ, binding{seg: g, n: i})
 	}
-	return func() { st.occ = st.occ[:n] }
+	return mark
+}
+
+func (st *state) leave(p hl7.Path, mark int) {
+	st.rebinds++
+	if p.Field > 0 {
+		st.reps = st.reps[:mark]
+	} else {
+		st.occ = st.occ[:mark]
+	}
+}
+
+// getField is get for a fieldValue node. A path that several nodes read (orm_o01 reads OBR-4.1
+// nineteen times: the procedure's every column is a lookup by it) is read once while the
+// bindings of each: stay as they are: its value, boxed, and where it was read are kept, and each
+// later read remembers that read again, as reading it again would.
+func (st *state) getField(f fieldValue) any {
+	slot := st.m.shared[f.index]
+	if slot < 0 {
+		return st.get(f.p)
+	}
+	if st.kept == nil {
+		st.kept = make([]keptRead, st.m.nkept)
+	}
+	k := &st.kept[slot]
+	if k.rebinds != st.rebinds {
+		p := st.resolve(f.p)
+		k.rebinds, k.at, k.value = st.rebinds, readAtOf(p), st.msg.GetPath(p)
+	}
+	st.last = k.at
+	st.noteLast(k.value != "")
+	return k.value
+}
+
+// keptRead is a read getField keeps: where, the value, and under which bindings (state.rebinds).
+type keptRead struct {
+	rebinds uint32
+	at      readAt
+	value   any
 }
 
 // get reads the decoded value at p (bindings applied) and remembers where it read.
@@ -183,11 +266,11 @@ func (e *Error) Detail() hl7.ErrorDetail {
 func (st *state) dataTypeError(value, format string, args ...any) error {
 	e := &Error{Code: hl7.CodeDataType, Text: fmt.Sprintf(format, args...)}
 	if st.read {
-		e.Path = st.last
+		e.Path = st.last.path()
 	}
 	for i := st.nread - 1; i >= 0 && i >= st.nread-maxReads; i-- {
-		if r := st.reads[i%maxReads]; r.value == value {
-			e.Path = r.path
+		if p := st.reads[i%maxReads].path(); st.msg.GetPath(p) == value {
+			e.Path = p
 			break
 		}
 	}

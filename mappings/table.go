@@ -21,6 +21,11 @@ type Table struct {
 	Default map[string]string
 	Rows    map[string]map[string]string
 
+	// rows and defaultRow are Rows and Default with every value already in an interface, as
+	// the mapping functions return them: a lookup then costs no allocation.
+	rows       map[string]map[string]any
+	defaultRow map[string]any
+
 	digest [32]byte
 }
 
@@ -76,8 +81,26 @@ func parseTable(file string, data []byte) (*Table, Problems) {
 	if len(probs) > 0 {
 		return nil, probs
 	}
-	return &Table{Name: tf.Table, Description: tf.Description, Missing: tf.Missing,
-		Default: tf.Default, Rows: tf.Rows, digest: sha256.Sum256(data)}, nil
+	t := &Table{Name: tf.Table, Description: tf.Description, Missing: tf.Missing,
+		Default: tf.Default, Rows: tf.Rows, digest: sha256.Sum256(data)}
+	t.rows = make(map[string]map[string]any, len(t.Rows))
+	for k, row := range t.Rows {
+		t.rows[k] = anyRow(row)
+	}
+	t.defaultRow = anyRow(t.Default)
+	return t, nil
+}
+
+// anyRow is row with its values as interfaces; nil for nil.
+func anyRow(row map[string]string) map[string]any {
+	if row == nil {
+		return nil
+	}
+	out := make(map[string]any, len(row))
+	for k, v := range row {
+		out[k] = v
+	}
+	return out
 }
 
 // DirFS is the directory dir as a layer of mappings; problems name its files by their path.

@@ -25,13 +25,26 @@ type literal struct{ v any }
 
 func (l literal) eval(*state) (any, error) { return l.v, nil }
 
-// expression is an expr-lang program; where says where it is written (for errors).
+// expression is an expr-lang program; where says where it is written (for errors). direct is
+// its direct form (direct.go), when it has one.
 type expression struct {
-	prog  *vm.Program
-	where string
+	prog   *vm.Program
+	direct node
+	where  string
 }
 
 func (e *expression) eval(st *state) (any, error) {
+	if e.direct != nil {
+		if out, err, ok := e.evalDirect(st); ok {
+			if err != nil {
+				return nil, st.fail(err, e.where)
+			}
+			return out, nil
+		}
+	}
+	if st.env == nil { // an inbound mapping's: made when the first expression needs the VM
+		st.env = map[string]any{"ctx": st}
+	}
 	out, err := st.vm.Run(e.prog, st.env)
 	if err != nil {
 		return nil, st.fail(err, e.where)
@@ -63,9 +76,9 @@ func (o *object) eval(st *state) (any, error) {
 	n := st.count(*o.each)
 	var list []any
 	for i := 1; i <= n; i++ {
-		restore := st.enter(*o.each, i, o.group)
+		mark := st.enter(*o.each, i, o.group)
 		v, err := o.once(st)
-		restore()
+		st.leave(*o.each, mark)
 		if err != nil {
 			return nil, err
 		}
@@ -127,7 +140,11 @@ func (l *list) eval(st *state) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch v := prune(v).(type) {
+		v = prune(v)
+		if v != nil && out == nil {
+			out = make([]any, 0, len(l.items)) // room for one value per item, the usual case
+		}
+		switch v := v.(type) {
 		case nil:
 		case []any:
 			out = append(out, v...)
@@ -192,6 +209,7 @@ type compiler struct {
 	problems []Problem
 	paths    []hl7.Path // the path table v(ctx, i) reads from
 	pathIdx  map[string]int
+	readers  []int          // by index in paths: how many fieldValue nodes read the path
 	out      *outboundScope // set while compiling an outbound mapping
 }
 
@@ -364,11 +382,38 @@ func (c *compiler) scalar(n ast.Node, s, path string) node {
 	return literal{nil}
 }
 
-// fieldValue is an expression that is only a field path (`=PID-3.1`), the commonest kind: it
-// reads the field without starting the expression VM.
-type fieldValue struct{ p hl7.Path }
+// fieldValue is an expression that is only a field path (`=PID-3.1`), the commonest kind, or
+// a path inside a direct form: it reads the field without starting the expression VM.
+type fieldValue struct {
+	p     hl7.Path
+	index int // of p in the mapping's path table (Mapping.paths)
+}
 
-func (f fieldValue) eval(st *state) (any, error) { return st.get(f.p), nil }
+func (f fieldValue) eval(st *state) (any, error) { return st.getField(f), nil }
+
+// pathRead returns the node reading p, the path at index in the path table, and counts it: a
+// path that several nodes read is kept once read (Mapping.shared).
+func (c *compiler) pathRead(p hl7.Path, index int) fieldValue {
+	for len(c.readers) <= index {
+		c.readers = append(c.readers, 0)
+	}
+	c.readers[index]++
+	return fieldValue{p, index}
+}
+
+// sharedReads gives each path that more than one fieldValue node reads a slot in state.kept
+// (Mapping.shared, -1 for the others), and says how many slots there are.
+func (c *compiler) sharedReads() (slots []int, n int) {
+	slots = make([]int, len(c.paths))
+	for i := range slots {
+		slots[i] = -1
+		if i < len(c.readers) && c.readers[i] > 1 {
+			slots[i] = n
+			n++
+		}
+	}
+	return slots, n
+}
 
 // fieldRead returns a fieldValue when src is exactly one field path, else nil.
 func (c *compiler) fieldRead(src string) node {
@@ -379,7 +424,7 @@ func (c *compiler) fieldRead(src string) node {
 	if err != nil || p.Field == 0 {
 		return nil // the expression compiler reports it
 	}
-	return fieldValue{p}
+	return c.pathRead(p, c.pathIndex(src, p))
 }
 
 // expr compiles an expression after rewriting it: HL7 paths become reads of the message, and
@@ -399,7 +444,11 @@ func (c *compiler) expr(n ast.Node, src, path string) *expression {
 		c.problem(n, path, "expression %q: %s", strings.TrimSpace(src), firstLine(err.Error()))
 		return nil
 	}
-	return &expression{prog: prog, where: c.where(n, path)}
+	e := &expression{prog: prog, where: c.where(n, path)}
+	if c.out == nil {
+		e.direct = c.directForm(prog.Node())
+	}
+	return e
 }
 
 func firstLine(s string) string {
