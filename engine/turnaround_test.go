@@ -82,7 +82,7 @@ func TestTurnaroundClocks(t *testing.T) {
 	metrics := engine.NewTurnaroundMetrics(reg)
 	deriver := &engine.StudyDeriver{Store: h.st, Validator: v, Settle: time.Second, Zone: time.UTC,
 		Now: clock.now, ObserveTurnaround: metrics.Observe}
-	intake := &engine.Intake{Store: h.st, Dir: t.TempDir(), Linker: &engine.Linker{Resources: h.st, Links: h.st}}
+	intake := &engine.Intake{Store: h.st, Dir: t.TempDir(), Linker: &engine.Linker{Resources: h.st, Links: h.st, Now: clock.now}}
 	storeStudy := func(uid, accession string) {
 		t.Helper()
 		tmp := filepath.Join(intake.Dir, "incoming")
