@@ -219,10 +219,13 @@ func TestDelivererOrderRetryDeadLetter(t *testing.T) {
 		"final":       {nil},
 	}
 	answered := map[string]int{}
+	var mu sync.Mutex // the deliverer's workers send at once
 	dl := &engine.Deliverer{Outbox: h.st, Now: func() time.Time { return clock },
 		Destination: func(string) (engine.ResultDestination, bool) { return dest, true },
 		Retry:       engine.RetryPolicy{First: time.Minute},
 		Transport: func(_ context.Context, _ engine.ResultDestination, d *engine.Delivery) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
 			p := string(d.Payload)
 			sent = append(sent, p)
 			kind, _, _ := strings.Cut(p, "|")
