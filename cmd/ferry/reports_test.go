@@ -113,6 +113,25 @@ func (p *ferryProcess) request(t *testing.T, method, path, contentType string, b
 	return resp.StatusCode, b
 }
 
+// orderAll sends msgs over MLLP (mllp_send, one connection) and fails unless each is answered AA.
+func (p *ferryProcess) orderAll(t *testing.T, msgs ...string) {
+	t.Helper()
+	for i, code := range mllpSendAll(t, p.MLLPAddr, msgs...) {
+		if code != "AA" {
+			t.Fatalf("order %d: %s, want AA", i+1, code)
+		}
+	}
+}
+
+// postReport posts the reading platform's DiagnosticReport (reportBody) and fails unless it is
+// answered with the HTTP status want.
+func (p *ferryProcess) postReport(t *testing.T, status, accession, text string, want int) {
+	t.Helper()
+	if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody(status, accession, text)); code != want {
+		t.Fatalf("POST %s report for %s: HTTP %d, want %d: %s", status, accession, code, want, body)
+	}
+}
+
 // reportBody is the reading platform's DiagnosticReport for an order by its accession.
 func reportBody(status, accession, text string) []byte {
 	return []byte(`{"resourceType":"DiagnosticReport","status":"` + status + `",
@@ -143,9 +162,7 @@ delivery:
   retry_first: 200ms
   retry_max: 1s
 `})
-	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("R1", "NW", "PLR1", "SC", "ACCR1", "71260", "CT", "20261127", "000777")); codes[0] != "AA" {
-		t.Fatalf("order: %v", codes)
-	}
+	p.orderAll(t, ordersORM("R1", "NW", "PLR1", "SC", "ACCR1", "71260", "CT", "20261127", "000777"))
 	steps := []struct{ status, text, obr25 string }{
 		{"preliminary", "No acute cardiopulmonary process.", "P"},
 		{"final", "No acute cardiopulmonary process.\nHeart size normal.", "F"},
@@ -251,19 +268,13 @@ delivery:
 `
 	db := freshPostgresSchema(t, dir)
 	p := startFerry(t, db, dir, serveOptions{Config: config})
-	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("K1", "NW", "PLK1", "SC", "ACCK1", "71260", "CT", "20261127", "000888")); codes[0] != "AA" {
-		t.Fatalf("order: %v", codes)
-	}
-	if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("preliminary", "ACCK1", "Preliminary read.")); code != 201 {
-		t.Fatalf("preliminary: HTTP %d %s", code, body)
-	}
+	p.orderAll(t, ordersORM("K1", "NW", "PLK1", "SC", "ACCK1", "71260", "CT", "20261127", "000888"))
+	p.postReport(t, "preliminary", "ACCK1", "Preliminary read.", 201)
 	time.Sleep(500 * time.Millisecond) // a few failed attempts
 	p.Kill()
 
 	p = startFerry(t, db, dir, serveOptions{Config: config})
-	if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("final", "ACCK1", "Final read.")); code != 200 {
-		t.Fatalf("final: HTTP %d %s", code, body)
-	}
+	p.postReport(t, "final", "ACCK1", "Final read.", 200)
 	var pending struct {
 		Deliveries []struct {
 			Attempts  int    `json:"attempts"`
@@ -308,14 +319,10 @@ delivery:
   retry_max: 200ms
   timeout: 1s
 `})
-	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("D1", "NW", "PLD1", "SC", "ACCD1", "71260", "CT", "20261127", "000901"),
-		ordersORM("D2", "NW", "PLD2", "SC", "ACCD2", "71260", "CT", "20261127", "000902")); codes[0] != "AA" || codes[1] != "AA" {
-		t.Fatalf("orders: %v", codes)
-	}
+	p.orderAll(t, ordersORM("D1", "NW", "PLD1", "SC", "ACCD1", "71260", "CT", "20261127", "000901"),
+		ordersORM("D2", "NW", "PLD2", "SC", "ACCD2", "71260", "CT", "20261127", "000902"))
 	// Patient 901's preliminary: AE (retried), then AR (dead).
-	if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("preliminary", "ACCD1", "First read.")); code != 201 {
-		t.Fatalf("preliminary: HTTP %d %s", code, body)
-	}
+	p.postReport(t, "preliminary", "ACCD1", "First read.", 201)
 	type listed struct {
 		Deliveries []struct {
 			ID        int64  `json:"id"`
@@ -333,9 +340,7 @@ delivery:
 		t.Errorf("dead letter: %+v, want 2 attempts and the AR kept", d)
 	}
 	// Patient 902's final: the EHR says nothing; after the timeout it is sent again and taken.
-	if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("final", "ACCD2", "Final read.")); code != 201 {
-		t.Fatalf("final: HTTP %d %s", code, body)
-	}
+	p.postReport(t, "final", "ACCD2", "Final read.", 201)
 	waitFor(t, "the unanswered final sent again", func() bool { return len(ehr.messages(t)) >= 4 })
 	// The analyst replays the dead letter.
 	if code := p.post(t, "/api/v1/deliveries/"+strconv.FormatInt(dead.Deliveries[0].ID, 10)+"/replay",
@@ -409,12 +414,8 @@ delivery:
   retry_first: 100ms
   retry_max: 200ms
 `})
-	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("X1", "NW", "PLX1", "SC", "ACCX1", "71260", "CT", "20261127", "000931")); codes[0] != "AA" {
-		t.Fatalf("order: %v", codes)
-	}
-	if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", reportBody("final", "ACCX1", "Final read.")); code != 201 {
-		t.Fatalf("final: HTTP %d %s", code, body)
-	}
+	p.orderAll(t, ordersORM("X1", "NW", "PLX1", "SC", "ACCX1", "71260", "CT", "20261127", "000931"))
+	p.postReport(t, "final", "ACCX1", "Final read.", 201)
 	type listed struct {
 		Deliveries []struct {
 			ID             int64  `json:"id"`
@@ -527,16 +528,9 @@ delivery:
 		}
 		orders = append(orders, m)
 	}
-	for _, code := range mllpSendAll(t, p.MLLPAddr, orders...) {
-		if code != "AA" {
-			t.Fatalf("orders: %s", code)
-		}
-	}
+	p.orderAll(t, orders...)
 	for i := range all {
-		if code, body := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json",
-			reportBody("final", "ACCH"+strconv.Itoa(i), "Final read.")); code != 201 {
-			t.Fatalf("report %d: HTTP %d %s", i, code, body)
-		}
+		p.postReport(t, "final", "ACCH"+strconv.Itoa(i), "Final read.", 201)
 	}
 	posted := time.Now()
 	waitFor(t, "St John's reports", func() bool { return len(stjohns.messages(t)) == 3 })

@@ -60,9 +60,7 @@ delivery:
 	p := startFerry(t, db, dir, serveOptions{Config: config})
 
 	// The order.
-	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("S1", "NW", "PLS9", "SC", "ACCS9", "71260", "CT", "20261127", "000779")); codes[0] != "AA" {
-		t.Fatalf("order: %v", codes)
-	}
+	p.orderAll(t, ordersORM("S1", "NW", "PLS9", "SC", "ACCS9", "71260", "CT", "20261127", "000779"))
 	// Its study, linked by its accession number and published as an ImagingStudy.
 	src, err := os.ReadFile(filepath.Join(corpus, "dicom", "pydicom-debian", "test_files__MR_small.dcm"))
 	if err != nil {
