@@ -149,25 +149,35 @@ func finishDelivery(t *testing.T, st OutboxStore, id int64, o engine.DeliveryOut
 func checkDelivery(t *testing.T, got, want *engine.Delivery) {
 	t.Helper()
 	g, w := *got, *want
-	for _, tm := range []struct {
-		name      string
-		got, want *time.Time
-	}{
+	checkInstants(t, fmt.Sprintf("delivery %d", got.ID), []instant{
 		{"NextAttemptAt", &g.NextAttemptAt, &w.NextAttemptAt},
 		{"LeaseUntil", &g.LeaseUntil, &w.LeaseUntil},
 		{"CreatedAt", &g.CreatedAt, &w.CreatedAt},
 		{"DeliveredAt", &g.DeliveredAt, &w.DeliveredAt},
-	} {
-		if !tm.got.Equal(*tm.want) || tm.got.IsZero() != tm.want.IsZero() {
-			t.Errorf("delivery %d: %s = %s, want %s", got.ID, tm.name, *tm.got, *tm.want)
-		}
-		if !tm.got.IsZero() && tm.got.Location() != time.UTC {
-			t.Errorf("delivery %d: %s %s is not in UTC", got.ID, tm.name, *tm.got)
-		}
-		*tm.got, *tm.want = time.Time{}, time.Time{}
-	}
+	})
 	if !reflect.DeepEqual(g, w) {
 		t.Errorf("Delivery = %+v,\nwant %+v", g, w)
+	}
+}
+
+// instant is a time field of a value read back (got) and of the value expected (want).
+type instant struct {
+	name      string
+	got, want *time.Time
+}
+
+// checkInstants compares each field as an instant (the zero time for unset ones) that must come
+// back in UTC, then zeroes both, so that the values can be compared whole after.
+func checkInstants(t *testing.T, what string, fields []instant) {
+	t.Helper()
+	for _, f := range fields {
+		if !f.got.Equal(*f.want) || f.got.IsZero() != f.want.IsZero() {
+			t.Errorf("%s: %s = %s, want %s", what, f.name, *f.got, *f.want)
+		}
+		if !f.got.IsZero() && f.got.Location() != time.UTC {
+			t.Errorf("%s: %s %s is not in UTC", what, f.name, *f.got)
+		}
+		*f.got, *f.want = time.Time{}, time.Time{}
 	}
 }
 

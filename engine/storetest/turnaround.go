@@ -86,24 +86,13 @@ func readTurnaround(t *testing.T, st TurnaroundStore, srID string) *engine.Turna
 func checkTurnaround(t *testing.T, got, want *engine.Turnaround) {
 	t.Helper()
 	g, w := *got, *want
-	for _, tm := range []struct {
-		name      string
-		got, want *time.Time
-	}{
+	checkInstants(t, "turnaround of "+want.ServiceRequestID, []instant{
 		{"OrderedAt", &g.OrderedAt, &w.OrderedAt},
 		{"StudyAt", &g.StudyAt, &w.StudyAt},
 		{"PreliminaryAt", &g.PreliminaryAt, &w.PreliminaryAt},
 		{"FinalAt", &g.FinalAt, &w.FinalAt},
 		{"ClosedAt", &g.ClosedAt, &w.ClosedAt},
-	} {
-		if !tm.got.Equal(*tm.want) || tm.got.IsZero() != tm.want.IsZero() {
-			t.Errorf("turnaround of %s: %s = %s, want %s", want.ServiceRequestID, tm.name, *tm.got, *tm.want)
-		}
-		if !tm.got.IsZero() && tm.got.Location() != time.UTC {
-			t.Errorf("turnaround of %s: %s %s is not in UTC", want.ServiceRequestID, tm.name, *tm.got)
-		}
-		*tm.got, *tm.want = time.Time{}, time.Time{}
-	}
+	})
 	if !reflect.DeepEqual(g, w) {
 		t.Errorf("Turnaround = %+v,\nwant %+v", g, w)
 	}
