@@ -132,6 +132,11 @@ delivery:
 	if got[0].Value("MSH-10") != got[1].Value("MSH-10") {
 		t.Errorf("the preliminary's retry has MSH-10 %q, its first attempt %q", got[1].Value("MSH-10"), got[0].Value("MSH-10"))
 	}
+	chicago, err := time.LoadLocation("America/Chicago")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chicagoNow := time.Now().In(chicago).Format("-0700")
 	seen := map[string]bool{}
 	for i, m := range got[1:] {
 		s := steps[i]
@@ -154,11 +159,12 @@ delivery:
 		if text := strings.Join(obxTexts(m), "\n"); text != s.text {
 			t.Errorf("%s ORU: the OBX lines say %q, want %q", s.status, text, s.text)
 		}
-		if issued := m.Value("OBR-22"); len(issued) < 19 || !strings.HasSuffix(issued, "-0600") {
-			t.Errorf("%s ORU: OBR-22 %q, want the issue time in Chicago's winter offset", s.status, issued)
+		// Issued and sent just now: Chicago's offset today (-0600, or -0500 in summer).
+		if issued := m.Value("OBR-22"); len(issued) < 19 || !strings.HasSuffix(issued, chicagoNow) {
+			t.Errorf("%s ORU: OBR-22 %q, want the issue time at Chicago's offset %s", s.status, issued, chicagoNow)
 		}
-		if at := m.Value("MSH-7"); !strings.HasSuffix(at, "-0600") {
-			t.Errorf("%s ORU: MSH-7 %q, want the hospital's time zone", s.status, at)
+		if at := m.Value("MSH-7"); !strings.HasSuffix(at, chicagoNow) {
+			t.Errorf("%s ORU: MSH-7 %q, want the hospital's time zone (%s)", s.status, at, chicagoNow)
 		}
 	}
 
