@@ -65,9 +65,9 @@ func (c *compiler) directForm(n exprast.Node) node {
 		}
 		switch n.Operator {
 		case "==":
-			return &equal{l: l, r: r}
+			return &binary{l: l, r: r, op: equal}
 		case "!=":
-			return &not{x: &equal{l: l, r: r}}
+			return &not{x: &binary{l: l, r: r, op: equal}}
 		case "&&", "and":
 			return &and{l: l, r: r}
 		case "||", "or":
@@ -191,21 +191,10 @@ func (n *not) eval(st *state) (any, error) {
 }
 
 // equal is l == r as expr compares values of unknown type.
-type equal struct{ l, r node }
+func equal(l, r any) any { return runtime.Equal(l, r) }
 
-func (n *equal) eval(st *state) (any, error) {
-	l, err := n.l.eval(st)
-	if err != nil {
-		return nil, err
-	}
-	r, err := n.r.eval(st)
-	if err != nil {
-		return nil, err
-	}
-	return runtime.Equal(l, r), nil
-}
-
-// binary is an operator of expr's runtime (+, in), which panics on operands it does not take.
+// binary is an operator of expr's runtime (==, +, in); + and in panic on operands they do not
+// take.
 type binary struct {
 	l, r node
 	op   func(a, b any) any

@@ -95,13 +95,27 @@ func TestServeStoresInstances(t *testing.T) {
 	}
 }
 
+// storeModified gives file the DICOM attributes args say (dcmtk's dcmodify: "-m"/"-i" and
+// "(gggg,eeee)=value" pairs, changed in place) and sends it to p with dcmtk's storescu.
+func (p *ferryProcess) storeModified(t *testing.T, file string, args ...string) {
+	t.Helper()
+	dcmodify, storescu := requirePeer(t, "dcmodify", "dcmtk"), requirePeer(t, "storescu", "dcmtk")
+	if out, err := exec.Command(dcmodify, append(append([]string{"-nb"}, args...), file)...).CombinedOutput(); err != nil {
+		t.Fatalf("dcmodify: %v\n%s", err, out)
+	}
+	host, port, _ := net.SplitHostPort(p.DICOMAddr)
+	if out, err := exec.Command(storescu, "-aec", "FERRY", host, port, file).CombinedOutput(); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+}
+
 // TestStudyLinkedToItsOrder: an order over MLLP, then a study from storescu that dcmodify gave
 // the order's accession number and patient ID: Ferry links the study to that order (issue 4,
 // rule 1), and says so in its log.
 func TestStudyLinkedToItsOrder(t *testing.T) {
 	t.Parallel()
-	storescu := requirePeer(t, "storescu", "dcmtk")
-	dcmodify := requirePeer(t, "dcmodify", "dcmtk")
+	requirePeer(t, "storescu", "dcmtk") // before Ferry starts: skipped at once without them
+	requirePeer(t, "dcmodify", "dcmtk")
 	corpus := requireCorpus(t)
 	dir := t.TempDir()
 	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{Config: `
@@ -124,15 +138,9 @@ linking:
 		t.Fatal(err)
 	}
 	// A new study for the order: its accession, its patient, and a Study UID of its own.
-	if out, err := exec.Command(dcmodify, "-nb", "-m", "(0008,0050)=ACCS1", "-m", "(0010,0020)=000777", "-m", "(0010,0010)=DOE^JANE",
+	p.storeModified(t, file, "-m", "(0008,0050)=ACCS1", "-m", "(0010,0020)=000777", "-m", "(0010,0010)=DOE^JANE",
 		"-m", "(0010,0030)=19800102", "-m", "(0010,0040)=F", "-m", "(0020,000d)=1.2.826.0.1.3680043.10.77.1",
-		"-m", "(0020,000e)=1.2.826.0.1.3680043.10.77.1.1", "-m", "(0008,0018)=1.2.826.0.1.3680043.10.77.1.1.1", file).CombinedOutput(); err != nil {
-		t.Fatalf("dcmodify: %v\n%s", err, out)
-	}
-	host, port, _ := net.SplitHostPort(p.DICOMAddr)
-	if out, err := exec.Command(storescu, "-aec", "FERRY", host, port, file).CombinedOutput(); err != nil {
-		t.Fatalf("storescu: %v\n%s", err, out)
-	}
+		"-m", "(0020,000e)=1.2.826.0.1.3680043.10.77.1.1", "-m", "(0008,0018)=1.2.826.0.1.3680043.10.77.1.1.1")
 	waitFor(t, "the study to be linked", func() bool {
 		log := p.stderr.String()
 		return strings.Contains(log, `msg="study linked" study_uid=1.2.826.0.1.3680043.10.77.1 status=linked rule=accession`)
@@ -179,14 +187,9 @@ linking:
 	// A second study of the patient, without an accession, its MRN written without zeros and
 	// the name as the console typed it: linked by patient ID; QIDO-RS finds both under the MRN
 	// and answers with the patient as Ferry knows her.
-	if out, err := exec.Command(dcmodify, "-nb", "-i", "(0008,0050)=", "-i", "(0010,0020)=777", "-i", "(0010,0021)=STMARYS",
+	p.storeModified(t, file, "-i", "(0008,0050)=", "-i", "(0010,0020)=777", "-i", "(0010,0021)=STMARYS",
 		"-i", "(0010,0010)=Doe, Jane", "-i", "(0020,000d)=1.2.826.0.1.3680043.10.77.2",
-		"-i", "(0020,000e)=1.2.826.0.1.3680043.10.77.2.1", "-i", "(0008,0018)=1.2.826.0.1.3680043.10.77.2.1.1", file).CombinedOutput(); err != nil {
-		t.Fatalf("dcmodify: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(storescu, "-aec", "FERRY", host, port, file).CombinedOutput(); err != nil {
-		t.Fatalf("storescu: %v\n%s", err, out)
-	}
+		"-i", "(0020,000e)=1.2.826.0.1.3680043.10.77.2.1", "-i", "(0008,0018)=1.2.826.0.1.3680043.10.77.2.1.1")
 	waitFor(t, "the second study to be linked", func() bool {
 		return strings.Contains(p.stderr.String(), `msg="study linked" study_uid=1.2.826.0.1.3680043.10.77.2 status=linked rule=patient-id`)
 	})
@@ -205,14 +208,9 @@ linking:
 
 	// A study of someone Ferry does not know is held for a person, who links it; then it is
 	// published like the others.
-	if out, err := exec.Command(dcmodify, "-nb", "-i", "(0010,0020)=X-1", "-i", "(0010,0021)=", "-i", "(0010,0010)=NOBODY^KNOWN",
+	p.storeModified(t, file, "-i", "(0010,0020)=X-1", "-i", "(0010,0021)=", "-i", "(0010,0010)=NOBODY^KNOWN",
 		"-i", "(0010,0030)=19011231", "-i", "(0020,000d)=1.2.826.0.1.3680043.10.77.3",
-		"-i", "(0020,000e)=1.2.826.0.1.3680043.10.77.3.1", "-i", "(0008,0018)=1.2.826.0.1.3680043.10.77.3.1.1", file).CombinedOutput(); err != nil {
-		t.Fatalf("dcmodify: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(storescu, "-aec", "FERRY", host, port, file).CombinedOutput(); err != nil {
-		t.Fatalf("storescu: %v\n%s", err, out)
-	}
+		"-i", "(0020,000e)=1.2.826.0.1.3680043.10.77.3.1", "-i", "(0008,0018)=1.2.826.0.1.3680043.10.77.3.1.1")
 	var open struct {
 		Items []struct {
 			Study struct {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,8 +25,8 @@ import (
 // amendment arrives, with the MSH-10 its attempts share.
 func TestReportScenario(t *testing.T) {
 	t.Parallel()
-	storescu := requirePeer(t, "storescu", "dcmtk")
-	dcmodify := requirePeer(t, "dcmodify", "dcmtk")
+	requirePeer(t, "storescu", "dcmtk") // before Ferry starts: skipped at once without them
+	requirePeer(t, "dcmodify", "dcmtk")
 	corpus := requireCorpus(t)
 	dir := t.TempDir()
 	ehr := startEHR(t, dir, "AE")
@@ -71,14 +70,8 @@ delivery:
 		t.Fatal(err)
 	}
 	const studyUID = "1.2.826.0.1.3680043.10.77.9"
-	if out, err := exec.Command(dcmodify, "-nb", "-m", "(0008,0050)=ACCS9", "-m", "(0010,0020)=000779", "-m", "(0010,0010)=DOE^JANE",
-		"-m", "(0020,000d)="+studyUID, "-m", "(0020,000e)="+studyUID+".1", "-m", "(0008,0018)="+studyUID+".1.1", file).CombinedOutput(); err != nil {
-		t.Fatalf("dcmodify: %v\n%s", err, out)
-	}
-	host, port, _ := net.SplitHostPort(p.DICOMAddr)
-	if out, err := exec.Command(storescu, "-aec", "FERRY", host, port, file).CombinedOutput(); err != nil {
-		t.Fatalf("storescu: %v\n%s", err, out)
-	}
+	p.storeModified(t, file, "-m", "(0008,0050)=ACCS9", "-m", "(0010,0020)=000779", "-m", "(0010,0010)=DOE^JANE",
+		"-m", "(0020,000d)="+studyUID, "-m", "(0020,000e)="+studyUID+".1", "-m", "(0008,0018)="+studyUID+".1.1")
 	waitFor(t, "the ImagingStudy", func() bool {
 		return len(p.fhirSearch(t, "ImagingStudy", url.Values{"identifier": {"urn:dicom:uid|urn:oid:" + studyUID}})) == 1
 	})
