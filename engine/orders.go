@@ -43,7 +43,8 @@ type Processor struct {
 	Now     func() time.Time // default time.Now
 
 	// valid remembers content that passed validation: the same ordering physician, the same
-	// patient on a second order, validate once (google/fhir costs ~150µs a resource).
+	// patient on a second order, validate once (google/fhir costs ~150µs a resource); and the
+	// heads (id, meta) validated per type and mapping version.
 	valid validCache
 }
 
@@ -210,22 +211,38 @@ func (p *Processor) validatePlan(pl *plan) error {
 		if err != nil {
 			return err
 		}
-		h := sha256.New()
-		h.Write([]byte(r.typ))
-		h.Write(b)
-		var key [32]byte
-		h.Sum(key[:0])
+		key := validKey(r.typ, b)
 		if p.valid.has(key) {
 			continue
 		}
-		body := withHead(r.typ, placeholderID, 1, pl.now, pl.mappingVersion, b)
+		// The head (id, meta) is Ferry's, not the mapping's: its values change per write but
+		// not its form, which depends on the type and the mapping version alone. It is
+		// validated with the first content of each, and the content alone after that.
+		head := validKey(r.typ, []byte("\x00head\x00"+pl.mappingVersion))
+		var body []byte
+		if p.valid.has(head) {
+			body = withType(r.typ, b)
+		} else {
+			body = withHead(r.typ, placeholderID, 1, pl.now, pl.mappingVersion, b)
+		}
 		if err := p.Validator.Validate(body); err != nil {
 			return &ProcessError{Detail: hl7.ErrorDetail{Code: hl7.CodeDataType, Severity: "E",
 				Text: "the mapped " + r.typ + " is not valid FHIR R4: " + limit(err.Error(), 300)}}
 		}
 		p.valid.add(key)
+		p.valid.add(head)
 	}
 	return nil
+}
+
+// validKey is the validCache key of typ with content b.
+func validKey(typ string, b []byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(typ))
+	h.Write(b)
+	var key [32]byte
+	h.Sum(key[:0])
+	return key
 }
 
 // draft is a resource a plan may write, with placeholder references where the ids are not
@@ -285,6 +302,23 @@ func resourceJSON(typ, id string, version int64, updated time.Time, source strin
 	return withHead(typ, id, version, updated, source, body), nil
 }
 
+// withType puts resourceType alone in front of a content object already rendered.
+func withType(typ string, body []byte) []byte {
+	b := make([]byte, 0, len(body)+40)
+	b = append(b, `{"resourceType":`...)
+	b = appendJSONString(b, typ)
+	return appendFields(b, body)
+}
+
+// appendFields ends the object begun in b with the fields of the object body.
+func appendFields(b, body []byte) []byte {
+	if len(body) > 2 {
+		b = append(b, ',')
+		return append(b, body[1:]...)
+	}
+	return append(b, '}')
+}
+
 // withHead puts resourceType, id and meta in front of a content object already rendered.
 func withHead(typ, id string, version int64, updated time.Time, source string, body []byte) []byte {
 	b := make([]byte, 0, len(body)+160)
@@ -301,13 +335,7 @@ func withHead(typ, id string, version int64, updated time.Time, source string, b
 	b = append(b, `,"versionId":`...)
 	b = appendJSONString(b, strconv.FormatInt(version, 10))
 	b = append(b, '}')
-	if len(body) > 2 {
-		b = append(b, ',')
-		b = append(b, body[1:]...)
-	} else {
-		b = append(b, '}')
-	}
-	return b
+	return appendFields(b, body)
 }
 
 // fhirInstant is FHIR's instant with milliseconds, in UTC.

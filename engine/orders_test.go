@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/ferryhealth/ferry/adapters/sqlite"
@@ -675,5 +676,94 @@ func TestImagingStudyDerived(t *testing.T) {
 	}
 	if is = derive(1); is["status"] != "entered-in-error" {
 		t.Errorf("after unlinking, status %v", is["status"])
+	}
+}
+
+// recordingValidator is the real validator, keeping what it was given.
+type recordingValidator struct {
+	v      *fhir.Validator
+	mu     sync.Mutex
+	bodies []string
+}
+
+func (r *recordingValidator) Validate(body []byte) error {
+	r.mu.Lock()
+	r.bodies = append(r.bodies, string(body))
+	r.mu.Unlock()
+	return r.v.Validate(body)
+}
+
+// taken returns what was validated since the last call, as "Type" or "Type+head".
+func (r *recordingValidator) taken() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, b := range r.bodies {
+		var head struct {
+			ResourceType string          `json:"resourceType"`
+			Meta         json.RawMessage `json:"meta"`
+		}
+		if err := json.Unmarshal([]byte(b), &head); err != nil {
+			panic(err)
+		}
+		if head.Meta != nil {
+			head.ResourceType += "+head"
+		}
+		out = append(out, head.ResourceType)
+	}
+	r.bodies = nil
+	return out
+}
+
+// TestValidationOfTheHead: every new content is validated; Ferry's head (id, meta) with the
+// first content of each type and mapping version, not again; a facility's own mapping version
+// has its head validated once too.
+func TestValidationOfTheHead(t *testing.T) {
+	t.Parallel()
+	shipped, err := fs.ReadFile(mappings.Shipped(), "orm_o01.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := strings.Replace(string(shipped), "\nversion: 1\n", "\nversion: 2\n", 1)
+	set, err := mappings.Load(mappings.Source{Base: []fs.FS{mappings.Shipped()},
+		Facilities: map[string]fs.FS{"STJOHNS": fstest.MapFS{"orm_o01.yaml": {Data: []byte(v2)}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := fhir.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordingValidator{v: v}
+	p := &engine.Processor{Mappings: func() engine.MappingSource { return set }, Validator: rec}
+	plan := func(msh string, i int) {
+		t.Helper()
+		m, err := hl7.Parse([]byte(strings.Join([]string{strings.Replace(msh, "CTRL", fmt.Sprint("H", i), 1),
+			pidFor(fmt.Sprintf("%06d", i), "DOE^JANE"),
+			"ORC|NW|PL" + fmt.Sprint(i) + "^RIS|||SC||^^^20261127093000^^R||20261127082500|||1001^SMITH^ROBERT",
+			obr("PL"+fmt.Sprint(i), "ACC"+fmt.Sprint(i))}, "\r")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pl, err := p.Plan(m); err != nil || pl == nil {
+			t.Fatalf("plan: %v", err)
+		}
+	}
+	stJohns := strings.Replace(mshORM, "|STMARYS|", "|STJOHNS|", 1)
+	for _, step := range []struct {
+		msh  string
+		i    int
+		want []string
+	}{
+		{mshORM, 1, []string{"Patient+head", "Practitioner+head", "ServiceRequest+head"}},
+		{mshORM, 2, []string{"Patient", "ServiceRequest"}}, // the physician's content is known
+		{mshORM, 1, nil}, // all known
+		{stJohns, 3, []string{"Patient+head", "ServiceRequest+head"}},
+		{stJohns, 4, []string{"Patient", "ServiceRequest"}},
+	} {
+		plan(step.msh, step.i)
+		if got := rec.taken(); !slices.Equal(got, step.want) {
+			t.Errorf("message %d from %s: validated %v, want %v", step.i, strings.Split(step.msh, "|")[3], got, step.want)
+		}
 	}
 }
