@@ -176,7 +176,8 @@ type DICOMConfig struct {
 
 // DeliveryConfig tunes the outbox's senders. Every field has a default.
 type DeliveryConfig struct {
-	// Workers is how many deliveries are in flight at once (default 16).
+	// Workers is how many deliveries are in flight at once (default 16 on PostgreSQL, 8 on
+	// the embedded store).
 	Workers int `yaml:"workers"`
 	// PerDestination is how many of them may go to one destination (default half the
 	// workers): a hospital whose EHR hangs holds up no other.
@@ -424,7 +425,13 @@ func (c *Config) setDefaults() {
 		c.HTTP.PublicURL = scheme + "://" + net.JoinHostPort(host, port)
 	}
 	if c.Delivery.Workers == 0 {
+		// The embedded store has one writer: each delivery's claim and outcome are commits a
+		// report's transaction waits behind, so fewer in flight keep the commit-to-ACK tail
+		// short there (docs/performance.md, "A destination that is down").
 		c.Delivery.Workers = 16
+		if kind, _, _ := storeKind(c.Database); kind == "sqlite" {
+			c.Delivery.Workers = 8
+		}
 	}
 	if c.Delivery.Connections == 0 {
 		c.Delivery.Connections = 2

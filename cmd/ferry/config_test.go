@@ -90,3 +90,28 @@ reading_group: {name: Northside Teleradiology, system: "http://hl7.org/fhir/sid/
 		})
 	}
 }
+
+// TestDeliveryDefaults: the deliverer's workers default by store — 8 on the embedded store (one
+// writer), 16 on PostgreSQL — half of them per destination; what the config says is kept.
+func TestDeliveryDefaults(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		yaml                 string
+		workers, destination int
+	}{
+		{"", 8, 4}, // the embedded store by default
+		{"database: sqlite:/tmp/x/ferry.db\n", 8, 4},
+		{"database: postgres://127.0.0.1/ferry?sslmode=disable\n", 16, 8},
+		{"database: sqlite:/tmp/x/ferry.db\ndelivery: {workers: 16}\n", 16, 8},
+		{"database: postgres://127.0.0.1/ferry\ndelivery: {workers: 4, per_destination: 4}\n", 4, 4},
+	} {
+		cfg, err := loadTestConfig(t, tc.yaml)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if cfg.Delivery.Workers != tc.workers || cfg.Delivery.PerDestination != tc.destination {
+			t.Errorf("%q: workers %d, per destination %d; want %d, %d", tc.yaml,
+				cfg.Delivery.Workers, cfg.Delivery.PerDestination, tc.workers, tc.destination)
+		}
+	}
+}
