@@ -725,8 +725,18 @@ func TestValidationOfTheHead(t *testing.T) {
 		t.Fatal(err)
 	}
 	v2 := strings.Replace(string(shipped), "\nversion: 1\n", "\nversion: 2\n", 1)
+	partial, err := fs.ReadFile(mappings.Shipped(), "partials/patient.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// St Luke's mapping writes a meta of its own when PID-2 is set: the head would repeat it.
+	withMeta := strings.Replace(string(partial), "\n  active: true\n",
+		"\n  active: true\n  meta: '=PID-2 != \"\" ? {\"tag\": [{\"code\": PID-2}]} : nil'\n", 1)
 	set, err := mappings.Load(mappings.Source{Base: []fs.FS{mappings.Shipped()},
-		Facilities: map[string]fs.FS{"STJOHNS": fstest.MapFS{"orm_o01.yaml": {Data: []byte(v2)}}}})
+		Facilities: map[string]fs.FS{
+			"STJOHNS": fstest.MapFS{"orm_o01.yaml": {Data: []byte(v2)}},
+			"STLUKES": fstest.MapFS{"partials/patient.yaml": {Data: []byte(withMeta)}},
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -765,5 +775,22 @@ func TestValidationOfTheHead(t *testing.T) {
 		if got := rec.taken(); !slices.Equal(got, step.want) {
 			t.Errorf("message %d from %s: validated %v, want %v", step.i, strings.Split(step.msh, "|")[3], got, step.want)
 		}
+	}
+
+	// Content with a meta of its own is always validated under the head, and refused: the
+	// resource would have two meta properties.
+	stLukes := strings.Replace(mshORM, "|STMARYS|", "|STLUKES|", 1)
+	plan(stLukes, 5) // no PID-2: no meta; the head of St Luke's mapping version is validated
+	rec.taken()
+	m, err := hl7.Parse([]byte(strings.Join([]string{strings.Replace(stLukes, "CTRL", "H6", 1),
+		"PID|1|VIP|000006^^^STMARYS^MR||DOE^JANE||19800102|F", orc("NW", "PL6", "SC"), obr("PL6", "ACC6")}, "\r")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Plan(m); err == nil || !strings.Contains(err.Error(), "Patient is not valid FHIR R4") {
+		t.Errorf("a Patient with a meta of its own: %v, want it refused", err)
+	}
+	if got := rec.taken(); !slices.Equal(got, []string{"Patient+head"}) {
+		t.Errorf("a Patient with a meta of its own: validated %v, want [Patient+head]", got)
 	}
 }
