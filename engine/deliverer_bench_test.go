@@ -92,8 +92,9 @@ func BenchmarkOutboxThroughput(b *testing.B) {
 // from the order, the ORU rendered by the shipped oru_r01 and committed with its delivery —
 // paced at FERRY_BENCH_OUTBOX_RATE a second (default 100) for FERRY_BENCH_OUTBOX_SECONDS
 // (default 20), submissions running concurrently as they come (an open loop: a slow one does
-// not hold the next back), while a Deliverer runs as `ferry serve` runs it (16 workers, 8 to
-// one destination, 2 connections, Run polling every 200ms). The orders are created first through the inbound path
+// not hold the next back), while a Deliverer runs as `ferry serve` runs it (16 workers on
+// PostgreSQL and 8 on SQLite, half of them to one destination, 2 connections, Run polling
+// every 200ms). The orders are created first through the inbound path
 // (ORM^O01, shipped mappings, group commit); each gets a preliminary and, a second later, its
 // final (which waits for the preliminary's Submit should that still run). It reports the
 // latency from Submit's return (the commit) to the receiver's receipt of the message, by
@@ -148,7 +149,11 @@ func reportToACKRound(b *testing.B, target outboxBenchTarget, set *mappings.Set,
 	recv := startACKReceiver(b)
 	transport := newMLLPTransport(recv.addr, 2)
 	defer transport.close()
-	dl := outboxBenchDeliverer(st, recv.addr, transport, 16)
+	workers := 16 // ferry serve's defaults: 16 on PostgreSQL, 8 on the embedded store
+	if target.name == "sqlite" {
+		workers = 8
+	}
+	dl := outboxBenchDeliverer(st, recv.addr, transport, workers)
 	var controlIDs sync.Map // "report id/version" → MSH-10, noted as Submit renders the ORU
 	render := engine.RenderORU(func() *mappings.Set { return set })
 	rs := &engine.Reports{Store: st, Validator: validator,

@@ -218,10 +218,12 @@ func (p *Processor) validatePlan(pl *plan) error {
 		// The head (id, meta) is Ferry's, not the mapping's: its values change per write but
 		// not its form, which depends on the type and the mapping version alone. It is
 		// validated with the first content of each, and the content alone after that — unless
-		// the content has an id or meta of its own, which the head would repeat.
+		// the content has an id (or _id) or meta of its own, which would clash with the head's.
 		head := validKey(r.typ, []byte("\x00head\x00"+pl.mappingVersion))
 		_, ownID := r.content["id"]
+		_, ownIDExt := r.content["_id"]
 		_, ownMeta := r.content["meta"]
+		ownID = ownID || ownIDExt
 		var body []byte
 		if p.valid.has(head) && !ownID && !ownMeta {
 			body = withType(r.typ, b)
