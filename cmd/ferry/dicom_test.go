@@ -109,6 +109,21 @@ func (p *ferryProcess) storeModified(t *testing.T, file string, args ...string) 
 	}
 }
 
+// corpusStudyCopy copies a small MR study of the corpus into dir, for dcmodify to change before
+// it is sent, and returns the copy's path.
+func corpusStudyCopy(t *testing.T, dir string) string {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(requireCorpus(t), "dicom", "pydicom-debian", "test_files__MR_small.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "study.dcm")
+	if err := os.WriteFile(file, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
 // TestStudyLinkedToItsOrder: an order over MLLP, then a study from storescu that dcmodify gave
 // the order's accession number and patient ID: Ferry links the study to that order (issue 4,
 // rule 1), and says so in its log.
@@ -116,7 +131,7 @@ func TestStudyLinkedToItsOrder(t *testing.T) {
 	t.Parallel()
 	requirePeer(t, "storescu", "dcmtk") // before Ferry starts: skipped at once without them
 	requirePeer(t, "dcmodify", "dcmtk")
-	corpus := requireCorpus(t)
+	requireCorpus(t)
 	dir := t.TempDir()
 	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{Config: `
 linking:
@@ -129,14 +144,7 @@ linking:
 	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("L1", "NW", "PLS1", "SC", "ACCS1", "71260", "CT", "20261127", "000777")); codes[0] != "AA" {
 		t.Fatalf("order: %v", codes)
 	}
-	src, err := os.ReadFile(filepath.Join(corpus, "dicom", "pydicom-debian", "test_files__MR_small.dcm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(dir, "study.dcm")
-	if err := os.WriteFile(file, src, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := corpusStudyCopy(t, dir)
 	// A new study for the order: its accession, its patient, and a Study UID of its own.
 	p.storeModified(t, file, "-m", "(0008,0050)=ACCS1", "-m", "(0010,0020)=000777", "-m", "(0010,0010)=DOE^JANE",
 		"-m", "(0010,0030)=19800102", "-m", "(0010,0040)=F", "-m", "(0020,000d)=1.2.826.0.1.3680043.10.77.1",

@@ -5,8 +5,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +25,7 @@ func TestReportScenario(t *testing.T) {
 	t.Parallel()
 	requirePeer(t, "storescu", "dcmtk") // before Ferry starts: skipped at once without them
 	requirePeer(t, "dcmodify", "dcmtk")
-	corpus := requireCorpus(t)
+	requireCorpus(t)
 	dir := t.TempDir()
 	ehr := startEHR(t, dir, "AE")
 	hospital := startHospitalFHIR(t, dir, http.StatusServiceUnavailable)
@@ -61,14 +59,7 @@ delivery:
 	// The order.
 	p.orderAll(t, ordersORM("S1", "NW", "PLS9", "SC", "ACCS9", "71260", "CT", "20261127", "000779"))
 	// Its study, linked by its accession number and published as an ImagingStudy.
-	src, err := os.ReadFile(filepath.Join(corpus, "dicom", "pydicom-debian", "test_files__MR_small.dcm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(dir, "study.dcm")
-	if err := os.WriteFile(file, src, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := corpusStudyCopy(t, dir)
 	const studyUID = "1.2.826.0.1.3680043.10.77.9"
 	p.storeModified(t, file, "-m", "(0008,0050)=ACCS9", "-m", "(0010,0020)=000779", "-m", "(0010,0010)=DOE^JANE",
 		"-m", "(0020,000d)="+studyUID, "-m", "(0020,000e)="+studyUID+".1", "-m", "(0008,0018)="+studyUID+".1.1")
