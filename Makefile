@@ -33,23 +33,23 @@ lint: ## gofmt, go vet, staticcheck, and go.mod tidiness
 tidy-check: ## fail if go.mod or go.sum are stale
 	$(GO) mod tidy -diff
 
-fuzz: ## run each fuzz target for FUZZTIME (default 2m)
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./hl7/
-	$(GO) test -run='^$$' -fuzz='^FuzzReadHeader$$' -fuzztime=$(FUZZTIME) ./hl7/
-	$(GO) test -run='^$$' -fuzz='^FuzzSplitBatch$$' -fuzztime=$(FUZZTIME) ./hl7/
-	$(GO) test -run='^$$' -fuzz='^FuzzEscape$$' -fuzztime=$(FUZZTIME) ./hl7/
-	$(GO) test -run='^$$' -fuzz='^FuzzReader$$' -fuzztime=$(FUZZTIME) ./adapters/mllp/
-	$(GO) test -run='^$$' -fuzz='^FuzzReadPDU$$' -fuzztime=$(FUZZTIME) ./adapters/dimse/
-	$(GO) test -run='^$$' -fuzz='^FuzzDataSet$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./adapters/dimse/
-	$(GO) test -run='^$$' -fuzz='^FuzzValidate$$' -fuzztime=$(FUZZTIME) ./fhir/
-	$(GO) test -run='^$$' -fuzz='^FuzzIndex$$' -fuzztime=$(FUZZTIME) ./fhir/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseDateQuery$$' -fuzztime=$(FUZZTIME) ./fhir/
-	$(GO) test -run='^$$' -fuzz='^FuzzApply$$' -fuzztime=$(FUZZTIME) ./mappings/
-	$(GO) test -run='^$$' -fuzz='^FuzzRender$$' -fuzztime=$(FUZZTIME) ./mappings/
-	$(GO) test -run='^$$' -fuzz='^FuzzAppendJSONString$$' -fuzztime=$(FUZZTIME) ./engine/
-	$(GO) test -run='^$$' -fuzz='^FuzzDemographics$$' -fuzztime=$(FUZZTIME) ./engine/
-	$(GO) test -run='^$$' -fuzz='^FuzzImagingStudyContent$$' -fuzztime=$(FUZZTIME) ./engine/
-	$(GO) test -run='^$$' -fuzz='^FuzzFHIRSearch$$' -fuzztime=$(FUZZTIME) ./adapters/httpapi/
+fuzz: ## run each fuzz target for FUZZTIME (default 2m; .ci/fuzz-target says what fails)
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./hl7 FuzzParse
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./hl7 FuzzReadHeader
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./hl7 FuzzSplitBatch
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./hl7 FuzzEscape
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/mllp FuzzReader
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/dimse FuzzReadPDU
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/dimse FuzzDataSet -fuzzminimizetime=5s
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./fhir FuzzValidate
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./fhir FuzzIndex
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./fhir FuzzParseDateQuery
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./mappings FuzzApply
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./mappings FuzzRender
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine FuzzAppendJSONString
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine FuzzDemographics
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine FuzzImagingStudyContent
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/httpapi FuzzFHIRSearch
 
 bench: ## run the Go benchmarks (BENCHTIME each)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
