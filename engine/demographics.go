@@ -273,6 +273,19 @@ type comparison struct {
 // with a FHIR Patient's and scores the outcomes with w. The evidence gives each field's outcome
 // and weight ("similar (+2.58)"), with the values for birth date and sex — never the names.
 func compareDemographics(w MatchWeights, s *Study, patient map[string]any) comparison {
+	return comparePerson(w, claimedPerson{Name: dicomName(s.PatientName), BirthDate: s.PatientBirthDate, Sex: s.PatientSex}, patient)
+}
+
+// claimedPerson is who a study or a report says its patient is: the name, the birth date as
+// YYYYMMDD and the sex as M or F (DICOM's forms; anything else is missing).
+type claimedPerson struct {
+	Name      personName
+	BirthDate string
+	Sex       string
+}
+
+// comparePerson compares a claimed person with a FHIR Patient (compareDemographics).
+func comparePerson(w MatchWeights, s claimedPerson, patient map[string]any) comparison {
 	c := comparison{Evidence: map[string]string{}}
 	record := func(field, values, outcome string, weight float64) {
 		text := outcome
@@ -289,7 +302,7 @@ func compareDemographics(w MatchWeights, s *Study, patient map[string]any) compa
 		c.Score += weight
 	}
 
-	sn, pn := dicomName(s.PatientName), fhirName(patient)
+	sn, pn := s.Name, fhirName(patient)
 	family, given := compareNames(sn, pn)
 	familyWeights := map[string]float64{outcomeAgree: w.FamilyAgree, outcomeSwapped: w.FamilyAgree,
 		outcomeSimilar: w.FamilySimilar, outcomeDisagree: w.FamilyDisagree}
@@ -304,7 +317,7 @@ func compareDemographics(w MatchWeights, s *Study, patient map[string]any) compa
 		c.Contradicts = true
 	}
 
-	studyBirth := strings.TrimSpace(s.PatientBirthDate)
+	studyBirth := strings.TrimSpace(s.BirthDate)
 	birth, _ := patient["birthDate"].(string)
 	o := compareBirthDates(studyBirth, strings.ReplaceAll(birth, "-", ""))
 	record("birth_date", studyBirth+" | "+birth, o, map[string]float64{outcomeAgree: w.BirthDateAgree,
@@ -314,7 +327,7 @@ func compareDemographics(w MatchWeights, s *Study, patient map[string]any) compa
 	}
 
 	gender, _ := patient["gender"].(string)
-	sex := strings.ToUpper(strings.TrimSpace(s.PatientSex))
+	sex := strings.ToUpper(strings.TrimSpace(s.Sex))
 	switch {
 	case (sex != "M" && sex != "F") || (gender != "male" && gender != "female"):
 		record("sex", sex+" | "+gender, outcomeMissing, 0)

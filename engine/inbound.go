@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +27,8 @@ type Received struct {
 	Size       int64     // full size in bytes as sent
 	ReceivedAt time.Time // when the frame was complete
 	PeerAddr   string
+	// PeerCertificate is the client certificate verified under mutual TLS, nil without one.
+	PeerCertificate *x509.Certificate
 }
 
 // Committer makes an inbound message durable. GroupCommitter implements it. Commit returns nil
@@ -47,6 +51,9 @@ type Inbound struct {
 	Committer Committer
 	// AcceptTypes lists accepted MSH-9.1 codes; others are rejected with ERR 200. Empty: all.
 	AcceptTypes []string
+	// Trust says which senders may send which messages from where; a message it refuses is
+	// stored as rejected and answered AR with ERR 207. nil: every sender (demo mode).
+	Trust *SenderTrust
 	// Application and Facility are Ferry's MSH-3/MSH-4 in the ACKs it sends (default "FERRY").
 	Application, Facility string
 	Logger                *slog.Logger
@@ -213,6 +220,9 @@ func (in *Inbound) judge(r Received) verdict {
 			Text: "unsupported version " + strconv.Quote(limit(h.Version, 20)) + ": HL7 v2.x expected",
 		})
 	}
+	if r := in.Trust.Check(senderOf(h, r)); r != nil {
+		return untrusted(h, r)
+	}
 	if len(in.AcceptTypes) > 0 && !slices.Contains(in.AcceptTypes, h.MessageCode) {
 		return reject(h, hl7.Reject, "type", hl7.ErrorDetail{
 			Segment: "MSH", Sequence: 1, Field: 9, Code: hl7.CodeUnsupportedMessageType,
@@ -220,6 +230,18 @@ func (in *Inbound) judge(r Received) verdict {
 		})
 	}
 	return verdict{msg: msg, header: h, outcome: hl7.Accept}
+}
+
+// senderOf is who sent a message: its header's claims and its connection.
+func senderOf(h hl7.Header, r Received) Sender {
+	s := Sender{Application: h.SendingApplication, Facility: h.SendingFacility, MessageCode: h.MessageCode,
+		Trigger: h.TriggerEvent, Certificate: r.PeerCertificate}
+	if ap, err := netip.ParseAddrPort(r.PeerAddr); err == nil {
+		s.Addr = ap.Addr()
+	} else if a, err := netip.ParseAddr(r.PeerAddr); err == nil {
+		s.Addr = a
+	}
+	return s
 }
 
 func reject(h hl7.Header, o hl7.Outcome, reason string, errs ...hl7.ErrorDetail) verdict {

@@ -308,13 +308,23 @@ func (w *writer) merge(ctx context.Context, survivorID string) error {
 	if err != nil {
 		return err
 	}
+	sc, err := contentOf(survivor.JSON)
+	if err != nil {
+		return err
+	}
+	// A hospital merges only its own patients: both must carry an identifier of its issuers,
+	// so a sender trusted with merges cannot fold another hospital's patient into one of its own.
+	if issuers, ok := w.pl.trust.MergeIssuers(w.pl.facility); ok {
+		if !ofIssuers(pc, issuers) {
+			return processError(hl7.CodeApplicationInternalError, "MRG", 1, "the prior patient in MRG-1 has no identifier of facility %q's issuers (%s)", w.pl.facility, strings.Join(issuers, ", "))
+		}
+		if !ofIssuers(sc, issuers) {
+			return processError(hl7.CodeApplicationInternalError, "PID", 3, "the surviving patient in PID-3 has no identifier of facility %q's issuers (%s)", w.pl.facility, strings.Join(issuers, ", "))
+		}
+	}
 	pc["active"] = false
 	pc["link"] = append(asList(pc["link"]), map[string]any{"other": reference("Patient", survivorID), "type": "replaced-by"})
 	if err := w.put(ctx, "Patient", priorID, prior.VersionID+1, prior.Keys, pc); err != nil {
-		return err
-	}
-	sc, err := contentOf(survivor.JSON)
-	if err != nil {
 		return err
 	}
 	sc["link"] = append(asList(sc["link"]), map[string]any{"other": reference("Patient", priorID), "type": "replaces"})

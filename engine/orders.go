@@ -40,7 +40,10 @@ type Processor struct {
 	// Reports stores the reports that come as ORU^R01 (a dictation system's): a mapping whose
 	// output has a report. nil: such a message is answered AE.
 	Reports *Reports
-	Now     func() time.Time // default time.Now
+	// Trust, if set, limits a facility's merges to patients of its issuers (SenderTrust.
+	// MergeIssuers); which senders may send merges at all is checked before, by Inbound.
+	Trust *SenderTrust
+	Now   func() time.Time // default time.Now
 
 	// valid remembers content that passed validation: the same ordering physician, the same
 	// patient on a second order, validate once (google/fhir costs ~150µs a resource); and the
@@ -99,6 +102,7 @@ func processError(code hl7.ErrorCode, seg string, field int, format string, args
 type plan struct {
 	err             error          // the message could not be mapped: apply fails with it
 	report          map[string]any // a report (ORU^R01): the DiagnosticReport's content
+	reportPatient   *reportPatient // the patient the ORU's PID names (report_patient), nil if none
 	reports         *Reports       // where a report is stored
 	stored          *storedReport  // the report as apply stored it, for committed
 	facility        string
@@ -107,6 +111,7 @@ type plan struct {
 	encounter       map[string]any
 	orders          []orderPlan
 	merge           []any // MRG-1 identifiers (A40)
+	trust           *SenderTrust
 	worklistPatient map[string]any
 	now             time.Time
 }
@@ -141,7 +146,7 @@ func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 	if p.Now != nil {
 		now = p.Now
 	}
-	pl := &plan{facility: h.SendingFacility, mappingVersion: m.Version, now: now().UTC().Truncate(time.Millisecond)}
+	pl := &plan{facility: h.SendingFacility, mappingVersion: m.Version, now: now().UTC().Truncate(time.Millisecond), trust: p.Trust}
 	if rep, ok := out["report"].(map[string]any); ok {
 		// A report: stored like one the reading platform posts (Reports.store), in the
 		// message's transaction.
@@ -149,6 +154,9 @@ func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 			return failed(processError(hl7.CodeUnsupportedMessageType, "MSH", 9, "reports are not taken here"))
 		}
 		pl.report, pl.reports = rep, p.Reports
+		if rp, ok := out["report_patient"].(map[string]any); ok && len(rp) > 0 {
+			pl.reportPatient = &reportPatient{Person: rp, v2: true}
+		}
 		if p.Validator != nil {
 			body, err := resourceJSON("DiagnosticReport", placeholderID, 1, pl.now, pl.mappingVersion, rep)
 			if err != nil {
@@ -371,8 +379,13 @@ func (pl *plan) apply(ctx context.Context, tx Tx, m *InboundMessage) error {
 	}
 	if pl.report != nil {
 		var err error
-		pl.stored, err = pl.reports.store(ctx, tx, pl.report, "")
+		pl.stored, err = pl.reports.store(ctx, tx, pl.report, "", pl.reportPatient)
 		var re *ReportError
+		if errors.As(err, &re) && re.V2.Segment != "" {
+			d := re.V2
+			d.Text = limit(d.Text, 300)
+			return &ProcessError{Detail: d}
+		}
 		if errors.As(err, &re) {
 			// Located where the dictation system can look: the order numbers, or the status.
 			code, seg, field := hl7.CodeUnknownKeyIdentifier, "OBR", 2

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/fhir"
+	"github.com/ferryhealth/ferry/hl7"
 )
 
 // Reports takes the radiologist's reports — FHIR DiagnosticReports from the reading platform —
@@ -82,7 +83,12 @@ type ReportVersion struct {
 type ReportError struct {
 	Status  int
 	Outcome *fhir.OperationOutcome
-	msg     string
+	// PatientMismatch: the report names another patient than its order's (checkReportPatient);
+	// it is kept in the message log for an analyst.
+	PatientMismatch bool
+	// V2 is where an ORU's ERR locates the fault, when the report came as one and it is known.
+	V2  hl7.ErrorDetail
+	msg string
 }
 
 func (e *ReportError) Error() string { return e.msg }
@@ -124,8 +130,10 @@ func (rs *Reports) Submit(ctx context.Context, body []byte, id string) (*Resourc
 		return nil, false, err
 	}
 	defer tx.Rollback()
-	res, err := rs.store(ctx, tx, in, id)
+	res, err := rs.store(ctx, tx, in, id, subjectPatient(in))
 	if err != nil {
+		tx.Rollback()
+		rs.refused(ctx, body, err)
 		return nil, false, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -133,6 +141,28 @@ func (rs *Reports) Submit(ctx context.Context, body []byte, id string) (*Resourc
 	}
 	rs.committed(res)
 	return res.version, res.created, nil
+}
+
+// refused keeps a report refused because it names another patient than its order's in the
+// message log (channel fhir, status error), where an analyst finds it with its reason; other
+// refusals are the platform's to fix and are only answered.
+func (rs *Reports) refused(ctx context.Context, body []byte, err error) {
+	var re *ReportError
+	if !errors.As(err, &re) || !re.PatientMismatch {
+		return
+	}
+	tx, terr := rs.Store.Begin(ctx)
+	if terr == nil {
+		defer tx.Rollback()
+		m := &InboundMessage{Channel: "fhir", ReceivedAt: rs.now().UTC(), Raw: body, MessageType: "DiagnosticReport",
+			Status: StatusError, Error: limit(re.Error(), 500)}
+		if terr = tx.InsertInbound(ctx, m); terr == nil {
+			terr = tx.Commit()
+		}
+	}
+	if terr != nil {
+		rs.logger().Error("a report refused for its patient could not be kept for an analyst", "err", terr)
+	}
 }
 
 // parse validates a DiagnosticReport as received and decodes its content.
@@ -181,7 +211,7 @@ func (rs *Reports) committed(res *storedReport) {
 // store writes one report version in tx: the order, patient and study found, the lifecycle
 // checked, the report completed, stored with its deliveries and its turnaround mark. An ORU
 // from a dictation system is stored this way in its message's transaction.
-func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id string) (*storedReport, error) {
+func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id string, named *reportPatient) (*storedReport, error) {
 	status, _ := in["status"].(string)
 	order, err := rs.order(ctx, tx, in)
 	if err != nil {
@@ -198,6 +228,14 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 		return nil, fmt.Errorf("reading the order's patient: %w", err)
 	}
 	if patient, err = survivor(ctx, tx, patient); err != nil { // merged: the survivor
+		return nil, err
+	}
+	if err := checkReportPatient(ctx, tx, named, patient); err != nil {
+		var re *ReportError
+		if errors.As(err, &re) && re.PatientMismatch {
+			rs.logger().Warn("report refused: its patient contradicts its order's patient; never filed or delivered",
+				"service_request", order.ID, "reason", re.Error())
+		}
 		return nil, err
 	}
 	study, err := rs.study(ctx, tx, in, order.ID)
@@ -459,6 +497,16 @@ func (rs *Reports) complete(in map[string]any, order *Resource, oc map[string]an
 		c["code"] = code // the procedure, LOINC first where the procedures table maps it
 	}
 	c["subject"] = reference("Patient", patientID)
+	// A contained Patient named the subject as the platform knew it; the order's patient (its
+	// agreement checked by checkReportPatient) replaces it, so it would be left unreferenced.
+	if list := asList(c["contained"]); list != nil {
+		kept := slices.DeleteFunc(slices.Clone(list), func(x any) bool { return asMap(x)["resourceType"] == "Patient" })
+		if len(kept) == 0 {
+			delete(c, "contained")
+		} else {
+			c["contained"] = kept
+		}
+	}
 	if enc, ok := oc["encounter"]; ok {
 		c["encounter"] = enc
 	}

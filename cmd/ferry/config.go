@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -289,6 +290,63 @@ type Facility struct {
 	// offset. Default: the server's zone.
 	TimeZone string         `yaml:"timezone"`
 	zone     *time.Location // TimeZone, loaded by Validate
+	// Senders, when set, are the only sending applications (MSH-3) this facility has, each with
+	// the messages it may send and where from (docs/security.md). Unset: any application may send
+	// every message type from any address (merges only with AllowMerges).
+	Senders []SenderConfig `yaml:"senders"`
+	// AllowMerges lets this facility send merges and identifier changes (ADT A18, A40 …; default
+	// false: refused AR).
+	AllowMerges bool `yaml:"allow_merges"`
+	// Issuers are the assigning authorities of the facility's patient identifiers (PID-3.4
+	// namespaces or identifier systems); a merge must name two patients of these (default: the
+	// sending facility).
+	Issuers []string `yaml:"issuers"`
+}
+
+// SenderConfig is one sending application of a facility (engine.TrustedSender).
+type SenderConfig struct {
+	// Application is MSH-3.1 ("" any application of the facility).
+	Application string `yaml:"application"`
+	// Messages it may send: orders, adt, merges, results, or a message code (MSH-9.1) accepted
+	// beyond those (default: all).
+	Messages []string `yaml:"messages"`
+	// Addresses are the networks it sends from (CIDR, or one address; default anywhere).
+	Addresses []string `yaml:"addresses"`
+	// Certificates are names its client certificate must carry under mutual TLS (mllp.tls
+	// client_ca): the subject DN or its CN, or a DNS, URI or email SAN (default none asked).
+	Certificates []string `yaml:"certificates"`
+}
+
+// senderTrust is the engine.SenderTrust the configuration names (after Validate).
+func (c *Config) senderTrust() *engine.SenderTrust {
+	t := &engine.SenderTrust{}
+	for _, f := range c.Facilities {
+		tf := engine.TrustedFacility{SendingFacility: f.SendingFacility, AllowMerges: f.AllowMerges, Issuers: f.Issuers}
+		for _, s := range f.Senders {
+			ts := engine.TrustedSender{Application: s.Application, Messages: s.Messages, Certificates: s.Certificates}
+			for _, a := range s.Addresses {
+				if p, err := parsePrefix(a); err == nil {
+					ts.Addresses = append(ts.Addresses, p)
+				}
+			}
+			tf.Senders = append(tf.Senders, ts)
+		}
+		t.Facilities = append(t.Facilities, tf)
+	}
+	return t
+}
+
+// parsePrefix reads a network in CIDR notation, or one address as a network of its own.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 // mappingsConfig is the mappings.Config the configuration names.
@@ -599,6 +657,25 @@ func (c *Config) Validate() error {
 				errs = append(errs, fmt.Errorf("facilities[%d].results[%d].version: %q is not 2.5.1 or 2.3.1", i, j, d.Version))
 			}
 		}
+		for j, sc := range f.Senders {
+			at := fmt.Sprintf("facilities[%d].senders[%d]", i, j)
+			for _, m := range sc.Messages {
+				if !slices.Contains(engine.MessageClasses, m) && !isMessageCode(m) {
+					errs = append(errs, fmt.Errorf("%s.messages: %q is not orders, adt, merges, results or a message code (MSH-9.1)", at, m))
+				}
+			}
+			for _, a := range sc.Addresses {
+				if _, err := parsePrefix(a); err != nil {
+					errs = append(errs, fmt.Errorf("%s.addresses: %q is not an address or a CIDR network", at, a))
+				}
+			}
+			if len(sc.Certificates) > 0 && c.MLLP.TLS.ClientCA == "" {
+				errs = append(errs, fmt.Errorf("%s.certificates: needs mutual TLS (mllp.tls.client_ca) to verify them", at))
+			}
+			if slices.Contains(sc.Messages, engine.ClassMerges) && !f.AllowMerges {
+				errs = append(errs, fmt.Errorf("%s.messages: merges needs allow_merges: true on the facility", at))
+			}
+		}
 		names := map[string]bool{}
 		for _, d := range c.resultDestinations(f.SendingFacility) {
 			if names[d.Name] {
@@ -608,6 +685,20 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// isMessageCode reports whether s has a message code's form (MSH-9.1, table 0076): three
+// upper-case letters or digits.
+func isMessageCode(s string) bool {
+	if len(s) != 3 {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'A' || c > 'Z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // storeKind splits a database URL into the store kind and what to open.

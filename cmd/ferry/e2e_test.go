@@ -17,6 +17,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -199,6 +200,8 @@ type ferryProcess struct {
 type serveOptions struct {
 	// Config, if set, is written to DIR/ferry.yaml and passed as --config.
 	Config string
+	// MLLP, if set, is the MLLP listen address (default 127.0.0.1:0).
+	MLLP string
 }
 
 var servingLine = regexp.MustCompile(`(?m)^ferry (\S+) serving: mllp=(\S+) http=(\S+) store=(\S+) dicom=(\S+)$`)
@@ -208,7 +211,7 @@ var servingLine = regexp.MustCompile(`(?m)^ferry (\S+) serving: mllp=(\S+) http=
 // exits 0 (a graceful drain).
 func startFerry(t *testing.T, db, dir string, opt serveOptions) *ferryProcess {
 	t.Helper()
-	args := []string{"serve", "--mllp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dicom", "127.0.0.1:0", "--db", db}
+	args := []string{"serve", "--mllp", cmp.Or(opt.MLLP, "127.0.0.1:0"), "--http", "127.0.0.1:0", "--dicom", "127.0.0.1:0", "--db", db}
 	if opt.Config != "" {
 		path := filepath.Join(dir, "ferry.yaml")
 		if err := os.WriteFile(path, []byte(opt.Config), 0o600); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -102,9 +104,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Who may send what from where (facilities[].senders); none configured: demo mode.
+	trust := cfg.senderTrust()
+	inbound.Trust = trust
 	inbound.Processor = &engine.Processor{
 		Mappings:  func() engine.MappingSource { return reloader.Current() },
 		Validator: validator,
+		Trust:     trust,
 	}
 	// Messages acknowledged on receipt (here, or by a node that stopped before processing them)
 	// are processed by the pending worker; every node runs one.
@@ -146,7 +152,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Handler: mllp.HandlerFunc(func(ctx context.Context, f *mllp.Frame) []byte {
 			return inbound.Receive(ctx, engine.Received{
 				Data: f.Data, TooLarge: f.TooLarge, Size: f.Size,
-				ReceivedAt: f.ReceivedAt, PeerAddr: f.RemoteAddr,
+				ReceivedAt: f.ReceivedAt, PeerAddr: f.RemoteAddr, PeerCertificate: verifiedClient(f.TLS),
 			})
 		}),
 		MaxConns:       cfg.MLLP.MaxConnections,
@@ -161,7 +167,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("mllp.tls: %w", err)
 		}
 	}
-	mllpLn, err := net.Listen("tcp", cfg.Listen.MLLP)
+	mllpListen := cfg.Listen.MLLP
+	if trust.Demo() {
+		// Demo mode trusts every sender, so only this machine may reach it.
+		mllpListen = loopback(mllpListen)
+		logger.Warn("no facilities configured: demo mode, MLLP accepts any sender but listens on the loopback interface only (docs/security.md)", "mllp", mllpListen)
+	}
+	mllpLn, err := net.Listen("tcp", mllpListen)
 	if err != nil {
 		return fmt.Errorf("listening for MLLP: %w", err)
 	}
@@ -249,6 +261,31 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	logger.Info("ferry stopped")
 	return nil
+}
+
+// loopback is addr with its host replaced by the loopback interface (127.0.0.1 for any IPv4 or
+// unspecified host, ::1 for IPv6), keeping the port.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() || host == "localhost" {
+		return addr
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() && !ip.Is4In6() {
+		return net.JoinHostPort("::1", port)
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
+// verifiedClient is the client certificate of a TLS connection when its chain was verified
+// (mutual TLS with a client CA), else nil: an unverified certificate names nobody.
+func verifiedClient(cs *tls.ConnectionState) *x509.Certificate {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	return cs.PeerCertificates[0]
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

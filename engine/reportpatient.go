@@ -1,0 +1,219 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/ferryhealth/ferry/fhir"
+	"github.com/ferryhealth/ferry/hl7"
+)
+
+// A report names its patient twice: through its order (the patient Ferry files it under) and,
+// usually, in itself — an ORU's PID, a DiagnosticReport's subject. When the two disagree the
+// report may be another patient's, sent against the wrong accession: it is refused and shown to
+// an analyst, never filed or delivered (DESIGN.md rule 6; issue "Trust at every door", item 1).
+// "Disagree" is what the linker calls a contradiction for a study: an identifier of the same
+// issuer with another value, or a name, birth date or sex that contradicts (typos, initials and
+// transposed digits do not).
+
+// reportPatient is the patient a report names.
+type reportPatient struct {
+	// ID is the Ferry Patient a FHIR report's subject refers to ("" when it gives none).
+	ID string
+	// Person holds what else it says, as a FHIR Patient's fields: identifier, name, birthDate,
+	// gender (an ORU's PID as the ORU mapping's report_patient maps it; a FHIR subject's
+	// identifier, or a contained Patient).
+	Person map[string]any
+	// v2 reports the patient came from an ORU's PID (the error names PID fields), else from a
+	// FHIR DiagnosticReport.subject.
+	v2 bool
+}
+
+// subjectPatient is the patient a DiagnosticReport's subject names: a Patient reference (Ferry's
+// id), a contained Patient ("#id"), or a logical reference by identifier. nil when it names none.
+func subjectPatient(in map[string]any) *reportPatient {
+	subject := asMap(in["subject"])
+	if subject == nil {
+		return nil
+	}
+	rp := &reportPatient{}
+	if ref, _ := subject["reference"].(string); ref != "" {
+		if id, ok := strings.CutPrefix(ref, "#"); ok {
+			for _, x := range asList(in["contained"]) {
+				if c := asMap(x); c["resourceType"] == "Patient" && c["id"] == id {
+					rp.Person = c
+				}
+			}
+		} else if typ, id := fhir.ReferenceTypeID(ref); typ == "Patient" {
+			rp.ID = id
+		}
+	}
+	if ident := asMap(subject["identifier"]); ident != nil {
+		if rp.Person == nil {
+			rp.Person = map[string]any{}
+		}
+		rp.Person = withFields(rp.Person, map[string]any{"identifier": append(asList(rp.Person["identifier"]), ident)})
+	}
+	if rp.ID == "" && rp.Person == nil {
+		return nil
+	}
+	return rp
+}
+
+// checkReportPatient refuses a report whose named patient contradicts patient, the order's
+// (the survivor, when merged). A patient merged into it counts as it: its identifiers are the
+// survivor's too.
+func checkReportPatient(ctx context.Context, rd ResourceReader, claimed *reportPatient, patient *Resource) error {
+	if claimed == nil {
+		return nil
+	}
+	refuse := func(expr string, seg string, field int, msg string) error {
+		e := reportErr(422, fhir.IssueBusinessRule, msg, expr)
+		e.PatientMismatch = true
+		if claimed.v2 {
+			e.V2 = hl7.ErrorDetail{Segment: seg, Sequence: 1, Field: field, Code: hl7.CodeUnknownKeyIdentifier, Severity: "E", Text: msg}
+		}
+		return e
+	}
+	if claimed.ID != "" && claimed.ID != patient.ID {
+		other, err := rd.Resource(ctx, "Patient", claimed.ID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if other != nil {
+			if other, err = survivor(ctx, rd, other); err != nil {
+				return err
+			}
+		}
+		if other == nil || other.ID != patient.ID {
+			return refuse("DiagnosticReport.subject", "PID", 3, "the report's subject is not the patient of the order it is based on")
+		}
+	}
+	if claimed.Person == nil {
+		return nil
+	}
+	pc, err := contentOf(patient.JSON)
+	if err != nil {
+		return err
+	}
+	known, err := identifiersOfPerson(ctx, rd, patient, pc)
+	if err != nil {
+		return err
+	}
+	for _, x := range asList(claimed.Person["identifier"]) {
+		id := asMap(x)
+		if identifierContradicts(id, known) {
+			expr := "DiagnosticReport.subject.identifier"
+			if claimed.Person["resourceType"] == "Patient" {
+				expr = "DiagnosticReport.contained.identifier"
+			}
+			return refuse(expr, "PID", 3, "the report's patient identifier is another patient's than the order's (same issuer, another value)")
+		}
+	}
+	c := comparePerson(DefaultMatchWeights, personOf(claimed.Person), pc)
+	if !c.Contradicts {
+		return nil
+	}
+	// The first field that contradicts names the error.
+	for _, f := range []struct {
+		evidence string
+		field    int
+		expr     string
+		what     string
+	}{
+		{"birth_date", 7, "birthDate", "birth date"},
+		{"sex", 8, "gender", "sex"},
+		{"family", 5, "name", "name"},
+		{"given", 5, "name", "name"},
+	} {
+		if strings.Contains(c.Evidence[f.evidence], outcomeDisagree) {
+			expr := "DiagnosticReport.contained." + f.expr
+			return refuse(expr, "PID", f.field, "the report's patient "+f.what+" contradicts the order's patient")
+		}
+	}
+	return refuse("DiagnosticReport.subject", "PID", 3, "the report's patient contradicts the order's patient")
+}
+
+// personOf is a FHIR Patient's name, birth date and sex in the forms comparePerson takes.
+func personOf(p map[string]any) claimedPerson {
+	birth, _ := p["birthDate"].(string)
+	sex := ""
+	switch p["gender"] {
+	case "male":
+		sex = "M"
+	case "female":
+		sex = "F"
+	}
+	return claimedPerson{Name: fhirName(p), BirthDate: strings.ReplaceAll(birth, "-", ""), Sex: sex}
+}
+
+// identifiersOfPerson returns the identifiers of a patient and of every patient merged into it
+// (its replaces links, followed as far as survivor follows replaced-by).
+func identifiersOfPerson(ctx context.Context, rd ResourceReader, patient *Resource, content map[string]any) ([]map[string]any, error) {
+	var out []map[string]any
+	seen := map[string]bool{patient.ID: true}
+	queue := []map[string]any{content}
+	for n := 0; len(queue) > 0 && n < 16; n++ {
+		c := queue[0]
+		queue = queue[1:]
+		for _, x := range asList(c["identifier"]) {
+			out = append(out, asMap(x))
+		}
+		for _, l := range asList(c["link"]) {
+			link := asMap(l)
+			ref, _ := asMap(link["other"])["reference"].(string)
+			id, ok := strings.CutPrefix(ref, "Patient/")
+			if link["type"] != "replaces" || !ok || seen[id] {
+				continue
+			}
+			seen[id] = true
+			r, err := rd.Resource(ctx, "Patient", id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if rc, err := contentOf(r.JSON); err == nil {
+				queue = append(queue, rc)
+			}
+		}
+	}
+	return out, nil
+}
+
+// identifierContradicts reports whether id is of an issuer the patient has identifiers of, with
+// a value none of them has — another patient's number in the same register. The issuer is the
+// system, or without one the assigning authority's namespace; values compare as the linker's
+// loosest normalisation does (case, separators, leading zeros). An identifier of an issuer the
+// patient has none of says nothing either way.
+func identifierContradicts(id map[string]any, known []map[string]any) bool {
+	value, _ := id["value"].(string)
+	issuer := identifierIssuer(id)
+	if value == "" || issuer == "" {
+		return false
+	}
+	same := false
+	for _, k := range known {
+		if identifierIssuer(k) != issuer {
+			continue
+		}
+		same = true
+		if v, _ := k["value"].(string); normalizedIdentifier(v) == normalizedIdentifier(value) {
+			return false
+		}
+	}
+	return same
+}
+
+// identifierIssuer is who issued an identifier: its system, else its assigner's name.
+func identifierIssuer(id map[string]any) string {
+	if s, _ := id["system"].(string); s != "" {
+		return s
+	}
+	if ns, _ := asMap(id["assigner"])["display"].(string); ns != "" {
+		return "assigner:" + strings.ToUpper(ns)
+	}
+	return ""
+}
