@@ -20,7 +20,10 @@ import (
 
 // Received is one message as it came off the wire, handed to Inbound.Receive.
 type Received struct {
-	Data       []byte    // the message bytes inside the frame (for TooLarge, only the head)
+	// Data is the message bytes inside the frame (for TooLarge, only the head). Receive keeps it
+	// as the stored raw message and parses it in place (hl7.ParseShared), so a large message is
+	// not copied: the caller hands it over and must not change it afterwards.
+	Data       []byte
 	TooLarge   bool      // the message exceeded the listener's size cap and was not read whole
 	Size       int64     // full size in bytes as sent
 	ReceivedAt time.Time // when the frame was complete
@@ -175,7 +178,7 @@ func (in *Inbound) judge(r Received) verdict {
 			Text: "empty message: no MSH segment",
 		})
 	}
-	msg, err := hl7.Parse(r.Data)
+	msg, err := hl7.ParseShared(r.Data)
 	if err != nil {
 		h, _ := hl7.ReadHeader(r.Data)
 		d := hl7.ErrorDetail{Code: hl7.CodeSegmentSequence, Text: "message could not be parsed"}

@@ -442,7 +442,7 @@ func (s *Server) serveConn(c *serverConn) {
 			return
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(s.idleTimeout()))
-		msg, err := fr.Next()
+		msg, err := fr.NextOwned()
 		if d := fr.Discarded() - discarded; d > 0 {
 			discarded += d
 			if s.Metrics != nil {
@@ -456,7 +456,7 @@ func (s *Server) serveConn(c *serverConn) {
 		var tooLarge *TooLargeError
 		switch {
 		case err == nil:
-			f.Data = append(make([]byte, 0, len(msg)), msg...) // the handler's own copy, non-nil
+			f.Data = msg // the handler's own (NextOwned), non-nil
 			f.Size = int64(len(msg))
 		case errors.As(err, &tooLarge):
 			f.Data, f.TooLarge, f.Size = tooLarge.Head, true, tooLarge.Size
