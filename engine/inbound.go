@@ -62,6 +62,8 @@ type Inbound struct {
 	// message.
 	AckOnReceipt bool
 	Pending      *PendingWorker
+	// Rejected, if set, caps the bytes of rejected messages stored (mllp.max_rejected_bytes_per_hour).
+	Rejected *RejectedBudget
 
 	ackPrefix string
 	ackSeq    atomic.Uint64
@@ -119,9 +121,11 @@ func (in *Inbound) Receive(ctx context.Context, r Received) []byte {
 	if rec.ReceivedAt.IsZero() {
 		rec.ReceivedAt = time.Now()
 	}
+	rawKept := true
 	if v.outcome != hl7.Accept {
 		rec.Status = StatusRejected
 		rec.Error = v.errs[0].Text
+		rawKept = in.Rejected.keepRejected(rec)
 	}
 	rec.ACK = in.buildACK(h, v.outcome, v.errs)
 	if v.outcome == hl7.Accept && in.Processor != nil {
@@ -155,7 +159,8 @@ func (in *Inbound) Receive(ctx context.Context, r Received) []byte {
 	case StatusRejected:
 		in.Metrics.Rejects.WithLabelValues(in.Channel, v.reason).Inc()
 		in.Logger.Warn("message rejected", "channel", in.Channel, "id", rec.ID,
-			"control_id", h.ControlID, "ack", rec.ACKCode, "reason", rec.Error, "peer", r.PeerAddr)
+			"control_id", h.ControlID, "ack", rec.ACKCode, "reason", rec.Error, "peer", r.PeerAddr,
+			"size", r.Size, "raw_kept", rawKept)
 	default:
 		in.Logger.Debug("message accepted", "channel", in.Channel, "id", rec.ID,
 			"control_id", h.ControlID, "type", h.MessageType)
