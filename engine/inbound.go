@@ -22,7 +22,10 @@ import (
 
 // Received is one message as it came off the wire, handed to Inbound.Receive.
 type Received struct {
-	Data       []byte    // the message bytes inside the frame (for TooLarge, only the head)
+	// Data is the message bytes inside the frame (for TooLarge, only the head). Receive keeps it
+	// as the stored raw message and parses it in place (hl7.ParseShared), so a large message is
+	// not copied: the caller hands it over and must not change it afterwards.
+	Data       []byte
 	TooLarge   bool      // the message exceeded the listener's size cap and was not read whole
 	Size       int64     // full size in bytes as sent
 	ReceivedAt time.Time // when the frame was complete
@@ -66,6 +69,8 @@ type Inbound struct {
 	// message.
 	AckOnReceipt bool
 	Pending      *PendingWorker
+	// Rejected, if set, caps the bytes of rejected messages stored (mllp.max_rejected_bytes_per_hour).
+	Rejected *RejectedBudget
 
 	ackPrefix string
 	ackSeq    atomic.Uint64
@@ -123,9 +128,11 @@ func (in *Inbound) Receive(ctx context.Context, r Received) []byte {
 	if rec.ReceivedAt.IsZero() {
 		rec.ReceivedAt = time.Now()
 	}
+	rawKept := true
 	if v.outcome != hl7.Accept {
 		rec.Status = StatusRejected
 		rec.Error = v.errs[0].Text
+		rawKept = in.Rejected.keepRejected(rec)
 	}
 	rec.ACK = in.buildACK(h, v.outcome, v.errs)
 	if v.outcome == hl7.Accept && in.Processor != nil {
@@ -159,7 +166,8 @@ func (in *Inbound) Receive(ctx context.Context, r Received) []byte {
 	case StatusRejected:
 		in.Metrics.Rejects.WithLabelValues(in.Channel, v.reason).Inc()
 		in.Logger.Warn("message rejected", "channel", in.Channel, "id", rec.ID,
-			"control_id", h.ControlID, "ack", rec.ACKCode, "reason", rec.Error, "peer", r.PeerAddr)
+			"control_id", h.ControlID, "ack", rec.ACKCode, "reason", rec.Error, "peer", r.PeerAddr,
+			"size", r.Size, "raw_kept", rawKept)
 	default:
 		in.Logger.Debug("message accepted", "channel", in.Channel, "id", rec.ID,
 			"control_id", h.ControlID, "type", h.MessageType)
@@ -182,7 +190,7 @@ func (in *Inbound) judge(r Received) verdict {
 			Text: "empty message: no MSH segment",
 		})
 	}
-	msg, err := hl7.Parse(r.Data)
+	msg, err := hl7.ParseShared(r.Data)
 	if err != nil {
 		h, _ := hl7.ReadHeader(r.Data)
 		d := hl7.ErrorDetail{Code: hl7.CodeSegmentSequence, Text: "message could not be parsed"}

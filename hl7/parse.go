@@ -112,6 +112,22 @@ func Parse(data []byte) (*Message, error) {
 	return m, nil
 }
 
+// ParseShared is Parse for a caller that owns data and keeps it unchanged: the Message reads its
+// text from data instead of a copy (a message whose character set must be decoded is still
+// decoded into memory of its own). data must not change while the Message, or any string read
+// from it, is in use. The inbound flow parses each received message this way, as it keeps the
+// bytes as received anyway: a large message then costs its size once, not twice (DESIGN.md rule
+// 7).
+func ParseShared(data []byte) (*Message, error) {
+	// parse in reuse mode copies data into m.buf: with m.buf being data itself, that copy moves
+	// nothing and allocates nothing, and the text aliases data.
+	m := &Message{buf: data[:0:len(data)]}
+	if err := m.parse(data, true); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // Parser parses messages reusing its memory between calls, for loops that parse many messages
 // and are done with each before the next (benchmarks, bulk validation). The zero value is ready;
 // a Parser must not be used by two goroutines at once.
@@ -279,7 +295,10 @@ func (m *Message) index(text string) error {
 	m.text = text
 	m.segs = m.segs[:0]
 	if cap(m.segs) == 0 {
-		m.segs = make([]segment, 0, len(text)/64+4)
+		// A guess of one segment per 64 bytes, capped: a segment entry is 24 bytes, so for a
+		// large message (a report with an embedded PDF: few, long segments) the guess alone would
+		// cost over a third of its size. A message with more segments grows the slice.
+		m.segs = make([]segment, 0, min(len(text)/64, 4096)+4)
 	}
 	fs, esc := m.delims.Field, m.delims.Escape
 	// Every field separator gets an entry: count them (a vectorised count) so that the scan

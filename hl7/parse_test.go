@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -843,5 +844,48 @@ func TestDocExamples(t *testing.T) {
 		if !strings.Contains(string(js), part) {
 			t.Errorf("JSON lacks %s:\n%s", part, js)
 		}
+	}
+}
+
+// ParseShared reads the same message as Parse without copying the bytes it is given: parsing a
+// large message allocates its index, not its text (the inbound flow keeps the bytes anyway).
+func TestParseShared(t *testing.T) {
+	obx := "OBX|1|ED|PDF^Report||^AP^PDF^Base64^" + strings.Repeat("JVBERi0xLjQK", 40000) + "\r"
+	cases := map[string]string{
+		"ascii":      "MSH|^~\\&|RIS|STMARYS|FERRY|TELE|20240101||ORU^R01|C1|P|2.5.1\rPID|1||123^^^H||DOE^JANE\r" + obx,
+		"latin1":     "MSH|^~\\&|RIS|STMARYS|FERRY|TELE|20240101||ADT^A08|C2|P|2.5|||||||8859/1\rPID|1||123^^^H||M\xdcLLER^J\r",
+		"line feeds": "MSH|^~\\&|RIS|STMARYS|FERRY|TELE|20240101||ADT^A08|C3|P|2.5\nPID|1||123\n\n",
+		"broken":     "PID|1||123\r",
+	}
+	for name, in := range cases {
+		t.Run(name, func(t *testing.T) {
+			data := []byte(in)
+			want, wantErr := Parse([]byte(in))
+			got, err := ParseShared(data)
+			if (err == nil) != (wantErr == nil) {
+				t.Fatalf("ParseShared error %v, Parse error %v", err, wantErr)
+			}
+			if err != nil {
+				return
+			}
+			gotName, _ := got.Get("PID-3")
+			wantName, _ := want.Get("PID-3")
+			if !bytes.Equal(got.Bytes(), want.Bytes()) || gotName != wantName || gotName == "" {
+				t.Errorf("ParseShared read the message differently from Parse")
+			}
+			if string(data) != in {
+				t.Errorf("ParseShared changed the bytes it was given")
+			}
+		})
+	}
+	data := []byte(cases["ascii"])
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := ParseShared(data); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(len(data))/4 {
+		t.Errorf("ParseShared of a %d-byte message allocated %d bytes: it copied the text", len(data), alloc)
 	}
 }

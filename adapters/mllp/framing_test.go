@@ -3,9 +3,11 @@ package mllp
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,11 +23,14 @@ type readResult struct {
 	err string // "", "eof", "truncated", "toolarge:<size>"
 }
 
-func readAll(t *testing.T, r *Reader) []readResult {
+func readAll(t *testing.T, r *Reader, owned bool) []readResult {
 	t.Helper()
 	var out []readResult
 	for i := 0; i < 100; i++ {
-		msg, err := r.Next()
+		msg, err := r.next(owned)
+		if owned && err == nil && cap(msg) != len(msg) {
+			t.Fatalf("NextOwned returned %d bytes in a slice of capacity %d, want it exact", len(msg), cap(msg))
+		}
 		var tl *TooLargeError
 		switch {
 		case err == nil:
@@ -112,22 +117,24 @@ func TestReader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		for rname, wrap := range readers {
-			t.Run(tt.name+"/"+rname, func(t *testing.T) {
-				t.Parallel()
-				r := NewReader(wrap(strings.NewReader(tt.in)), tt.max)
-				got := readAll(t, r)
-				if len(got) != len(tt.want) {
-					t.Fatalf("got %d results %q, want %d %q", len(got), got, len(tt.want), tt.want)
-				}
-				for i := range got {
-					if got[i] != tt.want[i] {
-						t.Errorf("result %d: got %q, want %q", i, trim(got[i]), trim(tt.want[i]))
+			for _, owned := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%s/owned=%v", tt.name, rname, owned), func(t *testing.T) {
+					t.Parallel()
+					r := NewReader(wrap(strings.NewReader(tt.in)), tt.max)
+					got := readAll(t, r, owned)
+					if len(got) != len(tt.want) {
+						t.Fatalf("got %d results %q, want %d %q", len(got), got, len(tt.want), tt.want)
 					}
-				}
-				if r.Discarded() != tt.discarded {
-					t.Errorf("Discarded() = %d, want %d", r.Discarded(), tt.discarded)
-				}
-			})
+					for i := range got {
+						if got[i] != tt.want[i] {
+							t.Errorf("result %d: got %q, want %q", i, trim(got[i]), trim(tt.want[i]))
+						}
+					}
+					if r.Discarded() != tt.discarded {
+						t.Errorf("Discarded() = %d, want %d", r.Discarded(), tt.discarded)
+					}
+				})
+			}
 		}
 	}
 }
@@ -359,13 +366,16 @@ func FuzzReader(f *testing.F) {
 		}
 		want = append(want, readResult{err: end})
 		for name, wrap := range map[string]func(io.Reader) io.Reader{
-			"whole":    func(r io.Reader) io.Reader { return r },
-			"one byte": iotest.OneByteReader,
+			"whole":          func(r io.Reader) io.Reader { return r },
+			"one byte":       iotest.OneByteReader,
+			"whole/owned":    func(r io.Reader) io.Reader { return r },
+			"one byte/owned": iotest.OneByteReader,
 		} {
+			owned := strings.HasSuffix(name, "/owned")
 			r := NewReader(wrap(bytes.NewReader(in)), max)
 			var got []readResult
 			for len(got) <= len(want) {
-				msg, err := r.Next()
+				msg, err := r.next(owned)
 				var tl *TooLargeError
 				if err == nil {
 					if msg == nil || len(msg) > effective || bytes.IndexByte(msg, EndBlock) >= 0 {
@@ -472,5 +482,53 @@ func BenchmarkWriteMsg(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// allocatedBy returns the bytes the process allocated while fn ran (runtime.MemStats
+// TotalAlloc). Tests that use it do not run in parallel, so what else runs is small beside the
+// megabytes they measure.
+func allocatedBy(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// A large message read with NextOwned costs at most twice its size in allocations (the chunks
+// it is gathered in, then one exact copy), where a growing buffer allocated about five times it
+// and the listener's copy for the handler one more (issue 17: 50 concurrent 15 MB frames held
+// 2.5 GB). An oversized one costs at most the cap, however large it is.
+func TestReaderNextOwnedAllocations(t *testing.T) {
+	const size = 15 << 20
+	msg := bytes.Repeat([]byte("OBX|1|ED|PDF^Report||^AP^PDF^Base64^JVBERi0xLjQK\r"), size/50)
+	in := append(append([]byte{StartBlock}, msg...), EndBlock, CarriageReturn)
+	var got []byte
+	var err error
+	alloc := allocatedBy(func() {
+		got, err = NewReader(bytes.NewReader(in), DefaultMaxMessageSize).NextOwned()
+	})
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("NextOwned: %d bytes, %v; want the %d-byte message", len(got), err, len(msg))
+	}
+	if limit := 2*uint64(len(msg)) + 2*chunkMax; alloc > limit {
+		t.Errorf("reading a %d-byte message allocated %d bytes (%.2f×), want at most %d", len(msg), alloc, float64(alloc)/float64(len(msg)), limit)
+	}
+	t.Logf("a %d-byte message: %d bytes allocated (%.2f×)", len(msg), alloc, float64(alloc)/float64(len(msg)))
+
+	// Oversized: 4× the cap is sent; what is kept is bounded by the cap, not by what was sent.
+	const cap = 1 << 20
+	big := append(append([]byte{StartBlock}, bytes.Repeat([]byte("x"), 4*cap)...), EndBlock, CarriageReturn)
+	alloc = allocatedBy(func() {
+		_, err = NewReader(bytes.NewReader(big), cap).NextOwned()
+	})
+	var tl *TooLargeError
+	if !errors.As(err, &tl) || len(tl.Head) != HeadSize {
+		t.Fatalf("oversized: got %v, want a TooLargeError with a %d-byte head", err, HeadSize)
+	}
+	if limit := uint64(cap) + 2*HeadSize + 2*chunkMax; alloc > limit {
+		t.Errorf("an oversized %d-byte message allocated %d bytes, want at most %d (the cap and its head)", 4*cap, alloc, limit)
 	}
 }

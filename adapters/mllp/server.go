@@ -20,11 +20,15 @@ import (
 
 // Defaults the Server applies to zero fields.
 const (
-	DefaultAddr         = ":2575" // the IANA-registered HL7 MLLP port
-	DefaultMaxConns     = 1000
-	DefaultReadTimeout  = 30 * time.Second
-	DefaultIdleTimeout  = 10 * time.Minute
-	DefaultWriteTimeout = 10 * time.Second
+	DefaultAddr               = ":2575" // the IANA-registered HL7 MLLP port
+	DefaultMaxConns           = 1000
+	DefaultMaxConnsPerAddress = 50
+	DefaultMaxHandshakes      = 128
+	DefaultReadTimeout        = 30 * time.Second
+	DefaultFirstFrameTimeout  = 30 * time.Second
+	DefaultIdleTimeout        = 10 * time.Minute
+	DefaultWriteTimeout       = 10 * time.Second
+	DefaultHandshakeTimeout   = 10 * time.Second
 )
 
 // ErrServerClosed is returned by Serve and ListenAndServe after Shutdown was called.
@@ -79,7 +83,8 @@ type Observer interface {
 	// connection ends, whatever the reason.
 	ConnOpened()
 	ConnClosed()
-	// ConnRejected is called for a connection closed at once because MaxConns were open.
+	// ConnRejected is called for a connection closed at once because a limit was reached:
+	// MaxConns, MaxConnsPerAddress or MaxHandshakes.
 	ConnRejected()
 	// Discarded reports n more bytes dropped because they came outside a frame.
 	Discarded(n int64)
@@ -110,17 +115,35 @@ type Server struct {
 	// from PEM files. nil: plain TCP.
 	TLSConfig *tls.Config
 	// MaxConns caps concurrent connections (default DefaultMaxConns, 1000). A connection over the
-	// cap is accepted and closed at once, logged and reported to Metrics.ConnRejected.
+	// cap is accepted and closed at once, logged and reported to Metrics.ConnRejected. Under TLS
+	// a connection takes its slot only once its handshake has completed, so peers that open
+	// connections and never finish a handshake cannot fill the slots.
 	MaxConns int
+	// MaxConnsPerAddress caps the connections open (or in their TLS handshake) from one source
+	// IP address (default DefaultMaxConnsPerAddress, 50; negative: no cap, for a listener behind a
+	// TCP load balancer that hides the peers' addresses). One peer cannot take every slot. A
+	// connection over the cap is closed at once, logged and reported to Metrics.ConnRejected.
+	MaxConnsPerAddress int
+	// MaxHandshakes caps the TLS handshakes in progress at once (default DefaultMaxHandshakes,
+	// 128); a connection beyond it is closed at once and reported to Metrics.ConnRejected.
+	MaxHandshakes int
+	// HandshakeTimeout bounds the TLS handshake (default 10s); when it fires the connection is
+	// closed, having taken no slot.
+	HandshakeTimeout time.Duration
 	// MaxMessageSize caps one message in bytes (default DefaultMaxMessageSize, 16 MiB). A larger
 	// message is read to its end, not kept, and handed to the Handler as a TooLarge Frame.
 	MaxMessageSize int
 	// ReadTimeout bounds receiving one whole frame once its start block has arrived (default
-	// 30s): the defence against a peer that trickles a frame byte by byte. It also bounds the TLS
-	// handshake. When it fires the connection is closed.
+	// 30s): the defence against a peer that trickles a frame byte by byte. When it fires the
+	// connection is closed.
 	ReadTimeout time.Duration
-	// IdleTimeout closes a connection on which no frame is in progress for this long (default
-	// 10 minutes). Bytes outside frames do not extend it.
+	// FirstFrameTimeout closes a connection whose first frame has not started this long after
+	// it was accepted (after its TLS handshake) (default 30s): a connection that sends nothing
+	// gives its slot back soon. Bytes outside frames do not extend it.
+	FirstFrameTimeout time.Duration
+	// IdleTimeout closes a connection on which no frame is in progress for this long, once it
+	// has sent a frame (default 10 minutes): a sender that keeps its connection open between
+	// messages. Bytes outside frames do not extend it.
 	IdleTimeout time.Duration
 	// WriteTimeout bounds writing one answer (default 10s).
 	WriteTimeout time.Duration
@@ -134,7 +157,9 @@ type Server struct {
 	listeners  []net.Listener
 	conns      map[*serverConn]struct{}
 	inShutdown atomic.Bool
-	active     atomic.Int64 // connections being served, for MaxConns
+	active     atomic.Int64   // connections being served, for MaxConns
+	perAddr    map[string]int // connections open or in their handshake per source IP; under mu
+	handshakes chan struct{}  // one token per TLS handshake in progress, for MaxHandshakes
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 }
@@ -142,6 +167,9 @@ type Server struct {
 // serverConn is one accepted connection.
 type serverConn struct {
 	rwc   net.Conn
+	addr  string // the peer's IP address, its key in Server.perAddr; "" once given back
+	token bool   // it holds a handshake token (TLS, until its handshake ends)
+	slot  bool   // it holds one of the MaxConns slots
 	state atomic.Int32
 }
 
@@ -226,24 +254,129 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("accepting MLLP connections: %w", err)
 		}
 		delay = 0
-		if s.active.Add(1) > int64(s.maxConns()) {
-			s.active.Add(-1)
+		c := &serverConn{rwc: rwc, addr: peerIP(rwc.RemoteAddr())}
+		if !s.admit(c, log) {
 			rwc.Close()
-			log.Warn("MLLP connection refused: connection limit reached",
-				"remote", rwc.RemoteAddr().String(), "max_conns", s.maxConns())
 			if s.Metrics != nil {
 				s.Metrics.ConnRejected()
 			}
 			continue
 		}
-		c := &serverConn{rwc: rwc}
 		if !s.trackConn(c, true) {
-			s.active.Add(-1)
+			s.release(c)
 			rwc.Close()
 			return ErrServerClosed
 		}
 		go s.serveConn(c)
 	}
+}
+
+// admit applies the limits to a connection just accepted: its address's share, then a handshake
+// token under TLS (the slot is taken once the handshake is done), or a slot without TLS. It
+// reports whether the connection may go on; if not, it has logged why and taken nothing.
+func (s *Server) admit(c *serverConn, log *slog.Logger) bool {
+	remote := c.rwc.RemoteAddr().String()
+	if !s.addAddr(c.addr) {
+		log.Warn("MLLP connection refused: per-address connection limit reached",
+			"remote", remote, "max_conns_per_address", s.MaxConnsPerAddress)
+		return false
+	}
+	if s.TLSConfig != nil {
+		select {
+		case s.handshakeTokens() <- struct{}{}:
+			c.token = true
+			return true
+		default:
+			s.removeAddr(c.addr)
+			log.Warn("MLLP connection refused: too many TLS handshakes in progress",
+				"remote", remote, "max_handshakes", s.maxHandshakes())
+			return false
+		}
+	}
+	if !s.takeSlot(c) {
+		s.removeAddr(c.addr)
+		log.Warn("MLLP connection refused: connection limit reached", "remote", remote, "max_conns", s.maxConns())
+		return false
+	}
+	return true
+}
+
+// takeSlot takes one of the MaxConns slots for c, if one is free.
+func (s *Server) takeSlot(c *serverConn) bool {
+	if s.active.Add(1) > int64(s.maxConns()) {
+		s.active.Add(-1)
+		return false
+	}
+	c.slot = true
+	return true
+}
+
+// release gives back what c holds: its slot, its handshake token while it has not finished its
+// handshake, and its address's share.
+func (s *Server) release(c *serverConn) {
+	if c.token {
+		<-s.handshakeTokens()
+		c.token = false
+	}
+	if c.slot {
+		s.active.Add(-1)
+		c.slot = false
+	}
+	if c.addr != "" {
+		s.removeAddr(c.addr)
+		c.addr = ""
+	}
+}
+
+// addAddr counts one more connection from ip, unless MaxConnsPerAddress are open from it.
+func (s *Server) addAddr(ip string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	limit := s.MaxConnsPerAddress
+	if limit == 0 {
+		limit = DefaultMaxConnsPerAddress
+	}
+	if limit > 0 && s.perAddr[ip] >= limit {
+		return false
+	}
+	if s.perAddr == nil {
+		s.perAddr = make(map[string]int)
+	}
+	s.perAddr[ip]++
+	return true
+}
+
+func (s *Server) removeAddr(ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perAddr[ip] <= 1 {
+		delete(s.perAddr, ip)
+		return
+	}
+	s.perAddr[ip]--
+}
+
+// handshakeTokens returns the channel of MaxHandshakes tokens, made on first use.
+func (s *Server) handshakeTokens() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.handshakes == nil {
+		s.handshakes = make(chan struct{}, s.maxHandshakes())
+	}
+	return s.handshakes
+}
+
+// peerIP is the IP address of a peer, the key of the per-address limit (the whole address for
+// a peer that has no host:port form, such as a net.Pipe in tests).
+func peerIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
 }
 
 // Addr returns the address of the first listener being served, or nil before Serve has started
@@ -356,8 +489,15 @@ func (s *Server) logger() *slog.Logger {
 }
 
 func (s *Server) maxConns() int              { return orDefault(s.MaxConns, DefaultMaxConns) }
+func (s *Server) maxHandshakes() int         { return orDefault(s.MaxHandshakes, DefaultMaxHandshakes) }
 func (s *Server) readTimeout() time.Duration { return orDefault(s.ReadTimeout, DefaultReadTimeout) }
 func (s *Server) idleTimeout() time.Duration { return orDefault(s.IdleTimeout, DefaultIdleTimeout) }
+func (s *Server) firstFrameTimeout() time.Duration {
+	return orDefault(s.FirstFrameTimeout, DefaultFirstFrameTimeout)
+}
+func (s *Server) handshakeTimeout() time.Duration {
+	return orDefault(s.HandshakeTimeout, DefaultHandshakeTimeout)
+}
 func (s *Server) writeTimeout() time.Duration {
 	return orDefault(s.WriteTimeout, DefaultWriteTimeout)
 }
@@ -379,17 +519,15 @@ func (s *Server) serveConn(c *serverConn) {
 		closeKind  string // why the connection ended, when it was a problem
 		closeError error
 	)
-	if s.Metrics != nil {
-		s.Metrics.ConnOpened()
-	}
+	opened := false // it took a slot and was reported opened
 	defer func() {
 		if p := recover(); p != nil { // a bug in this package: keep the server up
 			log.Error("MLLP connection goroutine panicked", "panic", panicText(p), "stack", string(debug.Stack()))
 		}
 		c.rwc.Close()
 		s.trackConn(c, false)
-		s.active.Add(-1)
-		if s.Metrics != nil {
+		s.release(c)
+		if opened && s.Metrics != nil {
 			s.Metrics.ConnClosed()
 		}
 		attrs := []any{"frames", frames, "discarded_bytes", discarded}
@@ -412,11 +550,23 @@ func (s *Server) serveConn(c *serverConn) {
 	conn := c.rwc
 	var tlsState *tls.ConnectionState
 	if s.TLSConfig != nil {
+		// The handshake holds a handshake token, not a slot: peers that never finish one cannot
+		// keep senders that do out (issue 17). It must finish within HandshakeTimeout.
 		tc := tls.Server(c.rwc, s.TLSConfig)
-		_ = tc.SetDeadline(time.Now().Add(s.readTimeout()))
-		if err := tc.HandshakeContext(s.context()); err != nil {
+		_ = tc.SetDeadline(time.Now().Add(s.handshakeTimeout()))
+		err := tc.HandshakeContext(s.context())
+		<-s.handshakeTokens()
+		c.token = false
+		if err != nil {
 			if c.state.Load() != stateClosing {
 				fail(FrameErrHandshake, err)
+			}
+			return
+		}
+		if !s.takeSlot(c) {
+			log.Warn("MLLP connection refused after its TLS handshake: connection limit reached", "max_conns", s.maxConns())
+			if s.Metrics != nil {
+				s.Metrics.ConnRejected()
 			}
 			return
 		}
@@ -424,6 +574,10 @@ func (s *Server) serveConn(c *serverConn) {
 		st := tc.ConnectionState()
 		tlsState = &st
 		conn = tc
+	}
+	opened = true
+	if s.Metrics != nil {
+		s.Metrics.ConnOpened()
 	}
 	log.Debug("MLLP connection opened", "tls", tlsState != nil)
 
@@ -441,8 +595,13 @@ func (s *Server) serveConn(c *serverConn) {
 		if s.inShutdown.Load() {
 			return
 		}
-		_ = conn.SetReadDeadline(time.Now().Add(s.idleTimeout()))
-		msg, err := fr.Next()
+		// Until its first frame a connection gets FirstFrameTimeout, after that IdleTimeout.
+		wait := s.idleTimeout()
+		if frames == 0 {
+			wait = s.firstFrameTimeout()
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(wait))
+		msg, err := fr.NextOwned()
 		if d := fr.Discarded() - discarded; d > 0 {
 			discarded += d
 			if s.Metrics != nil {
@@ -456,7 +615,7 @@ func (s *Server) serveConn(c *serverConn) {
 		var tooLarge *TooLargeError
 		switch {
 		case err == nil:
-			f.Data = append(make([]byte, 0, len(msg)), msg...) // the handler's own copy, non-nil
+			f.Data = msg // the handler's own (NextOwned), non-nil
 			f.Size = int64(len(msg))
 		case errors.As(err, &tooLarge):
 			f.Data, f.TooLarge, f.Size = tooLarge.Head, true, tooLarge.Size
@@ -474,7 +633,7 @@ func (s *Server) serveConn(c *serverConn) {
 			if fr.inFrame {
 				fail(FrameErrTimeout, fmt.Errorf("frame not complete within %s (%d bytes read): %w", s.readTimeout(), fr.partial, err))
 			} else {
-				log.Debug("MLLP connection idle; closing", "idle_timeout", s.idleTimeout())
+				log.Debug("MLLP connection idle; closing", "timeout", wait, "frames", frames)
 			}
 			return
 		default:

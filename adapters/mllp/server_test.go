@@ -217,7 +217,12 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // stop is called; stop fails the test if any answer was missing or wrong, or too few came.
 func wellBehaved(t *testing.T, addr string) (stop func()) {
 	t.Helper()
-	c := dial(t, addr)
+	return wellBehavedOn(t, dial(t, addr))
+}
+
+// wellBehavedOn is wellBehaved on a connection already open.
+func wellBehavedOn(t *testing.T, c *client) (stop func()) {
+	t.Helper()
 	var (
 		quit    = make(chan struct{})
 		done    = make(chan struct{})

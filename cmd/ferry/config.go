@@ -17,6 +17,7 @@ import (
 
 	"github.com/goccy/go-yaml"
 
+	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/mappings"
 )
@@ -111,6 +112,16 @@ type MLLPConfig struct {
 	// message for the analyst, not sent back). docs/orders.md.
 	Ack string   `yaml:"ack"`
 	TLS TLSFiles `yaml:"tls"`
+	// Limits against exhaustion (issue 17, docs/mllp.md); zero values take the defaults.
+	// MaxConnectionsPerAddress caps connections from one source IP (default 50; -1: no cap,
+	// behind a TCP load balancer). FirstFrameTimeout closes a connection that has sent no frame
+	// (default 30s). HandshakeTimeout bounds a TLS handshake, which takes no slot until it is
+	// done (default 10s). MaxRejectedBytesPerHour caps the bytes of rejected messages kept per
+	// node and hour (default 64 MiB; -1: no cap); beyond it they are stored without their bytes.
+	MaxConnectionsPerAddress int           `yaml:"max_connections_per_address"`
+	FirstFrameTimeout        time.Duration `yaml:"first_frame_timeout"`
+	HandshakeTimeout         time.Duration `yaml:"handshake_timeout"`
+	MaxRejectedBytesPerHour  int64         `yaml:"max_rejected_bytes_per_hour"`
 }
 
 // CommitConfig tunes the group committer (engine.GroupCommitOptions), which turns the messages
@@ -138,6 +149,22 @@ type HTTPConfig struct {
 	// FHIR resources point there (the DICOMweb Endpoint of every ImagingStudy). Default:
 	// http(s)://localhost:PORT of listen.http.
 	PublicURL string `yaml:"public_url"`
+	// Limits against exhaustion (issue 17, docs/operations.md); zero values take the defaults.
+	// ReadTimeout bounds reading a request, body included (default 1m), WriteTimeout handling it
+	// and writing the answer (default 2m); DICOMwebTimeout replaces both for /dicomweb, whose
+	// studies may take long to send or fetch (default 30m). ReadHeaderTimeout bounds the request
+	// line and headers (default 10s), IdleTimeout a kept-alive connection between requests
+	// (default 2m). MaxHeaderBytes caps a request's headers (default 64 KiB). MaxConnections caps
+	// connections in all (default 1000) and MaxConnectionsPerAddress from one source IP (default
+	// 100; -1: no cap, behind a load balancer); a connection over either is closed at once.
+	ReadTimeout              time.Duration `yaml:"read_timeout"`
+	WriteTimeout             time.Duration `yaml:"write_timeout"`
+	DICOMwebTimeout          time.Duration `yaml:"dicomweb_timeout"`
+	ReadHeaderTimeout        time.Duration `yaml:"read_header_timeout"`
+	IdleTimeout              time.Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes           int           `yaml:"max_header_bytes"`
+	MaxConnections           int           `yaml:"max_connections"`
+	MaxConnectionsPerAddress int           `yaml:"max_connections_per_address"`
 }
 
 // TLSFiles names PEM files. Cert and Key enable TLS; ClientCA also requires client certificates
@@ -458,6 +485,7 @@ func (c *Config) setDefaults() {
 	if c.MLLP.IdleTimeout == 0 {
 		c.MLLP.IdleTimeout = 10 * time.Minute
 	}
+	c.setLimitDefaults()
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -519,6 +547,37 @@ func (c *Config) setDefaults() {
 			s.Final = &d.Final
 		}
 		c.Turnaround[p] = s
+	}
+}
+
+// setLimitDefaults fills the MLLP and HTTP limits against exhaustion (issue 17).
+func (c *Config) setLimitDefaults() {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.MLLP.MaxConnectionsPerAddress == 0 {
+		c.MLLP.MaxConnectionsPerAddress = mllp.DefaultMaxConnsPerAddress
+	}
+	def(&c.MLLP.FirstFrameTimeout, mllp.DefaultFirstFrameTimeout)
+	def(&c.MLLP.HandshakeTimeout, mllp.DefaultHandshakeTimeout)
+	if c.MLLP.MaxRejectedBytesPerHour == 0 {
+		c.MLLP.MaxRejectedBytesPerHour = engine.DefaultRejectedBytesPerHour
+	}
+	def(&c.HTTP.ReadTimeout, time.Minute)
+	def(&c.HTTP.WriteTimeout, 2*time.Minute)
+	def(&c.HTTP.DICOMwebTimeout, 30*time.Minute)
+	def(&c.HTTP.ReadHeaderTimeout, 10*time.Second)
+	def(&c.HTTP.IdleTimeout, 2*time.Minute)
+	if c.HTTP.MaxHeaderBytes == 0 {
+		c.HTTP.MaxHeaderBytes = 64 << 10
+	}
+	if c.HTTP.MaxConnections == 0 {
+		c.HTTP.MaxConnections = 1000
+	}
+	if c.HTTP.MaxConnectionsPerAddress == 0 {
+		c.HTTP.MaxConnectionsPerAddress = 100
 	}
 }
 

@@ -162,6 +162,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Logger:         logger,
 		Metrics:        mllpMetrics{m: metrics, channel: "mllp"},
 	}
+	cfg.MLLP.applyLimits(mllpSrv, inbound)
 	if cfg.MLLP.TLS.Enabled() {
 		if mllpSrv.TLSConfig, err = mllp.TLSConfig(cfg.MLLP.TLS.Cert, cfg.MLLP.TLS.Key, cfg.MLLP.TLS.ClientCA); err != nil {
 			return fmt.Errorf("mllp.tls: %w", err)
@@ -197,7 +198,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := cfg.HTTP.server(api)
 	if cfg.HTTP.TLS.Enabled() {
 		if httpSrv.TLSConfig, err = mllp.TLSConfig(cfg.HTTP.TLS.Cert, cfg.HTTP.TLS.Key, cfg.HTTP.TLS.ClientCA); err != nil {
 			return fmt.Errorf("http.tls: %w", err)
@@ -208,6 +209,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		mllpLn.Close()
 		return fmt.Errorf("listening for HTTP: %w", err)
 	}
+	httpLn = cfg.HTTP.limitListener(httpLn, logger)
 	if httpSrv.TLSConfig != nil {
 		httpLn = tls.NewListener(httpLn, httpSrv.TLSConfig)
 	}

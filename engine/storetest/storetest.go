@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) engine.MessageStore) {
 		{"DuplicateWithinBatch", testDuplicateWithinBatch},
 		{"NoControlIDNeverDuplicate", testNoControlIDNeverDuplicate},
 		{"RejectedWithSameKeyIsNotDuplicate", testRejectedWithSameKey},
+		{"RejectedWithoutBytes", testRejectedWithoutBytes},
 		{"OtherFacilityOrApplicationIsNotDuplicate", testOtherFacilityOrApplication},
 		{"HeaderTextNotUTF8", testHeaderTextNotUTF8},
 		{"ProcessingFields", testProcessingFields},
@@ -333,6 +334,20 @@ func testRejectedWithSameKey(t *testing.T, st engine.MessageStore) {
 	dup := newMessage("RIS", "STMARYS", "R1", 5)
 	commit(t, st, dup)
 	checkDuplicate(t, st, dup, orig)
+}
+
+// A rejected message over the hourly budget (engine.RejectedBudget) is stored without its
+// bytes: the store keeps the row, an empty raw and the error that says so.
+func testRejectedWithoutBytes(t *testing.T, st engine.MessageStore) {
+	m := rejected(newMessage("JUNK", "", "", 1))
+	m.Raw = []byte{}
+	m.Error = "message does not start with an MSH segment (its 15728640 bytes were not kept: the hourly budget for rejected messages is spent)"
+	commit(t, st, m)
+	got := read(t, st, m.ID)
+	if len(got.Raw) != 0 {
+		t.Errorf("Raw = %d bytes, want none", len(got.Raw))
+	}
+	checkSame(t, got, m)
 }
 
 func testOtherFacilityOrApplication(t *testing.T, st engine.MessageStore) {
