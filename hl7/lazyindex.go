@@ -3,6 +3,7 @@ package hl7
 import (
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/ferryhealth/ferry/internal/workcount"
 )
@@ -33,9 +34,9 @@ type lazyIndex struct {
 	split map[pieceKey]*pieceIndex // long elements by place and separator
 }
 
-// pieceKey names an element split at a separator: its place in the text and its length tell a
-// field from its first repetition (they start at the same offset but split at different
-// separators) and from anything else.
+// pieceKey names an element split at a separator: where it starts in the message text and its
+// length tell a field from its first repetition (they start at the same offset but split at
+// different separators) and from anything else.
 type pieceKey struct {
 	off, len int32
 	sep      byte
@@ -73,7 +74,7 @@ func (x *lazyIndex) occurrences(m *Message, key uint32) []int32 {
 
 // pieces returns the piece index of e split at sep, building it on first need: one pass over e.
 func (x *lazyIndex) pieces(e element, sep byte) *pieceIndex {
-	k := pieceKey{off: e.off, len: int32(len(e.raw)), sep: sep}
+	k := pieceKey{off: offsetIn(e.m.text, e.raw), len: int32(len(e.raw)), sep: sep}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if p := x.split[k]; p != nil {
@@ -107,5 +108,11 @@ func (p *pieceIndex) child(e element, sep byte, n int) element {
 	j := (n - 1) / pieceStride
 	from := int(p.start[j])
 	a, b, _ := piece(e.raw[from:], sep, n-j*pieceStride)
-	return element{m: e.m, raw: e.raw[from+a : from+b], off: e.off + int32(from+a), esc: e.esc}
+	return element{m: e.m, raw: e.raw[from+a : from+b], esc: e.esc}
+}
+
+// offsetIn returns where sub, a non-empty substring of text, starts in it. Every element's raw
+// text is a substring of its message's text, which does not change while the index lives.
+func offsetIn(text, sub string) int32 {
+	return int32(uintptr(unsafe.Pointer(unsafe.StringData(sub))) - uintptr(unsafe.Pointer(unsafe.StringData(text))))
 }

@@ -91,7 +91,7 @@ func (m *Message) field(g *segment, n int) element {
 	k := n - 1
 	if g.header {
 		if n == 1 {
-			return element{m: m, raw: m.text[g.start+3 : g.start+4], off: g.start + 3, literal: true}
+			return element{m: m, raw: m.text[g.start+3 : g.start+4], literal: true}
 		}
 		k = n - 2
 	}
@@ -103,16 +103,18 @@ func (m *Message) field(g *segment, n int) element {
 	if k+1 < int(g.nsep) {
 		b = m.seps[g.first+int32(k)+1]
 	}
-	return element{m: m, raw: m.text[a:b], off: a, literal: g.header && n == 2, esc: g.esc}
+	return element{m: m, raw: m.text[a:b], literal: g.header && n == 2, esc: g.esc}
 }
 
 // element is a field, repetition, component or subcomponent: its raw text and how to decode it.
 type element struct {
 	m       *Message
 	raw     string
-	off     int32 // where raw starts in m.text: with its length, it names the element in the piece index
-	literal bool  // MSH-1 or MSH-2: never split nor decoded
-	esc     bool  // the segment has escape characters, so raw may
+	literal bool // MSH-1 or MSH-2: never split nor decoded
+	esc     bool // the segment has escape characters, so raw may
+	// element keeps to four fields: the compiler keeps a struct of at most four fields in
+	// registers, and one more field made every read twice as slow. raw is always a substring
+	// of m.text, so where it starts is known without a field (see pieceKey).
 }
 
 func (e element) value() string {
@@ -154,7 +156,7 @@ func (e element) child(sep byte, n int) element {
 		return e.m.lazyIndex().pieces(e, sep).child(e, sep, n)
 	}
 	a, b, _ := piece(e.raw, sep, n)
-	return element{m: e.m, raw: e.raw[a:b], off: e.off + int32(a), esc: e.esc}
+	return element{m: e.m, raw: e.raw[a:b], esc: e.esc}
 }
 
 // children calls yield with each piece of e split at sep, numbered from 1, in one pass (calling
@@ -167,19 +169,19 @@ func (e element) children(sep byte, yield func(int, element) bool) {
 		yield(1, e)
 		return
 	}
-	rest, off := e.raw, e.off
+	rest := e.raw
 	for n := 1; ; n++ {
 		i := strings.IndexByte(rest, sep)
 		if i < 0 {
 			workcount.Add(len(rest))
-			yield(n, element{m: e.m, raw: rest, off: off, esc: e.esc})
+			yield(n, element{m: e.m, raw: rest, esc: e.esc})
 			return
 		}
 		workcount.Add(i + 1)
-		if !yield(n, element{m: e.m, raw: rest[:i], off: off, esc: e.esc}) {
+		if !yield(n, element{m: e.m, raw: rest[:i], esc: e.esc}) {
 			return
 		}
-		rest, off = rest[i+1:], off+int32(i)+1
+		rest = rest[i+1:]
 	}
 }
 
