@@ -38,6 +38,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 2m; .ci/fuzz-target says wha
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./hl7 FuzzReadHeader
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./hl7 FuzzSplitBatch
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./hl7 FuzzEscape
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./hl7 FuzzReadByNumber
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/mllp FuzzReader
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/dimse FuzzReadPDU
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/dimse FuzzDataSet -fuzzminimizetime=5s

@@ -71,6 +71,10 @@ type Inbound struct {
 	Pending      *PendingWorker
 	// Rejected, if set, caps the bytes of rejected messages stored (mllp.max_rejected_bytes_per_hour).
 	Rejected *RejectedBudget
+	// Limits bounds the segments of a message and the repetitions of a field (config
+	// mllp.max_segments, mllp.max_repetitions); a message beyond is answered AR with ERR 207
+	// naming the segment and field, and stored as rejected. Zero: no limit.
+	Limits hl7.Limits
 
 	ackPrefix string
 	ackSeq    atomic.Uint64
@@ -208,6 +212,14 @@ func (in *Inbound) judge(r Received) verdict {
 		return reject(h, o, "parse", d)
 	}
 	h := msg.Header()
+	// Before anything reads the message by number: its shape is bounded (issue 17), so that the
+	// work done on it stays proportional to its size. The check itself is linear.
+	if err := msg.CheckLimits(in.Limits); err != nil {
+		var pe *hl7.ParseError
+		if errors.As(err, &pe) {
+			return reject(h, hl7.Reject, "limits", pe.Detail())
+		}
+	}
 	// MSH-9, MSH-10 and MSH-12 are required to route, deduplicate and answer a message.
 	var missing []hl7.ErrorDetail
 	if h.MessageCode == "" || (h.TriggerEvent == "" && h.MessageCode != "ACK") {

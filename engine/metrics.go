@@ -35,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"channel"}),
 		Rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_inbound_rejects_total",
-			Help: "Inbound messages rejected, by reason (parse, header, too_large, empty).",
+			Help: "Inbound messages rejected, by reason (parse, header, too_large, limits, empty, …).",
 		}, []string{"channel", "reason"}),
 		CommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ferry_store_commit_seconds",

@@ -159,3 +159,33 @@ func BenchmarkBuildACK(b *testing.B) {
 	}
 	b.SetBytes(int64(n))
 }
+
+// BenchmarkParseOrderPaths is the accessor path of the inbound flow on a typical order: parse,
+// then read the fields a mapping reads — paths by number, every PID-3 repetition by its number —
+// so that an index for long fields (issue 17) is seen not to slow the common case.
+func BenchmarkParseOrderPaths(b *testing.B) {
+	paths := make([]Path, 0, 16)
+	for _, p := range []string{"MSH-9.1", "MSH-9.2", "MSH-10", "MSH-12", "PID-5.1", "PID-5.2", "PID-7", "PID-8",
+		"PV1-2", "ORC-1", "ORC-2.1", "OBR-4.1", "OBR-4.2", "OBR-18", "OBR-24", "OBX-5"} {
+		paths = append(paths, MustParsePath(p))
+	}
+	pid3 := MustParsePath("PID-3.1")
+	b.SetBytes(int64(len(benchOrder)))
+	b.ReportAllocs()
+	var p Parser
+	sink := 0
+	for b.Loop() {
+		m, err := p.Parse(benchOrder)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, q := range paths {
+			sink += len(m.GetPath(q))
+		}
+		q := pid3
+		for q.Repetition = 1; q.Repetition <= m.Count("PID-3"); q.Repetition++ {
+			sink += len(m.GetPath(q))
+		}
+	}
+	_ = sink
+}

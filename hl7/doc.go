@@ -8,7 +8,9 @@
 // Parse reads one message (HL7 v2.5.1 ch. 2: §2.5 message framework and delimiters, §2.6 message
 // construction rules, §2.7 escape sequences). A Message keeps the text once and indexes its
 // segments and field separators in a single pass; repetitions, components and subcomponents are
-// located when read. Values are read by path — "PID-5.1", "PID-3[2].4.1", "OBX[2]-5" (see
+// located when read — in a long field, through an index built once on first need, so that reading
+// every repetition or segment by its number (PID-3[n], OBX[n]) is linear in the message's size.
+// CheckLimits bounds the segments of a message and the repetitions of a field. Values are read by path — "PID-5.1", "PID-3[2].4.1", "OBX[2]-5" (see
 // ParsePath and docs/hl7-paths.md) — or by walking Segments. Get returns text with escape
 // sequences decoded; values without one are substrings of the message, so reading them does not
 // allocate. Parser parses without allocating, for loops over many messages.

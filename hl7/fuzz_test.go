@@ -6,8 +6,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferryhealth/ferry/internal/workcount"
 )
 
 // addSeeds adds every corpus file (when the shared corpus is present) and a few hand-written
@@ -149,4 +153,95 @@ func FuzzEscape(f *testing.F) {
 			t.Fatalf("Unescape(Escape(%q)) = %q", value, got)
 		}
 	})
+}
+
+// FuzzReadByNumber builds messages of many repetitions, components and segments from the fuzz
+// input — a repetition's text repeated reps times in PID-3 and in segs OBX segments — reads
+// every segment, repetition, component and subcomponent by its number, as mappings do
+// (OBX[n]-5, PID-3[n].1), and checks that the work counted stays linear in the message's size.
+// Issue 17: a PID-3 of 40,000 repetitions took 19 s because each read scanned from the start.
+func FuzzReadByNumber(f *testing.F) {
+	f.Add([]byte("12345^^^HOSP&1.2.3&ISO^MR"), uint16(2000), uint16(50))
+	f.Add([]byte("x"), uint16(60000), uint16(0))
+	f.Add([]byte(strings.Repeat("a^", 300)), uint16(20), uint16(300))
+	f.Add([]byte(strings.Repeat("&", 200)), uint16(3), uint16(3))
+	// Corpus fields as repetitions: real shapes of CX, XPN, XAD.
+	files, _ := filepath.Glob(filepath.Join(corpusDir, "*", "*.hl7"))
+	for i, file := range files {
+		if i%50 != 0 {
+			continue
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		if m, err := Parse(NormalizeSegmentEnds(data)); err == nil && m.Count("PID") > 0 {
+			f.Add([]byte(m.GetRawPath(MustParsePath("PID-3"))), uint16(500), uint16(20))
+		}
+	}
+	f.Fuzz(func(t *testing.T, unit []byte, reps, segs uint16) {
+		// One repetition's text: no field separator or line end (those would make other
+		// fields and segments, not more repetitions), at most 1 KiB.
+		unit = bytes.Map(func(r rune) rune {
+			if r == '|' || r == '\r' || r == '\n' || r == '~' {
+				return -1
+			}
+			return r
+		}, unit)
+		if len(unit) > 1024 {
+			unit = unit[:1024]
+		}
+		field := bytes.Repeat(append(unit, '~'), int(reps)+1)
+		field = field[:len(field)-1]
+		var b bytes.Buffer
+		b.WriteString("MSH|^~\\&|A|B|C|D|20240101||ORM^O01|1|P|2.5\rPID|1||")
+		b.Write(field)
+		b.WriteString("\r")
+		for i := range int(segs) {
+			b.WriteString("OBX|" + strconv.Itoa(i+1) + "|TX|||")
+			b.Write(unit)
+			b.WriteString("\r")
+		}
+		data := b.Bytes()
+		m, err := Parse(data)
+		if err != nil {
+			return // bytes that do not make a message (an invalid UTF-8 / charset mix): nothing to read
+		}
+		work := workcount.Measure(func() { readByNumber(m) })
+		// Each element is read piece by piece: a short one (under pieceIndexMinLen) costs at most
+		// its length per piece, a long one is indexed; three levels below the field.
+		limit := int64(3*(pieceIndexMinLen+2))*int64(len(data)) + 1<<12
+		if work > limit {
+			t.Fatalf("%d steps for %d bytes (%d repetitions, %d segments): more than %d", work, len(data), reps, segs, limit)
+		}
+	})
+}
+
+// readByNumber reads every segment by its occurrence, and in it every repetition, component and
+// subcomponent by its number, the way mapping code walks a message.
+func readByNumber(m *Message) {
+	p3 := MustParsePath("PID-3.1")
+	for p3.Repetition = 1; p3.Repetition <= m.Count("PID-3"); p3.Repetition++ {
+		_ = m.GetPath(p3)
+	}
+	for _, id := range []string{"MSH", "PID", "OBX"} {
+		for n := 1; n <= m.Count(id); n++ {
+			seg, ok := m.FindSegment(id, n)
+			if !ok {
+				panic("FindSegment misses " + id + "[" + strconv.Itoa(n) + "]")
+			}
+			for i := 1; i <= seg.NumFields(); i++ {
+				f := seg.Field(i)
+				for r := 1; r <= f.NumRepetitions(); r++ {
+					rep := f.Repetition(r)
+					for c := 1; c <= rep.NumComponents(); c++ {
+						comp := rep.Component(c)
+						for s := 1; s <= comp.NumSubcomponents(); s++ {
+							_ = comp.Subcomponent(s).Raw()
+						}
+					}
+				}
+			}
+		}
+	}
 }

@@ -3,7 +3,10 @@ package hl7
 import (
 	"fmt"
 	"iter"
+	"slices"
 	"strings"
+
+	"github.com/ferryhealth/ferry/internal/workcount"
 )
 
 // Delimiters returns the message's delimiters (MSH-1 and MSH-2).
@@ -45,12 +48,19 @@ func (s Segment) Index() int { return s.i }
 // Sequence returns the segment's occurrence among segments of the same ID: 1 for the first OBX,
 // 2 for the second — the n of the path OBX[n].
 func (s Segment) Sequence() int {
-	key, n := s.seg().key, 0
+	key := s.seg().key
+	if len(s.m.segs) > segmentScanMax {
+		occ := s.m.lazyIndex().occurrences(s.m, key)
+		n, _ := slices.BinarySearch(occ, int32(s.i))
+		return n + 1
+	}
+	n := 0
 	for i := 0; i <= s.i; i++ {
 		if s.m.segs[i].key == key {
 			n++
 		}
 	}
+	workcount.Add(s.i + 1)
 	return n
 }
 
@@ -102,6 +112,9 @@ type element struct {
 	raw     string
 	literal bool // MSH-1 or MSH-2: never split nor decoded
 	esc     bool // the segment has escape characters, so raw may
+	// element keeps to four fields: the compiler keeps a struct of at most four fields in
+	// registers, and one more field made every read twice as slow. raw is always a substring
+	// of m.text, so where it starts is known without a field (see pieceKey).
 }
 
 func (e element) value() string {
@@ -119,6 +132,10 @@ func (e element) count(sep byte) int {
 	if e.literal || sep == 0 {
 		return 1
 	}
+	if len(e.raw) >= pieceIndexMinLen {
+		return int(e.m.lazyIndex().pieces(e, sep).count)
+	}
+	workcount.Add(len(e.raw))
 	return strings.Count(e.raw, string(sep)) + 1
 }
 
@@ -133,8 +150,13 @@ func (e element) child(sep byte, n int) element {
 		}
 		return element{m: e.m}
 	}
-	raw, _ := piece(e.raw, sep, n)
-	return element{m: e.m, raw: raw, esc: e.esc}
+	if n > pieceScanMax && len(e.raw) >= pieceIndexMinLen && sep != 0 {
+		// The n-th piece of a long element is found from the nearest indexed piece, so that
+		// reading every piece in turn (each: PID-3, PID-3[n].1) is linear, not quadratic.
+		return e.m.lazyIndex().pieces(e, sep).child(e, sep, n)
+	}
+	a, b, _ := piece(e.raw, sep, n)
+	return element{m: e.m, raw: e.raw[a:b], esc: e.esc}
 }
 
 // children calls yield with each piece of e split at sep, numbered from 1, in one pass (calling
@@ -151,9 +173,11 @@ func (e element) children(sep byte, yield func(int, element) bool) {
 	for n := 1; ; n++ {
 		i := strings.IndexByte(rest, sep)
 		if i < 0 {
+			workcount.Add(len(rest))
 			yield(n, element{m: e.m, raw: rest, esc: e.esc})
 			return
 		}
+		workcount.Add(i + 1)
 		if !yield(n, element{m: e.m, raw: rest[:i], esc: e.esc}) {
 			return
 		}
@@ -161,29 +185,34 @@ func (e element) children(sep byte, yield func(int, element) bool) {
 	}
 }
 
-// piece returns the n-th (1-based) piece of s split at sep, and whether it exists. With sep 0 (a
-// delimiter the message does not declare) s is one piece.
-func piece(s string, sep byte, n int) (string, bool) {
+// piece returns where the n-th (1-based) piece of s split at sep is, s[a:b], and whether it
+// exists (a and b are 0 when it does not). With sep 0 (a delimiter the message does not declare)
+// s is one piece. It scans s from the start: for the n-th piece of a long element, child uses
+// the piece index.
+func piece(s string, sep byte, n int) (a, b int, ok bool) {
 	if n < 1 {
-		return "", false
+		return 0, 0, false
 	}
 	if sep == 0 {
 		if n == 1 {
-			return s, true
+			return 0, len(s), true
 		}
-		return "", false
+		return 0, 0, false
 	}
 	for ; n > 1; n-- {
-		i := strings.IndexByte(s, sep)
+		i := strings.IndexByte(s[a:], sep)
 		if i < 0 {
-			return "", false
+			workcount.Add(len(s) - a)
+			return 0, 0, false
 		}
-		s = s[i+1:]
+		a += i + 1
 	}
-	if i := strings.IndexByte(s, sep); i >= 0 {
-		s = s[:i]
+	b = len(s)
+	if i := strings.IndexByte(s[a:], sep); i >= 0 {
+		b = a + i
 	}
-	return s, true
+	workcount.Add(b)
+	return a, b, true
 }
 
 // Field is one field of a segment, with all its repetitions.
@@ -296,14 +325,34 @@ func (m *Message) findSegment(id string, n int) int {
 	if n < 1 {
 		n = 1
 	}
+	if n > 1 && len(m.segs) > segmentScanMax {
+		// OBX[n] for every n in turn (each: OBX) is linear through the occurrence index.
+		occ := m.lazyIndex().occurrences(m, key)
+		if n > len(occ) {
+			return -1
+		}
+		return int(occ[n-1])
+	}
 	for i := range m.segs {
 		if m.segs[i].key == key {
 			if n--; n == 0 {
+				workcount.Add(i + 1)
 				return i
 			}
 		}
 	}
+	workcount.Add(len(m.segs))
 	return -1
+}
+
+// FindSegment returns occurrence n (1-based; 0 means 1) of the segment with this ID, and whether
+// the message has it. Finding every occurrence in turn is linear in the number of segments.
+func (m *Message) FindSegment(id string, n int) (Segment, bool) {
+	si := m.findSegment(id, n)
+	if si < 0 {
+		return Segment{}, false
+	}
+	return Segment{m: m, i: si}, true
 }
 
 // lookup returns the element a path addresses; its m is nil when the path names nothing present.
@@ -381,14 +430,7 @@ func (m *Message) Count(path string) int {
 		if p.SegmentIndex > 0 {
 			return 0
 		}
-		n := 0
-		key := segKey(p.Segment)
-		for i := range m.segs {
-			if m.segs[i].key == key {
-				n++
-			}
-		}
-		return n
+		return m.count(segKey(p.Segment))
 	}
 	si := m.findSegment(p.Segment, p.SegmentIndex)
 	if si < 0 {

@@ -7,7 +7,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"unsafe"
+
+	"github.com/ferryhealth/ferry/internal/workcount"
 )
 
 // Message is one parsed HL7 v2 message. It holds the message text once, decoded to UTF-8, with
@@ -34,6 +37,9 @@ type Message struct {
 	// raw holds the normalised bytes as received when the character set is one whose decoding
 	// may not be reversible byte for byte (kindOther); Bytes returns it until the first Set.
 	raw []byte
+	// lazy indexes what is read by number when it is long: segment occurrences, the pieces of
+	// long fields. Built on first need, dropped when the text changes.
+	lazy atomic.Pointer[lazyIndex]
 }
 
 // segment is the index entry of one segment.
@@ -293,6 +299,7 @@ func indexByteFrom(b []byte, from int, c byte) int {
 // ends are found with strings.IndexByte, field separators eight bytes at a time).
 func (m *Message) index(text string) error {
 	m.text = text
+	m.lazy.Store(nil) // what it indexed was the previous text
 	m.segs = m.segs[:0]
 	if cap(m.segs) == 0 {
 		// A guess of one segment per 64 bytes, capped: a segment entry is 24 bytes, so for a
@@ -406,8 +413,12 @@ func isBlankLine[T string | []byte](s T) bool {
 	return true
 }
 
-// count returns how many segments with this key precede the current end of the index.
+// count returns how many segments with this key the message has.
 func (m *Message) count(key uint32) int {
+	if len(m.segs) > segmentScanMax {
+		return len(m.lazyIndex().occurrences(m, key))
+	}
+	workcount.Add(len(m.segs))
 	n := 0
 	for i := range m.segs {
 		if m.segs[i].key == key {

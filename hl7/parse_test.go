@@ -8,7 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/ferryhealth/ferry/internal/workcount"
 )
 
 // msg joins segments with CR and terminates the last one, as HL7 v2.5.1 §2.5.1 frames them.
@@ -752,37 +753,41 @@ func TestMarshalJSON(t *testing.T) {
 }
 
 // TestHugeFieldsStayLinear guards against quadratic walks: a field of a million components, or
-// repetitions, must be read, printed and serialized in time proportional to its size.
+// repetitions, must be read, printed and serialized with work proportional to its size — counted
+// (internal/workcount), not timed. Not parallel: the count would include other tests' work.
 func TestHugeFieldsStayLinear(t *testing.T) {
-	t.Parallel()
 	const n = 1 << 20
 	big := msg(`MSH|^~\&|A|B|C|D|2024||ADT^A01`+strings.Repeat("^x", n)+`|1|P|2.5`,
 		"PID|1||"+strings.Repeat("1^2&3~", n)+"|"+strings.Repeat(`\F\`, n))
-	start := time.Now()
 	m := mustParse(t, big)
-	h := m.Header()
-	if h.ControlID != "1" || len(h.MessageType) != len("ADT^A01")+2*n {
-		t.Errorf("header: control ID %q, message type of %d bytes", h.ControlID, len(h.MessageType))
-	}
-	if err := m.WriteTree(io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.MarshalJSON(); err != nil {
-		t.Fatal(err)
-	}
-	reps := 0
-	for range m.Segments()[1].Field(3).Repetitions() {
-		reps++
-	}
-	if reps != n+1 || m.Count("PID-3") != n+1 {
-		t.Errorf("%d repetitions, want %d", reps, n+1)
-	}
-	if got := len(m.Value("PID-4")); got != n {
-		t.Errorf("PID-4 decodes to %d bytes, want %d", got, n)
-	}
-	_ = ReadEveryField(m)
-	if d := time.Since(start); d > 20*time.Second {
-		t.Errorf("took %v: something is quadratic", d)
+	work := workcount.Measure(func() {
+		h := m.Header()
+		if h.ControlID != "1" || len(h.MessageType) != len("ADT^A01")+2*n {
+			t.Errorf("header: control ID %q, message type of %d bytes", h.ControlID, len(h.MessageType))
+		}
+		if err := m.WriteTree(io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.MarshalJSON(); err != nil {
+			t.Fatal(err)
+		}
+		reps := 0
+		for range m.Segments()[1].Field(3).Repetitions() {
+			reps++
+		}
+		if reps != n+1 || m.Count("PID-3") != n+1 {
+			t.Errorf("%d repetitions, want %d", reps, n+1)
+		}
+		if got := len(m.Value("PID-4")); got != n {
+			t.Errorf("PID-4 decodes to %d bytes, want %d", got, n)
+		}
+		if v := m.Value("PID-3[1000000].2.2"); v != "3" {
+			t.Errorf("PID-3[1000000].2.2 = %q", v)
+		}
+		_ = ReadEveryField(m)
+	})
+	if work > 20*int64(len(big)) {
+		t.Errorf("%d steps for %d bytes: something is quadratic", work, len(big))
 	}
 }
 

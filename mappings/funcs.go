@@ -254,16 +254,18 @@ func fnLookups(st *state, args []any) (any, error) {
 
 // occurrences are the segments p reads from, with their occurrence number (the n of OBX[n]): the
 // occurrence p names (or the enclosing each: binds), else every segment with p's ID, in order.
+// Each is found through the message's segment index, so that a function called once per
+// iteration of each: OBX does not walk the whole message each time (issue 17).
 func (st *state) occurrences(p hl7.Path) iter.Seq2[int, hl7.Segment] {
 	return func(yield func(int, hl7.Segment) bool) {
-		n := 0
-		for _, seg := range st.segments() {
-			if seg.Name() != p.Segment {
-				continue
+		if p.SegmentIndex > 0 {
+			if seg, ok := st.msg.FindSegment(p.Segment, p.SegmentIndex); ok {
+				yield(p.SegmentIndex, seg)
 			}
-			if n++; p.SegmentIndex > 0 && n != p.SegmentIndex {
-				continue
-			}
+			return
+		}
+		for n, count := 1, st.msg.Count(p.Segment); n <= count; n++ {
+			seg, _ := st.msg.FindSegment(p.Segment, n)
 			if !yield(n, seg) {
 				return
 			}
@@ -378,22 +380,7 @@ func (st *state) repetitionCount(p hl7.Path) int {
 
 // segment returns occurrence n (from 1) of the segment with this ID.
 func (st *state) segment(id string, n int) (hl7.Segment, bool) {
-	for _, seg := range st.segments() {
-		if seg.Name() == id {
-			if n--; n == 0 {
-				return seg, true
-			}
-		}
-	}
-	return hl7.Segment{}, false
-}
-
-// segments are the message's segments, listed once per Apply.
-func (st *state) segments() []hl7.Segment {
-	if st.segs == nil {
-		st.segs = st.msg.Segments()
-	}
-	return st.segs
+	return st.msg.FindSegment(id, n)
 }
 
 func fnLookup(st *state, args []any) (any, error) {

@@ -38,7 +38,6 @@ type state struct {
 	rebinds uint32     // counts the changes to occ and reps: a read kept under another count is stale
 	kept    []keptRead // the reads getField keeps, by Mapping.shared
 
-	segs     []hl7.Segment  // the message's segments, once listed (segments)
 	repAt    hl7.Path       // the repetition a datatype function reads (repetition),
 	rep      hl7.Repetition // and what it holds
 	repFound bool           // repAt and rep are set

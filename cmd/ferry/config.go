@@ -106,6 +106,11 @@ type MLLPConfig struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// AcceptMessageTypes lists accepted MSH-9.1 codes (default ADT, ORM, OMI, OMG, ORU).
 	AcceptMessageTypes []string `yaml:"accept_message_types"`
+	// MaxSegments caps the segments of one message, MSH included (default 10,000), and
+	// MaxRepetitions the repetitions of any one field (default 1,000): a message beyond either is
+	// answered AR with ERR 207 naming the segment and field, and stored rejected (issue 17).
+	MaxSegments    int `yaml:"max_segments"`
+	MaxRepetitions int `yaml:"max_repetitions"`
 	// Ack says when a mapped message (an order, an ADT) is acknowledged: on_commit (default)
 	// once its resources are committed, so AA means processed and AE says what is wrong; or
 	// on_receipt once it is stored, processing it afterwards (a failure is then recorded on the
@@ -482,6 +487,12 @@ func (c *Config) setDefaults() {
 	if c.MLLP.ReadTimeout == 0 {
 		c.MLLP.ReadTimeout = 30 * time.Second
 	}
+	if c.MLLP.MaxSegments == 0 {
+		c.MLLP.MaxSegments = 10_000
+	}
+	if c.MLLP.MaxRepetitions == 0 {
+		c.MLLP.MaxRepetitions = 1_000
+	}
 	if c.MLLP.IdleTimeout == 0 {
 		c.MLLP.IdleTimeout = 10 * time.Minute
 	}
@@ -596,6 +607,13 @@ func (c *Config) Validate() error {
 	}
 	if c.MLLP.MaxConnections < 1 {
 		errs = append(errs, errors.New("mllp.max_connections: must be at least 1"))
+	}
+	// A path addresses at most the 1,000,000th segment or repetition (docs/hl7-paths.md).
+	if c.MLLP.MaxSegments < 2 || c.MLLP.MaxSegments > 1_000_000 {
+		errs = append(errs, errors.New("mllp.max_segments: must be from 2 to 1000000"))
+	}
+	if c.MLLP.MaxRepetitions < 1 || c.MLLP.MaxRepetitions > 1_000_000 {
+		errs = append(errs, errors.New("mllp.max_repetitions: must be from 1 to 1000000"))
 	}
 	if c.Commit.Workers < 1 || c.Commit.Workers > 64 {
 		errs = append(errs, errors.New("commit.workers: must be from 1 to 64"))

@@ -115,3 +115,32 @@ func TestDeliveryDefaults(t *testing.T) {
 		}
 	}
 }
+
+// TestMLLPShapeLimitsConfig: mllp.max_segments and mllp.max_repetitions default to 10,000 and
+// 1,000, take what is configured, and refuse what no path could address.
+func TestMLLPShapeLimitsConfig(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		yaml       string
+		segs, reps int
+		err        string // substring of the validation error, "" for none
+	}{
+		{"", 10_000, 1_000, ""},
+		{"mllp: {max_segments: 50000, max_repetitions: 200}\n", 50_000, 200, ""},
+		{"mllp: {max_segments: 1}\n", 1, 1_000, "mllp.max_segments"},
+		{"mllp: {max_repetitions: -1}\n", 10_000, -1, "mllp.max_repetitions"},
+		{"mllp: {max_repetitions: 2000000}\n", 10_000, 2_000_000, "mllp.max_repetitions"},
+	} {
+		cfg, err := loadTestConfig(t, tc.yaml)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: %v", tc.yaml, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: error %v, want one naming %s", tc.yaml, err, tc.err)
+		}
+		if cfg.MLLP.MaxSegments != tc.segs || cfg.MLLP.MaxRepetitions != tc.reps {
+			t.Errorf("%q: max_segments %d, max_repetitions %d; want %d, %d", tc.yaml,
+				cfg.MLLP.MaxSegments, cfg.MLLP.MaxRepetitions, tc.segs, tc.reps)
+		}
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/fhir"
+	"github.com/ferryhealth/ferry/hl7"
 	"github.com/ferryhealth/ferry/mappings"
 )
 
@@ -92,6 +93,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(cfg.MLLP.AcceptMessageTypes) > 0 {
 		inbound.AcceptTypes = cfg.MLLP.AcceptMessageTypes
 	}
+	inbound.Limits = hl7.Limits{MaxSegments: cfg.MLLP.MaxSegments, MaxRepetitions: cfg.MLLP.MaxRepetitions}
 	// Orders and patient updates are mapped to resources in the transaction that stores them.
 	reloader, err := mappings.NewReloader(cfg.mappingsConfig(), logger)
 	if err != nil {
