@@ -329,6 +329,10 @@ type Destination struct {
 	// facility's sending_facility as MSH-6).
 	ReceivingApplication string `yaml:"receiving_application"`
 	ReceivingFacility    string `yaml:"receiving_facility"`
+	// TLS secures the connection (mllp and fhir; outbound.go); Auth authenticates Ferry to a
+	// FHIR destination: bearer token or OAuth 2.0 client credentials (fhir only).
+	TLS  *OutboundTLS  `yaml:"tls"`
+	Auth *OutboundAuth `yaml:"auth"`
 }
 
 // resultDestinations returns a facility's destinations as the engine takes them, by its
@@ -486,6 +490,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("database: %w", err))
 	}
 	errs = append(errs, c.resolveSecrets()...)
+	errs = append(errs, c.validateOutbound()...)
 	if c.MLLP.MaxMessageSize < 1024 {
 		errs = append(errs, errors.New("mllp.max_message_size: must be at least 1024 bytes"))
 	}

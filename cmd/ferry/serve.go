@@ -172,6 +172,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ObserveTurnaround: turnaround.Observe, Render: engine.RenderORU(reloader.Current)}
 	inbound.Processor.Reports = reports // ORU^R01 from dictation systems
 	sends := newTransports(cfg.Delivery.Connections, cfg.Delivery.Timeout, logger)
+	if err := sends.configure(cfg); err != nil { // destinations' TLS and authentication
+		return err
+	}
 	// A claimed delivery is held for one attempt and a margin: a node killed mid-attempt delays
 	// its delivery that long, then any node sends it again.
 	deliverer := &engine.Deliverer{Outbox: st, Transport: sends.send, Destination: cfg.resultDestination,
