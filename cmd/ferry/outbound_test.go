@@ -36,6 +36,7 @@ type testCA struct {
 	pool                          *x509.CertPool
 	server, client                tls.Certificate
 	caFile, clientCert, clientKey string
+	serverCert, serverKey         string
 }
 
 func newTestCA(t *testing.T) *testCA {
@@ -72,8 +73,9 @@ func newTestCA(t *testing.T) *testCA {
 		keyDER, _ := x509.MarshalPKCS8PrivateKey(k)
 		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, der, keyDER
 	}
-	c.server, _, _ = issue(2, "ehr", x509.ExtKeyUsageServerAuth)
 	var der, keyDER []byte
+	c.server, der, keyDER = issue(2, "ehr", x509.ExtKeyUsageServerAuth)
+	c.serverCert, c.serverKey = writePEM("server.pem", "CERTIFICATE", der), writePEM("server.key", "PRIVATE KEY", keyDER)
 	c.client, der, keyDER = issue(3, "ferry", x509.ExtKeyUsageClientAuth)
 	c.clientCert, c.clientKey = writePEM("client.pem", "CERTIFICATE", der), writePEM("client.key", "PRIVATE KEY", keyDER)
 	return c

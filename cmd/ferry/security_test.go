@@ -1,10 +1,18 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestCheckAdminToken(t *testing.T) {
@@ -120,5 +128,98 @@ func TestTrustedProxiesConfig(t *testing.T) {
 	}
 	if _, err := loadTestConfig(t, "http: {trusted_proxies: [\"10.1.0.0/33\"]}\n"); err == nil || !strings.Contains(err.Error(), `http.trusted_proxies[0]: "10.1.0.0/33" is not a CIDR`) {
 		t.Errorf("a bad CIDR: %v", err)
+	}
+}
+
+// ferry serve refuses to start with an admin token shorter than 32 random bytes, from the
+// environment or from an admin-token file an older Ferry generated (24 bytes), and says why
+// without printing it (issue 17 item 10).
+func TestServeRefusesShortAdminToken(t *testing.T) {
+	t.Parallel()
+	run := func(t *testing.T, dir string, env ...string) (string, int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, ferryBin, "serve", "--mllp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dicom", "127.0.0.1:0")
+		cmd.Dir = dir
+		cmd.Env = append(filteredEnv("FERRY_DATABASE_URL", "FERRY_ADMIN_TOKEN", "FERRY_ADMIN_TOKEN_FILE"), env...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("ferry serve with a short token: %v (want it to exit non-zero)\n%s", err, out)
+		}
+		return string(out), ee.ExitCode()
+	}
+	t.Run("environment", func(t *testing.T) {
+		t.Parallel()
+		const short = "e2e-short-token-0123456789"
+		out, status := run(t, t.TempDir(), "FERRY_ADMIN_TOKEN="+short)
+		if status == 0 || !strings.Contains(out, "admin_token: a token of 26 characters is shorter than 32 random bytes") || strings.Contains(out, short) {
+			t.Errorf("exit %d, output:\n%s", status, out)
+		}
+	})
+	t.Run("old generated file", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		os.MkdirAll(filepath.Join(dir, "ferry-data"), 0o700)
+		old := strings.Repeat("a1b2c3d4e5f6", 4) // 48 hex digits: 24 bytes
+		os.WriteFile(filepath.Join(dir, "ferry-data", "admin-token"), []byte(old+"\n"), 0o600)
+		out, status := run(t, dir)
+		if status == 0 || !strings.Contains(out, "delete it to have a new one generated") || strings.Contains(out, old) {
+			t.Errorf("exit %d, output:\n%s", status, out)
+		}
+	})
+	t.Run("a generated token is 32 bytes", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		cmd := exec.Command(ferryBin, "serve", "--mllp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dicom", "127.0.0.1:0")
+		cmd.Dir = dir
+		cmd.Env = filteredEnv("FERRY_DATABASE_URL", "FERRY_ADMIN_TOKEN", "FERRY_ADMIN_TOKEN_FILE")
+		var stdout lockedBuffer
+		cmd.Stdout = &stdout
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+		deadline := time.Now().Add(60 * time.Second)
+		for !servingLine.MatchString(stdout.String()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no serving line")
+			}
+			time.Sleep(20 * time.Millisecond) // polling for a condition, with a generous deadline
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "ferry-data", "admin-token"))
+		if tok := strings.TrimSpace(string(b)); err != nil || len(tok) != 64 || checkAdminToken(tok) != nil {
+			t.Errorf("generated token: %d characters, %v", len(tok), err)
+		}
+	})
+}
+
+// http_tls=true is logged only once the HTTP listener has completed a TLS handshake with Ferry's
+// own certificate; a client then reaches /healthz over TLS (issue 17 item 10).
+func TestServeLogsHTTPTLSAfterHandshake(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{
+		Config: fmt.Sprintf("http: {tls: {cert: %s, key: %s}}\n", ca.serverCert, ca.serverKey)})
+	logs := p.stderr.String()
+	i, j := strings.Index(logs, "HTTP listener serving TLS"), strings.Index(logs, `msg="ferry serving"`)
+	if i < 0 || j < 0 || i > j || !strings.Contains(logs[j:], "http_tls=true") {
+		t.Fatalf("want the TLS handshake logged, then http_tls=true; stderr:\n%s", logs)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}}}
+	resp, err := client.Get("https://" + p.HTTPAddr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil {
+		t.Errorf("GET /healthz over TLS: %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+	// Without TLS configured the line says so.
+	plain := startFerry(t, "sqlite:"+filepath.Join(t.TempDir(), "ferry.db"), t.TempDir(), serveOptions{})
+	if !strings.Contains(plain.stderr.String(), "http_tls=false") {
+		t.Errorf("plain HTTP: want http_tls=false in the serving line")
 	}
 }
