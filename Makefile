@@ -7,7 +7,7 @@ BENCHTIME ?= 1s
 STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-short lint fuzz bench tidy-check clean
+.PHONY: help build run test test-short lint vulncheck fuzz bench tidy-check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,9 @@ lint: ## gofmt, go vet, staticcheck, and go.mod tidiness
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	$(MAKE) tidy-check
+
+vulncheck: ## govulncheck against vuln.go.dev, else a dated snapshot from the module proxy (.ci/vulncheck; skips when neither is reachable)
+	GO=$(GO) .ci/vulncheck
 
 tidy-check: ## fail if go.mod or go.sum are stale
 	$(GO) mod tidy -diff

@@ -6,9 +6,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the engine's Prometheus series. Labels never carry message content: message types
-// that are not a plain code^trigger pair are counted as "other" so bad input cannot explode the
-// series count.
+// Metrics are the engine's Prometheus series. Labels never carry message content, and every label
+// value comes from a fixed set: message types Ferry does not know are counted as "other"
+// (typeLabel) so bad input cannot explode the series count.
 type Metrics struct {
 	Messages       *prometheus.CounterVec // channel, type, ack_code
 	Duplicates     *prometheus.CounterVec // channel
@@ -84,32 +84,50 @@ func (m *Metrics) ObserveCommit(batch int, d time.Duration, err error) {
 	}
 }
 
-// typeLabel turns MSH-9 into a bounded label value: "ORM^O01", "ACK", or "other".
+// typeLabel turns MSH-9 into a label value from a fixed set, so that no sender can grow the
+// series count (issue 17 item 9): a message code and trigger event Ferry knows ("ORM^O01",
+// "ADT^A08"), "ACK" (its trigger echoes the acknowledged message's, so it is dropped), a known
+// code with another trigger as "ADT^other", anything else as "other", and no code as "none".
+// The set is labelTriggers; at most a few hundred values per channel and ACK code.
 func typeLabel(code, trigger string) string {
-	if !isLabelWord(code) {
-		if code == "" {
-			return "none"
-		}
+	if code == "" {
+		return "none"
+	}
+	known, ok := labelTriggers[code]
+	switch {
+	case !ok:
 		return "other"
-	}
-	if trigger == "" {
+	case code == "ACK" || trigger == "":
 		return code
+	case known(trigger):
+		return code + "^" + trigger
 	}
-	if !isLabelWord(trigger) {
-		return code + "^other"
-	}
-	return code + "^" + trigger
+	return code + "^other"
 }
 
-func isLabelWord(s string) bool {
-	if len(s) != 3 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < 'A' || c > 'Z') && (c < '0' || c > '9') {
+// labelTriggers are the message codes (HL7 table 0076) an imaging interface engine sees, each
+// with the trigger events (table 0003) counted under their own label.
+var labelTriggers = map[string]func(trigger string) bool{
+	"ACK": func(string) bool { return false },
+	"ADT": triggerRange('A', 1, 62), // A01 admit … A62 cancel merge
+	"ORM": triggerRange('O', 1, 1),
+	"ORR": triggerRange('O', 2, 2),
+	"OMI": triggerRange('O', 23, 23),
+	"ORI": triggerRange('O', 24, 24),
+	"OMG": triggerRange('O', 19, 19),
+	"ORG": triggerRange('O', 20, 20),
+	"ORU": triggerRange('R', 1, 1),
+	"MDM": triggerRange('T', 1, 11),
+	"SIU": triggerRange('S', 12, 26),
+}
+
+// triggerRange accepts the trigger events letter+two digits from lo to hi ("A01".."A62").
+func triggerRange(letter byte, lo, hi int) func(string) bool {
+	return func(t string) bool {
+		if len(t) != 3 || t[0] != letter || t[1] < '0' || t[1] > '9' || t[2] < '0' || t[2] > '9' {
 			return false
 		}
+		n := int(t[1]-'0')*10 + int(t[2]-'0')
+		return n >= lo && n <= hi
 	}
-	return true
 }

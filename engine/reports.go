@@ -212,6 +212,9 @@ func (rs *Reports) committed(res *storedReport) {
 // checked, the report completed, stored with its deliveries and its turnaround mark. An ORU
 // from a dictation system is stored this way in its message's transaction.
 func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id string, named *reportPatient) (*storedReport, error) {
+	if n := sanitizeReportHTML(in); n > 0 { // before it is stored or forwarded (sanitize.go)
+		rs.logger().Warn("report HTML sanitised: disallowed markup removed", "report", id, "places", n)
+	}
 	status, _ := in["status"].(string)
 	order, err := rs.order(ctx, tx, in)
 	if err != nil {

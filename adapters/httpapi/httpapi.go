@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"strings"
@@ -59,6 +60,10 @@ type Options struct {
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
+	// TrustedProxies are the load balancers and reverse proxies whose X-Forwarded-For (or
+	// X-Real-IP) names the client; from any other peer those headers are ignored and the TCP
+	// peer is the client address audited (clientip.go). Empty: no proxy is trusted.
+	TrustedProxies []*net.IPNet
 }
 
 // New builds the HTTP handler.
@@ -79,6 +84,7 @@ func New(opt Options) (*echo.Echo, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(opt.Logger)
+	e.IPExtractor = clientIPExtractor(opt.TrustedProxies)
 
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})

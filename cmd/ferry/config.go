@@ -34,9 +34,16 @@ type Config struct {
 	Listen  Listen `yaml:"listen"`
 	// AdminToken is the bearer token for /api/v1/ and /fhir/r4/. Env: FERRY_ADMIN_TOKEN. Empty:
 	// a random token is generated once and kept in DATA_DIR/admin-token (mode 0600).
-	AdminToken string     `yaml:"admin_token"`
-	MLLP       MLLPConfig `yaml:"mllp"`
-	HTTP       HTTPConfig `yaml:"http"`
+	AdminToken string `yaml:"admin_token"`
+	// AdminTokenFile is a file holding the admin token (a secrets mount); env:
+	// FERRY_ADMIN_TOKEN_FILE. A token has at least 32 random bytes' worth of characters (43
+	// base64url or 64 hex) or Ferry refuses to start. DatabasePasswordFile holds the PostgreSQL
+	// password, merged into database; env: FERRY_DATABASE_PASSWORD_FILE, or the password itself
+	// in FERRY_DATABASE_PASSWORD (security.go, resolveSecrets).
+	AdminTokenFile       string     `yaml:"admin_token_file"`
+	DatabasePasswordFile string     `yaml:"database_password_file"`
+	MLLP                 MLLPConfig `yaml:"mllp"`
+	HTTP                 HTTPConfig `yaml:"http"`
 	// Commit tunes how inbound messages are grouped into store transactions.
 	Commit CommitConfig `yaml:"commit"`
 	// Facilities are the hospitals that send to Ferry, each known by its MSH-4.
@@ -170,6 +177,10 @@ type HTTPConfig struct {
 	MaxHeaderBytes           int           `yaml:"max_header_bytes"`
 	MaxConnections           int           `yaml:"max_connections"`
 	MaxConnectionsPerAddress int           `yaml:"max_connections_per_address"`
+	// TrustedProxies are the CIDRs (or single addresses) of the load balancers and reverse
+	// proxies in front of Ferry: only from them is X-Forwarded-For / X-Real-IP believed for the
+	// audited client address; from anyone else the TCP peer is the client (default: none).
+	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
 // TLSFiles names PEM files. Cert and Key enable TLS; ClientCA also requires client certificates
@@ -408,6 +419,10 @@ type Destination struct {
 	// facility's sending_facility as MSH-6).
 	ReceivingApplication string `yaml:"receiving_application"`
 	ReceivingFacility    string `yaml:"receiving_facility"`
+	// TLS secures the connection (mllp and fhir; outbound.go); Auth authenticates Ferry to a
+	// FHIR destination: bearer token or OAuth 2.0 client credentials (fhir only).
+	TLS  *OutboundTLS  `yaml:"tls"`
+	Auth *OutboundAuth `yaml:"auth"`
 }
 
 // resultDestinations returns a facility's destinations as the engine takes them, by its
@@ -602,6 +617,8 @@ func (c *Config) Validate() error {
 	if _, _, err := storeKind(c.Database); err != nil {
 		errs = append(errs, fmt.Errorf("database: %w", err))
 	}
+	errs = append(errs, c.resolveSecrets()...)
+	errs = append(errs, c.validateOutbound()...)
 	if c.MLLP.MaxMessageSize < 1024 {
 		errs = append(errs, errors.New("mllp.max_message_size: must be at least 1024 bytes"))
 	}
@@ -643,6 +660,9 @@ func (c *Config) Validate() error {
 	}
 	if u, err := url.Parse(c.HTTP.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("http.public_url: %q is not an http(s) URL", c.HTTP.PublicURL))
+	}
+	if _, err := c.HTTP.trustedProxies(); err != nil {
+		errs = append(errs, err)
 	}
 	if l := c.Linking; l.AutoLink < 0 || l.Review < 0 || l.Margin < 0 || (l.AutoLink != 0 && l.Review > l.AutoLink) {
 		errs = append(errs, errors.New("linking: auto_link, review and margin must not be negative, and review must not exceed auto_link"))

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,8 +26,12 @@ type transports struct {
 	logger  *slog.Logger
 	http    *http.Client
 
+	// outbound holds the destinations with TLS or authentication, by "FACILITY/NAME"
+	// (outbound.go, configure); the others share http and plain MLLP senders.
+	outbound map[string]*outbound
+
 	mu     sync.Mutex
-	mllp   map[string][]*mllp.Sender // by destination address
+	mllp   map[string][]*mllp.Sender // by destination address (and name, when it has TLS)
 	cursor map[string]int
 }
 
@@ -39,7 +44,7 @@ func newTransports(conns int, timeout time.Duration, logger *slog.Logger) *trans
 func (t *transports) send(ctx context.Context, dest engine.ResultDestination, d *engine.Delivery) (string, error) {
 	switch d.Kind {
 	case engine.DeliveryMLLP:
-		ack, err := t.sender(dest.Address).Send(ctx, d.Payload)
+		ack, err := t.sender(dest.Address, t.outbound[d.Destination], d.Destination).Send(ctx, d.Payload)
 		var nak *mllp.NAKError
 		if errors.As(err, &nak) {
 			// AR/CR: rejected, sending it again changes nothing; AE/CE: an error the receiver
@@ -53,19 +58,25 @@ func (t *transports) send(ctx context.Context, dest engine.ResultDestination, d 
 	return "", fmt.Errorf("unknown delivery kind %q", d.Kind)
 }
 
-// sender returns the next of the destination's MLLP senders, opening them on first use.
-func (t *transports) sender(addr string) *mllp.Sender {
+// sender returns the next of the destination's MLLP senders, opening them on first use. Plain
+// destinations at one address share senders; a TLS destination has its own.
+func (t *transports) sender(addr string, o *outbound, name string) *mllp.Sender {
+	key := addr
+	var tc *tls.Config
+	if o != nil && o.tls != nil {
+		key, tc = addr+"|"+name, o.tls
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	pool := t.mllp[addr]
+	pool := t.mllp[key]
 	if pool == nil {
 		for range t.conns {
-			pool = append(pool, &mllp.Sender{Addr: addr, Timeout: t.timeout, Logger: t.logger})
+			pool = append(pool, &mllp.Sender{Addr: addr, TLSConfig: tc, Timeout: t.timeout, Logger: t.logger})
 		}
-		t.mllp[addr] = pool
+		t.mllp[key] = pool
 	}
-	i := t.cursor[addr] % len(pool)
-	t.cursor[addr] = i + 1
+	i := t.cursor[key] % len(pool)
+	t.cursor[key] = i + 1
 	return pool[i]
 }
 
@@ -79,7 +90,14 @@ func (t *transports) sendFHIR(ctx context.Context, dest engine.ResultDestination
 	req.Header.Set("Content-Type", "application/fhir+json")
 	req.Header.Set("Accept", "application/fhir+json")
 	req.Header.Set("X-Request-Id", d.ControlID)
-	resp, err := t.http.Do(req)
+	client := t.http
+	if o := t.outbound[d.Destination]; o != nil && o.client != nil {
+		client = o.client
+		if err := o.authorize(req); err != nil {
+			return "", err
+		}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return "", err
 	}
@@ -88,7 +106,9 @@ func (t *transports) sendFHIR(ctx context.Context, dest engine.ResultDestination
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return string(body), nil
-	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests:
+	// 401: the credential may be renewed or fixed (a rotated token file, an expired OAuth token):
+	// retried like 408 and 429, not dead-lettered.
+	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusUnauthorized:
 		return string(body), &engine.DeliveryRefusal{Code: "HTTP " + strconv.Itoa(resp.StatusCode), Permanent: true}
 	}
 	return string(body), &engine.DeliveryRefusal{Code: "HTTP " + strconv.Itoa(resp.StatusCode)}

@@ -175,7 +175,7 @@ func randomHex(n int) string {
 // ---------------------------------------------------------------------------------------------
 // The ferry process
 
-const testAdminToken = "e2e-admin-token-0123456789"
+const testAdminToken = "e2e-admin-token-0123456789-abcdefghijklmnopqrstuvwxyz"
 
 // ferryProcess is one running `ferry serve`.
 type ferryProcess struct {
