@@ -2,6 +2,8 @@ module github.com/ferryhealth/ferry
 
 go 1.26.0
 
+toolchain go1.26.10
+
 require (
 	github.com/expr-lang/expr v1.17.8
 	github.com/goccy/go-yaml v1.19.2
