@@ -37,6 +37,8 @@ type testCA struct {
 	server, client                tls.Certificate
 	caFile, clientCert, clientKey string
 	serverCert, serverKey         string
+	// issue makes another certificate signed by the CA.
+	issue func(serial int64, cn string, usage x509.ExtKeyUsage) (tls.Certificate, []byte, []byte)
 }
 
 func newTestCA(t *testing.T) *testCA {
@@ -73,6 +75,7 @@ func newTestCA(t *testing.T) *testCA {
 		keyDER, _ := x509.MarshalPKCS8PrivateKey(k)
 		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, der, keyDER
 	}
+	c.issue = issue
 	var der, keyDER []byte
 	c.server, der, keyDER = issue(2, "ehr", x509.ExtKeyUsageServerAuth)
 	c.serverCert, c.serverKey = writePEM("server.pem", "CERTIFICATE", der), writePEM("server.key", "PRIVATE KEY", keyDER)

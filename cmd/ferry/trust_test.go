@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"net/url"
 	"strings"
@@ -258,4 +261,46 @@ func TestStudyForAnotherPatientIsHeld(t *testing.T) {
 			t.Errorf("reconciliation worklist: %+v, want the held study", open)
 		}
 	})
+}
+
+// TestSenderBoundToItsCertificate: under mutual TLS a facility's application may be bound to the
+// name in its client certificate; a certificate from the same CA naming another system is
+// refused AR 207, as is the right certificate sending for an application it was not given.
+func TestSenderBoundToItsCertificate(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	p := startFerry(t, "sqlite:"+dir+"/ferry.db", dir, serveOptions{Config: `
+mllp:
+  tls: {cert: ` + ca.serverCert + `, key: ` + ca.serverKey + `, client_ca: ` + ca.caFile + `}
+facilities:
+  - id: stmarys
+    sending_facility: STMARYS
+    senders:
+      - {application: RIS, certificates: [ferry]}
+`})
+	other, _, _ := ca.issue(9, "someone-else", x509.ExtKeyUsageClientAuth)
+	send := func(cert tls.Certificate, msg string) *ackInfo {
+		t.Helper()
+		conn, err := tls.Dial("tcp", p.MLLPAddr, &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatalf("TLS dial: %v", err)
+		}
+		defer conn.Close()
+		peer := &mllpPeer{conn: conn, r: bufio.NewReader(conn)}
+		a, err := peer.roundTrip([]byte(msg), 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	if a := send(ca.client, trustedORM("RIS", "STMARYS", "C1")); a.Code != "AA" {
+		t.Errorf("the RIS with its certificate: %s, want AA", a)
+	}
+	if a := send(other, trustedORM("RIS", "STMARYS", "C2")); a.Code != "AR" || !a.hasERRCode("207") || !strings.Contains(a.ERR, "MSH^1^4") {
+		t.Errorf("the RIS's name with another system's certificate: %s, want AR 207 at MSH-4", a)
+	}
+	if a := send(ca.client, trustedORM("LAB", "STMARYS", "C3")); a.Code != "AR" || !strings.Contains(a.ERR, "MSH^1^3") {
+		t.Errorf("the certificate sending for another application: %s, want AR at MSH-3", a)
+	}
 }
