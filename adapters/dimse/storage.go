@@ -222,7 +222,7 @@ func StorageServices(sink InstanceSink, cfg StorageConfig, logger *slog.Logger) 
 	h := &storageHandler{sink: sink, cfg: cfg, log: logger}
 	svcs := make([]Service, len(StorageSOPClasses))
 	for i, c := range StorageSOPClasses {
-		svcs[i] = Service{SOPClass: c.UID, TransferSyntaxes: StorageTransferSyntaxes, Handler: h}
+		svcs[i] = Service{SOPClass: c.UID, TransferSyntaxes: StorageTransferSyntaxes, Handler: h, Operation: OpStore}
 	}
 	return svcs, nil
 }
