@@ -65,7 +65,9 @@ func scanInstanceHeader(f *os.File, size, budget int64) (*headerScan, error) {
 	// File meta information: explicit VR little endian, opened by its group length (the
 	// library requires it).
 	t, vr, vl, err := w.header()
-	if err != nil {
+	if errors.Is(err, io.EOF) {
+		return nil, &lengthError{tagFileMetaInformationGroupLength, "no file meta information"}
+	} else if err != nil {
 		return nil, err
 	}
 	if t != tagFileMetaInformationGroupLength || vr != "UL" || vl != 4 {
@@ -82,7 +84,9 @@ func scanInstanceHeader(f *os.File, size, budget int64) (*headerScan, error) {
 	var ts string
 	for src.off < metaEnd {
 		t, vr, vl, err := w.header()
-		if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &lengthError{tagFileMetaInformationGroupLength, "file meta information truncated"}
+		} else if err != nil {
 			return nil, err
 		}
 		if t == tagTransferSyntaxUID {
@@ -191,8 +195,10 @@ var errTruncated = errors.New("declared length exceeds the data")
 // implicit VR and items) and value length, by the library's rules (read.go readElement).
 func (w *walker) header() (Tag, string, uint32, error) {
 	var b [4]byte
-	if err := w.src.read(b[:]); err != nil {
-		return 0, "", 0, err
+	if err := w.src.read(b[:]); errors.Is(err, io.EOF) {
+		return 0, "", 0, io.EOF // between elements: the data set ends here
+	} else if err != nil {
+		return 0, "", 0, &lengthError{0, "data set ends or is corrupt inside an element header"}
 	}
 	t := NewTag(w.bo.Uint16(b[:2]), w.bo.Uint16(b[2:]))
 	lt := dicomtag.Tag{Group: t.Group(), Element: t.Element()}
