@@ -308,3 +308,43 @@ func TestCStoreDeclaredLengths(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling a condition
 	}
 }
+
+// TestCFindDeclaredLengths: worklist identifiers declaring gigabytes (Ferry's own data set
+// decoder reads them) are refused C000 without allocating what they declare.
+func TestCFindDeclaredLengths(t *testing.T) {
+	// Not parallel: TotalAlloc counts every goroutine's allocations.
+	addr := startServer(t, &Server{Services: []Service{WorklistService(&memoryWorklist{items: testWorklist()}, nil)}})
+	c := dial(t, addr, ClientConfig{CallingAETitle: "MODALITY", Contexts: []ProposedContext{{SOPClass: ModalityWorklistFindSOPClass, TransferSyntaxes: []string{ExplicitVRLittleEndian}}}})
+	id, _, _ := c.Context(ModalityWorklistFindSOPClass)
+	le := binary.LittleEndian
+	filler := bytes.Repeat([]byte{'A'}, 200)
+	identifiers := [][]byte{
+		append(explicitHeader(le, NewTag(0x0010, 0x0010), "UT", 1<<31), filler...),
+		append(explicitHeader(le, TagScheduledProcedureStepSequence, "SQ", undefinedLength),
+			append(implicitHeader(TagItem, undefinedLength), append(explicitHeader(le, TagModality, "UN", 0xFFFFFFF0), filler...)...)...),
+		append(explicitHeader(le, TagScheduledProcedureStepSequence, "SQ", 1<<31), filler...),
+	}
+	statuses := make([]Status, len(identifiers))
+	n := allocated(func() {
+		for i, ident := range identifiers {
+			cmd := &Command{Field: CFindRQ, MessageID: c.NewMessageID(), AffectedSOPClassUID: ModalityWorklistFindSOPClass}
+			if err := c.Send(testCtx(t), id, cmd, bytes.NewReader(ident)); err != nil {
+				t.Fatal(err)
+			}
+			msg, err := c.Receive(testCtx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			statuses[i] = msg.Command.Status
+		}
+	})
+	for i, st := range statuses {
+		if st != StatusCannotUnderstand {
+			t.Errorf("identifier %d: status %v, want C000", i, st)
+		}
+	}
+	if n > allocBudget {
+		t.Errorf("the queries allocated %d MiB, want < %d MiB", n>>20, allocBudget>>20)
+	}
+	t.Logf("%d forged identifiers allocated %.1f MiB", len(identifiers), float64(n)/(1<<20))
+}

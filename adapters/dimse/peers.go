@@ -208,15 +208,15 @@ func (s *Server) validatePeers() []error {
 	}
 	for i, p := range s.Peers {
 		if err := checkAETitle(p.AETitle); err != nil {
-			errs = append(errs, fmt.Errorf("Peers[%d]: %w", i, err))
+			errs = append(errs, fmt.Errorf("peers[%d]: %w", i, err))
 		}
 		for _, op := range p.Operations {
 			if !known[op] {
-				errs = append(errs, fmt.Errorf("Peers[%d] (%s): unknown operation %q", i, p.AETitle, op))
+				errs = append(errs, fmt.Errorf("peers[%d] (%s): unknown operation %q", i, p.AETitle, op))
 			}
 		}
 		if (p.CertificateSubject != "" || len(p.SANs) > 0) && (s.TLSConfig == nil || s.TLSConfig.ClientCAs == nil) {
-			errs = append(errs, fmt.Errorf("Peers[%d] (%s): bound to a certificate, but TLS with client certificates is not configured", i, p.AETitle))
+			errs = append(errs, fmt.Errorf("peers[%d] (%s): bound to a certificate, but TLS with client certificates is not configured", i, p.AETitle))
 		}
 	}
 	return errs
