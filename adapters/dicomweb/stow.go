@@ -2,7 +2,8 @@
 // PS3.18 10.5 (POST /dicomweb/studies[/{StudyInstanceUID}], multipart/related;
 // type="application/dicom"), and QIDO-RS, the Search for Studies transaction of PS3.18 10.6
 // (GET /dicomweb/studies, qido.go). Each part is a DICOM Part 10 file; it is streamed to a file in the
-// incoming area, fsynced, read with dimse.ReadInstance (the same reading and checks as C-STORE)
+// incoming area, fsynced, read with dimse.ReadInstanceWithin (the same reading and checks as
+// C-STORE, which never allocates a length a part declares)
 // and handed to the DICOM intake, and it is reported stored only once the intake has committed
 // it (DESIGN.md rule 1). The routes mount under the admin bearer token (adapters/httpapi).
 package dicomweb
@@ -72,6 +73,9 @@ type Config struct {
 	// MaxInstanceSize caps one part (one Part 10 file), in bytes (default
 	// dimse.DefaultMaxInstanceSize). A larger part fails with A700 and its bytes are discarded.
 	MaxInstanceSize int64
+	// MaxHeaderSize caps the memory reading one part's header may use (default
+	// dimse.DefaultMaxHeaderSize); a declared length is never allocated (dimse.ReadInstanceWithin).
+	MaxHeaderSize int64
 	// Logger receives one line per instance (UIDs, sizes, reasons; no patient data); nil discards.
 	Logger *slog.Logger
 	// Studies answers QIDO-RS searches; nil: GET /studies is not served.
@@ -94,7 +98,7 @@ func NewSTOW(sink InstanceSink, cfg Config) (*STOW, error) {
 	if sink == nil {
 		return nil, errors.New("dicomweb: NewSTOW: sink is nil")
 	}
-	sc := dimse.StorageConfig{IncomingDir: cfg.IncomingDir, MaxInstanceSize: cfg.MaxInstanceSize}
+	sc := dimse.StorageConfig{IncomingDir: cfg.IncomingDir, MaxInstanceSize: cfg.MaxInstanceSize, MaxHeaderSize: cfg.MaxHeaderSize}
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("dicomweb: %w", err)
 	}
@@ -261,7 +265,7 @@ func (s *STOW) storePart(ctx context.Context, part io.Reader, wantStudy string) 
 		return result{failure: uint16(ie.Status)}
 	}
 
-	inst, err := dimse.ReadInstance(tmpPath)
+	inst, err := dimse.ReadInstanceWithin(tmpPath, s.cfg.MaxHeaderSize)
 	if err != nil {
 		if !errors.As(err, &ie) {
 			ie = &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: "cannot read the instance file", Err: err}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -32,6 +33,8 @@ type association struct {
 	pr     pduReader
 	w      messageWriter
 	ctxs   map[byte]*acceptedContext
+	ip     netip.Addr      // the source address, counted against MaxConnsPerAddr
+	rights callerRights    // what the caller may do
 	ctx    context.Context // cancelled when the association ends
 	cancel context.CancelCauseFunc
 
@@ -68,13 +71,17 @@ type operation struct {
 	status   Status
 }
 
-func (s *Server) newAssociation(rwc net.Conn) *association {
-	a := &association{s: s, rwc: rwc, conn: rwc}
+// newAssociation serves conn: rwc itself, or its TLS layer after the handshake (st).
+func (s *Server) newAssociation(rwc, conn net.Conn, st *tls.ConnectionState) *association {
+	a := &association{s: s, rwc: rwc, conn: conn}
 	a.ctx, a.cancel = context.WithCancelCause(s.context())
 	a.log = s.logger().With("remote", rwc.RemoteAddr().String())
-	a.info = &Association{RemoteAddr: rwc.RemoteAddr().String(), CalledAETitle: s.aeTitle()}
-	a.pr = pduReader{r: rwc, maxPData: s.maxPDULength(), reuse: true}
-	a.w = messageWriter{conn: rwc, timeout: s.writeTimeout()}
+	if st != nil {
+		a.log = a.log.With("tls", true, "cert_subject", certSubject(st))
+	}
+	a.info = &Association{RemoteAddr: rwc.RemoteAddr().String(), CalledAETitle: s.aeTitle(), TLS: st}
+	a.pr = pduReader{r: conn, maxPData: s.maxPDULength(), reuse: true}
+	a.w = messageWriter{conn: conn, timeout: s.writeTimeout()}
 	return a
 }
 
@@ -102,6 +109,7 @@ func (a *association) serve() {
 		}
 		s.trackAssoc(a, false)
 		s.active.Add(-1)
+		s.releaseAddr(a.ip)
 		if s.Metrics != nil {
 			if kind != "" {
 				s.Metrics.Aborted(kind)
@@ -112,21 +120,6 @@ func (a *association) serve() {
 	}()
 
 	_ = a.rwc.SetDeadline(time.Now().Add(s.artimTimeout()))
-	if s.TLSConfig != nil {
-		tc := tls.Server(a.rwc, s.TLSConfig)
-		if err := tc.HandshakeContext(a.ctx); err != nil {
-			if !a.isClosing() {
-				a.setAbortKind(AbortHandshake)
-				a.log.Warn("DICOM TLS handshake failed", "err", err)
-			}
-			return
-		}
-		st := tc.ConnectionState()
-		a.info.TLS = &st
-		a.conn = tc
-		a.pr.r = tc
-		a.w.conn = tc
-	}
 	if !a.negotiate() {
 		return
 	}
@@ -170,9 +163,10 @@ func (a *association) negotiate() bool {
 		return reject(AssocRejectedAppContext, AssociateRJ{RejectPermanent, SourceServiceUser, ReasonApplicationContextUnsupported})
 	case rq.CalledAETitle != s.aeTitle():
 		return reject(AssocRejectedCalledAETitle, AssociateRJ{RejectPermanent, SourceServiceUser, ReasonCalledAETitleNotRecognized})
-	case len(s.CallingAETitles) > 0 && !slices.ContainsFunc(s.CallingAETitles, func(t string) bool {
-		return strings.TrimSpace(t) == rq.CallingAETitle
-	}):
+	}
+	a.rights = s.rightsOf(rq.CallingAETitle, a.info.RemoteAddr, a.info.TLS)
+	if a.rights.refuse {
+		log = log.With("refused_because", a.rights.reason)
 		return reject(AssocRejectedCallingAETitle, AssociateRJ{RejectPermanent, SourceServiceUser, ReasonCallingAETitleNotRecognized})
 	}
 	if m := rq.UserInfo.MaxPDULength; m != 0 && m < 7 {
@@ -198,11 +192,15 @@ func (a *association) negotiate() bool {
 	}
 	a.ctxs = make(map[byte]*acceptedContext)
 	var accepted []string
+	var refused []Operation
 	for _, pc := range rq.PresentationContexts {
 		res := a.negotiateContext(pc)
 		ac.PresentationContexts = append(ac.PresentationContexts, res)
 		if res.Result == PresentationAccepted {
 			accepted = append(accepted, pc.AbstractSyntax)
+		}
+		if res.Result == PresentationUserRejection {
+			refused = append(refused, a.s.services[pc.AbstractSyntax].operation())
 		}
 	}
 	a.info.CallingAETitle = rq.CallingAETitle
@@ -227,7 +225,13 @@ func (a *association) negotiate() bool {
 	if s.Metrics != nil {
 		s.Metrics.Association(result)
 	}
-	log.Info("DICOM association accepted", "contexts_proposed", len(rq.PresentationContexts),
+	if len(refused) > 0 {
+		// Refused operations are the attack this logs: an unknown caller asking for the
+		// worklist, a peer storing what it may only query.
+		log.Warn("DICOM operations refused to this caller", "operations", strings.Join(slices.Compact(slices.Sorted(slices.Values(refusedNames(refused)))), ","),
+			"known_caller", a.rights.known)
+	}
+	log.Info("DICOM association accepted", "known_caller", a.rights.known, "contexts_proposed", len(rq.PresentationContexts),
 		"contexts_accepted", len(accepted), "sop_classes", strings.Join(slices.Compact(slices.Sorted(slices.Values(accepted))), ","),
 		"peer_max_pdu", rq.UserInfo.MaxPDULength, "implementation_class_uid", rq.UserInfo.ImplementationClassUID,
 		"implementation_version", rq.UserInfo.ImplementationVersionName, "tls", a.info.TLS != nil)
@@ -244,6 +248,8 @@ func (a *association) negotiateContext(pc PresentationContextRQ) PresentationCon
 		res.Result = PresentationNoReason // IDs are odd and unique (PS3.8 9.3.2.2)
 	case !ok:
 		res.Result = PresentationAbstractSyntaxUnsupported
+	case !a.rights.allows(svc.operation()):
+		res.Result = PresentationUserRejection // the caller may not do this (PS3.8 table 9-18)
 	default:
 		res.Result = PresentationTransferSyntaxUnsupported
 		for _, ts := range svc.TransferSyntaxes {
@@ -470,7 +476,9 @@ func (a *association) run(op *operation, svc *Service) {
 			a.s.Metrics.Operation(cmd.Field, op.status, d)
 		}
 		lvl := slog.LevelDebug
-		if c := op.status.Class(); c == "failure" || c == "warning" {
+		if c := op.status.Class(); c == "failure" || c == "warning" || cmd.Field == CFindRQ || cmd.Field == CStoreRQ {
+			// Every C-FIND and C-STORE caller is logged (issue 17): who asked for the
+			// worklist or sent a study, from where, with which certificate.
 			lvl = slog.LevelInfo
 		}
 		log.Log(context.Background(), lvl, "DICOM operation complete", "status", op.status.String(), "duration", d)
@@ -712,4 +720,12 @@ func (a *association) closeNow() {
 	a.mu.Unlock()
 	a.setAbortKind(AbortShutdown)
 	a.rwc.Close()
+}
+
+func refusedNames(ops []Operation) []string {
+	out := make([]string, len(ops))
+	for i, op := range ops {
+		out[i] = string(op)
+	}
+	return out
 }

@@ -19,8 +19,11 @@
 //     fragmentation, and the dispatch of requests to a Handler per SOP class. The Server serves
 //     Verification (C-ECHO) itself; the Modality Worklist C-FIND SCP (WorklistService, with
 //     the attribute matching of PS3.4 C.2.2.2) and the Storage SCP (StorageServices: C-STORE
-//     into Part 10 files, headers read with github.com/suyashkumar/dicom, handed to an
-//     InstanceSink) plug in as Services. Client.Find is the C-FIND SCU.
+//     into Part 10 files, headers read with github.com/suyashkumar/dicom behind a guard that
+//     walks every declared length first (lengthguard.go), handed to an InstanceSink) plug in as
+//     Services. Client.Find is the C-FIND SCU.
+//   - Who may call (peers.go): AE titles bound to addresses and client certificates, the
+//     operations each may perform, and what unknown callers may do; DICOM TLS with ServeTLS.
 //
 // Nothing in this package logs data set contents: logs carry addresses, AE titles, SOP class
 // UIDs, message IDs, statuses and sizes. docs/dicom.md says what the listener does with each

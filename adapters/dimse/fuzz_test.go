@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -159,4 +160,53 @@ func corpusSeeds() []corpusSeed {
 		seeds = append(seeds, corpusSeed{body, explicit})
 	}
 	return seeds
+}
+
+// FuzzReadInstance feeds arbitrary data sets, in each transfer syntax the header read knows, to
+// the declared-length guard and then to ReadInstanceWithin, as a Part 10 file. The guard must
+// never panic and refuse only with its own error; whatever passes it must be read by
+// suyashkumar/dicom allocating no more than the header budget allows (issue 17, item 4).
+func FuzzReadInstance(f *testing.F) {
+	syntaxes := []string{ExplicitVRLittleEndian, ImplicitVRLittleEndian, explicitVRBigEndian, deflatedExplicitVRLittleEndian}
+	for _, ts := range syntaxes[:2] {
+		b, err := EncodeDataSet(testInstance(ctImageStorage, "1.2.3.4", 64), ts)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, uint8(slices.Index(syntaxes, ts)))
+	}
+	for _, fd := range forgedDataSets(f) {
+		if len(fd.body) < 4<<10 {
+			f.Add(fd.body, uint8(max(0, slices.Index(syntaxes, fd.ts))))
+		}
+	}
+	for _, s := range corpusSeeds() {
+		f.Add(s.data, uint8(0))
+	}
+	dir := f.TempDir()
+	const budget = 1 << 20
+	f.Fuzz(func(t *testing.T, data []byte, tsIndex uint8) {
+		ts := syntaxes[int(tsIndex)%len(syntaxes)]
+		path := writePart10(t, dir, "fuzz.dcm", ts, data)
+		file, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := file.Stat()
+		scan, err := scanInstanceHeader(file, fi.Size(), budget)
+		file.Close()
+		if err != nil {
+			var le *lengthError
+			if !errors.As(err, &le) {
+				t.Fatalf("the guard failed with %T: %v", err, err)
+			}
+			return
+		}
+		if scan.end > fi.Size() {
+			t.Fatalf("the guard ends the header at %d, past the file's %d bytes", scan.end, fi.Size())
+		}
+		if n := allocated(func() { _, _ = ReadInstanceWithin(path, budget) }); n > 64<<20 {
+			t.Fatalf("reading a %d-byte instance the guard passed allocated %d MiB", len(data), n>>20)
+		}
+	})
 }

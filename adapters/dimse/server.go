@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"slices"
 	"strings"
@@ -18,13 +19,21 @@ import (
 
 // Defaults the Server applies to zero fields.
 const (
-	DefaultAddr         = ":11112" // the customary unprivileged DICOM port (104 needs root)
-	DefaultAETitle      = "FERRY"
-	DefaultMaxConns     = 200
-	DefaultMaxPDULength = 128 << 10 // 131072, the largest dcmtk proposes
-	DefaultARTIMTimeout = 30 * time.Second
-	DefaultReadTimeout  = 30 * time.Second
-	DefaultIdleTimeout  = 10 * time.Minute
+	DefaultAddr     = ":11112" // the customary unprivileged DICOM port (104 needs root)
+	DefaultAETitle  = "FERRY"
+	DefaultMaxConns = 200
+	// DefaultMaxConnsPerAddr caps the connections from one source address: 200 idle
+	// connections from one machine must not lock everyone else out.
+	DefaultMaxConnsPerAddr = 20
+	// DefaultHandshakeTimeout bounds a TLS handshake, done before the connection takes one of
+	// MaxConns.
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultMaxPDULength     = 128 << 10 // 131072, the largest dcmtk proposes
+	DefaultARTIMTimeout     = 30 * time.Second
+	DefaultReadTimeout      = 30 * time.Second
+	// DefaultIdleTimeout aborts an association on which nothing happens for a minute (Orthanc
+	// uses 30 s): an idle association holds a slot.
+	DefaultIdleTimeout  = time.Minute
 	DefaultWriteTimeout = 30 * time.Second
 )
 
@@ -88,6 +97,20 @@ type Service struct {
 	// transfer syntaxes too.
 	TransferSyntaxes []string
 	Handler          Handler
+	// Operation is what serving this SOP class lets a caller do, for Server.Peers and
+	// Server.UnknownCallers (OpStore, OpFindWorklist, OpEcho). Empty: the SOP class UID.
+	Operation Operation
+}
+
+// operation is the Operation the Service belongs to.
+func (svc *Service) operation() Operation {
+	if svc.Operation != "" {
+		return svc.Operation
+	}
+	if svc.SOPClass == VerificationSOPClass {
+		return OpEcho
+	}
+	return Operation(svc.SOPClass)
 }
 
 // Request is one DIMSE request handed to a Handler.
@@ -218,17 +241,39 @@ type Server struct {
 	// An association addressed to another title is rejected: A-ASSOCIATE-RJ, rejected-permanent,
 	// source service-user, reason 7 (called-AE-title-not-recognized).
 	AETitle string
-	// CallingAETitles, when not empty, is the allow-list of peers' AE titles; any other is
-	// rejected with reason 3 (calling-AE-title-not-recognized). Empty: any peer.
+	// CallingAETitles, when not empty, is the allow-list of peers' AE titles, from any address
+	// and for every operation; any other is rejected with reason 3
+	// (calling-AE-title-not-recognized) unless UnknownCallers allows it something. Kept for
+	// older configurations: Peers says the same and binds titles to addresses and certificates;
+	// the two do not go together.
 	CallingAETitles []string
+	// Peers are the known callers: AE titles bound to addresses and/or client certificates,
+	// with the operations each may perform. A caller claiming a listed title from elsewhere is
+	// rejected (reason 3). With neither Peers nor CallingAETitles every caller may do
+	// everything: a demo.
+	Peers []Peer
+	// UnknownCallers is what callers whose AE title is not among Peers (or CallingAETitles)
+	// may do. An operation refused is a presentation context refused (user-rejection), so the
+	// caller's request never reaches a handler; a caller allowed nothing is rejected at
+	// A-ASSOCIATE-RQ (reason 3). The zero value refuses everything.
+	UnknownCallers CallerPolicy
 	// Services are the SOP classes served. Verification (C-ECHO) is always served: by the
 	// built-in handler unless a Service for VerificationSOPClass is listed.
 	Services []Service
-	// TLSConfig, when set, makes every connection TLS (mutual TLS with ClientAuth set).
+	// TLSConfig is the TLS of the listeners served with ServeTLS (DICOM TLS, PS3.15 B.1;
+	// mutual TLS with ClientAuth set). Serve's listeners are plain TCP.
 	TLSConfig *tls.Config
 	// MaxConns caps concurrent connections (default DefaultMaxConns). One over the cap is
 	// answered A-ASSOCIATE-RJ rejected-transient, local-limit-exceeded, and closed.
 	MaxConns int
+	// MaxConnsPerAddr caps the connections from one source address, TLS handshakes in
+	// progress included (default DefaultMaxConnsPerAddr; negative: no cap, for a site whose
+	// callers all come through one proxy). One over the cap is closed at once.
+	MaxConnsPerAddr int
+	// HandshakeTimeout bounds a TLS handshake (default DefaultHandshakeTimeout). The handshake
+	// happens before the connection takes one of MaxConns, so a peer that connects and says
+	// nothing holds no slot.
+	HandshakeTimeout time.Duration
 	// MaxPDULength is the largest P-DATA-TF PDU (less its 6-byte header) this server receives,
 	// announced to the peer in the A-ASSOCIATE-AC (default DefaultMaxPDULength, at least
 	// MinMaxPDULength). A larger PDU aborts the association.
@@ -257,11 +302,18 @@ type Server struct {
 	inShutdown atomic.Bool
 	active     atomic.Int64 // connections being served, for MaxConns
 	rejecting  atomic.Int64 // connections over MaxConns being answered A-ASSOCIATE-RJ
+	handshakes atomic.Int64 // TLS handshakes in progress
+	perAddrMu  sync.Mutex
+	perAddr    map[netip.Addr]int // connections (and handshakes) per source address
 	baseCtx    context.Context
 	cancelBase context.CancelCauseFunc
 	services   map[string]*Service
 	validated  bool
 }
+
+// maxHandshakes caps the TLS handshakes in progress, apart from MaxConns: a handshake holds
+// no slot, and lasts at most HandshakeTimeout.
+const maxHandshakes = 256
 
 // maxRejecting caps the connections over MaxConns that get an A-ASSOCIATE-RJ; beyond it they
 // are closed at once.
@@ -283,6 +335,7 @@ func (s *Server) Validate() error {
 	if s.MaxPDULength != 0 && s.MaxPDULength < MinMaxPDULength {
 		errs = append(errs, fmt.Errorf("MaxPDULength %d is below the minimum %d", s.MaxPDULength, MinMaxPDULength))
 	}
+	errs = append(errs, s.validatePeers()...)
 	seen := map[string]int{}
 	for i, svc := range s.Services {
 		switch {
@@ -376,10 +429,24 @@ func serveEcho(_ context.Context, req *Request, w ResponseWriter) {
 	_ = w.Respond(Response{Status: StatusSuccess})
 }
 
-// Serve accepts connections on ln and serves each on its own goroutine until Shutdown, after
-// which it returns ErrServerClosed. It closes ln when it returns. Any other error means the
-// configuration is invalid or the listener failed.
-func (s *Server) Serve(ln net.Listener) error {
+// Serve accepts plain TCP connections on ln and serves each on its own goroutine until
+// Shutdown, after which it returns ErrServerClosed. It closes ln when it returns. Any other
+// error means the configuration is invalid or the listener failed.
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, nil) }
+
+// ServeTLS is Serve for DICOM TLS (PS3.15 B.1, the "secure transport connection profile"):
+// every connection on ln starts with a TLS handshake under TLSConfig, done within
+// HandshakeTimeout before the connection takes one of MaxConns. dcmtk's tools speak it with
+// +tls (customarily on port 2762).
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.TLSConfig == nil {
+		ln.Close()
+		return errors.New("dimse: ServeTLS without a TLSConfig")
+	}
+	return s.serve(ln, s.TLSConfig)
+}
+
+func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 	if err := s.prepare(); err != nil {
 		ln.Close()
 		return err
@@ -409,28 +476,120 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("accepting DICOM connections: %w", err)
 		}
 		delay = 0
-		if s.active.Add(1) > int64(s.maxConns()) {
-			s.active.Add(-1)
+		ip := remoteIP(rwc)
+		if !s.acquireAddr(ip) {
 			if s.Metrics != nil {
 				s.Metrics.ConnRejected()
 			}
-			log.Warn("DICOM connection refused: connection limit reached",
-				"remote", rwc.RemoteAddr().String(), "max_conns", s.maxConns())
-			if s.rejecting.Add(1) > maxRejecting {
-				s.rejecting.Add(-1)
-				rwc.Close()
-				continue
-			}
-			go s.rejectBusy(rwc)
+			log.Warn("DICOM connection refused: too many connections from this address",
+				"remote", rwc.RemoteAddr().String(), "max_conns_per_addr", s.maxConnsPerAddr())
+			rwc.Close()
 			continue
 		}
-		a := s.newAssociation(rwc)
-		if !s.trackAssoc(a, true) {
-			s.active.Add(-1)
-			rwc.Close()
-			return ErrServerClosed
+		if tlsConfig == nil {
+			if !s.start(rwc, rwc, nil, ip) {
+				return ErrServerClosed
+			}
+			continue
 		}
-		go a.serve()
+		// The handshake runs under its own short timeout and a cap of its own, before the
+		// connection takes a slot.
+		if s.handshakes.Add(1) > maxHandshakes {
+			s.handshakes.Add(-1)
+			s.releaseAddr(ip)
+			if s.Metrics != nil {
+				s.Metrics.ConnRejected()
+			}
+			log.Warn("DICOM connection refused: too many TLS handshakes in progress", "remote", rwc.RemoteAddr().String())
+			rwc.Close()
+			continue
+		}
+		go func() {
+			tc, ok := s.handshake(rwc, tlsConfig)
+			s.handshakes.Add(-1)
+			if !ok {
+				s.releaseAddr(ip)
+				return
+			}
+			st := tc.ConnectionState()
+			s.start(rwc, tc, &st, ip)
+		}()
+	}
+}
+
+// handshake runs the server side of a TLS handshake within HandshakeTimeout.
+func (s *Server) handshake(rwc net.Conn, cfg *tls.Config) (*tls.Conn, bool) {
+	ctx, cancel := context.WithTimeout(s.context(), s.handshakeTimeout())
+	defer cancel()
+	_ = rwc.SetDeadline(time.Now().Add(s.handshakeTimeout()))
+	tc := tls.Server(rwc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		rwc.Close()
+		if s.Metrics != nil {
+			s.Metrics.Aborted(AbortHandshake)
+		}
+		if !s.inShutdown.Load() {
+			s.logger().Warn("DICOM TLS handshake failed", "remote", rwc.RemoteAddr().String(), "err", err)
+		}
+		return nil, false
+	}
+	return tc, true
+}
+
+// start gives a connection (its TLS handshake done) one of MaxConns and serves it, or answers
+// it A-ASSOCIATE-RJ when none is free. It reports false when the server is shutting down.
+func (s *Server) start(rwc, conn net.Conn, st *tls.ConnectionState, ip netip.Addr) bool {
+	if s.active.Add(1) > int64(s.maxConns()) {
+		s.active.Add(-1)
+		if s.Metrics != nil {
+			s.Metrics.ConnRejected()
+		}
+		s.logger().Warn("DICOM connection refused: connection limit reached",
+			"remote", rwc.RemoteAddr().String(), "max_conns", s.maxConns())
+		if s.rejecting.Add(1) > maxRejecting {
+			s.rejecting.Add(-1)
+			rwc.Close()
+			s.releaseAddr(ip)
+			return true
+		}
+		go func() {
+			s.rejectBusy(conn)
+			s.releaseAddr(ip)
+		}()
+		return true
+	}
+	a := s.newAssociation(rwc, conn, st)
+	a.ip = ip
+	if !s.trackAssoc(a, true) {
+		s.active.Add(-1)
+		s.releaseAddr(ip)
+		rwc.Close()
+		return false
+	}
+	go a.serve()
+	return true
+}
+
+// acquireAddr counts a connection from ip against MaxConnsPerAddr.
+func (s *Server) acquireAddr(ip netip.Addr) bool {
+	limit := s.maxConnsPerAddr()
+	s.perAddrMu.Lock()
+	defer s.perAddrMu.Unlock()
+	if limit > 0 && s.perAddr[ip] >= limit {
+		return false
+	}
+	if s.perAddr == nil {
+		s.perAddr = make(map[netip.Addr]int)
+	}
+	s.perAddr[ip]++
+	return true
+}
+
+func (s *Server) releaseAddr(ip netip.Addr) {
+	s.perAddrMu.Lock()
+	defer s.perAddrMu.Unlock()
+	if s.perAddr[ip]--; s.perAddr[ip] <= 0 {
+		delete(s.perAddr, ip)
 	}
 }
 
@@ -442,9 +601,6 @@ func (s *Server) rejectBusy(rwc net.Conn) {
 	defer rwc.Close()
 	if s.Metrics != nil {
 		s.Metrics.Association(AssocRejectedConnectionLimit)
-	}
-	if s.TLSConfig != nil {
-		return // a handshake costs more than the rejection is worth
 	}
 	deadline := time.Now().Add(min(s.artimTimeout(), 5*time.Second))
 	_ = rwc.SetDeadline(deadline)
@@ -589,7 +745,21 @@ func (s *Server) maxPDULength() uint32 {
 	return s.MaxPDULength
 }
 
-func (s *Server) maxConns() int               { return orDefault(s.MaxConns, DefaultMaxConns) }
+func (s *Server) maxConns() int { return orDefault(s.MaxConns, DefaultMaxConns) }
+func (s *Server) handshakeTimeout() time.Duration {
+	return orDefault(s.HandshakeTimeout, DefaultHandshakeTimeout)
+}
+
+// maxConnsPerAddr is the cap per source address; 0 means none.
+func (s *Server) maxConnsPerAddr() int {
+	switch {
+	case s.MaxConnsPerAddr < 0:
+		return 0
+	case s.MaxConnsPerAddr == 0:
+		return DefaultMaxConnsPerAddr
+	}
+	return s.MaxConnsPerAddr
+}
 func (s *Server) artimTimeout() time.Duration { return orDefault(s.ARTIMTimeout, DefaultARTIMTimeout) }
 func (s *Server) readTimeout() time.Duration  { return orDefault(s.ReadTimeout, DefaultReadTimeout) }
 func (s *Server) idleTimeout() time.Duration  { return orDefault(s.IdleTimeout, DefaultIdleTimeout) }

@@ -114,7 +114,13 @@ func startServer(t testing.TB, s *Server) string {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
+	go func() {
+		if s.TLSConfig != nil {
+			served <- s.ServeTLS(ln)
+			return
+		}
+		served <- s.Serve(ln)
+	}()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

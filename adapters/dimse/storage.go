@@ -70,6 +70,11 @@ type StorageConfig struct {
 	// MaxInstanceSize caps one instance's data set, in bytes (default DefaultMaxInstanceSize,
 	// 2 GiB). A larger one is refused with A700 and its bytes discarded.
 	MaxInstanceSize int64
+	// MaxHeaderSize caps the memory reading one instance's header may use (default
+	// DefaultMaxHeaderSize, 16 MiB): with one PDU buffer (Server.MaxPDULength) and one write
+	// buffer (256 KiB), what a C-STORE costs an association in memory, whatever lengths the
+	// instance declares.
+	MaxHeaderSize int64
 }
 
 // Validate checks the configuration: IncomingDir must be a directory Ferry can write in.
@@ -90,6 +95,9 @@ func (c *StorageConfig) Validate() error {
 			f.Close()
 			os.Remove(f.Name())
 		}
+	}
+	if c.MaxHeaderSize < 0 {
+		errs = append(errs, fmt.Errorf("MaxHeaderSize %d is negative", c.MaxHeaderSize))
 	}
 	if c.MaxInstanceSize < 0 {
 		errs = append(errs, fmt.Errorf("MaxInstanceSize %d is negative", c.MaxInstanceSize))
@@ -222,7 +230,7 @@ func StorageServices(sink InstanceSink, cfg StorageConfig, logger *slog.Logger) 
 	h := &storageHandler{sink: sink, cfg: cfg, log: logger}
 	svcs := make([]Service, len(StorageSOPClasses))
 	for i, c := range StorageSOPClasses {
-		svcs[i] = Service{SOPClass: c.UID, TransferSyntaxes: StorageTransferSyntaxes, Handler: h}
+		svcs[i] = Service{SOPClass: c.UID, TransferSyntaxes: StorageTransferSyntaxes, Handler: h, Operation: OpStore}
 	}
 	return svcs, nil
 }
@@ -338,7 +346,7 @@ func (h *storageHandler) store(ctx context.Context, req *Request) (inst *engine.
 		return nil, tmpPath, false, fail
 	}
 
-	inst, err = ReadInstance(tmpPath)
+	inst, err = ReadInstanceWithin(tmpPath, h.cfg.MaxHeaderSize)
 	if err != nil {
 		var ie *InstanceError
 		if !errors.As(err, &ie) {
@@ -497,6 +505,18 @@ func init() {
 // does not parse (no "DICM" after the preamble included) or text that does not decode, A900 for
 // a missing or malformed UID, A700 when the file cannot be read.
 func ReadInstance(path string) (*engine.Instance, error) {
+	return ReadInstanceWithin(path, DefaultMaxHeaderSize)
+}
+
+// ReadInstanceWithin is ReadInstance with a cap on the memory its header read may use
+// (maxHeaderSize; 0: DefaultMaxHeaderSize). Before the library parses anything, every element
+// header it would read is walked (lengthguard.go): a declared length past the bytes in the
+// file, an irregular structure or a header over the cap is refused with C000, so no declared
+// length is ever allocated.
+func ReadInstanceWithin(path string, maxHeaderSize int64) (*engine.Instance, error) {
+	if maxHeaderSize <= 0 {
+		maxHeaderSize = DefaultMaxHeaderSize
+	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, &InstanceError{Status: StatusOutOfResources, Reason: "cannot read the instance file", Err: err}
@@ -508,7 +528,7 @@ func ReadInstance(path string) (*engine.Instance, error) {
 	} else if !ok {
 		return nil, &InstanceError{Status: StatusCannotUnderstand, Reason: "not a DICOM Part 10 file (no DICM prefix)"}
 	}
-	inst, fail := readInstanceHeader(path, fi.Size())
+	inst, fail := readInstanceHeader(path, fi.Size(), maxHeaderSize)
 	if fail != nil {
 		return nil, fail
 	}
@@ -550,7 +570,7 @@ func hasPart10Prefix(path string) (bool, error) {
 // transfer syntax Ferry accepts: implicit and explicit VR little endian, explicit VR big
 // endian, deflated, and the encapsulated (compressed) ones. A data set it cannot read is
 // refused with C000.
-func readInstanceHeader(path string, size int64) (inst *engine.Instance, fail *InstanceError) {
+func readInstanceHeader(path string, size, maxHeaderSize int64) (inst *engine.Instance, fail *InstanceError) {
 	defer func() {
 		// The parser is outside code reading outside bytes: a panic in it is a data set Ferry
 		// cannot understand, not a reason to abort the association.
@@ -564,9 +584,20 @@ func readInstanceHeader(path string, size int64) (inst *engine.Instance, fail *I
 		return nil, &InstanceError{Status: StatusOutOfResources, Reason: "cannot read the instance file", Err: err}
 	}
 	defer f.Close()
+	scan, err := scanInstanceHeader(f, size, maxHeaderSize)
+	if err != nil {
+		var le *lengthError
+		if errors.As(err, &le) {
+			return nil, &InstanceError{Status: StatusCannotUnderstand, Tag: le.tag, Reason: "data set does not parse: " + le.reason}
+		}
+		return nil, &InstanceError{Status: StatusOutOfResources, Reason: "cannot read the instance file", Err: err}
+	}
+	// The library reads the file only up to the end of the header groups (the whole file when
+	// deflated: the scan has bounded what it inflates and holds).
+	in := io.NewSectionReader(f, 0, scan.end)
 	// Unknown character sets are allowed here: the library then leaves text undecoded, and
 	// decodeText applies Ferry's own decoders.
-	p, err := dicom.NewParser(f, size, nil, dicom.SkipPixelData(), dicom.AllowUnknownSpecificCharacterSet())
+	p, err := dicom.NewParser(in, scan.end, nil, dicom.SkipPixelData(), dicom.AllowUnknownSpecificCharacterSet())
 	if err != nil {
 		return nil, &InstanceError{Status: StatusCannotUnderstand, Reason: "file meta information does not parse", Err: parseError(err)}
 	}
@@ -587,6 +618,9 @@ func readInstanceHeader(path string, size int64) (inst *engine.Instance, fail *I
 		}
 		if e.Tag.Group == 0x0002 {
 			continue
+		}
+		if e.Tag.Group > lastHeaderGroup {
+			break // past the attributes Ferry reads (and where the scan told the library to stop)
 		}
 		if e.Tag == libSpecificCharacterSet {
 			charsetTerms = stringValues(e)

@@ -310,9 +310,9 @@ func TestCStoreClient(t *testing.T) {
 			ds.Set(&Element{Tag: tagPixelData, VR: VROW, Value: make([]byte, 70<<10)})
 		}), StatusOutOfResources, 0, "instance larger than 65536 bytes"},
 		{"garbage", ctImageStorage, "1.2.3.12", []byte("this is not a DICOM data set at all, just text"),
-			StatusCannotUnderstand, 0, "data set does not parse"},
+			StatusCannotUnderstand, NewTag(0x6874, 0x7369), "data set does not parse"},
 		{"truncated", ctImageStorage, "1.2.3.9", other(func(*DataSet) {})[:300],
-			StatusCannotUnderstand, 0, "data set does not parse"},
+			StatusCannotUnderstand, TagSeriesInstanceUID, "data set does not parse"},
 		{"unsupported character set with non-ASCII text", ctImageStorage, "1.2.3.9", other(func(ds *DataSet) {
 			ds.Set(NewString(TagSpecificCharacterSet, VRCS, "ISO_IR 999"))
 		}), StatusCannotUnderstand, TagSpecificCharacterSet, "text not decodable"},

@@ -45,7 +45,7 @@ func WorklistService(src WorklistSource, logger *slog.Logger) Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return Service{SOPClass: ModalityWorklistFindSOPClass, Handler: &worklistHandler{src: src, log: logger}}
+	return Service{SOPClass: ModalityWorklistFindSOPClass, Handler: &worklistHandler{src: src, log: logger}, Operation: OpFindWorklist}
 }
 
 type worklistHandler struct {

@@ -99,6 +99,7 @@ type Listen struct {
 	HTTP         string `yaml:"http"`           // default ":8080"
 	DICOM        string `yaml:"dicom"`          // default ":11112"
 	DICOMAETitle string `yaml:"dicom_ae_title"` // default "FERRY"
+	DICOMTLS     string `yaml:"dicom_tls"`      // DICOM TLS; default ":2762" when dicom.tls is set
 }
 
 // MLLPConfig tunes the MLLP listener.
@@ -213,9 +214,29 @@ type DICOMConfig struct {
 	StorageDir string `yaml:"storage_dir"`
 	// MaxInstanceSize caps one instance in bytes (default 2 GiB); a larger one is refused A700.
 	MaxInstanceSize int64 `yaml:"max_instance_size"`
-	// AcceptCallingAETitles, when not empty, lists the peers (calling AE titles) allowed to
-	// associate; any other is rejected. Empty: any peer.
+	// AcceptCallingAETitles, when not empty, lists the calling AE titles allowed to associate,
+	// from any address; any other is rejected. Older form of Peers (not both).
 	AcceptCallingAETitles []string `yaml:"accept_calling_ae_titles"`
+	// TLS is DICOM TLS, served on listen.dicom_tls (cmd/ferry/dicom.go, docs/dicom.md).
+	TLS DICOMTLS `yaml:"tls"`
+	// Peers are the known callers: AE titles bound to addresses and/or client certificates,
+	// with their operations. A listed title from elsewhere is rejected.
+	Peers []DICOMPeer `yaml:"peers"`
+	// UnknownCallers: allow or refuse per operation (echo, find_worklist, store) for callers not
+	// among Peers. Default with peers: echo allow, the rest refuse; with none: all allow (demo).
+	UnknownCallers DICOMUnknownCallers `yaml:"unknown_callers"`
+	// Limits (defaults in adapters/dimse): connections (200), per source address (20; -1: no
+	// cap), the largest PDU received (131072), memory for one instance's header (16 MiB),
+	// ARTIM (30s: to A-ASSOCIATE-RQ), idle association (1m), one PDU or message (30s), the TLS
+	// handshake (10s).
+	MaxConnections           int           `yaml:"max_connections"`
+	MaxConnectionsPerAddress int           `yaml:"max_connections_per_address"`
+	MaxPDULength             int           `yaml:"max_pdu_length"`
+	MaxHeaderSize            int64         `yaml:"max_header_size"`
+	ARTIMTimeout             time.Duration `yaml:"artim_timeout"`
+	IdleTimeout              time.Duration `yaml:"idle_timeout"`
+	ReadTimeout              time.Duration `yaml:"read_timeout"`
+	HandshakeTimeout         time.Duration `yaml:"handshake_timeout"`
 }
 
 // DeliveryConfig tunes the outbox's senders. Every field has a default.
@@ -493,6 +514,7 @@ func (c *Config) setDefaults() {
 	if c.Listen.DICOMAETitle == "" {
 		c.Listen.DICOMAETitle = "FERRY"
 	}
+	c.DICOM.setDefaults()
 	if c.MLLP.MaxMessageSize == 0 {
 		c.MLLP.MaxMessageSize = 16 << 20
 	}
@@ -649,6 +671,7 @@ func (c *Config) Validate() error {
 	if c.DICOM.MaxInstanceSize < 0 {
 		errs = append(errs, errors.New("dicom.max_instance_size: must not be negative"))
 	}
+	errs = append(errs, c.DICOM.validate(c.Listen.DICOMTLS)...)
 	if d := c.Delivery; d.Workers < 0 || d.PerDestination < 0 || d.Connections < 0 || d.Timeout < 0 || d.RetryFirst < 0 || d.RetryMax < 0 || d.MaxAttempts < 0 {
 		errs = append(errs, errors.New("delivery: workers, per_destination, connections, timeout, retry_first, retry_max and max_attempts must not be negative"))
 	}

@@ -136,7 +136,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	stow, err := dicomweb.NewSTOW(storage.intake, dicomweb.Config{IncomingDir: storage.incoming, Studies: st, Identities: storage.intake.Linker,
-		MaxInstanceSize: cfg.DICOM.MaxInstanceSize, Logger: logger})
+		MaxInstanceSize: cfg.DICOM.MaxInstanceSize, MaxHeaderSize: cfg.DICOM.MaxHeaderSize, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("dicomweb: %w", err)
 	}
@@ -222,12 +222,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// DICOM: C-ECHO (Verification, built in), the Modality Worklist (C-FIND) built from orders,
 	// and storage (C-STORE) into the DICOM data directory.
-	dicomSrv := &dimse.Server{AETitle: cfg.Listen.DICOMAETitle, CallingAETitles: cfg.DICOM.AcceptCallingAETitles,
-		Logger: logger, Services: append([]dimse.Service{dimse.WorklistService(st, logger)}, storage.services...)}
-	if err := dicomSrv.Validate(); err != nil {
+	// Who may call, DICOM TLS and the limits: cmd/ferry/dicom.go.
+	dicomSrv, err := cfg.dicomServer(logger, append([]dimse.Service{dimse.WorklistService(st, logger)}, storage.services...))
+	if err != nil {
 		mllpLn.Close()
 		httpLn.Close()
-		return fmt.Errorf("listen.dicom_ae_title: %w", err)
+		return err
 	}
 	dicomLn, err := net.Listen("tcp", cfg.Listen.DICOM)
 	if err != nil {
@@ -235,11 +235,26 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		httpLn.Close()
 		return fmt.Errorf("listening for DICOM: %w", err)
 	}
+	dicomTLSLn, err := cfg.listenDICOMTLS()
+	if err != nil {
+		mllpLn.Close()
+		httpLn.Close()
+		dicomLn.Close()
+		return err
+	}
+	if cfg.DICOM.demo() {
+		logger.Warn("DICOM: no dicom.peers configured: any caller may query the worklist and store studies (a demo); list the peers in dicom.peers")
+	}
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- mllpSrv.Serve(mllpLn) }()
 	go func() { errc <- httpSrv.Serve(httpLn) }()
 	go func() { errc <- dicomSrv.Serve(dicomLn) }()
+	if dicomTLSLn != nil {
+		go func() { errc <- dicomSrv.ServeTLS(dicomTLSLn) }()
+		logger.Info("DICOM TLS serving", "dicom_tls", dicomTLSLn.Addr().String(),
+			"client_certificates", cfg.DICOM.TLS.ClientCertificates)
+	}
 	// http_tls is what the listener does, not what the config asks: a TLS handshake with it.
 	httpTLS := false
 	if httpSrv.TLSConfig != nil {
@@ -376,7 +391,8 @@ func dicomStorage(cfg *Config, st store, logger *slog.Logger) (*dicomStorageSetu
 	}
 	intake := &engine.Intake{Store: st, Dir: cfg.DICOM.StorageDir, Logger: logger,
 		Linker: &engine.Linker{Resources: st, Links: st, Match: cfg.matchConfig()}}
-	services, err := dimse.StorageServices(intake, dimse.StorageConfig{IncomingDir: incoming, MaxInstanceSize: cfg.DICOM.MaxInstanceSize}, logger)
+	services, err := dimse.StorageServices(intake, dimse.StorageConfig{IncomingDir: incoming, MaxInstanceSize: cfg.DICOM.MaxInstanceSize,
+		MaxHeaderSize: cfg.DICOM.MaxHeaderSize}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("dicom storage: %w", err)
 	}
