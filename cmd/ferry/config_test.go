@@ -144,3 +144,20 @@ func TestMLLPShapeLimitsConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestDeployConfig: the configuration docker-compose.yml mounts is valid and not a demo: it
+// names who may send and who may call.
+func TestDeployConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig("../../deploy/ferry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("deploy/ferry.yaml: %v", err)
+	}
+	if cfg.senderTrust().Demo() || cfg.DICOM.demo() {
+		t.Errorf("deploy/ferry.yaml runs a demo: facilities %d, DICOM peers %d", len(cfg.Facilities), len(cfg.DICOM.Peers))
+	}
+}

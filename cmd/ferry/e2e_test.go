@@ -200,8 +200,8 @@ type ferryProcess struct {
 type serveOptions struct {
 	// Config, if set, is written to DIR/ferry.yaml and passed as --config.
 	Config string
-	// MLLP, if set, is the MLLP listen address (default 127.0.0.1:0).
-	MLLP string
+	// MLLP and DICOM, if set, are the listen addresses (default 127.0.0.1:0).
+	MLLP, DICOM string
 }
 
 var servingLine = regexp.MustCompile(`(?m)^ferry (\S+) serving: mllp=(\S+) http=(\S+) store=(\S+) dicom=(\S+)$`)
@@ -211,7 +211,7 @@ var servingLine = regexp.MustCompile(`(?m)^ferry (\S+) serving: mllp=(\S+) http=
 // exits 0 (a graceful drain).
 func startFerry(t *testing.T, db, dir string, opt serveOptions) *ferryProcess {
 	t.Helper()
-	args := []string{"serve", "--mllp", cmp.Or(opt.MLLP, "127.0.0.1:0"), "--http", "127.0.0.1:0", "--dicom", "127.0.0.1:0", "--db", db}
+	args := []string{"serve", "--mllp", cmp.Or(opt.MLLP, "127.0.0.1:0"), "--http", "127.0.0.1:0", "--dicom", cmp.Or(opt.DICOM, "127.0.0.1:0"), "--db", db}
 	if opt.Config != "" {
 		path := filepath.Join(dir, "ferry.yaml")
 		if err := os.WriteFile(path, []byte(opt.Config), 0o600); err != nil {

@@ -229,7 +229,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		httpLn.Close()
 		return err
 	}
-	dicomLn, err := net.Listen("tcp", cfg.Listen.DICOM)
+	dicomListen := cfg.Listen.DICOM
+	if cfg.DICOM.demo() {
+		// Demo mode lets any caller read the worklist and store studies: this machine only.
+		dicomListen = loopback(dicomListen)
+	}
+	dicomLn, err := net.Listen("tcp", dicomListen)
 	if err != nil {
 		mllpLn.Close()
 		httpLn.Close()
@@ -243,7 +248,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if cfg.DICOM.demo() {
-		logger.Warn("DICOM: no dicom.peers configured: any caller may query the worklist and store studies (a demo); list the peers in dicom.peers")
+		logger.Warn("DICOM: no dicom.peers configured: demo mode, any caller may query the worklist and store studies, so the listener serves the loopback interface only; list the peers in dicom.peers", "dicom", dicomLn.Addr().String())
 	}
 
 	errc := make(chan error, 4)

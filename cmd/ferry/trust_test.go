@@ -208,14 +208,18 @@ func TestUntrustedSendersAreRefused(t *testing.T) {
 	})
 }
 
-// TestDemoModeListensOnLoopback: with no facility configured Ferry trusts every sender, so its
-// MLLP listener takes the loopback interface whatever address it was given, and says so.
+// TestDemoModeListensOnLoopback: with no facility configured Ferry trusts every sender, and with
+// no DICOM peer every caller, so its MLLP and DICOM listeners take the loopback interface
+// whatever address they were given, and say so.
 func TestDemoModeListensOnLoopback(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	p := startFerry(t, "sqlite:"+dir+"/ferry.db", dir, serveOptions{MLLP: "0.0.0.0:0"})
+	p := startFerry(t, "sqlite:"+dir+"/ferry.db", dir, serveOptions{MLLP: "0.0.0.0:0", DICOM: "0.0.0.0:0"})
 	if host, _, _ := strings.Cut(p.MLLPAddr, ":"); host != "127.0.0.1" {
 		t.Errorf("demo mode MLLP listens on %s, want 127.0.0.1", p.MLLPAddr)
+	}
+	if host, _, _ := strings.Cut(p.DICOMAddr, ":"); host != "127.0.0.1" {
+		t.Errorf("demo mode DICOM listens on %s, want 127.0.0.1", p.DICOMAddr)
 	}
 	if !strings.Contains(p.stderr.String(), "demo mode") {
 		t.Errorf("demo mode not logged")
