@@ -510,14 +510,25 @@ func (l *Linker) survivor(ctx context.Context, r *Resource, content map[string]a
 		}
 		r = s
 	}
-	p := &candidate{id: r.ID, content: content}
-	seen := map[string]bool{r.ID: true}
+	ids, err := identifiersOfPerson(ctx, l.Resources, r.ID, content)
+	if err != nil {
+		return nil, err
+	}
+	return &candidate{id: r.ID, content: content, identifiers: ids}, nil
+}
+
+// identifiersOfPerson returns the identifiers of a Patient (id, its content) and of every record
+// merged into it, through its replaces links: all the numbers the person is known by. A link to
+// a record the store no longer has is passed over.
+func identifiersOfPerson(ctx context.Context, rd ResourceReader, id string, content map[string]any) ([]map[string]any, error) {
+	var out []map[string]any
+	seen := map[string]bool{id: true}
 	queue := []map[string]any{content}
 	for len(queue) > 0 && len(seen) < 32 {
 		c := queue[0]
 		queue = queue[1:]
 		for _, x := range asList(c["identifier"]) {
-			p.identifiers = append(p.identifiers, asMap(x))
+			out = append(out, asMap(x))
 		}
 		for _, x := range asList(c["link"]) {
 			lk := asMap(x)
@@ -527,7 +538,10 @@ func (l *Linker) survivor(ctx context.Context, r *Resource, content map[string]a
 				continue
 			}
 			seen[id] = true
-			old, err := l.Resources.Resource(ctx, "Patient", id)
+			old, err := rd.Resource(ctx, "Patient", id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -538,7 +552,7 @@ func (l *Linker) survivor(ctx context.Context, r *Resource, content map[string]a
 			queue = append(queue, oc)
 		}
 	}
-	return p, nil
+	return out, nil
 }
 
 // orderPatient returns the patient of an order (the survivor, when it was merged).

@@ -97,7 +97,7 @@ func checkReportPatient(ctx context.Context, rd ResourceReader, claimed *reportP
 	if err != nil {
 		return err
 	}
-	known, err := identifiersOfPerson(ctx, rd, patient, pc)
+	known, err := identifiersOfPerson(ctx, rd, patient.ID, pc)
 	if err != nil {
 		return err
 	}
@@ -146,41 +146,6 @@ func personOf(p map[string]any) claimedPerson {
 		sex = "F"
 	}
 	return claimedPerson{Name: fhirName(p), BirthDate: strings.ReplaceAll(birth, "-", ""), Sex: sex}
-}
-
-// identifiersOfPerson returns the identifiers of a patient and of every patient merged into it
-// (its replaces links, followed as far as survivor follows replaced-by).
-func identifiersOfPerson(ctx context.Context, rd ResourceReader, patient *Resource, content map[string]any) ([]map[string]any, error) {
-	var out []map[string]any
-	seen := map[string]bool{patient.ID: true}
-	queue := []map[string]any{content}
-	for n := 0; len(queue) > 0 && n < 16; n++ {
-		c := queue[0]
-		queue = queue[1:]
-		for _, x := range asList(c["identifier"]) {
-			out = append(out, asMap(x))
-		}
-		for _, l := range asList(c["link"]) {
-			link := asMap(l)
-			ref, _ := asMap(link["other"])["reference"].(string)
-			id, ok := strings.CutPrefix(ref, "Patient/")
-			if link["type"] != "replaces" || !ok || seen[id] {
-				continue
-			}
-			seen[id] = true
-			r, err := rd.Resource(ctx, "Patient", id)
-			if errors.Is(err, ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			if rc, err := contentOf(r.JSON); err == nil {
-				queue = append(queue, rc)
-			}
-		}
-	}
-	return out, nil
 }
 
 // identifierContradicts reports whether id is of an issuer the patient has identifiers of, with

@@ -69,15 +69,7 @@ func TestReportForAnotherPatientIsRefused(t *testing.T) {
 	forEachStore(t, func(t *testing.T, db, dir string) {
 		ehr := startEHR(t, dir)
 		p := startFerry(t, db, dir, serveOptions{Config: trustConfig(ehr.Addr)})
-		peer := dialMLLP(t, p.MLLPAddr)
-		roundTrip := func(msg string) *ackInfo {
-			t.Helper()
-			a, err := peer.roundTrip([]byte(msg), 30*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return a
-		}
+		roundTrip := dialMLLP(t, p.MLLPAddr).sender(t)
 		for _, id := range []string{"T1", "T2"} {
 			if a := roundTrip(trustedORM("RIS", "STMARYS", id)); a.Code != "AA" {
 				t.Fatalf("order %s: %s, want AA", id, a)
@@ -146,15 +138,7 @@ func TestUntrustedSendersAreRefused(t *testing.T) {
 	forEachStore(t, func(t *testing.T, db, dir string) {
 		ehr := startEHR(t, dir)
 		p := startFerry(t, db, dir, serveOptions{Config: trustConfig(ehr.Addr)})
-		peer := dialMLLP(t, p.MLLPAddr)
-		send := func(msg string) *ackInfo {
-			t.Helper()
-			a, err := peer.roundTrip([]byte(msg), 30*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return a
-		}
+		send := dialMLLP(t, p.MLLPAddr).sender(t)
 		if a := send(trustedORM("RIS", "STMARYS", "U1")); a.Code != "AA" {
 			t.Fatalf("St Mary's RIS order: %s, want AA", a)
 		}
@@ -291,12 +275,7 @@ facilities:
 			t.Fatalf("TLS dial: %v", err)
 		}
 		defer conn.Close()
-		peer := &mllpPeer{conn: conn, r: bufio.NewReader(conn)}
-		a, err := peer.roundTrip([]byte(msg), 30*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
+		return (&mllpPeer{conn: conn, r: bufio.NewReader(conn)}).sender(t)(msg)
 	}
 	if a := send(ca.client, trustedORM("RIS", "STMARYS", "C1")); a.Code != "AA" {
 		t.Errorf("the RIS with its certificate: %s, want AA", a)
@@ -306,5 +285,18 @@ facilities:
 	}
 	if a := send(ca.client, trustedORM("LAB", "STMARYS", "C3")); a.Code != "AR" || !strings.Contains(a.ERR, "MSH^1^3") {
 		t.Errorf("the certificate sending for another application: %s, want AR at MSH-3", a)
+	}
+}
+
+// sender returns a function that sends one message on c and returns its ACK, failing the test
+// when there is none.
+func (c *mllpPeer) sender(t *testing.T) func(msg string) *ackInfo {
+	return func(msg string) *ackInfo {
+		t.Helper()
+		a, err := c.roundTrip([]byte(msg), 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
 	}
 }
