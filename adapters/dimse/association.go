@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -33,7 +32,7 @@ type association struct {
 	pr     pduReader
 	w      messageWriter
 	ctxs   map[byte]*acceptedContext
-	ip     netip.Addr      // the source address, counted against MaxConnsPerAddr
+	ip     string          // the source address's key in Server.perAddr, counted against MaxConnsPerAddr
 	rights callerRights    // what the caller may do
 	ctx    context.Context // cancelled when the association ends
 	cancel context.CancelCauseFunc
@@ -109,7 +108,7 @@ func (a *association) serve() {
 		}
 		s.trackAssoc(a, false)
 		s.active.Add(-1)
-		s.releaseAddr(a.ip)
+		s.perAddr.Give(a.ip)
 		if s.Metrics != nil {
 			if kind != "" {
 				s.Metrics.Aborted(kind)

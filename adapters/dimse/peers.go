@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -220,15 +219,4 @@ func (s *Server) validatePeers() []error {
 		}
 	}
 	return errs
-}
-
-// remoteIP is the address part of a connection's peer, for the per-address connection cap.
-func remoteIP(c net.Conn) netip.Addr {
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		if a, ok := netip.AddrFromSlice(ta.IP); ok {
-			return a.Unmap()
-		}
-	}
-	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-	return ap.Addr().Unmap()
 }

@@ -8,13 +8,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferryhealth/ferry/internal/connlimit"
 )
 
 // Defaults the Server applies to zero fields.
@@ -300,11 +301,10 @@ type Server struct {
 	listeners  []net.Listener
 	assocs     map[*association]struct{}
 	inShutdown atomic.Bool
-	active     atomic.Int64 // connections being served, for MaxConns
-	rejecting  atomic.Int64 // connections over MaxConns being answered A-ASSOCIATE-RJ
-	handshakes atomic.Int64 // TLS handshakes in progress
-	perAddrMu  sync.Mutex
-	perAddr    map[netip.Addr]int // connections (and handshakes) per source address
+	active     atomic.Int64         // connections being served, for MaxConns
+	rejecting  atomic.Int64         // connections over MaxConns being answered A-ASSOCIATE-RJ
+	handshakes connlimit.Handshakes // TLS handshakes in progress, at most maxHandshakes
+	perAddr    connlimit.PerAddress // connections (and handshakes) per source address
 	baseCtx    context.Context
 	cancelBase context.CancelCauseFunc
 	services   map[string]*Service
@@ -411,6 +411,8 @@ func (s *Server) prepare() error {
 		}
 		s.services[svc.SOPClass] = &svc
 	}
+	s.perAddr.Max = s.maxConnsPerAddr()
+	s.handshakes.Max, s.handshakes.Timeout = maxHandshakes, s.handshakeTimeout()
 	if _, ok := s.services[VerificationSOPClass]; !ok {
 		s.services[VerificationSOPClass] = &Service{SOPClass: VerificationSOPClass,
 			TransferSyntaxes: defaultTransferSyntaxes, Handler: HandlerFunc(serveEcho)}
@@ -476,8 +478,8 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 			return fmt.Errorf("accepting DICOM connections: %w", err)
 		}
 		delay = 0
-		ip := remoteIP(rwc)
-		if !s.acquireAddr(ip) {
+		ip, ok := s.perAddr.Take(rwc.RemoteAddr())
+		if !ok {
 			if s.Metrics != nil {
 				s.Metrics.ConnRejected()
 			}
@@ -494,9 +496,8 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 		}
 		// The handshake runs under its own short timeout and a cap of its own, before the
 		// connection takes a slot.
-		if s.handshakes.Add(1) > maxHandshakes {
-			s.handshakes.Add(-1)
-			s.releaseAddr(ip)
+		if !s.handshakes.Begin() {
+			s.perAddr.Give(ip)
 			if s.Metrics != nil {
 				s.Metrics.ConnRejected()
 			}
@@ -505,10 +506,16 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 			continue
 		}
 		go func() {
-			tc, ok := s.handshake(rwc, tlsConfig)
-			s.handshakes.Add(-1)
-			if !ok {
-				s.releaseAddr(ip)
+			tc, err := s.handshakes.Handshake(s.context(), rwc, tlsConfig)
+			if err != nil {
+				rwc.Close()
+				s.perAddr.Give(ip)
+				if s.Metrics != nil {
+					s.Metrics.Aborted(AbortHandshake)
+				}
+				if !s.inShutdown.Load() {
+					s.logger().Warn("DICOM TLS handshake failed", "remote", rwc.RemoteAddr().String(), "err", err)
+				}
 				return
 			}
 			st := tc.ConnectionState()
@@ -517,28 +524,9 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 	}
 }
 
-// handshake runs the server side of a TLS handshake within HandshakeTimeout.
-func (s *Server) handshake(rwc net.Conn, cfg *tls.Config) (*tls.Conn, bool) {
-	ctx, cancel := context.WithTimeout(s.context(), s.handshakeTimeout())
-	defer cancel()
-	_ = rwc.SetDeadline(time.Now().Add(s.handshakeTimeout()))
-	tc := tls.Server(rwc, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		rwc.Close()
-		if s.Metrics != nil {
-			s.Metrics.Aborted(AbortHandshake)
-		}
-		if !s.inShutdown.Load() {
-			s.logger().Warn("DICOM TLS handshake failed", "remote", rwc.RemoteAddr().String(), "err", err)
-		}
-		return nil, false
-	}
-	return tc, true
-}
-
 // start gives a connection (its TLS handshake done) one of MaxConns and serves it, or answers
 // it A-ASSOCIATE-RJ when none is free. It reports false when the server is shutting down.
-func (s *Server) start(rwc, conn net.Conn, st *tls.ConnectionState, ip netip.Addr) bool {
+func (s *Server) start(rwc, conn net.Conn, st *tls.ConnectionState, ip string) bool {
 	if s.active.Add(1) > int64(s.maxConns()) {
 		s.active.Add(-1)
 		if s.Metrics != nil {
@@ -549,12 +537,12 @@ func (s *Server) start(rwc, conn net.Conn, st *tls.ConnectionState, ip netip.Add
 		if s.rejecting.Add(1) > maxRejecting {
 			s.rejecting.Add(-1)
 			rwc.Close()
-			s.releaseAddr(ip)
+			s.perAddr.Give(ip)
 			return true
 		}
 		go func() {
 			s.rejectBusy(conn)
-			s.releaseAddr(ip)
+			s.perAddr.Give(ip)
 		}()
 		return true
 	}
@@ -562,35 +550,12 @@ func (s *Server) start(rwc, conn net.Conn, st *tls.ConnectionState, ip netip.Add
 	a.ip = ip
 	if !s.trackAssoc(a, true) {
 		s.active.Add(-1)
-		s.releaseAddr(ip)
+		s.perAddr.Give(ip)
 		rwc.Close()
 		return false
 	}
 	go a.serve()
 	return true
-}
-
-// acquireAddr counts a connection from ip against MaxConnsPerAddr.
-func (s *Server) acquireAddr(ip netip.Addr) bool {
-	limit := s.maxConnsPerAddr()
-	s.perAddrMu.Lock()
-	defer s.perAddrMu.Unlock()
-	if limit > 0 && s.perAddr[ip] >= limit {
-		return false
-	}
-	if s.perAddr == nil {
-		s.perAddr = make(map[netip.Addr]int)
-	}
-	s.perAddr[ip]++
-	return true
-}
-
-func (s *Server) releaseAddr(ip netip.Addr) {
-	s.perAddrMu.Lock()
-	defer s.perAddrMu.Unlock()
-	if s.perAddr[ip]--; s.perAddr[ip] <= 0 {
-		delete(s.perAddr, ip)
-	}
 }
 
 // rejectBusy answers a connection over MaxConns: it waits (briefly) for the A-ASSOCIATE-RQ and

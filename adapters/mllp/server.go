@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferryhealth/ferry/internal/connlimit"
 )
 
 // Defaults the Server applies to zero fields.
@@ -157,20 +159,21 @@ type Server struct {
 	listeners  []net.Listener
 	conns      map[*serverConn]struct{}
 	inShutdown atomic.Bool
-	active     atomic.Int64   // connections being served, for MaxConns
-	perAddr    map[string]int // connections open or in their handshake per source IP; under mu
-	handshakes chan struct{}  // one token per TLS handshake in progress, for MaxHandshakes
+	active     atomic.Int64 // connections being served, for MaxConns
+	limitsOnce sync.Once
+	perAddr    connlimit.PerAddress // connections open or in their handshake per source IP
+	handshakes connlimit.Handshakes // TLS handshakes in progress, for MaxHandshakes
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 }
 
 // serverConn is one accepted connection.
 type serverConn struct {
-	rwc   net.Conn
-	addr  string // the peer's IP address, its key in Server.perAddr; "" once given back
-	token bool   // it holds a handshake token (TLS, until its handshake ends)
-	slot  bool   // it holds one of the MaxConns slots
-	state atomic.Int32
+	rwc         net.Conn
+	addr        string // the peer's IP address, its key in Server.perAddr; "" before taken and once given back
+	handshaking bool   // it holds a place among MaxHandshakes (TLS, until its handshake ends)
+	slot        bool   // it holds one of the MaxConns slots
+	state       atomic.Int32
 }
 
 const (
@@ -254,7 +257,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("accepting MLLP connections: %w", err)
 		}
 		delay = 0
-		c := &serverConn{rwc: rwc, addr: peerIP(rwc.RemoteAddr())}
+		c := &serverConn{rwc: rwc}
 		if !s.admit(c, log) {
 			rwc.Close()
 			if s.Metrics != nil {
@@ -272,33 +275,45 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // admit applies the limits to a connection just accepted: its address's share, then a handshake
-// token under TLS (the slot is taken once the handshake is done), or a slot without TLS. It
+// place under TLS (the slot is taken once the handshake is done), or a slot without TLS. It
 // reports whether the connection may go on; if not, it has logged why and taken nothing.
 func (s *Server) admit(c *serverConn, log *slog.Logger) bool {
+	s.limitsOnce.Do(s.setLimits)
 	remote := c.rwc.RemoteAddr().String()
-	if !s.addAddr(c.addr) {
+	key, ok := s.perAddr.Take(c.rwc.RemoteAddr())
+	if !ok {
 		log.Warn("MLLP connection refused: per-address connection limit reached",
 			"remote", remote, "max_conns_per_address", s.MaxConnsPerAddress)
 		return false
 	}
+	c.addr = key
 	if s.TLSConfig != nil {
-		select {
-		case s.handshakeTokens() <- struct{}{}:
-			c.token = true
-			return true
-		default:
-			s.removeAddr(c.addr)
+		if !s.handshakes.Begin() {
+			s.release(c)
 			log.Warn("MLLP connection refused: too many TLS handshakes in progress",
 				"remote", remote, "max_handshakes", s.maxHandshakes())
 			return false
 		}
+		c.handshaking = true
+		return true
 	}
 	if !s.takeSlot(c) {
-		s.removeAddr(c.addr)
+		s.release(c)
 		log.Warn("MLLP connection refused: connection limit reached", "remote", remote, "max_conns", s.maxConns())
 		return false
 	}
 	return true
+}
+
+// setLimits sets the per-address and handshake limits from the fields, once, before the first
+// connection is admitted.
+func (s *Server) setLimits() {
+	s.perAddr.Max = s.MaxConnsPerAddress // negative: no cap
+	if s.MaxConnsPerAddress == 0 {
+		s.perAddr.Max = DefaultMaxConnsPerAddress
+	}
+	s.handshakes.Max = s.maxHandshakes()
+	s.handshakes.Timeout = s.handshakeTimeout()
 }
 
 // takeSlot takes one of the MaxConns slots for c, if one is free.
@@ -311,72 +326,21 @@ func (s *Server) takeSlot(c *serverConn) bool {
 	return true
 }
 
-// release gives back what c holds: its slot, its handshake token while it has not finished its
+// release gives back what c holds: its slot, its handshake place while it has not finished its
 // handshake, and its address's share.
 func (s *Server) release(c *serverConn) {
-	if c.token {
-		<-s.handshakeTokens()
-		c.token = false
+	if c.handshaking {
+		s.handshakes.End()
+		c.handshaking = false
 	}
 	if c.slot {
 		s.active.Add(-1)
 		c.slot = false
 	}
 	if c.addr != "" {
-		s.removeAddr(c.addr)
+		s.perAddr.Give(c.addr)
 		c.addr = ""
 	}
-}
-
-// addAddr counts one more connection from ip, unless MaxConnsPerAddress are open from it.
-func (s *Server) addAddr(ip string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	limit := s.MaxConnsPerAddress
-	if limit == 0 {
-		limit = DefaultMaxConnsPerAddress
-	}
-	if limit > 0 && s.perAddr[ip] >= limit {
-		return false
-	}
-	if s.perAddr == nil {
-		s.perAddr = make(map[string]int)
-	}
-	s.perAddr[ip]++
-	return true
-}
-
-func (s *Server) removeAddr(ip string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.perAddr[ip] <= 1 {
-		delete(s.perAddr, ip)
-		return
-	}
-	s.perAddr[ip]--
-}
-
-// handshakeTokens returns the channel of MaxHandshakes tokens, made on first use.
-func (s *Server) handshakeTokens() chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.handshakes == nil {
-		s.handshakes = make(chan struct{}, s.maxHandshakes())
-	}
-	return s.handshakes
-}
-
-// peerIP is the IP address of a peer, the key of the per-address limit (the whole address for
-// a peer that has no host:port form, such as a net.Pipe in tests).
-func peerIP(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
 }
 
 // Addr returns the address of the first listener being served, or nil before Serve has started
@@ -550,13 +514,10 @@ func (s *Server) serveConn(c *serverConn) {
 	conn := c.rwc
 	var tlsState *tls.ConnectionState
 	if s.TLSConfig != nil {
-		// The handshake holds a handshake token, not a slot: peers that never finish one cannot
+		// The handshake holds a handshake place, not a slot: peers that never finish one cannot
 		// keep senders that do out (issue 17). It must finish within HandshakeTimeout.
-		tc := tls.Server(c.rwc, s.TLSConfig)
-		_ = tc.SetDeadline(time.Now().Add(s.handshakeTimeout()))
-		err := tc.HandshakeContext(s.context())
-		<-s.handshakeTokens()
-		c.token = false
+		tc, err := s.handshakes.Handshake(s.context(), c.rwc, s.TLSConfig)
+		c.handshaking = false
 		if err != nil {
 			if c.state.Load() != stateClosing {
 				fail(FrameErrHandshake, err)
@@ -570,7 +531,6 @@ func (s *Server) serveConn(c *serverConn) {
 			}
 			return
 		}
-		_ = tc.SetDeadline(time.Time{})
 		st := tc.ConnectionState()
 		tlsState = &st
 		conn = tc
