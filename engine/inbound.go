@@ -71,6 +71,10 @@ type Inbound struct {
 	Pending      *PendingWorker
 	// Rejected, if set, caps the bytes of rejected messages stored (mllp.max_rejected_bytes_per_hour).
 	Rejected *RejectedBudget
+	// Processing, if set, bounds the bytes of large messages processed at once
+	// (mllp.max_processing_bytes): one waits for its share before it is mapped, and gives it
+	// back once committed.
+	Processing *ProcessingBudget
 	// Limits bounds the segments of a message and the repetitions of a field (config
 	// mllp.max_segments, mllp.max_repetitions); a message beyond is answered AR with ERR 207
 	// naming the segment and field, and stored as rejected. Zero: no limit.
@@ -143,6 +147,15 @@ func (in *Inbound) Receive(ctx context.Context, r Received) []byte {
 		if in.AckOnReceipt {
 			rec.Pending = true
 		} else {
+			release, err := in.Processing.acquire(ctx, len(r.Data))
+			if err != nil {
+				// Shutting down while it waited: not stored, so the sender resends.
+				return in.buildACK(h, hl7.Error, []hl7.ErrorDetail{{
+					Code: hl7.CodeApplicationInternalError, Severity: "E",
+					Text: "message could not be processed now; please resend",
+				}})
+			}
+			defer release()
 			in.process(v, rec)
 		}
 	}

@@ -131,10 +131,13 @@ type MLLPConfig struct {
 	// (default 30s). HandshakeTimeout bounds a TLS handshake, which takes no slot until it is
 	// done (default 10s). MaxRejectedBytesPerHour caps the bytes of rejected messages kept per
 	// node and hour (default 64 MiB; -1: no cap); beyond it they are stored without their bytes.
+	// MaxProcessingBytes bounds the bytes of large messages (1 MiB or more) being mapped,
+	// validated and committed at once (default 32 MiB; -1: no bound); the others wait their turn.
 	MaxConnectionsPerAddress int           `yaml:"max_connections_per_address"`
 	FirstFrameTimeout        time.Duration `yaml:"first_frame_timeout"`
 	HandshakeTimeout         time.Duration `yaml:"handshake_timeout"`
 	MaxRejectedBytesPerHour  int64         `yaml:"max_rejected_bytes_per_hour"`
+	MaxProcessingBytes       int64         `yaml:"max_processing_bytes"`
 }
 
 // CommitConfig tunes the group committer (engine.GroupCommitOptions), which turns the messages
@@ -612,6 +615,9 @@ func (c *Config) setLimitDefaults() {
 	def(&c.MLLP.HandshakeTimeout, mllp.DefaultHandshakeTimeout)
 	if c.MLLP.MaxRejectedBytesPerHour == 0 {
 		c.MLLP.MaxRejectedBytesPerHour = engine.DefaultRejectedBytesPerHour
+	}
+	if c.MLLP.MaxProcessingBytes == 0 {
+		c.MLLP.MaxProcessingBytes = engine.DefaultProcessingBytes
 	}
 	def(&c.HTTP.ReadTimeout, time.Minute)
 	def(&c.HTTP.WriteTimeout, 2*time.Minute)

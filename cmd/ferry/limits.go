@@ -20,6 +20,7 @@ func (c MLLPConfig) applyLimits(srv *mllp.Server, in *engine.Inbound) {
 	srv.FirstFrameTimeout = c.FirstFrameTimeout
 	srv.HandshakeTimeout = c.HandshakeTimeout
 	in.Rejected = &engine.RejectedBudget{PerHour: c.MaxRejectedBytesPerHour}
+	in.Processing = &engine.ProcessingBudget{Bytes: c.MaxProcessingBytes}
 }
 
 // server returns the HTTP server for handler with the configured timeouts (docs/operations.md).
