@@ -178,6 +178,25 @@ func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 			return failed(processError(hl7.CodeRequiredFieldMissing, "MRG", 1, "merge without a prior patient identifier in MRG-1"))
 		}
 	}
+	// Another configured hospital's numbers are only that hospital's to send: they neither find
+	// nor change its patients from here, and are not kept (issue "Trust at every door").
+	if foreign := p.Trust.ForeignIssuers(pl.facility); len(foreign) > 0 {
+		if pl.patient != nil {
+			ids, dropped := withoutForeign(asList(pl.patient["identifier"]), foreign)
+			if dropped > 0 && len(ids) == 0 {
+				return failed(processError(hl7.CodeApplicationInternalError, "PID", 3, "PID-3 has only identifiers of other facilities' registers (%s)", strings.Join(foreign, ", ")))
+			}
+			if dropped > 0 {
+				pl.patient = withFields(pl.patient, map[string]any{"identifier": ids})
+			}
+		}
+		if pl.merge != nil {
+			var dropped int
+			if pl.merge, dropped = withoutForeign(pl.merge, foreign); dropped > 0 && len(pl.merge) == 0 {
+				return failed(processError(hl7.CodeApplicationInternalError, "MRG", 1, "MRG-1 names only identifiers of other facilities' registers (%s)", strings.Join(foreign, ", ")))
+			}
+		}
+	}
 	if list, ok := out["orders"].([]any); ok {
 		for i, o := range list {
 			om, _ := o.(map[string]any)

@@ -256,6 +256,20 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 			return nil, err
 		}
 		curStatus, _ = curContent["status"].(string)
+		// A new version stays with its report's order: a PUT of another order's report, or an
+		// identifier that is another order's report's, would move that report — and its
+		// patient — to this order (DESIGN.md rule 6). A person relinks a report filed wrongly.
+		curOrder := ""
+		if based := asList(curContent["basedOn"]); len(based) > 0 {
+			curOrder, _ = asMap(based[0])["reference"].(string)
+		}
+		if curOrder != "ServiceRequest/"+order.ID {
+			e := reportErr(409, fhir.IssueConflict, "the report this version would change belongs to another order: a report is never moved to another order or patient", "DiagnosticReport.basedOn")
+			e.PatientMismatch = true
+			e.V2 = hl7.ErrorDetail{Segment: "OBR", Sequence: 1, Field: 3, Code: hl7.CodeDuplicateKey, Severity: "E", Text: e.Error()}
+			rs.logger().Warn("report refused: it would move another order's report", "service_request", order.ID, "report", cur.ID)
+			return nil, e
+		}
 	}
 	if !slices.Contains(reportTransitions[curStatus], status) {
 		msg := fmt.Sprintf("a %s report cannot become %s", curStatus, status)
@@ -341,14 +355,23 @@ func contentOfTyped(body []byte, typ string) (map[string]any, error) {
 }
 
 // order finds the order a report is based on: a basedOn reference to a ServiceRequest Ferry
-// holds, or a basedOn identifier (accession, placer or filler number) exactly one order has —
-// the first basedOn that finds one.
+// holds, or a basedOn identifier (accession, placer or filler number) exactly one order has.
+// Every basedOn that finds an order must find the same one: an ORU whose placer number is one
+// order's and accession another's names no order for sure.
 func (rs *Reports) order(ctx context.Context, rd ResourceReader, in map[string]any) (*Resource, error) {
 	basedOn := asList(in["basedOn"])
 	if len(basedOn) == 0 {
 		return nil, reportErr(422, fhir.IssueRequired, "basedOn must name the order (a ServiceRequest reference or identifier)", "DiagnosticReport.basedOn")
 	}
 	var notFound *ReportError
+	var order *Resource
+	agree := func(r *Resource, expr string) error {
+		if order != nil && order.ID != r.ID {
+			return reportErr(422, fhir.IssueMultipleMatch, "basedOn names two different orders", expr)
+		}
+		order = r
+		return nil
+	}
 	for i, x := range basedOn {
 		b := asMap(x)
 		expr := "DiagnosticReport.basedOn[" + strconv.Itoa(i) + "]"
@@ -361,7 +384,13 @@ func (rs *Reports) order(ctx context.Context, rd ResourceReader, in map[string]a
 			if errors.Is(err, ErrNotFound) {
 				return nil, reportErr(422, fhir.IssueNotFound, "no such order: ServiceRequest/"+id, expr)
 			}
-			return r, err
+			if err != nil {
+				return nil, err
+			}
+			if err := agree(r, expr); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		ident := asMap(b["identifier"])
 		value, _ := ident["value"].(string)
@@ -382,10 +411,15 @@ func (rs *Reports) order(ctx context.Context, rd ResourceReader, in map[string]a
 			notFound = reportErr(422, fhir.IssueNotFound, "no order has the identifier in basedOn", expr+".identifier")
 			continue // another basedOn (the accession, the filler number) may name it
 		case 1:
-			return found[0], nil
+			if err := agree(found[0], expr+".identifier"); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, reportErr(422, fhir.IssueMultipleMatch, "more than one order has the identifier in basedOn: give its type (ACSN, PLAC, FILL) or system", expr+".identifier")
 		}
+	}
+	if order != nil {
+		return order, nil
 	}
 	if notFound != nil {
 		return nil, notFound

@@ -150,6 +150,28 @@ func (t *SenderTrust) Check(s Sender) *Refusal {
 	return typeRefusal
 }
 
+// Unbound lists the facilities whose merges or results may come from any address without a
+// client certificate — trusted on their MSH-4 alone; serve warns about each.
+func (t *SenderTrust) Unbound() []string {
+	var out []string
+	if t.Demo() {
+		return nil
+	}
+	for _, f := range t.Facilities {
+		open := len(f.Senders) == 0
+		for _, e := range f.Senders {
+			risky := len(e.Messages) == 0 || slices.Contains(e.Messages, ClassMerges) || slices.Contains(e.Messages, ClassResults)
+			if risky && len(e.Addresses) == 0 && len(e.Certificates) == 0 {
+				open = true
+			}
+		}
+		if open {
+			out = append(out, f.SendingFacility)
+		}
+	}
+	return out
+}
+
 // MergeIssuers returns the issuers a facility's merges must stay within, and whether the
 // facility is configured (false in demo mode: no limit).
 func (t *SenderTrust) MergeIssuers(sendingFacility string) ([]string, bool) {
@@ -179,7 +201,7 @@ func (e *TrustedSender) allows(class, code string) bool {
 	if len(e.Messages) == 0 {
 		return true
 	}
-	return slices.Contains(e.Messages, class) || (class == code && slices.Contains(e.Messages, code))
+	return slices.Contains(e.Messages, class) || slices.Contains(e.Messages, code)
 }
 
 func (e *TrustedSender) fromAddress(a netip.Addr) bool {
@@ -218,20 +240,53 @@ func (e *TrustedSender) certified(c *x509.Certificate) bool {
 	return false
 }
 
-// ofIssuers reports whether a patient has an identifier of one of issuers: its system, or the
-// namespace it was assigned by (assigner.display, CX.4).
-func ofIssuers(patient map[string]any, issuers []string) bool {
-	for _, x := range asList(patient["identifier"]) {
-		id := asMap(x)
-		system, _ := id["system"].(string)
-		ns, _ := asMap(id["assigner"])["display"].(string)
-		for _, is := range issuers {
-			if is != "" && (is == system || strings.EqualFold(is, ns)) {
-				return true
+// ForeignIssuers returns the issuers of every other configured facility, less this one's: a
+// number in another hospital's register is that hospital's to send. nil in demo mode.
+func (t *SenderTrust) ForeignIssuers(sendingFacility string) []string {
+	own, ok := t.MergeIssuers(sendingFacility)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, f := range t.Facilities {
+		if f.SendingFacility == sendingFacility {
+			continue
+		}
+		theirs, _ := t.MergeIssuers(f.SendingFacility)
+		for _, is := range theirs {
+			if !slices.ContainsFunc(own, func(o string) bool { return strings.EqualFold(o, is) }) {
+				out = append(out, is)
 			}
 		}
 	}
+	return out
+}
+
+// ofIssuers reports whether a patient has an identifier of one of issuers.
+func ofIssuers(patient map[string]any, issuers []string) bool {
+	return slices.ContainsFunc(asList(patient["identifier"]), func(x any) bool { return identifierOfIssuers(asMap(x), issuers) })
+}
+
+// identifierOfIssuers reports whether an identifier is of one of issuers: its system, or the
+// namespace it was assigned by (assigner.display, CX.4).
+func identifierOfIssuers(id map[string]any, issuers []string) bool {
+	system, _ := id["system"].(string)
+	ns, _ := asMap(id["assigner"])["display"].(string)
+	for _, is := range issuers {
+		if is != "" && (is == system || strings.EqualFold(is, ns)) {
+			return true
+		}
+	}
 	return false
+}
+
+// withoutForeign returns ids less those of issuers, and how many it left out.
+func withoutForeign(ids []any, issuers []string) ([]any, int) {
+	if len(issuers) == 0 {
+		return ids, 0
+	}
+	out := slices.DeleteFunc(slices.Clone(ids), func(x any) bool { return identifierOfIssuers(asMap(x), issuers) })
+	return out, len(ids) - len(out)
 }
 
 // untrusted is the verdict for a message whose sender is not trusted with it: AR with ERR 207

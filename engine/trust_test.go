@@ -21,6 +21,7 @@ func TestSenderTrust(t *testing.T) {
 				Certificates: []string{"ris.stmarys.example"}},
 			{Application: "RIS", Messages: []string{ClassADT}},
 			{Application: "PACS", Messages: []string{"SIU"}, Certificates: []string{"spiffe://stmarys/ris"}},
+			{Application: "DICT", Messages: []string{"ORU"}, Addresses: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}},
 		}},
 	}}
 	lan := netip.MustParseAddr("10.1.2.3")
@@ -43,6 +44,7 @@ func TestSenderTrust(t *testing.T) {
 		{"the RIS's ADT, by its second entry, from anywhere", Sender{Application: "RIS", Facility: "STMARYS", MessageCode: "ADT", Trigger: "A08", Addr: wan}, 0},
 		{"the RIS's results, allowed by no entry", Sender{Application: "RIS", Facility: "STMARYS", MessageCode: "ORU", Trigger: "R01", Addr: lan, Certificate: ris}, 9},
 		{"an application the facility did not list", Sender{Application: "EVILAPP", Facility: "STMARYS", MessageCode: "ORU", Trigger: "R01", Addr: lan}, 3},
+		{"a known class listed by its message code", Sender{Application: "DICT", Facility: "STMARYS", MessageCode: "ORU", Trigger: "R01", Addr: lan}, 0},
 		{"a message code listed by name, certificate by URI SAN", Sender{Application: "PACS", Facility: "STMARYS", MessageCode: "SIU", Trigger: "S12", Addr: wan, Certificate: other}, 0},
 	} {
 		r := trust.Check(tt.s)
@@ -57,6 +59,12 @@ func TestSenderTrust(t *testing.T) {
 	}
 	if r := (&SenderTrust{}).Check(Sender{Facility: "ANYONE", MessageCode: "ADT", Trigger: "A40"}); r != nil {
 		t.Errorf("demo mode refused a sender: %s", r.Text)
+	}
+	if got := trust.Unbound(); len(got) != 1 || got[0] != "OPEN" {
+		t.Errorf("Unbound: %v, want OPEN (no senders) alone", got)
+	}
+	if got := trust.ForeignIssuers("STMARYS"); len(got) != 1 || got[0] != "OPEN" {
+		t.Errorf("ForeignIssuers(STMARYS): %v, want OPEN's register", got)
 	}
 	if is, ok := trust.MergeIssuers("OPEN"); !ok || len(is) != 1 || is[0] != "OPEN" {
 		t.Errorf("MergeIssuers default: %v %v, want the sending facility", is, ok)

@@ -84,9 +84,10 @@ func (r callerRights) allows(op Operation) bool {
 }
 
 // rightsOf decides what the caller of an association may do. Without Peers and
-// CallingAETitles every caller may do everything (a demo; serve says so in its log).
+// CallingAETitles every caller may do everything unless Restricted (a demo; serve says so in
+// its log).
 func (s *Server) rightsOf(callingAE, remote string, st *tls.ConnectionState) callerRights {
-	if len(s.Peers) == 0 && len(s.CallingAETitles) == 0 {
+	if len(s.Peers) == 0 && len(s.CallingAETitles) == 0 && !s.Restricted {
 		return callerRights{known: true, policy: CallerPolicy{Echo: true, FindWorklist: true, Store: true, Other: true}}
 	}
 	if slices.ContainsFunc(s.CallingAETitles, func(t string) bool { return strings.TrimSpace(t) == callingAE }) {

@@ -251,8 +251,12 @@ type Server struct {
 	// Peers are the known callers: AE titles bound to addresses and/or client certificates,
 	// with the operations each may perform. A caller claiming a listed title from elsewhere is
 	// rejected (reason 3). With neither Peers nor CallingAETitles every caller may do
-	// everything: a demo.
+	// everything (a demo) unless Restricted.
 	Peers []Peer
+	// Restricted applies UnknownCallers even when neither Peers nor CallingAETitles lists
+	// anyone: a listener that serves no known caller yet, and unknown ones only what the policy
+	// allows.
+	Restricted bool
 	// UnknownCallers is what callers whose AE title is not among Peers (or CallingAETitles)
 	// may do. An operation refused is a presentation context refused (user-rejection), so the
 	// caller's request never reaches a handler; a caller allowed nothing is rejected at

@@ -157,7 +157,7 @@ func (cfg *Config) dicomServer(logger *slog.Logger, services []dimse.Service) (*
 		MaxConns: c.MaxConnections, MaxConnsPerAddr: c.MaxConnectionsPerAddress, MaxPDULength: uint32(c.MaxPDULength),
 		ARTIMTimeout: c.ARTIMTimeout, IdleTimeout: c.IdleTimeout, ReadTimeout: c.ReadTimeout, HandshakeTimeout: c.HandshakeTimeout,
 		UnknownCallers: dimse.CallerPolicy{Echo: c.UnknownCallers.Echo == "allow", FindWorklist: c.UnknownCallers.FindWorklist == "allow",
-			Store: c.UnknownCallers.Store == "allow"}}
+			Store: c.UnknownCallers.Store == "allow"}, Restricted: !c.demo()}
 	for _, p := range c.Peers {
 		addrs, err := dimse.ParsePrefixes(p.Addresses)
 		if err != nil {
@@ -193,6 +193,9 @@ func (cfg *Config) listenDICOMTLS() (net.Listener, error) {
 	addr := cfg.Listen.DICOMTLS
 	if addr == "" {
 		addr = DefaultDICOMTLSAddr
+	}
+	if cfg.DICOM.demo() {
+		addr = loopback(addr) // every caller may do everything: this machine only
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -108,6 +108,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// Who may send what from where (facilities[].senders); none configured: demo mode.
 	trust := cfg.senderTrust()
+	for _, f := range trust.Unbound() {
+		logger.Warn("facility trusted on its MSH-4 alone: its results or merges may come from any address; bind its senders to addresses or certificates (docs/security.md)", "sending_facility", f)
+	}
+	if len(cfg.DICOM.AcceptCallingAETitles) > 0 {
+		logger.Warn("dicom.accept_calling_ae_titles trusts a listed AE title from any address; bind the callers with dicom.peers (docs/security.md)")
+	}
 	inbound.Trust = trust
 	inbound.Processor = &engine.Processor{
 		Mappings:  func() engine.MappingSource { return reloader.Current() },

@@ -300,3 +300,56 @@ func (c *mllpPeer) sender(t *testing.T) func(msg string) *ackInfo {
 		return a
 	}
 }
+
+// TestHospitalCannotTouchAnothersPatient: a configured hospital sending another's MRN — an
+// update naming St Mary's number beside its own, then a merge of St Mary's patient into its
+// own — changes nothing of St Mary's patient (the review's attack), on both stores; and a report
+// version cannot move another order's report to its own order.
+func TestHospitalCannotTouchAnothersPatient(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, db, dir string) {
+		ehr := startEHR(t, dir)
+		p := startFerry(t, db, dir, serveOptions{Config: trustConfig(ehr.Addr)})
+		send := dialMLLP(t, p.MLLPAddr).sender(t)
+		if a := send(trustedORM("RIS", "STMARYS", "V1")); a.Code != "AA" {
+			t.Fatalf("St Mary's order: %s", a)
+		}
+		a08 := strings.Join([]string{
+			`MSH|^~\&|ADT|STJOHNS|FERRY|FERRY|20261127090000||ADT^A08^ADT_A01|H1|P|2.5.1`,
+			`EVN|A08|20261127090000`,
+			`PID|1||MRNV1^^^STMARYS^MR~J9^^^STJOHNS^MR||EVIL^EVE||19900101|M`,
+			`PV1|1|O`,
+		}, "\r") + "\r"
+		if a := send(a08); a.Code != "AA" {
+			t.Fatalf("St John's update of its own patient: %s, want AA (St Mary's number left out)", a)
+		}
+		a40 := strings.Join([]string{
+			`MSH|^~\&|ADT|STJOHNS|FERRY|FERRY|20261127090000||ADT^A40^ADT_A39|H2|P|2.5.1`,
+			`EVN|A40|20261127090000`,
+			`PID|1||J9^^^STJOHNS^MR||EVIL^EVE||19900101|M`,
+			`MRG|MRNV1^^^STMARYS^MR`,
+		}, "\r") + "\r"
+		if a := send(a40); a.Code != "AE" || !strings.Contains(a.ERR, "MRG^1^1") {
+			t.Errorf("St John's merging St Mary's patient by her MRN: %s, want AE at MRG-1", a)
+		}
+		found := p.fhirSearch(t, "Patient", url.Values{"identifier": {"MRNV1"}})
+		if len(found) != 1 {
+			t.Fatalf("%d patients carry St Mary's MRN, want her alone", len(found))
+		}
+		her := found[0]
+		name := her["name"].([]any)[0].(map[string]any)
+		if name["family"] != "DOE" || her["gender"] != "female" || her["active"] != true || len(her["identifier"].([]any)) != 1 {
+			t.Errorf("St Mary's patient after St John's messages: %v", her)
+		}
+
+		// A report version naming order V2 cannot take over V1's report by its identifier.
+		if a := send(trustedORM("RIS", "STMARYS", "V2")); a.Code != "AA" {
+			t.Fatalf("second order: %s", a)
+		}
+		p.postReport(t, "final", "ACCV1", "first report", 201)
+		body := strings.Replace(string(reportBody("corrected", "ACCV2", "moved")), `"RPT-ACCV2"`, `"RPT-ACCV1"`, 1)
+		if code, resp := p.request(t, http.MethodPost, "/fhir/r4/DiagnosticReport", "application/fhir+json", []byte(body)); code != 409 {
+			t.Errorf("a version of V1's report based on V2: HTTP %d %s, want 409", code, resp)
+		}
+	})
+}

@@ -8,6 +8,7 @@ package connlimit
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 )
 
@@ -59,15 +60,22 @@ func (p *PerAddress) Open(key string) int {
 }
 
 // PeerIP is the IP address of a peer, the key of the per-address limit: one address whatever
-// the port, an IPv4-mapped IPv6 address as its IPv4 form, and the whole address for a peer that
-// has no host:port form (such as a net.Pipe in tests).
+// the port, an IPv4-mapped IPv6 address as its IPv4 form, an IPv6 address as its /64, and the
+// whole address for a peer that has no host:port form (such as a net.Pipe in tests).
 func PeerIP(a net.Addr) string {
+	host := ""
 	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
+		host = ta.IP.String()
+	} else if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		host = h
+	} else {
 		return a.String()
+	}
+	// An IPv6 host is given a /64 (RFC 4291 §2.5.4): one peer has all its addresses, so it
+	// counts as one.
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() && !ip.Is4In6() {
+		p, _ := ip.WithZone("").Prefix(64)
+		return p.String()
 	}
 	return host
 }

@@ -119,8 +119,8 @@ func TestPeerIP(t *testing.T) {
 	}{
 		{"tcp v4", &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 4242}, "192.0.2.7"},
 		{"tcp v4-mapped", &net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 1}, "192.0.2.7"},
-		{"tcp v6", &net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}, "2001:db8::1"},
-		{"host:port", &net.UnixAddr{Name: "[2001:db8::2]:104", Net: "unix"}, "2001:db8::2"},
+		{"tcp v6", &net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}, "2001:db8::/64"},
+		{"host:port", &net.UnixAddr{Name: "[2001:db8::2]:104", Net: "unix"}, "2001:db8::/64"},
 		{"no port", &net.UnixAddr{Name: "pipe", Net: "unix"}, "pipe"},
 	} {
 		if got := PeerIP(tc.addr); got != tc.want {
