@@ -18,8 +18,8 @@ build: ## build bin/ferry
 run: build ## run ferry serve on the embedded store (./ferry-data)
 	./$(BIN) serve
 
-test: ## run every test with the race detector (PostgreSQL, mllp_send used when present)
-	$(GO) test -race -count=1 -timeout 20m ./...
+test: ## run every test with the race detector (PostgreSQL, mllp_send used when present); lists every skip with its reason
+	$(GO) test -race -count=1 -timeout 20m -json ./... | $(GO) run .ci/test-summary.go
 
 test-short: ## unit tests only, no race detector
 	$(GO) test -short ./...

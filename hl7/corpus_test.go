@@ -37,34 +37,59 @@ func TestGolden(t *testing.T) {
 		name := corpusName(file)
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			data, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got bytes.Buffer
-			if m, err := Parse(data); err != nil {
-				got.WriteString("parse error: " + err.Error() + "\n")
-			} else if err := m.WriteTree(&got); err != nil {
-				t.Fatal(err)
-			}
-			golden := filepath.Join("testdata", "golden", filepath.FromSlash(name)+".golden")
-			if *update {
-				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("reading golden file (run go test -update to create it): %v", err)
-			}
-			if !bytes.Equal(got.Bytes(), want) {
-				t.Errorf("tree differs from %s (run go test -update after checking):\n%s", golden, firstDiff(got.String(), string(want)))
-			}
+			checkGolden(t, file, name)
 		})
+	}
+}
+
+// TestGoldenFixtures is TestGolden on Ferry's own fixtures (testdata/messages, synthetic
+// messages written for Ferry, no patient's data), so the codec's shapes — v2.3 and v2.5.1
+// orders, escapes, other delimiters, LF segment ends, trailing delimiters, batches, Latin-1
+// bytes, a message without MSH — are checked in a clone without ../shared too.
+func TestGoldenFixtures(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob(filepath.Join("testdata", "messages", "*.hl7"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixtures in testdata/messages: %v", err)
+	}
+	for _, file := range files {
+		name := "ferry/" + strings.TrimSuffix(filepath.Base(file), ".hl7")
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			checkGolden(t, file, name)
+		})
+	}
+}
+
+// checkGolden parses file and compares its tree or parse error with testdata/golden/name.golden
+// (rewritten with -update).
+func checkGolden(t *testing.T, file, name string) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	if m, err := Parse(data); err != nil {
+		got.WriteString("parse error: " + err.Error() + "\n")
+	} else if err := m.WriteTree(&got); err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "golden", filepath.FromSlash(name)+".golden")
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("reading golden file (run go test -update to create it): %v", err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Errorf("tree differs from %s (run go test -update after checking):\n%s", golden, firstDiff(got.String(), string(want)))
 	}
 }
 

@@ -300,7 +300,7 @@ func TestCStoreDeclaredLengths(t *testing.T) {
 	}
 	// Every refused or cut-off instance's file is gone (polled: the aborts finish on the
 	// server's goroutines; the deadline only guards against hanging).
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for entries, _ := os.ReadDir(incoming); len(entries) > 0; entries, _ = os.ReadDir(incoming) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d files left in the incoming directory", len(entries))

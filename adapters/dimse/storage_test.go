@@ -386,7 +386,7 @@ func TestCStoreTransferSyntaxes(t *testing.T) {
 		t.Run(ts, func(t *testing.T) {
 			i := slices.IndexFunc(rows, func(r corpusRow) bool { return r.TransferSyntaxUID == ts && storable(r) })
 			if i < 0 {
-				t.Skipf("no corpus file in %s", ts)
+				t.Skipf("the corpus (../shared/corpus) has no storable file in transfer syntax %s to send", ts)
 			}
 			row := rows[i]
 			file, err := os.ReadFile(row.path)
@@ -696,7 +696,7 @@ func TestStorescuRefusals(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := os.Stat(tc.file); err != nil {
-				t.Skipf("corpus file absent: %v", err)
+				t.Skipf("corpus file absent (%v): this test needs ../shared/corpus beside the repository", err)
 			}
 			out, err := runPeer(t, storescu, "-v", "-R", "-aec", "FERRY", "-aet", tc.aet, host, port, tc.file)
 			lower := strings.ToLower(out)

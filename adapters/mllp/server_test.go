@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,13 +34,14 @@ type countingObserver struct {
 	errs                     map[string]int
 }
 
-func (o *countingObserver) ConnOpened()   { o.mu.Lock(); o.opened++; o.mu.Unlock() }
-func (o *countingObserver) ConnClosed()   { o.mu.Lock(); o.closed++; o.mu.Unlock() }
-func (o *countingObserver) ConnRejected() { o.mu.Lock(); o.rejected++; o.mu.Unlock() }
+func (o *countingObserver) ConnOpened()   { o.mu.Lock(); o.opened++; o.mu.Unlock(); changes.notify() }
+func (o *countingObserver) ConnClosed()   { o.mu.Lock(); o.closed++; o.mu.Unlock(); changes.notify() }
+func (o *countingObserver) ConnRejected() { o.mu.Lock(); o.rejected++; o.mu.Unlock(); changes.notify() }
 func (o *countingObserver) Discarded(n int64) {
 	o.mu.Lock()
 	o.discarded += n
 	o.mu.Unlock()
+	changes.notify()
 }
 func (o *countingObserver) FrameError(kind string) {
 	o.mu.Lock()
@@ -48,6 +50,7 @@ func (o *countingObserver) FrameError(kind string) {
 	}
 	o.errs[kind]++
 	o.mu.Unlock()
+	changes.notify()
 }
 func (o *countingObserver) errCount(kind string) int {
 	o.mu.Lock()
@@ -136,8 +139,8 @@ func startServer(t *testing.T, configure func(*Server)) *testServer {
 		Handler:     ts.handler,
 		Metrics:     ts.obs,
 		Logger:      testLogger(t),
-		ReadTimeout: 2 * time.Second,
-		IdleTimeout: 5 * time.Second,
+		ReadTimeout: time.Minute, // long: a busy machine must not time a test's frame out
+		IdleTimeout: time.Minute,
 	}
 	if configure != nil {
 		configure(ts.srv)
@@ -149,7 +152,7 @@ func startServer(t *testing.T, configure func(*Server)) *testServer {
 	ts.addr = ln.Addr().String()
 	go func() { ts.served <- ts.srv.Serve(ln) }()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := ts.srv.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
@@ -180,7 +183,7 @@ func dial(t *testing.T, addr string) *client {
 
 // roundTrip sends one message and returns the answer.
 func (c *client) roundTrip(msg string) (string, error) {
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetDeadline(time.Now().Add(time.Minute)) // guards against a hang only
 	if err := c.w.WriteMsg([]byte(msg)); err != nil {
 		return "", err
 	}
@@ -202,14 +205,53 @@ func waitClosed(c net.Conn, d time.Duration) bool {
 	}
 }
 
+// changes wakes the tests waiting in waitFor whenever a test double records something (a
+// connection counted, a frame error, an answer received, a message reaching a peer): tests wait
+// on these events, not on a clock. waitFor must not run inside a synctest bubble (the channel it
+// waits on would belong to the bubble); the doubles may notify from one.
+var changes broadcast
+
+// broadcast wakes every waiter at each notify; waiters created since the last notify share one
+// channel.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *broadcast) notify() {
+	b.mu.Lock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
+	}
+	b.mu.Unlock()
+}
+
+// waitFor waits until cond holds, re-checking it at each change a test double reports. The
+// minute only guards against a hang; it is no pass/fail limit.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	hang := time.NewTimer(time.Minute)
+	defer hang.Stop()
+	for {
+		woken := changes.wait()
+		if cond() {
+			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case <-woken:
+		case <-hang.C:
+			t.Fatalf("still waiting for %s after a minute", what)
+		}
 	}
 }
 
@@ -244,7 +286,7 @@ func wellBehavedOn(t *testing.T, c *client) (stop func()) {
 				return
 			}
 			answers.Add(1)
-			time.Sleep(2 * time.Millisecond)
+			changes.notify()
 		}
 	}()
 	return func() {
@@ -282,8 +324,7 @@ func TestServerBadInput(t *testing.T) {
 		}},
 		{name: "bytes outside frames are dropped and counted, connection kept", bad: func(t *testing.T, ts *testServer) {
 			c := dial(t, ts.addr)
-			c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
-			time.Sleep(50 * time.Millisecond)
+			c.Write([]byte("GET / HTTP/1.0\r\n\r\n")) // the frame below follows on the same stream
 			if ack, err := c.roundTrip("after junk"); err != nil || ack != "ACK|after junk" {
 				t.Fatalf("frame after junk: answer %q, %v", ack, err)
 			}
@@ -318,59 +359,12 @@ func TestServerBadInput(t *testing.T) {
 		{name: "half a frame then disconnect: nothing handled, counted", bad: func(t *testing.T, ts *testServer) {
 			c := dial(t, ts.addr)
 			c.Write([]byte("\x0bMSH|^~\\&|HALF|"))
-			time.Sleep(20 * time.Millisecond)
-			c.Close()
+			c.Close() // TCP delivers the half frame before the FIN
 			waitFor(t, "the truncated frame to be reported", func() bool { return ts.obs.errCount(FrameErrTruncated) == 1 })
 			if ts.handler.seen("MSH|^~\\&|HALF|") {
 				t.Errorf("the handler got a truncated frame")
 			}
 		}},
-		{name: "one byte per interval: ReadTimeout closes the connection",
-			configure: func(s *Server) { s.ReadTimeout = 300 * time.Millisecond },
-			bad: func(t *testing.T, ts *testServer) {
-				c := dial(t, ts.addr)
-				start := time.Now()
-				closed := make(chan time.Duration, 1)
-				go func() {
-					waitClosed(c, 10*time.Second)
-					closed <- time.Since(start)
-				}()
-				msg := "\x0bMSH|^~\\&|SLOWLORIS|" + strings.Repeat("x", 100)
-			trickle:
-				for i := 0; i < len(msg); i++ {
-					if _, err := c.Write([]byte{msg[i]}); err != nil {
-						break
-					}
-					select {
-					case <-closed:
-						closed <- time.Since(start)
-						break trickle
-					case <-time.After(50 * time.Millisecond):
-					}
-				}
-				d := <-closed
-				if d > 2*time.Second {
-					t.Errorf("slow connection closed after %v, want about the 300ms ReadTimeout", d)
-				}
-				waitFor(t, "the timeout to be reported", func() bool { return ts.obs.errCount(FrameErrTimeout) == 1 })
-			}},
-		{name: "slow bytes outside frames do not start the ReadTimeout",
-			configure: func(s *Server) { s.ReadTimeout = 200 * time.Millisecond },
-			bad: func(t *testing.T, ts *testServer) {
-				c := dial(t, ts.addr)
-				for range 20 { // 600ms of junk, three times the ReadTimeout
-					if _, err := c.Write([]byte{'\n'}); err != nil {
-						t.Fatalf("connection closed during junk: %v", err)
-					}
-					time.Sleep(30 * time.Millisecond)
-				}
-				if ack, err := c.roundTrip("after slow junk"); err != nil || ack != "ACK|after slow junk" {
-					t.Fatalf("frame after slow junk: answer %q, %v", ack, err)
-				}
-				if n := ts.obs.errCount(FrameErrTimeout); n != 0 {
-					t.Errorf("timeout reported %d times, want 0", n)
-				}
-			}},
 		{name: "random bytes: junk dropped, frames in it handled, connection kept", bad: func(t *testing.T, ts *testServer) {
 			c := dial(t, ts.addr)
 			rng := mrand.New(mrand.NewPCG(1, 2))
@@ -381,7 +375,7 @@ func TestServerBadInput(t *testing.T) {
 			answers := make(chan string, 1000)
 			go func() {
 				defer close(answers)
-				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				c.SetReadDeadline(time.Now().Add(time.Minute)) // guards against a hang only
 				for {
 					a, err := c.r.Next()
 					if err != nil {
@@ -427,27 +421,12 @@ func TestServerBadInput(t *testing.T) {
 			}
 			waitFor(t, "the write error to be reported", func() bool { return ts.obs.errCount(FrameErrWrite) == 1 })
 		}},
-		{name: "idle connection is closed after IdleTimeout",
-			configure: func(s *Server) { s.IdleTimeout = 300 * time.Millisecond },
-			bad: func(t *testing.T, ts *testServer) {
-				c := dial(t, ts.addr)
-				if ack, err := c.roundTrip("hello"); err != nil || ack != "ACK|hello" {
-					t.Fatalf("answer %q, %v", ack, err)
-				}
-				start := time.Now()
-				if !waitClosed(c, 5*time.Second) {
-					t.Fatalf("idle connection not closed")
-				}
-				if d := time.Since(start); d > 2*time.Second {
-					t.Errorf("idle connection closed after %v, want about 300ms", d)
-				}
-			}},
 		{name: "plain TCP to a TLS listener fails the handshake only",
 			configure: func(s *Server) { s.TLSConfig = testPKI(t).serverConfig(false) },
 			bad: func(t *testing.T, ts *testServer) {
 				c := dial(t, ts.addr)
 				c.w.WriteMsg([]byte("MSH|plain"))
-				if !waitClosed(c, 5*time.Second) {
+				if !waitClosed(c, time.Minute) {
 					t.Fatalf("plain connection to a TLS listener not closed")
 				}
 				waitFor(t, "the handshake failure to be reported", func() bool { return ts.obs.errCount(FrameErrHandshake) == 1 })
@@ -509,7 +488,7 @@ func TestServerConnectionLimit(t *testing.T) {
 		}
 	}
 	c3 := dial(t, ts.addr)
-	if !waitClosed(c3, 5*time.Second) {
+	if !waitClosed(c3, time.Minute) {
 		t.Fatalf("connection over the limit was not closed")
 	}
 	waitFor(t, "the refusal to be reported", func() bool { _, _, r, _ := ts.obs.snapshot(); return r == 1 })
@@ -535,15 +514,14 @@ func TestServerShutdownDrains(t *testing.T) {
 	srv := &Server{Handler: h, Logger: testLogger(t)}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	waitFor(t, "Addr", func() bool { return srv.Addr() != nil })
-	addr := srv.Addr().String()
+	addr := ln.Addr().String()
 
 	busy, idle := dial(t, addr), dial(t, addr)
 	if _, err := idle.roundTrip("hello"); err != nil {
 		t.Fatal(err)
 	}
-	<-h.started // "hello"
-	busy.SetDeadline(time.Now().Add(10 * time.Second))
+	<-h.started                                   // "hello"
+	busy.SetDeadline(time.Now().Add(time.Minute)) // guards against a hang only
 	busy.w.WriteMsg([]byte("SLOW"))
 	if got := <-h.started; got != "SLOW" {
 		t.Fatalf("handler started %q", got)
@@ -551,12 +529,12 @@ func TestServerShutdownDrains(t *testing.T) {
 
 	shutdown := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		shutdown <- srv.Shutdown(ctx)
 	}()
 	// The idle connection is closed at once; the busy one waits for its handler.
-	if !waitClosed(idle, 5*time.Second) {
+	if !waitClosed(idle, time.Minute) {
 		t.Fatalf("idle connection not closed by Shutdown")
 	}
 	if err := <-served; !errors.Is(err, ErrServerClosed) {
@@ -566,17 +544,19 @@ func TestServerShutdownDrains(t *testing.T) {
 		c.Close()
 		t.Errorf("listener still accepting after Shutdown")
 	}
+	// The idle connection is closed and Serve has returned, so Shutdown is under way; it must
+	// still be waiting for the handler, which has not been released.
 	select {
 	case err := <-shutdown:
 		t.Fatalf("Shutdown returned %v while a handler was running", err)
-	case <-time.After(100 * time.Millisecond):
+	default:
 	}
 	close(h.release)
 	ack, err := busy.r.Next()
 	if err != nil || string(ack) != "ACK|SLOW" {
 		t.Fatalf("the message in hand got %q, %v; want its ACK", ack, err)
 	}
-	if !waitClosed(busy, 5*time.Second) {
+	if !waitClosed(busy, time.Minute) {
 		t.Errorf("busy connection not closed after its ACK")
 	}
 	if err := <-shutdown; err != nil {
@@ -608,7 +588,7 @@ func TestServerShutdownDeadline(t *testing.T) {
 	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown = %v, want context.DeadlineExceeded", err)
 	}
-	if !waitClosed(c, 5*time.Second) {
+	if !waitClosed(c, time.Minute) {
 		t.Errorf("connection not closed after the Shutdown deadline")
 	}
 	<-served
@@ -630,7 +610,13 @@ func TestListenAndServe(t *testing.T) {
 	srv := &Server{Handler: &echoHandler{}}
 	served := make(chan error, 1)
 	go func() { served <- srv.ListenAndServe("127.0.0.1:0") }()
-	waitFor(t, "Addr", func() bool { return srv.Addr() != nil })
+	// The one poll left in this package: ListenAndServe reports its address through Addr alone,
+	// with no event to wait on. The minute guards against a hang; it is no pass/fail limit.
+	for hang := time.Now().Add(time.Minute); srv.Addr() == nil; runtime.Gosched() {
+		if time.Now().After(hang) {
+			t.Fatal("ListenAndServe did not listen within a minute")
+		}
+	}
 	c := dial(t, srv.Addr().String())
 	if ack, err := c.roundTrip("x"); err != nil || ack != "ACK|x" {
 		t.Fatalf("answer %q, %v", ack, err)
@@ -786,7 +772,6 @@ func wellBehavedTLS(t *testing.T, addr string, cfg *tls.Config) func() {
 				done <- fmt.Sprintf("message %d: %q, %v", i, ack, err)
 				return
 			}
-			time.Sleep(2 * time.Millisecond)
 		}
 	}()
 	return func() {

@@ -111,6 +111,36 @@ func TestOpenUnreachable(t *testing.T) {
 	}
 }
 
+// waitBlockedBy waits until PostgreSQL reports a session waiting for a lock that holder's
+// transaction holds (as PostgreSQL's own isolation tester does, by asking pg_blocking_pids), and
+// fails if done says the operation under test ended first. No clock decides: the minute only
+// guards against a hang; each check is one query round trip.
+func waitBlockedBy(t *testing.T, db *sql.DB, holder *sql.Tx, done <-chan error) {
+	t.Helper()
+	var holderPID int
+	if err := holder.QueryRowContext(t.Context(), `SELECT pg_backend_pid()`).Scan(&holderPID); err != nil {
+		t.Fatal(err)
+	}
+	for hang := time.Now().Add(time.Minute); ; {
+		select {
+		case err := <-done:
+			t.Fatalf("CommitInbound returned (%v) while another transaction held the key", err)
+		default:
+		}
+		var blocked bool
+		if err := db.QueryRowContext(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE $1 = ANY (pg_blocking_pids(pid)))`, holderPID).Scan(&blocked); err != nil {
+			t.Fatal(err)
+		}
+		if blocked {
+			return
+		}
+		if time.Now().After(hang) {
+			t.Fatal("CommitInbound never waited for the other transaction's key")
+		}
+	}
+}
+
 // TestRacingNode holds the key in another node's open transaction while CommitInbound runs:
 // CommitInbound must wait for it, then store a duplicate of its row if it commits, or the
 // accepted original if it rolls back.
@@ -138,11 +168,7 @@ func TestRacingNode(t *testing.T) {
 				Status: engine.StatusAccepted, ACK: []byte("ACK FROM THIS NODE"), ACKCode: "AA"}
 			done := make(chan error, 1)
 			go func() { done <- st.CommitInbound(ctx, []*engine.InboundMessage{m}) }()
-			select {
-			case err := <-done:
-				t.Fatalf("CommitInbound returned (%v) while another transaction held the key", err)
-			case <-time.After(200 * time.Millisecond):
-			}
+			waitBlockedBy(t, st.DB(), other, done)
 			if otherCommits {
 				err = other.Commit()
 			} else {
@@ -295,11 +321,7 @@ func TestRacingNodeWithinBatch(t *testing.T) {
 	first, own, second := msg("RACE2", "FIRST"), msg("OWN1", "OWN"), msg("RACE2", "SECOND")
 	done := make(chan error, 1)
 	go func() { done <- st.CommitInbound(ctx, []*engine.InboundMessage{first, own, second}) }()
-	select {
-	case err := <-done:
-		t.Fatalf("CommitInbound returned (%v) while another transaction held the key", err)
-	case <-time.After(200 * time.Millisecond):
-	}
+	waitBlockedBy(t, st.DB(), other, done)
 	if err := other.Commit(); err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,8 @@ func TestListenerLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	var refused atomic.Int64
-	l := &Listener{Listener: inner, Max: 6, MaxPerAddress: 4, Refused: func(net.Addr, string) { refused.Add(1) }}
+	refusals := make(chan struct{}, 100) // one per refusal, to wait on
+	l := &Listener{Listener: inner, Max: 6, MaxPerAddress: 4, Refused: func(net.Addr, string) { refused.Add(1); refusals <- struct{}{} }}
 	defer l.Close()
 	accepted := make(chan net.Conn, 100)
 	go func() {
@@ -50,9 +51,13 @@ func TestListenerLimits(t *testing.T) {
 	for len(got) < 6 {
 		got = append(got, <-accepted)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for refused.Load() < 7 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // waits on a condition; the deadline only guards against hanging
+	hang := time.After(time.Minute) // guards against a hang only
+	for range 7 {
+		select {
+		case <-refusals:
+		case <-hang:
+			t.Fatalf("%d refusals after a minute, want 7", refused.Load())
+		}
 	}
 	if refused.Load() != 7 || l.Open() != 6 {
 		t.Fatalf("refused %d, open %d; want 7 refused and 6 open", refused.Load(), l.Open())
