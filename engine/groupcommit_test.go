@@ -64,7 +64,7 @@ func testGroupCommitterBatchesWaitingMessages(t *testing.T) {
 		go commit()
 	}
 	synctest.Wait() // the eight are queued behind the first
-	close(st.gate) // the first batch goes, then whatever queued behind it
+	close(st.gate)  // the first batch goes, then whatever queued behind it
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -174,7 +174,7 @@ func TestGroupCommitterLingerWaitsForExpectedMessage(t *testing.T) {
 func testGroupCommitterLingerWaitsForExpectedMessage(t *testing.T) {
 	st, g, errs := lingerSetup(t, 10*time.Second)
 	defer g.Close()
-	synctest.Wait() // m1 and m2 wait in a batch for the third
+	synctest.Wait()     // m1 and m2 wait in a batch for the third
 	start := time.Now() // the bubble's clock: it moves only when every goroutine waits on time
 	if err := g.Commit(context.Background(), &InboundMessage{}); err != nil {
 		t.Fatal(err)
