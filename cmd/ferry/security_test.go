@@ -180,14 +180,10 @@ func TestServeRefusesShortAdminToken(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-		deadline := time.Now().Add(60 * time.Second)
-		for !servingLine.MatchString(stdout.String()) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no serving line")
-			}
-			time.Sleep(20 * time.Millisecond) // polling for a condition, with a generous deadline
-		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		defer func() { cmd.Process.Signal(syscall.SIGTERM); <-exited }()
+		awaitOutput(t, &stdout, exited, "the serving line", servingLine.MatchString)
 		b, err := os.ReadFile(filepath.Join(dir, "ferry-data", "admin-token"))
 		if tok := strings.TrimSpace(string(b)); err != nil || len(tok) != 64 || checkAdminToken(tok) != nil {
 			t.Errorf("generated token: %d characters, %v", len(tok), err)
