@@ -235,6 +235,12 @@ func (dl *Deliverer) start(ctx context.Context, list []*Delivery, attempts *sync
 		if dl.inFlight[d.ID] {
 			continue
 		}
+		if o, found := dl.down[d.Destination]; found && dl.now().Before(o.until) {
+			// Found down by an attempt that ended meanwhile: that attempt postpones this
+			// delivery in the store (it may not have yet; without this check, an attempt that
+			// failed alongside it and freed its worker first lets this one be tried at once).
+			continue
+		}
 		if dl.busy[d.Destination] >= dl.perDestination() {
 			rest = append(rest, d)
 			continue

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -35,8 +36,16 @@ func (s *batchStore) CommitInbound(_ context.Context, msgs []*InboundMessage) er
 	return nil
 }
 
+// The group committer's tests run in a synctest bubble: synctest.Wait returns once every
+// goroutine in it is blocked (on the gate, on the queue, on a linger timer), so the tests know
+// what is queued without sleeping, and the linger timers run on the bubble's fake clock.
+
 func TestGroupCommitterBatchesWaitingMessages(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testGroupCommitterBatchesWaitingMessages)
+}
+
+func testGroupCommitterBatchesWaitingMessages(t *testing.T) {
 	st := &batchStore{gate: make(chan struct{})}
 	g := NewGroupCommitter(st, GroupCommitOptions{MaxBatch: 8})
 	defer g.Close()
@@ -49,17 +58,13 @@ func TestGroupCommitterBatchesWaitingMessages(t *testing.T) {
 	}
 	wg.Add(1)
 	go commit() // the first commit holds the worker at the gate
-	time.Sleep(50 * time.Millisecond)
+	synctest.Wait()
 	for range 8 {
 		wg.Add(1)
 		go commit()
 	}
-	time.Sleep(100 * time.Millisecond) // let the eight queue up behind the first
-	go func() {
-		for range 9 {
-			st.gate <- struct{}{}
-		}
-	}()
+	synctest.Wait() // the eight are queued behind the first
+	close(st.gate)  // the first batch goes, then whatever queued behind it
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -111,15 +116,19 @@ func TestGroupCommitterClose(t *testing.T) {
 
 func TestGroupCommitterCancelledBeforeBatchIsNotCommitted(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testGroupCommitterCancelledBeforeBatchIsNotCommitted)
+}
+
+func testGroupCommitterCancelledBeforeBatchIsNotCommitted(t *testing.T) {
 	st := &batchStore{gate: make(chan struct{})}
 	g := NewGroupCommitter(st, GroupCommitOptions{})
 	defer g.Close()
 	go func() { _ = g.Commit(context.Background(), &InboundMessage{}) }() // holds the worker
-	time.Sleep(50 * time.Millisecond)
+	synctest.Wait()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- g.Commit(ctx, &InboundMessage{}) }()
-	time.Sleep(50 * time.Millisecond)
+	synctest.Wait() // queued behind the first
 	cancel()
 	st.gate <- struct{}{} // release the first
 	if err := <-done; !errors.Is(err, context.Canceled) {
@@ -132,7 +141,7 @@ func TestGroupCommitterCancelledBeforeBatchIsNotCommitted(t *testing.T) {
 	}
 }
 
-// lingerSetup commits m0 alone while m1 and m2 queue behind it, so that the worker expects three
+// lingerSetup, called in a synctest bubble, commits m0 alone while m1 and m2 queue behind it, so that the worker expects three
 // messages in its next batch: m0's sender coming back, and the two that waited.
 func lingerSetup(t *testing.T, linger time.Duration) (*batchStore, *GroupCommitter, chan error) {
 	t.Helper()
@@ -140,11 +149,11 @@ func lingerSetup(t *testing.T, linger time.Duration) (*batchStore, *GroupCommitt
 	g := NewGroupCommitter(st, GroupCommitOptions{MaxBatch: 8, Linger: linger})
 	errs := make(chan error, 8)
 	go func() { errs <- g.Commit(context.Background(), &InboundMessage{}) }() // m0, held at the gate
-	time.Sleep(50 * time.Millisecond)
+	synctest.Wait()
 	for range 2 { // m1, m2
 		go func() { errs <- g.Commit(context.Background(), &InboundMessage{}) }()
 	}
-	time.Sleep(50 * time.Millisecond)
+	synctest.Wait()
 	go func() {
 		for {
 			select {
@@ -159,15 +168,19 @@ func lingerSetup(t *testing.T, linger time.Duration) (*batchStore, *GroupCommitt
 
 func TestGroupCommitterLingerWaitsForExpectedMessage(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testGroupCommitterLingerWaitsForExpectedMessage)
+}
+
+func testGroupCommitterLingerWaitsForExpectedMessage(t *testing.T) {
 	st, g, errs := lingerSetup(t, 10*time.Second)
 	defer g.Close()
-	time.Sleep(100 * time.Millisecond) // m1 and m2 wait in a batch for the third
-	start := time.Now()
+	synctest.Wait()     // m1 and m2 wait in a batch for the third
+	start := time.Now() // the bubble's clock: it moves only when every goroutine waits on time
 	if err := g.Commit(context.Background(), &InboundMessage{}); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("the expected message waited %s: the batch should close when it arrives", d)
+	if d := time.Since(start); d != 0 {
+		t.Errorf("the expected message waited %s for the linger: the batch should close when it arrives", d)
 	}
 	for range 3 {
 		if err := <-errs; err != nil {
@@ -183,13 +196,21 @@ func TestGroupCommitterLingerWaitsForExpectedMessage(t *testing.T) {
 
 func TestGroupCommitterLingerGivesUpAndBacksOff(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testGroupCommitterLingerGivesUpAndBacksOff)
+}
+
+func testGroupCommitterLingerGivesUpAndBacksOff(t *testing.T) {
 	const linger = 300 * time.Millisecond
 	st, g, errs := lingerSetup(t, linger)
 	defer g.Close()
+	start := time.Now()
 	for range 3 { // m1 and m2 wait for a third that never comes, then commit
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+	if d := time.Since(start); d != linger {
+		t.Errorf("m1 and m2 waited %s for a third message, want the linger %s", d, linger)
 	}
 	// The wait missed: the next batches do not wait, though the worker again expects two.
 	for range 3 {
@@ -197,7 +218,7 @@ func TestGroupCommitterLingerGivesUpAndBacksOff(t *testing.T) {
 		if err := g.Commit(context.Background(), &InboundMessage{}); err != nil {
 			t.Fatal(err)
 		}
-		if d := time.Since(start); d >= linger {
+		if d := time.Since(start); d != 0 {
 			t.Errorf("a lone message after a missed wait took %s, want no wait", d)
 		}
 	}
@@ -210,14 +231,16 @@ func TestGroupCommitterLingerGivesUpAndBacksOff(t *testing.T) {
 
 func TestGroupCommitterCloseEndsLinger(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testGroupCommitterCloseEndsLinger)
+}
+
+func testGroupCommitterCloseEndsLinger(t *testing.T) {
 	st, g, errs := lingerSetup(t, time.Minute)
-	time.Sleep(100 * time.Millisecond) // m1 and m2 wait in a batch for the third
-	closed := make(chan struct{})
-	go func() { g.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close waited for the linger")
+	synctest.Wait() // m1 and m2 wait in a batch for the third
+	start := time.Now()
+	g.Close()
+	if d := time.Since(start); d != 0 {
+		t.Errorf("Close waited %s for the linger, want no wait", d)
 	}
 	for range 3 {
 		if err := <-errs; err != nil {

@@ -385,7 +385,8 @@ func pv1(i, doc int, visit bool) string {
 func TestPendingWorkerIsNudged(t *testing.T) {
 	t.Parallel()
 	h := newOrderHarness(t)
-	worker := &engine.PendingWorker{Store: h.st, Processor: h.in.Processor, Poll: time.Hour}
+	st := &commitSignallingStore{Store: h.st, commits: make(chan struct{}, 1)}
+	worker := &engine.PendingWorker{Store: st, Processor: h.in.Processor, Poll: time.Hour}
 	h.in.AckOnReceipt, h.in.Pending = true, worker
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -404,13 +405,45 @@ func TestPendingWorkerIsNudged(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	deadline := time.Now().Add(10 * time.Second)
+	// Each of the worker's commits is a moment the orders may all be there; the hour-long poll
+	// cannot be what processed them. The deadline only guards against hanging.
+	hang := time.After(time.Minute)
 	for len(h.search("ServiceRequest")) < 4 {
-		if time.Now().After(deadline) {
+		select {
+		case <-st.commits:
+		case <-hang:
 			t.Fatalf("only %d of 4 orders processed after the nudges", len(h.search("ServiceRequest")))
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// commitSignallingStore tells commits of each transaction that committed (a buffered channel
+// of one: a commit while nobody listens is kept for the next look).
+type commitSignallingStore struct {
+	engine.Store
+	commits chan struct{}
+}
+
+func (s *commitSignallingStore) Begin(ctx context.Context) (engine.Tx, error) {
+	tx, err := s.Store.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &commitSignallingTx{Tx: tx, commits: s.commits}, nil
+}
+
+type commitSignallingTx struct {
+	engine.Tx
+	commits chan struct{}
+}
+
+func (tx *commitSignallingTx) Commit() error {
+	err := tx.Tx.Commit()
+	select {
+	case tx.commits <- struct{}{}:
+	default:
+	}
+	return err
 }
 
 // TestLinkStudies: studies received after their orders are linked by accession, or by the

@@ -12,25 +12,29 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // TestBadInputKeepsServing throws bad input at one ferry serve, each kind on its own connection,
 // while a well-behaved sender on another connection keeps sending valid orders: every one of
-// those must be answered AA within a second, whatever the others do (DESIGN.md rule 3,
-// docs/acks.md).
+// those must be answered AA, whatever the others do, and it is answered while a slow sender
+// holds a frame open (DESIGN.md rule 3, docs/acks.md). No limit on how fast: the test counts
+// answers and orders events, so a busy machine passes it as an idle one does.
 //
-// Not parallel: it measures latency, so it runs before this package's parallel tests (the crash
-// test's eight flat-out senders would otherwise compete for the same CPUs and disk).
+// Not parallel: it runs before this package's parallel tests, so its slow sender's read_timeout
+// is not spent waiting for CPUs the crash test's eight flat-out senders hold.
 func TestBadInputKeepsServing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow: -short")
 	}
 	dir := t.TempDir()
-	const readTimeout = 2 * time.Second
+	// read_timeout bounds one whole frame: long enough that the 20 MiB message arrives within
+	// it on a loaded machine, short enough for the slow sender's subtest to wait it out.
+	const readTimeout = 10 * time.Second
 	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{
-		Config: "mllp: {read_timeout: 2s}\n",
+		Config: "mllp: {read_timeout: 10s}\n",
 	})
 	run := "B" + randomHex(3)
 
@@ -142,13 +146,9 @@ func TestBadInputKeepsServing(t *testing.T) {
 		}
 		peer.conn.Close()
 		// The server notices the truncated frame and counts it.
-		deadline := time.Now().Add(5 * time.Second)
-		for p.metric(t, "ferry_mllp_frame_errors_total") <= before {
-			if time.Now().After(deadline) {
-				t.Fatal("ferry_mllp_frame_errors_total did not grow after a truncated frame")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitFor(t, "ferry_mllp_frame_errors_total to grow after a truncated frame", func() bool {
+			return p.metric(t, "ferry_mllp_frame_errors_total") > before
+		})
 		if got := p.byControlID(t, id); len(got) != 0 {
 			t.Errorf("half a frame was stored: %+v (the sender got no ACK and still holds it)", got)
 		}
@@ -161,6 +161,9 @@ func TestBadInputKeepsServing(t *testing.T) {
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Add(1)
+		// Taken before the first byte goes: the server's read_timeout starts later, at the
+		// start block, so elapsed below can only be longer than the server's wait.
+		start := time.Now()
 		go func() {
 			defer wg.Done()
 			for _, b := range slow {
@@ -175,10 +178,29 @@ func TestBadInputKeepsServing(t *testing.T) {
 			}
 		}()
 		defer func() { close(stop); wg.Wait() }()
-		start := time.Now()
-		_ = peer.conn.SetReadDeadline(time.Now().Add(readTimeout + 8*time.Second))
-		n, err := io.Copy(io.Discard, peer.conn)
-		elapsed := time.Since(start)
+		type readResult struct {
+			n       int64
+			err     error
+			elapsed time.Duration
+		}
+		closed := make(chan readResult, 1)
+		_ = peer.conn.SetReadDeadline(time.Now().Add(readTimeout + hangGuard)) // guards against hanging only
+		go func() {
+			n, err := io.Copy(io.Discard, peer.conn)
+			closed <- readResult{n, err, time.Since(start)}
+		}()
+		// While the slow frame is open, the well-behaved sender is answered, three times.
+		w0 := well.answered.Load()
+		well.waitAnswered(t, w0+3)
+		select {
+		case r := <-closed:
+			t.Errorf("the slow sender's connection ended (after %v, %v) before the well-behaved sender was answered three times; read_timeout is %v",
+				r.elapsed.Round(time.Millisecond), r.err, readTimeout)
+			closed <- r
+		default:
+		}
+		r := <-closed
+		n, err, elapsed := r.n, r.err, r.elapsed
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			t.Fatalf("connection still open after %v; want it closed after read_timeout %v", elapsed.Round(time.Millisecond), readTimeout)
@@ -186,7 +208,7 @@ func TestBadInputKeepsServing(t *testing.T) {
 		if n != 0 {
 			t.Errorf("server sent %d bytes to a sender that never finished its frame, want none", n)
 		}
-		if elapsed < readTimeout-200*time.Millisecond {
+		if elapsed < readTimeout { // a lower bound only: a busy machine can only make it later
 			t.Errorf("closed after %v, before read_timeout %v", elapsed.Round(time.Millisecond), readTimeout)
 		}
 		t.Logf("slow sender disconnected after %v (read_timeout %v)", elapsed.Round(time.Millisecond), readTimeout)
@@ -263,7 +285,7 @@ func TestBadInputKeepsServing(t *testing.T) {
 		t.Errorf("the well-behaved sender sent only %d messages", sent)
 	}
 	if len(failures) == 0 {
-		t.Logf("well-behaved sender: %d messages, all AA within 1s", sent)
+		t.Logf("well-behaved sender: %d messages, all AA, the slowest in %v", sent, well.slowest.Round(time.Millisecond))
 	}
 	for _, name := range []string{"ferry_inbound_rejects_total", "ferry_mllp_discarded_bytes_total"} {
 		if v := p.metric(t, name); v <= 0 {
@@ -273,17 +295,37 @@ func TestBadInputKeepsServing(t *testing.T) {
 }
 
 // wellBehavedSender sends valid orders on one connection, one after another, until stopped,
-// and records every message not answered AA within a second.
+// and records every message not answered AA. It counts the AAs (answered) and signals each
+// (progress), so a test can wait for it to be served while something else goes on. Its
+// round-trip timeout only guards against hanging; the slowest answer is logged, not judged.
 type wellBehavedSender struct {
 	quit     chan struct{}
 	done     chan struct{}
 	sent     int
 	failures []string
+	slowest  time.Duration
+	answered atomic.Int64
+	progress chan struct{} // one buffered signal: an AA came since the last look
+}
+
+// waitAnswered waits until the sender has had n messages answered AA.
+func (w *wellBehavedSender) waitAnswered(t *testing.T, n int64) {
+	t.Helper()
+	hang := time.After(hangGuard)
+	for w.answered.Load() < n {
+		select {
+		case <-w.progress:
+		case <-w.done:
+			t.Fatalf("the well-behaved sender stopped at %d answers, want %d", w.answered.Load(), n)
+		case <-hang:
+			t.Fatalf("the well-behaved sender had %d answers after %v, want %d (a hang guard)", w.answered.Load(), hangGuard, n)
+		}
+	}
 }
 
 func startWellBehavedSender(t *testing.T, addr, run string) *wellBehavedSender {
 	peer := dialMLLP(t, addr)
-	w := &wellBehavedSender{quit: make(chan struct{}), done: make(chan struct{})}
+	w := &wellBehavedSender{quit: make(chan struct{}), done: make(chan struct{}), progress: make(chan struct{}, 1)}
 	go func() {
 		defer close(w.done)
 		for n := 0; ; n++ {
@@ -294,8 +336,8 @@ func startWellBehavedSender(t *testing.T, addr, run string) *wellBehavedSender {
 			}
 			id := fmt.Sprintf("%s-well-%d", run, n)
 			start := time.Now()
-			ack, err := peer.roundTrip(ormMessage("WELL", id), 5*time.Second)
-			elapsed := time.Since(start)
+			ack, err := peer.roundTrip(ormMessage("WELL", id), hangGuard)
+			w.slowest = max(w.slowest, time.Since(start))
 			w.sent++
 			switch {
 			case err != nil:
@@ -310,8 +352,12 @@ func startWellBehavedSender(t *testing.T, addr, run string) *wellBehavedSender {
 				peer = &mllpPeer{conn: conn, r: bufio.NewReader(conn)}
 			case ack.Code != "AA" || ack.MSA2 != id:
 				w.failures = append(w.failures, fmt.Sprintf("%s: %v, want AA", id, ack))
-			case elapsed > time.Second:
-				w.failures = append(w.failures, fmt.Sprintf("%s: AA after %v, want < 1s", id, elapsed.Round(time.Millisecond)))
+			default:
+				w.answered.Add(1)
+				select {
+				case w.progress <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}()

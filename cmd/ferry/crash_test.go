@@ -16,6 +16,7 @@ import (
 // message that was answered AA is stored exactly once, accepted; and a resent one is recognised as
 // a duplicate and answered with the original's ACK, byte for byte.
 func TestCrashLosesNothingAcknowledged(t *testing.T) {
+	const crashAfterACKs = 200 // ~25 per connection: the kill lands mid-stream
 	if testing.Short() {
 		t.Skip("slow: -short")
 	}
@@ -31,6 +32,9 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 			acked   = map[string][]byte{} // control ID → the ACK received
 			unacked []string              // sent (or being sent) when the server died
 			wg      sync.WaitGroup
+			// busy closes once the senders have had crashAfterACKs messages answered AA: the
+			// kill then comes with every connection in full flow, however fast the machine.
+			busy = make(chan struct{})
 		)
 		for c := range conns {
 			peer := dialMLLP(t, p.MLLPAddr)
@@ -46,6 +50,9 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 						unacked = append(unacked, id)
 					case ack.Code == "AA" && ack.MSA2 == id:
 						acked[id] = ack.Raw
+						if len(acked) == crashAfterACKs {
+							close(busy)
+						}
 					default:
 						t.Errorf("%s: %v, want AA", id, ack)
 						err = fmt.Errorf("unexpected ACK")
@@ -57,7 +64,11 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 				}
 			}()
 		}
-		time.Sleep(2 * time.Second)
+		select {
+		case <-busy:
+		case <-time.After(hangGuard): // only guards against hanging
+			t.Fatalf("fewer than %d messages answered AA after %v", crashAfterACKs, hangGuard)
+		}
 		p.Kill()
 		wg.Wait()
 		if len(acked) == 0 {

@@ -124,9 +124,7 @@ dicom:
 		for _, want := range []string{`cert_subject="CN=ct1.radiology.test" calling_ae=CT1`,
 			`msg="DICOM operations refused to this caller" remote=127.0.0.1`, `refused_because="address not bound to this AE title"`,
 			`level=INFO msg="DICOM operation complete".*calling_ae=CT1.*command=C-STORE-RQ`} {
-			if waitForLog(t, p, regexp.MustCompile(want)) == "" {
-				t.Errorf("the log lacks %q", want)
-			}
+			waitForLog(t, p, regexp.MustCompile(want))
 		}
 	})
 }
@@ -182,14 +180,9 @@ func TestDICOMConfig(t *testing.T) {
 	}
 }
 
-// waitForLog polls ferry serve's stderr until re matches, for at most 10 s; it returns the log
-// then, or "" if it never matched.
+// waitForLog waits until re matches ferry serve's stderr, looking again at each line it writes,
+// and returns the log then; it fails the test if the line never comes (after hangGuard).
 func waitForLog(t *testing.T, p *ferryProcess, re *regexp.Regexp) string {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if logs := p.stderr.String(); re.MatchString(logs) {
-			return logs
-		}
-	}
-	return ""
+	return awaitOutput(t, p.stderr, p.exited, "a log line matching "+re.String(), re.MatchString)
 }

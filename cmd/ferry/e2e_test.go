@@ -238,21 +238,10 @@ func startFerry(t *testing.T, db, dir string, opt serveOptions) *ferryProcess {
 		}
 	})
 
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if m := servingLine.FindStringSubmatch(p.stdout.String()); m != nil {
-			p.Version, p.MLLPAddr, p.HTTPAddr, p.Store, p.DICOMAddr = m[1], m[2], m[3], m[4], m[5]
-			return p
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("ferry serve exited before serving (%v); stderr:\n%s", p.waitErr, p.stderr.tail(8<<10))
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ferry serve printed no serving line within 60s; stderr:\n%s", p.stderr.tail(8<<10))
-		}
-	}
+	out := awaitOutput(t, p.stdout, p.exited, "the serving line", servingLine.MatchString)
+	m := servingLine.FindStringSubmatch(out)
+	p.Version, p.MLLPAddr, p.HTTPAddr, p.Store, p.DICOMAddr = m[1], m[2], m[3], m[4], m[5]
+	return p
 }
 
 // filteredEnv is the test's environment without the named variables.
@@ -270,8 +259,8 @@ next:
 	return env
 }
 
-// Stop sends SIGTERM and waits for the process to exit; the test fails unless it exits 0 within
-// 20 s. Calling it again, or after Kill, does nothing.
+// Stop sends SIGTERM and waits for the process to exit; the test fails unless it exits 0 (within
+// hangGuard, which only guards against hanging). Calling it again, or after Kill, does nothing.
 func (p *ferryProcess) Stop() {
 	p.t.Helper()
 	if p.stopped.Swap(true) {
@@ -291,10 +280,10 @@ func (p *ferryProcess) Stop() {
 		if p.waitErr != nil {
 			p.t.Errorf("ferry serve after SIGTERM: %v (want exit status 0, a graceful drain)", p.waitErr)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(hangGuard):
 		_ = p.cmd.Process.Kill()
 		<-p.exited
-		p.t.Errorf("ferry serve did not exit within 20s of SIGTERM; killed")
+		p.t.Errorf("ferry serve did not exit within %v of SIGTERM; killed", hangGuard)
 	}
 }
 
@@ -310,14 +299,58 @@ func (p *ferryProcess) Kill() {
 
 // lockedBuffer collects a process's output; safe for the writer goroutine and readers.
 type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	written chan struct{} // closed at the next Write (made by next)
 }
 
 func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.written != nil {
+		close(b.written)
+		b.written = nil
+	}
 	return b.buf.Write(p)
+}
+
+// next returns what was written so far and a channel closed at the next Write.
+func (b *lockedBuffer) next() (string, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.written == nil {
+		b.written = make(chan struct{})
+	}
+	return b.buf.String(), b.written
+}
+
+// hangGuard bounds every wait of these tests for something that must happen. It is not a
+// limit on how fast Ferry must be (a busy machine may take many times longer than an idle one):
+// it only turns a hang into a failure that says what did not happen.
+const hangGuard = 2 * time.Minute
+
+// awaitOutput waits until match holds for what a process has written to b, looking again at
+// each write (no polling, no sleep), and returns the output then. It fails the test after
+// hangGuard, or when exited (if not nil) closes first.
+func awaitOutput(t *testing.T, b *lockedBuffer, exited <-chan struct{}, what string, match func(string) bool) string {
+	t.Helper()
+	hang := time.After(hangGuard)
+	for {
+		out, written := b.next()
+		if match(out) {
+			return out
+		}
+		select {
+		case <-written:
+		case <-exited:
+			if out, _ := b.next(); match(out) {
+				return out
+			}
+			t.Fatalf("the process exited while waiting for %s; its output, last 8 KiB:\n%s", what, b.tail(8<<10))
+		case <-hang:
+			t.Fatalf("still waiting for %s after %v (a hang guard, not a speed limit); output, last 8 KiB:\n%s", what, hangGuard, b.tail(8<<10))
+		}
+	}
 }
 
 func (b *lockedBuffer) String() string {
@@ -933,7 +966,11 @@ func TestServeGracefulShutdown(t *testing.T) {
 			acked   = map[string]bool{}
 			unacked []string // in flight when the server closed the connection
 			wg      sync.WaitGroup
+			// busy closes once 100 messages are answered AA: SIGTERM then comes with every
+			// connection in full flow, however fast the machine.
+			busy = make(chan struct{})
 		)
+		const drainAfterACKs = 100
 		var sent atomic.Int64
 		for c := range conns {
 			peer := dialMLLP(t, p.MLLPAddr)
@@ -956,11 +993,18 @@ func TestServeGracefulShutdown(t *testing.T) {
 					}
 					mu.Lock()
 					acked[id] = true
+					if len(acked) == drainAfterACKs {
+						close(busy)
+					}
 					mu.Unlock()
 				}
 			}()
 		}
-		time.Sleep(time.Second)
+		select {
+		case <-busy:
+		case <-time.After(hangGuard): // only guards against hanging
+			t.Fatalf("fewer than %d messages answered AA after %v", drainAfterACKs, hangGuard)
+		}
 		start := time.Now()
 		p.Stop() // SIGTERM; fails the test unless exit 0
 		drain := time.Since(start)

@@ -263,19 +263,28 @@ func TestMappingsHotReload(t *testing.T) {
 	waitFor(t, "the stricter table to be loaded", func() bool { return mllpSendAll(t, p.MLLPAddr, order(randomHex(4)))[0] == "AE" })
 	// A broken edit: refused, logged, the strict table stays in force.
 	write("table: procedures\nrows: [not, a, map]\n")
-	waitFor(t, "the broken edit to be reported", func() bool { return strings.Contains(p.stderr.String(), "mappings changed but have problems") })
+	awaitOutput(t, p.stderr, p.exited, "the broken edit to be reported", func(log string) bool {
+		return strings.Contains(log, "mappings changed but have problems")
+	})
 	if codes := mllpSendAll(t, p.MLLPAddr, order("H3")); codes[0] != "AE" {
 		t.Errorf("after a broken edit: %v, want the strict table still in force (AE)", codes)
 	}
 }
 
+// waitFor is this package's one poll: it checks ok every 50 ms until it holds. It is for
+// conditions only another process can tell (ferry serve's API or metrics, a peer's log file),
+// which announce no event the test could wait on; what Ferry writes to its own output is
+// awaited with awaitOutput instead. The deadline, hangGuard, only guards against hanging.
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	hang := time.After(hangGuard)
 	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+		select {
+		case <-tick.C:
+		case <-hang:
+			t.Fatalf("still waiting for %s after %v (a hang guard, not a speed limit)", what, hangGuard)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -96,8 +96,13 @@ delivery:
 	// Both hospital systems go down; the amendment is taken by Ferry, which is then killed.
 	ehr.stop()
 	hospital.setDown(true)
+	const failed = `msg="report delivery failed; will retry"`
+	before := strings.Count(p.stderr.String(), failed)
 	post(2)
-	time.Sleep(700 * time.Millisecond) // a few failed attempts
+	// A few failed attempts, each logged once its outcome is committed.
+	awaitOutput(t, p.stderr, p.exited, "failed attempts of the amendment", func(log string) bool {
+		return strings.Count(log, failed) >= before+2
+	})
 	p.Kill()
 	p = startFerry(t, db, dir, serveOptions{Config: config})
 	_, ehrPort, _ := net.SplitHostPort(ehr.Addr)

@@ -180,14 +180,10 @@ func TestServeRefusesShortAdminToken(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-		deadline := time.Now().Add(60 * time.Second)
-		for !servingLine.MatchString(stdout.String()) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no serving line")
-			}
-			time.Sleep(20 * time.Millisecond) // polling for a condition, with a generous deadline
-		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		defer func() { cmd.Process.Signal(syscall.SIGTERM); <-exited }()
+		awaitOutput(t, &stdout, exited, "the serving line", servingLine.MatchString)
 		b, err := os.ReadFile(filepath.Join(dir, "ferry-data", "admin-token"))
 		if tok := strings.TrimSpace(string(b)); err != nil || len(tok) != 64 || checkAdminToken(tok) != nil {
 			t.Errorf("generated token: %d characters, %v", len(tok), err)
@@ -203,7 +199,11 @@ func TestServeLogsHTTPTLSAfterHandshake(t *testing.T) {
 	dir := t.TempDir()
 	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{
 		Config: fmt.Sprintf("http: {tls: {cert: %s, key: %s}}\n", ca.serverCert, ca.serverKey)})
-	logs := p.stderr.String()
+	// stdout's serving line (what startFerry waits for) may come through its pipe before
+	// stderr's "ferry serving" comes through the other: wait for the latter.
+	logs := awaitOutput(t, p.stderr, p.exited, "the ferry serving log line", func(log string) bool {
+		return strings.Contains(log, `msg="ferry serving"`)
+	})
 	i, j := strings.Index(logs, "HTTP listener serving TLS"), strings.Index(logs, `msg="ferry serving"`)
 	if i < 0 || j < 0 || i > j || !strings.Contains(logs[j:], "http_tls=true") {
 		t.Fatalf("want the TLS handshake logged, then http_tls=true; stderr:\n%s", logs)
