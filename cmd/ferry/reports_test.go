@@ -531,7 +531,8 @@ delivery:
 		n := strconv.Itoa(i)
 		m := ordersORM("H"+n, "NW", "PLH"+n, "SC", "ACCH"+n, "71260", "CT", "20261127", "0008"+fmt.Sprintf("%02d", i))
 		if i >= stmarys {
-			m = strings.Replace(m, "|RIS|STMARYS|", "|RIS|STJOHNS|", 1)
+			// St John's own orders, for its own patients (its register: docs/security.md).
+			m = strings.ReplaceAll(strings.Replace(m, "|RIS|STMARYS|", "|RIS|STJOHNS|", 1), "^^^STMARYS^MR", "^^^STJOHNS^MR")
 		}
 		orders = append(orders, m)
 	}

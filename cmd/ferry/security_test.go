@@ -219,7 +219,10 @@ func TestServeLogsHTTPTLSAfterHandshake(t *testing.T) {
 	}
 	// Without TLS configured the line says so.
 	plain := startFerry(t, "sqlite:"+filepath.Join(t.TempDir(), "ferry.db"), t.TempDir(), serveOptions{})
-	if !strings.Contains(plain.stderr.String(), "http_tls=false") {
+	plainLogs := awaitOutput(t, plain.stderr, plain.exited, "the ferry serving log line", func(log string) bool {
+		return strings.Contains(log, `msg="ferry serving"`)
+	})
+	if !strings.Contains(plainLogs, "http_tls=false") {
 		t.Errorf("plain HTTP: want http_tls=false in the serving line")
 	}
 }
