@@ -12,6 +12,7 @@ import (
 
 	"github.com/lib/pq"
 
+	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -45,10 +46,10 @@ var errTxDone = errors.New("transaction already committed or rolled back")
 
 // txStatements are the statements a Tx prepares: Begin prepares them on the pool before it takes
 // a connection for the transaction, so that no step waits for a second connection.
-var txStatements = []string{insertOneSQL, insertBatchSQL, currentResourceSQL, resourceVersionSQL,
-	resourceHistorySQL, resolveKeySQL, resourceByKeysSQL, putResourceSQL, putWorklistItemSQL,
-	deleteWorklistItemSQL, claimPendingSQL, finishPendingSQL, putStudyLinkSQL, studyLinksOfPatientSQL,
-	finishStudyDerivationSQL, insertDeliverySQL, markTurnaroundSQL}
+var txStatements = append([]string{insertOneSQL, insertBatchSQL, currentResourceSQL, resourceVersionSQL,
+	resourceHistorySQL, resolveKeySQL, resourceByKeysSQL, putResourceSQL, claimPendingSQL,
+	finishPendingSQL, putStudyLinkSQL, studyLinksOfPatientSQL, finishStudyDerivationSQL,
+	insertDeliverySQL}, shared.TxStatements()...)
 
 // savepointName is the one savepoint a Tx keeps.
 const savepointName = "ferry_step"
@@ -81,9 +82,10 @@ func (t *Tx) usable() error {
 }
 
 // check records err, if it is a failure, as the reason t refuses further steps, and returns it.
-// Not found is an answer, not a failure: PostgreSQL keeps the transaction going after it.
+// Not found is an answer, not a failure: PostgreSQL keeps the transaction going after it. An
+// invalid argument (sqlstore.Invalid) sent nothing.
 func (t *Tx) check(err error) error {
-	if err != nil && !errors.Is(err, engine.ErrNotFound) {
+	if err != nil && !errors.Is(err, engine.ErrNotFound) && !sqlstore.Invalid(err) {
 		t.failed = err
 	}
 	return err
@@ -467,10 +469,10 @@ func (rd reader) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	return rd.tx.StmtContext(ctx, stmt), nil
 }
 
-// queryShape runs a query whose text takes one of a few shapes: prepared (Store.prepare) on the
+// QueryShape runs a query whose text takes one of a few shapes: prepared (Store.prepare) on the
 // pool; in a transaction, prepared if the pool has prepared it already, else unprepared, because
 // preparing on the pool would take a second connection.
-func (rd reader) queryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+func (rd reader) QueryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	if rd.tx == nil {
 		stmt, err := rd.s.prepare(ctx, query)
 		if err != nil {
@@ -733,7 +735,7 @@ ORDER BY p.last_updated DESC, p.id`
 	// several values are one array), and planning each execution anew cost more than running it
 	// (1.5 ms against 0.6 ms for the linker's lookups). A prefix needs its value to be planned
 	// as an index range; and the number of shapes kept is bounded, whatever clients send.
-	run := rd.queryShape
+	run := rd.QueryShape
 	if hasPrefix(q.Filters) || rd.s.preparedCount() >= maxPreparedSearches {
 		run = rd.query
 	}

@@ -2,44 +2,16 @@ package postgres
 
 import (
 	"context"
-	"database/sql"
-	"errors"
-	"fmt"
-	"strings"
 
 	"github.com/ferryhealth/ferry/engine"
 )
-
-const putWorklistItemSQL = `
-INSERT INTO worklist_items (service_request_id, accession_number, patient_id, modality,
-	station_ae_title, start_date, start_time, item)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (service_request_id) DO UPDATE SET
-	accession_number = excluded.accession_number, patient_id = excluded.patient_id,
-	modality = excluded.modality, station_ae_title = excluded.station_ae_title,
-	start_date = excluded.start_date, start_time = excluded.start_time, item = excluded.item`
-
-const deleteWorklistItemSQL = `DELETE FROM worklist_items WHERE service_request_id = $1`
 
 // PutWorklistItem inserts or replaces the worklist item of item.ServiceRequestID.
 func (t *Tx) PutWorklistItem(ctx context.Context, item *engine.WorklistItem) error {
 	if err := t.usable(); err != nil {
 		return err
 	}
-	if item == nil || item.ServiceRequestID == "" {
-		return errors.New("storing worklist item: no ServiceRequestID")
-	}
-	it := item.Storable()
-	stmt, err := t.s.prepare(ctx, putWorklistItemSQL)
-	if err != nil {
-		return err
-	}
-	_, err = t.tx.StmtContext(ctx, stmt).ExecContext(ctx, it.ServiceRequestID, it.AccessionNumber,
-		it.PatientID, it.Modality, it.StationAETitle, it.StartDate, it.StartTime, marshalItem(&it))
-	if err != nil {
-		return t.check(fmt.Errorf("storing worklist item of ServiceRequest/%s: %w", it.ServiceRequestID, interpretError(err)))
-	}
-	return nil
+	return t.check(shared.PutWorklistItem(ctx, t.conn(), item))
 }
 
 // DeleteWorklistItem removes the worklist item of a ServiceRequest; none is not an error.
@@ -47,19 +19,12 @@ func (t *Tx) DeleteWorklistItem(ctx context.Context, serviceRequestID string) er
 	if err := t.usable(); err != nil {
 		return err
 	}
-	stmt, err := t.s.prepare(ctx, deleteWorklistItemSQL)
-	if err != nil {
-		return err
-	}
-	if _, err := t.tx.StmtContext(ctx, stmt).ExecContext(ctx, storableText(serviceRequestID)); err != nil {
-		return t.check(fmt.Errorf("deleting worklist item of ServiceRequest/%s: %w", serviceRequestID, interpretError(err)))
-	}
-	return nil
+	return t.check(shared.DeleteWorklistItem(ctx, t.conn(), serviceRequestID))
 }
 
 // WorklistItems returns the items matching f, by StartDate, StartTime, then ServiceRequestID.
 func (s *Store) WorklistItems(ctx context.Context, f engine.WorklistFilter) ([]*engine.WorklistItem, error) {
-	return reader{s: s}.worklistItems(ctx, f)
+	return shared.WorklistItems(ctx, reader{s: s}, f)
 }
 
 // WorklistItems returns the items matching f as the transaction sees them, its own changes
@@ -68,81 +33,6 @@ func (t *Tx) WorklistItems(ctx context.Context, f engine.WorklistFilter) ([]*eng
 	if err := t.usable(); err != nil {
 		return nil, err
 	}
-	items, err := reader{s: t.s, tx: t.tx}.worklistItems(ctx, f)
+	items, err := shared.WorklistItems(ctx, t.conn(), f)
 	return items, t.check(err)
-}
-
-// worklistItems reads the items column alone, in the order of the worklist_items_start index
-// (or of the filter's own index, which ends in the same columns). The query's text depends only on
-// which filters are set, so each shape is prepared once; the values are arguments.
-func (rd reader) worklistItems(ctx context.Context, f engine.WorklistFilter) ([]*engine.WorklistItem, error) {
-	var (
-		where []string
-		args  []any
-	)
-	add := func(column, op, value string) {
-		args = append(args, storableText(value))
-		where = append(where, fmt.Sprintf("%s %s $%d", column, op, len(args)))
-	}
-	if f.AccessionNumber != "" {
-		add("accession_number", "=", f.AccessionNumber)
-	}
-	if f.PatientID != "" {
-		add("patient_id", "=", f.PatientID)
-	}
-	if f.Modality != "" {
-		add("modality", "=", f.Modality)
-	}
-	if f.StationAETitle != "" {
-		add("station_ae_title", "=", f.StationAETitle)
-	}
-	if f.StartDateFrom != "" {
-		add("start_date", ">=", f.StartDateFrom)
-	}
-	if f.StartDateTo != "" {
-		add("start_date", "<=", f.StartDateTo)
-	}
-	query := "SELECT item FROM worklist_items"
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
-	}
-	query += " ORDER BY start_date, start_time, service_request_id"
-	if f.Limit > 0 {
-		args = append(args, f.Limit)
-		query += fmt.Sprintf(" LIMIT $%d", len(args))
-	}
-	rows, err := rd.queryShape(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("reading worklist: %w", interpretError(err))
-	}
-	defer rows.Close()
-	items, err := scanWorklistItems(rows)
-	if err != nil {
-		return nil, fmt.Errorf("reading worklist: %w", interpretError(err))
-	}
-	return items, nil
-}
-
-// scanWorklistItems decodes the item column of rows.
-func scanWorklistItems(rows *sql.Rows) ([]*engine.WorklistItem, error) {
-	var (
-		items engine.WorklistBuffer
-		raw   sql.RawBytes // the driver's buffer: Add copies it before the next row
-	)
-	for rows.Next() {
-		if err := rows.Scan(&raw); err != nil {
-			return nil, err
-		}
-		items.Add(raw)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items.Items()
-}
-
-// marshalItem encodes it for the item column; WorklistItem.MarshalBinary never fails.
-func marshalItem(it *engine.WorklistItem) []byte {
-	b, _ := it.MarshalBinary()
-	return b
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -44,13 +45,12 @@ var errTxDone = errors.New("transaction already committed or rolled back")
 
 // txStatements are the statements a Tx runs prepared: Begin prepares them on the writer before it
 // takes the writer's connection (see Store.prepare).
-var txStatements = []string{insertSQL, findAcceptedSQL, claimPendingSQL, finishPendingSQL,
+var txStatements = append([]string{insertSQL, findAcceptedSQL, claimPendingSQL, finishPendingSQL,
 	currentResourceSQL, resourceVersionSQL, resourceHistorySQL, resolveKeySQL, resourceByKeysSQL,
 	currentVersionSQL, putHeadSQL, insertVersionSQL,
 	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL,
-	putWorklistItemSQL, deleteWorklistItemSQL,
 	upsertLinkSQL, insertLinkHistorySQL, queueDerivationSQL, studyLinksOfPatientSQL,
-	finishStudyDerivationSQL, insertDeliverySQL, markTurnaroundSQL}
+	finishStudyDerivationSQL, insertDeliverySQL}, shared.TxStatements()...)
 
 // savepointName is the one savepoint a Tx keeps.
 const savepointName = "ferry_step"
@@ -82,9 +82,9 @@ func (t *Tx) usable() error {
 }
 
 // check records err, if it is a failure, as the reason t refuses further steps, and returns it.
-// Not found is an answer, not a failure.
+// Not found is an answer, not a failure; an invalid argument (sqlstore.Invalid) sent nothing.
 func (t *Tx) check(err error) error {
-	if err != nil && !errors.Is(err, engine.ErrNotFound) {
+	if err != nil && !errors.Is(err, engine.ErrNotFound) && !sqlstore.Invalid(err) {
 		t.failed = err
 	}
 	return err
@@ -491,10 +491,10 @@ func (rd reader) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	return rd.s.prepare(ctx, rd.s.reader, query)
 }
 
-// queryShape runs a query whose text takes one of a few shapes: prepared on the read-only pool;
+// QueryShape runs a query whose text takes one of a few shapes: prepared on the read-only pool;
 // in a transaction, unprepared (SQLite parses it in process; preparing on the writer would wait
 // for the connection the transaction holds).
-func (rd reader) queryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+func (rd reader) QueryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	if rd.tx != nil {
 		return rd.tx.tx.QueryContext(ctx, query, args...)
 	}
