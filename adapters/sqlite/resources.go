@@ -49,8 +49,7 @@ var txStatements = append([]string{insertSQL, findAcceptedSQL, claimPendingSQL, 
 	currentResourceSQL, resourceVersionSQL, resourceHistorySQL, resolveKeySQL, resourceByKeysSQL,
 	currentVersionSQL, putHeadSQL, insertVersionSQL,
 	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL,
-	upsertLinkSQL, insertLinkHistorySQL, queueDerivationSQL, studyLinksOfPatientSQL,
-	finishStudyDerivationSQL, insertDeliverySQL}, shared.TxStatements()...)
+	insertDeliverySQL}, shared.TxStatements()...)
 
 // savepointName is the one savepoint a Tx keeps.
 const savepointName = "ferry_step"

@@ -59,6 +59,7 @@ type Store struct {
 	d Dialect
 	worklistStatements
 	turnaroundStatements
+	linkStatements
 }
 
 // New returns the shared areas in d's text.
@@ -66,13 +67,15 @@ func New(d Dialect) *Store {
 	s := &Store{d: d}
 	s.worklistStatements = newWorklistStatements(s.rebind)
 	s.turnaroundStatements = newTurnaroundStatements(s.rebind, d)
+	s.linkStatements = newLinkStatements(s.rebind, d)
 	return s
 }
 
 // TxStatements are the fixed statements the shared areas run in a transaction, for a store whose
 // Begin prepares every statement of a transaction before it takes its connection.
 func (s *Store) TxStatements() []string {
-	return []string{s.putWorklistItem, s.deleteWorklistItem, s.markTurnaround}
+	return append([]string{s.putWorklistItem, s.deleteWorklistItem, s.markTurnaround,
+		s.studyLinksOfPatient, s.finishStudyDerivation}, s.putStudyLink...)
 }
 
 // rebind returns query, written with ? placeholders, with the dialect's. A ? inside a string
