@@ -71,3 +71,5 @@ func (rd reader) Query(ctx context.Context, query string, args ...any) (*sql.Row
 
 // conn returns the transaction as a sqlstore.Conn.
 func (t *Tx) conn() reader { return reader{s: t.s, tx: t.tx} }
+
+func (dialect) TimeNone() string { return "NULL" }

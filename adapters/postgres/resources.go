@@ -48,7 +48,7 @@ var errTxDone = errors.New("transaction already committed or rolled back")
 // a connection for the transaction, so that no step waits for a second connection.
 var txStatements = append([]string{insertOneSQL, insertBatchSQL, currentResourceSQL, resourceVersionSQL,
 	resourceHistorySQL, resolveKeySQL, resourceByKeysSQL, putResourceSQL, claimPendingSQL,
-	finishPendingSQL, insertDeliverySQL}, shared.TxStatements()...)
+	finishPendingSQL}, shared.TxStatements()...)
 
 // savepointName is the one savepoint a Tx keeps.
 const savepointName = "ferry_step"

@@ -65,3 +65,5 @@ func (rd reader) Query(ctx context.Context, query string, args ...any) (*sql.Row
 
 // conn returns the transaction as a sqlstore.Conn.
 func (t *Tx) conn() reader { return reader{s: t.s, tx: t} }
+
+func (dialect) TimeNone() string { return "0" }

@@ -48,8 +48,7 @@ var errTxDone = errors.New("transaction already committed or rolled back")
 var txStatements = append([]string{insertSQL, findAcceptedSQL, claimPendingSQL, finishPendingSQL,
 	currentResourceSQL, resourceVersionSQL, resourceHistorySQL, resolveKeySQL, resourceByKeysSQL,
 	currentVersionSQL, putHeadSQL, insertVersionSQL,
-	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL,
-	insertDeliverySQL}, shared.TxStatements()...)
+	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL}, shared.TxStatements()...)
 
 // savepointName is the one savepoint a Tx keeps.
 const savepointName = "ferry_step"

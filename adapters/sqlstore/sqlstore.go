@@ -33,6 +33,8 @@ type Dialect interface {
 	// TimeOrNull returns an expression of column that is NULL where the column holds no time
 	// (its "not set" value), the time otherwise.
 	TimeOrNull(column string) string
+	// TimeNone returns the literal a time column holds for no time: NULL, 0.
+	TimeNone() string
 	// TimeUnset returns a condition true where column holds no time. It is written as the
 	// dialect's partial indexes are, so that a query with it can use them.
 	TimeUnset(column string) string
@@ -60,6 +62,7 @@ type Store struct {
 	worklistStatements
 	turnaroundStatements
 	linkStatements
+	outboxStatements
 }
 
 // New returns the shared areas in d's text.
@@ -68,6 +71,7 @@ func New(d Dialect) *Store {
 	s.worklistStatements = newWorklistStatements(s.rebind)
 	s.turnaroundStatements = newTurnaroundStatements(s.rebind, d)
 	s.linkStatements = newLinkStatements(s.rebind, d)
+	s.outboxStatements = newOutboxStatements(s.rebind, d)
 	return s
 }
 
@@ -75,7 +79,7 @@ func New(d Dialect) *Store {
 // Begin prepares every statement of a transaction before it takes its connection.
 func (s *Store) TxStatements() []string {
 	return append([]string{s.putWorklistItem, s.deleteWorklistItem, s.markTurnaround,
-		s.studyLinksOfPatient, s.finishStudyDerivation}, s.putStudyLink...)
+		s.studyLinksOfPatient, s.finishStudyDerivation}, append(s.putStudyLink, s.outboxTxStatements()...)...)
 }
 
 // rebind returns query, written with ? placeholders, with the dialect's. A ? inside a string
@@ -113,7 +117,7 @@ var errNoRow = sql.ErrNoRows
 
 // scanOne reads the first row of rows into dest with scan and closes rows; sql.ErrNoRows when
 // there is none. Errors are interpreted.
-func (s *Store) scanOne(rows *sql.Rows, err error, scan func(*sql.Rows) error) error {
+func (s *Store) scanOne(rows *sql.Rows, err error, scan func(rowScanner) error) error {
 	if err != nil {
 		return s.d.InterpretError(err)
 	}
@@ -129,6 +133,9 @@ func (s *Store) scanOne(rows *sql.Rows, err error, scan func(*sql.Rows) error) e
 	}
 	return s.d.InterpretError(rows.Close())
 }
+
+// rowScanner is a row to scan: *sql.Rows at the row.
+type rowScanner interface{ Scan(dest ...any) error }
 
 // scanTime scans a time column of either dialect into t: a timestamptz (time.Time) or Unix
 // nanoseconds (int64), NULL or 0 being the zero time. Times come out in UTC.

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -68,7 +67,7 @@ func (s *Store) MarkTurnaround(ctx context.Context, c Conn, srID, priority strin
 	var ta *engine.Turnaround
 	rows, err := c.Query(ctx, s.markTurnaround, engine.StorableText(srID), priority,
 		times[0], times[1], times[2], times[3], times[4])
-	if err := s.scanOne(rows, err, func(rows *sql.Rows) (err error) { ta, err = scanTurnaround(rows); return err }); err != nil {
+	if err := s.scanOne(rows, err, func(rows rowScanner) (err error) { ta, err = scanTurnaround(rows); return err }); err != nil {
 		return nil, fmt.Errorf("marking turnaround %s of ServiceRequest/%s: %w", stage, srID, err)
 	}
 	return ta, nil
@@ -78,7 +77,7 @@ func (s *Store) MarkTurnaround(ctx context.Context, c Conn, srID, priority strin
 func (s *Store) Turnaround(ctx context.Context, c Conn, srID string) (*engine.Turnaround, error) {
 	var ta *engine.Turnaround
 	rows, err := c.Query(ctx, s.turnaround, engine.StorableText(srID))
-	if err := s.scanOne(rows, err, func(rows *sql.Rows) (err error) { ta, err = scanTurnaround(rows); return err }); err != nil {
+	if err := s.scanOne(rows, err, func(rows rowScanner) (err error) { ta, err = scanTurnaround(rows); return err }); err != nil {
 		return nil, fmt.Errorf("reading turnaround of ServiceRequest/%s: %w", srID, err)
 	}
 	return ta, nil
