@@ -62,39 +62,39 @@ func (t *Tx) InsertDelivery(ctx context.Context, d *engine.Delivery) error {
 // DueDeliveries returns up to limit (1 to 1000) deliveries that may be sent at now, as
 // engine.Outbox documents (dueDeliveriesSQL).
 func (s *Store) DueDeliveries(ctx context.Context, now time.Time, limit int, busy []string) ([]*engine.Delivery, error) {
-	return shared.DueDeliveries(ctx, reader{s: s}, now, limit, busy)
+	return shared.DueDeliveries(ctx, s.conn(), now, limit, busy)
 }
 
 // ClaimDelivery leases delivery id until leaseUntil and counts the attempt (ClaimDeliverySQL).
 func (s *Store) ClaimDelivery(ctx context.Context, id int64, now, leaseUntil time.Time) (bool, error) {
-	return shared.ClaimDelivery(ctx, reader{s: s}, id, now, leaseUntil)
+	return shared.ClaimDelivery(ctx, s.conn(), id, now, leaseUntil)
 }
 
 // FinishDelivery records the outcome of an attempt at delivery id and ends its lease, as
 // engine.Outbox documents.
 func (s *Store) FinishDelivery(ctx context.Context, id int64, o engine.DeliveryOutcome) error {
-	return shared.FinishDelivery(ctx, reader{s: s}, id, o)
+	return shared.FinishDelivery(ctx, s.conn(), id, o)
 }
 
 // ReplayDelivery makes dead delivery id pending again, as engine.Outbox documents.
 func (s *Store) ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error {
-	return shared.ReplayDelivery(ctx, reader{s: s}, id, payload, mappingVersion, now)
+	return shared.ReplayDelivery(ctx, s.conn(), id, payload, mappingVersion, now)
 }
 
 // PostponeDestination makes destination's pending deliveries due at until at the earliest, but
 // those leased at now (postponeDestinationSQL).
 func (s *Store) PostponeDestination(ctx context.Context, destination string, now, until time.Time) (int64, error) {
-	return shared.PostponeDestination(ctx, reader{s: s}, destination, now, until)
+	return shared.PostponeDestination(ctx, s.conn(), destination, now, until)
 }
 
 // Delivery returns delivery id with its payload, or engine.ErrNotFound.
 func (s *Store) Delivery(ctx context.Context, id int64) (*engine.Delivery, error) {
-	return shared.Delivery(ctx, reader{s: s}, id)
+	return shared.Delivery(ctx, s.conn(), id)
 }
 
 // Deliveries lists the deliveries matching f, newest (highest ID) first, with their payloads.
 func (s *Store) Deliveries(ctx context.Context, f engine.DeliveryFilter) ([]*engine.Delivery, error) {
-	return shared.Deliveries(ctx, reader{s: s}, f)
+	return shared.Deliveries(ctx, s.conn(), f)
 }
 
 // timestamp returns t as timestamptz keeps it: UTC, to the microsecond.

@@ -22,6 +22,7 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
+	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/migrations"
 )
@@ -43,6 +44,8 @@ type Store struct {
 	mu      sync.Mutex
 	oneStmt *sql.Stmt            // commitOneSQL, on ingest
 	stmts   map[string]*sql.Stmt // statements of fixed text on db, by text (see prepare)
+
+	pool sqlstore.Conn // reader{s: the store}, for adapters/sqlstore: made once (conn)
 }
 
 var _ engine.Store = (*Store)(nil)
@@ -80,7 +83,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, ingest: ingest}, nil
+	s := &Store{db: db, ingest: ingest}
+	s.pool = reader{s: s}
+	return s, nil
 }
 
 // openIngest opens Store.ingest: the same server, database and settings as dsn, plus the

@@ -24,7 +24,7 @@ func (t *Tx) DeleteWorklistItem(ctx context.Context, serviceRequestID string) er
 
 // WorklistItems returns the items matching f, by StartDate, StartTime, then ServiceRequestID.
 func (s *Store) WorklistItems(ctx context.Context, f engine.WorklistFilter) ([]*engine.WorklistItem, error) {
-	return shared.WorklistItems(ctx, reader{s: s}, f)
+	return shared.WorklistItems(ctx, s.conn(), f)
 }
 
 // WorklistItems returns the items matching f as the transaction sees them, its own changes

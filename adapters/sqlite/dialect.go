@@ -63,7 +63,13 @@ func (rd reader) Query(ctx context.Context, query string, args ...any) (*sql.Row
 	return stmt.QueryContext(ctx, args...)
 }
 
-// conn returns the transaction as a sqlstore.Conn.
-func (t *Tx) conn() reader { return reader{s: t.s, tx: t} }
+// conn returns the transaction as a sqlstore.Conn (made in Begin).
+func (t *Tx) conn() sqlstore.Conn { return t.c }
+
+// conn returns the store's pools as a sqlstore.Conn.
+func (s *Store) conn() sqlstore.Conn { return s.pool }
 
 func (dialect) TimeNone() string { return "0" }
+
+// readerOf returns s's pools as a reader (Open, where a variable named reader hides the type).
+func readerOf(s *Store) reader { return reader{s: s} }

@@ -42,22 +42,22 @@ func (t *Tx) PutStudyLink(ctx context.Context, l *engine.StudyLink) error {
 
 // StudyLink returns a study's decision, or engine.ErrNotFound, from the read-only pool.
 func (s *Store) StudyLink(ctx context.Context, studyInstanceUID string) (*engine.StudyLink, error) {
-	return shared.StudyLink(ctx, reader{s: s}, studyInstanceUID)
+	return shared.StudyLink(ctx, s.conn(), studyInstanceUID)
 }
 
 // StudyLinkHistory returns every decision made for a study, oldest first.
 func (s *Store) StudyLinkHistory(ctx context.Context, studyInstanceUID string) ([]*engine.StudyLink, error) {
-	return shared.StudyLinkHistory(ctx, reader{s: s}, studyInstanceUID)
+	return shared.StudyLinkHistory(ctx, s.conn(), studyInstanceUID)
 }
 
 // OpenStudyLinks returns the decisions waiting for a person, oldest first.
 func (s *Store) OpenStudyLinks(ctx context.Context, limit, offset int) ([]*engine.StudyLink, error) {
-	return shared.OpenStudyLinks(ctx, reader{s: s}, limit, offset)
+	return shared.OpenStudyLinks(ctx, s.conn(), limit, offset)
 }
 
 // StudyLinksOfPatient returns the current decisions naming patientID.
 func (s *Store) StudyLinksOfPatient(ctx context.Context, patientID string) ([]*engine.StudyLink, error) {
-	return shared.StudyLinksOfPatient(ctx, reader{s: s}, patientID)
+	return shared.StudyLinksOfPatient(ctx, s.conn(), patientID)
 }
 
 // StudyLinksOfPatient returns the current decisions naming patientID, as the transaction sees them.
@@ -72,7 +72,7 @@ func (t *Tx) StudyLinksOfPatient(ctx context.Context, patientID string) ([]*engi
 // DueStudyDerivations returns up to limit queued studies whose last change is at or before
 // quietSince, longest quiet first.
 func (s *Store) DueStudyDerivations(ctx context.Context, quietSince time.Time, limit int) ([]engine.StudyDerivation, error) {
-	return shared.DueStudyDerivations(ctx, reader{s: s}, quietSince, limit)
+	return shared.DueStudyDerivations(ctx, s.conn(), quietSince, limit)
 }
 
 // FinishStudyDerivation takes d's study off the queue unless it changed since d was read.

@@ -65,7 +65,7 @@ func (t *Tx) InsertDelivery(ctx context.Context, d *engine.Delivery) error {
 // DueDeliveries returns up to limit (1 to 1000) deliveries that may be sent at now, as
 // engine.Outbox documents, from the read-only pool.
 func (s *Store) DueDeliveries(ctx context.Context, now time.Time, limit int, busy []string) ([]*engine.Delivery, error) {
-	return shared.DueDeliveries(ctx, reader{s: s}, now, limit, busy)
+	return shared.DueDeliveries(ctx, s.conn(), now, limit, busy)
 }
 
 // ClaimDelivery leases delivery id until leaseUntil and counts the attempt, on the writer. The
@@ -74,34 +74,34 @@ func (s *Store) DueDeliveries(ctx context.Context, now time.Time, limit int, bus
 // (sqlstore.Store.TxStatements), so that a sender's first update does not wait for a
 // transaction to end before it can even be prepared.
 func (s *Store) ClaimDelivery(ctx context.Context, id int64, now, leaseUntil time.Time) (bool, error) {
-	return shared.ClaimDelivery(ctx, reader{s: s}, id, now, leaseUntil)
+	return shared.ClaimDelivery(ctx, s.conn(), id, now, leaseUntil)
 }
 
 // FinishDelivery records the outcome of an attempt at delivery id and ends its lease, as
 // engine.Outbox documents, on the writer.
 func (s *Store) FinishDelivery(ctx context.Context, id int64, o engine.DeliveryOutcome) error {
-	return shared.FinishDelivery(ctx, reader{s: s}, id, o)
+	return shared.FinishDelivery(ctx, s.conn(), id, o)
 }
 
 // ReplayDelivery makes dead delivery id pending again, as engine.Outbox documents, on the writer.
 func (s *Store) ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error {
-	return shared.ReplayDelivery(ctx, reader{s: s}, id, payload, mappingVersion, now)
+	return shared.ReplayDelivery(ctx, s.conn(), id, payload, mappingVersion, now)
 }
 
 // PostponeDestination makes destination's pending deliveries due at until at the earliest, but
 // those leased at now, on the writer.
 func (s *Store) PostponeDestination(ctx context.Context, destination string, now, until time.Time) (int64, error) {
-	return shared.PostponeDestination(ctx, reader{s: s}, destination, now, until)
+	return shared.PostponeDestination(ctx, s.conn(), destination, now, until)
 }
 
 // Delivery returns delivery id with its payload, or engine.ErrNotFound.
 func (s *Store) Delivery(ctx context.Context, id int64) (*engine.Delivery, error) {
-	return shared.Delivery(ctx, reader{s: s}, id)
+	return shared.Delivery(ctx, s.conn(), id)
 }
 
 // Deliveries lists the deliveries matching f, newest (highest ID) first, with their payloads.
 func (s *Store) Deliveries(ctx context.Context, f engine.DeliveryFilter) ([]*engine.Delivery, error) {
-	return shared.Deliveries(ctx, reader{s: s}, f)
+	return shared.Deliveries(ctx, s.conn(), f)
 }
 
 // checkNanos rejects a time that Unix nanoseconds in an int64 cannot hold.

@@ -33,6 +33,9 @@ type Tx struct {
 	// Rollback; nil while it is usable.
 	failed error
 	done   bool // committed or rolled back
+	// c is the transaction as a sqlstore.Conn, made once: an interface value of a struct is an
+	// allocation each time it is made.
+	c sqlstore.Conn
 }
 
 var _ engine.Tx = (*Tx)(nil)
@@ -65,7 +68,9 @@ func (s *Store) Begin(ctx context.Context) (engine.Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("beginning transaction: %w", interpretError(err))
 	}
-	return &Tx{s: s, tx: tx}, nil
+	t := &Tx{s: s, tx: tx}
+	t.c = reader{s: s, tx: t}
+	return t, nil
 }
 
 // usable returns nil when t takes another step.

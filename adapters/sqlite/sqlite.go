@@ -25,6 +25,7 @@ import (
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/migrations"
 )
@@ -38,6 +39,8 @@ type Store struct {
 	// Migrate, and a Store may be opened before it.
 	mu    sync.Mutex
 	stmts map[stmtKey]*sql.Stmt
+
+	pool sqlstore.Conn // reader{s: the store}, for adapters/sqlstore: made once (conn)
 }
 
 // stmtKey names a prepared statement: its text and the pool it is prepared on.
@@ -98,7 +101,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		reader.Close()
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, interpretError(err))
 	}
-	return &Store{writer: writer, reader: reader}, nil
+	s := &Store{writer: writer, reader: reader}
+	s.pool = readerOf(s)
+	return s, nil
 }
 
 // checkWriter confirms the durability settings took: an unsupported file system can leave

@@ -24,11 +24,11 @@ func (t *Tx) MarkTurnaround(ctx context.Context, srID, priority string, stage en
 
 // Turnaround returns order srID's clocks, or engine.ErrNotFound, from the read-only pool.
 func (s *Store) Turnaround(ctx context.Context, srID string) (*engine.Turnaround, error) {
-	return shared.Turnaround(ctx, reader{s: s}, srID)
+	return shared.Turnaround(ctx, s.conn(), srID)
 }
 
 // Overdue returns up to n orders late at now under sla, as engine.TurnaroundReader documents,
 // oldest study first (sqlstore.Store.OverdueQuery), from the read-only pool.
 func (s *Store) Overdue(ctx context.Context, now time.Time, sla engine.SLAs, n int) ([]*engine.Turnaround, error) {
-	return shared.Overdue(ctx, reader{s: s}, now, sla, n)
+	return shared.Overdue(ctx, s.conn(), now, sla, n)
 }
