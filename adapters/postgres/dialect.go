@@ -69,10 +69,4 @@ func (rd reader) Query(ctx context.Context, query string, args ...any) (*sql.Row
 	return stmt.QueryContext(ctx, args...)
 }
 
-// conn returns the transaction as a sqlstore.Conn (made in Begin).
-func (t *Tx) conn() sqlstore.Conn { return t.c }
-
-// conn returns the store's pools as a sqlstore.Conn.
-func (s *Store) conn() sqlstore.Conn { return s.pool }
-
 func (dialect) TimeNone() string { return "NULL" }

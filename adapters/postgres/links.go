@@ -1,16 +1,15 @@
 package postgres
 
-import (
-	"context"
-	"time"
+import "github.com/ferryhealth/ferry/engine"
 
-	"github.com/ferryhealth/ferry/engine"
-)
-
+// Study links, the derivation queue, the worklist and the turnaround clocks are adapters/sqlstore's
+// (Store embeds sqlstore.Pool, Tx sqlstore.TxSteps).
 var (
-	_ engine.LinkStore       = (*Store)(nil)
-	_ engine.LinkWriter      = (*Tx)(nil)
-	_ engine.DerivationQueue = (*Store)(nil)
+	_ engine.LinkStore        = (*Store)(nil)
+	_ engine.LinkWriter       = (*Tx)(nil)
+	_ engine.DerivationQueue  = (*Store)(nil)
+	_ engine.TurnaroundReader = (*Store)(nil)
+	_ engine.TurnaroundMarker = (*Tx)(nil)
 )
 
 // putStudyLinkSQL records a study's decision in one statement, in place of sqlstore's portable
@@ -48,60 +47,3 @@ ON CONFLICT (study_instance_uid) DO UPDATE SET
 
 // PutStudyLinkSQL makes sqlstore record a study link in one statement, one round trip.
 func (dialect) PutStudyLinkSQL() string { return putStudyLinkSQL }
-
-// PutStudyLink records l in one durable statement (putStudyLinkSQL), as engine.LinkWriter
-// documents (sqlstore.Store.PutStudyLink). DecidedAt is kept to the microsecond.
-func (s *Store) PutStudyLink(ctx context.Context, l *engine.StudyLink) error {
-	return shared.PutStudyLink(ctx, s.conn(), l)
-}
-
-// PutStudyLink records l in the transaction, as engine.LinkWriter documents.
-func (t *Tx) PutStudyLink(ctx context.Context, l *engine.StudyLink) error {
-	if err := t.usable(); err != nil {
-		return err
-	}
-	return t.check(shared.PutStudyLink(ctx, t.conn(), l))
-}
-
-// StudyLink returns a study's decision, or engine.ErrNotFound.
-func (s *Store) StudyLink(ctx context.Context, studyInstanceUID string) (*engine.StudyLink, error) {
-	return shared.StudyLink(ctx, s.conn(), studyInstanceUID)
-}
-
-// StudyLinkHistory returns every decision made for a study, oldest first.
-func (s *Store) StudyLinkHistory(ctx context.Context, studyInstanceUID string) ([]*engine.StudyLink, error) {
-	return shared.StudyLinkHistory(ctx, s.conn(), studyInstanceUID)
-}
-
-// OpenStudyLinks returns the decisions waiting for a person, oldest first (study_links_status).
-func (s *Store) OpenStudyLinks(ctx context.Context, limit, offset int) ([]*engine.StudyLink, error) {
-	return shared.OpenStudyLinks(ctx, s.conn(), limit, offset)
-}
-
-// StudyLinksOfPatient returns the current decisions naming patientID (study_links_patient).
-func (s *Store) StudyLinksOfPatient(ctx context.Context, patientID string) ([]*engine.StudyLink, error) {
-	return shared.StudyLinksOfPatient(ctx, s.conn(), patientID)
-}
-
-// StudyLinksOfPatient returns the current decisions naming patientID, as the transaction sees them.
-func (t *Tx) StudyLinksOfPatient(ctx context.Context, patientID string) ([]*engine.StudyLink, error) {
-	if err := t.usable(); err != nil {
-		return nil, err
-	}
-	links, err := shared.StudyLinksOfPatient(ctx, t.conn(), patientID)
-	return links, t.check(err)
-}
-
-// DueStudyDerivations returns up to limit queued studies whose last change is at or before
-// quietSince, longest quiet first.
-func (s *Store) DueStudyDerivations(ctx context.Context, quietSince time.Time, limit int) ([]engine.StudyDerivation, error) {
-	return shared.DueStudyDerivations(ctx, s.conn(), quietSince, limit)
-}
-
-// FinishStudyDerivation takes d's study off the queue unless it changed since d was read.
-func (t *Tx) FinishStudyDerivation(ctx context.Context, d engine.StudyDerivation) error {
-	if err := t.usable(); err != nil {
-		return err
-	}
-	return t.check(shared.FinishStudyDerivation(ctx, t.conn(), d))
-}

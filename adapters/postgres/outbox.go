@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"context"
 	"time"
 
 	"github.com/lib/pq"
@@ -10,6 +9,8 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 )
 
+// The outbox is adapters/sqlstore's (Store embeds sqlstore.Pool, Tx sqlstore.TxSteps) but for
+// the statements below, tuned for this engine.
 var (
 	_ engine.Outbox           = (*Store)(nil)
 	_ engine.DeliveryInserter = (*Tx)(nil)
@@ -49,53 +50,6 @@ WHERE status = 'pending' AND queue_key >= $2 AND queue_key < $3 AND destination 
 }
 
 func (dialect) BusyDestinations(destinations []string) any { return pq.StringArray(destinations) }
-
-// InsertDelivery records d (pending or dead) in the transaction and sets d.ID, as
-// engine.DeliveryInserter documents (sqlstore.Store.InsertDelivery); times to the microsecond.
-func (t *Tx) InsertDelivery(ctx context.Context, d *engine.Delivery) error {
-	if err := t.usable(); err != nil {
-		return err
-	}
-	return t.check(shared.InsertDelivery(ctx, t.conn(), d))
-}
-
-// DueDeliveries returns up to limit (1 to 1000) deliveries that may be sent at now, as
-// engine.Outbox documents (dueDeliveriesSQL).
-func (s *Store) DueDeliveries(ctx context.Context, now time.Time, limit int, busy []string) ([]*engine.Delivery, error) {
-	return shared.DueDeliveries(ctx, s.conn(), now, limit, busy)
-}
-
-// ClaimDelivery leases delivery id until leaseUntil and counts the attempt (ClaimDeliverySQL).
-func (s *Store) ClaimDelivery(ctx context.Context, id int64, now, leaseUntil time.Time) (bool, error) {
-	return shared.ClaimDelivery(ctx, s.conn(), id, now, leaseUntil)
-}
-
-// FinishDelivery records the outcome of an attempt at delivery id and ends its lease, as
-// engine.Outbox documents.
-func (s *Store) FinishDelivery(ctx context.Context, id int64, o engine.DeliveryOutcome) error {
-	return shared.FinishDelivery(ctx, s.conn(), id, o)
-}
-
-// ReplayDelivery makes dead delivery id pending again, as engine.Outbox documents.
-func (s *Store) ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error {
-	return shared.ReplayDelivery(ctx, s.conn(), id, payload, mappingVersion, now)
-}
-
-// PostponeDestination makes destination's pending deliveries due at until at the earliest, but
-// those leased at now (postponeDestinationSQL).
-func (s *Store) PostponeDestination(ctx context.Context, destination string, now, until time.Time) (int64, error) {
-	return shared.PostponeDestination(ctx, s.conn(), destination, now, until)
-}
-
-// Delivery returns delivery id with its payload, or engine.ErrNotFound.
-func (s *Store) Delivery(ctx context.Context, id int64) (*engine.Delivery, error) {
-	return shared.Delivery(ctx, s.conn(), id)
-}
-
-// Deliveries lists the deliveries matching f, newest (highest ID) first, with their payloads.
-func (s *Store) Deliveries(ctx context.Context, f engine.DeliveryFilter) ([]*engine.Delivery, error) {
-	return shared.Deliveries(ctx, s.conn(), f)
-}
 
 // timestamp returns t as timestamptz keeps it: UTC, to the microsecond.
 func timestamp(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }

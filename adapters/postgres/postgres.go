@@ -45,7 +45,8 @@ type Store struct {
 	oneStmt *sql.Stmt            // commitOneSQL, on ingest
 	stmts   map[string]*sql.Stmt // statements of fixed text on db, by text (see prepare)
 
-	pool sqlstore.Conn // reader{s: the store}, for adapters/sqlstore: made once (conn)
+	// Pool is adapters/sqlstore's areas (worklist, turnaround, links, outbox) on this store's pool.
+	sqlstore.Pool
 }
 
 var _ engine.Store = (*Store)(nil)
@@ -84,7 +85,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, ingest: ingest}
-	s.pool = reader{s: s}
+	s.Pool = sqlstore.Pool{S: shared, C: reader{s: s}}
 	return s, nil
 }
 

@@ -34,9 +34,9 @@ type Tx struct {
 	// Rollback; nil while it is usable.
 	failed error
 	done   bool // committed or rolled back
-	// c is the transaction as a sqlstore.Conn, made once: an interface value of a struct is an
-	// allocation each time it is made.
-	c sqlstore.Conn
+	// TxSteps are the steps of adapters/sqlstore (worklist, turnaround, links, outbox) on this
+	// transaction, guarded by it (Usable, Check). Made once, in Begin.
+	sqlstore.TxSteps
 }
 
 var _ engine.Tx = (*Tx)(nil)
@@ -70,7 +70,7 @@ func (s *Store) Begin(ctx context.Context) (engine.Tx, error) {
 		return nil, fmt.Errorf("beginning transaction: %w", interpretError(err))
 	}
 	t := &Tx{s: s, tx: tx}
-	t.c = reader{s: s, tx: tx}
+	t.TxSteps = sqlstore.TxSteps{S: shared, C: reader{s: s, tx: tx}, G: t}
 	return t, nil
 }
 
@@ -84,6 +84,12 @@ func (t *Tx) usable() error {
 	}
 	return nil
 }
+
+// Usable is usable, for sqlstore.TxSteps.
+func (t *Tx) Usable() error { return t.usable() }
+
+// Check is check, for sqlstore.TxSteps.
+func (t *Tx) Check(err error) error { return t.check(err) }
 
 // check records err, if it is a failure, as the reason t refuses further steps, and returns it.
 // Not found is an answer, not a failure: PostgreSQL keeps the transaction going after it. An

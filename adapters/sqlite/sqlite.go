@@ -40,7 +40,9 @@ type Store struct {
 	mu    sync.Mutex
 	stmts map[stmtKey]*sql.Stmt
 
-	pool sqlstore.Conn // reader{s: the store}, for adapters/sqlstore: made once (conn)
+	// Pool is adapters/sqlstore's areas (worklist, turnaround, links, outbox) on this store's
+	// pools: reads on the read-only pool, the outbox's updates on the writer.
+	sqlstore.Pool
 }
 
 // stmtKey names a prepared statement: its text and the pool it is prepared on.
@@ -102,7 +104,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, interpretError(err))
 	}
 	s := &Store{writer: writer, reader: reader}
-	s.pool = readerOf(s)
+	s.Pool = sqlstore.Pool{S: shared, C: readerOf(s)}
 	return s, nil
 }
 
