@@ -2,8 +2,9 @@
 // the Modality Worklist) and engine.InstanceStore (received DICOM instances) on PostgreSQL through github.com/lib/pq. Several Ferry nodes may share one database; everything that must be unique
 // across them (a duplicate MSH-10, …) is a database constraint, never a map in one node's memory.
 //
-// All of Ferry's PostgreSQL SQL lives in this package; the schema is in migrations/postgres and
-// is applied by Migrate. Commits are durable: Open refuses a session with synchronous_commit off,
+// The SQL both stores share (worklist, turnaround, links, outbox) is adapters/sqlstore's, in
+// PostgreSQL's text through this package's dialect; the rest, and the statements tuned for
+// PostgreSQL alone, live here. The schema is in migrations/postgres and is applied by Migrate. Commits are durable: Open refuses a session with synchronous_commit off,
 // because Ferry acknowledges a message only after its commit returns.
 package postgres
 

@@ -5,8 +5,10 @@
 // The database runs in WAL mode with synchronous=FULL, so a commit returns only after the WAL is
 // fsynced: Ferry acknowledges a message only after that. Writes go through one connection, so
 // group commits queue in Go instead of contending for SQLite's lock; reads use a pool of
-// read-only connections, which WAL lets run beside the writer. All of Ferry's SQLite SQL lives in
-// this package; the schema is in migrations/sqlite and is applied by Migrate.
+// read-only connections, which WAL lets run beside the writer. The SQL both stores share (worklist,
+// turnaround, links, outbox) is adapters/sqlstore's, through this package's dialect; the rest, and
+// the statements tuned for SQLite alone, live here. The schema is in migrations/sqlite and is
+// applied by Migrate.
 package sqlite
 
 import (
