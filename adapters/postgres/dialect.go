@@ -10,7 +10,10 @@ import (
 )
 
 // shared is the SQL both stores share (adapters/sqlstore), in PostgreSQL's text.
-var shared = sqlstore.New(dialect{placeholders: &placeholders})
+var shared = sqlstore.New(theDialect)
+
+// theDialect is PostgreSQL's dialect, for shared and for transactions.
+var theDialect = dialect{placeholders: &placeholders}
 
 // dialect is sqlstore.Dialect for PostgreSQL: $n parameters, timestamptz kept to the
 // microsecond with NULL for "not set", and interpretError.

@@ -27,13 +27,9 @@ import (
 type Tx struct {
 	s  *Store
 	tx *sql.Tx
-	// savepoint: a Savepoint is set, so the next one releases it first and RollbackToSavepoint
-	// has somewhere to go.
-	savepoint bool
-	// failed is the error after which the transaction takes only RollbackToSavepoint and
-	// Rollback; nil while it is usable.
-	failed error
-	done   bool // committed or rolled back
+	// TxState is the savepoint, Commit and Rollback, and the rule that a failed step refuses
+	// those after it (Usable, Check), as both stores keep them.
+	sqlstore.TxState
 	// TxSteps are the steps of adapters/sqlstore (worklist, turnaround, links, outbox) on this
 	// transaction, guarded by it (Usable, Check). Made once, in Begin.
 	sqlstore.TxSteps
@@ -41,20 +37,11 @@ type Tx struct {
 
 var _ engine.Tx = (*Tx)(nil)
 
-// errTxFailed is returned by a step of a Tx after an earlier step failed.
-var errTxFailed = errors.New("transaction refused after an earlier error: roll back to the savepoint, or roll back")
-
-// errTxDone is returned by a step of a Tx after Commit or Rollback.
-var errTxDone = errors.New("transaction already committed or rolled back")
-
 // txStatements are the statements a Tx prepares: Begin prepares them on the pool before it takes
 // a connection for the transaction, so that no step waits for a second connection.
 var txStatements = append([]string{insertOneSQL, insertBatchSQL, currentResourceSQL, resourceVersionSQL,
 	resourceHistorySQL, resolveKeySQL, resourceByKeysSQL, putResourceSQL, claimPendingSQL,
 	finishPendingSQL}, shared.TxStatements()...)
-
-// savepointName is the one savepoint a Tx keeps.
-const savepointName = "ferry_step"
 
 // Begin starts a READ COMMITTED transaction on the main pool. Its writes lock what they change
 // (a resource's current-version row, a key, an accepted message's key) until it ends, so a node
@@ -69,36 +56,9 @@ func (s *Store) Begin(ctx context.Context) (engine.Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("beginning transaction: %w", interpretError(err))
 	}
-	t := &Tx{s: s, tx: tx}
+	t := &Tx{s: s, tx: tx, TxState: sqlstore.NewTxState(theDialect, tx)}
 	t.TxSteps = sqlstore.TxSteps{S: shared, C: reader{s: s, tx: tx}, G: t}
 	return t, nil
-}
-
-// usable returns nil when t takes another step.
-func (t *Tx) usable() error {
-	switch {
-	case t.done:
-		return errTxDone
-	case t.failed != nil:
-		return fmt.Errorf("%w (it failed with: %v)", errTxFailed, t.failed)
-	}
-	return nil
-}
-
-// Usable is usable, for sqlstore.TxSteps.
-func (t *Tx) Usable() error { return t.usable() }
-
-// Check is check, for sqlstore.TxSteps.
-func (t *Tx) Check(err error) error { return t.check(err) }
-
-// check records err, if it is a failure, as the reason t refuses further steps, and returns it.
-// Not found is an answer, not a failure: PostgreSQL keeps the transaction going after it. An
-// invalid argument (sqlstore.Invalid) sent nothing.
-func (t *Tx) check(err error) error {
-	if err != nil && !errors.Is(err, engine.ErrNotFound) && !sqlstore.Invalid(err) {
-		t.failed = err
-	}
-	return err
 }
 
 // insertOneSQL inserts one message of a Tx, or nothing when an accepted message holds its key
@@ -118,7 +78,7 @@ RETURNING id`
 // its duplicate. If another transaction holds m's key, the insert waits for it to end; if it
 // commits, m is its duplicate.
 func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
 	msgs := []*engine.InboundMessage{m}
@@ -145,7 +105,7 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 		err = insertBatch(ctx, t.tx, batch, cols, out)
 	}
 	if err != nil {
-		return t.check(fmt.Errorf("inserting inbound message: %w", interpretError(err)))
+		return t.Check(fmt.Errorf("inserting inbound message: %w", interpretError(err)))
 	}
 	cols.applyTo(m, 0, out[0])
 	return nil
@@ -172,7 +132,7 @@ WHERE id = $1 AND status = 'accepted' AND pending`
 // claimPendingSQL); messages another transaction has claimed are skipped, so workers on several
 // nodes take disjoint sets. A claimed message whose transaction rolls back is claimable again.
 func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMessage, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	if limit <= 0 {
@@ -184,19 +144,19 @@ func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMess
 	}
 	rows, err := t.tx.StmtContext(ctx, stmt).QueryContext(ctx, limit)
 	if err != nil {
-		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 	}
 	defer rows.Close()
 	var out []*engine.InboundMessage
 	for rows.Next() {
 		m, err := scanMessage(rows)
 		if err != nil {
-			return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+			return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 		}
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 	}
 	return out, nil
 }
@@ -205,7 +165,7 @@ func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMess
 // valid UTF-8, storableText). engine.ErrNotFound when id is not an accepted, pending message
 // (the transaction goes on).
 func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
 	stmt, err := t.s.prepare(ctx, finishPendingSQL)
@@ -214,76 +174,12 @@ func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, proces
 	}
 	res, err := t.tx.StmtContext(ctx, stmt).ExecContext(ctx, id, storableText(mappingVersion), storableText(processingError))
 	if err != nil {
-		return t.check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
+		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return t.check(fmt.Errorf("finishing pending message %d: %w", id, err))
+		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, err))
 	} else if n == 0 {
 		return fmt.Errorf("finishing pending message %d: %w", id, engine.ErrNotFound)
-	}
-	return nil
-}
-
-// Savepoint sets the savepoint, releasing the previous one in the same round trip: a
-// transaction keeps one, whatever the number of steps.
-func (t *Tx) Savepoint(ctx context.Context) error {
-	if err := t.usable(); err != nil {
-		return err
-	}
-	query := "SAVEPOINT " + savepointName
-	if t.savepoint {
-		query = "RELEASE SAVEPOINT " + savepointName + "; " + query
-	}
-	// No arguments: lib/pq sends it as one simple query, both statements in one round trip.
-	if _, err := t.tx.ExecContext(ctx, query); err != nil {
-		return t.check(fmt.Errorf("setting savepoint: %w", interpretError(err)))
-	}
-	t.savepoint = true
-	return nil
-}
-
-// RollbackToSavepoint undoes everything since the savepoint, a failed statement included, and
-// makes t usable again. The savepoint stays set.
-func (t *Tx) RollbackToSavepoint(ctx context.Context) error {
-	switch {
-	case t.done:
-		return errTxDone
-	case !t.savepoint:
-		return errors.New("rolling back to savepoint: no savepoint set")
-	}
-	if _, err := t.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+savepointName); err != nil {
-		t.failed = err
-		return fmt.Errorf("rolling back to savepoint: %w", interpretError(err))
-	}
-	t.failed = nil
-	return nil
-}
-
-// Commit commits and returns once the commit is flushed (Open checked synchronous_commit). A
-// transaction that failed is rolled back instead, and Commit says so.
-func (t *Tx) Commit() error {
-	if t.done {
-		return errTxDone
-	}
-	t.done = true
-	if t.failed != nil {
-		t.tx.Rollback()
-		return fmt.Errorf("committing: %w (it failed with: %v); rolled back", errTxFailed, t.failed)
-	}
-	if err := t.tx.Commit(); err != nil {
-		return fmt.Errorf("committing: %w", interpretError(err))
-	}
-	return nil
-}
-
-// Rollback abandons the transaction; after Commit or Rollback it does nothing.
-func (t *Tx) Rollback() error {
-	if t.done {
-		return nil
-	}
-	t.done = true
-	if err := t.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("rolling back: %w", interpretError(err))
 	}
 	return nil
 }
@@ -361,7 +257,7 @@ SELECT EXISTS (SELECT FROM head)`
 // when r.VersionID is not the current version + 1 or a key of r.Keys is held by another resource
 // of the type, and then nothing of r is written.
 func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
 	if err := validateResource(r); err != nil {
@@ -390,7 +286,7 @@ func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
 		err = fmt.Errorf("version %d does not follow the current one: %w", r.VersionID, engine.ErrConflict)
 	}
 	if err != nil {
-		return t.check(fmt.Errorf("storing %s/%s version %d: %w", r.Type, r.ID, r.VersionID, interpretError(err)))
+		return t.Check(fmt.Errorf("storing %s/%s version %d: %w", r.Type, r.ID, r.VersionID, interpretError(err)))
 	}
 	return nil
 }
@@ -837,55 +733,55 @@ func (s *Store) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]
 
 // Resource returns the current version of typ/id, or engine.ErrNotFound.
 func (t *Tx) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t.tx}.resource(ctx, typ, id)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // ResourceVersion returns one version of typ/id, or engine.ErrNotFound.
 func (t *Tx) ResourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t.tx}.resourceVersion(ctx, typ, id, version)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // ResourceHistory returns every version of typ/id, newest first, or engine.ErrNotFound.
 func (t *Tx) ResourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	rs, err := reader{s: t.s, tx: t.tx}.resourceHistory(ctx, typ, id)
-	return rs, t.check(err)
+	return rs, t.Check(err)
 }
 
 // ResolveKey returns the id of the resource of typ holding key, or engine.ErrNotFound.
 func (t *Tx) ResolveKey(ctx context.Context, typ, key string) (string, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return "", err
 	}
 	id, err := reader{s: t.s, tx: t.tx}.resolveKey(ctx, typ, key)
-	return id, t.check(err)
+	return id, t.Check(err)
 }
 
 // ResourceByKeys returns the current version of the resource of typ holding the first of keys
 // that any resource holds, in one statement, or engine.ErrNotFound.
 func (t *Tx) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t.tx}.resourceByKeys(ctx, typ, keys)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // SearchResources returns the current versions matching q, as engine.ResourceReader documents.
 func (t *Tx) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	rs, err := reader{s: t.s, tx: t.tx}.searchResources(ctx, q)
-	return rs, t.check(err)
+	return rs, t.Check(err)
 }

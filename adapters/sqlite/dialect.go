@@ -9,7 +9,10 @@ import (
 )
 
 // shared is the SQL both stores share (adapters/sqlstore), in SQLite's text.
-var shared = sqlstore.New(dialect{})
+var shared = sqlstore.New(theDialect)
+
+// theDialect is SQLite's dialect, for shared and for transactions.
+var theDialect = dialect{}
 
 // dialect is sqlstore.Dialect for SQLite: ? parameters, times as Unix nanoseconds with 0 for
 // "not set" (the columns are NOT NULL DEFAULT 0), and interpretError.

@@ -26,13 +26,9 @@ import (
 type Tx struct {
 	s  *Store
 	tx *sql.Tx
-	// savepoint: a Savepoint is set, so the next one releases it first and RollbackToSavepoint
-	// has somewhere to go.
-	savepoint bool
-	// failed is the error after which the transaction takes only RollbackToSavepoint and
-	// Rollback; nil while it is usable.
-	failed error
-	done   bool // committed or rolled back
+	// TxState is the savepoint, Commit and Rollback, and the rule that a failed step refuses
+	// those after it (Usable, Check), as both stores keep them.
+	sqlstore.TxState
 	// TxSteps are the steps of adapters/sqlstore (worklist, turnaround, links, outbox) on this
 	// transaction, guarded by it (Usable, Check). Made once, in Begin.
 	sqlstore.TxSteps
@@ -40,21 +36,12 @@ type Tx struct {
 
 var _ engine.Tx = (*Tx)(nil)
 
-// errTxFailed is returned by a step of a Tx after an earlier step failed.
-var errTxFailed = errors.New("transaction refused after an earlier error: roll back to the savepoint, or roll back")
-
-// errTxDone is returned by a step of a Tx after Commit or Rollback.
-var errTxDone = errors.New("transaction already committed or rolled back")
-
 // txStatements are the statements a Tx runs prepared: Begin prepares them on the writer before it
 // takes the writer's connection (see Store.prepare).
 var txStatements = append([]string{insertSQL, findAcceptedSQL, claimPendingSQL, finishPendingSQL,
 	currentResourceSQL, resourceVersionSQL, resourceHistorySQL, resolveKeySQL, resourceByKeysSQL,
 	currentVersionSQL, putHeadSQL, insertVersionSQL,
 	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL}, shared.TxStatements()...)
-
-// savepointName is the one savepoint a Tx keeps.
-const savepointName = "ferry_step"
 
 // Begin starts a BEGIN IMMEDIATE transaction on the writer connection (the writer's _txlock),
 // waiting for the one before it to end.
@@ -68,35 +55,9 @@ func (s *Store) Begin(ctx context.Context) (engine.Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("beginning transaction: %w", interpretError(err))
 	}
-	t := &Tx{s: s, tx: tx}
+	t := &Tx{s: s, tx: tx, TxState: sqlstore.NewTxState(theDialect, tx)}
 	t.TxSteps = sqlstore.TxSteps{S: shared, C: reader{s: s, tx: t}, G: t}
 	return t, nil
-}
-
-// usable returns nil when t takes another step.
-func (t *Tx) usable() error {
-	switch {
-	case t.done:
-		return errTxDone
-	case t.failed != nil:
-		return fmt.Errorf("%w (it failed with: %v)", errTxFailed, t.failed)
-	}
-	return nil
-}
-
-// Usable is usable, for sqlstore.TxSteps.
-func (t *Tx) Usable() error { return t.usable() }
-
-// Check is check, for sqlstore.TxSteps.
-func (t *Tx) Check(err error) error { return t.check(err) }
-
-// check records err, if it is a failure, as the reason t refuses further steps, and returns it.
-// Not found is an answer, not a failure; an invalid argument (sqlstore.Invalid) sent nothing.
-func (t *Tx) check(err error) error {
-	if err != nil && !errors.Is(err, engine.ErrNotFound) && !sqlstore.Invalid(err) {
-		t.failed = err
-	}
-	return err
 }
 
 // stmt returns query, which Begin prepared, bound to the transaction.
@@ -111,7 +72,7 @@ func (t *Tx) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 // InsertInbound stores m with the duplicate rule, through the code CommitInbound stores each
 // message of a batch with (insertMessage).
 func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
 	if err := validate([]*engine.InboundMessage{m}); err != nil {
@@ -127,7 +88,7 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 	}
 	stored := storableMessage(m)
 	if err := insertMessage(ctx, insert, findAccepted, &stored); err != nil {
-		return t.check(fmt.Errorf("inserting inbound message: %w", err))
+		return t.Check(fmt.Errorf("inserting inbound message: %w", err))
 	}
 	applyStored(m, &stored)
 	return nil
@@ -152,7 +113,7 @@ WHERE id = ?1 AND status = 'accepted' AND pending = 1`
 // one writer connection, so no other transaction claims them meanwhile; if it rolls back, they
 // are pending still.
 func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMessage, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	if limit <= 0 {
@@ -164,19 +125,19 @@ func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMess
 	}
 	rows, err := stmt.QueryContext(ctx, limit)
 	if err != nil {
-		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 	}
 	defer rows.Close()
 	var out []*engine.InboundMessage
 	for rows.Next() {
 		m, err := scanMessage(rows)
 		if err != nil {
-			return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+			return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 		}
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 	}
 	return out, nil
 }
@@ -185,7 +146,7 @@ func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMess
 // valid UTF-8, storableText). engine.ErrNotFound when id is not an accepted, pending message
 // (the transaction goes on).
 func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
 	stmt, err := t.stmt(ctx, finishPendingSQL)
@@ -194,76 +155,12 @@ func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, proces
 	}
 	res, err := stmt.ExecContext(ctx, id, storableText(mappingVersion), storableText(processingError))
 	if err != nil {
-		return t.check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
+		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return t.check(fmt.Errorf("finishing pending message %d: %w", id, err))
+		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, err))
 	} else if n == 0 {
 		return fmt.Errorf("finishing pending message %d: %w", id, engine.ErrNotFound)
-	}
-	return nil
-}
-
-// Savepoint sets the savepoint, releasing the previous one: a transaction keeps one.
-func (t *Tx) Savepoint(ctx context.Context) error {
-	if err := t.usable(); err != nil {
-		return err
-	}
-	if t.savepoint {
-		if _, err := t.tx.ExecContext(ctx, "RELEASE "+savepointName); err != nil {
-			return t.check(fmt.Errorf("releasing savepoint: %w", interpretError(err)))
-		}
-		t.savepoint = false
-	}
-	if _, err := t.tx.ExecContext(ctx, "SAVEPOINT "+savepointName); err != nil {
-		return t.check(fmt.Errorf("setting savepoint: %w", interpretError(err)))
-	}
-	t.savepoint = true
-	return nil
-}
-
-// RollbackToSavepoint undoes everything since the savepoint and makes t usable again. The
-// savepoint stays set.
-func (t *Tx) RollbackToSavepoint(ctx context.Context) error {
-	switch {
-	case t.done:
-		return errTxDone
-	case !t.savepoint:
-		return errors.New("rolling back to savepoint: no savepoint set")
-	}
-	if _, err := t.tx.ExecContext(ctx, "ROLLBACK TO "+savepointName); err != nil {
-		t.failed = err
-		return fmt.Errorf("rolling back to savepoint: %w", interpretError(err))
-	}
-	t.failed = nil
-	return nil
-}
-
-// Commit commits and returns once the WAL is fsynced (synchronous=FULL, checked at Open). A
-// transaction that failed is rolled back instead, and Commit says so.
-func (t *Tx) Commit() error {
-	if t.done {
-		return errTxDone
-	}
-	t.done = true
-	if t.failed != nil {
-		t.tx.Rollback()
-		return fmt.Errorf("committing: %w (it failed with: %v); rolled back", errTxFailed, t.failed)
-	}
-	if err := t.tx.Commit(); err != nil {
-		return fmt.Errorf("committing: %w", interpretError(err))
-	}
-	return nil
-}
-
-// Rollback abandons the transaction; after Commit or Rollback it does nothing.
-func (t *Tx) Rollback() error {
-	if t.done {
-		return nil
-	}
-	t.done = true
-	if err := t.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("rolling back: %w", interpretError(err))
 	}
 	return nil
 }
@@ -289,14 +186,14 @@ ON CONFLICT DO NOTHING`
 // held by another resource of the type, and then nothing of r is written. The key table's primary
 // key stays the rule (a violation is ErrConflict too).
 func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
 	if err := validateResource(r); err != nil {
 		return err
 	}
 	if err := t.putResource(ctx, r); err != nil {
-		return t.check(fmt.Errorf("storing %s/%s version %d: %w", r.Type, r.ID, r.VersionID, err))
+		return t.Check(fmt.Errorf("storing %s/%s version %d: %w", r.Type, r.ID, r.VersionID, err))
 	}
 	return nil
 }
@@ -813,55 +710,55 @@ func (s *Store) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]
 
 // Resource returns the current version of typ/id, or engine.ErrNotFound.
 func (t *Tx) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t}.resource(ctx, typ, id)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // ResourceVersion returns one version of typ/id, or engine.ErrNotFound.
 func (t *Tx) ResourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t}.resourceVersion(ctx, typ, id, version)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // ResourceHistory returns every version of typ/id, newest first, or engine.ErrNotFound.
 func (t *Tx) ResourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	rs, err := reader{s: t.s, tx: t}.resourceHistory(ctx, typ, id)
-	return rs, t.check(err)
+	return rs, t.Check(err)
 }
 
 // ResolveKey returns the id of the resource of typ holding key, or engine.ErrNotFound.
 func (t *Tx) ResolveKey(ctx context.Context, typ, key string) (string, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return "", err
 	}
 	id, err := reader{s: t.s, tx: t}.resolveKey(ctx, typ, key)
-	return id, t.check(err)
+	return id, t.Check(err)
 }
 
 // ResourceByKeys returns the current version of the resource of typ holding the first of keys
 // that any resource holds, in one statement, or engine.ErrNotFound.
 func (t *Tx) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t}.resourceByKeys(ctx, typ, keys)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // SearchResources returns the current versions matching q, as engine.ResourceReader documents.
 func (t *Tx) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	rs, err := reader{s: t.s, tx: t}.searchResources(ctx, q)
-	return rs, t.check(err)
+	return rs, t.Check(err)
 }
