@@ -344,7 +344,7 @@ func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := validate(msgs); err != nil {
+	if err := shared.ValidateBatch(msgs); err != nil {
 		return err
 	}
 	one, batchStmt, err := s.statements(ctx)
@@ -448,14 +448,14 @@ func columnsOf(msgs []*engine.InboundMessage) *columns {
 		c.channel[i] = storableText(m.Channel)
 		c.receivedAt[i] = m.ReceivedAt
 		c.peerAddr[i] = storableText(m.PeerAddr)
-		c.raw[i] = nonNil(m.Raw)
+		c.raw[i] = sqlstore.NonNil(m.Raw)
 		c.app[i] = storableText(m.SendingApplication)
 		c.facility[i] = storableText(m.SendingFacility)
 		c.msgType[i] = storableText(m.MessageType)
 		c.controlID[i] = storableText(m.ControlID)
 		c.version[i] = storableText(m.Version)
 		c.status[i] = string(m.Status)
-		c.ack[i] = nonNil(m.ACK)
+		c.ack[i] = sqlstore.NonNil(m.ACK)
 		c.ackCode[i] = storableText(m.ACKCode)
 		c.errText[i] = storableText(m.Error)
 		c.duplicateOf[i] = m.DuplicateOf
@@ -735,7 +735,7 @@ func (s *Store) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	args = append(args, limit(f.Limit))
+	args = append(args, sqlstore.Limit(f.Limit))
 	q += fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(args))
 
 	rows, err := s.db.QueryContext(ctx, q, args...)
@@ -813,23 +813,6 @@ func interpretError(err error) error {
 	return err
 }
 
-// validate rejects a batch that no correct caller sends, before anything is written.
-func validate(msgs []*engine.InboundMessage) error {
-	for i, m := range msgs {
-		switch {
-		case m == nil:
-			return fmt.Errorf("message %d of the batch is nil", i)
-		case !m.Status.Valid():
-			return fmt.Errorf("message %d of the batch: invalid status %q", i, m.Status)
-		case m.ReceivedAt.IsZero():
-			return fmt.Errorf("message %d of the batch: ReceivedAt is not set", i)
-		case (m.Status == engine.StatusDuplicate) != (m.DuplicateOf != 0):
-			return fmt.Errorf("message %d of the batch: DuplicateOf must be set exactly when Status is duplicate", i)
-		}
-	}
-	return nil
-}
-
 // dupKey is the duplicate rule's key: MSH-3, MSH-4, MSH-10.
 type dupKey struct{ application, facility, controlID string }
 
@@ -841,26 +824,7 @@ const timestampLayout = "2006-01-02 15:04:05.999999Z07:00"
 // not fail the batch it is in. The raw message keeps the original bytes.
 func storableText(s string) string { return engine.StorableText(s) }
 
-// nonNil returns b, or an empty slice for nil: lib/pq sends nil as NULL.
-func nonNil(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
-}
-
 // escapeLike escapes LIKE's wildcards so that s matches only itself.
 func escapeLike(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
-}
-
-// limit applies MessageFilter.Limit's default and cap.
-func limit(n int) int {
-	switch {
-	case n <= 0:
-		return 100
-	case n > 1000:
-		return 1000
-	}
-	return n
 }

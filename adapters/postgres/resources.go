@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/lib/pq"
 
@@ -82,7 +81,7 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 		return err
 	}
 	msgs := []*engine.InboundMessage{m}
-	if err := validate(msgs); err != nil {
+	if err := shared.ValidateBatch(msgs); err != nil {
 		return err
 	}
 	one, err := t.s.prepare(ctx, insertOneSQL)
@@ -260,13 +259,13 @@ func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
 	if err := t.Usable(); err != nil {
 		return err
 	}
-	if err := validateResource(r); err != nil {
+	if err := shared.ValidateResource(r); err != nil {
 		return err
 	}
 	n := len(r.Index)
 	params, systems, values := make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n)
 	for i, e := range r.Index {
-		params[i], systems[i], values[i] = indexText(e.Param), indexText(e.System), indexText(e.Value)
+		params[i], systems[i], values[i] = sqlstore.IndexText(e.Param), sqlstore.IndexText(e.System), sqlstore.IndexText(e.Value)
 	}
 	keys := make(pq.StringArray, len(r.Keys))
 	for i, k := range r.Keys {
@@ -289,74 +288,6 @@ func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
 		return t.Check(fmt.Errorf("storing %s/%s version %d: %w", r.Type, r.ID, r.VersionID, interpretError(err)))
 	}
 	return nil
-}
-
-// maxIndexText is the most bytes of an index entry's param, system or value that the store keeps
-// and compares: a btree entry of PostgreSQL must fit in about a third of a page (2,704 bytes), and
-// an entry of resource_index holds type, id and all three. A longer text (a narrative, a long
-// address) is cut, so that the resource is stored and found by its first 512 bytes instead of
-// failing the message.
-const maxIndexText = 512
-
-// indexText returns s as resource_index keeps it: storable (storableText) and cut to
-// maxIndexText bytes at a UTF-8 boundary. Search values go through it too, so that a value
-// compares with what was stored of it.
-func indexText(s string) string {
-	s = storableText(s)
-	if len(s) <= maxIndexText {
-		return s
-	}
-	n := maxIndexText
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n-- // s[n] continues the rune that starts before it: cut before that rune
-	}
-	return s[:n]
-}
-
-// validateResource rejects a resource no correct caller writes, before anything is sent.
-func validateResource(r *engine.Resource) error {
-	switch {
-	case r == nil:
-		return errors.New("storing resource: nil")
-	case !validType(r.Type):
-		return fmt.Errorf("storing resource: invalid type %q", r.Type)
-	case !validID(r.ID):
-		return fmt.Errorf("storing %s: invalid id %q", r.Type, r.ID)
-	case r.VersionID < 1:
-		return fmt.Errorf("storing %s/%s: version %d, want 1 or more", r.Type, r.ID, r.VersionID)
-	case r.LastUpdated.IsZero():
-		return fmt.Errorf("storing %s/%s: LastUpdated is not set", r.Type, r.ID)
-	case len(r.JSON) == 0:
-		return fmt.Errorf("storing %s/%s: no JSON", r.Type, r.ID)
-	}
-	return nil
-}
-
-// validType reports whether typ can be a FHIR resource type name: letters only.
-func validType(typ string) bool {
-	if len(typ) == 0 || len(typ) > 64 {
-		return false
-	}
-	for i := 0; i < len(typ); i++ {
-		if c := typ[i] | 0x20; c < 'a' || c > 'z' {
-			return false
-		}
-	}
-	return true
-}
-
-// validID reports whether id is a FHIR logical id: [A-Za-z0-9\-\.]{1,64}.
-func validID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // reader runs the reads of engine.ResourceReader and engine.WorklistReader on the pool (a
@@ -458,7 +389,7 @@ WHERE r.type = $1 AND r.id = (
 const resourceByKeysSlots = 8
 
 func (rd reader) resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading %s/%s: %w", typ, id, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, currentResourceSQL)
@@ -476,7 +407,7 @@ func (rd reader) resource(ctx context.Context, typ, id string) (*engine.Resource
 }
 
 func (rd reader) resourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading %s/%s version %d: %w", typ, id, version, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resourceVersionSQL)
@@ -492,7 +423,7 @@ func (rd reader) resourceVersion(ctx context.Context, typ, id string, version in
 }
 
 func (rd reader) resourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resourceHistorySQL)
@@ -523,7 +454,7 @@ func (rd reader) resourceHistory(ctx context.Context, typ, id string) ([]*engine
 }
 
 func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error) {
-	if !validType(typ) {
+	if !sqlstore.ValidType(typ) {
 		return "", fmt.Errorf("resolving a %s key: %w", typ, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resolveKeySQL)
@@ -539,7 +470,7 @@ func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error
 }
 
 func (rd reader) resourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
-	if !validType(typ) {
+	if !sqlstore.ValidType(typ) {
 		return nil, fmt.Errorf("finding a %s by key: %w", typ, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resourceByKeysSQL)
@@ -576,7 +507,7 @@ func (rd reader) resourceByKeys(ctx context.Context, typ string, keys []string) 
 // skipped and cut), then the JSON of just that page. Each filter is a semi-join on the index
 // entries; values are placeholders, never text of the query.
 func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
-	if !validType(q.Type) {
+	if !sqlstore.ValidType(q.Type) {
 		return nil, nil
 	}
 	args := []any{q.Type}
@@ -590,7 +521,7 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 			return nil, nil // no value to match: nothing matches
 		}
 		fmt.Fprintf(&where, "\n\tAND r.id IN (SELECT i.id FROM resource_index i WHERE i.type = $1 AND i.param = %s AND (",
-			arg(indexText(f.Param)))
+			arg(sqlstore.IndexText(f.Param)))
 		if anyOf := equalValues(f); anyOf != nil {
 			// One index condition (a scalar array match the btree answers value by value),
 			// where ORed equalities could end up a filter over every entry of the parameter.
@@ -601,7 +532,7 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 			if j > 0 {
 				where.WriteString(" OR ")
 			}
-			value := indexText(v.Value)
+			value := sqlstore.IndexText(v.Value)
 			var cond string
 			switch f.Op {
 			case engine.SearchEq:
@@ -620,7 +551,7 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 				return nil, fmt.Errorf("searching %s: unknown operator %q", q.Type, f.Op)
 			}
 			if v.System != "" {
-				cond = "(i.system = " + arg(indexText(v.System)) + " AND " + cond + ")"
+				cond = "(i.system = " + arg(sqlstore.IndexText(v.System)) + " AND " + cond + ")"
 			}
 			where.WriteString(cond)
 		}
@@ -688,13 +619,13 @@ func equalValues(f engine.SearchFilter) pq.StringArray {
 		if v.System != "" {
 			return nil
 		}
-		out[i] = indexText(v.Value)
+		out[i] = sqlstore.IndexText(v.Value)
 	}
 	return out
 }
 
 // count applies ResourceQuery.Count's default and cap, which are MessageFilter.Limit's.
-func count(n int) int { return limit(n) }
+func count(n int) int { return sqlstore.Limit(n) }
 
 // The reads of Store run on the pool and see committed data.
 

@@ -31,6 +31,9 @@ func (dialect) Time(t time.Time) (any, error) {
 	return nanos(t), nil
 }
 
+// CheckTime rejects a time that Unix nanoseconds in an int64 cannot hold (sqlstore.TimeChecker).
+func (dialect) CheckTime(t time.Time) error { return checkNanos(t) }
+
 func (dialect) TimeOrNull(column string) string { return "nullif(" + column + ", 0)" }
 
 func (dialect) TimeUnset(column string) string { return column + " = 0" }

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
@@ -75,7 +74,7 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 	if err := t.Usable(); err != nil {
 		return err
 	}
-	if err := validate([]*engine.InboundMessage{m}); err != nil {
+	if err := shared.ValidateBatch([]*engine.InboundMessage{m}); err != nil {
 		return err
 	}
 	insert, err := t.stmt(ctx, insertSQL)
@@ -189,7 +188,7 @@ func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
 	if err := t.Usable(); err != nil {
 		return err
 	}
-	if err := validateResource(r); err != nil {
+	if err := shared.ValidateResource(r); err != nil {
 		return err
 	}
 	if err := t.putResource(ctx, r); err != nil {
@@ -254,7 +253,7 @@ func (t *Tx) putResource(ctx context.Context, r *engine.Resource) error {
 			return err
 		}
 		for _, e := range r.Index {
-			_, err := insert.ExecContext(ctx, r.Type, r.ID, indexText(e.Param), indexText(e.System), indexText(e.Value))
+			_, err := insert.ExecContext(ctx, r.Type, r.ID, sqlstore.IndexText(e.Param), sqlstore.IndexText(e.System), sqlstore.IndexText(e.Value))
 			if err != nil {
 				return interpretError(err)
 			}
@@ -311,75 +310,6 @@ func (t *Tx) exec(ctx context.Context, query string, args ...any) error {
 	}
 	_, err = stmt.ExecContext(ctx, args...)
 	return interpretError(err)
-}
-
-// maxIndexText is the most bytes of an index entry's param, system or value that the store keeps
-// and compares, as adapters/postgres keeps (where a longer btree entry fails): a longer text is
-// cut, so that both stores find a resource by the same first 512 bytes.
-const maxIndexText = 512
-
-// indexText returns s as resource_index keeps it: storable (storableText) and cut to
-// maxIndexText bytes at a UTF-8 boundary. Search values go through it too, so that a value
-// compares with what was stored of it.
-func indexText(s string) string {
-	s = storableText(s)
-	if len(s) <= maxIndexText {
-		return s
-	}
-	n := maxIndexText
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n-- // s[n] continues the rune that starts before it: cut before that rune
-	}
-	return s[:n]
-}
-
-// validateResource rejects a resource no correct caller writes, before anything is written.
-func validateResource(r *engine.Resource) error {
-	switch {
-	case r == nil:
-		return errors.New("storing resource: nil")
-	case !validType(r.Type):
-		return fmt.Errorf("storing resource: invalid type %q", r.Type)
-	case !validID(r.ID):
-		return fmt.Errorf("storing %s: invalid id %q", r.Type, r.ID)
-	case r.VersionID < 1:
-		return fmt.Errorf("storing %s/%s: version %d, want 1 or more", r.Type, r.ID, r.VersionID)
-	case r.LastUpdated.IsZero():
-		return fmt.Errorf("storing %s/%s: LastUpdated is not set", r.Type, r.ID)
-	case r.LastUpdated.Year() < 1678 || r.LastUpdated.Year() > 2261:
-		// last_updated is stored as Unix nanoseconds, which an int64 holds for these years.
-		return fmt.Errorf("storing %s/%s: LastUpdated %s is out of range", r.Type, r.ID, r.LastUpdated)
-	case len(r.JSON) == 0:
-		return fmt.Errorf("storing %s/%s: no JSON", r.Type, r.ID)
-	}
-	return nil
-}
-
-// validType reports whether typ can be a FHIR resource type name: letters only.
-func validType(typ string) bool {
-	if len(typ) == 0 || len(typ) > 64 {
-		return false
-	}
-	for i := 0; i < len(typ); i++ {
-		if c := typ[i] | 0x20; c < 'a' || c > 'z' {
-			return false
-		}
-	}
-	return true
-}
-
-// validID reports whether id is a FHIR logical id: [A-Za-z0-9\-\.]{1,64}.
-func validID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // reader runs the reads of engine.ResourceReader and engine.WorklistReader on the read-only pool
@@ -465,7 +395,7 @@ func scanResource(row interface{ Scan(...any) error }, r *engine.Resource) error
 }
 
 func (rd reader) resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading %s/%s: %w", typ, id, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, currentResourceSQL)
@@ -486,7 +416,7 @@ func (rd reader) resource(ctx context.Context, typ, id string) (*engine.Resource
 }
 
 func (rd reader) resourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading %s/%s version %d: %w", typ, id, version, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resourceVersionSQL)
@@ -501,7 +431,7 @@ func (rd reader) resourceVersion(ctx context.Context, typ, id string, version in
 }
 
 func (rd reader) resourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resourceHistorySQL)
@@ -531,7 +461,7 @@ func (rd reader) resourceHistory(ctx context.Context, typ, id string) ([]*engine
 }
 
 func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error) {
-	if !validType(typ) {
+	if !sqlstore.ValidType(typ) {
 		return "", fmt.Errorf("resolving a %s key: %w", typ, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resolveKeySQL)
@@ -547,7 +477,7 @@ func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error
 }
 
 func (rd reader) resourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
-	if !validType(typ) || len(keys) == 0 {
+	if !sqlstore.ValidType(typ) || len(keys) == 0 {
 		return nil, fmt.Errorf("finding a %s by key: %w", typ, engine.ErrNotFound)
 	}
 	stored := make([]string, len(keys))
@@ -582,7 +512,7 @@ func (rd reader) resourceByKeys(ctx context.Context, typ string, keys []string) 
 // skipped and cut), then the JSON of just that page. Each filter is a semi-join on the index
 // entries; values are placeholders, never text of the query.
 func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
-	if !validType(q.Type) {
+	if !sqlstore.ValidType(q.Type) {
 		return nil, nil
 	}
 	args := []any{q.Type}
@@ -592,16 +522,16 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 			return nil, nil // no value to match: nothing matches
 		}
 		where.WriteString("\n\tAND r.id IN (SELECT i.id FROM resource_index i WHERE i.type = ?1 AND i.param = ? AND (")
-		args = append(args, indexText(f.Param))
+		args = append(args, sqlstore.IndexText(f.Param))
 		for j, v := range f.Values {
 			if j > 0 {
 				where.WriteString(" OR ")
 			}
 			if v.System != "" {
 				where.WriteString("(i.system = ? AND ")
-				args = append(args, indexText(v.System))
+				args = append(args, sqlstore.IndexText(v.System))
 			}
-			value := indexText(v.Value)
+			value := sqlstore.IndexText(v.Value)
 			switch f.Op {
 			case engine.SearchEq:
 				where.WriteString("i.value = ?")
@@ -632,7 +562,7 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 		}
 		where.WriteString("))")
 	}
-	args = append(args, limit(q.Count), max(q.Offset, 0))
+	args = append(args, sqlstore.Limit(q.Count), max(q.Offset, 0))
 	// With filters, the unary + keeps SQLite from walking resources_last_updated to return rows
 	// in order and probing each against the filters — a scan of every resource of the type when
 	// few match (a search by identifier, or for an identifier nobody holds): the index entries

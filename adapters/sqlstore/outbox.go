@@ -115,7 +115,7 @@ func (s *Store) InsertDelivery(ctx context.Context, c Conn, d *engine.Delivery) 
 	var id int64
 	rows, err := c.Query(ctx, s.insertDelivery, engine.StorableText(d.ReportID), d.ReportVersion,
 		engine.StorableText(d.Destination), d.Kind, engine.StorableText(d.QueueKey), string(d.Status),
-		engine.StorableText(d.ControlID), nonNil(d.Payload), d.Attempts, times[0], times[1],
+		engine.StorableText(d.ControlID), NonNil(d.Payload), d.Attempts, times[0], times[1],
 		engine.StorableText(d.LastError), engine.StorableText(d.Response), times[2], times[3],
 		engine.StorableText(d.MappingVersion))
 	if err := s.scanOne(rows, err, func(r rowScanner) error { return r.Scan(&id) }); err != nil {
@@ -283,7 +283,7 @@ func (s *Store) Deliveries(ctx context.Context, c Conn, f engine.DeliveryFilter)
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
-	args = append(args, limit(f.Limit), max(f.Offset, 0))
+	args = append(args, Limit(f.Limit), max(f.Offset, 0))
 	query += " ORDER BY d.id DESC LIMIT " + s.d.Placeholder(len(args)-1) + " OFFSET " + s.d.Placeholder(len(args))
 	out, err := s.queryDeliveries(ctx, c.QueryShape, query, args...)
 	if err != nil {
@@ -322,16 +322,8 @@ func (s *Store) queryDeliveries(ctx context.Context, run func(context.Context, s
 			return nil, s.d.InterpretError(err)
 		}
 		d.Status = engine.DeliveryStatus(status)
-		d.Payload = nonNil(d.Payload)
+		d.Payload = NonNil(d.Payload)
 		out = append(out, &d)
 	}
 	return out, s.d.InterpretError(rows.Err())
-}
-
-// nonNil returns b, or an empty slice for nil: a payload is NOT NULL, and nil binds as NULL.
-func nonNil(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
 }

@@ -158,14 +158,3 @@ func (st scanTime) Scan(v any) error {
 	}
 	return nil
 }
-
-// limit applies the default (100) and cap (1000) of a list's Limit, as the stores' other lists do.
-func limit(n int) int {
-	switch {
-	case n <= 0:
-		return 100
-	case n > 1000:
-		return 1000
-	}
-	return n
-}

@@ -147,7 +147,7 @@ func (s *Store) OverdueQuery(now time.Time, sla engine.SLAs, n int) (string, []a
 	if len(terms) == 0 {
 		return "", nil, nil
 	}
-	args = append(args, limit(n))
+	args = append(args, Limit(n))
 	query := `SELECT ` + turnaroundColumns + ` FROM turnaround
 WHERE ` + s.d.TimeUnset("final_at") + ` AND ` + s.d.TimeUnset("closed_at") + ` AND ` + s.d.TimeSet("study_at") +
 		` AND (` + strings.Join(terms, " OR ") + `)
