@@ -2,8 +2,9 @@
 // the Modality Worklist) and engine.InstanceStore (received DICOM instances) on PostgreSQL through github.com/lib/pq. Several Ferry nodes may share one database; everything that must be unique
 // across them (a duplicate MSH-10, …) is a database constraint, never a map in one node's memory.
 //
-// All of Ferry's PostgreSQL SQL lives in this package; the schema is in migrations/postgres and
-// is applied by Migrate. Commits are durable: Open refuses a session with synchronous_commit off,
+// The SQL both stores share (worklist, turnaround, links, outbox) is adapters/sqlstore's, in
+// PostgreSQL's text through this package's dialect; the rest, and the statements tuned for
+// PostgreSQL alone, live here. The schema is in migrations/postgres and is applied by Migrate. Commits are durable: Open refuses a session with synchronous_commit off,
 // because Ferry acknowledges a message only after its commit returns.
 package postgres
 
@@ -22,6 +23,7 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
+	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/migrations"
 )
@@ -43,6 +45,9 @@ type Store struct {
 	mu      sync.Mutex
 	oneStmt *sql.Stmt            // commitOneSQL, on ingest
 	stmts   map[string]*sql.Stmt // statements of fixed text on db, by text (see prepare)
+
+	// Pool is adapters/sqlstore's areas (worklist, turnaround, links, outbox) on this store's pool.
+	sqlstore.Pool
 }
 
 var _ engine.Store = (*Store)(nil)
@@ -80,7 +85,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, ingest: ingest}, nil
+	s := &Store{db: db, ingest: ingest}
+	s.Pool = sqlstore.Pool{S: shared, C: reader{s: s}}
+	return s, nil
 }
 
 // openIngest opens Store.ingest: the same server, database and settings as dsn, plus the
@@ -337,7 +344,7 @@ func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := validate(msgs); err != nil {
+	if err := shared.ValidateBatch(msgs); err != nil {
 		return err
 	}
 	one, batchStmt, err := s.statements(ctx)
@@ -441,14 +448,14 @@ func columnsOf(msgs []*engine.InboundMessage) *columns {
 		c.channel[i] = storableText(m.Channel)
 		c.receivedAt[i] = m.ReceivedAt
 		c.peerAddr[i] = storableText(m.PeerAddr)
-		c.raw[i] = nonNil(m.Raw)
+		c.raw[i] = sqlstore.NonNil(m.Raw)
 		c.app[i] = storableText(m.SendingApplication)
 		c.facility[i] = storableText(m.SendingFacility)
 		c.msgType[i] = storableText(m.MessageType)
 		c.controlID[i] = storableText(m.ControlID)
 		c.version[i] = storableText(m.Version)
 		c.status[i] = string(m.Status)
-		c.ack[i] = nonNil(m.ACK)
+		c.ack[i] = sqlstore.NonNil(m.ACK)
 		c.ackCode[i] = storableText(m.ACKCode)
 		c.errText[i] = storableText(m.Error)
 		c.duplicateOf[i] = m.DuplicateOf
@@ -728,7 +735,7 @@ func (s *Store) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	args = append(args, limit(f.Limit))
+	args = append(args, sqlstore.Limit(f.Limit))
 	q += fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(args))
 
 	rows, err := s.db.QueryContext(ctx, q, args...)
@@ -806,23 +813,6 @@ func interpretError(err error) error {
 	return err
 }
 
-// validate rejects a batch that no correct caller sends, before anything is written.
-func validate(msgs []*engine.InboundMessage) error {
-	for i, m := range msgs {
-		switch {
-		case m == nil:
-			return fmt.Errorf("message %d of the batch is nil", i)
-		case !m.Status.Valid():
-			return fmt.Errorf("message %d of the batch: invalid status %q", i, m.Status)
-		case m.ReceivedAt.IsZero():
-			return fmt.Errorf("message %d of the batch: ReceivedAt is not set", i)
-		case (m.Status == engine.StatusDuplicate) != (m.DuplicateOf != 0):
-			return fmt.Errorf("message %d of the batch: DuplicateOf must be set exactly when Status is duplicate", i)
-		}
-	}
-	return nil
-}
-
 // dupKey is the duplicate rule's key: MSH-3, MSH-4, MSH-10.
 type dupKey struct{ application, facility, controlID string }
 
@@ -834,26 +824,7 @@ const timestampLayout = "2006-01-02 15:04:05.999999Z07:00"
 // not fail the batch it is in. The raw message keeps the original bytes.
 func storableText(s string) string { return engine.StorableText(s) }
 
-// nonNil returns b, or an empty slice for nil: lib/pq sends nil as NULL.
-func nonNil(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
-}
-
 // escapeLike escapes LIKE's wildcards so that s matches only itself.
 func escapeLike(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
-}
-
-// limit applies MessageFilter.Limit's default and cap.
-func limit(n int) int {
-	switch {
-	case n <= 0:
-		return 100
-	case n > 1000:
-		return 1000
-	}
-	return n
 }

@@ -8,10 +8,10 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/lib/pq"
 
+	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -26,32 +26,21 @@ import (
 type Tx struct {
 	s  *Store
 	tx *sql.Tx
-	// savepoint: a Savepoint is set, so the next one releases it first and RollbackToSavepoint
-	// has somewhere to go.
-	savepoint bool
-	// failed is the error after which the transaction takes only RollbackToSavepoint and
-	// Rollback; nil while it is usable.
-	failed error
-	done   bool // committed or rolled back
+	// TxState is the savepoint, Commit and Rollback, and the rule that a failed step refuses
+	// those after it (Usable, Check), as both stores keep them.
+	sqlstore.TxState
+	// TxSteps are the steps of adapters/sqlstore (worklist, turnaround, links, outbox) on this
+	// transaction, guarded by it (Usable, Check). Made once, in Begin.
+	sqlstore.TxSteps
 }
 
 var _ engine.Tx = (*Tx)(nil)
 
-// errTxFailed is returned by a step of a Tx after an earlier step failed.
-var errTxFailed = errors.New("transaction refused after an earlier error: roll back to the savepoint, or roll back")
-
-// errTxDone is returned by a step of a Tx after Commit or Rollback.
-var errTxDone = errors.New("transaction already committed or rolled back")
-
 // txStatements are the statements a Tx prepares: Begin prepares them on the pool before it takes
 // a connection for the transaction, so that no step waits for a second connection.
-var txStatements = []string{insertOneSQL, insertBatchSQL, currentResourceSQL, resourceVersionSQL,
-	resourceHistorySQL, resolveKeySQL, resourceByKeysSQL, putResourceSQL, putWorklistItemSQL,
-	deleteWorklistItemSQL, claimPendingSQL, finishPendingSQL, putStudyLinkSQL, studyLinksOfPatientSQL,
-	finishStudyDerivationSQL, insertDeliverySQL, markTurnaroundSQL}
-
-// savepointName is the one savepoint a Tx keeps.
-const savepointName = "ferry_step"
+var txStatements = append([]string{insertOneSQL, insertBatchSQL, currentResourceSQL, resourceVersionSQL,
+	resourceHistorySQL, resolveKeySQL, resourceByKeysSQL, putResourceSQL, claimPendingSQL,
+	finishPendingSQL}, shared.TxStatements()...)
 
 // Begin starts a READ COMMITTED transaction on the main pool. Its writes lock what they change
 // (a resource's current-version row, a key, an accepted message's key) until it ends, so a node
@@ -66,27 +55,9 @@ func (s *Store) Begin(ctx context.Context) (engine.Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("beginning transaction: %w", interpretError(err))
 	}
-	return &Tx{s: s, tx: tx}, nil
-}
-
-// usable returns nil when t takes another step.
-func (t *Tx) usable() error {
-	switch {
-	case t.done:
-		return errTxDone
-	case t.failed != nil:
-		return fmt.Errorf("%w (it failed with: %v)", errTxFailed, t.failed)
-	}
-	return nil
-}
-
-// check records err, if it is a failure, as the reason t refuses further steps, and returns it.
-// Not found is an answer, not a failure: PostgreSQL keeps the transaction going after it.
-func (t *Tx) check(err error) error {
-	if err != nil && !errors.Is(err, engine.ErrNotFound) {
-		t.failed = err
-	}
-	return err
+	t := &Tx{s: s, tx: tx, TxState: sqlstore.NewTxState(theDialect, tx)}
+	t.TxSteps = sqlstore.TxSteps{S: shared, C: reader{s: s, tx: tx}, G: t}
+	return t, nil
 }
 
 // insertOneSQL inserts one message of a Tx, or nothing when an accepted message holds its key
@@ -106,11 +77,11 @@ RETURNING id`
 // its duplicate. If another transaction holds m's key, the insert waits for it to end; if it
 // commits, m is its duplicate.
 func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
 	msgs := []*engine.InboundMessage{m}
-	if err := validate(msgs); err != nil {
+	if err := shared.ValidateBatch(msgs); err != nil {
 		return err
 	}
 	one, err := t.s.prepare(ctx, insertOneSQL)
@@ -133,7 +104,7 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 		err = insertBatch(ctx, t.tx, batch, cols, out)
 	}
 	if err != nil {
-		return t.check(fmt.Errorf("inserting inbound message: %w", interpretError(err)))
+		return t.Check(fmt.Errorf("inserting inbound message: %w", interpretError(err)))
 	}
 	cols.applyTo(m, 0, out[0])
 	return nil
@@ -160,7 +131,7 @@ WHERE id = $1 AND status = 'accepted' AND pending`
 // claimPendingSQL); messages another transaction has claimed are skipped, so workers on several
 // nodes take disjoint sets. A claimed message whose transaction rolls back is claimable again.
 func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMessage, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	if limit <= 0 {
@@ -172,19 +143,19 @@ func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMess
 	}
 	rows, err := t.tx.StmtContext(ctx, stmt).QueryContext(ctx, limit)
 	if err != nil {
-		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 	}
 	defer rows.Close()
 	var out []*engine.InboundMessage
 	for rows.Next() {
 		m, err := scanMessage(rows)
 		if err != nil {
-			return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+			return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 		}
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 	}
 	return out, nil
 }
@@ -193,7 +164,7 @@ func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMess
 // valid UTF-8, storableText). engine.ErrNotFound when id is not an accepted, pending message
 // (the transaction goes on).
 func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
 	stmt, err := t.s.prepare(ctx, finishPendingSQL)
@@ -202,76 +173,12 @@ func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, proces
 	}
 	res, err := t.tx.StmtContext(ctx, stmt).ExecContext(ctx, id, storableText(mappingVersion), storableText(processingError))
 	if err != nil {
-		return t.check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
+		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return t.check(fmt.Errorf("finishing pending message %d: %w", id, err))
+		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, err))
 	} else if n == 0 {
 		return fmt.Errorf("finishing pending message %d: %w", id, engine.ErrNotFound)
-	}
-	return nil
-}
-
-// Savepoint sets the savepoint, releasing the previous one in the same round trip: a
-// transaction keeps one, whatever the number of steps.
-func (t *Tx) Savepoint(ctx context.Context) error {
-	if err := t.usable(); err != nil {
-		return err
-	}
-	query := "SAVEPOINT " + savepointName
-	if t.savepoint {
-		query = "RELEASE SAVEPOINT " + savepointName + "; " + query
-	}
-	// No arguments: lib/pq sends it as one simple query, both statements in one round trip.
-	if _, err := t.tx.ExecContext(ctx, query); err != nil {
-		return t.check(fmt.Errorf("setting savepoint: %w", interpretError(err)))
-	}
-	t.savepoint = true
-	return nil
-}
-
-// RollbackToSavepoint undoes everything since the savepoint, a failed statement included, and
-// makes t usable again. The savepoint stays set.
-func (t *Tx) RollbackToSavepoint(ctx context.Context) error {
-	switch {
-	case t.done:
-		return errTxDone
-	case !t.savepoint:
-		return errors.New("rolling back to savepoint: no savepoint set")
-	}
-	if _, err := t.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+savepointName); err != nil {
-		t.failed = err
-		return fmt.Errorf("rolling back to savepoint: %w", interpretError(err))
-	}
-	t.failed = nil
-	return nil
-}
-
-// Commit commits and returns once the commit is flushed (Open checked synchronous_commit). A
-// transaction that failed is rolled back instead, and Commit says so.
-func (t *Tx) Commit() error {
-	if t.done {
-		return errTxDone
-	}
-	t.done = true
-	if t.failed != nil {
-		t.tx.Rollback()
-		return fmt.Errorf("committing: %w (it failed with: %v); rolled back", errTxFailed, t.failed)
-	}
-	if err := t.tx.Commit(); err != nil {
-		return fmt.Errorf("committing: %w", interpretError(err))
-	}
-	return nil
-}
-
-// Rollback abandons the transaction; after Commit or Rollback it does nothing.
-func (t *Tx) Rollback() error {
-	if t.done {
-		return nil
-	}
-	t.done = true
-	if err := t.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("rolling back: %w", interpretError(err))
 	}
 	return nil
 }
@@ -349,16 +256,16 @@ SELECT EXISTS (SELECT FROM head)`
 // when r.VersionID is not the current version + 1 or a key of r.Keys is held by another resource
 // of the type, and then nothing of r is written.
 func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
-	if err := validateResource(r); err != nil {
+	if err := shared.ValidateResource(r); err != nil {
 		return err
 	}
 	n := len(r.Index)
 	params, systems, values := make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n)
 	for i, e := range r.Index {
-		params[i], systems[i], values[i] = indexText(e.Param), indexText(e.System), indexText(e.Value)
+		params[i], systems[i], values[i] = sqlstore.IndexText(e.Param), sqlstore.IndexText(e.System), sqlstore.IndexText(e.Value)
 	}
 	keys := make(pq.StringArray, len(r.Keys))
 	for i, k := range r.Keys {
@@ -378,77 +285,9 @@ func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
 		err = fmt.Errorf("version %d does not follow the current one: %w", r.VersionID, engine.ErrConflict)
 	}
 	if err != nil {
-		return t.check(fmt.Errorf("storing %s/%s version %d: %w", r.Type, r.ID, r.VersionID, interpretError(err)))
+		return t.Check(fmt.Errorf("storing %s/%s version %d: %w", r.Type, r.ID, r.VersionID, interpretError(err)))
 	}
 	return nil
-}
-
-// maxIndexText is the most bytes of an index entry's param, system or value that the store keeps
-// and compares: a btree entry of PostgreSQL must fit in about a third of a page (2,704 bytes), and
-// an entry of resource_index holds type, id and all three. A longer text (a narrative, a long
-// address) is cut, so that the resource is stored and found by its first 512 bytes instead of
-// failing the message.
-const maxIndexText = 512
-
-// indexText returns s as resource_index keeps it: storable (storableText) and cut to
-// maxIndexText bytes at a UTF-8 boundary. Search values go through it too, so that a value
-// compares with what was stored of it.
-func indexText(s string) string {
-	s = storableText(s)
-	if len(s) <= maxIndexText {
-		return s
-	}
-	n := maxIndexText
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n-- // s[n] continues the rune that starts before it: cut before that rune
-	}
-	return s[:n]
-}
-
-// validateResource rejects a resource no correct caller writes, before anything is sent.
-func validateResource(r *engine.Resource) error {
-	switch {
-	case r == nil:
-		return errors.New("storing resource: nil")
-	case !validType(r.Type):
-		return fmt.Errorf("storing resource: invalid type %q", r.Type)
-	case !validID(r.ID):
-		return fmt.Errorf("storing %s: invalid id %q", r.Type, r.ID)
-	case r.VersionID < 1:
-		return fmt.Errorf("storing %s/%s: version %d, want 1 or more", r.Type, r.ID, r.VersionID)
-	case r.LastUpdated.IsZero():
-		return fmt.Errorf("storing %s/%s: LastUpdated is not set", r.Type, r.ID)
-	case len(r.JSON) == 0:
-		return fmt.Errorf("storing %s/%s: no JSON", r.Type, r.ID)
-	}
-	return nil
-}
-
-// validType reports whether typ can be a FHIR resource type name: letters only.
-func validType(typ string) bool {
-	if len(typ) == 0 || len(typ) > 64 {
-		return false
-	}
-	for i := 0; i < len(typ); i++ {
-		if c := typ[i] | 0x20; c < 'a' || c > 'z' {
-			return false
-		}
-	}
-	return true
-}
-
-// validID reports whether id is a FHIR logical id: [A-Za-z0-9\-\.]{1,64}.
-func validID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // reader runs the reads of engine.ResourceReader and engine.WorklistReader on the pool (a
@@ -467,10 +306,10 @@ func (rd reader) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	return rd.tx.StmtContext(ctx, stmt), nil
 }
 
-// queryShape runs a query whose text takes one of a few shapes: prepared (Store.prepare) on the
+// QueryShape runs a query whose text takes one of a few shapes: prepared (Store.prepare) on the
 // pool; in a transaction, prepared if the pool has prepared it already, else unprepared, because
 // preparing on the pool would take a second connection.
-func (rd reader) queryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+func (rd reader) QueryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	if rd.tx == nil {
 		stmt, err := rd.s.prepare(ctx, query)
 		if err != nil {
@@ -550,7 +389,7 @@ WHERE r.type = $1 AND r.id = (
 const resourceByKeysSlots = 8
 
 func (rd reader) resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading %s/%s: %w", typ, id, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, currentResourceSQL)
@@ -568,7 +407,7 @@ func (rd reader) resource(ctx context.Context, typ, id string) (*engine.Resource
 }
 
 func (rd reader) resourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading %s/%s version %d: %w", typ, id, version, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resourceVersionSQL)
@@ -584,7 +423,7 @@ func (rd reader) resourceVersion(ctx context.Context, typ, id string, version in
 }
 
 func (rd reader) resourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resourceHistorySQL)
@@ -615,7 +454,7 @@ func (rd reader) resourceHistory(ctx context.Context, typ, id string) ([]*engine
 }
 
 func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error) {
-	if !validType(typ) {
+	if !sqlstore.ValidType(typ) {
 		return "", fmt.Errorf("resolving a %s key: %w", typ, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resolveKeySQL)
@@ -631,7 +470,7 @@ func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error
 }
 
 func (rd reader) resourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
-	if !validType(typ) {
+	if !sqlstore.ValidType(typ) {
 		return nil, fmt.Errorf("finding a %s by key: %w", typ, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resourceByKeysSQL)
@@ -668,7 +507,7 @@ func (rd reader) resourceByKeys(ctx context.Context, typ string, keys []string) 
 // skipped and cut), then the JSON of just that page. Each filter is a semi-join on the index
 // entries; values are placeholders, never text of the query.
 func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
-	if !validType(q.Type) {
+	if !sqlstore.ValidType(q.Type) {
 		return nil, nil
 	}
 	args := []any{q.Type}
@@ -682,7 +521,7 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 			return nil, nil // no value to match: nothing matches
 		}
 		fmt.Fprintf(&where, "\n\tAND r.id IN (SELECT i.id FROM resource_index i WHERE i.type = $1 AND i.param = %s AND (",
-			arg(indexText(f.Param)))
+			arg(sqlstore.IndexText(f.Param)))
 		if anyOf := equalValues(f); anyOf != nil {
 			// One index condition (a scalar array match the btree answers value by value),
 			// where ORed equalities could end up a filter over every entry of the parameter.
@@ -693,7 +532,7 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 			if j > 0 {
 				where.WriteString(" OR ")
 			}
-			value := indexText(v.Value)
+			value := sqlstore.IndexText(v.Value)
 			var cond string
 			switch f.Op {
 			case engine.SearchEq:
@@ -712,7 +551,7 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 				return nil, fmt.Errorf("searching %s: unknown operator %q", q.Type, f.Op)
 			}
 			if v.System != "" {
-				cond = "(i.system = " + arg(indexText(v.System)) + " AND " + cond + ")"
+				cond = "(i.system = " + arg(sqlstore.IndexText(v.System)) + " AND " + cond + ")"
 			}
 			where.WriteString(cond)
 		}
@@ -733,7 +572,7 @@ ORDER BY p.last_updated DESC, p.id`
 	// several values are one array), and planning each execution anew cost more than running it
 	// (1.5 ms against 0.6 ms for the linker's lookups). A prefix needs its value to be planned
 	// as an index range; and the number of shapes kept is bounded, whatever clients send.
-	run := rd.queryShape
+	run := rd.QueryShape
 	if hasPrefix(q.Filters) || rd.s.preparedCount() >= maxPreparedSearches {
 		run = rd.query
 	}
@@ -780,13 +619,13 @@ func equalValues(f engine.SearchFilter) pq.StringArray {
 		if v.System != "" {
 			return nil
 		}
-		out[i] = indexText(v.Value)
+		out[i] = sqlstore.IndexText(v.Value)
 	}
 	return out
 }
 
 // count applies ResourceQuery.Count's default and cap, which are MessageFilter.Limit's.
-func count(n int) int { return limit(n) }
+func count(n int) int { return sqlstore.Limit(n) }
 
 // The reads of Store run on the pool and see committed data.
 
@@ -825,55 +664,55 @@ func (s *Store) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]
 
 // Resource returns the current version of typ/id, or engine.ErrNotFound.
 func (t *Tx) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t.tx}.resource(ctx, typ, id)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // ResourceVersion returns one version of typ/id, or engine.ErrNotFound.
 func (t *Tx) ResourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t.tx}.resourceVersion(ctx, typ, id, version)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // ResourceHistory returns every version of typ/id, newest first, or engine.ErrNotFound.
 func (t *Tx) ResourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	rs, err := reader{s: t.s, tx: t.tx}.resourceHistory(ctx, typ, id)
-	return rs, t.check(err)
+	return rs, t.Check(err)
 }
 
 // ResolveKey returns the id of the resource of typ holding key, or engine.ErrNotFound.
 func (t *Tx) ResolveKey(ctx context.Context, typ, key string) (string, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return "", err
 	}
 	id, err := reader{s: t.s, tx: t.tx}.resolveKey(ctx, typ, key)
-	return id, t.check(err)
+	return id, t.Check(err)
 }
 
 // ResourceByKeys returns the current version of the resource of typ holding the first of keys
 // that any resource holds, in one statement, or engine.ErrNotFound.
 func (t *Tx) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t.tx}.resourceByKeys(ctx, typ, keys)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // SearchResources returns the current versions matching q, as engine.ResourceReader documents.
 func (t *Tx) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	rs, err := reader{s: t.s, tx: t.tx}.searchResources(ctx, q)
-	return rs, t.check(err)
+	return rs, t.Check(err)
 }

@@ -88,7 +88,7 @@ func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added b
 	}
 	// Prepared before the transaction takes the writer's one connection (see Store.prepare).
 	var stmts [4]*sql.Stmt
-	for i, query := range []string{insertInstanceSQL, upsertSeriesSQL, upsertStudySQL, queueDerivationSQL} {
+	for i, query := range []string{insertInstanceSQL, upsertSeriesSQL, upsertStudySQL, shared.QueueDerivationSQL()} {
 		if stmts[i], err = s.prepare(ctx, s.writer, query); err != nil {
 			return false, err
 		}

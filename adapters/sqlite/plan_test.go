@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ferryhealth/ferry/adapters/sqlstore"
 )
 
 // TestQueryPlans: the statements that must stay index probes as tables grow are planned so on an
@@ -30,9 +32,9 @@ func TestQueryPlans(t *testing.T) {
 			[]string{"SCAN q VIRTUAL TABLE", "SEARCH k USING PRIMARY KEY (type=? AND key=?)", "SEARCH r USING PRIMARY KEY"}},
 		{"ClaimPending", claimPendingSQL, []any{10},
 			[]string{"SCAN inbound_messages USING INDEX inbound_messages_pending"}},
-		{"DueDeliveries", dueDeliveriesSQL, []any{int64(1), 10, `["A/B"]`},
+		{"DueDeliveries", dialect{}.DueDeliveriesSQL(sqlstore.DeliveryColumns, sqlstore.HeadOfQueue), []any{int64(1), 10, `["A/B"]`},
 			[]string{"SEARCH d USING INDEX deliveries_pending_due (next_attempt_at<?)", "USING COVERING INDEX deliveries_pending_queue (queue_key=? AND id<?)"}},
-		{"PostponeDestination", postponeDestinationSQL, []any{"A/B", "A/B|", "A/B}", int64(2), int64(1)},
+		{"PostponeDestination", dialect{}.PostponeDestinationSQL(), []any{"A/B", "A/B|", "A/B}", int64(2), int64(1)},
 			[]string{"SEARCH deliveries USING INDEX deliveries_pending_queue (queue_key>? AND queue_key<?)"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

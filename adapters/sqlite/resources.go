@@ -9,8 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -25,35 +25,22 @@ import (
 type Tx struct {
 	s  *Store
 	tx *sql.Tx
-	// savepoint: a Savepoint is set, so the next one releases it first and RollbackToSavepoint
-	// has somewhere to go.
-	savepoint bool
-	// failed is the error after which the transaction takes only RollbackToSavepoint and
-	// Rollback; nil while it is usable.
-	failed error
-	done   bool // committed or rolled back
+	// TxState is the savepoint, Commit and Rollback, and the rule that a failed step refuses
+	// those after it (Usable, Check), as both stores keep them.
+	sqlstore.TxState
+	// TxSteps are the steps of adapters/sqlstore (worklist, turnaround, links, outbox) on this
+	// transaction, guarded by it (Usable, Check). Made once, in Begin.
+	sqlstore.TxSteps
 }
 
 var _ engine.Tx = (*Tx)(nil)
 
-// errTxFailed is returned by a step of a Tx after an earlier step failed.
-var errTxFailed = errors.New("transaction refused after an earlier error: roll back to the savepoint, or roll back")
-
-// errTxDone is returned by a step of a Tx after Commit or Rollback.
-var errTxDone = errors.New("transaction already committed or rolled back")
-
 // txStatements are the statements a Tx runs prepared: Begin prepares them on the writer before it
 // takes the writer's connection (see Store.prepare).
-var txStatements = []string{insertSQL, findAcceptedSQL, claimPendingSQL, finishPendingSQL,
+var txStatements = append([]string{insertSQL, findAcceptedSQL, claimPendingSQL, finishPendingSQL,
 	currentResourceSQL, resourceVersionSQL, resourceHistorySQL, resolveKeySQL, resourceByKeysSQL,
 	currentVersionSQL, putHeadSQL, insertVersionSQL,
-	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL,
-	putWorklistItemSQL, deleteWorklistItemSQL,
-	upsertLinkSQL, insertLinkHistorySQL, queueDerivationSQL, studyLinksOfPatientSQL,
-	finishStudyDerivationSQL, insertDeliverySQL, markTurnaroundSQL}
-
-// savepointName is the one savepoint a Tx keeps.
-const savepointName = "ferry_step"
+	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL}, shared.TxStatements()...)
 
 // Begin starts a BEGIN IMMEDIATE transaction on the writer connection (the writer's _txlock),
 // waiting for the one before it to end.
@@ -67,27 +54,9 @@ func (s *Store) Begin(ctx context.Context) (engine.Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("beginning transaction: %w", interpretError(err))
 	}
-	return &Tx{s: s, tx: tx}, nil
-}
-
-// usable returns nil when t takes another step.
-func (t *Tx) usable() error {
-	switch {
-	case t.done:
-		return errTxDone
-	case t.failed != nil:
-		return fmt.Errorf("%w (it failed with: %v)", errTxFailed, t.failed)
-	}
-	return nil
-}
-
-// check records err, if it is a failure, as the reason t refuses further steps, and returns it.
-// Not found is an answer, not a failure.
-func (t *Tx) check(err error) error {
-	if err != nil && !errors.Is(err, engine.ErrNotFound) {
-		t.failed = err
-	}
-	return err
+	t := &Tx{s: s, tx: tx, TxState: sqlstore.NewTxState(theDialect, tx)}
+	t.TxSteps = sqlstore.TxSteps{S: shared, C: reader{s: s, tx: t}, G: t}
+	return t, nil
 }
 
 // stmt returns query, which Begin prepared, bound to the transaction.
@@ -102,10 +71,10 @@ func (t *Tx) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 // InsertInbound stores m with the duplicate rule, through the code CommitInbound stores each
 // message of a batch with (insertMessage).
 func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
-	if err := validate([]*engine.InboundMessage{m}); err != nil {
+	if err := shared.ValidateBatch([]*engine.InboundMessage{m}); err != nil {
 		return err
 	}
 	insert, err := t.stmt(ctx, insertSQL)
@@ -118,7 +87,7 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 	}
 	stored := storableMessage(m)
 	if err := insertMessage(ctx, insert, findAccepted, &stored); err != nil {
-		return t.check(fmt.Errorf("inserting inbound message: %w", err))
+		return t.Check(fmt.Errorf("inserting inbound message: %w", err))
 	}
 	applyStored(m, &stored)
 	return nil
@@ -143,7 +112,7 @@ WHERE id = ?1 AND status = 'accepted' AND pending = 1`
 // one writer connection, so no other transaction claims them meanwhile; if it rolls back, they
 // are pending still.
 func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMessage, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	if limit <= 0 {
@@ -155,19 +124,19 @@ func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMess
 	}
 	rows, err := stmt.QueryContext(ctx, limit)
 	if err != nil {
-		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 	}
 	defer rows.Close()
 	var out []*engine.InboundMessage
 	for rows.Next() {
 		m, err := scanMessage(rows)
 		if err != nil {
-			return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+			return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 		}
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, t.check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
+		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 	}
 	return out, nil
 }
@@ -176,7 +145,7 @@ func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMess
 // valid UTF-8, storableText). engine.ErrNotFound when id is not an accepted, pending message
 // (the transaction goes on).
 func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
 	stmt, err := t.stmt(ctx, finishPendingSQL)
@@ -185,76 +154,12 @@ func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, proces
 	}
 	res, err := stmt.ExecContext(ctx, id, storableText(mappingVersion), storableText(processingError))
 	if err != nil {
-		return t.check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
+		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return t.check(fmt.Errorf("finishing pending message %d: %w", id, err))
+		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, err))
 	} else if n == 0 {
 		return fmt.Errorf("finishing pending message %d: %w", id, engine.ErrNotFound)
-	}
-	return nil
-}
-
-// Savepoint sets the savepoint, releasing the previous one: a transaction keeps one.
-func (t *Tx) Savepoint(ctx context.Context) error {
-	if err := t.usable(); err != nil {
-		return err
-	}
-	if t.savepoint {
-		if _, err := t.tx.ExecContext(ctx, "RELEASE "+savepointName); err != nil {
-			return t.check(fmt.Errorf("releasing savepoint: %w", interpretError(err)))
-		}
-		t.savepoint = false
-	}
-	if _, err := t.tx.ExecContext(ctx, "SAVEPOINT "+savepointName); err != nil {
-		return t.check(fmt.Errorf("setting savepoint: %w", interpretError(err)))
-	}
-	t.savepoint = true
-	return nil
-}
-
-// RollbackToSavepoint undoes everything since the savepoint and makes t usable again. The
-// savepoint stays set.
-func (t *Tx) RollbackToSavepoint(ctx context.Context) error {
-	switch {
-	case t.done:
-		return errTxDone
-	case !t.savepoint:
-		return errors.New("rolling back to savepoint: no savepoint set")
-	}
-	if _, err := t.tx.ExecContext(ctx, "ROLLBACK TO "+savepointName); err != nil {
-		t.failed = err
-		return fmt.Errorf("rolling back to savepoint: %w", interpretError(err))
-	}
-	t.failed = nil
-	return nil
-}
-
-// Commit commits and returns once the WAL is fsynced (synchronous=FULL, checked at Open). A
-// transaction that failed is rolled back instead, and Commit says so.
-func (t *Tx) Commit() error {
-	if t.done {
-		return errTxDone
-	}
-	t.done = true
-	if t.failed != nil {
-		t.tx.Rollback()
-		return fmt.Errorf("committing: %w (it failed with: %v); rolled back", errTxFailed, t.failed)
-	}
-	if err := t.tx.Commit(); err != nil {
-		return fmt.Errorf("committing: %w", interpretError(err))
-	}
-	return nil
-}
-
-// Rollback abandons the transaction; after Commit or Rollback it does nothing.
-func (t *Tx) Rollback() error {
-	if t.done {
-		return nil
-	}
-	t.done = true
-	if err := t.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("rolling back: %w", interpretError(err))
 	}
 	return nil
 }
@@ -280,14 +185,14 @@ ON CONFLICT DO NOTHING`
 // held by another resource of the type, and then nothing of r is written. The key table's primary
 // key stays the rule (a violation is ErrConflict too).
 func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return err
 	}
-	if err := validateResource(r); err != nil {
+	if err := shared.ValidateResource(r); err != nil {
 		return err
 	}
 	if err := t.putResource(ctx, r); err != nil {
-		return t.check(fmt.Errorf("storing %s/%s version %d: %w", r.Type, r.ID, r.VersionID, err))
+		return t.Check(fmt.Errorf("storing %s/%s version %d: %w", r.Type, r.ID, r.VersionID, err))
 	}
 	return nil
 }
@@ -348,7 +253,7 @@ func (t *Tx) putResource(ctx context.Context, r *engine.Resource) error {
 			return err
 		}
 		for _, e := range r.Index {
-			_, err := insert.ExecContext(ctx, r.Type, r.ID, indexText(e.Param), indexText(e.System), indexText(e.Value))
+			_, err := insert.ExecContext(ctx, r.Type, r.ID, sqlstore.IndexText(e.Param), sqlstore.IndexText(e.System), sqlstore.IndexText(e.Value))
 			if err != nil {
 				return interpretError(err)
 			}
@@ -407,75 +312,6 @@ func (t *Tx) exec(ctx context.Context, query string, args ...any) error {
 	return interpretError(err)
 }
 
-// maxIndexText is the most bytes of an index entry's param, system or value that the store keeps
-// and compares, as adapters/postgres keeps (where a longer btree entry fails): a longer text is
-// cut, so that both stores find a resource by the same first 512 bytes.
-const maxIndexText = 512
-
-// indexText returns s as resource_index keeps it: storable (storableText) and cut to
-// maxIndexText bytes at a UTF-8 boundary. Search values go through it too, so that a value
-// compares with what was stored of it.
-func indexText(s string) string {
-	s = storableText(s)
-	if len(s) <= maxIndexText {
-		return s
-	}
-	n := maxIndexText
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n-- // s[n] continues the rune that starts before it: cut before that rune
-	}
-	return s[:n]
-}
-
-// validateResource rejects a resource no correct caller writes, before anything is written.
-func validateResource(r *engine.Resource) error {
-	switch {
-	case r == nil:
-		return errors.New("storing resource: nil")
-	case !validType(r.Type):
-		return fmt.Errorf("storing resource: invalid type %q", r.Type)
-	case !validID(r.ID):
-		return fmt.Errorf("storing %s: invalid id %q", r.Type, r.ID)
-	case r.VersionID < 1:
-		return fmt.Errorf("storing %s/%s: version %d, want 1 or more", r.Type, r.ID, r.VersionID)
-	case r.LastUpdated.IsZero():
-		return fmt.Errorf("storing %s/%s: LastUpdated is not set", r.Type, r.ID)
-	case r.LastUpdated.Year() < 1678 || r.LastUpdated.Year() > 2261:
-		// last_updated is stored as Unix nanoseconds, which an int64 holds for these years.
-		return fmt.Errorf("storing %s/%s: LastUpdated %s is out of range", r.Type, r.ID, r.LastUpdated)
-	case len(r.JSON) == 0:
-		return fmt.Errorf("storing %s/%s: no JSON", r.Type, r.ID)
-	}
-	return nil
-}
-
-// validType reports whether typ can be a FHIR resource type name: letters only.
-func validType(typ string) bool {
-	if len(typ) == 0 || len(typ) > 64 {
-		return false
-	}
-	for i := 0; i < len(typ); i++ {
-		if c := typ[i] | 0x20; c < 'a' || c > 'z' {
-			return false
-		}
-	}
-	return true
-}
-
-// validID reports whether id is a FHIR logical id: [A-Za-z0-9\-\.]{1,64}.
-func validID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
 // reader runs the reads of engine.ResourceReader and engine.WorklistReader on the read-only pool
 // (a Store's: committed data) or on a transaction (a Tx's, which sees its own writes).
 type reader struct {
@@ -491,10 +327,10 @@ func (rd reader) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	return rd.s.prepare(ctx, rd.s.reader, query)
 }
 
-// queryShape runs a query whose text takes one of a few shapes: prepared on the read-only pool;
+// QueryShape runs a query whose text takes one of a few shapes: prepared on the read-only pool;
 // in a transaction, unprepared (SQLite parses it in process; preparing on the writer would wait
 // for the connection the transaction holds).
-func (rd reader) queryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+func (rd reader) QueryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	if rd.tx != nil {
 		return rd.tx.tx.QueryContext(ctx, query, args...)
 	}
@@ -559,7 +395,7 @@ func scanResource(row interface{ Scan(...any) error }, r *engine.Resource) error
 }
 
 func (rd reader) resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading %s/%s: %w", typ, id, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, currentResourceSQL)
@@ -580,7 +416,7 @@ func (rd reader) resource(ctx context.Context, typ, id string) (*engine.Resource
 }
 
 func (rd reader) resourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading %s/%s version %d: %w", typ, id, version, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resourceVersionSQL)
@@ -595,7 +431,7 @@ func (rd reader) resourceVersion(ctx context.Context, typ, id string, version in
 }
 
 func (rd reader) resourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
-	if !validType(typ) || !validID(id) {
+	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
 		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resourceHistorySQL)
@@ -625,7 +461,7 @@ func (rd reader) resourceHistory(ctx context.Context, typ, id string) ([]*engine
 }
 
 func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error) {
-	if !validType(typ) {
+	if !sqlstore.ValidType(typ) {
 		return "", fmt.Errorf("resolving a %s key: %w", typ, engine.ErrNotFound)
 	}
 	stmt, err := rd.stmt(ctx, resolveKeySQL)
@@ -641,7 +477,7 @@ func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error
 }
 
 func (rd reader) resourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
-	if !validType(typ) || len(keys) == 0 {
+	if !sqlstore.ValidType(typ) || len(keys) == 0 {
 		return nil, fmt.Errorf("finding a %s by key: %w", typ, engine.ErrNotFound)
 	}
 	stored := make([]string, len(keys))
@@ -676,7 +512,7 @@ func (rd reader) resourceByKeys(ctx context.Context, typ string, keys []string) 
 // skipped and cut), then the JSON of just that page. Each filter is a semi-join on the index
 // entries; values are placeholders, never text of the query.
 func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
-	if !validType(q.Type) {
+	if !sqlstore.ValidType(q.Type) {
 		return nil, nil
 	}
 	args := []any{q.Type}
@@ -686,16 +522,16 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 			return nil, nil // no value to match: nothing matches
 		}
 		where.WriteString("\n\tAND r.id IN (SELECT i.id FROM resource_index i WHERE i.type = ?1 AND i.param = ? AND (")
-		args = append(args, indexText(f.Param))
+		args = append(args, sqlstore.IndexText(f.Param))
 		for j, v := range f.Values {
 			if j > 0 {
 				where.WriteString(" OR ")
 			}
 			if v.System != "" {
 				where.WriteString("(i.system = ? AND ")
-				args = append(args, indexText(v.System))
+				args = append(args, sqlstore.IndexText(v.System))
 			}
-			value := indexText(v.Value)
+			value := sqlstore.IndexText(v.Value)
 			switch f.Op {
 			case engine.SearchEq:
 				where.WriteString("i.value = ?")
@@ -726,7 +562,7 @@ func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([
 		}
 		where.WriteString("))")
 	}
-	args = append(args, limit(q.Count), max(q.Offset, 0))
+	args = append(args, sqlstore.Limit(q.Count), max(q.Offset, 0))
 	// With filters, the unary + keeps SQLite from walking resources_last_updated to return rows
 	// in order and probing each against the filters — a scan of every resource of the type when
 	// few match (a search by identifier, or for an identifier nobody holds): the index entries
@@ -804,55 +640,55 @@ func (s *Store) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]
 
 // Resource returns the current version of typ/id, or engine.ErrNotFound.
 func (t *Tx) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t}.resource(ctx, typ, id)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // ResourceVersion returns one version of typ/id, or engine.ErrNotFound.
 func (t *Tx) ResourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t}.resourceVersion(ctx, typ, id, version)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // ResourceHistory returns every version of typ/id, newest first, or engine.ErrNotFound.
 func (t *Tx) ResourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	rs, err := reader{s: t.s, tx: t}.resourceHistory(ctx, typ, id)
-	return rs, t.check(err)
+	return rs, t.Check(err)
 }
 
 // ResolveKey returns the id of the resource of typ holding key, or engine.ErrNotFound.
 func (t *Tx) ResolveKey(ctx context.Context, typ, key string) (string, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return "", err
 	}
 	id, err := reader{s: t.s, tx: t}.resolveKey(ctx, typ, key)
-	return id, t.check(err)
+	return id, t.Check(err)
 }
 
 // ResourceByKeys returns the current version of the resource of typ holding the first of keys
 // that any resource holds, in one statement, or engine.ErrNotFound.
 func (t *Tx) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	r, err := reader{s: t.s, tx: t}.resourceByKeys(ctx, typ, keys)
-	return r, t.check(err)
+	return r, t.Check(err)
 }
 
 // SearchResources returns the current versions matching q, as engine.ResourceReader documents.
 func (t *Tx) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
-	if err := t.usable(); err != nil {
+	if err := t.Usable(); err != nil {
 		return nil, err
 	}
 	rs, err := reader{s: t.s, tx: t}.searchResources(ctx, q)
-	return rs, t.check(err)
+	return rs, t.Check(err)
 }

@@ -5,8 +5,10 @@
 // The database runs in WAL mode with synchronous=FULL, so a commit returns only after the WAL is
 // fsynced: Ferry acknowledges a message only after that. Writes go through one connection, so
 // group commits queue in Go instead of contending for SQLite's lock; reads use a pool of
-// read-only connections, which WAL lets run beside the writer. All of Ferry's SQLite SQL lives in
-// this package; the schema is in migrations/sqlite and is applied by Migrate.
+// read-only connections, which WAL lets run beside the writer. The SQL both stores share (worklist,
+// turnaround, links, outbox) is adapters/sqlstore's, through this package's dialect; the rest, and
+// the statements tuned for SQLite alone, live here. The schema is in migrations/sqlite and is
+// applied by Migrate.
 package sqlite
 
 import (
@@ -25,6 +27,7 @@ import (
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/migrations"
 )
@@ -38,6 +41,10 @@ type Store struct {
 	// Migrate, and a Store may be opened before it.
 	mu    sync.Mutex
 	stmts map[stmtKey]*sql.Stmt
+
+	// Pool is adapters/sqlstore's areas (worklist, turnaround, links, outbox) on this store's
+	// pools: reads on the read-only pool, the outbox's updates on the writer.
+	sqlstore.Pool
 }
 
 // stmtKey names a prepared statement: its text and the pool it is prepared on.
@@ -98,7 +105,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		reader.Close()
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, interpretError(err))
 	}
-	return &Store{writer: writer, reader: reader}, nil
+	s := &Store{writer: writer, reader: reader}
+	s.Pool = sqlstore.Pool{S: shared, C: readerOf(s)}
+	return s, nil
 }
 
 // checkWriter confirms the durability settings took: an unsupported file system can leave
@@ -198,7 +207,7 @@ func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := validate(msgs); err != nil {
+	if err := shared.ValidateBatch(msgs); err != nil {
 		return err
 	}
 	insert, findAccepted, err := s.statements(ctx)
@@ -241,13 +250,13 @@ func storableMessage(m *engine.InboundMessage) engine.InboundMessage {
 	r := *m
 	r.Channel = storableText(m.Channel)
 	r.PeerAddr = storableText(m.PeerAddr)
-	r.Raw = nonNil(m.Raw)
+	r.Raw = sqlstore.NonNil(m.Raw)
 	r.SendingApplication = storableText(m.SendingApplication)
 	r.SendingFacility = storableText(m.SendingFacility)
 	r.MessageType = storableText(m.MessageType)
 	r.ControlID = storableText(m.ControlID)
 	r.Version = storableText(m.Version)
-	r.ACK = nonNil(m.ACK)
+	r.ACK = sqlstore.NonNil(m.ACK)
 	r.ACKCode = storableText(m.ACKCode)
 	r.Error = storableText(m.Error)
 	r.MappingVersion = storableText(m.MappingVersion)
@@ -397,7 +406,7 @@ func (s *Store) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY id DESC LIMIT ?"
-	args = append(args, limit(f.Limit))
+	args = append(args, sqlstore.Limit(f.Limit))
 
 	rows, err := s.reader.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -465,49 +474,10 @@ func interpretError(err error) error {
 	return err
 }
 
-// The helpers below match adapters/postgres's, so that both stores accept, store and filter the
-// same way; engine is the place they would share (see docs/storage.md).
-
-// validate rejects a batch that no correct caller sends, before anything is written.
-func validate(msgs []*engine.InboundMessage) error {
-	for i, m := range msgs {
-		switch {
-		case m == nil:
-			return fmt.Errorf("message %d of the batch is nil", i)
-		case !m.Status.Valid():
-			return fmt.Errorf("message %d of the batch: invalid status %q", i, m.Status)
-		case m.ReceivedAt.IsZero():
-			return fmt.Errorf("message %d of the batch: ReceivedAt is not set", i)
-		case m.ReceivedAt.Year() < 1678 || m.ReceivedAt.Year() > 2261:
-			// received_at is stored as Unix nanoseconds, which an int64 holds for these years.
-			return fmt.Errorf("message %d of the batch: ReceivedAt %s is out of range", i, m.ReceivedAt)
-		case (m.Status == engine.StatusDuplicate) != (m.DuplicateOf != 0):
-			return fmt.Errorf("message %d of the batch: DuplicateOf must be set exactly when Status is duplicate", i)
-		}
-	}
-	return nil
-}
+// Both stores accept, store and filter alike: their checks and text rules are adapters/sqlstore's
+// (ValidateBatch, ValidateResource, IndexText, Limit, NonNil) and engine's (StorableText).
 
 // storableText returns s as valid UTF-8 without NULs, each invalid byte or NUL replaced by
 // U+FFFD: what adapters/postgres can store in text, so keys compare alike in both stores. The
 // raw message keeps the original bytes.
 func storableText(s string) string { return engine.StorableText(s) }
-
-// nonNil returns b, or an empty slice for nil: raw and ack are NOT NULL, and nil binds as NULL.
-func nonNil(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
-}
-
-// limit applies MessageFilter.Limit's default and cap.
-func limit(n int) int {
-	switch {
-	case n <= 0:
-		return 100
-	case n > 1000:
-		return 1000
-	}
-	return n
-}

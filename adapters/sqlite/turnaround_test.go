@@ -23,7 +23,10 @@ func TestOverduePlan(t *testing.T) {
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	query, args := overdueQuery(time.Now(), engine.DefaultSLAs(), 100)
+	query, args, err := shared.OverdueQuery(time.Now(), engine.DefaultSLAs(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rows, err := st.reader.QueryContext(ctx, "EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
 		t.Fatal(err)

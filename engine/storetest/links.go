@@ -34,6 +34,7 @@ func RunLinks(t *testing.T, open func(t *testing.T) LinkStore) {
 		{"LinkWithoutEvidence", testLinkWithoutEvidence},
 		{"UnknownStatusRejected", testLinkUnknownStatus},
 		{"InvalidLinkStoresNothing", testInvalidLink},
+		{"InvalidLinkKeepsTransaction", testInvalidLinkKeepsTransaction},
 		{"PersonsDecision", testLinkPersonsDecision},
 		{"History", testLinkHistory},
 		{"OpenLinks", testOpenLinks},
@@ -206,6 +207,34 @@ func testInvalidLink(t *testing.T, st LinkStore) {
 	}
 	if _, err := st.StudyLink(ctx, newLink(1).StudyInstanceUID); !errors.Is(err, engine.ErrNotFound) {
 		t.Errorf("after invalid links, StudyLink: %v, want ErrNotFound", err)
+	}
+}
+
+// testInvalidLinkKeepsTransaction: a link refused before anything is sent (no DecidedAt) leaves
+// the transaction usable, on both stores, as a refused worklist item or turnaround mark does; the
+// valid link after it commits.
+func testInvalidLinkKeepsTransaction(t *testing.T, st LinkStore) {
+	ctx := context.Background()
+	tx, err := st.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	bad := newLink(1)
+	bad.DecidedAt = time.Time{}
+	if err := tx.PutStudyLink(ctx, bad); err == nil {
+		t.Fatal("PutStudyLink without DecidedAt: nil error, want a validation error")
+	}
+	good := newLink(2)
+	if err := tx.PutStudyLink(ctx, good); err != nil {
+		t.Fatalf("the transaction is not usable after a refused link: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	checkLink(t, readLink(t, st, good.StudyInstanceUID), good)
+	if _, err := st.StudyLink(ctx, bad.StudyInstanceUID); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("the refused link: %v, want ErrNotFound", err)
 	}
 }
 

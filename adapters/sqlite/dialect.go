@@ -1,0 +1,75 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/ferryhealth/ferry/adapters/sqlstore"
+)
+
+// shared is the SQL both stores share (adapters/sqlstore), in SQLite's text.
+var shared = sqlstore.New(theDialect)
+
+// theDialect is SQLite's dialect, for shared and for transactions.
+var theDialect = dialect{}
+
+// dialect is sqlstore.Dialect for SQLite: ? parameters, times as Unix nanoseconds with 0 for
+// "not set" (the columns are NOT NULL DEFAULT 0), and interpretError.
+type dialect struct{}
+
+var _ sqlstore.Dialect = dialect{}
+
+func (dialect) Placeholder(int) string { return "?" }
+
+func (dialect) InterpretError(err error) error { return interpretError(err) }
+
+func (dialect) Time(t time.Time) (any, error) {
+	if err := checkNanos(t); err != nil {
+		return nil, err
+	}
+	return nanos(t), nil
+}
+
+// CheckTime rejects a time that Unix nanoseconds in an int64 cannot hold (sqlstore.TimeChecker).
+func (dialect) CheckTime(t time.Time) error { return checkNanos(t) }
+
+func (dialect) TimeOrNull(column string) string { return "nullif(" + column + ", 0)" }
+
+func (dialect) TimeUnset(column string) string { return column + " = 0" }
+
+func (dialect) TimeSet(column string) string { return column + " != 0" }
+
+var _ sqlstore.Conn = reader{}
+
+// Exec runs query prepared: in a transaction as Begin prepared it; else on the writer, where it
+// commits on its own.
+func (rd reader) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	var (
+		stmt *sql.Stmt
+		err  error
+	)
+	if rd.tx != nil {
+		stmt, err = rd.tx.stmt(ctx, query)
+	} else {
+		stmt, err = rd.s.prepare(ctx, rd.s.writer, query)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return stmt.ExecContext(ctx, args...)
+}
+
+// Query runs query prepared: on the read-only pool, or, in a transaction, as Begin prepared it.
+func (rd reader) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	stmt, err := rd.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return stmt.QueryContext(ctx, args...)
+}
+
+func (dialect) TimeNone() string { return "0" }
+
+// readerOf returns s's pools as a reader (Open, where a variable named reader hides the type).
+func readerOf(s *Store) reader { return reader{s: s} }

@@ -1,0 +1,165 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/ferryhealth/ferry/engine"
+)
+
+// Pool gives a store the shared areas' methods on its pools, to embed: engine.WorklistReader,
+// engine.TurnaroundReader, engine.LinkStore, engine.DerivationQueue and engine.Outbox, each as
+// the Store method of the same name documents.
+type Pool struct {
+	S *Store
+	C Conn // the store's pools: reads on its reading pool, writes committed on their own
+}
+
+// TxGuard is a store's transaction as the shared steps see it: whether it takes another step,
+// and what it records of a step's error (a failure refuses the steps after it; not found and
+// InvalidError do not).
+type TxGuard interface {
+	Usable() error
+	Check(err error) error
+}
+
+// TxSteps gives a store's Tx the shared areas' steps, to embed: engine.WorklistWriter and reader,
+// engine.TurnaroundMarker, engine.LinkWriter, FinishStudyDerivation and
+// engine.DeliveryInserter, each guarded by G.
+type TxSteps struct {
+	S *Store
+	C Conn // the transaction
+	G TxGuard
+}
+
+func (p Pool) WorklistItems(ctx context.Context, f engine.WorklistFilter) ([]*engine.WorklistItem, error) {
+	return p.S.WorklistItems(ctx, p.C, f)
+}
+
+func (p Pool) Turnaround(ctx context.Context, srID string) (*engine.Turnaround, error) {
+	return p.S.Turnaround(ctx, p.C, srID)
+}
+
+func (p Pool) Overdue(ctx context.Context, now time.Time, sla engine.SLAs, n int) ([]*engine.Turnaround, error) {
+	return p.S.Overdue(ctx, p.C, now, sla, n)
+}
+
+// PutStudyLink records l in one statement, committed on its own; a dialect that takes more than
+// one (no StudyLinkStatement) needs a transaction, which the store runs itself.
+func (p Pool) PutStudyLink(ctx context.Context, l *engine.StudyLink) error {
+	if len(p.S.putStudyLink) > 1 {
+		return errors.New("storing a study link: this dialect takes a transaction (Begin, PutStudyLink, Commit)")
+	}
+	return p.S.PutStudyLink(ctx, p.C, l)
+}
+
+func (p Pool) StudyLink(ctx context.Context, studyInstanceUID string) (*engine.StudyLink, error) {
+	return p.S.StudyLink(ctx, p.C, studyInstanceUID)
+}
+
+func (p Pool) StudyLinkHistory(ctx context.Context, studyInstanceUID string) ([]*engine.StudyLink, error) {
+	return p.S.StudyLinkHistory(ctx, p.C, studyInstanceUID)
+}
+
+func (p Pool) OpenStudyLinks(ctx context.Context, limit, offset int) ([]*engine.StudyLink, error) {
+	return p.S.OpenStudyLinks(ctx, p.C, limit, offset)
+}
+
+func (p Pool) StudyLinksOfPatient(ctx context.Context, patientID string) ([]*engine.StudyLink, error) {
+	return p.S.StudyLinksOfPatient(ctx, p.C, patientID)
+}
+
+func (p Pool) DueStudyDerivations(ctx context.Context, quietSince time.Time, limit int) ([]engine.StudyDerivation, error) {
+	return p.S.DueStudyDerivations(ctx, p.C, quietSince, limit)
+}
+
+func (p Pool) DueDeliveries(ctx context.Context, now time.Time, limit int, busy []string) ([]*engine.Delivery, error) {
+	return p.S.DueDeliveries(ctx, p.C, now, limit, busy)
+}
+
+func (p Pool) ClaimDelivery(ctx context.Context, id int64, now, leaseUntil time.Time) (bool, error) {
+	return p.S.ClaimDelivery(ctx, p.C, id, now, leaseUntil)
+}
+
+func (p Pool) FinishDelivery(ctx context.Context, id int64, o engine.DeliveryOutcome) error {
+	return p.S.FinishDelivery(ctx, p.C, id, o)
+}
+
+func (p Pool) ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error {
+	return p.S.ReplayDelivery(ctx, p.C, id, payload, mappingVersion, now)
+}
+
+func (p Pool) PostponeDestination(ctx context.Context, destination string, now, until time.Time) (int64, error) {
+	return p.S.PostponeDestination(ctx, p.C, destination, now, until)
+}
+
+func (p Pool) Delivery(ctx context.Context, id int64) (*engine.Delivery, error) {
+	return p.S.Delivery(ctx, p.C, id)
+}
+
+func (p Pool) Deliveries(ctx context.Context, f engine.DeliveryFilter) ([]*engine.Delivery, error) {
+	return p.S.Deliveries(ctx, p.C, f)
+}
+
+func (t TxSteps) PutWorklistItem(ctx context.Context, item *engine.WorklistItem) error {
+	if err := t.G.Usable(); err != nil {
+		return err
+	}
+	return t.G.Check(t.S.PutWorklistItem(ctx, t.C, item))
+}
+
+func (t TxSteps) DeleteWorklistItem(ctx context.Context, serviceRequestID string) error {
+	if err := t.G.Usable(); err != nil {
+		return err
+	}
+	return t.G.Check(t.S.DeleteWorklistItem(ctx, t.C, serviceRequestID))
+}
+
+// WorklistItems returns the items matching f as the transaction sees them, its own changes
+// included.
+func (t TxSteps) WorklistItems(ctx context.Context, f engine.WorklistFilter) ([]*engine.WorklistItem, error) {
+	if err := t.G.Usable(); err != nil {
+		return nil, err
+	}
+	items, err := t.S.WorklistItems(ctx, t.C, f)
+	return items, t.G.Check(err)
+}
+
+func (t TxSteps) MarkTurnaround(ctx context.Context, srID, priority string, stage engine.TurnaroundStage, at time.Time) (*engine.Turnaround, error) {
+	if err := t.G.Usable(); err != nil {
+		return nil, err
+	}
+	ta, err := t.S.MarkTurnaround(ctx, t.C, srID, priority, stage, at)
+	return ta, t.G.Check(err)
+}
+
+func (t TxSteps) PutStudyLink(ctx context.Context, l *engine.StudyLink) error {
+	if err := t.G.Usable(); err != nil {
+		return err
+	}
+	return t.G.Check(t.S.PutStudyLink(ctx, t.C, l))
+}
+
+// StudyLinksOfPatient returns the current decisions naming patientID, as the transaction sees them.
+func (t TxSteps) StudyLinksOfPatient(ctx context.Context, patientID string) ([]*engine.StudyLink, error) {
+	if err := t.G.Usable(); err != nil {
+		return nil, err
+	}
+	links, err := t.S.StudyLinksOfPatient(ctx, t.C, patientID)
+	return links, t.G.Check(err)
+}
+
+func (t TxSteps) FinishStudyDerivation(ctx context.Context, d engine.StudyDerivation) error {
+	if err := t.G.Usable(); err != nil {
+		return err
+	}
+	return t.G.Check(t.S.FinishStudyDerivation(ctx, t.C, d))
+}
+
+func (t TxSteps) InsertDelivery(ctx context.Context, d *engine.Delivery) error {
+	if err := t.G.Usable(); err != nil {
+		return err
+	}
+	return t.G.Check(t.S.InsertDelivery(ctx, t.C, d))
+}
