@@ -491,9 +491,6 @@ func (s *Server) serveConn(c *serverConn) {
 		c.rwc.Close()
 		s.trackConn(c, false)
 		s.release(c)
-		if opened && s.Metrics != nil {
-			s.Metrics.ConnClosed()
-		}
 		attrs := []any{"frames", frames, "discarded_bytes", discarded}
 		switch {
 		case closeKind != "":
@@ -502,6 +499,10 @@ func (s *Server) serveConn(c *serverConn) {
 			log.Warn("MLLP connection closed; bytes outside frames were dropped", attrs...)
 		default:
 			log.Debug("MLLP connection closed", attrs...)
+		}
+		// Counted once logged, so whoever watches the count finds the line written.
+		if opened && s.Metrics != nil {
+			s.Metrics.ConnClosed()
 		}
 	}()
 	fail := func(kind string, err error) {

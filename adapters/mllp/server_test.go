@@ -941,6 +941,7 @@ func TestServerLogsNoContent(t *testing.T) {
 	half := dial(t, ts.addr)
 	half.Write([]byte("\x0b" + msg))
 	half.Close() // truncated
+	// A connection is counted closed once its closing line is logged.
 	waitFor(t, "all connections to close", func() bool { _, closed, _, _ := ts.obs.snapshot(); return closed == 3 })
 	out := logs.String()
 	if strings.Contains(out, phi) || strings.Contains(out, "PID|") {
