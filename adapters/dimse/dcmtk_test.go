@@ -89,7 +89,7 @@ func TestEchoscu(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, func() bool { return obs.count(&obs.aborts, AbortPeer) == 1 })
+	changes.For(t, "the condition", func() bool { return obs.count(&obs.aborts, AbortPeer) == 1 })
 	if n := obs.count(&obs.ops, "C-ECHO-RQ 0000"); n != 10 {
 		t.Errorf("C-ECHO operations counted = %d, want 10", n)
 	}
@@ -130,7 +130,7 @@ func TestEchoscuConcurrent(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
-	waitFor(t, func() bool { return obs.count(&obs.ops, "C-ECHO-RQ 0000") == peers*repeats })
+	changes.For(t, "the condition", func() bool { return obs.count(&obs.ops, "C-ECHO-RQ 0000") == peers*repeats })
 }
 
 // TestFindscu checks pending C-FIND responses and identifiers against dcmtk's findscu.

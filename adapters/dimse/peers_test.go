@@ -279,23 +279,6 @@ func idleConnsFrom(t *testing.T, addr, ip string, n int) {
 	}
 }
 
-// waitUntil waits until cond holds, re-checking it at each change the observer reports.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	hang := time.NewTimer(time.Minute) // guards against a hang only
-	defer hang.Stop()
-	for {
-		woken := changes.wait()
-		if cond() {
-			return
-		}
-		select {
-		case <-woken:
-		case <-hang.C:
-			t.Fatalf("still waiting for %s after a minute", what)
-		}
-	}
-}
 
 func (o *countingObserver) counts() (rejected, handshakeAborts int) {
 	o.mu.Lock()
@@ -312,7 +295,7 @@ func TestIdleConnectionsDoNotLockOut(t *testing.T) {
 	addr := startServer(t, &Server{MaxConns: 8, MaxConnsPerAddr: 4, ARTIMTimeout: time.Hour, Metrics: obs})
 	// 200 silent connections from 127.0.0.2: 4 are kept, 196 refused.
 	idleConnsFrom(t, addr, "127.0.0.2", 200)
-	waitUntil(t, "196 connections refused", func() bool { r, _ := obs.counts(); return r >= 196 })
+	changes.For(t, "196 connections refused", func() bool { r, _ := obs.counts(); return r >= 196 })
 	// A behaving caller from another address still gets in, again and again.
 	for i := range 10 {
 		c := dial(t, addr, ClientConfig{CallingAETitle: "MODALITY"})
@@ -359,7 +342,7 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 	obs := &countingObserver{}
 	addr := startServer(t, &Server{TLSConfig: sharedPKI(t).serverTLS(), HandshakeTimeout: 200 * time.Millisecond, Metrics: obs})
 	idleConnsFrom(t, addr, "127.0.0.4", 5)
-	waitUntil(t, "5 handshakes timed out", func() bool { _, h := obs.counts(); return h >= 5 })
+	changes.For(t, "5 handshakes timed out", func() bool { _, h := obs.counts(); return h >= 5 })
 }
 
 // writePEMs writes the CA, and a certificate and its key, as PEM files for dcmtk.

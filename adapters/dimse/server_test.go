@@ -21,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferryhealth/ferry/internal/testwait"
 )
 
 // modalityWorklistFind is the Modality Worklist Information Model - FIND SOP class (PS3.4 K.6),
@@ -39,11 +41,11 @@ type countingObserver struct {
 	aborts                   map[string]int
 }
 
-func (o *countingObserver) ConnOpened()   { o.mu.Lock(); o.opened++; o.mu.Unlock(); changes.notify() }
-func (o *countingObserver) ConnClosed()   { o.mu.Lock(); o.closed++; o.mu.Unlock(); changes.notify() }
-func (o *countingObserver) ConnRejected() { o.mu.Lock(); o.rejected++; o.mu.Unlock(); changes.notify() }
+func (o *countingObserver) ConnOpened()   { o.mu.Lock(); o.opened++; o.mu.Unlock(); changes.Notify() }
+func (o *countingObserver) ConnClosed()   { o.mu.Lock(); o.closed++; o.mu.Unlock(); changes.Notify() }
+func (o *countingObserver) ConnRejected() { o.mu.Lock(); o.rejected++; o.mu.Unlock(); changes.Notify() }
 func (o *countingObserver) Association(result string) {
-	defer changes.notify() // after the unlock: deferred calls run last in, first out
+	defer changes.Notify() // after the unlock: deferred calls run last in, first out
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.assoc == nil {
@@ -52,7 +54,7 @@ func (o *countingObserver) Association(result string) {
 	o.assoc[result]++
 }
 func (o *countingObserver) Operation(c CommandField, st Status, _ time.Duration) {
-	defer changes.notify() // after the unlock: deferred calls run last in, first out
+	defer changes.Notify() // after the unlock: deferred calls run last in, first out
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.ops == nil {
@@ -61,7 +63,7 @@ func (o *countingObserver) Operation(c CommandField, st Status, _ time.Duration)
 	o.ops[fmt.Sprintf("%s %04X", c, uint16(st))]++
 }
 func (o *countingObserver) Aborted(kind string) {
-	defer changes.notify() // after the unlock: deferred calls run last in, first out
+	defer changes.Notify() // after the unlock: deferred calls run last in, first out
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.aborts == nil {
@@ -179,60 +181,16 @@ func TestEchoAndRelease(t *testing.T) {
 	if err := c.Release(testCtx(t)); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
-	waitFor(t, func() bool { return obs.count(&obs.ops, "C-ECHO-RQ 0000") == 3 })
+	changes.For(t, "the condition", func() bool { return obs.count(&obs.ops, "C-ECHO-RQ 0000") == 3 })
 	if n := obs.count(&obs.assoc, AssocAccepted); n != 1 {
 		t.Errorf("accepted associations = %d, want 1", n)
 	}
 }
 
-// changes wakes the tests waiting in waitFor whenever a test double records something (the
+// changes wakes the tests waiting on it whenever a test double records something (the
 // observer counts a connection, an association, an operation or an abort; a log line is
-// written): tests wait on these events, not on a clock. waitFor must not run inside a synctest
-// bubble; the doubles may notify from one.
-var changes broadcast
-
-// broadcast wakes every waiter at each notify.
-type broadcast struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-func (b *broadcast) wait() <-chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.ch == nil {
-		b.ch = make(chan struct{})
-	}
-	return b.ch
-}
-
-func (b *broadcast) notify() {
-	b.mu.Lock()
-	if b.ch != nil {
-		close(b.ch)
-		b.ch = nil
-	}
-	b.mu.Unlock()
-}
-
-// waitFor waits until cond holds, re-checking it at each change a test double reports. The
-// minute only guards against a hang; it is no pass/fail limit.
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	hang := time.NewTimer(time.Minute)
-	defer hang.Stop()
-	for {
-		woken := changes.wait()
-		if cond() {
-			return
-		}
-		select {
-		case <-woken:
-		case <-hang.C:
-			t.Fatal("condition still not met after a minute")
-		}
-	}
-}
+// written): tests wait on these events, not on a clock.
+var changes testwait.Changes
 
 func TestAssociationPolicy(t *testing.T) {
 	t.Parallel()
@@ -816,7 +774,7 @@ func TestHandlerFailures(t *testing.T) {
 	if st, err := c2.Echo(testCtx(t)); err != nil || st != StatusSuccess {
 		t.Fatalf("echo on a new association: %v %v", st, err)
 	}
-	waitFor(t, func() bool { return obs.count(&obs.aborts, AbortHandlerPanic) == 1 })
+	changes.For(t, "the condition", func() bool { return obs.count(&obs.aborts, AbortHandlerPanic) == 1 })
 }
 
 func TestTimeouts(t *testing.T) {
@@ -838,7 +796,7 @@ func TestTimeouts(t *testing.T) {
 		if n, err := conn.Read(make([]byte, 1)); err == nil {
 			t.Fatalf("read %d bytes, want the connection closed", n)
 		}
-		waitFor(t, func() bool { return obs.count(&obs.aborts, AbortTimeout) == 1 })
+		changes.For(t, "the condition", func() bool { return obs.count(&obs.aborts, AbortTimeout) == 1 })
 	})
 	t.Run("idle association", func(t *testing.T) {
 		t.Parallel()
@@ -852,7 +810,7 @@ func TestTimeouts(t *testing.T) {
 		if ab, ok := p.(*Abort); err != nil || !ok || ab.Source != AbortServiceUser {
 			t.Fatalf("idle: got %#v, %v; want A-ABORT", p, err)
 		}
-		waitFor(t, func() bool { return obs.count(&obs.aborts, AbortTimeout) == 1 })
+		changes.For(t, "the condition", func() bool { return obs.count(&obs.aborts, AbortTimeout) == 1 })
 	})
 	t.Run("trickled PDU", func(t *testing.T) {
 		t.Parallel()
@@ -867,7 +825,7 @@ func TestTimeouts(t *testing.T) {
 			t.Fatal(err)
 		}
 		expectAbort(t, conn, AbortReasonNotSpecified)
-		waitFor(t, func() bool { return obs.count(&obs.aborts, AbortTimeout) == 1 })
+		changes.For(t, "the condition", func() bool { return obs.count(&obs.aborts, AbortTimeout) == 1 })
 	})
 }
 
@@ -887,7 +845,7 @@ func TestConnectionLimit(t *testing.T) {
 	if err := c.Release(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	changes.For(t, "the condition", func() bool {
 		c, err := Dial(testCtx(t), addr, ClientConfig{})
 		if err != nil {
 			return false
@@ -1046,7 +1004,7 @@ func TestLogsHoldNoPHI(t *testing.T) {
 	id2, _, _ := c.Context("1.2.3.2")
 	_ = c.Send(testCtx(t), id2, &Command{Field: CEchoRQ, MessageID: 2, AffectedSOPClassUID: "1.2.3.2"}, nil)
 	_, _ = c.Receive(testCtx(t))
-	waitFor(t, func() bool { return strings.Contains(buf.String(), "panicked") })
+	changes.For(t, "the condition", func() bool { return strings.Contains(buf.String(), "panicked") })
 	if strings.Contains(buf.String(), "DOE") {
 		t.Errorf("the log holds the patient name:\n%s", buf.String())
 	}
@@ -1058,7 +1016,7 @@ type syncBuffer struct {
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
-	defer changes.notify()
+	defer changes.Notify()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)

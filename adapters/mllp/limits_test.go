@@ -42,7 +42,7 @@ func TestServerIdleConnectionsFromOneAddress(t *testing.T) {
 	for i := range idle {
 		idle[i] = dialFrom(t, "127.0.0.1", ts.addr)
 	}
-	waitFor(t, "the connections over the per-address cap to be refused", func() bool {
+	changes.For(t, "the connections over the per-address cap to be refused", func() bool {
 		_, _, rejected, _ := ts.obs.snapshot()
 		return rejected == attack-perAddress
 	})
@@ -59,7 +59,7 @@ func TestServerIdleConnectionsFromOneAddress(t *testing.T) {
 	for _, c := range idle {
 		c.Close()
 	}
-	waitFor(t, "the idle connections to be closed", func() bool {
+	changes.For(t, "the idle connections to be closed", func() bool {
 		opened, closed, _, _ := ts.obs.snapshot()
 		return opened-closed == 2 // the good sender and the newcomer
 	})

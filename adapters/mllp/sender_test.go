@@ -69,7 +69,7 @@ func startPeer(t *testing.T, script func(n int64, c *client, msg []byte)) *fakeP
 					p.mu.Lock()
 					p.received = append(p.received, controlID(msg))
 					p.mu.Unlock()
-					changes.notify()
+					changes.Notify()
 					script(n, c, msg)
 				}
 			}()
@@ -285,7 +285,7 @@ func TestSenderContextAndClose(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { _, err := s.Send(context.Background(), hl7Msg("C2")); done <- err }()
-	waitFor(t, "the message to reach the peer", func() bool { return len(peer.got()) == 2 })
+	changes.For(t, "the message to reach the peer", func() bool { return len(peer.got()) == 2 })
 	s.Close()
 	select {
 	case err := <-done:

@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ferryhealth/ferry/internal/testwait"
 )
 
 // countingObserver records what the Server reports.
@@ -34,14 +36,14 @@ type countingObserver struct {
 	errs                     map[string]int
 }
 
-func (o *countingObserver) ConnOpened()   { o.mu.Lock(); o.opened++; o.mu.Unlock(); changes.notify() }
-func (o *countingObserver) ConnClosed()   { o.mu.Lock(); o.closed++; o.mu.Unlock(); changes.notify() }
-func (o *countingObserver) ConnRejected() { o.mu.Lock(); o.rejected++; o.mu.Unlock(); changes.notify() }
+func (o *countingObserver) ConnOpened()   { o.mu.Lock(); o.opened++; o.mu.Unlock(); changes.Notify() }
+func (o *countingObserver) ConnClosed()   { o.mu.Lock(); o.closed++; o.mu.Unlock(); changes.Notify() }
+func (o *countingObserver) ConnRejected() { o.mu.Lock(); o.rejected++; o.mu.Unlock(); changes.Notify() }
 func (o *countingObserver) Discarded(n int64) {
 	o.mu.Lock()
 	o.discarded += n
 	o.mu.Unlock()
-	changes.notify()
+	changes.Notify()
 }
 func (o *countingObserver) FrameError(kind string) {
 	o.mu.Lock()
@@ -50,7 +52,7 @@ func (o *countingObserver) FrameError(kind string) {
 	}
 	o.errs[kind]++
 	o.mu.Unlock()
-	changes.notify()
+	changes.Notify()
 }
 func (o *countingObserver) errCount(kind string) int {
 	o.mu.Lock()
@@ -205,55 +207,10 @@ func waitClosed(c net.Conn, d time.Duration) bool {
 	}
 }
 
-// changes wakes the tests waiting in waitFor whenever a test double records something (a
+// changes wakes the tests waiting on it whenever a test double records something (a
 // connection counted, a frame error, an answer received, a message reaching a peer): tests wait
-// on these events, not on a clock. waitFor must not run inside a synctest bubble (the channel it
-// waits on would belong to the bubble); the doubles may notify from one.
-var changes broadcast
-
-// broadcast wakes every waiter at each notify; waiters created since the last notify share one
-// channel.
-type broadcast struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-func (b *broadcast) wait() <-chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.ch == nil {
-		b.ch = make(chan struct{})
-	}
-	return b.ch
-}
-
-func (b *broadcast) notify() {
-	b.mu.Lock()
-	if b.ch != nil {
-		close(b.ch)
-		b.ch = nil
-	}
-	b.mu.Unlock()
-}
-
-// waitFor waits until cond holds, re-checking it at each change a test double reports. The
-// minute only guards against a hang; it is no pass/fail limit.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	hang := time.NewTimer(time.Minute)
-	defer hang.Stop()
-	for {
-		woken := changes.wait()
-		if cond() {
-			return
-		}
-		select {
-		case <-woken:
-		case <-hang.C:
-			t.Fatalf("still waiting for %s after a minute", what)
-		}
-	}
-}
+// on these events, not on a clock.
+var changes testwait.Changes
 
 // wellBehaved keeps a separate connection sending messages and checking each answer until
 // stop is called; stop fails the test if any answer was missing or wrong, or too few came.
@@ -286,14 +243,14 @@ func wellBehavedOn(t *testing.T, c *client) (stop func()) {
 				return
 			}
 			answers.Add(1)
-			changes.notify()
+			changes.Notify()
 		}
 	}()
 	return func() {
 		t.Helper()
 		// Let the good peer get a few more answers after the bad input, then stop it.
 		start := answers.Load()
-		waitFor(t, "the well-behaved connection to get more answers", func() bool {
+		changes.For(t, "the well-behaved connection to get more answers", func() bool {
 			return answers.Load() >= start+3 || failure.Load() != nil
 		})
 		close(quit)
@@ -328,7 +285,7 @@ func TestServerBadInput(t *testing.T) {
 			if ack, err := c.roundTrip("after junk"); err != nil || ack != "ACK|after junk" {
 				t.Fatalf("frame after junk: answer %q, %v", ack, err)
 			}
-			waitFor(t, "discarded bytes to be reported", func() bool {
+			changes.For(t, "discarded bytes to be reported", func() bool {
 				_, _, _, d := ts.obs.snapshot()
 				return d == 18
 			})
@@ -360,7 +317,7 @@ func TestServerBadInput(t *testing.T) {
 			c := dial(t, ts.addr)
 			c.Write([]byte("\x0bMSH|^~\\&|HALF|"))
 			c.Close() // TCP delivers the half frame before the FIN
-			waitFor(t, "the truncated frame to be reported", func() bool { return ts.obs.errCount(FrameErrTruncated) == 1 })
+			changes.For(t, "the truncated frame to be reported", func() bool { return ts.obs.errCount(FrameErrTruncated) == 1 })
 			if ts.handler.seen("MSH|^~\\&|HALF|") {
 				t.Errorf("the handler got a truncated frame")
 			}
@@ -419,7 +376,7 @@ func TestServerBadInput(t *testing.T) {
 			if ack, err := c.roundTrip("BADACK"); err == nil {
 				t.Fatalf("got %q, want the connection closed", ack)
 			}
-			waitFor(t, "the write error to be reported", func() bool { return ts.obs.errCount(FrameErrWrite) == 1 })
+			changes.For(t, "the write error to be reported", func() bool { return ts.obs.errCount(FrameErrWrite) == 1 })
 		}},
 		{name: "plain TCP to a TLS listener fails the handshake only",
 			configure: func(s *Server) { s.TLSConfig = testPKI(t).serverConfig(false) },
@@ -429,7 +386,7 @@ func TestServerBadInput(t *testing.T) {
 				if !waitClosed(c, time.Minute) {
 					t.Fatalf("plain connection to a TLS listener not closed")
 				}
-				waitFor(t, "the handshake failure to be reported", func() bool { return ts.obs.errCount(FrameErrHandshake) == 1 })
+				changes.For(t, "the handshake failure to be reported", func() bool { return ts.obs.errCount(FrameErrHandshake) == 1 })
 			}},
 	}
 	for _, tt := range tests {
@@ -491,13 +448,13 @@ func TestServerConnectionLimit(t *testing.T) {
 	if !waitClosed(c3, time.Minute) {
 		t.Fatalf("connection over the limit was not closed")
 	}
-	waitFor(t, "the refusal to be reported", func() bool { _, _, r, _ := ts.obs.snapshot(); return r == 1 })
+	changes.For(t, "the refusal to be reported", func() bool { _, _, r, _ := ts.obs.snapshot(); return r == 1 })
 	// The open connections are unaffected, and a slot freed is usable again.
 	if ack, err := c1.roundTrip("still here"); err != nil || ack != "ACK|still here" {
 		t.Fatalf("connection under the limit: %q, %v", ack, err)
 	}
 	c2.Close()
-	waitFor(t, "the closed connection to be counted", func() bool { _, closed, _, _ := ts.obs.snapshot(); return closed == 1 })
+	changes.For(t, "the closed connection to be counted", func() bool { _, closed, _, _ := ts.obs.snapshot(); return closed == 1 })
 	c4 := dial(t, ts.addr)
 	if ack, err := c4.roundTrip("new"); err != nil || ack != "ACK|new" {
 		t.Fatalf("connection after a slot was freed: %q, %v", ack, err)
@@ -671,7 +628,7 @@ func TestServerTLS(t *testing.T) {
 				t.Fatalf("client without a certificate got %q", ack)
 			}
 		}
-		waitFor(t, "the handshake failure to be reported", func() bool { return ts.obs.errCount(FrameErrHandshake) == 1 })
+		changes.For(t, "the handshake failure to be reported", func() bool { return ts.obs.errCount(FrameErrHandshake) == 1 })
 		if ts.handler.seen("no cert") {
 			t.Errorf("the handler got a message from a client without a certificate")
 		}
@@ -691,7 +648,7 @@ func TestServerTLS(t *testing.T) {
 				t.Fatalf("client with a foreign certificate got %q", ack)
 			}
 		}
-		waitFor(t, "the handshake failure to be reported", func() bool { return ts.obs.errCount(FrameErrHandshake) == 1 })
+		changes.For(t, "the handshake failure to be reported", func() bool { return ts.obs.errCount(FrameErrHandshake) == 1 })
 	})
 }
 
@@ -942,7 +899,7 @@ func TestServerLogsNoContent(t *testing.T) {
 	half.Write([]byte("\x0b" + msg))
 	half.Close() // truncated
 	// A connection is counted closed once its closing line is logged.
-	waitFor(t, "all connections to close", func() bool { _, closed, _, _ := ts.obs.snapshot(); return closed == 3 })
+	changes.For(t, "all connections to close", func() bool { _, closed, _, _ := ts.obs.snapshot(); return closed == 3 })
 	out := logs.String()
 	if strings.Contains(out, phi) || strings.Contains(out, "PID|") {
 		t.Errorf("logs carry message content:\n%s", out)
