@@ -279,7 +279,6 @@ func idleConnsFrom(t *testing.T, addr, ip string, n int) {
 	}
 }
 
-
 func (o *countingObserver) counts() (rejected, handshakeAborts int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
