@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/lib/pq"
+
 	"github.com/ferryhealth/ferry/adapters/sqlstore"
 )
 
@@ -73,3 +75,20 @@ func (rd reader) Query(ctx context.Context, query string, args ...any) (*sql.Row
 }
 
 func (dialect) TimeNone() string { return "NULL" }
+
+func (dialect) List(values []string) any { return pq.StringArray(values) }
+
+func (dialect) InList(column, placeholder string) string {
+	return column + " = ANY(" + placeholder + "::text[])"
+}
+
+func (dialect) ListHas(column, placeholder string) string {
+	return placeholder + " = ANY(" + column + ")"
+}
+
+func (dialect) ListScanner(dest *[]string) any { return (*pq.StringArray)(dest) }
+
+// QueryOnce runs query unprepared, in the transaction if there is one.
+func (rd reader) QueryOnce(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return rd.query(ctx, query, args...)
+}

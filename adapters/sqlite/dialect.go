@@ -3,6 +3,8 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/ferryhealth/ferry/adapters/sqlstore"
@@ -70,6 +72,46 @@ func (rd reader) Query(ctx context.Context, query string, args ...any) (*sql.Row
 }
 
 func (dialect) TimeNone() string { return "0" }
+
+// List binds values as one JSON array, read with json_each.
+func (dialect) List(values []string) any {
+	b, _ := json.Marshal(values) // a []string always encodes
+	return string(b)
+}
+
+func (dialect) InList(column, placeholder string) string {
+	return column + " IN (SELECT value FROM json_each(" + placeholder + "))"
+}
+
+func (dialect) ListHas(column, placeholder string) string {
+	return "EXISTS (SELECT 1 FROM json_each(" + column + ") WHERE value = " + placeholder + ")"
+}
+
+func (dialect) ListScanner(dest *[]string) any { return jsonList{dest} }
+
+// jsonList scans a JSON array of strings (a list column) into *l.
+type jsonList struct{ l *[]string }
+
+func (j jsonList) Scan(v any) error {
+	var b []byte
+	switch v := v.(type) {
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	case nil:
+		*j.l = nil
+		return nil
+	default:
+		return fmt.Errorf("scanning a list: unsupported column value of type %T", v)
+	}
+	return json.Unmarshal(b, j.l)
+}
+
+// QueryOnce runs query unprepared: on the read-only pool, or in the transaction.
+func (rd reader) QueryOnce(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return rd.query(ctx, query, args...)
+}
 
 // readerOf returns s's pools as a reader (Open, where a variable named reader hides the type).
 func readerOf(s *Store) reader { return reader{s: s} }

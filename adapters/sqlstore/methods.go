@@ -9,8 +9,8 @@ import (
 )
 
 // Pool gives a store the shared areas' methods on its pools, to embed: engine.WorklistReader,
-// engine.TurnaroundReader, engine.LinkStore, engine.DerivationQueue and engine.Outbox, each as
-// the Store method of the same name documents.
+// engine.TurnaroundReader, engine.LinkStore, engine.DerivationQueue, engine.Outbox and the reads
+// of engine.InstanceStore, each as the Store method of the same name documents.
 type Pool struct {
 	S *Store
 	C Conn // the store's pools: reads on its reading pool, writes committed on their own
@@ -100,6 +100,26 @@ func (p Pool) Delivery(ctx context.Context, id int64) (*engine.Delivery, error) 
 
 func (p Pool) Deliveries(ctx context.Context, f engine.DeliveryFilter) ([]*engine.Delivery, error) {
 	return p.S.Deliveries(ctx, p.C, f)
+}
+
+func (p Pool) Instance(ctx context.Context, sopInstanceUID string) (*engine.Instance, error) {
+	return p.S.Instance(ctx, p.C, sopInstanceUID)
+}
+
+func (p Pool) SeriesInstances(ctx context.Context, seriesInstanceUID string) ([]*engine.Instance, error) {
+	return p.S.SeriesInstances(ctx, p.C, seriesInstanceUID)
+}
+
+func (p Pool) Study(ctx context.Context, studyInstanceUID string) (*engine.Study, error) {
+	return p.S.Study(ctx, p.C, studyInstanceUID)
+}
+
+func (p Pool) StudySeries(ctx context.Context, studyInstanceUID string) ([]*engine.Series, error) {
+	return p.S.StudySeries(ctx, p.C, studyInstanceUID)
+}
+
+func (p Pool) SearchStudies(ctx context.Context, f engine.StudyFilter) ([]*engine.Study, error) {
+	return p.S.SearchStudies(ctx, p.C, f)
 }
 
 func (t TxSteps) PutWorklistItem(ctx context.Context, item *engine.WorklistItem) error {

@@ -40,6 +40,17 @@ type Dialect interface {
 	TimeUnset(column string) string
 	// TimeSet returns a condition true where column holds a time, as the partial indexes write it.
 	TimeSet(column string) string
+
+	// List returns values as one parameter: a text[] on PostgreSQL, a JSON array on SQLite.
+	List(values []string) any
+	// InList returns a condition true where column equals an element of the List parameter
+	// placeholder.
+	InList(column, placeholder string) string
+	// ListHas returns a condition true where the list column (text[], a JSON array) holds the
+	// text parameter placeholder.
+	ListHas(column, placeholder string) string
+	// ListScanner returns a Scan destination that reads a list column into dest.
+	ListScanner(dest *[]string) any
 }
 
 // Conn runs a shared area's statements where the store says: on a pool, or inside a transaction
@@ -54,6 +65,9 @@ type Conn interface {
 	// QueryShape runs a query whose text takes one of a few shapes (a filter's): prepared once per
 	// shape where the store can prepare without taking a second connection.
 	QueryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	// QueryOnce runs a query of varying text unprepared, so that PostgreSQL plans it for its
+	// arguments (a LIKE prefix, a date range, a list's length).
+	QueryOnce(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
 // Store holds the shared areas' statements in one dialect's text. It is safe for concurrent use.
@@ -63,6 +77,7 @@ type Store struct {
 	turnaroundStatements
 	linkStatements
 	outboxStatements
+	instanceStatements
 }
 
 // New returns the shared areas in d's text.
@@ -72,6 +87,7 @@ func New(d Dialect) *Store {
 	s.turnaroundStatements = newTurnaroundStatements(s.rebind, d)
 	s.linkStatements = newLinkStatements(s.rebind, d)
 	s.outboxStatements = newOutboxStatements(s.rebind, d)
+	s.instanceStatements = newInstanceStatements(s.rebind)
 	return s
 }
 
@@ -132,6 +148,24 @@ func (s *Store) scanOne(rows *sql.Rows, err error, scan func(rowScanner) error) 
 		return s.d.InterpretError(err)
 	}
 	return s.d.InterpretError(rows.Close())
+}
+
+// scanAll reads every row of rows with scan and closes rows; none is an empty result, not an
+// error. Errors are interpreted.
+func scanAll[T any](s *Store, rows *sql.Rows, err error, scan func(rowScanner) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, s.d.InterpretError(err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, s.d.InterpretError(err)
+		}
+		out = append(out, v)
+	}
+	return out, s.d.InterpretError(rows.Err())
 }
 
 // rowScanner is a row to scan: *sql.Rows at the row.

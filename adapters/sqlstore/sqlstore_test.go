@@ -17,6 +17,10 @@ func (testDialect) TimeNone() string                { return "NULL" }
 func (testDialect) TimeOrNull(column string) string { return column }
 func (testDialect) TimeUnset(column string) string  { return column + " IS NULL" }
 func (testDialect) TimeSet(column string) string    { return column + " IS NOT NULL" }
+func (testDialect) List(values []string) any        { return values }
+func (testDialect) InList(column, p string) string  { return column + " = ANY(" + p + ")" }
+func (testDialect) ListHas(column, p string) string { return p + " = ANY(" + column + ")" }
+func (testDialect) ListScanner(dest *[]string) any  { return dest }
 
 func TestRebind(t *testing.T) {
 	s := New(testDialect{})
