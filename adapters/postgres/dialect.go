@@ -88,6 +88,22 @@ func (dialect) ListHas(column, placeholder string) string {
 
 func (dialect) ListScanner(dest *[]string) any { return (*pq.StringArray)(dest) }
 
+func (dialect) ListOf(subquery string) string { return "ARRAY(" + subquery + ")" }
+
+// Prefix is LIKE with the prefix's metacharacters escaped: in the "C" collation of the
+// resource_index and header columns a btree range, once PostgreSQL plans the statement for the
+// value (sqlstore runs a prefix search unprepared). A byte range as SQLite writes it would need an
+// upper bound that is not valid UTF-8 text.
+func (dialect) Prefix(column, prefix string, arg func(any) string) string {
+	return column + " LIKE " + arg(escapeLike(prefix)+"%")
+}
+
+func (dialect) SearchOrder(bool) string { return "r.last_updated" }
+
+func (dialect) ResourceByKeys() sqlstore.ResourceByKeysStatement {
+	return sqlstore.ResourceByKeysStatement{Query: resourceByKeysSQL, Slots: resourceByKeysSlots}
+}
+
 // QueryOnce runs query unprepared, in the transaction if there is one.
 func (rd reader) QueryOnce(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	return rd.query(ctx, query, args...)

@@ -89,6 +89,32 @@ func (dialect) ListHas(column, placeholder string) string {
 
 func (dialect) ListScanner(dest *[]string) any { return jsonList{dest} }
 
+func (dialect) ListOf(subquery string) string {
+	return "(SELECT json_group_array(value) FROM (" + subquery + "))"
+}
+
+// Prefix is a range of the index: stored text is valid UTF-8, which never holds the byte 0xFF, so
+// exactly the values that start with prefix lie in [prefix, prefix+"\xff") under SQLite's BINARY
+// collation. (SQLite's LIKE folds ASCII case.)
+func (dialect) Prefix(column, prefix string, arg func(any) string) string {
+	return "(" + column + " >= " + arg(prefix) + " AND " + column + " < " + arg(prefix+"\xff") + ")"
+}
+
+// SearchOrder: with filters, the unary + keeps SQLite from walking resources_last_updated to
+// return rows in order and probing each against the filters — a scan of every resource of the
+// type when few match (a search by identifier, or for an identifier nobody holds): the index
+// entries drive, and the matches are sorted. Without filters, the ordered index serves the page.
+func (dialect) SearchOrder(filtered bool) string {
+	if filtered {
+		return "+r.last_updated"
+	}
+	return "r.last_updated"
+}
+
+func (dialect) ResourceByKeys() sqlstore.ResourceByKeysStatement {
+	return sqlstore.ResourceByKeysStatement{Query: resourceByKeysSQL}
+}
+
 // jsonList scans a JSON array of strings (a list column) into *l.
 type jsonList struct{ l *[]string }
 

@@ -51,6 +51,20 @@ type Dialect interface {
 	ListHas(column, placeholder string) string
 	// ListScanner returns a Scan destination that reads a list column into dest.
 	ListScanner(dest *[]string) any
+	// ListOf returns an expression that collects the rows of subquery, one column named value,
+	// into a list column, in the subquery's order.
+	ListOf(subquery string) string
+
+	// Prefix returns a condition true where column starts with prefix, byte for byte: case
+	// sensitive, no wildcards (% and _ are themselves). arg adds a parameter and returns its
+	// placeholder. The condition must be answerable as a range of a btree on column.
+	Prefix(column, prefix string, arg func(any) string) string
+	// SearchOrder returns the expression SearchResources orders a page by, newest first:
+	// r.last_updated, or a form of it that keeps the planner from walking the ordered index
+	// when filters narrow the search (filtered).
+	SearchOrder(filtered bool) string
+	// ResourceByKeys returns the dialect's statement for Store.ResourceByKeys.
+	ResourceByKeys() ResourceByKeysStatement
 }
 
 // Conn runs a shared area's statements where the store says: on a pool, or inside a transaction
@@ -78,6 +92,7 @@ type Store struct {
 	linkStatements
 	outboxStatements
 	instanceStatements
+	resourceStatements
 }
 
 // New returns the shared areas in d's text.
@@ -88,13 +103,15 @@ func New(d Dialect) *Store {
 	s.linkStatements = newLinkStatements(s.rebind, d)
 	s.outboxStatements = newOutboxStatements(s.rebind, d)
 	s.instanceStatements = newInstanceStatements(s.rebind)
+	s.resourceStatements = newResourceStatements(s.rebind, d)
 	return s
 }
 
 // TxStatements are the fixed statements the shared areas run in a transaction, for a store whose
 // Begin prepares every statement of a transaction before it takes its connection.
 func (s *Store) TxStatements() []string {
-	return append([]string{s.putWorklistItem, s.deleteWorklistItem, s.markTurnaround,
+	return append([]string{s.currentResource, s.resourceVersion, s.resourceHistory, s.resolveKey,
+		s.resourceByKeys.Query, s.putWorklistItem, s.deleteWorklistItem, s.markTurnaround,
 		s.studyLinksOfPatient, s.finishStudyDerivation}, append(s.putStudyLink, s.outboxTxStatements()...)...)
 }
 
