@@ -190,11 +190,6 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-// The columns of inbound_messages in the order scanMessage reads them.
-const messageColumns = `id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
-	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0),
-	mapping_version, pending, processing_error`
-
 // insertBatchSQL inserts a batch in one round trip, inside the transaction that CommitInbound
 // runs when commitOneSQL lost a race. The batch arrives as parallel arrays, one per
 // column, so the statement text is the same for every batch size and is prepared once per
@@ -688,95 +683,6 @@ func (s *Store) preparedCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.stmts)
-}
-
-// Message returns the message with id, or engine.ErrNotFound.
-func (s *Store) Message(ctx context.Context, id int64) (*engine.InboundMessage, error) {
-	row := s.db.QueryRowContext(ctx, "SELECT "+messageColumns+" FROM inbound_messages WHERE id = $1", id)
-	m, err := scanMessage(row)
-	if err != nil {
-		return nil, fmt.Errorf("reading message %d: %w", id, interpretError(err))
-	}
-	return m, nil
-}
-
-// Messages returns the messages that match f, newest (highest ID) first.
-func (s *Store) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine.InboundMessage, error) {
-	var (
-		where []string
-		args  []any
-	)
-	add := func(cond string, arg any) {
-		args = append(args, arg)
-		where = append(where, fmt.Sprintf(cond, len(args)))
-	}
-	if f.ControlID != "" {
-		add("control_id = $%d", storableText(f.ControlID))
-	}
-	if f.MessageType != "" {
-		add(`message_type LIKE $%d`, escapeLike(storableText(f.MessageType))+"%")
-	}
-	if f.Status != "" {
-		add("status = $%d", string(f.Status))
-	}
-	if f.SendingFacility != "" {
-		add("sending_facility = $%d", storableText(f.SendingFacility))
-	}
-	if !f.Since.IsZero() {
-		add("received_at >= $%d", f.Since.UTC().Truncate(time.Microsecond))
-	}
-	if !f.Until.IsZero() {
-		add("received_at < $%d", f.Until.UTC().Truncate(time.Microsecond))
-	}
-	if f.BeforeID > 0 {
-		add("id < $%d", f.BeforeID)
-	}
-	q := "SELECT " + messageColumns + " FROM inbound_messages"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	args = append(args, sqlstore.Limit(f.Limit))
-	q += fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(args))
-
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing messages: %w", interpretError(err))
-	}
-	defer rows.Close()
-	var out []*engine.InboundMessage
-	for rows.Next() {
-		m, err := scanMessage(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing messages: %w", interpretError(err))
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing messages: %w", interpretError(err))
-	}
-	return out, nil
-}
-
-func scanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, error) {
-	var (
-		m      engine.InboundMessage
-		status string
-	)
-	err := row.Scan(&m.ID, &m.Channel, &m.ReceivedAt, &m.PeerAddr, &m.Raw, &m.SendingApplication,
-		&m.SendingFacility, &m.MessageType, &m.ControlID, &m.Version, &status, &m.ACK, &m.ACKCode,
-		&m.Error, &m.DuplicateOf, &m.MappingVersion, &m.Pending, &m.ProcessingError)
-	if err != nil {
-		return nil, err
-	}
-	m.Status = engine.Status(status)
-	m.ReceivedAt = m.ReceivedAt.UTC()
-	if m.Raw == nil {
-		m.Raw = []byte{}
-	}
-	if len(m.ACK) == 0 {
-		m.ACK = nil
-	}
-	return &m, nil
 }
 
 // errRetry marks an error after which the whole transaction may be tried again.

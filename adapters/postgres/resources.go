@@ -113,7 +113,7 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 // UPDATE: it excludes another claimer and FinishPending's UPDATE alike, but not the FOR KEY SHARE
 // lock with which a new duplicate's foreign key checks its original, so a resent message is
 // stored and answered without waiting for its original's processing to finish.
-const claimPendingSQL = `SELECT ` + messageColumns + ` FROM inbound_messages
+const claimPendingSQL = `SELECT ` + sqlstore.MessageColumns + ` FROM inbound_messages
 WHERE status = 'accepted' AND pending
 ORDER BY id
 LIMIT $1
@@ -146,7 +146,7 @@ func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMess
 	defer rows.Close()
 	var out []*engine.InboundMessage
 	for rows.Next() {
-		m, err := scanMessage(rows)
+		m, err := sqlstore.ScanMessage(rows)
 		if err != nil {
 			return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 		}

@@ -93,7 +93,7 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 // inbound_messages_pending, named: without statistics SQLite would walk inbound_messages_status
 // (every accepted message) instead. No lock is needed: the transaction is the one writer until it
 // ends.
-const claimPendingSQL = `SELECT ` + messageColumns + ` FROM inbound_messages INDEXED BY inbound_messages_pending
+const claimPendingSQL = `SELECT ` + sqlstore.MessageColumns + ` FROM inbound_messages INDEXED BY inbound_messages_pending
 WHERE status = 'accepted' AND pending = 1
 ORDER BY id
 LIMIT ?`
@@ -125,7 +125,7 @@ func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMess
 	defer rows.Close()
 	var out []*engine.InboundMessage
 	for rows.Next() {
-		m, err := scanMessage(rows)
+		m, err := sqlstore.ScanMessage(rows)
 		if err != nil {
 			return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
 		}
@@ -354,4 +354,3 @@ JOIN resources r ON r.type = k.type AND r.id = k.id
 JOIN resource_versions v ON v.type = r.type AND v.id = r.id AND v.version_id = r.version_id
 ORDER BY q.key
 LIMIT 1`
-

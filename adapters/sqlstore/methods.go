@@ -8,7 +8,8 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 )
 
-// Pool gives a store the shared areas' methods on its pools, to embed: engine.ResourceReader,
+// Pool gives a store the shared areas' methods on its pools, to embed: the message log's reads,
+// engine.ResourceReader,
 // engine.WorklistReader, engine.TurnaroundReader, engine.LinkStore, engine.DerivationQueue,
 // engine.Outbox and the reads of engine.InstanceStore, each as the Store method of the same name
 // documents.
@@ -121,6 +122,14 @@ func (p Pool) StudySeries(ctx context.Context, studyInstanceUID string) ([]*engi
 
 func (p Pool) SearchStudies(ctx context.Context, f engine.StudyFilter) ([]*engine.Study, error) {
 	return p.S.SearchStudies(ctx, p.C, f)
+}
+
+func (p Pool) Message(ctx context.Context, id int64) (*engine.InboundMessage, error) {
+	return p.S.Message(ctx, p.C, id)
+}
+
+func (p Pool) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine.InboundMessage, error) {
+	return p.S.Messages(ctx, p.C, f)
 }
 
 func (p Pool) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {

@@ -93,6 +93,7 @@ type Store struct {
 	outboxStatements
 	instanceStatements
 	resourceStatements
+	messageStatements
 }
 
 // New returns the shared areas in d's text.
@@ -104,6 +105,7 @@ func New(d Dialect) *Store {
 	s.outboxStatements = newOutboxStatements(s.rebind, d)
 	s.instanceStatements = newInstanceStatements(s.rebind)
 	s.resourceStatements = newResourceStatements(s.rebind, d)
+	s.messageStatements = newMessageStatements(s.rebind)
 	return s
 }
 
@@ -186,7 +188,7 @@ func scanAll[T any](s *Store, rows *sql.Rows, err error, scan func(rowScanner) (
 }
 
 // rowScanner is a row to scan: *sql.Rows at the row.
-type rowScanner interface{ Scan(dest ...any) error }
+type rowScanner = interface{ Scan(dest ...any) error }
 
 // scanTime scans a time column of either dialect into t: a timestamptz (time.Time) or Unix
 // nanoseconds (int64), NULL or 0 being the zero time. Times come out in UTC.

@@ -1,0 +1,116 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/ferryhealth/ferry/engine"
+)
+
+// MessageColumns are the columns of inbound_messages (migrations/*/00001_inbound_messages.sql,
+// 00003_pending_processing.sql) in the order ScanMessage reads them. Writing the log (the inbound
+// group commit, a Tx's InsertInbound, claiming pending messages) is each store's own: the hot
+// path of every message.
+const MessageColumns = `id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
+	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0),
+	mapping_version, pending, processing_error`
+
+// messageStatements are the message log's fixed reads.
+type messageStatements struct {
+	message string
+}
+
+func newMessageStatements(rebind func(string) string) messageStatements {
+	return messageStatements{message: rebind(`SELECT ` + MessageColumns + ` FROM inbound_messages WHERE id = ?`)}
+}
+
+// Message returns the message with id, or engine.ErrNotFound.
+func (s *Store) Message(ctx context.Context, c Conn, id int64) (*engine.InboundMessage, error) {
+	var m *engine.InboundMessage
+	rows, err := c.Query(ctx, s.message, id)
+	err = s.scanOne(rows, err, func(row rowScanner) (err error) {
+		m, err = ScanMessage(row)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading message %d: %w", id, err)
+	}
+	return m, nil
+}
+
+// Messages returns the messages that match f, newest (highest ID) first. The query is not
+// prepared (QueryOnce): the message type is a prefix, which PostgreSQL plans as an index range
+// only for its value.
+func (s *Store) Messages(ctx context.Context, c Conn, f engine.MessageFilter) ([]*engine.InboundMessage, error) {
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return s.d.Placeholder(len(args))
+	}
+	if f.ControlID != "" {
+		where = append(where, "control_id = "+arg(engine.StorableText(f.ControlID)))
+	}
+	if f.MessageType != "" {
+		where = append(where, s.d.Prefix("message_type", engine.StorableText(f.MessageType), arg))
+	}
+	if f.Status != "" {
+		where = append(where, "status = "+arg(string(f.Status)))
+	}
+	if f.SendingFacility != "" {
+		where = append(where, "sending_facility = "+arg(engine.StorableText(f.SendingFacility)))
+	}
+	if !f.Since.IsZero() {
+		at, err := s.d.Time(f.Since)
+		if err != nil {
+			return nil, &InvalidError{fmt.Errorf("listing messages since %s: %w", f.Since, err)}
+		}
+		where = append(where, "received_at >= "+arg(at))
+	}
+	if !f.Until.IsZero() {
+		at, err := s.d.Time(f.Until)
+		if err != nil {
+			return nil, &InvalidError{fmt.Errorf("listing messages until %s: %w", f.Until, err)}
+		}
+		where = append(where, "received_at < "+arg(at))
+	}
+	if f.BeforeID > 0 {
+		where = append(where, "id < "+arg(f.BeforeID))
+	}
+	q := "SELECT " + MessageColumns + " FROM inbound_messages"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY id DESC LIMIT " + arg(Limit(f.Limit))
+	rows, err := c.QueryOnce(ctx, q, args...)
+	out, err := scanAll(s, rows, err, ScanMessage)
+	if err != nil {
+		return nil, fmt.Errorf("listing messages: %w", err)
+	}
+	return out, nil
+}
+
+// ScanMessage reads a row of MessageColumns.
+func ScanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, error) {
+	var (
+		m      engine.InboundMessage
+		status string
+	)
+	err := row.Scan(&m.ID, &m.Channel, scanTime{&m.ReceivedAt}, &m.PeerAddr, &m.Raw, &m.SendingApplication,
+		&m.SendingFacility, &m.MessageType, &m.ControlID, &m.Version, &status, &m.ACK, &m.ACKCode,
+		&m.Error, &m.DuplicateOf, &m.MappingVersion, &m.Pending, &m.ProcessingError)
+	if err != nil {
+		return nil, err
+	}
+	m.Status = engine.Status(status)
+	if m.Raw == nil {
+		m.Raw = []byte{}
+	}
+	if len(m.ACK) == 0 {
+		m.ACK = nil
+	}
+	return &m, nil
+}
