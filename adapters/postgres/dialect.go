@@ -98,6 +98,8 @@ func (dialect) Prefix(column, prefix string, arg func(any) string) string {
 	return column + " LIKE " + arg(escapeLike(prefix)+"%")
 }
 
+func (dialect) ClaimPendingSQL() string { return claimPendingSQL }
+
 func (dialect) SearchOrder(bool) string { return "r.last_updated" }
 
 func (dialect) ResourceByKeys() sqlstore.ResourceByKeysStatement {

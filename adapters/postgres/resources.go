@@ -37,8 +37,7 @@ var _ engine.Tx = (*Tx)(nil)
 
 // txStatements are the statements a Tx prepares: Begin prepares them on the pool before it takes
 // a connection for the transaction, so that no step waits for a second connection.
-var txStatements = append([]string{insertOneSQL, insertBatchSQL, putResourceSQL, claimPendingSQL,
-	finishPendingSQL}, shared.TxStatements()...)
+var txStatements = append([]string{insertOneSQL, insertBatchSQL, putResourceSQL}, shared.TxStatements()...)
 
 // Begin starts a READ COMMITTED transaction on the main pool. Its writes lock what they change
 // (a resource's current-version row, a key, an accepted message's key) until it ends, so a node
@@ -118,68 +117,6 @@ WHERE status = 'accepted' AND pending
 ORDER BY id
 LIMIT $1
 FOR NO KEY UPDATE SKIP LOCKED`
-
-// finishPendingSQL clears pending and records the outcome; no row when id is not a pending
-// message.
-const finishPendingSQL = `UPDATE inbound_messages
-SET pending = false, mapping_version = $2, processing_error = $3
-WHERE id = $1 AND status = 'accepted' AND pending`
-
-// ClaimPending returns up to limit pending messages, oldest first, locked until t ends (see
-// claimPendingSQL); messages another transaction has claimed are skipped, so workers on several
-// nodes take disjoint sets. A claimed message whose transaction rolls back is claimable again.
-func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMessage, error) {
-	if err := t.Usable(); err != nil {
-		return nil, err
-	}
-	if limit <= 0 {
-		return nil, nil
-	}
-	stmt, err := t.s.prepare(ctx, claimPendingSQL)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := t.tx.StmtContext(ctx, stmt).QueryContext(ctx, limit)
-	if err != nil {
-		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
-	}
-	defer rows.Close()
-	var out []*engine.InboundMessage
-	for rows.Next() {
-		m, err := sqlstore.ScanMessage(rows)
-		if err != nil {
-			return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
-	}
-	return out, nil
-}
-
-// FinishPending clears Pending of message id and stores mappingVersion and processingError (as
-// valid UTF-8, storableText). engine.ErrNotFound when id is not an accepted, pending message
-// (the transaction goes on).
-func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error {
-	if err := t.Usable(); err != nil {
-		return err
-	}
-	stmt, err := t.s.prepare(ctx, finishPendingSQL)
-	if err != nil {
-		return err
-	}
-	res, err := t.tx.StmtContext(ctx, stmt).ExecContext(ctx, id, storableText(mappingVersion), storableText(processingError))
-	if err != nil {
-		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, err))
-	} else if n == 0 {
-		return fmt.Errorf("finishing pending message %d: %w", id, engine.ErrNotFound)
-	}
-	return nil
-}
 
 // putResourceSQL adds a version in one statement. $1 type, $2 id, $3 version, $4 last updated,
 // $5 JSON, $6–$8 the index entries as parallel arrays (param, system, value), $9 the keys, sorted

@@ -111,6 +111,8 @@ func (dialect) SearchOrder(filtered bool) string {
 	return "r.last_updated"
 }
 
+func (dialect) ClaimPendingSQL() string { return claimPendingSQL }
+
 func (dialect) ResourceByKeys() sqlstore.ResourceByKeysStatement {
 	return sqlstore.ResourceByKeysStatement{Query: resourceByKeysSQL}
 }

@@ -34,7 +34,7 @@ var _ engine.Tx = (*Tx)(nil)
 
 // txStatements are the statements a Tx runs prepared: Begin prepares them on the writer before it
 // takes the writer's connection (see Store.prepare).
-var txStatements = append([]string{insertSQL, findAcceptedSQL, claimPendingSQL, finishPendingSQL,
+var txStatements = append([]string{insertSQL, findAcceptedSQL,
 	currentVersionSQL, putHeadSQL, insertVersionSQL,
 	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL}, shared.TxStatements()...)
 
@@ -97,68 +97,6 @@ const claimPendingSQL = `SELECT ` + sqlstore.MessageColumns + ` FROM inbound_mes
 WHERE status = 'accepted' AND pending = 1
 ORDER BY id
 LIMIT ?`
-
-// finishPendingSQL clears pending and records the outcome; no row when id is not a pending
-// message.
-const finishPendingSQL = `UPDATE inbound_messages
-SET pending = 0, mapping_version = ?2, processing_error = ?3
-WHERE id = ?1 AND status = 'accepted' AND pending = 1`
-
-// ClaimPending returns up to limit pending messages, oldest first. The transaction holds the
-// one writer connection, so no other transaction claims them meanwhile; if it rolls back, they
-// are pending still.
-func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMessage, error) {
-	if err := t.Usable(); err != nil {
-		return nil, err
-	}
-	if limit <= 0 {
-		return nil, nil
-	}
-	stmt, err := t.stmt(ctx, claimPendingSQL)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := stmt.QueryContext(ctx, limit)
-	if err != nil {
-		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
-	}
-	defer rows.Close()
-	var out []*engine.InboundMessage
-	for rows.Next() {
-		m, err := sqlstore.ScanMessage(rows)
-		if err != nil {
-			return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
-	}
-	return out, nil
-}
-
-// FinishPending clears Pending of message id and stores mappingVersion and processingError (as
-// valid UTF-8, storableText). engine.ErrNotFound when id is not an accepted, pending message
-// (the transaction goes on).
-func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error {
-	if err := t.Usable(); err != nil {
-		return err
-	}
-	stmt, err := t.stmt(ctx, finishPendingSQL)
-	if err != nil {
-		return err
-	}
-	res, err := stmt.ExecContext(ctx, id, storableText(mappingVersion), storableText(processingError))
-	if err != nil {
-		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, err))
-	} else if n == 0 {
-		return fmt.Errorf("finishing pending message %d: %w", id, engine.ErrNotFound)
-	}
-	return nil
-}
 
 const (
 	currentVersionSQL = `SELECT version_id FROM resources WHERE type = ? AND id = ?`

@@ -16,13 +16,54 @@ const MessageColumns = `id, channel, received_at, peer_addr, raw, sending_applic
 	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0),
 	mapping_version, pending, processing_error`
 
-// messageStatements are the message log's fixed reads.
+// messageStatements are the message log's fixed reads and the pending processing's steps.
 type messageStatements struct {
-	message string
+	message, claimPending, finishPending string
 }
 
-func newMessageStatements(rebind func(string) string) messageStatements {
-	return messageStatements{message: rebind(`SELECT ` + MessageColumns + ` FROM inbound_messages WHERE id = ?`)}
+func newMessageStatements(rebind func(string) string, d Dialect) messageStatements {
+	return messageStatements{
+		message:      rebind(`SELECT ` + MessageColumns + ` FROM inbound_messages WHERE id = ?`),
+		claimPending: d.ClaimPendingSQL(),
+		// Clears pending and records the outcome; no row when id is not a pending message.
+		finishPending: rebind(`UPDATE inbound_messages
+SET pending = ?, mapping_version = ?, processing_error = ?
+WHERE id = ? AND status = 'accepted' AND pending`),
+	}
+}
+
+// ClaimPending returns up to limit pending messages, oldest first, claimed until the transaction
+// c ends (the dialect's ClaimPendingSQL): a worker on another node skips them; a claimed message
+// whose transaction rolls back is claimable again.
+func (s *Store) ClaimPending(ctx context.Context, c Conn, limit int) ([]*engine.InboundMessage, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := c.Query(ctx, s.claimPending, limit)
+	out, err := scanAll(s, rows, err, ScanMessage)
+	if err != nil {
+		return nil, fmt.Errorf("claiming pending messages: %w", err)
+	}
+	return out, nil
+}
+
+// FinishPending clears Pending of message id and stores mappingVersion and processingError (as
+// valid UTF-8). engine.ErrNotFound when id is not an accepted, pending message (a transaction
+// goes on).
+func (s *Store) FinishPending(ctx context.Context, c Conn, id int64, mappingVersion, processingError string) error {
+	res, err := c.Exec(ctx, s.finishPending, false, engine.StorableText(mappingVersion),
+		engine.StorableText(processingError), id)
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
+	}
+	if err == nil && n == 0 {
+		err = engine.ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("finishing pending message %d: %w", id, s.d.InterpretError(err))
+	}
+	return nil
 }
 
 // Message returns the message with id, or engine.ErrNotFound.

@@ -26,7 +26,8 @@ type TxGuard interface {
 	Check(err error) error
 }
 
-// TxSteps gives a store's Tx the shared areas' steps, to embed: engine.ResourceReader,
+// TxSteps gives a store's Tx the shared areas' steps, to embed: the pending processing's steps,
+// engine.ResourceReader,
 // engine.WorklistWriter and reader, engine.TurnaroundMarker, engine.LinkWriter,
 // FinishStudyDerivation and engine.DeliveryInserter, each guarded by G.
 type TxSteps struct {
@@ -204,6 +205,21 @@ func (t TxSteps) SearchResources(ctx context.Context, q engine.ResourceQuery) ([
 	}
 	rs, err := t.S.SearchResources(ctx, t.C, q)
 	return rs, t.G.Check(err)
+}
+
+func (t TxSteps) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMessage, error) {
+	if err := t.G.Usable(); err != nil {
+		return nil, err
+	}
+	msgs, err := t.S.ClaimPending(ctx, t.C, limit)
+	return msgs, t.G.Check(err)
+}
+
+func (t TxSteps) FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error {
+	if err := t.G.Usable(); err != nil {
+		return err
+	}
+	return t.G.Check(t.S.FinishPending(ctx, t.C, id, mappingVersion, processingError))
 }
 
 func (t TxSteps) PutWorklistItem(ctx context.Context, item *engine.WorklistItem) error {

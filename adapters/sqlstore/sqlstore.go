@@ -65,6 +65,10 @@ type Dialect interface {
 	SearchOrder(filtered bool) string
 	// ResourceByKeys returns the dialect's statement for Store.ResourceByKeys.
 	ResourceByKeys() ResourceByKeysStatement
+	// ClaimPendingSQL returns the statement that reads up to its one parameter pending messages
+	// (MessageColumns), oldest first, so that no other transaction claims them until the one
+	// that runs it ends.
+	ClaimPendingSQL() string
 }
 
 // Conn runs a shared area's statements where the store says: on a pool, or inside a transaction
@@ -105,14 +109,14 @@ func New(d Dialect) *Store {
 	s.outboxStatements = newOutboxStatements(s.rebind, d)
 	s.instanceStatements = newInstanceStatements(s.rebind)
 	s.resourceStatements = newResourceStatements(s.rebind, d)
-	s.messageStatements = newMessageStatements(s.rebind)
+	s.messageStatements = newMessageStatements(s.rebind, d)
 	return s
 }
 
 // TxStatements are the fixed statements the shared areas run in a transaction, for a store whose
 // Begin prepares every statement of a transaction before it takes its connection.
 func (s *Store) TxStatements() []string {
-	return append([]string{s.currentResource, s.resourceVersion, s.resourceHistory, s.resolveKey,
+	return append([]string{s.claimPending, s.finishPending, s.currentResource, s.resourceVersion, s.resourceHistory, s.resolveKey,
 		s.resourceByKeys.Query, s.putWorklistItem, s.deleteWorklistItem, s.markTurnaround,
 		s.studyLinksOfPatient, s.finishStudyDerivation}, append(s.putStudyLink, s.outboxTxStatements()...)...)
 }

@@ -26,6 +26,7 @@ func (testDialect) SearchOrder(bool) string         { return "r.last_updated" }
 func (testDialect) Prefix(column, prefix string, arg func(any) string) string {
 	return column + " LIKE " + arg(prefix+"%")
 }
+func (testDialect) ClaimPendingSQL() string { return "SELECT 1" }
 func (testDialect) ResourceByKeys() ResourceByKeysStatement {
 	return ResourceByKeysStatement{Query: "SELECT 1"}
 }
