@@ -11,8 +11,6 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 )
 
-var _ engine.InstanceStore = (*Store)(nil)
-
 // putInstanceSQL records one instance and updates its series and study in one autocommit
 // statement (one round trip; committed, and flushed under synchronous_commit, before PostgreSQL
 // answers; on any error nothing of it is kept). Its data-modifying CTEs run in order, each

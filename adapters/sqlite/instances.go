@@ -10,8 +10,6 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 )
 
-var _ engine.InstanceStore = (*Store)(nil)
-
 // insertInstanceSQL inserts an instance, or nothing when its SOP Instance UID is stored (the
 // primary key): then PutInstance changes nothing else.
 const insertInstanceSQL = `

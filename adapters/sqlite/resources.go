@@ -22,12 +22,9 @@ import (
 type Tx struct {
 	s  *Store
 	tx *sql.Tx
-	// TxState is the savepoint, Commit and Rollback, and the rule that a failed step refuses
-	// those after it (Usable, Check), as both stores keep them.
-	sqlstore.TxState
-	// TxSteps are the steps of adapters/sqlstore (worklist, turnaround, links, outbox) on this
-	// transaction, guarded by it (Usable, Check). Made once, in Begin.
-	sqlstore.TxSteps
+	// Tx is the savepoint, Commit and Rollback, the rule that a failed step refuses those
+	// after it (Usable, Check), and adapters/sqlstore's steps on this transaction. Made in Begin.
+	*sqlstore.Tx
 }
 
 var _ engine.Tx = (*Tx)(nil)
@@ -50,8 +47,8 @@ func (s *Store) Begin(ctx context.Context) (engine.Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("beginning transaction: %w", interpretError(err))
 	}
-	t := &Tx{s: s, tx: tx, TxState: sqlstore.NewTxState(theDialect, tx)}
-	t.TxSteps = sqlstore.TxSteps{S: shared, C: reader{s: s, tx: t}, G: t}
+	t := &Tx{s: s, tx: tx}
+	t.Tx = shared.NewTx(tx, reader{s: s, tx: t})
 	return t, nil
 }
 

@@ -17,7 +17,7 @@ import (
 // outbox implements it.
 type OutboxDialect interface {
 	// DueDeliveriesSQL returns the due scan: deliveries pending, due and not leased at parameter
-	// 1, not to a destination in parameter 3 (BusyDestinations), first of their queue
+	// 1, not to a destination in parameter 3 (a Dialect.List), first of their queue
 	// (HeadOfQueue), longest due first, at most parameter 2 of them; columns are its select list.
 	DueDeliveriesSQL(columns, headOfQueue string) string
 	// ClaimDeliverySQL returns the claim: delivery parameter 1's attempt counted and its lease
@@ -27,8 +27,6 @@ type OutboxDialect interface {
 	// deliveries (queue keys from parameter 2 up to parameter 3), but those leased at parameter
 	// 5, to parameter 4 at the earliest.
 	PostponeDestinationSQL() string
-	// BusyDestinations returns destinations as the due scan's parameter 3.
-	BusyDestinations(destinations []string) any
 }
 
 // DeliveryColumns are the deliveries columns every outbox query selects, in the order the
@@ -137,7 +135,7 @@ func (s *Store) DueDeliveries(ctx context.Context, c Conn, now time.Time, limit 
 	for i, b := range busy {
 		skip[i] = engine.StorableText(b)
 	}
-	out, err := s.queryDeliveries(ctx, c.Query, s.dueDeliveries, at, min(max(limit, 1), 1000), s.od.BusyDestinations(skip))
+	out, err := s.queryDeliveries(ctx, c.Query, s.dueDeliveries, at, min(max(limit, 1), 1000), s.d.List(skip))
 	if err != nil {
 		return nil, fmt.Errorf("reading due deliveries: %w", err)
 	}
