@@ -38,3 +38,4 @@ func TestDialectsInStep(t *testing.T) {
 		t.Errorf("migrations differ: postgres %v, sqlite %v", names["postgres"], names["sqlite"])
 	}
 }
+
