@@ -38,4 +38,3 @@ func TestDialectsInStep(t *testing.T) {
 		t.Errorf("migrations differ: postgres %v, sqlite %v", names["postgres"], names["sqlite"])
 	}
 }
-
