@@ -1,10 +1,13 @@
 // Package postgres is Ferry's production store: engine.Store (the message log, FHIR resources and
-// the Modality Worklist) and engine.InstanceStore (received DICOM instances) on PostgreSQL through github.com/lib/pq. Several Ferry nodes may share one database; everything that must be unique
+// the Modality Worklist) and engine.InstanceStore (received DICOM instances) on PostgreSQL through
+// github.com/lib/pq. Several Ferry nodes may share one database; everything that must be unique
 // across them (a duplicate MSH-10, …) is a database constraint, never a map in one node's memory.
 //
-// The SQL both stores share (worklist, turnaround, links, outbox) is adapters/sqlstore's, in
-// PostgreSQL's text through this package's dialect; the rest, and the statements tuned for
-// PostgreSQL alone, live here. The schema is in migrations/postgres and is applied by Migrate. Commits are durable: Open refuses a session with synchronous_commit off,
+// The SQL both stores share is adapters/sqlstore's, in PostgreSQL's text through this package's
+// dialect; what lives here is what was tuned and measured for PostgreSQL alone (the inbound group
+// commit, a resource version in one statement, an instance in one statement, and the statements
+// the dialect hands sqlstore), with the connections. The schema is in migrations/postgres and is
+// applied by Migrate. Commits are durable: Open refuses a session with synchronous_commit off,
 // because Ferry acknowledges a message only after its commit returns.
 package postgres
 

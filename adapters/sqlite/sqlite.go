@@ -1,14 +1,15 @@
 // Package sqlite is Ferry's embedded store: engine.Store (the message log, FHIR resources and the
-// Modality Worklist) and engine.InstanceStore (received DICOM instances) in one SQLite file through modernc.org/sqlite (pure Go, no cgo). It serves a single node; the same engine code runs on it
-// and on adapters/postgres.
+// Modality Worklist) and engine.InstanceStore (received DICOM instances) in one SQLite file
+// through modernc.org/sqlite (pure Go, no cgo). It serves a single node; the same engine code runs
+// on it and on adapters/postgres.
 //
 // The database runs in WAL mode with synchronous=FULL, so a commit returns only after the WAL is
 // fsynced: Ferry acknowledges a message only after that. Writes go through one connection, so
 // group commits queue in Go instead of contending for SQLite's lock; reads use a pool of
-// read-only connections, which WAL lets run beside the writer. The SQL both stores share (worklist,
-// turnaround, links, outbox) is adapters/sqlstore's, through this package's dialect; the rest, and
-// the statements tuned for SQLite alone, live here. The schema is in migrations/sqlite and is
-// applied by Migrate.
+// read-only connections, which WAL lets run beside the writer. The SQL both stores share is
+// adapters/sqlstore's, through this package's dialect; what lives here is written for SQLite's one
+// writer (the inbound group commit, a resource version, an instance) and the statements the
+// dialect hands sqlstore. The schema is in migrations/sqlite and is applied by Migrate.
 package sqlite
 
 import (

@@ -2,11 +2,15 @@
 // (production) and adapters/sqlite (embedded) each supply a Dialect, for what their engines spell
 // differently, and a Conn, for how they prepare and where they run a statement (a pool, the
 // writer, a transaction); the areas here hold the statements and the code that runs them and reads
-// their rows. A store's own package keeps what it tunes for its engine alone (the inbound group
-// commit, resource writes, the outbox claim) and its connections, migrations and transactions.
+// their rows: the message log's reads and pending processing, resources and their search, DICOM
+// instances and studies, the worklist, the turnaround clocks, study links, the outbox, and the
+// transaction's plumbing (Tx). A store's own package keeps only what it tunes for its engine and
+// has measured — the inbound group commit, writing a resource version, storing an instance — with
+// its connections and migrations; a tuned statement the shared code runs comes from the dialect.
 //
 // Statements are written with ? placeholders and rebound once, in New, to the dialect's; a query
-// built per call (a filter's shape) asks the dialect for each placeholder.
+// built per call (a filter's shape) asks the dialect for each placeholder, adding its arguments in
+// the order their placeholders stand in the text.
 package sqlstore
 
 import (
