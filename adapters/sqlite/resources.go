@@ -255,16 +255,27 @@ func (rd reader) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 
 // QueryShape runs a query whose text takes one of a few shapes: prepared on the read-only pool;
 // in a transaction, unprepared (SQLite parses it in process; preparing on the writer would wait
-// for the connection the transaction holds).
+// for the connection the transaction holds). Past maxPrepared statements it prepares no more,
+// whatever shapes clients send.
 func (rd reader) QueryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if rd.tx != nil {
-		return rd.tx.tx.QueryContext(ctx, query, args...)
+	if rd.tx != nil || rd.s.preparedCount() >= maxPrepared {
+		return rd.query(ctx, query, args...)
 	}
 	stmt, err := rd.s.prepare(ctx, rd.s.reader, query)
 	if err != nil {
 		return nil, err
 	}
 	return stmt.QueryContext(ctx, args...)
+}
+
+// maxPrepared bounds the statements the store keeps prepared, search shapes included.
+const maxPrepared = 256
+
+// preparedCount is how many statements the store keeps prepared.
+func (s *Store) preparedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.stmts)
 }
 
 // query runs a query of varying text, unprepared.
