@@ -54,12 +54,8 @@ func NumberValue(is string) sql.NullInt64 {
 
 // Instance returns the instance with sopInstanceUID, or engine.ErrNotFound.
 func (s *Store) Instance(ctx context.Context, c Conn, sopInstanceUID string) (*engine.Instance, error) {
-	var inst *engine.Instance
 	rows, err := c.Query(ctx, s.instance, engine.StorableText(sopInstanceUID))
-	err = s.scanOne(rows, err, func(r rowScanner) (err error) {
-		inst, err = scanInstance(r)
-		return err
-	})
+	inst, err := scanRow(s, rows, err, scanInstance)
 	if err != nil {
 		return nil, fmt.Errorf("reading instance %s: %w", sopInstanceUID, err)
 	}
@@ -83,12 +79,8 @@ func (s *Store) SeriesInstances(ctx context.Context, c Conn, seriesInstanceUID s
 
 // Study returns the study with studyInstanceUID, or engine.ErrNotFound.
 func (s *Store) Study(ctx context.Context, c Conn, studyInstanceUID string) (*engine.Study, error) {
-	var st *engine.Study
 	rows, err := c.Query(ctx, s.study, engine.StorableText(studyInstanceUID))
-	err = s.scanOne(rows, err, func(r rowScanner) (err error) {
-		st, err = s.scanStudy(r)
-		return err
-	})
+	st, err := scanRow(s, rows, err, s.scanStudy)
 	if err != nil {
 		return nil, fmt.Errorf("reading study %s: %w", studyInstanceUID, err)
 	}
@@ -123,15 +115,7 @@ func (s *Store) StudySeries(ctx context.Context, c Conn, studyInstanceUID string
 // Patient ID (dicom_studies_patient) that are not linked (study_links' primary key), each branch
 // able to take its index (one OR across the two tables could only be filtered).
 func (s *Store) SearchStudies(ctx context.Context, c Conn, f engine.StudyFilter) ([]*engine.Study, error) {
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(v any) string {
-		args = append(args, v)
-		return s.d.Placeholder(len(args))
-	}
-	text := func(v string) string { return arg(engine.StorableText(v)) }
+	q := conditions{d: s.d}
 	switch {
 	case f.LinkedIdentity && f.PatientID != "":
 		var (
@@ -145,54 +129,51 @@ func (s *Store) SearchStudies(ctx context.Context, c Conn, f engine.StudyFilter)
 		}
 		if len(ids) > 0 {
 			branches = append(branches, `SELECT l.study_instance_uid FROM study_links l
-				WHERE l.status = 'linked' AND `+s.d.InList("l.patient_id", arg(s.d.List(ids))))
+				WHERE l.status = 'linked' AND `+s.d.InList("l.patient_id", q.arg(s.d.List(ids))))
 		}
-		sent := "s.patient_id = " + text(f.PatientID)
+		sent := "s.patient_id = " + q.text(f.PatientID)
 		if f.IssuerOfPatientID != "" {
-			sent += " AND s.issuer_of_patient_id = " + text(f.IssuerOfPatientID)
+			sent += " AND s.issuer_of_patient_id = " + q.text(f.IssuerOfPatientID)
 		}
 		// Linked as engine.Linker.LinkedIdentity reads a link: status linked, naming a patient.
 		branches = append(branches, `SELECT s.study_instance_uid FROM dicom_studies s WHERE `+sent+`
 				AND NOT EXISTS (SELECT 1 FROM study_links l WHERE l.study_instance_uid = s.study_instance_uid
 					AND l.status = 'linked' AND l.patient_id <> '')`)
-		where = append(where, "study_instance_uid IN ("+strings.Join(branches, " UNION ALL ")+")")
+		q.add("study_instance_uid IN (" + strings.Join(branches, " UNION ALL ") + ")")
 	default:
 		if f.PatientID != "" {
-			where = append(where, "patient_id = "+text(f.PatientID))
+			q.add("patient_id = " + q.text(f.PatientID))
 		}
 		if f.IssuerOfPatientID != "" {
-			where = append(where, "issuer_of_patient_id = "+text(f.IssuerOfPatientID))
+			q.add("issuer_of_patient_id = " + q.text(f.IssuerOfPatientID))
 		}
 	}
 	if f.AccessionNumber != "" {
-		where = append(where, "accession_number = "+text(f.AccessionNumber))
+		q.add("accession_number = " + q.text(f.AccessionNumber))
 	}
 	if len(f.StudyInstanceUIDs) > 0 {
 		uids := make([]string, len(f.StudyInstanceUIDs))
 		for i, u := range f.StudyInstanceUIDs {
 			uids[i] = engine.StorableText(u)
 		}
-		where = append(where, s.d.InList("study_instance_uid", arg(s.d.List(uids))))
+		q.add(s.d.InList("study_instance_uid", q.arg(s.d.List(uids))))
 	}
 	if f.StudyDateFrom != "" || f.StudyDateTo != "" {
-		where = append(where, "study_date <> ''")
+		q.add("study_date <> ''")
 	}
 	if f.StudyDateFrom != "" {
-		where = append(where, "study_date >= "+text(f.StudyDateFrom))
+		q.add("study_date >= " + q.text(f.StudyDateFrom))
 	}
 	if f.StudyDateTo != "" {
-		where = append(where, "study_date <= "+text(f.StudyDateTo))
+		q.add("study_date <= " + q.text(f.StudyDateTo))
 	}
 	if f.ModalityInStudy != "" {
-		where = append(where, s.d.ListHas("modalities_in_study", text(f.ModalityInStudy)))
+		q.add(s.d.ListHas("modalities_in_study", q.text(f.ModalityInStudy)))
 	}
-	query := `SELECT ` + studyColumns + ` FROM dicom_studies`
-	if len(where) > 0 {
-		query += ` WHERE ` + strings.Join(where, ` AND `)
-	}
-	query += ` ORDER BY study_date DESC, study_time DESC, study_instance_uid LIMIT ` + arg(f.PageLimit()) +
-		` OFFSET ` + arg(f.PageOffset())
-	rows, err := c.QueryOnce(ctx, query, args...)
+	query := `SELECT ` + studyColumns + ` FROM dicom_studies` + q.clause() +
+		` ORDER BY study_date DESC, study_time DESC, study_instance_uid LIMIT ` + q.arg(f.PageLimit()) +
+		` OFFSET ` + q.arg(f.PageOffset())
+	rows, err := c.QueryOnce(ctx, query, q.args...)
 	out, err := scanAll(s, rows, err, s.scanStudy)
 	if err != nil {
 		return nil, fmt.Errorf("searching studies: %w", err)

@@ -3,7 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
-	"strings"
+	"time"
 
 	"github.com/ferryhealth/ferry/engine"
 )
@@ -68,12 +68,8 @@ func (s *Store) FinishPending(ctx context.Context, c Conn, id int64, mappingVers
 
 // Message returns the message with id, or engine.ErrNotFound.
 func (s *Store) Message(ctx context.Context, c Conn, id int64) (*engine.InboundMessage, error) {
-	var m *engine.InboundMessage
 	rows, err := c.Query(ctx, s.message, id)
-	err = s.scanOne(rows, err, func(row rowScanner) (err error) {
-		m, err = ScanMessage(row)
-		return err
-	})
+	m, err := scanRow(s, rows, err, ScanMessage)
 	if err != nil {
 		return nil, fmt.Errorf("reading message %d: %w", id, err)
 	}
@@ -84,49 +80,38 @@ func (s *Store) Message(ctx context.Context, c Conn, id int64) (*engine.InboundM
 // prepared (QueryOnce): the message type is a prefix, which PostgreSQL plans as an index range
 // only for its value.
 func (s *Store) Messages(ctx context.Context, c Conn, f engine.MessageFilter) ([]*engine.InboundMessage, error) {
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(v any) string {
-		args = append(args, v)
-		return s.d.Placeholder(len(args))
-	}
+	q := conditions{d: s.d}
 	if f.ControlID != "" {
-		where = append(where, "control_id = "+arg(engine.StorableText(f.ControlID)))
+		q.add("control_id = " + q.text(f.ControlID))
 	}
 	if f.MessageType != "" {
-		where = append(where, s.d.Prefix("message_type", engine.StorableText(f.MessageType), arg))
+		q.add(s.d.Prefix("message_type", engine.StorableText(f.MessageType), q.arg))
 	}
 	if f.Status != "" {
-		where = append(where, "status = "+arg(string(f.Status)))
+		q.add("status = " + q.arg(string(f.Status)))
 	}
 	if f.SendingFacility != "" {
-		where = append(where, "sending_facility = "+arg(engine.StorableText(f.SendingFacility)))
+		q.add("sending_facility = " + q.text(f.SendingFacility))
 	}
-	if !f.Since.IsZero() {
-		at, err := s.d.Time(f.Since)
-		if err != nil {
-			return nil, &InvalidError{fmt.Errorf("listing messages since %s: %w", f.Since, err)}
+	for _, bound := range []struct {
+		at time.Time
+		op string
+	}{{f.Since, ">="}, {f.Until, "<"}} {
+		if bound.at.IsZero() {
+			continue
 		}
-		where = append(where, "received_at >= "+arg(at))
-	}
-	if !f.Until.IsZero() {
-		at, err := s.d.Time(f.Until)
+		at, err := s.d.Time(bound.at)
 		if err != nil {
-			return nil, &InvalidError{fmt.Errorf("listing messages until %s: %w", f.Until, err)}
+			return nil, &InvalidError{fmt.Errorf("listing messages received %s %s: %w", bound.op, bound.at, err)}
 		}
-		where = append(where, "received_at < "+arg(at))
+		q.add("received_at " + bound.op + " " + q.arg(at))
 	}
 	if f.BeforeID > 0 {
-		where = append(where, "id < "+arg(f.BeforeID))
+		q.add("id < " + q.arg(f.BeforeID))
 	}
-	q := "SELECT " + MessageColumns + " FROM inbound_messages"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY id DESC LIMIT " + arg(Limit(f.Limit))
-	rows, err := c.QueryOnce(ctx, q, args...)
+	query := "SELECT " + MessageColumns + " FROM inbound_messages" + q.clause() +
+		" ORDER BY id DESC LIMIT " + q.arg(Limit(f.Limit))
+	rows, err := c.QueryOnce(ctx, query, q.args...)
 	out, err := scanAll(s, rows, err, ScanMessage)
 	if err != nil {
 		return nil, fmt.Errorf("listing messages: %w", err)

@@ -18,7 +18,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/ferryhealth/ferry/engine"
 )
 
 // Dialect is what one SQL engine spells its own way. Its methods are called on every statement a
@@ -175,6 +178,45 @@ func (s *Store) scanOne(rows *sql.Rows, err error, scan func(rowScanner) error) 
 		return s.d.InterpretError(err)
 	}
 	return s.d.InterpretError(rows.Close())
+}
+
+// scanRow reads the first row of rows with scan, as scanOne does.
+func scanRow[T any](s *Store, rows *sql.Rows, err error, scan func(rowScanner) (T, error)) (T, error) {
+	var v T
+	err = s.scanOne(rows, err, func(r rowScanner) (err error) {
+		v, err = scan(r)
+		return err
+	})
+	return v, err
+}
+
+// conditions builds a WHERE clause of conditions ANDed, each value a parameter. Arguments are
+// added in the order their placeholders stand in the text: a dialect's placeholders may be
+// numbered by position (SQLite's ?).
+type conditions struct {
+	d     Dialect
+	where []string
+	args  []any
+}
+
+// arg adds v and returns its placeholder.
+func (c *conditions) arg(v any) string {
+	c.args = append(c.args, v)
+	return c.d.Placeholder(len(c.args))
+}
+
+// text adds v as text a column can hold (engine.StorableText) and returns its placeholder.
+func (c *conditions) text(v string) string { return c.arg(engine.StorableText(v)) }
+
+// add ANDs cond, whose arguments are added already.
+func (c *conditions) add(cond string) { c.where = append(c.where, cond) }
+
+// clause returns " WHERE …", or "" without conditions.
+func (c *conditions) clause() string {
+	if len(c.where) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(c.where, " AND ")
 }
 
 // scanAll reads every row of rows with scan and closes rows; none is an empty result, not an

@@ -35,6 +35,16 @@ fi
 
 fresh() { dropdb --if-exists "$1" && createdb "$1"; }
 
+# CPU time in clock ticks: of one process (ticks PID), of every PostgreSQL process (pg_ticks;
+# other clients of the same server count too, so run it on a quiet server).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+pg_ticks() {
+	local sum=0 pid
+	for pid in $(pgrep -u postgres); do sum=$((sum + $(ticks "$pid" 2>/dev/null || echo 0))); done
+	echo "$sum"
+}
+hz=$(getconf CLK_TCK)
+
 # Ferry: a fresh database, ferry serve on free loopback ports, mllpload's orders.
 fresh ferry_bench_orders
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -47,15 +57,23 @@ for _ in $(seq 600); do
 	kill -0 "$ferry_pid" 2>/dev/null || { cat "$work/ferry.log"; exit 1; }
 	sleep 0.1 # a script waiting for a server to listen, not a test
 done
+ferry_cpu0=$(ticks "$ferry_pid"); pg_cpu0=$(pg_ticks)
 ferry_line=$("$mllpload" -addr "$mllp" -conns 8 -n "$orders" "$here/orm.hl7")
+ferry_cpu=$(($(ticks "$ferry_pid") - ferry_cpu0)); pg_cpu=$(($(pg_ticks) - pg_cpu0))
 kill "$ferry_pid"; wait "$ferry_pid" || true; ferry_pid=
 echo "ferry:   $ferry_line"
+python3 -c "print('CPU per order: ferry %.2f ms, PostgreSQL %.2f ms' % ($ferry_cpu * 1000 / $hz / $orders, $pg_cpu * 1000 / $hz / $orders))"
 
 # PostgreSQL alone: the same rows, one order a transaction, 8 clients.
 fresh ferry_bench_pgbench
 psql -q -d ferry_bench_pgbench -f "$here/schema.sql"
-pg_line=$(pgbench -n -M prepared -c 8 -j 2 -T "$seconds" -f "$here/order.sql" ferry_bench_pgbench 2>&1 | grep -E '^tps')
+pg_cpu0=$(pg_ticks)
+pg_out=$(pgbench -n -M prepared -c 8 -j 2 -T "$seconds" -f "$here/order.sql" ferry_bench_pgbench 2>&1)
+pg_cpu=$(($(pg_ticks) - pg_cpu0))
+pg_line=$(grep -E '^tps' <<<"$pg_out")
+pg_txns=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' <<<"$pg_out")
 echo "pgbench: $pg_line"
+python3 -c "print('CPU per transaction: PostgreSQL %.2f ms' % ($pg_cpu * 1000 / $hz / $pg_txns))"
 
 ferry_rate=$(sed -E 's/.* rate=([0-9.]+) .*/\1/' <<<"$ferry_line")
 pg_rate=$(sed -E 's/^tps = ([0-9.]+).*/\1/' <<<"$pg_line")
