@@ -9,7 +9,6 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/ferryhealth/ferry/adapters/sqlstore"
-	"github.com/ferryhealth/ferry/engine"
 )
 
 // shared is the SQL both stores share (adapters/sqlstore), in PostgreSQL's text.
@@ -26,20 +25,11 @@ type dialect struct {
 	placeholders *[65]string
 }
 
-var _ sqlstore.Dialect = dialect{}
-
-// Beyond engine.Store: what adapters/sqlstore provides (Store embeds sqlstore.Pool, Tx
-// sqlstore.Tx), the outbox but for its tuned statements (sqlstore.OutboxDialect).
 var (
-	_ engine.InstanceStore    = (*Store)(nil)
-	_ engine.LinkStore        = (*Store)(nil)
-	_ engine.LinkWriter       = (*Tx)(nil)
-	_ engine.DerivationQueue  = (*Store)(nil)
-	_ engine.TurnaroundReader = (*Store)(nil)
-	_ engine.TurnaroundMarker = (*Tx)(nil)
-	_ engine.Outbox           = (*Store)(nil)
-	_ engine.DeliveryInserter = (*Tx)(nil)
-	_ sqlstore.OutboxDialect  = dialect{}
+	_ sqlstore.Dialect       = dialect{}
+	_ sqlstore.Areas         = (*Store)(nil)
+	_ sqlstore.TxAreas       = (*Tx)(nil)
+	_ sqlstore.OutboxDialect = dialect{} // the outbox's statements tuned for this engine
 )
 
 var placeholders = func() [65]string {

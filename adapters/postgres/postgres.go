@@ -53,8 +53,6 @@ type Store struct {
 	sqlstore.Pool
 }
 
-var _ engine.Store = (*Store)(nil)
-
 // Open connects to the database dsn names (a postgres:// URL or key=value DSN, as lib/pq takes)
 // and pings it. A search_path parameter in dsn selects the schema. It fails when the session's
 // synchronous_commit is off: a commit would return before it is on disk.

@@ -30,8 +30,6 @@ type Tx struct {
 	*sqlstore.Tx
 }
 
-var _ engine.Tx = (*Tx)(nil)
-
 // txStatements are the statements a Tx prepares: Begin prepares them on the pool before it takes
 // a connection for the transaction, so that no step waits for a second connection.
 var txStatements = append([]string{insertOneSQL, insertBatchSQL, putResourceSQL}, shared.TxStatements()...)

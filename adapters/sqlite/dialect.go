@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/adapters/sqlstore"
-	"github.com/ferryhealth/ferry/engine"
 )
 
 // shared is the SQL both stores share (adapters/sqlstore), in SQLite's text.
@@ -21,20 +20,11 @@ var theDialect = dialect{}
 // "not set" (the columns are NOT NULL DEFAULT 0), and interpretError.
 type dialect struct{}
 
-var _ sqlstore.Dialect = dialect{}
-
-// Beyond engine.Store: what adapters/sqlstore provides (Store embeds sqlstore.Pool, Tx
-// sqlstore.Tx), the outbox but for its tuned statements (sqlstore.OutboxDialect).
 var (
-	_ engine.InstanceStore    = (*Store)(nil)
-	_ engine.LinkStore        = (*Store)(nil)
-	_ engine.LinkWriter       = (*Tx)(nil)
-	_ engine.DerivationQueue  = (*Store)(nil)
-	_ engine.TurnaroundReader = (*Store)(nil)
-	_ engine.TurnaroundMarker = (*Tx)(nil)
-	_ engine.Outbox           = (*Store)(nil)
-	_ engine.DeliveryInserter = (*Tx)(nil)
-	_ sqlstore.OutboxDialect  = dialect{}
+	_ sqlstore.Dialect       = dialect{}
+	_ sqlstore.Areas         = (*Store)(nil)
+	_ sqlstore.TxAreas       = (*Tx)(nil)
+	_ sqlstore.OutboxDialect = dialect{} // the outbox's statements tuned for this engine
 )
 
 func (dialect) Placeholder(int) string { return "?" }

@@ -27,8 +27,6 @@ type Tx struct {
 	*sqlstore.Tx
 }
 
-var _ engine.Tx = (*Tx)(nil)
-
 // txStatements are the statements a Tx runs prepared: Begin prepares them on the writer before it
 // takes the writer's connection (see Store.prepare).
 var txStatements = append([]string{insertSQL, findAcceptedSQL,

@@ -53,8 +53,6 @@ type stmtKey struct {
 	query string
 }
 
-var _ engine.Store = (*Store)(nil)
-
 // busyTimeoutMillis is how long a connection waits for another process's lock (a `ferry migrate`
 // beside `ferry serve`, a backup) before it gives up with SQLITE_BUSY.
 const busyTimeoutMillis = 10000

@@ -18,6 +18,25 @@ type Pool struct {
 	C Conn // the store's pools: reads on its reading pool, writes committed on their own
 }
 
+// Areas is what a store built on sqlstore provides beyond engine.Store, through Pool and its
+// own methods; TxAreas what its Tx provides beyond engine.Tx.
+type (
+	Areas interface {
+		engine.Store
+		engine.InstanceStore
+		engine.LinkStore
+		engine.DerivationQueue
+		engine.TurnaroundReader
+		engine.Outbox
+	}
+	TxAreas interface {
+		engine.Tx
+		engine.LinkWriter
+		engine.TurnaroundMarker
+		engine.DeliveryInserter
+	}
+)
+
 // TxGuard is a store's transaction as the shared steps see it: whether it takes another step,
 // and what it records of a step's error (a failure refuses the steps after it; not found and
 // InvalidError do not).
