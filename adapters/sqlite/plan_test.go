@@ -2,11 +2,13 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ferryhealth/ferry/adapters/sqlstore"
+	"github.com/ferryhealth/ferry/engine"
 )
 
 // TestQueryPlans: the statements that must stay index probes as tables grow are planned so on an
@@ -63,4 +65,55 @@ func TestQueryPlans(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSearchPlan: a search by several values of one parameter (the linker's blocking keys) probes
+// resource_index_value for each value, from the JSON list, rather than scanning the parameter's
+// entries.
+func TestSearchPlan(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := &capturingConn{reader: reader{s: st}}
+	q := engine.ResourceQuery{Type: "Patient", Filters: []engine.SearchFilter{{Param: "identifier",
+		Op: engine.SearchEq, Values: []engine.SearchValue{{Value: "a"}, {Value: "b"}}}}}
+	if _, err := shared.SearchResources(ctx, c, q); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := st.reader.QueryContext(ctx, "EXPLAIN QUERY PLAN "+c.query, c.args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	text := strings.Join(plan, "\n")
+	if !strings.Contains(text, "USING COVERING INDEX resource_index_value (type=? AND param=? AND value=?)") {
+		t.Errorf("the search does not probe resource_index_value by value:\n%s", text)
+	}
+}
+
+// capturingConn records the last query it was given to run as a search.
+type capturingConn struct {
+	reader
+	query string
+	args  []any
+}
+
+func (c *capturingConn) QueryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	c.query, c.args = query, args
+	return c.reader.QueryShape(ctx, query, args...)
 }
