@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
@@ -116,13 +115,11 @@ func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added b
 		return false, err
 	}
 	in := inst.Storable()
-	args := []any{in.SOPInstanceUID, in.SOPClassUID, in.SeriesInstanceUID, in.StudyInstanceUID,
-		in.TransferSyntaxUID, in.Modality, in.SeriesNumber, in.SeriesDescription, in.InstanceNumber,
-		sqlstore.NumberValue(in.InstanceNumber), in.PatientID, in.IssuerOfPatientID, in.PatientName,
-		in.PatientBirthDate, in.PatientSex, in.AccessionNumber, in.StudyDate, in.StudyTime,
-		in.StudyDescription, in.StudyID, in.ReferringPhysicianName, in.Path, in.Size, in.SHA256,
-		in.ReceivedAt.UTC().Truncate(time.Microsecond), in.CallingAETitle, in.CalledAETitle, in.PeerAddr,
-		sqlstore.NumberValue(in.SeriesNumber)}
+	args, err := shared.InstanceRow(&in)
+	if err != nil {
+		return false, err
+	}
+	args = append(args, sqlstore.NumberValue(in.SeriesNumber))
 	for attempt := 1; ; attempt++ {
 		var ok bool
 		err = stmt.QueryRowContext(ctx, args...).Scan(&ok)

@@ -79,10 +79,6 @@ func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added b
 	if err := inst.Validate(); err != nil {
 		return false, err
 	}
-	if inst.ReceivedAt.Year() < 1678 || inst.ReceivedAt.Year() > 2261 {
-		// Stored as Unix nanoseconds, which an int64 holds for these years.
-		return false, fmt.Errorf("storing instance %s: ReceivedAt %s is out of range", inst.SOPInstanceUID, inst.ReceivedAt)
-	}
 	// Prepared before the transaction takes the writer's one connection (see Store.prepare).
 	var stmts [4]*sql.Stmt
 	for i, query := range []string{insertInstanceSQL, upsertSeriesSQL, upsertStudySQL, shared.QueueDerivationSQL()} {
@@ -91,6 +87,10 @@ func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added b
 		}
 	}
 	in := inst.Storable()
+	row, err := shared.InstanceRow(&in) // ReceivedAt in Unix nanoseconds, which an int64 holds for 1678–2261
+	if err != nil {
+		return false, err
+	}
 	modalities := "[]"
 	if in.Modality != "" {
 		b, _ := json.Marshal([]string{in.Modality}) // a []string always encodes
@@ -110,13 +110,7 @@ func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added b
 			err = fmt.Errorf("storing instance %s: %w", in.SOPInstanceUID, err)
 		}
 	}()
-	res, err := tx.StmtContext(ctx, stmts[0]).ExecContext(ctx, in.SOPInstanceUID, in.SOPClassUID,
-		in.SeriesInstanceUID, in.StudyInstanceUID, in.TransferSyntaxUID, in.Modality,
-		in.SeriesNumber, in.SeriesDescription, in.InstanceNumber, sqlstore.NumberValue(in.InstanceNumber),
-		in.PatientID, in.IssuerOfPatientID, in.PatientName, in.PatientBirthDate, in.PatientSex,
-		in.AccessionNumber, in.StudyDate, in.StudyTime, in.StudyDescription, in.StudyID,
-		in.ReferringPhysicianName, in.Path, in.Size, in.SHA256, receivedAt, in.CallingAETitle,
-		in.CalledAETitle, in.PeerAddr)
+	res, err := tx.StmtContext(ctx, stmts[0]).ExecContext(ctx, row...)
 	if err != nil {
 		return false, fmt.Errorf("inserting instance: %w", interpretError(err))
 	}

@@ -45,6 +45,22 @@ ORDER BY series_number_value ASC NULLS LAST, series_instance_uid`),
 	}
 }
 
+// InstanceRow returns the values of a new dicom_instances row for in (engine.Instance.Storable),
+// in the order of the columns a store's PutInstance inserts: instanceColumns with
+// instance_number_value after instance_number. The time is the dialect's (Dialect.Time).
+func (s *Store) InstanceRow(in *engine.Instance) ([]any, error) {
+	receivedAt, err := s.d.Time(in.ReceivedAt)
+	if err != nil {
+		return nil, &InvalidError{fmt.Errorf("storing instance %s: ReceivedAt: %w", in.SOPInstanceUID, err)}
+	}
+	return []any{in.SOPInstanceUID, in.SOPClassUID, in.SeriesInstanceUID, in.StudyInstanceUID,
+		in.TransferSyntaxUID, in.Modality, in.SeriesNumber, in.SeriesDescription, in.InstanceNumber,
+		NumberValue(in.InstanceNumber), in.PatientID, in.IssuerOfPatientID, in.PatientName,
+		in.PatientBirthDate, in.PatientSex, in.AccessionNumber, in.StudyDate, in.StudyTime,
+		in.StudyDescription, in.StudyID, in.ReferringPhysicianName, in.Path, in.Size, in.SHA256,
+		receivedAt, in.CallingAETitle, in.CalledAETitle, in.PeerAddr}, nil
+}
+
 // NumberValue is engine.IntegerString as a column value: NULL when there is no number, so that
 // series and instances without one sort last.
 func NumberValue(is string) sql.NullInt64 {
