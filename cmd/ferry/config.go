@@ -156,6 +156,11 @@ type CommitConfig struct {
 	// Linger is how long a batch may wait for messages it expects, such as the next message of
 	// each sender its last commit answered (default 500µs; 0s: a batch never waits).
 	Linger *time.Duration `yaml:"linger"`
+	// Timeout bounds one message's commit (default 4s): past it the message is answered AE
+	// (ERR 207) and the sender resends, so a database that hangs (frozen, cut off) never leaves
+	// a sender without an answer; a commit that ends later is recognised by the duplicate
+	// check when the message comes again (docs/operations.md).
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // HTTPConfig tunes the HTTP listener.
@@ -546,6 +551,9 @@ func (c *Config) setDefaults() {
 	if c.Commit.MaxBatch == 0 {
 		c.Commit.MaxBatch = 64
 	}
+	if c.Commit.Timeout == 0 {
+		c.Commit.Timeout = engine.DefaultCommitTimeout
+	}
 	if c.Commit.Linger == nil {
 		linger := DefaultCommitLinger
 		c.Commit.Linger = &linger
@@ -668,6 +676,9 @@ func (c *Config) Validate() error {
 	}
 	if l := c.Commit.Linger; l != nil && (*l < 0 || *l > 100*time.Millisecond) {
 		errs = append(errs, errors.New("commit.linger: must be from 0s to 100ms"))
+	}
+	if c.Commit.Timeout < 100*time.Millisecond || c.Commit.Timeout > 10*time.Minute {
+		errs = append(errs, errors.New("commit.timeout: must be from 100ms to 10m"))
 	}
 	switch c.MLLP.Ack {
 	case "", "on_commit", "on_receipt":

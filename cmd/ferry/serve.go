@@ -85,6 +85,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxBatch:      cfg.Commit.MaxBatch,
 		EffectWorkers: cfg.Commit.EffectWorkers,
 		Linger:        *cfg.Commit.Linger,
+		Timeout:       cfg.Commit.Timeout,
 		Observe:       metrics.ObserveCommit,
 	})
 	defer committer.Close()
@@ -206,7 +207,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { deliverer.Run(delivererCtx, 200*time.Millisecond); close(delivererDone) }()
 	defer func() { stopDeliverer(); <-delivererDone; sends.close() }()
 	trustedProxies, _ := cfg.HTTP.trustedProxies() // checked by Validate
-	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
+	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming), Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
 	if err != nil {
 		return err
 	}
