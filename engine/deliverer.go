@@ -18,9 +18,13 @@ import (
 // queue). Every node may run one.
 //
 // A destination that is down delays only its own deliveries: it never has more than
-// PerDestination of the workers, and once an attempt finds it down (no connection, no answer) all
-// its pending deliveries are postponed to its retry time (Outbox.PostponeDestination), so they
-// wait in the store rather than in the workers, its backoff growing with each failure in a row.
+// PerDestination of the workers, and once an attempt finds it down (no connection, no answer) its
+// deliveries wait in the store rather than in the workers. With Probe set (ferry serve sets it),
+// the destination is then probed on its own, a connection every ProbeEvery, and its deliveries
+// wait for the first probe it answers, then go at once, at full speed (issue 18: an EHR that
+// flaps gets its reports seconds after it is back, not after a backoff grown to minutes).
+// Without Probe, they are postponed to its retry time (Outbox.PostponeDestination), the wait
+// growing with each failure in a row.
 type Deliverer struct {
 	Outbox Outbox
 	// Transport sends one delivery to its destination and returns the receiver's answer (the
@@ -31,6 +35,11 @@ type Deliverer struct {
 	// configuration no longer has it (the delivery waits).
 	Destination func(name string) (ResultDestination, bool)
 	Retry       RetryPolicy
+	// Probe, if set, checks that a destination found down answers again (opens a connection and
+	// closes it): nil when it does. It runs beside the workers, every ProbeEvery (default 3s,
+	// at most Retry.Max) while the destination is down.
+	Probe      func(ctx context.Context, dest ResultDestination) error
+	ProbeEvery time.Duration
 	// Workers is how many deliveries are in flight at once (default 16).
 	Workers int
 	// PerDestination is how many of them may go to one destination (default half the workers,
@@ -61,6 +70,65 @@ type Deliverer struct {
 type outage struct {
 	failures int
 	until    time.Time
+	// With Probe: the destination waits for a probe it answers, not for until.
+	probed    bool
+	nextProbe time.Time
+	probing   bool // a probe is in flight
+}
+
+// waits reports whether the destination's deliveries wait at now.
+func (o outage) waits(now time.Time) bool { return o.probed || now.Before(o.until) }
+
+// probeEvery is the wait between probes of a destination that is down.
+func (dl *Deliverer) probeEvery() time.Duration {
+	every := cmp.Or(dl.ProbeEvery, 3*time.Second)
+	if dl.Retry.Max > 0 {
+		every = min(every, dl.Retry.Max)
+	}
+	return every
+}
+
+// probeDue starts a probe of each destination that is down and due one; the probes run beside
+// the workers (attempts counts them). A destination that answers is up again: its deliveries
+// are due at once and Run is nudged.
+func (dl *Deliverer) probeDue(ctx context.Context, attempts *sync.WaitGroup) {
+	if dl.Probe == nil {
+		return
+	}
+	now := dl.now()
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	for name, o := range dl.down {
+		if !o.probed || o.probing || now.Before(o.nextProbe) {
+			continue
+		}
+		dest, ok := dl.Destination(name)
+		if !ok {
+			delete(dl.down, name) // no longer configured: its deliveries wait as such
+			continue
+		}
+		o.probing = true
+		dl.down[name] = o
+		attempts.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, dl.probeEvery())
+			err := dl.Probe(pctx, dest)
+			cancel()
+			dl.mu.Lock()
+			o := dl.down[name]
+			if err == nil {
+				delete(dl.down, name)
+			} else {
+				o.probing, o.nextProbe = false, dl.now().Add(dl.probeEvery())
+				dl.down[name] = o
+			}
+			dl.mu.Unlock()
+			if err == nil && ctx.Err() == nil {
+				dl.logger().Info("destination answers again; its deliveries go now", "destination", name,
+					"down_for", dl.now().Sub(o.until).Round(time.Millisecond))
+				dl.wake.nudge()
+			}
+		})
+	}
 }
 
 // Nudge tells the deliverer that a delivery was just committed, due at once: Run looks for due
@@ -164,6 +232,7 @@ func (dl *Deliverer) Run(ctx context.Context, poll time.Duration) {
 			backlog = due
 		}
 		backlog = dl.start(ctx, backlog, &attempts, nil)
+		dl.probeDue(ctx, &attempts)
 		t.Reset(poll)
 		select {
 		case <-ctx.Done():
@@ -177,7 +246,8 @@ func (dl *Deliverer) Run(ctx context.Context, poll time.Duration) {
 	}
 }
 
-// DeliverDue makes one pass: every delivery due now is claimed and attempted, Workers at a time
+// DeliverDue makes one pass: the destinations that are down and due a probe are probed (and
+// waited for), then every delivery due now is claimed and attempted, Workers at a time
 // (PerDestination to one destination), and waited for; it returns how many were attempted.
 func (dl *Deliverer) DeliverDue(ctx context.Context) (int, error) {
 	dl.init()
@@ -185,6 +255,8 @@ func (dl *Deliverer) DeliverDue(ctx context.Context) (int, error) {
 		attempts sync.WaitGroup
 		res      passResult
 	)
+	dl.probeDue(ctx, &attempts)
+	attempts.Wait()
 	list, err := dl.due(ctx)
 	for len(list) > 0 && ctx.Err() == nil {
 		if list = dl.start(ctx, list, &attempts, &res); len(list) > 0 {
@@ -207,6 +279,11 @@ func (dl *Deliverer) due(ctx context.Context) ([]*Delivery, error) {
 	for dest, n := range dl.busy {
 		if n >= dl.perDestination() {
 			full = append(full, dest)
+		}
+	}
+	for dest, o := range dl.down {
+		if o.probed && dl.busy[dest] < dl.perDestination() {
+			full = append(full, dest) // waits for a probe it answers
 		}
 	}
 	dl.mu.Unlock()
@@ -235,7 +312,7 @@ func (dl *Deliverer) start(ctx context.Context, list []*Delivery, attempts *sync
 		if dl.inFlight[d.ID] {
 			continue
 		}
-		if o, found := dl.down[d.Destination]; found && dl.now().Before(o.until) {
+		if o, found := dl.down[d.Destination]; found && o.waits(dl.now()) {
 			// Found down by an attempt that ended meanwhile: that attempt postpones this
 			// delivery in the store (it may not have yet; without this check, an attempt that
 			// failed alongside it and freed its worker first lets this one be tried at once).
@@ -331,6 +408,18 @@ func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
 		switch {
 		case reached:
 			delete(dl.down, d.Destination)
+		case dl.Probe != nil:
+			// Down: its deliveries wait for a probe it answers, then go at once.
+			if out.Status == DeliveryPending {
+				out.NextAttemptAt = out.At
+			}
+			if _, known := dl.down[d.Destination]; !known {
+				dl.down[d.Destination] = outage{failures: 1, until: out.At, probed: true, nextProbe: out.At.Add(dl.probeEvery())}
+				dl.mu.Unlock()
+				dl.logger().Warn("destination down; its deliveries wait until it answers a probe", "destination", d.Destination,
+					"probe_every", dl.probeEvery(), "err", out.LastError)
+				dl.mu.Lock()
+			}
 		case out.At.Before(o.until): // known down: in flight when it was found
 			if out.Status == DeliveryPending {
 				out.NextAttemptAt = later(out.NextAttemptAt, o.until)

@@ -477,3 +477,103 @@ func TestDeliveryToADownDestination(t *testing.T) {
 		t.Errorf("%d deliveries still pending once the destination is back", len(p))
 	}
 }
+
+// TestDownDestinationProbed (issue 18, item 6): with Probe set, a destination found down is
+// probed on its own every ProbeEvery, its deliveries wait for the first probe it answers
+// without a backoff of their own (no attempt counted meanwhile), and then all of them go in one
+// pass. The schedule runs on an injected clock; passes are counted, not timed.
+func TestDownDestinationProbed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newOrderHarness(t)
+	const n = 12
+	for i := range n {
+		id := fmt.Sprintf("%02d", i)
+		h.mustAccept(mshORM, pidFor("00080"+id, "DOE^JANE"), orc("NW", "PLP"+id, "SC"), obr("PLP"+id, "ACCP"+id))
+	}
+	ehr := engine.ResultDestination{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
+	rs := &engine.Reports{Store: h.st,
+		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{ehr} },
+		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
+			return []byte(r.ControlID), "test@1", nil
+		}}
+	for i := range n {
+		if _, _, err := rs.Submit(ctx, reportJSON("final", fmt.Sprintf("ACCP%02d", i), "x"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		mu               sync.Mutex
+		clock            = time.Now()
+		up               bool
+		attempts, probes int
+		errRefused       = errors.New("connection refused")
+		retryMax         = 10 * time.Minute
+		probeEvery       = 3 * time.Second
+		advance          = func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+		setUp            = func() { mu.Lock(); up = true; mu.Unlock() }
+		counts           = func() (int, int) { mu.Lock(); defer mu.Unlock(); return attempts, probes }
+	)
+	dl := &engine.Deliverer{Outbox: h.st, Workers: 4, ProbeEvery: probeEvery,
+		Now:         func() time.Time { mu.Lock(); defer mu.Unlock(); return clock },
+		Destination: func(string) (engine.ResultDestination, bool) { return ehr, true },
+		Retry:       engine.RetryPolicy{First: time.Minute, Max: retryMax},
+		Transport: func(context.Context, engine.ResultDestination, *engine.Delivery) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			attempts++
+			if !up {
+				return "", errRefused
+			}
+			return "MSA|AA", nil
+		},
+		Probe: func(context.Context, engine.ResultDestination) error {
+			mu.Lock()
+			defer mu.Unlock()
+			probes++
+			if !up {
+				return errRefused
+			}
+			return nil
+		}}
+	deliverDue := func() {
+		t.Helper()
+		if _, err := dl.DeliverDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending := func() []*engine.Delivery {
+		t.Helper()
+		ds, err := h.st.Deliveries(ctx, engine.DeliveryFilter{Status: engine.DeliveryPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ds
+	}
+	deliverDue() // finds it down
+	firstAttempts, _ := counts()
+	if firstAttempts == 0 || firstAttempts > 2 {
+		t.Fatalf("first pass: %d attempts, want 1 or 2 (PerDestination)", firstAttempts)
+	}
+	for _, d := range pending() {
+		if d.NextAttemptAt.After(clock) {
+			t.Errorf("delivery %d waits until %s: a backoff of its own (want it to wait only for the probe)", d.ID, d.NextAttemptAt)
+		}
+	}
+	// Down for a long while: one probe every probeEvery, no attempts.
+	for i := 1; i <= 5; i++ {
+		deliverDue() // not due a probe yet
+		advance(probeEvery)
+		deliverDue()
+		if a, p := counts(); a != firstAttempts || p != i {
+			t.Fatalf("after %d probe intervals down: %d attempts, %d probes; want %d (no more) and %d", i, a, p, firstAttempts, i)
+		}
+	}
+	// It is back: the next probe finds it, and the same pass delivers every report.
+	setUp()
+	advance(probeEvery)
+	deliverDue()
+	if p := pending(); len(p) != 0 {
+		t.Errorf("%d deliveries still pending after the pass whose probe found the destination back; want all %d delivered in it", len(p), n)
+	}
+}

@@ -261,10 +261,15 @@ type DeliveryConfig struct {
 	// Timeout bounds one attempt: connecting, sending and waiting for the ACK or the HTTP
 	// answer (default 30s).
 	Timeout time.Duration `yaml:"timeout"`
-	// RetryFirst and RetryMax bound the wait before a retry, doubling from the first to the
-	// most (defaults 5s and 10m).
+	// RetryFirst and RetryMax bound the wait before a retry of a delivery the receiver answered
+	// with an error, doubling from the first to the most (defaults 5s and 10m). This is the only
+	// backoff: the MLLP connections have none of their own.
 	RetryFirst time.Duration `yaml:"retry_first"`
 	RetryMax   time.Duration `yaml:"retry_max"`
+	// ProbeEvery is how often a destination found down (no connection, no answer) is probed
+	// with a connection of its own (default 3s, at most retry_max); its deliveries wait for the
+	// first probe it answers, then all go at once (docs/reports.md).
+	ProbeEvery time.Duration `yaml:"probe_every"`
 	// MaxAttempts sends a delivery to the dead letters after that many failures (default 0:
 	// never; a receiver down for a day gets its reports when it is back).
 	MaxAttempts int `yaml:"max_attempts"`
@@ -689,8 +694,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("dicom.max_instance_size: must not be negative"))
 	}
 	errs = append(errs, c.DICOM.validate(c.Listen.DICOMTLS)...)
-	if d := c.Delivery; d.Workers < 0 || d.PerDestination < 0 || d.Connections < 0 || d.Timeout < 0 || d.RetryFirst < 0 || d.RetryMax < 0 || d.MaxAttempts < 0 {
-		errs = append(errs, errors.New("delivery: workers, per_destination, connections, timeout, retry_first, retry_max and max_attempts must not be negative"))
+	if d := c.Delivery; d.Workers < 0 || d.PerDestination < 0 || d.Connections < 0 || d.Timeout < 0 || d.RetryFirst < 0 || d.RetryMax < 0 || d.MaxAttempts < 0 || d.ProbeEvery < 0 {
+		errs = append(errs, errors.New("delivery: workers, per_destination, connections, timeout, retry_first, retry_max, probe_every and max_attempts must not be negative"))
 	}
 	if v := c.Delivery.OnError; v != "" && v != "retry" && v != "dead" {
 		errs = append(errs, fmt.Errorf("delivery.on_error: want retry or dead, got %q", v))

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +58,29 @@ func (t *transports) send(ctx context.Context, dest engine.ResultDestination, d 
 		return t.sendFHIR(ctx, dest, d)
 	}
 	return "", fmt.Errorf("unknown delivery kind %q", d.Kind)
+}
+
+// probe opens a TCP connection to dest and closes it, as engine.Deliverer.Probe: nil when the
+// destination answers. It says nothing of whether the receiver will accept a message; the
+// delivery that follows does.
+func (t *transports) probe(ctx context.Context, dest engine.ResultDestination) error {
+	addr := dest.Address
+	if dest.Kind == engine.DeliveryFHIR {
+		u, err := url.Parse(dest.BaseURL)
+		if err != nil {
+			return err
+		}
+		addr = u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), map[bool]string{true: "443", false: "80"}[u.Scheme == "https"])
+		}
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
 }
 
 // sender returns the next of the destination's MLLP senders, opening them on first use. Plain

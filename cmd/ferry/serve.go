@@ -199,7 +199,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// A claimed delivery is held for one attempt and a margin: a node killed mid-attempt delays
 	// its delivery that long, then any node sends it again.
-	deliverer := &engine.Deliverer{Outbox: st, Transport: sends.send, Destination: cfg.resultDestination,
+	deliverer := &engine.Deliverer{Outbox: st, Transport: sends.send, Probe: sends.probe, ProbeEvery: cfg.Delivery.ProbeEvery, Destination: cfg.resultDestination,
 		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, PerDestination: cfg.Delivery.PerDestination, Lease: cfg.Delivery.Timeout + cfg.Delivery.Timeout/4 + 2*time.Second, Logger: logger}
 	reports.Nudge = deliverer.Nudge
 	delivererCtx, stopDeliverer := context.WithCancel(ctx)
