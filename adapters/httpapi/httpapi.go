@@ -107,6 +107,7 @@ func New(opt Options) (*echo.Echo, error) {
 		api.GET("/deliveries", da.list)
 		api.GET("/deliveries/:id", da.get)
 		api.POST("/deliveries/:id/replay", da.replay)
+		api.POST("/deliveries/replay", da.replayAll)
 	}
 	if opt.Turnaround != nil {
 		ta := &turnaroundAPI{log: opt.Turnaround, sla: opt.TurnaroundSLAs, logger: opt.Logger}

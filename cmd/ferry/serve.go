@@ -29,6 +29,7 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
+	"github.com/ferryhealth/ferry/internal/lograte"
 	"github.com/ferryhealth/ferry/mappings"
 )
 
@@ -333,10 +334,12 @@ func verifiedClient(cs *tls.ConnectionState) *x509.Certificate {
 	return cs.PeerCertificates[0]
 }
 
+// newLogger is the service's logger: text on w from level up, a flood of the same warning or
+// error cut to a few lines and a count per window (internal/lograte).
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	return slog.New(lograte.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}), lograte.Options{}))
 }
 
 // adminToken returns the configured admin token, or the one kept in DATA_DIR/admin-token,
