@@ -274,9 +274,10 @@ delivery:
 	p := startFerry(t, db, dir, serveOptions{Config: config})
 	p.orderAll(t, ordersORM("K1", "NW", "PLK1", "SC", "ACCK1", "71260", "CT", "20261127", "000888"))
 	p.postReport(t, "preliminary", "ACCK1", "Preliminary read.", 201)
-	// A few failed attempts (retry_first 100ms), each logged once its outcome is committed.
-	awaitOutput(t, p.stderr, p.exited, "two failed attempts", func(log string) bool {
-		return strings.Count(log, `msg="report delivery failed; will retry"`) >= 2
+	// A failed attempt, logged once its outcome is committed: the EHR is down, probed since.
+	awaitOutput(t, p.stderr, p.exited, "the EHR found down", func(log string) bool {
+		return strings.Contains(log, `msg="report delivery failed; will retry"`) &&
+			strings.Contains(log, `msg="destination down; its deliveries wait until it answers a probe"`)
 	})
 	p.Kill()
 
