@@ -54,6 +54,9 @@ type GroupCommitter struct {
 		err      error
 	}
 	now func() time.Time // time.Now; a test's clock
+	// timers are Commit's deadline timers, reused: a timer per message would cost more than
+	// the rest of Commit (Go 1.23 timers may be reset and reused safely once stopped).
+	timers sync.Pool
 }
 
 type commitRequest struct {
@@ -131,6 +134,11 @@ func NewGroupCommitter(store MessageStore, opt GroupCommitOptions) *GroupCommitt
 		closed:      make(chan struct{}),
 		now:         time.Now,
 	}
+	g.timers.New = func() any {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
+	}
 	for range opt.Workers {
 		g.wg.Add(1)
 		go g.work()
@@ -146,11 +154,10 @@ func NewGroupCommitter(store MessageStore, opt GroupCommitOptions) *GroupCommitt
 // Commit returns ErrCommitInDoubt: the caller never ACKs on a guess, and never hangs with the
 // database.
 func (g *GroupCommitter) Commit(ctx context.Context, msg *InboundMessage) error {
-	deadline := time.NewTimer(g.timeout)
-	defer deadline.Stop()
-	enterCtx, cancel := context.WithTimeoutCause(ctx, g.timeout, ErrCommitInDoubt)
-	defer cancel()
-	req := &commitRequest{ctx: enterCtx, msg: msg, done: make(chan error, 1)}
+	deadline := g.timers.Get().(*time.Timer)
+	deadline.Reset(g.timeout)
+	defer func() { deadline.Stop(); g.timers.Put(deadline) }()
+	req := &commitRequest{ctx: ctx, msg: msg, done: make(chan error, 1)}
 	g.mu.RLock()
 	if g.isClosed {
 		g.mu.RUnlock()
@@ -159,9 +166,12 @@ func (g *GroupCommitter) Commit(ctx context.Context, msg *InboundMessage) error 
 	select {
 	case g.reqs <- req:
 		g.mu.RUnlock()
-	case <-enterCtx.Done():
+	case <-ctx.Done():
 		g.mu.RUnlock()
-		return fmt.Errorf("waiting to enter a commit: %w", context.Cause(enterCtx))
+		return ctx.Err()
+	case <-deadline.C:
+		g.mu.RUnlock()
+		return fmt.Errorf("waiting to enter a commit: %w", context.DeadlineExceeded)
 	}
 	select {
 	case err := <-req.done:

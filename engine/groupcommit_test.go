@@ -313,3 +313,26 @@ func testGroupCommitterTimeout(t *testing.T) {
 		t.Errorf("Ready %v after the last failure, no traffic since: %v, want nil", ReadyRetry, err)
 	}
 }
+
+// nopMessageStore commits instantly: what is left is the committer's own cost per message.
+type nopMessageStore struct{ MessageStore }
+
+func (nopMessageStore) CommitInbound(context.Context, []*InboundMessage) error { return nil }
+
+// BenchmarkGroupCommit is the committer's share of the inbound hot path: queueing a message,
+// batching it with the others waiting, and answering its caller, 8 callers at once.
+func BenchmarkGroupCommit(b *testing.B) {
+	g := NewGroupCommitter(nopMessageStore{}, GroupCommitOptions{})
+	defer g.Close()
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			if err := g.Commit(ctx, &InboundMessage{Status: StatusAccepted}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
