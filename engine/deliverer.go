@@ -19,12 +19,13 @@ import (
 //
 // A destination that is down delays only its own deliveries: it never has more than
 // PerDestination of the workers, and once an attempt finds it down (no connection, no answer) its
-// deliveries wait in the store rather than in the workers. With Probe set (ferry serve sets it),
-// the destination is then probed on its own, a connection every ProbeEvery, and its deliveries
-// wait for the first probe it answers, then go at once, at full speed (issue 18: an EHR that
-// flaps gets its reports seconds after it is back, not after a backoff grown to minutes).
-// Without Probe, they are postponed to its retry time (Outbox.PostponeDestination), the wait
-// growing with each failure in a row.
+// deliveries wait in the store rather than in the workers. When it could not be connected to
+// (ErrUnreachable) and Probe is set (ferry serve sets it), it is then probed on its own, a
+// connection every ProbeEvery, and its deliveries wait for the first probe it answers, then go
+// at once, at full speed (issue 18: an EHR that flaps gets its reports seconds after it is
+// back, not after a backoff grown to minutes). Otherwise (it took the connection and did not
+// answer, or there is no Probe) they are postponed to its retry time
+// (Outbox.PostponeDestination), the wait growing with each failure in a row up to Retry.Max.
 type Deliverer struct {
 	Outbox Outbox
 	// Transport sends one delivery to its destination and returns the receiver's answer (the
@@ -136,6 +137,13 @@ func (dl *Deliverer) probeDue(ctx context.Context, attempts *sync.WaitGroup) {
 // not up to a poll later). Whoever commits a report version with its deliveries calls it after
 // the commit; it never blocks, and nudges while a pass runs make one more pass.
 func (dl *Deliverer) Nudge() { dl.wake.nudge() }
+
+// ErrUnreachable marks a Transport error that means no connection could be opened (refused,
+// no route, no such host), as against a connection that gave no answer in time: with Probe
+// set, a destination found unreachable is probed until it answers, while one that takes the
+// connection and does not answer (a hung interface engine, which a probe cannot tell from a
+// working one) waits its retry time, longer after each failure in a row, up to Retry.Max.
+var ErrUnreachable = errors.New("destination unreachable")
 
 // DeliveryRefusal is the receiver refusing a delivery: Permanent (AR/CR, a FHIR 4xx) sends it to
 // the dead letters; otherwise (AE/CE) it is retried as Retry.OnError says.
@@ -408,13 +416,13 @@ func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
 		switch {
 		case reached:
 			delete(dl.down, d.Destination)
-		case dl.Probe != nil:
-			// Down: its deliveries wait for a probe it answers, then go at once.
+		case dl.Probe != nil && errors.Is(err, ErrUnreachable):
+			// Cannot be connected to: its deliveries wait for a probe it answers, then go at once.
 			if out.Status == DeliveryPending {
 				out.NextAttemptAt = out.At
 			}
-			if _, known := dl.down[d.Destination]; !known {
-				dl.down[d.Destination] = outage{failures: 1, until: out.At, probed: true, nextProbe: out.At.Add(dl.probeEvery())}
+			if !o.probed { // found now (or found earlier not answering, and now not even connecting)
+				dl.down[d.Destination] = outage{failures: o.failures + 1, until: out.At, probed: true, nextProbe: out.At.Add(dl.probeEvery())}
 				dl.mu.Unlock()
 				dl.logger().Warn("destination down; its deliveries wait until it answers a probe", "destination", d.Destination,
 					"probe_every", dl.probeEvery(), "err", out.LastError)
@@ -425,6 +433,7 @@ func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
 				out.NextAttemptAt = later(out.NextAttemptAt, o.until)
 			}
 		default:
+			o.probed = false // connected, but no answer: a probe cannot tell when it is back
 			o.failures++
 			o.until = out.At.Add(dl.Retry.wait(o.failures))
 			dl.down[d.Destination] = o

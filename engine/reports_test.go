@@ -507,7 +507,7 @@ func TestDownDestinationProbed(t *testing.T) {
 		clock            = time.Now()
 		up               bool
 		attempts, probes int
-		errRefused       = errors.New("connection refused")
+		errRefused       = fmt.Errorf("%w: connection refused", engine.ErrUnreachable)
 		retryMax         = 10 * time.Minute
 		probeEvery       = 3 * time.Second
 		advance          = func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
@@ -575,5 +575,56 @@ func TestDownDestinationProbed(t *testing.T) {
 	deliverDue()
 	if p := pending(); len(p) != 0 {
 		t.Errorf("%d deliveries still pending after the pass whose probe found the destination back; want all %d delivered in it", len(p), n)
+	}
+}
+
+// TestHungDestinationWaitsItsRetryTime: a destination that takes the connection and never
+// answers (a hung interface engine) is not probed back — a probe would connect and say it is
+// up — but waits its retry time, as without Probe.
+func TestHungDestinationWaitsItsRetryTime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newOrderHarness(t)
+	const n = 3
+	for i := range n {
+		id := fmt.Sprintf("%d", i)
+		h.mustAccept(mshORM, pidFor("00090"+id, "DOE^JANE"), orc("NW", "PLG"+id, "SC"), obr("PLG"+id, "ACCG"+id))
+	}
+	ehr := engine.ResultDestination{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
+	rs := &engine.Reports{Store: h.st,
+		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{ehr} },
+		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
+			return []byte(r.ControlID), "test@1", nil
+		}}
+	for i := range n {
+		if _, _, err := rs.Submit(ctx, reportJSON("final", fmt.Sprintf("ACCG%d", i), "x"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	clock, attempts, probes := time.Now(), 0, 0
+	dl := &engine.Deliverer{Outbox: h.st, Workers: 2, PerDestination: 1, ProbeEvery: time.Second,
+		Now:         func() time.Time { mu.Lock(); defer mu.Unlock(); return clock },
+		Destination: func(string) (engine.ResultDestination, bool) { return ehr, true },
+		Retry:       engine.RetryPolicy{First: time.Minute, Max: time.Hour},
+		Transport: func(context.Context, engine.ResultDestination, *engine.Delivery) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			attempts++
+			return "", errors.New("no ACK within the timeout")
+		},
+		Probe: func(context.Context, engine.ResultDestination) error { mu.Lock(); defer mu.Unlock(); probes++; return nil }}
+	for range 5 {
+		if _, err := dl.DeliverDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		clock = clock.Add(time.Second)
+		mu.Unlock()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if attempts != 1 || probes != 0 {
+		t.Errorf("%d attempts and %d probes within 5 s of a hung EHR; want 1 and none (it waits its retry time, 1m)", attempts, probes)
 	}
 }

@@ -42,8 +42,19 @@ func newTransports(conns int, timeout time.Duration, logger *slog.Logger) *trans
 		http: &http.Client{Timeout: timeout}, mllp: map[string][]*mllp.Sender{}, cursor: map[string]int{}}
 }
 
-// send delivers d to dest, as engine.Deliverer.Transport.
+// send delivers d to dest, as engine.Deliverer.Transport; an error opening the connection is
+// engine.ErrUnreachable (the deliverer probes the destination until it answers).
 func (t *transports) send(ctx context.Context, dest engine.ResultDestination, d *engine.Delivery) (string, error) {
+	response, err := t.sendKind(ctx, dest, d)
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		err = fmt.Errorf("%w: %w", engine.ErrUnreachable, err)
+	}
+	return response, err
+}
+
+// sendKind sends d by its kind's transport.
+func (t *transports) sendKind(ctx context.Context, dest engine.ResultDestination, d *engine.Delivery) (string, error) {
 	switch d.Kind {
 	case engine.DeliveryMLLP:
 		ack, err := t.sender(dest.Address, t.outbound[d.Destination], d.Destination).Send(ctx, d.Payload)
