@@ -487,21 +487,7 @@ func TestDownDestinationProbed(t *testing.T) {
 	ctx := context.Background()
 	h := newOrderHarness(t)
 	const n = 12
-	for i := range n {
-		id := fmt.Sprintf("%02d", i)
-		h.mustAccept(mshORM, pidFor("00080"+id, "DOE^JANE"), orc("NW", "PLP"+id, "SC"), obr("PLP"+id, "ACCP"+id))
-	}
-	ehr := engine.ResultDestination{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
-	rs := &engine.Reports{Store: h.st,
-		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{ehr} },
-		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
-			return []byte(r.ControlID), "test@1", nil
-		}}
-	for i := range n {
-		if _, _, err := rs.Submit(ctx, reportJSON("final", fmt.Sprintf("ACCP%02d", i), "x"), ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ehr := finalsToOneDestination(t, h, "P", n)
 	var (
 		mu               sync.Mutex
 		clock            = time.Now()
@@ -586,21 +572,7 @@ func TestHungDestinationWaitsItsRetryTime(t *testing.T) {
 	ctx := context.Background()
 	h := newOrderHarness(t)
 	const n = 3
-	for i := range n {
-		id := fmt.Sprintf("%d", i)
-		h.mustAccept(mshORM, pidFor("00090"+id, "DOE^JANE"), orc("NW", "PLG"+id, "SC"), obr("PLG"+id, "ACCG"+id))
-	}
-	ehr := engine.ResultDestination{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
-	rs := &engine.Reports{Store: h.st,
-		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{ehr} },
-		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
-			return []byte(r.ControlID), "test@1", nil
-		}}
-	for i := range n {
-		if _, _, err := rs.Submit(ctx, reportJSON("final", fmt.Sprintf("ACCG%d", i), "x"), ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ehr := finalsToOneDestination(t, h, "G", n)
 	var mu sync.Mutex
 	clock, attempts, probes := time.Now(), 0, 0
 	dl := &engine.Deliverer{Outbox: h.st, Workers: 2, PerDestination: 1, ProbeEvery: time.Second,
@@ -613,7 +585,12 @@ func TestHungDestinationWaitsItsRetryTime(t *testing.T) {
 			attempts++
 			return "", errors.New("no ACK within the timeout")
 		},
-		Probe: func(context.Context, engine.ResultDestination) error { mu.Lock(); defer mu.Unlock(); probes++; return nil }}
+		Probe: func(context.Context, engine.ResultDestination) error {
+			mu.Lock()
+			defer mu.Unlock()
+			probes++
+			return nil
+		}}
 	for range 5 {
 		if _, err := dl.DeliverDue(ctx); err != nil {
 			t.Fatal(err)
@@ -627,4 +604,27 @@ func TestHungDestinationWaitsItsRetryTime(t *testing.T) {
 	if attempts != 1 || probes != 0 {
 		t.Errorf("%d attempts and %d probes within 5 s of a hung EHR; want 1 and none (it waits its retry time, 1m)", attempts, probes)
 	}
+}
+
+// finalsToOneDestination orders n studies for n patients (placer numbers PL<tag>NN,
+// accessions ACC<tag>NN) and reports each final, to the one MLLP destination it returns: n
+// deliveries, each the head of its own queue.
+func finalsToOneDestination(t *testing.T, h *orderHarness, tag string, n int) engine.ResultDestination {
+	t.Helper()
+	for i := range n {
+		id := fmt.Sprintf("%02d", i)
+		h.mustAccept(mshORM, pidFor("0008"+tag+id, "DOE^JANE"), orc("NW", "PL"+tag+id, "SC"), obr("PL"+tag+id, "ACC"+tag+id))
+	}
+	ehr := engine.ResultDestination{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
+	rs := &engine.Reports{Store: h.st,
+		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{ehr} },
+		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
+			return []byte(r.ControlID), "test@1", nil
+		}}
+	for i := range n {
+		if _, _, err := rs.Submit(context.Background(), reportJSON("final", fmt.Sprintf("ACC%s%02d", tag, i), "x"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ehr
 }

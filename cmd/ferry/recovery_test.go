@@ -17,21 +17,8 @@ import (
 func TestDeliveryRecoversWhenTheEHRReturns(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ehrAddr := ln.Addr().String()
-	ln.Close() // nobody listens: the EHR is down
-	config := `
-facilities:
-  - id: stmarys
-    sending_facility: STMARYS
-    results:
-      - name: epic
-        kind: mllp
-        address: ` + ehrAddr + `
-`
+	ehrAddr := downAddr(t)
+	config := epicConfig(ehrAddr, "") // the default delivery settings
 	db := freshPostgresSchema(t, dir)
 	p := startFerry(t, db, dir, serveOptions{Config: config})
 	const n = 65

@@ -15,15 +15,7 @@ func TestBulkReplayKeepsPatientOrder(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	ehr := startEHR(t, dir, "AR", "AR")
-	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{Config: `
-facilities:
-  - id: stmarys
-    sending_facility: STMARYS
-    results:
-      - name: epic
-        kind: mllp
-        address: ` + ehr.Addr + `
-`})
+	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{Config: epicConfig(ehr.Addr, "")})
 	p.orderAll(t, ordersORM("B1", "NW", "PLB1", "SC", "ACCB1", "71260", "CT", "20261127", "000951"))
 	type listed struct {
 		Deliveries []struct {
