@@ -115,10 +115,11 @@ func (dl *Deliverer) probeDue(ctx context.Context, attempts *sync.WaitGroup) {
 			err := dl.Probe(pctx, dest)
 			cancel()
 			dl.mu.Lock()
-			o := dl.down[name]
-			if err == nil {
+			o, still := dl.down[name] // a delivery may have gone through meanwhile
+			switch {
+			case err == nil:
 				delete(dl.down, name)
-			} else {
+			case still:
 				o.probing, o.nextProbe = false, dl.now().Add(dl.probeEvery())
 				dl.down[name] = o
 			}
