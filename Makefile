@@ -56,6 +56,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 2m; .ci/fuzz-target says wha
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine FuzzImagingStudyContent
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./dicom/render FuzzImage
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./internal/textdiff FuzzDiff
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine/patientid FuzzRead
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/httpapi FuzzFHIRSearch
 
 bench: ## run the Go benchmarks (BENCHTIME each)
