@@ -190,8 +190,7 @@ func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 			pl.patient = patient
 		}
 		if pl.merge != nil {
-			n := len(pl.merge)
-			if pl.merge = slices.DeleteFunc(pl.merge, func(id fhir.Identifier) bool { return identifierOfIssuers(id, foreign) }); n > len(pl.merge) && len(pl.merge) == 0 {
+			if pl.merge = slices.DeleteFunc(pl.merge, func(id fhir.Identifier) bool { return identifierOfIssuers(id, foreign) }); len(pl.merge) == 0 {
 				return failed(processError(hl7.CodeApplicationInternalError, "MRG", 1, "MRG-1 names only identifiers of other facilities' registers (%s)", strings.Join(foreign, ", ")))
 			}
 		}
@@ -222,8 +221,8 @@ type mappedOutput struct {
 	patient         map[string]any
 	encounter       map[string]any
 	worklistPatient map[string]any
-	merge           bool              // an A40: merge holds MRG-1's identifiers
-	mergePrior      []fhir.Identifier //
+	merge           bool // an A40 (MRG): mergePrior are MRG-1's identifiers
+	mergePrior      []fhir.Identifier
 	orders          []orderPlan
 }
 

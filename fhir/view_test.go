@@ -232,3 +232,32 @@ func TestReadModifyWriteKeepsWhatViewsDoNotName(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkViews reads each view from its content tree, as the engine does per resource it
+// looks at (a linking candidate, a report's order): the tree is decoded already.
+func BenchmarkViews(b *testing.B) {
+	for _, tt := range []struct {
+		file string
+		view func(map[string]any)
+	}{
+		{"testdata/patient.json", func(c map[string]any) { _ = PatientOf(c) }},
+		{"testdata/servicerequest.json", func(c map[string]any) { _ = ServiceRequestOf(c) }},
+		{"testdata/views/diagnosticreport.json", func(c map[string]any) { _ = DiagnosticReportOf(c) }},
+	} {
+		raw, err := os.ReadFile(tt.file)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := DecodeContent(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(filepath.Base(tt.file), func(b *testing.B) {
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				tt.view(c)
+			}
+		})
+	}
+}
