@@ -182,16 +182,10 @@ type ImagingStudy struct {
 
 // PatientOf views a Patient's content.
 func PatientOf(c map[string]any) Patient {
-	p := Patient{Identifier: IdentifiersOf(c["identifier"]), Gender: str(c, "gender"), BirthDate: str(c, "birthDate")}
-	for _, x := range list(c, "name") {
-		p.Name = append(p.Name, humanNameOf(asObject(x)))
-	}
+	p := Patient{Identifier: IdentifiersOf(c["identifier"]), Name: listOf(c["name"], humanNameOf),
+		Gender: str(c, "gender"), BirthDate: str(c, "birthDate"), Link: listOf(c["link"], patientLinkOf)}
 	if a, ok := c["active"].(bool); ok {
 		p.Active = &a
-	}
-	for _, x := range list(c, "link") {
-		l := asObject(x)
-		p.Link = append(p.Link, PatientLink{Other: ReferenceOf(l["other"]), Type: str(l, "type")})
 	}
 	return p
 }
@@ -203,8 +197,8 @@ func ServiceRequestOf(c map[string]any) ServiceRequest {
 		Identifier: IdentifiersOf(c["identifier"]),
 		Subject:    ReferenceOf(c["subject"]), Encounter: ReferenceOf(c["encounter"]), Requester: ReferenceOf(c["requester"]),
 		Code:       codeableConceptOf(c["code"]),
-		ReasonCode: codeableConceptsOf(c["reasonCode"]), OrderDetail: codeableConceptsOf(c["orderDetail"]),
-		Extension:          extensionsOf(c["extension"]),
+		ReasonCode: listOf(c["reasonCode"], codeableConceptOf), OrderDetail: listOf(c["orderDetail"], codeableConceptOf),
+		Extension:          listOf(c["extension"], extensionOf),
 		OccurrenceDateTime: str(c, "occurrenceDateTime"), AuthoredOn: str(c, "authoredOn"),
 	}
 }
@@ -213,10 +207,10 @@ func ServiceRequestOf(c map[string]any) ServiceRequest {
 func DiagnosticReportOf(c map[string]any) DiagnosticReport {
 	r := DiagnosticReport{
 		Status: str(c, "status"), Identifier: IdentifiersOf(c["identifier"]),
-		BasedOn: referencesOf(c["basedOn"]), Subject: ReferenceOf(c["subject"]), Encounter: ReferenceOf(c["encounter"]),
-		ImagingStudy: referencesOf(c["imagingStudy"]), ResultsInterpreter: referencesOf(c["resultsInterpreter"]),
-		Category: codeableConceptsOf(c["category"]), Code: codeableConceptOf(c["code"]),
-		Extension: extensionsOf(c["extension"]), Conclusion: str(c, "conclusion"),
+		BasedOn: listOf(c["basedOn"], ReferenceOf), Subject: ReferenceOf(c["subject"]), Encounter: ReferenceOf(c["encounter"]),
+		ImagingStudy: listOf(c["imagingStudy"], ReferenceOf), ResultsInterpreter: listOf(c["resultsInterpreter"], ReferenceOf),
+		Category: listOf(c["category"], codeableConceptOf), Code: codeableConceptOf(c["code"]),
+		Extension: listOf(c["extension"], extensionOf), Conclusion: str(c, "conclusion"),
 	}
 	for _, x := range list(c, "presentedForm") {
 		f := asObject(x)
@@ -256,17 +250,7 @@ func SetNarrativeDiv(c map[string]any, div string) {
 }
 
 // IdentifiersOf views a list of Identifiers (a content's "identifier", MRG-1's prior ids).
-func IdentifiersOf(x any) []Identifier {
-	l, _ := x.([]any)
-	if len(l) == 0 {
-		return nil
-	}
-	out := make([]Identifier, 0, len(l))
-	for _, e := range l {
-		out = append(out, IdentifierOf(e))
-	}
-	return out
-}
+func IdentifiersOf(x any) []Identifier { return listOf(x, IdentifierOf) }
 
 // IdentifierOf views one Identifier.
 func IdentifierOf(x any) Identifier {
@@ -286,11 +270,15 @@ func ReferenceOf(x any) Reference {
 	return r
 }
 
-func referencesOf(x any) []Reference {
+// listOf views each element of a JSON list with of; nil when x is no list or an empty one.
+func listOf[T any](x any, of func(any) T) []T {
 	l, _ := x.([]any)
-	var out []Reference
-	for _, e := range l {
-		out = append(out, ReferenceOf(e))
+	if len(l) == 0 {
+		return nil
+	}
+	out := make([]T, len(l))
+	for i, e := range l {
+		out[i] = of(e)
 	}
 	return out
 }
@@ -305,27 +293,19 @@ func codeableConceptOf(x any) CodeableConcept {
 	return c
 }
 
-func codeableConceptsOf(x any) []CodeableConcept {
-	l, _ := x.([]any)
-	var out []CodeableConcept
-	for _, e := range l {
-		out = append(out, codeableConceptOf(e))
-	}
-	return out
+func extensionOf(x any) Extension {
+	m := asObject(x)
+	b, _ := m["valueBoolean"].(bool)
+	return Extension{URL: str(m, "url"), ValueString: str(m, "valueString"), ValueBoolean: b}
 }
 
-func extensionsOf(x any) []Extension {
-	l, _ := x.([]any)
-	var out []Extension
-	for _, e := range l {
-		m := asObject(e)
-		b, _ := m["valueBoolean"].(bool)
-		out = append(out, Extension{URL: str(m, "url"), ValueString: str(m, "valueString"), ValueBoolean: b})
-	}
-	return out
+func patientLinkOf(x any) PatientLink {
+	m := asObject(x)
+	return PatientLink{Other: ReferenceOf(m["other"]), Type: str(m, "type")}
 }
 
-func humanNameOf(m map[string]any) HumanName {
+func humanNameOf(x any) HumanName {
+	m := asObject(x)
 	return HumanName{Use: str(m, "use"), Text: str(m, "text"), Family: str(m, "family"),
 		Given: stringList(m, "given"), Prefix: stringList(m, "prefix"), Suffix: stringList(m, "suffix")}
 }
