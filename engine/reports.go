@@ -281,8 +281,7 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 		return nil, reportErr(409, fhir.IssueBusinessRule, msg, "DiagnosticReport.status")
 	}
 
-	content := rs.complete(in, order, orderContent, patient.ID, study)
-	completed := fhir.DiagnosticReportOf(content)
+	content := rs.complete(in, report, order, orderContent, patient.ID, study)
 	if curContent != nil {
 		if same, err := sameContent(withoutIssued(curContent), withoutIssued(content)); err != nil {
 			return nil, err
@@ -291,7 +290,7 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 		}
 	}
 	now := rs.now().UTC().Truncate(time.Millisecond)
-	reportID, version, keys := newID(), int64(1), reportKeys(completed.Identifier)
+	reportID, version, keys := newID(), int64(1), reportKeys(report.Identifier) // complete leaves identifier and extension as sent
 	if cur != nil {
 		reportID, version, keys = cur.ID, cur.VersionID+1, unionKeys(cur.Keys, keys)
 	}
@@ -315,10 +314,10 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 		}
 		return nil, err
 	}
-	if err := rs.enqueue(ctx, tx, r, content, orderContent, patient, now); err != nil {
+	if err := rs.enqueue(ctx, tx, r, content, orderContent, SendingFacility(orderView), patient, now); err != nil {
 		return nil, err
 	}
-	res := &storedReport{version: r, created: cur == nil, changed: true, critical: critical(completed), orderID: order.ID}
+	res := &storedReport{version: r, created: cur == nil, changed: true, critical: critical(report), orderID: order.ID}
 	if stage, ok := reportStage(status); ok { // the order's report clock (turnaround.go)
 		if res.mark, err = markTurnaround(ctx, tx, order.ID, orderView, stage, now); err != nil {
 			return nil, err
@@ -510,11 +509,10 @@ func reportKeys(ids []fhir.Identifier) []string {
 // complete fills what Ferry knows better than the reading platform: category RAD; the order's
 // code, patient and encounter; basedOn and imagingStudy as Ferry's references; effective from
 // the study; issued; the reading group as performer; and the report text as text/plain and as
-// HTML (IHE IMR) in presentedForm.
-func (rs *Reports) complete(in map[string]any, order *Resource, oc map[string]any, patientID string, study *Resource) map[string]any {
+// HTML (IHE IMR) in presentedForm. view is in's view.
+func (rs *Reports) complete(in map[string]any, view fhir.DiagnosticReport, order *Resource, oc map[string]any, patientID string, study *Resource) map[string]any {
 	c := clone(in)
 	rad := map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}}}
-	view := fhir.DiagnosticReportOf(c)
 	if !slices.ContainsFunc(view.Category, func(cc fhir.CodeableConcept) bool { return cc.HasCode("RAD") }) {
 		fhir.AppendTo(c, "category", rad)
 	}
@@ -637,8 +635,7 @@ func withoutIssued(c map[string]any) map[string]any {
 }
 
 // enqueue writes one delivery per destination of the order's facility for the version r.
-func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, order map[string]any, patient *Resource, now time.Time) error {
-	facility := SendingFacility(fhir.ServiceRequestOf(order))
+func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, order map[string]any, facility string, patient *Resource, now time.Time) error {
 	if rs.Destinations == nil || facility == "" {
 		return nil
 	}

@@ -78,7 +78,7 @@ func sanitizeReportHTML(c map[string]any) (changed int) {
 			delete(c, "text")
 		}
 	}
-	for _, f := range fhir.DiagnosticReportOf(c).PresentedForm {
+	for _, f := range fhir.AttachmentsOf(c["presentedForm"]) {
 		mediaType, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(f.ContentType)), ";")
 		if mediaType != "text/html" && mediaType != "application/xhtml+xml" {
 			continue

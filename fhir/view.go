@@ -212,16 +212,21 @@ func DiagnosticReportOf(c map[string]any) DiagnosticReport {
 		Category: listOf(c["category"], codeableConceptOf), Code: codeableConceptOf(c["code"]),
 		Extension: listOf(c["extension"], extensionOf), Conclusion: str(c, "conclusion"),
 	}
-	for _, x := range list(c, "presentedForm") {
-		f := asObject(x)
-		r.PresentedForm = append(r.PresentedForm, Attachment{ContentType: str(f, "contentType"), Data: str(f, "data"), obj: f})
-	}
+	r.PresentedForm = AttachmentsOf(c["presentedForm"])
 	for _, x := range list(c, "contained") {
 		if m := asObject(x); m != nil {
 			r.Contained = append(r.Contained, m)
 		}
 	}
 	return r
+}
+
+// AttachmentsOf views a list of Attachments (a report's presentedForm).
+func AttachmentsOf(x any) []Attachment {
+	return listOf(x, func(x any) Attachment {
+		f := asObject(x)
+		return Attachment{ContentType: str(f, "contentType"), Data: str(f, "data"), obj: f}
+	})
 }
 
 // ImagingStudyOf views an ImagingStudy's content.
@@ -285,12 +290,10 @@ func listOf[T any](x any, of func(any) T) []T {
 
 func codeableConceptOf(x any) CodeableConcept {
 	m := asObject(x)
-	c := CodeableConcept{Text: str(m, "text"), obj: m}
-	for _, e := range list(m, "coding") {
-		cd := asObject(e)
-		c.Coding = append(c.Coding, Coding{System: str(cd, "system"), Code: str(cd, "code"), Display: str(cd, "display")})
-	}
-	return c
+	return CodeableConcept{Text: str(m, "text"), obj: m, Coding: listOf(m["coding"], func(x any) Coding {
+		cd := asObject(x)
+		return Coding{System: str(cd, "system"), Code: str(cd, "code"), Display: str(cd, "display")}
+	})}
 }
 
 func extensionOf(x any) Extension {
