@@ -48,7 +48,7 @@ func TestReportLifecycle(t *testing.T) {
 	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PLR1", "SC"), obr("PLR1", "ACCR1"))
 	order := h.search("ServiceRequest", eq("identifier", "PLR1"))[0]
 	patient := h.search("Patient", eq("identifier", mrn+"|000123"))[0]["id"].(string)
-	if engine.SendingFacility(order) != "STMARYS" {
+	if engine.SendingFacility(fhir.ServiceRequestOf(order)) != "STMARYS" {
 		t.Fatalf("the order does not say which facility sent it: %v", order["extension"])
 	}
 	v, err := fhir.NewValidator()
