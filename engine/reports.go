@@ -180,6 +180,17 @@ func (rs *Reports) parse(body []byte) (map[string]any, error) {
 	if err != nil {
 		return nil, reportErr(400, fhir.IssueInvalid, err.Error(), "DiagnosticReport")
 	}
+	// A report a physician is to read carries something to read. Registered, partial, cancelled
+	// and entered-in-error reports may be empty; the others may not, or an EHR would file a
+	// preliminary or final report with no findings in it.
+	r := fhir.DiagnosticReportOf(in)
+	switch r.Status {
+	case "preliminary", "final", "amended", "corrected", "appended":
+		if strings.TrimSpace(r.Conclusion) == "" && len(r.PresentedForm) == 0 && in["result"] == nil {
+			return nil, reportErr(422, fhir.IssueRequired,
+				"a "+r.Status+" report carries its text: a conclusion, a presentedForm or results", "DiagnosticReport.conclusion")
+		}
+	}
 	return in, nil
 }
 
