@@ -34,7 +34,7 @@ var rules = []struct {
 	{"adapters/postgres", join([]string{"adapters/sqlstore", "engine", "migrations"}, formats, helpers)},
 	{"adapters/sqlite", join([]string{"adapters/sqlstore", "engine", "migrations"}, formats, helpers)},
 	{"adapters/", join([]string{"engine"}, formats, helpers)}, // an adapter never imports another
-	{"engine", join([]string{"engine"}, formats, helpers)}, // the domain (and its parts) knows no adapter
+	{"engine", join([]string{"engine"}, formats, helpers)},    // the domain (and its parts) knows no adapter
 	{"mappings", join([]string{"hl7", "fhir"}, helpers)},
 	{"hl7", helpers},
 	{"fhir", helpers},
