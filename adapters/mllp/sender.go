@@ -112,11 +112,16 @@ func (s *Sender) Send(ctx context.Context, msg []byte) (ack []byte, err error) {
 	timeout := orDefault(s.Timeout, DefaultSendTimeout)
 	sendCtx, cancel := context.WithTimeoutCause(ctx, timeout, ErrAckTimeout)
 	defer cancel()
+	// A socket deadline set from sendCtx's can fire a moment before sendCtx's own timer marks it
+	// done (on a busy machine the timer's goroutine runs late): past this instant the send has
+	// timed out whatever sendCtx says yet.
+	ackDeadline := time.Now().Add(timeout)
+	timedOut := func() bool { return sendCtx.Err() != nil || !time.Now().Before(ackDeadline) }
 	select {
 	case s.turn <- struct{}{}:
 		defer func() { <-s.turn }()
 	case <-sendCtx.Done():
-		return nil, s.sendError(ctx, sendCtx, id, timeout, errors.New("waiting for an earlier message's ACK"))
+		return nil, s.sendError(ctx, timedOut(), id, timeout, errors.New("waiting for an earlier message's ACK"))
 	}
 
 	var lastErr error
@@ -126,7 +131,7 @@ func (s *Sender) Send(ctx context.Context, msg []byte) (ack []byte, err error) {
 			if lastErr != nil {
 				err = fmt.Errorf("%w (after %w)", err, lastErr)
 			}
-			return nil, s.sendError(ctx, sendCtx, id, timeout, err)
+			return nil, s.sendError(ctx, timedOut(), id, timeout, err)
 		}
 		ack, code, err := s.exchange(sendCtx, conn, r, w, msg, id)
 		if err == nil {
@@ -136,8 +141,8 @@ func (s *Sender) Send(ctx context.Context, msg []byte) (ack []byte, err error) {
 			return ack, nil
 		}
 		s.dropConn(conn)
-		if lastErr != nil || sendCtx.Err() != nil || s.isClosed() {
-			return nil, s.sendError(ctx, sendCtx, id, timeout, err)
+		if lastErr != nil || timedOut() || s.isClosed() {
+			return nil, s.sendError(ctx, timedOut(), id, timeout, err)
 		}
 		// The connection broke: open a new one and send again (the peer drops a duplicate by
 		// MSH-10).
@@ -147,14 +152,15 @@ func (s *Sender) Send(ctx context.Context, msg []byte) (ack []byte, err error) {
 	}
 }
 
-// sendError turns a failed Send into the documented error.
-func (s *Sender) sendError(parent, sendCtx context.Context, id string, timeout time.Duration, err error) error {
+// sendError turns a failed Send into the documented error; timedOut says the Send's own
+// timeout has passed.
+func (s *Sender) sendError(parent context.Context, timedOut bool, id string, timeout time.Duration, err error) error {
 	switch {
 	case s.isClosed():
 		return fmt.Errorf("sending %s: %w", id, ErrSenderClosed)
 	case parent.Err() != nil:
 		return fmt.Errorf("sending %s to %s: %w", id, s.Addr, context.Cause(parent))
-	case context.Cause(sendCtx) == ErrAckTimeout:
+	case timedOut:
 		return fmt.Errorf("sending %s to %s: %w (%s): %w", id, s.Addr, ErrAckTimeout, timeout, err)
 	default:
 		return fmt.Errorf("sending %s to %s: %w", id, s.Addr, err)
