@@ -7,14 +7,14 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/ferryhealth/ferry/adapters/dimse"
+	"github.com/ferryhealth/ferry/dicom"
 )
 
 // forgedPart is a Part 10 file of a few hundred bytes whose data set declares an element of
 // vl bytes (issue 17, item 4).
 func forgedPart(t *testing.T, ts string, dataSet []byte) []byte {
 	t.Helper()
-	b, err := dimse.AppendFileHeader(nil, dimse.FileMeta{MediaStorageSOPClassUID: "1.2.840.10008.5.1.4.1.1.7",
+	b, err := dicom.AppendFileHeader(nil, dicom.FileMeta{MediaStorageSOPClassUID: "1.2.840.10008.5.1.4.1.1.7",
 		MediaStorageSOPInstanceUID: "1.2.3.4", TransferSyntaxUID: ts})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferryhealth/ferry/dicom"
 )
 
 // corpusDICOM is the shared corpus of DICOM files, beside the repository.
@@ -154,15 +156,15 @@ func TestFindscu(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, body, ts, err := SplitFile(b)
+		_, body, ts, err := dicom.SplitFile(b)
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		ds, err := DecodeDataSet(body, ts, DecodeOptions{})
+		ds, err := dicom.DecodeDataSet(body, ts, dicom.DecodeOptions{})
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		if got := ds.String(TagAccessionNumber); got != "ACC9" {
+		if got := ds.String(dicom.TagAccessionNumber); got != "ACC9" {
 			t.Errorf("%s: accession %q, want the query's", filepath.Base(f), got)
 		}
 	}
@@ -185,7 +187,7 @@ func TestStorescu(t *testing.T) {
 	if out, err := runPeer(t, storescu, "-v", "-aec", "FERRY", "-aet", "MODALITY", "--max-send-pdu", "4096", host, port, src); err != nil {
 		t.Fatalf("storescu: %v\n%s", err, out)
 	}
-	_, origBody, origTS, err := SplitFile(orig)
+	_, origBody, origTS, err := dicom.SplitFile(orig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +199,7 @@ func TestStorescu(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	meta, body, ts, err := SplitFile(stored)
+	meta, body, ts, err := dicom.SplitFile(stored)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +210,7 @@ func TestStorescu(t *testing.T) {
 	if want := withoutTrailingPadding(t, origBody, ts); !bytes.Equal(body, want) {
 		t.Errorf("stored data set: %d bytes; sent %d bytes (%d without trailing padding)", len(body), len(origBody), len(want))
 	}
-	if got := meta.String(NewTag(0x0002, 0x0016)); got != "MODALITY" {
+	if got := meta.String(dicom.NewTag(0x0002, 0x0016)); got != "MODALITY" {
 		t.Errorf("source AE title %q", got)
 	}
 }
@@ -216,11 +218,11 @@ func TestStorescu(t *testing.T) {
 // withoutTrailingPadding returns the data set with its Data Set Trailing Padding removed.
 func withoutTrailingPadding(t *testing.T, b []byte, ts string) []byte {
 	t.Helper()
-	ds, err := DecodeDataSet(b, ts, DecodeOptions{StopAt: NewTag(0xFFFC, 0xFFFC)})
+	ds, err := dicom.DecodeDataSet(b, ts, dicom.DecodeOptions{StopAt: dicom.NewTag(0xFFFC, 0xFFFC)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := EncodeDataSet(ds, ts)
+	out, err := dicom.EncodeDataSet(ds, ts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,21 +251,21 @@ func worklistDump(top map[string]string, step map[string]string) string {
 }
 
 // readResponses decodes the responses findscu extracted (-X) into dir, in order.
-func readResponses(t *testing.T, dir string) []*DataSet {
+func readResponses(t *testing.T, dir string) []*dicom.DataSet {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(dir, "rsp*.dcm"))
 	slices.Sort(files)
-	var out []*DataSet
+	var out []*dicom.DataSet
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, body, ts, err := SplitFile(b)
+		_, body, ts, err := dicom.SplitFile(b)
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		ds, err := DecodeDataSet(body, ts, DecodeOptions{})
+		ds, err := dicom.DecodeDataSet(body, ts, dicom.DecodeOptions{})
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
@@ -338,25 +340,25 @@ func TestFindscuWorklist(t *testing.T) {
 			rsps := readResponses(t, dir)
 			var accs []string
 			for _, r := range rsps {
-				accs = append(accs, r.String(TagAccessionNumber))
+				accs = append(accs, r.String(dicom.TagAccessionNumber))
 				// Specific Character Set only where the text is not ASCII: the query's set when
 				// it holds the text, else UTF-8.
 				want := tc.wantCharset
-				if want == "" && !isASCII(names[r.String(TagAccessionNumber)]) {
+				if want == "" && !dicom.IsASCII(names[r.String(dicom.TagAccessionNumber)]) {
 					want = "ISO_IR 192"
 				}
-				if got := r.String(TagSpecificCharacterSet); got != want {
-					t.Errorf("%s: Specific Character Set %q, want %q", r.String(TagAccessionNumber), got, want)
+				if got := r.String(dicom.TagSpecificCharacterSet); got != want {
+					t.Errorf("%s: Specific Character Set %q, want %q", r.String(dicom.TagAccessionNumber), got, want)
 				}
-				if step := r.Get(TagScheduledProcedureStepSequence); step == nil || len(step.Items) != 1 {
-					t.Errorf("%s: no Scheduled Procedure Step item", r.String(TagAccessionNumber))
+				if step := r.Get(dicom.TagScheduledProcedureStepSequence); step == nil || len(step.Items) != 1 {
+					t.Errorf("%s: no Scheduled Procedure Step item", r.String(dicom.TagAccessionNumber))
 				}
 			}
 			if strings.Join(accs, ",") != tc.wantAccs {
 				t.Errorf("responses %v, want %s; output:\n%s", accs, tc.wantAccs, out)
 			}
 			if tc.wantName != "" && len(rsps) > 0 {
-				if got := string(rsps[0].Get(TagPatientName).Value); strings.TrimRight(got, " ") != tc.wantName {
+				if got := string(rsps[0].Get(dicom.TagPatientName).Value); strings.TrimRight(got, " ") != tc.wantName {
 					t.Errorf("patient name bytes %q, want %q", got, tc.wantName)
 				}
 			}

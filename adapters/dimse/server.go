@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/internal/connlimit"
 )
 
@@ -44,7 +45,7 @@ const VerificationSOPClass = "1.2.840.10008.1.1"
 // defaultTransferSyntaxes are the transfer syntaxes accepted for a Service that declares none,
 // in order of preference: explicit VR little endian, then the default, implicit VR little
 // endian, which every DICOM implementation supports (PS3.5 10.1).
-var defaultTransferSyntaxes = []string{ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+var defaultTransferSyntaxes = []string{dicom.ExplicitVRLittleEndian, dicom.ImplicitVRLittleEndian}
 
 // ErrServerClosed is returned by Serve and ListenAndServe after Shutdown was called.
 var ErrServerClosed = errors.New("dimse: server closed")
@@ -136,7 +137,7 @@ type Request struct {
 // ReadDataSet reads the whole of Data and decodes it, refusing more than maxBytes: the way to
 // get a C-FIND identifier. It returns an error wrapping io.ErrShortBuffer when the data set is
 // larger, a *DataSetError when it does not decode, and nil, nil when there is no data set.
-func (r *Request) ReadDataSet(maxBytes int64) (*DataSet, error) {
+func (r *Request) ReadDataSet(maxBytes int64) (*dicom.DataSet, error) {
 	if r.Data == nil {
 		return nil, nil
 	}
@@ -147,7 +148,7 @@ func (r *Request) ReadDataSet(maxBytes int64) (*DataSet, error) {
 	if int64(len(b)) > maxBytes {
 		return nil, fmt.Errorf("dimse: data set larger than %d bytes: %w", maxBytes, io.ErrShortBuffer)
 	}
-	return DecodeDataSet(b, r.TransferSyntax, DecodeOptions{})
+	return dicom.DecodeDataSet(b, r.TransferSyntax, dicom.DecodeOptions{})
 }
 
 // Association describes an accepted association: the peer and what was negotiated. None of it
@@ -180,15 +181,15 @@ type ResponseWriter interface {
 // responded to, the affected SOP class and instance UIDs (from the request) and the data set
 // type.
 type Response struct {
-	Status Status
+	Status dicom.Status
 	// DataSet, when not nil, is sent after the command: a C-FIND match, for instance. It is
 	// encoded in the request's transfer syntax.
-	DataSet *DataSet
+	DataSet *dicom.DataSet
 	// ErrorComment (0000,0902), for failure and warning statuses: at most 64 characters, no
 	// patient data.
 	ErrorComment string
 	// Other are more command elements (group 0000), e.g. OffendingElement (0000,0901).
-	Other []*Element
+	Other []*dicom.Element
 }
 
 // Observer receives the listener's counts, so the engine can feed them to Prometheus without
@@ -206,7 +207,7 @@ type Observer interface {
 	Association(result string)
 	// Operation reports a completed DIMSE operation: the request's command, its final status and
 	// the time from request to final response.
-	Operation(command CommandField, status Status, d time.Duration)
+	Operation(command CommandField, status dicom.Status, d time.Duration)
 	// Aborted reports an association or connection ended abnormally: one of the Abort* kinds.
 	Aborted(kind string)
 }
@@ -429,10 +430,10 @@ func (s *Server) prepare() error {
 // unrecognized-operation to anything else on the Verification context.
 func serveEcho(_ context.Context, req *Request, w ResponseWriter) {
 	if req.Command.Field != CEchoRQ {
-		_ = w.Respond(Response{Status: StatusUnrecognizedOperation})
+		_ = w.Respond(Response{Status: dicom.StatusUnrecognizedOperation})
 		return
 	}
-	_ = w.Respond(Response{Status: StatusSuccess})
+	_ = w.Respond(Response{Status: dicom.StatusSuccess})
 }
 
 // Serve accepts plain TCP connections on ln and serves each on its own goroutine until

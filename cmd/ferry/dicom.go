@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferryhealth/ferry/adapters/dimse"
 	"github.com/ferryhealth/ferry/adapters/mllp"
+	"github.com/ferryhealth/ferry/dicom"
 )
 
 // DefaultDICOMTLSAddr is where DICOM TLS listens when dicom.tls is set and listen.dicom_tls is
@@ -85,7 +86,7 @@ func (c *DICOMConfig) setDefaults() {
 		c.MaxPDULength = dimse.DefaultMaxPDULength
 	}
 	if c.MaxHeaderSize == 0 {
-		c.MaxHeaderSize = dimse.DefaultMaxHeaderSize
+		c.MaxHeaderSize = dicom.DefaultMaxHeaderSize
 	}
 	for _, d := range []struct {
 		v   *time.Duration
