@@ -107,6 +107,10 @@ func NewSTOW(sink InstanceSink, cfg Config) (*STOW, error) {
 	return &STOW{sink: sink, cfg: cfg, log: log}, nil
 }
 
+// BasePath returns where the routes are mounted (BasePath): the HTTP server mounts Register's
+// group there.
+func (s *STOW) BasePath() string { return BasePath }
+
 // Register adds the STOW-RS routes, and QIDO-RS's when Config.Studies is set, to g, mounted at
 // BasePath behind authentication.
 func (s *STOW) Register(g *echo.Group) {

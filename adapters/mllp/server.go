@@ -3,7 +3,6 @@ package mllp
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -181,31 +180,6 @@ const (
 	stateActive               // a frame is being read, handled or answered: Shutdown waits
 	stateClosing              // Shutdown closed it
 )
-
-// TLSConfig builds a server tls.Config from PEM files: the server certificate chain and its key,
-// and, when clientCAFile is not empty, the CA bundle that client certificates must chain to —
-// then the config requires and verifies a client certificate (mutual TLS). The caller (the serve
-// command) builds it once at start; an error names the file that could not be used.
-func TLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("loading MLLP TLS certificate %s and key %s: %w", certFile, keyFile, err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, CipherSuites: AEADCipherSuites()}
-	if clientCAFile != "" {
-		pem, err := os.ReadFile(clientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading MLLP client CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("reading MLLP client CA file %s: no PEM certificate in it", clientCAFile)
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return cfg, nil
-}
 
 // ListenAndServe listens on the TCP address addr (DefaultAddr, ":2575", when empty) and serves
 // it until Shutdown, after which it returns ErrServerClosed. Any other error means the server

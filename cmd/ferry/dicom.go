@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/adapters/dimse"
-	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/dicom"
+	"github.com/ferryhealth/ferry/internal/tlsconfig"
 )
 
 // DefaultDICOMTLSAddr is where DICOM TLS listens when dicom.tls is set and listen.dicom_tls is
@@ -171,7 +171,7 @@ func (cfg *Config) dicomServer(logger *slog.Logger, services []dimse.Service) (*
 		s.Peers = append(s.Peers, peer)
 	}
 	if c.TLS.Enabled() {
-		tc, err := mllp.TLSConfig(c.TLS.Cert, c.TLS.Key, c.TLS.ClientCA)
+		tc, err := tlsconfig.Server(c.TLS.Cert, c.TLS.Key, c.TLS.ClientCA)
 		if err != nil {
 			return nil, fmt.Errorf("dicom.tls: %w", err)
 		}
