@@ -75,7 +75,7 @@ type operation struct {
 // newAssociation serves conn: rwc itself, or its TLS layer after the handshake (st).
 func (s *Server) newAssociation(rwc, conn net.Conn, st *tls.ConnectionState) *association {
 	a := &association{s: s, rwc: rwc, conn: conn}
-	a.ctx, a.cancel = context.WithCancelCause(s.context())
+	a.ctx, a.cancel = context.WithCancelCause(s.life.Context())
 	a.log = s.logger().With("remote", rwc.RemoteAddr().String())
 	if st != nil {
 		a.log = a.log.With("tls", true, "cert_subject", certSubject(st))
@@ -108,7 +108,7 @@ func (a *association) serve() {
 		if op != nil {
 			<-op.done // handlers see ctx cancelled; wait so that none outlives its association
 		}
-		s.trackAssoc(a, false)
+		s.life.Untrack(a)
 		s.active.Add(-1)
 		s.perAddr.Give(a.ip)
 		if s.Metrics != nil {

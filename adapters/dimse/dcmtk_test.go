@@ -19,9 +19,12 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/dicom"
+	"github.com/ferryhealth/ferry/dicom/dicomtest"
 )
 
-// corpusDICOM is the shared corpus of DICOM files, beside the repository.
+// corpusDICOM is the shared corpus of DICOM files beside the repository: an extra source of real
+// files where it is present (CI). Tests that need a file use Ferry's own (dicom/dicomtest); the
+// corpus tests add what only real equipment's files show.
 const corpusDICOM = "../../../shared/corpus/dicom"
 
 // requirePeer returns the path of a peer program, skipping (or, with FERRY_REQUIRE_PEERS=1,
@@ -174,14 +177,14 @@ func TestFindscu(t *testing.T) {
 func TestStorescu(t *testing.T) {
 	t.Parallel()
 	storescu := requirePeer(t, "storescu", "dcmtk")
-	src := filepath.Join(corpusDICOM, "pydicom-debian", "test_files__MR_small.dcm")
+	// Ferry's own CT instance, 10 KB of pixel data.
+	src := dicomtest.WriteInstance(t, t.TempDir(), "ct.dcm", dicomtest.Instance(ctImageStorage, "1.2.826.0.1.3680043.8.498.7", 10<<10))
 	orig, err := os.ReadFile(src)
 	if err != nil {
-		t.Skipf("corpus file absent (%v): this test needs ../shared/corpus beside the repository", err)
+		t.Fatal(err)
 	}
-	const mrImageStorage = "1.2.840.10008.5.1.4.1.1.4"
 	dir := t.TempDir()
-	addr := startServer(t, &Server{Services: []Service{{SOPClass: mrImageStorage, Handler: &storeHandler{dir: dir}}}})
+	addr := startServer(t, &Server{Services: []Service{{SOPClass: ctImageStorage, Handler: &storeHandler{dir: dir}}}})
 	host, port := hostPort(t, addr)
 	// --max-pdu 4096: the 10 KB instance arrives in several fragments.
 	if out, err := runPeer(t, storescu, "-v", "-aec", "FERRY", "-aet", "MODALITY", "--max-send-pdu", "4096", host, port, src); err != nil {

@@ -330,7 +330,80 @@ func TestCStoreSinkFailures(t *testing.T) {
 // TestCStoreTransferSyntaxes stores corpus files in the transfer syntaxes dcmtk's storescu
 // would convert on the way (explicit VR big endian, deflated) through Ferry's own Client,
 // proposing only the file's own syntax: each is kept as sent and its header read.
+// TestCStoreTransferSyntaxes stores Ferry's own instance in each transfer syntax dcmtk can
+// write it in (dcmconv, dcmcrle, dcmcjpeg, dcmcjpls convert it), as it is: the header read in
+// each, the data set kept byte for byte (lossy ones keep their SOP Instance UID: +un). JPEG 2000 (dcmtk has no encoder) is covered by
+// TestCStoreCorpusTransferSyntaxes where the shared corpus is present.
 func TestCStoreTransferSyntaxes(t *testing.T) {
+	t.Parallel()
+	sink := newFakeSink(t)
+	addr, _ := startStorage(t, sink, StorageConfig{}, &Server{})
+	dir := t.TempDir()
+	for i, tc := range []struct {
+		ts, tool string
+		args     []string
+		eightBit bool
+	}{
+		{dicom.ImplicitVRLittleEndian, "dcmconv", []string{"+ti"}, false},
+		{dicom.ExplicitVRBigEndian, "dcmconv", []string{"+tb"}, false},
+		{dicom.DeflatedExplicitVRLittleEndian, "dcmconv", []string{"+td"}, false},
+		{"1.2.840.10008.1.2.4.50", "dcmcjpeg", []string{"+eb", "+un"}, true},
+		{"1.2.840.10008.1.2.4.51", "dcmcjpeg", []string{"+ee", "+un"}, false},
+		{"1.2.840.10008.1.2.4.57", "dcmcjpeg", []string{"+el"}, false},
+		{"1.2.840.10008.1.2.4.70", "dcmcjpeg", []string{"+e1"}, false},
+		{"1.2.840.10008.1.2.4.80", "dcmcjpls", []string{"+el"}, false},
+		{"1.2.840.10008.1.2.4.81", "dcmcjpls", []string{"+en", "+un"}, false},
+		{"1.2.840.10008.1.2.5", "dcmcrle", nil, false},
+	} {
+		t.Run(tc.ts, func(t *testing.T) {
+			tool := requirePeer(t, tc.tool, "dcmtk")
+			uid := fmt.Sprintf("1.2.826.0.1.3680043.8.498.3.%d", i)
+			ds := dicomtest.Instance(ctImageStorage, uid, 64*64*2)
+			if tc.eightBit {
+				dicomtest.Image8(ds)
+			}
+			src := dicomtest.WriteInstance(t, dir, fmt.Sprintf("src%d.dcm", i), ds)
+			converted := filepath.Join(dir, fmt.Sprintf("ts%d.dcm", i))
+			if out, err := runPeer(t, tool, append(append([]string{}, tc.args...), src, converted)...); err != nil {
+				t.Fatalf("%s: %v\n%s", tc.tool, err, out)
+			}
+			file, err := os.ReadFile(converted)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, body, fileTS, err := dicom.SplitFile(file)
+			if err != nil || fileTS != tc.ts {
+				t.Fatalf("%s wrote %v (transfer syntax %s)", tc.tool, err, fileTS)
+			}
+			c := dial(t, addr, ClientConfig{Contexts: []ProposedContext{{SOPClass: ctImageStorage, TransferSyntaxes: []string{tc.ts}}}})
+			if rsp := cstore(t, c, ctImageStorage, uid, body); rsp.Status != dicom.StatusSuccess {
+				t.Fatalf("status %v (%s)", rsp.Status, rsp.ErrorComment)
+			}
+			insts := sink.instances()
+			j := slices.IndexFunc(insts, func(in engine.Instance) bool { return in.SOPInstanceUID == uid })
+			if j < 0 {
+				t.Fatal("not stored")
+			}
+			got := insts[j]
+			if got.TransferSyntaxUID != tc.ts || got.PatientName != "Müller^Hans" || got.ReferringPhysicianName != "Smïth^Ann" ||
+				got.StudyInstanceUID != "1.2.826.0.1.3680043.8.498.1" || got.InstanceNumber != "17" || got.Modality != "CT" {
+				t.Errorf("stored header %+v", got)
+			}
+			stored, err := os.ReadFile(got.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, sb, sts, err := dicom.SplitFile(stored); err != nil || sts != tc.ts || !bytes.Equal(sb, body) {
+				t.Errorf("stored data set differs from the one sent (%v, %s)", err, sts)
+			}
+		})
+	}
+}
+
+// TestCStoreCorpusTransferSyntaxes sends, for each transfer syntax, a storable file of the shared
+// corpus (real equipment's files, JPEG 2000 included), where it is present, and checks the header
+// read against its INDEX.tsv.
+func TestCStoreCorpusTransferSyntaxes(t *testing.T) {
 	t.Parallel()
 	rows := corpusIndex(t)
 	sink := newFakeSink(t)
@@ -389,7 +462,7 @@ func corpusIndex(t *testing.T) []corpusRow {
 	t.Helper()
 	f, err := os.Open(filepath.Join(corpusDICOM, "INDEX.tsv"))
 	if err != nil {
-		t.Skipf("corpus absent (%v): this test needs ../shared/corpus beside the repository", err)
+		t.Skipf("shared corpus absent (%v): it adds real equipment's files, an extra run in CI; TestCStoreTransferSyntaxes and TestStorescu cover the same paths with Ferry's own instances", err)
 	}
 	defer f.Close()
 	var rows []corpusRow
@@ -617,17 +690,14 @@ func TestStorescuRefusals(t *testing.T) {
 	t.Parallel()
 	storescu := requirePeer(t, "storescu", "dcmtk")
 	dcmodify := requirePeer(t, "dcmodify", "dcmtk")
-	src := filepath.Join(corpusDICOM, "pydicom-debian", "test_files__MR_small.dcm")
-	if _, err := os.Stat(src); err != nil {
-		t.Skipf("corpus file absent (%v): this test needs ../shared/corpus beside the repository", err)
-	}
 	work := t.TempDir()
+	src := dicomtest.WriteInstance(t, work, "ct.dcm", dicomtest.Instance(ctImageStorage, "1.2.826.0.1.3680043.8.498.8", 10<<10))
 	noStudy := filepath.Join(work, "nostudy.dcm")
 	copyFile(t, src, noStudy)
 	if out, err := runPeer(t, dcmodify, "-nb", "-e", "(0020,000D)", noStudy); err != nil {
 		t.Fatalf("dcmodify: %v\n%s", err, out)
 	}
-	big := filepath.Join(corpusDICOM, "dcm4che", "dcm4che-test-data__src__main__resources__US-RGB-8-epicard.dcm")
+	big := dicomtest.WriteInstance(t, work, "big.dcm", dicomtest.Instance(ctImageStorage, "1.2.826.0.1.3680043.8.498.9", 200<<10))
 
 	sink := newFakeSink(t)
 	addr, incoming := startStorage(t, sink, StorageConfig{MaxInstanceSize: 100 << 10},
@@ -645,9 +715,6 @@ func TestStorescuRefusals(t *testing.T) {
 		{"stored after the refusals", "MODALITY", src, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := os.Stat(tc.file); err != nil {
-				t.Skipf("corpus file absent (%v): this test needs ../shared/corpus beside the repository", err)
-			}
 			out, err := runPeer(t, storescu, "-v", "-R", "-aec", "FERRY", "-aet", tc.aet, host, port, tc.file)
 			lower := strings.ToLower(out)
 			if tc.wantOut == "" {

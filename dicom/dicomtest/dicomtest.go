@@ -75,10 +75,43 @@ func Instance(sopClass, sopInstance string, pixelBytes int) *dicom.DataSet {
 		pixels := make([]byte, int(side)*int(side)*2)
 		for i := range pixels {
 			pixels[i] = byte(i * 7)
+			if i%2 == 1 {
+				pixels[i] &= 0x0F // the high byte: values within Bits Stored (12)
+			}
 		}
 		ds.Set(&dicom.Element{Tag: dicom.TagPixelData, VR: dicom.VROW, Value: pixels})
 	}
 	return ds
+}
+
+// Image8 makes ds's image (from Instance) 8-bit: one byte per pixel, Bits Stored 8, as JPEG
+// baseline needs.
+func Image8(ds *dicom.DataSet) {
+	px := ds.Get(dicom.TagPixelData)
+	if px == nil {
+		return
+	}
+	b := make([]byte, len(px.Value)/2)
+	for i := range b {
+		b[i] = px.Value[2*i]
+	}
+	ds.Set(&dicom.Element{Tag: dicom.TagPixelData, VR: dicom.VROB, Value: b})
+	ds.Set(dicom.NewUint16(dicom.NewTag(0x0028, 0x0100), 8))
+	ds.Set(dicom.NewUint16(dicom.NewTag(0x0028, 0x0101), 8))
+	ds.Set(dicom.NewUint16(dicom.NewTag(0x0028, 0x0102), 7))
+}
+
+// WriteInstance writes ds as a Part 10 file in explicit VR little endian under dir and returns
+// its path: the file a modality would send, for dcmtk's tools to send or convert.
+func WriteInstance(t testing.TB, dir, name string, ds *dicom.DataSet) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	file := Part10(t, dicom.ExplicitVRLittleEndian, ds.String(dicom.TagSOPClassUID), ds.String(dicom.TagSOPInstanceUID),
+		Encode(t, ds, dicom.ExplicitVRLittleEndian))
+	if err := os.WriteFile(path, file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // Part10 returns a Part 10 file: preamble, file meta information (SOP class and instance from
