@@ -6,27 +6,17 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"testing"
 
 	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/dicom/dicomtest"
+	"github.com/ferryhealth/ferry/internal/workcount"
 )
 
 // allocBudget is what reading forged instances may allocate: they declare 2 GiB and more; the
 // work of reading them is kilobytes.
 const allocBudget = 64 << 20
-
-// allocated runs fn and returns the bytes allocated meanwhile, by any goroutine.
-func allocated(fn func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	fn()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
 
 // TestReadInstance reads Ferry's own instance in each transfer syntax it writes, with its text
 // in ISO_IR 100, and checks every field of the header.
@@ -196,7 +186,7 @@ func TestReadInstanceDeclaredLengths(t *testing.T) {
 	paths = append(paths, metaPath)
 
 	errs := make([]error, len(paths))
-	n := allocated(func() {
+	n := workcount.Allocated(func() {
 		for i, p := range paths {
 			_, errs[i] = dicom.ReadInstance(p, 0)
 		}
@@ -247,7 +237,7 @@ func FuzzReadInstance(f *testing.F) {
 		ts := syntaxes[int(tsIndex)%len(syntaxes)]
 		path := dicomtest.WriteFile(t, dir, "fuzz.dcm", ts, data)
 		var err error
-		if n := allocated(func() { _, err = dicom.ReadInstance(path, budget) }); n > 64<<20 {
+		if n := workcount.Allocated(func() { _, err = dicom.ReadInstance(path, budget) }); n > 64<<20 {
 			t.Fatalf("reading a %d-byte instance allocated %d MiB", len(data), n>>20)
 		}
 		var ie *dicom.InstanceError

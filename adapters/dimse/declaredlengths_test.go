@@ -5,12 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/dicom/dicomtest"
+	"github.com/ferryhealth/ferry/internal/workcount"
 )
 
 // Issue 17, item 4: "a ~300-byte data set declaring a 2 GiB element made the process allocate
@@ -21,16 +21,6 @@ import (
 // allocBudget is the margin: the attacks declare 2 GiB and more; the work of reading them,
 // network and server included, is a few MiB.
 const allocBudget = 64 << 20
-
-// allocated runs fn and returns the bytes allocated meanwhile, by any goroutine.
-func allocated(fn func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	fn()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
 
 // TestCStoreDeclaredLengths sends the forged data sets over C-STORE as complete and incomplete
 // P-DATA, with the last fragment flag set and not, and PDUs declaring more than they carry,
@@ -63,7 +53,7 @@ func TestCStoreDeclaredLengths(t *testing.T) {
 		return c, id, cmd
 	}
 	var ab *AbortError
-	n := allocated(func() {
+	n := workcount.Allocated(func() {
 		for i, body := range forged {
 			// Complete P-DATA, last fragment flag set: refused C000.
 			t.Run("complete", func(t *testing.T) {
@@ -151,7 +141,7 @@ func TestCFindDeclaredLengths(t *testing.T) {
 		append(dicomtest.ExplicitHeader(le, dicom.TagScheduledProcedureStepSequence, "SQ", 1<<31), filler...),
 	}
 	statuses := make([]dicom.Status, len(identifiers))
-	n := allocated(func() {
+	n := workcount.Allocated(func() {
 		for i, ident := range identifiers {
 			cmd := &Command{Field: CFindRQ, MessageID: c.NewMessageID(), AffectedSOPClassUID: ModalityWorklistFindSOPClass}
 			if err := c.Send(testCtx(t), id, cmd, bytes.NewReader(ident)); err != nil {
