@@ -112,7 +112,7 @@ type Server struct {
 	// Handler answers each message. Required.
 	Handler Handler
 	// TLSConfig, when set, makes every connection TLS; with ClientAuth set to
-	// tls.RequireAndVerifyClientCert it is mutual TLS. See TLSConfig (the function) to build one
+	// tls.RequireAndVerifyClientCert it is mutual TLS. internal/tlsconfig.Server builds one
 	// from PEM files. nil: plain TCP.
 	TLSConfig *tls.Config
 	// MaxConns caps concurrent connections (default DefaultMaxConns, 1000). A connection over the
