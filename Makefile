@@ -49,8 +49,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 2m; .ci/fuzz-target says wha
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./hl7 FuzzReadByNumber
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/mllp FuzzReader
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/dimse FuzzReadPDU
-	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/dimse FuzzDataSet -fuzzminimizetime=5s
-	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/dimse FuzzReadInstance -fuzzminimizetime=5s
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./dicom FuzzDataSet -fuzzminimizetime=5s
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./dicom FuzzReadInstance -fuzzminimizetime=5s
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./fhir FuzzValidate
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./fhir FuzzIndex
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./fhir FuzzParseDateQuery

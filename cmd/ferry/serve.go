@@ -30,6 +30,7 @@ import (
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 	"github.com/ferryhealth/ferry/internal/lograte"
+	"github.com/ferryhealth/ferry/internal/tlsconfig"
 	"github.com/ferryhealth/ferry/mappings"
 )
 
@@ -174,7 +175,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.MLLP.applyLimits(mllpSrv, inbound)
 	if cfg.MLLP.TLS.Enabled() {
-		if mllpSrv.TLSConfig, err = mllp.TLSConfig(cfg.MLLP.TLS.Cert, cfg.MLLP.TLS.Key, cfg.MLLP.TLS.ClientCA); err != nil {
+		if mllpSrv.TLSConfig, err = tlsconfig.Server(cfg.MLLP.TLS.Cert, cfg.MLLP.TLS.Key, cfg.MLLP.TLS.ClientCA); err != nil {
 			return fmt.Errorf("mllp.tls: %w", err)
 		}
 	}
@@ -214,7 +215,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	httpSrv := cfg.HTTP.server(api)
 	if cfg.HTTP.TLS.Enabled() {
-		if httpSrv.TLSConfig, err = mllp.TLSConfig(cfg.HTTP.TLS.Cert, cfg.HTTP.TLS.Key, cfg.HTTP.TLS.ClientCA); err != nil {
+		if httpSrv.TLSConfig, err = tlsconfig.Server(cfg.HTTP.TLS.Cert, cfg.HTTP.TLS.Key, cfg.HTTP.TLS.ClientCA); err != nil {
 			return fmt.Errorf("http.tls: %w", err)
 		}
 	}
