@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -182,7 +183,7 @@ func studyFilter(q url.Values) (engine.StudyFilter, error) {
 			// may be repeated.
 			for _, v := range values {
 				for uid := range strings.FieldsFuncSeq(v, func(r rune) bool { return r == ',' || r == '\\' }) {
-					if !isUID(uid) {
+					if !dicom.ValidUID(uid) {
 						return f, bad("StudyInstanceUID: %q is not a UID", uid)
 					}
 					f.StudyInstanceUIDs = append(f.StudyInstanceUIDs, uid)

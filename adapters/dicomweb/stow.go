@@ -2,7 +2,7 @@
 // PS3.18 10.5 (POST /dicomweb/studies[/{StudyInstanceUID}], multipart/related;
 // type="application/dicom"), and QIDO-RS, the Search for Studies transaction of PS3.18 10.6
 // (GET /dicomweb/studies, qido.go). Each part is a DICOM Part 10 file; it is streamed to a file in the
-// incoming area, fsynced, read with dimse.ReadInstanceWithin (the same reading and checks as
+// incoming area, fsynced, read with dicom.ReadInstance (the same reading and checks as
 // C-STORE, which never allocates a length a part declares)
 // and handed to the DICOM intake, and it is reported stored only once the intake has committed
 // it (DESIGN.md rule 1). The routes mount under the admin bearer token (adapters/httpapi).
@@ -10,11 +10,8 @@ package dicomweb
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"mime"
@@ -23,12 +20,11 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/ferryhealth/ferry/adapters/dimse"
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -40,9 +36,9 @@ const MediaTypeDICOMJSON = "application/dicom+json"
 
 // Failure Reason (0008,1197) values (PS3.18 table I.2-2; the same codes as C-STORE, PS3.4 B.2.3).
 const (
-	FailureOutOfResources   = uint16(dimse.StatusOutOfResources)  // A700: retry later
-	FailureDataSetMismatch  = uint16(dimse.StatusDataSetMismatch) // A900: includes a Study Instance UID other than the URL's
-	FailureCannotUnderstand = uint16(dimse.StatusCannotUnderstand)
+	FailureOutOfResources   = uint16(dicom.StatusOutOfResources)  // A700: retry later
+	FailureDataSetMismatch  = uint16(dicom.StatusDataSetMismatch) // A900: includes a Study Instance UID other than the URL's
+	FailureCannotUnderstand = uint16(dicom.StatusCannotUnderstand)
 )
 
 // peerSTOWRS is engine.Instance.PeerAddr for instances received over STOW-RS.
@@ -57,7 +53,7 @@ const peerSTOWRS = "stow-rs"
 // both are durable, and only then is the instance listed as stored. added=false means the
 // instance was stored before: still a success (the first file is kept, tmpPath removed). On
 // error nothing is committed; the instance is reported failed with A700 (out of resources, the
-// client may retry), or C000 when the error wraps dimse.ErrInstanceRefused. The error's text
+// client may retry), or C000 when the error wraps dicom.ErrInstanceRefused. The error's text
 // is logged, so it must not hold patient data. ctx ends when the request does.
 type InstanceSink interface {
 	StoreInstance(ctx context.Context, inst *engine.Instance, tmpPath string) (added bool, err error)
@@ -71,10 +67,10 @@ type Config struct {
 	// system (the intake renames it). Required; the C-STORE SCP's incoming area serves.
 	IncomingDir string
 	// MaxInstanceSize caps one part (one Part 10 file), in bytes (default
-	// dimse.DefaultMaxInstanceSize). A larger part fails with A700 and its bytes are discarded.
+	// dicom.DefaultMaxInstanceSize). A larger part fails with A700 and its bytes are discarded.
 	MaxInstanceSize int64
 	// MaxHeaderSize caps the memory reading one part's header may use (default
-	// dimse.DefaultMaxHeaderSize); a declared length is never allocated (dimse.ReadInstanceWithin).
+	// dicom.DefaultMaxHeaderSize); a declared length is never allocated (dicom.ReadInstance).
 	MaxHeaderSize int64
 	// Logger receives one line per instance (UIDs, sizes, reasons; no patient data); nil discards.
 	Logger *slog.Logger
@@ -98,12 +94,11 @@ func NewSTOW(sink InstanceSink, cfg Config) (*STOW, error) {
 	if sink == nil {
 		return nil, errors.New("dicomweb: NewSTOW: sink is nil")
 	}
-	sc := dimse.StorageConfig{IncomingDir: cfg.IncomingDir, MaxInstanceSize: cfg.MaxInstanceSize, MaxHeaderSize: cfg.MaxHeaderSize}
-	if err := sc.Validate(); err != nil {
-		return nil, fmt.Errorf("dicomweb: %w", err)
+	if err := dicom.ValidateIncoming(cfg.IncomingDir, cfg.MaxInstanceSize, cfg.MaxHeaderSize); err != nil {
+		return nil, fmt.Errorf("dicomweb: invalid configuration: %w", err)
 	}
 	if cfg.MaxInstanceSize == 0 {
-		cfg.MaxInstanceSize = dimse.DefaultMaxInstanceSize
+		cfg.MaxInstanceSize = dicom.DefaultMaxInstanceSize
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -111,6 +106,10 @@ func NewSTOW(sink InstanceSink, cfg Config) (*STOW, error) {
 	}
 	return &STOW{sink: sink, cfg: cfg, log: log}, nil
 }
+
+// BasePath returns where the routes are mounted (BasePath): the HTTP server mounts Register's
+// group there.
+func (s *STOW) BasePath() string { return BasePath }
 
 // Register adds the STOW-RS routes, and QIDO-RS's when Config.Studies is set, to g, mounted at
 // BasePath behind authentication.
@@ -132,7 +131,7 @@ type result struct {
 func (s *STOW) store(c echo.Context) error {
 	req := c.Request()
 	wantStudy := c.Param("study")
-	if wantStudy != "" && !isUID(wantStudy) {
+	if wantStudy != "" && !dicom.ValidUID(wantStudy) {
 		return echo.NewHTTPError(http.StatusBadRequest, "the Study Instance UID in the URL is not a UID")
 	}
 	boundary, err := multipartBoundary(req.Header.Get(echo.HeaderContentType))
@@ -229,7 +228,7 @@ func isDICOMPart(contentType string) bool {
 
 // storePart receives one Part 10 file and hands it to the sink.
 func (s *STOW) storePart(ctx context.Context, part io.Reader, wantStudy string) (r result) {
-	var ie *dimse.InstanceError
+	var ie *dicom.InstanceError
 	var tmpPath string
 	defer func() {
 		if r.failure == 0 {
@@ -253,113 +252,45 @@ func (s *STOW) storePart(ctx context.Context, part io.Reader, wantStudy string) 
 
 	f, err := os.CreateTemp(s.cfg.IncomingDir, "stow-*.dcm")
 	if err != nil {
-		ie = &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: "cannot create the instance file", Err: err}
+		ie = &dicom.InstanceError{Status: dicom.StatusOutOfResources, Reason: "cannot create the instance file", Err: err}
 		return result{failure: FailureOutOfResources}
 	}
 	tmpPath = f.Name()
-	size, sum, ie := s.receive(f, part)
+	size, sum, ie := dicom.ReceiveFile(f, nil, part, s.cfg.MaxInstanceSize)
 	if cerr := f.Close(); cerr != nil && ie == nil {
-		ie = writeFailure(cerr)
+		ie = dicom.WriteFailure(cerr)
 	}
 	if ie != nil {
 		return result{failure: uint16(ie.Status)}
 	}
 
-	inst, err := dimse.ReadInstanceWithin(tmpPath, s.cfg.MaxHeaderSize)
+	hdr, err := dicom.ReadInstance(tmpPath, s.cfg.MaxHeaderSize)
 	if err != nil {
-		if !errors.As(err, &ie) {
-			ie = &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: "cannot read the instance file", Err: err}
-		}
+		ie = dicom.AsInstanceError(err, "cannot read the instance file")
 		return result{failure: uint16(ie.Status)}
 	}
+	inst := engine.NewInstance(hdr, tmpPath)
 	r = result{sopClass: inst.SOPClassUID, sopInstance: inst.SOPInstanceUID, study: inst.StudyInstanceUID, series: inst.SeriesInstanceUID}
 	if wantStudy != "" && inst.StudyInstanceUID != wantStudy {
 		// PS3.18 10.5.3: an instance of another study than the URL's is not stored; its failure
 		// is of the A9xx family (the data set does not match the request).
-		ie = &dimse.InstanceError{Status: dimse.StatusDataSetMismatch, Tag: dimse.TagStudyInstanceUID,
+		ie = &dicom.InstanceError{Status: dicom.StatusDataSetMismatch, Tag: dicom.TagStudyInstanceUID,
 			Reason: "Study Instance UID differs from the one in the URL"}
 		r.failure = FailureDataSetMismatch
 		return r
 	}
-	inst.Size = size
 	inst.SHA256 = sum
+	inst.Size = size
 	inst.ReceivedAt = time.Now().UTC()
 	inst.PeerAddr = peerSTOWRS
 
-	_, err = s.sink.StoreInstance(ctx, inst, tmpPath)
-	switch {
-	case err == nil:
-		tmpPath = "" // the sink has it
+	if _, err = s.sink.StoreInstance(ctx, inst, tmpPath); err != nil {
+		ie = dicom.SinkFailure(ctx, err)
+		r.failure = uint16(ie.Status)
 		return r
-	case errors.Is(err, dimse.ErrInstanceRefused):
-		ie = &dimse.InstanceError{Status: dimse.StatusCannotUnderstand, Reason: "instance refused by the store", Err: err}
-		r.failure = FailureCannotUnderstand
-	default:
-		// The store failed (database, disk, the request ended): a condition that may pass.
-		ie = &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: "instance could not be stored", Err: err}
-		r.failure = FailureOutOfResources
 	}
+	tmpPath = "" // the sink has it
 	return r
-}
-
-// receive writes a part to f, counting and hashing, then fsyncs it. It returns the size and
-// SHA-256. A part larger than MaxInstanceSize is drained by the caller (part.Close).
-func (s *STOW) receive(f *os.File, part io.Reader) (int64, string, *dimse.InstanceError) {
-	sum := sha256.New()
-	hw := &hashingWriter{w: f, h: sum}
-	limit := s.cfg.MaxInstanceSize
-	n, err := io.Copy(hw, io.LimitReader(part, limit+1))
-	switch {
-	case hw.err != nil:
-		return 0, "", writeFailure(hw.err)
-	case err != nil:
-		// Reading the request failed: the client went away or the multipart body is broken.
-		return 0, "", &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: "part not received", Err: err}
-	case n > limit:
-		return 0, "", &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: fmt.Sprintf("instance larger than %d bytes", limit)}
-	}
-	if err := f.Sync(); err != nil {
-		return 0, "", writeFailure(err)
-	}
-	return n, hex.EncodeToString(sum.Sum(nil)), nil
-}
-
-// hashingWriter writes to the file and the hash, and remembers a write error apart from errors
-// reading the request.
-type hashingWriter struct {
-	w   io.Writer
-	h   hash.Hash
-	err error
-}
-
-func (w *hashingWriter) Write(p []byte) (int, error) {
-	n, err := w.w.Write(p)
-	w.h.Write(p[:n])
-	if err != nil {
-		w.err = err
-	}
-	return n, err
-}
-
-func writeFailure(err error) *dimse.InstanceError {
-	reason := "cannot write the instance file"
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		reason = "storage full"
-	}
-	return &dimse.InstanceError{Status: dimse.StatusOutOfResources, Reason: reason, Err: err}
-}
-
-// isUID reports whether s is a UID (PS3.5 9.1): digits in dot-separated components, ≤ 64.
-func isUID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for part := range strings.SplitSeq(s, ".") {
-		if part == "" || strings.ContainsFunc(part, func(r rune) bool { return r < '0' || r > '9' }) {
-			return false
-		}
-	}
-	return true
 }
 
 // baseURL is the DICOMweb base URL as the client reached it.

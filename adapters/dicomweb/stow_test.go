@@ -12,36 +12,40 @@ import (
 	"net/http/httptest"
 	"net/textproto"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ferryhealth/ferry/dicom"
+	"github.com/ferryhealth/ferry/dicom/dicomtest"
 	"github.com/ferryhealth/ferry/engine"
 )
 
-const corpusDICOM = "../../../shared/corpus/dicom"
-
-// Two corpus instances of different studies (pydicom's character set files).
+// Two instances of different studies, Ferry's own (dicom/dicomtest): one with German text in
+// ISO_IR 100, one with Arabic text in ISO_IR 127.
 var (
-	german = corpusFile{name: "pydicom-debian/charset_files__chrGerm.dcm",
-		sopClass: "1.2.840.10008.5.1.4.1.1.7", sop: "1.3.6.1.4.1.5962.1.1.0.1.1.1175775772.5723.0",
-		study: "1.3.6.1.4.1.5962.1.2.0.1175775772.5723.0", series: "1.3.6.1.4.1.5962.1.3.0.1.1175775772.5723.0"}
-	arabic = corpusFile{name: "pydicom-debian/charset_files__chrArab.dcm",
-		sopClass: "1.2.840.10008.5.1.4.1.1.7", sop: "1.3.6.1.4.1.5962.1.1.0.1.1.1175775772.5726.0",
-		study: "1.3.6.1.4.1.5962.1.2.0.1175775772.5726.0", series: "1.3.6.1.4.1.5962.1.3.0.1.1175775772.5726.0"}
+	german = instanceFile{sopClass: "1.2.840.10008.5.1.4.1.1.7", sop: "1.2.826.0.1.3680043.8.498.5.1.1.1",
+		study: "1.2.826.0.1.3680043.8.498.5.1", series: "1.2.826.0.1.3680043.8.498.5.1.1",
+		charset: "ISO_IR 100", name: "Gr\xf6\xdfe^M\xfcller"}
+	arabic = instanceFile{sopClass: "1.2.840.10008.5.1.4.1.1.7", sop: "1.2.826.0.1.3680043.8.498.5.2.1.1",
+		study: "1.2.826.0.1.3680043.8.498.5.2", series: "1.2.826.0.1.3680043.8.498.5.2.1",
+		charset: "ISO_IR 127", name: "\xe2\xc8\xc7\xe6\xea^\xe4\xe6\xd2\xc7\xd1"}
 )
 
-type corpusFile struct{ name, sopClass, sop, study, series string }
+// instanceFile is a Part 10 file built for the tests: its UIDs, and its patient's name in a
+// character set.
+type instanceFile struct{ sopClass, sop, study, series, charset, name string }
 
-func (f corpusFile) read(t *testing.T) []byte {
+func (f instanceFile) read(t *testing.T) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(corpusDICOM, f.name))
-	if err != nil {
-		t.Skipf("corpus absent (%v): this test needs ../shared/corpus beside the repository", err)
-	}
-	return b
+	ds := dicomtest.Instance(f.sopClass, f.sop, 32*32*2)
+	ds.Set(dicom.NewString(dicom.TagStudyInstanceUID, dicom.VRUI, f.study))
+	ds.Set(dicom.NewString(dicom.TagSeriesInstanceUID, dicom.VRUI, f.series))
+	ds.Set(dicom.NewString(dicom.TagSpecificCharacterSet, dicom.VRCS, f.charset))
+	ds.Set(dicom.NewString(dicom.TagPatientName, dicom.VRPN, f.name))
+	ds.Set(dicom.NewString(dicomtest.TagReferringPhysicianName, dicom.VRPN, "Smith^Ann"))
+	return dicomtest.Part10(t, dicom.ExplicitVRLittleEndian, f.sopClass, f.sop, dicomtest.Encode(t, ds, dicom.ExplicitVRLittleEndian))
 }
 
 // fakeSink keeps instances as engine.Intake does at its boundary: it takes the file (here: reads
@@ -202,7 +206,7 @@ func failureReason(t *testing.T, item map[string]jsonAttribute) uint16 {
 	return n
 }
 
-func TestStoreCorpusInstances(t *testing.T) {
+func TestStoreInstances(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, Config{})
 	g, a := german.read(t), arabic.read(t)
@@ -222,7 +226,7 @@ func TestStoreCorpusInstances(t *testing.T) {
 		if len(items) != 2 {
 			t.Fatalf("%d referenced instances, want 2", len(items))
 		}
-		for i, f := range []corpusFile{german, arabic} {
+		for i, f := range []instanceFile{german, arabic} {
 			if got := str(t, items[i], tagReferencedSOPClassUID, "UI"); got != f.sopClass {
 				t.Errorf("item %d SOP class %q, want %q", i, got, f.sopClass)
 			}
@@ -246,6 +250,12 @@ func TestStoreCorpusInstances(t *testing.T) {
 	if inst.StudyInstanceUID != german.study || inst.TransferSyntaxUID != "1.2.840.10008.1.2.1" ||
 		inst.Size != int64(len(g)) || len(inst.SHA256) != 64 || inst.PeerAddr != "stow-rs" || inst.ReceivedAt.IsZero() {
 		t.Errorf("instance %+v", inst)
+	}
+	if got := s.sink.stored[arabic.sop].PatientName; got != "قباني^لنزار" {
+		t.Errorf("Arabic patient name %q", got)
+	}
+	if got := inst.PatientName; got != "Größe^Müller" {
+		t.Errorf("German patient name %q", got)
 	}
 }
 

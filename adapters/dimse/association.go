@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferryhealth/ferry/dicom"
 )
 
 // association is one connection, from accept to close: the acceptor's side of the upper layer
@@ -67,13 +69,13 @@ type operation struct {
 	done     chan struct{} // closed when the final response was sent and the handler returned
 	abandon  bool          // the handler no longer reads the data set: drop its fragments
 	final    atomic.Bool   // the final response was sent
-	status   Status
+	status   dicom.Status
 }
 
 // newAssociation serves conn: rwc itself, or its TLS layer after the handshake (st).
 func (s *Server) newAssociation(rwc, conn net.Conn, st *tls.ConnectionState) *association {
 	a := &association{s: s, rwc: rwc, conn: conn}
-	a.ctx, a.cancel = context.WithCancelCause(s.context())
+	a.ctx, a.cancel = context.WithCancelCause(s.life.Context())
 	a.log = s.logger().With("remote", rwc.RemoteAddr().String())
 	if st != nil {
 		a.log = a.log.With("tls", true, "cert_subject", certSubject(st))
@@ -106,7 +108,7 @@ func (a *association) serve() {
 		if op != nil {
 			<-op.done // handlers see ctx cancelled; wait so that none outlives its association
 		}
-		s.trackAssoc(a, false)
+		s.life.Untrack(a)
 		s.active.Add(-1)
 		s.perAddr.Give(a.ip)
 		if s.Metrics != nil {
@@ -180,8 +182,8 @@ func (a *association) negotiate() bool {
 		ApplicationContext: ApplicationContextName,
 		UserInfo: UserInfo{
 			MaxPDULength:              s.maxPDULength(),
-			ImplementationClassUID:    ImplementationClassUID,
-			ImplementationVersionName: ImplementationVersionName,
+			ImplementationClassUID:    dicom.ImplementationClassUID,
+			ImplementationVersionName: dicom.ImplementationVersionName,
 		},
 	}
 	if rq.UserInfo.AsyncOps != nil {
@@ -449,7 +451,7 @@ func (a *association) run(op *operation, svc *Service) {
 		}()
 		if cmd.AffectedSOPClassUID != "" && cmd.AffectedSOPClassUID != op.req.SOPClass {
 			// The command names another SOP class than its presentation context's (PS3.7 C.5.3).
-			_ = rw.Respond(Response{Status: StatusSOPClassNotSupported})
+			_ = rw.Respond(Response{Status: dicom.StatusSOPClassNotSupported})
 			return
 		}
 		svc.Handler.ServeDIMSE(op.ctx, op.req, rw)
@@ -457,9 +459,9 @@ func (a *association) run(op *operation, svc *Service) {
 	if panicked {
 		a.abort(AbortHandlerPanic, AbortReasonNotSpecified, "handler panicked")
 	} else if !op.final.Load() {
-		st := StatusProcessingFailure
+		st := dicom.StatusProcessingFailure
 		if errors.Is(context.Cause(op.ctx), ErrCancelRequested) {
-			st = StatusCancel
+			st = dicom.StatusCancel
 		}
 		if err := rw.Respond(Response{Status: st}); err == nil {
 			log.Warn("DICOM handler returned without a final response; sent one", "status", st.String())
@@ -523,7 +525,7 @@ func (rw *responseWriter) Respond(rsp Response) error {
 	}
 	var data io.Reader
 	if rsp.DataSet != nil {
-		b, err := EncodeDataSet(rsp.DataSet, op.req.TransferSyntax)
+		b, err := dicom.EncodeDataSet(rsp.DataSet, op.req.TransferSyntax)
 		if err != nil {
 			return fmt.Errorf("encoding the data set of %s: %w", cmd.Field, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -27,21 +28,6 @@ func BenchmarkDecodeCommand(b *testing.B) {
 	}
 }
 
-// BenchmarkDecodeIdentifier decodes a worklist-like C-FIND identifier in explicit VR.
-func BenchmarkDecodeIdentifier(b *testing.B) {
-	id, err := EncodeDataSet(sampleDataSet(), ExplicitVRLittleEndian)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(id)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := DecodeDataSet(id, ExplicitVRLittleEndian, DecodeOptions{}); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // BenchmarkEchoRoundTrip measures one C-ECHO-RQ/RSP exchange on an open association over
 // loopback TCP: PDU and command encoding and decoding, dispatch to the handler, both ways.
 func BenchmarkEchoRoundTrip(b *testing.B) {
@@ -56,7 +42,7 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 	b.SetBytes(int64(len(rq) + len(rsp)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if st, err := c.Echo(ctx); err != nil || st != StatusSuccess {
+		if st, err := c.Echo(ctx); err != nil || st != dicom.StatusSuccess {
 			b.Fatalf("echo: %v %v", st, err)
 		}
 	}
@@ -98,7 +84,7 @@ func BenchmarkWorklistFind10k(b *testing.B) {
 	today := time.Now()
 	items := benchWorklist(10000, today)
 	query := typicalModalityQuery(today.Format("20060102"))
-	query.Get(TagScheduledProcedureStepSequence).Items[0].Set(key(tagScheduledStationAETitle, "CTAE0"))
+	query.Get(dicom.TagScheduledProcedureStepSequence).Items[0].Set(key(tagScheduledStationAETitle, "CTAE0"))
 	for _, filter := range []bool{false, true} {
 		name := "all-candidates"
 		if filter {
@@ -115,8 +101,8 @@ func BenchmarkWorklistFind10k(b *testing.B) {
 			matches := 0
 			for b.Loop() {
 				matches = 0
-				final, err := c.Find(ctx, ModalityWorklistFindSOPClass, query, func(*Command, *DataSet) bool { matches++; return true })
-				if err != nil || final.Status != StatusSuccess {
+				final, err := c.Find(ctx, ModalityWorklistFindSOPClass, query, func(*Command, *dicom.DataSet) bool { matches++; return true })
+				if err != nil || final.Status != dicom.StatusSuccess {
 					b.Fatalf("find: %v %v", final, err)
 				}
 			}
@@ -136,7 +122,7 @@ func BenchmarkWorklistMatch10k(b *testing.B) {
 	today := time.Now()
 	items := benchWorklist(10000, today)
 	query := typicalModalityQuery(today.Format("20060102"))
-	query.Get(TagScheduledProcedureStepSequence).Items[0].Set(key(tagScheduledStationAETitle, "CTAE0"))
+	query.Get(dicom.TagScheduledProcedureStepSequence).Items[0].Set(key(tagScheduledStationAETitle, "CTAE0"))
 	b.ReportAllocs()
 	for b.Loop() {
 		q, err := compileWorklistQuery(query)
@@ -170,12 +156,12 @@ func BenchmarkWorklistFindServer(b *testing.B) {
 		b.Skip("set FERRY_BENCH_DICOM (host:port of a running ferry serve) and FERRY_BENCH_DATE (YYYYMMDD)")
 	}
 	acc := os.Getenv("FERRY_BENCH_ACCESSION")
-	queries := map[string]*DataSet{
-		"day": dataSet(key(TagAccessionNumber, ""), key(TagPatientName, ""), key(TagPatientID, ""),
-			sps(key(TagModality, "CT"), key(tagSPSStartDate, date), key(tagSPSStartTime, "0900-0910"))),
+	queries := map[string]*dicom.DataSet{
+		"day": dataSet(key(dicom.TagAccessionNumber, ""), key(dicom.TagPatientName, ""), key(dicom.TagPatientID, ""),
+			sps(key(dicom.TagModality, "CT"), key(tagSPSStartDate, date), key(tagSPSStartTime, "0900-0910"))),
 	}
 	if acc != "" {
-		queries["accession"] = dataSet(key(TagAccessionNumber, acc), key(TagPatientName, ""), key(TagPatientID, ""))
+		queries["accession"] = dataSet(key(dicom.TagAccessionNumber, acc), key(dicom.TagPatientName, ""), key(dicom.TagPatientID, ""))
 	}
 	for _, name := range []string{"accession", "day"} {
 		q, ok := queries[name]
@@ -188,8 +174,8 @@ func BenchmarkWorklistFindServer(b *testing.B) {
 			matches := 0
 			for b.Loop() {
 				matches = 0
-				final, err := c.Find(ctx, ModalityWorklistFindSOPClass, q, func(*Command, *DataSet) bool { matches++; return true })
-				if err != nil || final.Status != StatusSuccess {
+				final, err := c.Find(ctx, ModalityWorklistFindSOPClass, q, func(*Command, *dicom.DataSet) bool { matches++; return true })
+				if err != nil || final.Status != dicom.StatusSuccess {
 					b.Fatalf("find: %v %v", final, err)
 				}
 			}

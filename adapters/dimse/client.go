@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferryhealth/ferry/dicom"
 )
 
 // ClientConfig configures an association requested by Dial or NewClient.
@@ -117,8 +119,8 @@ func NewClient(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, e
 		ApplicationContext: ApplicationContextName,
 		UserInfo: UserInfo{
 			MaxPDULength:              cfg.MaxPDULength,
-			ImplementationClassUID:    ImplementationClassUID,
-			ImplementationVersionName: ImplementationVersionName,
+			ImplementationClassUID:    dicom.ImplementationClassUID,
+			ImplementationVersionName: dicom.ImplementationVersionName,
 		},
 	}
 	for i, pc := range cfg.Contexts {
@@ -262,7 +264,7 @@ func (c *Client) Receive(ctx context.Context) (*Message, error) {
 }
 
 // Echo sends a C-ECHO-RQ on the Verification context and returns the response's status.
-func (c *Client) Echo(ctx context.Context) (Status, error) {
+func (c *Client) Echo(ctx context.Context) (dicom.Status, error) {
 	id, _, ok := c.Context(VerificationSOPClass)
 	if !ok {
 		return 0, errors.New("dimse: the Verification SOP class was not accepted")
@@ -284,7 +286,7 @@ func (c *Client) Echo(ctx context.Context) (Status, error) {
 
 // FindFunc receives one pending C-FIND response: its command (Status is StatusPending or
 // StatusPendingWarning) and its identifier, decoded. Returning false asks the peer to stop.
-type FindFunc func(rsp *Command, match *DataSet) bool
+type FindFunc func(rsp *Command, match *dicom.DataSet) bool
 
 // Find runs one C-FIND (PS3.7 9.1.2) on the accepted presentation context of sopClass (e.g.
 // ModalityWorklistFindSOPClass, or a Query/Retrieve FIND SOP class of a PACS): it sends
@@ -294,12 +296,12 @@ type FindFunc func(rsp *Command, match *DataSet) bool
 // (StatusSuccess, StatusCancel, or a failure with its ErrorComment). An error means the
 // exchange broke off (the association ended, a response did not decode); the association is
 // then in no state to reuse: Abort it.
-func (c *Client) Find(ctx context.Context, sopClass string, identifier *DataSet, fn FindFunc) (*Command, error) {
+func (c *Client) Find(ctx context.Context, sopClass string, identifier *dicom.DataSet, fn FindFunc) (*Command, error) {
 	id, ts, ok := c.Context(sopClass)
 	if !ok {
 		return nil, fmt.Errorf("dimse: SOP class %s was not accepted", sopClass)
 	}
-	body, err := EncodeDataSet(identifier, ts)
+	body, err := dicom.EncodeDataSet(identifier, ts)
 	if err != nil {
 		return nil, fmt.Errorf("dimse: encoding the C-FIND identifier: %w", err)
 	}
@@ -324,9 +326,9 @@ func (c *Client) Find(ctx context.Context, sopClass string, identifier *DataSet,
 		if cancelled {
 			continue // sent before the peer saw the C-CANCEL-RQ
 		}
-		var match *DataSet
+		var match *dicom.DataSet
 		if msg.Data != nil {
-			if match, err = DecodeDataSet(msg.Data, ts, DecodeOptions{}); err != nil {
+			if match, err = dicom.DecodeDataSet(msg.Data, ts, dicom.DecodeOptions{}); err != nil {
 				return nil, fmt.Errorf("dimse: C-FIND response identifier: %w", err)
 			}
 		}

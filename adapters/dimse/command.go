@@ -3,6 +3,8 @@ package dimse
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/ferryhealth/ferry/dicom"
 )
 
 // CommandField is the (0000,0100) value that names a DIMSE message (PS3.7 E.1).
@@ -60,54 +62,6 @@ func (c CommandField) IsResponse() bool { return c&0x8000 != 0 }
 // Response returns the command field of the response to this request.
 func (c CommandField) Response() CommandField { return c | 0x8000 }
 
-// Status is the (0000,0900) value of a DIMSE response (PS3.7 annex C and the services' tables).
-type Status uint16
-
-// Statuses used by the services of this package and its handlers.
-const (
-	StatusSuccess Status = 0x0000
-	// StatusPending: a C-FIND match follows in the identifier; more responses come.
-	StatusPending Status = 0xFF00
-	// StatusPendingWarning: as StatusPending, but an optional key was not supported.
-	StatusPendingWarning Status = 0xFF01
-	// StatusCancel: the operation ended because of a C-CANCEL-RQ.
-	StatusCancel Status = 0xFE00
-
-	StatusAttributeListError          Status = 0x0107
-	StatusProcessingFailure           Status = 0x0110
-	StatusSOPClassNotSupported        Status = 0x0122
-	StatusDuplicateInvocation         Status = 0x0210
-	StatusUnrecognizedOperation       Status = 0x0211
-	StatusMistypedArgument            Status = 0x0212
-	StatusOutOfResources              Status = 0xA700
-	StatusIdentifierDoesNotMatchClass Status = 0xA900
-	StatusCannotUnderstand            Status = 0xC000
-	StatusCoercionOfDataElements      Status = 0xB000
-	StatusElementsDiscarded           Status = 0xB006
-	StatusDataSetDoesNotMatchClass    Status = 0xB007
-)
-
-// IsPending reports whether more responses follow this one (PS3.7 C.4.2).
-func (s Status) IsPending() bool { return s == StatusPending || s == StatusPendingWarning }
-
-// Class returns the status's category: "success", "warning", "failure", "cancel" or "pending"
-// (PS3.7 C.1). Fixed strings, safe as metric labels.
-func (s Status) Class() string {
-	switch {
-	case s == StatusSuccess:
-		return "success"
-	case s.IsPending():
-		return "pending"
-	case s == StatusCancel:
-		return "cancel"
-	case s == 0x0001 || s == StatusAttributeListError || s == 0x0116 || s&0xF000 == 0xB000:
-		return "warning"
-	}
-	return "failure"
-}
-
-func (s Status) String() string { return fmt.Sprintf("0x%04X (%s)", uint16(s), s.Class()) }
-
 // dataSetAbsent is the (0000,0800) value meaning "no data set follows" (PS3.7 E.1). Any other
 // value means one does; this package sends dataSetPresent.
 const (
@@ -140,7 +94,7 @@ type Command struct {
 	// not 0101H.
 	HasDataSet bool
 	// Status of a response.
-	Status Status
+	Status dicom.Status
 	// ErrorComment (0000,0902) of a failure or warning response. It goes to the peer; it must not
 	// hold patient data.
 	ErrorComment string
@@ -149,13 +103,13 @@ type Command struct {
 	MoveOriginatorAETitle   string
 	MoveOriginatorMessageID uint16
 	// Other holds the other elements of the command set, in tag order: as received, or to send.
-	Other []*Element
+	Other []*dicom.Element
 }
 
 // CommandError reports a command set that cannot be decoded or lacks a required element. Its
 // text holds tags and lengths only.
 type CommandError struct {
-	Tag Tag // the element at fault; 0 when the whole set is
+	Tag dicom.Tag // the element at fault; 0 when the whole set is
 	Msg string
 }
 
@@ -171,7 +125,7 @@ func (e *CommandError) Error() string {
 // MessageIDBeingRespondedTo in responses and C-CANCEL-RQ; Status in responses;
 // CommandDataSetType in all.
 func DecodeCommand(b []byte) (*Command, error) {
-	ds, err := DecodeDataSet(b, ImplicitVRLittleEndian, DecodeOptions{})
+	ds, err := dicom.DecodeDataSet(b, dicom.ImplicitVRLittleEndian, dicom.DecodeOptions{})
 	if err != nil {
 		return nil, &CommandError{Msg: err.Error()}
 	}
@@ -189,34 +143,34 @@ func DecodeCommand(b []byte) (*Command, error) {
 		}
 		var v uint16
 		switch e.Tag {
-		case TagCommandGroupLength: // recomputed when encoding; not needed to decode
-		case TagCommandField:
+		case dicom.TagCommandGroupLength: // recomputed when encoding; not needed to decode
+		case dicom.TagCommandField:
 			v, err = u16()
 			c.Field, seenField = CommandField(v), true
-		case TagMessageID:
+		case dicom.TagMessageID:
 			c.MessageID, err = u16()
 			seenID = true
-		case TagMessageIDBeingRespondedTo:
+		case dicom.TagMessageIDBeingRespondedTo:
 			c.MessageIDBeingRespondedTo, err = u16()
 			seenRespID = true
-		case TagPriority:
+		case dicom.TagPriority:
 			c.Priority, err = u16()
-		case TagCommandDataSetType:
+		case dicom.TagCommandDataSetType:
 			v, err = u16()
 			c.HasDataSet, seenType = v != dataSetAbsent, true
-		case TagStatus:
+		case dicom.TagStatus:
 			v, err = u16()
-			c.Status, seenStatus = Status(v), true
-		case TagMoveOriginatorMessageID:
+			c.Status, seenStatus = dicom.Status(v), true
+		case dicom.TagMoveOriginatorMessageID:
 			c.MoveOriginatorMessageID, err = u16()
-		case TagAffectedSOPClassUID:
-			c.AffectedSOPClassUID = e.singleString()
-		case TagAffectedSOPInstanceUID:
-			c.AffectedSOPInstanceUID = e.singleString()
-		case TagErrorComment:
-			c.ErrorComment = e.singleString()
-		case TagMoveOriginatorAETitle:
-			c.MoveOriginatorAETitle = e.singleString()
+		case dicom.TagAffectedSOPClassUID:
+			c.AffectedSOPClassUID = singleString(e)
+		case dicom.TagAffectedSOPInstanceUID:
+			c.AffectedSOPInstanceUID = singleString(e)
+		case dicom.TagErrorComment:
+			c.ErrorComment = singleString(e)
+		case dicom.TagMoveOriginatorAETitle:
+			c.MoveOriginatorAETitle = singleString(e)
 		default:
 			c.Other = append(c.Other, e)
 		}
@@ -224,27 +178,27 @@ func DecodeCommand(b []byte) (*Command, error) {
 			return nil, err
 		}
 	}
-	missing := func(t Tag) error { return &CommandError{Tag: t, Msg: "required element missing"} }
+	missing := func(t dicom.Tag) error { return &CommandError{Tag: t, Msg: "required element missing"} }
 	switch {
 	case !seenField:
-		return nil, missing(TagCommandField)
+		return nil, missing(dicom.TagCommandField)
 	case !seenType:
-		return nil, missing(TagCommandDataSetType)
+		return nil, missing(dicom.TagCommandDataSetType)
 	case c.Field == CCancelRQ && !seenRespID:
-		return nil, missing(TagMessageIDBeingRespondedTo)
+		return nil, missing(dicom.TagMessageIDBeingRespondedTo)
 	case c.Field == CCancelRQ:
 	case c.Field.IsResponse() && !seenRespID:
-		return nil, missing(TagMessageIDBeingRespondedTo)
+		return nil, missing(dicom.TagMessageIDBeingRespondedTo)
 	case c.Field.IsResponse() && !seenStatus:
-		return nil, missing(TagStatus)
+		return nil, missing(dicom.TagStatus)
 	case !c.Field.IsResponse() && !seenID:
-		return nil, missing(TagMessageID)
+		return nil, missing(dicom.TagMessageID)
 	}
 	return c, nil
 }
 
 // singleString returns a text element's whole value without padding (an AE, UI or LO value).
-func (e *Element) singleString() string {
+func singleString(e *dicom.Element) string {
 	if v := e.Strings(); len(v) > 0 {
 		return v[0]
 	}
@@ -256,46 +210,46 @@ func (e *Element) singleString() string {
 // Status for responses (and MessageIDBeingRespondedTo alone for C-CANCEL-RQ), Priority for the
 // C-STORE, C-FIND, C-GET and C-MOVE requests, the others when they are set.
 func (c *Command) Encode() ([]byte, error) {
-	ds := &DataSet{Elements: make([]*Element, 0, 8+len(c.Other))}
+	ds := &dicom.DataSet{Elements: make([]*dicom.Element, 0, 8+len(c.Other))}
 	for _, e := range c.Other {
-		if e.Tag.Group() != 0x0000 || e.Tag == TagCommandGroupLength {
+		if e.Tag.Group() != 0x0000 || e.Tag == dicom.TagCommandGroupLength {
 			return nil, fmt.Errorf("dimse: encoding command: %s is not a command element", e.Tag)
 		}
 		ds.Set(e)
 	}
-	ds.Set(NewUint16(TagCommandField, uint16(c.Field)))
+	ds.Set(dicom.NewUint16(dicom.TagCommandField, uint16(c.Field)))
 	if c.AffectedSOPClassUID != "" {
-		ds.Set(NewString(TagAffectedSOPClassUID, VRUI, c.AffectedSOPClassUID))
+		ds.Set(dicom.NewString(dicom.TagAffectedSOPClassUID, dicom.VRUI, c.AffectedSOPClassUID))
 	}
 	switch {
 	case c.Field == CCancelRQ:
-		ds.Set(NewUint16(TagMessageIDBeingRespondedTo, c.MessageIDBeingRespondedTo))
+		ds.Set(dicom.NewUint16(dicom.TagMessageIDBeingRespondedTo, c.MessageIDBeingRespondedTo))
 	case c.Field.IsResponse():
-		ds.Set(NewUint16(TagMessageIDBeingRespondedTo, c.MessageIDBeingRespondedTo))
-		ds.Set(NewUint16(TagStatus, uint16(c.Status)))
+		ds.Set(dicom.NewUint16(dicom.TagMessageIDBeingRespondedTo, c.MessageIDBeingRespondedTo))
+		ds.Set(dicom.NewUint16(dicom.TagStatus, uint16(c.Status)))
 	default:
-		ds.Set(NewUint16(TagMessageID, c.MessageID))
+		ds.Set(dicom.NewUint16(dicom.TagMessageID, c.MessageID))
 	}
 	switch c.Field {
 	case CStoreRQ, CFindRQ, CGetRQ, CMoveRQ:
-		ds.Set(NewUint16(TagPriority, c.Priority))
+		ds.Set(dicom.NewUint16(dicom.TagPriority, c.Priority))
 	}
 	dsType := uint16(dataSetAbsent)
 	if c.HasDataSet {
 		dsType = dataSetPresent
 	}
-	ds.Set(NewUint16(TagCommandDataSetType, dsType))
+	ds.Set(dicom.NewUint16(dicom.TagCommandDataSetType, dsType))
 	if c.ErrorComment != "" {
-		ds.Set(NewString(TagErrorComment, VRLO, c.ErrorComment))
+		ds.Set(dicom.NewString(dicom.TagErrorComment, dicom.VRLO, c.ErrorComment))
 	}
 	if c.AffectedSOPInstanceUID != "" {
-		ds.Set(NewString(TagAffectedSOPInstanceUID, VRUI, c.AffectedSOPInstanceUID))
+		ds.Set(dicom.NewString(dicom.TagAffectedSOPInstanceUID, dicom.VRUI, c.AffectedSOPInstanceUID))
 	}
 	if c.MoveOriginatorAETitle != "" {
-		ds.Set(NewString(TagMoveOriginatorAETitle, VRAE, c.MoveOriginatorAETitle))
-		ds.Set(NewUint16(TagMoveOriginatorMessageID, c.MoveOriginatorMessageID))
+		ds.Set(dicom.NewString(dicom.TagMoveOriginatorAETitle, dicom.VRAE, c.MoveOriginatorAETitle))
+		ds.Set(dicom.NewUint16(dicom.TagMoveOriginatorMessageID, c.MoveOriginatorMessageID))
 	}
-	body, err := appendDataSet(make([]byte, 12, 160), ds, false, 0)
+	body, err := dicom.AppendDataSet(make([]byte, 12, 160), ds, dicom.ImplicitVRLittleEndian)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+
+	"github.com/ferryhealth/ferry/dicom"
 )
 
 // TestCommandWireFormat checks a C-ECHO-RQ byte for byte (PS3.7 9.3.5.1, E.1): implicit VR
@@ -30,12 +32,12 @@ func TestCommandWireFormat(t *testing.T) {
 func TestCommandRoundTrip(t *testing.T) {
 	t.Parallel()
 	tests := map[string]*Command{
-		"C-ECHO-RSP": {Field: CEchoRSP, MessageIDBeingRespondedTo: 7, AffectedSOPClassUID: VerificationSOPClass, Status: StatusSuccess},
+		"C-ECHO-RSP": {Field: CEchoRSP, MessageIDBeingRespondedTo: 7, AffectedSOPClassUID: VerificationSOPClass, Status: dicom.StatusSuccess},
 		"C-FIND-RQ":  {Field: CFindRQ, MessageID: 9, AffectedSOPClassUID: modalityWorklistFind, Priority: PriorityHigh, HasDataSet: true},
 		"C-FIND-RSP pending": {Field: CFindRSP, MessageIDBeingRespondedTo: 9, AffectedSOPClassUID: modalityWorklistFind,
-			Status: StatusPending, HasDataSet: true},
-		"C-FIND-RSP failure": {Field: CFindRSP, MessageIDBeingRespondedTo: 9, Status: StatusCannotUnderstand, ErrorComment: "bad key",
-			Other: []*Element{{Tag: TagOffendingElement, VR: VRAT, Value: []byte{0x10, 0x00, 0x10, 0x00}}}},
+			Status: dicom.StatusPending, HasDataSet: true},
+		"C-FIND-RSP failure": {Field: CFindRSP, MessageIDBeingRespondedTo: 9, Status: dicom.StatusCannotUnderstand, ErrorComment: "bad key",
+			Other: []*dicom.Element{{Tag: dicom.TagOffendingElement, VR: dicom.VRAT, Value: []byte{0x10, 0x00, 0x10, 0x00}}}},
 		"C-CANCEL-RQ": {Field: CCancelRQ, MessageIDBeingRespondedTo: 9},
 		"C-STORE-RQ": {Field: CStoreRQ, MessageID: 65535, AffectedSOPClassUID: ctImageStorage, AffectedSOPInstanceUID: "1.2.3.4.5",
 			HasDataSet: true, MoveOriginatorAETitle: "MOVER", MoveOriginatorMessageID: 3},
@@ -59,28 +61,28 @@ func TestCommandRoundTrip(t *testing.T) {
 
 func TestDecodeCommandErrors(t *testing.T) {
 	t.Parallel()
-	encode := func(els ...*Element) []byte {
-		b, err := EncodeDataSet(&DataSet{Elements: els}, ImplicitVRLittleEndian)
+	encode := func(els ...*dicom.Element) []byte {
+		b, err := dicom.EncodeDataSet(&dicom.DataSet{Elements: els}, dicom.ImplicitVRLittleEndian)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}
-	field := func(f CommandField) *Element { return NewUint16(TagCommandField, uint16(f)) }
-	noData := NewUint16(TagCommandDataSetType, dataSetAbsent)
+	field := func(f CommandField) *dicom.Element { return dicom.NewUint16(dicom.TagCommandField, uint16(f)) }
+	noData := dicom.NewUint16(dicom.TagCommandDataSetType, dataSetAbsent)
 	tests := []struct {
 		name string
 		in   []byte
-		tag  Tag
+		tag  dicom.Tag
 	}{
-		{"no command field", encode(NewUint16(TagMessageID, 1), noData), TagCommandField},
-		{"request without message ID", encode(field(CEchoRQ), noData), TagMessageID},
-		{"response without status", encode(field(CEchoRSP), NewUint16(TagMessageIDBeingRespondedTo, 1), noData), TagStatus},
-		{"response without message ID responded to", encode(field(CEchoRSP), noData, NewUint16(TagStatus, 0)), TagMessageIDBeingRespondedTo},
-		{"cancel without message ID responded to", encode(field(CCancelRQ), noData), TagMessageIDBeingRespondedTo},
-		{"no data set type", encode(field(CEchoRQ), NewUint16(TagMessageID, 1)), TagCommandDataSetType},
-		{"US of 4 bytes", encode(&Element{Tag: TagCommandField, Value: []byte{0x30, 0, 0, 0}}), TagCommandField},
-		{"element outside group 0000", encode(field(CEchoRQ), NewUint16(TagMessageID, 1), noData, NewString(TagPatientID, VRLO, "X")), TagPatientID},
+		{"no command field", encode(dicom.NewUint16(dicom.TagMessageID, 1), noData), dicom.TagCommandField},
+		{"request without message ID", encode(field(CEchoRQ), noData), dicom.TagMessageID},
+		{"response without status", encode(field(CEchoRSP), dicom.NewUint16(dicom.TagMessageIDBeingRespondedTo, 1), noData), dicom.TagStatus},
+		{"response without message ID responded to", encode(field(CEchoRSP), noData, dicom.NewUint16(dicom.TagStatus, 0)), dicom.TagMessageIDBeingRespondedTo},
+		{"cancel without message ID responded to", encode(field(CCancelRQ), noData), dicom.TagMessageIDBeingRespondedTo},
+		{"no data set type", encode(field(CEchoRQ), dicom.NewUint16(dicom.TagMessageID, 1)), dicom.TagCommandDataSetType},
+		{"US of 4 bytes", encode(&dicom.Element{Tag: dicom.TagCommandField, Value: []byte{0x30, 0, 0, 0}}), dicom.TagCommandField},
+		{"element outside group 0000", encode(field(CEchoRQ), dicom.NewUint16(dicom.TagMessageID, 1), noData, dicom.NewString(dicom.TagPatientID, dicom.VRLO, "X")), dicom.TagPatientID},
 		{"not a data set", []byte{0, 0, 0, 1, 0xFF, 0xFF, 0, 0}, 0},
 	}
 	for _, tc := range tests {
@@ -99,10 +101,10 @@ func TestDecodeCommandErrors(t *testing.T) {
 
 func TestStatusClass(t *testing.T) {
 	t.Parallel()
-	for st, want := range map[Status]string{
-		StatusSuccess: "success", StatusPending: "pending", StatusPendingWarning: "pending", StatusCancel: "cancel",
-		StatusCoercionOfDataElements: "warning", StatusElementsDiscarded: "warning", 0x0001: "warning",
-		StatusOutOfResources: "failure", StatusCannotUnderstand: "failure", StatusProcessingFailure: "failure", 0xC123: "failure",
+	for st, want := range map[dicom.Status]string{
+		dicom.StatusSuccess: "success", dicom.StatusPending: "pending", dicom.StatusPendingWarning: "pending", dicom.StatusCancel: "cancel",
+		dicom.StatusCoercionOfDataElements: "warning", dicom.StatusElementsDiscarded: "warning", 0x0001: "warning",
+		dicom.StatusOutOfResources: "failure", dicom.StatusCannotUnderstand: "failure", dicom.StatusProcessingFailure: "failure", 0xC123: "failure",
 	} {
 		if got := st.Class(); got != want {
 			t.Errorf("%04X: %s, want %s", uint16(st), got, want)

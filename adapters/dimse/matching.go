@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/ferryhealth/ferry/dicom"
 )
 
 // Attribute matching of C-FIND keys (PS3.4 C.2.2.2), applied to one attribute value at a time.
@@ -18,7 +20,7 @@ type valueMatcher func(stored string) bool
 // keyError reports a key value that no matching rule accepts (a malformed date range, say). Its
 // text quotes no value: it is safe to log and to send as an Error Comment.
 type keyError struct {
-	Tag Tag
+	Tag dicom.Tag
 	Msg string
 }
 
@@ -26,9 +28,9 @@ func (e *keyError) Error() string { return fmt.Sprintf("key %s: %s", e.Tag, e.Ms
 
 // wildcardVR reports whether keys of the VR may use wild card matching (PS3.4 C.2.2.2.4): the
 // character string VRs other than dates, times, numbers and UIDs.
-func wildcardVR(vr VR) bool {
+func wildcardVR(vr dicom.VR) bool {
 	switch vr {
-	case VRAE, VRCS, VRLO, VRLT, VRPN, VRSH, VRST, VRUC, VRUR, VRUT:
+	case dicom.VRAE, dicom.VRCS, dicom.VRLO, dicom.VRLT, dicom.VRPN, dicom.VRSH, dicom.VRST, dicom.VRUC, dicom.VRUR, dicom.VRUT:
 		return true
 	}
 	return false
@@ -39,7 +41,7 @@ func wildcardVR(vr VR) bool {
 // separated) match when any of them does: List of UID Matching for UI (C.2.2.2.2); for the
 // other VRs the same rule, as dcm4chee and Orthanc apply it. Person names (PN) match case
 // insensitively, and trailing empty name components are not significant.
-func compileKey(tag Tag, vr VR, values []string) (valueMatcher, error) {
+func compileKey(tag dicom.Tag, vr dicom.VR, values []string) (valueMatcher, error) {
 	values = slices.DeleteFunc(slices.Clone(values), func(v string) bool { return v == "" })
 	if len(values) == 0 {
 		return nil, nil
@@ -55,7 +57,7 @@ func compileKey(tag Tag, vr VR, values []string) (valueMatcher, error) {
 		}
 		matchers = append(matchers, m)
 	}
-	if vr == VRUI {
+	if vr == dicom.VRUI {
 		return func(s string) bool { return slices.Contains(values, s) }, nil
 	}
 	if len(matchers) == 1 {
@@ -72,15 +74,15 @@ func compileKey(tag Tag, vr VR, values []string) (valueMatcher, error) {
 }
 
 // compileValue returns the matcher for one non-empty key value.
-func compileValue(tag Tag, vr VR, v string) (valueMatcher, error) {
+func compileValue(tag dicom.Tag, vr dicom.VR, v string) (valueMatcher, error) {
 	switch vr {
-	case VRDA:
+	case dicom.VRDA:
 		lo, hi, err := parseRange(v, normDate, normDate)
 		if err != nil {
 			return nil, &keyError{tag, "date " + err.Error()}
 		}
 		return rangeMatcher(lo, hi, normDate), nil
-	case VRTM:
+	case dicom.VRTM:
 		lo, hi, err := parseRange(v, normTimeFloor, normTimeCeil)
 		if err != nil {
 			return nil, &keyError{tag, "time " + err.Error()}
@@ -91,7 +93,7 @@ func compileValue(tag Tag, vr VR, v string) (valueMatcher, error) {
 			hi = lo
 		}
 		return rangeMatcher(lo, hi, normTimeFloor), nil
-	case VRPN:
+	case dicom.VRPN:
 		key := strings.ToLower(normPN(v))
 		if strings.ContainsAny(v, "*?") {
 			pattern := []rune(key)
@@ -270,7 +272,7 @@ type dateTimeRange struct{ lo, hi string }
 // compileDateTimeRange combines a single-valued date key and a time range key into one range:
 // "20240105-20240106" with "2200-0600" matches from 5 January 22:00 to 6 January 06:00, not two
 // evenings and two mornings.
-func compileDateTimeRange(dateTag, timeTag Tag, date, tm string) (*dateTimeRange, error) {
+func compileDateTimeRange(dateTag, timeTag dicom.Tag, date, tm string) (*dateTimeRange, error) {
 	dlo, dhi, err := parseRange(date, normDate, normDate)
 	if err != nil {
 		return nil, &keyError{dateTag, "date " + err.Error()}

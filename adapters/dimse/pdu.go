@@ -46,11 +46,6 @@ func (t PDUType) String() string {
 const (
 	// ApplicationContextName is the DICOM application context (PS3.7 A.2.1), the only one defined.
 	ApplicationContextName = "1.2.840.10008.3.1.1.1"
-	// ImplementationClassUID identifies Ferry's DICOM implementation in A-ASSOCIATE-AC and -RQ
-	// (PS3.7 D.3.3.2). It is a UUID-derived UID (PS3.5 B.2): Ferry has no registered root.
-	ImplementationClassUID = "2.25.273894841634300639130324624142464356857"
-	// ImplementationVersionName goes with ImplementationClassUID (at most 16 characters).
-	ImplementationVersionName = "FERRY"
 )
 
 // Limits of the PDU layer.

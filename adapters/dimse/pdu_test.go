@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/ferryhealth/ferry/dicom"
 )
 
 // samplePDUs are one PDU of each type, with every item and sub-item this package knows.
@@ -17,8 +19,8 @@ func samplePDUs() map[string]PDU {
 			ProtocolVersion: 1, CalledAETitle: "FERRY", CallingAETitle: "MODALITY_01",
 			ApplicationContext: ApplicationContextName,
 			PresentationContexts: []PresentationContextRQ{
-				{ID: 1, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{ImplicitVRLittleEndian}},
-				{ID: 3, AbstractSyntax: modalityWorklistFind, TransferSyntaxes: []string{ExplicitVRLittleEndian, ImplicitVRLittleEndian}},
+				{ID: 1, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{dicom.ImplicitVRLittleEndian}},
+				{ID: 3, AbstractSyntax: modalityWorklistFind, TransferSyntaxes: []string{dicom.ExplicitVRLittleEndian, dicom.ImplicitVRLittleEndian}},
 			},
 			UserInfo: UserInfo{
 				MaxPDULength: 16384, ImplementationClassUID: "1.2.276.0.7230010.3.0.3.6.7",
@@ -32,11 +34,11 @@ func samplePDUs() map[string]PDU {
 			ProtocolVersion: 1, CalledAETitle: "FERRY", CallingAETitle: "MODALITY_01",
 			ApplicationContext: ApplicationContextName,
 			PresentationContexts: []PresentationContextAC{
-				{ID: 1, Result: PresentationAccepted, TransferSyntax: ImplicitVRLittleEndian},
-				{ID: 3, Result: PresentationAbstractSyntaxUnsupported, TransferSyntax: ExplicitVRLittleEndian},
+				{ID: 1, Result: PresentationAccepted, TransferSyntax: dicom.ImplicitVRLittleEndian},
+				{ID: 3, Result: PresentationAbstractSyntaxUnsupported, TransferSyntax: dicom.ExplicitVRLittleEndian},
 			},
-			UserInfo: UserInfo{MaxPDULength: DefaultMaxPDULength, ImplementationClassUID: ImplementationClassUID,
-				ImplementationVersionName: ImplementationVersionName},
+			UserInfo: UserInfo{MaxPDULength: DefaultMaxPDULength, ImplementationClassUID: dicom.ImplementationClassUID,
+				ImplementationVersionName: dicom.ImplementationVersionName},
 		},
 		"A-ASSOCIATE-RJ": &AssociateRJ{Result: RejectPermanent, Source: SourceServiceUser, Reason: ReasonCalledAETitleNotRecognized},
 		"P-DATA-TF": &PDataTF{Items: []PDV{
@@ -142,7 +144,7 @@ func TestReadPDUErrors(t *testing.T) {
 		return item(0x20, data...)
 	}
 	abstract := item(0x30, []byte(VerificationSOPClass)...)
-	ts := item(0x40, []byte(ImplicitVRLittleEndian)...)
+	ts := item(0x40, []byte(dicom.ImplicitVRLittleEndian)...)
 
 	tests := []struct {
 		name     string

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferryhealth/ferry/dicom"
 )
 
 // testPKI is a CA with a server certificate for localhost and client certificates it signs.
@@ -101,7 +103,7 @@ func mustPrefixes(t testing.TB, s ...string) []netip.Prefix {
 
 var (
 	echoAndWorklist = []ProposedContext{{SOPClass: VerificationSOPClass}, {SOPClass: ModalityWorklistFindSOPClass}}
-	universalQuery  = &DataSet{}
+	universalQuery  = &dicom.DataSet{}
 )
 
 // TestPeersBindAETitles reproduces issue 17's findscu -aet ATTACKER (the worklist answered
@@ -149,12 +151,12 @@ func TestPeersBindAETitles(t *testing.T) {
 				t.Fatalf("Dial: %v", err)
 			}
 			defer c.Close()
-			if st, err := c.Echo(testCtx(t)); (err == nil && st == StatusSuccess) != tc.wantEcho {
+			if st, err := c.Echo(testCtx(t)); (err == nil && st == dicom.StatusSuccess) != tc.wantEcho {
 				t.Errorf("echo: %v %v, want success %v", st, err, tc.wantEcho)
 			}
 			matches := 0
-			final, err := c.Find(testCtx(t), ModalityWorklistFindSOPClass, universalQuery, func(*Command, *DataSet) bool { matches++; return true })
-			gotFind := err == nil && final.Status == StatusSuccess
+			final, err := c.Find(testCtx(t), ModalityWorklistFindSOPClass, universalQuery, func(*Command, *dicom.DataSet) bool { matches++; return true })
+			gotFind := err == nil && final.Status == dicom.StatusSuccess
 			if gotFind != tc.wantFind {
 				t.Errorf("worklist query answered = %v (%d matches, err %v), want %v", gotFind, matches, err, tc.wantFind)
 			}
@@ -213,7 +215,7 @@ func TestUnknownCallersRefused(t *testing.T) {
 				t.Errorf("unknown caller: %v, want calling AE title not recognized", err)
 			}
 			c := dial(t, addr, ClientConfig{CallingAETitle: "MODALITY1"})
-			if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+			if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 				t.Errorf("listed caller: %v %v", st, err)
 			}
 		})
@@ -259,7 +261,7 @@ func TestPeersBoundToCertificates(t *testing.T) {
 				t.Fatalf("Dial: %v", err)
 			}
 			defer c.Close()
-			if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+			if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 				t.Errorf("echo: %v %v", st, err)
 			}
 		})
@@ -298,7 +300,7 @@ func TestIdleConnectionsDoNotLockOut(t *testing.T) {
 	// A behaving caller from another address still gets in, again and again.
 	for i := range 10 {
 		c := dial(t, addr, ClientConfig{CallingAETitle: "MODALITY"})
-		if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+		if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 			t.Fatalf("echo %d while 127.0.0.2 holds its connections: %v %v", i, st, err)
 		}
 		if err := c.Release(testCtx(t)); err != nil {
@@ -322,7 +324,7 @@ func TestTLSHandshakeTakesNoSlot(t *testing.T) {
 	idleConnsFrom(t, addr, "127.0.0.3", 20)
 	for i := range 3 {
 		c := dial(t, addr, ClientConfig{CallingAETitle: "MODALITY", TLSConfig: p.clientTLS()})
-		if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+		if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 			t.Fatalf("echo %d over TLS while 20 handshakes hang: %v %v", i, st, err)
 		}
 		if err := c.Release(testCtx(t)); err != nil {

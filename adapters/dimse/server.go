@@ -9,13 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/internal/connlimit"
+	"github.com/ferryhealth/ferry/internal/listener"
 )
 
 // Defaults the Server applies to zero fields.
@@ -44,7 +45,7 @@ const VerificationSOPClass = "1.2.840.10008.1.1"
 // defaultTransferSyntaxes are the transfer syntaxes accepted for a Service that declares none,
 // in order of preference: explicit VR little endian, then the default, implicit VR little
 // endian, which every DICOM implementation supports (PS3.5 10.1).
-var defaultTransferSyntaxes = []string{ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+var defaultTransferSyntaxes = []string{dicom.ExplicitVRLittleEndian, dicom.ImplicitVRLittleEndian}
 
 // ErrServerClosed is returned by Serve and ListenAndServe after Shutdown was called.
 var ErrServerClosed = errors.New("dimse: server closed")
@@ -136,7 +137,7 @@ type Request struct {
 // ReadDataSet reads the whole of Data and decodes it, refusing more than maxBytes: the way to
 // get a C-FIND identifier. It returns an error wrapping io.ErrShortBuffer when the data set is
 // larger, a *DataSetError when it does not decode, and nil, nil when there is no data set.
-func (r *Request) ReadDataSet(maxBytes int64) (*DataSet, error) {
+func (r *Request) ReadDataSet(maxBytes int64) (*dicom.DataSet, error) {
 	if r.Data == nil {
 		return nil, nil
 	}
@@ -147,7 +148,7 @@ func (r *Request) ReadDataSet(maxBytes int64) (*DataSet, error) {
 	if int64(len(b)) > maxBytes {
 		return nil, fmt.Errorf("dimse: data set larger than %d bytes: %w", maxBytes, io.ErrShortBuffer)
 	}
-	return DecodeDataSet(b, r.TransferSyntax, DecodeOptions{})
+	return dicom.DecodeDataSet(b, r.TransferSyntax, dicom.DecodeOptions{})
 }
 
 // Association describes an accepted association: the peer and what was negotiated. None of it
@@ -180,15 +181,15 @@ type ResponseWriter interface {
 // responded to, the affected SOP class and instance UIDs (from the request) and the data set
 // type.
 type Response struct {
-	Status Status
+	Status dicom.Status
 	// DataSet, when not nil, is sent after the command: a C-FIND match, for instance. It is
 	// encoded in the request's transfer syntax.
-	DataSet *DataSet
+	DataSet *dicom.DataSet
 	// ErrorComment (0000,0902), for failure and warning statuses: at most 64 characters, no
 	// patient data.
 	ErrorComment string
 	// Other are more command elements (group 0000), e.g. OffendingElement (0000,0901).
-	Other []*Element
+	Other []*dicom.Element
 }
 
 // Observer receives the listener's counts, so the engine can feed them to Prometheus without
@@ -206,7 +207,7 @@ type Observer interface {
 	Association(result string)
 	// Operation reports a completed DIMSE operation: the request's command, its final status and
 	// the time from request to final response.
-	Operation(command CommandField, status Status, d time.Duration)
+	Operation(command CommandField, status dicom.Status, d time.Duration)
 	// Aborted reports an association or connection ended abnormally: one of the Abort* kinds.
 	Aborted(kind string)
 }
@@ -301,16 +302,12 @@ type Server struct {
 	// Metrics, when set, receives counts (see Observer).
 	Metrics Observer
 
-	mu         sync.Mutex
-	listeners  []net.Listener
-	assocs     map[*association]struct{}
-	inShutdown atomic.Bool
-	active     atomic.Int64         // connections being served, for MaxConns
-	rejecting  atomic.Int64         // connections over MaxConns being answered A-ASSOCIATE-RJ
-	handshakes connlimit.Handshakes // TLS handshakes in progress, at most maxHandshakes
-	perAddr    connlimit.PerAddress // connections (and handshakes) per source address
-	baseCtx    context.Context
-	cancelBase context.CancelCauseFunc
+	mu         sync.Mutex                       // guards services and validated
+	life       listener.Lifecycle[*association] // the listeners and associations, until Shutdown
+	active     atomic.Int64                     // connections being served, for MaxConns
+	rejecting  atomic.Int64                     // connections over MaxConns being answered A-ASSOCIATE-RJ
+	handshakes connlimit.Handshakes             // TLS handshakes in progress, at most maxHandshakes
+	perAddr    connlimit.PerAddress             // connections (and handshakes) per source address
 	services   map[string]*Service
 	validated  bool
 }
@@ -381,7 +378,7 @@ func checkAETitle(t string) error {
 // ListenAndServe listens on the TCP address addr (DefaultAddr when empty) and serves it until
 // Shutdown, after which it returns ErrServerClosed.
 func (s *Server) ListenAndServe(addr string) error {
-	if s.inShutdown.Load() {
+	if s.life.ShuttingDown() {
 		return ErrServerClosed
 	}
 	if err := s.prepare(); err != nil {
@@ -429,10 +426,10 @@ func (s *Server) prepare() error {
 // unrecognized-operation to anything else on the Verification context.
 func serveEcho(_ context.Context, req *Request, w ResponseWriter) {
 	if req.Command.Field != CEchoRQ {
-		_ = w.Respond(Response{Status: StatusUnrecognizedOperation})
+		_ = w.Respond(Response{Status: dicom.StatusUnrecognizedOperation})
 		return
 	}
-	_ = w.Respond(Response{Status: StatusSuccess})
+	_ = w.Respond(Response{Status: dicom.StatusSuccess})
 }
 
 // Serve accepts plain TCP connections on ln and serves each on its own goroutine until
@@ -457,75 +454,62 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 		ln.Close()
 		return err
 	}
-	if !s.trackListener(ln, true) {
-		ln.Close()
+	log := s.logger()
+	err := s.life.Serve(ln, log, "DICOM", func(rwc net.Conn) error { return s.accept(rwc, tlsConfig, log) })
+	if errors.Is(err, listener.ErrClosed) {
 		return ErrServerClosed
 	}
-	defer s.trackListener(ln, false)
-	defer ln.Close()
+	return err
+}
 
-	log := s.logger()
-	var delay time.Duration // backoff after a temporary accept error, as net/http does
-	for {
-		rwc, err := ln.Accept()
+// accept admits one connection: its address's share, then (TLS) a handshake place and the
+// handshake on a goroutine of its own, then a slot (start). It returns listener.ErrClosed once
+// the server is shutting down.
+func (s *Server) accept(rwc net.Conn, tlsConfig *tls.Config, log *slog.Logger) error {
+	ip, ok := s.perAddr.Take(rwc.RemoteAddr())
+	if !ok {
+		if s.Metrics != nil {
+			s.Metrics.ConnRejected()
+		}
+		log.Warn("DICOM connection refused: too many connections from this address",
+			"remote", rwc.RemoteAddr().String(), "max_conns_per_addr", s.maxConnsPerAddr())
+		rwc.Close()
+		return nil
+	}
+	if tlsConfig == nil {
+		if !s.start(rwc, rwc, nil, ip) {
+			return listener.ErrClosed
+		}
+		return nil
+	}
+	// The handshake runs under its own short timeout and a cap of its own, before the
+	// connection takes a slot.
+	if !s.handshakes.Begin() {
+		s.perAddr.Give(ip)
+		if s.Metrics != nil {
+			s.Metrics.ConnRejected()
+		}
+		log.Warn("DICOM connection refused: too many TLS handshakes in progress", "remote", rwc.RemoteAddr().String())
+		rwc.Close()
+		return nil
+	}
+	go func() {
+		tc, err := s.handshakes.Handshake(s.life.Context(), rwc, tlsConfig)
 		if err != nil {
-			if s.inShutdown.Load() {
-				return ErrServerClosed
-			}
-			var te interface{ Temporary() bool }
-			if errors.As(err, &te) && te.Temporary() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				log.Warn("DICOM accept failed; retrying", "err", err, "retry_in", delay)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("accepting DICOM connections: %w", err)
-		}
-		delay = 0
-		ip, ok := s.perAddr.Take(rwc.RemoteAddr())
-		if !ok {
-			if s.Metrics != nil {
-				s.Metrics.ConnRejected()
-			}
-			log.Warn("DICOM connection refused: too many connections from this address",
-				"remote", rwc.RemoteAddr().String(), "max_conns_per_addr", s.maxConnsPerAddr())
 			rwc.Close()
-			continue
-		}
-		if tlsConfig == nil {
-			if !s.start(rwc, rwc, nil, ip) {
-				return ErrServerClosed
-			}
-			continue
-		}
-		// The handshake runs under its own short timeout and a cap of its own, before the
-		// connection takes a slot.
-		if !s.handshakes.Begin() {
 			s.perAddr.Give(ip)
 			if s.Metrics != nil {
-				s.Metrics.ConnRejected()
+				s.Metrics.Aborted(AbortHandshake)
 			}
-			log.Warn("DICOM connection refused: too many TLS handshakes in progress", "remote", rwc.RemoteAddr().String())
-			rwc.Close()
-			continue
+			if !s.life.ShuttingDown() {
+				s.logger().Warn("DICOM TLS handshake failed", "remote", rwc.RemoteAddr().String(), "err", err)
+			}
+			return
 		}
-		go func() {
-			tc, err := s.handshakes.Handshake(s.context(), rwc, tlsConfig)
-			if err != nil {
-				rwc.Close()
-				s.perAddr.Give(ip)
-				if s.Metrics != nil {
-					s.Metrics.Aborted(AbortHandshake)
-				}
-				if !s.inShutdown.Load() {
-					s.logger().Warn("DICOM TLS handshake failed", "remote", rwc.RemoteAddr().String(), "err", err)
-				}
-				return
-			}
-			st := tc.ConnectionState()
-			s.start(rwc, tc, &st, ip)
-		}()
-	}
+		st := tc.ConnectionState()
+		s.start(rwc, tc, &st, ip)
+	}()
+	return nil
 }
 
 // start gives a connection (its TLS handshake done) one of MaxConns and serves it, or answers
@@ -552,7 +536,7 @@ func (s *Server) start(rwc, conn net.Conn, st *tls.ConnectionState, ip string) b
 	}
 	a := s.newAssociation(rwc, conn, st)
 	a.ip = ip
-	if !s.trackAssoc(a, true) {
+	if !s.life.Track(a) {
 		s.active.Add(-1)
 		s.perAddr.Give(ip)
 		rwc.Close()
@@ -590,14 +574,7 @@ func drainUntilClosed(c net.Conn, deadline time.Time) {
 
 // Addr returns the address of the first listener being served, or nil before Serve has started
 // and after it returned. Tests and the serve command use it to learn the port chosen for ":0".
-func (s *Server) Addr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.listeners) == 0 {
-		return nil
-	}
-	return s.listeners[0].Addr()
-}
+func (s *Server) Addr() net.Addr { return s.life.Addr() }
 
 // Shutdown stops the server gracefully: it closes the listeners, aborts (A-ABORT) every
 // association with no operation and no PDU in progress, and lets each of the others finish the
@@ -608,89 +585,7 @@ func (s *Server) Addr() net.Addr {
 // connections, cancels their handlers' contexts with ErrAssociationClosed and returns ctx's
 // error; an operation cut off that way got no success response, so its requestor retries it.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.inShutdown.Store(true)
-	s.mu.Lock()
-	for _, ln := range s.listeners {
-		ln.Close()
-	}
-	s.mu.Unlock()
-
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if s.closeIdle() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			s.mu.Lock()
-			for a := range s.assocs {
-				a.closeNow()
-			}
-			s.mu.Unlock()
-			s.context()
-			s.cancelBase(ErrAssociationClosed)
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-}
-
-// closeIdle aborts associations with nothing in progress and reports whether none is left.
-func (s *Server) closeIdle() bool {
-	s.mu.Lock()
-	idle := make([]*association, 0, len(s.assocs))
-	for a := range s.assocs {
-		idle = append(idle, a)
-	}
-	s.mu.Unlock()
-	for _, a := range idle {
-		a.abortIfIdle()
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.assocs) == 0
-}
-
-func (s *Server) trackListener(ln net.Listener, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		s.listeners = slices.DeleteFunc(s.listeners, func(l net.Listener) bool { return l == ln })
-		return true
-	}
-	if s.inShutdown.Load() {
-		return false
-	}
-	s.listeners = append(s.listeners, ln)
-	return true
-}
-
-func (s *Server) trackAssoc(a *association, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		delete(s.assocs, a)
-		return true
-	}
-	if s.inShutdown.Load() {
-		return false
-	}
-	if s.assocs == nil {
-		s.assocs = make(map[*association]struct{})
-	}
-	s.assocs[a] = struct{}{}
-	return true
-}
-
-// context returns the base of handler contexts; Shutdown cancels it when its deadline passes.
-func (s *Server) context() context.Context {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.baseCtx == nil {
-		s.baseCtx, s.cancelBase = context.WithCancelCause(context.Background())
-	}
-	return s.baseCtx
+	return s.life.Shutdown(ctx, (*association).abortIfIdle, (*association).closeNow, ErrAssociationClosed)
 }
 
 func (s *Server) logger() *slog.Logger {

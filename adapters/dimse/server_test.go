@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/internal/testwait"
 )
 
@@ -53,7 +54,7 @@ func (o *countingObserver) Association(result string) {
 	}
 	o.assoc[result]++
 }
-func (o *countingObserver) Operation(c CommandField, st Status, _ time.Duration) {
+func (o *countingObserver) Operation(c CommandField, st dicom.Status, _ time.Duration) {
 	defer changes.Notify() // after the unlock: deferred calls run last in, first out
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -166,15 +167,15 @@ func TestEchoAndRelease(t *testing.T) {
 	if ac.UserInfo.MaxPDULength != DefaultMaxPDULength {
 		t.Errorf("AC max PDU length = %d, want %d", ac.UserInfo.MaxPDULength, DefaultMaxPDULength)
 	}
-	if ac.UserInfo.ImplementationClassUID != ImplementationClassUID || ac.UserInfo.ImplementationVersionName != ImplementationVersionName {
+	if ac.UserInfo.ImplementationClassUID != dicom.ImplementationClassUID || ac.UserInfo.ImplementationVersionName != dicom.ImplementationVersionName {
 		t.Errorf("AC implementation = %q %q", ac.UserInfo.ImplementationClassUID, ac.UserInfo.ImplementationVersionName)
 	}
-	if _, ts, ok := c.Context(VerificationSOPClass); !ok || ts != ExplicitVRLittleEndian {
+	if _, ts, ok := c.Context(VerificationSOPClass); !ok || ts != dicom.ExplicitVRLittleEndian {
 		t.Errorf("Verification context: ts %q ok %v, want explicit VR little endian", ts, ok)
 	}
 	for i := range 3 {
 		st, err := c.Echo(testCtx(t))
-		if err != nil || st != StatusSuccess {
+		if err != nil || st != dicom.StatusSuccess {
 			t.Fatalf("echo %d: status %v, err %v", i, st, err)
 		}
 	}
@@ -214,7 +215,7 @@ func TestAssociationPolicy(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Dial: %v", err)
 				}
-				if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+				if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 					t.Errorf("echo: %v %v", st, err)
 				}
 				if err := c.Release(testCtx(t)); err != nil {
@@ -257,7 +258,7 @@ func rawAssociate(t testing.TB, addr string, rq *AssociateRQ) (net.Conn, PDU) {
 
 func verificationRQ(pcs ...PresentationContextRQ) *AssociateRQ {
 	if len(pcs) == 0 {
-		pcs = []PresentationContextRQ{{ID: 1, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{ImplicitVRLittleEndian}}}
+		pcs = []PresentationContextRQ{{ID: 1, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{dicom.ImplicitVRLittleEndian}}}
 	}
 	return &AssociateRQ{ProtocolVersion: 1, CalledAETitle: "FERRY", CallingAETitle: "RAW",
 		ApplicationContext: ApplicationContextName, PresentationContexts: pcs,
@@ -269,15 +270,15 @@ func TestPresentationContextNegotiation(t *testing.T) {
 	const jpegBaseline = "1.2.840.10008.1.2.4.50"
 	noop := HandlerFunc(func(context.Context, *Request, ResponseWriter) {})
 	addr := startServer(t, &Server{Services: []Service{
-		{SOPClass: ctImageStorage, TransferSyntaxes: []string{jpegBaseline, ExplicitVRLittleEndian}, Handler: noop},
+		{SOPClass: ctImageStorage, TransferSyntaxes: []string{jpegBaseline, dicom.ExplicitVRLittleEndian}, Handler: noop},
 	}})
 	rq := verificationRQ(
-		PresentationContextRQ{ID: 1, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{ImplicitVRLittleEndian, ExplicitVRLittleEndian}},
-		PresentationContextRQ{ID: 3, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{ImplicitVRLittleEndian}},
-		PresentationContextRQ{ID: 5, AbstractSyntax: "1.2.840.10008.5.1.4.1.2.2.1", TransferSyntaxes: []string{ImplicitVRLittleEndian}},
+		PresentationContextRQ{ID: 1, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{dicom.ImplicitVRLittleEndian, dicom.ExplicitVRLittleEndian}},
+		PresentationContextRQ{ID: 3, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{dicom.ImplicitVRLittleEndian}},
+		PresentationContextRQ{ID: 5, AbstractSyntax: "1.2.840.10008.5.1.4.1.2.2.1", TransferSyntaxes: []string{dicom.ImplicitVRLittleEndian}},
 		PresentationContextRQ{ID: 7, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{"1.2.840.10008.1.2.2"}},
-		PresentationContextRQ{ID: 9, AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{ExplicitVRLittleEndian, jpegBaseline}},
-		PresentationContextRQ{ID: 10, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{ImplicitVRLittleEndian}},
+		PresentationContextRQ{ID: 9, AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{dicom.ExplicitVRLittleEndian, jpegBaseline}},
+		PresentationContextRQ{ID: 10, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{dicom.ImplicitVRLittleEndian}},
 	)
 	rq.UserInfo.AsyncOps = &AsyncOpsWindow{Invoked: 5, Performed: 5}
 	_, p := rawAssociate(t, addr, rq)
@@ -286,12 +287,12 @@ func TestPresentationContextNegotiation(t *testing.T) {
 		t.Fatalf("answer is %s, want A-ASSOCIATE-AC", p.PDUType())
 	}
 	want := []PresentationContextAC{
-		{1, PresentationAccepted, ExplicitVRLittleEndian}, // the server's preference wins
-		{3, PresentationAccepted, ImplicitVRLittleEndian},
-		{5, PresentationAbstractSyntaxUnsupported, ImplicitVRLittleEndian},
+		{1, PresentationAccepted, dicom.ExplicitVRLittleEndian}, // the server's preference wins
+		{3, PresentationAccepted, dicom.ImplicitVRLittleEndian},
+		{5, PresentationAbstractSyntaxUnsupported, dicom.ImplicitVRLittleEndian},
 		{7, PresentationTransferSyntaxUnsupported, "1.2.840.10008.1.2.2"},
 		{9, PresentationAccepted, jpegBaseline}, // the service's declaration
-		{10, PresentationNoReason, ImplicitVRLittleEndian},
+		{10, PresentationNoReason, dicom.ImplicitVRLittleEndian},
 	}
 	if len(ac.PresentationContexts) != len(want) {
 		t.Fatalf("got %d contexts, want %d", len(ac.PresentationContexts), len(want))
@@ -413,7 +414,7 @@ func TestProtocolViolationsAbort(t *testing.T) {
 
 	// And the server still serves everyone else.
 	c := dial(t, addr, ClientConfig{})
-	if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+	if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 		t.Fatalf("echo after the violations: %v %v", st, err)
 	}
 	if n := obs.count(&obs.aborts, AbortTooLarge); n != 1 {
@@ -466,7 +467,7 @@ func TestFragmentedCommandFromPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rsp.Field != CEchoRSP || rsp.MessageIDBeingRespondedTo != 7 || rsp.Status != StatusSuccess || rsp.AffectedSOPClassUID != VerificationSOPClass {
+	if rsp.Field != CEchoRSP || rsp.MessageIDBeingRespondedTo != 7 || rsp.Status != dicom.StatusSuccess || rsp.AffectedSOPClassUID != VerificationSOPClass {
 		t.Errorf("response %+v", rsp)
 	}
 }
@@ -481,26 +482,26 @@ type findHandler struct {
 func (h *findHandler) ServeDIMSE(ctx context.Context, req *Request, w ResponseWriter) {
 	id, err := req.ReadDataSet(1 << 20)
 	if err != nil {
-		_ = w.Respond(Response{Status: StatusCannotUnderstand, ErrorComment: "identifier does not decode"})
+		_ = w.Respond(Response{Status: dicom.StatusCannotUnderstand, ErrorComment: "identifier does not decode"})
 		return
 	}
 	for i := 0; ; i++ {
 		if i >= 3 && !h.forever {
-			_ = w.Respond(Response{Status: StatusSuccess})
+			_ = w.Respond(Response{Status: dicom.StatusSuccess})
 			return
 		}
 		select {
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), ErrCancelRequested) {
-				_ = w.Respond(Response{Status: StatusCancel})
+				_ = w.Respond(Response{Status: dicom.StatusCancel})
 			}
 			return
 		default:
 		}
-		match := &DataSet{}
-		match.Set(NewString(TagPatientID, VRLO, fmt.Sprintf("PID%d", i)))
-		match.Set(NewString(TagAccessionNumber, VRSH, id.String(TagAccessionNumber)))
-		if err := w.Respond(Response{Status: StatusPending, DataSet: match}); err != nil {
+		match := &dicom.DataSet{}
+		match.Set(dicom.NewString(dicom.TagPatientID, dicom.VRLO, fmt.Sprintf("PID%d", i)))
+		match.Set(dicom.NewString(dicom.TagAccessionNumber, dicom.VRSH, id.String(dicom.TagAccessionNumber)))
+		if err := w.Respond(Response{Status: dicom.StatusPending, DataSet: match}); err != nil {
 			return
 		}
 		if h.sent != nil {
@@ -513,13 +514,13 @@ func (h *findHandler) ServeDIMSE(ctx context.Context, req *Request, w ResponseWr
 }
 
 func worklistQueryBytes(t testing.TB, ts string) []byte {
-	q := &DataSet{}
-	q.Set(NewString(TagAccessionNumber, VRSH, "ACC123"))
-	q.Set(NewString(TagPatientID, VRLO, ""))
-	sps := &DataSet{}
-	sps.Set(NewString(NewTag(0x0040, 0x0001), VRAE, "CT01"))
-	q.Set(NewSequence(TagScheduledProcedureStepSequence, sps))
-	b, err := EncodeDataSet(q, ts)
+	q := &dicom.DataSet{}
+	q.Set(dicom.NewString(dicom.TagAccessionNumber, dicom.VRSH, "ACC123"))
+	q.Set(dicom.NewString(dicom.TagPatientID, dicom.VRLO, ""))
+	sps := &dicom.DataSet{}
+	sps.Set(dicom.NewString(dicom.NewTag(0x0040, 0x0001), dicom.VRAE, "CT01"))
+	q.Set(dicom.NewSequence(dicom.TagScheduledProcedureStepSequence, sps))
+	b, err := dicom.EncodeDataSet(q, ts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,7 +530,7 @@ func worklistQueryBytes(t testing.TB, ts string) []byte {
 func TestFindPendingResponses(t *testing.T) {
 	t.Parallel()
 	addr := startServer(t, &Server{Services: []Service{{SOPClass: modalityWorklistFind, Handler: &findHandler{}}}})
-	for _, ts := range []string{ImplicitVRLittleEndian, ExplicitVRLittleEndian} {
+	for _, ts := range []string{dicom.ImplicitVRLittleEndian, dicom.ExplicitVRLittleEndian} {
 		t.Run(ts, func(t *testing.T) {
 			// A small maximum PDU length makes the server fragment every response.
 			c := dial(t, addr, ClientConfig{MaxPDULength: 20, Contexts: []ProposedContext{{SOPClass: modalityWorklistFind, TransferSyntaxes: []string{ts}}}})
@@ -552,19 +553,19 @@ func TestFindPendingResponses(t *testing.T) {
 					t.Fatalf("got %s for %d", msg.Command.Field, msg.Command.MessageIDBeingRespondedTo)
 				}
 				if !msg.Command.Status.IsPending() {
-					if msg.Command.Status != StatusSuccess || msg.Data != nil {
+					if msg.Command.Status != dicom.StatusSuccess || msg.Data != nil {
 						t.Errorf("final response: status %v, data %d bytes", msg.Command.Status, len(msg.Data))
 					}
 					break
 				}
-				ds, err := DecodeDataSet(msg.Data, ts, DecodeOptions{})
+				ds, err := dicom.DecodeDataSet(msg.Data, ts, dicom.DecodeOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
-				if acc := ds.String(TagAccessionNumber); acc != "ACC123" {
+				if acc := ds.String(dicom.TagAccessionNumber); acc != "ACC123" {
 					t.Errorf("accession %q", acc)
 				}
-				pids = append(pids, ds.String(TagPatientID))
+				pids = append(pids, ds.String(dicom.TagPatientID))
 			}
 			if strings.Join(pids, ",") != "PID0,PID1,PID2" {
 				t.Errorf("matches %v", pids)
@@ -601,7 +602,7 @@ func TestFindCancel(t *testing.T) {
 			pending++
 			continue
 		}
-		if msg.Command.Status != StatusCancel {
+		if msg.Command.Status != dicom.StatusCancel {
 			t.Errorf("final status %v, want Cancel", msg.Command.Status)
 		}
 		break
@@ -610,7 +611,7 @@ func TestFindCancel(t *testing.T) {
 		t.Errorf("%d pending responses before the cancel, want at least 2", pending)
 	}
 	// The association goes on.
-	if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+	if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 		t.Fatalf("echo after cancel: %v %v", st, err)
 	}
 }
@@ -623,21 +624,21 @@ type storeHandler struct {
 
 func (h *storeHandler) ServeDIMSE(_ context.Context, req *Request, w ResponseWriter) {
 	if req.Command.Field != CStoreRQ {
-		_ = w.Respond(Response{Status: StatusUnrecognizedOperation})
+		_ = w.Respond(Response{Status: dicom.StatusUnrecognizedOperation})
 		return
 	}
 	if h.readMax > 0 {
 		_, _ = io.CopyN(io.Discard, req.Data, h.readMax)
-		_ = w.Respond(Response{Status: StatusOutOfResources, ErrorComment: "test: refusing"})
+		_ = w.Respond(Response{Status: dicom.StatusOutOfResources, ErrorComment: "test: refusing"})
 		return
 	}
 	f, err := os.Create(filepath.Join(h.dir, req.Command.AffectedSOPInstanceUID+".dcm"))
 	if err != nil {
-		_ = w.Respond(Response{Status: StatusOutOfResources})
+		_ = w.Respond(Response{Status: dicom.StatusOutOfResources})
 		return
 	}
 	defer f.Close()
-	hdr, err := AppendFileHeader(nil, FileMeta{MediaStorageSOPClassUID: req.SOPClass,
+	hdr, err := dicom.AppendFileHeader(nil, dicom.FileMeta{MediaStorageSOPClassUID: req.SOPClass,
 		MediaStorageSOPInstanceUID: req.Command.AffectedSOPInstanceUID, TransferSyntaxUID: req.TransferSyntax,
 		SourceAETitle: req.Association.CallingAETitle})
 	if err == nil {
@@ -650,10 +651,10 @@ func (h *storeHandler) ServeDIMSE(_ context.Context, req *Request, w ResponseWri
 		err = f.Sync()
 	}
 	if err != nil {
-		_ = w.Respond(Response{Status: StatusOutOfResources})
+		_ = w.Respond(Response{Status: dicom.StatusOutOfResources})
 		return
 	}
-	_ = w.Respond(Response{Status: StatusSuccess})
+	_ = w.Respond(Response{Status: dicom.StatusSuccess})
 }
 
 func TestStoreStreamsDataSet(t *testing.T) {
@@ -666,15 +667,15 @@ func TestStoreStreamsDataSet(t *testing.T) {
 	c := dial(t, addr, ClientConfig{Contexts: []ProposedContext{{SOPClass: ctImageStorage}, {SOPClass: "1.2.840.10008.5.1.4.1.1.7"}, {SOPClass: VerificationSOPClass}}})
 
 	// A 3 MiB data set: about 190 fragments of 16 KiB.
-	ds := &DataSet{}
-	ds.Set(NewString(TagSOPClassUID, VRUI, ctImageStorage))
-	ds.Set(NewString(TagSOPInstanceUID, VRUI, "1.2.3.4.5"))
+	ds := &dicom.DataSet{}
+	ds.Set(dicom.NewString(dicom.TagSOPClassUID, dicom.VRUI, ctImageStorage))
+	ds.Set(dicom.NewString(dicom.TagSOPInstanceUID, dicom.VRUI, "1.2.3.4.5"))
 	pixels := make([]byte, 3<<20)
 	for i := range pixels {
 		pixels[i] = byte(i * 7)
 	}
-	ds.Set(&Element{Tag: tagPixelData, VR: VROW, Value: pixels})
-	body, err := EncodeDataSet(ds, ExplicitVRLittleEndian)
+	ds.Set(&dicom.Element{Tag: dicom.TagPixelData, VR: dicom.VROW, Value: pixels})
+	body, err := dicom.EncodeDataSet(ds, dicom.ExplicitVRLittleEndian)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -697,31 +698,31 @@ func TestStoreStreamsDataSet(t *testing.T) {
 		}
 		return msg.Command
 	}
-	if rsp := store(ctImageStorage, "1.2.3.4.5"); rsp.Status != StatusSuccess {
+	if rsp := store(ctImageStorage, "1.2.3.4.5"); rsp.Status != dicom.StatusSuccess {
 		t.Fatalf("status %v", rsp.Status)
 	}
 	file, err := os.ReadFile(filepath.Join(dir, "1.2.3.4.5.dcm"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	meta, stored, ts, err := SplitFile(file)
+	meta, stored, ts, err := dicom.SplitFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ts != ExplicitVRLittleEndian || !bytes.Equal(stored, body) {
+	if ts != dicom.ExplicitVRLittleEndian || !bytes.Equal(stored, body) {
 		t.Errorf("stored file: ts %q, data set %d bytes (equal %v), want %d", ts, len(stored), bytes.Equal(stored, body), len(body))
 	}
-	if got := meta.String(NewTag(0x0002, 0x0016)); got != "FERRYSCU" {
+	if got := meta.String(dicom.NewTag(0x0002, 0x0016)); got != "FERRYSCU" {
 		t.Errorf("source AE title %q", got)
 	}
 
 	// A handler that stops reading early and fails: the rest of the data set is discarded, the
 	// response comes after it, and the association goes on.
 	rsp := store("1.2.840.10008.5.1.4.1.1.7", "9.8.7")
-	if rsp.Status != StatusOutOfResources || rsp.ErrorComment != "test: refusing" {
+	if rsp.Status != dicom.StatusOutOfResources || rsp.ErrorComment != "test: refusing" {
 		t.Errorf("refusing handler: %+v", rsp)
 	}
-	if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+	if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 		t.Fatalf("echo after refused store: %v %v", st, err)
 	}
 }
@@ -742,14 +743,14 @@ func TestHandlerFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg, err := c.Receive(testCtx(t))
-	if err != nil || msg.Command.Status != StatusProcessingFailure {
+	if err != nil || msg.Command.Status != dicom.StatusProcessingFailure {
 		t.Fatalf("no final response: %+v %v", msg, err)
 	}
 	// A command naming another SOP class than its context's.
 	if err := c.Send(testCtx(t), id, &Command{Field: CEchoRQ, MessageID: 2, AffectedSOPClassUID: "1.2.3.2"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if msg, err = c.Receive(testCtx(t)); err != nil || msg.Command.Status != StatusSOPClassNotSupported {
+	if msg, err = c.Receive(testCtx(t)); err != nil || msg.Command.Status != dicom.StatusSOPClassNotSupported {
 		t.Fatalf("mismatched SOP class: %+v %v", msg, err)
 	}
 	// The built-in Verification handler refuses anything but C-ECHO.
@@ -757,7 +758,7 @@ func TestHandlerFailures(t *testing.T) {
 	if err := c.Send(testCtx(t), vid, &Command{Field: CFindRQ, MessageID: 3, AffectedSOPClassUID: VerificationSOPClass}, bytes.NewReader(nil)); err != nil {
 		t.Fatal(err)
 	}
-	if msg, err = c.Receive(testCtx(t)); err != nil || msg.Command.Status != StatusUnrecognizedOperation {
+	if msg, err = c.Receive(testCtx(t)); err != nil || msg.Command.Status != dicom.StatusUnrecognizedOperation {
 		t.Fatalf("C-FIND on Verification: %+v %v", msg, err)
 	}
 
@@ -771,7 +772,7 @@ func TestHandlerFailures(t *testing.T) {
 		t.Fatalf("after a handler panic: %v, want A-ABORT", err)
 	}
 	c2 := dial(t, addr, cfg)
-	if st, err := c2.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+	if st, err := c2.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 		t.Fatalf("echo on a new association: %v %v", st, err)
 	}
 	changes.For(t, "the condition", func() bool { return obs.count(&obs.aborts, AbortHandlerPanic) == 1 })
@@ -839,7 +840,7 @@ func TestConnectionLimit(t *testing.T) {
 	if !errors.As(err, &rj) || rj.RJ != (AssociateRJ{RejectTransient, SourceServiceProviderPresentation, ReasonLocalLimitExceeded}) {
 		t.Fatalf("second association: %v, want rejected-transient local-limit-exceeded", err)
 	}
-	if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+	if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 		t.Fatalf("first association: %v %v", st, err)
 	}
 	if err := c.Release(testCtx(t)); err != nil {
@@ -862,7 +863,7 @@ func TestShutdownDrains(t *testing.T) {
 	slow := HandlerFunc(func(ctx context.Context, req *Request, w ResponseWriter) {
 		close(started)
 		<-release
-		_ = w.Respond(Response{Status: StatusSuccess})
+		_ = w.Respond(Response{Status: dicom.StatusSuccess})
 	})
 	s := &Server{Logger: testLogger(t), Services: []Service{{SOPClass: "1.2.3.9", Handler: slow}}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -900,7 +901,7 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	close(release)
 	msg, err := busy.Receive(testCtx(t))
-	if err != nil || msg.Command.Status != StatusSuccess {
+	if err != nil || msg.Command.Status != dicom.StatusSuccess {
 		t.Fatalf("the operation in progress: %+v %v, want its success response", msg, err)
 	}
 	if _, err := busy.Receive(testCtx(t)); !errors.As(err, &ab) {
@@ -919,7 +920,7 @@ func TestTLS(t *testing.T) {
 	cert, pool := selfSigned(t)
 	addr := startServer(t, &Server{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
 	c := dial(t, addr, ClientConfig{TLSConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}})
-	if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+	if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 		t.Fatalf("echo over TLS: %v %v", st, err)
 	}
 	if err := c.Release(testCtx(t)); err != nil {
@@ -985,9 +986,9 @@ func TestLogsHoldNoPHI(t *testing.T) {
 		}}
 	addr := startServer(t, s)
 	c := dial(t, addr, ClientConfig{Contexts: []ProposedContext{{SOPClass: modalityWorklistFind}, {SOPClass: "1.2.3.2"}}})
-	q := &DataSet{}
-	q.Set(NewString(TagPatientName, VRPN, name))
-	b, _ := EncodeDataSet(q, ExplicitVRLittleEndian)
+	q := &dicom.DataSet{}
+	q.Set(dicom.NewString(dicom.TagPatientName, dicom.VRPN, name))
+	b, _ := dicom.EncodeDataSet(q, dicom.ExplicitVRLittleEndian)
 	id, _, _ := c.Context(modalityWorklistFind)
 	if err := c.Send(testCtx(t), id, &Command{Field: CFindRQ, MessageID: 1, AffectedSOPClassUID: modalityWorklistFind}, bytes.NewReader(b)); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -56,50 +57,50 @@ type worklistHandler struct {
 // ServeDIMSE answers one C-FIND-RQ (PS3.4 K.4.1.3, PS3.7 9.1.2).
 func (h *worklistHandler) ServeDIMSE(ctx context.Context, req *Request, w ResponseWriter) {
 	if req.Command.Field != CFindRQ {
-		_ = w.Respond(Response{Status: StatusUnrecognizedOperation})
+		_ = w.Respond(Response{Status: dicom.StatusUnrecognizedOperation})
 		return
 	}
 	log := h.log.With("calling_ae", req.Association.CallingAETitle, "message_id", req.Command.MessageID)
-	fail := func(st Status, tag Tag, comment string) {
+	fail := func(st dicom.Status, tag dicom.Tag, comment string) {
 		log.Info("worklist query refused", "status", st.String(), "reason", comment, "element", tag.String())
 		rsp := Response{Status: st, ErrorComment: errorComment(comment)}
 		if tag != 0 {
 			// Offending Element (0000,0901), AT: group then element, little endian.
 			v := binary.LittleEndian.AppendUint16(nil, tag.Group())
-			rsp.Other = []*Element{{Tag: TagOffendingElement, VR: VRAT, Value: binary.LittleEndian.AppendUint16(v, tag.Element())}}
+			rsp.Other = []*dicom.Element{{Tag: dicom.TagOffendingElement, VR: dicom.VRAT, Value: binary.LittleEndian.AppendUint16(v, tag.Element())}}
 		}
 		_ = w.Respond(rsp)
 	}
 
 	id, err := req.ReadDataSet(maxIdentifierSize)
-	var dsErr *DataSetError
+	var dsErr *dicom.DataSetError
 	switch {
 	case errors.Is(err, ErrAssociationClosed):
 		return
 	case errors.Is(err, io.ErrShortBuffer):
-		fail(StatusCannotUnderstand, 0, fmt.Sprintf("identifier larger than %d bytes", maxIdentifierSize))
+		fail(dicom.StatusCannotUnderstand, 0, fmt.Sprintf("identifier larger than %d bytes", maxIdentifierSize))
 		return
 	case errors.As(err, &dsErr):
-		fail(StatusCannotUnderstand, dsErr.Tag, fmt.Sprintf("identifier does not decode at byte %d", dsErr.Offset))
+		fail(dicom.StatusCannotUnderstand, dsErr.Tag, fmt.Sprintf("identifier does not decode at byte %d", dsErr.Offset))
 		return
 	case err != nil:
-		fail(StatusCannotUnderstand, 0, "identifier could not be read")
+		fail(dicom.StatusCannotUnderstand, 0, "identifier could not be read")
 		return
 	case id == nil:
-		fail(StatusIdentifierDoesNotMatchClass, 0, "C-FIND-RQ has no identifier")
+		fail(dicom.StatusIdentifierDoesNotMatchClass, 0, "C-FIND-RQ has no identifier")
 		return
 	}
 	q, err := compileWorklistQuery(id)
 	var ke *keyError
 	switch {
-	case errors.Is(err, errUnsupportedCharset):
-		fail(StatusCannotUnderstand, TagSpecificCharacterSet, "Specific Character Set not supported")
+	case errors.Is(err, dicom.ErrUnsupportedCharacterSet):
+		fail(dicom.StatusCannotUnderstand, dicom.TagSpecificCharacterSet, "Specific Character Set not supported")
 		return
 	case errors.As(err, &ke):
-		fail(StatusIdentifierDoesNotMatchClass, ke.Tag, ke.Msg)
+		fail(dicom.StatusIdentifierDoesNotMatchClass, ke.Tag, ke.Msg)
 		return
 	case err != nil:
-		fail(StatusIdentifierDoesNotMatchClass, 0, err.Error())
+		fail(dicom.StatusIdentifierDoesNotMatchClass, 0, err.Error())
 		return
 	}
 
@@ -111,15 +112,15 @@ func (h *worklistHandler) ServeDIMSE(ctx context.Context, req *Request, w Respon
 			return
 		}
 		log.Error("reading the worklist", "err", err)
-		fail(StatusCannotUnderstand, 0, "worklist unavailable")
+		fail(dicom.StatusCannotUnderstand, 0, "worklist unavailable")
 		return
 	}
-	status := StatusPending
+	status := dicom.StatusPending
 	if q.unsupported {
 		// "Matches are continuing - Warning that one or more Optional Keys were not supported
 		// for existence and/or matching for this Identifier" (PS3.4 K.4.1.1.4):
 		// the peer filters on those keys itself.
-		status = StatusPendingWarning
+		status = dicom.StatusPendingWarning
 	}
 	matches := 0
 	for i, it := range items {
@@ -140,13 +141,13 @@ func (h *worklistHandler) ServeDIMSE(ctx context.Context, req *Request, w Respon
 	}
 	log.Debug("worklist query", "candidates", len(items), "matches", matches,
 		"unsupported_keys", q.unsupported, "duration", time.Since(start))
-	_ = w.Respond(Response{Status: StatusSuccess})
+	_ = w.Respond(Response{Status: dicom.StatusSuccess})
 }
 
 // stopped answers Cancel when the peer cancelled; when the association ended, nothing.
 func (h *worklistHandler) stopped(ctx context.Context, w ResponseWriter) {
 	if errors.Is(context.Cause(ctx), ErrCancelRequested) {
-		_ = w.Respond(Response{Status: StatusCancel})
+		_ = w.Respond(Response{Status: dicom.StatusCancel})
 	}
 }
 
@@ -163,8 +164,8 @@ func errorComment(s string) string {
 // Scheduled Procedure Step, so every sequence holds at most one item and every attribute,
 // nested or not, is read from the same WorklistItem.
 type worklistAttr struct {
-	tag Tag
-	vr  VR
+	tag dicom.Tag
+	vr  dicom.VR
 	// text reads a non-sequence attribute.
 	text func(*engine.WorklistItem) string
 	// For a sequence: present reports whether its one item exists (nil: always), members are the
@@ -173,7 +174,7 @@ type worklistAttr struct {
 	members []*worklistAttr
 }
 
-func (a *worklistAttr) find(tag Tag) *worklistAttr {
+func (a *worklistAttr) find(tag dicom.Tag) *worklistAttr {
 	for _, m := range a.members {
 		if m.tag == tag {
 			return m
@@ -184,93 +185,93 @@ func (a *worklistAttr) find(tag Tag) *worklistAttr {
 
 // Tags of the worklist model that this package names.
 const (
-	tagIssuerOfAccessionNumberSequence Tag = 0x00080051
-	tagReferringPhysicianName          Tag = 0x00080090
-	tagCodeValue                       Tag = 0x00080100
-	tagCodingSchemeDesignator          Tag = 0x00080102
-	tagCodeMeaning                     Tag = 0x00080104
-	tagIssuerOfPatientID               Tag = 0x00100021
-	tagPatientBirthDate                Tag = 0x00100030
-	tagPatientSex                      Tag = 0x00100040
-	tagRequestingPhysician             Tag = 0x00321032
-	tagRequestedProcedureDescription   Tag = 0x00321060
-	tagRequestedProcedureCodeSequence  Tag = 0x00321064
-	tagAdmissionID                     Tag = 0x00380010
-	tagScheduledStationAETitle         Tag = 0x00400001
-	tagSPSStartDate                    Tag = 0x00400002
-	tagSPSStartTime                    Tag = 0x00400003
-	tagScheduledPerformingPhysician    Tag = 0x00400006
-	tagSPSDescription                  Tag = 0x00400007
-	tagScheduledProtocolCodeSequence   Tag = 0x00400008
-	tagSPSID                           Tag = 0x00400009
-	tagScheduledStationName            Tag = 0x00400010
-	tagSPSStatus                       Tag = 0x00400020
-	tagLocalNamespaceEntityID          Tag = 0x00400031
-	tagRequestedProcedureID            Tag = 0x00401001
-	tagReasonForRequestedProcedure     Tag = 0x00401002
-	tagRequestedProcedurePriority      Tag = 0x00401003
-	tagPlacerOrderNumber               Tag = 0x00402016
-	tagFillerOrderNumber               Tag = 0x00402017
+	tagIssuerOfAccessionNumberSequence dicom.Tag = 0x00080051
+	tagReferringPhysicianName          dicom.Tag = 0x00080090
+	tagCodeValue                       dicom.Tag = 0x00080100
+	tagCodingSchemeDesignator          dicom.Tag = 0x00080102
+	tagCodeMeaning                     dicom.Tag = 0x00080104
+	tagIssuerOfPatientID               dicom.Tag = 0x00100021
+	tagPatientBirthDate                dicom.Tag = 0x00100030
+	tagPatientSex                      dicom.Tag = 0x00100040
+	tagRequestingPhysician             dicom.Tag = 0x00321032
+	tagRequestedProcedureDescription   dicom.Tag = 0x00321060
+	tagRequestedProcedureCodeSequence  dicom.Tag = 0x00321064
+	tagAdmissionID                     dicom.Tag = 0x00380010
+	tagScheduledStationAETitle         dicom.Tag = 0x00400001
+	tagSPSStartDate                    dicom.Tag = 0x00400002
+	tagSPSStartTime                    dicom.Tag = 0x00400003
+	tagScheduledPerformingPhysician    dicom.Tag = 0x00400006
+	tagSPSDescription                  dicom.Tag = 0x00400007
+	tagScheduledProtocolCodeSequence   dicom.Tag = 0x00400008
+	tagSPSID                           dicom.Tag = 0x00400009
+	tagScheduledStationName            dicom.Tag = 0x00400010
+	tagSPSStatus                       dicom.Tag = 0x00400020
+	tagLocalNamespaceEntityID          dicom.Tag = 0x00400031
+	tagRequestedProcedureID            dicom.Tag = 0x00401001
+	tagReasonForRequestedProcedure     dicom.Tag = 0x00401002
+	tagRequestedProcedurePriority      dicom.Tag = 0x00401003
+	tagPlacerOrderNumber               dicom.Tag = 0x00402016
+	tagFillerOrderNumber               dicom.Tag = 0x00402017
 )
 
-func textAttr(tag Tag, vr VR, get func(*engine.WorklistItem) string) *worklistAttr {
+func textAttr(tag dicom.Tag, vr dicom.VR, get func(*engine.WorklistItem) string) *worklistAttr {
 	return &worklistAttr{tag: tag, vr: vr, text: get}
 }
 
 // codeSequence is a code sequence attribute (PS3.3 8.8) holding one Code, present when the
 // code has a value.
-func codeSequence(tag Tag, code func(*engine.WorklistItem) *engine.Code) *worklistAttr {
-	return &worklistAttr{tag: tag, vr: VRSQ,
+func codeSequence(tag dicom.Tag, code func(*engine.WorklistItem) *engine.Code) *worklistAttr {
+	return &worklistAttr{tag: tag, vr: dicom.VRSQ,
 		present: func(it *engine.WorklistItem) bool { c := code(it); return c.Value != "" || c.Meaning != "" },
 		members: []*worklistAttr{
-			textAttr(tagCodeValue, VRSH, func(it *engine.WorklistItem) string { return code(it).Value }),
-			textAttr(tagCodingSchemeDesignator, VRSH, func(it *engine.WorklistItem) string { return code(it).Scheme }),
-			textAttr(tagCodeMeaning, VRLO, func(it *engine.WorklistItem) string { return code(it).Meaning }),
+			textAttr(tagCodeValue, dicom.VRSH, func(it *engine.WorklistItem) string { return code(it).Value }),
+			textAttr(tagCodingSchemeDesignator, dicom.VRSH, func(it *engine.WorklistItem) string { return code(it).Scheme }),
+			textAttr(tagCodeMeaning, dicom.VRLO, func(it *engine.WorklistItem) string { return code(it).Meaning }),
 		}}
 }
 
 // worklistModel is the root of the model: a sequence-like node whose members are the top-level
 // attributes.
 var worklistModel = &worklistAttr{members: []*worklistAttr{
-	textAttr(TagAccessionNumber, VRSH, func(it *engine.WorklistItem) string { return it.AccessionNumber }),
-	{tag: tagIssuerOfAccessionNumberSequence, vr: VRSQ,
+	textAttr(dicom.TagAccessionNumber, dicom.VRSH, func(it *engine.WorklistItem) string { return it.AccessionNumber }),
+	{tag: tagIssuerOfAccessionNumberSequence, vr: dicom.VRSQ,
 		present: func(it *engine.WorklistItem) bool { return it.AccessionIssuer != "" },
 		members: []*worklistAttr{
-			textAttr(tagLocalNamespaceEntityID, VRUT, func(it *engine.WorklistItem) string { return it.AccessionIssuer }),
+			textAttr(tagLocalNamespaceEntityID, dicom.VRUT, func(it *engine.WorklistItem) string { return it.AccessionIssuer }),
 		}},
-	textAttr(tagReferringPhysicianName, VRPN, func(it *engine.WorklistItem) string { return it.ReferringPhysicianName }),
-	textAttr(TagPatientName, VRPN, func(it *engine.WorklistItem) string { return it.PatientName }),
-	textAttr(TagPatientID, VRLO, func(it *engine.WorklistItem) string { return it.PatientID }),
-	textAttr(tagIssuerOfPatientID, VRLO, func(it *engine.WorklistItem) string { return it.IssuerOfPatientID }),
-	textAttr(tagPatientBirthDate, VRDA, func(it *engine.WorklistItem) string { return it.PatientBirthDate }),
-	textAttr(tagPatientSex, VRCS, func(it *engine.WorklistItem) string { return it.PatientSex }),
-	textAttr(TagStudyInstanceUID, VRUI, func(it *engine.WorklistItem) string { return it.StudyInstanceUID }),
-	textAttr(tagRequestingPhysician, VRPN, func(it *engine.WorklistItem) string { return it.RequestingPhysician }),
-	textAttr(tagRequestedProcedureDescription, VRLO, func(it *engine.WorklistItem) string { return it.RequestedProcedureDescription }),
+	textAttr(tagReferringPhysicianName, dicom.VRPN, func(it *engine.WorklistItem) string { return it.ReferringPhysicianName }),
+	textAttr(dicom.TagPatientName, dicom.VRPN, func(it *engine.WorklistItem) string { return it.PatientName }),
+	textAttr(dicom.TagPatientID, dicom.VRLO, func(it *engine.WorklistItem) string { return it.PatientID }),
+	textAttr(tagIssuerOfPatientID, dicom.VRLO, func(it *engine.WorklistItem) string { return it.IssuerOfPatientID }),
+	textAttr(tagPatientBirthDate, dicom.VRDA, func(it *engine.WorklistItem) string { return it.PatientBirthDate }),
+	textAttr(tagPatientSex, dicom.VRCS, func(it *engine.WorklistItem) string { return it.PatientSex }),
+	textAttr(dicom.TagStudyInstanceUID, dicom.VRUI, func(it *engine.WorklistItem) string { return it.StudyInstanceUID }),
+	textAttr(tagRequestingPhysician, dicom.VRPN, func(it *engine.WorklistItem) string { return it.RequestingPhysician }),
+	textAttr(tagRequestedProcedureDescription, dicom.VRLO, func(it *engine.WorklistItem) string { return it.RequestedProcedureDescription }),
 	codeSequence(tagRequestedProcedureCodeSequence, func(it *engine.WorklistItem) *engine.Code { return &it.RequestedProcedureCode }),
-	textAttr(tagAdmissionID, VRLO, func(it *engine.WorklistItem) string { return it.AdmissionID }),
-	{tag: TagScheduledProcedureStepSequence, vr: VRSQ, members: []*worklistAttr{
-		textAttr(TagModality, VRCS, func(it *engine.WorklistItem) string { return it.Modality }),
-		textAttr(tagScheduledStationAETitle, VRAE, func(it *engine.WorklistItem) string { return it.StationAETitle }),
-		textAttr(tagSPSStartDate, VRDA, func(it *engine.WorklistItem) string { return it.StartDate }),
-		textAttr(tagSPSStartTime, VRTM, func(it *engine.WorklistItem) string { return it.StartTime }),
-		textAttr(tagScheduledPerformingPhysician, VRPN, func(it *engine.WorklistItem) string { return it.PerformingPhysician }),
-		textAttr(tagSPSDescription, VRLO, func(it *engine.WorklistItem) string { return it.StepDescription }),
+	textAttr(tagAdmissionID, dicom.VRLO, func(it *engine.WorklistItem) string { return it.AdmissionID }),
+	{tag: dicom.TagScheduledProcedureStepSequence, vr: dicom.VRSQ, members: []*worklistAttr{
+		textAttr(dicom.TagModality, dicom.VRCS, func(it *engine.WorklistItem) string { return it.Modality }),
+		textAttr(tagScheduledStationAETitle, dicom.VRAE, func(it *engine.WorklistItem) string { return it.StationAETitle }),
+		textAttr(tagSPSStartDate, dicom.VRDA, func(it *engine.WorklistItem) string { return it.StartDate }),
+		textAttr(tagSPSStartTime, dicom.VRTM, func(it *engine.WorklistItem) string { return it.StartTime }),
+		textAttr(tagScheduledPerformingPhysician, dicom.VRPN, func(it *engine.WorklistItem) string { return it.PerformingPhysician }),
+		textAttr(tagSPSDescription, dicom.VRLO, func(it *engine.WorklistItem) string { return it.StepDescription }),
 		codeSequence(tagScheduledProtocolCodeSequence, func(it *engine.WorklistItem) *engine.Code { return &it.StepCode }),
-		textAttr(tagSPSID, VRSH, func(it *engine.WorklistItem) string { return it.StepID }),
-		textAttr(tagScheduledStationName, VRSH, func(it *engine.WorklistItem) string { return it.StationName }),
-		textAttr(tagSPSStatus, VRCS, func(it *engine.WorklistItem) string { return it.StepStatus }),
+		textAttr(tagSPSID, dicom.VRSH, func(it *engine.WorklistItem) string { return it.StepID }),
+		textAttr(tagScheduledStationName, dicom.VRSH, func(it *engine.WorklistItem) string { return it.StationName }),
+		textAttr(tagSPSStatus, dicom.VRCS, func(it *engine.WorklistItem) string { return it.StepStatus }),
 	}},
-	textAttr(tagRequestedProcedureID, VRSH, func(it *engine.WorklistItem) string { return it.RequestedProcedureID }),
-	textAttr(tagReasonForRequestedProcedure, VRLO, func(it *engine.WorklistItem) string { return it.ReasonForRequestedProcedure }),
-	textAttr(tagRequestedProcedurePriority, VRSH, func(it *engine.WorklistItem) string { return it.RequestedProcedurePriority }),
-	textAttr(tagPlacerOrderNumber, VRLO, func(it *engine.WorklistItem) string { return it.PlacerOrderNumber }),
-	textAttr(tagFillerOrderNumber, VRLO, func(it *engine.WorklistItem) string { return it.FillerOrderNumber }),
+	textAttr(tagRequestedProcedureID, dicom.VRSH, func(it *engine.WorklistItem) string { return it.RequestedProcedureID }),
+	textAttr(tagReasonForRequestedProcedure, dicom.VRLO, func(it *engine.WorklistItem) string { return it.ReasonForRequestedProcedure }),
+	textAttr(tagRequestedProcedurePriority, dicom.VRSH, func(it *engine.WorklistItem) string { return it.RequestedProcedurePriority }),
+	textAttr(tagPlacerOrderNumber, dicom.VRLO, func(it *engine.WorklistItem) string { return it.PlacerOrderNumber }),
+	textAttr(tagFillerOrderNumber, dicom.VRLO, func(it *engine.WorklistItem) string { return it.FillerOrderNumber }),
 }}
 
 // worklistQuery is a compiled C-FIND identifier.
 type worklistQuery struct {
-	cs     *characterSet // the identifier's
+	cs     *dicom.CharacterSet // the identifier's
 	conds  []func(*engine.WorklistItem) bool
 	shape  []returnKey // the response identifier's top level
 	filter engine.WorklistFilter
@@ -282,8 +283,8 @@ type worklistQuery struct {
 // returnKey is one attribute of the response identifier: what the query asked for, in its
 // shape (PS3.4 C.2.2.1.2: return keys are the query's attributes).
 type returnKey struct {
-	tag  Tag
-	vr   VR
+	tag  dicom.Tag
+	vr   dicom.VR
 	attr *worklistAttr // nil: not in Ferry's model, returned empty
 	// For a sequence in the model: the keys of its item, or all of its attributes when the
 	// query's sequence had no item or an empty one.
@@ -292,15 +293,15 @@ type returnKey struct {
 }
 
 // compileWorklistQuery turns an identifier into conditions, a response shape and a store filter.
-// Errors are *keyError (a key no rule accepts) or wrap errUnsupportedCharset.
-func compileWorklistQuery(id *DataSet) (*worklistQuery, error) {
-	q := &worklistQuery{cs: charsetDefault}
-	if e := id.Get(TagSpecificCharacterSet); e != nil {
-		q.cs = parseCharacterSet(e.Strings())
+// Errors are *keyError (a key no rule accepts) or wrap ErrUnsupportedCharacterSet.
+func compileWorklistQuery(id *dicom.DataSet) (*worklistQuery, error) {
+	q := &worklistQuery{cs: dicom.DefaultCharacterSet}
+	if e := id.Get(dicom.TagSpecificCharacterSet); e != nil {
+		q.cs = dicom.ParseCharacterSet(e.Strings())
 	}
-	if e := id.Get(TagQueryRetrieveLevel); e != nil && len(e.Value) > 0 && e.singleString() != "" {
+	if e := id.Get(dicom.TagQueryRetrieveLevel); e != nil && len(e.Value) > 0 && singleString(e) != "" {
 		// A Query/Retrieve identifier sent to the worklist: the wrong information model.
-		return nil, &keyError{TagQueryRetrieveLevel, "Query/Retrieve Level is not a worklist key"}
+		return nil, &keyError{dicom.TagQueryRetrieveLevel, "Query/Retrieve Level is not a worklist key"}
 	}
 	var err error
 	q.shape, q.conds, err = q.compileLevel(id, worklistModel)
@@ -309,13 +310,13 @@ func compileWorklistQuery(id *DataSet) (*worklistQuery, error) {
 
 // compileLevel compiles the keys of one level: the identifier's top level, or the item of a
 // sequence key, against the model node whose members belong there.
-func (q *worklistQuery) compileLevel(ds *DataSet, node *worklistAttr) ([]returnKey, []func(*engine.WorklistItem) bool, error) {
+func (q *worklistQuery) compileLevel(ds *dicom.DataSet, node *worklistAttr) ([]returnKey, []func(*engine.WorklistItem) bool, error) {
 	var (
 		shape []returnKey
 		conds []func(*engine.WorklistItem) bool
 	)
 	combined := false
-	if node.tag == TagScheduledProcedureStepSequence {
+	if node.tag == dicom.TagScheduledProcedureStepSequence {
 		cond, err := q.combinedStart(ds)
 		if err != nil {
 			return nil, nil, err
@@ -325,15 +326,15 @@ func (q *worklistQuery) compileLevel(ds *DataSet, node *worklistAttr) ([]returnK
 		}
 	}
 	for _, e := range ds.Elements {
-		if e.Tag == TagSpecificCharacterSet || e.Tag.Element() == 0x0000 || e.Tag.Group()%2 == 1 {
+		if e.Tag == dicom.TagSpecificCharacterSet || e.Tag.Element() == 0x0000 || e.Tag.Group()%2 == 1 {
 			continue // not keys: the character set, group lengths, private attributes
 		}
 		attr := node.find(e.Tag)
 		if attr == nil {
 			q.noteUnsupported(e)
 			vr := e.VR
-			if vr == "" || vr == VRUN {
-				if dvr, _, ok := LookupTag(e.Tag); ok {
+			if vr == "" || vr == dicom.VRUN {
+				if dvr, _, ok := dicom.LookupTag(e.Tag); ok {
 					vr = dvr
 				}
 			}
@@ -341,8 +342,8 @@ func (q *worklistQuery) compileLevel(ds *DataSet, node *worklistAttr) ([]returnK
 			continue
 		}
 		rk := returnKey{tag: attr.tag, vr: attr.vr, attr: attr}
-		if attr.vr == VRSQ {
-			if e.VR != VRSQ && len(e.Value) > 0 {
+		if attr.vr == dicom.VRSQ {
+			if e.VR != dicom.VRSQ && len(e.Value) > 0 {
 				return nil, nil, &keyError{e.Tag, "sequence key is not encoded as a sequence"}
 			}
 			switch {
@@ -375,7 +376,7 @@ func (q *worklistQuery) compileLevel(ds *DataSet, node *worklistAttr) ([]returnK
 			shape = append(shape, rk)
 			continue
 		}
-		if e.VR == VRSQ || e.Items != nil {
+		if e.VR == dicom.VRSQ || e.Items != nil {
 			return nil, nil, &keyError{e.Tag, "key is a sequence where the attribute is not"}
 		}
 		shape = append(shape, rk)
@@ -406,30 +407,30 @@ func (q *worklistQuery) compileLevel(ds *DataSet, node *worklistAttr) ([]returnK
 }
 
 // keyElements returns the elements of a sequence key's item that are keys.
-func keyElements(ds *DataSet) []*Element {
-	return slices.DeleteFunc(slices.Clone(ds.Elements), func(e *Element) bool {
-		return e.Tag == TagSpecificCharacterSet || e.Tag.Element() == 0x0000 || e.Tag.Group()%2 == 1
+func keyElements(ds *dicom.DataSet) []*dicom.Element {
+	return slices.DeleteFunc(slices.Clone(ds.Elements), func(e *dicom.Element) bool {
+		return e.Tag == dicom.TagSpecificCharacterSet || e.Tag.Element() == 0x0000 || e.Tag.Group()%2 == 1
 	})
 }
 
 // values decodes a key's values from the identifier's character set and splits them.
-func (q *worklistQuery) values(e *Element, vr VR) ([]string, error) {
+func (q *worklistQuery) values(e *dicom.Element, vr dicom.VR) ([]string, error) {
 	if len(e.Value) == 0 {
 		return nil, nil
 	}
-	text, err := q.cs.decode(e.Value)
+	text, err := q.cs.Decode(e.Value)
 	if err != nil {
-		if errors.Is(err, errUnsupportedCharset) {
+		if errors.Is(err, dicom.ErrUnsupportedCharacterSet) {
 			return nil, err
 		}
 		return nil, &keyError{e.Tag, err.Error()}
 	}
-	return (&Element{VR: vr, Value: []byte(text)}).Strings(), nil
+	return (&dicom.Element{VR: vr, Value: []byte(text)}).Strings(), nil
 }
 
 // noteUnsupported records a key outside the model that asks for matching (a value, or a
 // sequence item with values): Ferry cannot match on it.
-func (q *worklistQuery) noteUnsupported(e *Element) {
+func (q *worklistQuery) noteUnsupported(e *dicom.Element) {
 	if len(e.Value) > 0 && len(bytesTrimPad(e.Value)) > 0 && !(wildcardVR(e.VR) && string(bytesTrimPad(e.Value)) == "*") {
 		q.unsupported = true
 	}
@@ -454,16 +455,16 @@ func bytesTrimPad(b []byte) []byte {
 // range and the date key has a single value or range: the pair then names one span of date-time
 // (PS3.4 C.2.2.2.5, combined date-time range matching). It returns nil when they are matched
 // apart.
-func (q *worklistQuery) combinedStart(sps *DataSet) (func(*engine.WorklistItem) bool, error) {
+func (q *worklistQuery) combinedStart(sps *dicom.DataSet) (func(*engine.WorklistItem) bool, error) {
 	de, te := sps.Get(tagSPSStartDate), sps.Get(tagSPSStartTime)
 	if de == nil || te == nil || de.Items != nil || te.Items != nil {
 		return nil, nil
 	}
-	dates, err := q.values(de, VRDA)
+	dates, err := q.values(de, dicom.VRDA)
 	if err != nil {
 		return nil, err
 	}
-	times, err := q.values(te, VRTM)
+	times, err := q.values(te, dicom.VRTM)
 	if err != nil {
 		return nil, err
 	}
@@ -497,11 +498,11 @@ func (q *worklistQuery) setFilter(attr *worklistAttr, values []string) {
 		return
 	}
 	switch attr.tag {
-	case TagAccessionNumber:
+	case dicom.TagAccessionNumber:
 		q.filter.AccessionNumber = v
-	case TagPatientID:
+	case dicom.TagPatientID:
 		q.filter.PatientID = v
-	case TagModality:
+	case dicom.TagModality:
 		q.filter.Modality = v
 	case tagScheduledStationAETitle:
 		q.filter.StationAETitle = v
@@ -511,8 +512,8 @@ func (q *worklistQuery) setFilter(attr *worklistAttr, values []string) {
 }
 
 // filterDate narrows the store query by the date key of a combined date-time range.
-func (q *worklistQuery) filterDate(e *Element) {
-	if values, err := q.values(e, VRDA); err == nil && len(values) == 1 {
+func (q *worklistQuery) filterDate(e *dicom.Element) {
+	if values, err := q.values(e, dicom.VRDA); err == nil && len(values) == 1 {
 		if lo, hi, err := parseRange(values[0], normDate, normDate); err == nil {
 			q.filter.StartDateFrom, q.filter.StartDateTo = lo, hi
 		}
@@ -544,60 +545,60 @@ func (q *worklistQuery) match(it *engine.WorklistItem) bool {
 // item (empty when Ferry holds no value), and Specific Character Set when any text is outside
 // ASCII (PS3.4 C.4.1.1.3.2: only then). Such text goes back in the query's character set when
 // that is not the default repertoire and holds every character, else in ISO_IR 192 (UTF-8).
-func (q *worklistQuery) response(it *engine.WorklistItem) *DataSet {
-	ds := &DataSet{Elements: buildLevel(nil, q.shape, it)}
+func (q *worklistQuery) response(it *engine.WorklistItem) *dicom.DataSet {
+	ds := &dicom.DataSet{Elements: buildLevel(nil, q.shape, it)}
 	if !hasNonASCII(ds) {
 		return ds
 	}
-	cs := charsetUTF8
-	if q.cs.enc != nil && transcode(ds, q.cs, true) {
+	cs := dicom.UTF8CharacterSet
+	if q.cs.Converts() && transcode(ds, q.cs, true) {
 		cs = q.cs
 		transcode(ds, q.cs, false)
 	}
-	ds.Set(NewString(TagSpecificCharacterSet, VRCS, cs.term))
+	ds.Set(dicom.NewString(dicom.TagSpecificCharacterSet, dicom.VRCS, cs.Term()))
 	return ds
 }
 
-func buildLevel(dst []*Element, shape []returnKey, it *engine.WorklistItem) []*Element {
+func buildLevel(dst []*dicom.Element, shape []returnKey, it *engine.WorklistItem) []*dicom.Element {
 	for _, rk := range shape {
 		switch {
-		case rk.attr == nil && rk.vr == VRSQ:
-			dst = append(dst, NewSequence(rk.tag))
+		case rk.attr == nil && rk.vr == dicom.VRSQ:
+			dst = append(dst, dicom.NewSequence(rk.tag))
 		case rk.attr == nil:
-			dst = append(dst, &Element{Tag: rk.tag, VR: rk.vr})
-		case rk.attr.vr == VRSQ:
+			dst = append(dst, &dicom.Element{Tag: rk.tag, VR: rk.vr})
+		case rk.attr.vr == dicom.VRSQ:
 			dst = append(dst, buildSequence(rk, it))
 		default:
-			dst = append(dst, &Element{Tag: rk.tag, VR: rk.vr, Value: []byte(rk.attr.text(it))})
+			dst = append(dst, &dicom.Element{Tag: rk.tag, VR: rk.vr, Value: []byte(rk.attr.text(it))})
 		}
 	}
 	return dst
 }
 
-func buildSequence(rk returnKey, it *engine.WorklistItem) *Element {
+func buildSequence(rk returnKey, it *engine.WorklistItem) *dicom.Element {
 	if rk.attr.present != nil && !rk.attr.present(it) {
-		return NewSequence(rk.tag)
+		return dicom.NewSequence(rk.tag)
 	}
 	if rk.all {
-		return NewSequence(rk.tag, &DataSet{Elements: buildLevel(nil, allKeys(rk.attr), it)})
+		return dicom.NewSequence(rk.tag, &dicom.DataSet{Elements: buildLevel(nil, allKeys(rk.attr), it)})
 	}
-	return NewSequence(rk.tag, &DataSet{Elements: buildLevel(nil, rk.items, it)})
+	return dicom.NewSequence(rk.tag, &dicom.DataSet{Elements: buildLevel(nil, rk.items, it)})
 }
 
 // allKeys is the shape that returns every attribute of a model node, in tag order.
 func allKeys(node *worklistAttr) []returnKey {
 	keys := make([]returnKey, 0, len(node.members))
 	for _, m := range node.members {
-		keys = append(keys, returnKey{tag: m.tag, vr: m.vr, attr: m, all: m.vr == VRSQ})
+		keys = append(keys, returnKey{tag: m.tag, vr: m.vr, attr: m, all: m.vr == dicom.VRSQ})
 	}
 	slices.SortFunc(keys, func(a, b returnKey) int { return cmp.Compare(a.tag, b.tag) })
 	return keys
 }
 
 // hasNonASCII reports whether a text value under Specific Character Set holds a non-ASCII byte.
-func hasNonASCII(ds *DataSet) bool {
+func hasNonASCII(ds *dicom.DataSet) bool {
 	for _, e := range ds.Elements {
-		if e.VR.affectedBySCS() && !isASCII(e.Value) {
+		if e.VR.AffectedBySCS() && !dicom.IsASCII(e.Value) {
 			return true
 		}
 		for _, it := range e.Items {
@@ -611,10 +612,10 @@ func hasNonASCII(ds *DataSet) bool {
 
 // transcode converts the text values under Specific Character Set from UTF-8 to cs, or with
 // dryRun only checks that every one can be; it reports whether all could.
-func transcode(ds *DataSet, cs *characterSet, dryRun bool) bool {
+func transcode(ds *dicom.DataSet, cs *dicom.CharacterSet, dryRun bool) bool {
 	for _, e := range ds.Elements {
-		if e.VR.affectedBySCS() && !isASCII(e.Value) {
-			b, ok := cs.encode(string(e.Value))
+		if e.VR.AffectedBySCS() && !dicom.IsASCII(e.Value) {
+			b, ok := cs.Encode(string(e.Value))
 			if !ok {
 				return false
 			}

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/text/encoding/charmap"
 
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -96,16 +97,16 @@ func testWorklist() []*engine.WorklistItem {
 }
 
 // key returns a text key with the dictionary's VR.
-func key(tag Tag, v string) *Element {
-	vr, _, ok := LookupTag(tag)
+func key(tag dicom.Tag, v string) *dicom.Element {
+	vr, _, ok := dicom.LookupTag(tag)
 	if !ok {
 		panic(fmt.Sprintf("key: %s not in the dictionary", tag))
 	}
-	return NewString(tag, vr, v)
+	return dicom.NewString(tag, vr, v)
 }
 
-func dataSet(elems ...*Element) *DataSet {
-	ds := &DataSet{}
+func dataSet(elems ...*dicom.Element) *dicom.DataSet {
+	ds := &dicom.DataSet{}
 	for _, e := range elems {
 		ds.Set(e)
 	}
@@ -113,9 +114,13 @@ func dataSet(elems ...*Element) *DataSet {
 }
 
 // seqKey returns a sequence key with one item holding elems.
-func seqKey(tag Tag, elems ...*Element) *Element { return NewSequence(tag, dataSet(elems...)) }
+func seqKey(tag dicom.Tag, elems ...*dicom.Element) *dicom.Element {
+	return dicom.NewSequence(tag, dataSet(elems...))
+}
 
-func sps(elems ...*Element) *Element { return seqKey(TagScheduledProcedureStepSequence, elems...) }
+func sps(elems ...*dicom.Element) *dicom.Element {
+	return seqKey(dicom.TagScheduledProcedureStepSequence, elems...)
+}
 
 // matchAccessions compiles the query and returns the accession numbers of the items it matches.
 func matchAccessions(t *testing.T, q *worklistQuery, items []*engine.WorklistItem) []string {
@@ -132,34 +137,34 @@ func matchAccessions(t *testing.T, q *worklistQuery, items []*engine.WorklistIte
 func TestWorklistMatching(t *testing.T) {
 	t.Parallel()
 	items := testWorklist()
-	tagPatientWeight := NewTag(0x0010, 0x1030)
+	tagPatientWeight := dicom.NewTag(0x0010, 0x1030)
 	tests := []struct {
 		name        string
-		query       *DataSet
+		query       *dicom.DataSet
 		want        string // accession numbers, comma separated
 		unsupported bool   // FF01
 	}{
-		{"universal: empty key", dataSet(key(TagAccessionNumber, "")), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", false},
-		{"universal: zero-item sequence", dataSet(NewSequence(TagScheduledProcedureStepSequence)), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", false},
+		{"universal: empty key", dataSet(key(dicom.TagAccessionNumber, "")), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", false},
+		{"universal: zero-item sequence", dataSet(dicom.NewSequence(dicom.TagScheduledProcedureStepSequence)), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", false},
 		{"universal: sequence with an empty item", dataSet(sps()), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", false},
-		{"universal: only *", dataSet(key(TagPatientName, "*")), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", false},
-		{"single value", dataSet(key(TagAccessionNumber, "ACC3")), "ACC3", false},
-		{"single value, padded", dataSet(key(TagAccessionNumber, "ACC3 ")), "ACC3", false},
-		{"single value matching is case-sensitive", dataSet(sps(key(TagModality, "ct"))), "", false},
-		{"single value matching is whole-value", dataSet(key(TagAccessionNumber, "ACC")), "", false},
-		{"PN matches case-insensitively", dataSet(key(TagPatientName, "doe^john")), "ACC1", false},
-		{"PN trailing empty components are not significant", dataSet(key(TagPatientName, "Doe^Jane")), "ACC3", false},
-		{"PN single value is the whole name", dataSet(key(TagPatientName, "DOE")), "", false},
-		{"wildcard *", dataSet(key(TagPatientName, "doe*")), "ACC1,ACC3,ACC5", false},
-		{"wildcard * in the middle", dataSet(key(TagPatientName, "*^j?h*")), "ACC1,ACC5", false},
-		{"wildcard ? is one character", dataSet(key(TagPatientName, "M?ller^*")), "ACC2", false},
-		{"wildcard ? does not match zero characters", dataSet(key(TagAccessionNumber, "ACC?1")), "", false},
-		{"wildcard on CS", dataSet(sps(key(TagModality, "C?"))), "ACC1,ACC3,ACC4,ACC6", false},
+		{"universal: only *", dataSet(key(dicom.TagPatientName, "*")), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", false},
+		{"single value", dataSet(key(dicom.TagAccessionNumber, "ACC3")), "ACC3", false},
+		{"single value, padded", dataSet(key(dicom.TagAccessionNumber, "ACC3 ")), "ACC3", false},
+		{"single value matching is case-sensitive", dataSet(sps(key(dicom.TagModality, "ct"))), "", false},
+		{"single value matching is whole-value", dataSet(key(dicom.TagAccessionNumber, "ACC")), "", false},
+		{"PN matches case-insensitively", dataSet(key(dicom.TagPatientName, "doe^john")), "ACC1", false},
+		{"PN trailing empty components are not significant", dataSet(key(dicom.TagPatientName, "Doe^Jane")), "ACC3", false},
+		{"PN single value is the whole name", dataSet(key(dicom.TagPatientName, "DOE")), "", false},
+		{"wildcard *", dataSet(key(dicom.TagPatientName, "doe*")), "ACC1,ACC3,ACC5", false},
+		{"wildcard * in the middle", dataSet(key(dicom.TagPatientName, "*^j?h*")), "ACC1,ACC5", false},
+		{"wildcard ? is one character", dataSet(key(dicom.TagPatientName, "M?ller^*")), "ACC2", false},
+		{"wildcard ? does not match zero characters", dataSet(key(dicom.TagAccessionNumber, "ACC?1")), "", false},
+		{"wildcard on CS", dataSet(sps(key(dicom.TagModality, "C?"))), "ACC1,ACC3,ACC4,ACC6", false},
 		{"wildcard is case-sensitive outside PN", dataSet(sps(key(tagScheduledStationAETitle, "ctae*"))), "", false},
-		{"several values: any matches", dataSet(sps(key(TagModality, `MR\US`))), "ACC2,ACC5", false},
-		{"list of UID matching", dataSet(key(TagStudyInstanceUID, `1.2.3.1\1.2.3.3\9.9`)), "ACC1,ACC3", false},
-		{"single UID", dataSet(key(TagStudyInstanceUID, "1.2.3.4")), "ACC4", false},
-		{"UID is not a wildcard", dataSet(key(TagStudyInstanceUID, "1.2.3.*")), "", false},
+		{"several values: any matches", dataSet(sps(key(dicom.TagModality, `MR\US`))), "ACC2,ACC5", false},
+		{"list of UID matching", dataSet(key(dicom.TagStudyInstanceUID, `1.2.3.1\1.2.3.3\9.9`)), "ACC1,ACC3", false},
+		{"single UID", dataSet(key(dicom.TagStudyInstanceUID, "1.2.3.4")), "ACC4", false},
+		{"UID is not a wildcard", dataSet(key(dicom.TagStudyInstanceUID, "1.2.3.*")), "", false},
 		{"date single value", dataSet(sps(key(tagSPSStartDate, "20240105"))), "ACC1,ACC2", false},
 		{"date range", dataSet(sps(key(tagSPSStartDate, "20240105-20240106"))), "ACC1,ACC2,ACC3,ACC4", false},
 		{"date range open end", dataSet(sps(key(tagSPSStartDate, "20240106-"))), "ACC3,ACC4,ACC5", false},
@@ -175,8 +180,8 @@ func TestWorklistMatching(t *testing.T) {
 		{"combined date-time range, open start", dataSet(sps(key(tagSPSStartDate, "-20240105"), key(tagSPSStartTime, "-0900"))), "ACC1,ACC6", false},
 		{"single date with a time range", dataSet(sps(key(tagSPSStartDate, "20240105"), key(tagSPSStartTime, "0000-1000"))), "ACC1", false},
 		{"date range with a single time: matched apart", dataSet(sps(key(tagSPSStartDate, "20240104-20240106"), key(tagSPSStartTime, "120000"))), "ACC6", false},
-		{"sequence matching: every key of the item", dataSet(sps(key(TagModality, "CT"), key(tagScheduledStationAETitle, "CTAE1"))), "ACC1,ACC4,ACC6", false},
-		{"sequence matching: typical modality query", dataSet(key(TagPatientName, ""), sps(key(TagModality, "CT"), key(tagScheduledStationAETitle, "CTAE1"),
+		{"sequence matching: every key of the item", dataSet(sps(key(dicom.TagModality, "CT"), key(tagScheduledStationAETitle, "CTAE1"))), "ACC1,ACC4,ACC6", false},
+		{"sequence matching: typical modality query", dataSet(key(dicom.TagPatientName, ""), sps(key(dicom.TagModality, "CT"), key(tagScheduledStationAETitle, "CTAE1"),
 			key(tagSPSStartDate, "20240105-20240106"), key(tagSPSStartTime, ""))), "ACC1,ACC4", false},
 		{"sequence matching: no item matches", dataSet(sps(key(tagScheduledStationAETitle, "NOPE"))), "", false},
 		{"code sequence matching", dataSet(seqKey(tagRequestedProcedureCodeSequence, key(tagCodeValue, "CT-HEAD"))), "ACC1", false},
@@ -185,20 +190,20 @@ func TestWorklistMatching(t *testing.T) {
 		{"nested code sequence", dataSet(sps(seqKey(tagScheduledProtocolCodeSequence, key(tagCodeMeaning, "head*")))), "", false},
 		{"nested code sequence, case", dataSet(sps(seqKey(tagScheduledProtocolCodeSequence, key(tagCodeMeaning, "Head*")))), "ACC1", false},
 		{"issuer of accession number", dataSet(seqKey(tagIssuerOfAccessionNumberSequence, key(tagLocalNamespaceEntityID, "HOSPACC"))), "ACC1", false},
-		{"patient ID and issuer", dataSet(key(TagPatientID, "P1"), key(tagIssuerOfPatientID, "HOSP")), "ACC1", false},
-		{"patient ID", dataSet(key(TagPatientID, "P1")), "ACC1,ACC6", false},
+		{"patient ID and issuer", dataSet(key(dicom.TagPatientID, "P1"), key(tagIssuerOfPatientID, "HOSP")), "ACC1", false},
+		{"patient ID", dataSet(key(dicom.TagPatientID, "P1")), "ACC1,ACC6", false},
 		{"sex", dataSet(key(tagPatientSex, "F")), "ACC3,ACC4", false},
-		{"unsupported optional key with a value: ignored, FF01", dataSet(key(tagPatientWeight, "70"), key(TagAccessionNumber, "ACC2")), "ACC2", true},
+		{"unsupported optional key with a value: ignored, FF01", dataSet(key(tagPatientWeight, "70"), key(dicom.TagAccessionNumber, "ACC2")), "ACC2", true},
 		{"unsupported key without a value: returned empty only", dataSet(key(tagPatientWeight, "")), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", false},
-		{"unsupported key inside the SPS item", dataSet(sps(key(NewTag(0x0040, 0x0011), "ROOM 2"))), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", true},
-		{"top-level Modality is not a worklist key", dataSet(key(TagModality, "MR")), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", true},
-		{"private attributes are ignored", dataSet(NewString(NewTag(0x0029, 0x0010), VRLO, "ACME"), NewString(NewTag(0x0029, 0x1001), VRLO, "x")), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", false},
-		{"non-ASCII PN (UTF-8 identifier)", dataSet(key(TagSpecificCharacterSet, "ISO_IR 192"), key(TagPatientName, "o'brien^seán")), "ACC4", false},
-		{"latin-1 identifier", dataSet(key(TagSpecificCharacterSet, "ISO_IR 100"), &Element{Tag: TagPatientName, VR: VRPN, Value: []byte("M\xfcller*")}), "ACC2", false},
-		{"latin-1 with ISO 2022 escapes", dataSet(key(TagSpecificCharacterSet, `\ISO 2022 IR 100`), &Element{Tag: TagPatientName, VR: VRPN, Value: []byte("\x1b-AM\xfcller^Hans")}), "ACC2", false},
-		{"default repertoire, undeclared latin-1", dataSet(&Element{Tag: TagPatientName, VR: VRPN, Value: []byte("M\xfcller*")}), "ACC2", false},
-		{"default repertoire, undeclared UTF-8", dataSet(key(TagPatientName, "Ng^李")), "ACC6", false},
-		{"unsupported character set, ASCII values", dataSet(key(TagSpecificCharacterSet, `\ISO 2022 IR 87`), key(TagAccessionNumber, "ACC5")), "ACC5", false},
+		{"unsupported key inside the SPS item", dataSet(sps(key(dicom.NewTag(0x0040, 0x0011), "ROOM 2"))), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", true},
+		{"top-level Modality is not a worklist key", dataSet(key(dicom.TagModality, "MR")), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", true},
+		{"private attributes are ignored", dataSet(dicom.NewString(dicom.NewTag(0x0029, 0x0010), dicom.VRLO, "ACME"), dicom.NewString(dicom.NewTag(0x0029, 0x1001), dicom.VRLO, "x")), "ACC1,ACC2,ACC3,ACC4,ACC5,ACC6", false},
+		{"non-ASCII PN (UTF-8 identifier)", dataSet(key(dicom.TagSpecificCharacterSet, "ISO_IR 192"), key(dicom.TagPatientName, "o'brien^seán")), "ACC4", false},
+		{"latin-1 identifier", dataSet(key(dicom.TagSpecificCharacterSet, "ISO_IR 100"), &dicom.Element{Tag: dicom.TagPatientName, VR: dicom.VRPN, Value: []byte("M\xfcller*")}), "ACC2", false},
+		{"latin-1 with ISO 2022 escapes", dataSet(key(dicom.TagSpecificCharacterSet, `\ISO 2022 IR 100`), &dicom.Element{Tag: dicom.TagPatientName, VR: dicom.VRPN, Value: []byte("\x1b-AM\xfcller^Hans")}), "ACC2", false},
+		{"default repertoire, undeclared latin-1", dataSet(&dicom.Element{Tag: dicom.TagPatientName, VR: dicom.VRPN, Value: []byte("M\xfcller*")}), "ACC2", false},
+		{"default repertoire, undeclared UTF-8", dataSet(key(dicom.TagPatientName, "Ng^李")), "ACC6", false},
+		{"unsupported character set, ASCII values", dataSet(key(dicom.TagSpecificCharacterSet, `\ISO 2022 IR 166`), key(dicom.TagAccessionNumber, "ACC5")), "ACC5", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -226,19 +231,19 @@ func TestWorklistFilter(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name  string
-		query *DataSet
+		query *dicom.DataSet
 		want  engine.WorklistFilter
 	}{
-		{"typical modality query", dataSet(key(TagPatientName, ""), sps(key(TagModality, "CT"), key(tagScheduledStationAETitle, "CTAE1"), key(tagSPSStartDate, "20240105-20240106"))),
+		{"typical modality query", dataSet(key(dicom.TagPatientName, ""), sps(key(dicom.TagModality, "CT"), key(tagScheduledStationAETitle, "CTAE1"), key(tagSPSStartDate, "20240105-20240106"))),
 			engine.WorklistFilter{Modality: "CT", StationAETitle: "CTAE1", StartDateFrom: "20240105", StartDateTo: "20240106"}},
-		{"accession and patient ID", dataSet(key(TagAccessionNumber, "ACC1"), key(TagPatientID, "P1")), engine.WorklistFilter{AccessionNumber: "ACC1", PatientID: "P1"}},
+		{"accession and patient ID", dataSet(key(dicom.TagAccessionNumber, "ACC1"), key(dicom.TagPatientID, "P1")), engine.WorklistFilter{AccessionNumber: "ACC1", PatientID: "P1"}},
 		{"single date", dataSet(sps(key(tagSPSStartDate, "2024.01.05"))), engine.WorklistFilter{StartDateFrom: "20240105", StartDateTo: "20240105"}},
 		{"open date ranges", dataSet(sps(key(tagSPSStartDate, "-20240105"))), engine.WorklistFilter{StartDateTo: "20240105"}},
 		{"combined date-time keeps the date bounds", dataSet(sps(key(tagSPSStartDate, "20240105-"), key(tagSPSStartTime, "0800-"))), engine.WorklistFilter{StartDateFrom: "20240105"}},
-		{"wildcards do not filter", dataSet(key(TagAccessionNumber, "ACC*"), key(TagPatientID, "P?"), sps(key(TagModality, "C*"))), engine.WorklistFilter{}},
-		{"several values do not filter", dataSet(sps(key(TagModality, `CT\MR`), key(tagSPSStartDate, `20240105\20240106`))), engine.WorklistFilter{}},
-		{"top-level Modality does not filter", dataSet(key(TagModality, "CT")), engine.WorklistFilter{}},
-		{"universal keys do not filter", dataSet(key(TagAccessionNumber, ""), sps(key(TagModality, ""))), engine.WorklistFilter{}},
+		{"wildcards do not filter", dataSet(key(dicom.TagAccessionNumber, "ACC*"), key(dicom.TagPatientID, "P?"), sps(key(dicom.TagModality, "C*"))), engine.WorklistFilter{}},
+		{"several values do not filter", dataSet(sps(key(dicom.TagModality, `CT\MR`), key(tagSPSStartDate, `20240105\20240106`))), engine.WorklistFilter{}},
+		{"top-level Modality does not filter", dataSet(key(dicom.TagModality, "CT")), engine.WorklistFilter{}},
+		{"universal keys do not filter", dataSet(key(dicom.TagAccessionNumber, ""), sps(key(dicom.TagModality, ""))), engine.WorklistFilter{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -258,9 +263,9 @@ func TestWorklistQueryErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
-		query   *DataSet
-		wantTag Tag  // the offending element of a *keyError
-		charset bool // errUnsupportedCharset instead
+		query   *dicom.DataSet
+		wantTag dicom.Tag // the offending element of a *keyError
+		charset bool      // ErrUnsupportedCharacterSet instead
 	}{
 		{"date not a date", dataSet(sps(key(tagSPSStartDate, "2024-13-01"))), tagSPSStartDate, false},
 		{"date month 13", dataSet(sps(key(tagSPSStartDate, "20241301"))), tagSPSStartDate, false},
@@ -269,21 +274,21 @@ func TestWorklistQueryErrors(t *testing.T) {
 		{"time hour 25", dataSet(sps(key(tagSPSStartTime, "2500"))), tagSPSStartTime, false},
 		{"time range backwards", dataSet(sps(key(tagSPSStartTime, "1200-0800"))), tagSPSStartTime, false},
 		{"combined range backwards", dataSet(sps(key(tagSPSStartDate, "20240105"), key(tagSPSStartTime, "1200-0800"))), tagSPSStartTime, false},
-		{"sequence key with two items", dataSet(NewSequence(TagScheduledProcedureStepSequence, dataSet(key(TagModality, "CT")), dataSet(key(TagModality, "MR")))), TagScheduledProcedureStepSequence, false},
-		{"sequence key sent as text", dataSet(NewString(TagScheduledProcedureStepSequence, VRCS, "CT")), TagScheduledProcedureStepSequence, false},
-		{"text key sent as a sequence", dataSet(NewSequence(TagPatientName, dataSet(key(TagPatientID, "")))), TagPatientName, false},
-		{"Query/Retrieve level", dataSet(key(TagQueryRetrieveLevel, "STUDY"), key(TagPatientID, "")), TagQueryRetrieveLevel, false},
-		{"invalid UTF-8 under ISO_IR 192", dataSet(key(TagSpecificCharacterSet, "ISO_IR 192"), &Element{Tag: TagPatientName, VR: VRPN, Value: []byte("M\xfcller")}), TagPatientName, false},
-		{"unknown escape under ISO 2022", dataSet(key(TagSpecificCharacterSet, `\ISO 2022 IR 100`), &Element{Tag: TagPatientName, VR: VRPN, Value: []byte("\x1b$B\x30\x21")}), TagPatientName, false},
-		{"unsupported character set, non-ASCII value", dataSet(key(TagSpecificCharacterSet, `\ISO 2022 IR 87`), &Element{Tag: TagPatientName, VR: VRPN, Value: []byte("\x1b$B\xb0\xa1")}), 0, true},
+		{"sequence key with two items", dataSet(dicom.NewSequence(dicom.TagScheduledProcedureStepSequence, dataSet(key(dicom.TagModality, "CT")), dataSet(key(dicom.TagModality, "MR")))), dicom.TagScheduledProcedureStepSequence, false},
+		{"sequence key sent as text", dataSet(dicom.NewString(dicom.TagScheduledProcedureStepSequence, dicom.VRCS, "CT")), dicom.TagScheduledProcedureStepSequence, false},
+		{"text key sent as a sequence", dataSet(dicom.NewSequence(dicom.TagPatientName, dataSet(key(dicom.TagPatientID, "")))), dicom.TagPatientName, false},
+		{"Query/Retrieve level", dataSet(key(dicom.TagQueryRetrieveLevel, "STUDY"), key(dicom.TagPatientID, "")), dicom.TagQueryRetrieveLevel, false},
+		{"invalid UTF-8 under ISO_IR 192", dataSet(key(dicom.TagSpecificCharacterSet, "ISO_IR 192"), &dicom.Element{Tag: dicom.TagPatientName, VR: dicom.VRPN, Value: []byte("M\xfcller")}), dicom.TagPatientName, false},
+		{"unknown escape under ISO 2022", dataSet(key(dicom.TagSpecificCharacterSet, `\ISO 2022 IR 100`), &dicom.Element{Tag: dicom.TagPatientName, VR: dicom.VRPN, Value: []byte("\x1b$B\x30\x21")}), dicom.TagPatientName, false},
+		{"unsupported character set, non-ASCII value", dataSet(key(dicom.TagSpecificCharacterSet, `\ISO 2022 IR 166`), &dicom.Element{Tag: dicom.TagPatientName, VR: dicom.VRPN, Value: []byte("\xa1\xa2")}), 0, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := compileWorklistQuery(tc.query)
 			if tc.charset {
-				if !errors.Is(err, errUnsupportedCharset) {
-					t.Fatalf("error %v, want errUnsupportedCharset", err)
+				if !errors.Is(err, dicom.ErrUnsupportedCharacterSet) {
+					t.Fatalf("error %v, want ErrUnsupportedCharacterSet", err)
 				}
 				return
 			}
@@ -305,46 +310,46 @@ func TestCompileKey(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
-		vr     VR
+		vr     dicom.VR
 		key    string
 		stored string
 		want   bool
 	}{
-		{"empty key is universal", VRLO, "", "anything", true},
-		{"* alone is universal even for an empty value", VRSH, "*", "", true},
-		{"exact", VRSH, "ABC", "ABC", true},
-		{"exact, empty stored value", VRSH, "ABC", "", false},
-		{"case matters", VRCS, "ABC", "abc", false},
-		{"* matches nothing", VRLO, "AB*", "AB", true},
-		{"* backtracks", VRLO, "a*b*c", "axxbyybzc", true},
-		{"* backtracks to failure", VRLO, "a*b*c", "axxbyyb", false},
-		{"? is exactly one", VRLO, "a?c", "ac", false},
-		{"? is a character, not a byte", VRLO, "?ber", "Über", true},
-		{"trailing *s", VRLO, "a**", "a", true},
-		{"PN fold", VRPN, "müller^hans", "MÜLLER^HANS", true},
-		{"PN fold with wildcard", VRPN, "MÜL*", "müller^hans", true},
-		{"PN trailing components", VRPN, "DOE^JOHN^^^", "DOE^JOHN", true},
-		{"PN groups", VRPN, "Yamada^Tarou=山田^太郎", "Yamada^Tarou=山田^太郎==", true},
-		{"DA single", VRDA, "20240105", "20240105", true},
-		{"DA range inclusive start", VRDA, "20240105-20240106", "20240105", true},
-		{"DA range inclusive end", VRDA, "20240105-20240106", "20240106", true},
-		{"DA range outside", VRDA, "20240105-20240106", "20240107", false},
-		{"DA stored invalid", VRDA, "20240105-", "garbage", false},
-		{"DA legacy stored", VRDA, "20240105", "2024.01.05", true},
-		{"TM by meaning", VRTM, "2230", "223000", true},
-		{"TM single is the instant", VRTM, "2230", "223030", false},
-		{"TM range end covers its precision", VRTM, "1000-12", "125959.5", true},
-		{"TM range start", VRTM, "1000-", "095959", false},
-		{"TM with fraction", VRTM, "101010.5-101010.6", "101010.55", true},
-		{"TM legacy", VRTM, "10:00-11:00", "10:30:00", true},
-		{"UI list", VRUI, `1.2\1.3`, "1.3", true},
-		{"UI prefix is not a match", VRUI, "1.2", "1.2.3", false},
-		{"values OR", VRCS, `CT\MR`, "MR", true},
+		{"empty key is universal", dicom.VRLO, "", "anything", true},
+		{"* alone is universal even for an empty value", dicom.VRSH, "*", "", true},
+		{"exact", dicom.VRSH, "ABC", "ABC", true},
+		{"exact, empty stored value", dicom.VRSH, "ABC", "", false},
+		{"case matters", dicom.VRCS, "ABC", "abc", false},
+		{"* matches nothing", dicom.VRLO, "AB*", "AB", true},
+		{"* backtracks", dicom.VRLO, "a*b*c", "axxbyybzc", true},
+		{"* backtracks to failure", dicom.VRLO, "a*b*c", "axxbyyb", false},
+		{"? is exactly one", dicom.VRLO, "a?c", "ac", false},
+		{"? is a character, not a byte", dicom.VRLO, "?ber", "Über", true},
+		{"trailing *s", dicom.VRLO, "a**", "a", true},
+		{"PN fold", dicom.VRPN, "müller^hans", "MÜLLER^HANS", true},
+		{"PN fold with wildcard", dicom.VRPN, "MÜL*", "müller^hans", true},
+		{"PN trailing components", dicom.VRPN, "DOE^JOHN^^^", "DOE^JOHN", true},
+		{"PN groups", dicom.VRPN, "Yamada^Tarou=山田^太郎", "Yamada^Tarou=山田^太郎==", true},
+		{"DA single", dicom.VRDA, "20240105", "20240105", true},
+		{"DA range inclusive start", dicom.VRDA, "20240105-20240106", "20240105", true},
+		{"DA range inclusive end", dicom.VRDA, "20240105-20240106", "20240106", true},
+		{"DA range outside", dicom.VRDA, "20240105-20240106", "20240107", false},
+		{"DA stored invalid", dicom.VRDA, "20240105-", "garbage", false},
+		{"DA legacy stored", dicom.VRDA, "20240105", "2024.01.05", true},
+		{"TM by meaning", dicom.VRTM, "2230", "223000", true},
+		{"TM single is the instant", dicom.VRTM, "2230", "223030", false},
+		{"TM range end covers its precision", dicom.VRTM, "1000-12", "125959.5", true},
+		{"TM range start", dicom.VRTM, "1000-", "095959", false},
+		{"TM with fraction", dicom.VRTM, "101010.5-101010.6", "101010.55", true},
+		{"TM legacy", dicom.VRTM, "10:00-11:00", "10:30:00", true},
+		{"UI list", dicom.VRUI, `1.2\1.3`, "1.3", true},
+		{"UI prefix is not a match", dicom.VRUI, "1.2", "1.2.3", false},
+		{"values OR", dicom.VRCS, `CT\MR`, "MR", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			values := (&Element{VR: tc.vr, Value: []byte(tc.key)}).Strings()
+			values := (&dicom.Element{VR: tc.vr, Value: []byte(tc.key)}).Strings()
 			m, err := compileKey(0x00100010, tc.vr, values)
 			if err != nil {
 				t.Fatal(err)
@@ -358,12 +363,12 @@ func TestCompileKey(t *testing.T) {
 
 // dumpDataSet renders a data set as one line per element, nested items indented: what the
 // response tests compare.
-func dumpDataSet(ds *DataSet) string {
+func dumpDataSet(ds *dicom.DataSet) string {
 	var b strings.Builder
-	var walk func(ds *DataSet, indent string)
-	walk = func(ds *DataSet, indent string) {
+	var walk func(ds *dicom.DataSet, indent string)
+	walk = func(ds *dicom.DataSet, indent string) {
 		for _, e := range ds.Elements {
-			if e.VR == VRSQ {
+			if e.VR == dicom.VRSQ {
 				fmt.Fprintf(&b, "%s%s SQ %d items\n", indent, e.Tag, len(e.Items))
 				for _, it := range e.Items {
 					walk(it, indent+"  ")
@@ -380,21 +385,21 @@ func dumpDataSet(ds *DataSet) string {
 func TestWorklistResponse(t *testing.T) {
 	t.Parallel()
 	items := testWorklist()
-	tagPatientWeight := NewTag(0x0010, 0x1030)
-	tagSPSLocation := NewTag(0x0040, 0x0011)
+	tagPatientWeight := dicom.NewTag(0x0010, 0x1030)
+	tagSPSLocation := dicom.NewTag(0x0040, 0x0011)
 	full := dataSet(
-		key(TagAccessionNumber, ""),
+		key(dicom.TagAccessionNumber, ""),
 		seqKey(tagIssuerOfAccessionNumberSequence),
-		key(TagPatientName, ""),
+		key(dicom.TagPatientName, ""),
 		key(tagPatientWeight, ""),
-		NewSequence(tagRequestedProcedureCodeSequence),
-		NewSequence(NewTag(0x0040, 0x100A)), // not in the model: an empty sequence back
-		sps(key(TagModality, "CT"), key(tagScheduledStationAETitle, ""), key(tagSPSStartDate, ""),
+		dicom.NewSequence(tagRequestedProcedureCodeSequence),
+		dicom.NewSequence(dicom.NewTag(0x0040, 0x100A)), // not in the model: an empty sequence back
+		sps(key(dicom.TagModality, "CT"), key(tagScheduledStationAETitle, ""), key(tagSPSStartDate, ""),
 			seqKey(tagScheduledProtocolCodeSequence, key(tagCodeValue, "")), key(tagSPSLocation, "")),
 	)
 	tests := []struct {
 		name  string
-		query *DataSet
+		query *dicom.DataSet
 		item  int
 		want  string
 	}{
@@ -429,7 +434,7 @@ func TestWorklistResponse(t *testing.T) {
   (0040,0011) SH ""
 (0040,100A) SQ 0 items
 `},
-		{"empty sequence item returns the whole step", dataSet(key(TagAccessionNumber, "ACC1"), sps()), 0, `(0008,0050) SH "ACC1"
+		{"empty sequence item returns the whole step", dataSet(key(dicom.TagAccessionNumber, "ACC1"), sps()), 0, `(0008,0050) SH "ACC1"
 (0040,0100) SQ 1 items
   (0008,0060) CS "CT"
   (0040,0001) AE "CTAE1"
@@ -445,22 +450,22 @@ func TestWorklistResponse(t *testing.T) {
   (0040,0010) SH "CT-ROOM-1"
   (0040,0020) CS "SCHEDULED"
 `},
-		{"UTF-8 answer for non-ASCII text", dataSet(key(TagPatientName, ""), key(TagPatientID, "P2")), 1, `(0008,0005) CS "ISO_IR 192"
+		{"UTF-8 answer for non-ASCII text", dataSet(key(dicom.TagPatientName, ""), key(dicom.TagPatientID, "P2")), 1, `(0008,0005) CS "ISO_IR 192"
 (0010,0010) PN "Müller^Hans"
 (0010,0020) LO "P2"
 `},
-		{"answer in the query's Latin-1", dataSet(key(TagSpecificCharacterSet, "ISO_IR 100"), key(TagPatientName, ""), key(TagPatientID, "P2")), 1, `(0008,0005) CS "ISO_IR 100"
+		{"answer in the query's Latin-1", dataSet(key(dicom.TagSpecificCharacterSet, "ISO_IR 100"), key(dicom.TagPatientName, ""), key(dicom.TagPatientID, "P2")), 1, `(0008,0005) CS "ISO_IR 100"
 (0010,0010) PN "M\xfcller^Hans"
 (0010,0020) LO "P2"
 `},
-		{"ISO 2022 query answered without escapes", dataSet(key(TagSpecificCharacterSet, `ISO 2022 IR 6\ISO 2022 IR 100`), key(TagPatientName, ""), key(TagPatientID, "P2")), 1, `(0008,0005) CS "ISO_IR 100"
+		{"ISO 2022 query answered without escapes", dataSet(key(dicom.TagSpecificCharacterSet, `ISO 2022 IR 6\ISO 2022 IR 100`), key(dicom.TagPatientName, ""), key(dicom.TagPatientID, "P2")), 1, `(0008,0005) CS "ISO_IR 100"
 (0010,0010) PN "M\xfcller^Hans"
 (0010,0020) LO "P2"
 `},
-		{"UTF-8 when Latin-1 cannot hold the text", dataSet(key(TagSpecificCharacterSet, "ISO_IR 100"), key(TagPatientName, "")), 5, `(0008,0005) CS "ISO_IR 192"
+		{"UTF-8 when Latin-1 cannot hold the text", dataSet(key(dicom.TagSpecificCharacterSet, "ISO_IR 100"), key(dicom.TagPatientName, "")), 5, `(0008,0005) CS "ISO_IR 192"
 (0010,0010) PN "Ng^李"
 `},
-		{"no Specific Character Set for ASCII text", dataSet(key(TagSpecificCharacterSet, "ISO_IR 100"), key(TagPatientName, "")), 0, `(0010,0010) PN "Doe^John"
+		{"no Specific Character Set for ASCII text", dataSet(key(dicom.TagSpecificCharacterSet, "ISO_IR 100"), key(dicom.TagPatientName, "")), 0, `(0010,0010) PN "Doe^John"
 `},
 	}
 	for _, tc := range tests {
@@ -487,7 +492,7 @@ func TestWorklistCyrillic(t *testing.T) {
 		return []byte(b)
 	}
 	items := []*engine.WorklistItem{{AccessionNumber: "A1", PatientName: "Иванов^Иван"}, {AccessionNumber: "A2", PatientName: "Petrov^Petr"}}
-	q, err := compileWorklistQuery(dataSet(key(TagSpecificCharacterSet, "ISO_IR 144"), &Element{Tag: TagPatientName, VR: VRPN, Value: enc("иванов*")}))
+	q, err := compileWorklistQuery(dataSet(key(dicom.TagSpecificCharacterSet, "ISO_IR 144"), &dicom.Element{Tag: dicom.TagPatientName, VR: dicom.VRPN, Value: enc("иванов*")}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,10 +500,10 @@ func TestWorklistCyrillic(t *testing.T) {
 		t.Fatalf("matches %v", got)
 	}
 	rsp := q.response(items[0])
-	if cs := rsp.String(TagSpecificCharacterSet); cs != "ISO_IR 144" {
+	if cs := rsp.String(dicom.TagSpecificCharacterSet); cs != "ISO_IR 144" {
 		t.Errorf("answered in %q", cs)
 	}
-	if name := rsp.Get(TagPatientName).Value; !bytes.Equal(name, enc("Иванов^Иван")) {
+	if name := rsp.Get(dicom.TagPatientName).Value; !bytes.Equal(name, enc("Иванов^Иван")) {
 		t.Errorf("name bytes %x", name)
 	}
 }
@@ -513,12 +518,12 @@ func worklistClient(t testing.TB, addr string, ts ...string) *Client {
 
 // find runs a C-FIND with the Client and returns the accession numbers of the matches, the
 // pending statuses and the final response.
-func find(t testing.TB, c *Client, q *DataSet) (accessions []string, matches []*DataSet, pending []Status, final *Command) {
+func find(t testing.TB, c *Client, q *dicom.DataSet) (accessions []string, matches []*dicom.DataSet, pending []dicom.Status, final *Command) {
 	t.Helper()
-	final, err := c.Find(testCtx(t), ModalityWorklistFindSOPClass, q, func(rsp *Command, match *DataSet) bool {
+	final, err := c.Find(testCtx(t), ModalityWorklistFindSOPClass, q, func(rsp *Command, match *dicom.DataSet) bool {
 		pending = append(pending, rsp.Status)
 		matches = append(matches, match)
-		accessions = append(accessions, match.String(TagAccessionNumber))
+		accessions = append(accessions, match.String(dicom.TagAccessionNumber))
 		return true
 	})
 	if err != nil {
@@ -529,13 +534,13 @@ func find(t testing.TB, c *Client, q *DataSet) (accessions []string, matches []*
 
 // typicalModalityQuery is what a CT scanner asks: today's steps for its modality and AE title,
 // with the attributes it puts in its images.
-func typicalModalityQuery(date string) *DataSet {
+func typicalModalityQuery(date string) *dicom.DataSet {
 	return dataSet(
-		key(TagAccessionNumber, ""), key(TagPatientName, ""), key(TagPatientID, ""), key(tagPatientBirthDate, ""),
-		key(tagPatientSex, ""), key(TagStudyInstanceUID, ""), key(tagRequestedProcedureID, ""),
-		key(tagRequestedProcedureDescription, ""), NewSequence(tagRequestedProcedureCodeSequence),
-		sps(key(TagModality, "CT"), key(tagScheduledStationAETitle, "CTAE1"), key(tagSPSStartDate, date),
-			key(tagSPSStartTime, ""), key(tagSPSID, ""), key(tagSPSDescription, ""), NewSequence(tagScheduledProtocolCodeSequence)),
+		key(dicom.TagAccessionNumber, ""), key(dicom.TagPatientName, ""), key(dicom.TagPatientID, ""), key(tagPatientBirthDate, ""),
+		key(tagPatientSex, ""), key(dicom.TagStudyInstanceUID, ""), key(tagRequestedProcedureID, ""),
+		key(tagRequestedProcedureDescription, ""), dicom.NewSequence(tagRequestedProcedureCodeSequence),
+		sps(key(dicom.TagModality, "CT"), key(tagScheduledStationAETitle, "CTAE1"), key(tagSPSStartDate, date),
+			key(tagSPSStartTime, ""), key(tagSPSID, ""), key(tagSPSDescription, ""), dicom.NewSequence(tagScheduledProtocolCodeSequence)),
 	)
 }
 
@@ -543,15 +548,15 @@ func TestWorklistFind(t *testing.T) {
 	t.Parallel()
 	src := &memoryWorklist{items: testWorklist(), filter: true}
 	addr := startServer(t, &Server{Services: []Service{WorklistService(src, testLogger(t))}})
-	for _, ts := range []string{ImplicitVRLittleEndian, ExplicitVRLittleEndian} {
+	for _, ts := range []string{dicom.ImplicitVRLittleEndian, dicom.ExplicitVRLittleEndian} {
 		t.Run(ts, func(t *testing.T) {
 			c := worklistClient(t, addr, ts)
 			accs, matches, pending, final := find(t, c, typicalModalityQuery("20240105-20240106"))
-			if final.Status != StatusSuccess || strings.Join(accs, ",") != "ACC1,ACC4" {
+			if final.Status != dicom.StatusSuccess || strings.Join(accs, ",") != "ACC1,ACC4" {
 				t.Fatalf("final %v, matches %v", final.Status, accs)
 			}
 			for i, st := range pending {
-				if st != StatusPending {
+				if st != dicom.StatusPending {
 					t.Errorf("match %d: status %v, want FF00", i, st)
 				}
 			}
@@ -559,28 +564,28 @@ func TestWorklistFind(t *testing.T) {
 				t.Errorf("store filter %+v, want %+v", src.lastFilter(), want)
 			}
 			m := matches[0]
-			if got := m.String(TagPatientName); got != "Doe^John" {
+			if got := m.String(dicom.TagPatientName); got != "Doe^John" {
 				t.Errorf("patient name %q", got)
 			}
-			step := m.Get(TagScheduledProcedureStepSequence)
+			step := m.Get(dicom.TagScheduledProcedureStepSequence)
 			if step == nil || len(step.Items) != 1 || step.Items[0].String(tagSPSID) != "SPS1" || step.Items[0].String(tagSPSStartTime) != "083000" {
 				t.Fatalf("scheduled procedure step %+v", step)
 			}
 			if code := step.Items[0].Get(tagScheduledProtocolCodeSequence); code == nil || len(code.Items) != 1 || code.Items[0].String(tagCodeMeaning) != "Head protocol" {
 				t.Errorf("protocol code %+v", code)
 			}
-			if m.Get(TagSpecificCharacterSet) != nil {
+			if m.Get(dicom.TagSpecificCharacterSet) != nil {
 				t.Errorf("Specific Character Set on an ASCII response")
 			}
 
 			// An optional key Ferry cannot match on: FF01.
-			_, _, pending, final = find(t, c, dataSet(key(TagAccessionNumber, "ACC2"), key(NewTag(0x0010, 0x1030), "70")))
-			if final.Status != StatusSuccess || !slices.Equal(pending, []Status{StatusPendingWarning}) {
+			_, _, pending, final = find(t, c, dataSet(key(dicom.TagAccessionNumber, "ACC2"), key(dicom.NewTag(0x0010, 0x1030), "70")))
+			if final.Status != dicom.StatusSuccess || !slices.Equal(pending, []dicom.Status{dicom.StatusPendingWarning}) {
 				t.Errorf("unsupported key: pending %v, final %v", pending, final.Status)
 			}
 			// Nothing matches: success alone.
-			accs, _, _, final = find(t, c, dataSet(key(TagAccessionNumber, "NONE")))
-			if final.Status != StatusSuccess || len(accs) != 0 {
+			accs, _, _, final = find(t, c, dataSet(key(dicom.TagAccessionNumber, "NONE")))
+			if final.Status != dicom.StatusSuccess || len(accs) != 0 {
 				t.Errorf("no match: %v %v", accs, final.Status)
 			}
 			if err := c.Release(testCtx(t)); err != nil {
@@ -601,21 +606,21 @@ func TestWorklistFindCancel(t *testing.T) {
 		addr := startServer(t, &Server{Services: []Service{WorklistService(&memoryWorklist{items: items}, nil)}})
 		c := worklistClient(t, addr)
 		seen := 0
-		final, err := c.Find(testCtx(t), ModalityWorklistFindSOPClass, dataSet(key(TagAccessionNumber, "")), func(*Command, *DataSet) bool {
+		final, err := c.Find(testCtx(t), ModalityWorklistFindSOPClass, dataSet(key(dicom.TagAccessionNumber, "")), func(*Command, *dicom.DataSet) bool {
 			seen++
 			return false
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if final.Status != StatusCancel || seen != 1 {
+		if final.Status != dicom.StatusCancel || seen != 1 {
 			t.Errorf("final %v after %d matches seen, want Cancel after 1", final.Status, seen)
 		}
-		if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+		if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 			t.Fatalf("echo after cancel: %v %v", st, err)
 		}
-		accs, _, _, final := find(t, c, dataSet(key(TagAccessionNumber, "A00042")))
-		if final.Status != StatusSuccess || !slices.Equal(accs, []string{"A00042"}) {
+		accs, _, _, final := find(t, c, dataSet(key(dicom.TagAccessionNumber, "A00042")))
+		if final.Status != dicom.StatusSuccess || !slices.Equal(accs, []string{"A00042"}) {
 			t.Errorf("query after cancel: %v %v", accs, final.Status)
 		}
 	})
@@ -624,7 +629,7 @@ func TestWorklistFindCancel(t *testing.T) {
 		addr := startServer(t, &Server{Services: []Service{WorklistService(&memoryWorklist{block: true}, nil)}})
 		c := worklistClient(t, addr)
 		id, ts, _ := c.Context(ModalityWorklistFindSOPClass)
-		body, err := EncodeDataSet(dataSet(key(TagAccessionNumber, "")), ts)
+		body, err := dicom.EncodeDataSet(dataSet(key(dicom.TagAccessionNumber, "")), ts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -639,7 +644,7 @@ func TestWorklistFindCancel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if msg.Command.Field != CFindRSP || msg.Command.Status != StatusCancel {
+		if msg.Command.Field != CFindRSP || msg.Command.Status != dicom.StatusCancel {
 			t.Errorf("response %s %v, want C-FIND-RSP Cancel", msg.Command.Field, msg.Command.Status)
 		}
 	})
@@ -678,8 +683,8 @@ func TestWorklistFindFailures(t *testing.T) {
 	broken := &memoryWorklist{err: errors.New("database is down")}
 	addr := startServer(t, &Server{Services: []Service{WorklistService(good, nil)}})
 	brokenAddr := startServer(t, &Server{Services: []Service{WorklistService(broken, nil)}})
-	encode := func(ds *DataSet) []byte {
-		b, err := EncodeDataSet(ds, ExplicitVRLittleEndian)
+	encode := func(ds *dicom.DataSet) []byte {
+		b, err := dicom.EncodeDataSet(ds, dicom.ExplicitVRLittleEndian)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -689,29 +694,29 @@ func TestWorklistFindFailures(t *testing.T) {
 		name      string
 		addr      string
 		data      []byte
-		want      Status
-		offending Tag
+		want      dicom.Status
+		offending dicom.Tag
 	}{
-		{"identifier does not decode", addr, []byte{0x10, 0x00, 0x10, 0x00, 'P', 'N', 0xFF, 0x00, 'x'}, StatusCannotUnderstand, TagPatientName},
-		{"identifier is a few stray bytes", addr, []byte{1, 2, 3}, StatusCannotUnderstand, 0},
-		{"no identifier", addr, nil, StatusIdentifierDoesNotMatchClass, 0},
-		{"Query/Retrieve level", addr, encode(dataSet(key(TagQueryRetrieveLevel, "STUDY"), key(TagStudyInstanceUID, ""))), StatusIdentifierDoesNotMatchClass, TagQueryRetrieveLevel},
-		{"bad date range", addr, encode(dataSet(sps(key(tagSPSStartDate, "20240107-20240101")))), StatusIdentifierDoesNotMatchClass, tagSPSStartDate},
-		{"unsupported character set", addr, encode(dataSet(key(TagSpecificCharacterSet, "ISO 2022 IR 87"), &Element{Tag: TagPatientName, VR: VRPN, Value: []byte("\x1b$B\xb0\xa1")})), StatusCannotUnderstand, TagSpecificCharacterSet},
-		{"store fails", brokenAddr, encode(dataSet(key(TagAccessionNumber, ""))), StatusCannotUnderstand, 0},
+		{"identifier does not decode", addr, []byte{0x10, 0x00, 0x10, 0x00, 'P', 'N', 0xFF, 0x00, 'x'}, dicom.StatusCannotUnderstand, dicom.TagPatientName},
+		{"identifier is a few stray bytes", addr, []byte{1, 2, 3}, dicom.StatusCannotUnderstand, 0},
+		{"no identifier", addr, nil, dicom.StatusIdentifierDoesNotMatchClass, 0},
+		{"Query/Retrieve level", addr, encode(dataSet(key(dicom.TagQueryRetrieveLevel, "STUDY"), key(dicom.TagStudyInstanceUID, ""))), dicom.StatusIdentifierDoesNotMatchClass, dicom.TagQueryRetrieveLevel},
+		{"bad date range", addr, encode(dataSet(sps(key(tagSPSStartDate, "20240107-20240101")))), dicom.StatusIdentifierDoesNotMatchClass, tagSPSStartDate},
+		{"unsupported character set", addr, encode(dataSet(key(dicom.TagSpecificCharacterSet, "ISO 2022 IR 166"), &dicom.Element{Tag: dicom.TagPatientName, VR: dicom.VRPN, Value: []byte("\xa1\xa2")})), dicom.StatusCannotUnderstand, dicom.TagSpecificCharacterSet},
+		{"store fails", brokenAddr, encode(dataSet(key(dicom.TagAccessionNumber, ""))), dicom.StatusCannotUnderstand, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := worklistClient(t, tc.addr, ExplicitVRLittleEndian)
+			c := worklistClient(t, tc.addr, dicom.ExplicitVRLittleEndian)
 			rsp := rawFind(t, c, tc.data)
 			if rsp.Status != tc.want || rsp.ErrorComment == "" {
 				t.Errorf("status %v comment %q, want %v with a comment", rsp.Status, rsp.ErrorComment, tc.want)
 			}
-			var offending Tag
+			var offending dicom.Tag
 			for _, e := range rsp.Other {
-				if e.Tag == TagOffendingElement && len(e.Value) == 4 {
-					offending = NewTag(binary.LittleEndian.Uint16(e.Value), binary.LittleEndian.Uint16(e.Value[2:]))
+				if e.Tag == dicom.TagOffendingElement && len(e.Value) == 4 {
+					offending = dicom.NewTag(binary.LittleEndian.Uint16(e.Value), binary.LittleEndian.Uint16(e.Value[2:]))
 				}
 			}
 			if offending != tc.offending {
@@ -721,16 +726,16 @@ func TestWorklistFindFailures(t *testing.T) {
 				t.Errorf("error comment leaks the store's error: %q", rsp.ErrorComment)
 			}
 			// The association goes on, and so does the SCP for a new one.
-			if st, err := c.Echo(testCtx(t)); err != nil || st != StatusSuccess {
+			if st, err := c.Echo(testCtx(t)); err != nil || st != dicom.StatusSuccess {
 				t.Fatalf("echo after the failure: %v %v", st, err)
 			}
 			if tc.addr == addr {
-				if accs, _, _, final := find(t, c, dataSet(key(TagAccessionNumber, "ACC2"))); final.Status != StatusSuccess || len(accs) != 1 {
+				if accs, _, _, final := find(t, c, dataSet(key(dicom.TagAccessionNumber, "ACC2"))); final.Status != dicom.StatusSuccess || len(accs) != 1 {
 					t.Errorf("query on the same association: %v %v", accs, final.Status)
 				}
 			}
 			c2 := worklistClient(t, addr)
-			if accs, _, _, final := find(t, c2, dataSet(key(TagAccessionNumber, "ACC3"))); final.Status != StatusSuccess || !slices.Equal(accs, []string{"ACC3"}) {
+			if accs, _, _, final := find(t, c2, dataSet(key(dicom.TagAccessionNumber, "ACC3"))); final.Status != dicom.StatusSuccess || !slices.Equal(accs, []string{"ACC3"}) {
 				t.Errorf("query on a new association: %v %v", accs, final.Status)
 			}
 		})
@@ -747,7 +752,7 @@ func TestWorklistCalledAETitle(t *testing.T) {
 		t.Fatalf("Dial to an unknown called AE title: %v, want A-ASSOCIATE-RJ reason 7", err)
 	}
 	c := worklistClient(t, addr)
-	if accs, _, _, final := find(t, c, dataSet(key(TagAccessionNumber, ""), key(TagPatientID, "P1"))); final.Status != StatusSuccess || strings.Join(accs, ",") != "ACC1,ACC6" {
+	if accs, _, _, final := find(t, c, dataSet(key(dicom.TagAccessionNumber, ""), key(dicom.TagPatientID, "P1"))); final.Status != dicom.StatusSuccess || strings.Join(accs, ",") != "ACC1,ACC6" {
 		t.Errorf("query after the rejection: %v %v", accs, final.Status)
 	}
 }

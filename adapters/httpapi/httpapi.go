@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/ferryhealth/ferry/adapters/dicomweb"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -30,6 +29,14 @@ type MessageLog interface {
 	Ping(ctx context.Context) error
 }
 
+// Routes is a part of the HTTP API that another package serves (the DICOMweb edge,
+// adapters/dicomweb.STOW): the server mounts a group at BasePath, behind authentication, and
+// Register adds the part's routes to it. The server knows nothing else of the part.
+type Routes interface {
+	BasePath() string
+	Register(g *echo.Group)
+}
+
 // Options configures the HTTP server. Messages and AdminToken are required.
 type Options struct {
 	Messages MessageLog
@@ -37,9 +44,9 @@ type Options struct {
 	AdminToken string
 	// Resources serves the FHIR REST API under /fhir/r4 (see fhir.go); nil: no FHIR API.
 	Resources FHIRResources
-	// DICOMweb serves STOW-RS under /dicomweb behind the admin token (adapters/dicomweb); nil:
-	// no DICOMweb.
-	DICOMweb *dicomweb.STOW
+	// DICOMweb serves the DICOMweb routes under their base path behind the admin token
+	// (adapters/dicomweb.STOW); nil: no DICOMweb.
+	DICOMweb Routes
 	// Mappings, if set, serves POST /api/v1/mappings/test with the mappings in force.
 	Mappings func() MappingTester
 	// Deliveries, if set, serves /api/v1/deliveries: the report outbox, its dead letters and
@@ -60,6 +67,9 @@ type Options struct {
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
+	// Readiness are the checks /readyz makes besides the store's Ping (readiness.go): the
+	// commits, the instance store.
+	Readiness []ReadinessCheck
 	// TrustedProxies are the load balancers and reverse proxies whose X-Forwarded-For (or
 	// X-Real-IP) names the client; from any other peer those headers are ignored and the TCP
 	// peer is the client address audited (clientip.go). Empty: no proxy is trusted.
@@ -89,13 +99,7 @@ func New(opt Options) (*echo.Echo, error) {
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
-	e.GET("/readyz", func(c echo.Context) error {
-		if err := opt.Messages.Ping(c.Request().Context()); err != nil {
-			opt.Logger.Warn("readiness check failed: store unreachable", "err", err)
-			return echo.NewHTTPError(http.StatusServiceUnavailable, "store unreachable")
-		}
-		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
-	})
+	e.GET("/readyz", readyz(append([]ReadinessCheck{{Name: "store", Check: opt.Messages.Ping}}, opt.Readiness...), opt.Logger))
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{})))
 
 	api := e.Group("/api/v1", bearerAuth(opt.AdminToken))
@@ -110,6 +114,7 @@ func New(opt Options) (*echo.Echo, error) {
 		api.GET("/deliveries", da.list)
 		api.GET("/deliveries/:id", da.get)
 		api.POST("/deliveries/:id/replay", da.replay)
+		api.POST("/deliveries/replay", da.replayAll)
 	}
 	if opt.Turnaround != nil {
 		ta := &turnaroundAPI{log: opt.Turnaround, sla: opt.TurnaroundSLAs, logger: opt.Logger}
@@ -131,7 +136,7 @@ func New(opt Options) (*echo.Echo, error) {
 		registerFHIR(e.Group(fhirBasePath), opt)
 	}
 	if opt.DICOMweb != nil {
-		opt.DICOMweb.Register(e.Group(dicomweb.BasePath, bearerAuth(opt.AdminToken)))
+		opt.DICOMweb.Register(e.Group(opt.DICOMweb.BasePath(), bearerAuth(opt.AdminToken)))
 	}
 
 	// Go runtime profiles for performance work, behind the admin token.

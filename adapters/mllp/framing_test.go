@@ -7,11 +7,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/ferryhealth/ferry/internal/workcount"
 )
 
 // frame wraps msg in MLLP block characters.
@@ -485,18 +486,6 @@ func BenchmarkWriteMsg(b *testing.B) {
 	}
 }
 
-// allocatedBy returns the bytes the process allocated while fn ran (runtime.MemStats
-// TotalAlloc). Tests that use it do not run in parallel, so what else runs is small beside the
-// megabytes they measure.
-func allocatedBy(fn func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	fn()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
-
 // A large message read with NextOwned costs at most twice its size in allocations (the chunks
 // it is gathered in, then one exact copy), where a growing buffer allocated about five times it
 // and the listener's copy for the handler one more (issue 17: 50 concurrent 15 MB frames held
@@ -507,7 +496,7 @@ func TestReaderNextOwnedAllocations(t *testing.T) {
 	in := append(append([]byte{StartBlock}, msg...), EndBlock, CarriageReturn)
 	var got []byte
 	var err error
-	alloc := allocatedBy(func() {
+	alloc := workcount.Allocated(func() {
 		got, err = NewReader(bytes.NewReader(in), DefaultMaxMessageSize).NextOwned()
 	})
 	if err != nil || !bytes.Equal(got, msg) {
@@ -521,7 +510,7 @@ func TestReaderNextOwnedAllocations(t *testing.T) {
 	// Oversized: 4× the cap is sent; what is kept is bounded by the cap, not by what was sent.
 	const cap = 1 << 20
 	big := append(append([]byte{StartBlock}, bytes.Repeat([]byte("x"), 4*cap)...), EndBlock, CarriageReturn)
-	alloc = allocatedBy(func() {
+	alloc = workcount.Allocated(func() {
 		_, err = NewReader(bytes.NewReader(big), cap).NextOwned()
 	})
 	var tl *TooLargeError

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/ferryhealth/ferry/internal/workcount"
 )
 
 // dialFrom connects to addr from the local IP from (127.0.0.0/8 is all loopback on Linux), so a
@@ -312,7 +314,7 @@ func TestServerFrameAllocations(t *testing.T) {
 	c := dial(t, ts.addr)
 	msg := bytes.Repeat([]byte("OBX|1|ED|PDF^Report||^AP^PDF^Base64^JVBERi0xLjQK\r"), size/50)
 	framed := append(append([]byte{StartBlock}, msg...), EndBlock, CarriageReturn)
-	alloc := allocatedBy(func() {
+	alloc := workcount.Allocated(func() {
 		go func() { _, _ = c.Write(framed) }()
 		if n := <-got; n != len(msg) {
 			t.Errorf("the handler got %d bytes, want %d", n, len(msg))

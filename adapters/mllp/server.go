@@ -3,7 +3,6 @@ package mllp
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,12 +11,12 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ferryhealth/ferry/internal/connlimit"
+	"github.com/ferryhealth/ferry/internal/listener"
 )
 
 // Defaults the Server applies to zero fields.
@@ -113,7 +112,7 @@ type Server struct {
 	// Handler answers each message. Required.
 	Handler Handler
 	// TLSConfig, when set, makes every connection TLS; with ClientAuth set to
-	// tls.RequireAndVerifyClientCert it is mutual TLS. See TLSConfig (the function) to build one
+	// tls.RequireAndVerifyClientCert it is mutual TLS. internal/tlsconfig.Server builds one
 	// from PEM files. nil: plain TCP.
 	TLSConfig *tls.Config
 	// MaxConns caps concurrent connections (default DefaultMaxConns, 1000). A connection over the
@@ -155,16 +154,11 @@ type Server struct {
 	// Metrics, when set, receives counts (see Observer).
 	Metrics Observer
 
-	mu         sync.Mutex
-	listeners  []net.Listener
-	conns      map[*serverConn]struct{}
-	inShutdown atomic.Bool
-	active     atomic.Int64 // connections being served, for MaxConns
+	life       listener.Lifecycle[*serverConn] // the listeners and connections, until Shutdown
+	active     atomic.Int64                    // connections being served, for MaxConns
 	limitsOnce sync.Once
 	perAddr    connlimit.PerAddress // connections open or in their handshake per source IP
 	handshakes connlimit.Handshakes // TLS handshakes in progress, for MaxHandshakes
-	baseCtx    context.Context
-	cancelBase context.CancelFunc
 }
 
 // serverConn is one accepted connection.
@@ -182,36 +176,11 @@ const (
 	stateClosing              // Shutdown closed it
 )
 
-// TLSConfig builds a server tls.Config from PEM files: the server certificate chain and its key,
-// and, when clientCAFile is not empty, the CA bundle that client certificates must chain to —
-// then the config requires and verifies a client certificate (mutual TLS). The caller (the serve
-// command) builds it once at start; an error names the file that could not be used.
-func TLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("loading MLLP TLS certificate %s and key %s: %w", certFile, keyFile, err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, CipherSuites: AEADCipherSuites()}
-	if clientCAFile != "" {
-		pem, err := os.ReadFile(clientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading MLLP client CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("reading MLLP client CA file %s: no PEM certificate in it", clientCAFile)
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return cfg, nil
-}
-
 // ListenAndServe listens on the TCP address addr (DefaultAddr, ":2575", when empty) and serves
 // it until Shutdown, after which it returns ErrServerClosed. Any other error means the server
 // could not listen or the listener failed.
 func (s *Server) ListenAndServe(addr string) error {
-	if s.inShutdown.Load() {
+	if s.life.ShuttingDown() {
 		return ErrServerClosed
 	}
 	if addr == "" {
@@ -232,46 +201,28 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return errors.New("mllp: Server.Handler is nil")
 	}
-	if !s.trackListener(ln, true) {
-		ln.Close()
-		return ErrServerClosed
-	}
-	defer s.trackListener(ln, false)
-	defer ln.Close()
-
 	log := s.logger()
-	var delay time.Duration // backoff after a temporary accept error, as net/http does
-	for {
-		rwc, err := ln.Accept()
-		if err != nil {
-			if s.inShutdown.Load() {
-				return ErrServerClosed
-			}
-			var te interface{ Temporary() bool }
-			if errors.As(err, &te) && te.Temporary() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				log.Warn("MLLP accept failed; retrying", "err", err, "retry_in", delay)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("accepting MLLP connections: %w", err)
-		}
-		delay = 0
+	err := s.life.Serve(ln, log, "MLLP", func(rwc net.Conn) error {
 		c := &serverConn{rwc: rwc}
 		if !s.admit(c, log) {
 			rwc.Close()
 			if s.Metrics != nil {
 				s.Metrics.ConnRejected()
 			}
-			continue
+			return nil
 		}
-		if !s.trackConn(c, true) {
+		if !s.life.Track(c) {
 			s.release(c)
 			rwc.Close()
-			return ErrServerClosed
+			return listener.ErrClosed
 		}
 		go s.serveConn(c)
+		return nil
+	})
+	if errors.Is(err, listener.ErrClosed) {
+		return ErrServerClosed
 	}
+	return err
 }
 
 // admit applies the limits to a connection just accepted: its address's share, then a handshake
@@ -344,16 +295,8 @@ func (s *Server) release(c *serverConn) {
 }
 
 // Addr returns the address of the first listener being served, or nil before Serve has started
-// and after it returned.
-// Tests and the serve command use it to learn the port chosen for ":0".
-func (s *Server) Addr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.listeners) == 0 {
-		return nil
-	}
-	return s.listeners[0].Addr()
-}
+// and after it returned. Tests and the serve command use it to learn the port chosen for ":0".
+func (s *Server) Addr() net.Addr { return s.life.Addr() }
 
 // Shutdown stops the server gracefully: it closes the listeners, closes every connection that
 // has no frame in progress, and lets each of the others finish the message in hand (reading the
@@ -362,87 +305,16 @@ func (s *Server) Addr() net.Addr {
 // context and returns ctx's error without waiting for the handlers to return; messages cut off
 // that way were not acknowledged, so their senders send them again.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.inShutdown.Store(true)
-	s.mu.Lock()
-	for _, ln := range s.listeners {
-		ln.Close()
-	}
-	s.mu.Unlock()
-
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if s.closeIdleConns() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			s.mu.Lock()
-			for c := range s.conns {
-				c.state.Store(stateClosing)
-				c.rwc.Close()
-			}
-			s.mu.Unlock()
-			s.context() // make sure cancelBase exists
-			s.cancelBase()
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-}
-
-// closeIdleConns closes connections with no frame in progress and reports whether none is left.
-func (s *Server) closeIdleConns() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
+	closeIdle := func(c *serverConn) {
 		if c.state.CompareAndSwap(stateIdle, stateClosing) {
 			c.rwc.Close()
 		}
 	}
-	return len(s.conns) == 0
-}
-
-func (s *Server) trackListener(ln net.Listener, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		s.listeners = slices.DeleteFunc(s.listeners, func(l net.Listener) bool { return l == ln })
-		return true
+	closeNow := func(c *serverConn) {
+		c.state.Store(stateClosing)
+		c.rwc.Close()
 	}
-	if s.inShutdown.Load() {
-		return false
-	}
-	s.listeners = append(s.listeners, ln)
-	return true
-}
-
-func (s *Server) trackConn(c *serverConn, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		delete(s.conns, c)
-		return true
-	}
-	if s.inShutdown.Load() {
-		return false
-	}
-	if s.conns == nil {
-		s.conns = make(map[*serverConn]struct{})
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-// context returns the base context of handler contexts; Shutdown cancels it when its deadline
-// passes.
-func (s *Server) context() context.Context {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.baseCtx == nil {
-		s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
-	}
-	return s.baseCtx
+	return s.life.Shutdown(ctx, closeIdle, closeNow, context.Canceled)
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -489,7 +361,7 @@ func (s *Server) serveConn(c *serverConn) {
 			log.Error("MLLP connection goroutine panicked", "panic", panicText(p), "stack", string(debug.Stack()))
 		}
 		c.rwc.Close()
-		s.trackConn(c, false)
+		s.life.Untrack(c)
 		s.release(c)
 		attrs := []any{"frames", frames, "discarded_bytes", discarded}
 		switch {
@@ -517,7 +389,7 @@ func (s *Server) serveConn(c *serverConn) {
 	if s.TLSConfig != nil {
 		// The handshake holds a handshake place, not a slot: peers that never finish one cannot
 		// keep senders that do out (issue 17). It must finish within HandshakeTimeout.
-		tc, err := s.handshakes.Handshake(s.context(), c.rwc, s.TLSConfig)
+		tc, err := s.handshakes.Handshake(s.life.Context(), c.rwc, s.TLSConfig)
 		c.handshaking = false
 		if err != nil {
 			if c.state.Load() != stateClosing {
@@ -542,7 +414,7 @@ func (s *Server) serveConn(c *serverConn) {
 	}
 	log.Debug("MLLP connection opened", "tls", tlsState != nil)
 
-	ctx, cancel := context.WithCancel(s.context())
+	ctx, cancel := context.WithCancel(s.life.Context())
 	defer cancel()
 	fr := NewReader(conn, s.MaxMessageSize)
 	fr.onFrameStart = func() {
@@ -553,7 +425,7 @@ func (s *Server) serveConn(c *serverConn) {
 	w := NewWriter(conn)
 
 	for {
-		if s.inShutdown.Load() {
+		if s.life.ShuttingDown() {
 			return
 		}
 		// Until its first frame a connection gets FirstFrameTimeout, after that IdleTimeout.

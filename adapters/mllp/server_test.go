@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/internal/testwait"
+
+	"github.com/ferryhealth/ferry/internal/tlsconfig"
 )
 
 // countingObserver records what the Server reports.
@@ -676,11 +678,11 @@ func TestTLSConfigFromFiles(t *testing.T) {
 	caFile := write("ca.pem", &pem.Block{Type: "CERTIFICATE", Bytes: pki.caDER})
 	notPEM := write("junk.pem")
 
-	cfg, err := TLSConfig(certFile, keyFile, "")
+	cfg, err := tlsconfig.Server(certFile, keyFile, "")
 	if err != nil || cfg.ClientAuth != tls.NoClientCert || len(cfg.Certificates) != 1 || cfg.MinVersion != tls.VersionTLS12 {
 		t.Fatalf("TLSConfig without client CA = %+v, %v", cfg, err)
 	}
-	cfg, err = TLSConfig(certFile, keyFile, caFile)
+	cfg, err = tlsconfig.Server(certFile, keyFile, caFile)
 	if err != nil || cfg.ClientAuth != tls.RequireAndVerifyClientCert || cfg.ClientCAs == nil {
 		t.Fatalf("TLSConfig with client CA = %+v, %v", cfg, err)
 	}
@@ -695,8 +697,8 @@ func TestTLSConfigFromFiles(t *testing.T) {
 		{certFile, keyFile, filepath.Join(dir, "missing-ca.pem")},
 		{certFile, keyFile, notPEM},
 	} {
-		if _, err := TLSConfig(bad[0], bad[1], bad[2]); err == nil {
-			t.Errorf("TLSConfig(%q, %q, %q) succeeded", bad[0], bad[1], bad[2])
+		if _, err := tlsconfig.Server(bad[0], bad[1], bad[2]); err == nil {
+			t.Errorf("tlsconfig.Server(%q, %q, %q) succeeded", bad[0], bad[1], bad[2])
 		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/ferryhealth/ferry/internal/tlsconfig"
 )
 
 // The server config from files refuses a client that offers only CBC suites over TLS 1.2, or
@@ -30,13 +32,13 @@ func TestTLSConfigRefusesCBCAndOldVersions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := TLSConfig(write("server.pem", &pem.Block{Type: "CERTIFICATE", Bytes: pki.server.Certificate[0]}),
+	cfg, err := tlsconfig.Server(write("server.pem", &pem.Block{Type: "CERTIFICATE", Bytes: pki.server.Certificate[0]}),
 		write("server.key", &pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range cfg.CipherSuites {
-		if !slices.Contains(AEADCipherSuites(), s) {
+		if !slices.Contains(tlsconfig.AEADCipherSuites(), s) {
 			t.Errorf("server offers %s, not an AEAD suite", tls.CipherSuiteName(s))
 		}
 	}
@@ -84,26 +86,5 @@ func TestTLSConfigRefusesCBCAndOldVersions(t *testing.T) {
 				t.Fatalf("answer %q, %v", ack, err)
 			}
 		})
-	}
-}
-
-func TestClientTLSConfig(t *testing.T) {
-	t.Parallel()
-	cfg, err := ClientTLSConfig("", "", "", "ehr.example")
-	if err != nil || cfg.MinVersion != tls.VersionTLS12 || cfg.ServerName != "ehr.example" || !slices.Equal(cfg.CipherSuites, AEADCipherSuites()) {
-		t.Fatalf("ClientTLSConfig = %+v, %v", cfg, err)
-	}
-	dir := t.TempDir()
-	junk := filepath.Join(dir, "junk.pem")
-	os.WriteFile(junk, []byte("not pem"), 0o600)
-	for name, args := range map[string][3]string{
-		"missing CA":       {filepath.Join(dir, "none.pem"), "", ""},
-		"CA without PEM":   {junk, "", ""},
-		"cert without key": {"", junk, ""},
-		"unreadable pair":  {"", junk, junk},
-	} {
-		if _, err := ClientTLSConfig(args[0], args[1], args[2], ""); err == nil {
-			t.Errorf("%s: ClientTLSConfig succeeded", name)
-		}
 	}
 }

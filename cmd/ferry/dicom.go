@@ -13,7 +13,8 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/adapters/dimse"
-	"github.com/ferryhealth/ferry/adapters/mllp"
+	"github.com/ferryhealth/ferry/dicom"
+	"github.com/ferryhealth/ferry/internal/tlsconfig"
 )
 
 // DefaultDICOMTLSAddr is where DICOM TLS listens when dicom.tls is set and listen.dicom_tls is
@@ -85,7 +86,7 @@ func (c *DICOMConfig) setDefaults() {
 		c.MaxPDULength = dimse.DefaultMaxPDULength
 	}
 	if c.MaxHeaderSize == 0 {
-		c.MaxHeaderSize = dimse.DefaultMaxHeaderSize
+		c.MaxHeaderSize = dicom.DefaultMaxHeaderSize
 	}
 	for _, d := range []struct {
 		v   *time.Duration
@@ -170,7 +171,7 @@ func (cfg *Config) dicomServer(logger *slog.Logger, services []dimse.Service) (*
 		s.Peers = append(s.Peers, peer)
 	}
 	if c.TLS.Enabled() {
-		tc, err := mllp.TLSConfig(c.TLS.Cert, c.TLS.Key, c.TLS.ClientCA)
+		tc, err := tlsconfig.Server(c.TLS.Cert, c.TLS.Key, c.TLS.ClientCA)
 		if err != nil {
 			return nil, fmt.Errorf("dicom.tls: %w", err)
 		}

@@ -72,7 +72,7 @@ func TestServeDICOMDoors(t *testing.T) {
 	storescu := requirePeer(t, "storescu", "dcmtk")
 	findscu := requirePeer(t, "findscu", "dcmtk")
 	echoscu := requirePeer(t, "echoscu", "dcmtk")
-	study := filepath.Join(requireCorpus(t), "dicom", "pydicom-debian", "test_files__MR_small.dcm")
+	study := studyFile(t, t.TempDir())
 	forEachStore(t, func(t *testing.T, db, dir string) {
 		ca, cert, key, clientCert, clientKey := writeTestPKI(t, dir)
 		p := startFerry(t, db, dir, serveOptions{Config: `listen: {dicom_tls: "127.0.0.1:0"}

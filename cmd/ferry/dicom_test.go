@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -8,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ferryhealth/ferry/dicom"
+	"github.com/ferryhealth/ferry/dicom/dicomtest"
 )
 
 // TestServeAnswersCEcho: `ferry serve` answers dcmtk's echoscu on its DICOM listener with AE
@@ -37,27 +41,25 @@ func TestServeAnswersCEcho(t *testing.T) {
 	}
 }
 
-// TestServeStoresInstances: dcmtk's storescu sends corpus instances to `ferry serve`; each is
+// TestServeStoresInstances: dcmtk's storescu sends Ferry's own instances to `ferry serve`; each is
 // kept as a Part 10 file under the DICOM data directory (STUDY/SERIES/SOP.dcm), a second copy
 // is accepted and not stored again, and only the configured calling AE titles may associate.
 func TestServeStoresInstances(t *testing.T) {
 	t.Parallel()
 	storescu := requirePeer(t, "storescu", "dcmtk")
-	corpus := requireCorpus(t)
+	// Three of Ferry's own instances: two series of one study and another study.
+	src := t.TempDir()
 	files := []struct{ path, study, series, sop string }{}
-	rows, err := os.ReadFile(filepath.Join(corpus, "dicom", "INDEX.tsv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(rows), "\n")[1:] {
-		f := strings.Split(line, "\t")
-		// Uncompressed MR and CR files of pydicom's test set.
-		if len(f) > 12 && strings.Contains(f[0], "pydicom-debian/test_files__MR_small") && f[12] == "1.2.840.10008.1.2.1" {
-			files = append(files, struct{ path, study, series, sop string }{filepath.Join(corpus, f[0]), f[4], f[9], f[10]})
-		}
-	}
-	if len(files) == 0 {
-		t.Fatal("no MR_small files in the corpus index")
+	for i, uids := range [][3]string{
+		{"1.2.826.0.1.3680043.8.498.4.1", "1.2.826.0.1.3680043.8.498.4.1.1", "1.2.826.0.1.3680043.8.498.4.1.1.1"},
+		{"1.2.826.0.1.3680043.8.498.4.1", "1.2.826.0.1.3680043.8.498.4.1.2", "1.2.826.0.1.3680043.8.498.4.1.2.1"},
+		{"1.2.826.0.1.3680043.8.498.4.2", "1.2.826.0.1.3680043.8.498.4.2.1", "1.2.826.0.1.3680043.8.498.4.2.1.1"},
+	} {
+		ds := dicomtest.Instance(dicomtest.CTImageStorage, uids[2], 32*32*2)
+		ds.Set(dicom.NewString(dicom.TagStudyInstanceUID, dicom.VRUI, uids[0]))
+		ds.Set(dicom.NewString(dicom.TagSeriesInstanceUID, dicom.VRUI, uids[1]))
+		path := dicomtest.WriteInstance(t, src, fmt.Sprintf("i%d.dcm", i), ds)
+		files = append(files, struct{ path, study, series, sop string }{path, uids[0], uids[1], uids[2]})
 	}
 	dir := t.TempDir()
 	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir,
@@ -109,19 +111,20 @@ func (p *ferryProcess) storeModified(t *testing.T, file string, args ...string) 
 	}
 }
 
-// corpusStudyCopy copies a small MR study of the corpus into dir, for dcmodify to change before
-// it is sent, and returns the copy's path.
-func corpusStudyCopy(t *testing.T, dir string) string {
+// studyFile writes Ferry's own small CT instance (dicom/dicomtest) into dir as study.dcm, for
+// dcmodify to change before it is sent, and returns its path. Its patient is as a modality
+// often sends one: name, ID and sex, no birth date or issuer, no accession number, so that the
+// tests give it what they link by.
+func studyFile(t *testing.T, dir string) string {
 	t.Helper()
-	src, err := os.ReadFile(filepath.Join(requireCorpus(t), "dicom", "pydicom-debian", "test_files__MR_small.dcm"))
-	if err != nil {
-		t.Fatal(err)
+	ds := dicomtest.Instance(dicomtest.CTImageStorage, "1.2.826.0.1.3680043.8.498.6.1", 16*16*2)
+	ds.Set(dicom.NewString(dicom.TagPatientName, dicom.VRPN, "Test^Modality"))
+	ds.Set(dicom.NewString(dicom.TagPatientID, dicom.VRLO, "4CT1"))
+	ds.Set(dicom.NewString(dicomtest.TagPatientSex, dicom.VRCS, "F"))
+	for _, tag := range []dicom.Tag{dicomtest.TagPatientBirthDate, dicomtest.TagIssuerOfPatientID, dicom.TagAccessionNumber, dicomtest.TagReferringPhysicianName} {
+		ds.Set(dicom.NewString(tag, dicom.VRLO, ""))
 	}
-	file := filepath.Join(dir, "study.dcm")
-	if err := os.WriteFile(file, src, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return file
+	return dicomtest.WriteInstance(t, dir, "study.dcm", ds)
 }
 
 // TestStudyLinkedToItsOrder: an order over MLLP, then a study from storescu that dcmodify gave
@@ -131,7 +134,6 @@ func TestStudyLinkedToItsOrder(t *testing.T) {
 	t.Parallel()
 	requirePeer(t, "storescu", "dcmtk") // before Ferry starts: skipped at once without them
 	requirePeer(t, "dcmodify", "dcmtk")
-	requireCorpus(t)
 	dir := t.TempDir()
 	p := startFerry(t, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, serveOptions{Config: `
 linking:
@@ -144,7 +146,7 @@ linking:
 	if codes := mllpSendAll(t, p.MLLPAddr, ordersORM("L1", "NW", "PLS1", "SC", "ACCS1", "71260", "CT", "20261127", "000777")); codes[0] != "AA" {
 		t.Fatalf("order: %v", codes)
 	}
-	file := corpusStudyCopy(t, dir)
+	file := studyFile(t, dir)
 	// A new study for the order: its accession, its patient, and a Study UID of its own.
 	p.storeModified(t, file, "-m", "(0008,0050)=ACCS1", "-m", "(0010,0020)=000777", "-m", "(0010,0010)=DOE^JANE",
 		"-m", "(0010,0030)=19800102", "-m", "(0010,0040)=F", "-m", "(0020,000d)=1.2.826.0.1.3680043.10.77.1",

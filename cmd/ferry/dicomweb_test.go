@@ -10,29 +10,30 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ferryhealth/ferry/dicom"
+	"github.com/ferryhealth/ferry/dicom/dicomtest"
 )
 
-// TestServeStowRS: two corpus instances POSTed to `ferry serve` over STOW-RS (PS3.18 10.5) with
+// TestServeStowRS: two of Ferry's own instances POSTed to `ferry serve` over STOW-RS (PS3.18 10.5) with
 // the admin token are acknowledged with 200 and kept as Part 10 files under the DICOM data
 // directory (STUDY/SERIES/SOP.dcm), byte for byte; without the token the request is refused.
 func TestServeStowRS(t *testing.T) {
 	t.Parallel()
-	corpus := requireCorpus(t)
+	// Two of Ferry's own instances of different studies.
 	type instance struct{ path, study, series, sop string }
 	files := []instance{
-		{"dicom/pydicom-debian/charset_files__chrGerm.dcm", "1.3.6.1.4.1.5962.1.2.0.1175775772.5723.0",
-			"1.3.6.1.4.1.5962.1.3.0.1.1175775772.5723.0", "1.3.6.1.4.1.5962.1.1.0.1.1.1175775772.5723.0"},
-		{"dicom/pydicom-debian/charset_files__chrArab.dcm", "1.3.6.1.4.1.5962.1.2.0.1175775772.5726.0",
-			"1.3.6.1.4.1.5962.1.3.0.1.1175775772.5726.0", "1.3.6.1.4.1.5962.1.1.0.1.1.1175775772.5726.0"},
+		{"german.dcm", "1.2.826.0.1.3680043.8.498.5.1", "1.2.826.0.1.3680043.8.498.5.1.1", "1.2.826.0.1.3680043.8.498.5.1.1.1"},
+		{"arabic.dcm", "1.2.826.0.1.3680043.8.498.5.2", "1.2.826.0.1.3680043.8.498.5.2.1", "1.2.826.0.1.3680043.8.498.5.2.1.1"},
 	}
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	contents := map[string][]byte{}
 	for _, f := range files {
-		b, err := os.ReadFile(filepath.Join(corpus, f.path))
-		if err != nil {
-			t.Skipf("corpus file absent: %v", err)
-		}
+		ds := dicomtest.Instance(dicomtest.CTImageStorage, f.sop, 32*32*2)
+		ds.Set(dicom.NewString(dicom.TagStudyInstanceUID, dicom.VRUI, f.study))
+		ds.Set(dicom.NewString(dicom.TagSeriesInstanceUID, dicom.VRUI, f.series))
+		b := dicomtest.Part10(t, dicom.ExplicitVRLittleEndian, dicomtest.CTImageStorage, f.sop, dicomtest.Encode(t, ds, dicom.ExplicitVRLittleEndian))
 		contents[f.sop] = b
 		w, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"application/dicom"}})
 		if err != nil {

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
-	"github.com/ferryhealth/ferry/adapters/mllp"
+	"github.com/ferryhealth/ferry/internal/tlsconfig"
 )
 
 // OutboundTLS makes an outbound connection (an MLLP or FHIR destination) TLS: the server is
@@ -52,7 +52,7 @@ func (c *Config) validateOutbound() []error {
 		for j, d := range f.Results {
 			key := fmt.Sprintf("facilities[%d].results[%d]", i, j)
 			if d.TLS != nil {
-				if _, err := mllp.ClientTLSConfig(d.TLS.CA, d.TLS.Cert, d.TLS.Key, d.TLS.ServerName); err != nil {
+				if _, err := tlsconfig.Client(d.TLS.CA, d.TLS.Cert, d.TLS.Key, d.TLS.ServerName); err != nil {
 					errs = append(errs, fmt.Errorf("%s.tls: %w", key, err))
 				}
 				if u, err := url.Parse(d.BaseURL); d.Kind == "fhir" && err == nil && u.Scheme != "https" {
@@ -148,7 +148,7 @@ func (t *transports) configure(cfg *Config) error {
 			d := named[i]
 			o := &outbound{}
 			if raw.TLS != nil {
-				tc, err := mllp.ClientTLSConfig(raw.TLS.CA, raw.TLS.Cert, raw.TLS.Key, raw.TLS.ServerName)
+				tc, err := tlsconfig.Client(raw.TLS.CA, raw.TLS.Cert, raw.TLS.Key, raw.TLS.ServerName)
 				if err != nil {
 					return fmt.Errorf("%s/%s: %w", f.SendingFacility, d.Name, err)
 				}
@@ -159,7 +159,7 @@ func (t *transports) configure(cfg *Config) error {
 				if o.tls != nil {
 					tr.TLSClientConfig = o.tls
 				} else {
-					tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: mllp.AEADCipherSuites()}
+					tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: tlsconfig.AEADCipherSuites()}
 				}
 				o.client = &http.Client{Timeout: t.timeout, Transport: tr}
 				if raw.Auth != nil && raw.Auth.OAuth2 != nil {

@@ -25,7 +25,6 @@ func TestReportScenario(t *testing.T) {
 	t.Parallel()
 	requirePeer(t, "storescu", "dcmtk") // before Ferry starts: skipped at once without them
 	requirePeer(t, "dcmodify", "dcmtk")
-	requireCorpus(t)
 	dir := t.TempDir()
 	ehr := startEHR(t, dir, "AE")
 	hospital := startHospitalFHIR(t, dir, http.StatusServiceUnavailable)
@@ -59,10 +58,11 @@ delivery:
 	// The order.
 	p.orderAll(t, ordersORM("S1", "NW", "PLS9", "SC", "ACCS9", "71260", "CT", "20261127", "000779"))
 	// Its study, linked by its accession number and published as an ImagingStudy.
-	file := corpusStudyCopy(t, dir)
+	file := studyFile(t, dir)
 	const studyUID = "1.2.826.0.1.3680043.10.77.9"
 	p.storeModified(t, file, "-m", "(0008,0050)=ACCS9", "-m", "(0010,0020)=000779", "-m", "(0010,0010)=DOE^JANE",
-		"-m", "(0020,000d)="+studyUID, "-m", "(0020,000e)="+studyUID+".1", "-m", "(0008,0018)="+studyUID+".1.1")
+		"-m", "(0020,000d)="+studyUID, "-m", "(0020,000e)="+studyUID+".1", "-m", "(0008,0018)="+studyUID+".1.1",
+		"-m", "(0008,0020)=20040826", "-m", "(0008,0030)=185059") // a study time in daylight saving time
 	waitFor(t, "the ImagingStudy", func() bool {
 		return len(p.fhirSearch(t, "ImagingStudy", url.Values{"identifier": {"urn:dicom:uid|urn:oid:" + studyUID}})) == 1
 	})

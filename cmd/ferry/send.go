@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/hl7"
+	"github.com/ferryhealth/ferry/internal/tlsconfig"
 )
 
 // send sends HL7 files over MLLP, one message at a time, waiting for each ACK (matched by MSA-2),
@@ -52,7 +53,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	sender := &mllp.Sender{Addr: *to, Timeout: *timeout}
 	if *caFile != "" || *certFile != "" {
-		tc, err := clientTLSConfig(*caFile, *certFile, *keyFile)
+		tc, err := tlsconfig.Client(*caFile, *certFile, *keyFile, "")
 		if err != nil {
 			return err
 		}

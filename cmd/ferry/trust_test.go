@@ -205,10 +205,9 @@ func TestDemoModeListensOnLoopback(t *testing.T) {
 	if host, _, _ := strings.Cut(p.DICOMAddr, ":"); host != "127.0.0.1" {
 		t.Errorf("demo mode DICOM listens on %s, want 127.0.0.1", p.DICOMAddr)
 	}
-	// The log is stderr, a pipe of its own: it may be read after the serving line on stdout.
-	awaitOutput(t, p.stderr, p.exited, "the demo mode warning", func(out string) bool {
-		return strings.Contains(out, "demo mode")
-	})
+	// Logged before the serving line, but on stderr, which the test reads through another pipe
+	// than stdout's: wait for it rather than read it at once.
+	awaitOutput(t, p.stderr, p.exited, "the demo mode warning", func(log string) bool { return strings.Contains(log, "demo mode") })
 }
 
 // TestStudyForAnotherPatientIsHeld: a study (C-STORE by storescu) that names an order by its
@@ -218,14 +217,13 @@ func TestStudyForAnotherPatientIsHeld(t *testing.T) {
 	t.Parallel()
 	requirePeer(t, "storescu", "dcmtk")
 	requirePeer(t, "dcmodify", "dcmtk")
-	requireCorpus(t)
 	forEachStore(t, func(t *testing.T, db, dir string) {
 		p := startFerry(t, db, dir, serveOptions{Config: "linking:\n  study_settle: 200ms\n"})
 		if codes := mllpSendAll(t, p.MLLPAddr, trustedORM("RIS", "STMARYS", "S1")); codes[0] != "AA" {
 			t.Fatalf("order: %v", codes)
 		}
 		const uid = "1.2.826.0.1.3680043.10.77.91"
-		p.storeModified(t, corpusStudyCopy(t, dir), "-i", "(0008,0050)=ACCS1", "-i", "(0010,0020)=99999", "-i", "(0010,0021)=OTHER",
+		p.storeModified(t, studyFile(t, dir), "-i", "(0008,0050)=ACCS1", "-i", "(0010,0020)=99999", "-i", "(0010,0021)=OTHER",
 			"-i", "(0010,0010)=NOBODY^NOT", "-i", "(0010,0030)=19010101", "-i", "(0010,0040)=M", "-i", "(0020,000d)="+uid,
 			"-i", "(0020,000e)="+uid+".1", "-i", "(0008,0018)="+uid+".1.1")
 		var view struct {

@@ -5,6 +5,7 @@
 package workcount
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -32,4 +33,17 @@ func Measure(f func()) int64 {
 	defer counter.Store(nil)
 	f()
 	return c.Load()
+}
+
+// Allocated runs f and returns the bytes the process allocated meanwhile (runtime.MemStats
+// TotalAlloc, which counts every allocation, even one freed at once), by any goroutine: how
+// tests prove that input declaring gigabytes costs kilobytes. Tests that use it do not run in
+// parallel, so what else runs is small beside what they measure.
+func Allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }

@@ -1,4 +1,4 @@
-package dimse
+package dicom
 
 import (
 	"bufio"
@@ -126,8 +126,8 @@ func TestDecodeUndefinedLengths(t *testing.T) {
 		check func(*DataSet) string
 	}{
 		{"explicit: SQ and item of undefined length", ExplicitVRLittleEndian, le(
-			spsTag, "SQ", uint16(0), uint32(undefinedLength),
-			TagItem, uint32(undefinedLength),
+			spsTag, "SQ", uint16(0), uint32(UndefinedLength),
+			TagItem, uint32(UndefinedLength),
 			aeTag, "AE", uint16(4), "CT01",
 			TagItemDelimitation, uint32(0),
 			TagSequenceDelimitation, uint32(0),
@@ -140,7 +140,7 @@ func TestDecodeUndefinedLengths(t *testing.T) {
 			}},
 		{"implicit: SQ of defined length, item of undefined length", ImplicitVRLittleEndian, le(
 			spsTag, uint32(8+12+8),
-			TagItem, uint32(undefinedLength),
+			TagItem, uint32(UndefinedLength),
 			aeTag, uint32(4), "CT02",
 			TagItemDelimitation, uint32(0),
 			TagPatientID, uint32(2), "P2"),
@@ -151,7 +151,7 @@ func TestDecodeUndefinedLengths(t *testing.T) {
 				return ""
 			}},
 		{"implicit: unknown tag of undefined length is a sequence", ImplicitVRLittleEndian, le(
-			NewTag(0x0009, 0x1010), uint32(undefinedLength),
+			NewTag(0x0009, 0x1010), uint32(UndefinedLength),
 			TagItem, uint32(12), aeTag, uint32(4), "CT03",
 			TagSequenceDelimitation, uint32(0)),
 			func(ds *DataSet) string {
@@ -161,8 +161,8 @@ func TestDecodeUndefinedLengths(t *testing.T) {
 				return ""
 			}},
 		{"explicit: UN of undefined length holds implicit VR content", ExplicitVRLittleEndian, le(
-			NewTag(0x0009, 0x1010), "UN", uint16(0), uint32(undefinedLength),
-			TagItem, uint32(undefinedLength), aeTag, uint32(4), "CT04", TagItemDelimitation, uint32(0),
+			NewTag(0x0009, 0x1010), "UN", uint16(0), uint32(UndefinedLength),
+			TagItem, uint32(UndefinedLength), aeTag, uint32(4), "CT04", TagItemDelimitation, uint32(0),
 			TagSequenceDelimitation, uint32(0)),
 			func(ds *DataSet) string {
 				if e := ds.Get(NewTag(0x0009, 0x1010)); e.VR != VRSQ || e.Items[0].String(aeTag) != "CT04" {
@@ -187,18 +187,18 @@ func TestDecodeUndefinedLengths(t *testing.T) {
 				return ""
 			}},
 		{"explicit: encapsulated pixel data", "1.2.840.10008.1.2.4.50", le(
-			tagPixelData, "OB", uint16(0), uint32(undefinedLength),
+			TagPixelData, "OB", uint16(0), uint32(UndefinedLength),
 			TagItem, uint32(0), // empty basic offset table
 			TagItem, uint32(4), []byte{0xFF, 0xD8, 0xFF, 0xD9},
 			TagSequenceDelimitation, uint32(0)),
 			func(ds *DataSet) string {
-				if e := ds.Get(tagPixelData); len(e.Fragments) != 2 || len(e.Fragments[1]) != 4 {
+				if e := ds.Get(TagPixelData); len(e.Fragments) != 2 || len(e.Fragments[1]) != 4 {
 					return "fragments lost"
 				}
 				return ""
 			}},
 		{"StopAt ends before pixel data and ignores what follows", ExplicitVRLittleEndian, le(
-			TagPatientID, "LO", uint16(2), "P9", tagPixelData, "OW", uint16(0), uint32(1000), "truncated"),
+			TagPatientID, "LO", uint16(2), "P9", TagPixelData, "OW", uint16(0), uint32(1000), "truncated"),
 			func(ds *DataSet) string {
 				if len(ds.Elements) != 1 || ds.String(TagPatientID) != "P9" {
 					return "StopAt not honoured"
@@ -208,7 +208,7 @@ func TestDecodeUndefinedLengths(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ds, err := DecodeDataSet(tc.in, tc.ts, DecodeOptions{StopAt: tagPixelData * Tag(boolByte(strings.HasPrefix(tc.name, "StopAt")))})
+			ds, err := DecodeDataSet(tc.in, tc.ts, DecodeOptions{StopAt: stopAt(tc.name)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -235,7 +235,7 @@ func TestDecodeDataSetErrors(t *testing.T) {
 	t.Parallel()
 	deep := le() // 33 nested sequences of undefined length
 	for range maxNesting + 1 {
-		deep = append(deep, le(NewTag(0x0009, 0x1010), "SQ", uint16(0), uint32(undefinedLength), TagItem, uint32(undefinedLength))...)
+		deep = append(deep, le(NewTag(0x0009, 0x1010), "SQ", uint16(0), uint32(UndefinedLength), TagItem, uint32(UndefinedLength))...)
 	}
 	tests := []struct {
 		name   string
@@ -250,11 +250,11 @@ func TestDecodeDataSetErrors(t *testing.T) {
 		{"VR bytes not letters", ExplicitVRLittleEndian, le(TagPatientID, uint16(2), uint16(2), "P1"), 0},
 		{"undefined length on a text VR", ExplicitVRLittleEndian, le(TagPatientID, "LO", uint16(0xFFFF), "xx"), 0},
 		{"item tag at the top level", ExplicitVRLittleEndian, le(TagItem, uint32(0)), 0},
-		{"sequence without delimiter", ExplicitVRLittleEndian, le(TagScheduledProcedureStepSequence, "SQ", uint16(0), uint32(undefinedLength), TagItem, uint32(0)), 20},
-		{"item without delimiter", ExplicitVRLittleEndian, le(TagScheduledProcedureStepSequence, "SQ", uint16(0), uint32(undefinedLength), TagItem, uint32(undefinedLength)), 20},
+		{"sequence without delimiter", ExplicitVRLittleEndian, le(TagScheduledProcedureStepSequence, "SQ", uint16(0), uint32(UndefinedLength), TagItem, uint32(0)), 20},
+		{"item without delimiter", ExplicitVRLittleEndian, le(TagScheduledProcedureStepSequence, "SQ", uint16(0), uint32(UndefinedLength), TagItem, uint32(UndefinedLength)), 20},
 		{"not an item in a sequence", ExplicitVRLittleEndian, le(TagScheduledProcedureStepSequence, "SQ", uint16(0), uint32(8), TagPatientID, uint32(0)), 12},
 		{"item longer than its sequence", ExplicitVRLittleEndian, le(TagScheduledProcedureStepSequence, "SQ", uint16(0), uint32(8), TagItem, uint32(4)), 12},
-		{"fragment past the end", ExplicitVRLittleEndian, le(tagPixelData, "OB", uint16(0), uint32(undefinedLength), TagItem, uint32(100)), 12},
+		{"fragment past the end", ExplicitVRLittleEndian, le(TagPixelData, "OB", uint16(0), uint32(UndefinedLength), TagItem, uint32(100)), 12},
 		{"nested too deep", ExplicitVRLittleEndian, deep, -1},
 	}
 	for _, tc := range tests {
@@ -310,7 +310,7 @@ func TestStringsPadding(t *testing.T) {
 
 func TestFileHeader(t *testing.T) {
 	t.Parallel()
-	hdr, err := AppendFileHeader(nil, FileMeta{MediaStorageSOPClassUID: ctImageStorage, MediaStorageSOPInstanceUID: "1.2.3",
+	hdr, err := AppendFileHeader(nil, FileMeta{MediaStorageSOPClassUID: "1.2.840.10008.5.1.4.1.1.2", MediaStorageSOPInstanceUID: "1.2.3",
 		TransferSyntaxUID: ImplicitVRLittleEndian, SourceAETitle: "CT01"})
 	if err != nil {
 		t.Fatal(err)
@@ -332,12 +332,24 @@ func TestFileHeader(t *testing.T) {
 	}
 }
 
+// corpusDICOM is the shared corpus of DICOM files beside the repository: an extra source of
+// real files where it is present (CI), never required — Ferry's own tests build what they need.
+const corpusDICOM = "../../shared/corpus/dicom"
+
+// stopAt is the StopAt option of the cases whose name starts with "StopAt": pixel data.
+func stopAt(name string) Tag {
+	if strings.HasPrefix(name, "StopAt") {
+		return TagPixelData
+	}
+	return 0
+}
+
 // corpusFiles returns the Part 10 files of the shared corpus, or skips.
 func corpusFiles(t testing.TB) []string {
 	t.Helper()
 	files := corpusFilesOrNil()
 	if len(files) == 0 {
-		t.Skipf("corpus absent: this test needs ../shared/corpus/dicom beside the repository")
+		t.Skipf("shared corpus absent (%s): this test reads real files from it, an extra check run in CI; the tests beside it use Ferry's own data", corpusDICOM)
 	}
 	return files
 }

@@ -1,4 +1,4 @@
-package dimse
+package dicom
 
 import (
 	"bytes"
@@ -32,22 +32,8 @@ const (
 )
 
 const (
-	undefinedLength = 0xFFFFFFFF
+	UndefinedLength = 0xFFFFFFFF
 	maxNesting      = 32 // sequences in items in sequences…; deeper input is refused
-)
-
-// Transfer syntaxes this package encodes and decodes data sets in (PS3.5 A.1, A.2). Data sets
-// in the compressed transfer syntaxes are explicit VR little endian too.
-const (
-	ImplicitVRLittleEndian = "1.2.840.10008.1.2"
-	ExplicitVRLittleEndian = "1.2.840.10008.1.2.1"
-)
-
-// Transfer syntaxes recognised and refused.
-const (
-	deflatedExplicitVRLittleEndian = "1.2.840.10008.1.2.1.99"
-	explicitVRBigEndian            = "1.2.840.10008.1.2.2"
-	transferSyntaxFamily           = "1.2.840.10008.1.2."
 )
 
 // VR is a value representation, the two letters of PS3.5 6.2.
@@ -102,8 +88,8 @@ func (vr VR) shortLength() bool {
 	return false
 }
 
-// text reports whether the VR holds characters (padded with a space), as opposed to binary values.
-func (vr VR) text() bool {
+// IsText reports whether the VR holds characters (padded with a space), as opposed to binary values.
+func (vr VR) IsText() bool {
 	switch vr {
 	case VRAE, VRAS, VRCS, VRDA, VRDS, VRDT, VRIS, VRLO, VRLT, VRPN, VRSH, VRST, VRTM, VRUC, VRUI, VRUR, VRUT:
 		return true
@@ -117,7 +103,7 @@ func (vr VR) multiValued() bool {
 	case VRLT, VRST, VRUT, VRUR:
 		return false
 	}
-	return vr.text()
+	return vr.IsText()
 }
 
 // Element is one data element. Values are kept as encoded (little endian, padding included);
@@ -279,23 +265,17 @@ func (e *DataSetError) Error() string {
 // package does not implement (explicit VR big endian, deflated).
 var ErrUnsupportedTransferSyntax = errors.New("dimse: unsupported transfer syntax for data set encoding")
 
-// explicitVR tells how data sets are encoded in a transfer syntax: implicit VR little endian
-// for the default one; explicit VR little endian for the others of the DICOM family, the
-// compressed ones included (their data sets are explicit VR little endian, only pixel data is
-// encapsulated); big endian and deflate are not supported.
+// explicitVR tells how DecodeDataSet and EncodeDataSet encode data sets in a transfer syntax:
+// implicit VR little endian for the default one; explicit VR little endian for the others of
+// the DICOM family, the compressed ones included (their data sets are explicit VR little
+// endian, only pixel data is encapsulated); big endian and deflate are not supported (the
+// header reader, ReadInstance, reads them).
 func explicitVR(ts string) (bool, error) {
-	switch ts {
-	case ImplicitVRLittleEndian:
-		return false, nil
-	case ExplicitVRLittleEndian:
-		return true, nil
-	case explicitVRBigEndian, deflatedExplicitVRLittleEndian:
+	enc, err := encodingOf(ts)
+	if err != nil || enc.deflated || enc.byteOrder != binary.LittleEndian {
 		return false, fmt.Errorf("%w: %s", ErrUnsupportedTransferSyntax, ts)
 	}
-	if strings.HasPrefix(ts, transferSyntaxFamily) {
-		return true, nil
-	}
-	return false, fmt.Errorf("%w: %s", ErrUnsupportedTransferSyntax, ts)
+	return enc.explicit, nil
 }
 
 // DecodeOptions tune DecodeDataSet.
@@ -390,7 +370,7 @@ func (d *dataSetDecoder) element(off, end int, explicit bool, depth int) (*Eleme
 	}
 	e := &Element{Tag: tag, VR: vr}
 
-	if length == undefinedLength {
+	if length == UndefinedLength {
 		switch {
 		case vr == VRSQ:
 			items, next, err := d.items(off, end, true, explicit, depth+1, tag)
@@ -402,7 +382,7 @@ func (d *dataSetDecoder) element(off, end int, explicit bool, depth int) (*Eleme
 			items, next, err := d.items(off, end, true, false, depth+1, tag)
 			e.VR, e.Items = VRSQ, items
 			return e, next, err
-		case vr == VROB || vr == VROW || tag == tagPixelData:
+		case vr == VROB || vr == VROW || tag == TagPixelData:
 			frags, next, err := d.fragments(off, end, tag)
 			e.Fragments = frags
 			if e.VR == VRUN || !explicit {
@@ -464,7 +444,7 @@ func (d *dataSetDecoder) items(off, end int, delimited, explicit bool, depth int
 			return items, off + 8, nil
 		case tag != TagItem:
 			return nil, off, d.fail(off, seq, "%s where an item was expected", tag)
-		case length == undefinedLength:
+		case length == UndefinedLength:
 			item, next, err := d.dataSet(off+8, end, true, explicit, depth)
 			if err != nil {
 				return nil, off, err
@@ -521,6 +501,16 @@ func impliedVR(tag Tag) VR {
 	return VRUN
 }
 
+// AppendDataSet appends ds encoded in transfer syntax ts to dst (EncodeDataSet without the
+// allocation, for a caller that writes a header in front).
+func AppendDataSet(dst []byte, ds *DataSet, ts string) ([]byte, error) {
+	explicit, err := explicitVR(ts)
+	if err != nil {
+		return nil, err
+	}
+	return appendDataSet(dst, ds, explicit, 0)
+}
+
 // EncodeDataSet encodes ds in the transfer syntax ts. Sequences and items are written with
 // defined lengths; encapsulated pixel data with undefined length, as PS3.5 A.4 requires. Values
 // of odd length are padded (a space for text, NUL for UI and binary VRs). In explicit VR, a
@@ -570,7 +560,7 @@ func appendElement(dst []byte, e *Element, explicit bool, depth int) ([]byte, er
 			if err != nil {
 				return nil, err
 			}
-			if uint64(len(body)) >= undefinedLength {
+			if uint64(len(body)) >= UndefinedLength {
 				return nil, fmt.Errorf("dimse: encoding data set: item of %s too long", e.Tag)
 			}
 			value = appendTagLength(value, TagItem, uint32(len(body)))
@@ -593,18 +583,18 @@ func appendElement(dst []byte, e *Element, explicit bool, depth int) ([]byte, er
 		value = e.Value
 		if len(value)%2 == 1 {
 			pad := byte(0)
-			if vr.text() && vr != VRUI {
+			if vr.IsText() && vr != VRUI {
 				pad = ' '
 			}
 			value = append(value[:len(value):len(value)], pad)
 		}
 	}
-	if uint64(len(value)) >= undefinedLength {
+	if uint64(len(value)) >= UndefinedLength {
 		return nil, fmt.Errorf("dimse: encoding data set: value of %s too long", e.Tag)
 	}
 	length := uint32(len(value))
 	if undefined {
-		length = undefinedLength
+		length = UndefinedLength
 	}
 	dst = binary.LittleEndian.AppendUint16(dst, e.Tag.Group())
 	dst = binary.LittleEndian.AppendUint16(dst, e.Tag.Element())
@@ -633,6 +623,14 @@ func appendTagLength(dst []byte, tag Tag, length uint32) []byte {
 // Part 10 files (PS3.10 7.1): a 128-byte preamble, "DICM", then the file meta information
 // (group 0002, always explicit VR little endian), then the data set in the transfer syntax
 // named by (0002,0010).
+
+const (
+	// ImplementationClassUID identifies Ferry's DICOM implementation in A-ASSOCIATE-AC and -RQ
+	// (PS3.7 D.3.3.2). It is a UUID-derived UID (PS3.5 B.2): Ferry has no registered root.
+	ImplementationClassUID = "2.25.273894841634300639130324624142464356857"
+	// ImplementationVersionName goes with ImplementationClassUID (at most 16 characters).
+	ImplementationVersionName = "FERRY"
+)
 
 // FileMeta is the part of a DICOM file's meta information that identifies its content.
 type FileMeta struct {

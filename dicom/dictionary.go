@@ -1,4 +1,4 @@
-package dimse
+package dicom
 
 // The data dictionary this package needs (PS3.6 chapter 6, PS3.7 E.1): the command elements,
 // the file meta elements, and the attributes of Modality Worklist identifiers (PS3.4 K.6, IHE
@@ -43,7 +43,7 @@ const (
 
 	TagScheduledProcedureStepSequence Tag = 0x00400100
 
-	tagPixelData Tag = 0x7FE00010
+	TagPixelData Tag = 0x7FE00010
 )
 
 type dictEntry struct {
