@@ -202,7 +202,7 @@ func (f *fixture) idsOf(idx ...int) []int64 {
 	return out
 }
 
-func TestHealthAndMetricsNeedNoToken(t *testing.T) {
+func TestHealthNeedsNoTokenMetricsNeedAdmin(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	requests := prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_test_marker_total", Help: "a series only this registry has"})
@@ -224,7 +224,10 @@ func TestHealthAndMetricsNeedNoToken(t *testing.T) {
 	})
 	t.Run("metrics serves the registry given", func(t *testing.T) {
 		t.Parallel()
-		code, _, body := f.get(t, "/metrics", "")
+		if code, _, _ := f.get(t, "/metrics", ""); code != http.StatusUnauthorized {
+			t.Errorf("/metrics without a token: %d, want 401", code)
+		}
+		code, _, body := f.get(t, "/metrics", "Bearer "+token)
 		if code != http.StatusOK || !strings.Contains(string(body), "ferry_test_marker_total 3") {
 			t.Errorf("/metrics: %d, want 200 with ferry_test_marker_total 3:\n%s", code, body)
 		}

@@ -27,6 +27,8 @@ import (
 	"github.com/ferryhealth/ferry/adapters/httpapi"
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/access"
+	"github.com/ferryhealth/ferry/engine/audit"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 	"github.com/ferryhealth/ferry/mappings"
@@ -206,7 +208,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { deliverer.Run(delivererCtx, 200*time.Millisecond); close(delivererDone) }()
 	defer func() { stopDeliverer(); <-delivererDone; sends.close() }()
 	trustedProxies, _ := cfg.HTTP.trustedProxies() // checked by Validate
-	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
+	// People and access: tokens and sessions of the users in the store, the bootstrap admin
+	// token beside them; every access to patient data audited (docs/security.md).
+	people := &access.Service{Store: st, BootstrapToken: token}
+	trail := &audit.Recorder{Begin: st.Begin}
+	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
+		Access: people, Audit: trail, AuditEvents: st})
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,8 @@ const (
 )
 
 // Scopes are the permissions a system token may be given (ferry tokens create --scope).
-var Scopes = []Permission{PermMessages, PermFHIRRead, PermReportsWrite, PermDICOMwebRead, PermDICOMwebWrite}
+// PermOperations lets a system user (Prometheus) scrape /metrics without an admin's rights.
+var Scopes = []Permission{PermMessages, PermFHIRRead, PermReportsWrite, PermDICOMwebRead, PermDICOMwebWrite, PermOperations}
 
 // ParseScope returns the scope named s, or an error listing them.
 func ParseScope(s string) (Permission, error) {

@@ -62,8 +62,8 @@ const (
 	touchEvery = time.Minute
 )
 
-// Service authenticates requests and manages users, tokens and sessions. Its zero value is not
-// usable: set Store.
+// Service authenticates requests and manages users, tokens and sessions. With no Store it knows
+// only BootstrapToken.
 type Service struct {
 	Store Store
 	// BootstrapToken is FERRY_ADMIN_TOKEN / ferry-data/admin-token: an admin identity without a
@@ -164,7 +164,7 @@ func (s *Service) AuthenticateToken(ctx context.Context, text string) (*Identity
 		return &Identity{User: BootstrapAdmin, Role: RoleAdmin}, nil
 	}
 	id, ok := tokenID(text)
-	if !ok {
+	if !ok || s.Store == nil {
 		return nil, &Failure{Reason: "not a token"}
 	}
 	t, err := s.Store.Token(ctx, id)
@@ -256,7 +256,7 @@ func (s *Service) OpenSession(ctx context.Context, user string) (string, *Sessio
 // Session returns the identity and session of a session cookie's ID. A session past its idle or
 // absolute timeout is ended; it and every other failure are ErrUnauthenticated.
 func (s *Service) Session(ctx context.Context, id string) (*Identity, *Session, error) {
-	if id == "" || len(id) > 64 {
+	if id == "" || len(id) > 64 || s.Store == nil {
 		return nil, nil, &Failure{Reason: "no session"}
 	}
 	h := hashSecret(id)

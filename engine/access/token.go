@@ -5,6 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -73,4 +76,48 @@ type Session struct {
 	CreatedAt time.Time
 	SeenAt    time.Time // the last request, to the minute (Service.Session)
 	ExpiresAt time.Time // the absolute timeout
+}
+
+// DefaultTokenLifetime is how long a token lives when its creator names no lifetime.
+const DefaultTokenLifetime = 90 * 24 * time.Hour
+
+// ParseLifetime reads a token's lifetime: a number of days ("90d") or a Go duration ("12h");
+// "" is DefaultTokenLifetime and "0" no expiry.
+func ParseLifetime(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	switch s {
+	case "":
+		return DefaultTokenLifetime, nil
+	case "0", "never":
+		return 0, nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 || n > 3650 {
+			return 0, fmt.Errorf("lifetime %q: want 1d to 3650d, a duration such as 12h, or 0 for none", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("lifetime %q: want a number of days (90d), a duration such as 12h, or 0 for none", s)
+	}
+	return d, nil
+}
+
+// ParseScopes reads scope names (ParseScope), each once.
+func ParseScopes(names []string) ([]Permission, error) {
+	var out []Permission
+	for _, n := range names {
+		for _, part := range strings.FieldsFunc(n, func(r rune) bool { return r == ',' || r == ' ' }) {
+			p, err := ParseScope(part)
+			if err != nil {
+				return nil, err
+			}
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
 }
