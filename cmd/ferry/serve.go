@@ -25,6 +25,7 @@ import (
 	"github.com/ferryhealth/ferry/adapters/dicomweb"
 	"github.com/ferryhealth/ferry/adapters/dimse"
 	"github.com/ferryhealth/ferry/adapters/httpapi"
+	"github.com/ferryhealth/ferry/adapters/web"
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
@@ -215,6 +216,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
 		Access: people, Audit: trail, AuditEvents: st})
 	if err != nil {
+		return err
+	}
+	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger}); err != nil {
 		return err
 	}
 	httpSrv := cfg.HTTP.server(api)

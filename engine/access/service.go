@@ -244,9 +244,10 @@ func (s *Service) Login(ctx context.Context, name, password, address string) (st
 // returns its ID for the cookie.
 func (s *Service) OpenSession(ctx context.Context, user string) (string, *Session, error) {
 	now := s.now()
+	_, absolute := s.SessionTimeouts()
 	id := randomText(32)
 	sess := &Session{IDHash: hashSecret(id), User: user, CSRFToken: randomText(32), CreatedAt: now, SeenAt: now,
-		ExpiresAt: now.Add(s.absoluteTimeout())}
+		ExpiresAt: now.Add(absolute)}
 	if err := s.Store.PutSession(ctx, sess); err != nil {
 		return "", nil, fmt.Errorf("opening session: %w", err)
 	}
@@ -268,7 +269,8 @@ func (s *Service) Session(ctx context.Context, id string) (*Identity, *Session, 
 		return nil, nil, fmt.Errorf("reading session: %w", err)
 	}
 	now := s.now()
-	if !now.Before(sess.ExpiresAt) || now.Sub(sess.SeenAt) >= s.idleTimeout() {
+	idle, _ := s.SessionTimeouts()
+	if !now.Before(sess.ExpiresAt) || now.Sub(sess.SeenAt) >= idle {
 		if err := s.Store.DeleteSession(ctx, h); err != nil {
 			return nil, nil, fmt.Errorf("ending a timed-out session: %w", err)
 		}
@@ -296,18 +298,16 @@ func (s *Service) Logout(ctx context.Context, id string) error {
 	return s.Store.DeleteSession(ctx, hashSecret(id))
 }
 
-func (s *Service) idleTimeout() time.Duration {
+// SessionTimeouts returns the idle and absolute timeouts of web sessions in force.
+func (s *Service) SessionTimeouts() (idle, absolute time.Duration) {
+	idle, absolute = DefaultIdleTimeout, DefaultAbsoluteTimeout
 	if s.IdleTimeout > 0 {
-		return s.IdleTimeout
+		idle = s.IdleTimeout
 	}
-	return DefaultIdleTimeout
-}
-
-func (s *Service) absoluteTimeout() time.Duration {
 	if s.AbsoluteTimeout > 0 {
-		return s.AbsoluteTimeout
+		absolute = s.AbsoluteTimeout
 	}
-	return DefaultAbsoluteTimeout
+	return idle, absolute
 }
 
 // randomText returns n random bytes in base64url.
