@@ -40,7 +40,7 @@ type Options struct {
 	Access *access.Service
 	Audit  httpapi.AuditTrail // nil: nothing recorded
 	Logger *slog.Logger
-	Now func() time.Time
+	Now    func() time.Time
 }
 
 // loginCookie holds the sign-in form's CSRF token until the form is posted (double submit: a
