@@ -28,7 +28,12 @@ type server struct {
 func newServer(t *testing.T) *server { return startServer(t, false) }
 
 // startServer starts the server, under TLS when tls is set.
-func startServer(t *testing.T, tls bool) *server {
+func startServer(t *testing.T, tls bool) *server { return start(t, tls, nil) }
+
+// startServerWith starts the server with the single sign-on sso returns for its base URL.
+func startServerWith(t *testing.T, sso func(base string) *web.SSO) *server { return start(t, false, sso) }
+
+func start(t *testing.T, tls bool, sso func(base string) *web.SSO) *server {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
@@ -45,14 +50,18 @@ func startServer(t *testing.T, tls bool) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := web.Register(e, web.Options{Access: s.svc, Audit: trail}); err != nil {
-		t.Fatal(err)
-	}
 	s.srv = httptest.NewUnstartedServer(e)
 	if tls {
 		s.srv.StartTLS()
 	} else {
 		s.srv.Start()
+	}
+	opt := web.Options{Access: s.svc, Audit: trail}
+	if sso != nil {
+		opt.SSO = sso(s.srv.URL)
+	}
+	if err := web.Register(e, opt); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(s.srv.Close)
 	return s

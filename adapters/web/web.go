@@ -40,7 +40,9 @@ type Options struct {
 	Access *access.Service
 	Audit  httpapi.AuditTrail // nil: nothing recorded
 	Logger *slog.Logger
-	Now    func() time.Time
+	// SSO, when set, offers single sign-on on the sign-in page (sso.go).
+	SSO *SSO
+	Now func() time.Time
 }
 
 // loginCookie holds the sign-in form's CSRF token until the form is posted (double submit: a
@@ -86,6 +88,9 @@ func Register(e *echo.Echo, opt Options) error {
 	e.POST("/login", p.signIn, p.headers, limit)
 	e.POST("/logout", p.signOut, p.headers, limit)
 	e.GET("/", p.homePage, p.headers)
+	if opt.SSO != nil {
+		opt.SSO.register(e, p)
+	}
 	return nil
 }
 
@@ -150,6 +155,9 @@ func (p *pages) showLogin(c echo.Context, status int, username, problem string) 
 	c.SetCookie(&http.Cookie{Name: loginCookie, Value: token, Path: "/login", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: secure(c), MaxAge: 3600})
 	v := view{Title: "Sign in", CSRF: token, Error: problem, Username: username, Next: localPath(c.FormValue("next"))}
+	if p.opt.SSO != nil {
+		v.SSO = p.opt.SSO.cfg.Name
+	}
 	return p.render(c, status, p.login, "login.html", v)
 }
 
