@@ -28,7 +28,6 @@ import (
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/adapters/web"
 	"github.com/ferryhealth/ferry/engine"
-	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
@@ -211,14 +210,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	trustedProxies, _ := cfg.HTTP.trustedProxies() // checked by Validate
 	// People and access: tokens and sessions of the users in the store, the bootstrap admin
 	// token beside them; every access to patient data audited (docs/security.md).
-	people := &access.Service{Store: st, BootstrapToken: token}
+	people := cfg.accessService(st, token)
+	sso, err := cfg.sso()
+	if err != nil {
+		return err
+	}
 	trail := &audit.Recorder{Begin: st.Begin}
 	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
 		Access: people, Audit: trail, AuditEvents: st})
 	if err != nil {
 		return err
 	}
-	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger}); err != nil {
+	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger, SSO: sso}); err != nil {
 		return err
 	}
 	httpSrv := cfg.HTTP.server(api)

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferryhealth/ferry/engine/access"
 )
@@ -94,5 +96,39 @@ func TestUsersAndTokensCLI(t *testing.T) {
 	}
 	if out, _, err := ferry("", "audit", "verify"); err != nil || !strings.Contains(out, "intact") {
 		t.Errorf("audit verify: %q, %v", out, err)
+	}
+}
+
+// TestAccessConfig: sessions' timeouts and single sign-on are read from the config, the client
+// secret from the environment or a file, never the file itself; a half-configured sign-on is
+// refused with what it lacks.
+func TestAccessConfig(t *testing.T) {
+	t.Setenv("FERRY_SSO_CLIENT_SECRET", "")
+	secret := filepath.Join(t.TempDir(), "sso-secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadTestConfig(t, "sessions: {idle_timeout: 15m, absolute_timeout: 8h}\n"+
+		"sso:\n  name: St Mary's\n  issuer: https://login.stmarys.org/\n  client_id: ferry\n  client_secret_file: "+secret+
+		"\n  redirect_url: https://ferry.stmarys.org/login/sso/callback\n  role_claim: ferry_role\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SSO == nil || cfg.SSO.ClientSecret != "s3cret" || cfg.SSO.RoleClaim != "ferry_role" || cfg.Sessions.IdleTimeout != 15*time.Minute {
+		t.Errorf("config read: %+v %+v", cfg.SSO, cfg.Sessions)
+	}
+	if sso, err := cfg.sso(); err != nil || sso == nil {
+		t.Errorf("cfg.sso(): %v", err)
+	}
+	if _, err := loadTestConfig(t, "sso:\n  issuer: https://login.stmarys.org/\n"); err == nil ||
+		!strings.Contains(err.Error(), "sso.client_id: required") || !strings.Contains(err.Error(), "no client secret") {
+		t.Errorf("half an SSO config: %v, want what it lacks", err)
+	}
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	if err := os.WriteFile(path, []byte("sso:\n  client_secret: inline\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadConfig(path); err == nil || !strings.Contains(err.Error(), "client_secret") {
+		t.Errorf("a client secret in the config file itself: %v, want refused", err)
 	}
 }
