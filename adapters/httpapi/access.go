@@ -107,8 +107,14 @@ func (g *Gate) Require(perm access.Permission, action audit.Action) echo.Middlew
 					Detail: "403: role " + string(id.Role) + " lacks " + string(perm)})
 				return echo.NewHTTPError(http.StatusForbidden, "not permitted for your role")
 			}
+			var pending *audit.Pending
+			if action == audit.ActionCreate || action == audit.ActionUpdate {
+				// A change: its event is appended in the change's own transaction (audit.Changes).
+				pending = &audit.Pending{Event: g.fill(c, &audit.Event{Action: action, Outcome: audit.OutcomeSuccess, Agent: id.User, Role: string(id.Role)})}
+				c.SetRequest(c.Request().WithContext(audit.WithPending(c.Request().Context(), pending)))
+			}
 			err = next(c)
-			if action != "" {
+			if action != "" && (pending == nil || !pending.Recorded) {
 				g.record(c, &audit.Event{Action: action, Outcome: outcomeOf(c, err), Agent: id.User, Role: string(id.Role)})
 			}
 			return err
@@ -202,12 +208,22 @@ func outcomeOf(c echo.Context, err error) audit.Outcome {
 	return audit.OutcomeSuccess
 }
 
-// record fills in the request's side of e (time, address, entity, patient) and records it. A
-// failure to record is logged: the request has already been answered or refused.
+// record fills in the request's side of e and records it. A failure to record is logged: the
+// request has already been answered or refused.
 func (g *Gate) record(c echo.Context, e *audit.Event) {
 	if g.Trail == nil {
 		return
 	}
+	g.fill(c, e)
+	// The request's context may be ending (a client gone): the event is recorded anyway.
+	ctx := context.WithoutCancel(c.Request().Context())
+	if err := g.Trail.Record(ctx, e); err != nil {
+		g.Logger.Error("recording an audit event failed", "action", e.Action, "agent", e.Agent, "err", err)
+	}
+}
+
+// fill sets the request's side of e: time, address, entity, patient.
+func (g *Gate) fill(c echo.Context, e *audit.Event) *audit.Event {
 	e.RecordedAt = g.now()
 	e.Address = c.RealIP()
 	if e.Entity == "" {
@@ -216,11 +232,7 @@ func (g *Gate) record(c echo.Context, e *audit.Event) {
 	if p, ok := c.Get(auditPatientKey).(string); ok && e.Patient == "" {
 		e.Patient = p
 	}
-	// The request's context may be ending (a client gone): the event is recorded anyway.
-	ctx := context.WithoutCancel(c.Request().Context())
-	if err := g.Trail.Record(ctx, e); err != nil {
-		g.Logger.Error("recording an audit event failed", "action", e.Action, "agent", e.Agent, "err", err)
-	}
+	return e
 }
 
 // Record records e as the request's, from its identity (for handlers that audit what they did

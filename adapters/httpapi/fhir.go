@@ -329,7 +329,7 @@ func (a *fhirAPI) submitReport(c echo.Context) error {
 	} else if err != nil {
 		return fmt.Errorf("storing a DiagnosticReport: %w", err)
 	}
-	SetAuditPatient(c, patientOf("DiagnosticReport", r.ID, r.JSON))
+	SetAuditPatient(c, audit.PatientOf("DiagnosticReport", r.ID, r.JSON))
 	a.audit(c, "write", "DiagnosticReport", []string{r.ID}, "version", r.VersionID, "created", created)
 	status := http.StatusOK
 	if created {
@@ -352,7 +352,7 @@ func (a *fhirAPI) read(c echo.Context) error {
 	} else if err != nil {
 		return fmt.Errorf("reading %s/%s: %w", typ, id, err)
 	}
-	SetAuditPatient(c, patientOf(typ, id, r.JSON))
+	SetAuditPatient(c, audit.PatientOf(typ, id, r.JSON))
 	a.audit(c, "read", typ, []string{id}, "version", r.VersionID)
 	return writeVersion(c, r)
 }
@@ -377,7 +377,7 @@ func (a *fhirAPI) vread(c echo.Context) error {
 	} else if err != nil {
 		return fmt.Errorf("reading %s/%s version %d: %w", typ, id, vid, err)
 	}
-	SetAuditPatient(c, patientOf(typ, id, r.JSON))
+	SetAuditPatient(c, audit.PatientOf(typ, id, r.JSON))
 	a.audit(c, "vread", typ, []string{id}, "version", vid)
 	return writeVersion(c, r)
 }
@@ -396,7 +396,7 @@ func (a *fhirAPI) history(c echo.Context) error {
 	}
 	base := baseURL(c)
 	entries := make([]fhir.StoredResource, len(versions))
-	SetAuditPatient(c, patientOf(typ, id, versions[0].JSON))
+	SetAuditPatient(c, audit.PatientOf(typ, id, versions[0].JSON))
 	for i, r := range versions {
 		entries[i] = stored(r)
 	}
@@ -470,7 +470,7 @@ func (a *fhirAPI) search(c echo.Context) error {
 	patients := map[string]bool{}
 	for i, r := range found {
 		matches[i], ids[i] = stored(r), r.ID
-		patients[patientOf(typ, r.ID, r.JSON)] = true
+		patients[audit.PatientOf(typ, r.ID, r.JSON)] = true
 	}
 	if len(patients) == 1 { // one patient's records: the event names them
 		for p := range patients {
@@ -728,26 +728,4 @@ func unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-// patientOf returns the patient ("Patient/ID") a resource is about, for its audit event: itself,
-// or its subject or patient reference; "" when it names none.
-func patientOf(typ, id string, body []byte) string {
-	if typ == "Patient" {
-		return "Patient/" + id
-	}
-	var view struct {
-		Subject, Patient struct {
-			Reference string `json:"reference"`
-		}
-	}
-	if json.Unmarshal(body, &view) != nil {
-		return ""
-	}
-	for _, ref := range []string{view.Subject.Reference, view.Patient.Reference} {
-		if strings.HasPrefix(ref, "Patient/") {
-			return ref
-		}
-	}
-	return ""
 }

@@ -31,7 +31,9 @@ func newServer(t *testing.T) *server { return startServer(t, false) }
 func startServer(t *testing.T, tls bool) *server { return start(t, tls, nil) }
 
 // startServerWith starts the server with the single sign-on sso returns for its base URL.
-func startServerWith(t *testing.T, sso func(base string) *web.SSO) *server { return start(t, false, sso) }
+func startServerWith(t *testing.T, sso func(base string) *web.SSO) *server {
+	return start(t, false, sso)
+}
 
 func start(t *testing.T, tls bool, sso func(base string) *web.SSO) *server {
 	t.Helper()

@@ -8,9 +8,9 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
-	zoidc "github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
+	zoidc "github.com/zitadel/oidc/v3/pkg/oidc"
 
 	"github.com/ferryhealth/ferry/adapters/web"
 	"github.com/ferryhealth/ferry/engine/access"

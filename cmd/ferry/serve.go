@@ -191,7 +191,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Reports from the reading platform, stored with their deliveries to the ordering hospital,
 	// which every node's deliverer sends.
-	reports := &engine.Reports{Store: st, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger, Performer: cfg.performer(),
+	// A report written through the API is audited in its own transaction (audit.Changes).
+	reports := &engine.Reports{Store: audit.Changes{ChangeStore: st}, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger, Performer: cfg.performer(),
 		ObserveTurnaround: turnaround.Observe, Render: engine.RenderORU(reloader.Current)}
 	inbound.Processor.Reports = reports // ORU^R01 from dictation systems
 	sends := newTransports(cfg.Delivery.Connections, cfg.Delivery.Timeout, logger)
