@@ -32,7 +32,10 @@ type accessFixture struct {
 
 const bootstrap = "bootstrap-admin-token-of-the-access-tests"
 
-func newAccessFixture(t *testing.T) *accessFixture {
+func newAccessFixture(t *testing.T) *accessFixture { return newAccessFixtureTB(t, true) }
+
+// newAccessFixtureTB is newAccessFixture for tests and benchmarks, with or without the trail.
+func newAccessFixtureTB(t testing.TB, trail bool) *accessFixture {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
@@ -85,8 +88,11 @@ func newAccessFixture(t *testing.T) *accessFixture {
 		}
 		f.tokens[u.name] = text
 	}
-	api, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Access: f.svc,
-		Audit: &audit.Recorder{Begin: st.Begin}, AuditEvents: st, Gatherer: prometheus.NewRegistry()})
+	opt := httpapi.Options{Messages: st, Resources: st, Access: f.svc, AuditEvents: st, Gatherer: prometheus.NewRegistry()}
+	if trail {
+		opt.Audit = &audit.Recorder{Begin: st.Begin}
+	}
+	api, err := httpapi.New(opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,5 +367,38 @@ func TestAuditEventSearch(t *testing.T) {
 	}
 	if code, _ := f.do(t, "GET", "/fhir/r4/AuditEvent?date=xx2026", f.tokens["adm"], ""); code != http.StatusBadRequest {
 		t.Errorf("a bad date: %d, want 400", code)
+	}
+}
+
+// BenchmarkFHIRRead measures a FHIR read through the gate: "bootstrap, no trail" is what a read
+// cost before people and access (one constant-time token compare); "user token, audited" is now
+// (the token looked up in the store, the read recorded in the audit trail, a commit of its own).
+func BenchmarkFHIRRead(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		who   string
+		trail bool
+	}{{"bootstrap, no trail", "bootstrap", false}, {"user token, audited", "reader", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			f := newAccessFixtureTB(b, tc.trail)
+			req, err := http.NewRequest(http.MethodGet, f.srv.URL+"/fhir/r4/Patient/p1", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+f.tokens[tc.who])
+			client := f.srv.Client()
+			b.ResetTimer()
+			for b.Loop() {
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
 	}
 }

@@ -9,3 +9,7 @@ import (
 func TestPeople(t *testing.T) {
 	storetest.RunPeople(t, func(t *testing.T) storetest.PeopleStore { return openTestStore(t, testPath(t)) })
 }
+
+func BenchmarkAppendAudit(b *testing.B) {
+	storetest.BenchAppendAudit(b, func(b *testing.B) storetest.PeopleStore { return openTestStore(b, testPath(b)) })
+}
