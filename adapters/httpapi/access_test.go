@@ -365,6 +365,14 @@ func TestAuditEventSearch(t *testing.T) {
 	if got := search("date=ge2000-01-01&date=lt2000-01-02"); len(got) != 0 {
 		t.Errorf("a day long ago: %d events, want 0", len(got))
 	}
+	// Each search is itself audited: the second sees one more event than the first.
+	all := len(search("_count=1000"))
+	if got := len(search("date=ge2000-01-01&date=le2999&_count=1000")); got != all+1 {
+		t.Errorf("date=ge2000-01-01&date=le2999: %d events, want every one (%d)", got, all+1)
+	}
+	if got := search("date=2000"); len(got) != 0 {
+		t.Errorf("date=2000 (all of a year long ago): %d events, want 0", len(got))
+	}
 	if code, _ := f.do(t, "GET", "/fhir/r4/AuditEvent?date=xx2026", f.tokens["adm"], ""); code != http.StatusBadRequest {
 		t.Errorf("a bad date: %d, want 400", code)
 	}

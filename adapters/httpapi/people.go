@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -244,17 +245,8 @@ func auditSearch(r audit.Reader) echo.HandlerFunc {
 			f.Patient = "Patient/" + p
 		}
 		for _, d := range q["date"] {
-			t, prefix, err := auditDate(d)
-			if err != nil {
+			if err := auditDates(d, &f); err != nil {
 				return fhirErr(http.StatusBadRequest, fhir.IssueInvalid, err.Error(), "date")
-			}
-			switch prefix {
-			case "ge", "gt":
-				f.From = t
-			case "le", "lt":
-				f.To = t
-			default:
-				return fhirErr(http.StatusBadRequest, fhir.IssueNotSupported, "date takes the prefixes ge, gt, le and lt", "date")
 			}
 		}
 		if n, err := strconv.Atoi(q.Get("_count")); err == nil && n > 0 {
@@ -285,16 +277,44 @@ func auditSearch(r audit.Reader) echo.HandlerFunc {
 	}
 }
 
-// auditDate reads a FHIR date search value with its prefix: "ge2026-03-01", "lt2026-03-01T10:00:00Z".
-func auditDate(v string) (time.Time, string, error) {
-	prefix := "eq"
-	if len(v) > 2 && v[0] >= 'a' && v[0] <= 'z' {
-		prefix, v = v[:2], v[2:]
+var auditEpoch, auditEnd = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// auditDates narrows f by a FHIR date search value (fhir.ParseDateQuery: "ge2026-03-01",
+// "lt2026-03-01T10:00:00Z", "2026-03" for all of March).
+func auditDates(v string, f *audit.Filter) error {
+	conds := []string{v}
+	if c, err := fhir.ParseDateQuery(v); err != nil {
+		return err
+	} else if c.Op == "prefix" { // eq: the whole period, from its start to the next's
+		conds = []string{"ge" + strings.TrimPrefix(v, "eq"), "le" + strings.TrimPrefix(v, "eq")}
 	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
-		if t, err := time.Parse(layout, v); err == nil {
-			return t.UTC(), prefix, nil
+	for _, v := range conds {
+		c, err := fhir.ParseDateQuery(v)
+		if err != nil {
+			return err
+		}
+		var t time.Time
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02", "2006-01", "2006"} {
+			if t, err = time.Parse(layout, c.Value); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("date %q: %w", v, err)
+		}
+		// Every store holds 1900 to 2200 (SQLite keeps nanoseconds in an int64); no event lies
+		// outside.
+		switch t = t.UTC(); {
+		case t.Before(auditEpoch):
+			t = auditEpoch
+		case t.After(auditEnd):
+			t = auditEnd
+		}
+		if c.Op == "ge" {
+			f.From = t
+		} else { // lt
+			f.To = t
 		}
 	}
-	return time.Time{}, "", errors.New("date " + strconv.Quote(v) + ": want YYYY-MM-DD or an RFC 3339 time, after ge, gt, le or lt")
+	return nil
 }
