@@ -3,39 +3,24 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/ferryhealth/ferry/adapters/httpapi"
+	"github.com/ferryhealth/ferry/adapters/httpapi/accesstest"
 	"github.com/ferryhealth/ferry/adapters/sqlite"
-	"github.com/ferryhealth/ferry/engine"
-	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
 )
 
-// accessFixture is the API over a real SQLite store with one user of each role, a token each,
-// and a patient with a report: what the access tests ask for.
-type accessFixture struct {
-	store  *sqlite.Store
-	svc    *access.Service
-	srv    *httptest.Server
-	tokens map[string]string // by user
-}
+// The access matrix runs on both stores (adapters/sqlite and adapters/postgres call
+// accesstest.RunMatrix); these are the API's other access tests, on SQLite.
 
-const bootstrap = "bootstrap-admin-token-of-the-access-tests"
-
-func newAccessFixture(t *testing.T) *accessFixture { return newAccessFixtureTB(t, true) }
-
-// newAccessFixtureTB is newAccessFixture for tests and benchmarks, with or without the trail.
-func newAccessFixtureTB(t testing.TB, trail bool) *accessFixture {
+// openStore returns a fresh, migrated SQLite store.
+func openStore(t testing.TB) *sqlite.Store {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
@@ -46,217 +31,29 @@ func newAccessFixtureTB(t testing.TB, trail bool) *accessFixture {
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	tx, err := st.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
-	for _, r := range []struct{ typ, id, extra string }{
-		{"Patient", "p1", `,"gender":"female"`},
-		{"DiagnosticReport", "r1", `,"status":"final","code":{"text":"CT"},"subject":{"reference":"Patient/p1"}`},
-	} {
-		body := fmt.Sprintf(`{"resourceType":%q,"id":%q,"meta":{"versionId":"1","lastUpdated":"2026-11-27T09:00:00.000Z"}%s}`, r.typ, r.id, r.extra)
-		if err := tx.PutResource(ctx, &engine.Resource{Type: r.typ, ID: r.id, VersionID: 1, LastUpdated: at, JSON: []byte(body)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-
-	f := &accessFixture{store: st, svc: &access.Service{Store: st, BootstrapToken: bootstrap}, tokens: map[string]string{"bootstrap": bootstrap}}
-	users := []struct {
-		name   string
-		role   access.Role
-		pract  []access.Practitioner
-		scopes []access.Permission
-	}{
-		{"adm", access.RoleAdmin, nil, nil},
-		{"ana", access.RoleAnalyst, nil, nil},
-		{"rad", access.RoleRadiologist, []access.Practitioner{{Value: "RAD1"}}, nil},
-		{"doc", access.RolePhysician, []access.Practitioner{{System: "urn:npi", Value: "1234567893"}}, nil},
-		{"dictation", access.RoleSystem, nil, []access.Permission{access.PermReportsWrite}},
-		{"reader", access.RoleSystem, nil, []access.Permission{access.PermFHIRRead}},
-	}
-	for _, u := range users {
-		if err := f.svc.AddUser(ctx, &access.User{Name: u.name, Role: u.role, Practitioners: u.pract}, ""); err != nil {
-			t.Fatal(err)
-		}
-		text, _, err := f.svc.CreateToken(ctx, u.name, u.scopes, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.tokens[u.name] = text
-	}
-	opt := httpapi.Options{Messages: st, Resources: st, Access: f.svc, AuditEvents: st, Gatherer: prometheus.NewRegistry()}
-	if trail {
-		opt.Audit = &audit.Recorder{Begin: st.Begin}
-	}
-	api, err := httpapi.New(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.srv = httptest.NewServer(api)
-	t.Cleanup(f.srv.Close)
-	return f
+	return st
 }
 
-// do sends a request with a bearer token ("" for none) and returns its status and body.
-func (f *accessFixture) do(t *testing.T, method, path, token string, body string, header ...string) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := f.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
-}
-
-// events returns the audit trail.
-func (f *accessFixture) events(t *testing.T) []*audit.Event {
-	t.Helper()
-	evs, err := f.store.AuditEvents(context.Background(), audit.Filter{Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return evs
-}
-
-// TestAccessMatrix: each identity on each route gets what its role allows — 401 without a valid
-// identity, 403 without the permission — and every refusal and every access to patient data
-// leaves exactly one audit event naming who, the outcome and, for a record, its patient.
-func TestAccessMatrix(t *testing.T) {
-	f := newAccessFixture(t)
-	ctx := context.Background()
-	// A revoked and an expired token of users who exist.
-	revoked, tok, err := f.svc.CreateToken(ctx, "ana", nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.svc.RevokeToken(ctx, tok.ID); err != nil {
-		t.Fatal(err)
-	}
-	f.tokens["revoked"] = revoked
-	f.tokens["none"] = ""
-	f.tokens["garbage"] = "ferry_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-
-	type route struct {
-		method, path string
-		phi          bool   // an access to patient data: audited when allowed
-		patient      string // the patient its audit event names
-		allowed      []string
-	}
-	admins := []string{"bootstrap", "adm"}
-	routes := []route{
-		{"GET", "/fhir/r4/Patient/p1", true, "Patient/p1", append([]string{"rad", "reader"}, admins...)},
-		{"GET", "/fhir/r4/DiagnosticReport/r1", true, "Patient/p1", append([]string{"rad", "reader"}, admins...)},
-		{"GET", "/fhir/r4/Patient/p1/_history", true, "Patient/p1", append([]string{"rad", "reader"}, admins...)},
-		{"GET", "/api/v1/messages", true, "", append([]string{"ana"}, admins...)},
-		{"GET", "/fhir/r4/metadata", false, "", append([]string{"ana", "rad", "doc", "dictation", "reader"}, admins...)},
-		{"GET", "/metrics", false, "", admins},
-		{"GET", "/debug/pprof/", false, "", admins},
-		{"GET", "/api/v1/users", false, "", admins},
-		{"GET", "/api/v1/tokens", false, "", admins},
-		{"GET", "/fhir/r4/AuditEvent", true, "", admins},
-	}
-	identities := []string{"none", "garbage", "revoked", "bootstrap", "adm", "ana", "rad", "doc", "dictation", "reader"}
-	for _, r := range routes {
-		for _, who := range identities {
-			before := len(f.events(t))
-			code, body := f.do(t, r.method, r.path, f.tokens[who], "")
-			evs := f.events(t)[before:]
-			allowed := false
-			for _, a := range r.allowed {
-				allowed = allowed || a == who
-			}
-			var want int
-			switch {
-			case who == "none" || who == "garbage" || who == "revoked":
-				want = http.StatusUnauthorized
-			case !allowed:
-				want = http.StatusForbidden
-			default:
-				want = http.StatusOK
-			}
-			if code != want {
-				t.Errorf("%s %s as %s: %d, want %d (%s)", r.method, r.path, who, code, want, body)
-				continue
-			}
-			if want == http.StatusUnauthorized && strings.Contains(string(body), "revoked") {
-				t.Errorf("%s %s as %s: the 401 says why: %s", r.method, r.path, who, body)
-			}
-			wantEvents := 0
-			if want != http.StatusOK || r.phi {
-				wantEvents = 1
-			}
-			if len(evs) != wantEvents {
-				t.Errorf("%s %s as %s: %d audit events, want %d", r.method, r.path, who, len(evs), wantEvents)
-				continue
-			}
-			if wantEvents == 0 {
-				continue
-			}
-			e := evs[0]
-			wantOutcome := audit.OutcomeSuccess
-			if want != http.StatusOK {
-				wantOutcome = audit.OutcomeMinor
-			}
-			wantAgent := who
-			switch who {
-			case "bootstrap":
-				wantAgent = access.BootstrapAdmin
-			case "none", "garbage":
-				wantAgent = ""
-			case "revoked":
-				wantAgent = "ana"
-			}
-			if e.Outcome != wantOutcome || e.Agent != wantAgent || e.Address != "127.0.0.1" ||
-				!strings.Contains(e.Entity, r.path) {
-				t.Errorf("%s %s as %s: audit event %+v, want outcome %s, agent %q, address 127.0.0.1", r.method, r.path, who, e, wantOutcome, wantAgent)
-			}
-			if want == http.StatusOK && e.Patient != r.patient {
-				t.Errorf("%s %s as %s: audit event names patient %q, want %q", r.method, r.path, who, e.Patient, r.patient)
-			}
-		}
-	}
-	if res, err := audit.Verify(ctx, f.store); err != nil || res.Broken != 0 {
-		t.Errorf("audit.Verify after the matrix: %+v, %v", res, err)
-	}
+func newAccessFixture(t *testing.T) *accesstest.Fixture {
+	return accesstest.NewFixture(t, openStore(t), true)
 }
 
 // TestPeopleAPI: an admin adds a user, makes them a token that works, and revokes it; the
 // answers never show a password hash or a stored token hash; every change is audited.
 func TestPeopleAPI(t *testing.T) {
 	f := newAccessFixture(t)
-	adm := f.tokens["adm"]
-	code, body := f.do(t, "POST", "/api/v1/users", adm, `{"name":"pscribe","role":"system"}`)
+	adm := f.Tokens["adm"]
+	code, body := f.Do(t, "POST", "/api/v1/users", adm, `{"name":"pscribe","role":"system"}`)
 	if code != http.StatusCreated {
 		t.Fatalf("POST /api/v1/users: %d %s", code, body)
 	}
-	if code, body := f.do(t, "POST", "/api/v1/users", adm, `{"name":"pscribe","role":"system"}`); code != http.StatusConflict {
+	if code, body := f.Do(t, "POST", "/api/v1/users", adm, `{"name":"pscribe","role":"system"}`); code != http.StatusConflict {
 		t.Errorf("adding a taken name: %d %s, want 409", code, body)
 	}
-	if code, body := f.do(t, "POST", "/api/v1/users", adm, `{"name":"dr.x","role":"physician"}`); code != http.StatusBadRequest {
+	if code, body := f.Do(t, "POST", "/api/v1/users", adm, `{"name":"dr.x","role":"physician"}`); code != http.StatusBadRequest {
 		t.Errorf("a physician without practitioner: %d %s, want 400", code, body)
 	}
-	code, body = f.do(t, "POST", "/api/v1/tokens", adm, `{"user":"pscribe","expires":"30d","scopes":["fhir:read"]}`)
+	code, body = f.Do(t, "POST", "/api/v1/tokens", adm, `{"user":"pscribe","expires":"30d","scopes":["fhir:read"]}`)
 	if code != http.StatusCreated {
 		t.Fatalf("POST /api/v1/tokens: %d %s", code, body)
 	}
@@ -270,30 +67,30 @@ func TestPeopleAPI(t *testing.T) {
 	if d := time.Until(created.ExpiresAt); d < 29*24*time.Hour || d > 31*24*time.Hour {
 		t.Errorf("expires_at %v: want 30 days from now", created.ExpiresAt)
 	}
-	if code, _ := f.do(t, "GET", "/fhir/r4/Patient/p1", created.Token, ""); code != http.StatusOK {
+	if code, _ := f.Do(t, "GET", "/fhir/r4/Patient/p1", created.Token, ""); code != http.StatusOK {
 		t.Errorf("the new token reading a patient: %d, want 200", code)
 	}
-	if code, _ := f.do(t, "POST", "/api/v1/tokens/"+created.ID+"/revoke", adm, ""); code != http.StatusNoContent {
+	if code, _ := f.Do(t, "POST", "/api/v1/tokens/"+created.ID+"/revoke", adm, ""); code != http.StatusNoContent {
 		t.Errorf("revoke: %d, want 204", code)
 	}
-	if code, _ := f.do(t, "GET", "/fhir/r4/Patient/p1", created.Token, ""); code != http.StatusUnauthorized {
+	if code, _ := f.Do(t, "GET", "/fhir/r4/Patient/p1", created.Token, ""); code != http.StatusUnauthorized {
 		t.Errorf("the revoked token: %d, want 401", code)
 	}
-	_, list := f.do(t, "GET", "/api/v1/tokens", adm, "")
-	_, users := f.do(t, "GET", "/api/v1/users", adm, "")
+	_, list := f.Do(t, "GET", "/api/v1/tokens", adm, "")
+	_, users := f.Do(t, "GET", "/api/v1/users", adm, "")
 	for _, leak := range []string{"secret_hash", "SecretHash", "password_hash", "argon2", created.Token} {
 		if strings.Contains(string(list)+string(users), leak) {
 			t.Errorf("a listing shows %q", leak)
 		}
 	}
-	if code, _ := f.do(t, "POST", "/api/v1/users/ana/disable", adm, ""); code != http.StatusNoContent {
+	if code, _ := f.Do(t, "POST", "/api/v1/users/ana/disable", adm, ""); code != http.StatusNoContent {
 		t.Errorf("disable: %d, want 204", code)
 	}
-	if code, _ := f.do(t, "GET", "/api/v1/messages", f.tokens["ana"], ""); code != http.StatusUnauthorized {
+	if code, _ := f.Do(t, "GET", "/api/v1/messages", f.Tokens["ana"], ""); code != http.StatusUnauthorized {
 		t.Errorf("a disabled user's token: %d, want 401", code)
 	}
 	admin := 0
-	for _, e := range f.events(t) {
+	for _, e := range f.Events(t) {
 		if e.Action == audit.ActionAdmin && e.Agent == "adm" {
 			admin++
 		}
@@ -308,22 +105,22 @@ func TestPeopleAPI(t *testing.T) {
 func TestSessionCSRF(t *testing.T) {
 	f := newAccessFixture(t)
 	ctx := context.Background()
-	id, sess, err := f.svc.OpenSession(ctx, "adm")
+	id, sess, err := f.Svc.OpenSession(ctx, "adm")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cookie := httpapi.SessionCookie + "=" + id
-	if code, body := f.do(t, "GET", "/api/v1/users", "", "", "Cookie", cookie); code != http.StatusOK {
+	if code, body := f.Do(t, "GET", "/api/v1/users", "", "", "Cookie", cookie); code != http.StatusOK {
 		t.Errorf("GET with the session: %d %s", code, body)
 	}
 	body := `{"name":"viewer","role":"analyst"}`
-	if code, _ := f.do(t, "POST", "/api/v1/users", "", body, "Cookie", cookie); code != http.StatusUnauthorized {
+	if code, _ := f.Do(t, "POST", "/api/v1/users", "", body, "Cookie", cookie); code != http.StatusUnauthorized {
 		t.Errorf("POST with the session, no CSRF token: %d, want 401", code)
 	}
-	if code, _ := f.do(t, "POST", "/api/v1/users", "", body, "Cookie", cookie, httpapi.CSRFHeader, "wrong"); code != http.StatusUnauthorized {
+	if code, _ := f.Do(t, "POST", "/api/v1/users", "", body, "Cookie", cookie, httpapi.CSRFHeader, "wrong"); code != http.StatusUnauthorized {
 		t.Errorf("POST with a wrong CSRF token: %d, want 401", code)
 	}
-	if code, b := f.do(t, "POST", "/api/v1/users", "", body, "Cookie", cookie, httpapi.CSRFHeader, sess.CSRFToken); code != http.StatusCreated {
+	if code, b := f.Do(t, "POST", "/api/v1/users", "", body, "Cookie", cookie, httpapi.CSRFHeader, sess.CSRFToken); code != http.StatusCreated {
 		t.Errorf("POST with the CSRF token: %d %s, want 201", code, b)
 	}
 }
@@ -331,12 +128,12 @@ func TestSessionCSRF(t *testing.T) {
 // TestAuditEventSearch: admins read the trail as FHIR AuditEvents, by agent, patient and date.
 func TestAuditEventSearch(t *testing.T) {
 	f := newAccessFixture(t)
-	f.do(t, "GET", "/fhir/r4/Patient/p1", f.tokens["rad"], "")
-	f.do(t, "GET", "/fhir/r4/DiagnosticReport/r1", f.tokens["reader"], "")
-	f.do(t, "GET", "/api/v1/messages", f.tokens["doc"], "") // refused
+	f.Do(t, "GET", "/fhir/r4/Patient/p1", f.Tokens["rad"], "")
+	f.Do(t, "GET", "/fhir/r4/DiagnosticReport/r1", f.Tokens["reader"], "")
+	f.Do(t, "GET", "/api/v1/messages", f.Tokens["doc"], "") // refused
 	search := func(q string) []map[string]any {
 		t.Helper()
-		code, body := f.do(t, "GET", "/fhir/r4/AuditEvent?"+q, f.tokens["adm"], "")
+		code, body := f.Do(t, "GET", "/fhir/r4/AuditEvent?"+q, f.Tokens["adm"], "")
 		if code != http.StatusOK {
 			t.Fatalf("AuditEvent?%s: %d %s", q, code, body)
 		}
@@ -373,7 +170,7 @@ func TestAuditEventSearch(t *testing.T) {
 	if got := search("date=2000"); len(got) != 0 {
 		t.Errorf("date=2000 (all of a year long ago): %d events, want 0", len(got))
 	}
-	if code, _ := f.do(t, "GET", "/fhir/r4/AuditEvent?date=xx2026", f.tokens["adm"], ""); code != http.StatusBadRequest {
+	if code, _ := f.Do(t, "GET", "/fhir/r4/AuditEvent?date=xx2026", f.Tokens["adm"], ""); code != http.StatusBadRequest {
 		t.Errorf("a bad date: %d, want 400", code)
 	}
 }
@@ -388,13 +185,13 @@ func BenchmarkFHIRRead(b *testing.B) {
 		trail bool
 	}{{"bootstrap, no trail", "bootstrap", false}, {"user token, audited", "reader", true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			f := newAccessFixtureTB(b, tc.trail)
-			req, err := http.NewRequest(http.MethodGet, f.srv.URL+"/fhir/r4/Patient/p1", nil)
+			f := accesstest.NewFixture(b, openStore(b), tc.trail)
+			req, err := http.NewRequest(http.MethodGet, f.Srv.URL+"/fhir/r4/Patient/p1", nil)
 			if err != nil {
 				b.Fatal(err)
 			}
-			req.Header.Set("Authorization", "Bearer "+f.tokens[tc.who])
-			client := f.srv.Client()
+			req.Header.Set("Authorization", "Bearer "+f.Tokens[tc.who])
+			client := f.Srv.Client()
 			b.ResetTimer()
 			for b.Loop() {
 				resp, err := client.Do(req)

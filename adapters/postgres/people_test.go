@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"github.com/ferryhealth/ferry/adapters/httpapi/accesstest"
 	"testing"
 
 	"github.com/ferryhealth/ferry/engine/storetest"
@@ -12,4 +13,8 @@ func TestPeople(t *testing.T) {
 
 func BenchmarkAppendAudit(b *testing.B) {
 	storetest.BenchAppendAudit(b, func(b *testing.B) storetest.PeopleStore { return openTestStore(b) })
+}
+
+func TestAccessMatrix(t *testing.T) {
+	accesstest.RunMatrix(t, openTestStore(t))
 }
