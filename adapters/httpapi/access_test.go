@@ -5,37 +5,20 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ferryhealth/ferry/adapters/httpapi"
 	"github.com/ferryhealth/ferry/adapters/httpapi/accesstest"
-	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine/audit"
 )
 
 // The access matrix runs on both stores (adapters/sqlite and adapters/postgres call
 // accesstest.RunMatrix); these are the API's other access tests, on SQLite.
 
-// openStore returns a fresh, migrated SQLite store.
-func openStore(t testing.TB) *sqlite.Store {
-	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
 func newAccessFixture(t *testing.T) *accesstest.Fixture {
-	return accesstest.NewFixture(t, openStore(t), true)
+	return accesstest.NewFixture(t, accesstest.SQLiteStore(t), true)
 }
 
 // TestPeopleAPI: an admin adds a user, makes them a token that works, and revokes it; the
@@ -185,7 +168,7 @@ func BenchmarkFHIRRead(b *testing.B) {
 		trail bool
 	}{{"bootstrap, no trail", "bootstrap", false}, {"user token, audited", "reader", true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			f := accesstest.NewFixture(b, openStore(b), tc.trail)
+			f := accesstest.NewFixture(b, accesstest.SQLiteStore(b), tc.trail)
 			req, err := http.NewRequest(http.MethodGet, f.Srv.URL+"/fhir/r4/Patient/p1", nil)
 			if err != nil {
 				b.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/ferryhealth/ferry/adapters/httpapi"
+	"github.com/ferryhealth/ferry/adapters/httpapi/accesstest"
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/adapters/web"
 	"github.com/ferryhealth/ferry/engine/access"
@@ -37,15 +38,7 @@ func startServerWith(t *testing.T, sso func(base string) *web.SSO) *server {
 
 func start(t *testing.T, tls bool, sso func(base string) *web.SSO) *server {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := accesstest.SQLiteStore(t)
 	s := &server{store: st, svc: &access.Service{Store: st}}
 	trail := &audit.Recorder{Begin: st.Begin}
 	e, err := httpapi.New(httpapi.Options{Messages: st, Access: s.svc, Audit: trail})
@@ -88,6 +81,31 @@ func browser(t *testing.T) context.Context {
 	return ctx
 }
 
+// tab drives one browser tab in a test: each step fails the test with what it was doing.
+type tab struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+func css(s string) chromedp.CSS { return chromedp.CSS(s) }
+
+func (b tab) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, steps...); err != nil {
+		b.t.Fatalf("browser, %s: %v", what, err)
+	}
+}
+
+// text returns the text of the element sel selects.
+func (b tab) text(sel string) string {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Text(css(sel)))
+	if err != nil {
+		b.t.Fatalf("browser, reading %s: %v", sel, err)
+	}
+	return v
+}
+
 // TestBrowserSignInAndOut: in real headless Chromium at phone width, a user signs in on the
 // server-rendered page, sees who they are, and signs out; the session is gone from the store,
 // the sign-in page shows a wrong password as an alert, and the audit trail has every attempt.
@@ -98,21 +116,8 @@ func TestBrowserSignInAndOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := browser(t)
-	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
-	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(b, steps...); err != nil {
-			t.Fatalf("browser, %s: %v", what, err)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		v, err := chromedp.Run(b, chromedp.Text(css(sel)))
-		if err != nil {
-			t.Fatalf("browser, reading %s: %v", sel, err)
-		}
-		return v
-	}
+	tb := tab{t, b}
+	do, text := tb.do, tb.text
 	// A page needing a session sends the browser to sign in.
 	do("opening /", chromedp.Navigate(s.srv.URL+"/"), chromedp.WaitVisible(css("#username")))
 	// A wrong password: an alert, and the name kept.

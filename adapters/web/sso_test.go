@@ -62,14 +62,8 @@ func TestSingleSignOn(t *testing.T) {
 		}
 		return sso
 	})
-	b := browser(t)
-	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
-	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(b, steps...); err != nil {
-			t.Fatalf("browser, %s: %v", what, err)
-		}
-	}
+	tb := tab{t, browser(t)}
+	do := tb.do
 	signIn := func(user string) {
 		t.Helper()
 		do("opening /login", chromedp.Navigate(s.srv.URL+"/login"), chromedp.WaitVisible(css(`a.button`)))
@@ -81,10 +75,7 @@ func TestSingleSignOn(t *testing.T) {
 
 	signIn("test-user2")
 	do("back at Ferry", chromedp.WaitVisible(css(".logout button")))
-	main, err := chromedp.Run(b, chromedp.Text(css("main")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	main := tb.text("main")
 	if !strings.Contains(main, "test-user2") || !strings.Contains(main, "physician") {
 		t.Errorf("after single sign-on: %q, want test-user2 as physician", main)
 	}

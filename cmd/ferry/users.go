@@ -45,9 +45,9 @@ func addStoreFlags(fs *flag.FlagSet) storeFlags {
 	}
 }
 
-// parseNamed parses args whose one operand (a NAME or ID) may come before or after the flags,
-// and returns the operands.
-func parseNamed(fs *flag.FlagSet, args []string) ([]string, error) {
+// operands parses args, whose operands (a NAME or ID) may come before or after the flags, and
+// returns them; more than max is a usage error (exit status 2), and so is fewer than min.
+func operands(fs *flag.FlagSet, args []string, min, max int, usage string, stderr io.Writer) ([]string, error) {
 	var lead []string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		lead, args = args[:1], args[1:]
@@ -55,16 +55,22 @@ func parseNamed(fs *flag.FlagSet, args []string) ([]string, error) {
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
-	return append(lead, fs.Args()...), nil
+	ops := append(lead, fs.Args()...)
+	if len(ops) < min || len(ops) > max {
+		fmt.Fprintln(stderr, usage)
+		return nil, exitCode(2)
+	}
+	return ops, nil
 }
 
-// peopleService returns the access service on the configured, migrated store.
-func peopleService(ctx context.Context, sf storeFlags) (*access.Service, func(), error) {
+// withPeople runs f with the access service on the store --config / --db name, migrated.
+func withPeople(ctx context.Context, sf storeFlags, f func(*access.Service) error) error {
 	st, _, _, err := openMigrated(ctx, *sf.config, *sf.db)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	return &access.Service{Store: st}, func() { st.Close() }, nil
+	defer st.Close()
+	return f(&access.Service{Store: st})
 }
 
 func usersCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -82,13 +88,9 @@ func usersCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Var(&practitioners, "practitioner", "a practitioner identifier, [SYSTEM|]VALUE (physician, radiologist; repeatable)")
 		fs.Var(&facilities, "facility", "a facility id the user is limited to (repeatable)")
 		passwordStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
-		names, err := parseNamed(fs, args[1:])
+		names, err := operands(fs, args[1:], 1, 1, usage, stderr)
 		if err != nil {
 			return err
-		}
-		if len(names) != 1 {
-			fmt.Fprintln(stderr, usage)
-			return exitCode(2)
 		}
 		u, err := httpapi.NewUser(names[0], *role, practitioners, facilities)
 		if err != nil {
@@ -100,68 +102,54 @@ func usersCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if err != nil && !errors.Is(err, io.EOF) {
 				return fmt.Errorf("reading the password: %w", err)
 			}
-			password = strings.TrimRight(line, "\r\n")
-			if password == "" {
+			if password = strings.TrimRight(line, "\r\n"); password == "" {
 				return errors.New("--password-stdin: standard input held no password")
 			}
 		}
-		svc, done, err := peopleService(ctx, sf)
-		if err != nil {
-			return err
-		}
-		defer done()
-		if err := svc.AddUser(ctx, u, password); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "added user %s (%s)\n", u.Name, u.Role)
-		return nil
+		return withPeople(ctx, sf, func(svc *access.Service) error {
+			if err := svc.AddUser(ctx, u, password); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "added user %s (%s)\n", u.Name, u.Role)
+			return nil
+		})
 	case "list":
-		if _, err := parseNamed(fs, args[1:]); err != nil {
+		if _, err := operands(fs, args[1:], 0, 0, usage, stderr); err != nil {
 			return err
 		}
-		svc, done, err := peopleService(ctx, sf)
-		if err != nil {
-			return err
-		}
-		defer done()
-		users, err := svc.Store.Users(ctx)
-		if err != nil {
-			return err
-		}
-		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "NAME\tROLE\tPRACTITIONERS\tFACILITIES\tPASSWORD\tSTATUS")
-		for _, u := range users {
-			ps := make([]string, len(u.Practitioners))
-			for i, p := range u.Practitioners {
-				ps[i] = p.String()
+		return withPeople(ctx, sf, func(svc *access.Service) error {
+			users, err := svc.Store.Users(ctx)
+			if err != nil {
+				return err
 			}
-			status := "enabled"
-			if u.Disabled() {
-				status = "disabled " + u.DisabledAt.Format(time.DateOnly)
+			w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tROLE\tPRACTITIONERS\tFACILITIES\tPASSWORD\tSTATUS")
+			for _, u := range users {
+				ps := make([]string, len(u.Practitioners))
+				for i, p := range u.Practitioners {
+					ps[i] = p.String()
+				}
+				status := "enabled"
+				if u.Disabled() {
+					status = "disabled " + u.DisabledAt.Format(time.DateOnly)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", u.Name, u.Role, orDash(strings.Join(ps, " ")),
+					orDash(strings.Join(u.Facilities, " ")), yesNo(u.PasswordHash != ""), status)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", u.Name, u.Role, orDash(strings.Join(ps, " ")),
-				orDash(strings.Join(u.Facilities, " ")), yesNo(u.PasswordHash != ""), status)
-		}
-		return w.Flush()
+			return w.Flush()
+		})
 	case "disable":
-		names, err := parseNamed(fs, args[1:])
+		names, err := operands(fs, args[1:], 1, 1, usage, stderr)
 		if err != nil {
 			return err
 		}
-		if len(names) != 1 {
-			fmt.Fprintln(stderr, usage)
-			return exitCode(2)
-		}
-		svc, done, err := peopleService(ctx, sf)
-		if err != nil {
-			return err
-		}
-		defer done()
-		if err := svc.DisableUser(ctx, names[0]); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "disabled user %s: their sessions are ended and their tokens refused\n", names[0])
-		return nil
+		return withPeople(ctx, sf, func(svc *access.Service) error {
+			if err := svc.DisableUser(ctx, names[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "disabled user %s: their sessions are ended and their tokens refused\n", names[0])
+			return nil
+		})
 	}
 	fmt.Fprintln(stderr, usage)
 	return exitCode(2)
@@ -180,13 +168,9 @@ func tokensCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		expires := fs.String("expires", "90d", "lifetime: days (90d), a duration (12h), or 0 for none")
 		var scopes stringList
 		fs.Var(&scopes, "scope", "what a system user's token may do (repeatable): messages:read, fhir:read, reports:write, dicomweb:read, dicomweb:write, operations")
-		names, err := parseNamed(fs, args[1:])
+		names, err := operands(fs, args[1:], 1, 1, usage, stderr)
 		if err != nil {
 			return err
-		}
-		if len(names) != 1 {
-			fmt.Fprintln(stderr, usage)
-			return exitCode(2)
 		}
 		ttl, err := access.ParseLifetime(*expires)
 		if err != nil {
@@ -196,71 +180,54 @@ func tokensCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		svc, done, err := peopleService(ctx, sf)
-		if err != nil {
-			return err
-		}
-		defer done()
-		text, t, err := svc.CreateToken(ctx, names[0], sc, ttl)
-		if err != nil {
-			return err
-		}
-		// The token alone on stdout, for a script to capture; what it is on stderr.
-		fmt.Fprintln(stdout, text)
-		exp := "never expires"
-		if !t.ExpiresAt.IsZero() {
-			exp = "expires " + t.ExpiresAt.Format(time.RFC3339)
-		}
-		fmt.Fprintf(stderr, "token %s for %s, %s; it is shown only now\n", t.ID, t.User, exp)
-		return nil
-	case "list":
-		names, err := parseNamed(fs, args[1:])
-		if err != nil {
-			return err
-		}
-		user := ""
-		if len(names) > 0 {
-			user = names[0]
-		}
-		svc, done, err := peopleService(ctx, sf)
-		if err != nil {
-			return err
-		}
-		defer done()
-		tokens, err := svc.Store.Tokens(ctx, user)
-		if err != nil {
-			return err
-		}
-		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tUSER\tSCOPES\tCREATED\tEXPIRES\tREVOKED")
-		for _, t := range tokens {
-			sc := make([]string, len(t.Scopes))
-			for i, s := range t.Scopes {
-				sc[i] = string(s)
+		return withPeople(ctx, sf, func(svc *access.Service) error {
+			text, t, err := svc.CreateToken(ctx, names[0], sc, ttl)
+			if err != nil {
+				return err
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.User, orDash(strings.Join(sc, " ")),
-				t.CreatedAt.Format(time.RFC3339), timeOrDash(t.ExpiresAt), timeOrDash(t.RevokedAt))
+			// The token alone on stdout, for a script to capture; what it is on stderr.
+			fmt.Fprintln(stdout, text)
+			exp := "never expires"
+			if !t.ExpiresAt.IsZero() {
+				exp = "expires " + t.ExpiresAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(stderr, "token %s for %s, %s; it is shown only now\n", t.ID, t.User, exp)
+			return nil
+		})
+	case "list":
+		names, err := operands(fs, args[1:], 0, 1, usage, stderr)
+		if err != nil {
+			return err
 		}
-		return w.Flush()
+		return withPeople(ctx, sf, func(svc *access.Service) error {
+			tokens, err := svc.Store.Tokens(ctx, strings.Join(names, ""))
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tUSER\tSCOPES\tCREATED\tEXPIRES\tREVOKED")
+			for _, t := range tokens {
+				sc := make([]string, len(t.Scopes))
+				for i, s := range t.Scopes {
+					sc[i] = string(s)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.User, orDash(strings.Join(sc, " ")),
+					t.CreatedAt.Format(time.RFC3339), timeOrDash(t.ExpiresAt), timeOrDash(t.RevokedAt))
+			}
+			return w.Flush()
+		})
 	case "revoke":
-		ids, err := parseNamed(fs, args[1:])
+		ids, err := operands(fs, args[1:], 1, 1, usage, stderr)
 		if err != nil {
 			return err
 		}
-		if len(ids) != 1 {
-			fmt.Fprintln(stderr, usage)
-			return exitCode(2)
-		}
-		svc, done, err := peopleService(ctx, sf)
-		if err != nil {
-			return err
-		}
-		defer done()
-		if err := svc.RevokeToken(ctx, ids[0]); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "revoked token %s\n", ids[0])
-		return nil
+		return withPeople(ctx, sf, func(svc *access.Service) error {
+			if err := svc.RevokeToken(ctx, ids[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "revoked token %s\n", ids[0])
+			return nil
+		})
 	}
 	fmt.Fprintln(stderr, usage)
 	return exitCode(2)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,10 +19,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferryhealth/ferry/adapters/httpapi"
+	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
 )
+
+// SQLiteStore returns a fresh, migrated SQLite store in t's temporary directory, closed when t
+// ends: what the HTTP edge's tests serve.
+func SQLiteStore(t testing.TB) *sqlite.Store {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
 
 // Store is what the fixture needs of a store: fresh, migrated and empty.
 type Store interface {
