@@ -155,6 +155,9 @@ func (u *User) Validate() error {
 		strings.ContainsFunc(u.Name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		errs = append(errs, fmt.Errorf("user name %q: want 1 to %d printable characters without surrounding spaces", u.Name, maxNameLen))
 	}
+	if u.Name == BootstrapAdmin {
+		errs = append(errs, fmt.Errorf("user name %q is the bootstrap admin token's in the audit trail: choose another", u.Name))
+	}
 	if _, err := ParseRole(string(u.Role)); err != nil {
 		errs = append(errs, err)
 	}
