@@ -7,7 +7,7 @@ BENCHTIME ?= 1s
 STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-short lint vulncheck fuzz bench tidy-check clean
+.PHONY: help build run test test-under-load test-short lint vulncheck fuzz bench tidy-check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,6 +20,11 @@ run: build ## run ferry serve on the embedded store (./ferry-data)
 
 test: ## run every test with the race detector (PostgreSQL, mllp_send used when present); lists every skip with its reason
 	$(GO) test -race -count=1 -timeout 20m -json ./... | $(GO) run .ci/test-summary.go
+
+test-under-load: ## run `make test` RUNS times (default 3) while stress-ng loads every core twice over (issue 16's check that no test depends on the clock)
+	@command -v stress-ng >/dev/null || { echo "stress-ng not found: apt-get install -y stress-ng"; exit 1; }
+	@stress-ng --cpu $$(( 2 * $$(nproc) )) --quiet & pid=$$!; trap "kill $$pid 2>/dev/null" EXIT; \
+	for i in $$(seq 1 $${RUNS:-3}); do echo "== run $$i of $${RUNS:-3} under stress-ng"; $(MAKE) test || exit 1; done
 
 test-short: ## unit tests only, no race detector
 	$(GO) test -short ./...
@@ -54,6 +59,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 2m; .ci/fuzz-target says wha
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine FuzzAppendJSONString
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine FuzzDemographics
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine FuzzImagingStudyContent
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./dicom/render FuzzImage
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./internal/textdiff FuzzDiff
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine/patientid FuzzRead
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/httpapi FuzzFHIRSearch
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine/access FuzzAuthenticateToken
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine/access FuzzParsePractitioner

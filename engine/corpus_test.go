@@ -15,7 +15,21 @@ import (
 	"github.com/ferryhealth/ferry/mappings"
 )
 
-const corpusDir = "../../shared/corpus/hl7v2"
+// corpusDir is the shared corpus of real messages (../shared: in CI, not in a user's clone);
+// ownDir holds Ferry's own order and ADT fixtures, always present.
+const (
+	corpusDir = "../../shared/corpus/hl7v2"
+	ownDir    = "../mappings/testdata/messages"
+)
+
+// TestOwnResourcesAreValidFHIR does for Ferry's own order and ADT fixtures what
+// TestCorpusResourcesAreValidFHIR does for the shared corpus; it runs in a user's clone too.
+func TestOwnResourcesAreValidFHIR(t *testing.T) {
+	planned, written := checkResourcesAreValidFHIR(t, ownDir)
+	if planned < 15 || written < 30 {
+		t.Fatalf("only %d messages mapped (%d resources): the fixtures or the mappings look wrong", planned, written)
+	}
+}
 
 // TestCorpusResourcesAreValidFHIR puts every ORM, OMI and ADT message of the shared corpus
 // through the shipped mappings and google/fhir validation (Processor.Plan): each either yields
@@ -25,8 +39,19 @@ const corpusDir = "../../shared/corpus/hl7v2"
 // (.ci/run installs one; FERRY_REQUIRE_PEERS=1 fails instead of skipping that part).
 func TestCorpusResourcesAreValidFHIR(t *testing.T) {
 	if _, err := os.Stat(corpusDir); err != nil {
-		t.Skipf("corpus not found at %s (it is in CI, not in a user's clone): %v", corpusDir, err)
+		t.Skipf("shared corpus not found at %s (it is in CI, not in a user's clone; TestOwnResourcesAreValidFHIR covers Ferry's own fixtures): %v", corpusDir, err)
 	}
+	planned, written := checkResourcesAreValidFHIR(t, corpusDir)
+	if planned < 100 || written < 300 {
+		t.Fatalf("only %d messages mapped (%d resources): the corpus or the mappings look wrong", planned, written)
+	}
+}
+
+// checkResourcesAreValidFHIR plans every message below dir and checks what it yields (see
+// TestCorpusResourcesAreValidFHIR); it returns how many messages were planned and how many
+// resources they gave.
+func checkResourcesAreValidFHIR(t *testing.T, dir string) (planned, written int) {
+	t.Helper()
 	set, err := mappings.Load(mappings.Source{Base: []fs.FS{mappings.Shipped()}})
 	if err != nil {
 		t.Fatal(err)
@@ -37,8 +62,8 @@ func TestCorpusResourcesAreValidFHIR(t *testing.T) {
 	}
 	p := &Processor{Mappings: func() MappingSource { return set }, Validator: v}
 	out := t.TempDir()
-	var planned, refused, written int
-	err = filepath.WalkDir(corpusDir, func(path string, d fs.DirEntry, err error) error {
+	var refused int
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".hl7") {
 			return err
 		}
@@ -86,11 +111,8 @@ func TestCorpusResourcesAreValidFHIR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d corpus messages mapped to %d valid resources, %d refused with a located error", planned, written, refused)
-	if planned < 100 || written < 300 {
-		t.Fatalf("only %d messages mapped (%d resources): the corpus or the mappings look wrong", planned, written)
-	}
-
+	t.Logf("%s: %d messages mapped to %d valid resources, %d refused with a located error", dir, planned, written, refused)
 	files, _ := filepath.Glob(filepath.Join(out, "*.json"))
 	peers.ValidateFHIR(t, files)
+	return planned, written
 }

@@ -8,6 +8,8 @@ import (
 	"unicode"
 
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/ferryhealth/ferry/fhir"
 )
 
 // The demographic comparison behind the linker's fourth rule (docs/dicom.md, "Linking"): a study's
@@ -48,29 +50,25 @@ func dicomName(pn string) personName {
 	return personName{Family: nameTokens(pn), Unordered: true}
 }
 
-// pickName returns a Patient's name: the official one, else the usual one, else the first; nil
-// when it has none.
-func pickName(patient map[string]any) map[string]any {
-	names := asList(patient["name"])
+// pickName returns a Patient's name: the official one, else the usual one, else the first; ok
+// false when it has none.
+func pickName(patient fhir.Patient) (name fhir.HumanName, ok bool) {
 	for _, use := range []string{"official", "usual", ""} {
-		for _, x := range names {
-			if m := asMap(x); use == "" || m["use"] == use {
-				return m
+		for _, n := range patient.Name {
+			if use == "" || n.Use == use {
+				return n, true
 			}
 		}
 	}
-	return nil
+	return fhir.HumanName{}, false
 }
 
 // fhirName reads a Patient's name (pickName) as the linker compares it.
-func fhirName(patient map[string]any) personName {
-	pick := pickName(patient)
-	family, _ := pick["family"].(string)
-	n := personName{Family: nameTokens(family)}
-	for _, g := range asList(pick["given"]) {
-		if s, ok := g.(string); ok {
-			n.Given = append(n.Given, nameTokens(s)...)
-		}
+func fhirName(patient fhir.Patient) personName {
+	pick, _ := pickName(patient)
+	n := personName{Family: nameTokens(pick.Family)}
+	for _, g := range pick.Given {
+		n.Given = append(n.Given, nameTokens(g)...)
 	}
 	return n
 }
@@ -272,7 +270,7 @@ type comparison struct {
 // compareDemographics compares a study's patient name (DICOM PN), birth date (DA) and sex (CS)
 // with a FHIR Patient's and scores the outcomes with w. The evidence gives each field's outcome
 // and weight ("similar (+2.58)"), with the values for birth date and sex — never the names.
-func compareDemographics(w MatchWeights, s *Study, patient map[string]any) comparison {
+func compareDemographics(w MatchWeights, s *Study, patient fhir.Patient) comparison {
 	return comparePerson(w, claimedPerson{Name: dicomName(s.PatientName), BirthDate: s.PatientBirthDate, Sex: s.PatientSex}, patient)
 }
 
@@ -285,7 +283,7 @@ type claimedPerson struct {
 }
 
 // comparePerson compares a claimed person with a FHIR Patient (compareDemographics).
-func comparePerson(w MatchWeights, s claimedPerson, patient map[string]any) comparison {
+func comparePerson(w MatchWeights, s claimedPerson, patient fhir.Patient) comparison {
 	c := comparison{Evidence: map[string]string{}}
 	record := func(field, values, outcome string, weight float64) {
 		text := outcome
@@ -318,7 +316,7 @@ func comparePerson(w MatchWeights, s claimedPerson, patient map[string]any) comp
 	}
 
 	studyBirth := strings.TrimSpace(s.BirthDate)
-	birth, _ := patient["birthDate"].(string)
+	birth := patient.BirthDate
 	o := compareBirthDates(studyBirth, strings.ReplaceAll(birth, "-", ""))
 	record("birth_date", studyBirth+" | "+birth, o, map[string]float64{outcomeAgree: w.BirthDateAgree,
 		outcomeTransposed: w.BirthDateTransposed, outcomeDisagree: w.BirthDateDisagree}[o])
@@ -326,7 +324,7 @@ func comparePerson(w MatchWeights, s claimedPerson, patient map[string]any) comp
 		c.Contradicts = true
 	}
 
-	gender, _ := patient["gender"].(string)
+	gender := patient.Gender
 	sex := strings.ToUpper(strings.TrimSpace(s.Sex))
 	switch {
 	case (sex != "M" && sex != "F") || (gender != "male" && gender != "female"):

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/ferryhealth/ferry/fhir"
 )
 
 func TestDicomName(t *testing.T) {
@@ -39,10 +41,10 @@ func TestFHIRName(t *testing.T) {
 		map[string]any{"use": "official", "family": "Jones", "given": []any{"Anna", "Maria"}},
 	}}
 	want := personName{Family: []string{"jones"}, Given: []string{"anna", "maria"}}
-	if got := fhirName(p); !reflect.DeepEqual(got, want) {
+	if got := fhirName(fhir.PatientOf(p)); !reflect.DeepEqual(got, want) {
 		t.Errorf("fhirName = %+v, want %+v", got, want)
 	}
-	if got := fhirName(map[string]any{}); !got.empty() {
+	if got := fhirName(fhir.PatientOf(map[string]any{})); !got.empty() {
 		t.Errorf("fhirName(no name) = %+v, want empty", got)
 	}
 }
@@ -154,7 +156,7 @@ func TestDemographicScores(t *testing.T) {
 		{"stranger", "SMITH^JOHN", "19551103", "M", "below", true},
 	} {
 		s := &Study{PatientName: tt.pn, PatientBirthDate: tt.birth, PatientSex: tt.sex}
-		c := compareDemographics(DefaultMatchWeights, s, patient)
+		c := compareDemographics(DefaultMatchWeights, s, fhir.PatientOf(patient))
 		band := "below"
 		switch {
 		case c.Score >= DefaultAutoLink:
@@ -213,7 +215,7 @@ func FuzzDemographics(f *testing.F) {
 	patient := map[string]any{"name": []any{map[string]any{"family": "Doe", "given": []any{"John"}}},
 		"birthDate": "1980-04-12", "gender": "male"}
 	f.Fuzz(func(t *testing.T, pn, birth, sex string) {
-		c := compareDemographics(DefaultMatchWeights, &Study{PatientName: pn, PatientBirthDate: birth, PatientSex: sex}, patient)
+		c := compareDemographics(DefaultMatchWeights, &Study{PatientName: pn, PatientBirthDate: birth, PatientSex: sex}, fhir.PatientOf(patient))
 		if math.IsNaN(c.Score) || math.IsInf(c.Score, 0) {
 			t.Fatalf("score %v", c.Score)
 		}

@@ -166,7 +166,7 @@ func (d *StudyDeriver) derive(ctx context.Context, q StudyDerivation) error {
 				return err
 			}
 			// The order's study is complete: its SLA clocks start (turnaround.go).
-			if mark, err = markTurnaround(ctx, tx, link.ServiceRequestID, order, TurnaroundStudy, d.now()); err != nil {
+			if mark, err = markTurnaround(ctx, tx, link.ServiceRequestID, fhir.ServiceRequestOf(order), TurnaroundStudy, d.now()); err != nil {
 				return err
 			}
 		}
@@ -266,16 +266,16 @@ func (d *StudyDeriver) startOrder(ctx context.Context, tx Tx, srID string) error
 	if err != nil {
 		return err
 	}
-	if c["status"] == "draft" {
+	order := fhir.ServiceRequestOf(c)
+	if order.Status == "draft" {
 		c["status"] = "active"
 		if err := d.put(ctx, tx, "ServiceRequest", srID, sr, c); err != nil {
 			return err
 		}
 	}
-	for _, x := range asList(c["identifier"]) {
-		id := asMap(x)
-		acc, _ := id["value"].(string)
-		if identifierType(id) != "ACSN" || acc == "" {
+	for _, id := range order.Identifier {
+		acc := id.Value
+		if id.TypeCode() != "ACSN" || acc == "" {
 			continue
 		}
 		items, err := tx.WorklistItems(ctx, WorklistFilter{AccessionNumber: acc})

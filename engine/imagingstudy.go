@@ -104,6 +104,7 @@ func imagingStudyContent(in imagingStudyInput) (map[string]any, error) {
 	if in.PatientID == "" {
 		return nil, fmt.Errorf("deriving ImagingStudy of study %s: no patient (ImagingStudy.subject is 1..1)", uid)
 	}
+	order := fhir.ServiceRequestOf(in.Order)
 
 	c := map[string]any{
 		"status":  in.Status,
@@ -115,7 +116,7 @@ func imagingStudyContent(in imagingStudyInput) (map[string]any, error) {
 			"type":  map[string]any{"coding": []any{map[string]any{"system": systemV20203, "code": "ACSN"}}},
 			"value": acc,
 		}
-		if sys := orderAccessionSystem(in.Order, acc); sys != "" {
+		if sys := orderAccessionSystem(order, acc); sys != "" {
 			id["system"] = sys
 		}
 		ids = append(ids, id)
@@ -141,16 +142,19 @@ func imagingStudyContent(in imagingStudyInput) (map[string]any, error) {
 	if d := dicomText(in.Study.StudyDescription); d != "" {
 		c["description"] = d
 	}
-	if code := asMap(in.Order["code"]); len(code) > 0 {
+	if code := order.Code.Tree(); len(code) > 0 {
 		c["procedureCode"] = []any{code}
 	}
-	if reasons := asList(in.Order["reasonCode"]); len(reasons) > 0 {
+	if len(order.ReasonCode) > 0 {
+		reasons := make([]any, len(order.ReasonCode))
+		for i, r := range order.ReasonCode {
+			reasons[i] = r.Tree()
+		}
 		c["reasonCode"] = reasons
 	}
-	if req := asMap(in.Order["requester"]); req != nil {
-		ref, _ := req["reference"].(string)
-		if typ, _ := fhir.ReferenceTypeID(ref); typ == "Practitioner" || typ == "PractitionerRole" {
-			c["referrer"] = req
+	if req := order.Requester; req.Tree() != nil {
+		if typ, _ := req.TypeID(); typ == "Practitioner" || typ == "PractitionerRole" {
+			c["referrer"] = req.Tree()
 		}
 	}
 	if in.EndpointID != "" {
@@ -230,15 +234,13 @@ func imagingSeries(s *Series, instances []*Instance) (map[string]any, int, error
 
 // orderAccessionSystem is the system of the order's accession (its ACSN identifier) whose value
 // is acc, "" when the order has none or it has no system.
-func orderAccessionSystem(order map[string]any, acc string) string {
-	for _, x := range asList(order["identifier"]) {
-		id := asMap(x)
-		v, _ := id["value"].(string)
-		if strings.TrimSpace(v) != acc || identifierType(id) != "ACSN" {
+func orderAccessionSystem(order fhir.ServiceRequest, acc string) string {
+	for _, id := range order.Identifier {
+		if strings.TrimSpace(id.Value) != acc || id.TypeCode() != "ACSN" {
 			continue
 		}
-		if sys, _ := id["system"].(string); sys != "" {
-			return sys
+		if id.System != "" {
+			return id.System
 		}
 	}
 	return ""

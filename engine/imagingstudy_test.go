@@ -145,7 +145,7 @@ func TestImagingStudyContent(t *testing.T) {
 			"basedOn": "", "procedureCode": "", "referrer": "", "reasonCode": "",
 		}},
 		{"order without an accession", func(in *imagingStudyInput) {
-			in.Order["identifier"] = asList(in.Order["identifier"])[:1]
+			in.Order["identifier"] = in.Order["identifier"].([]any)[:1]
 		}, map[string]string{
 			"identifier": `[{"system":"urn:dicom:uid","value":"urn:oid:1.2.840.113619.2.55.3.1"},` +
 				`{"type":{"coding":[{"code":"ACSN","system":"http://terminology.hl7.org/CodeSystem/v2-0203"}]},"value":"ACC2002"}]`,
@@ -452,7 +452,7 @@ func FuzzImagingStudyContent(f *testing.F) {
 		in.Study.ModalitiesInStudy = []string{modality, "CT"}
 		in.Series[0].Modality, in.Series[0].SeriesNumber, in.Series[0].SeriesDescription = modality, seriesNumber, description
 		in.Instances[in.Series[0].SeriesInstanceUID][0].InstanceNumber = seriesNumber
-		in.Order["identifier"] = append(asList(in.Order["identifier"]), map[string]any{
+		in.Order["identifier"] = append(in.Order["identifier"].([]any), map[string]any{
 			"type":  map[string]any{"coding": []any{map[string]any{"system": systemV20203, "code": "ACSN"}}},
 			"value": accession, "system": "urn:oid:1.2.3"})
 		got, err := imagingStudyContent(in)

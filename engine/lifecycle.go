@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 )
 
@@ -35,11 +36,10 @@ func sendingFacilityExtension(facility string) map[string]any {
 
 // SendingFacility returns the facility that sent an order (its SendingFacilityURL extension),
 // "" when it has none.
-func SendingFacility(order map[string]any) string {
-	for _, x := range asList(order["extension"]) {
-		if e := asMap(x); e["url"] == SendingFacilityURL {
-			v, _ := e["valueString"].(string)
-			return v
+func SendingFacility(order fhir.ServiceRequest) string {
+	for _, e := range order.Extension {
+		if e.URL == SendingFacilityURL {
+			return e.ValueString
 		}
 	}
 	return ""
@@ -48,10 +48,8 @@ func SendingFacility(order map[string]any) string {
 // order applies one ORC/OBR group.
 func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID string) error {
 	var keys []string
-	ids, _ := o.sr["identifier"].([]any)
-	for _, x := range ids {
-		id := asMap(x)
-		switch identifierType(id) {
+	for _, id := range fhir.IdentifiersOf(o.sr["identifier"]) {
+		switch id.TypeCode() {
 		case "PLAC":
 			keys = append(keys, identifierKey(w.pl.facility, "placer", id))
 		case "FILL":
@@ -82,7 +80,7 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 
 	requesterID := ""
 	if o.requester != nil {
-		pkeys := identifierKeys(w.pl.facility, "identifier", o.requester["identifier"])
+		pkeys := identifierKeys(w.pl.facility, "identifier", fhir.IdentifiersOf(o.requester["identifier"]))
 		if len(pkeys) == 0 {
 			pkeys = []string{practitionerNameKey(w.pl.facility, o.requester)}
 		}
@@ -93,7 +91,7 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 
 	content := clone(o.sr)
 	if w.pl.facility != "" {
-		content["extension"] = append(asList(content["extension"]), sendingFacilityExtension(w.pl.facility))
+		fhir.AppendTo(content, "extension", sendingFacilityExtension(w.pl.facility))
 	}
 	content["subject"] = reference("Patient", patientID)
 	if encounterID != "" {
@@ -110,7 +108,7 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 		}
 		if status == "" || o.control == actionCreate {
 			// A change keeps the status; so does a repeated NW for an order already moving.
-			status, _ = cur["status"].(string)
+			status = fhir.ServiceRequestOf(cur).Status
 		}
 		if o.control == actionCancel || o.control == actionStatus || o.control == actionHold || o.control == actionRelease {
 			// A status message carries the order again, often incompletely: only the status moves.
@@ -128,12 +126,12 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 	if curSR == nil {
 		// The order's turnaround clock starts (turnaround.go). No interval ends here, so there
 		// is nothing to observe: the Processor needs no metrics.
-		if _, err := markTurnaround(ctx, w.tx, srID, content, TurnaroundOrdered, w.pl.now); err != nil {
+		if _, err := markTurnaround(ctx, w.tx, srID, fhir.ServiceRequestOf(content), TurnaroundOrdered, w.pl.now); err != nil {
 			return err
 		}
 	} else if status == "revoked" {
 		// Cancelled or discontinued: no report is due any more; its clocks stop.
-		if _, err := markTurnaround(ctx, w.tx, srID, content, TurnaroundClosed, w.pl.now); err != nil {
+		if _, err := markTurnaround(ctx, w.tx, srID, fhir.ServiceRequestOf(content), TurnaroundClosed, w.pl.now); err != nil {
 			return err
 		}
 	}
@@ -160,13 +158,13 @@ func (w *writer) worklist(ctx context.Context, srID, status string, fields map[s
 	if w.redirectedTo != nil {
 		// The order came under the identifier of a patient merged away: the modality must see
 		// the survivor.
-		setWorklistPatient(item, w.redirectedTo)
+		setWorklistPatient(item, *w.redirectedTo)
 	}
 	return w.tx.PutWorklistItem(ctx, item)
 }
 
 // setWorklistPatient fills an item's patient attributes from a stored Patient (dicomPatient).
-func setWorklistPatient(item *WorklistItem, patient map[string]any) {
+func setWorklistPatient(item *WorklistItem, patient fhir.Patient) {
 	d := dicomPatient(patient)
 	item.PatientName, item.PatientID, item.IssuerOfPatientID = d.PatientName, d.PatientID, d.IssuerOfPatientID
 	item.PatientBirthDate, item.PatientSex = d.PatientBirthDate, d.PatientSex
@@ -176,41 +174,32 @@ func setWorklistPatient(item *WorklistItem, patient map[string]any) {
 // and for QIDO-RS: its name (official, else usual, else the first) as PN family^given^middle^
 // prefix^suffix; its MR identifier (else the first) with that identifier's assigner as issuer;
 // birth date as DA; gender as M, F, O or "".
-func dicomPatient(p map[string]any) PatientIdentity {
+func dicomPatient(p fhir.Patient) PatientIdentity {
 	var out PatientIdentity
-	if n := pickName(p); n != nil {
-		given := asList(n["given"])
-		part := func(l []any, i int) string {
+	if n, ok := pickName(p); ok {
+		part := func(l []string, i int) string {
 			if i < len(l) {
-				s, _ := l[i].(string)
-				return s
+				return l[i]
 			}
 			return ""
 		}
-		family, _ := n["family"].(string)
-		parts := []string{family, part(given, 0), part(given, 1), part(asList(n["prefix"]), 0), part(asList(n["suffix"]), 0)}
+		parts := []string{n.Family, part(n.Given, 0), part(n.Given, 1), part(n.Prefix, 0), part(n.Suffix, 0)}
 		for len(parts) > 0 && parts[len(parts)-1] == "" {
 			parts = parts[:len(parts)-1]
 		}
 		out.PatientName = strings.Join(parts, "^")
 	}
-	ids := asList(p["identifier"])
-	var pick map[string]any
-	for _, x := range ids {
-		if identifierType(asMap(x)) == "MR" {
-			pick = asMap(x)
-			break
-		}
+	var pick fhir.Identifier
+	if i := slices.IndexFunc(p.Identifier, func(id fhir.Identifier) bool { return id.TypeCode() == "MR" }); i >= 0 {
+		pick = p.Identifier[i]
+	} else if len(p.Identifier) > 0 {
+		pick = p.Identifier[0]
 	}
-	if pick == nil && len(ids) > 0 {
-		pick = asMap(ids[0])
-	}
-	out.PatientID, _ = pick["value"].(string)
-	out.IssuerOfPatientID, _ = asMap(pick["assigner"])["display"].(string)
-	if bd, _ := p["birthDate"].(string); len(bd) == 10 {
+	out.PatientID, out.IssuerOfPatientID = pick.Value, pick.Assigner
+	if bd := p.BirthDate; len(bd) == 10 {
 		out.PatientBirthDate = strings.ReplaceAll(bd, "-", "")
 	}
-	switch p["gender"] {
+	switch p.Gender {
 	case "male":
 		out.PatientSex = "M"
 	case "female":
@@ -312,26 +301,27 @@ func (w *writer) merge(ctx context.Context, survivorID string) error {
 	if err != nil {
 		return err
 	}
+	priorView := fhir.PatientOf(pc)
 	// A hospital merges only its own patients: both must carry an identifier of its issuers,
 	// so a sender trusted with merges cannot fold another hospital's patient into one of its own.
 	if issuers, ok := w.pl.trust.MergeIssuers(w.pl.facility); ok {
-		if !ofIssuers(pc, issuers) {
+		if !ofIssuers(priorView, issuers) {
 			return processError(hl7.CodeApplicationInternalError, "MRG", 1, "the prior patient in MRG-1 has no identifier of facility %q's issuers (%s)", w.pl.facility, strings.Join(issuers, ", "))
 		}
-		if !ofIssuers(sc, issuers) {
+		if !ofIssuers(fhir.PatientOf(sc), issuers) {
 			return processError(hl7.CodeApplicationInternalError, "PID", 3, "the surviving patient in PID-3 has no identifier of facility %q's issuers (%s)", w.pl.facility, strings.Join(issuers, ", "))
 		}
 	}
 	pc["active"] = false
-	pc["link"] = append(asList(pc["link"]), map[string]any{"other": reference("Patient", survivorID), "type": "replaced-by"})
+	fhir.AppendTo(pc, "link", map[string]any{"other": reference("Patient", survivorID), "type": "replaced-by"})
 	if err := w.put(ctx, "Patient", priorID, prior.VersionID+1, prior.Keys, pc); err != nil {
 		return err
 	}
-	sc["link"] = append(asList(sc["link"]), map[string]any{"other": reference("Patient", priorID), "type": "replaces"})
+	fhir.AppendTo(sc, "link", map[string]any{"other": reference("Patient", priorID), "type": "replaces"})
 	if err := w.put(ctx, "Patient", survivorID, survivor.VersionID+1, survivor.Keys, sc); err != nil {
 		return err
 	}
-	w.patientIDs = append(w.patientIDs, identifierValues(pc["identifier"])...)
+	w.patientIDs = append(w.patientIDs, identifierValues(priorView.Identifier)...)
 
 	// Move every order (and encounter) of the old patient to the survivor.
 	for _, typ := range []string{"ServiceRequest", "Encounter"} {
@@ -390,17 +380,12 @@ func (w *writer) moveStudies(ctx context.Context, priorID, survivorID string) er
 	return nil
 }
 
-func asList(x any) []any {
-	l, _ := x.([]any)
-	return l
-}
-
 // identifierValues returns the values of a list of FHIR Identifiers.
-func identifierValues(ids any) []string {
+func identifierValues(ids []fhir.Identifier) []string {
 	var out []string
-	for _, x := range asList(ids) {
-		if v, _ := asMap(x)["value"].(string); v != "" {
-			out = append(out, v)
+	for _, id := range ids {
+		if id.Value != "" {
+			out = append(out, id.Value)
 		}
 	}
 	return out

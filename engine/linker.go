@@ -95,18 +95,14 @@ const (
 
 // patientLinkIndex returns a Patient's entries for the linker's index: each identifier
 // normalised, and the blocking keys of its name and birth date.
-func patientLinkIndex(patient map[string]any) []fhir.IndexEntry {
+func patientLinkIndex(patient fhir.Patient) []fhir.IndexEntry {
 	var entries []fhir.IndexEntry
-	for _, x := range asList(patient["identifier"]) {
-		id := asMap(x)
-		v, _ := id["value"].(string)
-		if n := normalizedIdentifier(v); n != "" {
-			system, _ := id["system"].(string)
-			entries = append(entries, fhir.IndexEntry{Param: linkIDParam, System: system, Value: n})
+	for _, id := range patient.Identifier {
+		if n := normalizedIdentifier(id.Value); n != "" {
+			entries = append(entries, fhir.IndexEntry{Param: linkIDParam, System: id.System, Value: n})
 		}
 	}
-	birth, _ := patient["birthDate"].(string)
-	for _, k := range blockingKeys(fhirName(patient), strings.ReplaceAll(birth, "-", "")) {
+	for _, k := range blockingKeys(fhirName(patient), strings.ReplaceAll(patient.BirthDate, "-", "")) {
 		entries = append(entries, fhir.IndexEntry{Param: linkBlockParam, Value: k})
 	}
 	return entries
@@ -224,17 +220,17 @@ func sameDecision(a, b *StudyLink) bool {
 		maps.Equal(a.Evidence, b.Evidence) && len(a.Candidates) == len(b.Candidates)
 }
 
-// candidate is a patient a rule is weighing: its id (the survivor, for a merged patient), its
-// content, and the identifiers it answers to (its own and those of the patients merged into it).
+// candidate is a patient a rule is weighing: its id (the survivor, for a merged patient), the
+// Patient, and the identifiers it answers to (its own and those of the patients merged into it).
 type candidate struct {
 	id          string
-	content     map[string]any
-	identifiers []map[string]any
+	patient     fhir.Patient
+	identifiers []fhir.Identifier
 }
 
 // comparison of a study with a candidate, patient ID included.
 func (l *Linker) compare(ctx context.Context, s *Study, p *candidate) (comparison, error) {
-	c := compareDemographics(l.Match.weights(), s, p.content)
+	c := compareDemographics(l.Match.weights(), s, p.patient)
 	outcome, err := l.compareID(ctx, s, p)
 	if err != nil {
 		return c, err
@@ -246,7 +242,7 @@ func (l *Linker) compare(ctx context.Context, s *Study, p *candidate) (compariso
 		c.Evidence["patient_id"] = strings.TrimSpace(s.PatientID) + " | " + outcomeAgree + " (+" + strconv.FormatFloat(w, 'f', -1, 64) + ")"
 	case outcomeDisagree:
 		c.IDContradicts = true
-		c.Evidence["patient_id"] = strings.TrimSpace(s.PatientID) + " | " + strings.Join(identifierValues(anyList(p.identifiers)), ",") + " | " + outcomeDisagree
+		c.Evidence["patient_id"] = strings.TrimSpace(s.PatientID) + " | " + strings.Join(identifierValues(p.identifiers), ",") + " | " + outcomeDisagree
 	case "":
 	default:
 		c.Evidence["patient_id"] = strings.TrimSpace(s.PatientID) + " | " + outcome
@@ -269,12 +265,11 @@ func (l *Linker) compareID(ctx context.Context, s *Study, p *candidate) (string,
 	value = rule.strip(value)
 	inSystem := false
 	for _, id := range p.identifiers {
-		system, _ := id["system"].(string)
-		if rule.System != "" && system != rule.System {
+		if rule.System != "" && id.System != rule.System {
 			continue
 		}
 		inSystem = true
-		if v, _ := id["value"].(string); rule.same(value, v) {
+		if rule.same(value, id.Value) {
 			return outcomeAgree, nil
 		}
 	}
@@ -367,19 +362,17 @@ func (l *Linker) patientsWithID(ctx context.Context, rule IssuerRule, value stri
 		if err != nil {
 			return nil, err
 		}
+		patient := fhir.PatientOf(c)
 		match := false
-		for _, x := range asList(c["identifier"]) {
-			id := asMap(x)
-			system, _ := id["system"].(string)
-			v, _ := id["value"].(string)
-			if (rule.System == "" || system == rule.System) && rule.same(value, v) {
+		for _, id := range patient.Identifier {
+			if (rule.System == "" || id.System == rule.System) && rule.same(value, id.Value) {
 				match = true
 			}
 		}
 		if !match {
 			continue
 		}
-		p, err := l.survivor(ctx, r, c)
+		p, err := l.survivor(ctx, r, patient)
 		if err != nil {
 			return nil, err
 		}
@@ -428,8 +421,8 @@ func (l *Linker) demographics(ctx context.Context, s *Study, link *StudyLink, by
 	// the best score of its records.
 	best := map[string]LinkCandidate{}
 	judged := map[string]comparison{} // the best record's comparison, by candidate
-	weigh := func(p *candidate, record map[string]any) error {
-		c, err := l.compare(ctx, s, &candidate{id: p.id, content: record, identifiers: p.identifiers})
+	weigh := func(p *candidate, record fhir.Patient) error {
+		c, err := l.compare(ctx, s, &candidate{id: p.id, patient: record, identifiers: p.identifiers})
 		if err != nil {
 			return err
 		}
@@ -444,17 +437,18 @@ func (l *Linker) demographics(ctx context.Context, s *Study, link *StudyLink, by
 		if err != nil {
 			return err
 		}
-		p, err := l.survivor(ctx, r, content)
+		record := fhir.PatientOf(content)
+		p, err := l.survivor(ctx, r, record)
 		if err != nil {
 			return err
 		}
-		if err := weigh(p, content); err != nil {
+		if err := weigh(p, record); err != nil {
 			return err
 		}
 	}
 	for _, p := range byID {
 		if _, ok := best[p.id]; !ok {
-			if err := weigh(p, p.content); err != nil {
+			if err := weigh(p, p.patient); err != nil {
 				return err
 			}
 		}
@@ -501,40 +495,37 @@ func (l *Linker) demographics(ctx context.Context, s *Study, link *StudyLink, by
 
 // survivor returns the candidate a Patient stands for: the patient that replaced it, following
 // merges, with the identifiers of every record merged into that one.
-func (l *Linker) survivor(ctx context.Context, r *Resource, content map[string]any) (*candidate, error) {
+func (l *Linker) survivor(ctx context.Context, r *Resource, patient fhir.Patient) (*candidate, error) {
 	if s, err := survivor(ctx, l.Resources, r); err != nil {
 		return nil, err
 	} else if s.ID != r.ID {
-		if content, err = contentOf(s.JSON); err != nil {
+		content, err := contentOf(s.JSON)
+		if err != nil {
 			return nil, err
 		}
-		r = s
+		patient, r = fhir.PatientOf(content), s
 	}
-	ids, err := identifiersOfPerson(ctx, l.Resources, r.ID, content)
+	ids, err := identifiersOfPerson(ctx, l.Resources, r.ID, patient)
 	if err != nil {
 		return nil, err
 	}
-	return &candidate{id: r.ID, content: content, identifiers: ids}, nil
+	return &candidate{id: r.ID, patient: patient, identifiers: ids}, nil
 }
 
 // identifiersOfPerson returns the identifiers of a Patient (id, its content) and of every record
 // merged into it, through its replaces links: all the numbers the person is known by. A link to
 // a record the store no longer has is passed over.
-func identifiersOfPerson(ctx context.Context, rd ResourceReader, id string, content map[string]any) ([]map[string]any, error) {
-	var out []map[string]any
+func identifiersOfPerson(ctx context.Context, rd ResourceReader, id string, patient fhir.Patient) ([]fhir.Identifier, error) {
+	var out []fhir.Identifier
 	seen := map[string]bool{id: true}
-	queue := []map[string]any{content}
+	queue := []fhir.Patient{patient}
 	for len(queue) > 0 && len(seen) < 32 {
-		c := queue[0]
+		p := queue[0]
 		queue = queue[1:]
-		for _, x := range asList(c["identifier"]) {
-			out = append(out, asMap(x))
-		}
-		for _, x := range asList(c["link"]) {
-			lk := asMap(x)
-			ref, _ := asMap(lk["other"])["reference"].(string)
-			id, ok := strings.CutPrefix(ref, "Patient/")
-			if lk["type"] != "replaces" || !ok || seen[id] {
+		out = append(out, p.Identifier...)
+		for _, lk := range p.Link {
+			id, ok := strings.CutPrefix(lk.Other.Reference, "Patient/")
+			if lk.Type != "replaces" || !ok || seen[id] {
 				continue
 			}
 			seen[id] = true
@@ -549,7 +540,7 @@ func identifiersOfPerson(ctx context.Context, rd ResourceReader, id string, cont
 			if err != nil {
 				return nil, err
 			}
-			queue = append(queue, oc)
+			queue = append(queue, fhir.PatientOf(oc))
 		}
 	}
 	return out, nil
@@ -561,8 +552,7 @@ func (l *Linker) orderPatient(ctx context.Context, sr *Resource) (*candidate, er
 	if err != nil {
 		return nil, err
 	}
-	ref, _ := asMap(c["subject"])["reference"].(string)
-	id, ok := strings.CutPrefix(ref, "Patient/")
+	id, ok := strings.CutPrefix(fhir.ServiceRequestOf(c).Subject.Reference, "Patient/")
 	if !ok {
 		return nil, errors.New("order without a patient")
 	}
@@ -574,7 +564,7 @@ func (l *Linker) orderPatient(ctx context.Context, sr *Resource) (*candidate, er
 	if err != nil {
 		return nil, err
 	}
-	return l.survivor(ctx, p, pc)
+	return l.survivor(ctx, p, fhir.PatientOf(pc))
 }
 
 // pickOrder returns the patient's one open order (active, on hold, draft) that fits the study:
@@ -600,24 +590,22 @@ func (l *Linker) pickOrder(ctx context.Context, s *Study, patientID string, evid
 		if err != nil {
 			return "", err
 		}
-		if st := c["status"]; st != "active" && st != "on-hold" && st != "draft" {
+		sr := fhir.ServiceRequestOf(c)
+		if st := sr.Status; st != "active" && st != "on-hold" && st != "draft" {
 			continue
 		}
 		open++
-		if m := orderModality(c); m != "" && len(s.ModalitiesInStudy) > 0 && !slices.Contains(s.ModalitiesInStudy, m) {
+		if m := orderModality(sr); m != "" && len(s.ModalitiesInStudy) > 0 && !slices.Contains(s.ModalitiesInStudy, m) {
 			continue
 		}
 		if dateErr == nil {
-			when, _ := c["occurrenceDateTime"].(string)
-			if when == "" {
-				when, _ = c["authoredOn"].(string)
-			}
+			when := cmp.Or(sr.OccurrenceDateTime, sr.AuthoredOn)
 			if t, ok := parseFHIRDay(when); ok && (t.Before(studyDay.Add(-before)) || t.After(studyDay.Add(after))) {
 				continue
 			}
 		}
 		fits = append(fits, r.ID)
-		if sharesProcedureWord(described, c["code"]) {
+		if sharesProcedureWord(described, sr.Code) {
 			byProcedure = append(byProcedure, r.ID)
 		}
 	}
@@ -635,19 +623,13 @@ func (l *Linker) pickOrder(ctx context.Context, s *Study, patientID string, evid
 
 // sharesProcedureWord reports whether the study description's words include a word (three
 // letters or more, not a modality's name) of the order's procedure: its codings' displays or text.
-func sharesProcedureWord(described []string, code any) bool {
+func sharesProcedureWord(described []string, code fhir.CodeableConcept) bool {
 	if len(described) == 0 {
 		return false
 	}
-	cc := asMap(code)
-	texts := []string{}
-	if t, ok := cc["text"].(string); ok {
-		texts = append(texts, t)
-	}
-	for _, x := range asList(cc["coding"]) {
-		if d, ok := asMap(x)["display"].(string); ok {
-			texts = append(texts, d)
-		}
+	texts := []string{code.Text}
+	for _, cd := range code.Coding {
+		texts = append(texts, cd.Display)
 	}
 	for _, t := range texts {
 		for _, w := range nameTokens(t) {
@@ -665,13 +647,11 @@ var genericProcedureWords = map[string]bool{"with": true, "without": true, "cont
 
 // orderModality is the DICOM modality an order's orderDetail gives (the order mappings put it
 // there), "" when none.
-func orderModality(sr map[string]any) string {
-	for _, d := range asList(sr["orderDetail"]) {
-		for _, x := range asList(asMap(d)["coding"]) {
-			c := asMap(x)
-			if c["system"] == "http://dicom.nema.org/resources/ontology/DCM" {
-				code, _ := c["code"].(string)
-				return code
+func orderModality(sr fhir.ServiceRequest) string {
+	for _, d := range sr.OrderDetail {
+		for _, c := range d.Coding {
+			if c.System == "http://dicom.nema.org/resources/ontology/DCM" {
+				return c.Code
 			}
 		}
 	}
@@ -707,11 +687,9 @@ func (l *Linker) ordersNamedBy(ctx context.Context, acc, uid string) (byAccessio
 			return nil, nil, err
 		}
 		accession, scheduled := false, false
-		for _, x := range asList(c["identifier"]) {
-			id := asMap(x)
-			v, _ := id["value"].(string)
-			accession = accession || (acc != "" && v == acc && identifierType(id) == "ACSN")
-			scheduled = scheduled || (v == oid && id["system"] == "urn:dicom:uid")
+		for _, id := range fhir.IdentifiersOf(c["identifier"]) {
+			accession = accession || (acc != "" && id.Value == acc && id.TypeCode() == "ACSN")
+			scheduled = scheduled || (id.Value == oid && id.System == "urn:dicom:uid")
 		}
 		if accession {
 			byAccession = append(byAccession, r)
@@ -733,14 +711,6 @@ func sexAgrees(dicomSex, gender string) bool {
 	default:
 		return true // O or unknown: nothing to contradict
 	}
-}
-
-func anyList(ids []map[string]any) []any {
-	out := make([]any, len(ids))
-	for i, id := range ids {
-		out[i] = id
-	}
-	return out
 }
 
 // PatientIdentity is a patient as DICOM names it (PS3.3 C.7.1.1): what a viewer shows for a
@@ -772,24 +742,23 @@ func (l *Linker) LinkedIdentity(ctx context.Context, studyInstanceUID string) (*
 	if err != nil {
 		return nil, err
 	}
-	p, err := l.survivor(ctx, r, content)
+	p, err := l.survivor(ctx, r, fhir.PatientOf(content))
 	if err != nil {
 		return nil, err
 	}
-	return l.identity(p.id, p.content), nil
+	return l.identity(p.id, p.patient), nil
 }
 
-func (l *Linker) identity(id string, p map[string]any) *PatientIdentity {
+func (l *Linker) identity(id string, p fhir.Patient) *PatientIdentity {
 	out := dicomPatient(p)
 	out.PatientFHIRID = id
 	// The issuer as the modalities know it: the rule for the MRN's system, else its assigner.
-	for _, x := range asList(p["identifier"]) {
-		mrn := asMap(x)
-		if v, _ := mrn["value"].(string); v != out.PatientID {
+	for _, mrn := range p.Identifier {
+		if mrn.Value != out.PatientID {
 			continue
 		}
 		for _, r := range l.Match.Issuers {
-			if system, _ := mrn["system"].(string); system != "" && r.System == system {
+			if system := mrn.System; system != "" && r.System == system {
 				out.IssuerOfPatientID = r.Issuer
 				return &out
 			}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,7 +111,7 @@ type plan struct {
 	patient         map[string]any
 	encounter       map[string]any
 	orders          []orderPlan
-	merge           []any // MRG-1 identifiers (A40)
+	merge           []fhir.Identifier // MRG-1 identifiers (A40)
 	trust           *SenderTrust
 	worklistPatient map[string]any
 	now             time.Time
@@ -147,15 +148,17 @@ func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 		now = p.Now
 	}
 	pl := &plan{facility: h.SendingFacility, mappingVersion: m.Version, now: now().UTC().Truncate(time.Millisecond), trust: p.Trust}
-	if rep, ok := out["report"].(map[string]any); ok {
+	mo := decodeOutput(out)
+	if rep := mo.report; rep != nil {
 		// A report: stored like one the reading platform posts (Reports.store), in the
 		// message's transaction.
 		if p.Reports == nil {
 			return failed(processError(hl7.CodeUnsupportedMessageType, "MSH", 9, "reports are not taken here"))
 		}
 		pl.report, pl.reports = rep, p.Reports
-		if rp, ok := out["report_patient"].(map[string]any); ok && len(rp) > 0 {
-			pl.reportPatient = &reportPatient{Person: rp, v2: true}
+		if rp := mo.reportPatient; len(rp) > 0 {
+			p := fhir.PatientOf(rp)
+			pl.reportPatient = &reportPatient{Person: &p, v2: true}
 		}
 		if p.Validator != nil {
 			body, err := resourceJSON("DiagnosticReport", placeholderID, 1, pl.now, pl.mappingVersion, rep)
@@ -169,11 +172,9 @@ func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 		}
 		return pl, nil
 	}
-	pl.patient, _ = out["patient"].(map[string]any)
-	pl.encounter, _ = out["encounter"].(map[string]any)
-	pl.worklistPatient, _ = out["worklist_patient"].(map[string]any)
-	if mg, ok := out["merge"].(map[string]any); ok {
-		pl.merge, _ = mg["prior"].([]any)
+	pl.patient, pl.encounter, pl.worklistPatient = mo.patient, mo.encounter, mo.worklistPatient
+	if mo.merge {
+		pl.merge = mo.mergePrior
 		if len(pl.merge) == 0 {
 			return failed(processError(hl7.CodeRequiredFieldMissing, "MRG", 1, "merge without a prior patient identifier in MRG-1"))
 		}
@@ -182,33 +183,20 @@ func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 	// nor change its patients from here, and are not kept (issue "Trust at every door").
 	if foreign := p.Trust.ForeignIssuers(pl.facility); len(foreign) > 0 {
 		if pl.patient != nil {
-			ids, dropped := withoutForeign(asList(pl.patient["identifier"]), foreign)
-			if dropped > 0 && len(ids) == 0 {
+			patient, kept, dropped := fhir.WithoutIdentifiers(pl.patient, func(id fhir.Identifier) bool { return identifierOfIssuers(id, foreign) })
+			if dropped > 0 && kept == 0 {
 				return failed(processError(hl7.CodeApplicationInternalError, "PID", 3, "PID-3 has only identifiers of other facilities' registers (%s)", strings.Join(foreign, ", ")))
 			}
-			if dropped > 0 {
-				pl.patient = withFields(pl.patient, map[string]any{"identifier": ids})
-			}
+			pl.patient = patient
 		}
 		if pl.merge != nil {
-			var dropped int
-			if pl.merge, dropped = withoutForeign(pl.merge, foreign); dropped > 0 && len(pl.merge) == 0 {
+			if pl.merge = slices.DeleteFunc(pl.merge, func(id fhir.Identifier) bool { return identifierOfIssuers(id, foreign) }); len(pl.merge) == 0 {
 				return failed(processError(hl7.CodeApplicationInternalError, "MRG", 1, "MRG-1 names only identifiers of other facilities' registers (%s)", strings.Join(foreign, ", ")))
 			}
 		}
 	}
-	if list, ok := out["orders"].([]any); ok {
-		for i, o := range list {
-			om, _ := o.(map[string]any)
-			op := orderPlan{seq: i + 1}
-			op.control, _ = om["control"].(string)
-			op.status, _ = om["status"].(string)
-			op.sr, _ = om["service_request"].(map[string]any)
-			op.requester, _ = om["requester"].(map[string]any)
-			op.worklist, _ = om["worklist"].(map[string]any)
-			if op.sr == nil {
-				continue
-			}
+	for _, op := range mo.orders {
+		if op.sr != nil {
 			pl.orders = append(pl.orders, op)
 		}
 	}
@@ -222,6 +210,44 @@ func (p *Processor) Plan(msg *hl7.Message) (*plan, error) {
 		return failed(err)
 	}
 	return pl, nil
+}
+
+// mappedOutput is what a mapping made of a message (docs/mappings.md names the keys), decoded
+// once at the mapping's boundary: the resources stay content trees (stored as they are), the
+// rest is typed.
+type mappedOutput struct {
+	report          map[string]any // a DiagnosticReport's content (ORU^R01)
+	reportPatient   map[string]any // the patient an ORU's PID names, as Patient fields
+	patient         map[string]any
+	encounter       map[string]any
+	worklistPatient map[string]any
+	merge           bool // an A40 (MRG): mergePrior are MRG-1's identifiers
+	mergePrior      []fhir.Identifier
+	orders          []orderPlan
+}
+
+// decodeOutput reads a mapping's output; a key absent or of another shape reads as absent.
+func decodeOutput(out map[string]any) mappedOutput {
+	object := func(x any) map[string]any {
+		m, _ := x.(map[string]any)
+		return m
+	}
+	text := func(x any) string {
+		s, _ := x.(string)
+		return s
+	}
+	mo := mappedOutput{report: object(out["report"]), reportPatient: object(out["report_patient"]),
+		patient: object(out["patient"]), encounter: object(out["encounter"]), worklistPatient: object(out["worklist_patient"])}
+	if mg := object(out["merge"]); mg != nil {
+		mo.merge, mo.mergePrior = true, fhir.IdentifiersOf(mg["prior"])
+	}
+	orders, _ := out["orders"].([]any)
+	for i, x := range orders {
+		o := object(x)
+		mo.orders = append(mo.orders, orderPlan{seq: i + 1, control: text(o["control"]), status: text(o["status"]),
+			sr: object(o["service_request"]), requester: object(o["requester"]), worklist: object(o["worklist"])})
+	}
+	return mo
 }
 
 // placeholderID stands for ids not known until the transaction; validation does not depend on
@@ -427,7 +453,7 @@ func (pl *plan) apply(ctx context.Context, tx Tx, m *InboundMessage) error {
 	}
 	encounterID := ""
 	if pl.encounter != nil {
-		if encounterID, err = w.upsertByKeys(ctx, "Encounter", identifierKeys(pl.facility, "identifier", pl.encounter["identifier"]),
+		if encounterID, err = w.upsertByKeys(ctx, "Encounter", identifierKeys(pl.facility, "identifier", fhir.IdentifiersOf(pl.encounter["identifier"])),
 			withFields(pl.encounter, map[string]any{"subject": reference("Patient", patientID)}), nil); err != nil {
 			return err
 		}
@@ -452,7 +478,7 @@ type writer struct {
 	patientIDs []string
 	// redirectedTo is the stored Patient a message's identifier led to through a merge, nil when
 	// the message named the patient directly.
-	redirectedTo map[string]any
+	redirectedTo *fhir.Patient
 }
 
 func reference(typ, id string) map[string]any {
@@ -463,11 +489,9 @@ func reference(typ, id string) map[string]any {
 // where scope is the identifier system, or — for an identifier whose authority Ferry could not
 // resolve to a system — the sending facility and the assigner, so that two hospitals' local
 // numbers never collide.
-func identifierKeys(facility, kind string, ids any) []string {
-	list, _ := ids.([]any)
+func identifierKeys(facility, kind string, ids []fhir.Identifier) []string {
 	var keys []string
-	for _, x := range list {
-		id, _ := x.(map[string]any)
+	for _, id := range ids {
 		if k := identifierKey(facility, kind, id); k != "" {
 			keys = append(keys, k)
 		}
@@ -475,33 +499,15 @@ func identifierKeys(facility, kind string, ids any) []string {
 	return keys
 }
 
-func identifierKey(facility, kind string, id map[string]any) string {
-	value, _ := id["value"].(string)
-	if value == "" {
+func identifierKey(facility, kind string, id fhir.Identifier) string {
+	if id.Value == "" {
 		return ""
 	}
-	scope, _ := id["system"].(string)
+	scope := id.System
 	if scope == "" {
-		assigner := ""
-		if a, ok := id["assigner"].(map[string]any); ok {
-			assigner, _ = a["display"].(string)
-		}
-		scope = "facility:" + facility + "/" + assigner
+		scope = "facility:" + facility + "/" + id.Assigner
 	}
-	return kind + "|" + scope + "|" + value
-}
-
-// identifierType is the v2-0203 type code of a FHIR Identifier ("PLAC", "FILL", "ACSN", "MR"…).
-func identifierType(id map[string]any) string {
-	t, _ := id["type"].(map[string]any)
-	codings, _ := t["coding"].([]any)
-	for _, c := range codings {
-		cm, _ := c.(map[string]any)
-		if code, _ := cm["code"].(string); code != "" {
-			return code
-		}
-	}
-	return ""
+	return kind + "|" + scope + "|" + id.Value
 }
 
 // find returns the current version of the resource of typ holding any of keys (one round
@@ -558,7 +564,8 @@ func ReplacedBy(body []byte) string {
 // never guessed) and creates or updates it; it returns the id of the patient now holding the
 // identifiers (the survivor, for one that was merged).
 func (w *writer) patient(ctx context.Context) (string, error) {
-	keys := identifierKeys(w.pl.facility, "identifier", w.pl.patient["identifier"])
+	ids := fhir.IdentifiersOf(w.pl.patient["identifier"])
+	keys := identifierKeys(w.pl.facility, "identifier", ids)
 	if len(keys) == 0 {
 		return "", processError(hl7.CodeRequiredFieldMissing, "PID", 3, "no usable patient identifier in PID-3")
 	}
@@ -566,7 +573,7 @@ func (w *writer) patient(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	w.patientIDs = identifierValues(w.pl.patient["identifier"])
+	w.patientIDs = identifierValues(ids)
 	if cur != nil {
 		s, err := survivor(ctx, w.tx, cur)
 		if err != nil {
@@ -577,9 +584,12 @@ func (w *writer) patient(ctx context.Context) (string, error) {
 			// belongs to the survivor, whose record it does not change (the old identifier
 			// stays with the old patient, and the survivor's demographics come from messages
 			// about the survivor).
-			if w.redirectedTo, err = contentOf(s.JSON); err != nil {
+			sc, err := contentOf(s.JSON)
+			if err != nil {
 				return "", err
 			}
+			p := fhir.PatientOf(sc)
+			w.redirectedTo = &p
 			return s.ID, nil
 		}
 	}
@@ -589,34 +599,14 @@ func (w *writer) patient(ctx context.Context) (string, error) {
 // mergePatient keeps what the stored Patient has that a message does not carry: identifiers from
 // other feeds (appended after the message's), links and active=false of a merge.
 func mergePatient(old, next map[string]any) map[string]any {
-	out := clone(next)
-	if ids, ok := old["identifier"].([]any); ok {
-		have := map[string]bool{}
-		merged, _ := out["identifier"].([]any)
-		merged = append([]any(nil), merged...)
-		for _, x := range merged {
-			have[identifierKey("", "", asMap(x))] = true
-		}
-		for _, x := range ids {
-			if k := identifierKey("", "", asMap(x)); k != "" && !have[k] {
-				merged = append(merged, x)
-				have[k] = true
-			}
-		}
-		out["identifier"] = merged
-	}
+	out := fhir.WithIdentifiersAppended(next, old, func(id fhir.Identifier) string { return identifierKey("", "", id) })
 	if l, ok := old["link"]; ok {
 		out["link"] = l
 	}
-	if a, ok := old["active"].(bool); ok && !a {
+	if a := fhir.PatientOf(old).Active; a != nil && !*a {
 		out["active"] = false
 	}
 	return out
-}
-
-func asMap(x any) map[string]any {
-	m, _ := x.(map[string]any)
-	return m
 }
 
 // clone is a shallow copy of m, so that changing its keys leaves the plan's maps alone.
@@ -678,13 +668,10 @@ func unionKeys(a, b []string) []string {
 
 // contentOf decodes a stored resource without its resourceType, id and meta.
 func contentOf(body []byte) (map[string]any, error) {
-	var m map[string]any
-	if err := json.Unmarshal(body, &m); err != nil {
+	m, err := fhir.DecodeContent(body)
+	if err != nil {
 		return nil, fmt.Errorf("decoding stored resource: %w", err)
 	}
-	delete(m, "resourceType")
-	delete(m, "id")
-	delete(m, "meta")
 	return m, nil
 }
 
@@ -712,7 +699,7 @@ func (w *writer) put(ctx context.Context, typ, id string, version int64, keys []
 		return fmt.Errorf("indexing %s: %w", typ, err)
 	}
 	if typ == "Patient" {
-		index = append(index, patientLinkIndex(content)...)
+		index = append(index, patientLinkIndex(fhir.PatientOf(content))...)
 	}
 	r := &Resource{Type: typ, ID: id, VersionID: version, LastUpdated: w.pl.now, JSON: body, Index: index, Keys: keys}
 	if err := w.tx.PutResource(ctx, r); err != nil {

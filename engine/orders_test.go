@@ -24,13 +24,13 @@ import (
 // orderHarness is the inbound flow with the real pieces: the shipped mappings, google/fhir
 // validation, the group committer and the embedded SQLite store.
 type orderHarness struct {
-	t   *testing.T
+	t   testing.TB
 	st  *sqlite.Store
 	in  *engine.Inbound
 	seq int
 }
 
-func newOrderHarness(t *testing.T) *orderHarness {
+func newOrderHarness(t testing.TB) *orderHarness {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))

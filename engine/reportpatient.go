@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/ferryhealth/ferry/fhir"
@@ -23,8 +24,10 @@ type reportPatient struct {
 	ID string
 	// Person holds what else it says, as a FHIR Patient's fields: identifier, name, birthDate,
 	// gender (an ORU's PID as the ORU mapping's report_patient maps it; a FHIR subject's
-	// identifier, or a contained Patient).
-	Person map[string]any
+	// identifier, or a contained Patient). nil when it says nothing else.
+	Person *fhir.Patient
+	// contained: Person is a Patient contained in the report (the subject's "#id").
+	contained bool
 	// v2 reports the patient came from an ORU's PID (the error names PID fields), else from a
 	// FHIR DiagnosticReport.subject.
 	v2 bool
@@ -32,28 +35,26 @@ type reportPatient struct {
 
 // subjectPatient is the patient a DiagnosticReport's subject names: a Patient reference (Ferry's
 // id), a contained Patient ("#id"), or a logical reference by identifier. nil when it names none.
-func subjectPatient(in map[string]any) *reportPatient {
-	subject := asMap(in["subject"])
-	if subject == nil {
-		return nil
-	}
+func subjectPatient(in fhir.DiagnosticReport) *reportPatient {
+	subject := in.Subject
 	rp := &reportPatient{}
-	if ref, _ := subject["reference"].(string); ref != "" {
+	if ref := subject.Reference; ref != "" {
 		if id, ok := strings.CutPrefix(ref, "#"); ok {
-			for _, x := range asList(in["contained"]) {
-				if c := asMap(x); c["resourceType"] == "Patient" && c["id"] == id {
-					rp.Person = c
+			for _, c := range in.Contained {
+				if fhir.ResourceType(c) == "Patient" && fhir.LogicalID(c) == id {
+					p := fhir.PatientOf(c)
+					rp.Person, rp.contained = &p, true
 				}
 			}
-		} else if typ, id := fhir.ReferenceTypeID(ref); typ == "Patient" {
+		} else if typ, id := subject.TypeID(); typ == "Patient" {
 			rp.ID = id
 		}
 	}
-	if ident := asMap(subject["identifier"]); ident != nil {
+	if subject.Identifier != nil {
 		if rp.Person == nil {
-			rp.Person = map[string]any{}
+			rp.Person = &fhir.Patient{}
 		}
-		rp.Person = withFields(rp.Person, map[string]any{"identifier": append(asList(rp.Person["identifier"]), ident)})
+		rp.Person.Identifier = append(slices.Clip(rp.Person.Identifier), *subject.Identifier)
 	}
 	if rp.ID == "" && rp.Person == nil {
 		return nil
@@ -97,21 +98,21 @@ func checkReportPatient(ctx context.Context, rd ResourceReader, claimed *reportP
 	if err != nil {
 		return err
 	}
-	known, err := identifiersOfPerson(ctx, rd, patient.ID, pc)
+	pv := fhir.PatientOf(pc)
+	known, err := identifiersOfPerson(ctx, rd, patient.ID, pv)
 	if err != nil {
 		return err
 	}
-	for _, x := range asList(claimed.Person["identifier"]) {
-		id := asMap(x)
+	for _, id := range claimed.Person.Identifier {
 		if identifierContradicts(id, known) {
 			expr := "DiagnosticReport.subject.identifier"
-			if claimed.Person["resourceType"] == "Patient" {
+			if claimed.contained {
 				expr = "DiagnosticReport.contained.identifier"
 			}
 			return refuse(expr, "PID", 3, "the report's patient identifier is another patient's than the order's (same issuer, another value)")
 		}
 	}
-	c := comparePerson(DefaultMatchWeights, personOf(claimed.Person), pc)
+	c := comparePerson(DefaultMatchWeights, personOf(*claimed.Person), pv)
 	if !c.Contradicts {
 		return nil
 	}
@@ -136,10 +137,10 @@ func checkReportPatient(ctx context.Context, rd ResourceReader, claimed *reportP
 }
 
 // personOf is a FHIR Patient's name, birth date and sex in the forms comparePerson takes.
-func personOf(p map[string]any) claimedPerson {
-	birth, _ := p["birthDate"].(string)
+func personOf(p fhir.Patient) claimedPerson {
+	birth := p.BirthDate
 	sex := ""
-	switch p["gender"] {
+	switch p.Gender {
 	case "male":
 		sex = "M"
 	case "female":
@@ -153,8 +154,8 @@ func personOf(p map[string]any) claimedPerson {
 // system, or without one the assigning authority's namespace; values compare as the linker's
 // loosest normalisation does (case, separators, leading zeros). An identifier of an issuer the
 // patient has none of says nothing either way.
-func identifierContradicts(id map[string]any, known []map[string]any) bool {
-	value, _ := id["value"].(string)
+func identifierContradicts(id fhir.Identifier, known []fhir.Identifier) bool {
+	value := id.Value
 	issuer := identifierIssuer(id)
 	if value == "" || issuer == "" {
 		return false
@@ -165,7 +166,7 @@ func identifierContradicts(id map[string]any, known []map[string]any) bool {
 			continue
 		}
 		same = true
-		if v, _ := k["value"].(string); normalizedIdentifier(v) == normalizedIdentifier(value) {
+		if normalizedIdentifier(k.Value) == normalizedIdentifier(value) {
 			return false
 		}
 	}
@@ -173,11 +174,11 @@ func identifierContradicts(id map[string]any, known []map[string]any) bool {
 }
 
 // identifierIssuer is who issued an identifier: its system, else its assigner's name.
-func identifierIssuer(id map[string]any) string {
-	if s, _ := id["system"].(string); s != "" {
-		return s
+func identifierIssuer(id fhir.Identifier) string {
+	if id.System != "" {
+		return id.System
 	}
-	if ns, _ := asMap(id["assigner"])["display"].(string); ns != "" {
+	if ns := id.Assigner; ns != "" {
 		return "assigner:" + strings.ToUpper(ns)
 	}
 	return ""

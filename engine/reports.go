@@ -130,7 +130,7 @@ func (rs *Reports) Submit(ctx context.Context, body []byte, id string) (*Resourc
 		return nil, false, err
 	}
 	defer tx.Rollback()
-	res, err := rs.store(ctx, tx, in, id, subjectPatient(in))
+	res, err := rs.store(ctx, tx, in, id, subjectPatient(fhir.DiagnosticReportOf(in)))
 	if err != nil {
 		tx.Rollback()
 		rs.refused(ctx, body, err)
@@ -180,6 +180,17 @@ func (rs *Reports) parse(body []byte) (map[string]any, error) {
 	if err != nil {
 		return nil, reportErr(400, fhir.IssueInvalid, err.Error(), "DiagnosticReport")
 	}
+	// A report a physician is to read carries something to read. Registered, partial, cancelled
+	// and entered-in-error reports may be empty; the others may not, or an EHR would file a
+	// preliminary or final report with no findings in it.
+	r := fhir.DiagnosticReportOf(in)
+	switch r.Status {
+	case "preliminary", "final", "amended", "corrected", "appended":
+		if strings.TrimSpace(r.Conclusion) == "" && len(r.PresentedForm) == 0 && in["result"] == nil {
+			return nil, reportErr(422, fhir.IssueRequired,
+				"a "+r.Status+" report carries its text: a conclusion, a presentedForm or results", "DiagnosticReport.conclusion")
+		}
+	}
 	return in, nil
 }
 
@@ -215,8 +226,9 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 	if n := sanitizeReportHTML(in); n > 0 { // before it is stored or forwarded (sanitize.go)
 		rs.logger().Warn("report HTML sanitised: disallowed markup removed", "report", id, "places", n)
 	}
-	status, _ := in["status"].(string)
-	order, err := rs.order(ctx, tx, in)
+	report := fhir.DiagnosticReportOf(in)
+	status := report.Status
+	order, err := rs.order(ctx, tx, report)
 	if err != nil {
 		return nil, err
 	}
@@ -224,8 +236,8 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 	if err != nil {
 		return nil, err
 	}
-	patientRef, _ := asMap(orderContent["subject"])["reference"].(string)
-	patientID, _ := strings.CutPrefix(patientRef, "Patient/")
+	orderView := fhir.ServiceRequestOf(orderContent)
+	patientID, _ := strings.CutPrefix(orderView.Subject.Reference, "Patient/")
 	patient, err := tx.Resource(ctx, "Patient", patientID)
 	if err != nil {
 		return nil, fmt.Errorf("reading the order's patient: %w", err)
@@ -241,11 +253,11 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 		}
 		return nil, err
 	}
-	study, err := rs.study(ctx, tx, in, order.ID)
+	study, err := rs.study(ctx, tx, report, order.ID)
 	if err != nil {
 		return nil, err
 	}
-	cur, err := rs.current(ctx, tx, in, id, order.ID)
+	cur, err := rs.current(ctx, tx, report, id, order.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -255,13 +267,14 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 		if curContent, err = contentOf(cur.JSON); err != nil {
 			return nil, err
 		}
-		curStatus, _ = curContent["status"].(string)
+		curView := fhir.DiagnosticReportOf(curContent)
+		curStatus = curView.Status
 		// A new version stays with its report's order: a PUT of another order's report, or an
 		// identifier that is another order's report's, would move that report — and its
 		// patient — to this order (DESIGN.md rule 6). A person relinks a report filed wrongly.
 		curOrder := ""
-		if based := asList(curContent["basedOn"]); len(based) > 0 {
-			curOrder, _ = asMap(based[0])["reference"].(string)
+		if based := curView.BasedOn; len(based) > 0 {
+			curOrder = based[0].Reference
 		}
 		if curOrder != "ServiceRequest/"+order.ID {
 			e := reportErr(409, fhir.IssueConflict, "the report this version would change belongs to another order: a report is never moved to another order or patient", "DiagnosticReport.basedOn")
@@ -279,7 +292,7 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 		return nil, reportErr(409, fhir.IssueBusinessRule, msg, "DiagnosticReport.status")
 	}
 
-	content := rs.complete(in, order, orderContent, patient.ID, study)
+	content := rs.complete(in, report, order, orderContent, patient.ID, study)
 	if curContent != nil {
 		if same, err := sameContent(withoutIssued(curContent), withoutIssued(content)); err != nil {
 			return nil, err
@@ -288,7 +301,7 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 		}
 	}
 	now := rs.now().UTC().Truncate(time.Millisecond)
-	reportID, version, keys := newID(), int64(1), reportKeys(content)
+	reportID, version, keys := newID(), int64(1), reportKeys(report.Identifier) // complete leaves identifier and extension as sent
 	if cur != nil {
 		reportID, version, keys = cur.ID, cur.VersionID+1, unionKeys(cur.Keys, keys)
 	}
@@ -312,12 +325,12 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 		}
 		return nil, err
 	}
-	if err := rs.enqueue(ctx, tx, r, content, orderContent, patient, now); err != nil {
+	if err := rs.enqueue(ctx, tx, r, content, orderContent, SendingFacility(orderView), patient, now); err != nil {
 		return nil, err
 	}
-	res := &storedReport{version: r, created: cur == nil, changed: true, critical: critical(content), orderID: order.ID}
+	res := &storedReport{version: r, created: cur == nil, changed: true, critical: critical(report), orderID: order.ID}
 	if stage, ok := reportStage(status); ok { // the order's report clock (turnaround.go)
-		if res.mark, err = markTurnaround(ctx, tx, order.ID, orderContent, stage, now); err != nil {
+		if res.mark, err = markTurnaround(ctx, tx, order.ID, orderView, stage, now); err != nil {
 			return nil, err
 		}
 	}
@@ -358,8 +371,8 @@ func contentOfTyped(body []byte, typ string) (map[string]any, error) {
 // holds, or a basedOn identifier (accession, placer or filler number) exactly one order has.
 // Every basedOn that finds an order must find the same one: an ORU whose placer number is one
 // order's and accession another's names no order for sure.
-func (rs *Reports) order(ctx context.Context, rd ResourceReader, in map[string]any) (*Resource, error) {
-	basedOn := asList(in["basedOn"])
+func (rs *Reports) order(ctx context.Context, rd ResourceReader, in fhir.DiagnosticReport) (*Resource, error) {
+	basedOn := in.BasedOn
 	if len(basedOn) == 0 {
 		return nil, reportErr(422, fhir.IssueRequired, "basedOn must name the order (a ServiceRequest reference or identifier)", "DiagnosticReport.basedOn")
 	}
@@ -372,10 +385,9 @@ func (rs *Reports) order(ctx context.Context, rd ResourceReader, in map[string]a
 		order = r
 		return nil
 	}
-	for i, x := range basedOn {
-		b := asMap(x)
+	for i, b := range basedOn {
 		expr := "DiagnosticReport.basedOn[" + strconv.Itoa(i) + "]"
-		if ref, _ := b["reference"].(string); ref != "" {
+		if ref := b.Reference; ref != "" {
 			typ, id := fhir.ReferenceTypeID(ref)
 			if typ != "ServiceRequest" {
 				return nil, reportErr(422, fhir.IssueValue, "basedOn must refer to a ServiceRequest", expr)
@@ -392,18 +404,17 @@ func (rs *Reports) order(ctx context.Context, rd ResourceReader, in map[string]a
 			}
 			continue
 		}
-		ident := asMap(b["identifier"])
-		value, _ := ident["value"].(string)
-		if value == "" {
+		if b.Identifier == nil || b.Identifier.Value == "" {
 			continue
 		}
-		system, _ := ident["system"].(string)
+		ident := *b.Identifier
+		value, system := ident.Value, ident.System
 		found, err := rd.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 10, Filters: []SearchFilter{
 			{Param: "identifier", Op: SearchEq, Values: []SearchValue{{System: system, Value: value}}}}})
 		if err != nil {
 			return nil, err
 		}
-		if want := identifierType(ident); want != "" {
+		if want := ident.TypeCode(); want != "" {
 			found = slices.DeleteFunc(found, func(r *Resource) bool { return !hasIdentifier(r, value, want) })
 		}
 		switch len(found) {
@@ -433,9 +444,8 @@ func hasIdentifier(r *Resource, value, typ string) bool {
 	if err != nil {
 		return false
 	}
-	for _, x := range asList(c["identifier"]) {
-		id := asMap(x)
-		if v, _ := id["value"].(string); v == value && identifierType(id) == typ {
+	for _, id := range fhir.IdentifiersOf(c["identifier"]) {
+		if id.Value == value && id.TypeCode() == typ {
 			return true
 		}
 	}
@@ -443,10 +453,9 @@ func hasIdentifier(r *Resource, value, typ string) bool {
 }
 
 // study finds the report's ImagingStudy: the one it names, else the one based on its order.
-func (rs *Reports) study(ctx context.Context, rd ResourceReader, in map[string]any, orderID string) (*Resource, error) {
-	for _, x := range asList(in["imagingStudy"]) {
-		ref, _ := asMap(x)["reference"].(string)
-		if typ, id := fhir.ReferenceTypeID(ref); typ == "ImagingStudy" {
+func (rs *Reports) study(ctx context.Context, rd ResourceReader, in fhir.DiagnosticReport, orderID string) (*Resource, error) {
+	for _, ref := range in.ImagingStudy {
+		if typ, id := ref.TypeID(); typ == "ImagingStudy" {
 			r, err := rd.Resource(ctx, "ImagingStudy", id)
 			if errors.Is(err, ErrNotFound) {
 				return nil, reportErr(422, fhir.IssueNotFound, "no such study: ImagingStudy/"+id, "DiagnosticReport.imagingStudy")
@@ -466,7 +475,7 @@ func (rs *Reports) study(ctx context.Context, rd ResourceReader, in map[string]a
 // with that id is not offered — ids are Ferry's), else the report holding one of its
 // identifiers, else the order's current report (one report per order: a final is a new
 // version of the preliminary, not another report).
-func (rs *Reports) current(ctx context.Context, tx Tx, in map[string]any, id, orderID string) (*Resource, error) {
+func (rs *Reports) current(ctx context.Context, tx Tx, in fhir.DiagnosticReport, id, orderID string) (*Resource, error) {
 	if id != "" {
 		r, err := tx.Resource(ctx, "DiagnosticReport", id)
 		if errors.Is(err, ErrNotFound) {
@@ -474,7 +483,7 @@ func (rs *Reports) current(ctx context.Context, tx Tx, in map[string]any, id, or
 		}
 		return r, err
 	}
-	if keys := reportKeys(in); len(keys) > 0 {
+	if keys := reportKeys(in.Identifier); len(keys) > 0 {
 		r, err := tx.ResourceByKeys(ctx, "DiagnosticReport", keys)
 		if err == nil || !errors.Is(err, ErrNotFound) {
 			return r, err
@@ -490,7 +499,7 @@ func (rs *Reports) current(ctx context.Context, tx Tx, in map[string]any, id, or
 		if err != nil {
 			return nil, err
 		}
-		if st := c["status"]; st != "entered-in-error" && st != "cancelled" {
+		if st := fhir.DiagnosticReportOf(c).Status; st != "entered-in-error" && st != "cancelled" {
 			return tx.Resource(ctx, "DiagnosticReport", r.ID) // with its keys
 		}
 	}
@@ -498,16 +507,12 @@ func (rs *Reports) current(ctx context.Context, tx Tx, in map[string]any, id, or
 }
 
 // reportKeys are a report's business keys: its identifiers.
-func reportKeys(c map[string]any) []string {
+func reportKeys(ids []fhir.Identifier) []string {
 	var keys []string
-	for _, x := range asList(c["identifier"]) {
-		id := asMap(x)
-		v, _ := id["value"].(string)
-		if v == "" {
-			continue
+	for _, id := range ids {
+		if id.Value != "" {
+			keys = append(keys, "identifier|"+id.System+"|"+id.Value)
 		}
-		system, _ := id["system"].(string)
-		keys = append(keys, "identifier|"+system+"|"+v)
 	}
 	return keys
 }
@@ -515,20 +520,12 @@ func reportKeys(c map[string]any) []string {
 // complete fills what Ferry knows better than the reading platform: category RAD; the order's
 // code, patient and encounter; basedOn and imagingStudy as Ferry's references; effective from
 // the study; issued; the reading group as performer; and the report text as text/plain and as
-// HTML (IHE IMR) in presentedForm.
-func (rs *Reports) complete(in map[string]any, order *Resource, oc map[string]any, patientID string, study *Resource) map[string]any {
+// HTML (IHE IMR) in presentedForm. view is in's view.
+func (rs *Reports) complete(in map[string]any, view fhir.DiagnosticReport, order *Resource, oc map[string]any, patientID string, study *Resource) map[string]any {
 	c := clone(in)
 	rad := map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}}}
-	hasRAD := false
-	for _, x := range asList(c["category"]) {
-		for _, cd := range asList(asMap(x)["coding"]) {
-			if asMap(cd)["code"] == "RAD" {
-				hasRAD = true
-			}
-		}
-	}
-	if !hasRAD {
-		c["category"] = append(asList(c["category"]), rad)
+	if !slices.ContainsFunc(view.Category, func(cc fhir.CodeableConcept) bool { return cc.HasCode("RAD") }) {
+		fhir.AppendTo(c, "category", rad)
 	}
 	if code, ok := oc["code"]; ok {
 		c["code"] = code // the procedure, LOINC first where the procedures table maps it
@@ -536,8 +533,13 @@ func (rs *Reports) complete(in map[string]any, order *Resource, oc map[string]an
 	c["subject"] = reference("Patient", patientID)
 	// A contained Patient named the subject as the platform knew it; the order's patient (its
 	// agreement checked by checkReportPatient) replaces it, so it would be left unreferenced.
-	if list := asList(c["contained"]); list != nil {
-		kept := slices.DeleteFunc(slices.Clone(list), func(x any) bool { return asMap(x)["resourceType"] == "Patient" })
+	if len(view.Contained) > 0 {
+		var kept []any
+		for _, r := range view.Contained {
+			if fhir.ResourceType(r) != "Patient" {
+				kept = append(kept, r)
+			}
+		}
 		if len(kept) == 0 {
 			delete(c, "contained")
 		} else {
@@ -552,7 +554,7 @@ func (rs *Reports) complete(in map[string]any, order *Resource, oc map[string]an
 		c["imagingStudy"] = []any{reference("ImagingStudy", study.ID)}
 		if _, ok := c["effectiveDateTime"]; !ok {
 			if sc, err := contentOf(study.JSON); err == nil {
-				if started, ok := sc["started"].(string); ok {
+				if started := fhir.ImagingStudyOf(sc).Started; started != "" {
 					c["effectiveDateTime"] = started
 				}
 			}
@@ -564,23 +566,22 @@ func (rs *Reports) complete(in map[string]any, order *Resource, oc map[string]an
 	if rs.Performer != nil && c["performer"] == nil {
 		c["performer"] = []any{rs.Performer}
 	}
-	c["presentedForm"] = presentedForms(c)
+	addPresentedForms(c)
 	return c
 }
 
-// presentedForms returns the report's presentedForm with its text both as text/plain and as
+// addPresentedForms gives the report's presentedForm its text both as text/plain and as
 // text/html (IHE IMR: a rendering any browser shows), the text taken from a text/plain form or,
 // without one, from the conclusion; other forms (a PDF) are kept.
-func presentedForms(c map[string]any) []any {
-	forms := asList(c["presentedForm"])
+func addPresentedForms(c map[string]any) {
+	r := fhir.DiagnosticReportOf(c)
 	text, hasPlain, hasHTML := "", false, false
-	for _, x := range forms {
-		f := asMap(x)
-		switch ct, _ := f["contentType"].(string); {
+	for _, f := range r.PresentedForm {
+		switch ct := f.ContentType; {
 		case strings.HasPrefix(ct, "text/plain"):
 			hasPlain = true
-			if data, _ := f["data"].(string); data != "" {
-				if b, err := base64.StdEncoding.DecodeString(data); err == nil {
+			if f.Data != "" {
+				if b, err := base64.StdEncoding.DecodeString(f.Data); err == nil {
 					text = string(b)
 				}
 			}
@@ -589,34 +590,26 @@ func presentedForms(c map[string]any) []any {
 		}
 	}
 	if text == "" {
-		text, _ = c["conclusion"].(string)
+		text = r.Conclusion
 	}
 	if text == "" {
-		return forms
+		return
 	}
-	out := slices.Clone(forms)
 	if !hasPlain {
-		out = append(out, map[string]any{"contentType": "text/plain; charset=utf-8", "language": "en",
+		fhir.AppendTo(c, "presentedForm", map[string]any{"contentType": "text/plain; charset=utf-8", "language": "en",
 			"data": base64.StdEncoding.EncodeToString([]byte(text)), "title": "Report"})
 	}
 	if !hasHTML {
-		out = append(out, map[string]any{"contentType": "text/html; charset=utf-8", "language": "en",
-			"data": base64.StdEncoding.EncodeToString([]byte(reportHTML(c, text))), "title": "Report"})
+		fhir.AppendTo(c, "presentedForm", map[string]any{"contentType": "text/html; charset=utf-8", "language": "en",
+			"data": base64.StdEncoding.EncodeToString([]byte(reportHTML(r, text))), "title": "Report"})
 	}
-	return out
 }
 
 // reportHTML renders the report text as a small HTML document: a heading from the procedure and
 // status, one paragraph per blank-line-separated block, line breaks kept, everything escaped.
-func reportHTML(c map[string]any, text string) string {
+func reportHTML(r fhir.DiagnosticReport, text string) string {
 	var b strings.Builder
-	title, _ := asMap(c["code"])["text"].(string)
-	for _, x := range asList(asMap(c["code"])["coding"]) {
-		if d, _ := asMap(x)["display"].(string); title == "" && d != "" {
-			title = d
-		}
-	}
-	status, _ := c["status"].(string)
+	title, status := r.Code.Label(), r.Status
 	b.WriteString("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>")
 	b.WriteString(html.EscapeString(cmp.Or(title, "Radiology report")))
 	b.WriteString("</title></head><body><h1>")
@@ -624,7 +617,7 @@ func reportHTML(c map[string]any, text string) string {
 	b.WriteString("</h1><p><em>")
 	b.WriteString(html.EscapeString(status))
 	b.WriteString("</em></p>")
-	if critical(c) {
+	if critical(r) {
 		b.WriteString("<p><strong>Critical finding</strong></p>")
 	}
 	for _, para := range strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n\n") {
@@ -640,13 +633,8 @@ func reportHTML(c map[string]any, text string) string {
 }
 
 // critical reports whether a report carries the critical-finding extension.
-func critical(c map[string]any) bool {
-	for _, x := range asList(c["extension"]) {
-		if e := asMap(x); e["url"] == CriticalFindingURL && e["valueBoolean"] == true {
-			return true
-		}
-	}
-	return false
+func critical(r fhir.DiagnosticReport) bool {
+	return slices.ContainsFunc(r.Extension, func(e fhir.Extension) bool { return e.URL == CriticalFindingURL && e.ValueBoolean })
 }
 
 // withoutIssued is a report's content without issued, which Ferry fills when the sender does
@@ -658,8 +646,7 @@ func withoutIssued(c map[string]any) map[string]any {
 }
 
 // enqueue writes one delivery per destination of the order's facility for the version r.
-func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, order map[string]any, patient *Resource, now time.Time) error {
-	facility := SendingFacility(order)
+func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, order map[string]any, facility string, patient *Resource, now time.Time) error {
 	if rs.Destinations == nil || facility == "" {
 		return nil
 	}
@@ -739,15 +726,19 @@ func (rs *Reports) Rerender(ctx context.Context, d *Delivery) (payload []byte, m
 	if err != nil {
 		return nil, "", err
 	}
-	read := func(ref any, typ string) (*Resource, error) {
-		s, _ := asMap(ref)["reference"].(string)
-		id, ok := strings.CutPrefix(s, typ+"/")
+	read := func(ref fhir.Reference, typ string) (*Resource, error) {
+		id, ok := strings.CutPrefix(ref.Reference, typ+"/")
 		if !ok {
 			return nil, fmt.Errorf("the report version has no %s reference", typ)
 		}
 		return rs.Store.Resource(ctx, typ, id)
 	}
-	order, err := read(first(asList(content["basedOn"])), "ServiceRequest")
+	report := fhir.DiagnosticReportOf(content)
+	var basedOn fhir.Reference
+	if len(report.BasedOn) > 0 {
+		basedOn = report.BasedOn[0]
+	}
+	order, err := read(basedOn, "ServiceRequest")
 	if err != nil {
 		return nil, "", fmt.Errorf("reading the report's order: %w", err)
 	}
@@ -755,7 +746,7 @@ func (rs *Reports) Rerender(ctx context.Context, d *Delivery) (payload []byte, m
 	if err != nil {
 		return nil, "", err
 	}
-	patient, err := read(content["subject"], "Patient")
+	patient, err := read(report.Subject, "Patient")
 	if err != nil {
 		return nil, "", fmt.Errorf("reading the report's patient: %w", err)
 	}
@@ -769,14 +760,6 @@ func (rs *Reports) Rerender(ctx context.Context, d *Delivery) (payload []byte, m
 	return rs.render(facility, *dest, d, rv)
 }
 
-// first returns l's first element, nil when l is empty.
-func first(l []any) any {
-	if len(l) == 0 {
-		return nil
-	}
-	return l[0]
-}
-
 // version gathers what a report version's message is built from.
 func (rs *Reports) version(ctx context.Context, rd ResourceReader, r *Resource, content, order map[string]any, patient *Resource) (*ReportVersion, error) {
 	rv := &ReportVersion{Report: r, Content: content, Order: order}
@@ -784,9 +767,8 @@ func (rs *Reports) version(ctx context.Context, rd ResourceReader, r *Resource, 
 	if rv.Patient, err = contentOf(patient.JSON); err != nil {
 		return nil, err
 	}
-	read := func(ref any) map[string]any {
-		s, _ := asMap(ref)["reference"].(string)
-		typ, id := fhir.ReferenceTypeID(s)
+	read := func(ref fhir.Reference) map[string]any {
+		typ, id := ref.TypeID()
 		if typ == "" {
 			return nil
 		}
@@ -797,9 +779,10 @@ func (rs *Reports) version(ctx context.Context, rd ResourceReader, r *Resource, 
 		c, _ := contentOf(res.JSON)
 		return c
 	}
-	rv.Encounter = read(order["encounter"])
-	rv.Requester = read(order["requester"])
-	if ri := asList(content["resultsInterpreter"]); len(ri) > 0 {
+	o := fhir.ServiceRequestOf(order)
+	rv.Encounter = read(o.Encounter)
+	rv.Requester = read(o.Requester)
+	if ri := fhir.DiagnosticReportOf(content).ResultsInterpreter; len(ri) > 0 {
 		rv.Interpreter = read(ri[0])
 	}
 	return rv, nil
@@ -847,24 +830,17 @@ func transactionBundle(rv *ReportVersion) ([]byte, error) {
 	order := clone(rv.Order)
 	order["subject"] = map[string]any{"reference": patientURN}
 	for _, k := range []string{"requester", "encounter"} {
-		order[k] = logicalOnly(order[k])
+		order[k] = fhir.LogicalReference(order[k])
 	}
 	report := clone(rv.Content)
 	report["subject"] = map[string]any{"reference": patientURN}
 	report["basedOn"] = []any{map[string]any{"reference": orderURN}}
 	delete(report, "imagingStudy")
-	report["encounter"] = logicalOnly(report["encounter"])
+	report["encounter"] = fhir.LogicalReference(report["encounter"])
 	for _, k := range []string{"performer", "resultsInterpreter"} {
-		var refs []any
-		for _, x := range asList(report[k]) {
-			if d := logicalOnly(x); d != nil {
-				refs = append(refs, d)
-			}
-		}
-		report[k] = refs
+		report[k] = fhir.LogicalReferences(report, k)
 	}
-	report["identifier"] = append(asList(report["identifier"]),
-		map[string]any{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:" + rv.Report.ID})
+	fhir.AppendTo(report, "identifier", map[string]any{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:" + rv.Report.ID})
 	bundle := map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{
 		entry("Patient", patientURN, patient, conditionalIdentifier(patient, "MR")),
 		entry("ServiceRequest", orderURN, order, conditionalIdentifier(order, "PLAC")),
@@ -873,36 +849,19 @@ func transactionBundle(rv *ReportVersion) ([]byte, error) {
 	return marshalJSON(dropEmpty(bundle))
 }
 
-// logicalOnly keeps what of a reference means something outside Ferry — its display, its
-// identifier and type — and drops the reference to Ferry's id; nil when nothing is left.
-func logicalOnly(ref any) map[string]any {
-	out := map[string]any{}
-	for _, k := range []string{"type", "identifier", "display"} {
-		if v, ok := asMap(ref)[k]; ok {
-			out[k] = v
-		}
-	}
-	if out["display"] == nil && out["identifier"] == nil {
-		return nil
-	}
-	return out
-}
-
 // conditionalIdentifier is the search of a conditional update: the identifier of type typ (the
 // hospital's MRN, the placer number) — system|value, or |value when it has no system, which
 // FHIR search reads as "no system" — else the first with a system; "" when there is none (then
 // the entry is created, not matched).
 func conditionalIdentifier(c map[string]any, typ string) string {
 	var first string
-	for _, x := range asList(c["identifier"]) {
-		id := asMap(x)
-		system, _ := id["system"].(string)
-		value, _ := id["value"].(string)
+	for _, id := range fhir.IdentifiersOf(c["identifier"]) {
+		system, value := id.System, id.Value
 		if value == "" {
 			continue
 		}
 		token := escapeSearch(system) + "|" + escapeSearch(value)
-		if identifierType(id) == typ {
+		if id.TypeCode() == typ {
 			return url.QueryEscape(token)
 		}
 		if first == "" && system != "" {

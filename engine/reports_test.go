@@ -48,7 +48,7 @@ func TestReportLifecycle(t *testing.T) {
 	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PLR1", "SC"), obr("PLR1", "ACCR1"))
 	order := h.search("ServiceRequest", eq("identifier", "PLR1"))[0]
 	patient := h.search("Patient", eq("identifier", mrn+"|000123"))[0]["id"].(string)
-	if engine.SendingFacility(order) != "STMARYS" {
+	if engine.SendingFacility(fhir.ServiceRequestOf(order)) != "STMARYS" {
 		t.Fatalf("the order does not say which facility sent it: %v", order["extension"])
 	}
 	v, err := fhir.NewValidator()
@@ -121,6 +121,11 @@ func TestReportLifecycle(t *testing.T) {
 	}
 	if _, _, err := submit(reportJSON("done", "ACCR1", "x"), ""); !errors.As(err, &re) || re.Status != 422 {
 		t.Errorf("invalid status: %v, want 422", err)
+	}
+	empty := []byte(`{"resourceType":"DiagnosticReport","status":"final","code":{"text":"CT chest"},
+		"basedOn":[{"identifier":{"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"ACSN"}]},"value":"ACCR1"}}]}`)
+	if _, _, err := submit(empty, ""); !errors.As(err, &re) || re.Status != 422 || !strings.Contains(err.Error(), "carries its text") {
+		t.Errorf("a final report with no text: %v, want 422", err)
 	}
 	if _, _, err := submit(reportJSON("final", "ACCR1", "x"), "no-such-report"); !errors.As(err, &re) || re.Status != 404 {
 		t.Errorf("PUT of an unknown id: %v, want 404", err)

@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/microcosm-cc/bluemonday"
+
+	"github.com/ferryhealth/ferry/fhir"
 )
 
 // HTML that arrives in a report — the narrative text.div, a text/html presentedForm (from the
@@ -66,41 +68,34 @@ func SanitizeNarrativeHTML(div string) string { return narrativePolicy().Sanitiz
 // txt-2) and every text/html or XHTML presentedForm's data (kept as a small document). It
 // returns how many places it changed, for a log line that names no content.
 func sanitizeReportHTML(c map[string]any) (changed int) {
-	if text := asMap(c["text"]); text != nil {
-		if div, ok := text["div"].(string); ok {
-			clean := SanitizeNarrativeHTML(div)
-			if clean != div {
-				changed++
-				text["div"] = clean
-			}
-			if strings.TrimSpace(narrativeText(clean)) == "" {
-				delete(c, "text")
-			}
+	if div, ok := fhir.NarrativeDiv(c); ok {
+		clean := SanitizeNarrativeHTML(div)
+		if clean != div {
+			changed++
+			fhir.SetNarrativeDiv(c, clean)
+		}
+		if strings.TrimSpace(narrativeText(clean)) == "" {
+			delete(c, "text")
 		}
 	}
-	for _, x := range asList(c["presentedForm"]) {
-		f := asMap(x)
-		ct, _ := f["contentType"].(string)
-		mediaType, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(ct)), ";")
+	for _, f := range fhir.AttachmentsOf(c["presentedForm"]) {
+		mediaType, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(f.ContentType)), ";")
 		if mediaType != "text/html" && mediaType != "application/xhtml+xml" {
 			continue
 		}
-		data, _ := f["data"].(string)
-		if data == "" {
+		if f.Data == "" {
 			continue
 		}
-		raw, err := base64.StdEncoding.DecodeString(data)
+		raw, err := base64.StdEncoding.DecodeString(f.Data)
 		if err != nil {
-			delete(f, "data") // not base64: nothing a viewer could show safely
+			f.DropData() // not base64: nothing a viewer could show safely
 			changed++
 			continue
 		}
 		clean := narrativePolicy().Sanitize(string(raw))
 		doc := "<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>" + clean + "</body></html>"
 		if clean != string(raw) && doc != string(raw) {
-			f["data"] = base64.StdEncoding.EncodeToString([]byte(doc))
-			delete(f, "hash") // the SHA-1 of the data as sent no longer holds (Attachment.hash)
-			delete(f, "size")
+			f.ReplaceData(base64.StdEncoding.EncodeToString([]byte(doc))) // hash and size no longer hold
 			changed++
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 )
 
@@ -263,30 +264,19 @@ func (t *SenderTrust) ForeignIssuers(sendingFacility string) []string {
 }
 
 // ofIssuers reports whether a patient has an identifier of one of issuers.
-func ofIssuers(patient map[string]any, issuers []string) bool {
-	return slices.ContainsFunc(asList(patient["identifier"]), func(x any) bool { return identifierOfIssuers(asMap(x), issuers) })
+func ofIssuers(patient fhir.Patient, issuers []string) bool {
+	return slices.ContainsFunc(patient.Identifier, func(id fhir.Identifier) bool { return identifierOfIssuers(id, issuers) })
 }
 
 // identifierOfIssuers reports whether an identifier is of one of issuers: its system, or the
 // namespace it was assigned by (assigner.display, CX.4).
-func identifierOfIssuers(id map[string]any, issuers []string) bool {
-	system, _ := id["system"].(string)
-	ns, _ := asMap(id["assigner"])["display"].(string)
+func identifierOfIssuers(id fhir.Identifier, issuers []string) bool {
 	for _, is := range issuers {
-		if is != "" && (is == system || strings.EqualFold(is, ns)) {
+		if is != "" && (is == id.System || strings.EqualFold(is, id.Assigner)) {
 			return true
 		}
 	}
 	return false
-}
-
-// withoutForeign returns ids less those of issuers, and how many it left out.
-func withoutForeign(ids []any, issuers []string) ([]any, int) {
-	if len(issuers) == 0 {
-		return ids, 0
-	}
-	out := slices.DeleteFunc(slices.Clone(ids), func(x any) bool { return identifierOfIssuers(asMap(x), issuers) })
-	return out, len(ids) - len(out)
 }
 
 // untrusted is the verdict for a message whose sender is not trusted with it: AR with ERR 207

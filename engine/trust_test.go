@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"net/url"
 	"testing"
+
+	"github.com/ferryhealth/ferry/fhir"
 )
 
 func TestSenderTrust(t *testing.T) {
@@ -90,7 +92,11 @@ func TestIdentifierContradicts(t *testing.T) {
 		{"an issuer the patient has no number of", map[string]any{"system": "urn:oid:9.9", "value": "1"}, false},
 		{"no issuer at all", map[string]any{"value": "999"}, false},
 	} {
-		if got := identifierContradicts(tt.id, known); got != tt.want {
+		var knownIDs []fhir.Identifier
+		for _, k := range known {
+			knownIDs = append(knownIDs, fhir.IdentifierOf(k))
+		}
+		if got := identifierContradicts(fhir.IdentifierOf(tt.id), knownIDs); got != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferryhealth/ferry/fhir"
 )
 
 // Turnaround clocks (issue 5): each order's milestones — received, study complete, preliminary,
@@ -220,8 +222,8 @@ func isRequestPriority(p string) bool {
 
 // orderPriority is a ServiceRequest's priority; routine when it has none (FHIR R4: without a
 // priority a request is performed with normal priority).
-func orderPriority(sr map[string]any) string {
-	if p, _ := sr["priority"].(string); isRequestPriority(p) {
+func orderPriority(sr fhir.ServiceRequest) string {
+	if p := sr.Priority; isRequestPriority(p) {
 		return p
 	}
 	return "routine"
@@ -252,7 +254,7 @@ type turnaroundMark struct {
 // markTurnaround marks stage of order srID (its content sr, for the priority) at now in tx. The
 // time is kept to the millisecond, which every store holds exactly, so that the stored time
 // equal to it tells that this mark reached the stage first.
-func markTurnaround(ctx context.Context, tx TurnaroundMarker, srID string, sr map[string]any, stage TurnaroundStage, now time.Time) (turnaroundMark, error) {
+func markTurnaround(ctx context.Context, tx TurnaroundMarker, srID string, sr fhir.ServiceRequest, stage TurnaroundStage, now time.Time) (turnaroundMark, error) {
 	at := now.UTC().Truncate(time.Millisecond)
 	t, err := tx.MarkTurnaround(ctx, srID, orderPriority(sr), stage, at)
 	if err != nil {

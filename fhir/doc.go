@@ -46,6 +46,20 @@
 // of string parameters and ParseDateQuery turns a date search value into a comparison with the
 // indexed dates, both used when querying.
 //
+// # Views
+//
+// PatientOf, ServiceRequestOf, DiagnosticReportOf and ImagingStudyOf read the fields Ferry's
+// engine uses (identifiers with their v2-0203 type and assigner, names, references, codes,
+// extensions, presentedForm…) into small typed views, from a resource's content as a JSON tree
+// (DecodeContent; a mapping's output has the same form). The tree stays the resource's storage
+// form: a view only reads it, and the few changes the engine makes go through functions here
+// (AppendTo, WithoutIdentifiers, WithIdentifiersAppended, Attachment.ReplaceData,
+// SetNarrativeDiv, LogicalReference) that change the element concerned and nothing else, so
+// elements no view names — extensions, primitive extensions, elements Ferry has no use for —
+// survive a read-modify-write unchanged. Where an element is copied whole into another resource
+// (the order's code into ImagingStudy.procedureCode), the view hands out the element as read
+// (CodeableConcept.Tree, Reference.Tree).
+//
 // # What Ferry answers with
 //
 // NewOperationOutcome, NewSearchset, NewHistory and NewCapabilityStatement build plain Go

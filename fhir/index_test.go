@@ -93,6 +93,34 @@ func TestIndex(t *testing.T) {
 			"name |saint mary",
 			"name |st mary's hospital",
 		}},
+		{"ImagingStudy", "imagingstudy.json", []string{
+			"_id |is-0001",
+			"_lastUpdated |2026-11-27T09:10:00.000Z",
+			"basedon |ServiceRequest/sr-0001",
+			"dicom-class urn:ietf:rfc:3986|urn:oid:1.2.840.10008.5.1.4.1.1.2",
+			"identifier urn:dicom:uid|urn:oid:1.2.826.0.1.3680043.10.1081.1.1",
+			"identifier |ACC123",
+			"modality http://dicom.nema.org/resources/ontology/DCM|CT",
+			"patient |Patient/pat-0001",
+			"series |1.2.826.0.1.3680043.10.1081.2.1",
+			"started |2026-11-27T09:05:33.000Z",
+			"status http://hl7.org/fhir/imagingstudy-status|available",
+			"subject |Patient/pat-0001",
+		}},
+		{"DiagnosticReport", "diagnosticreport.json", []string{
+			"_id |dr-0001",
+			"_lastUpdated |2026-11-27T10:42:10.000Z",
+			"based-on |ServiceRequest/sr-0001",
+			"category http://terminology.hl7.org/CodeSystem/v2-0074|RAD",
+			"code http://loinc.org|24627-2",
+			"date |2026-11-27T09:05:33.000Z",
+			"identifier urn:ferry:report|RPT-0001",
+			"issued |2026-11-27T10:42:10.000Z",
+			"patient |Patient/pat-0001",
+			"results-interpreter |Practitioner/prac-0001",
+			"status http://hl7.org/fhir/diagnostic-report-status|final",
+			"subject |Patient/pat-0001",
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.typ, func(t *testing.T) {
@@ -209,14 +237,14 @@ func TestIndexCases(t *testing.T) {
 	}
 }
 
-// TestIndexImagingStudyExample indexes the official R4 ImagingStudy example, which the
-// validator accepts (TestValidateCorpus does not cover ImagingStudy).
+// TestIndexImagingStudyExample indexes the official R4 ImagingStudy example from the shared
+// corpus, which the validator accepts (TestIndex covers Ferry's own ImagingStudy everywhere).
 func TestIndexImagingStudyExample(t *testing.T) {
 	t.Parallel()
 	name := filepath.Join(corpusDir, "ImagingStudy", "ImagingStudy-example.json")
 	data, err := os.ReadFile(name)
 	if err != nil {
-		t.Skipf("FHIR corpus not found at %s (../shared is absent): %v", corpusDir, err)
+		t.Skipf("shared FHIR corpus not found at %s (it is in CI, not in a user's clone; TestIndex covers Ferry's own ImagingStudy): %v", corpusDir, err)
 	}
 	if err := newValidator(t).Validate(data); err != nil {
 		t.Fatal(err)

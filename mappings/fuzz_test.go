@@ -12,8 +12,8 @@ import (
 )
 
 // FuzzApply runs every shipped mapping over arbitrary messages: whatever a sender puts in the
-// fields, a mapping returns output or an *Error, and never panics. Seeds: the corpus messages
-// the shipped mappings handle and the shipped tests' messages.
+// fields, a mapping returns output or an *Error, and never panics. Seeds: the shipped tests'
+// messages, Ferry's own fixtures and, in CI, the shared corpus's orders.
 func FuzzApply(f *testing.F) {
 	s := shippedSet(f)
 	if files, err := LoadTests(Shipped()); err == nil {
@@ -23,11 +23,11 @@ func FuzzApply(f *testing.F) {
 			}
 		}
 	}
-	if paths, _ := filepath.Glob(filepath.Join(corpusDir, "*", "*O*.hl7")); len(paths) > 0 {
-		for _, p := range paths {
-			if b, err := os.ReadFile(p); err == nil {
-				f.Add(b)
-			}
+	own, _ := filepath.Glob(filepath.Join(ownDir, "*.hl7"))
+	shared, _ := filepath.Glob(filepath.Join(corpusDir, "*", "*O*.hl7"))
+	for _, p := range append(own, shared...) {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
 		}
 	}
 	all := s.Mappings()

@@ -51,17 +51,19 @@ func TestShippedMappingTests(t *testing.T) {
 	}
 }
 
-const corpusDir = "../../shared/corpus/hl7v2"
+// corpusDir is the shared corpus of real messages written by others (../shared, present in CI,
+// absent from a user's clone); ownDir holds Ferry's own order and ADT fixtures, always present.
+const (
+	corpusDir = "../../shared/corpus/hl7v2"
+	ownDir    = "testdata/messages"
+)
 
-// corpusMessages returns the corpus messages the shipped mappings handle (by MSH-9), skipping
-// the test when the shared corpus is absent (a user's clone).
-func corpusMessages(t *testing.T, s *Set) map[string][]byte {
+// handledMessages returns the messages below dir that the shipped mappings handle (by MSH-9),
+// named by their path below dir (batches split, each message its own entry).
+func handledMessages(t *testing.T, s *Set, dir string) map[string][]byte {
 	t.Helper()
-	if _, err := os.Stat(corpusDir); err != nil {
-		t.Skipf("corpus not found at %s (it is in CI, not in a user's clone): %v", corpusDir, err)
-	}
 	out := map[string][]byte{}
-	err := filepath.WalkDir(corpusDir, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".hl7") {
 			return err
 		}
@@ -78,7 +80,7 @@ func corpusMessages(t *testing.T, s *Set) map[string][]byte {
 			if err != nil || s.For(h.SendingFacility, h.MessageCode+"^"+h.TriggerEvent) == nil {
 				continue
 			}
-			rel, _ := filepath.Rel(corpusDir, p)
+			rel, _ := filepath.Rel(dir, p)
 			name := strings.NewReplacer("/", "__", ".hl7", "").Replace(rel)
 			if _, dup := out[name]; dup {
 				name += "__" + h.ControlID
@@ -93,15 +95,38 @@ func corpusMessages(t *testing.T, s *Set) map[string][]byte {
 	return out
 }
 
-// TestGoldenCorpus maps every ORM/OMI/ADT message of the corpus with the shipped mappings and
-// compares the output (or the error an AE would carry) with testdata/golden/NAME.json.
-// go test ./mappings -run TestGoldenCorpus -update rewrites them.
-func TestGoldenCorpus(t *testing.T) {
+// TestGoldenOwn maps each of Ferry's own order and ADT fixtures (testdata/messages: every order
+// control, both order message types, the ADT events, merges, escapes, bad dates, unknown codes)
+// with the shipped mappings and compares the output, or the error an AE would carry, with
+// testdata/golden/own__NAME.json. It runs everywhere, a user's clone included.
+// go test ./mappings -run TestGoldenOwn -update rewrites them.
+func TestGoldenOwn(t *testing.T) {
 	s := shippedSet(t)
-	msgs := corpusMessages(t, s)
+	msgs := handledMessages(t, s, ownDir)
+	if len(msgs) < 20 {
+		t.Fatalf("only %d of Ferry's own fixtures have a shipped mapping", len(msgs))
+	}
+	checkGolden(t, s, msgs, "own__")
+}
+
+// TestGoldenCorpus does the same for every ORM/OMI/ADT message of the shared corpus
+// (testdata/golden/NAME.json); it needs ../shared and says so when it is absent.
+func TestGoldenCorpus(t *testing.T) {
+	if _, err := os.Stat(corpusDir); err != nil {
+		t.Skipf("shared corpus not found at %s (it is in CI, not in a user's clone; TestGoldenOwn covers Ferry's own fixtures): %v", corpusDir, err)
+	}
+	s := shippedSet(t)
+	msgs := handledMessages(t, s, corpusDir)
 	if len(msgs) < 50 {
 		t.Fatalf("only %d corpus messages have a shipped mapping", len(msgs))
 	}
+	checkGolden(t, s, msgs, "")
+}
+
+// checkGolden maps each message and compares the result with testdata/golden/PREFIX+NAME.json
+// (rewritten under -update).
+func checkGolden(t *testing.T, s *Set, msgs map[string][]byte, prefix string) {
+	t.Helper()
 	mapped := 0
 	for name, raw := range msgs {
 		t.Run(name, func(t *testing.T) {
@@ -119,7 +144,7 @@ func TestGoldenCorpus(t *testing.T) {
 			}
 			b, _ := json.MarshalIndent(got, "", "  ")
 			b = append(b, '\n')
-			golden := filepath.Join("testdata", "golden", name+".json")
+			golden := filepath.Join("testdata", "golden", prefix+name+".json")
 			if *update {
 				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
 					t.Fatal(err)
@@ -138,7 +163,7 @@ func TestGoldenCorpus(t *testing.T) {
 			}
 		})
 	}
-	t.Logf("%d of %d corpus messages mapped without error", mapped, len(msgs))
+	t.Logf("%d of %d messages mapped without error", mapped, len(msgs))
 }
 
 func TestLintReportsEveryProblemWithFileAndLine(t *testing.T) {

@@ -1,7 +1,7 @@
-// Package peers runs other projects' programs (../shared/peers: @medplum/core, @medplum/hl7) on
-// what Ferry produces, as a second opinion in tests. FERRY_PEERS_DIR names an installed copy
-// (.ci/run installs one); without it the second opinion is skipped with a log line, or the test
-// fails when FERRY_REQUIRE_PEERS=1.
+// Package peers runs other projects' programs on what Ferry produces, as a second opinion in
+// tests: ../shared/peers (@medplum/core, @medplum/hl7; FERRY_PEERS_DIR names an installed copy,
+// which .ci/run makes) and installed tools such as dcmtk's. Without them a test skips with a
+// line saying why, or fails when FERRY_REQUIRE_PEERS=1.
 package peers
 
 import (
@@ -39,4 +39,20 @@ func ValidateFHIR(t testing.TB, files []string) {
 	}
 	out := strings.TrimSpace(string(res))
 	t.Logf("@medplum/core: %s", out[strings.LastIndexByte(out, '\n')+1:])
+}
+
+// Program returns the path of another project's program a test runs (dcmtk's tools, mllp_send),
+// skipping the test when it is not installed, or failing it when FERRY_REQUIRE_PEERS=1 (as in CI).
+// pkg names the Debian package that provides it.
+func Program(t testing.TB, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		msg := name + " not found (install Debian's " + pkg + "); FERRY_REQUIRE_PEERS=1 fails instead of skipping"
+		if os.Getenv("FERRY_REQUIRE_PEERS") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return path
 }
