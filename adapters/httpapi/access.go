@@ -17,12 +17,9 @@ import (
 
 // Access control (docs/security.md, "People and access"): every route but /healthz, /readyz and
 // the login page needs an identity — an API token (Authorization: Bearer) or a web session
-// (SessionCookie) — and the permission its route names. A request without a valid identity is
+// (Options.SessionCookie) — and the permission its route names. A request without a valid identity is
 // answered 401 whatever was wrong with it; one whose role lacks the permission 403. Both are
 // audited, and so is every access to patient data, allowed or not.
-
-// SessionCookie is the name of the web session's cookie (adapters/web sets it at login).
-const SessionCookie = "ferry_session"
 
 // CSRFHeader carries a session's CSRF token on a state-changing API request made with the
 // session's cookie (forms carry it as the csrf_token field).
@@ -67,10 +64,12 @@ func SetAuditPatient(c echo.Context, patient string) {
 
 // Gate authenticates requests, checks their permission and audits them.
 type Gate struct {
-	Auth   Authenticator
-	Trail  AuditTrail // nil: nothing recorded (tests of other things)
-	Logger *slog.Logger
-	Now    func() time.Time
+	Auth Authenticator
+	// SessionCookie names the web session's cookie (adapters/web's); "": only bearer tokens.
+	SessionCookie string
+	Trail         AuditTrail // nil: nothing recorded (tests of other things)
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 func (g *Gate) now() time.Time {
@@ -156,7 +155,10 @@ func (g *Gate) identify(c echo.Context) (*access.Identity, error) {
 		}
 		return g.Auth.AuthenticateToken(ctx, strings.TrimSpace(text))
 	}
-	cookie, err := c.Cookie(SessionCookie)
+	if g.SessionCookie == "" {
+		return nil, &access.Failure{Reason: "no credentials"}
+	}
+	cookie, err := c.Cookie(g.SessionCookie)
 	if err != nil {
 		return nil, &access.Failure{Reason: "no credentials"}
 	}

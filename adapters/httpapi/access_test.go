@@ -92,7 +92,7 @@ func TestSessionCSRF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cookie := httpapi.SessionCookie + "=" + id
+	cookie := accesstest.SessionCookie + "=" + id
 	if code, body := f.Do(t, "GET", "/api/v1/users", "", "", "Cookie", cookie); code != http.StatusOK {
 		t.Errorf("GET with the session: %d %s", code, body)
 	}

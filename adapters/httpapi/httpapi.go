@@ -38,6 +38,9 @@ type Options struct {
 	Access *access.Service
 	// AdminToken, when Access is nil, is the only credential: the bootstrap admin's token.
 	AdminToken string
+	// SessionCookie is the web session cookie's name (adapters/web.SessionCookie): requests
+	// carrying it are who its session is. "": the API takes bearer tokens only.
+	SessionCookie string
 	// Audit records every access to patient data and every refusal (nil: none recorded).
 	Audit AuditTrail
 	// AuditEvents, if set, serves GET /fhir/r4/AuditEvent to admins.
@@ -97,7 +100,7 @@ func New(opt Options) (*echo.Echo, error) {
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(opt.Logger)
 	e.IPExtractor = clientIPExtractor(opt.TrustedProxies)
-	gate := &Gate{Auth: opt.Access, Trail: opt.Audit, Logger: opt.Logger}
+	gate := &Gate{Auth: opt.Access, SessionCookie: opt.SessionCookie, Trail: opt.Audit, Logger: opt.Logger}
 	opt.gate = gate
 	need := gate.Require
 

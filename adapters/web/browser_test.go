@@ -41,7 +41,7 @@ func start(t *testing.T, tls bool, sso func(base string) *web.SSO) *server {
 	st := accesstest.SQLiteStore(t)
 	s := &server{store: st, svc: &access.Service{Store: st}}
 	trail := &audit.Recorder{Begin: st.Begin}
-	e, err := httpapi.New(httpapi.Options{Messages: st, Access: s.svc, Audit: trail})
+	e, err := httpapi.New(httpapi.Options{Messages: st, Access: s.svc, SessionCookie: web.SessionCookie, Audit: trail})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/ferryhealth/ferry/adapters/httpapi"
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
 )
@@ -38,11 +37,20 @@ var templateFiles embed.FS
 // Options configures the pages. Access is required.
 type Options struct {
 	Access *access.Service
-	Audit  httpapi.AuditTrail // nil: nothing recorded
+	Audit  AuditTrail // nil: nothing recorded
 	Logger *slog.Logger
 	// SSO, when set, offers single sign-on on the sign-in page (sso.go).
 	SSO *SSO
 	Now func() time.Time
+}
+
+// SessionCookie is the name of the web session's cookie. The API accepts the session too, when
+// cmd/ferry gives it this name (httpapi.Options.SessionCookie).
+const SessionCookie = "ferry_session"
+
+// AuditTrail records audit events (audit.Recorder). Record returns once the event is committed.
+type AuditTrail interface {
+	Record(ctx context.Context, e *audit.Event) error
 }
 
 // loginCookie holds the sign-in form's CSRF token until the form is posted (double submit: a
@@ -196,14 +204,14 @@ func (p *pages) signIn(c echo.Context) error {
 
 // startSession gives the browser the session's cookie and drops the sign-in form's.
 func (p *pages) startSession(c echo.Context, id string, sess *access.Session) {
-	c.SetCookie(&http.Cookie{Name: httpapi.SessionCookie, Value: id, Path: "/", HttpOnly: true,
+	c.SetCookie(&http.Cookie{Name: SessionCookie, Value: id, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteLaxMode, Secure: secure(c), Expires: sess.ExpiresAt})
 	c.SetCookie(&http.Cookie{Name: loginCookie, Path: "/login", MaxAge: -1, HttpOnly: true, Secure: secure(c)})
 }
 
 // session returns the request's session and identity, nil when it has none that is valid.
 func (p *pages) session(c echo.Context) (*access.Identity, *access.Session, string) {
-	cookie, err := c.Cookie(httpapi.SessionCookie)
+	cookie, err := c.Cookie(SessionCookie)
 	if err != nil {
 		return nil, nil, ""
 	}
@@ -220,7 +228,7 @@ func (p *pages) session(c echo.Context) (*access.Identity, *access.Session, stri
 func (p *pages) signOut(c echo.Context) error {
 	ident, sess, id := p.session(c)
 	if ident != nil {
-		if !httpapi.CSRFValid(c, sess) {
+		if sess == nil || subtle.ConstantTimeCompare([]byte(c.FormValue("csrf_token")), []byte(sess.CSRFToken)) != 1 || sess.CSRFToken == "" {
 			return echo.NewHTTPError(http.StatusForbidden, "the sign-out form had expired: sign out again from a page")
 		}
 		if err := p.opt.Access.Logout(c.Request().Context(), id); err != nil {
@@ -228,7 +236,7 @@ func (p *pages) signOut(c echo.Context) error {
 		}
 		p.record(c, &audit.Event{Action: audit.ActionLogout, Outcome: audit.OutcomeSuccess, Agent: ident.User, Role: string(ident.Role), Entity: "sign-out"})
 	}
-	c.SetCookie(&http.Cookie{Name: httpapi.SessionCookie, Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: secure(c)})
+	c.SetCookie(&http.Cookie{Name: SessionCookie, Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: secure(c)})
 	return c.Redirect(http.StatusSeeOther, "/login")
 }
 

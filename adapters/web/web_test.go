@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferryhealth/ferry/adapters/httpapi"
+	"github.com/ferryhealth/ferry/adapters/web"
 	"github.com/ferryhealth/ferry/engine/access"
 )
 
@@ -88,7 +88,7 @@ func TestSignInWithoutJavaScript(t *testing.T) {
 	}
 	var session *http.Cookie
 	for _, ck := range resp.Cookies() {
-		if ck.Name == httpapi.SessionCookie {
+		if ck.Name == web.SessionCookie {
 			session = ck
 		}
 	}
@@ -139,7 +139,7 @@ func TestSessionCookieSecureUnderTLS(t *testing.T) {
 	_, _, token := get(t, c, s.srv.URL, "/login")
 	resp := post(t, c, s.srv.URL, "/login", url.Values{"csrf_token": {token}, "username": {"ana"}, "password": {"correct horse battery staple"}})
 	for _, ck := range resp.Cookies() {
-		if ck.Name == httpapi.SessionCookie && !ck.Secure {
+		if ck.Name == web.SessionCookie && !ck.Secure {
 			t.Errorf("session cookie over HTTPS without Secure: %+v", ck)
 		}
 	}

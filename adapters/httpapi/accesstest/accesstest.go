@@ -60,6 +60,9 @@ type Fixture struct {
 	Tokens map[string]string // by user
 }
 
+// SessionCookie is the session cookie the fixture's API takes (adapters/web's name).
+const SessionCookie = "ferry_session"
+
 // Bootstrap is the fixture's bootstrap admin token.
 const Bootstrap = "bootstrap-admin-token-of-the-access-tests"
 
@@ -110,7 +113,7 @@ func NewFixture(t testing.TB, st Store, trail bool) *Fixture {
 		}
 		f.Tokens[u.name] = text
 	}
-	opt := httpapi.Options{Messages: st, Resources: st, Access: f.Svc, AuditEvents: st, Gatherer: prometheus.NewRegistry()}
+	opt := httpapi.Options{Messages: st, Resources: st, Access: f.Svc, SessionCookie: SessionCookie, AuditEvents: st, Gatherer: prometheus.NewRegistry()}
 	if trail {
 		opt.Audit = &audit.Recorder{Begin: st.Begin}
 	}
