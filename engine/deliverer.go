@@ -18,9 +18,14 @@ import (
 // queue). Every node may run one.
 //
 // A destination that is down delays only its own deliveries: it never has more than
-// PerDestination of the workers, and once an attempt finds it down (no connection, no answer) all
-// its pending deliveries are postponed to its retry time (Outbox.PostponeDestination), so they
-// wait in the store rather than in the workers, its backoff growing with each failure in a row.
+// PerDestination of the workers, and once an attempt finds it down (no connection, no answer) its
+// deliveries wait in the store rather than in the workers. When it could not be connected to
+// (ErrUnreachable) and Probe is set (ferry serve sets it), it is then probed on its own, a
+// connection every ProbeEvery, and its deliveries wait for the first probe it answers, then go
+// at once, at full speed (issue 18: an EHR that flaps gets its reports seconds after it is
+// back, not after a backoff grown to minutes). Otherwise (it took the connection and did not
+// answer, or there is no Probe) they are postponed to its retry time
+// (Outbox.PostponeDestination), the wait growing with each failure in a row up to Retry.Max.
 type Deliverer struct {
 	Outbox Outbox
 	// Transport sends one delivery to its destination and returns the receiver's answer (the
@@ -31,6 +36,11 @@ type Deliverer struct {
 	// configuration no longer has it (the delivery waits).
 	Destination func(name string) (ResultDestination, bool)
 	Retry       RetryPolicy
+	// Probe, if set, checks that a destination found down answers again (opens a connection and
+	// closes it): nil when it does. It runs beside the workers, every ProbeEvery (default 3s,
+	// at most Retry.Max) while the destination is down.
+	Probe      func(ctx context.Context, dest ResultDestination) error
+	ProbeEvery time.Duration
 	// Workers is how many deliveries are in flight at once (default 16).
 	Workers int
 	// PerDestination is how many of them may go to one destination (default half the workers,
@@ -61,6 +71,66 @@ type Deliverer struct {
 type outage struct {
 	failures int
 	until    time.Time
+	// With Probe: the destination waits for a probe it answers, not for until.
+	probed    bool
+	nextProbe time.Time
+	probing   bool // a probe is in flight
+}
+
+// waits reports whether the destination's deliveries wait at now.
+func (o outage) waits(now time.Time) bool { return o.probed || now.Before(o.until) }
+
+// probeEvery is the wait between probes of a destination that is down.
+func (dl *Deliverer) probeEvery() time.Duration {
+	every := cmp.Or(dl.ProbeEvery, 3*time.Second)
+	if dl.Retry.Max > 0 {
+		every = min(every, dl.Retry.Max)
+	}
+	return every
+}
+
+// probeDue starts a probe of each destination that is down and due one; the probes run beside
+// the workers (attempts counts them). A destination that answers is up again: its deliveries
+// are due at once and Run is nudged.
+func (dl *Deliverer) probeDue(ctx context.Context, attempts *sync.WaitGroup) {
+	if dl.Probe == nil {
+		return
+	}
+	now := dl.now()
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	for name, o := range dl.down {
+		if !o.probed || o.probing || now.Before(o.nextProbe) {
+			continue
+		}
+		dest, ok := dl.Destination(name)
+		if !ok {
+			delete(dl.down, name) // no longer configured: its deliveries wait as such
+			continue
+		}
+		o.probing = true
+		dl.down[name] = o
+		attempts.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, dl.probeEvery())
+			err := dl.Probe(pctx, dest)
+			cancel()
+			dl.mu.Lock()
+			o, still := dl.down[name] // a delivery may have gone through meanwhile
+			switch {
+			case err == nil:
+				delete(dl.down, name)
+			case still:
+				o.probing, o.nextProbe = false, dl.now().Add(dl.probeEvery())
+				dl.down[name] = o
+			}
+			dl.mu.Unlock()
+			if err == nil && ctx.Err() == nil {
+				dl.logger().Info("destination answers again; its deliveries go now", "destination", name,
+					"down_for", dl.now().Sub(o.until).Round(time.Millisecond))
+				dl.wake.nudge()
+			}
+		})
+	}
 }
 
 // Nudge tells the deliverer that a delivery was just committed, due at once: Run looks for due
@@ -68,6 +138,13 @@ type outage struct {
 // not up to a poll later). Whoever commits a report version with its deliveries calls it after
 // the commit; it never blocks, and nudges while a pass runs make one more pass.
 func (dl *Deliverer) Nudge() { dl.wake.nudge() }
+
+// ErrUnreachable marks a Transport error that means no connection could be opened (refused,
+// no route, no such host), as against a connection that gave no answer in time: with Probe
+// set, a destination found unreachable is probed until it answers, while one that takes the
+// connection and does not answer (a hung interface engine, which a probe cannot tell from a
+// working one) waits its retry time, longer after each failure in a row, up to Retry.Max.
+var ErrUnreachable = errors.New("destination unreachable")
 
 // DeliveryRefusal is the receiver refusing a delivery: Permanent (AR/CR, a FHIR 4xx) sends it to
 // the dead letters; otherwise (AE/CE) it is retried as Retry.OnError says.
@@ -164,6 +241,7 @@ func (dl *Deliverer) Run(ctx context.Context, poll time.Duration) {
 			backlog = due
 		}
 		backlog = dl.start(ctx, backlog, &attempts, nil)
+		dl.probeDue(ctx, &attempts)
 		t.Reset(poll)
 		select {
 		case <-ctx.Done():
@@ -177,7 +255,8 @@ func (dl *Deliverer) Run(ctx context.Context, poll time.Duration) {
 	}
 }
 
-// DeliverDue makes one pass: every delivery due now is claimed and attempted, Workers at a time
+// DeliverDue makes one pass: the destinations that are down and due a probe are probed (and
+// waited for), then every delivery due now is claimed and attempted, Workers at a time
 // (PerDestination to one destination), and waited for; it returns how many were attempted.
 func (dl *Deliverer) DeliverDue(ctx context.Context) (int, error) {
 	dl.init()
@@ -185,6 +264,8 @@ func (dl *Deliverer) DeliverDue(ctx context.Context) (int, error) {
 		attempts sync.WaitGroup
 		res      passResult
 	)
+	dl.probeDue(ctx, &attempts)
+	attempts.Wait()
 	list, err := dl.due(ctx)
 	for len(list) > 0 && ctx.Err() == nil {
 		if list = dl.start(ctx, list, &attempts, &res); len(list) > 0 {
@@ -207,6 +288,11 @@ func (dl *Deliverer) due(ctx context.Context) ([]*Delivery, error) {
 	for dest, n := range dl.busy {
 		if n >= dl.perDestination() {
 			full = append(full, dest)
+		}
+	}
+	for dest, o := range dl.down {
+		if o.probed && dl.busy[dest] < dl.perDestination() {
+			full = append(full, dest) // waits for a probe it answers
 		}
 	}
 	dl.mu.Unlock()
@@ -235,7 +321,7 @@ func (dl *Deliverer) start(ctx context.Context, list []*Delivery, attempts *sync
 		if dl.inFlight[d.ID] {
 			continue
 		}
-		if o, found := dl.down[d.Destination]; found && dl.now().Before(o.until) {
+		if o, found := dl.down[d.Destination]; found && o.waits(dl.now()) {
 			// Found down by an attempt that ended meanwhile: that attempt postpones this
 			// delivery in the store (it may not have yet; without this check, an attempt that
 			// failed alongside it and freed its worker first lets this one be tried at once).
@@ -331,11 +417,24 @@ func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
 		switch {
 		case reached:
 			delete(dl.down, d.Destination)
+		case dl.Probe != nil && errors.Is(err, ErrUnreachable):
+			// Cannot be connected to: its deliveries wait for a probe it answers, then go at once.
+			if out.Status == DeliveryPending {
+				out.NextAttemptAt = out.At
+			}
+			if !o.probed { // found now (or found earlier not answering, and now not even connecting)
+				dl.down[d.Destination] = outage{failures: o.failures + 1, until: out.At, probed: true, nextProbe: out.At.Add(dl.probeEvery())}
+				dl.mu.Unlock()
+				dl.logger().Warn("destination down; its deliveries wait until it answers a probe", "destination", d.Destination,
+					"probe_every", dl.probeEvery(), "err", out.LastError)
+				dl.mu.Lock()
+			}
 		case out.At.Before(o.until): // known down: in flight when it was found
 			if out.Status == DeliveryPending {
 				out.NextAttemptAt = later(out.NextAttemptAt, o.until)
 			}
 		default:
+			o.probed = false // connected, but no answer: a probe cannot tell when it is back
 			o.failures++
 			o.until = out.At.Add(dl.Retry.wait(o.failures))
 			dl.down[d.Destination] = o

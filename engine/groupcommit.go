@@ -3,13 +3,26 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // ErrCommitterClosed is returned by Commit after Close.
 var ErrCommitterClosed = errors.New("group committer closed")
+
+// ErrCommitInDoubt is returned by Commit when the transaction holding the message did not end
+// within GroupCommitOptions.Timeout (a frozen or unreachable database): the message may yet be
+// committed. The caller answers AE (ERR 207) so the sender resends; if the first copy was
+// committed after all, the resend is recognised as its duplicate and answered like it, so nothing
+// is processed twice and nothing acknowledged is lost (DESIGN.md rule 1).
+var ErrCommitInDoubt = errors.New("the commit did not end in time; its outcome is unknown")
+
+// DefaultCommitTimeout bounds one message's commit (GroupCommitOptions.Timeout): a sender is
+// answered within it even while the database hangs (issue 18: AE within 5 s).
+const DefaultCommitTimeout = 4 * time.Second
 
 // GroupCommitter groups inbound messages from concurrent connections into one store transaction,
 // so a burst of N connections costs one durable commit instead of N. Each caller of Commit waits
@@ -22,6 +35,7 @@ type GroupCommitter struct {
 	maxBatch int
 	observe  func(batch int, d time.Duration, err error)
 	linger   time.Duration
+	timeout  time.Duration
 	// effectSlots bounds the transactions with effects in flight (GroupCommitOptions.EffectWorkers).
 	effectSlots chan struct{}
 
@@ -32,13 +46,33 @@ type GroupCommitter struct {
 	isClosed bool
 	closed   chan struct{}
 	wg       sync.WaitGroup
+
+	// health is the outcome of the last transactions, for Ready.
+	health struct {
+		sync.Mutex
+		failedAt time.Time // the last failed transaction, zero once one has committed since
+		err      error
+	}
+	now func() time.Time // time.Now; a test's clock
+	// timers are Commit's deadline timers, reused: a timer per message would cost more than
+	// the rest of Commit (Go 1.23 timers may be reset and reused safely once stopped).
+	timers sync.Pool
 }
 
 type commitRequest struct {
 	ctx  context.Context
 	msg  *InboundMessage
 	done chan error
+	// state says whether a transaction has taken the request (reqTaken) or its caller has
+	// given up on it first (reqAbandoned); whoever changes it from reqQueued decides.
+	state atomic.Int32
 }
+
+const (
+	reqQueued int32 = iota
+	reqTaken
+	reqAbandoned
+)
 
 // GroupCommitOptions tunes a GroupCommitter. Zero values take the defaults.
 type GroupCommitOptions struct {
@@ -68,6 +102,11 @@ type GroupCommitOptions struct {
 	// Go's timers are coarse when the process is idle (about 1 ms), so a missed wait can cost up
 	// to that.
 	Linger time.Duration
+	// Timeout bounds one message's commit, from Commit's call to its answer (default
+	// DefaultCommitTimeout): the wait to enter a batch, the transaction (every statement and the
+	// commit run under a context with this deadline) and the wait for its outcome. Past it
+	// Commit returns ErrCommitInDoubt (in a transaction) or the context's error (not yet in one).
+	Timeout time.Duration
 }
 
 // NewGroupCommitter starts the committer's workers. Call Close to stop them.
@@ -81,14 +120,24 @@ func NewGroupCommitter(store MessageStore, opt GroupCommitOptions) *GroupCommitt
 	if opt.EffectWorkers <= 0 {
 		opt.EffectWorkers = 4
 	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = DefaultCommitTimeout
+	}
 	g := &GroupCommitter{
 		store:       store,
 		maxBatch:    opt.MaxBatch,
 		observe:     opt.Observe,
 		linger:      opt.Linger,
+		timeout:     opt.Timeout,
 		reqs:        make(chan *commitRequest, opt.MaxBatch*opt.Workers),
 		effectSlots: make(chan struct{}, opt.EffectWorkers),
 		closed:      make(chan struct{}),
+		now:         time.Now,
+	}
+	g.timers.New = func() any {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
 	}
 	for range opt.Workers {
 		g.wg.Add(1)
@@ -99,9 +148,15 @@ func NewGroupCommitter(store MessageStore, opt GroupCommitOptions) *GroupCommitt
 
 // Commit stores msg durably, batched with whatever other messages are waiting, and returns when
 // that transaction has committed (nil) or failed. On success the store may have changed msg
-// (ID, and Status/ACK for a duplicate). ctx bounds only the wait to enter a batch: once a
-// message is in a transaction, Commit waits for the outcome so the caller never ACKs on a guess.
+// (ID, and Status/ACK for a duplicate). ctx and Timeout bound the wait to enter a batch (the
+// message is then not stored: ctx's error); once a message is in a transaction, only Timeout
+// bounds the wait for the outcome (shutting down, the caller still learns it), and past it
+// Commit returns ErrCommitInDoubt: the caller never ACKs on a guess, and never hangs with the
+// database.
 func (g *GroupCommitter) Commit(ctx context.Context, msg *InboundMessage) error {
+	deadline := g.timers.Get().(*time.Timer)
+	deadline.Reset(g.timeout)
+	defer func() { deadline.Stop(); g.timers.Put(deadline) }()
 	req := &commitRequest{ctx: ctx, msg: msg, done: make(chan error, 1)}
 	g.mu.RLock()
 	if g.isClosed {
@@ -114,8 +169,40 @@ func (g *GroupCommitter) Commit(ctx context.Context, msg *InboundMessage) error 
 	case <-ctx.Done():
 		g.mu.RUnlock()
 		return ctx.Err()
+	case <-deadline.C:
+		g.mu.RUnlock()
+		return fmt.Errorf("waiting to enter a commit: %w", context.DeadlineExceeded)
 	}
-	return <-req.done
+	select {
+	case err := <-req.done:
+		return err
+	case <-deadline.C:
+		if req.state.CompareAndSwap(reqQueued, reqAbandoned) {
+			// Still queued: no transaction will take it.
+			return fmt.Errorf("waiting for a transaction: %w", context.DeadlineExceeded)
+		}
+		// In a transaction that has not ended: the duplicate check resolves its outcome
+		// when the sender resends.
+		return ErrCommitInDoubt
+	}
+}
+
+// ReadyRetry is how long Ready reports a failed transaction when none has committed since: a
+// node taken out of the balancer's rotation gets no messages to show it can commit again, so
+// it says it is ready after this long and is tried again.
+const ReadyRetry = 30 * time.Second
+
+// Ready reports whether the store can commit (for /readyz): the error of the last transaction
+// when it failed (a full disk, a database that refuses writes or does not answer) and none has
+// committed since, for up to ReadyRetry; nil otherwise. A message refused on its own merits
+// (stored as an error, answered AE/AR) is a transaction that committed.
+func (g *GroupCommitter) Ready() error {
+	g.health.Lock()
+	defer g.health.Unlock()
+	if g.health.err == nil || g.now().Sub(g.health.failedAt) >= ReadyRetry {
+		return nil
+	}
+	return fmt.Errorf("the last commit failed: %w", g.health.err)
 }
 
 // Close stops accepting messages, commits those already queued and waits for the workers.
@@ -227,6 +314,9 @@ func (g *GroupCommitter) commit(batch []*commitRequest, msgs []*InboundMessage) 
 	// A caller that gave up before its message was taken is not committed: it will not ACK.
 	live := batch[:0] // filtered in place: batch is not read again
 	for _, req := range batch {
+		if !req.state.CompareAndSwap(reqQueued, reqTaken) {
+			continue // its caller has given up on it
+		}
 		if err := req.ctx.Err(); err != nil {
 			req.done <- err
 			continue
@@ -239,7 +329,9 @@ func (g *GroupCommitter) commit(batch []*commitRequest, msgs []*InboundMessage) 
 	}
 	start := time.Now()
 	// The transaction outlives any one caller's context: its outcome decides every ACK in it.
-	ctx := context.WithoutCancel(live[0].ctx)
+	// Its deadline makes a hung database fail it rather than hold the worker (the callers have
+	// been answered ErrCommitInDoubt by then).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(live[0].ctx), g.timeout)
 	if hasEffects(msgs) {
 		// Hand the batch to a transaction of its own (the worker reuses its slices) and go on
 		// gathering; a full set of slots holds the worker back.
@@ -248,12 +340,14 @@ func (g *GroupCommitter) commit(batch []*commitRequest, msgs []*InboundMessage) 
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
+			defer cancel()
 			err := g.commitWithEffects(ctx, msgs)
 			<-g.effectSlots
 			g.finish(live, start, err)
 		}()
 		return
 	}
+	defer cancel()
 	g.finish(live, start, g.store.CommitInbound(ctx, msgs))
 }
 
@@ -262,6 +356,13 @@ func (g *GroupCommitter) finish(live []*commitRequest, start time.Time, err erro
 	if g.observe != nil {
 		g.observe(len(live), time.Since(start), err)
 	}
+	g.health.Lock()
+	if err != nil {
+		g.health.failedAt, g.health.err = g.now(), err
+	} else {
+		g.health.failedAt, g.health.err = time.Time{}, nil
+	}
+	g.health.Unlock()
 	for _, req := range live {
 		req.done <- err
 	}

@@ -253,3 +253,86 @@ func testGroupCommitterCloseEndsLinger(t *testing.T) {
 		t.Errorf("batches = %v, want [1 2]", st.batches)
 	}
 }
+
+func TestGroupCommitterTimeout(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, testGroupCommitterTimeout)
+}
+
+// A store that never answers (a frozen database): the message in the transaction is answered
+// ErrCommitInDoubt, the one queued behind it an error that is not "in doubt" and is never
+// committed, both within Timeout; Ready fails until a commit goes through.
+func testGroupCommitterTimeout(t *testing.T) {
+	st := &batchStore{gate: make(chan struct{})}
+	g := NewGroupCommitter(st, GroupCommitOptions{Timeout: 3 * time.Second})
+	defer g.Close()
+	start := time.Now()
+	inTx, queued := make(chan error), make(chan error)
+	go func() { inTx <- g.Commit(context.Background(), &InboundMessage{}) }()
+	synctest.Wait() // the first holds the worker at the gate
+	go func() { queued <- g.Commit(context.Background(), &InboundMessage{}) }()
+	if err := <-inTx; !errors.Is(err, ErrCommitInDoubt) {
+		t.Errorf("the message in a transaction that does not end: %v, want ErrCommitInDoubt", err)
+	}
+	if err := <-queued; err == nil || errors.Is(err, ErrCommitInDoubt) {
+		t.Errorf("the message queued behind it: %v, want a not-stored error", err)
+	}
+	if took := time.Since(start); took != 3*time.Second {
+		t.Errorf("answered after %v, want the 3s timeout", took)
+	}
+	if err := g.Ready(); err != nil {
+		t.Errorf("Ready while the transaction has not ended: %v (it has not failed yet)", err)
+	}
+	st.fail.Store(true)
+	st.gate <- struct{}{} // the transaction ends: failed
+	synctest.Wait()
+	if err := g.Ready(); err == nil {
+		t.Error("Ready after a failed transaction: nil, want its error")
+	}
+	st.mu.Lock()
+	if len(st.batches) != 0 {
+		t.Errorf("batches = %v, want none (the queued message was given up)", st.batches)
+	}
+	st.mu.Unlock()
+	st.fail.Store(false)
+	go func() { st.gate <- struct{}{} }()
+	if err := g.Commit(context.Background(), &InboundMessage{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Ready(); err != nil {
+		t.Errorf("Ready after a commit went through: %v", err)
+	}
+	// A failure long past with no commit since: ready again, so the node is tried again.
+	st.fail.Store(true)
+	go func() { st.gate <- struct{}{} }()
+	if err := g.Commit(context.Background(), &InboundMessage{}); err == nil {
+		t.Fatal("commit on a failing store: nil")
+	}
+	time.Sleep(ReadyRetry)
+	if err := g.Ready(); err != nil {
+		t.Errorf("Ready %v after the last failure, no traffic since: %v, want nil", ReadyRetry, err)
+	}
+}
+
+// nopMessageStore commits instantly: what is left is the committer's own cost per message.
+type nopMessageStore struct{ MessageStore }
+
+func (nopMessageStore) CommitInbound(context.Context, []*InboundMessage) error { return nil }
+
+// BenchmarkGroupCommit is the committer's share of the inbound hot path: queueing a message,
+// batching it with the others waiting, and answering its caller, 8 callers at once.
+func BenchmarkGroupCommit(b *testing.B) {
+	g := NewGroupCommitter(nopMessageStore{}, GroupCommitOptions{})
+	defer g.Close()
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			if err := g.Commit(ctx, &InboundMessage{Status: StatusAccepted}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -161,9 +161,16 @@ func (in *Inbound) Receive(ctx context.Context, r Received) []byte {
 	}
 
 	if err := in.Committer.Commit(ctx, rec); err != nil {
-		// Nothing was stored: AE/CE with ERR 207 tells the sender to resend (HL7 v2.5.1 §2.9.2).
-		in.Logger.Error("inbound message not stored; answering AE so the sender resends",
-			"channel", in.Channel, "control_id", h.ControlID, "peer", r.PeerAddr, "err", err)
+		// Not known to be stored: AE/CE with ERR 207 tells the sender to resend (HL7 v2.5.1
+		// §2.9.2). A commit in doubt may have stored it after all: the resend is then its
+		// duplicate, answered like it and not processed again.
+		if errors.Is(err, ErrCommitInDoubt) {
+			in.Logger.Error("inbound message's commit did not end in time; answering AE so the sender resends (a duplicate is recognised if it was stored)",
+				"channel", in.Channel, "control_id", h.ControlID, "peer", r.PeerAddr, "err", err)
+		} else {
+			in.Logger.Error("inbound message not stored; answering AE so the sender resends",
+				"channel", in.Channel, "control_id", h.ControlID, "peer", r.PeerAddr, "err", err)
+		}
 		in.Metrics.Messages.WithLabelValues(in.Channel, typeLabel(h.MessageCode, h.TriggerEvent), hl7.AckCode(h, hl7.Error)).Inc()
 		return in.buildACK(h, hl7.Error, []hl7.ErrorDetail{{
 			Code: hl7.CodeApplicationInternalError, Severity: "E",

@@ -482,3 +482,154 @@ func TestDeliveryToADownDestination(t *testing.T) {
 		t.Errorf("%d deliveries still pending once the destination is back", len(p))
 	}
 }
+
+// TestDownDestinationProbed (issue 18, item 6): with Probe set, a destination found down is
+// probed on its own every ProbeEvery, its deliveries wait for the first probe it answers
+// without a backoff of their own (no attempt counted meanwhile), and then all of them go in one
+// pass. The schedule runs on an injected clock; passes are counted, not timed.
+func TestDownDestinationProbed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newOrderHarness(t)
+	const n = 12
+	ehr := finalsToOneDestination(t, h, "P", n)
+	var (
+		mu               sync.Mutex
+		clock            = time.Now()
+		up               bool
+		attempts, probes int
+		errRefused       = fmt.Errorf("%w: connection refused", engine.ErrUnreachable)
+		retryMax         = 10 * time.Minute
+		probeEvery       = 3 * time.Second
+		advance          = func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+		setUp            = func() { mu.Lock(); up = true; mu.Unlock() }
+		counts           = func() (int, int) { mu.Lock(); defer mu.Unlock(); return attempts, probes }
+	)
+	dl := &engine.Deliverer{Outbox: h.st, Workers: 4, ProbeEvery: probeEvery,
+		Now:         func() time.Time { mu.Lock(); defer mu.Unlock(); return clock },
+		Destination: func(string) (engine.ResultDestination, bool) { return ehr, true },
+		Retry:       engine.RetryPolicy{First: time.Minute, Max: retryMax},
+		Transport: func(context.Context, engine.ResultDestination, *engine.Delivery) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			attempts++
+			if !up {
+				return "", errRefused
+			}
+			return "MSA|AA", nil
+		},
+		Probe: func(context.Context, engine.ResultDestination) error {
+			mu.Lock()
+			defer mu.Unlock()
+			probes++
+			if !up {
+				return errRefused
+			}
+			return nil
+		}}
+	deliverDue := func() {
+		t.Helper()
+		if _, err := dl.DeliverDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending := func() []*engine.Delivery {
+		t.Helper()
+		ds, err := h.st.Deliveries(ctx, engine.DeliveryFilter{Status: engine.DeliveryPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ds
+	}
+	deliverDue() // finds it down
+	firstAttempts, _ := counts()
+	if firstAttempts == 0 || firstAttempts > 2 {
+		t.Fatalf("first pass: %d attempts, want 1 or 2 (PerDestination)", firstAttempts)
+	}
+	for _, d := range pending() {
+		if d.NextAttemptAt.After(clock) {
+			t.Errorf("delivery %d waits until %s: a backoff of its own (want it to wait only for the probe)", d.ID, d.NextAttemptAt)
+		}
+	}
+	// Down for a long while: one probe every probeEvery, no attempts.
+	for i := 1; i <= 5; i++ {
+		deliverDue() // not due a probe yet
+		advance(probeEvery)
+		deliverDue()
+		if a, p := counts(); a != firstAttempts || p != i {
+			t.Fatalf("after %d probe intervals down: %d attempts, %d probes; want %d (no more) and %d", i, a, p, firstAttempts, i)
+		}
+	}
+	// It is back: the next probe finds it, and the same pass delivers every report.
+	setUp()
+	advance(probeEvery)
+	deliverDue()
+	if p := pending(); len(p) != 0 {
+		t.Errorf("%d deliveries still pending after the pass whose probe found the destination back; want all %d delivered in it", len(p), n)
+	}
+}
+
+// TestHungDestinationWaitsItsRetryTime: a destination that takes the connection and never
+// answers (a hung interface engine) is not probed back — a probe would connect and say it is
+// up — but waits its retry time, as without Probe.
+func TestHungDestinationWaitsItsRetryTime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newOrderHarness(t)
+	const n = 3
+	ehr := finalsToOneDestination(t, h, "G", n)
+	var mu sync.Mutex
+	clock, attempts, probes := time.Now(), 0, 0
+	dl := &engine.Deliverer{Outbox: h.st, Workers: 2, PerDestination: 1, ProbeEvery: time.Second,
+		Now:         func() time.Time { mu.Lock(); defer mu.Unlock(); return clock },
+		Destination: func(string) (engine.ResultDestination, bool) { return ehr, true },
+		Retry:       engine.RetryPolicy{First: time.Minute, Max: time.Hour},
+		Transport: func(context.Context, engine.ResultDestination, *engine.Delivery) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			attempts++
+			return "", errors.New("no ACK within the timeout")
+		},
+		Probe: func(context.Context, engine.ResultDestination) error {
+			mu.Lock()
+			defer mu.Unlock()
+			probes++
+			return nil
+		}}
+	for range 5 {
+		if _, err := dl.DeliverDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		clock = clock.Add(time.Second)
+		mu.Unlock()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if attempts != 1 || probes != 0 {
+		t.Errorf("%d attempts and %d probes within 5 s of a hung EHR; want 1 and none (it waits its retry time, 1m)", attempts, probes)
+	}
+}
+
+// finalsToOneDestination orders n studies for n patients (placer numbers PL<tag>NN,
+// accessions ACC<tag>NN) and reports each final, to the one MLLP destination it returns: n
+// deliveries, each the head of its own queue.
+func finalsToOneDestination(t *testing.T, h *orderHarness, tag string, n int) engine.ResultDestination {
+	t.Helper()
+	for i := range n {
+		id := fmt.Sprintf("%02d", i)
+		h.mustAccept(mshORM, pidFor("0008"+tag+id, "DOE^JANE"), orc("NW", "PL"+tag+id, "SC"), obr("PL"+tag+id, "ACC"+tag+id))
+	}
+	ehr := engine.ResultDestination{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
+	rs := &engine.Reports{Store: h.st,
+		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{ehr} },
+		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
+			return []byte(r.ControlID), "test@1", nil
+		}}
+	for i := range n {
+		if _, _, err := rs.Submit(context.Background(), reportJSON("final", fmt.Sprintf("ACC%s%02d", tag, i), "x"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ehr
+}

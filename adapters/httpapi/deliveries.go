@@ -1,9 +1,12 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -144,27 +147,103 @@ func (a *deliveryAPI) replay(c echo.Context) error {
 	case d.Status != engine.DeliveryDead:
 		return notDead
 	}
+	if d, err = a.replayOne(c, d, req.User); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, viewDelivery(d, false))
+}
+
+// replayOne replays the dead letter d (its message built again when there is a renderer),
+// audits it and returns it as it now stands. Errors are HTTP errors: 409 when d is no longer
+// dead, 422 when its message cannot be built.
+func (a *deliveryAPI) replayOne(c echo.Context, d *engine.Delivery, user string) (*engine.Delivery, error) {
+	ctx := c.Request().Context()
 	var (
 		payload []byte
 		version string
+		err     error
 	)
 	if a.render != nil {
 		if payload, version, err = a.render.Rerender(ctx, d); err != nil {
-			return echo.NewHTTPError(http.StatusUnprocessableEntity, "the message cannot be built: "+err.Error())
+			return nil, echo.NewHTTPError(http.StatusUnprocessableEntity, "the message cannot be built: "+err.Error())
 		}
 	}
-	switch err := a.log.ReplayDelivery(ctx, id, payload, version, time.Now()); {
+	switch err := a.log.ReplayDelivery(ctx, d.ID, payload, version, time.Now()); {
 	case errors.Is(err, engine.ErrNotFound):
-		return notDead
+		return nil, echo.NewHTTPError(http.StatusConflict, "delivery "+strconv.FormatInt(d.ID, 10)+" is not a dead letter (or does not exist)")
 	case err != nil:
+		return nil, err
+	}
+	if d, err = a.log.Delivery(ctx, d.ID); err != nil {
+		return nil, err
+	}
+	a.ml.logger.Info("audit: delivery replayed", "delivery", d.ID, "report", d.ReportID, "destination", d.Destination,
+		"rebuilt", payload != nil, "mapping", d.MappingVersion, "user", user, "remote", c.RealIP())
+	return d, nil
+}
+
+// maxBulkReplay caps the dead letters one bulk replay takes: the oldest that many.
+const maxBulkReplay = 10000
+
+// replayAll answers POST /api/v1/deliveries/replay {"user","reason","destination","report"}:
+// every dead letter (of the destination and report, when named) is replayed as one replay is,
+// oldest first — in the order the deliveries were created, so each patient's reports reach the
+// hospital in their order again (a queue sends its deliveries in ID order once they are all
+// pending; replayed newest first, a later report would go before an earlier one still dead).
+// At most maxBulkReplay, the oldest; the answer lists what was replayed and what was not, why.
+func (a *deliveryAPI) replayAll(c echo.Context) error {
+	var req struct {
+		User        string `json:"user"`
+		Reason      string `json:"reason"`
+		Destination string `json:"destination"`
+		Report      string `json:"report"`
+	}
+	if err := decodeDecision(c, &req); err != nil {
 		return err
 	}
-	if d, err = a.log.Delivery(ctx, id); err != nil {
-		return err
+	req.User = actingUser(c, req.User)
+	if problems := auditProblems(req.User, strings.TrimSpace(req.Reason)); len(problems) > 0 {
+		return echo.NewHTTPError(http.StatusBadRequest, strings.Join(problems, "; "))
 	}
-	a.ml.logger.Info("audit: delivery replayed", "delivery", id, "report", d.ReportID, "destination", d.Destination,
-		"rebuilt", payload != nil, "mapping", d.MappingVersion, "user", req.User, "remote", c.RealIP())
-	return c.JSON(http.StatusOK, viewDelivery(d, false))
+	ctx := c.Request().Context()
+	// The list is newest first: read it all, then replay from the oldest.
+	var dead []*engine.Delivery
+	f := engine.DeliveryFilter{Status: engine.DeliveryDead, Destination: req.Destination, ReportID: req.Report, Limit: 1000}
+	for {
+		page, err := a.log.Deliveries(ctx, f)
+		if err != nil {
+			return err
+		}
+		dead = append(dead, page...)
+		if len(page) < f.Limit {
+			break
+		}
+		f.Offset += f.Limit
+	}
+	slices.SortFunc(dead, func(x, y *engine.Delivery) int { return cmp.Compare(x.ID, y.ID) })
+	dead = dead[:min(len(dead), maxBulkReplay)]
+	type failure struct {
+		ID    int64  `json:"id"`
+		Error string `json:"error"`
+	}
+	out := struct {
+		Replayed []int64   `json:"replayed"`
+		Failed   []failure `json:"failed,omitempty"`
+	}{Replayed: []int64{}}
+	for _, d := range dead {
+		if _, err := a.replayOne(c, d, req.User); err != nil {
+			var he *echo.HTTPError
+			if !errors.As(err, &he) {
+				return err // the store failed: stop, what was replayed stays replayed
+			}
+			out.Failed = append(out.Failed, failure{ID: d.ID, Error: fmt.Sprint(he.Message)})
+			continue
+		}
+		out.Replayed = append(out.Replayed, d.ID)
+	}
+	a.ml.logger.Info("audit: dead letters replayed", "replayed", len(out.Replayed), "failed", len(out.Failed),
+		"destination", req.Destination, "report", req.Report, "user", req.User, "remote", c.RealIP())
+	return c.JSON(http.StatusOK, out)
 }
 
 // intParam reads an optional integer query parameter within [lo, hi].

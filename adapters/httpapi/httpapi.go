@@ -70,6 +70,9 @@ type Options struct {
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
+	// Readiness are the checks /readyz makes besides the store's Ping (readiness.go): the
+	// commits, the instance store.
+	Readiness []ReadinessCheck
 	// TrustedProxies are the load balancers and reverse proxies whose X-Forwarded-For (or
 	// X-Real-IP) names the client; from any other peer those headers are ignored and the TCP
 	// peer is the client address audited (clientip.go). Empty: no proxy is trusted.
@@ -107,13 +110,7 @@ func New(opt Options) (*echo.Echo, error) {
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
-	e.GET("/readyz", func(c echo.Context) error {
-		if err := opt.Messages.Ping(c.Request().Context()); err != nil {
-			opt.Logger.Warn("readiness check failed: store unreachable", "err", err)
-			return echo.NewHTTPError(http.StatusServiceUnavailable, "store unreachable")
-		}
-		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
-	})
+	e.GET("/readyz", readyz(append([]ReadinessCheck{{Name: "store", Check: opt.Messages.Ping}}, opt.Readiness...), opt.Logger))
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{})), need(access.PermOperations, ""))
 
 	api := e.Group("/api/v1")
@@ -128,6 +125,7 @@ func New(opt Options) (*echo.Echo, error) {
 		api.GET("/deliveries", da.list, need(access.PermDeliveries, audit.ActionSearch))
 		api.GET("/deliveries/:id", da.get, need(access.PermDeliveries, audit.ActionRead))
 		api.POST("/deliveries/:id/replay", da.replay, need(access.PermDeliveries, audit.ActionReplay))
+		api.POST("/deliveries/replay", da.replayAll, need(access.PermDeliveries, audit.ActionReplay))
 	}
 	if opt.Turnaround != nil {
 		ta := &turnaroundAPI{log: opt.Turnaround, sla: opt.TurnaroundSLAs, logger: opt.Logger}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -20,11 +19,6 @@ import (
 const (
 	DefaultSendTimeout = 30 * time.Second
 	DefaultDialTimeout = 10 * time.Second
-	// Reconnect backoff: the wait before a new connection attempt after consecutive failures
-	// grows from minBackoff, doubling, to maxBackoff, with ±20% jitter so that many senders
-	// cut off at once do not reconnect in step.
-	minBackoff = 100 * time.Millisecond
-	maxBackoff = 30 * time.Second
 )
 
 var (
@@ -54,7 +48,9 @@ func (e *NAKError) Error() string {
 
 // Sender delivers messages to one MLLP peer (an EHR, a downstream system) and waits for each
 // ACK. The outbox and `ferry send` use it. It keeps one connection open, opening it on the first
-// Send and again, with backoff, after it breaks. Sends are one at a time, as MLLP requires; Send
+// Send and again on the next Send after it breaks. It has no backoff of its own: a Send that
+// cannot connect fails at once, and when to try again is its caller's to say (the deliverer's
+// retry policy and probes, issue 18). Sends are one at a time, as MLLP requires; Send
 // is safe for concurrent use and queues callers.
 //
 // Set the fields before the first Send; they must not change after.
@@ -77,13 +73,11 @@ type Sender struct {
 	initOnce sync.Once
 	turn     chan struct{} // holds a token while a Send has the connection
 
-	mu       sync.Mutex // guards the fields below; Close takes it while a Send runs
-	conn     net.Conn
-	r        *Reader
-	w        *Writer
-	closed   bool
-	failures int       // consecutive connection failures, for backoff
-	retryAt  time.Time // no new connection attempt before this
+	mu     sync.Mutex // guards the fields below; Close takes it while a Send runs
+	conn   net.Conn
+	r      *Reader
+	w      *Writer
+	closed bool
 
 	dropped atomic.Int64
 }
@@ -92,9 +86,10 @@ type Sender struct {
 // (a late ACK to an earlier message, another peer's mistake) and answers that do not parse are
 // dropped, counted in DroppedAcks and logged, never taken for this message's ACK.
 //
-// If the connection breaks before the ACK arrives, Send reconnects (with backoff) and sends msg
-// again within its timeout: the peer may then see msg twice, with the same MSH-10, and drops the
-// duplicate as HL7 expects.
+// If the connection breaks before the ACK arrives (the peer closed it while idle, or restarted),
+// Send opens a new one, once, and sends msg again within its timeout: the peer may then see msg
+// twice, with the same MSH-10, and drops the duplicate as HL7 expects. A connection that cannot
+// be opened, or that breaks again, fails the Send at once.
 //
 // Errors: a matching ACK with MSA-1 other than AA/CA returns the ACK and a *NAKError.
 // ErrAckTimeout: no matching ACK in time (the connection is dropped, the next Send opens a new
@@ -117,11 +112,16 @@ func (s *Sender) Send(ctx context.Context, msg []byte) (ack []byte, err error) {
 	timeout := orDefault(s.Timeout, DefaultSendTimeout)
 	sendCtx, cancel := context.WithTimeoutCause(ctx, timeout, ErrAckTimeout)
 	defer cancel()
+	// A socket deadline set from sendCtx's can fire a moment before sendCtx's own timer marks it
+	// done (on a busy machine the timer's goroutine runs late): past this instant the send has
+	// timed out whatever sendCtx says yet.
+	ackDeadline := time.Now().Add(timeout)
+	timedOut := func() bool { return sendCtx.Err() != nil || !time.Now().Before(ackDeadline) }
 	select {
 	case s.turn <- struct{}{}:
 		defer func() { <-s.turn }()
 	case <-sendCtx.Done():
-		return nil, s.sendError(ctx, sendCtx, id, timeout, errors.New("waiting for an earlier message's ACK"))
+		return nil, s.sendError(ctx, timedOut(), id, timeout, errors.New("waiting for an earlier message's ACK"))
 	}
 
 	var lastErr error
@@ -131,37 +131,36 @@ func (s *Sender) Send(ctx context.Context, msg []byte) (ack []byte, err error) {
 			if lastErr != nil {
 				err = fmt.Errorf("%w (after %w)", err, lastErr)
 			}
-			return nil, s.sendError(ctx, sendCtx, id, timeout, err)
+			return nil, s.sendError(ctx, timedOut(), id, timeout, err)
 		}
 		ack, code, err := s.exchange(sendCtx, conn, r, w, msg, id)
 		if err == nil {
-			s.mu.Lock()
-			s.failures = 0
-			s.mu.Unlock()
 			if code != "AA" && code != "CA" {
 				return ack, &NAKError{Code: code, ControlID: id}
 			}
 			return ack, nil
 		}
-		s.dropConn(conn, true)
-		if sendCtx.Err() != nil || s.isClosed() {
-			return nil, s.sendError(ctx, sendCtx, id, timeout, err)
+		s.dropConn(conn)
+		if lastErr != nil || timedOut() || s.isClosed() {
+			return nil, s.sendError(ctx, timedOut(), id, timeout, err)
 		}
-		// The connection broke: reconnect and send again (the peer drops a duplicate by MSH-10).
+		// The connection broke: open a new one and send again (the peer drops a duplicate by
+		// MSH-10).
 		s.logger().Warn("MLLP connection broke before the ACK; reconnecting to send again",
 			"addr", s.Addr, "control_id", id, "err", err)
 		lastErr = err
 	}
 }
 
-// sendError turns a failed Send into the documented error.
-func (s *Sender) sendError(parent, sendCtx context.Context, id string, timeout time.Duration, err error) error {
+// sendError turns a failed Send into the documented error; timedOut says the Send's own
+// timeout has passed.
+func (s *Sender) sendError(parent context.Context, timedOut bool, id string, timeout time.Duration, err error) error {
 	switch {
 	case s.isClosed():
 		return fmt.Errorf("sending %s: %w", id, ErrSenderClosed)
 	case parent.Err() != nil:
 		return fmt.Errorf("sending %s to %s: %w", id, s.Addr, context.Cause(parent))
-	case context.Cause(sendCtx) == ErrAckTimeout:
+	case timedOut:
 		return fmt.Errorf("sending %s to %s: %w (%s): %w", id, s.Addr, ErrAckTimeout, timeout, err)
 	default:
 		return fmt.Errorf("sending %s to %s: %w", id, s.Addr, err)
@@ -202,7 +201,7 @@ func (s *Sender) exchange(ctx context.Context, conn net.Conn, r *Reader, w *Writ
 		if !stop() {
 			// ctx ended as the ACK arrived: the deadline may be set in the past under us; start
 			// the next Send on a fresh connection rather than on one that may time out at once.
-			s.dropConn(conn, false)
+			s.dropConn(conn)
 		}
 		return bytes.Clone(frame), m.Value("MSA-1"), nil
 	}
@@ -220,60 +219,33 @@ func (s *Sender) drop(id, what, msa2 string) {
 // awaited (another MSA-2, unparseable, or over the size cap).
 func (s *Sender) DroppedAcks() int64 { return s.dropped.Load() }
 
-// connect returns the open connection or opens one, waiting out the backoff first; it retries
-// until ctx ends.
-func (s *Sender) connect(ctx context.Context) (net.Conn, *Reader, *Writer, error) {
-	var lastErr error
-	for {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			return nil, nil, nil, ErrSenderClosed
-		}
-		if s.conn != nil {
-			conn, r, w := s.conn, s.r, s.w
-			s.mu.Unlock()
-			return conn, r, w, nil
-		}
-		wait := time.Until(s.retryAt)
+// connect returns the open connection, or opens one.
+func (s *Sender) connect(ctx context.Context) (conn net.Conn, r *Reader, w *Writer, err error) {
+	s.mu.Lock()
+	if s.closed {
 		s.mu.Unlock()
-
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				if lastErr == nil {
-					lastErr = errors.New("waiting to reconnect")
-				}
-				return nil, nil, nil, lastErr
-			}
-		}
-		conn, err := s.dial(ctx)
-		s.mu.Lock()
-		if err != nil {
-			s.failures++
-			s.retryAt = time.Now().Add(backoff(s.failures))
-			s.mu.Unlock()
-			s.logger().Warn("MLLP connection attempt failed", "addr", s.Addr, "failures", s.failures, "err", err)
-			lastErr = err
-			if ctx.Err() != nil {
-				return nil, nil, nil, lastErr
-			}
-			continue
-		}
-		if s.closed {
-			s.mu.Unlock()
-			conn.Close()
-			return nil, nil, nil, ErrSenderClosed
-		}
-		s.conn, s.r, s.w = conn, NewReader(conn, 0), NewWriter(conn)
-		r, w := s.r, s.w
+		return nil, nil, nil, ErrSenderClosed
+	}
+	if s.conn != nil {
+		conn, r, w := s.conn, s.r, s.w
 		s.mu.Unlock()
-		s.logger().Debug("MLLP sender connected", "addr", s.Addr, "tls", s.TLSConfig != nil)
 		return conn, r, w, nil
 	}
+	s.mu.Unlock()
+	conn, err = s.dial(ctx)
+	if err != nil {
+		s.logger().Warn("MLLP connection attempt failed", "addr", s.Addr, "err", err)
+		return nil, nil, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		conn.Close()
+		return nil, nil, nil, ErrSenderClosed
+	}
+	s.conn, s.r, s.w = conn, NewReader(conn, 0), NewWriter(conn)
+	s.logger().Debug("MLLP sender connected", "addr", s.Addr, "tls", s.TLSConfig != nil)
+	return conn, s.r, s.w, nil
 }
 
 func (s *Sender) dial(ctx context.Context) (net.Conn, error) {
@@ -285,30 +257,14 @@ func (s *Sender) dial(ctx context.Context) (net.Conn, error) {
 	return (&tls.Dialer{NetDialer: d, Config: s.TLSConfig}).DialContext(ctx, "tcp", s.Addr)
 }
 
-// dropConn closes conn if it is still the Sender's connection; broken counts as a failure for
-// backoff.
-func (s *Sender) dropConn(conn net.Conn, broken bool) {
+// dropConn closes conn, and forgets it if it is still the Sender's connection.
+func (s *Sender) dropConn(conn net.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conn == conn {
 		s.conn, s.r, s.w = nil, nil, nil
-		if broken {
-			s.failures++
-			s.retryAt = time.Now().Add(backoff(s.failures))
-		}
 	}
 	conn.Close()
-}
-
-// backoff is the wait before the next connection attempt after n consecutive failures: none
-// after the first (a connection that broke once is reopened at once), then growing.
-func backoff(n int) time.Duration {
-	if n <= 1 {
-		return 0
-	}
-	d := minBackoff << min(n-2, 10)
-	d = min(d, maxBackoff)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
 func (s *Sender) isClosed() bool {

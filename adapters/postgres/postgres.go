@@ -56,10 +56,12 @@ var _ engine.Store = (*Store)(nil)
 // and pings it. A search_path parameter in dsn selects the schema. It fails when the session's
 // synchronous_commit is off: a commit would return before it is on disk.
 func Open(ctx context.Context, dsn string) (*Store, error) {
-	db, err := sql.Open("postgres", dsn)
+	connector, err := pq.NewConnector(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("opening postgres: %w", err)
 	}
+	connector.Dialer(newDialer()) // dialer.go: a server cut off breaks the connection in seconds
+	db := sql.OpenDB(connector)
 	// The HTTP API's queries, the group commits that race another node (the usual ones run on the
 	// ingest pool) and the workers that come later share this pool; keep enough connections idle
 	// that they rarely reconnect.
@@ -122,6 +124,7 @@ func openIngest(ctx context.Context, db *sql.DB, dsn string) (*sql.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening postgres: %w", err)
 	}
+	connector.Dialer(newDialer())
 	ingest := sql.OpenDB(connector)
 	// A group-commit worker holds one connection while it commits; the pool opens them as
 	// workers need them, and keeps them.

@@ -159,6 +159,11 @@ type CommitConfig struct {
 	// Linger is how long a batch may wait for messages it expects, such as the next message of
 	// each sender its last commit answered (default 500µs; 0s: a batch never waits).
 	Linger *time.Duration `yaml:"linger"`
+	// Timeout bounds one message's commit (default 4s): past it the message is answered AE
+	// (ERR 207) and the sender resends, so a database that hangs (frozen, cut off) never leaves
+	// a sender without an answer; a commit that ends later is recognised by the duplicate
+	// check when the message comes again (docs/operations.md).
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // HTTPConfig tunes the HTTP listener.
@@ -259,10 +264,15 @@ type DeliveryConfig struct {
 	// Timeout bounds one attempt: connecting, sending and waiting for the ACK or the HTTP
 	// answer (default 30s).
 	Timeout time.Duration `yaml:"timeout"`
-	// RetryFirst and RetryMax bound the wait before a retry, doubling from the first to the
-	// most (defaults 5s and 10m).
+	// RetryFirst and RetryMax bound the wait before a retry of a delivery the receiver answered
+	// with an error, doubling from the first to the most (defaults 5s and 10m). This is the only
+	// backoff: the MLLP connections have none of their own.
 	RetryFirst time.Duration `yaml:"retry_first"`
 	RetryMax   time.Duration `yaml:"retry_max"`
+	// ProbeEvery is how often a destination found down (no connection, no answer) is probed
+	// with a connection of its own (default 3s, at most retry_max); its deliveries wait for the
+	// first probe it answers, then all go at once (docs/reports.md).
+	ProbeEvery time.Duration `yaml:"probe_every"`
 	// MaxAttempts sends a delivery to the dead letters after that many failures (default 0:
 	// never; a receiver down for a day gets its reports when it is back).
 	MaxAttempts int `yaml:"max_attempts"`
@@ -549,6 +559,9 @@ func (c *Config) setDefaults() {
 	if c.Commit.MaxBatch == 0 {
 		c.Commit.MaxBatch = 64
 	}
+	if c.Commit.Timeout == 0 {
+		c.Commit.Timeout = engine.DefaultCommitTimeout
+	}
 	if c.Commit.Linger == nil {
 		linger := DefaultCommitLinger
 		c.Commit.Linger = &linger
@@ -673,6 +686,9 @@ func (c *Config) Validate() error {
 	if l := c.Commit.Linger; l != nil && (*l < 0 || *l > 100*time.Millisecond) {
 		errs = append(errs, errors.New("commit.linger: must be from 0s to 100ms"))
 	}
+	if c.Commit.Timeout < 100*time.Millisecond || c.Commit.Timeout > 10*time.Minute {
+		errs = append(errs, errors.New("commit.timeout: must be from 100ms to 10m"))
+	}
 	switch c.MLLP.Ack {
 	case "", "on_commit", "on_receipt":
 	default:
@@ -682,8 +698,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("dicom.max_instance_size: must not be negative"))
 	}
 	errs = append(errs, c.DICOM.validate(c.Listen.DICOMTLS)...)
-	if d := c.Delivery; d.Workers < 0 || d.PerDestination < 0 || d.Connections < 0 || d.Timeout < 0 || d.RetryFirst < 0 || d.RetryMax < 0 || d.MaxAttempts < 0 {
-		errs = append(errs, errors.New("delivery: workers, per_destination, connections, timeout, retry_first, retry_max and max_attempts must not be negative"))
+	if d := c.Delivery; d.Workers < 0 || d.PerDestination < 0 || d.Connections < 0 || d.Timeout < 0 || d.RetryFirst < 0 || d.RetryMax < 0 || d.MaxAttempts < 0 || d.ProbeEvery < 0 {
+		errs = append(errs, errors.New("delivery: workers, per_destination, connections, timeout, retry_first, retry_max, probe_every and max_attempts must not be negative"))
 	}
 	if v := c.Delivery.OnError; v != "" && v != "retry" && v != "dead" {
 		errs = append(errs, fmt.Errorf("delivery.on_error: want retry or dead, got %q", v))

@@ -403,11 +403,11 @@ func benchPostgresSchema(b *testing.B, dsn string) string {
 }
 
 // freePort returns a TCP port on the loopback interface that nothing listens on just now.
-func freePort(b *testing.B) string {
-	b.Helper()
+func freePort(tb testing.TB) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer ln.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,8 +42,19 @@ func newTransports(conns int, timeout time.Duration, logger *slog.Logger) *trans
 		http: &http.Client{Timeout: timeout}, mllp: map[string][]*mllp.Sender{}, cursor: map[string]int{}}
 }
 
-// send delivers d to dest, as engine.Deliverer.Transport.
+// send delivers d to dest, as engine.Deliverer.Transport; an error opening the connection is
+// engine.ErrUnreachable (the deliverer probes the destination until it answers).
 func (t *transports) send(ctx context.Context, dest engine.ResultDestination, d *engine.Delivery) (string, error) {
+	response, err := t.sendKind(ctx, dest, d)
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		err = fmt.Errorf("%w: %w", engine.ErrUnreachable, err)
+	}
+	return response, err
+}
+
+// sendKind sends d by its kind's transport.
+func (t *transports) sendKind(ctx context.Context, dest engine.ResultDestination, d *engine.Delivery) (string, error) {
 	switch d.Kind {
 	case engine.DeliveryMLLP:
 		ack, err := t.sender(dest.Address, t.outbound[d.Destination], d.Destination).Send(ctx, d.Payload)
@@ -56,6 +69,29 @@ func (t *transports) send(ctx context.Context, dest engine.ResultDestination, d 
 		return t.sendFHIR(ctx, dest, d)
 	}
 	return "", fmt.Errorf("unknown delivery kind %q", d.Kind)
+}
+
+// probe opens a TCP connection to dest and closes it, as engine.Deliverer.Probe: nil when the
+// destination answers. It says nothing of whether the receiver will accept a message; the
+// delivery that follows does.
+func (t *transports) probe(ctx context.Context, dest engine.ResultDestination) error {
+	addr := dest.Address
+	if dest.Kind == engine.DeliveryFHIR {
+		u, err := url.Parse(dest.BaseURL)
+		if err != nil {
+			return err
+		}
+		addr = u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), map[bool]string{true: "443", false: "80"}[u.Scheme == "https"])
+		}
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
 }
 
 // sender returns the next of the destination's MLLP senders, opening them on first use. Plain

@@ -61,6 +61,7 @@ Usage:
   ferry inspect [--json] FILE…
   ferry bench parse [--repeat N] FILE…
   ferry mappings test|lint [--config FILE] [--json] [DIR]
+  ferry deliveries replay --user NAME --reason TEXT [--destination D] [--report ID] [--url URL]
   ferry version
 
 Run "ferry COMMAND --help" for a command's flags.
@@ -91,6 +92,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return bench(rest, stdout, stderr)
 	case "mappings":
 		return mappingsCmd(rest, stdout, stderr)
+	case "deliveries":
+		return deliveriesCmd(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "ferry", versionString())
 		return nil

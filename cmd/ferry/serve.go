@@ -31,6 +31,7 @@ import (
 	"github.com/ferryhealth/ferry/engine/audit"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
+	"github.com/ferryhealth/ferry/internal/lograte"
 	"github.com/ferryhealth/ferry/mappings"
 )
 
@@ -87,6 +88,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxBatch:      cfg.Commit.MaxBatch,
 		EffectWorkers: cfg.Commit.EffectWorkers,
 		Linger:        *cfg.Commit.Linger,
+		Timeout:       cfg.Commit.Timeout,
 		Observe:       metrics.ObserveCommit,
 	})
 	defer committer.Close()
@@ -201,7 +203,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// A claimed delivery is held for one attempt and a margin: a node killed mid-attempt delays
 	// its delivery that long, then any node sends it again.
-	deliverer := &engine.Deliverer{Outbox: st, Transport: sends.send, Destination: cfg.resultDestination,
+	deliverer := &engine.Deliverer{Outbox: st, Transport: sends.send, Probe: sends.probe, ProbeEvery: cfg.Delivery.ProbeEvery, Destination: cfg.resultDestination,
 		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, PerDestination: cfg.Delivery.PerDestination, Lease: cfg.Delivery.Timeout + cfg.Delivery.Timeout/4 + 2*time.Second, Logger: logger}
 	reports.Nudge = deliverer.Nudge
 	delivererCtx, stopDeliverer := context.WithCancel(ctx)
@@ -217,7 +219,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	trail := &audit.Recorder{Begin: st.Begin}
-	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
+	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
 		Access: people, SessionCookie: web.SessionCookie, Audit: trail, AuditEvents: st})
 	if err != nil {
 		return err
@@ -347,10 +349,12 @@ func verifiedClient(cs *tls.ConnectionState) *x509.Certificate {
 	return cs.PeerCertificates[0]
 }
 
+// newLogger is the service's logger: text on w from level up, a flood of the same warning or
+// error cut to a few lines and a count per window (internal/lograte).
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	return slog.New(lograte.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}), lograte.Options{}))
 }
 
 // adminToken returns the configured admin token, or the one kept in DATA_DIR/admin-token,

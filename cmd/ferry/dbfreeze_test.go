@@ -1,0 +1,208 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+)
+
+// freezableProxy forwards TCP connections to a database and can stop forwarding ("freeze") while
+// keeping every connection open, as a database stopped with SIGSTOP, or cut off by a partition,
+// looks to its client: requests go out, no answer comes back. It is the unit boundary between
+// Ferry and the shared PostgreSQL, which a test must not stop.
+type freezableProxy struct {
+	ln     net.Listener
+	target string
+
+	mu     sync.Mutex
+	frozen bool
+	thawed chan struct{} // closed when a freeze ends
+	conns  []net.Conn
+}
+
+func startFreezableProxy(t *testing.T, target string) *freezableProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezableProxy{ln: ln, target: target, thawed: make(chan struct{})}
+	close(p.thawed)
+	t.Cleanup(func() {
+		p.thaw()
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+	})
+	go p.serve()
+	return p
+}
+
+func (p *freezableProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			p.gate() // a connection opened while frozen is not answered either
+			up, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				return
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go p.pipe(up, c)
+			p.pipe(c, up)
+		}()
+	}
+}
+
+// pipe copies src to dst, holding every chunk while the proxy is frozen.
+func (p *freezableProxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.gate()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// gate returns once the proxy is not frozen.
+func (p *freezableProxy) gate() {
+	p.mu.Lock()
+	ch := p.thawed
+	p.mu.Unlock()
+	<-ch
+}
+
+func (p *freezableProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.frozen {
+		p.frozen, p.thawed = true, make(chan struct{})
+	}
+}
+
+func (p *freezableProxy) thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen {
+		p.frozen = false
+		close(p.thawed)
+	}
+}
+
+// TestDatabaseFrozen is issue 18's frozen database: while PostgreSQL answers nothing, every
+// message is answered AE with ERR 207 within commit.timeout and /readyz answers 503 within 2 s;
+// once it answers again the service is back at once, the messages resent are stored once each
+// (an in-doubt commit is recognised as the resend's original), and nothing acknowledged is lost.
+func TestDatabaseFrozen(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dsn := freshPostgresSchema(t, dir)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startFreezableProxy(t, u.Host)
+	u.Host = proxy.ln.Addr().String()
+	p := startFerry(t, u.String(), dir, serveOptions{Config: "commit: {timeout: 2s}\n"})
+
+	sender := dialMLLP(t, p.MLLPAddr)
+	before := ormMessage("STMARYS", "FRZ-BEFORE")
+	if ack, err := sender.roundTrip(before, hangGuard); err != nil || ack.Code != "AA" {
+		t.Fatalf("before the freeze: %v, %v; want AA", ack, err)
+	}
+
+	proxy.freeze()
+	// Several senders at once while the database is frozen: one message in a transaction that
+	// cannot end (its commit in doubt), the others waiting to enter one.
+	const senders = 4
+	ids := make([]string, senders)
+	type answer struct {
+		ack  *ackInfo
+		err  error
+		took time.Duration
+	}
+	answers := make([]answer, senders)
+	var wg sync.WaitGroup
+	for i := range senders {
+		ids[i] = fmt.Sprintf("FRZ-%d", i)
+		c := dialMLLP(t, p.MLLPAddr)
+		wg.Go(func() {
+			start := time.Now()
+			ack, err := c.roundTrip(ormMessage("STMARYS", ids[i]), hangGuard)
+			answers[i] = answer{ack, err, time.Since(start)}
+		})
+	}
+	start := time.Now()
+	code := p.get(t, "/readyz", nil)
+	readyTook := time.Since(start)
+	wg.Wait()
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while the database is frozen: %d, want 503", code)
+	}
+	t.Logf("/readyz answered %d in %v while frozen", code, readyTook.Round(time.Millisecond))
+	for i, a := range answers {
+		if a.err != nil || a.ack.Code != "AE" || !a.ack.hasERRCode("207") {
+			t.Errorf("message %s while frozen: %v, %v; want AE with ERR 207", ids[i], a.ack, a.err)
+		}
+		t.Logf("message %s answered %s in %v while frozen (commit.timeout 2s)", ids[i], a.ack.Code, a.took.Round(time.Millisecond))
+	}
+
+	proxy.thaw()
+	thawed := time.Now()
+	// Each sender resends what was answered AE: stored once, whether or not its first copy
+	// was committed after all.
+	for i, id := range ids {
+		if ack, err := sender.roundTrip(ormMessage("STMARYS", id), hangGuard); err != nil || ack.Code != "AA" {
+			t.Errorf("resending %s after the freeze: %v, %v; want AA", id, ack, err)
+		}
+		if i == 0 {
+			t.Logf("first message after the thaw answered AA in %v", time.Since(thawed).Round(time.Millisecond))
+		}
+	}
+	// Ready again once a commit has gone through: each message sent is one.
+	for i := 0; ; i++ {
+		if ack, err := sender.roundTrip(ormMessage("STMARYS", fmt.Sprintf("FRZ-AFTER-%d", i)), hangGuard); err != nil || ack.Code != "AA" {
+			t.Fatalf("after the freeze: %v, %v; want AA", ack, err)
+		}
+		if code := p.get(t, "/readyz", nil); code == http.StatusOK {
+			break
+		} else if i == 10 {
+			t.Fatalf("/readyz after the freeze and %d commits: %d, want 200", i+1, code)
+		}
+	}
+
+	for _, id := range append([]string{"FRZ-BEFORE"}, ids...) {
+		ms := p.byControlID(t, id)
+		originals := 0
+		for _, m := range ms {
+			if m.Status != "duplicate" {
+				originals++
+			}
+		}
+		if originals != 1 {
+			t.Errorf("message %s stored as %v; want one original (and duplicates of it)", id, statuses(ms))
+		}
+	}
+}
