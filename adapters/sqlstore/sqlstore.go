@@ -14,6 +14,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -63,6 +64,8 @@ type Store struct {
 	turnaroundStatements
 	linkStatements
 	outboxStatements
+	peopleStatements
+	auditStatements
 }
 
 // New returns the shared areas in d's text.
@@ -72,6 +75,8 @@ func New(d Dialect) *Store {
 	s.turnaroundStatements = newTurnaroundStatements(s.rebind, d)
 	s.linkStatements = newLinkStatements(s.rebind, d)
 	s.outboxStatements = newOutboxStatements(s.rebind, d)
+	s.peopleStatements = newPeopleStatements(s.rebind, d)
+	s.auditStatements = newAuditStatements(s.rebind)
 	return s
 }
 
@@ -79,7 +84,7 @@ func New(d Dialect) *Store {
 // Begin prepares every statement of a transaction before it takes its connection.
 func (s *Store) TxStatements() []string {
 	return append([]string{s.putWorklistItem, s.deleteWorklistItem, s.markTurnaround,
-		s.studyLinksOfPatient, s.finishStudyDerivation}, append(s.putStudyLink, s.outboxTxStatements()...)...)
+		s.studyLinksOfPatient, s.finishStudyDerivation}, slices.Concat(s.putStudyLink, s.outboxTxStatements(), s.auditTxStatements())...)
 }
 
 // rebind returns query, written with ? placeholders, with the dialect's. A ? inside a string
