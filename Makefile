@@ -63,6 +63,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 2m; .ci/fuzz-target says wha
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./internal/textdiff FuzzDiff
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine/patientid FuzzRead
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/httpapi FuzzFHIRSearch
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine/access FuzzAuthenticateToken
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./engine/access FuzzParsePractitioner
 
 bench: ## run the Go benchmarks (BENCHTIME each)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...

@@ -132,7 +132,8 @@ func (a *deliveryAPI) replay(c echo.Context) error {
 	if err := decodeDecision(c, &req); err != nil {
 		return err
 	}
-	if problems := auditProblems(strings.TrimSpace(req.User), strings.TrimSpace(req.Reason)); len(problems) > 0 {
+	req.User = actingUser(c, req.User)
+	if problems := auditProblems(req.User, strings.TrimSpace(req.Reason)); len(problems) > 0 {
 		return echo.NewHTTPError(http.StatusBadRequest, strings.Join(problems, "; "))
 	}
 	ctx := c.Request().Context()
@@ -200,7 +201,8 @@ func (a *deliveryAPI) replayAll(c echo.Context) error {
 	if err := decodeDecision(c, &req); err != nil {
 		return err
 	}
-	if problems := auditProblems(strings.TrimSpace(req.User), strings.TrimSpace(req.Reason)); len(problems) > 0 {
+	req.User = actingUser(c, req.User)
+	if problems := auditProblems(req.User, strings.TrimSpace(req.Reason)); len(problems) > 0 {
 		return echo.NewHTTPError(http.StatusBadRequest, strings.Join(problems, "; "))
 	}
 	ctx := c.Request().Context()

@@ -19,6 +19,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/access"
+	"github.com/ferryhealth/ferry/engine/audit"
 	"github.com/ferryhealth/ferry/fhir"
 )
 
@@ -64,23 +66,28 @@ func registerFHIR(g *echo.Group, opt Options) {
 		a.softwareVersion = info.Main.Version
 	}
 	g.Use(a.outcomes, a.negotiate)
-	auth := bearerAuth(opt.AdminToken)
+	need := opt.gate.Require
+	search, read := need(access.PermFHIRRead, audit.ActionSearch), need(access.PermFHIRRead, audit.ActionRead)
 
-	// Conformance: metadata needs no token, as FHIR clients read it before they authenticate.
-	g.GET("/metadata", a.metadata)
-	g.GET("/:type", a.search, auth)
-	g.GET("/:type/_search", a.search, auth)
-	g.POST("/:type/_search", a.search, auth)
-	g.GET("/:type/:id", a.read, auth)
-	g.GET("/:type/:id/_history", a.history, auth)
-	g.GET("/:type/:id/_history/:vid", a.vread, auth)
+	// Every route needs an identity, metadata too (issue 12: only health, readiness and login
+	// are open); it discloses no patient data, so any identity reads it.
+	g.GET("/metadata", a.metadata, need("", ""))
+	if opt.AuditEvents != nil {
+		g.GET("/AuditEvent", auditSearch(opt.AuditEvents), need(access.PermAudit, audit.ActionSearch))
+	}
+	g.GET("/:type", a.search, search)
+	g.GET("/:type/_search", a.search, search)
+	g.POST("/:type/_search", a.search, search)
+	g.GET("/:type/:id", a.read, read)
+	g.GET("/:type/:id/_history", a.history, read)
+	g.GET("/:type/:id/_history/:vid", a.vread, read)
 
 	// Reports come in as DiagnosticReports (issue: reports → the ordering hospital): create and
 	// update, nothing else; any other write is refused as FHIR does.
 	if opt.Reports != nil {
 		a.reports = opt.Reports
-		g.POST("/DiagnosticReport", a.submitReport, auth)
-		g.PUT("/DiagnosticReport/:id", a.submitReport, auth)
+		g.POST("/DiagnosticReport", a.submitReport, need(access.PermReportsWrite, audit.ActionCreate))
+		g.PUT("/DiagnosticReport/:id", a.submitReport, need(access.PermReportsWrite, audit.ActionUpdate))
 	}
 	writes := []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 	for _, p := range []string{"/metadata", "/:type", "/:type/:id", "/:type/:id/_history", "/:type/:id/_history/:vid"} {
@@ -322,6 +329,7 @@ func (a *fhirAPI) submitReport(c echo.Context) error {
 	} else if err != nil {
 		return fmt.Errorf("storing a DiagnosticReport: %w", err)
 	}
+	SetAuditPatient(c, audit.PatientOf("DiagnosticReport", r.ID, r.JSON))
 	a.audit(c, "write", "DiagnosticReport", []string{r.ID}, "version", r.VersionID, "created", created)
 	status := http.StatusOK
 	if created {
@@ -344,6 +352,7 @@ func (a *fhirAPI) read(c echo.Context) error {
 	} else if err != nil {
 		return fmt.Errorf("reading %s/%s: %w", typ, id, err)
 	}
+	SetAuditPatient(c, audit.PatientOf(typ, id, r.JSON))
 	a.audit(c, "read", typ, []string{id}, "version", r.VersionID)
 	return writeVersion(c, r)
 }
@@ -368,6 +377,7 @@ func (a *fhirAPI) vread(c echo.Context) error {
 	} else if err != nil {
 		return fmt.Errorf("reading %s/%s version %d: %w", typ, id, vid, err)
 	}
+	SetAuditPatient(c, audit.PatientOf(typ, id, r.JSON))
 	a.audit(c, "vread", typ, []string{id}, "version", vid)
 	return writeVersion(c, r)
 }
@@ -386,6 +396,7 @@ func (a *fhirAPI) history(c echo.Context) error {
 	}
 	base := baseURL(c)
 	entries := make([]fhir.StoredResource, len(versions))
+	SetAuditPatient(c, audit.PatientOf(typ, id, versions[0].JSON))
 	for i, r := range versions {
 		entries[i] = stored(r)
 	}
@@ -456,8 +467,15 @@ func (a *fhirAPI) search(c echo.Context) error {
 
 	matches := make([]fhir.StoredResource, len(found))
 	ids := make([]string, len(found))
+	patients := map[string]bool{}
 	for i, r := range found {
 		matches[i], ids[i] = stored(r), r.ID
+		patients[audit.PatientOf(typ, r.ID, r.JSON)] = true
+	}
+	if len(patients) == 1 { // one patient's records: the event names them
+		for p := range patients {
+			SetAuditPatient(c, p)
+		}
 	}
 	names := make([]string, 0, len(s.honoured))
 	for k := range s.honoured {

@@ -442,8 +442,11 @@ func (b bundle) link(rel string) string {
 func TestFHIRMetadata(t *testing.T) {
 	t.Parallel()
 	f := newFHIRFixture(t)
-	// No token: clients read the CapabilityStatement before they authenticate.
-	r := f.do(t, http.MethodGet, "/fhir/r4/metadata", map[string]string{"Authorization": ""}, nil)
+	// Issue 12: every route but health, readiness and login needs an identity, metadata too.
+	if r := f.do(t, http.MethodGet, "/fhir/r4/metadata", map[string]string{"Authorization": ""}, nil); r.code != http.StatusUnauthorized {
+		t.Errorf("metadata without a token: %d, want 401", r.code)
+	}
+	r := f.do(t, http.MethodGet, "/fhir/r4/metadata", nil, nil)
 	var cs struct {
 		ResourceType, FHIRVersion string
 		Implementation            struct{ URL string }

@@ -6,19 +6,19 @@ package httpapi
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/access"
+	"github.com/ferryhealth/ferry/engine/audit"
 )
 
 // MessageLog is what the admin API reads: the inbound message store.
@@ -37,15 +37,25 @@ type Routes interface {
 	Register(g *echo.Group)
 }
 
-// Options configures the HTTP server. Messages and AdminToken are required.
+// Options configures the HTTP server. Messages, and Access or AdminToken, are required.
 type Options struct {
 	Messages MessageLog
-	// AdminToken is the bearer token every /api/v1/ request must carry.
+	// Access authenticates requests (tokens, sessions) and, with a store, serves /api/v1/users
+	// and /api/v1/tokens (access.go, people.go).
+	Access *access.Service
+	// AdminToken, when Access is nil, is the only credential: the bootstrap admin's token.
 	AdminToken string
+	// SessionCookie is the web session cookie's name (adapters/web.SessionCookie): requests
+	// carrying it are who its session is. "": the API takes bearer tokens only.
+	SessionCookie string
+	// Audit records every access to patient data and every refusal (nil: none recorded).
+	Audit AuditTrail
+	// AuditEvents, if set, serves GET /fhir/r4/AuditEvent to admins.
+	AuditEvents audit.Reader
 	// Resources serves the FHIR REST API under /fhir/r4 (see fhir.go); nil: no FHIR API.
 	Resources FHIRResources
-	// DICOMweb serves the DICOMweb routes under their base path behind the admin token
-	// (adapters/dicomweb.STOW); nil: no DICOMweb.
+	// DICOMweb serves the DICOMweb routes under their base path, for the roles that may read
+	// or write studies (adapters/dicomweb.STOW); nil: no DICOMweb.
 	DICOMweb Routes
 	// Mappings, if set, serves POST /api/v1/mappings/test with the mappings in force.
 	Mappings func() MappingTester
@@ -74,6 +84,8 @@ type Options struct {
 	// X-Real-IP) names the client; from any other peer those headers are ignored and the TCP
 	// peer is the client address audited (clientip.go). Empty: no proxy is trusted.
 	TrustedProxies []*net.IPNet
+
+	gate *Gate // set by New
 }
 
 // New builds the HTTP handler.
@@ -81,8 +93,11 @@ func New(opt Options) (*echo.Echo, error) {
 	if opt.Messages == nil {
 		return nil, errors.New("httpapi: Options.Messages is required")
 	}
-	if opt.AdminToken == "" {
-		return nil, errors.New("httpapi: Options.AdminToken is required")
+	if opt.Access == nil {
+		if opt.AdminToken == "" {
+			return nil, errors.New("httpapi: Options.Access or Options.AdminToken is required")
+		}
+		opt.Access = &access.Service{BootstrapToken: opt.AdminToken}
 	}
 	if opt.Gatherer == nil {
 		opt.Gatherer = prometheus.DefaultGatherer
@@ -95,72 +110,63 @@ func New(opt Options) (*echo.Echo, error) {
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(opt.Logger)
 	e.IPExtractor = clientIPExtractor(opt.TrustedProxies)
+	gate := &Gate{Auth: opt.Access, SessionCookie: opt.SessionCookie, Trail: opt.Audit, Logger: opt.Logger}
+	opt.gate = gate
+	need := gate.Require
 
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
 	e.GET("/readyz", readyz(append([]ReadinessCheck{{Name: "store", Check: opt.Messages.Ping}}, opt.Readiness...), opt.Logger))
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{})))
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{})), need(access.PermOperations, ""))
 
-	api := e.Group("/api/v1", bearerAuth(opt.AdminToken))
+	api := e.Group("/api/v1")
 	ml := &messageLog{log: opt.Messages, logger: opt.Logger}
-	api.GET("/messages", ml.list)
-	api.GET("/messages/:id", ml.get)
+	api.GET("/messages", ml.list, need(access.PermMessages, audit.ActionSearch))
+	api.GET("/messages/:id", ml.get, need(access.PermMessages, audit.ActionRead))
 	if opt.Mappings != nil {
-		api.POST("/mappings/test", mappingsTest(opt.Mappings, ml))
+		api.POST("/mappings/test", mappingsTest(opt.Mappings, ml), need(access.PermMappings, ""))
 	}
 	if opt.Deliveries != nil {
 		da := &deliveryAPI{log: opt.Deliveries, render: opt.Rerender, ml: ml}
-		api.GET("/deliveries", da.list)
-		api.GET("/deliveries/:id", da.get)
-		api.POST("/deliveries/:id/replay", da.replay)
-		api.POST("/deliveries/replay", da.replayAll)
+		api.GET("/deliveries", da.list, need(access.PermDeliveries, audit.ActionSearch))
+		api.GET("/deliveries/:id", da.get, need(access.PermDeliveries, audit.ActionRead))
+		api.POST("/deliveries/:id/replay", da.replay, need(access.PermDeliveries, audit.ActionReplay))
+		api.POST("/deliveries/replay", da.replayAll, need(access.PermDeliveries, audit.ActionReplay))
 	}
 	if opt.Turnaround != nil {
 		ta := &turnaroundAPI{log: opt.Turnaround, sla: opt.TurnaroundSLAs, logger: opt.Logger}
 		if ta.sla == nil {
 			ta.sla = engine.DefaultSLAs()
 		}
-		api.GET("/turnaround", ta.get)
+		api.GET("/turnaround", ta.get, need(access.PermDashboards, ""))
 	}
 	if opt.Studies != nil {
-		api.GET("/studies/:uid", getStudy(opt.Studies, ml))
+		api.GET("/studies/:uid", getStudy(opt.Studies, ml), need(access.PermReconciliation, audit.ActionRead))
 		rec := &reconciliation{studies: opt.Studies, logger: opt.Logger}
-		api.GET("/reconciliation", rec.list)
-		api.GET("/studies/:uid/history", rec.history)
-		api.POST("/studies/:uid/link", rec.link)
-		api.POST("/studies/:uid/unlink", rec.unlink)
+		api.GET("/reconciliation", rec.list, need(access.PermReconciliation, audit.ActionSearch))
+		api.GET("/studies/:uid/history", rec.history, need(access.PermReconciliation, audit.ActionRead))
+		api.POST("/studies/:uid/link", rec.link, need(access.PermReconciliation, audit.ActionLink))
+		api.POST("/studies/:uid/unlink", rec.unlink, need(access.PermReconciliation, audit.ActionLink))
+	}
+	if opt.Access.Store != nil {
+		registerPeople(api, opt)
 	}
 
 	if opt.Resources != nil {
 		registerFHIR(e.Group(fhirBasePath), opt)
 	}
 	if opt.DICOMweb != nil {
-		opt.DICOMweb.Register(e.Group(opt.DICOMweb.BasePath(), bearerAuth(opt.AdminToken)))
+		opt.DICOMweb.Register(e.Group(opt.DICOMweb.BasePath(), gate.RequireByMethod(
+			access.PermDICOMwebRead, audit.ActionSearch, access.PermDICOMwebWrite, audit.ActionCreate)))
 	}
 
-	// Go runtime profiles for performance work, behind the admin token.
-	dbg := e.Group("/debug/pprof", bearerAuth(opt.AdminToken))
+	// Go runtime profiles for performance work, for admins.
+	dbg := e.Group("/debug/pprof", need(access.PermOperations, ""))
 	dbg.GET("/*", echo.WrapHandler(http.HandlerFunc(pprof.Index)))
 	dbg.GET("/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile)))
 	dbg.GET("/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace)))
 	return e, nil
-}
-
-// bearerAuth admits requests carrying "Authorization: Bearer <token>", compared in constant time.
-func bearerAuth(token string) echo.MiddlewareFunc {
-	want := []byte(token)
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			// The scheme name is case-insensitive (RFC 7235 §2.1).
-			scheme, got, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
-			if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
-				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ferry"`)
-				return echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong bearer token")
-			}
-			return next(c)
-		}
-	}
 }
 
 // errorHandler is the one place handler errors become responses. Internal errors are logged

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferryhealth/ferry/adapters/httpapi"
+	"github.com/ferryhealth/ferry/adapters/httpapi/accesstest"
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
 )
@@ -79,14 +79,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := accesstest.SQLiteStore(t)
 	f := &fixture{store: st, reg: prometheus.NewRegistry()}
 	for i, s := range seeds() {
 		m := s.msg
@@ -202,7 +195,7 @@ func (f *fixture) idsOf(idx ...int) []int64 {
 	return out
 }
 
-func TestHealthAndMetricsNeedNoToken(t *testing.T) {
+func TestHealthNeedsNoTokenMetricsNeedAdmin(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	requests := prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_test_marker_total", Help: "a series only this registry has"})
@@ -224,7 +217,10 @@ func TestHealthAndMetricsNeedNoToken(t *testing.T) {
 	})
 	t.Run("metrics serves the registry given", func(t *testing.T) {
 		t.Parallel()
-		code, _, body := f.get(t, "/metrics", "")
+		if code, _, _ := f.get(t, "/metrics", ""); code != http.StatusUnauthorized {
+			t.Errorf("/metrics without a token: %d, want 401", code)
+		}
+		code, _, body := f.get(t, "/metrics", "Bearer "+token)
 		if code != http.StatusOK || !strings.Contains(string(body), "ferry_test_marker_total 3") {
 			t.Errorf("/metrics: %d, want 200 with ferry_test_marker_total 3:\n%s", code, body)
 		}

@@ -385,7 +385,7 @@ func (r *reconciliation) link(c echo.Context) error {
 		return err
 	}
 	req.PatientID, req.ServiceRequestID = strings.TrimSpace(req.PatientID), strings.TrimSpace(req.ServiceRequestID)
-	req.User, req.Reason = strings.TrimSpace(req.User), strings.TrimSpace(req.Reason)
+	req.User, req.Reason = actingUser(c, req.User), strings.TrimSpace(req.Reason)
 	var problems []string
 	switch {
 	case req.PatientID == "":
@@ -427,7 +427,7 @@ func (r *reconciliation) unlink(c echo.Context) error {
 	if err := decodeDecision(c, &req); err != nil {
 		return err
 	}
-	req.User, req.Reason = strings.TrimSpace(req.User), strings.TrimSpace(req.Reason)
+	req.User, req.Reason = actingUser(c, req.User), strings.TrimSpace(req.Reason)
 	if problems := auditProblems(req.User, req.Reason); len(problems) > 0 {
 		return badRequest(problems)
 	}

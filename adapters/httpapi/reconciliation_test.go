@@ -9,13 +9,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ferryhealth/ferry/adapters/httpapi"
+	"github.com/ferryhealth/ferry/adapters/httpapi/accesstest"
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/fhir"
@@ -54,14 +54,7 @@ type reconFixture struct {
 func newReconFixture(t *testing.T) *reconFixture {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := accesstest.SQLiteStore(t)
 
 	id := func(system, value string) map[string]any { return map[string]any{"system": system, "value": value} }
 	ref := func(r string) map[string]any { return map[string]any{"reference": r} }

@@ -8,14 +8,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ferryhealth/ferry/adapters/httpapi"
-	"github.com/ferryhealth/ferry/adapters/sqlite"
+	"github.com/ferryhealth/ferry/adapters/httpapi/accesstest"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -58,14 +57,7 @@ type turnaroundResponse struct {
 func TestTurnaroundAPI(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := accesstest.SQLiteStore(t)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	statLate := now.Add(-45 * time.Minute)
 	tx, err := st.Begin(ctx)

@@ -194,9 +194,6 @@ func (s *Store) SearchStudies(ctx context.Context, c Conn, f engine.StudyFilter)
 	if err != nil {
 		return nil, fmt.Errorf("searching studies: %w", err)
 	}
-	if out == nil {
-		out = []*engine.Study{}
-	}
 	return out, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -105,6 +106,8 @@ type Store struct {
 	instanceStatements
 	resourceStatements
 	messageStatements
+	peopleStatements
+	auditStatements
 }
 
 // New returns the shared areas in d's text.
@@ -117,15 +120,18 @@ func New(d Dialect) *Store {
 	s.instanceStatements = newInstanceStatements(s.rebind)
 	s.resourceStatements = newResourceStatements(s.rebind, d)
 	s.messageStatements = newMessageStatements(s.rebind, d)
+	s.peopleStatements = newPeopleStatements(s.rebind, d)
+	s.auditStatements = newAuditStatements(s.rebind)
 	return s
 }
 
 // TxStatements are the fixed statements the shared areas run in a transaction, for a store whose
 // Begin prepares every statement of a transaction before it takes its connection.
 func (s *Store) TxStatements() []string {
-	return append([]string{s.claimPending, s.finishPending, s.currentResource, s.resourceVersion, s.resourceHistory, s.resolveKey,
-		s.resourceByKeys.Query, s.putWorklistItem, s.deleteWorklistItem, s.markTurnaround,
-		s.studyLinksOfPatient, s.finishStudyDerivation}, append(s.putStudyLink, s.outboxTxStatements()...)...)
+	return append([]string{s.claimPending, s.finishPending, s.currentResource, s.resourceVersion,
+		s.resourceHistory, s.resolveKey, s.resourceByKeys.Query, s.putWorklistItem, s.deleteWorklistItem,
+		s.markTurnaround, s.studyLinksOfPatient, s.finishStudyDerivation},
+		slices.Concat(s.putStudyLink, s.outboxTxStatements(), s.auditTxStatements())...)
 }
 
 // rebind returns query, written with ? placeholders, with the dialect's. A ? inside a string
@@ -219,14 +225,14 @@ func (c *conditions) clause() string {
 	return " WHERE " + strings.Join(c.where, " AND ")
 }
 
-// scanAll reads every row of rows with scan and closes rows; none is an empty result, not an
-// error. Errors are interpreted.
+// scanAll reads every row of rows with scan and closes rows; none is an empty (non-nil) result,
+// not an error. err is the query's: when it is set, rows is not read. Errors are interpreted.
 func scanAll[T any](s *Store, rows *sql.Rows, err error, scan func(rowScanner) (T, error)) ([]T, error) {
 	if err != nil {
 		return nil, s.d.InterpretError(err)
 	}
 	defer rows.Close()
-	var out []T
+	out := []T{}
 	for rows.Next() {
 		v, err := scan(rows)
 		if err != nil {

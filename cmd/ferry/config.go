@@ -56,6 +56,9 @@ type Config struct {
 	Delivery DeliveryConfig `yaml:"delivery"`
 	// Linking tunes how studies are linked to patients and orders (docs/dicom.md, "Linking").
 	Linking LinkingConfig `yaml:"linking"`
+	// Sessions and SSO: web sessions' timeouts and single sign-on (people.go).
+	Sessions SessionsConfig `yaml:"sessions"`
+	SSO      *SSOConfig     `yaml:"sso"`
 	// Turnaround sets, per order priority (stat, asap, urgent, routine), when the preliminary
 	// and the final report are due, counted from the study's completion (docs/reports.md,
 	// "Turnaround"). A priority or field left out keeps its default (engine.DefaultSLAs).
@@ -660,6 +663,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.resolveSecrets()...)
 	errs = append(errs, c.validateOutbound()...)
+	errs = append(errs, c.validateAccess()...)
 	if c.MLLP.MaxMessageSize < 1024 {
 		errs = append(errs, errors.New("mllp.max_message_size: must be at least 1024 bytes"))
 	}

@@ -654,7 +654,12 @@ func (m apiMessage) rawBytes(t *testing.T) []byte {
 // metric returns the sum of every sample of the named series on /metrics (0 when absent).
 func (p *ferryProcess) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	resp, err := httpClient.Get("http://" + p.HTTPAddr + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, "http://"+p.HTTPAddr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testAdminToken) // metrics are for admins (issue 12)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)
 	}

@@ -2,6 +2,7 @@
 //
 //	ferry serve [--config FILE] [--db URL] [--mllp ADDR] [--http ADDR] [--dicom ADDR]
 //	ferry migrate [--config FILE] [--db URL]
+//	ferry users add|list|disable …, ferry tokens create|list|revoke …, ferry audit verify
 //	ferry send --to HOST:PORT FILE…
 //	ferry inspect [--json] FILE…
 //	ferry bench parse FILE…
@@ -52,6 +53,10 @@ const usage = `ferry — HL7/FHIR/DICOM interface engine for teleradiology
 Usage:
   ferry serve [--config FILE] [--db URL] [--mllp ADDR] [--http ADDR] [--dicom ADDR]
   ferry migrate [--config FILE] [--db URL]
+  ferry users add NAME --role ROLE [--practitioner [SYSTEM|]VALUE]... [--facility CODE]... [--password-stdin]
+  ferry users list | disable NAME
+  ferry tokens create NAME [--expires 90d] [--scope SCOPE]... | list [NAME] | revoke ID
+  ferry audit verify
   ferry send --to HOST:PORT [--timeout D] FILE…
   ferry inspect [--json] FILE…
   ferry bench parse [--repeat N] FILE…
@@ -73,6 +78,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, rest, stdout, stderr)
 	case "migrate":
 		return migrate(ctx, rest, stdout, stderr)
+	case "users":
+		return usersCmd(ctx, rest, stdout, stderr)
+	case "tokens":
+		return tokensCmd(ctx, rest, stdout, stderr)
+	case "audit":
+		return auditCmd(ctx, rest, stdout, stderr)
 	case "send":
 		return send(ctx, rest, stdout, stderr)
 	case "inspect":

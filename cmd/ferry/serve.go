@@ -26,7 +26,9 @@ import (
 	"github.com/ferryhealth/ferry/adapters/dimse"
 	"github.com/ferryhealth/ferry/adapters/httpapi"
 	"github.com/ferryhealth/ferry/adapters/mllp"
+	"github.com/ferryhealth/ferry/adapters/web"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/audit"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 	"github.com/ferryhealth/ferry/internal/lograte"
@@ -192,7 +194,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Reports from the reading platform, stored with their deliveries to the ordering hospital,
 	// which every node's deliverer sends.
-	reports := &engine.Reports{Store: st, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger, Performer: cfg.performer(),
+	// A report written through the API is audited in its own transaction (audit.Changes).
+	reports := &engine.Reports{Store: audit.Changes{ChangeStore: st}, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger, Performer: cfg.performer(),
 		ObserveTurnaround: turnaround.Observe, Render: engine.RenderORU(reloader.Current)}
 	inbound.Processor.Reports = reports // ORU^R01 from dictation systems
 	sends := newTransports(cfg.Delivery.Connections, cfg.Delivery.Timeout, logger)
@@ -209,8 +212,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { deliverer.Run(delivererCtx, 200*time.Millisecond); close(delivererDone) }()
 	defer func() { stopDeliverer(); <-delivererDone; sends.close() }()
 	trustedProxies, _ := cfg.HTTP.trustedProxies() // checked by Validate
-	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming), Mappings: func() httpapi.MappingTester { return reloader.Current() }, AdminToken: token, DICOMweb: stow, Gatherer: reg, Logger: logger})
+	// People and access: tokens and sessions of the users in the store, the bootstrap admin
+	// token beside them; every access to patient data audited (docs/security.md).
+	people := cfg.accessService(st, token)
+	sso, err := cfg.sso()
 	if err != nil {
+		return err
+	}
+	trail := &audit.Recorder{Begin: st.Begin}
+	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
+		Access: people, SessionCookie: web.SessionCookie, Audit: trail, AuditEvents: st})
+	if err != nil {
+		return err
+	}
+	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger, SSO: sso}); err != nil {
 		return err
 	}
 	httpSrv := cfg.HTTP.server(api)

@@ -8,6 +8,8 @@ import (
 	"github.com/ferryhealth/ferry/adapters/postgres"
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/access"
+	"github.com/ferryhealth/ferry/engine/audit"
 )
 
 // store is what ferry needs of either store.
@@ -18,6 +20,8 @@ type store interface {
 	engine.DerivationQueue
 	engine.Outbox
 	engine.TurnaroundReader
+	access.Store // users, API tokens, web sessions
+	audit.Reader
 	Migrate(ctx context.Context) error
 }
 

@@ -1,0 +1,20 @@
+package sqlite_test
+
+import (
+	"github.com/ferryhealth/ferry/adapters/httpapi/accesstest"
+	"testing"
+
+	"github.com/ferryhealth/ferry/engine/storetest"
+)
+
+func TestPeople(t *testing.T) {
+	storetest.RunPeople(t, func(t *testing.T) storetest.PeopleStore { return openTestStore(t, testPath(t)) })
+}
+
+func BenchmarkAppendAudit(b *testing.B) {
+	storetest.BenchAppendAudit(b, func(b *testing.B) storetest.PeopleStore { return openTestStore(b, testPath(b)) })
+}
+
+func TestAccessMatrix(t *testing.T) {
+	accesstest.RunMatrix(t, openTestStore(t, testPath(t)))
+}
