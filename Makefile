@@ -7,7 +7,7 @@ BENCHTIME ?= 1s
 STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-under-load test-short lint vulncheck fuzz bench tidy-check clean
+.PHONY: help build run test test-under-load test-short lint vulncheck fuzz bench bench-orders tidy-check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +68,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 2m; .ci/fuzz-target says wha
 
 bench: ## run the Go benchmarks (BENCHTIME each)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+
+bench-orders: ## new orders over MLLP on PostgreSQL against pgbench committing the same rows (bench/pgbench; needs pgbench and a local PostgreSQL)
+	bench/pgbench/compare.sh
 
 clean: ## remove build output
 	rm -rf bin

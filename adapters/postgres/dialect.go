@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/lib/pq"
+
 	"github.com/ferryhealth/ferry/adapters/sqlstore"
 )
 
@@ -23,7 +25,12 @@ type dialect struct {
 	placeholders *[65]string
 }
 
-var _ sqlstore.Dialect = dialect{}
+var (
+	_ sqlstore.Dialect       = dialect{}
+	_ sqlstore.Areas         = (*Store)(nil)
+	_ sqlstore.TxAreas       = (*Tx)(nil)
+	_ sqlstore.OutboxDialect = dialect{} // the outbox's statements tuned for this engine
+)
 
 var placeholders = func() [65]string {
 	var p [65]string
@@ -73,3 +80,38 @@ func (rd reader) Query(ctx context.Context, query string, args ...any) (*sql.Row
 }
 
 func (dialect) TimeNone() string { return "NULL" }
+
+func (dialect) List(values []string) any { return pq.StringArray(values) }
+
+func (dialect) InList(column, placeholder string) string {
+	return column + " = ANY(" + placeholder + "::text[])"
+}
+
+func (dialect) ListHas(column, placeholder string) string {
+	return placeholder + " = ANY(" + column + ")"
+}
+
+func (dialect) ListScanner(dest *[]string) any { return (*pq.StringArray)(dest) }
+
+func (dialect) ListOf(subquery string) string { return "ARRAY(" + subquery + ")" }
+
+// Prefix is LIKE with the prefix's metacharacters escaped: in the "C" collation of the
+// resource_index and header columns a btree range, once PostgreSQL plans the statement for the
+// value (sqlstore runs a prefix search unprepared). A byte range as SQLite writes it would need an
+// upper bound that is not valid UTF-8 text.
+func (dialect) Prefix(column, prefix string, arg func(any) string) string {
+	return column + " LIKE " + arg(escapeLike(prefix)+"%")
+}
+
+func (dialect) ClaimPendingSQL() string { return claimPendingSQL }
+
+func (dialect) SearchOrder(bool) string { return "r.last_updated" }
+
+func (dialect) ResourceByKeys() sqlstore.ResourceByKeysStatement {
+	return sqlstore.ResourceByKeysStatement{Query: resourceByKeysSQL, Slots: resourceByKeysSlots}
+}
+
+// QueryOnce runs query unprepared, in the transaction if there is one.
+func (rd reader) QueryOnce(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return rd.query(ctx, query, args...)
+}

@@ -10,6 +10,6 @@ var (
 
 // Reads of engine.InstanceStore whose plans postgres_test checks.
 var (
-	StudySeriesSQL     = studySeriesSQL
-	SeriesInstancesSQL = seriesInstancesSQL
+	StudySeriesSQL     = shared.StudySeriesSQL()
+	SeriesInstancesSQL = shared.SeriesInstancesSQL()
 )

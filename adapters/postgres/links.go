@@ -1,16 +1,6 @@
 package postgres
 
-import "github.com/ferryhealth/ferry/engine"
-
-// Study links, the derivation queue, the worklist and the turnaround clocks are adapters/sqlstore's
-// (Store embeds sqlstore.Pool, Tx sqlstore.TxSteps).
-var (
-	_ engine.LinkStore        = (*Store)(nil)
-	_ engine.LinkWriter       = (*Tx)(nil)
-	_ engine.DerivationQueue  = (*Store)(nil)
-	_ engine.TurnaroundReader = (*Store)(nil)
-	_ engine.TurnaroundMarker = (*Tx)(nil)
-)
+import "github.com/ferryhealth/ferry/adapters/sqlstore"
 
 // putStudyLinkSQL records a study's decision in one statement, in place of sqlstore's portable
 // three (dialect.PutStudyLinkSQL): the current decision upserted, the decision appended to the
@@ -22,17 +12,7 @@ WITH link AS (
 	INSERT INTO study_links (study_instance_uid, status, service_request_id, patient_id, rule,
 		score, evidence, decided_at, candidates, decided_by, reason)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-	ON CONFLICT (study_instance_uid) DO UPDATE SET
-		status = excluded.status,
-		service_request_id = excluded.service_request_id,
-		patient_id = excluded.patient_id,
-		rule = excluded.rule,
-		score = excluded.score,
-		evidence = excluded.evidence,
-		decided_at = excluded.decided_at,
-		candidates = excluded.candidates,
-		decided_by = excluded.decided_by,
-		reason = excluded.reason
+	` + sqlstore.StudyLinkUpsert + `
 	RETURNING study_instance_uid, decided_at
 ), history AS (
 	INSERT INTO study_link_history (study_instance_uid, status, service_request_id, patient_id,

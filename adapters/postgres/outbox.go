@@ -3,18 +3,7 @@ package postgres
 import (
 	"time"
 
-	"github.com/lib/pq"
-
 	"github.com/ferryhealth/ferry/adapters/sqlstore"
-	"github.com/ferryhealth/ferry/engine"
-)
-
-// The outbox is adapters/sqlstore's (Store embeds sqlstore.Pool, Tx sqlstore.TxSteps) but for
-// the statements below, tuned for this engine.
-var (
-	_ engine.Outbox           = (*Store)(nil)
-	_ engine.DeliveryInserter = (*Tx)(nil)
-	_ sqlstore.OutboxDialect  = dialect{}
 )
 
 // The outbox's tuned statements (sqlstore.OutboxDialect), built on sqlstore's select list and
@@ -48,8 +37,6 @@ func (dialect) PostponeDestinationSQL() string {
 WHERE status = 'pending' AND queue_key >= $2 AND queue_key < $3 AND destination = $1
 	AND next_attempt_at < $4 AND (lease_until IS NULL OR lease_until < $5)`
 }
-
-func (dialect) BusyDestinations(destinations []string) any { return pq.StringArray(destinations) }
 
 // timestamp returns t as timestamptz keeps it: UTC, to the microsecond.
 func timestamp(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }

@@ -1,10 +1,13 @@
 // Package postgres is Ferry's production store: engine.Store (the message log, FHIR resources and
-// the Modality Worklist) and engine.InstanceStore (received DICOM instances) on PostgreSQL through github.com/lib/pq. Several Ferry nodes may share one database; everything that must be unique
+// the Modality Worklist) and engine.InstanceStore (received DICOM instances) on PostgreSQL through
+// github.com/lib/pq. Several Ferry nodes may share one database; everything that must be unique
 // across them (a duplicate MSH-10, …) is a database constraint, never a map in one node's memory.
 //
-// The SQL both stores share (worklist, turnaround, links, outbox) is adapters/sqlstore's, in
-// PostgreSQL's text through this package's dialect; the rest, and the statements tuned for
-// PostgreSQL alone, live here. The schema is in migrations/postgres and is applied by Migrate. Commits are durable: Open refuses a session with synchronous_commit off,
+// The SQL both stores share is adapters/sqlstore's, in PostgreSQL's text through this package's
+// dialect; what lives here is what was tuned and measured for PostgreSQL alone (the inbound group
+// commit, a resource version in one statement, an instance in one statement, and the statements
+// the dialect hands sqlstore), with the connections. The schema is in migrations/postgres and is
+// applied by Migrate. Commits are durable: Open refuses a session with synchronous_commit off,
 // because Ferry acknowledges a message only after its commit returns.
 package postgres
 
@@ -49,8 +52,6 @@ type Store struct {
 	// Pool is adapters/sqlstore's areas (worklist, turnaround, links, outbox) on this store's pool.
 	sqlstore.Pool
 }
-
-var _ engine.Store = (*Store)(nil)
 
 // Open connects to the database dsn names (a postgres:// URL or key=value DSN, as lib/pq takes)
 // and pings it. A search_path parameter in dsn selects the schema. It fails when the session's
@@ -192,11 +193,6 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	return nil
 }
-
-// The columns of inbound_messages in the order scanMessage reads them.
-const messageColumns = `id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
-	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0),
-	mapping_version, pending, processing_error`
 
 // insertBatchSQL inserts a batch in one round trip, inside the transaction that CommitInbound
 // runs when commitOneSQL lost a race. The batch arrives as parallel arrays, one per
@@ -691,95 +687,6 @@ func (s *Store) preparedCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.stmts)
-}
-
-// Message returns the message with id, or engine.ErrNotFound.
-func (s *Store) Message(ctx context.Context, id int64) (*engine.InboundMessage, error) {
-	row := s.db.QueryRowContext(ctx, "SELECT "+messageColumns+" FROM inbound_messages WHERE id = $1", id)
-	m, err := scanMessage(row)
-	if err != nil {
-		return nil, fmt.Errorf("reading message %d: %w", id, interpretError(err))
-	}
-	return m, nil
-}
-
-// Messages returns the messages that match f, newest (highest ID) first.
-func (s *Store) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine.InboundMessage, error) {
-	var (
-		where []string
-		args  []any
-	)
-	add := func(cond string, arg any) {
-		args = append(args, arg)
-		where = append(where, fmt.Sprintf(cond, len(args)))
-	}
-	if f.ControlID != "" {
-		add("control_id = $%d", storableText(f.ControlID))
-	}
-	if f.MessageType != "" {
-		add(`message_type LIKE $%d`, escapeLike(storableText(f.MessageType))+"%")
-	}
-	if f.Status != "" {
-		add("status = $%d", string(f.Status))
-	}
-	if f.SendingFacility != "" {
-		add("sending_facility = $%d", storableText(f.SendingFacility))
-	}
-	if !f.Since.IsZero() {
-		add("received_at >= $%d", f.Since.UTC().Truncate(time.Microsecond))
-	}
-	if !f.Until.IsZero() {
-		add("received_at < $%d", f.Until.UTC().Truncate(time.Microsecond))
-	}
-	if f.BeforeID > 0 {
-		add("id < $%d", f.BeforeID)
-	}
-	q := "SELECT " + messageColumns + " FROM inbound_messages"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	args = append(args, sqlstore.Limit(f.Limit))
-	q += fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(args))
-
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing messages: %w", interpretError(err))
-	}
-	defer rows.Close()
-	var out []*engine.InboundMessage
-	for rows.Next() {
-		m, err := scanMessage(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing messages: %w", interpretError(err))
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing messages: %w", interpretError(err))
-	}
-	return out, nil
-}
-
-func scanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, error) {
-	var (
-		m      engine.InboundMessage
-		status string
-	)
-	err := row.Scan(&m.ID, &m.Channel, &m.ReceivedAt, &m.PeerAddr, &m.Raw, &m.SendingApplication,
-		&m.SendingFacility, &m.MessageType, &m.ControlID, &m.Version, &status, &m.ACK, &m.ACKCode,
-		&m.Error, &m.DuplicateOf, &m.MappingVersion, &m.Pending, &m.ProcessingError)
-	if err != nil {
-		return nil, err
-	}
-	m.Status = engine.Status(status)
-	m.ReceivedAt = m.ReceivedAt.UTC()
-	if m.Raw == nil {
-		m.Raw = []byte{}
-	}
-	if len(m.ACK) == 0 {
-		m.ACK = nil
-	}
-	return &m, nil
 }
 
 // errRetry marks an error after which the whole transaction may be tried again.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/ferryhealth/ferry/adapters/postgres"
+	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/storetest"
 	"github.com/ferryhealth/ferry/migrations"
@@ -685,5 +687,71 @@ func TestStudyLinkEvidenceStored(t *testing.T) {
 	}
 	if _, err := st.DB().Exec("UPDATE study_links SET status = 'maybe'"); err == nil {
 		t.Error("the table accepted status 'maybe'")
+	}
+}
+
+// TestSchemaMatchesSQLite: with every migration applied, both stores have the same tables, each
+// with the same columns, and the same named secondary indexes. The two migration directories are
+// written apart (docs/storage.md, "Tests"); this keeps them one schema.
+func TestSchemaMatchesSQLite(t *testing.T) {
+	ctx := t.Context()
+	pg := openTestStore(t)
+	lite, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lite.Close()
+	if err := lite.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	objects := func(db *sql.DB, query string) map[string]bool {
+		rows, err := db.QueryContext(ctx, query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		out := map[string]bool{}
+		for rows.Next() {
+			var table, name string
+			if err := rows.Scan(&table, &name); err != nil {
+				t.Fatal(err)
+			}
+			out[table+"."+name] = true
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		what             string
+		postgres, sqlite string
+	}{
+		{"column", `SELECT table_name, column_name FROM information_schema.columns
+			WHERE table_schema = current_schema() AND table_name <> 'goose_db_version'`,
+			`SELECT m.name, c.name FROM sqlite_schema m JOIN pragma_table_info(m.name) c
+			WHERE m.type = 'table' AND m.name NOT IN ('goose_db_version', 'sqlite_sequence')`},
+		// Secondary indexes by name; primary keys and unique constraints are the tables' own.
+		{"index", `SELECT i.tablename, i.indexname FROM pg_indexes i
+			WHERE i.schemaname = current_schema() AND i.tablename <> 'goose_db_version'
+				AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conname = i.indexname)`,
+			`SELECT tbl_name, name FROM sqlite_schema
+			WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%' AND tbl_name <> 'goose_db_version'`},
+	} {
+		p, s := objects(pg.DB(), c.postgres), objects(lite.ReadDB(), c.sqlite)
+		for o := range p {
+			if !s[o] {
+				t.Errorf("%s %s: on PostgreSQL, not on SQLite", c.what, o)
+			}
+		}
+		for o := range s {
+			if !p[o] {
+				t.Errorf("%s %s: on SQLite, not on PostgreSQL", c.what, o)
+			}
+		}
+		t.Logf("%s: %d on PostgreSQL, %d on SQLite", c.what, len(p), len(s))
+		if len(p) == 0 {
+			t.Errorf("no %s found on PostgreSQL", c.what)
+		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/lib/pq"
@@ -26,21 +25,14 @@ import (
 type Tx struct {
 	s  *Store
 	tx *sql.Tx
-	// TxState is the savepoint, Commit and Rollback, and the rule that a failed step refuses
-	// those after it (Usable, Check), as both stores keep them.
-	sqlstore.TxState
-	// TxSteps are the steps of adapters/sqlstore (worklist, turnaround, links, outbox) on this
-	// transaction, guarded by it (Usable, Check). Made once, in Begin.
-	sqlstore.TxSteps
+	// Tx is the savepoint, Commit and Rollback, the rule that a failed step refuses those
+	// after it (Usable, Check), and adapters/sqlstore's steps on this transaction. Made in Begin.
+	*sqlstore.Tx
 }
-
-var _ engine.Tx = (*Tx)(nil)
 
 // txStatements are the statements a Tx prepares: Begin prepares them on the pool before it takes
 // a connection for the transaction, so that no step waits for a second connection.
-var txStatements = append([]string{insertOneSQL, insertBatchSQL, currentResourceSQL, resourceVersionSQL,
-	resourceHistorySQL, resolveKeySQL, resourceByKeysSQL, putResourceSQL, claimPendingSQL,
-	finishPendingSQL}, shared.TxStatements()...)
+var txStatements = append([]string{insertOneSQL, insertBatchSQL, putResourceSQL}, shared.TxStatements()...)
 
 // Begin starts a READ COMMITTED transaction on the main pool. Its writes lock what they change
 // (a resource's current-version row, a key, an accepted message's key) until it ends, so a node
@@ -55,8 +47,8 @@ func (s *Store) Begin(ctx context.Context) (engine.Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("beginning transaction: %w", interpretError(err))
 	}
-	t := &Tx{s: s, tx: tx, TxState: sqlstore.NewTxState(theDialect, tx)}
-	t.TxSteps = sqlstore.TxSteps{S: shared, C: reader{s: s, tx: tx}, G: t}
+	t := &Tx{s: s, tx: tx}
+	t.Tx = shared.NewTx(tx, reader{s: s, tx: tx})
 	return t, nil
 }
 
@@ -115,73 +107,11 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 // UPDATE: it excludes another claimer and FinishPending's UPDATE alike, but not the FOR KEY SHARE
 // lock with which a new duplicate's foreign key checks its original, so a resent message is
 // stored and answered without waiting for its original's processing to finish.
-const claimPendingSQL = `SELECT ` + messageColumns + ` FROM inbound_messages
+const claimPendingSQL = `SELECT ` + sqlstore.MessageColumns + ` FROM inbound_messages
 WHERE status = 'accepted' AND pending
 ORDER BY id
 LIMIT $1
 FOR NO KEY UPDATE SKIP LOCKED`
-
-// finishPendingSQL clears pending and records the outcome; no row when id is not a pending
-// message.
-const finishPendingSQL = `UPDATE inbound_messages
-SET pending = false, mapping_version = $2, processing_error = $3
-WHERE id = $1 AND status = 'accepted' AND pending`
-
-// ClaimPending returns up to limit pending messages, oldest first, locked until t ends (see
-// claimPendingSQL); messages another transaction has claimed are skipped, so workers on several
-// nodes take disjoint sets. A claimed message whose transaction rolls back is claimable again.
-func (t *Tx) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMessage, error) {
-	if err := t.Usable(); err != nil {
-		return nil, err
-	}
-	if limit <= 0 {
-		return nil, nil
-	}
-	stmt, err := t.s.prepare(ctx, claimPendingSQL)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := t.tx.StmtContext(ctx, stmt).QueryContext(ctx, limit)
-	if err != nil {
-		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
-	}
-	defer rows.Close()
-	var out []*engine.InboundMessage
-	for rows.Next() {
-		m, err := scanMessage(rows)
-		if err != nil {
-			return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, t.Check(fmt.Errorf("claiming pending messages: %w", interpretError(err)))
-	}
-	return out, nil
-}
-
-// FinishPending clears Pending of message id and stores mappingVersion and processingError (as
-// valid UTF-8, storableText). engine.ErrNotFound when id is not an accepted, pending message
-// (the transaction goes on).
-func (t *Tx) FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error {
-	if err := t.Usable(); err != nil {
-		return err
-	}
-	stmt, err := t.s.prepare(ctx, finishPendingSQL)
-	if err != nil {
-		return err
-	}
-	res, err := t.tx.StmtContext(ctx, stmt).ExecContext(ctx, id, storableText(mappingVersion), storableText(processingError))
-	if err != nil {
-		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, interpretError(err)))
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return t.Check(fmt.Errorf("finishing pending message %d: %w", id, err))
-	} else if n == 0 {
-		return fmt.Errorf("finishing pending message %d: %w", id, engine.ErrNotFound)
-	}
-	return nil
-}
 
 // putResourceSQL adds a version in one statement. $1 type, $2 id, $3 version, $4 last updated,
 // $5 JSON, $6–$8 the index entries as parallel arrays (param, system, value), $9 the keys, sorted
@@ -290,6 +220,9 @@ func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
 	return nil
 }
 
+// maxPrepared bounds the statements the store keeps prepared, search shapes included.
+const maxPrepared = 256
+
 // reader runs the reads of engine.ResourceReader and engine.WorklistReader on the pool (a
 // Store's) or on a transaction (a Tx's, which sees its own writes).
 type reader struct {
@@ -308,9 +241,13 @@ func (rd reader) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 
 // QueryShape runs a query whose text takes one of a few shapes: prepared (Store.prepare) on the
 // pool; in a transaction, prepared if the pool has prepared it already, else unprepared, because
-// preparing on the pool would take a second connection.
+// preparing on the pool would take a second connection. Past maxPrepared statements it prepares no
+// more, whatever shapes clients send.
 func (rd reader) QueryShape(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	if rd.tx == nil {
+		if rd.s.preparedCount() >= maxPrepared {
+			return rd.query(ctx, query, args...)
+		}
 		stmt, err := rd.s.prepare(ctx, query)
 		if err != nil {
 			return nil, err
@@ -334,26 +271,6 @@ func (rd reader) query(ctx context.Context, query string, args ...any) (*sql.Row
 	}
 	return rd.s.db.QueryContext(ctx, query, args...)
 }
-
-// currentResourceSQL reads the current version with the keys the resource holds
-// (engine.ResourceReader: Resource returns them, for the next PutResource).
-const currentResourceSQL = `
-SELECT v.version_id, v.last_updated, v.json,
-       ARRAY(SELECT k.key FROM resource_keys k WHERE k.type = r.type AND k.id = r.id ORDER BY k.key)
-FROM resources r
-JOIN resource_versions v ON v.type = r.type AND v.id = r.id AND v.version_id = r.version_id
-WHERE r.type = $1 AND r.id = $2`
-
-const resourceVersionSQL = `
-SELECT version_id, last_updated, json FROM resource_versions
-WHERE type = $1 AND id = $2 AND version_id = $3`
-
-const resourceHistorySQL = `
-SELECT version_id, last_updated, json FROM resource_versions
-WHERE type = $1 AND id = $2
-ORDER BY version_id DESC`
-
-const resolveKeySQL = `SELECT id FROM resource_keys WHERE type = $1 AND key = $2`
 
 // resourceByKeysSQL finds, in one statement, the current version of the resource holding the
 // first of the keys $2…$9 that any resource of type $1 holds (unused slots are NULL and match
@@ -387,332 +304,3 @@ WHERE r.type = $1 AND r.id = (
 // resourceByKeysSlots is the number of keys resourceByKeysSQL takes; more keys take one more
 // execution per eight, in order, until one finds the resource.
 const resourceByKeysSlots = 8
-
-func (rd reader) resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
-	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
-		return nil, fmt.Errorf("reading %s/%s: %w", typ, id, engine.ErrNotFound)
-	}
-	stmt, err := rd.stmt(ctx, currentResourceSQL)
-	if err != nil {
-		return nil, err
-	}
-	r := &engine.Resource{Type: typ, ID: id}
-	var keys pq.StringArray
-	if err := stmt.QueryRowContext(ctx, typ, id).Scan(&r.VersionID, &r.LastUpdated, &r.JSON, &keys); err != nil {
-		return nil, fmt.Errorf("reading %s/%s: %w", typ, id, interpretError(err))
-	}
-	r.LastUpdated = r.LastUpdated.UTC()
-	r.Keys = []string(keys)
-	return r, nil
-}
-
-func (rd reader) resourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
-	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
-		return nil, fmt.Errorf("reading %s/%s version %d: %w", typ, id, version, engine.ErrNotFound)
-	}
-	stmt, err := rd.stmt(ctx, resourceVersionSQL)
-	if err != nil {
-		return nil, err
-	}
-	r := &engine.Resource{Type: typ, ID: id}
-	if err := stmt.QueryRowContext(ctx, typ, id, version).Scan(&r.VersionID, &r.LastUpdated, &r.JSON); err != nil {
-		return nil, fmt.Errorf("reading %s/%s version %d: %w", typ, id, version, interpretError(err))
-	}
-	r.LastUpdated = r.LastUpdated.UTC()
-	return r, nil
-}
-
-func (rd reader) resourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
-	if !sqlstore.ValidType(typ) || !sqlstore.ValidID(id) {
-		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, engine.ErrNotFound)
-	}
-	stmt, err := rd.stmt(ctx, resourceHistorySQL)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := stmt.QueryContext(ctx, typ, id)
-	if err != nil {
-		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, interpretError(err))
-	}
-	defer rows.Close()
-	var out []*engine.Resource
-	for rows.Next() {
-		r := &engine.Resource{Type: typ, ID: id}
-		if err := rows.Scan(&r.VersionID, &r.LastUpdated, &r.JSON); err != nil {
-			return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, interpretError(err))
-		}
-		r.LastUpdated = r.LastUpdated.UTC()
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, interpretError(err))
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("reading history of %s/%s: %w", typ, id, engine.ErrNotFound)
-	}
-	return out, nil
-}
-
-func (rd reader) resolveKey(ctx context.Context, typ, key string) (string, error) {
-	if !sqlstore.ValidType(typ) {
-		return "", fmt.Errorf("resolving a %s key: %w", typ, engine.ErrNotFound)
-	}
-	stmt, err := rd.stmt(ctx, resolveKeySQL)
-	if err != nil {
-		return "", err
-	}
-	var id string
-	if err := stmt.QueryRowContext(ctx, typ, storableText(key)).Scan(&id); err != nil {
-		// The key is not logged: it may be an MRN.
-		return "", fmt.Errorf("resolving a %s key: %w", typ, interpretError(err))
-	}
-	return id, nil
-}
-
-func (rd reader) resourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
-	if !sqlstore.ValidType(typ) {
-		return nil, fmt.Errorf("finding a %s by key: %w", typ, engine.ErrNotFound)
-	}
-	stmt, err := rd.stmt(ctx, resourceByKeysSQL)
-	if err != nil {
-		return nil, err
-	}
-	args := make([]any, 1+resourceByKeysSlots)
-	args[0] = typ
-	for start := 0; start < len(keys); start += resourceByKeysSlots {
-		for j := range resourceByKeysSlots {
-			args[1+j] = nil // NULL: matches nothing
-			if start+j < len(keys) {
-				args[1+j] = storableText(keys[start+j])
-			}
-		}
-		r := &engine.Resource{Type: typ}
-		var held pq.StringArray
-		err := stmt.QueryRowContext(ctx, args...).Scan(&r.ID, &r.VersionID, &r.LastUpdated, &r.JSON, &held)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue
-		}
-		if err != nil {
-			// The keys are not logged: they may hold an MRN.
-			return nil, fmt.Errorf("finding a %s by key: %w", typ, interpretError(err))
-		}
-		r.LastUpdated = r.LastUpdated.UTC()
-		r.Keys = []string(held)
-		return r, nil
-	}
-	return nil, fmt.Errorf("finding a %s by key: %w", typ, engine.ErrNotFound)
-}
-
-// searchResources builds one query for q: the page of current versions (narrow rows, sorted,
-// skipped and cut), then the JSON of just that page. Each filter is a semi-join on the index
-// entries; values are placeholders, never text of the query.
-func (rd reader) searchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
-	if !sqlstore.ValidType(q.Type) {
-		return nil, nil
-	}
-	args := []any{q.Type}
-	arg := func(v any) string {
-		args = append(args, v)
-		return fmt.Sprintf("$%d", len(args))
-	}
-	var where strings.Builder
-	for _, f := range q.Filters {
-		if len(f.Values) == 0 {
-			return nil, nil // no value to match: nothing matches
-		}
-		fmt.Fprintf(&where, "\n\tAND r.id IN (SELECT i.id FROM resource_index i WHERE i.type = $1 AND i.param = %s AND (",
-			arg(sqlstore.IndexText(f.Param)))
-		if anyOf := equalValues(f); anyOf != nil {
-			// One index condition (a scalar array match the btree answers value by value),
-			// where ORed equalities could end up a filter over every entry of the parameter.
-			where.WriteString("i.value = ANY(" + arg(anyOf) + ")))")
-			continue
-		}
-		for j, v := range f.Values {
-			if j > 0 {
-				where.WriteString(" OR ")
-			}
-			value := sqlstore.IndexText(v.Value)
-			var cond string
-			switch f.Op {
-			case engine.SearchEq:
-				cond = "i.value = " + arg(value)
-			case engine.SearchPrefix:
-				cond = "i.value LIKE " + arg(escapeLike(value)+"%")
-			case engine.SearchGe:
-				cond = "i.value >= " + arg(value)
-			case engine.SearchGt:
-				cond = "i.value > " + arg(value)
-			case engine.SearchLe:
-				cond = "i.value <= " + arg(value)
-			case engine.SearchLt:
-				cond = "i.value < " + arg(value)
-			default:
-				return nil, fmt.Errorf("searching %s: unknown operator %q", q.Type, f.Op)
-			}
-			if v.System != "" {
-				cond = "(i.system = " + arg(sqlstore.IndexText(v.System)) + " AND " + cond + ")"
-			}
-			where.WriteString(cond)
-		}
-		where.WriteString("))")
-	}
-	query := `SELECT p.id, p.version_id, p.last_updated, v.json
-FROM (
-	SELECT r.id, r.version_id, r.last_updated
-	FROM resources r
-	WHERE r.type = $1` + where.String() + `
-	ORDER BY r.last_updated DESC, r.id
-	LIMIT ` + arg(count(q.Count)) + ` OFFSET ` + arg(max(q.Offset, 0)) + `
-) p
-JOIN resource_versions v ON v.type = $1 AND v.id = p.id AND v.version_id = p.version_id
-ORDER BY p.last_updated DESC, p.id`
-
-	// A search without a prefix filter runs prepared: its text takes few shapes (equalities of
-	// several values are one array), and planning each execution anew cost more than running it
-	// (1.5 ms against 0.6 ms for the linker's lookups). A prefix needs its value to be planned
-	// as an index range; and the number of shapes kept is bounded, whatever clients send.
-	run := rd.QueryShape
-	if hasPrefix(q.Filters) || rd.s.preparedCount() >= maxPreparedSearches {
-		run = rd.query
-	}
-	rows, err := run(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("searching %s: %w", q.Type, interpretError(err))
-	}
-	defer rows.Close()
-	var out []*engine.Resource
-	for rows.Next() {
-		r := &engine.Resource{Type: q.Type}
-		if err := rows.Scan(&r.ID, &r.VersionID, &r.LastUpdated, &r.JSON); err != nil {
-			return nil, fmt.Errorf("searching %s: %w", q.Type, interpretError(err))
-		}
-		r.LastUpdated = r.LastUpdated.UTC()
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("searching %s: %w", q.Type, interpretError(err))
-	}
-	return out, nil
-}
-
-// maxPreparedSearches bounds the statements the store keeps prepared, search shapes included.
-const maxPreparedSearches = 256
-
-func hasPrefix(filters []engine.SearchFilter) bool {
-	for _, f := range filters {
-		if f.Op == engine.SearchPrefix {
-			return true
-		}
-	}
-	return false
-}
-
-// equalValues returns the values of an equality filter with several values and no systems (the
-// linker's blocking keys, a status list) as one array; nil for any other filter.
-func equalValues(f engine.SearchFilter) pq.StringArray {
-	if f.Op != engine.SearchEq || len(f.Values) < 2 {
-		return nil
-	}
-	out := make(pq.StringArray, len(f.Values))
-	for i, v := range f.Values {
-		if v.System != "" {
-			return nil
-		}
-		out[i] = sqlstore.IndexText(v.Value)
-	}
-	return out
-}
-
-// count applies ResourceQuery.Count's default and cap, which are MessageFilter.Limit's.
-func count(n int) int { return sqlstore.Limit(n) }
-
-// The reads of Store run on the pool and see committed data.
-
-// Resource returns the current version of typ/id, or engine.ErrNotFound.
-func (s *Store) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
-	return reader{s: s}.resource(ctx, typ, id)
-}
-
-// ResourceVersion returns one version of typ/id, or engine.ErrNotFound.
-func (s *Store) ResourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
-	return reader{s: s}.resourceVersion(ctx, typ, id, version)
-}
-
-// ResourceHistory returns every version of typ/id, newest first, or engine.ErrNotFound.
-func (s *Store) ResourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
-	return reader{s: s}.resourceHistory(ctx, typ, id)
-}
-
-// ResolveKey returns the id of the resource of typ holding key, or engine.ErrNotFound.
-func (s *Store) ResolveKey(ctx context.Context, typ, key string) (string, error) {
-	return reader{s: s}.resolveKey(ctx, typ, key)
-}
-
-// ResourceByKeys returns the current version of the resource of typ holding the first of keys
-// that any resource holds, in one statement, or engine.ErrNotFound.
-func (s *Store) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
-	return reader{s: s}.resourceByKeys(ctx, typ, keys)
-}
-
-// SearchResources returns the current versions matching q, as engine.ResourceReader documents.
-func (s *Store) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
-	return reader{s: s}.searchResources(ctx, q)
-}
-
-// The reads of Tx run on the transaction and see its writes.
-
-// Resource returns the current version of typ/id, or engine.ErrNotFound.
-func (t *Tx) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
-	if err := t.Usable(); err != nil {
-		return nil, err
-	}
-	r, err := reader{s: t.s, tx: t.tx}.resource(ctx, typ, id)
-	return r, t.Check(err)
-}
-
-// ResourceVersion returns one version of typ/id, or engine.ErrNotFound.
-func (t *Tx) ResourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
-	if err := t.Usable(); err != nil {
-		return nil, err
-	}
-	r, err := reader{s: t.s, tx: t.tx}.resourceVersion(ctx, typ, id, version)
-	return r, t.Check(err)
-}
-
-// ResourceHistory returns every version of typ/id, newest first, or engine.ErrNotFound.
-func (t *Tx) ResourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
-	if err := t.Usable(); err != nil {
-		return nil, err
-	}
-	rs, err := reader{s: t.s, tx: t.tx}.resourceHistory(ctx, typ, id)
-	return rs, t.Check(err)
-}
-
-// ResolveKey returns the id of the resource of typ holding key, or engine.ErrNotFound.
-func (t *Tx) ResolveKey(ctx context.Context, typ, key string) (string, error) {
-	if err := t.Usable(); err != nil {
-		return "", err
-	}
-	id, err := reader{s: t.s, tx: t.tx}.resolveKey(ctx, typ, key)
-	return id, t.Check(err)
-}
-
-// ResourceByKeys returns the current version of the resource of typ holding the first of keys
-// that any resource holds, in one statement, or engine.ErrNotFound.
-func (t *Tx) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
-	if err := t.Usable(); err != nil {
-		return nil, err
-	}
-	r, err := reader{s: t.s, tx: t.tx}.resourceByKeys(ctx, typ, keys)
-	return r, t.Check(err)
-}
-
-// SearchResources returns the current versions matching q, as engine.ResourceReader documents.
-func (t *Tx) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
-	if err := t.Usable(); err != nil {
-		return nil, err
-	}
-	rs, err := reader{s: t.s, tx: t.tx}.searchResources(ctx, q)
-	return rs, t.Check(err)
-}

@@ -7,16 +7,6 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 )
 
-// Study links, the derivation queue, the worklist and the turnaround clocks are adapters/sqlstore's
-// (Store embeds sqlstore.Pool, Tx sqlstore.TxSteps).
-var (
-	_ engine.LinkStore        = (*Store)(nil)
-	_ engine.LinkWriter       = (*Tx)(nil)
-	_ engine.DerivationQueue  = (*Store)(nil)
-	_ engine.TurnaroundReader = (*Store)(nil)
-	_ engine.TurnaroundMarker = (*Tx)(nil)
-)
-
 // PutStudyLink records l in a transaction of its own on the writer connection (sqlstore's three
 // statements; it shadows sqlstore.Pool's, which refuses a dialect of more than one), committed
 // (the WAL fsynced) before it returns, as engine.LinkWriter documents. DecidedAt is kept in Unix

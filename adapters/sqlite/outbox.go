@@ -1,20 +1,8 @@
 package sqlite
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
-
-	"github.com/ferryhealth/ferry/adapters/sqlstore"
-	"github.com/ferryhealth/ferry/engine"
-)
-
-// The outbox is adapters/sqlstore's (Store embeds sqlstore.Pool, Tx sqlstore.TxSteps) but for
-// the statements below, tuned for this engine.
-var (
-	_ engine.Outbox           = (*Store)(nil)
-	_ engine.DeliveryInserter = (*Tx)(nil)
-	_ sqlstore.OutboxDialect  = dialect{}
 )
 
 // DueDeliveriesSQL: pending, due and not leased at ?1 (lease_until 0: none), not to a
@@ -45,12 +33,6 @@ func (dialect) PostponeDestinationSQL() string {
 	return `UPDATE deliveries INDEXED BY deliveries_pending_queue SET next_attempt_at = ?4
 WHERE status = 'pending' AND queue_key >= ?2 AND queue_key < ?3 AND destination = ?1
 	AND next_attempt_at < ?4 AND lease_until < ?5`
-}
-
-// BusyDestinations returns destinations as a JSON array, for json_each.
-func (dialect) BusyDestinations(destinations []string) any {
-	b, _ := json.Marshal(destinations) // a []string always encodes
-	return string(b)
 }
 
 // checkNanos rejects a time that Unix nanoseconds in an int64 cannot hold.

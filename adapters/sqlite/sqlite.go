@@ -1,14 +1,15 @@
 // Package sqlite is Ferry's embedded store: engine.Store (the message log, FHIR resources and the
-// Modality Worklist) and engine.InstanceStore (received DICOM instances) in one SQLite file through modernc.org/sqlite (pure Go, no cgo). It serves a single node; the same engine code runs on it
-// and on adapters/postgres.
+// Modality Worklist) and engine.InstanceStore (received DICOM instances) in one SQLite file
+// through modernc.org/sqlite (pure Go, no cgo). It serves a single node; the same engine code runs
+// on it and on adapters/postgres.
 //
 // The database runs in WAL mode with synchronous=FULL, so a commit returns only after the WAL is
 // fsynced: Ferry acknowledges a message only after that. Writes go through one connection, so
 // group commits queue in Go instead of contending for SQLite's lock; reads use a pool of
-// read-only connections, which WAL lets run beside the writer. The SQL both stores share (worklist,
-// turnaround, links, outbox) is adapters/sqlstore's, through this package's dialect; the rest, and
-// the statements tuned for SQLite alone, live here. The schema is in migrations/sqlite and is
-// applied by Migrate.
+// read-only connections, which WAL lets run beside the writer. The SQL both stores share is
+// adapters/sqlstore's, through this package's dialect; what lives here is written for SQLite's one
+// writer (the inbound group commit, a resource version, an instance) and the statements the
+// dialect hands sqlstore. The schema is in migrations/sqlite and is applied by Migrate.
 package sqlite
 
 import (
@@ -21,7 +22,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/pressly/goose/v3"
 	sqlite "modernc.org/sqlite"
@@ -52,8 +52,6 @@ type stmtKey struct {
 	db    *sql.DB
 	query string
 }
-
-var _ engine.Store = (*Store)(nil)
 
 // busyTimeoutMillis is how long a connection waits for another process's lock (a `ferry migrate`
 // beside `ferry serve`, a backup) before it gives up with SQLITE_BUSY.
@@ -173,11 +171,6 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	return nil
 }
-
-// The columns of inbound_messages in the order scanMessage reads them.
-const messageColumns = `id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
-	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0),
-	mapping_version, pending, processing_error`
 
 // insertSQL inserts one message, or nothing when it is accepted and an accepted message already
 // has its key (the partial unique index): then it returns no row.
@@ -355,99 +348,6 @@ func (s *Store) prepared(db *sql.DB, query string) (*sql.Stmt, error) {
 		return stmt, nil
 	}
 	return nil, errors.New("statement not prepared before the transaction began")
-}
-
-// Message returns the message with id, or engine.ErrNotFound.
-func (s *Store) Message(ctx context.Context, id int64) (*engine.InboundMessage, error) {
-	row := s.reader.QueryRowContext(ctx, "SELECT "+messageColumns+" FROM inbound_messages WHERE id = ?", id)
-	m, err := scanMessage(row)
-	if err != nil {
-		return nil, fmt.Errorf("reading message %d: %w", id, interpretError(err))
-	}
-	return m, nil
-}
-
-// Messages returns the messages that match f, newest (highest ID) first.
-func (s *Store) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine.InboundMessage, error) {
-	var (
-		where []string
-		args  []any
-	)
-	add := func(cond string, a ...any) {
-		where = append(where, cond)
-		args = append(args, a...)
-	}
-	if f.ControlID != "" {
-		add("control_id = ?", storableText(f.ControlID))
-	}
-	if f.MessageType != "" {
-		// A prefix as a range of the index: stored text is valid UTF-8, which never holds the
-		// byte 0xFF, so exactly the values that start with p lie in [p, p+"\xff").
-		p := storableText(f.MessageType)
-		add("message_type >= ? AND message_type < ?", p, p+"\xff")
-	}
-	if f.Status != "" {
-		add("status = ?", string(f.Status))
-	}
-	if f.SendingFacility != "" {
-		add("sending_facility = ?", storableText(f.SendingFacility))
-	}
-	if !f.Since.IsZero() {
-		add("received_at >= ?", f.Since.UnixNano())
-	}
-	if !f.Until.IsZero() {
-		add("received_at < ?", f.Until.UnixNano())
-	}
-	if f.BeforeID > 0 {
-		add("id < ?", f.BeforeID)
-	}
-	q := "SELECT " + messageColumns + " FROM inbound_messages"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY id DESC LIMIT ?"
-	args = append(args, sqlstore.Limit(f.Limit))
-
-	rows, err := s.reader.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing messages: %w", interpretError(err))
-	}
-	defer rows.Close()
-	var out []*engine.InboundMessage
-	for rows.Next() {
-		m, err := scanMessage(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing messages: %w", interpretError(err))
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing messages: %w", interpretError(err))
-	}
-	return out, nil
-}
-
-func scanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, error) {
-	var (
-		m          engine.InboundMessage
-		receivedAt int64
-		status     string
-	)
-	err := row.Scan(&m.ID, &m.Channel, &receivedAt, &m.PeerAddr, &m.Raw, &m.SendingApplication,
-		&m.SendingFacility, &m.MessageType, &m.ControlID, &m.Version, &status, &m.ACK, &m.ACKCode,
-		&m.Error, &m.DuplicateOf, &m.MappingVersion, &m.Pending, &m.ProcessingError)
-	if err != nil {
-		return nil, err
-	}
-	m.ReceivedAt = time.Unix(0, receivedAt).UTC()
-	m.Status = engine.Status(status)
-	if m.Raw == nil {
-		m.Raw = []byte{}
-	}
-	if len(m.ACK) == 0 {
-		m.ACK = nil
-	}
-	return &m, nil
 }
 
 // interpretError maps driver errors to the sentinels callers test with errors.Is: no rows to

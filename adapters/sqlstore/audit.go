@@ -125,7 +125,7 @@ func (s *Store) AuditEvents(ctx context.Context, c Conn, f audit.Filter) ([]*aud
 	if err != nil {
 		return nil, fmt.Errorf("reading audit events: %w", s.d.InterpretError(err))
 	}
-	out, err := scanAll(rows, scanAuditEvent)
+	out, err := scanAll(s, rows, nil, scanAuditEvent)
 	if err != nil {
 		return nil, fmt.Errorf("reading audit events: %w", s.d.InterpretError(err))
 	}

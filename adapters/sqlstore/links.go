@@ -15,6 +15,20 @@ type StudyLinkStatement interface {
 	PutStudyLinkSQL() string
 }
 
+// StudyLinkUpsert is the conflict clause of the insert of a study's current decision: the new
+// decision replaces the old one whole.
+const StudyLinkUpsert = `ON CONFLICT (study_instance_uid) DO UPDATE SET
+	status = excluded.status,
+	service_request_id = excluded.service_request_id,
+	patient_id = excluded.patient_id,
+	rule = excluded.rule,
+	score = excluded.score,
+	evidence = excluded.evidence,
+	decided_at = excluded.decided_at,
+	candidates = excluded.candidates,
+	decided_by = excluded.decided_by,
+	reason = excluded.reason`
+
 const linkColumns = `study_instance_uid, status, service_request_id, patient_id, rule, score,
 	evidence, candidates, decided_at, decided_by, reason`
 
@@ -66,17 +80,7 @@ WHERE study_instance_uid = ? AND changes = ?`),
 INSERT INTO study_links (study_instance_uid, status, service_request_id, patient_id, rule, score,
 	evidence, decided_at, candidates, decided_by, reason)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (study_instance_uid) DO UPDATE SET
-	status = excluded.status,
-	service_request_id = excluded.service_request_id,
-	patient_id = excluded.patient_id,
-	rule = excluded.rule,
-	score = excluded.score,
-	evidence = excluded.evidence,
-	decided_at = excluded.decided_at,
-	candidates = excluded.candidates,
-	decided_by = excluded.decided_by,
-	reason = excluded.reason`),
+` + StudyLinkUpsert),
 		rebind(`
 INSERT INTO study_link_history (study_instance_uid, status, service_request_id, patient_id, rule,
 	score, evidence, decided_at, candidates, decided_by, reason)

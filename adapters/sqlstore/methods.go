@@ -8,13 +8,34 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 )
 
-// Pool gives a store the shared areas' methods on its pools, to embed: engine.WorklistReader,
-// engine.TurnaroundReader, engine.LinkStore, engine.DerivationQueue and engine.Outbox, each as
-// the Store method of the same name documents.
+// Pool gives a store the shared areas' methods on its pools, to embed: the message log's reads,
+// engine.ResourceReader,
+// engine.WorklistReader, engine.TurnaroundReader, engine.LinkStore, engine.DerivationQueue,
+// engine.Outbox and the reads of engine.InstanceStore, each as the Store method of the same name
+// documents.
 type Pool struct {
 	S *Store
 	C Conn // the store's pools: reads on its reading pool, writes committed on their own
 }
+
+// Areas is what a store built on sqlstore provides beyond engine.Store, through Pool and its
+// own methods; TxAreas what its Tx provides beyond engine.Tx.
+type (
+	Areas interface {
+		engine.Store
+		engine.InstanceStore
+		engine.LinkStore
+		engine.DerivationQueue
+		engine.TurnaroundReader
+		engine.Outbox
+	}
+	TxAreas interface {
+		engine.Tx
+		engine.LinkWriter
+		engine.TurnaroundMarker
+		engine.DeliveryInserter
+	}
+)
 
 // TxGuard is a store's transaction as the shared steps see it: whether it takes another step,
 // and what it records of a step's error (a failure refuses the steps after it; not found and
@@ -24,9 +45,10 @@ type TxGuard interface {
 	Check(err error) error
 }
 
-// TxSteps gives a store's Tx the shared areas' steps, to embed: engine.WorklistWriter and reader,
-// engine.TurnaroundMarker, engine.LinkWriter, FinishStudyDerivation and
-// engine.DeliveryInserter, each guarded by G.
+// TxSteps gives a store's Tx the shared areas' steps, to embed: the pending processing's steps,
+// engine.ResourceReader,
+// engine.WorklistWriter and reader, engine.TurnaroundMarker, engine.LinkWriter,
+// FinishStudyDerivation and engine.DeliveryInserter, each guarded by G.
 type TxSteps struct {
 	S *Store
 	C Conn // the transaction
@@ -100,6 +122,123 @@ func (p Pool) Delivery(ctx context.Context, id int64) (*engine.Delivery, error) 
 
 func (p Pool) Deliveries(ctx context.Context, f engine.DeliveryFilter) ([]*engine.Delivery, error) {
 	return p.S.Deliveries(ctx, p.C, f)
+}
+
+func (p Pool) Instance(ctx context.Context, sopInstanceUID string) (*engine.Instance, error) {
+	return p.S.Instance(ctx, p.C, sopInstanceUID)
+}
+
+func (p Pool) SeriesInstances(ctx context.Context, seriesInstanceUID string) ([]*engine.Instance, error) {
+	return p.S.SeriesInstances(ctx, p.C, seriesInstanceUID)
+}
+
+func (p Pool) Study(ctx context.Context, studyInstanceUID string) (*engine.Study, error) {
+	return p.S.Study(ctx, p.C, studyInstanceUID)
+}
+
+func (p Pool) StudySeries(ctx context.Context, studyInstanceUID string) ([]*engine.Series, error) {
+	return p.S.StudySeries(ctx, p.C, studyInstanceUID)
+}
+
+func (p Pool) SearchStudies(ctx context.Context, f engine.StudyFilter) ([]*engine.Study, error) {
+	return p.S.SearchStudies(ctx, p.C, f)
+}
+
+func (p Pool) Message(ctx context.Context, id int64) (*engine.InboundMessage, error) {
+	return p.S.Message(ctx, p.C, id)
+}
+
+func (p Pool) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine.InboundMessage, error) {
+	return p.S.Messages(ctx, p.C, f)
+}
+
+func (p Pool) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
+	return p.S.Resource(ctx, p.C, typ, id)
+}
+
+func (p Pool) ResourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
+	return p.S.ResourceVersion(ctx, p.C, typ, id, version)
+}
+
+func (p Pool) ResourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
+	return p.S.ResourceHistory(ctx, p.C, typ, id)
+}
+
+func (p Pool) ResolveKey(ctx context.Context, typ, key string) (string, error) {
+	return p.S.ResolveKey(ctx, p.C, typ, key)
+}
+
+func (p Pool) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
+	return p.S.ResourceByKeys(ctx, p.C, typ, keys)
+}
+
+func (p Pool) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
+	return p.S.SearchResources(ctx, p.C, q)
+}
+
+// The reads of a transaction see its own writes.
+
+func (t TxSteps) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
+	if err := t.G.Usable(); err != nil {
+		return nil, err
+	}
+	r, err := t.S.Resource(ctx, t.C, typ, id)
+	return r, t.G.Check(err)
+}
+
+func (t TxSteps) ResourceVersion(ctx context.Context, typ, id string, version int64) (*engine.Resource, error) {
+	if err := t.G.Usable(); err != nil {
+		return nil, err
+	}
+	r, err := t.S.ResourceVersion(ctx, t.C, typ, id, version)
+	return r, t.G.Check(err)
+}
+
+func (t TxSteps) ResourceHistory(ctx context.Context, typ, id string) ([]*engine.Resource, error) {
+	if err := t.G.Usable(); err != nil {
+		return nil, err
+	}
+	rs, err := t.S.ResourceHistory(ctx, t.C, typ, id)
+	return rs, t.G.Check(err)
+}
+
+func (t TxSteps) ResolveKey(ctx context.Context, typ, key string) (string, error) {
+	if err := t.G.Usable(); err != nil {
+		return "", err
+	}
+	id, err := t.S.ResolveKey(ctx, t.C, typ, key)
+	return id, t.G.Check(err)
+}
+
+func (t TxSteps) ResourceByKeys(ctx context.Context, typ string, keys []string) (*engine.Resource, error) {
+	if err := t.G.Usable(); err != nil {
+		return nil, err
+	}
+	r, err := t.S.ResourceByKeys(ctx, t.C, typ, keys)
+	return r, t.G.Check(err)
+}
+
+func (t TxSteps) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
+	if err := t.G.Usable(); err != nil {
+		return nil, err
+	}
+	rs, err := t.S.SearchResources(ctx, t.C, q)
+	return rs, t.G.Check(err)
+}
+
+func (t TxSteps) ClaimPending(ctx context.Context, limit int) ([]*engine.InboundMessage, error) {
+	if err := t.G.Usable(); err != nil {
+		return nil, err
+	}
+	msgs, err := t.S.ClaimPending(ctx, t.C, limit)
+	return msgs, t.G.Check(err)
+}
+
+func (t TxSteps) FinishPending(ctx context.Context, id int64, mappingVersion, processingError string) error {
+	if err := t.G.Usable(); err != nil {
+		return err
+	}
+	return t.G.Check(t.S.FinishPending(ctx, t.C, id, mappingVersion, processingError))
 }
 
 func (t TxSteps) PutWorklistItem(ctx context.Context, item *engine.WorklistItem) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
@@ -17,7 +16,7 @@ import (
 // outbox implements it.
 type OutboxDialect interface {
 	// DueDeliveriesSQL returns the due scan: deliveries pending, due and not leased at parameter
-	// 1, not to a destination in parameter 3 (BusyDestinations), first of their queue
+	// 1, not to a destination in parameter 3 (a Dialect.List), first of their queue
 	// (HeadOfQueue), longest due first, at most parameter 2 of them; columns are its select list.
 	DueDeliveriesSQL(columns, headOfQueue string) string
 	// ClaimDeliverySQL returns the claim: delivery parameter 1's attempt counted and its lease
@@ -27,8 +26,6 @@ type OutboxDialect interface {
 	// deliveries (queue keys from parameter 2 up to parameter 3), but those leased at parameter
 	// 5, to parameter 4 at the earliest.
 	PostponeDestinationSQL() string
-	// BusyDestinations returns destinations as the due scan's parameter 3.
-	BusyDestinations(destinations []string) any
 }
 
 // DeliveryColumns are the deliveries columns every outbox query selects, in the order the
@@ -137,7 +134,7 @@ func (s *Store) DueDeliveries(ctx context.Context, c Conn, now time.Time, limit 
 	for i, b := range busy {
 		skip[i] = engine.StorableText(b)
 	}
-	out, err := s.queryDeliveries(ctx, c.Query, s.dueDeliveries, at, min(max(limit, 1), 1000), s.od.BusyDestinations(skip))
+	out, err := s.queryDeliveries(ctx, c.Query, s.dueDeliveries, at, min(max(limit, 1), 1000), s.d.List(skip))
 	if err != nil {
 		return nil, fmt.Errorf("reading due deliveries: %w", err)
 	}
@@ -262,30 +259,19 @@ func (s *Store) Delivery(ctx context.Context, c Conn, id int64) (*engine.Deliver
 // Deliveries lists the deliveries matching f, newest (highest ID) first, with their payloads.
 // The query's text depends only on which filters are set (QueryShape).
 func (s *Store) Deliveries(ctx context.Context, c Conn, f engine.DeliveryFilter) ([]*engine.Delivery, error) {
-	var (
-		where []string
-		args  []any
-	)
-	add := func(column, value string) {
-		args = append(args, value)
-		where = append(where, "d."+column+" = "+s.d.Placeholder(len(args)))
-	}
+	q := conditions{d: s.d}
 	if f.Status != "" {
-		add("status", string(f.Status))
+		q.add("d.status = " + q.arg(string(f.Status)))
 	}
 	if f.ReportID != "" {
-		add("report_id", engine.StorableText(f.ReportID))
+		q.add("d.report_id = " + q.text(f.ReportID))
 	}
 	if f.Destination != "" {
-		add("destination", engine.StorableText(f.Destination))
+		q.add("d.destination = " + q.text(f.Destination))
 	}
-	query := "SELECT " + DeliveryColumns + " FROM deliveries d"
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
-	}
-	args = append(args, Limit(f.Limit), max(f.Offset, 0))
-	query += " ORDER BY d.id DESC LIMIT " + s.d.Placeholder(len(args)-1) + " OFFSET " + s.d.Placeholder(len(args))
-	out, err := s.queryDeliveries(ctx, c.QueryShape, query, args...)
+	query := "SELECT " + DeliveryColumns + " FROM deliveries d" + q.clause() +
+		" ORDER BY d.id DESC LIMIT " + q.arg(Limit(f.Limit)) + " OFFSET " + q.arg(max(f.Offset, 0))
+	out, err := s.queryDeliveries(ctx, c.QueryShape, query, q.args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing deliveries: %w", err)
 	}

@@ -101,7 +101,7 @@ func (s *Store) Users(ctx context.Context, c Conn) ([]*access.User, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading users: %w", s.d.InterpretError(err))
 	}
-	out, err := scanAll(rows, scanUser)
+	out, err := scanAll(s, rows, nil, scanUser)
 	if err != nil {
 		return nil, fmt.Errorf("reading users: %w", s.d.InterpretError(err))
 	}
@@ -158,7 +158,7 @@ func (s *Store) Tokens(ctx context.Context, c Conn, user string) ([]*access.Toke
 	if err != nil {
 		return nil, fmt.Errorf("reading tokens: %w", s.d.InterpretError(err))
 	}
-	out, err := scanAll(rows, scanToken)
+	out, err := scanAll(s, rows, nil, scanToken)
 	if err != nil {
 		return nil, fmt.Errorf("reading tokens: %w", s.d.InterpretError(err))
 	}
@@ -236,20 +236,6 @@ func (s *Store) execOne(ctx context.Context, c Conn, what, query string, args ..
 		return fmt.Errorf("%s: %w", what, engine.ErrNotFound)
 	}
 	return nil
-}
-
-// scanAll reads every row of rows with scan and closes rows.
-func scanAll[T any](rows *sql.Rows, scan func(rowScanner) (T, error)) ([]T, error) {
-	defer rows.Close()
-	out := []T{}
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
 }
 
 func scanUser(r rowScanner) (*access.User, error) {

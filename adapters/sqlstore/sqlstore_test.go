@@ -17,6 +17,19 @@ func (testDialect) TimeNone() string                { return "NULL" }
 func (testDialect) TimeOrNull(column string) string { return column }
 func (testDialect) TimeUnset(column string) string  { return column + " IS NULL" }
 func (testDialect) TimeSet(column string) string    { return column + " IS NOT NULL" }
+func (testDialect) List(values []string) any        { return values }
+func (testDialect) InList(column, p string) string  { return column + " = ANY(" + p + ")" }
+func (testDialect) ListHas(column, p string) string { return p + " = ANY(" + column + ")" }
+func (testDialect) ListScanner(dest *[]string) any  { return dest }
+func (testDialect) ListOf(subquery string) string   { return "ARRAY(" + subquery + ")" }
+func (testDialect) SearchOrder(bool) string         { return "r.last_updated" }
+func (testDialect) Prefix(column, prefix string, arg func(any) string) string {
+	return column + " LIKE " + arg(prefix+"%")
+}
+func (testDialect) ClaimPendingSQL() string { return "SELECT 1" }
+func (testDialect) ResourceByKeys() ResourceByKeysStatement {
+	return ResourceByKeysStatement{Query: "SELECT 1"}
+}
 
 func TestRebind(t *testing.T) {
 	s := New(testDialect{})

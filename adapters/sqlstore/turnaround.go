@@ -64,10 +64,10 @@ func (s *Store) MarkTurnaround(ctx context.Context, c Conn, srID, priority strin
 	case engine.TurnaroundClosed:
 		times[4] = t
 	}
-	var ta *engine.Turnaround
 	rows, err := c.Query(ctx, s.markTurnaround, engine.StorableText(srID), priority,
 		times[0], times[1], times[2], times[3], times[4])
-	if err := s.scanOne(rows, err, func(rows rowScanner) (err error) { ta, err = scanTurnaround(rows); return err }); err != nil {
+	ta, err := scanRow(s, rows, err, scanTurnaround)
+	if err != nil {
 		return nil, fmt.Errorf("marking turnaround %s of ServiceRequest/%s: %w", stage, srID, err)
 	}
 	return ta, nil
@@ -75,9 +75,9 @@ func (s *Store) MarkTurnaround(ctx context.Context, c Conn, srID, priority strin
 
 // Turnaround returns order srID's clocks, or engine.ErrNotFound.
 func (s *Store) Turnaround(ctx context.Context, c Conn, srID string) (*engine.Turnaround, error) {
-	var ta *engine.Turnaround
 	rows, err := c.Query(ctx, s.turnaround, engine.StorableText(srID))
-	if err := s.scanOne(rows, err, func(rows rowScanner) (err error) { ta, err = scanTurnaround(rows); return err }); err != nil {
+	ta, err := scanRow(s, rows, err, scanTurnaround)
+	if err != nil {
 		return nil, fmt.Errorf("reading turnaround of ServiceRequest/%s: %w", srID, err)
 	}
 	return ta, nil

@@ -36,6 +36,22 @@ type TxState struct {
 	done   bool // committed or rolled back
 }
 
+// Tx is what a store's engine.Tx shares with the other store, to embed: TxState, and the shared
+// steps (TxSteps) guarded by it. A store's Tx adds what it writes its own way (the message log,
+// resource versions).
+type Tx struct {
+	TxState
+	TxSteps
+}
+
+// NewTx returns the shared part of tx, just begun, whose steps run on c (tx, as the store
+// prepares its statements).
+func (s *Store) NewTx(tx *sql.Tx, c Conn) *Tx {
+	t := &Tx{TxState: NewTxState(s.d, tx)}
+	t.TxSteps = TxSteps{S: s, C: c, G: &t.TxState}
+	return t
+}
+
 // NewTxState returns the state of tx, just begun, whose errors d interprets.
 func NewTxState(d Dialect, tx *sql.Tx) TxState { return TxState{tx: tx, d: d} }
 

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/ferryhealth/ferry/engine"
 )
@@ -58,42 +57,24 @@ func (s *Store) DeleteWorklistItem(ctx context.Context, c Conn, serviceRequestID
 // own index, which ends in the same columns). The query's text depends only on which filters are
 // set (QueryShape); the values are arguments.
 func (s *Store) WorklistItems(ctx context.Context, c Conn, f engine.WorklistFilter) ([]*engine.WorklistItem, error) {
-	var (
-		where []string
-		args  []any
-	)
-	add := func(column, op, value string) {
-		args = append(args, engine.StorableText(value))
-		where = append(where, column+" "+op+" "+s.d.Placeholder(len(args)))
+	q := conditions{d: s.d}
+	for _, w := range []struct{ column, op, value string }{
+		{"accession_number", "=", f.AccessionNumber},
+		{"patient_id", "=", f.PatientID},
+		{"modality", "=", f.Modality},
+		{"station_ae_title", "=", f.StationAETitle},
+		{"start_date", ">=", f.StartDateFrom},
+		{"start_date", "<=", f.StartDateTo},
+	} {
+		if w.value != "" {
+			q.add(w.column + " " + w.op + " " + q.text(w.value))
+		}
 	}
-	if f.AccessionNumber != "" {
-		add("accession_number", "=", f.AccessionNumber)
-	}
-	if f.PatientID != "" {
-		add("patient_id", "=", f.PatientID)
-	}
-	if f.Modality != "" {
-		add("modality", "=", f.Modality)
-	}
-	if f.StationAETitle != "" {
-		add("station_ae_title", "=", f.StationAETitle)
-	}
-	if f.StartDateFrom != "" {
-		add("start_date", ">=", f.StartDateFrom)
-	}
-	if f.StartDateTo != "" {
-		add("start_date", "<=", f.StartDateTo)
-	}
-	query := "SELECT item FROM worklist_items"
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
-	}
-	query += " ORDER BY start_date, start_time, service_request_id"
+	query := "SELECT item FROM worklist_items" + q.clause() + " ORDER BY start_date, start_time, service_request_id"
 	if f.Limit > 0 {
-		args = append(args, f.Limit)
-		query += " LIMIT " + s.d.Placeholder(len(args))
+		query += " LIMIT " + q.arg(f.Limit)
 	}
-	rows, err := c.QueryShape(ctx, query, args...)
+	rows, err := c.QueryShape(ctx, query, q.args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading worklist: %w", s.d.InterpretError(err))
 	}

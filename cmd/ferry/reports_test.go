@@ -204,16 +204,25 @@ delivery:
 	if controlIDs[0] == controlIDs[1] || controlIDs[1] == controlIDs[2] {
 		t.Errorf("report versions share an MSH-10: %v", controlIDs)
 	}
-	// The log of deliveries: all delivered, none dead.
+	// The log of deliveries: all delivered, none dead. The EHR has the last ORU before Ferry has
+	// its ACK and records the outcome: wait until no delivery is pending.
 	var list struct {
 		Deliveries []struct {
 			Status   string `json:"status"`
 			Attempts int    `json:"attempts"`
 		} `json:"deliveries"`
 	}
-	if code := p.get(t, "/api/v1/deliveries", &list); code != 200 || len(list.Deliveries) != 3 {
-		t.Fatalf("GET /api/v1/deliveries: HTTP %d, %d deliveries", code, len(list.Deliveries))
-	}
+	waitFor(t, "the three deliveries' outcomes", func() bool {
+		if code := p.get(t, "/api/v1/deliveries", &list); code != 200 || len(list.Deliveries) != 3 {
+			t.Fatalf("GET /api/v1/deliveries: HTTP %d, %d deliveries", code, len(list.Deliveries))
+		}
+		for _, d := range list.Deliveries {
+			if d.Status == "pending" {
+				return false
+			}
+		}
+		return true
+	})
 	for _, d := range list.Deliveries {
 		if d.Status != "delivered" {
 			t.Errorf("delivery %+v", d)

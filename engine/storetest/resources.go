@@ -1198,6 +1198,11 @@ func testSearch(t *testing.T, st engine.Store) {
 		{"prefix: empty matches any value", []engine.SearchFilter{f("name", engine.SearchPrefix, "")}, []string{"p4", "p5", "p3", "p2", "p1"}},
 		{"prefix of a date", []engine.SearchFilter{f("birthdate", engine.SearchPrefix, "1980-06")}, []string{"p3", "p2"}},
 		{"prefix ORed", []engine.SearchFilter{f("name", engine.SearchPrefix, "sm", "doh")}, []string{"p5", "p2"}},
+		// One semantics on every store: the stored value's leading bytes, case and all (the
+		// index holds values normalized already; a store's LIKE may fold case).
+		{"prefix: case-sensitive", []engine.SearchFilter{f("name", engine.SearchPrefix, "DO")}, nil},
+		{"prefix: case-sensitive, identifier", []engine.SearchFilter{f("identifier", engine.SearchPrefix, "mrn")}, nil},
+		{"prefix with a system", []engine.SearchFilter{f("identifier", engine.SearchPrefix, "urn:oid:9.9.9|MRN")}, []string{"p3"}},
 		{"ge", []engine.SearchFilter{f("birthdate", engine.SearchGe, "1980-06-15")}, []string{"p4", "p5", "p3", "p2"}},
 		{"gt", []engine.SearchFilter{f("birthdate", engine.SearchGt, "1980-06-15")}, []string{"p4", "p5", "p3"}},
 		{"le", []engine.SearchFilter{f("birthdate", engine.SearchLe, "1980-06-15")}, []string{"p2", "p1"}},

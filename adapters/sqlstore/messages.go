@@ -1,0 +1,142 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ferryhealth/ferry/engine"
+)
+
+// MessageColumns are the columns of inbound_messages (migrations/*/00001_inbound_messages.sql,
+// 00003_pending_processing.sql) in the order ScanMessage reads them. Writing the log (the inbound
+// group commit, a Tx's InsertInbound, claiming pending messages) is each store's own: the hot
+// path of every message.
+const MessageColumns = `id, channel, received_at, peer_addr, raw, sending_application, sending_facility,
+	message_type, control_id, version, status, ack, ack_code, error, coalesce(duplicate_of, 0),
+	mapping_version, pending, processing_error`
+
+// messageStatements are the message log's fixed reads and the pending processing's steps.
+type messageStatements struct {
+	message, claimPending, finishPending string
+}
+
+func newMessageStatements(rebind func(string) string, d Dialect) messageStatements {
+	return messageStatements{
+		message:      rebind(`SELECT ` + MessageColumns + ` FROM inbound_messages WHERE id = ?`),
+		claimPending: d.ClaimPendingSQL(),
+		// Clears pending and records the outcome; no row when id is not a pending message.
+		finishPending: rebind(`UPDATE inbound_messages
+SET pending = ?, mapping_version = ?, processing_error = ?
+WHERE id = ? AND status = 'accepted' AND pending`),
+	}
+}
+
+// ClaimPending returns up to limit pending messages, oldest first, claimed until the transaction
+// c ends (the dialect's ClaimPendingSQL): a worker on another node skips them; a claimed message
+// whose transaction rolls back is claimable again.
+func (s *Store) ClaimPending(ctx context.Context, c Conn, limit int) ([]*engine.InboundMessage, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := c.Query(ctx, s.claimPending, limit)
+	out, err := scanAll(s, rows, err, ScanMessage)
+	if err != nil {
+		return nil, fmt.Errorf("claiming pending messages: %w", err)
+	}
+	return out, nil
+}
+
+// FinishPending clears Pending of message id and stores mappingVersion and processingError (as
+// valid UTF-8). engine.ErrNotFound when id is not an accepted, pending message (a transaction
+// goes on).
+func (s *Store) FinishPending(ctx context.Context, c Conn, id int64, mappingVersion, processingError string) error {
+	res, err := c.Exec(ctx, s.finishPending, false, engine.StorableText(mappingVersion),
+		engine.StorableText(processingError), id)
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
+	}
+	if err == nil && n == 0 {
+		err = engine.ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("finishing pending message %d: %w", id, s.d.InterpretError(err))
+	}
+	return nil
+}
+
+// Message returns the message with id, or engine.ErrNotFound.
+func (s *Store) Message(ctx context.Context, c Conn, id int64) (*engine.InboundMessage, error) {
+	rows, err := c.Query(ctx, s.message, id)
+	m, err := scanRow(s, rows, err, ScanMessage)
+	if err != nil {
+		return nil, fmt.Errorf("reading message %d: %w", id, err)
+	}
+	return m, nil
+}
+
+// Messages returns the messages that match f, newest (highest ID) first. The query is not
+// prepared (QueryOnce): the message type is a prefix, which PostgreSQL plans as an index range
+// only for its value.
+func (s *Store) Messages(ctx context.Context, c Conn, f engine.MessageFilter) ([]*engine.InboundMessage, error) {
+	q := conditions{d: s.d}
+	if f.ControlID != "" {
+		q.add("control_id = " + q.text(f.ControlID))
+	}
+	if f.MessageType != "" {
+		q.add(s.d.Prefix("message_type", engine.StorableText(f.MessageType), q.arg))
+	}
+	if f.Status != "" {
+		q.add("status = " + q.arg(string(f.Status)))
+	}
+	if f.SendingFacility != "" {
+		q.add("sending_facility = " + q.text(f.SendingFacility))
+	}
+	for _, bound := range []struct {
+		at time.Time
+		op string
+	}{{f.Since, ">="}, {f.Until, "<"}} {
+		if bound.at.IsZero() {
+			continue
+		}
+		at, err := s.d.Time(bound.at)
+		if err != nil {
+			return nil, &InvalidError{fmt.Errorf("listing messages received %s %s: %w", bound.op, bound.at, err)}
+		}
+		q.add("received_at " + bound.op + " " + q.arg(at))
+	}
+	if f.BeforeID > 0 {
+		q.add("id < " + q.arg(f.BeforeID))
+	}
+	query := "SELECT " + MessageColumns + " FROM inbound_messages" + q.clause() +
+		" ORDER BY id DESC LIMIT " + q.arg(Limit(f.Limit))
+	rows, err := c.QueryOnce(ctx, query, q.args...)
+	out, err := scanAll(s, rows, err, ScanMessage)
+	if err != nil {
+		return nil, fmt.Errorf("listing messages: %w", err)
+	}
+	return out, nil
+}
+
+// ScanMessage reads a row of MessageColumns.
+func ScanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, error) {
+	var (
+		m      engine.InboundMessage
+		status string
+	)
+	err := row.Scan(&m.ID, &m.Channel, scanTime{&m.ReceivedAt}, &m.PeerAddr, &m.Raw, &m.SendingApplication,
+		&m.SendingFacility, &m.MessageType, &m.ControlID, &m.Version, &status, &m.ACK, &m.ACKCode,
+		&m.Error, &m.DuplicateOf, &m.MappingVersion, &m.Pending, &m.ProcessingError)
+	if err != nil {
+		return nil, err
+	}
+	m.Status = engine.Status(status)
+	if m.Raw == nil {
+		m.Raw = []byte{}
+	}
+	if len(m.ACK) == 0 {
+		m.ACK = nil
+	}
+	return &m, nil
+}
