@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -499,4 +500,23 @@ func BenchAppendAudit(b *testing.B, open func(b *testing.B) PeopleStore) {
 		}
 		i++
 	}
+}
+
+// BenchAppendAuditParallel measures appends from many concurrent callers (b.RunParallel, 8 per
+// CPU), as concurrent audited reads make them: what each caller's Record costs while others
+// record too.
+func BenchAppendAuditParallel(b *testing.B, open func(b *testing.B) PeopleStore) {
+	st := open(b)
+	ctx := context.Background()
+	rec := &audit.Recorder{Begin: st.Begin}
+	var n atomic.Int64
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := rec.Record(ctx, auditEvent(int(n.Add(1)), "dr.lee", "Patient/1")); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
