@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -42,6 +43,7 @@ func RunPeople(t *testing.T, open func(t *testing.T) PeopleStore) {
 		{"AuditChainAndFilters", testAuditChain},
 		{"AuditRolledBackLeavesNoGap", testAuditRolledBack},
 		{"AuditConcurrentAppends", testAuditConcurrent},
+		{"AuditRecorderConcurrent", testAuditRecorderConcurrent},
 		{"AuditAppendOnly", testAuditAppendOnly},
 	}
 	for _, tt := range tests {
@@ -466,6 +468,42 @@ func testAuditConcurrent(t *testing.T, st PeopleStore) {
 	res, err := audit.Verify(ctx, st)
 	if err != nil || res.Broken != 0 || res.Events != workers*each {
 		t.Errorf("Verify after concurrent appends: %+v, %v; want %d events, unbroken", res, err, workers*each)
+	}
+}
+
+// testAuditRecorderConcurrent: events recorded by many callers at once through one Recorder
+// (group-committed: those waiting share a transaction) all land, each caller's with the seq
+// and hash it was told, in one unbroken chain.
+func testAuditRecorderConcurrent(t *testing.T, st PeopleStore) {
+	ctx := context.Background()
+	const callers = 32
+	rec := &audit.Recorder{Begin: st.Begin}
+	evs := make([]*audit.Event, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		evs[i] = auditEvent(i, fmt.Sprint("u", i), fmt.Sprintf("Patient/%d", i))
+		wg.Go(func() { errs[i] = rec.Record(ctx, evs[i]) })
+	}
+	wg.Wait()
+	stored, err := st.AuditEvents(ctx, audit.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != callers {
+		t.Fatalf("%d events stored, want %d", len(stored), callers)
+	}
+	for i, e := range evs {
+		if errs[i] != nil {
+			t.Fatalf("Record %d: %v", i, errs[i])
+		}
+		got := stored[e.Seq-1]
+		if got.Agent != e.Agent || !bytes.Equal(got.Hash, e.Hash) {
+			t.Errorf("caller %d was told seq %d, which holds %s's event (want %s's, with the hash it was told)", i, e.Seq, got.Agent, e.Agent)
+		}
+	}
+	if res, err := audit.Verify(ctx, st); err != nil || res.Broken != 0 || res.Events != callers {
+		t.Errorf("Verify after concurrent Records: %+v, %v; want %d events, unbroken", res, err, callers)
 	}
 }
 
