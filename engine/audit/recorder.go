@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/ferryhealth/ferry/engine"
 )
@@ -43,16 +43,7 @@ type recordRequest struct {
 	ctx  context.Context
 	e    Event // a copy: the caller's event is written back only once the caller has its answer
 	done chan error
-	// state says whether a transaction has taken the request (reqTaken) or its caller has given
-	// up on it first (reqAbandoned); whoever changes it from reqQueued decides.
-	state atomic.Int32
 }
-
-const (
-	reqQueued int32 = iota
-	reqTaken
-	reqAbandoned
-)
 
 // Record appends e and returns once it is committed; the store has then set e's Seq, PrevHash
 // and Hash. When ctx ends first, Record returns its error: an event still waiting is not
@@ -74,7 +65,12 @@ func (r *Recorder) Record(ctx context.Context, e *Event) error {
 		}
 		return err
 	case <-ctx.Done():
-		if req.state.CompareAndSwap(reqQueued, reqAbandoned) {
+		// Still queued, it is taken out and never recorded; taken (under mu), it is in a
+		// transaction whose outcome its caller will not wait for.
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if i := slices.Index(r.queue, req); i >= 0 {
+			r.queue = slices.Delete(r.queue, i, i+1)
 			return fmt.Errorf("recording audit event: %w", ctx.Err())
 		}
 		return fmt.Errorf("recording audit event: %w (it may yet be committed)", ctx.Err())
@@ -108,13 +104,7 @@ func (r *Recorder) drain() {
 // commit records a batch in one transaction and answers each caller. An event whose append fails
 // (an invalid event, or the store failing under it) gets that error, and the others are recorded
 // in a new transaction without it: one bad event keeps no other out.
-func (r *Recorder) commit(batch []*recordRequest) {
-	live := batch[:0] // filtered in place: batch is not read again
-	for _, req := range batch {
-		if req.state.CompareAndSwap(reqQueued, reqTaken) {
-			live = append(live, req)
-		}
-	}
+func (r *Recorder) commit(live []*recordRequest) {
 	for len(live) > 0 {
 		failed, err := r.appendAll(live)
 		if failed < 0 {
