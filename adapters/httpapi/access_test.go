@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -163,30 +164,56 @@ func TestAuditEventSearch(t *testing.T) {
 // (the token looked up in the store, the read recorded in the audit trail, a commit of its own).
 func BenchmarkFHIRRead(b *testing.B) {
 	for _, tc := range []struct {
-		name  string
-		who   string
-		trail bool
-	}{{"bootstrap, no trail", "bootstrap", false}, {"user token, audited", "reader", true}} {
+		name     string
+		who      string
+		trail    bool
+		parallel bool // concurrent readers (b.RunParallel, 8 per CPU), each on its own connection
+	}{
+		{"bootstrap, no trail", "bootstrap", false, false},
+		{"user token, audited", "reader", true, false},
+		{"user token, audited, parallel", "reader", true, true},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
 			f := accesstest.NewFixture(b, accesstest.SQLiteStore(b), tc.trail)
-			req, err := http.NewRequest(http.MethodGet, f.Srv.URL+"/fhir/r4/Patient/p1", nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			req.Header.Set("Authorization", "Bearer "+f.Tokens[tc.who])
-			client := f.Srv.Client()
-			b.ResetTimer()
-			for b.Loop() {
+			transport := f.Srv.Client().Transport.(*http.Transport).Clone()
+			transport.MaxIdleConnsPerHost = 64 // a connection kept per reader
+			client := &http.Client{Transport: transport}
+			defer transport.CloseIdleConnections()
+			read := func() error {
+				req, err := http.NewRequest(http.MethodGet, f.Srv.URL+"/fhir/r4/Patient/p1", nil)
+				if err != nil {
+					return err
+				}
+				req.Header.Set("Authorization", "Bearer "+f.Tokens[tc.who])
 				resp, err := client.Do(req)
 				if err != nil {
-					b.Fatal(err)
+					return err
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
-					b.Fatalf("status %d", resp.StatusCode)
+					return fmt.Errorf("status %d", resp.StatusCode)
 				}
+				return nil
 			}
+			b.ResetTimer()
+			if !tc.parallel {
+				for b.Loop() {
+					if err := read(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				return
+			}
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := read(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
 		})
 	}
 }

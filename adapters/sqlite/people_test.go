@@ -15,6 +15,10 @@ func BenchmarkAppendAudit(b *testing.B) {
 	storetest.BenchAppendAudit(b, func(b *testing.B) storetest.PeopleStore { return openTestStore(b, testPath(b)) })
 }
 
+func BenchmarkAppendAuditParallel(b *testing.B) {
+	storetest.BenchAppendAuditParallel(b, func(b *testing.B) storetest.PeopleStore { return openTestStore(b, testPath(b)) })
+}
+
 func TestAccessMatrix(t *testing.T) {
 	accesstest.RunMatrix(t, openTestStore(t, testPath(t)))
 }
