@@ -1,17 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"fmt"
-	"net"
 	"net/url"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // contentionORM is a new order for patient mrn naming ordering physician doctor (ORC-12).
@@ -35,47 +29,6 @@ func contentionA08(ctrl, mrn string) string {
 	}, "\r") + "\r"
 }
 
-// mllpSendCodes is mllpSendAll for a goroutine: it returns an error rather than failing the test.
-func mllpSendCodes(mllpSend, dir, addr string, msgs []string) ([]string, error) {
-	var stream bytes.Buffer
-	for _, m := range msgs {
-		stream.Write(frame([]byte(m)))
-	}
-	f, err := os.CreateTemp(dir, "msgs-*.mllp")
-	if err != nil {
-		return nil, err
-	}
-	if _, err := f.Write(stream.Bytes()); err != nil {
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	host, port, _ := net.SplitHostPort(addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, mllpSend, "-f", f.Name(), "-p", port, host).Output()
-	if err != nil {
-		return nil, fmt.Errorf("mllp_send: %w", err)
-	}
-	var codes []string
-	for _, a := range splitACKs(out) {
-		ack, err := parseACK(a)
-		if err != nil {
-			return nil, err
-		}
-		if ack.Code != "AA" {
-			codes = append(codes, ack.String())
-			continue
-		}
-		codes = append(codes, ack.Code)
-	}
-	if len(codes) != len(msgs) {
-		return nil, fmt.Errorf("mllp_send got %d ACKs for %d messages", len(codes), len(msgs))
-	}
-	return codes, nil
-}
-
 // TestSharedRecordsUnderContention is issue 18 items 1 and 2: many connections at once, with
 // orders naming ordering physicians not yet known and patient updates over a few shared
 // patients. Every message is answered AA — a conflict between two of Ferry's own transactions
@@ -95,7 +48,7 @@ func TestSharedRecordsUnderContention(t *testing.T) {
 		tmp := t.TempDir()
 		var wg sync.WaitGroup
 		errs := make([]error, senders)
-		acks := make([][]string, senders)
+		acks := make([][]*ackInfo, senders)
 		for s := range senders {
 			var msgs []string
 			for i := range perSender {
@@ -107,16 +60,16 @@ func TestSharedRecordsUnderContention(t *testing.T) {
 					msgs = append(msgs, contentionORM(ctrl, mrn, fmt.Sprintf("D%d", (s*perSender+i)%doctors)))
 				}
 			}
-			wg.Go(func() { acks[s], errs[s] = mllpSendCodes(mllpSend, tmp, p.MLLPAddr, msgs) })
+			wg.Go(func() { acks[s], errs[s] = mllpSendACKs(mllpSend, tmp, p.MLLPAddr, msgs) })
 		}
 		wg.Wait()
 		for s := range senders {
 			if errs[s] != nil {
 				t.Fatalf("sender %d: %v", s, errs[s])
 			}
-			for i, code := range acks[s] {
-				if code != "AA" {
-					t.Errorf("sender %d message %d: %s, want AA", s, i, code)
+			for i, a := range acks[s] {
+				if a.Code != "AA" {
+					t.Errorf("sender %d message %d: %s, want AA", s, i, a)
 				}
 			}
 		}
