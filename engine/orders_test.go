@@ -907,3 +907,17 @@ func TestConflictIsRetried(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkOrderThroughCommitter is one new order (new patient, order and ordering physician)
+// from Receive to ACK on the embedded SQLite store: mapping, validation (cached after the
+// first), the group committer's transaction with effects, the commit.
+func BenchmarkOrderThroughCommitter(b *testing.B) {
+	h := newOrderHarness(b)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		id := fmt.Sprintf("B%07d", i)
+		if code, _ := h.send(mshORM, pidFor(id, "DOE^JANE"), orc("NW", "PL"+id, "SC"), obr("PL"+id, "ACC"+id)); code != "AA" {
+			b.Fatalf("ACK %s", code)
+		}
+	}
+}
