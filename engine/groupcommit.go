@@ -38,6 +38,8 @@ type GroupCommitter struct {
 	timeout  time.Duration
 	// effectSlots bounds the transactions with effects in flight (GroupCommitOptions.EffectWorkers).
 	effectSlots chan struct{}
+	// records are the records the transactions with effects in flight may change.
+	records recordLocks
 
 	reqs chan *commitRequest
 	// mu orders Commit's send against Close: no request enters reqs after closed is closed, so
@@ -88,8 +90,10 @@ type GroupCommitOptions struct {
 	// EffectWorkers is the number of transactions with effects (orders mapped to resources)
 	// in flight at once (default 4). Such a transaction makes a dozen round trips per message,
 	// so it waits on the database far more than it works: while it does, the worker gathers and
-	// hands off the next batch. Two of them touching the same record at once cannot both
-	// commit; the loser's message is answered AE (ERR 207) and resent.
+	// hands off the next batch. Two of them never change the same record at once: a batch
+	// naming a patient, order or practitioner that one in flight names waits for it to end.
+	// One that conflicts nonetheless (another node's transaction) is rolled back and tried
+	// again (commitWithEffects).
 	EffectWorkers int
 	// Linger, if set, lets a batch wait up to this long for the messages a worker expects
 	// (default 0: a batch never waits). An MLLP sender waits for each ACK before it sends its next
@@ -382,15 +386,57 @@ type txBeginner interface {
 	Begin(ctx context.Context) (Tx, error)
 }
 
+// effectAttempts bounds the tries of a transaction with effects that a concurrent change got in
+// the way of (ErrConflict: a deadlock broken by the database, a record another node changed or
+// created meanwhile). A message that conflicts in the last try is answered AE (ERR 207).
+const effectAttempts = 4
+
 // commitWithEffects stores msgs and applies their effects (resources, worklist) in one
-// transaction. Each message is its own savepoint: a message whose effects fail (an unknown order
-// number, a conflicting change) has them undone and is stored as an error with the AE its fail
-// function builds, and the batch goes on. Only the commit's outcome decides every ACK.
-func (g *GroupCommitter) commitWithEffects(ctx context.Context, msgs []*InboundMessage) (err error) {
+// transaction. It waits until no other transaction in flight names a record the batch's
+// messages name (recordLocks), so that on one node two transactions never change the same
+// record at once, and then runs the batch (tryEffects). When a concurrent change gets in the way
+// nonetheless — another node's transaction — the whole transaction is rolled back, which lets go
+// of every lock it took, and tried again with the messages as they came (up to effectAttempts):
+// a conflict Ferry can resolve by retrying is never answered AE.
+func (g *GroupCommitter) commitWithEffects(ctx context.Context, msgs []*InboundMessage) error {
 	b, ok := g.store.(txBeginner)
 	if !ok {
 		return errors.New("the store cannot apply effects: it has no transactions")
 	}
+	var keys []string
+	for _, m := range msgs {
+		keys = append(keys, m.effects.recordKeys()...)
+	}
+	release, err := g.records.lock(ctx, keys)
+	if err != nil {
+		return fmt.Errorf("waiting for a transaction on the same records: %w", err)
+	}
+	defer release()
+	saved := make([]InboundMessage, len(msgs))
+	for i, m := range msgs {
+		saved[i] = *m
+	}
+	for attempt := 1; ; attempt++ {
+		err := g.tryEffects(ctx, b, msgs, attempt == effectAttempts)
+		if !errors.Is(err, ErrConflict) || attempt == effectAttempts || ctx.Err() != nil {
+			return err
+		}
+		// Each message as it came, but one whose effects failed on their own merits (fail
+		// dropped them) stays an error: it is not worked out, nor logged, twice.
+		for i, m := range msgs {
+			if m.effects != nil || saved[i].effects == nil {
+				*m = saved[i]
+			}
+		}
+	}
+}
+
+// tryEffects is one try of commitWithEffects. Each message is its own savepoint: a message whose
+// effects fail (an unknown order number) has them undone and is stored as an error with the AE
+// its fail function builds, and the batch goes on. A conflict (ErrConflict) ends the try, and
+// the transaction is rolled back, unless last is set: then only the message that met it is
+// undone and answered AE. Only the commit's outcome decides every ACK.
+func (g *GroupCommitter) tryEffects(ctx context.Context, b txBeginner, msgs []*InboundMessage, last bool) (err error) {
 	tx, err := b.Begin(ctx)
 	if err != nil {
 		return err
@@ -414,6 +460,9 @@ func (g *GroupCommitter) commitWithEffects(ctx context.Context, msgs []*InboundM
 		if aerr == nil {
 			continue
 		}
+		if errors.Is(aerr, ErrConflict) && !last {
+			return aerr
+		}
 		if rerr := tx.RollbackToSavepoint(ctx); rerr != nil {
 			return rerr
 		}
@@ -431,4 +480,54 @@ func (g *GroupCommitter) commitWithEffects(ctx context.Context, msgs []*InboundM
 		}
 	}
 	return nil
+}
+
+// recordLocks are the records (recordKeys) the transactions with effects in flight may change.
+// A transaction takes all of its records at once or none, so two never wait for each other.
+type recordLocks struct {
+	mu   sync.Mutex
+	held map[string]chan struct{} // closed when the transaction holding the record ends
+}
+
+// lock waits until no transaction holds any of keys, takes them all, and returns the function
+// that lets them go.
+func (l *recordLocks) lock(ctx context.Context, keys []string) (release func(), err error) {
+	if len(keys) == 0 {
+		return func() {}, nil
+	}
+	for {
+		l.mu.Lock()
+		var busy chan struct{}
+		for _, k := range keys {
+			if c, ok := l.held[k]; ok {
+				busy = c
+				break
+			}
+		}
+		if busy == nil {
+			break
+		}
+		l.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if l.held == nil {
+		l.held = map[string]chan struct{}{}
+	}
+	done := make(chan struct{})
+	for _, k := range keys {
+		l.held[k] = done
+	}
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		for _, k := range keys {
+			delete(l.held, k)
+		}
+		l.mu.Unlock()
+		close(done)
+	}, nil
 }

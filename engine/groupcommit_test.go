@@ -336,3 +336,48 @@ func BenchmarkGroupCommit(b *testing.B) {
 		}
 	})
 }
+
+// TestRecordLocks: a transaction naming a record one in flight names waits for it to end; one
+// naming others does not wait; a wait ends with its context.
+func TestRecordLocks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var l recordLocks
+		ctx := context.Background()
+		releaseA, err := l.lock(ctx, []string{"Patient\x00a", "Practitioner\x00d"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		releaseB, err := l.lock(ctx, []string{"Patient\x00b"})
+		if err != nil {
+			t.Fatalf("disjoint records: %v", err)
+		}
+		releaseB()
+
+		cancelled, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := l.lock(cancelled, []string{"Practitioner\x00d"}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("waiting with a cancelled context: %v", err)
+		}
+
+		var released func()
+		go func() {
+			var err error
+			if released, err = l.lock(ctx, []string{"Patient\x00c", "Practitioner\x00d"}); err != nil {
+				t.Error(err)
+			}
+		}()
+		synctest.Wait()
+		if released != nil {
+			t.Fatal("a transaction naming a record in flight did not wait")
+		}
+		releaseA()
+		synctest.Wait()
+		if released == nil {
+			t.Fatal("the waiting transaction did not take its records once they were let go")
+		}
+		released()
+		if len(l.held) != 0 {
+			t.Errorf("records still held: %v", l.held)
+		}
+	})
+}

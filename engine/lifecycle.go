@@ -47,16 +47,7 @@ func SendingFacility(order fhir.ServiceRequest) string {
 
 // order applies one ORC/OBR group.
 func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID string) error {
-	var keys []string
-	for _, id := range fhir.IdentifiersOf(o.sr["identifier"]) {
-		switch id.TypeCode() {
-		case "PLAC":
-			keys = append(keys, identifierKey(w.pl.facility, "placer", id))
-		case "FILL":
-			keys = append(keys, identifierKey(w.pl.facility, "filler", id))
-		}
-	}
-	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "" })
+	keys := orderKeys(w.pl.facility, o.sr)
 	if len(keys) == 0 {
 		return &ProcessError{Detail: hl7.ErrorDetail{Segment: "ORC", Sequence: o.seq, Field: 2,
 			Code: hl7.CodeRequiredFieldMissing, Severity: "E", Text: "no placer (ORC-2/OBR-2) or filler (ORC-3/OBR-3) order number"}}
@@ -80,11 +71,7 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 
 	requesterID := ""
 	if o.requester != nil {
-		pkeys := identifierKeys(w.pl.facility, "identifier", fhir.IdentifiersOf(o.requester["identifier"]))
-		if len(pkeys) == 0 {
-			pkeys = []string{practitionerNameKey(w.pl.facility, o.requester)}
-		}
-		if requesterID, err = w.upsertByKeys(ctx, "Practitioner", pkeys, o.requester, nil); err != nil {
+		if requesterID, err = w.upsertByKeys(ctx, "Practitioner", requesterKeys(w.pl.facility, o.requester), o.requester, nil); err != nil {
 			return err
 		}
 	}
@@ -136,6 +123,29 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 		}
 	}
 	return w.worklist(ctx, srID, status, o.worklist)
+}
+
+// orderKeys are the business keys of an order: its placer and filler numbers.
+func orderKeys(facility string, sr map[string]any) []string {
+	var keys []string
+	for _, id := range fhir.IdentifiersOf(sr["identifier"]) {
+		switch id.TypeCode() {
+		case "PLAC":
+			keys = append(keys, identifierKey(facility, "placer", id))
+		case "FILL":
+			keys = append(keys, identifierKey(facility, "filler", id))
+		}
+	}
+	return slices.DeleteFunc(keys, func(k string) bool { return k == "" })
+}
+
+// requesterKeys are the business keys of an ordering practitioner: its identifiers, or its name
+// when it has none.
+func requesterKeys(facility string, requester map[string]any) []string {
+	if keys := identifierKeys(facility, "identifier", fhir.IdentifiersOf(requester["identifier"])); len(keys) > 0 {
+		return keys
+	}
+	return []string{practitionerNameKey(facility, requester)}
 }
 
 // practitionerNameKey keys a practitioner sent without an ID by name, within the facility.

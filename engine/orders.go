@@ -417,6 +417,34 @@ func (pl *plan) committed() {
 	}
 }
 
+// recordKeys names the records the plan may change, type and business key (Patient, Encounter,
+// Practitioner, ServiceRequest): two plans that share none cannot conflict, so the group
+// committer runs a transaction only once no other in flight holds one of its keys
+// (GroupCommitter.commitWithEffects). A report's plan names none: it is retried on a conflict.
+func (pl *plan) recordKeys() []string {
+	if pl == nil || pl.err != nil || pl.patient == nil {
+		return nil
+	}
+	var out []string
+	add := func(typ string, keys []string) {
+		for _, k := range keys {
+			out = append(out, typ+"\x00"+k)
+		}
+	}
+	add("Patient", identifierKeys(pl.facility, "identifier", fhir.IdentifiersOf(pl.patient["identifier"])))
+	add("Patient", identifierKeys(pl.facility, "identifier", pl.merge))
+	if pl.encounter != nil {
+		add("Encounter", identifierKeys(pl.facility, "identifier", fhir.IdentifiersOf(pl.encounter["identifier"])))
+	}
+	for _, o := range pl.orders {
+		add("ServiceRequest", orderKeys(pl.facility, o.sr))
+		if o.requester != nil {
+			add("Practitioner", requesterKeys(pl.facility, o.requester))
+		}
+	}
+	return out
+}
+
 // apply writes the plan's effects in tx. m is the message being stored (its ID is set).
 func (pl *plan) apply(ctx context.Context, tx Tx, m *InboundMessage) error {
 	if pl.err != nil {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -32,6 +33,13 @@ type orderHarness struct {
 
 func newOrderHarness(t testing.TB) *orderHarness {
 	t.Helper()
+	return newOrderHarnessOn(t, nil)
+}
+
+// newOrderHarnessOn is newOrderHarness committing through wrap(the SQLite store), when wrap is
+// set.
+func newOrderHarnessOn(t testing.TB, wrap func(engine.Store) engine.Store) *orderHarness {
+	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
 	if err != nil {
@@ -48,7 +56,11 @@ func newOrderHarness(t testing.TB) *orderHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gc := engine.NewGroupCommitter(st, engine.GroupCommitOptions{})
+	var committed engine.Store = st
+	if wrap != nil {
+		committed = wrap(st)
+	}
+	gc := engine.NewGroupCommitter(committed, engine.GroupCommitOptions{})
 	t.Cleanup(func() { gc.Close(); st.Close() })
 	in := engine.NewInbound("mllp", gc, nil, nil)
 	in.Processor = &engine.Processor{Mappings: func() engine.MappingSource { return set }, Validator: v}
@@ -825,5 +837,87 @@ func TestValidationOfTheHead(t *testing.T) {
 	}
 	if got := rec.taken(); !slices.Equal(got, []string{"Patient+head"}) {
 		t.Errorf("a Patient with a meta of its own: validated %v, want [Patient+head]", got)
+	}
+}
+
+// conflictingStore stands for another node changing the same records: the first conflicts
+// PutResource calls fail with ErrConflict, as the store answers a record changed or created by
+// a transaction that committed meanwhile.
+type conflictingStore struct {
+	engine.Store
+	conflicts atomic.Int32
+}
+
+func (s *conflictingStore) Begin(ctx context.Context) (engine.Tx, error) {
+	tx, err := s.Store.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &conflictingTx{Tx: tx, s: s}, nil
+}
+
+type conflictingTx struct {
+	engine.Tx
+	s *conflictingStore
+}
+
+func (tx *conflictingTx) PutResource(ctx context.Context, r *engine.Resource) error {
+	if tx.s.conflicts.Add(-1) >= 0 {
+		return fmt.Errorf("storing %s/%s: %w", r.Type, r.ID, engine.ErrConflict)
+	}
+	return tx.Tx.PutResource(ctx, r)
+}
+
+// TestConflictIsRetried: a conflict with a concurrent transaction is Ferry's to resolve: the
+// transaction is tried again, and the sender answered AA; only a conflict that persists through
+// every try is answered AE (ERR 207), with nothing of the message's effects stored.
+func TestConflictIsRetried(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		conflicts int32
+		want      string
+	}{
+		{1, "AA"},
+		{3, "AA"},
+		{100, "AE"},
+	} {
+		t.Run(fmt.Sprint(tc.conflicts), func(t *testing.T) {
+			t.Parallel()
+			cs := &conflictingStore{}
+			cs.conflicts.Store(tc.conflicts)
+			h := newOrderHarnessOn(t, func(st engine.Store) engine.Store { cs.Store = st; return cs })
+			code, ack := h.send(mshORM, pidFor("000321", "DOE^JANE"), orc("NW", "PLR1", "SC"), obr("PLR1", "ACCR1"))
+			if code != tc.want {
+				t.Fatalf("ACK %s (%s), want %s", code, ack.Value("ERR-1"), tc.want)
+			}
+			msgs, err := h.st.Messages(context.Background(), engine.MessageFilter{ControlID: "C0001"})
+			if err != nil || len(msgs) != 1 {
+				t.Fatalf("message log: %d messages, %v; want it stored once", len(msgs), err)
+			}
+			wantPatients := 1
+			if tc.want == "AE" {
+				if msgs[0].Status != engine.StatusError || !strings.Contains(msgs[0].Error, "concurrent change") {
+					t.Errorf("stored as %s: %q", msgs[0].Status, msgs[0].Error)
+				}
+				wantPatients = 0
+			}
+			if ps := h.search("Patient", eq("identifier", mrn+"|000321")); len(ps) != wantPatients {
+				t.Errorf("%d patients, want %d", len(ps), wantPatients)
+			}
+		})
+	}
+}
+
+// BenchmarkOrderThroughCommitter is one new order (new patient, order and ordering physician)
+// from Receive to ACK on the embedded SQLite store: mapping, validation (cached after the
+// first), the group committer's transaction with effects, the commit.
+func BenchmarkOrderThroughCommitter(b *testing.B) {
+	h := newOrderHarness(b)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		id := fmt.Sprintf("B%07d", i)
+		if code, _ := h.send(mshORM, pidFor(id, "DOE^JANE"), orc("NW", "PL"+id, "SC"), obr("PL"+id, "ACC"+id)); code != "AA" {
+			b.Fatalf("ACK %s", code)
+		}
 	}
 }

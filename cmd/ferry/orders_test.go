@@ -43,34 +43,55 @@ func ordersA40(ctrl, survivor, prior string) string {
 // returns each ACK's MSA-1.
 func mllpSendAll(t *testing.T, addr string, msgs ...string) []string {
 	t.Helper()
-	mllpSend := requirePeer(t, "mllp_send", "python3-hl7")
+	acks, err := mllpSendACKs(requirePeer(t, "mllp_send", "python3-hl7"), t.TempDir(), addr, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []string
+	for _, a := range acks {
+		codes = append(codes, a.Code)
+	}
+	return codes
+}
+
+// mllpSendACKs sends msgs in order with the mllp_send at path mllpSend (one connection, each
+// waiting for its ACK), its input file in dir, and returns the ACKs. It does not fail a test,
+// so that several goroutines may send at once.
+func mllpSendACKs(mllpSend, dir, addr string, msgs []string) ([]*ackInfo, error) {
 	var stream bytes.Buffer
 	for _, m := range msgs {
 		stream.Write(frame([]byte(m)))
 	}
-	path := filepath.Join(t.TempDir(), "msgs.mllp")
-	if err := os.WriteFile(path, stream.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
+	f, err := os.CreateTemp(dir, "msgs-*.mllp")
+	if err != nil {
+		return nil, err
+	}
+	_, err = f.Write(stream.Bytes())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
 	}
 	host, port, _ := net.SplitHostPort(addr)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, mllpSend, "-f", path, "-p", port, host).Output()
+	out, err := exec.CommandContext(ctx, mllpSend, "-f", f.Name(), "-p", port, host).Output()
 	if err != nil {
-		t.Fatalf("mllp_send: %v", err)
+		return nil, fmt.Errorf("mllp_send: %w", err)
 	}
-	var codes []string
+	var acks []*ackInfo
 	for _, a := range splitACKs(out) {
 		ack, err := parseACK(a)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
-		codes = append(codes, ack.Code)
+		acks = append(acks, ack)
 	}
-	if len(codes) != len(msgs) {
-		t.Fatalf("mllp_send got %d ACKs for %d messages", len(codes), len(msgs))
+	if len(acks) != len(msgs) {
+		return nil, fmt.Errorf("mllp_send got %d ACKs for %d messages", len(acks), len(msgs))
 	}
-	return codes
+	return acks, nil
 }
 
 type fhirBundle struct {
