@@ -337,27 +337,11 @@ func TestWADONegotiation(t *testing.T) {
 	}
 }
 
-// pydicomPython returns a Python 3 that imports pydicom (Debian's python3-pydicom).
-func pydicomPython(t *testing.T) string {
-	t.Helper()
-	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(py, "-c", "import pydicom").Run() == nil {
-			return py
-		}
-	}
-	msg := "no python3 with pydicom (install Debian's python3-pydicom); FERRY_REQUIRE_PEERS=1 fails instead of skipping"
-	if os.Getenv("FERRY_REQUIRE_PEERS") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
 // readWithPydicom loads each data set of a DICOM JSON array with pydicom's Dataset.from_json and
 // returns, per data set, the keywords asked for as pydicom reads them (str of the value).
 func readWithPydicom(t *testing.T, body []byte, keywords ...string) []map[string]string {
 	t.Helper()
-	py := pydicomPython(t)
+	py := peers.Python(t, "pydicom", "python3-pydicom")
 	in := filepath.Join(t.TempDir(), "metadata.json")
 	if err := os.WriteFile(in, body, 0o600); err != nil {
 		t.Fatal(err)
