@@ -78,7 +78,7 @@ func ctInstance(study, series, sop string) *dicom.DataSet {
 	return ds
 }
 
-func newWADOFixture(t *testing.T) *wadoFixture {
+func newWADOFixture(t *testing.T, configure ...func(*Config)) *wadoFixture {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -96,7 +96,11 @@ func newWADOFixture(t *testing.T) *wadoFixture {
 		t.Fatal(err)
 	}
 	intake := &engine.Intake{Store: st, Dir: data}
-	stow, err := NewSTOW(intake, Config{IncomingDir: incoming, Studies: st, Instances: st, DataDir: data})
+	cfg := Config{IncomingDir: incoming, Studies: st, Instances: st, DataDir: data}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	stow, err := NewSTOW(intake, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,5 +628,38 @@ func TestThumbnailCacheStaysWithinItsBytes(t *testing.T) {
 	tc.put("big", make([]byte, 1001)) // more than an eighth
 	if _, ok := tc.get("big"); ok {
 		t.Error("an entry larger than an eighth of the cache was kept")
+	}
+}
+
+// linkedTo is a PatientIdentities whose every study is linked to one patient.
+type linkedTo string
+
+func (linkedTo) PatientsWithID(context.Context, string, string) ([]string, error) { return nil, nil }
+func (p linkedTo) LinkedIdentity(context.Context, string) (*engine.PatientIdentity, error) {
+	return &engine.PatientIdentity{PatientFHIRID: string(p)}, nil
+}
+
+// TestWADONamesThePatientForTheAudit: every retrieval tells the audit the patient its study is
+// linked to; a refused lookup names none.
+func TestWADONamesThePatientForTheAudit(t *testing.T) {
+	var named []string
+	f := newWADOFixture(t, func(c *Config) {
+		c.Identities = linkedTo("p7")
+		c.AuditPatient = func(_ echo.Context, patient string) { named = append(named, patient) }
+	})
+	instance := "/studies/" + wadoStudy + "/series/" + wadoSeries1 + "/instances/" + wadoCT
+	for _, path := range []string{"/studies/" + wadoStudy, instance, instance + "/metadata", instance + "/frames/1",
+		instance + "/rendered", instance + "/thumbnail", "/studies/" + wadoStudy + "/series/" + wadoSeries1 + "/metadata"} {
+		named = nil
+		if resp, body := f.get(t, path, ""); resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: status %d: %s", path, resp.StatusCode, body)
+		}
+		if len(named) != 1 || named[0] != "Patient/p7" {
+			t.Errorf("%s: the audit was told %v, want [Patient/p7]", path, named)
+		}
+	}
+	named = nil
+	if resp, _ := f.get(t, "/studies/1.2.3.4.5/metadata", ""); resp.StatusCode != http.StatusNotFound || len(named) != 0 {
+		t.Errorf("a study not found: status %d, the audit told %v", resp.StatusCode, named)
 	}
 }
