@@ -425,7 +425,7 @@ type thumbnailCache struct {
 	max, len int64
 	order    *list.List // of *cached, most recently used at the front
 	byKey    map[string]*list.Element
-	hits     int64 // for tests and benchmarks
+	hits     int64 // answers from the cache
 }
 
 type cached struct {
@@ -447,6 +447,13 @@ func (tc *thumbnailCache) get(key string) ([]byte, bool) {
 	tc.order.MoveToFront(e)
 	tc.hits++
 	return e.Value.(*cached).body, true
+}
+
+// hitCount is how many answers came from the cache.
+func (tc *thumbnailCache) hitCount() int64 {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return tc.hits
 }
 
 // put adds a thumbnail, dropping the least recently used ones to make room; one larger than an

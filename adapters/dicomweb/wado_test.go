@@ -596,9 +596,9 @@ func TestWADOThumbnails(t *testing.T) {
 			}
 		})
 	}
-	hits := f.stow.thumbs.hits
+	hits := f.stow.thumbs.hitCount()
 	_, first := f.get(t, instance+"?viewport=32,32", "")
-	if f.stow.thumbs.hits != hits+1 {
+	if f.stow.thumbs.hitCount() != hits+1 {
 		t.Errorf("the second request for a thumbnail did not come from the cache")
 	}
 	if _, again := f.get(t, instance+"?viewport=32,32&quality=50", ""); bytes.Equal(first, again) {
