@@ -75,6 +75,9 @@ func ctInstance(study, series, sop string) *dicom.DataSet {
 	ds.Set(dicom.NewString(0x00281052, dicom.VRDS, "-1024"))
 	ds.Set(dicom.NewString(0x00281053, dicom.VRDS, "1"))
 	ds.Set(dicom.NewString(0x00200032, dicom.VRDS, "-125.5", "-130", "42.25"))
+	// A private value of 2,000 bytes: bulk data in the metadata.
+	ds.Set(dicom.NewString(0x00090010, dicom.VRLO, "FERRY TEST"))
+	ds.Set(&dicom.Element{Tag: 0x00091010, VR: dicom.VROB, Value: bytes.Repeat([]byte{0xAB}, 2000)})
 	return ds
 }
 
@@ -410,6 +413,17 @@ func TestWADOMetadataReadsInPydicom(t *testing.T) {
 	_, stored, _, _ := dicom.SplitFile(f.files[wadoCT])
 	if len(ps) != 1 || !bytes.HasSuffix(stored, ps[0].body) || len(ps[0].body) != wadoCTSide*wadoCTSide*2 {
 		t.Errorf("the bulk data of Pixel Data is not the stored pixel data")
+	}
+	private := sets[0]["00091010"]
+	if private.InlineBinary != "" || !strings.HasSuffix(private.BulkDataURI, "/bulkdata/00091010") {
+		t.Fatalf("a 2,000-byte value: %+v, want a BulkDataURI", private)
+	}
+	resp, body = f.get(t, strings.TrimPrefix(private.BulkDataURI, f.url), "")
+	if ps := parts(t, resp, body, "application/octet-stream"); len(ps) != 1 || !bytes.Equal(ps[0].body, bytes.Repeat([]byte{0xAB}, 2000)) {
+		t.Errorf("the bulk data of (0009,1010) is not its value")
+	}
+	if resp, _ := f.get(t, "/studies/"+wadoStudy+"/series/"+wadoSeries1+"/instances/"+wadoCT+"/bulkdata/00091011", ""); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("bulk data of an absent element: status %d", resp.StatusCode)
 	}
 }
 
