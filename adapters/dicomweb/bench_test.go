@@ -14,7 +14,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/dicom/dicomtest"
 	"github.com/ferryhealth/ferry/engine"
@@ -63,14 +62,7 @@ func BenchmarkSTOW(b *testing.B) {
 func wadoBench(b *testing.B, cacheBytes int64) (*echo.Echo, string) {
 	ctx := context.Background()
 	dir := b.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "ferry.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
+	st := sqliteStore(b, dir)
 	const sop = "1.2.826.0.1.3680043.8.498.13.9.1.1"
 	ds := dicomtest.Instance(dicomtest.CTImageStorage, sop, 512*512*2)
 	ds.Set(dicom.NewString(0x00281052, dicom.VRDS, "-1024"))

@@ -82,11 +82,7 @@ func parseFrameList(s string) ([]int, error) {
 // oneInstance finds the instance a URL names (the middle instance of a study or series, for
 // their thumbnails) and reads its stored file; done closes it.
 func (s *STOW) oneInstance(c echo.Context) (*engine.Instance, *dicom.Stored, func(), error) {
-	t, err := s.lookup(c)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	insts, err := s.instances(c.Request().Context(), t)
+	_, insts, err := s.found(c)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -333,11 +329,7 @@ func (s *STOW) serveImage(c echo.Context, thumbnail bool) error {
 	if err != nil {
 		return err
 	}
-	t, err := s.lookup(c)
-	if err != nil {
-		return err
-	}
-	insts, err := s.instances(c.Request().Context(), t)
+	_, insts, err := s.found(c)
 	if err != nil {
 		return err
 	}

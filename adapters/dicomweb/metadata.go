@@ -52,14 +52,10 @@ func (s *STOW) stored(inst *engine.Instance) (*dicom.Stored, func(), error) {
 // metadata answers Retrieve Metadata at study, series or instance level: a JSON array with
 // one data set per instance, written as each is read.
 func (s *STOW) metadata(c echo.Context) error {
-	t, err := s.lookup(c)
-	if err != nil {
-		return err
-	}
 	if !acceptsJSON(acceptable(c)) {
 		return echo.NewHTTPError(http.StatusNotAcceptable, "metadata is answered as application/dicom+json")
 	}
-	insts, err := s.instances(c.Request().Context(), t)
+	_, insts, err := s.found(c)
 	if err != nil {
 		return err
 	}
@@ -272,15 +268,7 @@ func binaryNumbers(vr dicom.VR, b []byte) []any {
 // (SEQTAG/ITEM/…/TAG) as one part of multipart/related; type="application/octet-stream", or
 // for encapsulated Pixel Data each frame as a part of its own.
 func (s *STOW) bulkdata(c echo.Context) error {
-	t, err := s.lookup(c)
-	if err != nil {
-		return err
-	}
-	insts, err := s.instances(c.Request().Context(), t)
-	if err != nil {
-		return err
-	}
-	st, done, err := s.stored(insts[0])
+	inst, st, done, err := s.oneInstance(c)
 	if err != nil {
 		return err
 	}
@@ -305,7 +293,7 @@ func (s *STOW) bulkdata(c echo.Context) error {
 			for i := range frames {
 				frames[i] = i + 1
 			}
-			return s.writeFrames(c, insts[0], st, frames, frameMediaType(insts[0].TransferSyntaxUID))
+			return s.writeFrames(c, inst, st, frames, frameMediaType(inst.TransferSyntaxUID))
 		}
 		r, n := st.FrameReader([]dicom.Span{st.Pixels.Value})
 		return writeParts(c, mediaTypeOctetStream, func(mw *multipart.Writer) error {

@@ -149,6 +149,19 @@ func (s *STOW) instances(ctx context.Context, t *target) ([]*engine.Instance, er
 	return out, nil
 }
 
+// found finds the instances a retrieve URL names (lookup, then instances).
+func (s *STOW) found(c echo.Context) (*target, []*engine.Instance, error) {
+	t, err := s.lookup(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	insts, err := s.instances(c.Request().Context(), t)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, insts, nil
+}
+
 // open opens an instance's stored file.
 func (s *STOW) open(inst *engine.Instance) (*os.File, error) {
 	rel := filepath.FromSlash(inst.Path)
@@ -255,15 +268,11 @@ func instanceSyntaxes(ranges []acceptRange, zipOK bool) (zipped bool, syntaxes m
 // zip of them for a study or series (Accept or ?accept=application/zip). Ferry does not
 // transcode: an instance stored in a syntax the request does not take is 406, naming it.
 func (s *STOW) retrieve(c echo.Context) error {
-	t, err := s.lookup(c)
+	zipped, syntaxes, err := instanceSyntaxes(acceptable(c), c.Param("instance") == "")
 	if err != nil {
 		return err
 	}
-	zipped, syntaxes, err := instanceSyntaxes(acceptable(c), t.instance == "")
-	if err != nil {
-		return err
-	}
-	insts, err := s.instances(c.Request().Context(), t)
+	t, insts, err := s.found(c)
 	if err != nil {
 		return err
 	}

@@ -81,18 +81,25 @@ func ctInstance(study, series, sop string) *dicom.DataSet {
 	return ds
 }
 
-func newWADOFixture(t *testing.T, configure ...func(*Config)) *wadoFixture {
-	t.Helper()
+// sqliteStore opens a migrated SQLite store in dir, closed when tb ends.
+func sqliteStore(tb testing.TB, dir string) *sqlite.Store {
+	tb.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
 	st, err := sqlite.Open(ctx, filepath.Join(dir, "ferry.db"))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	tb.Cleanup(func() { st.Close() })
 	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	return st
+}
+
+func newWADOFixture(t *testing.T, configure ...func(*Config)) *wadoFixture {
+	t.Helper()
+	dir := t.TempDir()
+	st := sqliteStore(t, dir)
 	data := filepath.Join(dir, "dicom")
 	incoming := filepath.Join(data, ".incoming")
 	if err := os.MkdirAll(incoming, 0o750); err != nil {
