@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -194,7 +195,7 @@ func acceptable(c echo.Context) []acceptRange {
 		if err != nil {
 			mt, params, err = mime.ParseMediaType(unquotedParam.ReplaceAllString(r, `$1"$2"`))
 		}
-		if err != nil || params["q"] == "0" || params["q"] == "0.0" || params["q"] == "0.000" {
+		if q, set := params["q"]; err != nil || set && isZero(q) {
 			continue
 		}
 		out = append(out, acceptRange{mediaType: mt, params: params})
@@ -203,6 +204,12 @@ func acceptable(c echo.Context) []acceptRange {
 		out = append(out, acceptRange{mediaType: "*/*"})
 	}
 	return out
+}
+
+// isZero reports whether a q value is 0 (RFC 9110 12.4.2: "not acceptable").
+func isZero(q string) bool {
+	v, err := strconv.ParseFloat(strings.TrimSpace(q), 64)
+	return err == nil && v == 0
 }
 
 // splitAccept splits an Accept value at the commas outside quotes.

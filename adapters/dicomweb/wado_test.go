@@ -335,6 +335,7 @@ func TestWADONegotiation(t *testing.T) {
 		{"one of two ranges", ct, `multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.90, multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1`, 200, ""},
 		{"the study, a syntax some lack", "/studies/" + wadoStudy, `multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1`, 406, "Implicit VR Little Endian"},
 		{"a zip of one instance", ct, "application/zip", 406, "multipart/related"},
+		{"q=0 refuses", jpegPath, `multipart/related; type="application/dicom"; transfer-syntax=*; q=0`, 406, "multipart/related"},
 		{"an image", ct, "image/png", 406, ""},
 		{"a study not stored", "/studies/1.2.3.4.5", "", 404, "no such study"},
 		{"not a UID", "/studies/1.2.x", "", 400, "not a UID"},
