@@ -51,6 +51,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 2m; .ci/fuzz-target says wha
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./adapters/dimse FuzzReadPDU
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./dicom FuzzDataSet -fuzzminimizetime=5s
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./dicom FuzzReadInstance -fuzzminimizetime=5s
+	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./dicom FuzzReadStored -fuzzminimizetime=5s
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./fhir FuzzValidate
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./fhir FuzzIndex
 	GO=$(GO) .ci/fuzz-target $(FUZZTIME) ./fhir FuzzParseDateQuery

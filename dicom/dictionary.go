@@ -161,24 +161,46 @@ var dictionary = map[Tag]dictEntry{
 	0x001021C0: {VRUS, "PregnancyStatus"},
 	0x00104000: {VRLT, "PatientComments"},
 
-	// Acquisition, relationship.
+	// Acquisition, relationship, image plane.
 	0x00180015: {VRCS, "BodyPartExamined"},
+	0x00180050: {VRDS, "SliceThickness"},
+	0x00180060: {VRDS, "KVP"},
+	0x00180088: {VRDS, "SpacingBetweenSlices"},
 	0x00181030: {VRLO, "ProtocolName"},
 	0x0020000D: {VRUI, "StudyInstanceUID"},
 	0x0020000E: {VRUI, "SeriesInstanceUID"},
 	0x00200010: {VRSH, "StudyID"},
 	0x00200011: {VRIS, "SeriesNumber"},
+	0x00200012: {VRIS, "AcquisitionNumber"},
 	0x00200013: {VRIS, "InstanceNumber"},
+	0x00200020: {VRCS, "PatientOrientation"},
+	0x00200032: {VRDS, "ImagePositionPatient"},
+	0x00200037: {VRDS, "ImageOrientationPatient"},
+	0x00200052: {VRUI, "FrameOfReferenceUID"},
+	0x00201041: {VRDS, "SliceLocation"},
 
-	// Image pixel description.
+	// Image pixel description, modality and VOI LUTs (what a viewer needs from metadata).
 	0x00280002: {VRUS, "SamplesPerPixel"},
 	0x00280004: {VRCS, "PhotometricInterpretation"},
+	0x00280006: {VRUS, "PlanarConfiguration"},
+	0x00280008: {VRIS, "NumberOfFrames"},
+	0x00280009: {VRAT, "FrameIncrementPointer"},
 	0x00280010: {VRUS, "Rows"},
 	0x00280011: {VRUS, "Columns"},
+	0x00280030: {VRDS, "PixelSpacing"},
+	0x00280034: {VRIS, "PixelAspectRatio"},
 	0x00280100: {VRUS, "BitsAllocated"},
 	0x00280101: {VRUS, "BitsStored"},
 	0x00280102: {VRUS, "HighBit"},
 	0x00280103: {VRUS, "PixelRepresentation"},
+	0x00281050: {VRDS, "WindowCenter"},
+	0x00281051: {VRDS, "WindowWidth"},
+	0x00281052: {VRDS, "RescaleIntercept"},
+	0x00281053: {VRDS, "RescaleSlope"},
+	0x00281054: {VRLO, "RescaleType"},
+	0x00281055: {VRLO, "WindowCenterWidthExplanation"},
+	0x00281056: {VRCS, "VOILUTFunction"},
+	0x00282110: {VRCS, "LossyImageCompression"},
 
 	// Requested procedure, visit, scheduled procedure step (Modality Worklist, PS3.4 K.6).
 	0x00321032: {VRPN, "RequestingPhysician"},

@@ -6,10 +6,14 @@ import "encoding/json"
 // digits), each attribute {"vr", "Value"}. STOW-RS answers with the Store Instances Response
 // Module (PS3.18 I.3, table I.3-1), QIDO-RS with an array of them (qido.go).
 
-// attribute is one DICOM JSON attribute. An attribute without Value is present and empty.
+// attribute is one DICOM JSON attribute. An attribute without a value is present and empty.
 type attribute struct {
 	VR    string `json:"vr"`
 	Value []any  `json:"Value,omitempty"`
+	// InlineBinary and BulkDataURI carry binary values (PS3.18 F.2.7, F.2.6): base64, or where
+	// to retrieve it (WADO-RS metadata).
+	InlineBinary string `json:"InlineBinary,omitempty"`
+	BulkDataURI  string `json:"BulkDataURI,omitempty"`
 }
 
 // dataset is a DICOM JSON data set; encoding/json writes its keys sorted, so tags ascend.

@@ -1,7 +1,9 @@
 // Package dicomweb is Ferry's DICOMweb edge: STOW-RS, the Studies Store transaction of DICOM
 // PS3.18 10.5 (POST /dicomweb/studies[/{StudyInstanceUID}], multipart/related;
-// type="application/dicom"), and QIDO-RS, the Search for Studies transaction of PS3.18 10.6
-// (GET /dicomweb/studies, qido.go). Each part is a DICOM Part 10 file; it is streamed to a file in the
+// type="application/dicom"), QIDO-RS, the Search for Studies transaction of PS3.18 10.6
+// (GET /dicomweb/studies, qido.go), and WADO-RS, the Retrieve transactions of PS3.18 10.4
+// (studies, series, instances, metadata, frames, rendered images and thumbnails: wado.go,
+// metadata.go, frames.go). Each STOW-RS part is a DICOM Part 10 file; it is streamed to a file in the
 // incoming area, fsynced, read with dicom.ReadInstance (the same reading and checks as
 // C-STORE, which never allocates a length a part declares)
 // and handed to the DICOM intake, and it is reported stored only once the intake has committed
@@ -80,13 +82,26 @@ type Config struct {
 	// and answers with that patient's identity (the link wins; qido.go); the engine.Linker serves.
 	// nil: the patient attributes are the ones the modality sent.
 	Identities PatientIdentities
+	// Instances reads a study's series and instances for WADO-RS (the engine.InstanceStore),
+	// whose files are under DataDir (engine.Intake.Dir). nil, or Studies nil: WADO-RS is not
+	// served.
+	Instances InstanceReader
+	DataDir   string
+	// ThumbnailCacheBytes bounds the memory of the thumbnail cache (0:
+	// DefaultThumbnailCacheBytes; less than 0: no cache).
+	ThumbnailCacheBytes int64
+	// AuditPatient, if set, is told the patient ("Patient/ID") a WADO-RS retrieval concerns —
+	// the one its study is linked to (Identities) — for the request's audit event
+	// (httpapi.SetAuditPatient).
+	AuditPatient func(c echo.Context, patient string)
 }
 
 // STOW serves the Studies Store transaction.
 type STOW struct {
-	sink InstanceSink
-	cfg  Config
-	log  *slog.Logger
+	sink   InstanceSink
+	cfg    Config
+	log    *slog.Logger
+	thumbs *thumbnailCache // nil: thumbnails are not cached
 }
 
 // NewSTOW returns STOW-RS over sink; cfg is validated as the C-STORE SCP's storage is.
@@ -104,20 +119,33 @@ func NewSTOW(sink InstanceSink, cfg Config) (*STOW, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &STOW{sink: sink, cfg: cfg, log: log}, nil
+	if cfg.Instances != nil && cfg.DataDir == "" {
+		return nil, errors.New("dicomweb: invalid configuration: WADO-RS (Instances) needs DataDir")
+	}
+	s := &STOW{sink: sink, cfg: cfg, log: log}
+	if cfg.ThumbnailCacheBytes == 0 {
+		cfg.ThumbnailCacheBytes = DefaultThumbnailCacheBytes
+	}
+	if cfg.ThumbnailCacheBytes > 0 {
+		s.thumbs = newThumbnailCache(cfg.ThumbnailCacheBytes)
+	}
+	return s, nil
 }
 
 // BasePath returns where the routes are mounted (BasePath): the HTTP server mounts Register's
 // group there.
 func (s *STOW) BasePath() string { return BasePath }
 
-// Register adds the STOW-RS routes, and QIDO-RS's when Config.Studies is set, to g, mounted at
-// BasePath behind authentication.
+// Register adds the STOW-RS routes, QIDO-RS's when Config.Studies is set, and WADO-RS's when
+// Config.Instances is set too, to g, mounted at BasePath behind authentication.
 func (s *STOW) Register(g *echo.Group) {
 	g.POST("/studies", s.store)
 	g.POST("/studies/:study", s.store)
 	if s.cfg.Studies != nil {
 		g.GET("/studies", s.searchStudies)
+		if s.cfg.Instances != nil {
+			s.registerWADO(g)
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,8 +158,18 @@ func New(opt Options) (*echo.Echo, error) {
 		registerFHIR(e.Group(fhirBasePath), opt)
 	}
 	if opt.DICOMweb != nil {
-		opt.DICOMweb.Register(e.Group(opt.DICOMweb.BasePath(), gate.RequireByMethod(
-			access.PermDICOMwebRead, audit.ActionSearch, access.PermDICOMwebWrite, audit.ActionCreate)))
+		search, read := gate.RequireByMethod(access.PermDICOMwebRead, audit.ActionSearch, access.PermDICOMwebWrite, audit.ActionCreate),
+			gate.RequireByMethod(access.PermDICOMwebRead, audit.ActionRead, access.PermDICOMwebWrite, audit.ActionCreate)
+		opt.DICOMweb.Register(e.Group(opt.DICOMweb.BasePath(), func(next echo.HandlerFunc) echo.HandlerFunc {
+			s, r := search(next), read(next)
+			return func(c echo.Context) error {
+				// QIDO-RS routes end with the level searched; the others retrieve (WADO-RS).
+				if p := c.Path(); strings.HasSuffix(p, "/studies") || strings.HasSuffix(p, "/series") || strings.HasSuffix(p, "/instances") {
+					return s(c)
+				}
+				return r(c)
+			}
+		}))
 	}
 
 	// Go runtime profiles for performance work, for admins.

@@ -147,6 +147,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	stow, err := dicomweb.NewSTOW(storage.intake, dicomweb.Config{IncomingDir: storage.incoming, Studies: st, Identities: storage.intake.Linker,
+		Instances: st, DataDir: storage.intake.Dir, AuditPatient: httpapi.SetAuditPatient,
 		MaxInstanceSize: cfg.DICOM.MaxInstanceSize, MaxHeaderSize: cfg.DICOM.MaxHeaderSize, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("dicomweb: %w", err)

@@ -304,33 +304,51 @@ func JPEG(data []byte, f *Frame, w *Window) (image.Image, error) {
 	return Image(&g, w)
 }
 
-// Thumbnail scales img down (never up) so that neither side exceeds size pixels, averaging the
-// source pixels each thumbnail pixel covers (a box filter: no aliasing on fine CT texture).
-func Thumbnail(img image.Image, size int) image.Image {
+// Thumbnail scales img down (never up) so that neither side exceeds size pixels.
+func Thumbnail(img image.Image, size int) image.Image { return Fit(img, size, size) }
+
+// Fit scales img down (never up), keeping its aspect, so that it fits in width × height pixels,
+// averaging the source pixels each output pixel covers (a box filter: no aliasing on fine CT
+// texture). A size of 0 or less leaves img as it is.
+func Fit(img image.Image, width, height int) image.Image {
 	b := img.Bounds()
 	w, h := b.Dx(), b.Dy()
-	if size <= 0 || (w <= size && h <= size) {
+	if width <= 0 || height <= 0 || (w <= width && h <= height) {
 		return img
 	}
-	tw, th := size, size
-	if w >= h {
-		th = max(1, h*size/w)
-	} else {
-		tw = max(1, w*size/h)
+	tw, th := width, h*width/w
+	if th > height {
+		tw, th = w*height/h, height
+	}
+	tw, th = max(1, tw), max(1, th)
+	gray, isGray := img.(*image.Gray)
+	if isGray { // the common case: one gray channel, without an interface call per pixel
+		out := image.NewGray(image.Rect(0, 0, tw, th))
+		for ty := range th {
+			y0, y1 := b.Min.Y+ty*h/th, max(b.Min.Y+(ty+1)*h/th, b.Min.Y+ty*h/th+1)
+			for tx := range tw {
+				x0, x1 := b.Min.X+tx*w/tw, max(b.Min.X+(tx+1)*w/tw, b.Min.X+tx*w/tw+1)
+				var sum, n uint64
+				for y := y0; y < y1; y++ {
+					row := gray.Pix[gray.PixOffset(x0, y):gray.PixOffset(x1, y)]
+					for _, v := range row {
+						sum += uint64(v)
+					}
+					n += uint64(len(row))
+				}
+				out.Pix[ty*out.Stride+tx] = uint8((sum + n/2) / n)
+			}
+		}
+		return out
 	}
 	out := image.NewRGBA(image.Rect(0, 0, tw, th))
 	for ty := range th {
-		y0, y1 := b.Min.Y+ty*h/th, b.Min.Y+(ty+1)*h/th
+		y0, y1 := b.Min.Y+ty*h/th, max(b.Min.Y+(ty+1)*h/th, b.Min.Y+ty*h/th+1)
 		for tx := range tw {
-			x0, x1 := b.Min.X+tx*w/tw, b.Min.X+(tx+1)*w/tw
+			x0, x1 := b.Min.X+tx*w/tw, max(b.Min.X+(tx+1)*w/tw, b.Min.X+tx*w/tw+1)
 			var r, g, bl, n uint64
-			for y := y0; y < max(y1, y0+1); y++ {
-				for x := x0; x < max(x1, x0+1); x++ {
-					if gray, ok := img.(*image.Gray); ok { // the common case, without an interface call per pixel
-						v := uint64(gray.Pix[gray.PixOffset(x, y)])
-						r, g, bl, n = r+v, g+v, bl+v, n+1
-						continue
-					}
+			for y := y0; y < y1; y++ {
+				for x := x0; x < x1; x++ {
 					cr, cg, cb, _ := img.At(x, y).RGBA()
 					r, g, bl, n = r+uint64(cr>>8), g+uint64(cg>>8), bl+uint64(cb>>8), n+1
 				}

@@ -34,8 +34,9 @@ var rules = []struct {
 	{"adapters/postgres", join([]string{"adapters/sqlstore", "engine", "migrations"}, formats, helpers)},
 	{"adapters/sqlite", join([]string{"adapters/sqlstore", "engine", "migrations"}, formats, helpers)},
 	{"adapters/", join([]string{"engine"}, formats, helpers)}, // an adapter never imports another
-	// The access matrix, a suite both stores run (as engine/storetest): the HTTP edge on a store.
-	{"adapters/httpapi/accesstest", join([]string{"adapters/httpapi", "adapters/sqlite", "engine"}, formats, helpers)},
+	// The access matrix, a suite both stores run (as engine/storetest): the HTTP edge, with the
+	// DICOMweb routes it mounts, on a store.
+	{"adapters/httpapi/accesstest", join([]string{"adapters/httpapi", "adapters/dicomweb", "adapters/sqlite", "engine"}, formats, helpers)},
 	{"engine", join([]string{"engine"}, formats, helpers)}, // the domain (and its parts) knows no adapter
 	{"mappings", join([]string{"hl7", "fhir"}, helpers)},
 	{"hl7", helpers},

@@ -56,3 +56,22 @@ func Program(t testing.TB, name, pkg string) string {
 	}
 	return path
 }
+
+// Python returns a Python 3 that imports module (Debian's python3 packages, such as
+// python3-pydicom: /usr/bin/python3 first, as a virtual environment on PATH may lack them),
+// skipping the test when there is none, or failing it when FERRY_REQUIRE_PEERS=1. pkg names the
+// Debian package that provides the module.
+func Python(t testing.TB, module, pkg string) string {
+	t.Helper()
+	for _, py := range []string{"/usr/bin/python3", "python3"} {
+		if exec.Command(py, "-c", "import "+module).Run() == nil {
+			return py
+		}
+	}
+	msg := "no python3 that imports " + module + " (install Debian's " + pkg + "); FERRY_REQUIRE_PEERS=1 fails instead of skipping"
+	if os.Getenv("FERRY_REQUIRE_PEERS") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}

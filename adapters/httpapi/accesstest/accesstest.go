@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,8 +19,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ferryhealth/ferry/adapters/dicomweb"
 	"github.com/ferryhealth/ferry/adapters/httpapi"
 	"github.com/ferryhealth/ferry/adapters/sqlite"
+	"github.com/ferryhealth/ferry/dicom"
+	"github.com/ferryhealth/ferry/dicom/dicomtest"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
@@ -47,12 +51,14 @@ type Store interface {
 	httpapi.FHIRResources
 	access.Store
 	audit.Reader
+	engine.InstanceStore
 	Begin(ctx context.Context) (engine.Tx, error)
 }
 
 // Fixture is the API over a real store with one user of each role (adm, ana, rad, doc,
 // dictation with reports:write, reader with fhir:read), a token each (Tokens, and "bootstrap"),
-// and Patient/p1 with DiagnosticReport/r1 about it.
+// Patient/p1 with DiagnosticReport/r1 about it, and DICOMweb with one CT instance (Study,
+// Series, Instance) stored through the intake.
 type Fixture struct {
 	Store  Store
 	Svc    *access.Service
@@ -113,7 +119,9 @@ func NewFixture(t testing.TB, st Store, trail bool) *Fixture {
 		}
 		f.Tokens[u.name] = text
 	}
-	opt := httpapi.Options{Messages: st, Resources: st, Access: f.Svc, SessionCookie: SessionCookie, AuditEvents: st, Gatherer: prometheus.NewRegistry()}
+	stow := dicomwebOver(t, st)
+	opt := httpapi.Options{Messages: st, Resources: st, Access: f.Svc, SessionCookie: SessionCookie, AuditEvents: st,
+		Gatherer: prometheus.NewRegistry(), DICOMweb: stow}
 	if trail {
 		opt.Audit = &audit.Recorder{Begin: st.Begin}
 	}
@@ -124,6 +132,44 @@ func NewFixture(t testing.TB, st Store, trail bool) *Fixture {
 	f.Srv = httptest.NewServer(api)
 	t.Cleanup(f.Srv.Close)
 	return f
+}
+
+// The fixture's DICOM instance.
+const (
+	Study    = "1.2.826.0.1.3680043.10.1081.12.1"
+	Series   = Study + ".1"
+	Instance = Series + ".1"
+)
+
+// dicomwebOver serves DICOMweb (STOW-RS, QIDO-RS, WADO-RS) over st, with Instance stored through
+// the intake as C-STORE and STOW-RS store one.
+func dicomwebOver(t testing.TB, st Store) *dicomweb.STOW {
+	t.Helper()
+	data := t.TempDir()
+	incoming := filepath.Join(data, ".incoming")
+	if err := os.MkdirAll(incoming, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	intake := &engine.Intake{Store: st, Dir: data}
+	ds := dicomtest.Instance(dicomtest.CTImageStorage, Instance, 16*16*2)
+	ds.Set(dicom.NewString(dicom.TagStudyInstanceUID, dicom.VRUI, Study))
+	ds.Set(dicom.NewString(dicom.TagSeriesInstanceUID, dicom.VRUI, Series))
+	path := dicomtest.WriteInstance(t, incoming, "ct.dcm", ds)
+	hdr, err := dicom.ReadInstance(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := engine.NewInstance(hdr, path)
+	inst.ReceivedAt, inst.SHA256 = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC), "fixture"
+	if _, err := intake.StoreInstance(context.Background(), inst, path); err != nil {
+		t.Fatal(err)
+	}
+	stow, err := dicomweb.NewSTOW(intake, dicomweb.Config{IncomingDir: incoming, Studies: st, Instances: st, DataDir: data,
+		AuditPatient: httpapi.SetAuditPatient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stow
 }
 
 // Do sends a request with a bearer token ("" for none) and returns its status and body.
@@ -198,6 +244,14 @@ func RunMatrix(t *testing.T, st Store) {
 		{"GET", "/api/v1/users", false, "", admins},
 		{"GET", "/api/v1/tokens", false, "", admins},
 		{"GET", "/fhir/r4/AuditEvent", true, "", admins},
+		// DICOMweb: QIDO-RS and WADO-RS (the study is linked to no patient: the audit names none).
+		{"GET", "/dicomweb/studies", true, "", append([]string{"rad"}, admins...)},
+		{"GET", "/dicomweb/studies/" + Study, true, "", append([]string{"rad"}, admins...)},
+		{"GET", "/dicomweb/studies/" + Study + "/metadata", true, "", append([]string{"rad"}, admins...)},
+		{"GET", "/dicomweb/studies/" + Study + "/series/" + Series + "/instances/" + Instance + "/frames/1", true, "", append([]string{"rad"}, admins...)},
+		{"GET", "/dicomweb/studies/" + Study + "/series/" + Series + "/instances/" + Instance + "/rendered", true, "", append([]string{"rad"}, admins...)},
+		{"GET", "/dicomweb/studies/" + Study + "/series/" + Series + "/instances/" + Instance + "/thumbnail", true, "", append([]string{"rad"}, admins...)},
+		{"GET", "/dicomweb/studies/" + Study + "/thumbnail", true, "", append([]string{"rad"}, admins...)},
 	}
 	identities := []string{"none", "garbage", "revoked", "bootstrap", "adm", "ana", "rad", "doc", "dictation", "reader"}
 	for _, r := range routes {
@@ -253,6 +307,9 @@ func RunMatrix(t *testing.T, st Store) {
 			if e.Outcome != wantOutcome || e.Agent != wantAgent || e.Address != "127.0.0.1" ||
 				!strings.Contains(e.Entity, r.path) {
 				t.Errorf("%s %s as %s: audit event %+v, want outcome %s, agent %q, address 127.0.0.1", r.method, r.path, who, e, wantOutcome, wantAgent)
+			}
+			if want == http.StatusOK && strings.HasPrefix(r.path, "/dicomweb/studies/") && e.Action != audit.ActionRead {
+				t.Errorf("%s %s as %s: audited as %q, want a read (a WADO-RS retrieval)", r.method, r.path, who, e.Action)
 			}
 			if want == http.StatusOK && e.Patient != r.patient {
 				t.Errorf("%s %s as %s: audit event names patient %q, want %q", r.method, r.path, who, e.Patient, r.patient)
