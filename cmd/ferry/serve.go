@@ -43,27 +43,9 @@ const drainTimeout = 30 * time.Second
 // serve runs Ferry until SIGTERM/SIGINT, then drains and returns nil (exit 0). It assembles the
 // parts of an app (app.go) and waits for them to stop.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", stderr)
-	configPath := fs.String("config", "", "config file (YAML)")
-	db := fs.String("db", "", "database URL: sqlite:PATH or postgres://… (overrides config and FERRY_DATABASE_URL)")
-	mllpAddr := fs.String("mllp", "", "MLLP listen address (default :2575)")
-	httpAddr := fs.String("http", "", "HTTP listen address (default :8080)")
-	dicomAddr := fs.String("dicom", "", "DICOM listen address (default :11112)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*configPath)
+	cfg, err := serveConfig(args, stderr)
 	if err != nil {
 		return err
-	}
-	for flagVal, field := range map[*string]*string{db: &cfg.Database, mllpAddr: &cfg.Listen.MLLP, httpAddr: &cfg.Listen.HTTP, dicomAddr: &cfg.Listen.DICOM} {
-		if *flagVal != "" {
-			*field = *flagVal
-		}
-	}
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid config:\n%w", err)
 	}
 	logger := newLogger(stderr, cfg.LogLevel)
 	// Mapping and FHIR validation allocate a lot per message and Ferry's live heap is small:
@@ -196,17 +178,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	reports := &engine.Reports{Store: audit.Changes{ChangeStore: st}, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger, Performer: cfg.performer(),
 		ObserveTurnaround: clocks.Observe, Render: engine.RenderORU(reloader.Current)}
 	inbound.Processor.Reports = reports // ORU^R01 from dictation systems
-	sends, err := cfg.deliveryTransports(logger)
-	if err != nil {
+	if reports.Nudge, err = a.startDeliverer(cfg, st, logger); err != nil {
 		return err
 	}
-	a.closer("delivery transports", func() error { sends.Close(); return nil })
-	// A claimed delivery is held for one attempt and a margin: a node killed mid-attempt delays
-	// its delivery that long, then any node sends it again.
-	deliverer := &outbox.Deliverer{Store: st, Transport: sends.Send, Probe: sends.Probe, ProbeEvery: cfg.Delivery.ProbeEvery, Destination: cfg.resultDestination,
-		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, PerDestination: cfg.Delivery.PerDestination, Lease: cfg.Delivery.Timeout + cfg.Delivery.Timeout/4 + 2*time.Second, Logger: logger}
-	reports.Nudge = deliverer.Nudge
-	a.worker("deliverer", func(ctx context.Context) { deliverer.Run(ctx, 200*time.Millisecond) })
 	trustedProxies, _ := cfg.HTTP.trustedProxies() // checked by Validate
 	// People and access: tokens and sessions of the users in the store, the bootstrap admin
 	// token beside them; every access to patient data audited (docs/security.md).
@@ -292,6 +266,51 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"mllp_tls", mllpSrv.TLSConfig != nil, "http_tls", httpTLS)
 	fmt.Fprintf(stdout, "ferry %s serving: mllp=%s http=%s store=%s dicom=%s\n", versionString(), mllpLn.Addr(), httpLn.Addr(), kind, dicomLn.Addr())
 	return a.wait()
+}
+
+// serveConfig is serve's configuration: the file its flags name, the environment, and the flags
+// that override them, with defaults, validated.
+func serveConfig(args []string, stderr io.Writer) (*Config, error) {
+	fs := newFlagSet("serve", stderr)
+	configPath := fs.String("config", "", "config file (YAML)")
+	db := fs.String("db", "", "database URL: sqlite:PATH or postgres://… (overrides config and FERRY_DATABASE_URL)")
+	mllpAddr := fs.String("mllp", "", "MLLP listen address (default :2575)")
+	httpAddr := fs.String("http", "", "HTTP listen address (default :8080)")
+	dicomAddr := fs.String("dicom", "", "DICOM listen address (default :11112)")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return nil, err
+	}
+	for flagVal, field := range map[*string]*string{db: &cfg.Database, mllpAddr: &cfg.Listen.MLLP, httpAddr: &cfg.Listen.HTTP, dicomAddr: &cfg.Listen.DICOM} {
+		if *flagVal != "" {
+			*field = *flagVal
+		}
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config:\n%w", err)
+	}
+	return cfg, nil
+}
+
+// startDeliverer starts the parts that send the outbox's deliveries — the transports to the
+// configured destinations and the deliverer every node runs — and returns the deliverer's
+// Nudge, for whoever commits a report version.
+func (a *app) startDeliverer(cfg *Config, st outbox.Store, logger *slog.Logger) (nudge func(), err error) {
+	sends, err := cfg.deliveryTransports(logger)
+	if err != nil {
+		return nil, err
+	}
+	a.closer("delivery transports", func() error { sends.Close(); return nil })
+	// A claimed delivery is held for one attempt and a margin: a node killed mid-attempt delays
+	// its delivery that long, then any node sends it again.
+	deliverer := &outbox.Deliverer{Store: st, Transport: sends.Send, Probe: sends.Probe, ProbeEvery: cfg.Delivery.ProbeEvery, Destination: cfg.resultDestination,
+		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, PerDestination: cfg.Delivery.PerDestination, Lease: cfg.Delivery.Timeout + cfg.Delivery.Timeout/4 + 2*time.Second, Logger: logger}
+	a.worker("deliverer", func(ctx context.Context) { deliverer.Run(ctx, 200*time.Millisecond) })
+	return deliverer.Nudge, nil
 }
 
 // loopback is addr with its host replaced by the loopback interface (127.0.0.1 for any IPv4 or
