@@ -21,6 +21,7 @@ import (
 	"github.com/ferryhealth/ferry/adapters/postgres"
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/outbox"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 	"github.com/ferryhealth/ferry/mappings"
@@ -61,8 +62,8 @@ func BenchmarkOutboxThroughput(b *testing.B) {
 						var delivered atomic.Int64
 						ctx, stop := context.WithCancel(context.Background())
 						dl := outboxBenchDeliverer(st, recv.addr, transport, workers)
-						dl.Delivered = func(_ *engine.Delivery, status engine.DeliveryStatus) {
-							if status != engine.DeliveryDelivered {
+						dl.Delivered = func(_ *outbox.Delivery, status outbox.Status) {
+							if status != outbox.Delivered {
 								b.Errorf("a delivery ended %s", status)
 							}
 							if delivered.Add(1) == int64(n) {
@@ -157,10 +158,10 @@ func reportToACKRound(b *testing.B, target outboxBenchTarget, set *mappings.Set,
 	var controlIDs sync.Map // "report id/version" → MSH-10, noted as Submit renders the ORU
 	render := engine.RenderORU(func() *mappings.Set { return set })
 	rs := &engine.Reports{Store: st, Validator: validator,
-		Destinations: func(facility string) []engine.ResultDestination {
-			return []engine.ResultDestination{outboxBenchDestination(recv.addr)}
+		Destinations: func(facility string) []outbox.Destination {
+			return []outbox.Destination{outboxBenchDestination(recv.addr)}
 		},
-		Render: func(facility string, d engine.ResultDestination, rv *engine.ReportVersion) ([]byte, string, error) {
+		Render: func(facility string, d outbox.Destination, rv *engine.ReportVersion) ([]byte, string, error) {
 			controlIDs.Store(rv.Report.ID+"/"+strconv.FormatInt(rv.Report.VersionID, 10), rv.ControlID)
 			return render(facility, d, rv)
 		}}
@@ -282,15 +283,15 @@ func loadBenchOrders(b *testing.B, st outboxBenchStore, set *mappings.Set, n int
 }
 
 // outboxBenchDeliverer is a Deliverer as `ferry serve` configures it (serve.go), with workers.
-func outboxBenchDeliverer(st engine.Outbox, addr string, t *mllpTransport, workers int) *engine.Deliverer {
+func outboxBenchDeliverer(st outbox.Store, addr string, t *mllpTransport, workers int) *outbox.Deliverer {
 	dest := outboxBenchDestination(addr)
-	return &engine.Deliverer{Outbox: st, Transport: t.send, Workers: workers,
-		Destination: func(string) (engine.ResultDestination, bool) { return dest, true },
+	return &outbox.Deliverer{Store: st, Transport: t.send, Workers: workers,
+		Destination: func(string) (outbox.Destination, bool) { return dest, true },
 		Lease:       30*time.Second + 30*time.Second/4 + 2*time.Second}
 }
 
-func outboxBenchDestination(addr string) engine.ResultDestination {
-	return engine.ResultDestination{Name: "ehr", Kind: engine.DeliveryMLLP, Address: addr, Version: "2.5.1",
+func outboxBenchDestination(addr string) outbox.Destination {
+	return outbox.Destination{Name: "ehr", Kind: outbox.MLLP, Address: addr, Version: "2.5.1",
 		ReceivingApplication: "EHR", ReceivingFacility: "STMARYS"}
 }
 
@@ -311,7 +312,7 @@ func newMLLPTransport(addr string, conns int) *mllpTransport {
 	return t
 }
 
-func (t *mllpTransport) send(ctx context.Context, _ engine.ResultDestination, d *engine.Delivery) (string, error) {
+func (t *mllpTransport) send(ctx context.Context, _ outbox.Destination, d *outbox.Delivery) (string, error) {
 	t.mu.Lock()
 	s := t.senders[t.cursor%len(t.senders)]
 	t.cursor++
@@ -319,7 +320,7 @@ func (t *mllpTransport) send(ctx context.Context, _ engine.ResultDestination, d 
 	ack, err := s.Send(ctx, d.Payload)
 	var nak *mllp.NAKError
 	if errors.As(err, &nak) {
-		return string(ack), &engine.DeliveryRefusal{Code: nak.Code, Permanent: nak.Code == "AR" || nak.Code == "CR"}
+		return string(ack), &outbox.Refusal{Code: nak.Code, Permanent: nak.Code == "AR" || nak.Code == "CR"}
 	}
 	return string(ack), err
 }
@@ -414,9 +415,9 @@ func insertDueDeliveries(b *testing.B, st outboxBenchStore, n int, payload strin
 			b.Fatal(err)
 		}
 		for i := batch; i < min(batch+250, n); i++ {
-			d := &engine.Delivery{ReportID: fmt.Sprintf("r%d", i/2), ReportVersion: int64(i%2 + 1),
-				Destination: "STMARYS/ehr", Kind: engine.DeliveryMLLP, QueueKey: fmt.Sprintf("STMARYS/ehr|p%d", i/2),
-				Status: engine.DeliveryPending, ControlID: fmt.Sprintf("B%d", i),
+			d := &outbox.Delivery{ReportID: fmt.Sprintf("r%d", i/2), ReportVersion: int64(i%2 + 1),
+				Destination: "STMARYS/ehr", Kind: outbox.MLLP, QueueKey: fmt.Sprintf("STMARYS/ehr|p%d", i/2),
+				Status: outbox.Pending, ControlID: fmt.Sprintf("B%d", i),
 				Payload: fmt.Appendf(nil, payload, fmt.Sprintf("B%d", i))}
 			d.CreatedAt = first.Add(time.Duration(i) * time.Millisecond)
 			d.NextAttemptAt = d.CreatedAt
@@ -434,7 +435,7 @@ func insertDueDeliveries(b *testing.B, st outboxBenchStore, n int, payload strin
 // outboxBenchStore is either store.
 type outboxBenchStore interface {
 	engine.Store
-	engine.Outbox
+	outbox.Store
 	Migrate(ctx context.Context) error
 	Close() error
 }

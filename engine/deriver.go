@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ferryhealth/ferry/engine/turnaround"
 	"github.com/ferryhealth/ferry/fhir"
 )
 
@@ -42,8 +43,8 @@ type StudyDeriver struct {
 	Logger      *slog.Logger
 	Now         func() time.Time // default time.Now
 	// ObserveTurnaround, if set, is told of each turnaround milestone a derivation reached
-	// first (the study of an order), once committed: TurnaroundMetrics.Observe.
-	ObserveTurnaround func(t *Turnaround, stage TurnaroundStage)
+	// first (the study of an order), once committed: turnaround.Metrics.Observe.
+	ObserveTurnaround func(t *turnaround.Clocks, stage turnaround.Stage)
 }
 
 // derivedSource is meta.source of what the deriver writes.
@@ -133,7 +134,7 @@ func (d *StudyDeriver) derive(ctx context.Context, q StudyDerivation) error {
 		return err
 	}
 	defer tx.Rollback()
-	var mark turnaroundMark
+	var mark turnaround.Reached
 	cur, err := tx.Resource(ctx, "ImagingStudy", uid)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -165,8 +166,8 @@ func (d *StudyDeriver) derive(ctx context.Context, q StudyDerivation) error {
 			if err := d.startOrder(ctx, tx, link.ServiceRequestID); err != nil {
 				return err
 			}
-			// The order's study is complete: its SLA clocks start (turnaround.go).
-			if mark, err = markTurnaround(ctx, tx, link.ServiceRequestID, fhir.ServiceRequestOf(order), TurnaroundStudy, d.now()); err != nil {
+			// The order's study is complete: its SLA clocks start (engine/turnaround).
+			if mark, err = turnaround.Reach(ctx, tx, link.ServiceRequestID, fhir.ServiceRequestOf(order), turnaround.Study, d.now()); err != nil {
 				return err
 			}
 		}
@@ -177,7 +178,7 @@ func (d *StudyDeriver) derive(ctx context.Context, q StudyDerivation) error {
 	if err := tx.Commit(); err != nil {
 		return err
 	}
-	mark.observe(d.ObserveTurnaround)
+	mark.Observe(d.ObserveTurnaround)
 	return nil
 }
 

@@ -1,6 +1,9 @@
 // Package engine is Ferry's domain: channels and the inbound flow (parse → check → commit → ACK),
-// group commit, and — as they land — the order lifecycle, study linking, report lifecycle and the
-// outbox. It depends on small interfaces (MessageStore here; Sender later), never on a concrete
+// group commit, the order lifecycle, study linking and the report lifecycle. Parts of it live in
+// packages of their own, which it imports and which do not import it: engine/outbox (the
+// deliveries a report version's transaction writes, and the Deliverer that sends them),
+// engine/turnaround (the clocks a change's transaction marks), engine/access, engine/audit. It
+// depends on small interfaces (MessageStore, ResourceReader, LinkStore…), never on a concrete
 // adapter: adapters/postgres and adapters/sqlite implement the store, adapters/mllp feeds Receive.
 //
 // FHIR resources are read through fhir's typed views (fhir.PatientOf, fhir.ServiceRequestOf,

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ferryhealth/ferry/engine/turnaround"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 )
@@ -111,14 +112,14 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 		return err
 	}
 	if curSR == nil {
-		// The order's turnaround clock starts (turnaround.go). No interval ends here, so there
+		// The order's turnaround clock starts (engine/turnaround). No interval ends here, so there
 		// is nothing to observe: the Processor needs no metrics.
-		if _, err := markTurnaround(ctx, w.tx, srID, fhir.ServiceRequestOf(content), TurnaroundOrdered, w.pl.now); err != nil {
+		if _, err := turnaround.Reach(ctx, w.tx, srID, fhir.ServiceRequestOf(content), turnaround.Ordered, w.pl.now); err != nil {
 			return err
 		}
 	} else if status == "revoked" {
 		// Cancelled or discontinued: no report is due any more; its clocks stop.
-		if _, err := markTurnaround(ctx, w.tx, srID, fhir.ServiceRequestOf(content), TurnaroundClosed, w.pl.now); err != nil {
+		if _, err := turnaround.Reach(ctx, w.tx, srID, fhir.ServiceRequestOf(content), turnaround.Closed, w.pl.now); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 
+	"github.com/ferryhealth/ferry/engine/outbox"
 	"github.com/ferryhealth/ferry/mappings"
 )
 
@@ -10,8 +11,8 @@ import (
 // ORU^R01 built by the facility's outbound mapping oru_r01 from the mappings in force (current:
 // the hot-reloaded set), with that mapping's version. The ORU's times are written in the
 // destination's time zone.
-func RenderORU(current func() *mappings.Set) func(string, ResultDestination, *ReportVersion) ([]byte, string, error) {
-	return func(facility string, d ResultDestination, rv *ReportVersion) ([]byte, string, error) {
+func RenderORU(current func() *mappings.Set) func(string, outbox.Destination, *ReportVersion) ([]byte, string, error) {
+	return func(facility string, d outbox.Destination, rv *ReportVersion) ([]byte, string, error) {
 		o := current().Outbound(facility, "oru_r01")
 		if o == nil {
 			return nil, "", errors.New("no outbound mapping oru_r01")

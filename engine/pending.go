@@ -5,10 +5,10 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/ferryhealth/ferry/hl7"
+	"github.com/ferryhealth/ferry/internal/wake"
 )
 
 // PendingWorker processes the messages a channel with ack: on_receipt acknowledged on storage
@@ -27,32 +27,11 @@ type PendingWorker struct {
 	// sooner.
 	Poll time.Duration
 
-	wake wakeup
+	wake wake.Signal
 }
 
 // Nudge tells the worker that a message was just stored pending. It never blocks.
-func (w *PendingWorker) Nudge() { w.wake.nudge() }
-
-// wakeup lets other goroutines tell a worker there is work: nudge never blocks, and nudges
-// while the worker is busy make one more pass. The zero value is ready (senders may nudge
-// before the worker runs).
-type wakeup struct {
-	once sync.Once
-	ch   chan struct{}
-}
-
-func (w *wakeup) nudge() {
-	select {
-	case w.c() <- struct{}{}:
-	default:
-	}
-}
-
-// c is the channel the worker waits on.
-func (w *wakeup) c() chan struct{} {
-	w.once.Do(func() { w.ch = make(chan struct{}, 1) })
-	return w.ch
-}
+func (w *PendingWorker) Nudge() { w.wake.Nudge() }
 
 // Run processes pending messages until ctx ends.
 func (w *PendingWorker) Run(ctx context.Context) {
@@ -62,7 +41,7 @@ func (w *PendingWorker) Run(ctx context.Context) {
 	if w.Poll <= 0 {
 		w.Poll = 200 * time.Millisecond
 	}
-	nudge := w.wake.c()
+	nudge := w.wake.C()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferryhealth/ferry/engine/outbox"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 )
@@ -32,12 +34,12 @@ type Reports struct {
 	}
 	Validator ResourceValidator
 	// Destinations returns where a facility's results go (config: facilities[].results).
-	Destinations func(facility string) []ResultDestination
+	Destinations func(facility string) []outbox.Destination
 	// Render builds the message a destination receives for a report version — the ORU^R01 of
 	// the facility's outbound mapping for MLLP — and says which mapping built it
 	// (mappings.Outbound.Version). nil: MLLP deliveries cannot be rendered and go to the dead
 	// letters with that reason.
-	Render func(facility string, d ResultDestination, r *ReportVersion) (payload []byte, mappingVersion string, err error)
+	Render func(facility string, d outbox.Destination, r *ReportVersion) (payload []byte, mappingVersion string, err error)
 	// Performer, if set, is the reading group: DiagnosticReport.performer of every report.
 	Performer map[string]any
 	// Nudge, if set, is called after a report version is committed with its deliveries
@@ -46,22 +48,8 @@ type Reports struct {
 	Logger *slog.Logger
 	Now    func() time.Time // default time.Now
 	// ObserveTurnaround, if set, is told of each turnaround milestone a report version reached
-	// first (the order's preliminary, final), once committed: TurnaroundMetrics.Observe.
-	ObserveTurnaround func(t *Turnaround, stage TurnaroundStage)
-}
-
-// ResultDestination is one place a facility's reports go.
-type ResultDestination struct {
-	Name    string // unique within the facility
-	Kind    string // DeliveryMLLP or DeliveryFHIR
-	Address string // host:port (mllp)
-	BaseURL string // the FHIR server's base (fhir)
-	// Version is the ORU's HL7 version, "2.5.1" (default) or "2.3.1".
-	Version string
-	// ReceivingApplication and ReceivingFacility are MSH-5 and MSH-6 of the ORU.
-	ReceivingApplication, ReceivingFacility string
-	// Zone is the hospital's time zone, the ORU's times are written in; nil: UTC.
-	Zone *time.Location
+	// first (the order's preliminary, final), once committed: turnaround.Metrics.Observe.
+	ObserveTurnaround func(t *turnaround.Clocks, stage turnaround.Stage)
 }
 
 // ReportVersion is what a destination's message is built from: the report version as stored
@@ -199,7 +187,7 @@ type storedReport struct {
 	version  *Resource
 	created  bool
 	changed  bool // a new version was stored (not a repeat)
-	mark     turnaroundMark
+	mark     turnaround.Reached
 	critical bool
 	orderID  string
 }
@@ -210,7 +198,7 @@ func (rs *Reports) committed(res *storedReport) {
 	if !res.changed {
 		return
 	}
-	res.mark.observe(rs.ObserveTurnaround)
+	res.mark.Observe(rs.ObserveTurnaround)
 	if res.critical {
 		rs.logger().Warn("critical finding reported", "report", res.version.ID, "version", res.version.VersionID, "service_request", res.orderID)
 	}
@@ -329,8 +317,8 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 		return nil, err
 	}
 	res := &storedReport{version: r, created: cur == nil, changed: true, critical: critical(report), orderID: order.ID}
-	if stage, ok := reportStage(status); ok { // the order's report clock (turnaround.go)
-		if res.mark, err = markTurnaround(ctx, tx, order.ID, orderView, stage, now); err != nil {
+	if stage, ok := turnaround.ReportStage(status); ok { // the order's report clock (engine/turnaround)
+		if res.mark, err = turnaround.Reach(ctx, tx, order.ID, orderView, stage, now); err != nil {
 			return nil, err
 		}
 	}
@@ -652,11 +640,11 @@ func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, ord
 	}
 	var rv *ReportVersion
 	for _, d := range rs.Destinations(facility) {
-		if d.Kind != DeliveryMLLP && d.Kind != DeliveryFHIR {
+		if d.Kind != outbox.MLLP && d.Kind != outbox.FHIR {
 			continue
 		}
-		dl := &Delivery{ReportID: r.ID, ReportVersion: r.VersionID, Destination: facility + "/" + d.Name, Kind: d.Kind,
-			Status: DeliveryPending, NextAttemptAt: now, CreatedAt: now,
+		dl := &outbox.Delivery{ReportID: r.ID, ReportVersion: r.VersionID, Destination: facility + "/" + d.Name, Kind: d.Kind,
+			Status: outbox.Pending, NextAttemptAt: now, CreatedAt: now,
 			ControlID: controlID(r.ID, r.VersionID, d.Name)}
 		dl.QueueKey = dl.Destination + "|" + patient.ID
 		if rv == nil {
@@ -667,10 +655,10 @@ func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, ord
 		}
 		payload, version, err := rs.render(facility, d, dl, rv)
 		switch {
-		case err != nil && d.Kind == DeliveryMLLP:
+		case err != nil && d.Kind == outbox.MLLP:
 			// The report is kept; the delivery waits, dead, for a fixed mapping and a replay. The
 			// mapping that failed is recorded.
-			dl.Status, dl.LastError, dl.Payload = DeliveryDead, limit("rendering the ORU: "+err.Error(), 500), []byte{}
+			dl.Status, dl.LastError, dl.Payload = outbox.Dead, limit("rendering the ORU: "+err.Error(), 500), []byte{}
 			dl.MappingVersion = version
 		case err != nil:
 			return err
@@ -687,8 +675,8 @@ func (rs *Reports) enqueue(ctx context.Context, tx Tx, r *Resource, content, ord
 // render builds the message delivery dl carries to destination d for the report version rv —
 // the facility's ORU^R01 (MLLP) or the transaction Bundle (FHIR) — with the version of the
 // mapping that built it ("" for the Bundle).
-func (rs *Reports) render(facility string, d ResultDestination, dl *Delivery, rv *ReportVersion) ([]byte, string, error) {
-	if dl.Kind == DeliveryFHIR {
+func (rs *Reports) render(facility string, d outbox.Destination, dl *outbox.Delivery, rv *ReportVersion) ([]byte, string, error) {
+	if dl.Kind == outbox.FHIR {
 		b, err := transactionBundle(rv)
 		return b, "", err
 	}
@@ -705,9 +693,9 @@ func (rs *Reports) render(facility string, d ResultDestination, dl *Delivery, rv
 // are the delivery's own, so the bytes differ from the first only where something changed. An
 // error says why it cannot be built (the mapping still fails, the destination is gone); its
 // text holds no patient data. The mapping version is the one that built it now.
-func (rs *Reports) Rerender(ctx context.Context, d *Delivery) (payload []byte, mappingVersion string, err error) {
+func (rs *Reports) Rerender(ctx context.Context, d *outbox.Delivery) (payload []byte, mappingVersion string, err error) {
 	facility, name, _ := strings.Cut(d.Destination, "/")
-	var dest *ResultDestination
+	var dest *outbox.Destination
 	if rs.Destinations != nil {
 		for _, x := range rs.Destinations(facility) {
 			if x.Name == name && x.Kind == d.Kind {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/outbox"
 	"github.com/ferryhealth/ferry/fhir"
 )
 
@@ -23,10 +24,10 @@ func BenchmarkReportSubmit(b *testing.B) {
 		b.Fatal(err)
 	}
 	rs := &engine.Reports{Store: h.st, Validator: v,
-		Destinations: func(string) []engine.ResultDestination {
-			return []engine.ResultDestination{{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}}
+		Destinations: func(string) []outbox.Destination {
+			return []outbox.Destination{{Name: "ehr", Kind: outbox.MLLP, Address: "127.0.0.1:1"}}
 		},
-		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
+		Render: func(_ string, _ outbox.Destination, r *engine.ReportVersion) ([]byte, string, error) {
 			return []byte("MSH|^~\\&|FERRY||||||ORU^R01|" + r.ControlID + "|P|2.5.1\r"), "bench@1", nil
 		},
 	}

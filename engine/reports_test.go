@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/outbox"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/internal/peers"
 )
@@ -57,14 +59,14 @@ func TestReportLifecycle(t *testing.T) {
 	}
 	rendered := 0
 	rs := &engine.Reports{Store: h.st, Validator: v,
-		Destinations: func(facility string) []engine.ResultDestination {
+		Destinations: func(facility string) []outbox.Destination {
 			if facility != "STMARYS" {
 				return nil
 			}
-			return []engine.ResultDestination{{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"},
-				{Name: "fhir", Kind: engine.DeliveryFHIR, BaseURL: "http://127.0.0.1:1/fhir"}}
+			return []outbox.Destination{{Name: "ehr", Kind: outbox.MLLP, Address: "127.0.0.1:1"},
+				{Name: "fhir", Kind: outbox.FHIR, BaseURL: "http://127.0.0.1:1/fhir"}}
 		},
-		Render: func(facility string, d engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
+		Render: func(facility string, d outbox.Destination, r *engine.ReportVersion) ([]byte, string, error) {
 			rendered++
 			status, _ := r.Content["status"].(string)
 			return []byte("MSH|^~\\&|FERRY||||||ORU^R01|" + r.ControlID + "|P|2.5.1\rOBR|1|||||||||||||||||||||||||" + status + "\r"), "test@1", nil
@@ -88,15 +90,15 @@ func TestReportLifecycle(t *testing.T) {
 		!strings.Contains(string(prelim.JSON), `"code":"RAD"`) || !strings.Contains(string(prelim.JSON), `"text/html; charset=utf-8"`) {
 		t.Errorf("the stored report is not completed: %s", prelim.JSON)
 	}
-	deliveries := func() []*engine.Delivery {
+	deliveries := func() []*outbox.Delivery {
 		t.Helper()
-		d, err := h.st.Deliveries(ctx, engine.DeliveryFilter{ReportID: prelim.ID})
+		d, err := h.st.Deliveries(ctx, outbox.Filter{ReportID: prelim.ID})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return d
 	}
-	if d := deliveries(); len(d) != 2 || d[0].QueueKey != d[0].Destination+"|"+patient || d[0].Status != engine.DeliveryPending {
+	if d := deliveries(); len(d) != 2 || d[0].QueueKey != d[0].Destination+"|"+patient || d[0].Status != outbox.Pending {
 		t.Fatalf("deliveries of the preliminary: %+v", d)
 	}
 
@@ -151,10 +153,10 @@ func TestReportLifecycle(t *testing.T) {
 			t.Errorf("control id %q repeated or too long", dl.ControlID)
 		}
 		seen[dl.ControlID] = true
-		if dl.Kind == engine.DeliveryMLLP && !strings.Contains(string(dl.Payload), "|"+dl.ControlID+"|") {
+		if dl.Kind == outbox.MLLP && !strings.Contains(string(dl.Payload), "|"+dl.ControlID+"|") {
 			t.Errorf("the ORU does not carry its control id: %q", dl.Payload)
 		}
-		if dl.Kind == engine.DeliveryFHIR {
+		if dl.Kind == outbox.FHIR {
 			// A transaction Bundle the hospital's server can take: valid, conditional updates by
 			// identifier, no reference to Ferry's ids.
 			if err := v.Validate(dl.Payload); err != nil {
@@ -183,7 +185,7 @@ func TestReportLifecycle(t *testing.T) {
 		}
 	}
 	for _, dl := range d {
-		if dl.Kind == engine.DeliveryFHIR {
+		if dl.Kind == outbox.FHIR {
 			files = append(files, filepath.Join(out, fmt.Sprintf("bundle-%d.json", dl.ID)))
 			if err := os.WriteFile(files[len(files)-1], dl.Payload, 0o600); err != nil {
 				t.Fatal(err)
@@ -206,10 +208,10 @@ func TestDelivererOrderRetryDeadLetter(t *testing.T) {
 	h.mustAccept(mshORM, pidFor("000123", "DOE^JANE"), orc("NW", "PLD1", "SC"), obr("PLD1", "ACCD1"))
 	h.mustAccept(mshORM, pidFor("000456", "ROE^RITA"), orc("NW", "PLD2", "SC"), obr("PLD2", "ACCD2"))
 	rita := h.search("Patient", eq("identifier", mrn+"|000456"))[0]["id"].(string)
-	dest := engine.ResultDestination{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
+	dest := outbox.Destination{Name: "ehr", Kind: outbox.MLLP, Address: "127.0.0.1:1"}
 	rs := &engine.Reports{Store: h.st,
-		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{dest} },
-		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
+		Destinations: func(string) []outbox.Destination { return []outbox.Destination{dest} },
+		Render: func(_ string, _ outbox.Destination, r *engine.ReportVersion) ([]byte, string, error) {
 			return []byte(r.Content["status"].(string) + "|" + r.ControlID), "test@1", nil
 		}}
 	for _, body := range [][]byte{reportJSON("preliminary", "ACCD1", "a"), reportJSON("final", "ACCD1", "b"), reportJSON("final", "ACCD2", "c")} {
@@ -220,15 +222,15 @@ func TestDelivererOrderRetryDeadLetter(t *testing.T) {
 	clock := time.Now()
 	var sent []string
 	answers := map[string][]error{ // by payload prefix: what the receiver answers, in turn
-		"preliminary": {&engine.DeliveryRefusal{Code: "AE"}, nil},
+		"preliminary": {&outbox.Refusal{Code: "AE"}, nil},
 		"final":       {nil},
 	}
 	answered := map[string]int{}
 	var mu sync.Mutex // the deliverer's workers send at once
-	dl := &engine.Deliverer{Outbox: h.st, Now: func() time.Time { return clock },
-		Destination: func(string) (engine.ResultDestination, bool) { return dest, true },
-		Retry:       engine.RetryPolicy{First: time.Minute},
-		Transport: func(_ context.Context, _ engine.ResultDestination, d *engine.Delivery) (string, error) {
+	dl := &outbox.Deliverer{Store: h.st, Now: func() time.Time { return clock },
+		Destination: func(string) (outbox.Destination, bool) { return dest, true },
+		Retry:       outbox.RetryPolicy{First: time.Minute},
+		Transport: func(_ context.Context, _ outbox.Destination, d *outbox.Delivery) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			p := string(d.Payload)
@@ -236,7 +238,7 @@ func TestDelivererOrderRetryDeadLetter(t *testing.T) {
 			kind, _, _ := strings.Cut(p, "|")
 			if strings.HasSuffix(d.QueueKey, "|"+rita) && answered["rita"] == 0 {
 				answered["rita"]++ // Rita's final: refused for good
-				return "MSA|AR", &engine.DeliveryRefusal{Code: "AR", Permanent: true}
+				return "MSA|AR", &outbox.Refusal{Code: "AR", Permanent: true}
 			}
 			i := answered[kind]
 			answered[kind]++
@@ -252,15 +254,15 @@ func TestDelivererOrderRetryDeadLetter(t *testing.T) {
 	if len(sent) != 2 {
 		t.Errorf("first pass sent %v, want Jane's preliminary and Rita's final only", sent)
 	}
-	byStatus := func(s engine.DeliveryStatus) []*engine.Delivery {
+	byStatus := func(s outbox.Status) []*outbox.Delivery {
 		t.Helper()
-		d, err := h.st.Deliveries(ctx, engine.DeliveryFilter{Status: s})
+		d, err := h.st.Deliveries(ctx, outbox.Filter{Status: s})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return d
 	}
-	if dead := byStatus(engine.DeliveryDead); len(dead) != 1 {
+	if dead := byStatus(outbox.Dead); len(dead) != 1 {
 		t.Fatalf("dead letters after the AR: %d, want 1 (sent %v)", len(dead), sent)
 	}
 	deliver() // nothing is due before the retry time
@@ -270,13 +272,13 @@ func TestDelivererOrderRetryDeadLetter(t *testing.T) {
 	clock = clock.Add(2 * time.Minute)
 	deliver() // the preliminary again (AA)
 	deliver() // then the final
-	if got := byStatus(engine.DeliveryDelivered); len(got) != 2 {
+	if got := byStatus(outbox.Delivered); len(got) != 2 {
 		t.Fatalf("delivered: %d, want 2 (sent %v)", len(got), sent)
 	}
 	if !(strings.HasPrefix(sent[len(sent)-2], "preliminary") && strings.HasPrefix(sent[len(sent)-1], "final")) {
 		t.Errorf("order sent: %v, want the preliminary's retry, then the final", sent)
 	}
-	dead := byStatus(engine.DeliveryDead)[0]
+	dead := byStatus(outbox.Dead)[0]
 	if err := h.st.ReplayDelivery(ctx, dead.ID, nil, "", clock); err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +286,7 @@ func TestDelivererOrderRetryDeadLetter(t *testing.T) {
 	if last := sent[len(sent)-1]; !strings.HasSuffix(last, "|"+dead.ControlID) {
 		t.Errorf("the replay sent %q, want the same control id %s", last, dead.ControlID)
 	}
-	if d, _ := h.st.Delivery(ctx, dead.ID); d.Status != engine.DeliveryDelivered {
+	if d, _ := h.st.Delivery(ctx, dead.ID); d.Status != outbox.Delivered {
 		t.Errorf("replayed delivery: %s", d.Status)
 	}
 }
@@ -302,10 +304,10 @@ func TestReportByORU(t *testing.T) {
 		t.Fatal(err)
 	}
 	var nudges atomic.Int32
-	var observed []engine.TurnaroundStage
+	var observed []turnaround.Stage
 	var mu sync.Mutex
 	h.in.Processor.Reports = &engine.Reports{Store: h.st, Validator: v, Nudge: func() { nudges.Add(1) },
-		ObserveTurnaround: func(_ *engine.Turnaround, s engine.TurnaroundStage) {
+		ObserveTurnaround: func(_ *turnaround.Clocks, s turnaround.Stage) {
 			mu.Lock()
 			observed = append(observed, s)
 			mu.Unlock()
@@ -330,7 +332,7 @@ func TestReportByORU(t *testing.T) {
 		t.Fatalf("reports after a preliminary and a final ORU: %v", reports)
 	}
 	mu.Lock()
-	if n := nudges.Load(); n != 2 || !slices.Equal(observed, []engine.TurnaroundStage{engine.TurnaroundPreliminary, engine.TurnaroundFinal}) {
+	if n := nudges.Load(); n != 2 || !slices.Equal(observed, []turnaround.Stage{turnaround.Preliminary, turnaround.Final}) {
 		t.Errorf("after the two ORUs: %d nudges, observed %v; want 2 and preliminary, final", n, observed)
 	}
 	mu.Unlock()
@@ -346,7 +348,7 @@ func TestReportByORU(t *testing.T) {
 	if code, ack := h.send(msh, pidFor("000123", "DOE^JANE"), "OBX|1|TX|x^y^LN|1|text||||||F"); code != "AE" || ack.Value("ERR-3.1") != "101" {
 		t.Errorf("ORU without OBR: %s, ERR-3 %s", code, ack.Value("ERR-3.1"))
 	}
-	if d, _ := h.st.Deliveries(ctx, engine.DeliveryFilter{}); len(d) != 0 {
+	if d, _ := h.st.Deliveries(ctx, outbox.Filter{}); len(d) != 0 {
 		t.Errorf("deliveries without destinations: %d", len(d))
 	}
 }
@@ -366,11 +368,11 @@ func TestDeliveryToADownDestination(t *testing.T) {
 		id := fmt.Sprintf("%d", i)
 		h.mustAccept(mshORM, pidFor("00070"+id, "DOE^JANE"), orc("NW", "PLH"+id, "SC"), obr("PLH"+id, "ACCH"+id))
 	}
-	up := engine.ResultDestination{Name: "up", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
-	down := engine.ResultDestination{Name: "down", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:2"}
+	up := outbox.Destination{Name: "up", Kind: outbox.MLLP, Address: "127.0.0.1:1"}
+	down := outbox.Destination{Name: "down", Kind: outbox.MLLP, Address: "127.0.0.1:2"}
 	rs := &engine.Reports{Store: h.st,
-		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{up, down} },
-		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
+		Destinations: func(string) []outbox.Destination { return []outbox.Destination{up, down} },
+		Render: func(_ string, _ outbox.Destination, r *engine.ReportVersion) ([]byte, string, error) {
 			return []byte(r.ControlID), "test@1", nil
 		}}
 	for i := range n {
@@ -392,15 +394,15 @@ func TestDeliveryToADownDestination(t *testing.T) {
 		upDone   = make(chan struct{})
 		answered int
 	)
-	dl := &engine.Deliverer{Outbox: h.st, Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }, Workers: 4,
-		Destination: func(name string) (engine.ResultDestination, bool) {
+	dl := &outbox.Deliverer{Store: h.st, Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }, Workers: 4,
+		Destination: func(name string) (outbox.Destination, bool) {
 			if strings.HasSuffix(name, "/down") {
 				return down, true
 			}
 			return up, true
 		},
-		Retry: engine.RetryPolicy{First: time.Minute, Max: time.Hour},
-		Transport: func(_ context.Context, dest engine.ResultDestination, d *engine.Delivery) (string, error) {
+		Retry: outbox.RetryPolicy{First: time.Minute, Max: time.Hour},
+		Transport: func(_ context.Context, dest outbox.Destination, d *outbox.Delivery) (string, error) {
 			mu.Lock()
 			attempts[dest.Name]++
 			inFlight[dest.Name]++
@@ -421,9 +423,9 @@ func TestDeliveryToADownDestination(t *testing.T) {
 			}
 			return "MSA|AA", nil
 		}}
-	pending := func(dest string) (out []*engine.Delivery) {
+	pending := func(dest string) (out []*outbox.Delivery) {
 		t.Helper()
-		ds, err := h.st.Deliveries(ctx, engine.DeliveryFilter{Status: engine.DeliveryPending, Destination: "STMARYS/" + dest})
+		ds, err := h.st.Deliveries(ctx, outbox.Filter{Status: outbox.Pending, Destination: "STMARYS/" + dest})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -498,18 +500,18 @@ func TestDownDestinationProbed(t *testing.T) {
 		clock            = time.Now()
 		up               bool
 		attempts, probes int
-		errRefused       = fmt.Errorf("%w: connection refused", engine.ErrUnreachable)
+		errRefused       = fmt.Errorf("%w: connection refused", outbox.ErrUnreachable)
 		retryMax         = 10 * time.Minute
 		probeEvery       = 3 * time.Second
 		advance          = func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
 		setUp            = func() { mu.Lock(); up = true; mu.Unlock() }
 		counts           = func() (int, int) { mu.Lock(); defer mu.Unlock(); return attempts, probes }
 	)
-	dl := &engine.Deliverer{Outbox: h.st, Workers: 4, ProbeEvery: probeEvery,
+	dl := &outbox.Deliverer{Store: h.st, Workers: 4, ProbeEvery: probeEvery,
 		Now:         func() time.Time { mu.Lock(); defer mu.Unlock(); return clock },
-		Destination: func(string) (engine.ResultDestination, bool) { return ehr, true },
-		Retry:       engine.RetryPolicy{First: time.Minute, Max: retryMax},
-		Transport: func(context.Context, engine.ResultDestination, *engine.Delivery) (string, error) {
+		Destination: func(string) (outbox.Destination, bool) { return ehr, true },
+		Retry:       outbox.RetryPolicy{First: time.Minute, Max: retryMax},
+		Transport: func(context.Context, outbox.Destination, *outbox.Delivery) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			attempts++
@@ -518,7 +520,7 @@ func TestDownDestinationProbed(t *testing.T) {
 			}
 			return "MSA|AA", nil
 		},
-		Probe: func(context.Context, engine.ResultDestination) error {
+		Probe: func(context.Context, outbox.Destination) error {
 			mu.Lock()
 			defer mu.Unlock()
 			probes++
@@ -533,9 +535,9 @@ func TestDownDestinationProbed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pending := func() []*engine.Delivery {
+	pending := func() []*outbox.Delivery {
 		t.Helper()
-		ds, err := h.st.Deliveries(ctx, engine.DeliveryFilter{Status: engine.DeliveryPending})
+		ds, err := h.st.Deliveries(ctx, outbox.Filter{Status: outbox.Pending})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -580,17 +582,17 @@ func TestHungDestinationWaitsItsRetryTime(t *testing.T) {
 	ehr := finalsToOneDestination(t, h, "G", n)
 	var mu sync.Mutex
 	clock, attempts, probes := time.Now(), 0, 0
-	dl := &engine.Deliverer{Outbox: h.st, Workers: 2, PerDestination: 1, ProbeEvery: time.Second,
+	dl := &outbox.Deliverer{Store: h.st, Workers: 2, PerDestination: 1, ProbeEvery: time.Second,
 		Now:         func() time.Time { mu.Lock(); defer mu.Unlock(); return clock },
-		Destination: func(string) (engine.ResultDestination, bool) { return ehr, true },
-		Retry:       engine.RetryPolicy{First: time.Minute, Max: time.Hour},
-		Transport: func(context.Context, engine.ResultDestination, *engine.Delivery) (string, error) {
+		Destination: func(string) (outbox.Destination, bool) { return ehr, true },
+		Retry:       outbox.RetryPolicy{First: time.Minute, Max: time.Hour},
+		Transport: func(context.Context, outbox.Destination, *outbox.Delivery) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			attempts++
 			return "", errors.New("no ACK within the timeout")
 		},
-		Probe: func(context.Context, engine.ResultDestination) error {
+		Probe: func(context.Context, outbox.Destination) error {
 			mu.Lock()
 			defer mu.Unlock()
 			probes++
@@ -614,16 +616,16 @@ func TestHungDestinationWaitsItsRetryTime(t *testing.T) {
 // finalsToOneDestination orders n studies for n patients (placer numbers PL<tag>NN,
 // accessions ACC<tag>NN) and reports each final, to the one MLLP destination it returns: n
 // deliveries, each the head of its own queue.
-func finalsToOneDestination(t *testing.T, h *orderHarness, tag string, n int) engine.ResultDestination {
+func finalsToOneDestination(t *testing.T, h *orderHarness, tag string, n int) outbox.Destination {
 	t.Helper()
 	for i := range n {
 		id := fmt.Sprintf("%02d", i)
 		h.mustAccept(mshORM, pidFor("0008"+tag+id, "DOE^JANE"), orc("NW", "PL"+tag+id, "SC"), obr("PL"+tag+id, "ACC"+tag+id))
 	}
-	ehr := engine.ResultDestination{Name: "ehr", Kind: engine.DeliveryMLLP, Address: "127.0.0.1:1"}
+	ehr := outbox.Destination{Name: "ehr", Kind: outbox.MLLP, Address: "127.0.0.1:1"}
 	rs := &engine.Reports{Store: h.st,
-		Destinations: func(string) []engine.ResultDestination { return []engine.ResultDestination{ehr} },
-		Render: func(_ string, _ engine.ResultDestination, r *engine.ReportVersion) ([]byte, string, error) {
+		Destinations: func(string) []outbox.Destination { return []outbox.Destination{ehr} },
+		Render: func(_ string, _ outbox.Destination, r *engine.ReportVersion) ([]byte, string, error) {
 			return []byte(r.ControlID), "test@1", nil
 		}}
 	for i := range n {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/outbox"
 	"github.com/ferryhealth/ferry/fhir"
 )
 
@@ -69,8 +70,8 @@ func TestReportHTMLSanitisedBeforeStoredAndDelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := &engine.Reports{Store: h.st, Validator: v,
-		Destinations: func(string) []engine.ResultDestination {
-			return []engine.ResultDestination{{Name: "fhir", Kind: engine.DeliveryFHIR, BaseURL: "http://127.0.0.1:1/fhir"}}
+		Destinations: func(string) []outbox.Destination {
+			return []outbox.Destination{{Name: "fhir", Kind: outbox.FHIR, BaseURL: "http://127.0.0.1:1/fhir"}}
 		}}
 	h.in.Processor.Reports = rs
 	check := func(t *testing.T, what string, b []byte) {
@@ -106,7 +107,7 @@ func TestReportHTMLSanitisedBeforeStoredAndDelivered(t *testing.T) {
 		if div, _ := dr["text"].(map[string]any)["div"].(string); !strings.Contains(div, "<b>Impression</b>") {
 			t.Errorf("the narrative lost its formatting: %q", div)
 		}
-		ds, err := h.st.Deliveries(ctx, engine.DeliveryFilter{ReportID: r.ID})
+		ds, err := h.st.Deliveries(ctx, outbox.Filter{ReportID: r.ID})
 		if err != nil || len(ds) != 1 {
 			t.Fatalf("deliveries: %v, %v", ds, err)
 		}

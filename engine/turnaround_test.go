@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 	"github.com/ferryhealth/ferry/fhir"
 )
 
@@ -56,7 +57,7 @@ func TestTurnaroundClocks(t *testing.T) {
 		t.Fatalf("the order's priority is %v, want stat", order["priority"])
 	}
 	srID := order["id"].(string)
-	clocks := func(id string) *engine.Turnaround {
+	clocks := func(id string) *turnaround.Clocks {
 		t.Helper()
 		ta, err := h.st.Turnaround(ctx, id)
 		if err != nil {
@@ -79,7 +80,7 @@ func TestTurnaroundClocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	metrics := engine.NewTurnaroundMetrics(reg)
+	metrics := turnaround.NewMetrics(reg)
 	deriver := &engine.StudyDeriver{Store: h.st, Validator: v, Settle: time.Second, Zone: time.UTC,
 		Now: clock.now, ObserveTurnaround: metrics.Observe}
 	intake := &engine.Intake{Store: h.st, Dir: t.TempDir(), Linker: &engine.Linker{Resources: h.st, Links: h.st, Now: clock.now}}
@@ -103,15 +104,15 @@ func TestTurnaroundClocks(t *testing.T) {
 			t.Fatalf("DeriveDue = %d, %v; want 1", n, err)
 		}
 	}
-	overdue := func(at time.Time) map[string][]engine.TurnaroundStage {
+	overdue := func(at time.Time) map[string][]turnaround.Stage {
 		t.Helper()
-		got, err := h.st.Overdue(ctx, at, engine.DefaultSLAs(), 100)
+		got, err := h.st.Overdue(ctx, at, turnaround.DefaultSLAs(), 100)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := map[string][]engine.TurnaroundStage{}
+		out := map[string][]turnaround.Stage{}
 		for _, ta := range got {
-			for _, l := range engine.DefaultSLAs().Late(ta, at) {
+			for _, l := range turnaround.DefaultSLAs().Late(ta, at) {
 				out[ta.ServiceRequestID] = append(out[ta.ServiceRequestID], l.Stage)
 			}
 		}
@@ -130,7 +131,7 @@ func TestTurnaroundClocks(t *testing.T) {
 	if got := overdue(study.Add(30 * time.Minute)); len(got) != 0 {
 		t.Errorf("overdue 30 minutes after the study: %v, want none (due, not late)", got)
 	}
-	if got, want := overdue(study.Add(31*time.Minute)), map[string][]engine.TurnaroundStage{srID: {engine.TurnaroundPreliminary}}; !reflect.DeepEqual(got, want) {
+	if got, want := overdue(study.Add(31*time.Minute)), map[string][]turnaround.Stage{srID: {turnaround.Preliminary}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("overdue 31 minutes after the study: %v, want %v", got, want)
 	}
 
@@ -147,13 +148,13 @@ func TestTurnaroundClocks(t *testing.T) {
 	if got := overdue(study.Add(4 * time.Hour)); len(got) != 0 {
 		t.Errorf("overdue 4 hours after the study, with the preliminary in: %v, want none", got)
 	}
-	if got, want := overdue(study.Add(4*time.Hour+time.Second)), map[string][]engine.TurnaroundStage{srID: {engine.TurnaroundFinal}}; !reflect.DeepEqual(got, want) {
+	if got, want := overdue(study.Add(4*time.Hour+time.Second)), map[string][]turnaround.Stage{srID: {turnaround.Final}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("overdue past 4 hours: %v, want %v", got, want)
 	}
 	final := study.Add(5 * time.Hour)
 	submit(final, "final", "ACCT1")
 	submit(final.Add(time.Hour), "amended", "ACCT1") // an amendment is not a new final
-	want := &engine.Turnaround{ServiceRequestID: srID, Priority: "stat", OrderedAt: ordered, StudyAt: study, PreliminaryAt: prelim, FinalAt: final}
+	want := &turnaround.Clocks{ServiceRequestID: srID, Priority: "stat", OrderedAt: ordered, StudyAt: study, PreliminaryAt: prelim, FinalAt: final}
 	if got := clocks(srID); !reflect.DeepEqual(got, want) {
 		t.Errorf("after the final:\n%+v, want\n%+v", got, want)
 	}
@@ -167,7 +168,7 @@ func TestTurnaroundClocks(t *testing.T) {
 	storeStudy("1.2.826.0.1.3680043.10.92", "ACCT2")
 	clock.set(routineStudy)
 	derive()
-	if got, want := overdue(routineStudy.Add(25*time.Hour)), map[string][]engine.TurnaroundStage{routine: {engine.TurnaroundFinal}}; !reflect.DeepEqual(got, want) {
+	if got, want := overdue(routineStudy.Add(25*time.Hour)), map[string][]turnaround.Stage{routine: {turnaround.Final}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("the routine order a day after its study: %v, want %v", got, want)
 	}
 	routineFinal := routineStudy.Add(26 * time.Hour)
@@ -241,56 +242,21 @@ func histogramSums(t *testing.T, reg *prometheus.Registry, name string) map[[2]s
 	return out
 }
 
-// TestSLAsLate: when each milestone is due and late under the default SLAs.
-func TestSLAsLate(t *testing.T) {
-	t.Parallel()
-	study := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-	sla := engine.DefaultSLAs()
-	for _, tc := range []struct {
-		name string
-		t    engine.Turnaround
-		now  time.Time
-		want []engine.Lateness
-	}{
-		{"NoStudy", engine.Turnaround{Priority: "stat", OrderedAt: study}, study.Add(48 * time.Hour), nil},
-		{"StatDue", engine.Turnaround{Priority: "stat", StudyAt: study}, study.Add(30 * time.Minute), nil},
-		{"StatPreliminaryLate", engine.Turnaround{Priority: "stat", StudyAt: study}, study.Add(45 * time.Minute),
-			[]engine.Lateness{{Stage: engine.TurnaroundPreliminary, Due: study.Add(30 * time.Minute), By: 15 * time.Minute}}},
-		{"StatBothLate", engine.Turnaround{Priority: "stat", StudyAt: study}, study.Add(5 * time.Hour),
-			[]engine.Lateness{{Stage: engine.TurnaroundPreliminary, Due: study.Add(30 * time.Minute), By: 4*time.Hour + 30*time.Minute},
-				{Stage: engine.TurnaroundFinal, Due: study.Add(4 * time.Hour), By: time.Hour}}},
-		{"StatFinalLate", engine.Turnaround{Priority: "stat", StudyAt: study, PreliminaryAt: study.Add(10 * time.Minute)}, study.Add(5 * time.Hour),
-			[]engine.Lateness{{Stage: engine.TurnaroundFinal, Due: study.Add(4 * time.Hour), By: time.Hour}}},
-		{"FinalIn", engine.Turnaround{Priority: "stat", StudyAt: study, PreliminaryAt: study.Add(time.Hour), FinalAt: study.Add(9 * time.Hour)}, study.Add(10 * time.Hour), nil},
-		{"RoutineNoPreliminarySLA", engine.Turnaround{Priority: "routine", StudyAt: study}, study.Add(23 * time.Hour), nil},
-		{"RoutineFinalLate", engine.Turnaround{Priority: "routine", StudyAt: study}, study.Add(25 * time.Hour),
-			[]engine.Lateness{{Stage: engine.TurnaroundFinal, Due: study.Add(24 * time.Hour), By: time.Hour}}},
-		{"UnknownPriority", engine.Turnaround{Priority: "whenever", StudyAt: study}, study.Add(100 * time.Hour), nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			if got := sla.Late(&tc.t, tc.now); !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("Late = %+v, want %+v", got, tc.want)
-			}
-		})
-	}
-}
-
 // TestTurnaroundMetricsObserve: an interval is observed only when both its milestones are there
 // and in order, labelled with a bounded priority; a nil TurnaroundMetrics observes nothing.
 func TestTurnaroundMetricsObserve(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	reg := prometheus.NewRegistry()
-	m := engine.NewTurnaroundMetrics(reg)
-	m.Observe(&engine.Turnaround{Priority: "urgent", OrderedAt: at, StudyAt: at.Add(time.Hour)}, engine.TurnaroundStudy)
-	m.Observe(&engine.Turnaround{Priority: "urgent", StudyAt: at.Add(time.Hour)}, engine.TurnaroundStudy)                                   // no order time
-	m.Observe(&engine.Turnaround{Priority: "urgent", StudyAt: at, PreliminaryAt: at.Add(-time.Minute)}, engine.TurnaroundPreliminary)       // report before the study
-	m.Observe(&engine.Turnaround{Priority: "bogus", StudyAt: at, PreliminaryAt: at.Add(2 * time.Minute)}, engine.TurnaroundPreliminary)     // label bounded
-	m.Observe(&engine.Turnaround{Priority: "urgent", OrderedAt: at, StudyAt: at, FinalAt: at.Add(3 * time.Hour)}, engine.TurnaroundOrdered) // ends nothing
-	m.Observe(&engine.Turnaround{Priority: "urgent", StudyAt: at, PreliminaryAt: at, FinalAt: at.Add(3 * time.Hour)}, engine.TurnaroundFinal)
-	var none *engine.TurnaroundMetrics
-	none.Observe(&engine.Turnaround{Priority: "stat", StudyAt: at, FinalAt: at.Add(time.Hour)}, engine.TurnaroundFinal)
+	m := turnaround.NewMetrics(reg)
+	m.Observe(&turnaround.Clocks{Priority: "urgent", OrderedAt: at, StudyAt: at.Add(time.Hour)}, turnaround.Study)
+	m.Observe(&turnaround.Clocks{Priority: "urgent", StudyAt: at.Add(time.Hour)}, turnaround.Study)                                   // no order time
+	m.Observe(&turnaround.Clocks{Priority: "urgent", StudyAt: at, PreliminaryAt: at.Add(-time.Minute)}, turnaround.Preliminary)       // report before the study
+	m.Observe(&turnaround.Clocks{Priority: "bogus", StudyAt: at, PreliminaryAt: at.Add(2 * time.Minute)}, turnaround.Preliminary)     // label bounded
+	m.Observe(&turnaround.Clocks{Priority: "urgent", OrderedAt: at, StudyAt: at, FinalAt: at.Add(3 * time.Hour)}, turnaround.Ordered) // ends nothing
+	m.Observe(&turnaround.Clocks{Priority: "urgent", StudyAt: at, PreliminaryAt: at, FinalAt: at.Add(3 * time.Hour)}, turnaround.Final)
+	var none *turnaround.Metrics
+	none.Observe(&turnaround.Clocks{Priority: "stat", StudyAt: at, FinalAt: at.Add(time.Hour)}, turnaround.Final)
 
 	want := map[[2]string][]float64{
 		{"urgent", "order_to_study"}:      {3600},

@@ -14,19 +14,20 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/outbox"
 )
 
-// DeliveryLog is what the admin API reads and replays of the report outbox: engine.Outbox.
+// DeliveryLog is what the admin API reads and replays of the report outbox: outbox.Store.
 type DeliveryLog interface {
-	Deliveries(ctx context.Context, f engine.DeliveryFilter) ([]*engine.Delivery, error)
-	Delivery(ctx context.Context, id int64) (*engine.Delivery, error)
+	Deliveries(ctx context.Context, f outbox.Filter) ([]*outbox.Delivery, error)
+	Delivery(ctx context.Context, id int64) (*outbox.Delivery, error)
 	ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error
 }
 
 // DeliveryRenderer builds a delivery's message again with the mappings in force:
 // engine.Reports.Rerender.
 type DeliveryRenderer interface {
-	Rerender(ctx context.Context, d *engine.Delivery) (payload []byte, mappingVersion string, err error)
+	Rerender(ctx context.Context, d *outbox.Delivery) (payload []byte, mappingVersion string, err error)
 }
 
 // deliveryView is one delivery as the admin API shows it. The payload (the ORU or the FHIR
@@ -49,11 +50,11 @@ type deliveryView struct {
 	Payload        string    `json:"payload,omitempty"`
 }
 
-func viewDelivery(d *engine.Delivery, withPayload bool) deliveryView {
+func viewDelivery(d *outbox.Delivery, withPayload bool) deliveryView {
 	v := deliveryView{ID: d.ID, ReportID: d.ReportID, ReportVersion: d.ReportVersion, Destination: d.Destination,
 		Kind: d.Kind, Status: string(d.Status), ControlID: d.ControlID, MappingVersion: d.MappingVersion, Attempts: d.Attempts, LastError: d.LastError,
 		Response: d.Response, CreatedAt: d.CreatedAt, DeliveredAt: d.DeliveredAt}
-	if d.Status == engine.DeliveryPending {
+	if d.Status == outbox.Pending {
 		v.NextAttemptAt = d.NextAttemptAt
 	}
 	if withPayload {
@@ -73,9 +74,9 @@ type deliveryAPI struct {
 // first: with status=dead, the dead-letter list.
 func (a *deliveryAPI) list(c echo.Context) error {
 	q := c.QueryParams()
-	f := engine.DeliveryFilter{Status: engine.DeliveryStatus(q.Get("status")), ReportID: q.Get("report"), Destination: q.Get("destination")}
+	f := outbox.Filter{Status: outbox.Status(q.Get("status")), ReportID: q.Get("report"), Destination: q.Get("destination")}
 	switch f.Status {
-	case "", engine.DeliveryPending, engine.DeliveryDelivered, engine.DeliveryDead:
+	case "", outbox.Pending, outbox.Delivered, outbox.Dead:
 	default:
 		return echo.NewHTTPError(http.StatusBadRequest, "status: want pending, delivered or dead")
 	}
@@ -144,7 +145,7 @@ func (a *deliveryAPI) replay(c echo.Context) error {
 		return notDead
 	case err != nil:
 		return err
-	case d.Status != engine.DeliveryDead:
+	case d.Status != outbox.Dead:
 		return notDead
 	}
 	if d, err = a.replayOne(c, d, req.User); err != nil {
@@ -156,7 +157,7 @@ func (a *deliveryAPI) replay(c echo.Context) error {
 // replayOne replays the dead letter d (its message built again when there is a renderer),
 // audits it and returns it as it now stands. Errors are HTTP errors: 409 when d is no longer
 // dead, 422 when its message cannot be built.
-func (a *deliveryAPI) replayOne(c echo.Context, d *engine.Delivery, user string) (*engine.Delivery, error) {
+func (a *deliveryAPI) replayOne(c echo.Context, d *outbox.Delivery, user string) (*outbox.Delivery, error) {
 	ctx := c.Request().Context()
 	var (
 		payload []byte
@@ -207,8 +208,8 @@ func (a *deliveryAPI) replayAll(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	// The list is newest first: read it all, then replay from the oldest.
-	var dead []*engine.Delivery
-	f := engine.DeliveryFilter{Status: engine.DeliveryDead, Destination: req.Destination, ReportID: req.Report, Limit: 1000}
+	var dead []*outbox.Delivery
+	f := outbox.Filter{Status: outbox.Dead, Destination: req.Destination, ReportID: req.Report, Limit: 1000}
 	for {
 		page, err := a.log.Deliveries(ctx, f)
 		if err != nil {
@@ -220,7 +221,7 @@ func (a *deliveryAPI) replayAll(c echo.Context) error {
 		}
 		f.Offset += f.Limit
 	}
-	slices.SortFunc(dead, func(x, y *engine.Delivery) int { return cmp.Compare(x.ID, y.ID) })
+	slices.SortFunc(dead, func(x, y *outbox.Delivery) int { return cmp.Compare(x.ID, y.ID) })
 	dead = dead[:min(len(dead), maxBulkReplay)]
 	type failure struct {
 		ID    int64  `json:"id"`

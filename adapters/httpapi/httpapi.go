@@ -20,6 +20,7 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 )
 
 // MessageLog is what the admin API reads: the inbound message store.
@@ -65,9 +66,9 @@ type Options struct {
 	Deliveries DeliveryLog
 	Rerender   DeliveryRenderer
 	// Turnaround, if set, serves GET /api/v1/turnaround (turnaround.go): the orders past their
-	// SLA, or one order's clocks, measured against TurnaroundSLAs (nil: engine.DefaultSLAs()).
+	// SLA, or one order's clocks, measured against TurnaroundSLAs (nil: turnaround.DefaultSLAs()).
 	Turnaround     TurnaroundLog
-	TurnaroundSLAs engine.SLAs
+	TurnaroundSLAs turnaround.SLAs
 	// Reports, if set, takes DiagnosticReports by POST and PUT under /fhir/r4 (with Resources).
 	Reports ReportIntake
 	// Studies, if set, serves GET /api/v1/studies/{uid} (a received study and its link) and
@@ -138,7 +139,7 @@ func New(opt Options) (*echo.Echo, error) {
 	if opt.Turnaround != nil {
 		ta := &turnaroundAPI{log: opt.Turnaround, sla: opt.TurnaroundSLAs, logger: opt.Logger}
 		if ta.sla == nil {
-			ta.sla = engine.DefaultSLAs()
+			ta.sla = turnaround.DefaultSLAs()
 		}
 		api.GET("/turnaround", ta.get, need(access.PermDashboards, ""))
 	}

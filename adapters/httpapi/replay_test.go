@@ -16,37 +16,38 @@ import (
 	"github.com/ferryhealth/ferry/adapters/httpapi"
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/outbox"
 )
 
 // deadLetters is the outbox at the API's boundary: dead letters listed newest first, as the
 // store lists them, with the order of the replays recorded.
 type deadLetters struct {
 	mu       sync.Mutex
-	dead     map[int64]*engine.Delivery
+	dead     map[int64]*outbox.Delivery
 	replayed []int64
 }
 
-func (d *deadLetters) Deliveries(_ context.Context, f engine.DeliveryFilter) ([]*engine.Delivery, error) {
+func (d *deadLetters) Deliveries(_ context.Context, f outbox.Filter) ([]*outbox.Delivery, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []*engine.Delivery
+	var out []*outbox.Delivery
 	for _, x := range d.dead {
 		if f.Destination == "" || x.Destination == f.Destination {
 			out = append(out, x)
 		}
 	}
-	slices.SortFunc(out, func(a, b *engine.Delivery) int { return cmp.Compare(b.ID, a.ID) })
+	slices.SortFunc(out, func(a, b *outbox.Delivery) int { return cmp.Compare(b.ID, a.ID) })
 	out = out[min(f.Offset, len(out)):]
 	return out[:min(f.Limit, len(out))], nil
 }
 
-func (d *deadLetters) Delivery(_ context.Context, id int64) (*engine.Delivery, error) {
+func (d *deadLetters) Delivery(_ context.Context, id int64) (*outbox.Delivery, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if x, ok := d.dead[id]; ok {
 		return x, nil
 	}
-	return &engine.Delivery{ID: id, Status: engine.DeliveryPending}, nil
+	return &outbox.Delivery{ID: id, Status: outbox.Pending}, nil
 }
 
 func (d *deadLetters) ReplayDelivery(_ context.Context, id int64, _ []byte, _ string, _ time.Time) error {
@@ -69,14 +70,14 @@ func TestBulkReplayOldestFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	dl := &deadLetters{dead: map[int64]*engine.Delivery{}}
+	dl := &deadLetters{dead: map[int64]*outbox.Delivery{}}
 	const n = 2500 // three pages of the list
 	for id := int64(1); id <= n; id++ {
 		dest := "STMARYS/epic"
 		if id%10 == 0 {
 			dest = "STMARYS/fhir"
 		}
-		dl.dead[id] = &engine.Delivery{ID: id, Destination: dest, Status: engine.DeliveryDead, QueueKey: dest + "|pat-" + string(rune('a'+id%3))}
+		dl.dead[id] = &outbox.Delivery{ID: id, Destination: dest, Status: outbox.Dead, QueueKey: dest + "|pat-" + string(rune('a'+id%3))}
 	}
 	api, err := httpapi.New(httpapi.Options{Messages: st, AdminToken: token, Deliveries: dl})
 	if err != nil {

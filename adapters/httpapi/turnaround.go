@@ -9,15 +9,15 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 )
 
-// TurnaroundLog is what the admin API reads of the turnaround clocks: engine.TurnaroundReader.
-// Overdue returns the orders engine.SLAs.Late finds late at now, oldest study first; Turnaround
+// TurnaroundLog is what the admin API reads of the turnaround clocks: turnaround.Reader.
+// Overdue returns the orders turnaround.SLAs.Late finds late at now, oldest study first; Turnaround
 // one order's clocks, or engine.ErrNotFound when it has none.
 type TurnaroundLog interface {
-	Overdue(ctx context.Context, now time.Time, sla engine.SLAs, limit int) ([]*engine.Turnaround, error)
-	Turnaround(ctx context.Context, srID string) (*engine.Turnaround, error)
+	Overdue(ctx context.Context, now time.Time, sla turnaround.SLAs, limit int) ([]*turnaround.Clocks, error)
+	Turnaround(ctx context.Context, srID string) (*turnaround.Clocks, error)
 }
 
 // turnaroundView is one order's clocks as the admin API shows them: its milestones, when the
@@ -43,11 +43,11 @@ type latenessView struct {
 	OverdueSeconds int64     `json:"overdue_seconds"`
 }
 
-func viewTurnaround(t *engine.Turnaround, sla engine.SLAs, now time.Time) turnaroundView {
+func viewTurnaround(t *turnaround.Clocks, sla turnaround.SLAs, now time.Time) turnaroundView {
 	v := turnaroundView{ServiceRequestID: t.ServiceRequestID, Priority: t.Priority, OrderedAt: t.OrderedAt,
 		StudyAt: t.StudyAt, PreliminaryAt: t.PreliminaryAt, FinalAt: t.FinalAt, ClosedAt: t.ClosedAt, Late: []latenessView{}}
-	v.PreliminaryDue, _ = sla.Due(t, engine.TurnaroundPreliminary)
-	v.FinalDue, _ = sla.Due(t, engine.TurnaroundFinal)
+	v.PreliminaryDue, _ = sla.Due(t, turnaround.Preliminary)
+	v.FinalDue, _ = sla.Due(t, turnaround.Final)
 	for _, l := range sla.Late(t, now) {
 		by := l.By.Truncate(time.Second)
 		v.Late = append(v.Late, latenessView{Stage: string(l.Stage), Due: l.Due, OverdueBy: by.String(), OverdueSeconds: int64(by / time.Second)})
@@ -57,7 +57,7 @@ func viewTurnaround(t *engine.Turnaround, sla engine.SLAs, now time.Time) turnar
 
 type turnaroundAPI struct {
 	log    TurnaroundLog
-	sla    engine.SLAs
+	sla    turnaround.SLAs
 	logger *slog.Logger
 }
 

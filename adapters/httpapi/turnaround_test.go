@@ -15,7 +15,7 @@ import (
 
 	"github.com/ferryhealth/ferry/adapters/httpapi"
 	"github.com/ferryhealth/ferry/adapters/httpapi/accesstest"
-	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 )
 
 // syncBuffer is a log destination the handlers write to while the test reads it.
@@ -66,15 +66,15 @@ func TestTurnaroundAPI(t *testing.T) {
 	}
 	for _, m := range []struct {
 		srID, priority string
-		stage          engine.TurnaroundStage
+		stage          turnaround.Stage
 		at             time.Time
 	}{
-		{"sr-stat-late", "stat", engine.TurnaroundOrdered, now.Add(-2 * time.Hour)},
-		{"sr-stat-late", "stat", engine.TurnaroundStudy, statLate},
-		{"sr-stat-in-time", "stat", engine.TurnaroundStudy, now.Add(-10 * time.Minute)},
-		{"sr-routine-late", "routine", engine.TurnaroundStudy, now.Add(-30 * time.Hour)},
-		{"sr-routine-done", "routine", engine.TurnaroundStudy, now.Add(-40 * time.Hour)},
-		{"sr-routine-done", "routine", engine.TurnaroundFinal, now.Add(-20 * time.Hour)},
+		{"sr-stat-late", "stat", turnaround.Ordered, now.Add(-2 * time.Hour)},
+		{"sr-stat-late", "stat", turnaround.Study, statLate},
+		{"sr-stat-in-time", "stat", turnaround.Study, now.Add(-10 * time.Minute)},
+		{"sr-routine-late", "routine", turnaround.Study, now.Add(-30 * time.Hour)},
+		{"sr-routine-done", "routine", turnaround.Study, now.Add(-40 * time.Hour)},
+		{"sr-routine-done", "routine", turnaround.Final, now.Add(-20 * time.Hour)},
 	} {
 		if _, err := tx.MarkTurnaround(ctx, m.srID, m.priority, m.stage, m.at); err != nil {
 			t.Fatal(err)
@@ -85,7 +85,7 @@ func TestTurnaroundAPI(t *testing.T) {
 	}
 
 	logs := &syncBuffer{}
-	serve := func(sla engine.SLAs) *httptest.Server {
+	serve := func(sla turnaround.SLAs) *httptest.Server {
 		api, err := httpapi.New(httpapi.Options{Messages: st, AdminToken: token, Turnaround: st, TurnaroundSLAs: sla,
 			Logger: slog.New(slog.NewTextHandler(logs, nil))})
 		if err != nil {
@@ -144,7 +144,7 @@ func TestTurnaroundAPI(t *testing.T) {
 	}
 
 	// The server's SLAs are the ones measured: stat preliminary in 5 minutes, no final SLA.
-	strict := serve(engine.SLAs{"stat": {Preliminary: 5 * time.Minute}})
+	strict := serve(turnaround.SLAs{"stat": {Preliminary: 5 * time.Minute}})
 	get(strict, "/api/v1/turnaround?overdue=true", http.StatusOK, &list)
 	if len(list.Overdue) != 2 || list.Overdue[0].ServiceRequestID != "sr-stat-late" || list.Overdue[1].ServiceRequestID != "sr-stat-in-time" {
 		t.Errorf("overdue under a 5-minute stat SLA: %+v, want sr-stat-late, sr-stat-in-time", list.Overdue)

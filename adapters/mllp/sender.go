@@ -293,3 +293,7 @@ func (s *Sender) logger() *slog.Logger {
 	}
 	return slog.New(slog.DiscardHandler)
 }
+
+// ACKCode is MSA-1 of the negative ACK: what adapters/delivery classifies a refusal by (it does
+// not import this package).
+func (e *NAKError) ACKCode() string { return e.Code }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 )
 
 // TestQueryPlans: the statements that must stay index probes as tables grow are planned so on an
@@ -80,7 +81,7 @@ func (c *capturingConn) QueryShape(ctx context.Context, query string, args ...an
 // where SQLite has no statistics. (Its WHERE must imply the index's for SQLite to use it.)
 func TestOverduePlan(t *testing.T) {
 	st := emptyStore(t)
-	query, args, err := shared.OverdueQuery(time.Now(), engine.DefaultSLAs(), 100)
+	query, args, err := shared.OverdueQuery(time.Now(), turnaround.DefaultSLAs(), 100)
 	if err != nil {
 		t.Fatal(err)
 	}

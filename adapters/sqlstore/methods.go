@@ -6,12 +6,14 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/outbox"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 )
 
 // Pool gives a store the shared areas' methods on its pools, to embed: the message log's reads,
 // engine.ResourceReader,
-// engine.WorklistReader, engine.TurnaroundReader, engine.LinkStore, engine.DerivationQueue,
-// engine.Outbox and the reads of engine.InstanceStore, each as the Store method of the same name
+// engine.WorklistReader, turnaround.Reader, engine.LinkStore, engine.DerivationQueue,
+// outbox.Store and the reads of engine.InstanceStore, each as the Store method of the same name
 // documents.
 type Pool struct {
 	S *Store
@@ -26,14 +28,14 @@ type (
 		engine.InstanceStore
 		engine.LinkStore
 		engine.DerivationQueue
-		engine.TurnaroundReader
-		engine.Outbox
+		turnaround.Reader
+		outbox.Store
 	}
 	TxAreas interface {
 		engine.Tx
 		engine.LinkWriter
-		engine.TurnaroundMarker
-		engine.DeliveryInserter
+		turnaround.Marker
+		outbox.Inserter
 	}
 )
 
@@ -47,8 +49,8 @@ type TxGuard interface {
 
 // TxSteps gives a store's Tx the shared areas' steps, to embed: the pending processing's steps,
 // engine.ResourceReader,
-// engine.WorklistWriter and reader, engine.TurnaroundMarker, engine.LinkWriter,
-// FinishStudyDerivation and engine.DeliveryInserter, each guarded by G.
+// engine.WorklistWriter and reader, turnaround.Marker, engine.LinkWriter,
+// FinishStudyDerivation and outbox.Inserter, each guarded by G.
 type TxSteps struct {
 	S *Store
 	C Conn // the transaction
@@ -59,11 +61,11 @@ func (p Pool) WorklistItems(ctx context.Context, f engine.WorklistFilter) ([]*en
 	return p.S.WorklistItems(ctx, p.C, f)
 }
 
-func (p Pool) Turnaround(ctx context.Context, srID string) (*engine.Turnaround, error) {
+func (p Pool) Turnaround(ctx context.Context, srID string) (*turnaround.Clocks, error) {
 	return p.S.Turnaround(ctx, p.C, srID)
 }
 
-func (p Pool) Overdue(ctx context.Context, now time.Time, sla engine.SLAs, n int) ([]*engine.Turnaround, error) {
+func (p Pool) Overdue(ctx context.Context, now time.Time, sla turnaround.SLAs, n int) ([]*turnaround.Clocks, error) {
 	return p.S.Overdue(ctx, p.C, now, sla, n)
 }
 
@@ -96,7 +98,7 @@ func (p Pool) DueStudyDerivations(ctx context.Context, quietSince time.Time, lim
 	return p.S.DueStudyDerivations(ctx, p.C, quietSince, limit)
 }
 
-func (p Pool) DueDeliveries(ctx context.Context, now time.Time, limit int, busy []string) ([]*engine.Delivery, error) {
+func (p Pool) DueDeliveries(ctx context.Context, now time.Time, limit int, busy []string) ([]*outbox.Delivery, error) {
 	return p.S.DueDeliveries(ctx, p.C, now, limit, busy)
 }
 
@@ -104,7 +106,7 @@ func (p Pool) ClaimDelivery(ctx context.Context, id int64, now, leaseUntil time.
 	return p.S.ClaimDelivery(ctx, p.C, id, now, leaseUntil)
 }
 
-func (p Pool) FinishDelivery(ctx context.Context, id int64, o engine.DeliveryOutcome) error {
+func (p Pool) FinishDelivery(ctx context.Context, id int64, o outbox.Outcome) error {
 	return p.S.FinishDelivery(ctx, p.C, id, o)
 }
 
@@ -116,11 +118,11 @@ func (p Pool) PostponeDestination(ctx context.Context, destination string, now, 
 	return p.S.PostponeDestination(ctx, p.C, destination, now, until)
 }
 
-func (p Pool) Delivery(ctx context.Context, id int64) (*engine.Delivery, error) {
+func (p Pool) Delivery(ctx context.Context, id int64) (*outbox.Delivery, error) {
 	return p.S.Delivery(ctx, p.C, id)
 }
 
-func (p Pool) Deliveries(ctx context.Context, f engine.DeliveryFilter) ([]*engine.Delivery, error) {
+func (p Pool) Deliveries(ctx context.Context, f outbox.Filter) ([]*outbox.Delivery, error) {
 	return p.S.Deliveries(ctx, p.C, f)
 }
 
@@ -265,7 +267,7 @@ func (t TxSteps) WorklistItems(ctx context.Context, f engine.WorklistFilter) ([]
 	return items, t.G.Check(err)
 }
 
-func (t TxSteps) MarkTurnaround(ctx context.Context, srID, priority string, stage engine.TurnaroundStage, at time.Time) (*engine.Turnaround, error) {
+func (t TxSteps) MarkTurnaround(ctx context.Context, srID, priority string, stage turnaround.Stage, at time.Time) (*turnaround.Clocks, error) {
 	if err := t.G.Usable(); err != nil {
 		return nil, err
 	}
@@ -296,7 +298,7 @@ func (t TxSteps) FinishStudyDerivation(ctx context.Context, d engine.StudyDeriva
 	return t.G.Check(t.S.FinishStudyDerivation(ctx, t.C, d))
 }
 
-func (t TxSteps) InsertDelivery(ctx context.Context, d *engine.Delivery) error {
+func (t TxSteps) InsertDelivery(ctx context.Context, d *outbox.Delivery) error {
 	if err := t.G.Usable(); err != nil {
 		return err
 	}

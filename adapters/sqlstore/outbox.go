@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/outbox"
 )
 
 // OutboxDialect supplies the outbox statements each engine was tuned for, measured: the due
@@ -94,10 +95,10 @@ func (s *Store) outboxTxStatements() []string {
 }
 
 // InsertDelivery records d (pending or dead) on c (a transaction's) and sets d.ID, as
-// engine.DeliveryInserter documents: text as valid UTF-8 without NULs, times as the dialect keeps
+// outbox.Inserter documents: text as valid UTF-8 without NULs, times as the dialect keeps
 // them, the payload byte for byte. A second delivery of the same report version to the same
 // destination is engine.ErrConflict.
-func (s *Store) InsertDelivery(ctx context.Context, c Conn, d *engine.Delivery) error {
+func (s *Store) InsertDelivery(ctx context.Context, c Conn, d *outbox.Delivery) error {
 	if err := d.Validate(); err != nil {
 		return &InvalidError{err}
 	}
@@ -124,8 +125,8 @@ func (s *Store) InsertDelivery(ctx context.Context, c Conn, d *engine.Delivery) 
 }
 
 // DueDeliveries returns up to limit (1 to 1000) deliveries that may be sent at now, as
-// engine.Outbox documents (OutboxDialect.DueDeliveriesSQL).
-func (s *Store) DueDeliveries(ctx context.Context, c Conn, now time.Time, limit int, busy []string) ([]*engine.Delivery, error) {
+// outbox.Store documents (OutboxDialect.DueDeliveriesSQL).
+func (s *Store) DueDeliveries(ctx context.Context, c Conn, now time.Time, limit int, busy []string) ([]*outbox.Delivery, error) {
 	at, err := s.d.Time(now)
 	if err != nil {
 		return nil, fmt.Errorf("reading due deliveries: %w", err)
@@ -164,11 +165,11 @@ func (s *Store) ClaimDelivery(ctx context.Context, c Conn, id int64, now, leaseU
 // NextAttemptAt for pending, DeliveredAt (o.At) for delivered. engine.ErrNotFound when id is not
 // a pending delivery, so that a sender whose lease ran out cannot undo the outcome another
 // sender recorded meanwhile.
-func (s *Store) FinishDelivery(ctx context.Context, c Conn, id int64, o engine.DeliveryOutcome) error {
+func (s *Store) FinishDelivery(ctx context.Context, c Conn, id int64, o outbox.Outcome) error {
 	var nextAttemptAt any // NULL keeps next_attempt_at
 	deliveredAt, _ := s.d.Time(time.Time{})
 	switch o.Status {
-	case engine.DeliveryPending:
+	case outbox.Pending:
 		if o.NextAttemptAt.IsZero() {
 			return fmt.Errorf("finishing delivery %d: a retry needs NextAttemptAt", id)
 		}
@@ -177,7 +178,7 @@ func (s *Store) FinishDelivery(ctx context.Context, c Conn, id int64, o engine.D
 			return fmt.Errorf("finishing delivery %d: %w", id, err)
 		}
 		nextAttemptAt = t
-	case engine.DeliveryDelivered:
+	case outbox.Delivered:
 		if o.At.IsZero() {
 			return fmt.Errorf("finishing delivery %d: a delivery needs At", id)
 		}
@@ -186,7 +187,7 @@ func (s *Store) FinishDelivery(ctx context.Context, c Conn, id int64, o engine.D
 			return fmt.Errorf("finishing delivery %d: %w", id, err)
 		}
 		deliveredAt = t
-	case engine.DeliveryDead:
+	case outbox.Dead:
 	default:
 		return fmt.Errorf("finishing delivery %d: status %q is not pending, delivered or dead", id, o.Status)
 	}
@@ -224,7 +225,7 @@ func (s *Store) ReplayDelivery(ctx context.Context, c Conn, id int64, payload []
 }
 
 // PostponeDestination makes destination's pending deliveries due at until at the earliest, but
-// those leased at now, as engine.Outbox documents (OutboxDialect.PostponeDestinationSQL). Its
+// those leased at now, as outbox.Store documents (OutboxDialect.PostponeDestinationSQL). Its
 // queues' keys start with the destination and "|": the range up to the destination and "}", the
 // next character.
 func (s *Store) PostponeDestination(ctx context.Context, c Conn, destination string, now, until time.Time) (int64, error) {
@@ -245,7 +246,7 @@ func (s *Store) PostponeDestination(ctx context.Context, c Conn, destination str
 }
 
 // Delivery returns delivery id with its payload, or engine.ErrNotFound.
-func (s *Store) Delivery(ctx context.Context, c Conn, id int64) (*engine.Delivery, error) {
+func (s *Store) Delivery(ctx context.Context, c Conn, id int64) (*outbox.Delivery, error) {
 	out, err := s.queryDeliveries(ctx, c.Query, s.delivery, id)
 	if err == nil && len(out) == 0 {
 		err = engine.ErrNotFound
@@ -258,7 +259,7 @@ func (s *Store) Delivery(ctx context.Context, c Conn, id int64) (*engine.Deliver
 
 // Deliveries lists the deliveries matching f, newest (highest ID) first, with their payloads.
 // The query's text depends only on which filters are set (QueryShape).
-func (s *Store) Deliveries(ctx context.Context, c Conn, f engine.DeliveryFilter) ([]*engine.Delivery, error) {
+func (s *Store) Deliveries(ctx context.Context, c Conn, f outbox.Filter) ([]*outbox.Delivery, error) {
 	q := conditions{d: s.d}
 	if f.Status != "" {
 		q.add("d.status = " + q.arg(string(f.Status)))
@@ -289,16 +290,16 @@ func (s *Store) execDelivery(ctx context.Context, c Conn, query string, args ...
 }
 
 // queryDeliveries runs a query returning DeliveryColumns with run (Conn.Query or QueryShape).
-func (s *Store) queryDeliveries(ctx context.Context, run func(context.Context, string, ...any) (*sql.Rows, error), query string, args ...any) ([]*engine.Delivery, error) {
+func (s *Store) queryDeliveries(ctx context.Context, run func(context.Context, string, ...any) (*sql.Rows, error), query string, args ...any) ([]*outbox.Delivery, error) {
 	rows, err := run(ctx, query, args...)
 	if err != nil {
 		return nil, s.d.InterpretError(err)
 	}
 	defer rows.Close()
-	out := []*engine.Delivery{}
+	out := []*outbox.Delivery{}
 	for rows.Next() {
 		var (
-			d      engine.Delivery
+			d      outbox.Delivery
 			status string
 		)
 		if err := rows.Scan(&d.ID, &d.ReportID, &d.ReportVersion, &d.Destination, &d.Kind,
@@ -307,7 +308,7 @@ func (s *Store) queryDeliveries(ctx context.Context, run func(context.Context, s
 			scanTime{&d.DeliveredAt}, &d.MappingVersion); err != nil {
 			return nil, s.d.InterpretError(err)
 		}
-		d.Status = engine.DeliveryStatus(status)
+		d.Status = outbox.Status(status)
 		d.Payload = NonNil(d.Payload)
 		out = append(out, &d)
 	}

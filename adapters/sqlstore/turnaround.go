@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 )
 
 const turnaroundColumns = `service_request_id, priority, ordered_at, study_at, preliminary_at, final_at, closed_at`
@@ -40,10 +41,10 @@ RETURNING ` + turnaroundColumns),
 }
 
 // MarkTurnaround records that order srID reached stage at, on c (a transaction's), as
-// engine.TurnaroundMarker documents, in one statement, and returns the row as it now stands.
+// turnaround.Marker documents, in one statement, and returns the row as it now stands.
 // Times are kept as the dialect keeps them (Dialect.Time).
-func (s *Store) MarkTurnaround(ctx context.Context, c Conn, srID, priority string, stage engine.TurnaroundStage, at time.Time) (*engine.Turnaround, error) {
-	if err := engine.ValidateTurnaroundMark(srID, priority, stage, at); err != nil {
+func (s *Store) MarkTurnaround(ctx context.Context, c Conn, srID, priority string, stage turnaround.Stage, at time.Time) (*turnaround.Clocks, error) {
+	if err := turnaround.ValidateMark(srID, priority, stage, at); err != nil {
 		return nil, &InvalidError{err}
 	}
 	t, err := s.d.Time(at)
@@ -53,15 +54,15 @@ func (s *Store) MarkTurnaround(ctx context.Context, c Conn, srID, priority strin
 	unset, _ := s.d.Time(time.Time{})
 	times := [5]any{unset, unset, unset, unset, unset} // ordered, study, preliminary, final, closed
 	switch stage {
-	case engine.TurnaroundOrdered:
+	case turnaround.Ordered:
 		times[0] = t
-	case engine.TurnaroundStudy:
+	case turnaround.Study:
 		times[1] = t
-	case engine.TurnaroundPreliminary:
+	case turnaround.Preliminary:
 		times[2] = t
-	case engine.TurnaroundFinal:
+	case turnaround.Final:
 		times[2], times[3] = t, t // a final answers a missing preliminary too
-	case engine.TurnaroundClosed:
+	case turnaround.Closed:
 		times[4] = t
 	}
 	rows, err := c.Query(ctx, s.markTurnaround, engine.StorableText(srID), priority,
@@ -74,7 +75,7 @@ func (s *Store) MarkTurnaround(ctx context.Context, c Conn, srID, priority strin
 }
 
 // Turnaround returns order srID's clocks, or engine.ErrNotFound.
-func (s *Store) Turnaround(ctx context.Context, c Conn, srID string) (*engine.Turnaround, error) {
+func (s *Store) Turnaround(ctx context.Context, c Conn, srID string) (*turnaround.Clocks, error) {
 	rows, err := c.Query(ctx, s.turnaround, engine.StorableText(srID))
 	ta, err := scanRow(s, rows, err, scanTurnaround)
 	if err != nil {
@@ -83,10 +84,10 @@ func (s *Store) Turnaround(ctx context.Context, c Conn, srID string) (*engine.Tu
 	return ta, nil
 }
 
-// Overdue returns up to n orders late at now under sla, as engine.TurnaroundReader documents,
+// Overdue returns up to n orders late at now under sla, as turnaround.Reader documents,
 // oldest study first (OverdueQuery).
-func (s *Store) Overdue(ctx context.Context, c Conn, now time.Time, sla engine.SLAs, n int) ([]*engine.Turnaround, error) {
-	out := []*engine.Turnaround{}
+func (s *Store) Overdue(ctx context.Context, c Conn, now time.Time, sla turnaround.SLAs, n int) ([]*turnaround.Clocks, error) {
+	out := []*turnaround.Clocks{}
 	query, args, err := s.OverdueQuery(now, sla, n)
 	if err != nil {
 		return nil, fmt.Errorf("reading overdue turnaround: %w", err)
@@ -114,11 +115,11 @@ func (s *Store) Overdue(ctx context.Context, c Conn, now time.Time, sla engine.S
 
 // OverdueQuery is Overdue's query and arguments, "" when no priority has an SLA. It reads the
 // partial index turnaround_awaiting_final (its WHERE implies the index's): only orders whose study
-// is in and final is not. Each priority with an SLA is a term of engine.SLAs.OverdueBounds: its
+// is in and final is not. Each priority with an SLA is a term of turnaround.SLAs.OverdueBounds: its
 // studies before the earlier due threshold, kept when they miss their preliminary or are before
 // the final's threshold too (NULL when the priority has no final SLA: nothing is before it). The
 // text depends only on how many priorities have an SLA, so each shape is prepared once.
-func (s *Store) OverdueQuery(now time.Time, sla engine.SLAs, n int) (string, []any, error) {
+func (s *Store) OverdueQuery(now time.Time, sla turnaround.SLAs, n int) (string, []any, error) {
 	if _, err := s.d.Time(now); err != nil {
 		return "", nil, err
 	}
@@ -156,8 +157,8 @@ ORDER BY study_at, service_request_id LIMIT ` + s.d.Placeholder(len(args))
 }
 
 // scanTurnaround reads turnaroundColumns; unset times are the zero time, the others UTC.
-func scanTurnaround(row interface{ Scan(dest ...any) error }) (*engine.Turnaround, error) {
-	var ta engine.Turnaround
+func scanTurnaround(row interface{ Scan(dest ...any) error }) (*turnaround.Clocks, error) {
+	var ta turnaround.Clocks
 	if err := row.Scan(&ta.ServiceRequestID, &ta.Priority, scanTime{&ta.OrderedAt}, scanTime{&ta.StudyAt},
 		scanTime{&ta.PreliminaryAt}, scanTime{&ta.FinalAt}, scanTime{&ta.ClosedAt}); err != nil {
 		return nil, err

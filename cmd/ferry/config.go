@@ -17,8 +17,11 @@ import (
 
 	"github.com/goccy/go-yaml"
 
+	"github.com/ferryhealth/ferry/adapters/delivery"
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/outbox"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 	"github.com/ferryhealth/ferry/mappings"
 )
 
@@ -61,7 +64,7 @@ type Config struct {
 	SSO      *SSOConfig     `yaml:"sso"`
 	// Turnaround sets, per order priority (stat, asap, urgent, routine), when the preliminary
 	// and the final report are due, counted from the study's completion (docs/reports.md,
-	// "Turnaround"). A priority or field left out keeps its default (engine.DefaultSLAs).
+	// "Turnaround"). A priority or field left out keeps its default (turnaround.DefaultSLAs).
 	Turnaround map[string]TurnaroundSLA `yaml:"turnaround"`
 	// ReadingGroup is the radiology group that reads the studies: the performer of every
 	// report (docs/reports.md). Unset: reports name no performer but what the reading
@@ -282,21 +285,21 @@ type DeliveryConfig struct {
 	OnReject string `yaml:"on_reject"`
 }
 
-// retryPolicy is the engine.RetryPolicy the configuration names.
-func (c *Config) retryPolicy() engine.RetryPolicy {
-	return engine.RetryPolicy{First: c.Delivery.RetryFirst, Max: c.Delivery.RetryMax, MaxAttempts: c.Delivery.MaxAttempts,
+// retryPolicy is the outbox.RetryPolicy the configuration names.
+func (c *Config) retryPolicy() outbox.RetryPolicy {
+	return outbox.RetryPolicy{First: c.Delivery.RetryFirst, Max: c.Delivery.RetryMax, MaxAttempts: c.Delivery.MaxAttempts,
 		ErrorIsDead: c.Delivery.OnError == "dead", RejectRetries: c.Delivery.OnReject == "retry"}
 }
 
 // resultDestination finds a destination by the name a delivery gives it: "FACILITY/NAME".
-func (c *Config) resultDestination(name string) (engine.ResultDestination, bool) {
+func (c *Config) resultDestination(name string) (outbox.Destination, bool) {
 	facility, dest, _ := strings.Cut(name, "/")
 	for _, d := range c.resultDestinations(facility) {
 		if d.Name == dest {
 			return d, true
 		}
 	}
-	return engine.ResultDestination{}, false
+	return outbox.Destination{}, false
 }
 
 // LinkingConfig tunes the linker (docs/dicom.md, "Linking"). Every field has a default.
@@ -328,12 +331,12 @@ type TurnaroundSLA struct {
 	Final       *time.Duration `yaml:"final"`
 }
 
-// turnaroundSLAs is the engine.SLAs the configuration names (after setDefaults).
-func (c *Config) turnaroundSLAs() engine.SLAs {
-	sla := engine.SLAs{}
+// turnaroundSLAs is the turnaround.SLAs the configuration names (after setDefaults).
+func (c *Config) turnaroundSLAs() turnaround.SLAs {
+	sla := turnaround.SLAs{}
 	for p, s := range c.Turnaround {
 		if s.Preliminary != nil && s.Final != nil {
-			sla[p] = engine.SLA{Preliminary: *s.Preliminary, Final: *s.Final}
+			sla[p] = turnaround.SLA{Preliminary: *s.Preliminary, Final: *s.Final}
 		}
 	}
 	return sla
@@ -456,16 +459,16 @@ type Destination struct {
 	// facility's sending_facility as MSH-6).
 	ReceivingApplication string `yaml:"receiving_application"`
 	ReceivingFacility    string `yaml:"receiving_facility"`
-	// TLS secures the connection (mllp and fhir; outbound.go); Auth authenticates Ferry to a
+	// TLS secures the connection (mllp and fhir; adapters/delivery); Auth authenticates Ferry to a
 	// FHIR destination: bearer token or OAuth 2.0 client credentials (fhir only).
-	TLS  *OutboundTLS  `yaml:"tls"`
-	Auth *OutboundAuth `yaml:"auth"`
+	TLS  *delivery.TLS  `yaml:"tls"`
+	Auth *delivery.Auth `yaml:"auth"`
 }
 
 // resultDestinations returns a facility's destinations as the engine takes them, by its
 // sending facility (MSH-4).
-func (c *Config) resultDestinations(sendingFacility string) []engine.ResultDestination {
-	var out []engine.ResultDestination
+func (c *Config) resultDestinations(sendingFacility string) []outbox.Destination {
+	var out []outbox.Destination
 	for _, f := range c.Facilities {
 		if f.SendingFacility != sendingFacility {
 			continue
@@ -478,7 +481,7 @@ func (c *Config) resultDestinations(sendingFacility string) []engine.ResultDesti
 					name += "-" + strconv.Itoa(i+1)
 				}
 			}
-			out = append(out, engine.ResultDestination{Name: name, Kind: d.Kind, Address: d.Address, BaseURL: d.BaseURL,
+			out = append(out, outbox.Destination{Name: name, Kind: d.Kind, Address: d.Address, BaseURL: d.BaseURL,
 				Version: cmp.Or(d.Version, "2.5.1"), ReceivingApplication: d.ReceivingApplication,
 				ReceivingFacility: cmp.Or(d.ReceivingFacility, f.SendingFacility), Zone: cmp.Or(f.zone, time.Local)})
 		}
@@ -605,7 +608,7 @@ func (c *Config) setDefaults() {
 	if c.Turnaround == nil {
 		c.Turnaround = map[string]TurnaroundSLA{}
 	}
-	for p, d := range engine.DefaultSLAs() {
+	for p, d := range turnaround.DefaultSLAs() {
 		s := c.Turnaround[p]
 		if s.Preliminary == nil {
 			s.Preliminary = &d.Preliminary
@@ -728,7 +731,7 @@ func (c *Config) Validate() error {
 	}
 	for _, p := range slices.Sorted(maps.Keys(c.Turnaround)) {
 		s := c.Turnaround[p]
-		if _, ok := engine.DefaultSLAs()[p]; !ok {
+		if _, ok := turnaround.DefaultSLAs()[p]; !ok {
 			errs = append(errs, fmt.Errorf("turnaround.%s: not an order priority: want stat, asap, urgent or routine", p))
 			continue
 		}

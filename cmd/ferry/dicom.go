@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/ferryhealth/ferry/adapters/dimse"
@@ -186,10 +185,10 @@ func (cfg *Config) dicomServer(logger *slog.Logger, services []dimse.Service) (*
 	return s, nil
 }
 
-// listenDICOMTLS opens the DICOM TLS listener when dicom.tls is configured (nil otherwise).
-func (cfg *Config) listenDICOMTLS() (net.Listener, error) {
+// dicomTLSAddr is where the DICOM TLS listener listens when dicom.tls is configured ("" otherwise).
+func (cfg *Config) dicomTLSAddr() string {
 	if !cfg.DICOM.TLS.Enabled() {
-		return nil, nil
+		return ""
 	}
 	addr := cfg.Listen.DICOMTLS
 	if addr == "" {
@@ -198,9 +197,5 @@ func (cfg *Config) listenDICOMTLS() (net.Listener, error) {
 	if cfg.DICOM.demo() {
 		addr = loopback(addr) // every caller may do everything: this machine only
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listening for DICOM TLS: %w", err)
-	}
-	return ln, nil
+	return addr
 }

@@ -25,8 +25,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryhealth/ferry/adapters/delivery"
 	"github.com/ferryhealth/ferry/adapters/mllp"
-	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/outbox"
 )
 
 // testCA is a CA with a server certificate for 127.0.0.1 and a client certificate, as PEM
@@ -93,18 +94,20 @@ func (c *testCA) serverTLS(mutual bool) *tls.Config {
 	return cfg
 }
 
-// outboundTransports loads a config with the facility STMARYS and its results, as serve does.
-func outboundTransports(t *testing.T, results string) *transports {
+// outboundTransports loads a config with the facility STMARYS and its results, as serve does,
+// with one connection per MLLP destination and attempts bounded by timeout.
+func outboundTransports(t *testing.T, timeout time.Duration, results string) *delivery.Transports {
 	t.Helper()
 	cfg, err := loadTestConfig(t, "facilities:\n  - id: stmarys\n    sending_facility: STMARYS\n    results:\n"+results)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := newTransports(1, 10*time.Second, nil)
-	if err := tr.configure(cfg); err != nil {
+	cfg.Delivery.Connections, cfg.Delivery.Timeout = 1, timeout
+	tr, err := cfg.deliveryTransports(nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(tr.close)
+	t.Cleanup(tr.Close)
 	return tr
 }
 
@@ -130,17 +133,17 @@ func TestOutboundMLLPOverTLS(t *testing.T) {
 	addr := ln.Addr().String()
 
 	oru := []byte("MSH|^~\\&|FERRY|FERRY|EHR|STMARYS|20261127||ORU^R01|ORU1|P|2.5.1\rPID|1\r")
-	tr := outboundTransports(t, fmt.Sprintf(`      - {name: tls, kind: mllp, address: %q, tls: {ca: %s, cert: %s, key: %s}}
+	// 2s: the TLS receiver never answers a plain connection.
+	tr := outboundTransports(t, 2*time.Second, fmt.Sprintf(`      - {name: tls, kind: mllp, address: %q, tls: {ca: %s, cert: %s, key: %s}}
       - {name: plain, kind: mllp, address: %q}
 `, addr, ca.caFile, ca.clientCert, ca.clientKey, addr))
-	tr.timeout = 2 * time.Second // the TLS receiver never answers a plain connection
-	if ack, err := sendToDest(t, tr, engine.ResultDestination{Name: "tls", Kind: engine.DeliveryMLLP, Address: addr}, oru); err != nil || !strings.Contains(ack, "MSA|AA|ORU1") {
+	if ack, err := sendToDest(t, tr, outbox.Destination{Name: "tls", Kind: outbox.MLLP, Address: addr}, oru); err != nil || !strings.Contains(ack, "MSA|AA|ORU1") {
 		t.Fatalf("over TLS: %q, %v", ack, err)
 	}
 	if got.Load() != 1 {
 		t.Fatalf("the receiver got %d ORUs over verified mutual TLS, want 1", got.Load())
 	}
-	if ack, err := sendToDest(t, tr, engine.ResultDestination{Name: "plain", Kind: engine.DeliveryMLLP, Address: addr}, oru); err == nil {
+	if ack, err := sendToDest(t, tr, outbox.Destination{Name: "plain", Kind: outbox.MLLP, Address: addr}, oru); err == nil {
 		t.Errorf("without TLS the TLS receiver answered %q", ack)
 	}
 	if got.Load() != 1 {
@@ -148,11 +151,11 @@ func TestOutboundMLLPOverTLS(t *testing.T) {
 	}
 }
 
-func sendToDest(t *testing.T, tr *transports, dest engine.ResultDestination, payload []byte) (string, error) {
+func sendToDest(t *testing.T, tr *delivery.Transports, dest outbox.Destination, payload []byte) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return tr.send(ctx, dest, &engine.Delivery{Destination: "STMARYS/" + dest.Name, Kind: dest.Kind, ControlID: "C1", Payload: payload})
+	return tr.Send(ctx, dest, &outbox.Delivery{Destination: "STMARYS/" + dest.Name, Kind: dest.Kind, ControlID: "C1", Payload: payload})
 }
 
 // A FHIR destination that requires a bearer token, a client certificate, or an OAuth 2.0 token
@@ -233,18 +236,18 @@ func TestOutboundFHIRAuthentication(t *testing.T) {
 			ehr.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
 			ehr.StartTLS()
 			t.Cleanup(ehr.Close)
-			tr := outboundTransports(t, fmt.Sprintf("      - {name: with, kind: fhir, base_url: %q, %s}\n      - {name: without, kind: fhir, base_url: %q, %s}\n",
+			tr := outboundTransports(t, 10*time.Second, fmt.Sprintf("      - {name: with, kind: fhir, base_url: %q, %s}\n      - {name: without, kind: fhir, base_url: %q, %s}\n",
 				ehr.URL, tc.auth, ehr.URL, tc.noAuth))
 			for range 2 {
-				if _, err := sendToDest(t, tr, engine.ResultDestination{Name: "with", Kind: engine.DeliveryFHIR, BaseURL: ehr.URL}, []byte(bundle)); err != nil {
+				if _, err := sendToDest(t, tr, outbox.Destination{Name: "with", Kind: outbox.FHIR, BaseURL: ehr.URL}, []byte(bundle)); err != nil {
 					t.Fatalf("with credentials: %v", err)
 				}
 			}
 			if received.Load() != 2 {
 				t.Fatalf("the receiver took %d Bundles, want 2", received.Load())
 			}
-			_, err := sendToDest(t, tr, engine.ResultDestination{Name: "without", Kind: engine.DeliveryFHIR, BaseURL: ehr.URL}, []byte(bundle))
-			var refusal *engine.DeliveryRefusal
+			_, err := sendToDest(t, tr, outbox.Destination{Name: "without", Kind: outbox.FHIR, BaseURL: ehr.URL}, []byte(bundle))
+			var refusal *outbox.Refusal
 			switch {
 			case err == nil:
 				t.Errorf("without credentials the Bundle was delivered")

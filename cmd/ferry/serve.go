@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +28,8 @@ import (
 	"github.com/ferryhealth/ferry/adapters/web"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/audit"
+	"github.com/ferryhealth/ferry/engine/outbox"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 	"github.com/ferryhealth/ferry/internal/lograte"
@@ -39,29 +40,12 @@ import (
 // drainTimeout bounds a graceful shutdown: connections finish the message in hand.
 const drainTimeout = 30 * time.Second
 
-// serve runs Ferry until SIGTERM/SIGINT, then drains and returns nil (exit 0).
+// serve runs Ferry until SIGTERM/SIGINT, then drains and returns nil (exit 0). It assembles the
+// parts of an app (app.go) and waits for them to stop.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", stderr)
-	configPath := fs.String("config", "", "config file (YAML)")
-	db := fs.String("db", "", "database URL: sqlite:PATH or postgres://… (overrides config and FERRY_DATABASE_URL)")
-	mllpAddr := fs.String("mllp", "", "MLLP listen address (default :2575)")
-	httpAddr := fs.String("http", "", "HTTP listen address (default :8080)")
-	dicomAddr := fs.String("dicom", "", "DICOM listen address (default :11112)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*configPath)
+	cfg, err := serveConfig(args, stderr)
 	if err != nil {
 		return err
-	}
-	for flagVal, field := range map[*string]*string{db: &cfg.Database, mllpAddr: &cfg.Listen.MLLP, httpAddr: &cfg.Listen.HTTP, dicomAddr: &cfg.Listen.DICOM} {
-		if *flagVal != "" {
-			*field = *flagVal
-		}
-	}
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid config:\n%w", err)
 	}
 	logger := newLogger(stderr, cfg.LogLevel)
 	// Mapping and FHIR validation allocate a lot per message and Ferry's live heap is small:
@@ -70,11 +54,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		debug.SetGCPercent(400)
 	}
 
+	a := newApp(ctx, drainTimeout, logger)
+	defer a.abort() // an assembly that fails stops what had started
+
 	st, kind, err := openStore(ctx, cfg.Database)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	a.closer("store", st.Close)
 	if err := st.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrating %s store: %w", kind, err)
 	}
@@ -82,7 +69,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := engine.NewMetrics(reg)
-	turnaround := engine.NewTurnaroundMetrics(reg)
+	clocks := turnaround.NewMetrics(reg)
 
 	committer := engine.NewGroupCommitter(st, engine.GroupCommitOptions{
 		Workers:       cfg.Commit.Workers,
@@ -92,7 +79,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Timeout:       cfg.Commit.Timeout,
 		Observe:       metrics.ObserveCommit,
 	})
-	defer committer.Close()
+	a.closer("group committer", func() error { committer.Close(); return nil })
 
 	inbound := engine.NewInbound("mllp", committer, logger, metrics)
 	if len(cfg.MLLP.AcceptMessageTypes) > 0 {
@@ -105,7 +92,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("loading mappings:\n%w", err)
 	}
 	if every := *cfg.Mappings.ReloadInterval; every > 0 {
-		go reloader.Watch(ctx, every)
+		a.worker("mapping reloads", func(ctx context.Context) { reloader.Watch(ctx, every) })
 	}
 	validator, err := fhir.NewValidator()
 	if err != nil {
@@ -130,11 +117,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	pending := &engine.PendingWorker{Store: st, Processor: inbound.Processor, Logger: logger, Metrics: metrics}
 	inbound.AckOnReceipt = cfg.MLLP.Ack == "on_receipt"
 	inbound.Pending = pending
-	pendingCtx, stopPending := context.WithCancel(ctx)
-	pendingDone := make(chan struct{})
-	go func() { pending.Run(pendingCtx); close(pendingDone) }()
-	// Stop it before the store closes (defers run last first).
-	defer func() { stopPending(); <-pendingDone }()
+	a.worker("pending messages", pending.Run)
 
 	token, err := adminToken(cfg, logger)
 	if err != nil {
@@ -156,11 +139,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Linked studies are published as FHIR ImagingStudy once quiet; every node runs a deriver.
 	deriver := &engine.StudyDeriver{Store: st, Validator: validator, Settle: cfg.Linking.StudySettle,
 		DICOMwebURL: strings.TrimRight(cfg.HTTP.PublicURL, "/") + dicomweb.BasePath, Logger: logger,
-		ObserveTurnaround: turnaround.Observe}
-	deriverCtx, stopDeriver := context.WithCancel(ctx)
-	deriverDone := make(chan struct{})
-	go func() { deriver.Run(deriverCtx); close(deriverDone) }()
-	defer func() { stopDeriver(); <-deriverDone }()
+		ObserveTurnaround: clocks.Observe}
+	a.worker("study derivation", deriver.Run)
 
 	mllpSrv := &mllp.Server{
 		Handler: mllp.HandlerFunc(func(ctx context.Context, f *mllp.Frame) []byte {
@@ -188,7 +168,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		mllpListen = loopback(mllpListen)
 		logger.Warn("no facilities configured: demo mode, MLLP accepts any sender but listens on the loopback interface only (docs/security.md)", "mllp", mllpListen)
 	}
-	mllpLn, err := net.Listen("tcp", mllpListen)
+	mllpLn, err := a.listen(mllpListen)
 	if err != nil {
 		return fmt.Errorf("listening for MLLP: %w", err)
 	}
@@ -197,21 +177,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// which every node's deliverer sends.
 	// A report written through the API is audited in its own transaction (audit.Changes).
 	reports := &engine.Reports{Store: audit.Changes{ChangeStore: st}, Validator: validator, Destinations: cfg.resultDestinations, Logger: logger, Performer: cfg.performer(),
-		ObserveTurnaround: turnaround.Observe, Render: engine.RenderORU(reloader.Current)}
+		ObserveTurnaround: clocks.Observe, Render: engine.RenderORU(reloader.Current)}
 	inbound.Processor.Reports = reports // ORU^R01 from dictation systems
-	sends := newTransports(cfg.Delivery.Connections, cfg.Delivery.Timeout, logger)
-	if err := sends.configure(cfg); err != nil { // destinations' TLS and authentication
+	if reports.Nudge, err = a.startDeliverer(cfg, st, logger); err != nil {
 		return err
 	}
-	// A claimed delivery is held for one attempt and a margin: a node killed mid-attempt delays
-	// its delivery that long, then any node sends it again.
-	deliverer := &engine.Deliverer{Outbox: st, Transport: sends.send, Probe: sends.probe, ProbeEvery: cfg.Delivery.ProbeEvery, Destination: cfg.resultDestination,
-		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, PerDestination: cfg.Delivery.PerDestination, Lease: cfg.Delivery.Timeout + cfg.Delivery.Timeout/4 + 2*time.Second, Logger: logger}
-	reports.Nudge = deliverer.Nudge
-	delivererCtx, stopDeliverer := context.WithCancel(ctx)
-	delivererDone := make(chan struct{})
-	go func() { deliverer.Run(delivererCtx, 200*time.Millisecond); close(delivererDone) }()
-	defer func() { stopDeliverer(); <-delivererDone; sends.close() }()
 	trustedProxies, _ := cfg.HTTP.trustedProxies() // checked by Validate
 	// People and access: tokens and sessions of the users in the store, the bootstrap admin
 	// token beside them; every access to patient data audited (docs/security.md).
@@ -235,9 +205,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("http.tls: %w", err)
 		}
 	}
-	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
+	httpLn, err := a.listen(cfg.Listen.HTTP)
 	if err != nil {
-		mllpLn.Close()
 		return fmt.Errorf("listening for HTTP: %w", err)
 	}
 	httpLn = cfg.HTTP.limitListener(httpLn, logger)
@@ -250,8 +219,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Who may call, DICOM TLS and the limits: cmd/ferry/dicom.go.
 	dicomSrv, err := cfg.dicomServer(logger, append([]dimse.Service{dimse.WorklistService(st, logger)}, storage.services...))
 	if err != nil {
-		mllpLn.Close()
-		httpLn.Close()
 		return err
 	}
 	dicomListen := cfg.Listen.DICOM
@@ -259,29 +226,29 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// Demo mode lets any caller read the worklist and store studies: this machine only.
 		dicomListen = loopback(dicomListen)
 	}
-	dicomLn, err := net.Listen("tcp", dicomListen)
+	dicomLn, err := a.listen(dicomListen)
 	if err != nil {
-		mllpLn.Close()
-		httpLn.Close()
 		return fmt.Errorf("listening for DICOM: %w", err)
 	}
-	dicomTLSLn, err := cfg.listenDICOMTLS()
-	if err != nil {
-		mllpLn.Close()
-		httpLn.Close()
-		dicomLn.Close()
-		return err
+	var dicomTLSLn net.Listener
+	if addr := cfg.dicomTLSAddr(); addr != "" {
+		if dicomTLSLn, err = a.listen(addr); err != nil {
+			return fmt.Errorf("listening for DICOM TLS: %w", err)
+		}
 	}
 	if cfg.DICOM.demo() {
 		logger.Warn("DICOM: no dicom.peers configured: demo mode, any caller may query the worklist and store studies, so the listener serves the loopback interface only; list the peers in dicom.peers", "dicom", dicomLn.Addr().String())
 	}
 
-	errc := make(chan error, 4)
-	go func() { errc <- mllpSrv.Serve(mllpLn) }()
-	go func() { errc <- httpSrv.Serve(httpLn) }()
-	go func() { errc <- dicomSrv.Serve(dicomLn) }()
+	// The servers stop first (the last started first): MLLP, then DICOM (both its listeners),
+	// then HTTP, each draining the connections it has; then the workers and the store.
+	a.server("HTTP", httpLn, httpSrv.Serve, httpSrv.Shutdown, http.ErrServerClosed)
 	if dicomTLSLn != nil {
-		go func() { errc <- dicomSrv.ServeTLS(dicomTLSLn) }()
+		a.server("DICOM TLS", dicomTLSLn, dicomSrv.ServeTLS, nil, dimse.ErrServerClosed) // drained with DICOM
+	}
+	a.server("DICOM", dicomLn, dicomSrv.Serve, dicomSrv.Shutdown, dimse.ErrServerClosed)
+	a.server("MLLP", mllpLn, mllpSrv.Serve, mllpSrv.Shutdown, mllp.ErrServerClosed)
+	if dicomTLSLn != nil {
 		logger.Info("DICOM TLS serving", "dicom_tls", dicomTLSLn.Addr().String(),
 			"client_certificates", cfg.DICOM.TLS.ClientCertificates)
 	}
@@ -299,31 +266,52 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"mllp", mllpLn.Addr().String(), "http", httpLn.Addr().String(), "dicom", dicomLn.Addr().String(), "dicom_ae_title", dicomSrv.AETitle,
 		"mllp_tls", mllpSrv.TLSConfig != nil, "http_tls", httpTLS)
 	fmt.Fprintf(stdout, "ferry %s serving: mllp=%s http=%s store=%s dicom=%s\n", versionString(), mllpLn.Addr(), httpLn.Addr(), kind, dicomLn.Addr())
+	return a.wait()
+}
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down: draining connections")
-	case runErr = <-errc:
-		logger.Error("listener stopped", "err", runErr)
+// serveConfig is serve's configuration: the file its flags name, the environment, and the flags
+// that override them, with defaults, validated.
+func serveConfig(args []string, stderr io.Writer) (*Config, error) {
+	fs := newFlagSet("serve", stderr)
+	configPath := fs.String("config", "", "config file (YAML)")
+	db := fs.String("db", "", "database URL: sqlite:PATH or postgres://… (overrides config and FERRY_DATABASE_URL)")
+	mllpAddr := fs.String("mllp", "", "MLLP listen address (default :2575)")
+	httpAddr := fs.String("http", "", "HTTP listen address (default :8080)")
+	dicomAddr := fs.String("dicom", "", "DICOM listen address (default :11112)")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
-	defer cancel()
-	if err := mllpSrv.Shutdown(shutdownCtx); err != nil {
-		logger.Warn("MLLP drain incomplete", "err", err)
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return nil, err
 	}
-	if err := dicomSrv.Shutdown(shutdownCtx); err != nil {
-		logger.Warn("DICOM drain incomplete", "err", err)
+	for flagVal, field := range map[*string]*string{db: &cfg.Database, mllpAddr: &cfg.Listen.MLLP, httpAddr: &cfg.Listen.HTTP, dicomAddr: &cfg.Listen.DICOM} {
+		if *flagVal != "" {
+			*field = *flagVal
+		}
 	}
-	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
-		logger.Warn("HTTP drain incomplete", "err", err)
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config:\n%w", err)
 	}
-	committer.Close()
-	if runErr != nil && !errors.Is(runErr, mllp.ErrServerClosed) && !errors.Is(runErr, http.ErrServerClosed) && !errors.Is(runErr, dimse.ErrServerClosed) {
-		return runErr
+	return cfg, nil
+}
+
+// startDeliverer starts the parts that send the outbox's deliveries — the transports to the
+// configured destinations and the deliverer every node runs — and returns the deliverer's
+// Nudge, for whoever commits a report version.
+func (a *app) startDeliverer(cfg *Config, st outbox.Store, logger *slog.Logger) (nudge func(), err error) {
+	sends, err := cfg.deliveryTransports(logger)
+	if err != nil {
+		return nil, err
 	}
-	logger.Info("ferry stopped")
-	return nil
+	a.closer("delivery transports", func() error { sends.Close(); return nil })
+	// A claimed delivery is held for one attempt and a margin: a node killed mid-attempt delays
+	// its delivery that long, then any node sends it again.
+	deliverer := &outbox.Deliverer{Store: st, Transport: sends.Send, Probe: sends.Probe, ProbeEvery: cfg.Delivery.ProbeEvery, Destination: cfg.resultDestination,
+		Retry: cfg.retryPolicy(), Workers: cfg.Delivery.Workers, PerDestination: cfg.Delivery.PerDestination, Lease: cfg.Delivery.Timeout + cfg.Delivery.Timeout/4 + 2*time.Second, Logger: logger}
+	a.worker("deliverer", func(ctx context.Context) { deliverer.Run(ctx, 200*time.Millisecond) })
+	return deliverer.Nudge, nil
 }
 
 // loopback is addr with its host replaced by the loopback interface (127.0.0.1 for any IPv4 or

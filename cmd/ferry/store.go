@@ -10,6 +10,8 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
+	"github.com/ferryhealth/ferry/engine/outbox"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 )
 
 // store is what ferry needs of either store.
@@ -18,8 +20,8 @@ type store interface {
 	engine.InstanceStore
 	engine.LinkStore
 	engine.DerivationQueue
-	engine.Outbox
-	engine.TurnaroundReader
+	outbox.Store
+	turnaround.Reader
 	access.Store // users, API tokens, web sessions
 	audit.Reader
 	Migrate(ctx context.Context) error

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 )
 
 // TestTurnaroundConfig: the turnaround SLAs are the defaults with what the file sets over them,
@@ -16,12 +16,12 @@ func TestTurnaroundConfig(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name, yaml string
-		want       engine.SLAs
+		want       turnaround.SLAs
 		wantErr    string
 	}{
-		{name: "Defaults", yaml: "log_level: info\n", want: engine.DefaultSLAs()},
+		{name: "Defaults", yaml: "log_level: info\n", want: turnaround.DefaultSLAs()},
 		{name: "Overrides", yaml: "turnaround:\n  stat: {preliminary: 20m}\n  routine: {preliminary: 12h, final: 0s}\n",
-			want: engine.SLAs{
+			want: turnaround.SLAs{
 				"stat":    {Preliminary: 20 * time.Minute, Final: 4 * time.Hour},
 				"asap":    {Preliminary: time.Hour, Final: 8 * time.Hour},
 				"urgent":  {Preliminary: 2 * time.Hour, Final: 12 * time.Hour},

@@ -10,16 +10,17 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/outbox"
 )
 
 // OutboxStore is what the outbox suite needs of a store: the outbox, and transactions, which
 // insert deliveries with their report.
 type OutboxStore interface {
-	engine.Outbox
+	outbox.Store
 	Begin(ctx context.Context) (engine.Tx, error)
 }
 
-// RunOutbox runs the contract suite of engine.Outbox and Tx.InsertDelivery. open is called once
+// RunOutbox runs the contract suite of outbox.Store and Tx.InsertDelivery. open is called once
 // per subtest and must return a fresh, migrated, empty store that it closes (and removes) in
 // t.Cleanup; subtests run in parallel.
 func RunOutbox(t *testing.T, open func(t *testing.T) OutboxStore) {
@@ -56,15 +57,15 @@ func RunOutbox(t *testing.T, open func(t *testing.T) OutboxStore) {
 // newDelivery returns a pending MLLP delivery of DiagnosticReport/<report> version 1 to dest for
 // patient, every field an inserter sets filled; created and due at baseTime, in a zone other than
 // UTC.
-func newDelivery(report, dest, patient string) *engine.Delivery {
+func newDelivery(report, dest, patient string) *outbox.Delivery {
 	at := baseTime.In(time.FixedZone("CET", 3600))
-	return &engine.Delivery{
+	return &outbox.Delivery{
 		ReportID:       report,
 		ReportVersion:  1,
 		Destination:    dest,
-		Kind:           engine.DeliveryMLLP,
+		Kind:           outbox.MLLP,
 		QueueKey:       dest + "|" + patient,
-		Status:         engine.DeliveryPending,
+		Status:         outbox.Pending,
 		ControlID:      "ORU-" + report,
 		Payload:        []byte("MSH|^~\\&|FERRY|RAD|LIS|" + dest + "|20260301100000||ORU^R01|ORU-" + report + "|P|2.5.1\r"),
 		MappingVersion: "oru_r01@1+3fa2c9d1",
@@ -74,7 +75,7 @@ func newDelivery(report, dest, patient string) *engine.Delivery {
 }
 
 // insertDeliveries inserts ds in one transaction and commits it.
-func insertDeliveries(t *testing.T, st OutboxStore, ds ...*engine.Delivery) {
+func insertDeliveries(t *testing.T, st OutboxStore, ds ...*outbox.Delivery) {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := st.Begin(ctx)
@@ -95,7 +96,7 @@ func insertDeliveries(t *testing.T, st OutboxStore, ds ...*engine.Delivery) {
 	}
 }
 
-func readDelivery(t *testing.T, st OutboxStore, id int64) *engine.Delivery {
+func readDelivery(t *testing.T, st OutboxStore, id int64) *outbox.Delivery {
 	t.Helper()
 	d, err := st.Delivery(context.Background(), id)
 	if err != nil {
@@ -137,7 +138,7 @@ func claimDelivery(t *testing.T, st OutboxStore, id int64, now, leaseUntil time.
 	return ok
 }
 
-func finishDelivery(t *testing.T, st OutboxStore, id int64, o engine.DeliveryOutcome) {
+func finishDelivery(t *testing.T, st OutboxStore, id int64, o outbox.Outcome) {
 	t.Helper()
 	if err := st.FinishDelivery(context.Background(), id, o); err != nil {
 		t.Fatalf("FinishDelivery(%d, %s): %v", id, o.Status, err)
@@ -146,7 +147,7 @@ func finishDelivery(t *testing.T, st OutboxStore, id int64, o engine.DeliveryOut
 
 // checkDelivery compares got with want, its times as instants that must come back in UTC (the
 // zero time for unset ones).
-func checkDelivery(t *testing.T, got, want *engine.Delivery) {
+func checkDelivery(t *testing.T, got, want *outbox.Delivery) {
 	t.Helper()
 	g, w := *got, *want
 	checkInstants(t, fmt.Sprintf("delivery %d", got.ID), []instant{
@@ -185,10 +186,10 @@ func checkInstants(t *testing.T, what string, fields []instant) {
 // inserted, by ID and in the listing.
 func testDeliveryInsertCommitted(t *testing.T, st OutboxStore) {
 	d := newDelivery("rep-1", "STMARYS/LIS", "pat-1")
-	d.Kind, d.Response = engine.DeliveryFHIR, "—" // not ASCII
+	d.Kind, d.Response = outbox.FHIR, "—" // not ASCII
 	insertDeliveries(t, st, d)
 	checkDelivery(t, readDelivery(t, st, d.ID), d)
-	list, err := st.Deliveries(context.Background(), engine.DeliveryFilter{})
+	list, err := st.Deliveries(context.Background(), outbox.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +215,7 @@ func testDeliveryInsertRolledBack(t *testing.T, st OutboxStore) {
 	if _, err := st.Delivery(ctx, d.ID); !errors.Is(err, engine.ErrNotFound) {
 		t.Errorf("Delivery after rollback: %v, want ErrNotFound", err)
 	}
-	if list, err := st.Deliveries(ctx, engine.DeliveryFilter{}); err != nil || len(list) != 0 {
+	if list, err := st.Deliveries(ctx, outbox.Filter{}); err != nil || len(list) != 0 {
 		t.Errorf("Deliveries after rollback: %d, %v; want none", len(list), err)
 	}
 	checkDue(t, st, baseTime.Add(time.Hour))
@@ -242,7 +243,7 @@ func testDeliveryDuplicate(t *testing.T, st OutboxStore) {
 	v2 := newDelivery("rep-1", "STMARYS/LIS", "pat-1")
 	v2.ReportVersion = 2
 	insertDeliveries(t, st, v2, newDelivery("rep-1", "STMARYS/RIS", "pat-1"))
-	if list, err := st.Deliveries(ctx, engine.DeliveryFilter{ReportID: "rep-1"}); err != nil || len(list) != 3 {
+	if list, err := st.Deliveries(ctx, outbox.Filter{ReportID: "rep-1"}); err != nil || len(list) != 3 {
 		t.Errorf("deliveries of rep-1: %d, %v; want 3", len(list), err)
 	}
 }
@@ -252,19 +253,19 @@ func testDeliveryInvalid(t *testing.T, st OutboxStore) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name   string
-		change func(d *engine.Delivery) *engine.Delivery
+		change func(d *outbox.Delivery) *outbox.Delivery
 	}{
-		{"nil", func(*engine.Delivery) *engine.Delivery { return nil }},
-		{"no report", func(d *engine.Delivery) *engine.Delivery { d.ReportID = ""; return d }},
-		{"version 0", func(d *engine.Delivery) *engine.Delivery { d.ReportVersion = 0; return d }},
-		{"no destination", func(d *engine.Delivery) *engine.Delivery { d.Destination = ""; return d }},
-		{"no queue key", func(d *engine.Delivery) *engine.Delivery { d.QueueKey = ""; return d }},
-		{"no control id", func(d *engine.Delivery) *engine.Delivery { d.ControlID = ""; return d }},
-		{"unknown kind", func(d *engine.Delivery) *engine.Delivery { d.Kind = "sftp"; return d }},
-		{"delivered", func(d *engine.Delivery) *engine.Delivery { d.Status = engine.DeliveryDelivered; return d }},
-		{"no status", func(d *engine.Delivery) *engine.Delivery { d.Status = ""; return d }},
-		{"no CreatedAt", func(d *engine.Delivery) *engine.Delivery { d.CreatedAt = time.Time{}; return d }},
-		{"no NextAttemptAt", func(d *engine.Delivery) *engine.Delivery { d.NextAttemptAt = time.Time{}; return d }},
+		{"nil", func(*outbox.Delivery) *outbox.Delivery { return nil }},
+		{"no report", func(d *outbox.Delivery) *outbox.Delivery { d.ReportID = ""; return d }},
+		{"version 0", func(d *outbox.Delivery) *outbox.Delivery { d.ReportVersion = 0; return d }},
+		{"no destination", func(d *outbox.Delivery) *outbox.Delivery { d.Destination = ""; return d }},
+		{"no queue key", func(d *outbox.Delivery) *outbox.Delivery { d.QueueKey = ""; return d }},
+		{"no control id", func(d *outbox.Delivery) *outbox.Delivery { d.ControlID = ""; return d }},
+		{"unknown kind", func(d *outbox.Delivery) *outbox.Delivery { d.Kind = "sftp"; return d }},
+		{"delivered", func(d *outbox.Delivery) *outbox.Delivery { d.Status = outbox.Delivered; return d }},
+		{"no status", func(d *outbox.Delivery) *outbox.Delivery { d.Status = ""; return d }},
+		{"no CreatedAt", func(d *outbox.Delivery) *outbox.Delivery { d.CreatedAt = time.Time{}; return d }},
+		{"no NextAttemptAt", func(d *outbox.Delivery) *outbox.Delivery { d.NextAttemptAt = time.Time{}; return d }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tx, err := st.Begin(ctx)
@@ -281,7 +282,7 @@ func testDeliveryInvalid(t *testing.T, st OutboxStore) {
 			}
 		})
 	}
-	if list, err := st.Deliveries(ctx, engine.DeliveryFilter{}); err != nil || len(list) != 0 {
+	if list, err := st.Deliveries(ctx, outbox.Filter{}); err != nil || len(list) != 0 {
 		t.Errorf("Deliveries: %d, %v; want none", len(list), err)
 	}
 }
@@ -302,7 +303,7 @@ func testDeliveryQueueOrder(t *testing.T, st OutboxStore) {
 		t.Fatal("could not claim the first of a queue")
 	}
 	checkDue(t, st, now) // the first is leased, the second still waits for it
-	finishDelivery(t, st, prelim.ID, engine.DeliveryOutcome{Status: engine.DeliveryDelivered, Response: "MSA|AA", At: now})
+	finishDelivery(t, st, prelim.ID, outbox.Outcome{Status: outbox.Delivered, Response: "MSA|AA", At: now})
 	checkDue(t, st, now, final.ID)
 	if !claimDelivery(t, st, final.ID, now, now.Add(time.Minute)) {
 		t.Error("could not claim the second of a queue after the first was delivered")
@@ -313,7 +314,7 @@ func testDeliveryQueueOrder(t *testing.T, st OutboxStore) {
 // up the deliveries after it.
 func testDeliveryDeadDoesNotHoldQueue(t *testing.T, st OutboxStore) {
 	refused := newDelivery("rep-1", "STMARYS/LIS", "pat-1")
-	refused.Status, refused.LastError = engine.DeliveryDead, "no route for this patient"
+	refused.Status, refused.LastError = outbox.Dead, "no route for this patient"
 	first, second := newDelivery("rep-2", "STMARYS/LIS", "pat-1"), newDelivery("rep-3", "STMARYS/LIS", "pat-1")
 	insertDeliveries(t, st, refused, first, second)
 	now := baseTime.Add(time.Minute)
@@ -321,7 +322,7 @@ func testDeliveryDeadDoesNotHoldQueue(t *testing.T, st OutboxStore) {
 	if !claimDelivery(t, st, first.ID, now, now.Add(time.Minute)) {
 		t.Fatal("could not claim the first pending delivery")
 	}
-	finishDelivery(t, st, first.ID, engine.DeliveryOutcome{Status: engine.DeliveryDead, LastError: "AR", Response: "MSA|AR", At: now})
+	finishDelivery(t, st, first.ID, outbox.Outcome{Status: outbox.Dead, LastError: "AR", Response: "MSA|AR", At: now})
 	checkDue(t, st, now, second.ID)
 }
 
@@ -393,12 +394,12 @@ func testDeliveryPostponeDestination(t *testing.T, st OutboxStore) {
 	// Later the lease has run out (its sender died, say): the leased one is due as it was.
 	checkDue(t, st, until.Add(-time.Microsecond), leased.ID, other.ID, namesake.ID)
 	checkDue(t, st, until, leased.ID, other.ID, namesake.ID, a1.ID)
-	for _, d := range []*engine.Delivery{a1, a2} {
+	for _, d := range []*outbox.Delivery{a1, a2} {
 		if got := readDelivery(t, st, d.ID); !got.NextAttemptAt.Equal(until) || got.Attempts != 0 {
 			t.Errorf("delivery %d after the postponement: due %s, %d attempts; want %s, 0", d.ID, got.NextAttemptAt, got.Attempts, until)
 		}
 	}
-	for _, d := range []*engine.Delivery{leased, later, other, namesake} {
+	for _, d := range []*outbox.Delivery{leased, later, other, namesake} {
 		if got := readDelivery(t, st, d.ID); !got.NextAttemptAt.Equal(d.NextAttemptAt) {
 			t.Errorf("delivery %d (%s) moved to %s", d.ID, d.QueueKey, got.NextAttemptAt)
 		}
@@ -431,7 +432,7 @@ func testDeliveryClaim(t *testing.T, st OutboxStore) {
 		t.Fatal("first claim failed")
 	}
 	got := readDelivery(t, st, d.ID)
-	if got.Attempts != 1 || !got.LeaseUntil.Equal(lease) || got.Status != engine.DeliveryPending {
+	if got.Attempts != 1 || !got.LeaseUntil.Equal(lease) || got.Status != outbox.Pending {
 		t.Errorf("after a claim: attempts %d, lease until %s, %s; want 1, %s, pending", got.Attempts, got.LeaseUntil, got.Status, lease)
 	}
 	if claimDelivery(t, st, d.ID, now.Add(time.Second), now.Add(time.Minute)) {
@@ -462,20 +463,20 @@ func testDeliveryFinishDelivered(t *testing.T, st OutboxStore) {
 		t.Fatal("claim failed")
 	}
 	at := now.Add(1500 * time.Millisecond)
-	finishDelivery(t, st, d.ID, engine.DeliveryOutcome{Status: engine.DeliveryDelivered, Response: "MSH|…\rMSA|AA|ORU-rep-1\r", At: at})
+	finishDelivery(t, st, d.ID, outbox.Outcome{Status: outbox.Delivered, Response: "MSH|…\rMSA|AA|ORU-rep-1\r", At: at})
 	want := *d
-	want.Status, want.Attempts, want.Response, want.DeliveredAt = engine.DeliveryDelivered, 1, "MSH|…\rMSA|AA|ORU-rep-1\r", at
+	want.Status, want.Attempts, want.Response, want.DeliveredAt = outbox.Delivered, 1, "MSH|…\rMSA|AA|ORU-rep-1\r", at
 	checkDelivery(t, readDelivery(t, st, d.ID), &want)
 	checkDue(t, st, now.Add(time.Hour))
 	if claimDelivery(t, st, d.ID, now.Add(time.Hour), now.Add(2*time.Hour)) {
 		t.Error("claimed a delivered delivery")
 	}
 	// A sender whose lease ran out cannot undo what another recorded.
-	err := st.FinishDelivery(context.Background(), d.ID, engine.DeliveryOutcome{Status: engine.DeliveryPending, NextAttemptAt: now, At: now})
+	err := st.FinishDelivery(context.Background(), d.ID, outbox.Outcome{Status: outbox.Pending, NextAttemptAt: now, At: now})
 	if !errors.Is(err, engine.ErrNotFound) {
 		t.Errorf("FinishDelivery of a delivered delivery: %v, want ErrNotFound", err)
 	}
-	if got := readDelivery(t, st, d.ID); got.Status != engine.DeliveryDelivered {
+	if got := readDelivery(t, st, d.ID); got.Status != outbox.Delivered {
 		t.Errorf("status %s after a late finish, want delivered", got.Status)
 	}
 }
@@ -490,7 +491,7 @@ func testDeliveryFinishRetry(t *testing.T, st OutboxStore) {
 		t.Fatal("claim failed")
 	}
 	retry := now.Add(5 * time.Minute)
-	finishDelivery(t, st, d.ID, engine.DeliveryOutcome{Status: engine.DeliveryPending, NextAttemptAt: retry,
+	finishDelivery(t, st, d.ID, outbox.Outcome{Status: outbox.Pending, NextAttemptAt: retry,
 		LastError: "connection refused", At: now.Add(time.Second)})
 	want := *d
 	want.Attempts, want.NextAttemptAt, want.LastError = 1, retry, "connection refused"
@@ -500,13 +501,13 @@ func testDeliveryFinishRetry(t *testing.T, st OutboxStore) {
 	if !claimDelivery(t, st, d.ID, retry, retry.Add(time.Minute)) {
 		t.Error("could not claim a retry when due")
 	}
-	if err := st.FinishDelivery(context.Background(), d.ID, engine.DeliveryOutcome{Status: engine.DeliveryPending}); err == nil {
+	if err := st.FinishDelivery(context.Background(), d.ID, outbox.Outcome{Status: outbox.Pending}); err == nil {
 		t.Error("FinishDelivery(pending) without NextAttemptAt: no error")
 	}
-	if err := st.FinishDelivery(context.Background(), d.ID, engine.DeliveryOutcome{Status: "lost", At: now}); err == nil {
+	if err := st.FinishDelivery(context.Background(), d.ID, outbox.Outcome{Status: "lost", At: now}); err == nil {
 		t.Error("FinishDelivery with an unknown status: no error")
 	}
-	if err := st.FinishDelivery(context.Background(), d.ID+1000, engine.DeliveryOutcome{Status: engine.DeliveryDead, At: now}); !errors.Is(err, engine.ErrNotFound) {
+	if err := st.FinishDelivery(context.Background(), d.ID+1000, outbox.Outcome{Status: outbox.Dead, At: now}); !errors.Is(err, engine.ErrNotFound) {
 		t.Errorf("FinishDelivery of an unknown delivery: %v, want ErrNotFound", err)
 	}
 }
@@ -518,10 +519,10 @@ func testDeliveryFinishDead(t *testing.T, st OutboxStore) {
 	if !claimDelivery(t, st, d.ID, now, now.Add(time.Minute)) {
 		t.Fatal("claim failed")
 	}
-	finishDelivery(t, st, d.ID, engine.DeliveryOutcome{Status: engine.DeliveryDead, LastError: "refused: AR",
+	finishDelivery(t, st, d.ID, outbox.Outcome{Status: outbox.Dead, LastError: "refused: AR",
 		Response: "MSA|AR|ORU-rep-1", At: now})
 	want := *d
-	want.Status, want.Attempts, want.LastError, want.Response = engine.DeliveryDead, 1, "refused: AR", "MSA|AR|ORU-rep-1"
+	want.Status, want.Attempts, want.LastError, want.Response = outbox.Dead, 1, "refused: AR", "MSA|AR|ORU-rep-1"
 	checkDelivery(t, readDelivery(t, st, d.ID), &want)
 	checkDue(t, st, now.Add(time.Hour))
 }
@@ -533,11 +534,11 @@ func testDeliveryReplay(t *testing.T, st OutboxStore) {
 	d, kept := newDelivery("rep-1", "STMARYS/LIS", "pat-1"), newDelivery("rep-2", "STJOHNS/LIS", "pat-2")
 	insertDeliveries(t, st, d, kept)
 	now := baseTime.Add(time.Minute)
-	for _, x := range []*engine.Delivery{d, kept} {
+	for _, x := range []*outbox.Delivery{d, kept} {
 		if !claimDelivery(t, st, x.ID, now, now.Add(time.Minute)) {
 			t.Fatal("claim failed")
 		}
-		finishDelivery(t, st, x.ID, engine.DeliveryOutcome{Status: engine.DeliveryDead, LastError: "refused: AR", Response: "MSA|AR", At: now})
+		finishDelivery(t, st, x.ID, outbox.Outcome{Status: outbox.Dead, LastError: "refused: AR", Response: "MSA|AR", At: now})
 	}
 	replayAt := now.Add(time.Hour)
 	payload := []byte("MSH|^~\\&|FERRY|RAD|LIS|STMARYS|20260301110000||ORU^R01|ORU-rep-1|P|2.5.1\rOBX|1|TX|||again\r")
@@ -565,7 +566,7 @@ func testDeliveryReplayOnlyDead(t *testing.T, st OutboxStore) {
 	if !claimDelivery(t, st, delivered.ID, now, now.Add(time.Minute)) {
 		t.Fatal("claim failed")
 	}
-	finishDelivery(t, st, delivered.ID, engine.DeliveryOutcome{Status: engine.DeliveryDelivered, Response: "MSA|AA", At: now})
+	finishDelivery(t, st, delivered.ID, outbox.Outcome{Status: outbox.Delivered, Response: "MSA|AA", At: now})
 	for _, id := range []int64{pending.ID, delivered.ID, delivered.ID + 1000} {
 		if err := st.ReplayDelivery(ctx, id, []byte("new"), "v", now); !errors.Is(err, engine.ErrNotFound) {
 			t.Errorf("ReplayDelivery(%d): %v, want ErrNotFound", id, err)
@@ -574,7 +575,7 @@ func testDeliveryReplayOnlyDead(t *testing.T, st OutboxStore) {
 	if got := readDelivery(t, st, pending.ID); !bytes.Equal(got.Payload, pending.Payload) {
 		t.Errorf("a refused replay changed the payload to %q", got.Payload)
 	}
-	if got := readDelivery(t, st, delivered.ID); got.Status != engine.DeliveryDelivered {
+	if got := readDelivery(t, st, delivered.ID); got.Status != outbox.Delivered {
 		t.Errorf("a refused replay changed the status to %s", got.Status)
 	}
 }
@@ -583,12 +584,12 @@ func testDeliveryReplayOnlyDead(t *testing.T, st OutboxStore) {
 // a page at a time.
 func testDeliveriesFiltered(t *testing.T, st OutboxStore) {
 	ctx := context.Background()
-	var all []*engine.Delivery
+	var all []*outbox.Delivery
 	for i := range 6 {
 		d := newDelivery(fmt.Sprintf("rep-%d", i%3), []string{"STMARYS/LIS", "STJOHNS/LIS"}[i%2], fmt.Sprintf("pat-%d", i))
 		d.ReportVersion = int64(1 + i/3)
 		if i%3 == 2 {
-			d.Status = engine.DeliveryDead
+			d.Status = outbox.Dead
 		}
 		all = append(all, d)
 	}
@@ -597,21 +598,21 @@ func testDeliveriesFiltered(t *testing.T, st OutboxStore) {
 	//      3 rep-0 JOHNS pending, 4 rep-1 MARYS pending, 5 rep-2 JOHNS dead
 	for _, tc := range []struct {
 		name string
-		f    engine.DeliveryFilter
+		f    outbox.Filter
 		want []int // indexes into all, newest first
 	}{
-		{"all", engine.DeliveryFilter{}, []int{5, 4, 3, 2, 1, 0}},
-		{"dead", engine.DeliveryFilter{Status: engine.DeliveryDead}, []int{5, 2}},
-		{"pending", engine.DeliveryFilter{Status: engine.DeliveryPending}, []int{4, 3, 1, 0}},
-		{"delivered", engine.DeliveryFilter{Status: engine.DeliveryDelivered}, []int{}},
-		{"report", engine.DeliveryFilter{ReportID: "rep-0"}, []int{3, 0}},
-		{"destination", engine.DeliveryFilter{Destination: "STMARYS/LIS"}, []int{4, 2, 0}},
-		{"all three", engine.DeliveryFilter{Status: engine.DeliveryPending, ReportID: "rep-1", Destination: "STJOHNS/LIS"}, []int{1}},
-		{"unknown report", engine.DeliveryFilter{ReportID: "rep-9"}, []int{}},
-		{"limit", engine.DeliveryFilter{Limit: 2}, []int{5, 4}},
-		{"offset", engine.DeliveryFilter{Limit: 2, Offset: 2}, []int{3, 2}},
-		{"past the end", engine.DeliveryFilter{Limit: 2, Offset: 6}, []int{}},
-		{"filtered page", engine.DeliveryFilter{Status: engine.DeliveryPending, Limit: 3, Offset: 1}, []int{3, 1, 0}},
+		{"all", outbox.Filter{}, []int{5, 4, 3, 2, 1, 0}},
+		{"dead", outbox.Filter{Status: outbox.Dead}, []int{5, 2}},
+		{"pending", outbox.Filter{Status: outbox.Pending}, []int{4, 3, 1, 0}},
+		{"delivered", outbox.Filter{Status: outbox.Delivered}, []int{}},
+		{"report", outbox.Filter{ReportID: "rep-0"}, []int{3, 0}},
+		{"destination", outbox.Filter{Destination: "STMARYS/LIS"}, []int{4, 2, 0}},
+		{"all three", outbox.Filter{Status: outbox.Pending, ReportID: "rep-1", Destination: "STJOHNS/LIS"}, []int{1}},
+		{"unknown report", outbox.Filter{ReportID: "rep-9"}, []int{}},
+		{"limit", outbox.Filter{Limit: 2}, []int{5, 4}},
+		{"offset", outbox.Filter{Limit: 2, Offset: 2}, []int{3, 2}},
+		{"past the end", outbox.Filter{Limit: 2, Offset: 6}, []int{}},
+		{"filtered page", outbox.Filter{Status: outbox.Pending, Limit: 3, Offset: 1}, []int{3, 1, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			list, err := st.Deliveries(ctx, tc.f)
@@ -644,7 +645,7 @@ func testDeliveryPayloadBytes(t *testing.T, st OutboxStore) {
 	payload := []byte("\x0bMSH|^~\\&|FERRY\x00|R\xe9SULTAT|\xff\xfe\r\x1c\x0d")
 	d := newDelivery("rep-1", "STMARYS/LIS", "pat-1")
 	d.Payload = payload
-	d.Status = engine.DeliveryDead
+	d.Status = outbox.Dead
 	insertDeliveries(t, st, d)
 	if got := readDelivery(t, st, d.ID).Payload; !bytes.Equal(got, payload) {
 		t.Errorf("payload = %q, want %q", got, payload)

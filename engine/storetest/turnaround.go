@@ -9,16 +9,17 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/turnaround"
 )
 
 // TurnaroundStore is what the turnaround suite needs of a store: the reader, and transactions,
 // which mark milestones.
 type TurnaroundStore interface {
-	engine.TurnaroundReader
+	turnaround.Reader
 	Begin(ctx context.Context) (engine.Tx, error)
 }
 
-// RunTurnaround runs the contract suite of engine.TurnaroundReader and Tx.MarkTurnaround. open is
+// RunTurnaround runs the contract suite of turnaround.Reader and Tx.MarkTurnaround. open is
 // called once per subtest and must return a fresh, migrated, empty store that it closes (and
 // removes) in t.Cleanup; subtests run in parallel.
 func RunTurnaround(t *testing.T, open func(t *testing.T) TurnaroundStore) {
@@ -46,20 +47,20 @@ func RunTurnaround(t *testing.T, open func(t *testing.T) TurnaroundStore) {
 // turnaroundMark is one MarkTurnaround call.
 type turnaroundMark struct {
 	srID, priority string
-	stage          engine.TurnaroundStage
+	stage          turnaround.Stage
 	at             time.Time
 }
 
 // markTurnaround makes marks in one transaction, commits it, and returns the row the last mark
 // returned.
-func markTurnaround(t *testing.T, st TurnaroundStore, marks ...turnaroundMark) *engine.Turnaround {
+func markTurnaround(t *testing.T, st TurnaroundStore, marks ...turnaroundMark) *turnaround.Clocks {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := st.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var last *engine.Turnaround
+	var last *turnaround.Clocks
 	for _, m := range marks {
 		if last, err = tx.MarkTurnaround(ctx, m.srID, m.priority, m.stage, m.at); err != nil {
 			tx.Rollback()
@@ -72,7 +73,7 @@ func markTurnaround(t *testing.T, st TurnaroundStore, marks ...turnaroundMark) *
 	return last
 }
 
-func readTurnaround(t *testing.T, st TurnaroundStore, srID string) *engine.Turnaround {
+func readTurnaround(t *testing.T, st TurnaroundStore, srID string) *turnaround.Clocks {
 	t.Helper()
 	ta, err := st.Turnaround(context.Background(), srID)
 	if err != nil {
@@ -83,7 +84,7 @@ func readTurnaround(t *testing.T, st TurnaroundStore, srID string) *engine.Turna
 
 // checkTurnaround compares got with want, its times as instants that must come back in UTC (the
 // zero time for milestones not reached).
-func checkTurnaround(t *testing.T, got, want *engine.Turnaround) {
+func checkTurnaround(t *testing.T, got, want *turnaround.Clocks) {
 	t.Helper()
 	g, w := *got, *want
 	checkInstants(t, "turnaround of "+want.ServiceRequestID, []instant{
@@ -103,8 +104,8 @@ func checkTurnaround(t *testing.T, got, want *engine.Turnaround) {
 // times keep their milliseconds.
 func testTurnaroundMarkCreates(t *testing.T, st TurnaroundStore) {
 	at := baseTime.Add(123 * time.Millisecond).In(time.FixedZone("EST", -5*3600))
-	want := &engine.Turnaround{ServiceRequestID: "sr-1", Priority: "stat", OrderedAt: at}
-	checkTurnaround(t, markTurnaround(t, st, turnaroundMark{"sr-1", "stat", engine.TurnaroundOrdered, at}), want)
+	want := &turnaround.Clocks{ServiceRequestID: "sr-1", Priority: "stat", OrderedAt: at}
+	checkTurnaround(t, markTurnaround(t, st, turnaroundMark{"sr-1", "stat", turnaround.Ordered, at}), want)
 	checkTurnaround(t, readTurnaround(t, st, "sr-1"), want)
 }
 
@@ -113,15 +114,15 @@ func testTurnaroundMarkCreates(t *testing.T, st TurnaroundStore) {
 func testTurnaroundFirstTimeKept(t *testing.T, st TurnaroundStore) {
 	ordered, study, prelim := baseTime, baseTime.Add(2*time.Hour), baseTime.Add(2*time.Hour+20*time.Minute)
 	got := markTurnaround(t, st,
-		turnaroundMark{"sr-1", "routine", engine.TurnaroundOrdered, ordered},
-		turnaroundMark{"sr-1", "routine", engine.TurnaroundOrdered, ordered.Add(time.Minute)}, // an NW repeated
-		turnaroundMark{"sr-1", "stat", engine.TurnaroundStudy, study})
-	want := &engine.Turnaround{ServiceRequestID: "sr-1", Priority: "stat", OrderedAt: ordered, StudyAt: study}
+		turnaroundMark{"sr-1", "routine", turnaround.Ordered, ordered},
+		turnaroundMark{"sr-1", "routine", turnaround.Ordered, ordered.Add(time.Minute)}, // an NW repeated
+		turnaroundMark{"sr-1", "stat", turnaround.Study, study})
+	want := &turnaround.Clocks{ServiceRequestID: "sr-1", Priority: "stat", OrderedAt: ordered, StudyAt: study}
 	checkTurnaround(t, got, want)
 
-	markTurnaround(t, st, turnaroundMark{"sr-1", "stat", engine.TurnaroundStudy, study.Add(10 * time.Minute)}, // derived again
-		turnaroundMark{"sr-1", "stat", engine.TurnaroundPreliminary, prelim})
-	got = markTurnaround(t, st, turnaroundMark{"sr-1", "stat", engine.TurnaroundPreliminary, prelim.Add(5 * time.Minute)})
+	markTurnaround(t, st, turnaroundMark{"sr-1", "stat", turnaround.Study, study.Add(10 * time.Minute)}, // derived again
+		turnaroundMark{"sr-1", "stat", turnaround.Preliminary, prelim})
+	got = markTurnaround(t, st, turnaroundMark{"sr-1", "stat", turnaround.Preliminary, prelim.Add(5 * time.Minute)})
 	want.PreliminaryAt = prelim
 	checkTurnaround(t, got, want)
 	checkTurnaround(t, readTurnaround(t, st, "sr-1"), want)
@@ -133,18 +134,18 @@ func testTurnaroundFinalReachesPreliminary(t *testing.T, st TurnaroundStore) {
 	study := baseTime
 	direct := study.Add(3 * time.Hour)
 	checkTurnaround(t, markTurnaround(t, st,
-		turnaroundMark{"direct", "routine", engine.TurnaroundStudy, study},
-		turnaroundMark{"direct", "routine", engine.TurnaroundFinal, direct}),
-		&engine.Turnaround{ServiceRequestID: "direct", Priority: "routine", StudyAt: study, PreliminaryAt: direct, FinalAt: direct})
+		turnaroundMark{"direct", "routine", turnaround.Study, study},
+		turnaroundMark{"direct", "routine", turnaround.Final, direct}),
+		&turnaround.Clocks{ServiceRequestID: "direct", Priority: "routine", StudyAt: study, PreliminaryAt: direct, FinalAt: direct})
 
 	prelim, final := study.Add(20*time.Minute), study.Add(2*time.Hour)
 	markTurnaround(t, st,
-		turnaroundMark{"stepped", "stat", engine.TurnaroundStudy, study},
-		turnaroundMark{"stepped", "stat", engine.TurnaroundPreliminary, prelim},
-		turnaroundMark{"stepped", "stat", engine.TurnaroundFinal, final})
-	markTurnaround(t, st, turnaroundMark{"stepped", "stat", engine.TurnaroundFinal, final.Add(time.Hour)}) // amended
+		turnaroundMark{"stepped", "stat", turnaround.Study, study},
+		turnaroundMark{"stepped", "stat", turnaround.Preliminary, prelim},
+		turnaroundMark{"stepped", "stat", turnaround.Final, final})
+	markTurnaround(t, st, turnaroundMark{"stepped", "stat", turnaround.Final, final.Add(time.Hour)}) // amended
 	checkTurnaround(t, readTurnaround(t, st, "stepped"),
-		&engine.Turnaround{ServiceRequestID: "stepped", Priority: "stat", StudyAt: study, PreliminaryAt: prelim, FinalAt: final})
+		&turnaround.Clocks{ServiceRequestID: "stepped", Priority: "stat", StudyAt: study, PreliminaryAt: prelim, FinalAt: final})
 }
 
 func testTurnaroundRolledBack(t *testing.T, st TurnaroundStore) {
@@ -153,7 +154,7 @@ func testTurnaroundRolledBack(t *testing.T, st TurnaroundStore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.MarkTurnaround(ctx, "sr-1", "stat", engine.TurnaroundOrdered, baseTime); err != nil {
+	if _, err := tx.MarkTurnaround(ctx, "sr-1", "stat", turnaround.Ordered, baseTime); err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(); err != nil {
@@ -164,7 +165,7 @@ func testTurnaroundRolledBack(t *testing.T, st TurnaroundStore) {
 	}
 }
 
-// testTurnaroundInvalid: ValidateTurnaroundMark's refusals come back from MarkTurnaround, store
+// testTurnaroundInvalid: turnaround.ValidateMark's refusals come back from MarkTurnaround, store
 // nothing and leave the transaction usable.
 func testTurnaroundInvalid(t *testing.T, st TurnaroundStore) {
 	ctx := context.Background()
@@ -172,11 +173,11 @@ func testTurnaroundInvalid(t *testing.T, st TurnaroundStore) {
 		name string
 		m    turnaroundMark
 	}{
-		{"NoOrder", turnaroundMark{"", "stat", engine.TurnaroundOrdered, baseTime}},
-		{"UnknownPriority", turnaroundMark{"sr-1", "whenever", engine.TurnaroundOrdered, baseTime}},
-		{"NoPriority", turnaroundMark{"sr-1", "", engine.TurnaroundOrdered, baseTime}},
+		{"NoOrder", turnaroundMark{"", "stat", turnaround.Ordered, baseTime}},
+		{"UnknownPriority", turnaroundMark{"sr-1", "whenever", turnaround.Ordered, baseTime}},
+		{"NoPriority", turnaroundMark{"sr-1", "", turnaround.Ordered, baseTime}},
 		{"UnknownStage", turnaroundMark{"sr-1", "stat", "scheduled", baseTime}},
-		{"NoTime", turnaroundMark{"sr-1", "stat", engine.TurnaroundStudy, time.Time{}}},
+		{"NoTime", turnaroundMark{"sr-1", "stat", turnaround.Study, time.Time{}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tx, err := st.Begin(ctx)
@@ -187,7 +188,7 @@ func testTurnaroundInvalid(t *testing.T, st TurnaroundStore) {
 			if _, err := tx.MarkTurnaround(ctx, tc.m.srID, tc.m.priority, tc.m.stage, tc.m.at); err == nil {
 				t.Fatal("MarkTurnaround: nil error, want a validation error")
 			}
-			if _, err := tx.MarkTurnaround(ctx, "sr-2", "stat", engine.TurnaroundOrdered, baseTime); err != nil {
+			if _, err := tx.MarkTurnaround(ctx, "sr-2", "stat", turnaround.Ordered, baseTime); err != nil {
 				t.Fatalf("the transaction is not usable after a refused mark: %v", err)
 			}
 		})
@@ -209,7 +210,7 @@ func testTurnaroundNotFound(t *testing.T, st TurnaroundStore) {
 func testTurnaroundOverdue(t *testing.T, st TurnaroundStore) {
 	now := baseTime.Add(48 * time.Hour)
 	ago := func(d time.Duration) time.Time { return now.Add(-d) }
-	rows := []*engine.Turnaround{
+	rows := []*turnaround.Clocks{
 		{ServiceRequestID: "stat-prelim-late", Priority: "stat", OrderedAt: ago(3 * time.Hour), StudyAt: ago(31 * time.Minute)},
 		{ServiceRequestID: "stat-prelim-due", Priority: "stat", StudyAt: ago(30 * time.Minute)}, // due now: not yet late
 		{ServiceRequestID: "stat-in-time", Priority: "stat", StudyAt: ago(29 * time.Minute)},
@@ -229,7 +230,7 @@ func testTurnaroundOverdue(t *testing.T, st TurnaroundStore) {
 	}
 	var marks []turnaroundMark
 	for _, r := range rows {
-		for _, s := range []engine.TurnaroundStage{engine.TurnaroundOrdered, engine.TurnaroundStudy, engine.TurnaroundPreliminary, engine.TurnaroundFinal, engine.TurnaroundClosed} {
+		for _, s := range []turnaround.Stage{turnaround.Ordered, turnaround.Study, turnaround.Preliminary, turnaround.Final, turnaround.Closed} {
 			if at := r.At(s); !at.IsZero() {
 				marks = append(marks, turnaroundMark{r.ServiceRequestID, r.Priority, s, at})
 			}
@@ -237,12 +238,12 @@ func testTurnaroundOverdue(t *testing.T, st TurnaroundStore) {
 	}
 	markTurnaround(t, st, marks...)
 
-	defaults := engine.DefaultSLAs()
-	statOnly := engine.SLAs{"stat": {Preliminary: 30 * time.Minute}}                   // no final SLA
-	finalOnly := engine.SLAs{"stat": {Final: time.Hour}, "urgent": {Final: time.Hour}} // no preliminary SLA
+	defaults := turnaround.DefaultSLAs()
+	statOnly := turnaround.SLAs{"stat": {Preliminary: 30 * time.Minute}}                   // no final SLA
+	finalOnly := turnaround.SLAs{"stat": {Final: time.Hour}, "urgent": {Final: time.Hour}} // no preliminary SLA
 	for _, tc := range []struct {
 		name string
-		sla  engine.SLAs
+		sla  turnaround.SLAs
 		now  time.Time
 		want []string // oldest study first
 	}{
@@ -251,7 +252,7 @@ func testTurnaroundOverdue(t *testing.T, st TurnaroundStore) {
 		{"DefaultsEarlier", defaults, now.Add(-5 * time.Hour), []string{"stat-both-late"}},
 		{"StatPreliminaryOnly", statOnly, now, []string{"stat-both-late", "stat-prelim-late"}},
 		{"FinalOnly", finalOnly, now, []string{"urgent-final-late", "stat-both-late", "stat-final-late", "urgent-in-time"}},
-		{"None", engine.SLAs{}, now, []string{}},
+		{"None", turnaround.SLAs{}, now, []string{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := st.Overdue(context.Background(), tc.now, tc.sla, 0)
@@ -290,10 +291,10 @@ func testTurnaroundOverdueLimit(t *testing.T, st TurnaroundStore) {
 	var marks []turnaroundMark
 	for i := range 12 {
 		at := baseTime.Add(time.Duration(i/2) * time.Minute) // two orders a study time
-		marks = append(marks, turnaroundMark{fmt.Sprintf("sr-%02d", 11-i), "routine", engine.TurnaroundStudy, at})
+		marks = append(marks, turnaroundMark{fmt.Sprintf("sr-%02d", 11-i), "routine", turnaround.Study, at})
 	}
 	markTurnaround(t, st, marks...)
-	got, err := st.Overdue(context.Background(), baseTime.Add(72*time.Hour), engine.DefaultSLAs(), 5)
+	got, err := st.Overdue(context.Background(), baseTime.Add(72*time.Hour), turnaround.DefaultSLAs(), 5)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,10 +34,15 @@ var rules = []struct {
 	{"adapters/postgres", join([]string{"adapters/sqlstore", "engine", "migrations"}, formats, helpers)},
 	{"adapters/sqlite", join([]string{"adapters/sqlstore", "engine", "migrations"}, formats, helpers)},
 	{"adapters/", join([]string{"engine"}, formats, helpers)}, // an adapter never imports another
+	// The outbox's transports serve the outbox alone.
+	{"adapters/delivery", join([]string{"engine/outbox"}, formats, helpers)},
 	// The access matrix, a suite both stores run (as engine/storetest): the HTTP edge, with the
 	// DICOMweb routes it mounts, on a store.
 	{"adapters/httpapi/accesstest", join([]string{"adapters/httpapi", "adapters/dicomweb", "adapters/sqlite", "engine"}, formats, helpers)},
 	{"engine", join([]string{"engine"}, formats, helpers)}, // the domain (and its parts) knows no adapter
+	// Parts split off the engine (issue 16) stand alone: the engine imports them, not they it.
+	{"engine/outbox", join(formats, helpers)},
+	{"engine/turnaround", join(formats, helpers)},
 	{"mappings", join([]string{"hl7", "fhir"}, helpers)},
 	{"hl7", helpers},
 	{"fhir", helpers},

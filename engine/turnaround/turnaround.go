@@ -1,4 +1,8 @@
-package engine
+// Package turnaround is the turnaround clocks of issue 5: each order's milestones with the time
+// each was first reached, the SLAs they are measured against, the marks the engine makes in the
+// transaction of the change that reaches a milestone (Marker, Reach), the store's reads of them
+// (Reader) and the Prometheus histograms (Metrics).
+package turnaround
 
 import (
 	"context"
@@ -26,31 +30,31 @@ import (
 // the ImagingStudy published, the report version stored), so no clock moves for a change that
 // was rolled back, and a clock stops exactly when the report is committed.
 
-// TurnaroundStage is one milestone of an order.
-type TurnaroundStage string
+// Stage is one milestone of an order.
+type Stage string
 
 const (
-	// TurnaroundOrdered: the order was received (a new ServiceRequest, at the message's
+	// Ordered: the order was received (a new ServiceRequest, at the message's
 	// processing time).
-	TurnaroundOrdered TurnaroundStage = "ordered"
-	// TurnaroundStudy: the order's study is complete — linked to it and published as an
-	// ImagingStudy once quiet (StudyDeriver). The SLAs count from here.
-	TurnaroundStudy TurnaroundStage = "study"
-	// TurnaroundPreliminary: the first report a clinician can act on — a partial or preliminary
+	Ordered Stage = "ordered"
+	// Study: the order's study is complete — linked to it and published as an
+	// ImagingStudy once quiet (engine.StudyDeriver). The SLAs count from here.
+	Study Stage = "study"
+	// Preliminary: the first report a clinician can act on — a partial or preliminary
 	// report, or a final sent without one (which then reaches both milestones at once).
-	TurnaroundPreliminary TurnaroundStage = "preliminary"
-	// TurnaroundFinal: the final report (status final, or amended, corrected, appended).
-	TurnaroundFinal TurnaroundStage = "final"
-	// TurnaroundClosed: the order ended without needing a report — cancelled or discontinued
+	Preliminary Stage = "preliminary"
+	// Final: the final report (status final, or amended, corrected, appended).
+	Final Stage = "final"
+	// Closed: the order ended without needing a report — cancelled or discontinued
 	// (ServiceRequest revoked), or its report cancelled. Its clocks stop: never late after.
-	TurnaroundClosed TurnaroundStage = "closed"
+	Closed Stage = "closed"
 )
 
-// turnaroundStages are the milestones in the order an order normally reaches them.
-var turnaroundStages = []TurnaroundStage{TurnaroundOrdered, TurnaroundStudy, TurnaroundPreliminary, TurnaroundFinal, TurnaroundClosed}
+// stages are the milestones in the order an order normally reaches them.
+var stages = []Stage{Ordered, Study, Preliminary, Final, Closed}
 
-// Turnaround is one order's clocks: the time each milestone was first reached, zero until then.
-type Turnaround struct {
+// Clocks is one order's clocks: the time each milestone was first reached, zero until then.
+type Clocks struct {
 	ServiceRequestID string
 	// Priority is the order's FHIR request-priority (routine, urgent, asap, stat) as the latest
 	// milestone found it: an order raised to stat before its study is measured as stat.
@@ -63,17 +67,17 @@ type Turnaround struct {
 }
 
 // At returns the time t reached stage, zero when it has not (or for an unknown stage).
-func (t *Turnaround) At(stage TurnaroundStage) time.Time {
+func (t *Clocks) At(stage Stage) time.Time {
 	switch stage {
-	case TurnaroundOrdered:
+	case Ordered:
 		return t.OrderedAt
-	case TurnaroundStudy:
+	case Study:
 		return t.StudyAt
-	case TurnaroundPreliminary:
+	case Preliminary:
 		return t.PreliminaryAt
-	case TurnaroundFinal:
+	case Final:
 		return t.FinalAt
-	case TurnaroundClosed:
+	case Closed:
 		return t.ClosedAt
 	}
 	return time.Time{}
@@ -103,15 +107,15 @@ func DefaultSLAs() SLAs {
 
 // Due returns when t's stage (preliminary or final) is due under s — the study's time plus the
 // priority's SLA — and false when it has no due time: no study yet, or no SLA for the stage.
-func (s SLAs) Due(t *Turnaround, stage TurnaroundStage) (time.Time, bool) {
+func (s SLAs) Due(t *Clocks, stage Stage) (time.Time, bool) {
 	if t.StudyAt.IsZero() {
 		return time.Time{}, false
 	}
 	var d time.Duration
 	switch stage {
-	case TurnaroundPreliminary:
+	case Preliminary:
 		d = s[t.Priority].Preliminary
-	case TurnaroundFinal:
+	case Final:
 		d = s[t.Priority].Final
 	}
 	if d <= 0 {
@@ -122,21 +126,21 @@ func (s SLAs) Due(t *Turnaround, stage TurnaroundStage) (time.Time, bool) {
 
 // Lateness is a milestone past its SLA.
 type Lateness struct {
-	Stage TurnaroundStage // preliminary or final
-	Due   time.Time       // the study's time plus the SLA
-	By    time.Duration   // how far past Due, at the time asked
+	Stage Stage         // preliminary or final
+	Due   time.Time     // the study's time plus the SLA
+	By    time.Duration // how far past Due, at the time asked
 }
 
 // Late returns the milestones of t past their due time at now (strictly after it), preliminary
 // first. An order is never late before its study, nor once its final is in (the final answers
-// the preliminary too) or it was closed. TurnaroundReader.Overdue returns the orders for which
+// the preliminary too) or it was closed. Reader.Overdue returns the orders for which
 // Late is not empty.
-func (s SLAs) Late(t *Turnaround, now time.Time) []Lateness {
+func (s SLAs) Late(t *Clocks, now time.Time) []Lateness {
 	if !t.FinalAt.IsZero() || !t.ClosedAt.IsZero() {
 		return nil
 	}
 	var out []Lateness
-	for _, stage := range []TurnaroundStage{TurnaroundPreliminary, TurnaroundFinal} {
+	for _, stage := range []Stage{Preliminary, Final} {
 		if !t.At(stage).IsZero() {
 			continue
 		}
@@ -157,7 +161,7 @@ type OverdueBound struct {
 }
 
 // OverdueBounds returns the bounds of the priorities with an SLA at now, by priority: what
-// TurnaroundReader.Overdue asks of the database, so that it agrees with Late.
+// Reader.Overdue asks of the database, so that it agrees with Late.
 func (s SLAs) OverdueBounds(now time.Time) []OverdueBound {
 	var out []OverdueBound
 	for _, p := range slices.Sorted(maps.Keys(s)) {
@@ -178,36 +182,36 @@ func (s SLAs) OverdueBounds(now time.Time) []OverdueBound {
 	return out
 }
 
-// TurnaroundMarker is the transaction's part: Tx implements it.
-type TurnaroundMarker interface {
+// Marker is the transaction's part: the engine's Tx implements it.
+type Marker interface {
 	// MarkTurnaround records that order srID reached stage at and returns its clocks as they
 	// now stand (the transaction's own marks included). The first mark of an order creates its
 	// row; a milestone already reached keeps its first time, and a final reaches the preliminary
 	// too when it is missing. priority replaces the stored one. An invalid mark
-	// (ValidateTurnaroundMark) is an error that leaves the transaction usable.
-	MarkTurnaround(ctx context.Context, srID, priority string, stage TurnaroundStage, at time.Time) (*Turnaround, error)
+	// (ValidateMark) is an error that leaves the transaction usable.
+	MarkTurnaround(ctx context.Context, srID, priority string, stage Stage, at time.Time) (*Clocks, error)
 }
 
-// TurnaroundReader reads the clocks, for the admin API. adapters/postgres and adapters/sqlite
+// Reader reads the clocks, for the admin API. adapters/postgres and adapters/sqlite
 // implement it.
-type TurnaroundReader interface {
+type Reader interface {
 	// Overdue returns up to limit (1 to 1000; 0 means 100) orders that sla.Late finds late at
 	// now, oldest study first (ties by ServiceRequestID).
-	Overdue(ctx context.Context, now time.Time, sla SLAs, limit int) ([]*Turnaround, error)
-	// Turnaround returns one order's clocks, or ErrNotFound when it has reached no milestone
-	// Ferry recorded.
-	Turnaround(ctx context.Context, srID string) (*Turnaround, error)
+	Overdue(ctx context.Context, now time.Time, sla SLAs, limit int) ([]*Clocks, error)
+	// Turnaround returns one order's clocks, or the store's not-found error (engine.ErrNotFound)
+	// when it has reached no milestone Ferry recorded.
+	Turnaround(ctx context.Context, srID string) (*Clocks, error)
 }
 
-// ValidateTurnaroundMark rejects a mark no correct caller makes: no order, a priority that is
+// ValidateMark rejects a mark no correct caller makes: no order, a priority that is
 // not a request-priority code, an unknown stage or no time.
-func ValidateTurnaroundMark(srID, priority string, stage TurnaroundStage, at time.Time) error {
+func ValidateMark(srID, priority string, stage Stage, at time.Time) error {
 	switch {
 	case srID == "":
 		return errors.New("marking turnaround: no ServiceRequest id")
 	case !isRequestPriority(priority):
 		return fmt.Errorf("marking turnaround of ServiceRequest/%s: priority %q is not routine, urgent, asap or stat", srID, priority)
-	case !slices.Contains(turnaroundStages, stage):
+	case !slices.Contains(stages, stage):
 		return fmt.Errorf("marking turnaround of ServiceRequest/%s: stage %q is not ordered, study, preliminary, final or closed", srID, stage)
 	case at.IsZero():
 		return fmt.Errorf("marking turnaround %s of ServiceRequest/%s: no time", stage, srID)
@@ -229,48 +233,48 @@ func orderPriority(sr fhir.ServiceRequest) string {
 	return "routine"
 }
 
-// reportStage is the milestone a report version with status reaches (FHIR R4
+// ReportStage is the milestone a report version with status reaches (FHIR R4
 // diagnostic-report-status): partial and preliminary the preliminary; final and its later
 // versions the final; cancelled closes the order's clocks (no report will come); registered
 // and entered-in-error none (a report sent in error leaves the order waiting for the right one).
-func reportStage(status string) (TurnaroundStage, bool) {
+func ReportStage(status string) (Stage, bool) {
 	switch status {
 	case "partial", "preliminary":
-		return TurnaroundPreliminary, true
+		return Preliminary, true
 	case "final", "amended", "corrected", "appended":
-		return TurnaroundFinal, true
+		return Final, true
 	case "cancelled":
-		return TurnaroundClosed, true
+		return Closed, true
 	}
 	return "", false
 }
 
-// turnaroundMark is a milestone marked in a transaction, to be observed once it has committed.
-type turnaroundMark struct {
-	t       *Turnaround
-	reached []TurnaroundStage // the stages this mark reached first
+// Reached is a milestone marked in a transaction, to be observed once it has committed.
+type Reached struct {
+	t       *Clocks
+	reached []Stage // the stages this mark reached first
 }
 
-// markTurnaround marks stage of order srID (its content sr, for the priority) at now in tx. The
+// Reach marks stage of order srID (its content sr, for the priority) at now in tx. The
 // time is kept to the millisecond, which every store holds exactly, so that the stored time
 // equal to it tells that this mark reached the stage first.
-func markTurnaround(ctx context.Context, tx TurnaroundMarker, srID string, sr fhir.ServiceRequest, stage TurnaroundStage, now time.Time) (turnaroundMark, error) {
+func Reach(ctx context.Context, tx Marker, srID string, sr fhir.ServiceRequest, stage Stage, now time.Time) (Reached, error) {
 	at := now.UTC().Truncate(time.Millisecond)
 	t, err := tx.MarkTurnaround(ctx, srID, orderPriority(sr), stage, at)
 	if err != nil {
-		return turnaroundMark{}, fmt.Errorf("marking turnaround %s of ServiceRequest/%s: %w", stage, srID, err)
+		return Reached{}, fmt.Errorf("marking turnaround %s of ServiceRequest/%s: %w", stage, srID, err)
 	}
-	m := turnaroundMark{t: t}
-	for _, s := range turnaroundStages {
-		if (s == stage || (stage == TurnaroundFinal && s == TurnaroundPreliminary)) && t.At(s).Equal(at) {
+	m := Reached{t: t}
+	for _, s := range stages {
+		if (s == stage || (stage == Final && s == Preliminary)) && t.At(s).Equal(at) {
 			m.reached = append(m.reached, s)
 		}
 	}
 	return m, nil
 }
 
-// observe reports the stages the mark reached first to fn (nil: nothing).
-func (m turnaroundMark) observe(fn func(*Turnaround, TurnaroundStage)) {
+// Observe reports the stages the mark reached first to fn (nil: nothing).
+func (m Reached) Observe(fn func(*Clocks, Stage)) {
 	if fn == nil || m.t == nil {
 		return
 	}
@@ -279,15 +283,15 @@ func (m turnaroundMark) observe(fn func(*Turnaround, TurnaroundStage)) {
 	}
 }
 
-// TurnaroundMetrics are the clocks' Prometheus series.
-type TurnaroundMetrics struct {
+// Metrics are the clocks' Prometheus series.
+type Metrics struct {
 	// Seconds: priority, interval (order_to_study, study_to_preliminary, study_to_final).
 	Seconds *prometheus.HistogramVec
 }
 
-// NewTurnaroundMetrics creates the series and registers them with reg (nil: not registered).
-func NewTurnaroundMetrics(reg prometheus.Registerer) *TurnaroundMetrics {
-	m := &TurnaroundMetrics{
+// NewMetrics creates the series and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
 		Seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ferry_turnaround_seconds",
 			Help: "Time between an order's milestones, by priority and interval: order_to_study (received to images complete), study_to_preliminary and study_to_final (the SLA clocks); observed when the later milestone is first reached.",
@@ -303,19 +307,19 @@ func NewTurnaroundMetrics(reg prometheus.Registerer) *TurnaroundMetrics {
 
 // Observe records the interval that t's stage ends, when t has the milestone it starts from and
 // the two are in order (a report filed before its study was published measures nothing). It
-// fits StudyDeriver.ObserveTurnaround and Reports.ObserveTurnaround; a nil m records nothing.
-func (m *TurnaroundMetrics) Observe(t *Turnaround, stage TurnaroundStage) {
+// fits engine.StudyDeriver.ObserveTurnaround and engine.Reports.ObserveTurnaround; a nil m records nothing.
+func (m *Metrics) Observe(t *Clocks, stage Stage) {
 	if m == nil || t == nil {
 		return
 	}
 	var from time.Time
 	var interval string
 	switch stage {
-	case TurnaroundStudy:
+	case Study:
 		from, interval = t.OrderedAt, "order_to_study"
-	case TurnaroundPreliminary:
+	case Preliminary:
 		from, interval = t.StudyAt, "study_to_preliminary"
-	case TurnaroundFinal:
+	case Final:
 		from, interval = t.StudyAt, "study_to_final"
 	default:
 		return

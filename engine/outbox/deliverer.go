@@ -1,20 +1,23 @@
-package engine
+package outbox
 
 import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/ferryhealth/ferry/internal/wake"
 )
 
 // Deliverer sends the outbox's deliveries (issue: reports → the ordering hospital): it claims
 // each due delivery with a lease, hands it to the transport of its kind, and records the outcome —
 // delivered; refused for good (AR, a FHIR 4xx) → dead letter; anything else (AE, a timeout, a
 // broken connection, a FHIR 5xx) → retried with backoff, the same bytes and MSH-10. Deliveries of
-// one destination and patient go in order (Outbox.DueDeliveries gives only the first of a
+// one destination and patient go in order (Store.DueDeliveries gives only the first of a
 // queue). Every node may run one.
 //
 // A destination that is down delays only its own deliveries: it never has more than
@@ -25,21 +28,21 @@ import (
 // at once, at full speed (issue 18: an EHR that flaps gets its reports seconds after it is
 // back, not after a backoff grown to minutes). Otherwise (it took the connection and did not
 // answer, or there is no Probe) they are postponed to its retry time
-// (Outbox.PostponeDestination), the wait growing with each failure in a row up to Retry.Max.
+// (Store.PostponeDestination), the wait growing with each failure in a row up to Retry.Max.
 type Deliverer struct {
-	Outbox Outbox
+	Store Store
 	// Transport sends one delivery to its destination and returns the receiver's answer (the
-	// ACK, the response body). A *DeliveryRefusal error says the receiver refused it; any other
+	// ACK, the response body). A *Refusal error says the receiver refused it; any other
 	// error is a failure to deliver (the destination is down), retried.
-	Transport func(ctx context.Context, dest ResultDestination, d *Delivery) (response string, err error)
+	Transport func(ctx context.Context, dest Destination, d *Delivery) (response string, err error)
 	// Destination returns the destination a delivery names ("FACILITY/NAME"); false when the
 	// configuration no longer has it (the delivery waits).
-	Destination func(name string) (ResultDestination, bool)
+	Destination func(name string) (Destination, bool)
 	Retry       RetryPolicy
 	// Probe, if set, checks that a destination found down answers again (opens a connection and
 	// closes it): nil when it does. It runs beside the workers, every ProbeEvery (default 3s,
 	// at most Retry.Max) while the destination is down.
-	Probe      func(ctx context.Context, dest ResultDestination) error
+	Probe      func(ctx context.Context, dest Destination) error
 	ProbeEvery time.Duration
 	// Workers is how many deliveries are in flight at once (default 16).
 	Workers int
@@ -48,14 +51,21 @@ type Deliverer struct {
 	PerDestination int
 	// Lease is how long a claimed delivery is held before another sender may take it (default
 	// 2 minutes; longer than any transport timeout).
-	Lease  time.Duration
-	Logger *slog.Logger
-	Now    func() time.Time
+	Lease time.Duration
+	// StoreTimeout bounds each of its store calls — looking for due deliveries, a claim, an
+	// outcome, a postponement — (default DefaultStoreTimeout), so that a database that hangs
+	// (frozen, cut off) fails the call instead of holding the deliverer (issue 18): a claim that
+	// times out is not attempted (should it have been taken after all, its lease runs out); an
+	// outcome that times out leaves the delivery leased until its lease ends, and it is then
+	// sent again with the same MSH-10 — at least once, as after a crash.
+	StoreTimeout time.Duration
+	Logger       *slog.Logger
+	Now          func() time.Time
 	// Delivered, if set, is told of each delivery's end (delivered or dead), for metrics.
-	Delivered func(d *Delivery, status DeliveryStatus)
+	Delivered func(d *Delivery, status Status)
 
-	wake     wakeup // a report was committed (Nudge)
-	finished wakeup // an attempt ended: a worker is free, and the next of its queue may be due
+	wake     wake.Signal // a report was committed (Nudge)
+	finished wake.Signal // an attempt ended: a worker is free, and the next of its queue may be due
 	initOnce sync.Once
 	slots    chan struct{} // one per worker in flight
 
@@ -127,9 +137,45 @@ func (dl *Deliverer) probeDue(ctx context.Context, attempts *sync.WaitGroup) {
 			if err == nil && ctx.Err() == nil {
 				dl.logger().Info("destination answers again; its deliveries go now", "destination", name,
 					"down_for", dl.now().Sub(o.until).Round(time.Millisecond))
-				dl.wake.nudge()
+				dl.wake.Nudge()
 			}
 		})
+	}
+}
+
+// DefaultStoreTimeout bounds one store call of a Deliverer whose StoreTimeout is not set.
+const DefaultStoreTimeout = 10 * time.Second
+
+// ErrStoreTimeout is a store call of the deliverer that did not return within StoreTimeout.
+var ErrStoreTimeout = errors.New("the store did not answer in time")
+
+// stored runs call with a deadline of dl.StoreTimeout and returns what it returned, or
+// ErrStoreTimeout once the deadline has passed, without waiting longer for call: a driver blocked
+// on a connection that gets no answer (lib/pq cannot cancel a query on a frozen server) does not
+// hold the deliverer. Such a call ends when its connection does; the store's pool bounds how
+// many can be left so.
+func stored[T any](ctx context.Context, dl *Deliverer, what string, call func(context.Context) (T, error)) (T, error) {
+	timeout := cmp.Or(dl.StoreTimeout, DefaultStoreTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := call(ctx)
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		if err := context.Cause(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			return zero, err // the caller's context ended
+		}
+		return zero, fmt.Errorf("%s: %w (%s)", what, ErrStoreTimeout, timeout)
 	}
 }
 
@@ -137,7 +183,7 @@ func (dl *Deliverer) probeDue(ctx context.Context, attempts *sync.WaitGroup) {
 // deliveries now rather than at its next poll (a report reaches the hospital in milliseconds,
 // not up to a poll later). Whoever commits a report version with its deliveries calls it after
 // the commit; it never blocks, and nudges while a pass runs make one more pass.
-func (dl *Deliverer) Nudge() { dl.wake.nudge() }
+func (dl *Deliverer) Nudge() { dl.wake.Nudge() }
 
 // ErrUnreachable marks a Transport error that means no connection could be opened (refused,
 // no route, no such host), as against a connection that gave no answer in time: with Probe
@@ -146,14 +192,14 @@ func (dl *Deliverer) Nudge() { dl.wake.nudge() }
 // working one) waits its retry time, longer after each failure in a row, up to Retry.Max.
 var ErrUnreachable = errors.New("destination unreachable")
 
-// DeliveryRefusal is the receiver refusing a delivery: Permanent (AR/CR, a FHIR 4xx) sends it to
+// Refusal is the receiver refusing a delivery: Permanent (AR/CR, a FHIR 4xx) sends it to
 // the dead letters; otherwise (AE/CE) it is retried as Retry.OnError says.
-type DeliveryRefusal struct {
+type Refusal struct {
 	Code      string // MSA-1 or the HTTP status
 	Permanent bool
 }
 
-func (e *DeliveryRefusal) Error() string { return "the receiver answered " + e.Code }
+func (e *Refusal) Error() string { return "the receiver answered " + e.Code }
 
 // RetryPolicy says how failed deliveries are tried again.
 type RetryPolicy struct {
@@ -225,7 +271,7 @@ func (dl *Deliverer) Run(ctx context.Context, poll time.Duration) {
 	if poll <= 0 {
 		poll = 200 * time.Millisecond
 	}
-	nudge, finished := dl.wake.c(), dl.finished.c()
+	nudge, finished := dl.wake.C(), dl.finished.C()
 	t := time.NewTimer(poll)
 	defer t.Stop()
 	var attempts sync.WaitGroup
@@ -270,7 +316,7 @@ func (dl *Deliverer) DeliverDue(ctx context.Context) (int, error) {
 	for len(list) > 0 && ctx.Err() == nil {
 		if list = dl.start(ctx, list, &attempts, &res); len(list) > 0 {
 			select { // wait for a worker or for room at a destination
-			case <-dl.finished.c():
+			case <-dl.finished.C():
 			case <-ctx.Done():
 			}
 		}
@@ -296,7 +342,9 @@ func (dl *Deliverer) due(ctx context.Context) ([]*Delivery, error) {
 		}
 	}
 	dl.mu.Unlock()
-	return dl.Outbox.DueDeliveries(ctx, dl.now(), 4*cap(dl.slots), full)
+	return stored(ctx, dl, "looking for due deliveries", func(ctx context.Context) ([]*Delivery, error) {
+		return dl.Store.DueDeliveries(ctx, dl.now(), 4*cap(dl.slots), full)
+	})
 }
 
 // passResult gathers what a pass's attempts did, for DeliverDue.
@@ -343,7 +391,9 @@ func (dl *Deliverer) start(ctx context.Context, list []*Delivery, attempts *sync
 			// Each worker claims its delivery itself: the claims' commits overlap
 			// (PostgreSQL flushes them together) instead of queueing one after another.
 			now := dl.now()
-			ok, err := dl.Outbox.ClaimDelivery(ctx, d.ID, now, now.Add(lease))
+			ok, err := stored(ctx, dl, "claiming delivery "+strconv.FormatInt(d.ID, 10), func(ctx context.Context) (bool, error) {
+				return dl.Store.ClaimDelivery(ctx, d.ID, now, now.Add(lease))
+			})
 			if err != nil || !ok { // !ok: another sender has it, or it is no longer due
 				res.record(false, err)
 				return
@@ -377,12 +427,12 @@ func (dl *Deliverer) release(d *Delivery) {
 	}
 	dl.mu.Unlock()
 	<-dl.slots
-	dl.finished.nudge()
+	dl.finished.Nudge()
 }
 
 // attempt sends one claimed delivery and records the outcome.
 func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
-	out := DeliveryOutcome{Status: DeliveryPending}
+	out := Outcome{Status: Pending}
 	dest, ok := dl.Destination(d.Destination)
 	var response string
 	var err error
@@ -391,21 +441,21 @@ func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
 	} else {
 		response, err = dl.Transport(ctx, dest, d)
 	}
-	out.At, out.Response = dl.now(), limit(response, 4000)
-	var refusal *DeliveryRefusal
+	out.At, out.Response = dl.now(), clip(response, 4000)
+	var refusal *Refusal
 	switch {
 	case err == nil:
-		out.Status = DeliveryDelivered
+		out.Status = Delivered
 	case errors.As(err, &refusal) && refusal.Permanent && !dl.Retry.RejectRetries,
 		errors.As(err, &refusal) && !refusal.Permanent && dl.Retry.ErrorIsDead:
-		out.Status, out.LastError = DeliveryDead, limit(err.Error(), 500)
+		out.Status, out.LastError = Dead, clip(err.Error(), 500)
 	case dl.Retry.MaxAttempts > 0 && d.Attempts >= dl.Retry.MaxAttempts:
-		out.Status, out.LastError = DeliveryDead, limit("gave up after "+strconv.Itoa(d.Attempts)+" attempts: "+err.Error(), 500)
+		out.Status, out.LastError = Dead, clip("gave up after "+strconv.Itoa(d.Attempts)+" attempts: "+err.Error(), 500)
 	default:
-		out.LastError = limit(err.Error(), 500)
+		out.LastError = clip(err.Error(), 500)
 		out.NextAttemptAt = out.At.Add(dl.Retry.wait(d.Attempts))
 	}
-	if ctx.Err() != nil && out.Status == DeliveryPending {
+	if ctx.Err() != nil && out.Status == Pending {
 		return ctx.Err() // shutting down: the lease runs out and another attempt follows
 	}
 	// The destination is down when it could not be reached or did not answer (not when it
@@ -419,7 +469,7 @@ func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
 			delete(dl.down, d.Destination)
 		case dl.Probe != nil && errors.Is(err, ErrUnreachable):
 			// Cannot be connected to: its deliveries wait for a probe it answers, then go at once.
-			if out.Status == DeliveryPending {
+			if out.Status == Pending {
 				out.NextAttemptAt = out.At
 			}
 			if !o.probed { // found now (or found earlier not answering, and now not even connecting)
@@ -430,7 +480,7 @@ func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
 				dl.mu.Lock()
 			}
 		case out.At.Before(o.until): // known down: in flight when it was found
-			if out.Status == DeliveryPending {
+			if out.Status == Pending {
 				out.NextAttemptAt = later(out.NextAttemptAt, o.until)
 			}
 		default:
@@ -439,17 +489,22 @@ func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
 			o.until = out.At.Add(dl.Retry.wait(o.failures))
 			dl.down[d.Destination] = o
 			downUntil = o.until
-			if out.Status == DeliveryPending {
+			if out.Status == Pending {
 				out.NextAttemptAt = later(out.NextAttemptAt, downUntil)
 			}
 		}
 		dl.mu.Unlock()
 	}
-	if ferr := dl.Outbox.FinishDelivery(context.WithoutCancel(ctx), d.ID, out); ferr != nil {
+	// The outcome is recorded even when shutting down: the attempt was made.
+	if _, ferr := stored(context.WithoutCancel(ctx), dl, "recording the outcome of delivery "+strconv.FormatInt(d.ID, 10), func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, dl.Store.FinishDelivery(ctx, d.ID, out)
+	}); ferr != nil {
 		return ferr
 	}
 	if !downUntil.IsZero() {
-		n, perr := dl.Outbox.PostponeDestination(context.WithoutCancel(ctx), d.Destination, out.At, downUntil)
+		n, perr := stored(context.WithoutCancel(ctx), dl, "postponing the deliveries of "+d.Destination, func(ctx context.Context) (int64, error) {
+			return dl.Store.PostponeDestination(ctx, d.Destination, out.At, downUntil)
+		})
 		if perr != nil {
 			return perr
 		}
@@ -459,20 +514,28 @@ func (dl *Deliverer) attempt(ctx context.Context, d *Delivery) error {
 		}
 	}
 	switch out.Status {
-	case DeliveryDelivered:
+	case Delivered:
 		dl.logger().Info("report delivered", "delivery", d.ID, "report", d.ReportID, "version", d.ReportVersion,
 			"destination", d.Destination, "control_id", d.ControlID, "attempts", d.Attempts)
-	case DeliveryDead:
+	case Dead:
 		dl.logger().Warn("report delivery dead-lettered", "delivery", d.ID, "report", d.ReportID, "version", d.ReportVersion,
 			"destination", d.Destination, "control_id", d.ControlID, "attempts", d.Attempts, "err", out.LastError)
 	default:
 		dl.logger().Warn("report delivery failed; will retry", "delivery", d.ID, "destination", d.Destination,
 			"control_id", d.ControlID, "attempts", d.Attempts, "retry_at", out.NextAttemptAt, "err", out.LastError)
 	}
-	if dl.Delivered != nil && out.Status != DeliveryPending {
+	if dl.Delivered != nil && out.Status != Pending {
 		dl.Delivered(d, out.Status)
 	}
 	return nil
+}
+
+// clip cuts s to n bytes, marking the cut: errors and answers are kept bounded.
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 // later returns the later of a and b.
