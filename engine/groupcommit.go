@@ -40,6 +40,8 @@ type GroupCommitter struct {
 	effectSlots chan struct{}
 	// records are the records the transactions with effects in flight may change.
 	records recordLocks
+	// shared are the keys of shared reference records (ordering practitioners) known to exist.
+	shared sharedRecords
 
 	reqs chan *commitRequest
 	// mu orders Commit's send against Close: no request enters reqs after closed is closed, so
@@ -402,6 +404,9 @@ func (g *GroupCommitter) commitWithEffects(ctx context.Context, msgs []*InboundM
 	b, ok := g.store.(txBeginner)
 	if !ok {
 		return errors.New("the store cannot apply effects: it has no transactions")
+	}
+	if err := g.shared.create(ctx, b, msgs); err != nil {
+		return err
 	}
 	var keys []string
 	for _, m := range msgs {

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -235,22 +236,16 @@ func worklistItem(fields map[string]any) (*WorklistItem, error) {
 
 // refreshWorklistPatient rewrites the patient attributes of the worklist items of a patient's
 // active orders after an ADT update or merge (IHE RAD-12 patient update reaches the modality).
+//
+// It starts from the worklist, not from a search of the patient's active ServiceRequests: every
+// item is an active order (worklist), so the items scheduled under the patient's IDs are the
+// candidates, each confirmed by its ServiceRequest (still active, still this patient's). That is
+// an index probe on worklist_items.patient_id and a primary-key read per item, whatever the
+// tables' statistics say and however many orders are active (issue 18 item 4: a search with
+// status=active walked every active order under a generic plan).
 func (w *writer) refreshWorklistPatient(ctx context.Context, patientID string, fields map[string]any) error {
-	srs, err := w.tx.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 1000, Filters: []SearchFilter{
-		{Param: "patient", Op: SearchEq, Values: []SearchValue{{Value: "Patient/" + patientID}}},
-		{Param: "status", Op: SearchEq, Values: []SearchValue{{Value: "active"}}},
-	}})
-	if err != nil || len(srs) == 0 {
-		return err
-	}
-	patient, err := worklistItem(fields)
-	if err != nil {
-		return err
-	}
-	want := map[string]bool{}
-	for _, r := range srs {
-		want[r.ID] = true
-	}
+	var patient *WorklistItem
+	subject := "Patient/" + patientID
 	// Items are found by the patient IDs they were scheduled under: the survivor's and, after a
 	// merge, the old patient's.
 	seen := map[string]bool{}
@@ -260,10 +255,21 @@ func (w *writer) refreshWorklistPatient(ctx context.Context, patientID string, f
 			return err
 		}
 		for _, it := range items {
-			if !want[it.ServiceRequestID] || seen[it.ServiceRequestID] {
+			if seen[it.ServiceRequestID] {
 				continue
 			}
 			seen[it.ServiceRequestID] = true
+			if ok, err := w.activeOrderOf(ctx, it.ServiceRequestID, subject); err != nil || !ok {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			if patient == nil {
+				if patient, err = worklistItem(fields); err != nil {
+					return err
+				}
+			}
 			it.PatientName, it.PatientID, it.IssuerOfPatientID = patient.PatientName, patient.PatientID, patient.IssuerOfPatientID
 			it.PatientBirthDate, it.PatientSex = patient.PatientBirthDate, patient.PatientSex
 			if err := w.tx.PutWorklistItem(ctx, it); err != nil {
@@ -272,6 +278,23 @@ func (w *writer) refreshWorklistPatient(ctx context.Context, patientID string, f
 		}
 	}
 	return nil
+}
+
+// activeOrderOf reports whether ServiceRequest/id is active and its subject is subject.
+func (w *writer) activeOrderOf(ctx context.Context, id, subject string) (bool, error) {
+	r, err := w.tx.Resource(ctx, "ServiceRequest", id)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	content, err := contentOf(r.JSON)
+	if err != nil {
+		return false, err
+	}
+	sr := fhir.ServiceRequestOf(content)
+	return sr.Status == "active" && sr.Subject.Reference == subject, nil
 }
 
 // merge applies an A40: the patient MRG-1 names is merged into patientID (the survivor, from
