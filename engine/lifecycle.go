@@ -70,11 +70,9 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 			Code: hl7.CodeTableValueNotFound, Severity: "E", Text: fmt.Sprintf("order control action %q is not one Ferry knows", o.control)}}
 	}
 
-	requesterID := ""
-	if o.requester != nil {
-		if requesterID, err = w.upsertByKeys(ctx, "Practitioner", requesterKeys(w.pl.facility, o.requester), o.requester, nil); err != nil {
-			return err
-		}
+	requesterID, err := w.requester(ctx, o.requester)
+	if err != nil {
+		return err
 	}
 
 	content := clone(o.sr)
@@ -124,6 +122,24 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 		}
 	}
 	return w.worklist(ctx, srID, status, o.worklist)
+}
+
+// requester returns the id of the ordering practitioner, "" for none: the one known to be stored
+// with this content (sharedRecords), else the one found by its keys, created or updated.
+func (w *writer) requester(ctx context.Context, requester map[string]any) (string, error) {
+	if requester == nil {
+		return "", nil
+	}
+	keys := requesterKeys(w.pl.facility, requester)
+	if w.pl.shared != nil {
+		if rec, ok := w.pl.shared.lookup(keys[0]); ok {
+			if d, err := contentDigest("Practitioner", requester); err == nil && d == rec.content {
+				return rec.id, nil
+			}
+			w.pl.shared.forget(keys[0]) // this order changes it: read it again next time
+		}
+	}
+	return w.upsertByKeys(ctx, "Practitioner", keys, requester, nil)
 }
 
 // orderKeys are the business keys of an order: its placer and filler numbers.

@@ -115,6 +115,9 @@ type plan struct {
 	trust           *SenderTrust
 	worklistPatient map[string]any
 	now             time.Time
+	// shared are the shared records known to exist (GroupCommitter's); nil where a plan is
+	// applied without a group committer (reprocessing).
+	shared *sharedRecords
 }
 
 type orderPlan struct {

@@ -16,47 +16,62 @@ import (
 // A practitioner whose content a message changes is still written in the order's transaction; two
 // such changes at once conflict and are retried (commitWithEffects).
 //
-// The keys known to exist are kept (up to sharedRecordsSize), so an order naming a known
-// physician costs no statement here. Records are never deleted, so a key once known stays so;
-// were it not, the order's transaction would create the record as before.
+// The records known to exist are kept (up to sharedRecordsSize) with their id and a digest of
+// the content last seen stored: an order naming a known physician as stored costs no statement
+// at all, here or in its transaction (writer.order). An order that changes the content forgets
+// it, so the next one reads the record again. Records are never deleted, so an id once known
+// stays right; were it not, the order's transaction would create the record as before.
 type sharedRecords struct {
 	mu    sync.Mutex
-	known map[string]struct{}
+	known map[string]sharedRecord
 }
 
-// sharedRecordsSize bounds the keys kept; when full the set starts over (a cheap, safe eviction).
+// sharedRecord is a shared record as last seen stored.
+type sharedRecord struct {
+	id      string
+	content [32]byte // validKey of its content
+}
+
+// sharedRecordsSize bounds the records kept; when full the set starts over (a cheap, safe
+// eviction).
 const sharedRecordsSize = 16384
 
-// create makes sure the ordering practitioner of every order of msgs exists.
+// create makes sure the ordering practitioner of every order of msgs exists, and gives each
+// plan the records (writer.order reads them).
 func (s *sharedRecords) create(ctx context.Context, b txBeginner, msgs []*InboundMessage) error {
 	for _, m := range msgs {
 		pl := m.effects
 		if pl == nil || pl.err != nil || pl.patient == nil {
 			continue
 		}
+		pl.shared = s
 		for _, o := range pl.orders {
 			if o.requester == nil {
 				continue
 			}
 			keys := requesterKeys(pl.facility, o.requester)
-			if s.has(keys[0]) {
+			if _, ok := s.lookup(keys[0]); ok {
 				continue
 			}
-			if err := createShared(ctx, b, pl, "Practitioner", keys, o.requester); err != nil {
+			rec, err := createShared(ctx, b, pl, "Practitioner", keys, o.requester)
+			if err != nil {
 				return err
 			}
-			s.add(keys[0])
+			if rec.id != "" {
+				s.remember(keys[0], rec)
+			}
 		}
 	}
 	return nil
 }
 
 // createShared creates typ with content unless a resource of typ holds one of keys, in a
-// transaction of its own. Another transaction creating it at the same time is not an error.
-func createShared(ctx context.Context, b txBeginner, pl *plan, typ string, keys []string, content map[string]any) (err error) {
+// transaction of its own, and returns the record as stored. Another transaction creating it at
+// the same time is not an error (the record returned is then zero).
+func createShared(ctx context.Context, b txBeginner, pl *plan, typ string, keys []string, content map[string]any) (rec sharedRecord, err error) {
 	tx, err := b.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("creating a shared %s: %w", typ, err)
+		return rec, fmt.Errorf("creating a shared %s: %w", typ, err)
 	}
 	defer func() {
 		if err != nil {
@@ -65,34 +80,68 @@ func createShared(ctx context.Context, b txBeginner, pl *plan, typ string, keys 
 	}()
 	w := &writer{tx: tx, pl: pl}
 	cur, err := w.find(ctx, typ, keys)
-	if err != nil || cur != nil {
-		if err == nil {
-			err = tx.Rollback()
-		}
-		return err
+	if err != nil {
+		return rec, err
 	}
-	if err := w.put(ctx, typ, newID(), 1, keys, content); err != nil {
+	if cur != nil {
+		if rec.content, err = storedDigest(typ, cur.JSON); err != nil {
+			return rec, err
+		}
+		rec.id = cur.ID
+		return rec, tx.Rollback()
+	}
+	if rec.content, err = contentDigest(typ, content); err != nil {
+		return rec, err
+	}
+	rec.id = newID()
+	if err := w.put(ctx, typ, rec.id, 1, keys, content); err != nil {
 		if errors.Is(err, ErrConflict) {
 			_ = tx.Rollback()
-			return nil // created by another transaction meanwhile
+			return sharedRecord{}, nil // created by another transaction meanwhile
 		}
-		return err
+		return rec, err
 	}
-	return tx.Commit()
+	return rec, tx.Commit()
 }
 
-func (s *sharedRecords) has(key string) bool {
+// contentDigest is the validKey of a resource's content as writer.upsert compares it.
+func contentDigest(typ string, content map[string]any) ([32]byte, error) {
+	b, err := marshalJSON(content)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return validKey(typ, b), nil
+}
+
+// storedDigest is contentDigest of a stored resource.
+func storedDigest(typ string, body []byte) ([32]byte, error) {
+	content, err := contentOf(body)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return contentDigest(typ, content)
+}
+
+// lookup returns the record holding key as last seen stored.
+func (s *sharedRecords) lookup(key string) (sharedRecord, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.known[key]
-	return ok
+	r, ok := s.known[key]
+	return r, ok
 }
 
-func (s *sharedRecords) add(key string) {
+func (s *sharedRecords) remember(key string, r sharedRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.known == nil || len(s.known) >= sharedRecordsSize {
-		s.known = make(map[string]struct{}, 64)
+		s.known = make(map[string]sharedRecord, 64)
 	}
-	s.known[key] = struct{}{}
+	s.known[key] = r
+}
+
+// forget drops key: an order is about to change its record.
+func (s *sharedRecords) forget(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.known, key)
 }
