@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -13,9 +12,7 @@ import (
 
 	"github.com/ferryhealth/ferry/adapters/postgres"
 	"github.com/ferryhealth/ferry/engine"
-	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
-	"github.com/ferryhealth/ferry/mappings"
 )
 
 // BenchmarkADTUpdateManyActiveOrders measures an ADT^A08 patient update end to end (parsed,
@@ -75,7 +72,7 @@ func BenchmarkADTUpdateManyActiveOrders(b *testing.B) {
 			}
 			defer st.Close()
 			timed := &patientReads{Store: st}
-			in := adtBenchInbound(b, timed)
+			in := shippedInbound(b, timed)
 			send := func(i int, segs ...string) {
 				raw := []byte(fmt.Sprintf(segs[0], fmt.Sprintf("ADTB%d-%d", time.Now().UnixNano(), i)))
 				for _, s := range segs[1:] {
@@ -151,23 +148,6 @@ func (t timedTx) Resource(ctx context.Context, typ, id string) (*engine.Resource
 func (t timedTx) SearchResources(ctx context.Context, q engine.ResourceQuery) ([]*engine.Resource, error) {
 	defer t.since(time.Now())
 	return t.Tx.SearchResources(ctx, q)
-}
-
-// adtBenchInbound is the inbound flow on st with the shipped mappings and google/fhir validation.
-func adtBenchInbound(b *testing.B, st engine.Store) *engine.Inbound {
-	set, err := mappings.Load(mappings.Source{Base: []fs.FS{mappings.Shipped()}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	v, err := fhir.NewValidator()
-	if err != nil {
-		b.Fatal(err)
-	}
-	gc := engine.NewGroupCommitter(st, engine.GroupCommitOptions{})
-	b.Cleanup(gc.Close)
-	in := engine.NewInbound("mllp", gc, nil, nil)
-	in.Processor = &engine.Processor{Mappings: func() engine.MappingSource { return set }, Validator: v}
-	return in
 }
 
 // fillActiveOrders adds active ServiceRequests of other patients until there are n, straight
