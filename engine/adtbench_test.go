@@ -23,11 +23,11 @@ import (
 // — then kept). The update rewrites the patient's worklist items (refreshWorklistPatient), the
 // step issue 18 item 4 found growing with the active orders. It runs with no planner statistics
 // on those tables (deleted from pg_statistic, autovacuum off for them) and after ANALYZE, and
-// reports the p50 and p99 latency of the whole update and of its reads of the patient's orders. docs/performance.md ("ADT updates and active orders") has
-// the figures and the command:
+// reports the p50 and p99 latency of the whole update and of its reads of the patient's orders.
+// docs/performance.md ("ADT updates and active orders") has the figures and the command:
 //
 //	FERRY_BENCH_ADT_DSN=postgres://postgres@127.0.0.1:5432/ferry_adtbench?sslmode=disable \
-//	  go test -run '^$' -bench BenchmarkADTUpdateManyActiveOrders -benchtime 2000x ./engine/
+//	  go test -run '^$' -bench BenchmarkADTUpdateManyActiveOrders -benchtime 300x ./engine/
 func BenchmarkADTUpdateManyActiveOrders(b *testing.B) {
 	dsn := os.Getenv("FERRY_BENCH_ADT_DSN")
 	if dsn == "" {
