@@ -40,6 +40,8 @@ type GroupCommitter struct {
 	effectSlots chan struct{}
 	// records are the records the transactions with effects in flight may change.
 	records recordLocks
+	// shared are the keys of shared reference records (ordering practitioners) known to exist.
+	shared sharedRecords
 
 	reqs chan *commitRequest
 	// mu orders Commit's send against Close: no request enters reqs after closed is closed, so
@@ -403,6 +405,9 @@ func (g *GroupCommitter) commitWithEffects(ctx context.Context, msgs []*InboundM
 	if !ok {
 		return errors.New("the store cannot apply effects: it has no transactions")
 	}
+	if err := g.shared.create(ctx, b, msgs); err != nil {
+		return err
+	}
 	var keys []string
 	for _, m := range msgs {
 		keys = append(keys, m.effects.recordKeys()...)
@@ -416,11 +421,15 @@ func (g *GroupCommitter) commitWithEffects(ctx context.Context, msgs []*InboundM
 	for i, m := range msgs {
 		saved[i] = *m
 	}
-	for attempt := 1; ; attempt++ {
+	for attempt := 1; ; {
 		err := g.tryEffects(ctx, b, msgs, attempt == effectAttempts)
+		if errors.Is(err, errFirstUndone) && ctx.Err() == nil {
+			continue // the first message is an error now: it cannot fail the same way again
+		}
 		if !errors.Is(err, ErrConflict) || attempt == effectAttempts || ctx.Err() != nil {
 			return err
 		}
+		attempt++
 		// Each message as it came, but one whose effects failed on their own merits (fail
 		// dropped them) stays an error: it is not worked out, nor logged, twice.
 		for i, m := range msgs {
@@ -431,11 +440,18 @@ func (g *GroupCommitter) commitWithEffects(ctx context.Context, msgs []*InboundM
 	}
 }
 
-// tryEffects is one try of commitWithEffects. Each message is its own savepoint: a message whose
-// effects fail (an unknown order number) has them undone and is stored as an error with the AE
-// its fail function builds, and the batch goes on. A conflict (ErrConflict) ends the try, and
-// the transaction is rolled back, unless last is set: then only the message that met it is
-// undone and answered AE. Only the commit's outcome decides every ACK.
+// errFirstUndone ends a try whose first message's effects failed on their own merits: the
+// message has no savepoint of its own (tryEffects), so the whole transaction is rolled back and
+// the batch tried again with that message stored as an error.
+var errFirstUndone = errors.New("the first message's effects failed")
+
+// tryEffects is one try of commitWithEffects. Each message after the first is its own savepoint
+// (the first needs none: a batch is mostly one or two messages, and a savepoint is a round trip):
+// a message whose effects fail (an unknown order number) has them undone and is stored as an
+// error with the AE its fail function builds, and the batch goes on — for the first message, by
+// rolling the transaction back and trying again (errFirstUndone). A conflict (ErrConflict) ends
+// the try, and the transaction is rolled back, unless last is set: then only the message that
+// met it is undone and answered AE. Only the commit's outcome decides every ACK.
 func (g *GroupCommitter) tryEffects(ctx context.Context, b txBeginner, msgs []*InboundMessage, last bool) (err error) {
 	tx, err := b.Begin(ctx)
 	if err != nil {
@@ -446,9 +462,11 @@ func (g *GroupCommitter) tryEffects(ctx context.Context, b txBeginner, msgs []*I
 			_ = tx.Rollback()
 		}
 	}()
-	for _, m := range msgs {
-		if err := tx.Savepoint(ctx); err != nil {
-			return err
+	for i, m := range msgs {
+		if i > 0 {
+			if err := tx.Savepoint(ctx); err != nil {
+				return err
+			}
 		}
 		if err := tx.InsertInbound(ctx, m); err != nil {
 			return err
@@ -462,6 +480,10 @@ func (g *GroupCommitter) tryEffects(ctx context.Context, b txBeginner, msgs []*I
 		}
 		if errors.Is(aerr, ErrConflict) && !last {
 			return aerr
+		}
+		if i == 0 {
+			m.fail(aerr)
+			return errFirstUndone
 		}
 		if rerr := tx.RollbackToSavepoint(ctx); rerr != nil {
 			return rerr

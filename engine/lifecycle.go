@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -70,11 +71,9 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 			Code: hl7.CodeTableValueNotFound, Severity: "E", Text: fmt.Sprintf("order control action %q is not one Ferry knows", o.control)}}
 	}
 
-	requesterID := ""
-	if o.requester != nil {
-		if requesterID, err = w.upsertByKeys(ctx, "Practitioner", requesterKeys(w.pl.facility, o.requester), o.requester, nil); err != nil {
-			return err
-		}
+	requesterID, err := w.requester(ctx, o.requester)
+	if err != nil {
+		return err
 	}
 
 	content := clone(o.sr)
@@ -124,6 +123,24 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 		}
 	}
 	return w.worklist(ctx, srID, status, o.worklist)
+}
+
+// requester returns the id of the ordering practitioner, "" for none: the one known to be stored
+// with this content (sharedRecords), else the one found by its keys, created or updated.
+func (w *writer) requester(ctx context.Context, requester map[string]any) (string, error) {
+	if requester == nil {
+		return "", nil
+	}
+	keys := requesterKeys(w.pl.facility, requester)
+	if w.pl.shared != nil {
+		if rec, ok := w.pl.shared.lookup(keys[0]); ok {
+			if d, err := contentDigest("Practitioner", requester); err == nil && d == rec.content {
+				return rec.id, nil
+			}
+			w.pl.shared.forget(keys[0]) // this order changes it: read it again next time
+		}
+	}
+	return w.upsertByKeys(ctx, "Practitioner", keys, requester, nil)
 }
 
 // orderKeys are the business keys of an order: its placer and filler numbers.
@@ -236,22 +253,16 @@ func worklistItem(fields map[string]any) (*WorklistItem, error) {
 
 // refreshWorklistPatient rewrites the patient attributes of the worklist items of a patient's
 // active orders after an ADT update or merge (IHE RAD-12 patient update reaches the modality).
+//
+// It starts from the worklist, not from a search of the patient's active ServiceRequests: every
+// item is an active order (worklist), so the items scheduled under the patient's IDs are the
+// candidates, each confirmed by its ServiceRequest (still active, still this patient's). That is
+// an index probe on worklist_items.patient_id and a primary-key read per item, whatever the
+// tables' statistics say and however many orders are active (issue 18 item 4: a search with
+// status=active walked every active order under a generic plan).
 func (w *writer) refreshWorklistPatient(ctx context.Context, patientID string, fields map[string]any) error {
-	srs, err := w.tx.SearchResources(ctx, ResourceQuery{Type: "ServiceRequest", Count: 1000, Filters: []SearchFilter{
-		{Param: "patient", Op: SearchEq, Values: []SearchValue{{Value: "Patient/" + patientID}}},
-		{Param: "status", Op: SearchEq, Values: []SearchValue{{Value: "active"}}},
-	}})
-	if err != nil || len(srs) == 0 {
-		return err
-	}
-	patient, err := worklistItem(fields)
-	if err != nil {
-		return err
-	}
-	want := map[string]bool{}
-	for _, r := range srs {
-		want[r.ID] = true
-	}
+	var patient *WorklistItem
+	subject := "Patient/" + patientID
 	// Items are found by the patient IDs they were scheduled under: the survivor's and, after a
 	// merge, the old patient's.
 	seen := map[string]bool{}
@@ -261,10 +272,21 @@ func (w *writer) refreshWorklistPatient(ctx context.Context, patientID string, f
 			return err
 		}
 		for _, it := range items {
-			if !want[it.ServiceRequestID] || seen[it.ServiceRequestID] {
+			if seen[it.ServiceRequestID] {
 				continue
 			}
 			seen[it.ServiceRequestID] = true
+			if ok, err := w.activeOrderOf(ctx, it.ServiceRequestID, subject); err != nil || !ok {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			if patient == nil {
+				if patient, err = worklistItem(fields); err != nil {
+					return err
+				}
+			}
 			it.PatientName, it.PatientID, it.IssuerOfPatientID = patient.PatientName, patient.PatientID, patient.IssuerOfPatientID
 			it.PatientBirthDate, it.PatientSex = patient.PatientBirthDate, patient.PatientSex
 			if err := w.tx.PutWorklistItem(ctx, it); err != nil {
@@ -273,6 +295,23 @@ func (w *writer) refreshWorklistPatient(ctx context.Context, patientID string, f
 		}
 	}
 	return nil
+}
+
+// activeOrderOf reports whether ServiceRequest/id is active and its subject is subject.
+func (w *writer) activeOrderOf(ctx context.Context, id, subject string) (bool, error) {
+	r, err := w.tx.Resource(ctx, "ServiceRequest", id)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	content, err := contentOf(r.JSON)
+	if err != nil {
+		return false, err
+	}
+	sr := fhir.ServiceRequestOf(content)
+	return sr.Status == "active" && sr.Subject.Reference == subject, nil
 }
 
 // merge applies an A40: the patient MRG-1 names is merged into patientID (the survivor, from

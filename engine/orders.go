@@ -115,6 +115,9 @@ type plan struct {
 	trust           *SenderTrust
 	worklistPatient map[string]any
 	now             time.Time
+	// shared are the shared records known to exist (GroupCommitter's); nil where a plan is
+	// applied without a group committer (reprocessing).
+	shared *sharedRecords
 }
 
 type orderPlan struct {
@@ -418,9 +421,11 @@ func (pl *plan) committed() {
 }
 
 // recordKeys names the records the plan may change, type and business key (Patient, Encounter,
-// Practitioner, ServiceRequest): two plans that share none cannot conflict, so the group
-// committer runs a transaction only once no other in flight holds one of its keys
-// (GroupCommitter.commitWithEffects). A report's plan names none: it is retried on a conflict.
+// ServiceRequest): two plans that share none cannot conflict, so the group committer runs a
+// transaction only once no other in flight holds one of its keys
+// (GroupCommitter.commitWithEffects). Ordering practitioners are shared by many orders and
+// created before the transaction (sharedRecords), so they are not named; a report's plan names
+// none: both are retried on a conflict.
 func (pl *plan) recordKeys() []string {
 	if pl == nil || pl.err != nil || pl.patient == nil {
 		return nil
@@ -438,9 +443,6 @@ func (pl *plan) recordKeys() []string {
 	}
 	for _, o := range pl.orders {
 		add("ServiceRequest", orderKeys(pl.facility, o.sr))
-		if o.requester != nil {
-			add("Practitioner", requesterKeys(pl.facility, o.requester))
-		}
 	}
 	return out
 }

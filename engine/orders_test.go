@@ -45,9 +45,21 @@ func newOrderHarnessOn(t testing.TB, wrap func(engine.Store) engine.Store) *orde
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.Close() }) // after the committer's (cleanups run last first)
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
+	var committed engine.Store = st
+	if wrap != nil {
+		committed = wrap(st)
+	}
+	return &orderHarness{t: t, st: st, in: shippedInbound(t, committed)}
+}
+
+// shippedInbound is the inbound flow committing to st through a group committer (closed at
+// the test's end), with the shipped mappings and google/fhir validation.
+func shippedInbound(t testing.TB, st engine.Store) *engine.Inbound {
+	t.Helper()
 	set, err := mappings.Load(mappings.Source{Base: []fs.FS{mappings.Shipped()}})
 	if err != nil {
 		t.Fatal(err)
@@ -56,15 +68,13 @@ func newOrderHarnessOn(t testing.TB, wrap func(engine.Store) engine.Store) *orde
 	if err != nil {
 		t.Fatal(err)
 	}
-	var committed engine.Store = st
-	if wrap != nil {
-		committed = wrap(st)
-	}
-	gc := engine.NewGroupCommitter(committed, engine.GroupCommitOptions{})
-	t.Cleanup(func() { gc.Close(); st.Close() })
+	// A commit timeout long for a test: a 10,000-segment message on a loaded machine under the
+	// race detector takes seconds, and the default (4 s) is a production answer time.
+	gc := engine.NewGroupCommitter(st, engine.GroupCommitOptions{Timeout: time.Minute})
+	t.Cleanup(gc.Close)
 	in := engine.NewInbound("mllp", gc, nil, nil)
 	in.Processor = &engine.Processor{Mappings: func() engine.MappingSource { return set }, Validator: v}
-	return &orderHarness{t: t, st: st, in: in}
+	return in
 }
 
 // send receives segs as one message with a fresh MSH-10 and returns MSA-1 and the ACK.

@@ -17,6 +17,9 @@ import (
 type ReadinessCheck struct {
 	Name  string
 	Check func(ctx context.Context) error
+	// Advisory marks a check that does not decide readiness: when it fails, /readyz still
+	// answers 200, with the error among its "warnings" (autovacuum off, say).
+	Advisory bool
 }
 
 // readyTimeout bounds /readyz: a check that has not answered by then (a frozen database, a
@@ -25,7 +28,8 @@ type ReadinessCheck struct {
 const readyTimeout = 1500 * time.Millisecond
 
 // readyz answers GET /readyz: 200 {"status":"ready"} when every check passes within
-// readyTimeout, else 503 {"error":"not ready: NAME: WHY; …"}. The checks run at once, each in
+// readyTimeout, else 503 {"error":"not ready: NAME: WHY; …"}; an advisory check that fails (or
+// does not answer) adds "warnings": ["NAME: WHY", …] to the 200 instead. The checks run at once, each in
 // its own goroutine, so one whose call ignores its context cannot hold the answer (that
 // goroutine ends when its call does).
 func readyz(checks []ReadinessCheck, logger *slog.Logger) echo.HandlerFunc {
@@ -41,14 +45,21 @@ func readyz(checks []ReadinessCheck, logger *slog.Logger) echo.HandlerFunc {
 			go func() { results <- result{i, rc.Check(ctx)} }()
 		}
 		answered := make([]bool, len(checks))
-		var failed []string
+		var failed, warnings []string
+		fail := func(i int, why string) {
+			if checks[i].Advisory {
+				warnings = append(warnings, checks[i].Name+": "+why)
+			} else {
+				failed = append(failed, checks[i].Name+": "+why)
+			}
+		}
 	wait:
 		for range checks {
 			select {
 			case r := <-results:
 				answered[r.i] = true
 				if r.err != nil {
-					failed = append(failed, checks[r.i].Name+": "+r.err.Error())
+					fail(r.i, r.err.Error())
 				}
 			case <-ctx.Done():
 				break wait
@@ -56,13 +67,17 @@ func readyz(checks []ReadinessCheck, logger *slog.Logger) echo.HandlerFunc {
 		}
 		for i, ok := range answered {
 			if !ok {
-				failed = append(failed, checks[i].Name+": no answer within "+readyTimeout.String())
+				fail(i, "no answer within "+readyTimeout.String())
 			}
 		}
 		if len(failed) > 0 {
 			slices.Sort(failed)
 			logger.Warn("readiness check failed", "failed", strings.Join(failed, "; "))
 			return echo.NewHTTPError(http.StatusServiceUnavailable, "not ready: "+strings.Join(failed, "; "))
+		}
+		if len(warnings) > 0 {
+			slices.Sort(warnings)
+			return c.JSON(http.StatusOK, map[string]any{"status": "ready", "warnings": warnings})
 		}
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	}

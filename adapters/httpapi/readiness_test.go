@@ -42,3 +42,40 @@ func TestReadyzDoesNotWaitForAHungCheck(t *testing.T) {
 		}
 	})
 }
+
+// An advisory check that fails (autovacuum off) leaves Ferry ready and shows as a warning; with
+// a real failure as well, the answer is 503 and names only the real one.
+func TestReadyzAdvisoryCheckWarns(t *testing.T) {
+	t.Parallel()
+	autovacuumOff := ReadinessCheck{Name: "maintenance", Advisory: true,
+		Check: func(context.Context) error { return errors.New("autovacuum is off") }}
+	for _, tc := range []struct {
+		name     string
+		checks   []ReadinessCheck
+		wantCode int
+		want     string
+	}{
+		{"ready with a warning", []ReadinessCheck{{Name: "store", Check: func(context.Context) error { return nil }}, autovacuumOff},
+			http.StatusOK, `{"status":"ready","warnings":["maintenance: autovacuum is off"]}`},
+		{"not ready", []ReadinessCheck{{Name: "store", Check: func(context.Context) error { return errors.New("down") }}, autovacuumOff},
+			http.StatusServiceUnavailable, "not ready: store: down"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			err := readyz(tc.checks, slog.New(slog.DiscardHandler))(echo.New().NewContext(httptest.NewRequest(http.MethodGet, "/readyz", nil), rec))
+			var he *echo.HTTPError
+			switch {
+			case errors.As(err, &he):
+				if msg, _ := he.Message.(string); he.Code != tc.wantCode || msg != tc.want {
+					t.Errorf("readyz: %d %q, want %d %q", he.Code, msg, tc.wantCode, tc.want)
+				}
+			case err != nil:
+				t.Fatal(err)
+			default:
+				if got := strings.TrimSpace(rec.Body.String()); rec.Code != tc.wantCode || got != tc.want {
+					t.Errorf("readyz: %d %s, want %d %s", rec.Code, got, tc.wantCode, tc.want)
+				}
+			}
+		})
+	}
+}

@@ -162,6 +162,32 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
+// CheckMaintenance reports whether PostgreSQL keeps the planner's statistics and the tables
+// fresh by itself: an error naming what is off when autovacuum (or the track_counts it needs)
+// is off for the server, or autovacuum_enabled is false on one of Ferry's tables. Ferry's hot
+// statements are shaped to keep their plans without statistics (issue 18 item 4), but without
+// autovacuum dead rows pile up and every other plan ages; the operator should know
+// (docs/operations.md).
+func (s *Store) CheckMaintenance(ctx context.Context) error {
+	var autovacuum, trackCounts string
+	var off []string
+	err := s.db.QueryRowContext(ctx, `SELECT current_setting('autovacuum'), current_setting('track_counts'),
+	ARRAY(SELECT c.relname FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace
+		AND c.reloptions @> '{autovacuum_enabled=false}' ORDER BY c.relname)`).Scan(&autovacuum, &trackCounts, (*pq.StringArray)(&off))
+	if err != nil {
+		return fmt.Errorf("reading autovacuum settings: %w", interpretError(err))
+	}
+	switch {
+	case autovacuum != "on":
+		return errors.New("autovacuum is off: dead rows and stale planner statistics accumulate; turn it on, or run VACUUM ANALYZE regularly")
+	case trackCounts != "on":
+		return errors.New("track_counts is off, so autovacuum never runs: turn it on, or run VACUUM ANALYZE regularly")
+	case len(off) > 0:
+		return fmt.Errorf("autovacuum is off for %s (autovacuum_enabled = false): run VACUUM ANALYZE on them regularly, or turn it on", strings.Join(off, ", "))
+	}
+	return nil
+}
+
 // Migrate applies the pending migrations from migrations.Postgres to the current schema (the
 // first of search_path that exists). It holds an advisory lock named after that schema while it
 // runs, so nodes starting together migrate once; running it again is a no-op.

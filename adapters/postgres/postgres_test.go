@@ -755,3 +755,30 @@ func TestSchemaMatchesSQLite(t *testing.T) {
 		}
 	}
 }
+
+// CheckMaintenance names what keeps autovacuum from running: off for the server (as on some test
+// servers), or off for one of Ferry's tables.
+func TestCheckMaintenance(t *testing.T) {
+	st := openTestStore(t)
+	ctx := t.Context()
+	var server string
+	if err := st.DB().QueryRowContext(ctx, "SELECT current_setting('autovacuum') || '/' || current_setting('track_counts')").Scan(&server); err != nil {
+		t.Fatal(err)
+	}
+	err := st.CheckMaintenance(ctx)
+	if server != "on/on" {
+		if err == nil || !strings.Contains(err.Error(), " is off") {
+			t.Fatalf("autovacuum/track_counts %s: CheckMaintenance = %v, want it said", server, err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("autovacuum on: CheckMaintenance = %v", err)
+	}
+	if _, err := st.DB().ExecContext(ctx, "ALTER TABLE worklist_items SET (autovacuum_enabled = false)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CheckMaintenance(ctx); err == nil || !strings.Contains(err.Error(), "worklist_items") {
+		t.Fatalf("autovacuum off for worklist_items: CheckMaintenance = %v", err)
+	}
+}

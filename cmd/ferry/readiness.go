@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/ferryhealth/ferry/adapters/httpapi"
@@ -11,11 +12,32 @@ import (
 
 // readinessChecks are what /readyz asks besides the store's Ping (issue 18): that the store
 // can commit (the committer's last transaction did not fail), and that the instance store can
-// write (a probe file in its incoming area: a full disk or a read-only mount fails it).
-func readinessChecks(committer *engine.GroupCommitter, incoming string) []httpapi.ReadinessCheck {
-	return []httpapi.ReadinessCheck{
+// write (a probe file in its incoming area: a full disk or a read-only mount fails it); and, as
+// a warning that does not make Ferry unready, that the store maintains itself (autovacuum on
+// PostgreSQL), when st can say.
+func readinessChecks(committer *engine.GroupCommitter, incoming string, st any) []httpapi.ReadinessCheck {
+	checks := []httpapi.ReadinessCheck{
 		{Name: "commits", Check: func(context.Context) error { return committer.Ready() }},
 		{Name: "instance store", Check: func(context.Context) error { return probeWrite(incoming) }},
+	}
+	if m, ok := st.(maintainedStore); ok {
+		checks = append(checks, httpapi.ReadinessCheck{Name: "maintenance", Check: m.CheckMaintenance, Advisory: true})
+	}
+	return checks
+}
+
+// maintainedStore is a store that can say whether its database maintains itself
+// (postgres.Store: autovacuum).
+type maintainedStore interface {
+	CheckMaintenance(ctx context.Context) error
+}
+
+// warnMaintenance logs, at start, what maintainedStore.CheckMaintenance finds off.
+func warnMaintenance(ctx context.Context, st any, logger *slog.Logger) {
+	if m, ok := st.(maintainedStore); ok {
+		if err := m.CheckMaintenance(ctx); err != nil {
+			logger.Warn("database maintenance: "+err.Error(), "see", "docs/operations.md")
+		}
 	}
 }
 

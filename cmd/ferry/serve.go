@@ -65,6 +65,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := st.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrating %s store: %w", kind, err)
 	}
+	warnMaintenance(ctx, st, logger)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -191,7 +192,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	trail := &audit.Recorder{Begin: st.Begin}
-	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
+	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming, st), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
 		Access: people, SessionCookie: web.SessionCookie, Audit: trail, AuditEvents: st})
 	if err != nil {
 		return err
