@@ -22,3 +22,7 @@ func BenchmarkAppendAuditParallel(b *testing.B) {
 func TestAccessMatrix(t *testing.T) {
 	accesstest.RunMatrix(t, openTestStore(t))
 }
+
+func TestPatientAccess(t *testing.T) {
+	storetest.RunPatientAccess(t, func(t *testing.T) storetest.PatientAccessStore { return openTestStore(t) })
+}
