@@ -26,3 +26,7 @@ func TestAccessMatrix(t *testing.T) {
 func TestPatientAccess(t *testing.T) {
 	storetest.RunPatientAccess(t, func(t *testing.T) storetest.PatientAccessStore { return openTestStore(t) })
 }
+
+func BenchmarkPhysicianReads(b *testing.B) {
+	storetest.BenchPhysicianReads(b, func(b *testing.B) storetest.PhysicianBenchStore { return openTestStore(b) })
+}

@@ -2,12 +2,16 @@ package storetest
 
 import (
 	"context"
+	"database/sql"
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
+	"github.com/ferryhealth/ferry/fhir"
 )
 
 // PatientAccessStore is what the patient-access suite needs of a store: who may see which
@@ -209,5 +213,93 @@ func testStudiesWithin(t *testing.T, st PatientAccessStore) {
 		if err != nil || !slices.Equal(got, want) {
 			t.Errorf("%s: SearchStudies = %v, %v; want %v", tc.name, got, err, want)
 		}
+	}
+}
+
+// PhysicianBenchStore is what BenchPhysicianReads needs: resources and who may see them.
+type PhysicianBenchStore interface {
+	engine.Store
+	access.PatientStore
+}
+
+// BenchPhysicianReads measures a FHIR read and a search through access.Reader for a physician
+// with 10,000 patients (each with a DiagnosticReport) among 15,000, against the same read and
+// search by an admin (not limited): the price of the limit. A read costs one lookup of the
+// patient's rows (and one of the Patient to follow merges), not a scan; a search adds the
+// physician's patients as one list filter. open must return a fresh, migrated store.
+func BenchPhysicianReads(b *testing.B, open func(b *testing.B) PhysicianBenchStore) {
+	const own, others = 10_000, 5_000
+	st := open(b)
+	ctx := context.Background()
+	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	for start := 0; start < own+others; start += 500 {
+		tx, err := st.Begin(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var rows []engine.PatientAccess
+		for i := start; i < start+500; i++ {
+			pid, rid := fmt.Sprintf("p%05d", i), fmt.Sprintf("r%05d", i)
+			for _, r := range []struct{ typ, id, extra string }{
+				{"Patient", pid, `,"gender":"female"`},
+				{"DiagnosticReport", rid, `,"status":"final","code":{"text":"CT"},"subject":{"reference":"Patient/` + pid + `"}`},
+			} {
+				body := fmt.Sprintf(`{"resourceType":%q,"id":%q,"meta":{"versionId":"1","lastUpdated":"2026-03-01T10:00:00.000Z"}%s}`, r.typ, r.id, r.extra)
+				index, err := fhir.Index(r.typ, []byte(body))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := tx.PutResource(ctx, &engine.Resource{Type: r.typ, ID: r.id, VersionID: 1, LastUpdated: at, JSON: []byte(body), Index: index}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			doctor := "DOC"
+			if i >= own {
+				doctor = "OTHER"
+			}
+			rows = append(rows, engine.PatientAccess{PatientID: pid, Facility: "STMARYS", System: "urn:npi", Value: doctor})
+		}
+		if err := tx.AddPatientAccess(ctx, rows); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// The planner's statistics, as a store that has run a while has them.
+	if db, ok := st.(interface{ DB() *sql.DB }); ok {
+		if _, err := db.DB().ExecContext(ctx, "ANALYZE"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rd := &access.Reader{Patients: &access.Patients{Store: st, Resources: st}, Resources: st}
+	for _, who := range []*access.Identity{
+		{User: "adm", Role: access.RoleAdmin},
+		{User: "doc", Role: access.RolePhysician, Practitioners: []access.Practitioner{{System: "urn:npi", Value: "DOC"}}},
+	} {
+		ctx := access.WithIdentity(ctx, who)
+		b.Run("read/"+string(who.Role), func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				i = (i + 7919) % own
+				if _, err := rd.Resource(ctx, "DiagnosticReport", fmt.Sprintf("r%05d", i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("search/"+string(who.Role), func(b *testing.B) {
+			for b.Loop() {
+				found, err := rd.SearchResources(ctx, engine.ResourceQuery{Type: "DiagnosticReport", Count: 20,
+					Filters: []engine.SearchFilter{{Param: "status", Op: engine.SearchEq, Values: []engine.SearchValue{{Value: "final"}}}}})
+				if err != nil || len(found) != 20 {
+					b.Fatalf("search: %d found, %v", len(found), err)
+				}
+			}
+		})
+	}
+	// A physician reading another physician's patient is refused as cheaply.
+	doc := access.WithIdentity(ctx, &access.Identity{User: "doc", Role: access.RolePhysician, Practitioners: []access.Practitioner{{Value: "DOC"}}})
+	if _, err := rd.Resource(doc, "DiagnosticReport", fmt.Sprintf("r%05d", own)); !errors.Is(err, engine.ErrNotFound) {
+		b.Fatalf("another physician's report: %v, want ErrNotFound", err)
 	}
 }
