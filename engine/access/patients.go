@@ -96,17 +96,28 @@ func (p *Patients) Reaches(ctx context.Context, id *Identity, patientID string) 
 	if !id.Limited() {
 		return id != nil, nil, nil
 	}
-	ids, err := p.mergedIDs(ctx, patientID)
-	if err != nil {
-		return false, nil, err
-	}
-	rows, err := p.Store.PatientAccessOf(ctx, ids)
-	if err != nil {
-		return false, nil, err
-	}
-	for _, r := range rows {
-		if p.grants(id, r) {
-			return true, nil, nil
+	// The patient's own rows first: a merge copied the other record's to it, so the merges
+	// need following only for what reached the survivor after the merge.
+	ids := []string{patientID}
+	for pass := range 2 {
+		if pass == 1 {
+			merged, err := p.mergedIDs(ctx, patientID)
+			if err != nil {
+				return false, nil, err
+			}
+			if len(merged) == 1 {
+				break
+			}
+			ids = merged
+		}
+		rows, err := p.Store.PatientAccessOf(ctx, ids)
+		if err != nil {
+			return false, nil, err
+		}
+		for _, r := range rows {
+			if p.grants(id, r) {
+				return true, nil, nil
+			}
 		}
 	}
 	if id.Role != RolePhysician {
