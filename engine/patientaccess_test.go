@@ -65,7 +65,7 @@ func TestOrdersGrantTheirDoctorsThePatient(t *testing.T) {
 	}{
 		{access.Practitioner{Value: "REF1"}, p777, true},
 		{access.Practitioner{Value: "ATT1"}, p777, true},
-		{access.Practitioner{System: npi, Value: "ORD1"}, p777, true}, // the authority NPI read as its URI
+		{access.Practitioner{System: npi, Value: "ORD1"}, p777, true},          // the authority NPI read as its URI
 		{access.Practitioner{System: "urn:other", Value: "ORD1"}, p777, false}, // another system's ORD1
 		{access.Practitioner{Value: "REF1"}, p778, false},
 	} {
