@@ -110,6 +110,9 @@ func (w *writer) order(ctx context.Context, o orderPlan, patientID, encounterID 
 	if err != nil {
 		return err
 	}
+	if err := w.tx.AddPatientAccess(ctx, accessRows(patientID, w.pl.facility, o.doctors)); err != nil {
+		return err
+	}
 	if curSR == nil {
 		// The order's turnaround clock starts (engine/turnaround). No interval ends here, so there
 		// is nothing to observe: the Processor needs no metrics.
@@ -372,6 +375,10 @@ func (w *writer) merge(ctx context.Context, survivorID string) error {
 		return err
 	}
 	w.patientIDs = append(w.patientIDs, identifierValues(priorView.Identifier)...)
+	// Whoever saw either record sees the merged patient, under both ids (docs/security.md).
+	if err := w.tx.SharePatientAccess(ctx, priorID, survivorID); err != nil {
+		return err
+	}
 
 	// Move every order (and encounter) of the old patient to the survivor.
 	for _, typ := range []string{"ServiceRequest", "Encounter"} {

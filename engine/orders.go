@@ -125,8 +125,11 @@ type orderPlan struct {
 	status    string // the ServiceRequest.status the control sets, "" to keep
 	sr        map[string]any
 	requester map[string]any
-	worklist  map[string]any
-	seq       int // ORC occurrence, for ERR locations
+	// doctors are the Practitioners the order names (ORC-12, OBR-16, PV1-7, PV1-8): each sees
+	// the patient (PatientAccess).
+	doctors  []map[string]any
+	worklist map[string]any
+	seq      int // ORC occurrence, for ERR locations
 }
 
 // Plan maps msg and validates the resources it yields. It returns (nil, nil) when no mapping
@@ -247,8 +250,18 @@ func decodeOutput(out map[string]any) mappedOutput {
 	orders, _ := out["orders"].([]any)
 	for i, x := range orders {
 		o := object(x)
-		mo.orders = append(mo.orders, orderPlan{seq: i + 1, control: text(o["control"]), status: text(o["status"]),
-			sr: object(o["service_request"]), requester: object(o["requester"]), worklist: object(o["worklist"])})
+		op := orderPlan{seq: i + 1, control: text(o["control"]), status: text(o["status"]),
+			sr: object(o["service_request"]), requester: object(o["requester"]), worklist: object(o["worklist"])}
+		docs, _ := o["doctors"].([]any)
+		for _, d := range docs {
+			if d := object(d); d != nil {
+				op.doctors = append(op.doctors, d)
+			}
+		}
+		if op.requester != nil {
+			op.doctors = append(op.doctors, op.requester)
+		}
+		mo.orders = append(mo.orders, op)
 	}
 	return mo
 }

@@ -99,10 +99,11 @@ const (
 // drives it; the store provides the steps. A Tx is used by one goroutine.
 type Tx interface {
 	ResourceReader
-	WorklistReader    // reads see the transaction's own worklist changes
-	LinkWriter        // a patient merge moves the patient's studies in the message's transaction
-	outbox.Inserter   // a report version is stored with its deliveries
-	turnaround.Marker // an order's milestones are marked with the change that reaches them
+	WorklistReader      // reads see the transaction's own worklist changes
+	LinkWriter          // a patient merge moves the patient's studies in the message's transaction
+	outbox.Inserter     // a report version is stored with its deliveries
+	turnaround.Marker   // an order's milestones are marked with the change that reaches them
+	PatientAccessWriter // an order's doctors see its patient from the order's commit on
 	// InsertInbound records m exactly as MessageStore.CommitInbound records one message,
 	// duplicate detection included: when m turns out to be a duplicate it is stored as such and
 	// updated (Status, DuplicateOf, ACK, ACKCode; a duplicate is not processed, so it is never

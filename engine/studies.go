@@ -152,6 +152,11 @@ type StudyFilter struct {
 	// searched for (Linker.PatientsWithID); read only with LinkedIdentity. None: no linked study
 	// matches.
 	LinkedPatientIDs []string
+	// Within limits the studies to those linked (status linked) to one of WithinPatients,
+	// Ferry's Patient ids: the patients a physician reaches (engine/access.Studies). None: no
+	// study matches.
+	Within         bool
+	WithinPatients []string
 	// Limit is the page size: 0 (or less) means DefaultStudyLimit; more than MaxStudyLimit is
 	// MaxStudyLimit. Offset skips that many matches (less than 0 counts as 0).
 	Limit, Offset int

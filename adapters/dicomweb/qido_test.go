@@ -11,7 +11,9 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 	"github.com/ferryhealth/ferry/mappings"
@@ -488,5 +491,94 @@ func TestSearchStudiesIdentityFails(t *testing.T) {
 				t.Errorf("status %d, want 500\n%s", code, b)
 			}
 		})
+	}
+}
+
+// TestSearchStudiesOnlyAPhysiciansPatients: behind access.Studies (as cmd/ferry wires it),
+// QIDO-RS finds for a physician only the studies linked to its patients — also when it names
+// another patient's study by UID, the lookup WADO-RS makes — and everything for an admin.
+func TestSearchStudiesOnlyAPhysiciansPatients(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newLinkedHarness(t)
+	jane := h.register("000123", "Doe^Jane", "19800102", "F")
+	rita := h.register("000555", "Roe^Rita", "19750505", "F")
+	const (
+		studyJane = "1.2.826.0.1.3680043.10.4.1"
+		studyRita = "1.2.826.0.1.3680043.10.4.2"
+		studyNone = "1.2.826.0.1.3680043.10.4.3"
+	)
+	for _, s := range []struct{ uid, patient string }{{studyJane, jane}, {studyRita, rita}} {
+		h.receive(s.uid, "x", "", "X^Y", "19800102", "F", "20260303")
+		if err := h.st.PutStudyLink(ctx, &engine.StudyLink{StudyInstanceUID: s.uid, Status: engine.LinkLinked, PatientID: s.patient,
+			Rule: engine.RuleManual, DecidedAt: time.Now(), DecidedBy: "ana", Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.receive(studyNone, "777", "STMARYS", "BLOGGS^FRED", "19991231", "M", "20260301")
+	tx, err := h.st.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.AddPatientAccess(ctx, []engine.PatientAccess{{PatientID: jane, Facility: "STMARYS", Value: "REF1"},
+		{PatientID: rita, Facility: "STMARYS", Value: "OTHER"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+
+	patients := &access.Patients{Store: h.st, Resources: h.st}
+	stow, err := NewSTOW(newFakeSink(), Config{IncomingDir: t.TempDir(), Studies: &access.Studies{Patients: patients, Studies: h.st}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var who atomic.Pointer[access.Identity] // the gate's part: the request's identity
+	e := echo.New()
+	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if id := who.Load(); id != nil {
+				c.SetRequest(c.Request().WithContext(access.WithIdentity(c.Request().Context(), id)))
+			}
+			return next(c)
+		}
+	})
+	stow.Register(e.Group(BasePath))
+	ts := httptest.NewServer(e)
+	t.Cleanup(ts.Close)
+
+	doc := &access.Identity{User: "doc", Role: access.RolePhysician, Practitioners: []access.Practitioner{{Value: "REF1"}}}
+	adm := &access.Identity{User: "adm", Role: access.RoleAdmin}
+	for _, tc := range []struct {
+		name  string
+		id    *access.Identity
+		query string
+		want  []string
+	}{
+		{"physician, all", doc, "", []string{studyJane}},
+		{"physician, another's study by UID", doc, "StudyInstanceUID=" + studyRita, nil},
+		{"physician, own study by UID", doc, "StudyInstanceUID=" + studyJane, []string{studyJane}},
+		{"admin, all", adm, "", []string{studyJane, studyRita, studyNone}},
+	} {
+		who.Store(tc.id)
+		code, studies, body := search(t, ts.URL, tc.query)
+		var got []string
+		for _, s := range studies {
+			var uid string
+			if err := json.Unmarshal(s[tagStudyInstanceUID].Value[0], &uid); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, uid)
+		}
+		slices.Sort(got)
+		want := slices.Clone(tc.want)
+		slices.Sort(want)
+		if wantCode := map[bool]int{true: http.StatusOK, false: http.StatusNoContent}[len(want) > 0]; code != wantCode || !slices.Equal(got, want) {
+			t.Errorf("%s: %d %v, want %d %v (%s)", tc.name, code, got, wantCode, want, body)
+		}
+	}
+	who.Store(nil)
+	if code, _, _ := search(t, ts.URL, ""); code != http.StatusInternalServerError {
+		t.Errorf("no identity: %d, want 500 (refused, never everyone's studies)", code)
 	}
 }

@@ -70,6 +70,9 @@ type Gate struct {
 	Trail         AuditTrail // nil: nothing recorded (tests of other things)
 	Logger        *slog.Logger
 	Now           func() time.Time
+	// Limits says that the readers behind the routes limit each identity to the patients it
+	// reaches (access.Reader, access.Studies); without it a Limited identity is refused (403).
+	Limits bool
 }
 
 func (g *Gate) now() time.Time {
@@ -101,11 +104,21 @@ func (g *Gate) Require(perm access.Permission, action audit.Action) echo.Middlew
 				return echo.NewHTTPError(http.StatusUnauthorized, "authentication required")
 			}
 			c.Set(identityKey, id)
+			if perm != "" && id.Limited() && !g.Limits && perm != access.PermBreakGlass {
+				// Without the readers that limit it to its patients, a physician (or a
+				// radiologist limited to facilities) would be shown everyone's: refused instead.
+				g.record(c, &audit.Event{Action: orAccess(action), Outcome: audit.OutcomeMinor, Agent: id.User, Role: string(id.Role),
+					Detail: "403: reads of role " + string(id.Role) + " are not limited to its patients here"})
+				return echo.NewHTTPError(http.StatusForbidden, "not permitted for your role")
+			}
 			if perm != "" && !id.Grants(perm) {
 				g.record(c, &audit.Event{Action: orAccess(action), Outcome: audit.OutcomeMinor, Agent: id.User, Role: string(id.Role),
 					Detail: "403: role " + string(id.Role) + " lacks " + string(perm)})
 				return echo.NewHTTPError(http.StatusForbidden, "not permitted for your role")
 			}
+			disclosure := &access.Disclosure{}
+			ctx := access.WithDisclosure(access.WithIdentity(c.Request().Context(), id), disclosure)
+			c.SetRequest(c.Request().WithContext(ctx))
 			var pending *audit.Pending
 			if action == audit.ActionCreate || action == audit.ActionUpdate {
 				// A change: its event is appended in the change's own transaction (audit.Changes).
@@ -114,7 +127,16 @@ func (g *Gate) Require(perm access.Permission, action audit.Action) echo.Middlew
 			}
 			err = next(c)
 			if action != "" && (pending == nil || !pending.Recorded) {
-				g.record(c, &audit.Event{Action: action, Outcome: outcomeOf(c, err), Agent: id.User, Role: string(id.Role)})
+				e := &audit.Event{Action: action, Outcome: outcomeOf(c, err), Agent: id.User, Role: string(id.Role)}
+				switch refused, breakGlass := disclosure.Result(); {
+				case refused != "":
+					// A record outside the caller's patients: answered 404, audited as refused.
+					e.Outcome, e.Patient = audit.OutcomeMinor, refused
+					e.Detail = "404: refused: not among the patients of " + id.User
+				case breakGlass != "":
+					e.Detail = audit.BreakGlassDetail + breakGlass
+				}
+				g.record(c, e)
 			}
 			return err
 		}

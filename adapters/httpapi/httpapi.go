@@ -56,6 +56,11 @@ type Options struct {
 	AuditEvents audit.Reader
 	// Resources serves the FHIR REST API under /fhir/r4 (see fhir.go); nil: no FHIR API.
 	Resources FHIRResources
+	// Patients, if set, limits every read of Resources to the patients the caller reaches
+	// (access.Reader), serves POST /api/v1/break-glass, and admits physicians and radiologists
+	// limited to facilities — whose reads must then be limited everywhere, DICOMweb's study
+	// search included (access.Studies, wired by cmd/ferry). nil: those identities get 403.
+	Patients *access.Patients
 	// DICOMweb serves the DICOMweb routes under their base path, for the roles that may read
 	// or write studies (adapters/dicomweb.STOW); nil: no DICOMweb.
 	DICOMweb Routes
@@ -112,7 +117,10 @@ func New(opt Options) (*echo.Echo, error) {
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(opt.Logger)
 	e.IPExtractor = clientIPExtractor(opt.TrustedProxies)
-	gate := &Gate{Auth: opt.Access, SessionCookie: opt.SessionCookie, Trail: opt.Audit, Logger: opt.Logger}
+	gate := &Gate{Auth: opt.Access, SessionCookie: opt.SessionCookie, Trail: opt.Audit, Logger: opt.Logger, Limits: opt.Patients != nil}
+	if opt.Patients != nil && opt.Resources != nil {
+		opt.Resources = &access.Reader{Patients: opt.Patients, Resources: opt.Resources}
+	}
 	opt.gate = gate
 	need := gate.Require
 
@@ -153,6 +161,10 @@ func New(opt Options) (*echo.Echo, error) {
 	}
 	if opt.Access.Store != nil {
 		registerPeople(api, opt)
+	}
+	if opt.Patients != nil && opt.Resources != nil {
+		bg := &breakGlassAPI{patients: opt.Patients, gate: gate}
+		api.POST("/break-glass", bg.open, need(access.PermBreakGlass, ""))
 	}
 
 	if opt.Resources != nil {

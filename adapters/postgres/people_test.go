@@ -22,3 +22,11 @@ func BenchmarkAppendAuditParallel(b *testing.B) {
 func TestAccessMatrix(t *testing.T) {
 	accesstest.RunMatrix(t, openTestStore(t))
 }
+
+func TestPatientAccess(t *testing.T) {
+	storetest.RunPatientAccess(t, func(t *testing.T) storetest.PatientAccessStore { return openTestStore(t) })
+}
+
+func BenchmarkPhysicianReads(b *testing.B) {
+	storetest.BenchPhysicianReads(b, func(b *testing.B) storetest.PhysicianBenchStore { return openTestStore(b) })
+}

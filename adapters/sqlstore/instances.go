@@ -164,6 +164,14 @@ func (s *Store) SearchStudies(ctx context.Context, c Conn, f engine.StudyFilter)
 			q.add("issuer_of_patient_id = " + q.text(f.IssuerOfPatientID))
 		}
 	}
+	if f.Within {
+		ids := make([]string, len(f.WithinPatients))
+		for i, id := range f.WithinPatients {
+			ids[i] = engine.StorableText(id)
+		}
+		q.add(`study_instance_uid IN (SELECT l.study_instance_uid FROM study_links l
+				WHERE l.status = 'linked' AND ` + s.d.InList("l.patient_id", q.arg(s.d.List(ids))) + `)`)
+	}
 	if f.AccessionNumber != "" {
 		q.add("accession_number = " + q.text(f.AccessionNumber))
 	}

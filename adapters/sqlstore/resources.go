@@ -198,6 +198,9 @@ func (s *Store) SearchResources(ctx context.Context, c Conn, q engine.ResourceQu
 			// One index condition (a list the btree answers value by value), where ORed
 			// equalities could end up a filter over every entry of the parameter.
 			where.WriteString(s.d.InList("i.value", arg(s.d.List(anyOf))) + "))")
+			// A long list (a physician's patients, engine/access) is planned for its length:
+			// a generic plan compares each entry with the list one by one.
+			prefix = prefix || len(anyOf) > longList
 			continue
 		}
 		for j, v := range f.Values {
@@ -255,6 +258,9 @@ ORDER BY p.last_updated DESC, p.id`
 	}
 	return out, nil
 }
+
+// longList is the length from which a list filter's query is planned for its values.
+const longList = 64
 
 // equalValues returns the values of an equality filter with several values and no systems (the
 // linker's blocking keys, a status list) as one list; nil for any other filter.

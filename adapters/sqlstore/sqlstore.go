@@ -108,6 +108,7 @@ type Store struct {
 	messageStatements
 	peopleStatements
 	auditStatements
+	accessStatements
 }
 
 // New returns the shared areas in d's text.
@@ -122,6 +123,7 @@ func New(d Dialect) *Store {
 	s.messageStatements = newMessageStatements(s.rebind, d)
 	s.peopleStatements = newPeopleStatements(s.rebind, d)
 	s.auditStatements = newAuditStatements(s.rebind)
+	s.accessStatements = newAccessStatements(s.rebind, s.d)
 	return s
 }
 
@@ -130,7 +132,7 @@ func New(d Dialect) *Store {
 func (s *Store) TxStatements() []string {
 	return append([]string{s.claimPending, s.finishPending, s.currentResource, s.resourceVersion,
 		s.resourceHistory, s.resolveKey, s.resourceByKeys.Query, s.putWorklistItem, s.deleteWorklistItem,
-		s.markTurnaround, s.studyLinksOfPatient, s.finishStudyDerivation},
+		s.markTurnaround, s.studyLinksOfPatient, s.finishStudyDerivation, s.addPatientAccess, s.sharePatientAccess},
 		slices.Concat(s.putStudyLink, s.outboxTxStatements(), s.auditTxStatements())...)
 }
 

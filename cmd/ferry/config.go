@@ -62,6 +62,9 @@ type Config struct {
 	// Sessions and SSO: web sessions' timeouts and single sign-on (people.go).
 	Sessions SessionsConfig `yaml:"sessions"`
 	SSO      *SSOConfig     `yaml:"sso"`
+	// BreakGlassFor is how long a physician's break-glass access to a patient who is not theirs
+	// lasts (docs/security.md, "Break-glass"; default 1h).
+	BreakGlassFor time.Duration `yaml:"break_glass_for"`
 	// Turnaround sets, per order priority (stat, asap, urgent, routine), when the preliminary
 	// and the final report are due, counted from the study's completion (docs/reports.md,
 	// "Turnaround"). A priority or field left out keeps its default (turnaround.DefaultSLAs).

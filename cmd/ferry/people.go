@@ -31,6 +31,9 @@ type SSOConfig struct {
 // validateAccess checks sessions and reads the single sign-on secret.
 func (c *Config) validateAccess() []error {
 	var errs []error
+	if c.BreakGlassFor < 0 {
+		errs = append(errs, errors.New("break_glass_for: must not be negative"))
+	}
 	if c.Sessions.IdleTimeout < 0 || c.Sessions.AbsoluteTimeout < 0 {
 		errs = append(errs, errors.New("sessions: timeouts must not be negative"))
 	}
@@ -63,6 +66,18 @@ func (c *Config) validateAccess() []error {
 func (c *Config) accessService(st store, bootstrapToken string) *access.Service {
 	return &access.Service{Store: st, BootstrapToken: bootstrapToken,
 		IdleTimeout: c.Sessions.IdleTimeout, AbsoluteTimeout: c.Sessions.AbsoluteTimeout}
+}
+
+// patients is who reaches which patient: physicians their own, radiologists their facilities'
+// (facilities[].id → the sending facility its orders carry), break-glass for BreakGlassFor.
+func (c *Config) patients(st store) *access.Patients {
+	sending := map[string]string{}
+	for _, f := range c.Facilities {
+		if f.ID != "" && f.SendingFacility != "" {
+			sending[f.ID] = f.SendingFacility
+		}
+	}
+	return &access.Patients{Store: st, Resources: st, SendingFacilities: sending, BreakGlassFor: c.BreakGlassFor}
 }
 
 // sso returns the configured single sign-on, nil for none.

@@ -27,6 +27,7 @@ import (
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/adapters/web"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
 	"github.com/ferryhealth/ferry/engine/outbox"
 	"github.com/ferryhealth/ferry/engine/turnaround"
@@ -130,7 +131,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	stow, err := dicomweb.NewSTOW(storage.intake, dicomweb.Config{IncomingDir: storage.incoming, Studies: st, Identities: storage.intake.Linker,
+	// Every read of patient data through the API is limited to the patients its caller reaches
+	// (physicians, radiologists limited to facilities): FHIR through httpapi's access.Reader,
+	// DICOMweb's study search — which WADO-RS also finds its studies by — here.
+	patients := cfg.patients(st)
+	stow, err := dicomweb.NewSTOW(storage.intake, dicomweb.Config{IncomingDir: storage.incoming,
+		Studies: &access.Studies{Patients: patients, Studies: st}, Identities: storage.intake.Linker,
 		Instances: st, DataDir: storage.intake.Dir, AuditPatient: httpapi.SetAuditPatient,
 		MaxInstanceSize: cfg.DICOM.MaxInstanceSize, MaxHeaderSize: cfg.DICOM.MaxHeaderSize, Logger: logger})
 	if err != nil {
@@ -193,7 +199,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	trail := &audit.Recorder{Begin: st.Begin}
 	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming, st), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
-		Access: people, SessionCookie: web.SessionCookie, Audit: trail, AuditEvents: st})
+		Access: people, SessionCookie: web.SessionCookie, Audit: trail, AuditEvents: st, Patients: patients})
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,8 @@ type store interface {
 	engine.DerivationQueue
 	outbox.Store
 	turnaround.Reader
-	access.Store // users, API tokens, web sessions
+	access.Store        // users, API tokens, web sessions
+	access.PatientStore // who may see which patient, break-glass grants
 	audit.Reader
 	Migrate(ctx context.Context) error
 }

@@ -62,6 +62,7 @@ const (
 	PermUsers          Permission = "users"          // users and tokens
 	PermAudit          Permission = "audit:read"     // the audit trail
 	PermOperations     Permission = "operations"     // metrics and profiles
+	PermBreakGlass     Permission = "break-glass"    // a physician opens another patient's record, giving a reason
 	permAll            Permission = "*"              // admin
 )
 
@@ -82,14 +83,15 @@ func ParseScope(s string) (Permission, error) {
 	return "", fmt.Errorf("unknown scope %q: want one of %s", s, strings.Join(names, ", "))
 }
 
-// rolePermissions are what each role may do. A physician has none of the API's permissions
-// until the data layer limits every path to its own patients (docs/security.md): it is refused
-// rather than shown everyone's. A system user has only its token's scopes.
+// rolePermissions are what each role may do. A physician reads FHIR and DICOMweb only through
+// the readers that limit it to its own patients (Reader, Studies; the HTTP gate refuses a
+// Limited identity where none is in place) and may break the glass. A system user has only its
+// token's scopes.
 var rolePermissions = map[Role][]Permission{
 	RoleAdmin:       {permAll},
 	RoleAnalyst:     {PermMessages, PermMappings, PermDeliveries, PermReconciliation, PermDashboards},
 	RoleRadiologist: {PermFHIRRead, PermReportsWrite, PermDICOMwebRead},
-	RolePhysician:   nil,
+	RolePhysician:   {PermFHIRRead, PermDICOMwebRead, PermBreakGlass},
 	RoleSystem:      nil,
 }
 

@@ -64,12 +64,12 @@ func TestParseLifetimeAndScopes(t *testing.T) {
 func TestGrants(t *testing.T) {
 	t.Parallel()
 	all := []Permission{PermMessages, PermMappings, PermDeliveries, PermReconciliation, PermDashboards, PermFHIRRead,
-		PermReportsWrite, PermDICOMwebRead, PermDICOMwebWrite, PermUsers, PermAudit, PermOperations}
+		PermReportsWrite, PermDICOMwebRead, PermDICOMwebWrite, PermUsers, PermAudit, PermOperations, PermBreakGlass}
 	want := map[Role][]Permission{
 		RoleAdmin:       all,
 		RoleAnalyst:     {PermMessages, PermMappings, PermDeliveries, PermReconciliation, PermDashboards},
 		RoleRadiologist: {PermFHIRRead, PermReportsWrite, PermDICOMwebRead},
-		RolePhysician:   nil,
+		RolePhysician:   {PermFHIRRead, PermDICOMwebRead, PermBreakGlass}, // limited to its patients (Reader)
 		RoleSystem:      {PermReportsWrite},
 	}
 	for role, perms := range want {

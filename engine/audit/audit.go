@@ -30,7 +30,15 @@ const (
 	ActionAccess Action = "access"
 	// ActionAdmin is a change to users or tokens.
 	ActionAdmin Action = "admin"
+	// ActionBreakGlass is a physician opening a patient who is not theirs; Detail carries
+	// BreakGlassDetail and the reason, as do the reads made under the grant.
+	ActionBreakGlass Action = "break-glass"
 )
+
+// BreakGlassDetail begins the Detail of a break-glass grant and of every read made under one:
+// "break-glass: " and the reason given. AuditEvent shows such events with the purpose of use
+// BTG (HL7 v3 ActReason "break the glass").
+const BreakGlassDetail = "break-glass: "
 
 // Outcome is how it ended, as FHIR AuditEvent.outcome codes it.
 type Outcome string

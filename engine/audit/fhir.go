@@ -3,6 +3,7 @@ package audit
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -41,10 +42,11 @@ type auditEvent struct {
 }
 
 type auditAgent struct {
-	Who       reference     `json:"who"`
-	Role      []concept     `json:"role,omitempty"`
-	Requestor bool          `json:"requestor"`
-	Network   *auditNetwork `json:"network,omitempty"`
+	Who          reference     `json:"who"`
+	Role         []concept     `json:"role,omitempty"`
+	Requestor    bool          `json:"requestor"`
+	Network      *auditNetwork `json:"network,omitempty"`
+	PurposeOfUse []concept     `json:"purposeOfUse,omitempty"`
 }
 
 type auditNetwork struct {
@@ -76,6 +78,7 @@ const (
 	interaction = "http://hl7.org/fhir/restful-interaction"
 	entityType  = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 	objectRole  = "http://terminology.hl7.org/CodeSystem/object-role"
+	actReason   = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 	sourceType  = "http://terminology.hl7.org/CodeSystem/security-source-type"
 )
 
@@ -95,6 +98,9 @@ var kinds = map[Action]struct {
 	ActionLogout: {coding{dcm, "110114", "User Authentication"}, coding{dcm, "110123", "Logout"}, "E"},
 	ActionAccess: {coding{dcm, "110113", "Security Alert"}, coding{}, "E"},
 	ActionAdmin:  {coding{dcm, "110136", "Security Roles Changed"}, coding{}, "U"},
+	// A break-glass grant: an emergency override of the access rules (DICOM 110113 Security
+	// Alert, subtype 110127 Emergency Override Started).
+	ActionBreakGlass: {coding{dcm, "110113", "Security Alert"}, coding{dcm, "110127", "Emergency Override Started"}, "E"},
 }
 
 // Resource returns e as a FHIR R4 AuditEvent.
@@ -118,6 +124,10 @@ func (e *Event) Resource() ([]byte, error) {
 	}
 	if e.Address != "" {
 		agent.Network = &auditNetwork{Address: e.Address, Type: "2"}
+	}
+	if strings.HasPrefix(e.Detail, BreakGlassDetail) {
+		// The grant and every read under it: purpose of use "break the glass".
+		agent.PurposeOfUse = []concept{{Coding: []coding{{actReason, "BTG", "break the glass"}}}}
 	}
 	r.Agent = []auditAgent{agent}
 	if e.Patient != "" {
