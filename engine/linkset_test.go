@@ -14,6 +14,7 @@ import (
 	"golang.org/x/text/unicode/norm"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/patientid"
 )
 
 // The labelled linking set: a population of patients loaded through the real inbound path
@@ -695,9 +696,9 @@ func TestLinkingSet(t *testing.T) {
 	linker := &engine.Linker{
 		Resources: h.st,
 		Links:     h.st,
-		Match: engine.MatchConfig{Issuers: []engine.IssuerRule{
-			{Issuer: linksetIssuer, System: linksetSystem, IgnoreLeadingZeros: true, Prefixes: []string{linksetPrefix}},
-		}},
+		Match: engine.MatchConfig{Identifiers: []*patientid.Rules{{
+			Authorities: []patientid.Authority{{Name: "St Mary's MRN", System: linksetSystem, Issuers: []string{linksetIssuer},
+				Steps: []patientid.Step{{StripPrefixes: []string{linksetPrefix}}, {DropLeadingZeros: true}}}}}}},
 		Now: func() time.Time { return linksetNow },
 	}
 	tallies := map[string]*linksetTally{}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/patientid"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 	"github.com/ferryhealth/ferry/mappings"
@@ -271,8 +272,9 @@ func newLinkedHarness(t *testing.T) *linkedHarness {
 	t.Cleanup(func() { gc.Close(); st.Close() })
 	in := engine.NewInbound("mllp", gc, nil, nil)
 	in.Processor = &engine.Processor{Mappings: func() engine.MappingSource { return set }, Validator: v}
-	linker := &engine.Linker{Resources: st, Links: st, Match: engine.MatchConfig{Issuers: []engine.IssuerRule{
-		{Issuer: "STMARYS", System: linkedMRN, IgnoreLeadingZeros: true}}}}
+	linker := &engine.Linker{Resources: st, Links: st, Match: engine.MatchConfig{Identifiers: []*patientid.Rules{{
+		Authorities: []patientid.Authority{{Name: "St Mary's MRN", System: linkedMRN,
+			Issuers: []string{"STMARYS"}, Steps: []patientid.Step{{DropLeadingZeros: true}}}}}}}}
 	return &linkedHarness{t: t, st: st, in: in, linker: linker}
 }
 

@@ -489,7 +489,8 @@ func (r *reconciliation) decision(prev *engine.StudyLink, uid, user, reason stri
 	previous := "none"
 	if prev != nil {
 		maps.Copy(next.Evidence, prev.Evidence)
-		next.Candidates = prev.Candidates
+		// The study's identifier stays with it: linked by a person, it teaches the cross-reference.
+		next.Candidates, next.Identifier = prev.Candidates, prev.Identifier
 		parts := []string{string(prev.Status)}
 		if prev.PatientID != "" {
 			parts = append(parts, "Patient/"+prev.PatientID)
