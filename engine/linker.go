@@ -198,13 +198,14 @@ func (l *Linker) decide(ctx context.Context, s *Study) (*StudyLink, error) {
 		switch {
 		case c.Contradicts || c.IDContradicts:
 			link.Status = LinkContradiction
-		case c.IDDiffers && !c.agreesExactly():
+		case c.IDDiffers && !l.enoughWithOrder(c):
 			link.Status = LinkContradiction
-			link.Evidence["patient_id"] += "; name, birth date and sex do not all agree exactly, so the order alone does not decide"
+			link.Evidence["patient_id"] += "; name, birth date and sex do not agree well enough for the order alone to decide"
 		default:
 			link.Status, link.Score = LinkLinked, 1
 			if c.IDDiffers {
-				link.Evidence["patient_id"] += "; the order and name, birth date and sex agree: the study's ID becomes another identifier of the person"
+				link.Evidence["patient_id"] += "; the order and the demographics agree (score " + strconv.FormatFloat(c.Score, 'f', -1, 64) +
+					"): the study's ID becomes another identifier of the person"
 			}
 		}
 		return link, nil
@@ -266,6 +267,14 @@ func (l *Linker) compare(s *Study, sid studyID, held []*candidate, p *candidate)
 		c.Evidence["patient_id"] = sent + " | " + outcome
 	}
 	return c
+}
+
+// enoughWithOrder reports whether the demographics, with the order the accession names, decide
+// though the study's patient ID is none of the patient's numbers: name (in any order and case),
+// birth date and sex agree exactly, or the birth date agrees and the demographic score alone
+// reaches auto_link (a typo in one name).
+func (l *Linker) enoughWithOrder(c comparison) bool {
+	return c.agreesExactly() || (c.BirthDate == outcomeAgree && c.Score >= orDefault(l.Match.AutoLink, DefaultAutoLink))
 }
 
 // outcomeDiffers: the study's patient ID is of an authority the patient has numbers of, and is
