@@ -88,6 +88,10 @@ const (
 	RuleAccession    = "accession"
 	RuleStudyUID     = "study-uid"
 	RulePatientID    = "patient-id"
+	// RuleLearned: rule 3 by an identifier the patient holds only because a linked study
+	// taught it (the cross-reference). Such a decision teaches nothing itself, and is decided
+	// again when the teaching decision is replaced (Linker.Unlearn).
+	RuleLearned = "learned-id"
 	RuleDemographics = "demographics"
 	RuleManual       = "manual"
 	RuleMerge        = "merge"
@@ -156,7 +160,7 @@ func (l *Linker) decide(ctx context.Context, s *Study) (*StudyLink, error) {
 		link.Evidence["patient_id_reading"] = sid.reading.Explain()
 	}
 	link.Identifier = sid.learnable()
-	held, err := l.holders(ctx, sid, link.Evidence)
+	held, learned, err := l.holders(ctx, sid, link.Evidence)
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +221,9 @@ func (l *Linker) decide(ctx context.Context, s *Study) (*StudyLink, error) {
 		c := l.compare(s, sid, held, p)
 		maps.Copy(link.Evidence, c.Evidence)
 		link.Rule, link.PatientID, link.Score = RulePatientID, p.id, c.Score
+		if learned[p.id] {
+			link.Rule = RuleLearned
+		}
 		if c.Contradicts {
 			link.Status = LinkContradiction
 			return link, nil
@@ -368,11 +375,12 @@ func (l *Linker) holds(sid studyID, id fhir.Identifier) bool {
 
 // holders returns the distinct patients (survivors) holding the study's ID: among their own
 // identifiers and those of the records merged into them (the Patient index), and among the
-// identifiers the cross-reference learned from linked studies (StudyLinksWithIdentifier).
-// Each learned holder is named in the evidence with the decision that taught it.
-func (l *Linker) holders(ctx context.Context, sid studyID, evidence map[string]string) ([]*candidate, error) {
+// identifiers the cross-reference learned from linked studies (StudyLinksWithIdentifier; a
+// decision of rule learned-id teaches nothing). learned are the holders found only there, each
+// named in the evidence with the decision that taught it.
+func (l *Linker) holders(ctx context.Context, sid studyID, evidence map[string]string) (held []*candidate, learned map[string]bool, err error) {
 	if sid.key.IsZero() {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var out []*candidate
 	add := func(p *candidate) {
@@ -384,12 +392,12 @@ func (l *Linker) holders(ctx context.Context, sid studyID, evidence map[string]s
 		rs, err := l.Resources.SearchResources(ctx, ResourceQuery{Type: "Patient", Count: 20, Filters: []SearchFilter{
 			{Param: linkIDParam, Op: SearchEq, Values: []SearchValue{{System: sid.key.System, Value: key}}}}})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, r := range rs {
 			c, err := contentOf(r.JSON)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			patient := fhir.PatientOf(c)
 			if !slices.ContainsFunc(patient.Identifier, func(id fhir.Identifier) bool { return l.holds(sid, id) }) {
@@ -397,7 +405,7 @@ func (l *Linker) holders(ctx context.Context, sid studyID, evidence map[string]s
 			}
 			p, err := l.survivor(ctx, r, patient)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			add(p)
 		}
@@ -405,11 +413,11 @@ func (l *Linker) holders(ctx context.Context, sid studyID, evidence map[string]s
 	if learn := sid.learnable(); !learn.IsZero() {
 		taught, err := l.Links.StudyLinksWithIdentifier(ctx, learn.System, learn.Value, 20)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var notes []string
 		for _, t := range taught {
-			if t.PatientID == "" || slices.ContainsFunc(out, func(x *candidate) bool { return x.id == t.PatientID }) {
+			if t.PatientID == "" || t.Rule == RuleLearned || slices.ContainsFunc(out, func(x *candidate) bool { return x.id == t.PatientID }) {
 				continue
 			}
 			p, err := l.patient(ctx, t.PatientID)
@@ -417,9 +425,16 @@ func (l *Linker) holders(ctx context.Context, sid studyID, evidence map[string]s
 				continue
 			}
 			if err != nil {
-				return nil, err
+				return nil, nil, err
+			}
+			if slices.ContainsFunc(out, func(x *candidate) bool { return x.id == p.id }) {
+				continue // a survivor that holds it already
+			}
+			if learned == nil {
+				learned = map[string]bool{}
 			}
 			add(p)
+			learned[p.id] = true
 			notes = append(notes, "Patient/"+p.id+" from study "+t.StudyInstanceUID+" (rule "+t.Rule+", decided by "+t.DecidedByOrLinker()+")")
 		}
 		if len(notes) > 0 {
@@ -429,7 +444,36 @@ func (l *Linker) holders(ctx context.Context, sid studyID, evidence map[string]s
 	if sid.reading.Sent != "" {
 		evidence[RulePatientID] = sid.reading.Sent + " | " + strconv.Itoa(len(out)) + " patient(s)"
 	}
-	return out, nil
+	return out, learned, nil
+}
+
+// Unlearn decides again the studies linked by rule learned-id to prev's patient with prev's
+// identifier, once prev — a decision that taught the identifier — has been replaced (a person
+// unlinked or relinked its study): what it taught is undone, and each such study links again
+// only on other evidence. study reads a study by UID. It returns how many were decided again.
+func (l *Linker) Unlearn(ctx context.Context, prev *StudyLink, study func(ctx context.Context, uid string) (*Study, error)) (int, error) {
+	if prev == nil || prev.Status != LinkLinked || prev.Identifier.IsZero() || prev.Rule == RuleLearned {
+		return 0, nil
+	}
+	taught, err := l.Links.StudyLinksWithIdentifier(ctx, prev.Identifier.System, prev.Identifier.Value, 1000)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, t := range taught {
+		if t.Rule != RuleLearned || t.PatientID != prev.PatientID || t.StudyInstanceUID == prev.StudyInstanceUID {
+			continue
+		}
+		s, err := study(ctx, t.StudyInstanceUID)
+		if err != nil {
+			return n, fmt.Errorf("unlearning: reading study %s: %w", t.StudyInstanceUID, err)
+		}
+		if _, err := l.LinkStudy(ctx, s); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // patient returns the candidate a Patient id stands for (the survivor, when it was merged).
@@ -818,7 +862,7 @@ func (l *Linker) identity(id string, p fhir.Patient) *PatientIdentity {
 // sends it): among their own identifiers and those the cross-reference learned from linked
 // studies, for finding studies under the linked identity.
 func (l *Linker) PatientsWithID(ctx context.Context, issuer, patientID string) ([]string, error) {
-	found, err := l.holders(ctx, l.readStudyID(issuer, patientID), map[string]string{})
+	found, _, err := l.holders(ctx, l.readStudyID(issuer, patientID), map[string]string{})
 	if err != nil {
 		return nil, err
 	}

@@ -1027,3 +1027,102 @@ func TestLinkingSetTune(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkingLearns: studies whose only identifier Ferry does not know (an outside centre's
+// number, the PACS's own) and whose demographics alone cannot decide (a transposed birth date)
+// are held; once a person links one study per identifier, the rest of that identifier's studies
+// link automatically (rule learned-id, the teaching decision named in the evidence). When the
+// person takes the teaching decision back, the studies it taught are decided again and held,
+// and so is the identifier's next study.
+func TestLinkingLearns(t *testing.T) {
+	t.Parallel()
+	h := newOrderHarness(t)
+	pop := newLinksetPopulation(rand.New(rand.NewPCG(linksetTuneSeed[0], 77)), linksetSize{patients: 120, twins: 4, clusters: 2})
+	pop.load(t, h)
+	ctx := context.Background()
+	linker := &engine.Linker{Resources: h.st, Links: h.st, Match: engine.MatchConfig{Identifiers: linksetRules(t)},
+		Now: func() time.Time { return linksetNow }}
+	const identifiers, perIdentifier = 20, 4
+	type person struct {
+		p       *linksetPatient
+		studies []*engine.Study
+	}
+	var people []person
+	byUID := map[string]*engine.Study{}
+	for _, p := range pop.fitting(func(p *linksetPatient) bool { return p.twin == nil && len(linksetTranspositions(p.birth)) > 0 })[:identifiers] {
+		x := person{p: p}
+		for range perIdentifier {
+			s := pop.studyOf(p, linksetPick(pop.rng, p.orders))
+			s.PatientBirthDate = linksetPick(pop.rng, linksetTranspositions(p.birth))
+			if len(people)%2 == 0 {
+				s.PatientID, s.IssuerOfPatientID = pop.outsideNumber(p), linksetOutside
+			} else {
+				s.PatientID, s.IssuerOfPatientID = pop.pacsNumber(p), linksetPACS
+			}
+			x.studies = append(x.studies, s)
+			byUID[s.StudyInstanceUID] = s
+		}
+		people = append(people, x)
+	}
+	study := func(_ context.Context, uid string) (*engine.Study, error) { return byUID[uid], nil }
+	link := func(s *engine.Study) *engine.StudyLink {
+		t.Helper()
+		l, err := linker.LinkStudy(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	decide := func(prev *engine.StudyLink, status engine.LinkStatus, patientID string) *engine.StudyLink {
+		t.Helper()
+		next := &engine.StudyLink{StudyInstanceUID: prev.StudyInstanceUID, Status: status, PatientID: patientID, Rule: engine.RuleManual,
+			Evidence: map[string]string{"previous": string(prev.Status)}, Identifier: prev.Identifier,
+			DecidedAt: linksetNow, DecidedBy: "analyst", Reason: "checked with the ward"}
+		if err := h.st.PutStudyLink(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+		return next
+	}
+
+	taught := make([]*engine.StudyLink, len(people))
+	for i, x := range people {
+		first := link(x.studies[0])
+		if first.Status == engine.LinkLinked {
+			t.Fatalf("study of an unknown identifier linked before anyone reconciled it: %+v", first)
+		}
+		taught[i] = decide(first, engine.LinkLinked, x.p.id)
+	}
+	learned := 0
+	for _, x := range people {
+		for _, s := range x.studies[1:] {
+			l := link(s)
+			switch {
+			case l.Status != engine.LinkLinked || l.PatientID != x.p.id:
+				t.Errorf("after one reconciliation, study %s of %s %s: %s to %q (rule %s); evidence %v", s.StudyInstanceUID,
+					s.IssuerOfPatientID, s.PatientID, l.Status, l.PatientID, l.Rule, l.Evidence)
+			case l.Rule != engine.RuleLearned || !strings.Contains(l.Evidence["patient_id_learned"], x.studies[0].StudyInstanceUID):
+				t.Errorf("study %s linked by rule %s, evidence %v: want learned-id naming the teaching study", s.StudyInstanceUID, l.Rule, l.Evidence)
+			default:
+				learned++
+			}
+		}
+	}
+	t.Logf("%d identifiers, one reconciliation each: %d of %d further studies linked automatically", identifiers, learned, identifiers*(perIdentifier-1))
+
+	// The person takes the first decision back: what it taught goes with it.
+	x := people[0]
+	undone := decide(taught[0], engine.LinkUnmatched, "")
+	if n, err := linker.Unlearn(ctx, taught[0], study); err != nil || n != perIdentifier-1 {
+		t.Fatalf("Unlearn after %+v: %d studies decided again, %v; want %d", undone, n, err, perIdentifier-1)
+	}
+	for _, s := range x.studies[1:] {
+		if l, err := h.st.StudyLink(ctx, s.StudyInstanceUID); err != nil || l.Status == engine.LinkLinked {
+			t.Errorf("study %s still linked after the decision that taught its identifier was undone: %+v %v", s.StudyInstanceUID, l, err)
+		}
+	}
+	next := pop.studyOf(x.p, x.p.orders[0])
+	next.PatientID, next.IssuerOfPatientID, next.PatientBirthDate = x.studies[0].PatientID, x.studies[0].IssuerOfPatientID, x.studies[0].PatientBirthDate
+	if l := link(next); l.Status == engine.LinkLinked {
+		t.Errorf("the identifier's next study linked after its teaching decision was undone: %+v", l)
+	}
+}
