@@ -843,16 +843,10 @@ func (l *Linker) identity(id string, p fhir.Patient) *PatientIdentity {
 	out.PatientFHIRID = id
 	// The issuer as the modalities know it: the rules' first issuer for the MRN's system.
 	for _, mrn := range p.Identifier {
-		if mrn.Value != out.PatientID || mrn.System == "" {
-			continue
+		if mrn.Value == out.PatientID && mrn.System != "" {
+			out.IssuerOfPatientID = l.issuerOf(mrn.System)
+			break
 		}
-		for _, r := range l.Match.Identifiers {
-			if issuer := r.Issuer(mrn.System); issuer != "" {
-				out.IssuerOfPatientID = issuer
-				return &out
-			}
-		}
-		break
 	}
 	return &out
 }

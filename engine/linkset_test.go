@@ -65,12 +65,12 @@ const (
 // linksetSize is how big a set is: its population, and the factor each category's n is
 // multiplied by.
 type linksetSize struct {
-	patients, twins, clusters, merged, scale int
+	patients, twins, namesakes, clusters, merged, scale int
 }
 
 var (
-	linksetFull  = linksetSize{patients: 2000, twins: 60, clusters: 16, merged: 100, scale: 10}
-	linksetSmall = linksetSize{patients: 400, twins: 16, clusters: 4, merged: 24, scale: 1}
+	linksetFull  = linksetSize{patients: 2000, twins: 60, namesakes: 40, clusters: 16, merged: 100, scale: 10}
+	linksetSmall = linksetSize{patients: 400, twins: 16, namesakes: 10, clusters: 4, merged: 24, scale: 1}
 )
 
 // linksetSizeFor is the full set, or the small one under the race detector or -short.
@@ -152,6 +152,7 @@ type linksetPatient struct {
 	oldMRN                string // the duplicate record merged into this one ("" when none)
 	oldOrder              *linksetOrder
 	twin                  *linksetPatient
+	namesake              *linksetPatient // another patient with the same name and birth date
 	cluster               bool   // one of a cluster: a common surname and one birth year
 	id                    string // Ferry's Patient id once loaded
 	pacs, outside         string // the PACS's and an outside centre's numbers, once given
@@ -190,6 +191,9 @@ func newLinksetPopulation(rng *rand.Rand, size linksetSize) *linksetPopulation {
 	for range size.twins {
 		pop.addTwins()
 	}
+	for range size.namesakes {
+		pop.addNamesakes()
+	}
 	for range size.clusters {
 		family := linksetPick(rng, linksetFamilies)
 		year := 1940 + rng.IntN(70)
@@ -203,7 +207,7 @@ func newLinksetPopulation(rng *rand.Rand, size linksetSize) *linksetPopulation {
 	}
 	merged := 0
 	for _, i := range rng.Perm(len(pop.patients)) {
-		if p := pop.patients[i]; merged < size.merged && p.twin == nil && !p.cluster {
+		if p := pop.patients[i]; merged < size.merged && p.twin == nil && p.namesake == nil && !p.cluster {
 			p.oldMRN = pop.newMRN()
 			p.oldOrder = pop.newOrder()
 			p.orders = append(p.orders, p.oldOrder)
@@ -335,6 +339,20 @@ func (pop *linksetPopulation) addTwins() {
 	b.mrn = pop.newMRN()
 	b.orders = []*linksetOrder{pop.newOrder()}
 	a.twin, b.twin = b, a
+	pop.patients = append(pop.patients, b)
+}
+
+// addNamesakes adds two patients with the same name, birth date and sex — two people, two
+// MRNs, two addresses: only an identifier or an order tells them apart.
+func (pop *linksetPopulation) addNamesakes() {
+	a := pop.newPatient("", 0)
+	b := &linksetPatient{family: a.family, given: a.given, birth: a.birth, sex: a.sex, upper: a.upper, address: pop.address()}
+	if pop.rng.IntN(2) == 0 {
+		b.middle = linksetPick(pop.rng, linksetMiddles)
+	}
+	b.mrn = pop.newMRN()
+	b.orders = []*linksetOrder{pop.newOrder()}
+	a.namesake, b.namesake = b, a
 	pop.patients = append(pop.patients, b)
 }
 
@@ -503,6 +521,9 @@ type labelledStudy struct {
 	// contradiction: the accession names one patient and the patient fields another; whichever
 	// is right, a person decides.
 	contradiction bool
+	// ambiguous: the study's evidence fits two patients equally (one of two people with the
+	// same name, birth date and sex, and nothing else): a person decides.
+	ambiguous bool
 }
 
 // studyOf is a study of p's order o, its patient fields as the worklist gave them (clean), its
@@ -552,7 +573,7 @@ func (pop *linksetPopulation) demographic(keep func(*linksetPatient) bool) *link
 			return linksetPick(pop.rng, fit)
 		}
 	}
-	return pop.patient(func(p *linksetPatient) bool { return !p.cluster && p.twin == nil && keep(p) })
+	return pop.patient(func(p *linksetPatient) bool { return !p.cluster && p.twin == nil && p.namesake == nil && keep(p) })
 }
 
 func linksetAnyPatient(*linksetPatient) bool { return true }
@@ -768,6 +789,18 @@ var linksetCategories = []linksetCategory{
 		s.PatientName = linksetPN(p.upper, p.family, linksetTypo(pop.rng, p.given), p.middle)
 		return labelledStudy{study: s, truth: p.id}
 	}},
+	// One of two patients with the same name, birth date and sex, by MRN: linked; by
+	// demographics alone: two candidates tie, a person decides.
+	{"namesake-mrn", 15, func(pop *linksetPopulation, i int) labelledStudy {
+		p := pop.patient(func(p *linksetPatient) bool { return p.namesake != nil })
+		s := pop.studyOf(p, linksetPick(pop.rng, p.orders))
+		s.PatientID, s.IssuerOfPatientID = p.mrn, linksetIssuer
+		return labelledStudy{study: s, truth: p.id}
+	}},
+	{"namesake-demo", 15, func(pop *linksetPopulation, i int) labelledStudy {
+		p := pop.patient(func(p *linksetPatient) bool { return p.namesake != nil })
+		return labelledStudy{study: pop.studyOf(p, linksetPick(pop.rng, p.orders)), truth: p.id, ambiguous: true}
+	}},
 	// The MRN of the duplicate record merged away: the study belongs to the survivor.
 	{"merged-old-mrn", 15, func(pop *linksetPopulation, i int) labelledStudy {
 		p := pop.patient(func(p *linksetPatient) bool { return p.oldMRN != "" })
@@ -800,12 +833,19 @@ var linksetCategories = []linksetCategory{
 	{"none", 20, func(pop *linksetPopulation, i int) labelledStudy {
 		x := pop.demographic(linksetAnyPatient)
 		stranger := &linksetPatient{family: x.family, upper: x.upper, sex: linksetPick(pop.rng, []string{"M", "F"})}
-		for {
-			stranger.given = pop.givenFor(stranger.sex)
-			stranger.birth = pop.birthIn(x.birth.Year())
-			if linksetPlain(stranger.given)[0] != linksetPlain(x.given)[0] && stranger.birth.Day() != x.birth.Day() &&
-				pop.takePerson(stranger.family, stranger.given, stranger.birth) {
-				break
+		if t := linksetTranspositions(x.birth); i%5 == 4 && len(t) > 0 {
+			// The hardest stranger: x's full name and sex, born on a day a transposition
+			// away from x's birthday — what a typo of x's birth date looks like.
+			stranger.given, stranger.middle, stranger.sex = x.given, x.middle, x.sex
+			stranger.birth, _ = time.Parse("20060102", linksetPick(pop.rng, t))
+		} else {
+			for {
+				stranger.given = pop.givenFor(stranger.sex)
+				stranger.birth = pop.birthIn(x.birth.Year())
+				if linksetPlain(stranger.given)[0] != linksetPlain(x.given)[0] && stranger.birth.Day() != x.birth.Day() &&
+					pop.takePerson(stranger.family, stranger.given, stranger.birth) {
+					break
+				}
 			}
 		}
 		if pop.rng.IntN(2) == 0 {
@@ -865,12 +905,12 @@ type linksetRun struct {
 	links   []*engine.StudyLink
 	tallies map[string]*linksetTally
 	all     linksetTally
-	known   int // studies of known patients whose evidence does not contradict itself
+	known   int // studies of known patients whose evidence neither contradicts itself nor fits two
 	wrong   []string
 }
 
-// autoLinked is the share of the studies of known patients, contradictions aside, that were
-// linked without a person.
+// autoLinked is the share of the studies of known patients, contradictions and ambiguous ones
+// aside, that were linked without a person.
 func (r *linksetRun) autoLinked() float64 { return float64(r.all.correct) / float64(r.known) }
 
 // generateLinkset makes the population and the studies of one seed and size, and loads the
@@ -927,7 +967,7 @@ func linkAll(t *testing.T, h *orderHarness, pop *linksetPopulation, studies []la
 		}
 		c := run.tallies[ls.category]
 		c.n++
-		if ls.truth != "" && !ls.contradiction {
+		if ls.truth != "" && !ls.contradiction && !ls.ambiguous {
 			run.known++
 		}
 		switch link.Status {
@@ -977,7 +1017,7 @@ func (r *linksetRun) report(t *testing.T) {
 	a := r.all
 	t.Logf("%-26s %5d %14d %12d %6d %13d %9d", "all", a.n, a.correct, a.wrong, a.review, a.contradiction, a.unmatched)
 	toPerson := a.review + a.contradiction + a.unmatched
-	t.Logf("wrong-patient links %d; auto-linked %.1f%% (%d of %d studies of known patients, contradictions aside); %.1f%% of all studies (%d of %d); to a person %.1f%% (%d)",
+	t.Logf("wrong-patient links %d; auto-linked %.1f%% (%d of %d studies of known patients, contradictions and namesakes without an ID aside); %.1f%% of all studies (%d of %d); to a person %.1f%% (%d)",
 		a.wrong, 100*r.autoLinked(), a.correct, r.known, 100*float64(a.correct)/float64(a.n), a.correct, a.n,
 		100*float64(toPerson)/float64(a.n), toPerson)
 }

@@ -74,6 +74,9 @@ type Options struct {
 	// /api/v1/reconciliation, and a study's link, unlink and decision history under
 	// /api/v1/studies/{uid}/.
 	Studies StudyLog
+	// CrossReference, if set, widens Patient?identifier= to the identifiers learned from linked
+	// studies and serves Patient/$ihe-pix (pix.go; *engine.Linker).
+	CrossReference CrossReference
 	// Unlearner, if set, is told of each decision a person replaces, so that what it taught
 	// the identity cross-reference is taken back (*engine.Linker).
 	Unlearner Unlearner
