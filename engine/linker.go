@@ -85,13 +85,13 @@ const (
 
 // Link rules as recorded.
 const (
-	RuleAccession    = "accession"
-	RuleStudyUID     = "study-uid"
-	RulePatientID    = "patient-id"
+	RuleAccession = "accession"
+	RuleStudyUID  = "study-uid"
+	RulePatientID = "patient-id"
 	// RuleLearned: rule 3 by an identifier the patient holds only because a linked study
 	// taught it (the cross-reference). Such a decision teaches nothing itself, and is decided
 	// again when the teaching decision is replaced (Linker.Unlearn).
-	RuleLearned = "learned-id"
+	RuleLearned      = "learned-id"
 	RuleDemographics = "demographics"
 	RuleManual       = "manual"
 	RuleMerge        = "merge"

@@ -153,9 +153,9 @@ type linksetPatient struct {
 	oldOrder              *linksetOrder
 	twin                  *linksetPatient
 	namesake              *linksetPatient // another patient with the same name and birth date
-	cluster               bool   // one of a cluster: a common surname and one birth year
-	id                    string // Ferry's Patient id once loaded
-	pacs, outside         string // the PACS's and an outside centre's numbers, once given
+	cluster               bool            // one of a cluster: a common surname and one birth year
+	id                    string          // Ferry's Patient id once loaded
+	pacs, outside         string          // the PACS's and an outside centre's numbers, once given
 }
 
 // pn is the name as the feed and the worklist write it: FAMILY^GIVEN^MIDDLE.
