@@ -598,6 +598,14 @@ func (pop *linksetPopulation) preferUnused() *linksetPatient {
 	return pop.patient(linksetAnyPatient)
 }
 
+// accessionStudy is a study of one of p's orders (unusedOrder) carrying its accession.
+func (pop *linksetPopulation) accessionStudy(p *linksetPatient) *engine.Study {
+	o := pop.unusedOrder(p)
+	s := pop.studyOf(p, o)
+	s.AccessionNumber = o.accession
+	return s
+}
+
 func linksetHasUnusedOrder(p *linksetPatient) bool {
 	return slices.ContainsFunc(p.orders, func(o *linksetOrder) bool { return !o.used })
 }
@@ -624,9 +632,8 @@ var linksetCategories = []linksetCategory{
 	// it, or a check digit after a dash. The complaint: these were all held.
 	{"acc-id-other-format", 40, func(pop *linksetPopulation, i int) labelledStudy {
 		p := pop.patient(linksetAnyPatient)
-		o := pop.unusedOrder(p)
-		s := pop.studyOf(p, o)
-		s.AccessionNumber, s.IssuerOfPatientID = o.accession, linksetIssuer
+		s := pop.accessionStudy(p)
+		s.IssuerOfPatientID = linksetIssuer
 		if i%2 == 0 {
 			s.PatientID = "SMH" + p.mrn
 		} else {
@@ -640,9 +647,8 @@ var linksetCategories = []linksetCategory{
 	// The order's accession with a typo in a name, and the MRN in an unknown format.
 	{"acc-id-other-format-typo", 15, func(pop *linksetPopulation, i int) labelledStudy {
 		p := pop.patient(linksetAnyPatient)
-		o := pop.unusedOrder(p)
-		s := pop.studyOf(p, o)
-		s.AccessionNumber, s.PatientID, s.IssuerOfPatientID = o.accession, "SMH"+p.mrn, linksetIssuer
+		s := pop.accessionStudy(p)
+		s.PatientID, s.IssuerOfPatientID = "SMH"+p.mrn, linksetIssuer
 		if i%2 == 0 {
 			s.PatientName = linksetPN(p.upper, linksetTypo(pop.rng, p.family), p.given, p.middle)
 		} else {
@@ -653,25 +659,22 @@ var linksetCategories = []linksetCategory{
 	// The order's accession with the PACS's own number (another system of St Mary's rules).
 	{"acc-pacs-number", 30, func(pop *linksetPopulation, i int) labelledStudy {
 		p := pop.patient(linksetAnyPatient)
-		o := pop.unusedOrder(p)
-		s := pop.studyOf(p, o)
-		s.AccessionNumber, s.PatientID, s.IssuerOfPatientID = o.accession, pop.pacsNumber(p), linksetPACS
+		s := pop.accessionStudy(p)
+		s.PatientID, s.IssuerOfPatientID = pop.pacsNumber(p), linksetPACS
 		return labelledStudy{study: s, truth: p.id}
 	}},
 	// The order's accession with an outside centre's number (an issuer no rule names).
 	{"acc-outside-number", 25, func(pop *linksetPopulation, i int) labelledStudy {
 		p := pop.patient(linksetAnyPatient)
-		o := pop.unusedOrder(p)
-		s := pop.studyOf(p, o)
-		s.AccessionNumber, s.PatientID, s.IssuerOfPatientID = o.accession, pop.outsideNumber(p), linksetOutside
+		s := pop.accessionStudy(p)
+		s.PatientID, s.IssuerOfPatientID = pop.outsideNumber(p), linksetOutside
 		return labelledStudy{study: s, truth: p.id}
 	}},
 	// The order's accession, the name lower case, "Family, Given", swapped or without accents.
 	{"acc-name-variants", 40, func(pop *linksetPopulation, i int) labelledStudy {
 		p := pop.patient(linksetAnyPatient)
-		o := pop.unusedOrder(p)
-		s := pop.studyOf(p, o)
-		s.AccessionNumber, s.PatientName = o.accession, linksetNameVariant(p, i)
+		s := pop.accessionStudy(p)
+		s.PatientName = linksetNameVariant(p, i)
 		if i%2 == 0 {
 			s.PatientID, s.IssuerOfPatientID = p.mrn, linksetIssuer
 		}
@@ -679,9 +682,8 @@ var linksetCategories = []linksetCategory{
 	}},
 	{"acc-birth-transposed", 15, func(pop *linksetPopulation, i int) labelledStudy {
 		p := pop.patient(func(p *linksetPatient) bool { return len(linksetTranspositions(p.birth)) > 0 })
-		o := pop.unusedOrder(p)
-		s := pop.studyOf(p, o)
-		s.AccessionNumber, s.PatientBirthDate = o.accession, linksetPick(pop.rng, linksetTranspositions(p.birth))
+		s := pop.accessionStudy(p)
+		s.PatientBirthDate = linksetPick(pop.rng, linksetTranspositions(p.birth))
 		if i%2 == 0 {
 			s.PatientID, s.IssuerOfPatientID = p.mrn, linksetIssuer
 		}
