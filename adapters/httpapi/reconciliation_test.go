@@ -674,7 +674,10 @@ func TestReconciliationTeaches(t *testing.T) {
 	pix := "/fhir/r4/Patient/$ihe-pix?sourceIdentifier=" + url.QueryEscape(outside+"|OC-1")
 	f.call(t, "GET", pix, nil, http.StatusNotFound, nil)
 
-	f.call(t, "POST", "/api/v1/studies/"+studyReview+"/link", map[string]any{"patient_id": "p2", "user": "dr.rivera", "reason": "outside films"}, http.StatusOK, nil)
+	body := f.call(t, "POST", "/api/v1/studies/"+studyReview+"/link", map[string]any{"patient_id": "p2", "user": "dr.rivera", "reason": "outside films"}, http.StatusOK, nil)
+	if want := `"identifier":{"system":"urn:ferry:issuer:OUTSIDE","value":"OC-1"}`; !strings.Contains(string(body), want) {
+		t.Errorf("the person's decision does not show the identifier it teaches (%s): %s", want, body)
+	}
 	var bundle struct {
 		Entry []struct {
 			Resource struct{ ID string } `json:"resource"`
