@@ -1027,7 +1027,8 @@ func (r *linksetRun) report(t *testing.T) {
 // TestLinkingSet judges the linker on the judging set: never a wrong patient, at least 95% of
 // the studies of known patients linked without a person, every study held with a reason.
 func TestLinkingSet(t *testing.T) {
-	t.Parallel()
+	// Not parallel: under the race detector it is the package's heaviest test, and beside it
+	// the tests that bound a commit's time (TestInboundShapeLimits) would time out.
 	size := linksetSizeFor()
 	started := time.Now()
 	h, pop, studies := generateLinkset(t, linksetJudgeSeed, size)
@@ -1077,7 +1078,7 @@ func TestLinkingSetTune(t *testing.T) {
 // person takes the teaching decision back, the studies it taught are decided again and held,
 // and so is the identifier's next study.
 func TestLinkingLearns(t *testing.T) {
-	t.Parallel()
+	// Not parallel: see TestLinkingSet.
 	h := newOrderHarness(t)
 	pop := newLinksetPopulation(rand.New(rand.NewPCG(linksetTuneSeed[0], 77)), linksetSize{patients: 120, twins: 4, clusters: 2})
 	pop.load(t, h)
