@@ -263,8 +263,21 @@ type comparison struct {
 	// Contradicts: a field disagrees outright — a name part (not merely a typo apart), the birth
 	// date (not merely transposed) or sex: never linked without a person.
 	Contradicts bool
-	// IDContradicts: the study's patient ID is not this patient's (Linker.compareID).
+	// IDContradicts: the study's patient ID is another patient's (Linker.compareID).
 	IDContradicts bool
+	// IDDiffers: the study's patient ID is of an authority this patient has numbers of, and is
+	// none of them (nor anyone's).
+	IDDiffers bool
+	// The outcome of each field: family, given, birth date, sex.
+	Family, Given, BirthDate, Sex string
+}
+
+// agreesExactly reports whether name (in any order and case), birth date and sex agree with no
+// typo or transposition (sex may be missing on either side): the demographics under which an
+// order's accession is enough evidence though the patient ID differs.
+func (c comparison) agreesExactly() bool {
+	name := func(o string) bool { return o == outcomeAgree || o == outcomeSwapped }
+	return name(c.Family) && name(c.Given) && c.BirthDate == outcomeAgree && (c.Sex == outcomeAgree || c.Sex == outcomeMissing)
 }
 
 // compareDemographics compares a study's patient name (DICOM PN), birth date (DA) and sex (CS)
@@ -306,6 +319,7 @@ func comparePerson(w MatchWeights, s claimedPerson, patient fhir.Patient) compar
 		outcomeSimilar: w.FamilySimilar, outcomeDisagree: w.FamilyDisagree}
 	givenWeights := map[string]float64{outcomeAgree: w.GivenAgree, outcomeSwapped: w.GivenAgree,
 		outcomeSimilar: w.GivenSimilar, outcomeInitial: w.GivenInitial, outcomeDisagree: w.GivenDisagree}
+	c.Family, c.Given = family, given
 	record("family", "", family, familyWeights[family])
 	record("given", "", given, givenWeights[given])
 	if family == outcomeSwapped {
@@ -318,6 +332,7 @@ func comparePerson(w MatchWeights, s claimedPerson, patient fhir.Patient) compar
 	studyBirth := strings.TrimSpace(s.BirthDate)
 	birth := patient.BirthDate
 	o := compareBirthDates(studyBirth, strings.ReplaceAll(birth, "-", ""))
+	c.BirthDate = o
 	record("birth_date", studyBirth+" | "+birth, o, map[string]float64{outcomeAgree: w.BirthDateAgree,
 		outcomeTransposed: w.BirthDateTransposed, outcomeDisagree: w.BirthDateDisagree}[o])
 	if o == outcomeDisagree {
@@ -328,10 +343,13 @@ func comparePerson(w MatchWeights, s claimedPerson, patient fhir.Patient) compar
 	sex := strings.ToUpper(strings.TrimSpace(s.Sex))
 	switch {
 	case (sex != "M" && sex != "F") || (gender != "male" && gender != "female"):
+		c.Sex = outcomeMissing
 		record("sex", sex+" | "+gender, outcomeMissing, 0)
 	case sexAgrees(sex, gender):
+		c.Sex = outcomeAgree
 		record("sex", sex+" | "+gender, outcomeAgree, w.SexAgree)
 	default:
+		c.Sex = outcomeDisagree
 		record("sex", sex+" | "+gender, outcomeDisagree, w.SexDisagree)
 		c.Contradicts = true
 	}

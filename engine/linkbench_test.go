@@ -18,6 +18,7 @@ import (
 	"github.com/ferryhealth/ferry/adapters/postgres"
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/patientid"
 	"github.com/ferryhealth/ferry/mappings"
 )
 
@@ -65,8 +66,9 @@ func BenchmarkLinkDecision(b *testing.B) {
 	pop.fill(b, st)
 
 	links := &timedLinks{LinkStore: st}
-	linker := &engine.Linker{Resources: st, Links: links, Match: engine.MatchConfig{Issuers: []engine.IssuerRule{
-		{Issuer: "STMARYS", System: "urn:oid:2.16.840.1.113883.3.9999.1", IgnoreLeadingZeros: true}}}}
+	linker := &engine.Linker{Resources: st, Links: links, Match: engine.MatchConfig{Identifiers: []*patientid.Rules{{
+		Authorities: []patientid.Authority{{Name: "St Mary's MRN", System: "urn:oid:2.16.840.1.113883.3.9999.1",
+			Issuers: []string{"STMARYS"}, Steps: []patientid.Step{{DropLeadingZeros: true}}}}}}}}
 	rng := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
 	latencies := make([]time.Duration, 0, b.N)
 	deciding := make([]time.Duration, 0, b.N) // without recording the decision

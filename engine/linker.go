@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ferryhealth/ferry/engine/patientid"
 	"github.com/ferryhealth/ferry/fhir"
 )
 
@@ -19,18 +21,22 @@ import (
 //
 //  1. accession: the study's Accession Number is an order's accession (its ACSN identifier);
 //  2. study-uid: the study's Study Instance UID is the one scheduled on an order;
-//  3. patient-id: the study's Patient ID, within its issuer and after that issuer's
-//     normalisation (MatchConfig.Issuers), is one patient's identifier; then the patient's one
-//     open order that fits the study (modality, date window), if exactly one does;
+//  3. patient-id: the study's Patient ID, read under the hospital's identifier rules
+//     (MatchConfig.Identifiers), is one patient's identifier — its own, or one the
+//     cross-reference learned from a linked study; then the patient's one open order that fits
+//     the study (modality, date window), if exactly one does;
 //  4. demographics: candidates from the blocking index, each scored field by field
 //     (compareDemographics, Fellegi–Sunter weights): above AutoLink with a clear lead over the
 //     next → linked; in the band down to Review, or two close together → review; below → unmatched.
 //
 // An order or patient found by a rule is linked only when the study's patient fields do not
-// contradict that patient (birth date, sex, both name parts; a patient ID of the same issuer that
-// differs, or that belongs to another patient): a contradiction is never auto-linked but recorded
-// for a person to decide. Every decision — rule, score, the fields compared, the candidates
-// weighed — is kept with the study.
+// contradict that patient (birth date, sex, both name parts; a patient ID that belongs to
+// another patient): a contradiction is never auto-linked but recorded for a person to decide. A
+// patient ID of the patient's own authority that is none of its numbers contradicts too, except
+// under rules 1 and 2 when name (in any order), birth date and sex all agree exactly: the
+// accession is enough, and the study's ID becomes another identifier of the person. Every
+// decision — rule, score and thresholds, the fields compared, how the Patient ID was read, the
+// candidates weighed — is kept with the study.
 type Linker struct {
 	Resources ResourceReader
 	Links     LinkStore
@@ -40,10 +46,15 @@ type Linker struct {
 
 // MatchConfig is what an analyst tunes about linking (config: linking).
 type MatchConfig struct {
-	// Issuers says how each issuer's patient IDs are written by modalities and which identifier
-	// system they are in Ferry. A study whose IssuerOfPatientID no rule names, and which has one,
-	// is not linked by patient ID (an MRN means nothing without its authority).
-	Issuers []IssuerRule
+	// Identifiers are the hospitals' identifier rules (engine/patientid, docs/dicom.md
+	// "Identifier rules"): which issuers are one authority, how a Patient ID is normalised, and
+	// which systems' numbers are other identifiers of the same person. A study's Patient ID is
+	// read under the first hospital's rules that claim its issuer (without an issuer: the first
+	// with a default authority). A Patient ID of an issuer no rule names never matches a
+	// hospital's MRN; it is still learned as an identifier of the person its study is linked to
+	// (system urn:ferry:issuer:<issuer>). One sent without an issuer, when no hospital has a
+	// default authority, is compared exactly with the patients' identifiers in any system.
+	Identifiers []*patientid.Rules
 	// AutoLink is the score from which the best candidate is linked without a person (default
 	// DefaultAutoLink); Review the score from which a candidate goes to the worklist rather than
 	// the study being held as unmatched (DefaultReview); Margin the lead the best candidate must
@@ -59,13 +70,9 @@ type MatchConfig struct {
 	MaxCandidates int
 }
 
-// IssuerRule describes one issuer of patient IDs as modalities send them.
-type IssuerRule struct {
-	Issuer             string   // IssuerOfPatientID (0010,0021) as sent; "" for studies without one
-	System             string   // the identifier system of these IDs in Ferry; "" = any system
-	IgnoreLeadingZeros bool     // "000123" and "123" are the same ID
-	Prefixes           []string // removed from the ID the modality sent ("MRN-123" → "123")
-}
+// UnknownIssuerSystem prefixes the issuer of a Patient ID no identifier rule names, to make the
+// system the cross-reference keeps it under.
+const UnknownIssuerSystem = "urn:ferry:issuer:"
 
 // Default thresholds. A clean match scores about 29; a typo in one name about 25; a transposed
 // birth date about 19; twins (same family name, birth date and sex, another given name) about
@@ -78,9 +85,13 @@ const (
 
 // Link rules as recorded.
 const (
-	RuleAccession    = "accession"
-	RuleStudyUID     = "study-uid"
-	RulePatientID    = "patient-id"
+	RuleAccession = "accession"
+	RuleStudyUID  = "study-uid"
+	RulePatientID = "patient-id"
+	// RuleLearned: rule 3 by an identifier the patient holds only because a linked study
+	// taught it (the cross-reference). Such a decision teaches nothing itself, and is decided
+	// again when the teaching decision is replaced (Linker.Unlearn).
+	RuleLearned      = "learned-id"
 	RuleDemographics = "demographics"
 	RuleManual       = "manual"
 	RuleMerge        = "merge"
@@ -142,6 +153,18 @@ func (l *Linker) decide(ctx context.Context, s *Study) (*StudyLink, error) {
 	link := &StudyLink{StudyInstanceUID: s.StudyInstanceUID, Status: LinkUnmatched, Evidence: map[string]string{},
 		DecidedAt: now().UTC(), DecidedBy: DecidedByLinker}
 
+	// The study's Patient ID as the hospital's rules read it, and who holds it: one lookup for
+	// every rule below.
+	sid := l.readStudyID(s.IssuerOfPatientID, s.PatientID)
+	if sid.reading.Sent != "" {
+		link.Evidence["patient_id_reading"] = sid.reading.Explain()
+	}
+	link.Identifier = sid.learnable()
+	held, learned, err := l.holders(ctx, sid, link.Evidence)
+	if err != nil {
+		return nil, err
+	}
+
 	// Rules 1 and 2: an order named by the study (both looked up in one query).
 	acc := strings.TrimSpace(s.AccessionNumber)
 	byAccession, byUID, err := l.ordersNamedBy(ctx, acc, s.StudyInstanceUID)
@@ -174,50 +197,52 @@ func (l *Linker) decide(ctx context.Context, s *Study) (*StudyLink, error) {
 			return nil, err
 		}
 		link.Rule, link.ServiceRequestID, link.PatientID = r.name, sr.ID, patient.id
-		c, err := l.compare(ctx, s, patient)
-		if err != nil {
-			return nil, err
-		}
+		c := l.compare(s, sid, held, patient)
 		maps.Copy(link.Evidence, c.Evidence)
-		if c.Contradicts || c.IDContradicts {
+		switch {
+		case c.Contradicts || c.IDContradicts:
 			link.Status = LinkContradiction
-		} else {
+		case c.IDDiffers && !l.enoughWithOrder(c):
+			link.Status = LinkContradiction
+			link.Evidence["patient_id"] += "; name, birth date and sex do not agree well enough for the order alone to decide"
+		default:
 			link.Status, link.Score = LinkLinked, 1
+			if c.IDDiffers {
+				link.Evidence["patient_id"] += "; the order and the demographics agree (score " + strconv.FormatFloat(c.Score, 'f', -1, 64) +
+					"): the study's ID becomes another identifier of the person"
+			}
 		}
 		return link, nil
 	}
 
-	// Rule 3: the patient's own identifier.
-	byID, err := l.patientsByID(ctx, s, link.Evidence)
-	if err != nil {
-		return nil, err
-	}
-	if len(byID) == 1 {
-		c, err := l.compare(ctx, s, byID[0])
-		if err != nil {
-			return nil, err
-		}
+	// Rule 3: the patient's own identifier, or one learned from a linked study.
+	if len(held) == 1 {
+		p := held[0]
+		c := l.compare(s, sid, held, p)
 		maps.Copy(link.Evidence, c.Evidence)
-		link.Rule, link.PatientID, link.Score = RulePatientID, byID[0].id, c.Score
-		if c.Contradicts || c.IDContradicts {
+		link.Rule, link.PatientID, link.Score = RulePatientID, p.id, c.Score
+		if learned[p.id] {
+			link.Rule = RuleLearned
+		}
+		if c.Contradicts {
 			link.Status = LinkContradiction
 			return link, nil
 		}
 		link.Status = LinkLinked
-		link.ServiceRequestID, err = l.pickOrder(ctx, s, byID[0].id, link.Evidence)
+		link.ServiceRequestID, err = l.pickOrder(ctx, s, p.id, link.Evidence)
 		return link, err
 	}
 
 	// Rule 4: demographics.
-	return link, l.demographics(ctx, s, link, byID)
+	return link, l.demographics(ctx, s, sid, link, held)
 }
 
 // sameDecision reports whether two decisions say the same: status, rule, order, patient,
-// score, who decided and the evidence (not when).
+// score, who decided, the identifier and the evidence (not when).
 func sameDecision(a, b *StudyLink) bool {
 	return a.Status == b.Status && a.Rule == b.Rule && a.ServiceRequestID == b.ServiceRequestID &&
 		a.PatientID == b.PatientID && a.Score == b.Score && a.DecidedByOrLinker() == b.DecidedByOrLinker() &&
-		maps.Equal(a.Evidence, b.Evidence) && len(a.Candidates) == len(b.Candidates)
+		a.Identifier == b.Identifier && maps.Equal(a.Evidence, b.Evidence) && len(a.Candidates) == len(b.Candidates)
 }
 
 // candidate is a patient a rule is weighing: its id (the survivor, for a merged patient), the
@@ -228,164 +253,245 @@ type candidate struct {
 	identifiers []fhir.Identifier
 }
 
-// comparison of a study with a candidate, patient ID included.
-func (l *Linker) compare(ctx context.Context, s *Study, p *candidate) (comparison, error) {
+// comparison of a study with a candidate, patient ID included: held are the patients holding
+// the study's ID (holders).
+func (l *Linker) compare(s *Study, sid studyID, held []*candidate, p *candidate) comparison {
 	c := compareDemographics(l.Match.weights(), s, p.patient)
-	outcome, err := l.compareID(ctx, s, p)
-	if err != nil {
-		return c, err
-	}
-	switch outcome {
+	sent := sid.reading.Sent
+	switch outcome := l.compareID(sid, held, p); outcome {
 	case outcomeAgree:
 		w := l.Match.weights().PatientIDAgree
-		c.Score = c.Score + w
-		c.Evidence["patient_id"] = strings.TrimSpace(s.PatientID) + " | " + outcomeAgree + " (+" + strconv.FormatFloat(w, 'f', -1, 64) + ")"
+		c.Score = math.Round((c.Score+w)*100) / 100
+		c.Evidence["patient_id"] = sent + " | " + outcomeAgree + " (+" + strconv.FormatFloat(w, 'f', -1, 64) + ")"
 	case outcomeDisagree:
 		c.IDContradicts = true
-		c.Evidence["patient_id"] = strings.TrimSpace(s.PatientID) + " | " + strings.Join(identifierValues(p.identifiers), ",") + " | " + outcomeDisagree
+		c.Evidence["patient_id"] = sent + " | another patient's | " + outcomeDisagree
+	case outcomeDiffers:
+		c.IDDiffers = true
+		c.Evidence["patient_id"] = sent + " | " + strings.Join(identifierValues(p.identifiers), ",") + " | " + outcomeDiffers
 	case "":
 	default:
-		c.Evidence["patient_id"] = strings.TrimSpace(s.PatientID) + " | " + outcome
+		c.Evidence["patient_id"] = sent + " | " + outcome
 	}
-	return c, nil
+	return c
 }
 
-// compareID compares the study's patient ID with a patient's identifiers: agrees when one is the
-// same ID (under its issuer's rule); contradicts when the issuer's system is among the patient's
-// and the ID is not, or when the ID is another patient's; "" when there is nothing to compare.
-func (l *Linker) compareID(ctx context.Context, s *Study, p *candidate) (string, error) {
-	value := strings.TrimSpace(s.PatientID)
+// enoughWithOrder reports whether the demographics, with the order the accession names, decide
+// though the study's patient ID is none of the patient's numbers: name (in any order and case),
+// birth date and sex agree exactly, or the birth date agrees and the demographic score alone
+// reaches auto_link (a typo in one name).
+func (l *Linker) enoughWithOrder(c comparison) bool {
+	return c.agreesExactly() || (c.BirthDate == outcomeAgree && c.Score >= orDefault(l.Match.AutoLink, DefaultAutoLink))
+}
+
+// outcomeDiffers: the study's patient ID is of an authority the patient has numbers of, and is
+// none of them (nor anyone else's): another format, a mistyped or an unrecorded number.
+const outcomeDiffers = "differs"
+
+// compareID compares the study's patient ID with a patient's identifiers: agrees when the
+// patient holds it (held); contradicts when another patient does; differs when the patient has
+// numbers of the ID's authority (or, for an ID read in no system, any numbers) and this is none
+// of them; "" when there is nothing to compare, else why it cannot be compared.
+func (l *Linker) compareID(sid studyID, held []*candidate, p *candidate) string {
+	switch {
+	case sid.reading.Sent == "":
+		return ""
+	case sid.reading.Refused != "":
+		return "refused: " + sid.reading.Refused
+	case slices.ContainsFunc(held, func(h *candidate) bool { return h.id == p.id }):
+		return outcomeAgree
+	case len(held) > 0:
+		return outcomeDisagree
+	case sid.anySystem:
+		if len(p.identifiers) > 0 {
+			return outcomeDiffers
+		}
+	case sid.reading.Known:
+		if slices.ContainsFunc(p.identifiers, func(id fhir.Identifier) bool { return id.System == sid.key.System }) {
+			return outcomeDiffers
+		}
+	}
+	return "not comparable"
+}
+
+// studyID is a study's Patient ID as the identifier rules read it.
+type studyID struct {
+	reading patientid.Reading
+	// key is what it is looked up by: the system and normalised value (zero when refused).
+	key LinkIdentifier
+	// anySystem: sent without an issuer and no hospital has a default authority: compared
+	// exactly with identifiers of any system, never learned.
+	anySystem bool
+}
+
+// learnable is the identifier a linked decision teaches the cross-reference (zero: none).
+func (sid studyID) learnable() LinkIdentifier {
+	if sid.anySystem {
+		return LinkIdentifier{}
+	}
+	return sid.key
+}
+
+// readStudyID reads a Patient ID as sent with its issuer under the first hospital's rules that
+// claim the issuer (MatchConfig.Identifiers).
+func (l *Linker) readStudyID(issuer, value string) studyID {
+	issuer, value = strings.TrimSpace(issuer), strings.TrimSpace(value)
 	if value == "" {
-		return "", nil
+		return studyID{}
 	}
-	rule, ok := l.issuerRule(s.IssuerOfPatientID)
-	if !ok {
-		return "issuer " + strings.TrimSpace(s.IssuerOfPatientID) + " not configured", nil
-	}
-	value = rule.strip(value)
-	inSystem := false
-	for _, id := range p.identifiers {
-		if rule.System != "" && id.System != rule.System {
-			continue
-		}
-		inSystem = true
-		if rule.same(value, id.Value) {
-			return outcomeAgree, nil
+	for _, r := range l.Match.Identifiers {
+		if rd := r.Read(issuer, value); rd.Known {
+			sid := studyID{reading: rd}
+			if rd.Refused == "" {
+				sid.key = LinkIdentifier{System: rd.System, Value: rd.Value}
+			}
+			return sid
 		}
 	}
-	if inSystem {
-		// The patient has IDs of this issuer (of any issuer, for a rule without a system, or a
-		// study without an issuer and no rule for that: the local MRN is assumed) and this is
-		// none of them.
-		return outcomeDisagree, nil
+	rd := patientid.Reading{Issuer: issuer, Sent: value, Value: value}
+	if issuer == "" {
+		return studyID{reading: rd, key: LinkIdentifier{Value: value}, anySystem: true}
 	}
-	// Not comparable within a system: a contradiction still, if the ID is another patient's.
-	others, err := l.patientsWithID(ctx, rule, value)
-	if err != nil {
-		return "", err
-	}
-	for _, o := range others {
-		if o.id != p.id {
-			return outcomeDisagree, nil
+	return studyID{reading: rd, key: LinkIdentifier{System: UnknownIssuerSystem + issuer, Value: value}}
+}
+
+// readStored is a Patient's identifier value as the rules of its system normalise it.
+func (l *Linker) readStored(system, value string) string {
+	for _, r := range l.Match.Identifiers {
+		if rd := r.ReadStored(system, value); rd.Known {
+			return rd.Value
 		}
 	}
-	return "not comparable", nil
+	return strings.TrimSpace(value)
 }
 
-// issuerRule returns the rule for an IssuerOfPatientID: the one naming it; for a study without
-// an issuer, the rule for "" or else one comparing IDs exactly in any system.
-func (l *Linker) issuerRule(issuer string) (IssuerRule, bool) {
-	issuer = strings.TrimSpace(issuer)
-	for _, r := range l.Match.Issuers {
-		if strings.TrimSpace(r.Issuer) == issuer {
-			return r, true
-		}
+// holds reports whether a Patient's identifier is the study's.
+func (l *Linker) holds(sid studyID, id fhir.Identifier) bool {
+	if sid.anySystem {
+		return strings.TrimSpace(id.Value) == sid.key.Value
 	}
-	return IssuerRule{}, issuer == ""
+	return id.System == sid.key.System && l.readStored(id.System, id.Value) == sid.key.Value
 }
 
-// strip removes the rule's prefixes (the first that matches) and surrounding spaces.
-func (r IssuerRule) strip(v string) string {
-	v = strings.TrimSpace(v)
-	for _, p := range r.Prefixes {
-		if rest, ok := strings.CutPrefix(v, p); ok && rest != "" {
-			return strings.TrimSpace(rest)
-		}
-	}
-	return v
-}
-
-// same compares a stripped study ID with a stored identifier value under the rule.
-func (r IssuerRule) same(study, stored string) bool {
-	stored = r.strip(stored)
-	if r.IgnoreLeadingZeros {
-		study, stored = strings.TrimLeft(study, "0"), strings.TrimLeft(stored, "0")
-	}
-	return study != "" && study == stored
-}
-
-// patientsByID is rule 3's lookup: the patients (survivors) holding the study's patient ID
-// under its issuer's rule.
-func (l *Linker) patientsByID(ctx context.Context, s *Study, evidence map[string]string) ([]*candidate, error) {
-	value := strings.TrimSpace(s.PatientID)
-	if value == "" {
-		return nil, nil
-	}
-	rule, ok := l.issuerRule(s.IssuerOfPatientID)
-	if !ok {
-		evidence[RulePatientID] = value + " | issuer " + strings.TrimSpace(s.IssuerOfPatientID) + " not configured"
-		return nil, nil
-	}
-	found, err := l.patientsWithID(ctx, rule, rule.strip(value))
-	if err != nil {
-		return nil, err
-	}
-	evidence[RulePatientID] = value + " | " + strconv.Itoa(len(found)) + " patient(s)"
-	return found, nil
-}
-
-// patientsWithID returns the distinct patients (survivors) with an identifier that is value
-// under rule.
-func (l *Linker) patientsWithID(ctx context.Context, rule IssuerRule, value string) ([]*candidate, error) {
-	key := normalizedIdentifier(value)
-	if key == "" {
-		return nil, nil
-	}
-	rs, err := l.Resources.SearchResources(ctx, ResourceQuery{Type: "Patient", Count: 20, Filters: []SearchFilter{
-		{Param: linkIDParam, Op: SearchEq, Values: []SearchValue{{System: rule.System, Value: key}}}}})
-	if err != nil {
-		return nil, err
+// holders returns the distinct patients (survivors) holding the study's ID: among their own
+// identifiers and those of the records merged into them (the Patient index), and among the
+// identifiers the cross-reference learned from linked studies (StudyLinksWithIdentifier; a
+// decision of rule learned-id teaches nothing). learned are the holders found only there, each
+// named in the evidence with the decision that taught it.
+func (l *Linker) holders(ctx context.Context, sid studyID, evidence map[string]string) (held []*candidate, learned map[string]bool, err error) {
+	if sid.key.IsZero() {
+		return nil, nil, nil
 	}
 	var out []*candidate
-	for _, r := range rs {
-		c, err := contentOf(r.JSON)
-		if err != nil {
-			return nil, err
-		}
-		patient := fhir.PatientOf(c)
-		match := false
-		for _, id := range patient.Identifier {
-			if (rule.System == "" || id.System == rule.System) && rule.same(value, id.Value) {
-				match = true
-			}
-		}
-		if !match {
-			continue
-		}
-		p, err := l.survivor(ctx, r, patient)
-		if err != nil {
-			return nil, err
-		}
+	add := func(p *candidate) {
 		if !slices.ContainsFunc(out, func(x *candidate) bool { return x.id == p.id }) {
 			out = append(out, p)
 		}
 	}
-	return out, nil
+	if key := normalizedIdentifier(sid.key.Value); key != "" {
+		rs, err := l.Resources.SearchResources(ctx, ResourceQuery{Type: "Patient", Count: 20, Filters: []SearchFilter{
+			{Param: linkIDParam, Op: SearchEq, Values: []SearchValue{{System: sid.key.System, Value: key}}}}})
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, r := range rs {
+			c, err := contentOf(r.JSON)
+			if err != nil {
+				return nil, nil, err
+			}
+			patient := fhir.PatientOf(c)
+			if !slices.ContainsFunc(patient.Identifier, func(id fhir.Identifier) bool { return l.holds(sid, id) }) {
+				continue
+			}
+			p, err := l.survivor(ctx, r, patient)
+			if err != nil {
+				return nil, nil, err
+			}
+			add(p)
+		}
+	}
+	if learn := sid.learnable(); !learn.IsZero() {
+		taught, err := l.Links.StudyLinksWithIdentifier(ctx, learn.System, learn.Value, 20)
+		if err != nil {
+			return nil, nil, err
+		}
+		var notes []string
+		for _, t := range taught {
+			if t.PatientID == "" || t.Rule == RuleLearned || slices.ContainsFunc(out, func(x *candidate) bool { return x.id == t.PatientID }) {
+				continue
+			}
+			p, err := l.patient(ctx, t.PatientID)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			if slices.ContainsFunc(out, func(x *candidate) bool { return x.id == p.id }) {
+				continue // a survivor that holds it already
+			}
+			if learned == nil {
+				learned = map[string]bool{}
+			}
+			add(p)
+			learned[p.id] = true
+			notes = append(notes, "Patient/"+p.id+" from study "+t.StudyInstanceUID+" (rule "+t.Rule+", decided by "+t.DecidedByOrLinker()+")")
+		}
+		if len(notes) > 0 {
+			evidence["patient_id_learned"] = strings.Join(notes, "; ")
+		}
+	}
+	if sid.reading.Sent != "" {
+		evidence[RulePatientID] = sid.reading.Sent + " | " + strconv.Itoa(len(out)) + " patient(s)"
+	}
+	return out, learned, nil
+}
+
+// Unlearn decides again the studies linked by rule learned-id to prev's patient with prev's
+// identifier, once prev — a decision that taught the identifier — has been replaced (a person
+// unlinked or relinked its study): what it taught is undone, and each such study links again
+// only on other evidence. study reads a study by UID. It returns how many were decided again.
+func (l *Linker) Unlearn(ctx context.Context, prev *StudyLink, study func(ctx context.Context, uid string) (*Study, error)) (int, error) {
+	if prev == nil || prev.Status != LinkLinked || prev.Identifier.IsZero() || prev.Rule == RuleLearned {
+		return 0, nil
+	}
+	taught, err := l.Links.StudyLinksWithIdentifier(ctx, prev.Identifier.System, prev.Identifier.Value, 1000)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, t := range taught {
+		if t.Rule != RuleLearned || t.PatientID != prev.PatientID || t.StudyInstanceUID == prev.StudyInstanceUID {
+			continue
+		}
+		s, err := study(ctx, t.StudyInstanceUID)
+		if err != nil {
+			return n, fmt.Errorf("unlearning: reading study %s: %w", t.StudyInstanceUID, err)
+		}
+		if _, err := l.LinkStudy(ctx, s); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// patient returns the candidate a Patient id stands for (the survivor, when it was merged).
+func (l *Linker) patient(ctx context.Context, id string) (*candidate, error) {
+	r, err := l.Resources.Resource(ctx, "Patient", id)
+	if err != nil {
+		return nil, err
+	}
+	c, err := contentOf(r.JSON)
+	if err != nil {
+		return nil, err
+	}
+	return l.survivor(ctx, r, fhir.PatientOf(c))
 }
 
 // demographics is rule 4: candidates from the blocking index, scored and ranked. byID are the
 // patients rule 3 found when it found more than one; they are weighed too.
-func (l *Linker) demographics(ctx context.Context, s *Study, link *StudyLink, byID []*candidate) error {
+func (l *Linker) demographics(ctx context.Context, s *Study, sid studyID, link *StudyLink, byID []*candidate) error {
 	birth := strings.TrimSpace(s.PatientBirthDate)
 	keys := blockingKeys(dicomName(s.PatientName), birth)
 	if isDate(birth) {
@@ -422,10 +528,7 @@ func (l *Linker) demographics(ctx context.Context, s *Study, link *StudyLink, by
 	best := map[string]LinkCandidate{}
 	judged := map[string]comparison{} // the best record's comparison, by candidate
 	weigh := func(p *candidate, record fhir.Patient) error {
-		c, err := l.compare(ctx, s, &candidate{id: p.id, patient: record, identifiers: p.identifiers})
-		if err != nil {
-			return err
-		}
+		c := l.compare(s, sid, byID, &candidate{id: p.id, patient: record, identifiers: p.identifiers})
 		if prev, ok := best[p.id]; !ok || c.Score > prev.Score {
 			best[p.id] = LinkCandidate{PatientID: p.id, Score: c.Score, Evidence: c.Evidence}
 			judged[p.id] = c
@@ -474,9 +577,11 @@ func (l *Linker) demographics(ctx context.Context, s *Study, link *StudyLink, by
 	review := orDefault(l.Match.Review, DefaultReview)
 	margin := orDefault(l.Match.Margin, DefaultMargin)
 	clear := len(cands) == 1 || top.Score-cands[1].Score >= margin
+	link.Evidence["thresholds"] = "score " + strconv.FormatFloat(top.Score, 'f', -1, 64) + "; auto_link " + strconv.FormatFloat(auto, 'f', -1, 64) +
+		", review " + strconv.FormatFloat(review, 'f', -1, 64) + ", margin " + strconv.FormatFloat(margin, 'f', -1, 64)
 	switch j := judged[top.PatientID]; {
-	case j.IDContradicts && top.Score >= review:
-		// Demographics say this patient, the patient ID another.
+	case (j.IDContradicts || j.IDDiffers) && top.Score >= review:
+		// Demographics say this patient, the patient ID another (or another of its numbers).
 		link.Status, link.Rule, link.PatientID = LinkContradiction, RuleDemographics, top.PatientID
 	case top.Score >= auto && clear && !j.Contradicts:
 		link.Status, link.Rule, link.PatientID = LinkLinked, RuleDemographics, top.PatientID
@@ -556,15 +661,7 @@ func (l *Linker) orderPatient(ctx context.Context, sr *Resource) (*candidate, er
 	if !ok {
 		return nil, errors.New("order without a patient")
 	}
-	p, err := l.Resources.Resource(ctx, "Patient", id)
-	if err != nil {
-		return nil, err
-	}
-	pc, err := contentOf(p.JSON)
-	if err != nil {
-		return nil, err
-	}
-	return l.survivor(ctx, p, fhir.PatientOf(pc))
+	return l.patient(ctx, id)
 }
 
 // pickOrder returns the patient's one open order (active, on hold, draft) that fits the study:
@@ -718,7 +815,7 @@ func sexAgrees(dicomSex, gender string) bool {
 type PatientIdentity struct {
 	PatientFHIRID     string // Ferry's Patient id
 	PatientID         string // (0010,0020): the MRN (an identifier of type MR, else the first)
-	IssuerOfPatientID string // (0010,0021): the issuer an IssuerRule names for its system, else its assigner
+	IssuerOfPatientID string // (0010,0021): the first issuer the identifier rules name for the MRN's system
 	PatientName       string // (0010,0010) PN: FAMILY^GIVEN^MIDDLE
 	PatientBirthDate  string // (0010,0030) DA
 	PatientSex        string // (0010,0040) M, F, O or ""
@@ -734,17 +831,9 @@ func (l *Linker) LinkedIdentity(ctx context.Context, studyInstanceUID string) (*
 	if err != nil {
 		return nil, err
 	}
-	r, err := l.Resources.Resource(ctx, "Patient", link.PatientID)
+	p, err := l.patient(ctx, link.PatientID)
 	if err != nil {
 		return nil, fmt.Errorf("reading the linked patient of study %s: %w", studyInstanceUID, err)
-	}
-	content, err := contentOf(r.JSON)
-	if err != nil {
-		return nil, err
-	}
-	p, err := l.survivor(ctx, r, fhir.PatientOf(content))
-	if err != nil {
-		return nil, err
 	}
 	return l.identity(p.id, p.patient), nil
 }
@@ -752,31 +841,22 @@ func (l *Linker) LinkedIdentity(ctx context.Context, studyInstanceUID string) (*
 func (l *Linker) identity(id string, p fhir.Patient) *PatientIdentity {
 	out := dicomPatient(p)
 	out.PatientFHIRID = id
-	// The issuer as the modalities know it: the rule for the MRN's system, else its assigner.
+	// The issuer as the modalities know it: the rules' first issuer for the MRN's system.
 	for _, mrn := range p.Identifier {
-		if mrn.Value != out.PatientID {
-			continue
+		if mrn.Value == out.PatientID && mrn.System != "" {
+			out.IssuerOfPatientID = l.issuerOf(mrn.System)
+			break
 		}
-		for _, r := range l.Match.Issuers {
-			if system := mrn.System; system != "" && r.System == system {
-				out.IssuerOfPatientID = r.Issuer
-				return &out
-			}
-		}
-		break
 	}
 	return &out
 }
 
 // PatientsWithID returns the Ferry ids of the patients (survivors, after merges) holding a
-// patient ID under the rule for its issuer (IssuerOfPatientID as a viewer sends it), for finding
-// studies under the linked identity. An issuer no rule names finds nobody.
+// patient ID as the identifier rules read it with its issuer (IssuerOfPatientID as a viewer
+// sends it): among their own identifiers and those the cross-reference learned from linked
+// studies, for finding studies under the linked identity.
 func (l *Linker) PatientsWithID(ctx context.Context, issuer, patientID string) ([]string, error) {
-	rule, ok := l.issuerRule(issuer)
-	if !ok {
-		return nil, nil
-	}
-	found, err := l.patientsWithID(ctx, rule, rule.strip(patientID))
+	found, _, err := l.holders(ctx, l.readStudyID(issuer, patientID), map[string]string{})
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,24 @@ type StudyLink struct {
 	DecidedAt  time.Time
 	DecidedBy  string // DecidedByLinker, DecidedByADT, or the person who decided
 	Reason     string // why, as the person gave it ("" for the linker)
+	// Identifier is the study's patient identifier as the identifier rules read it (zero when
+	// the study had none, or one refused). While the decision is linked it is an identifier of
+	// the decision's patient: the identity cross-reference learns it, and the next study with it
+	// links by rule patient-id; a later decision replaces it, so what was learned is undone with
+	// the decision that taught it.
+	Identifier LinkIdentifier
 }
+
+// LinkIdentifier is a patient identifier as the cross-reference keeps it: the system of the
+// authority or other system that issued it (urn:ferry:issuer:<issuer> for an issuer no rule
+// names) and the value as its rules normalise it.
+type LinkIdentifier struct {
+	System string `json:"system"`
+	Value  string `json:"value"`
+}
+
+// IsZero reports whether there is no identifier.
+func (i LinkIdentifier) IsZero() bool { return i.Value == "" }
 
 // Who decided a link, besides a named person.
 const (
@@ -71,6 +88,9 @@ type LinkStore interface {
 	// OpenStudyLinks returns the decisions waiting for a person (LinkStatus.Open), oldest
 	// decision first, skipping offset and returning at most limit (1 to 1000).
 	OpenStudyLinks(ctx context.Context, limit, offset int) ([]*StudyLink, error)
+	// StudyLinksWithIdentifier returns the current linked decisions whose Identifier is
+	// system|value (the cross-reference's learned identifiers), oldest first, at most limit.
+	StudyLinksWithIdentifier(ctx context.Context, system, value string, limit int) ([]*StudyLink, error)
 }
 
 // LinkWriter records decisions. The Store does it in a transaction of its own; a Tx in the

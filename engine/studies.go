@@ -138,6 +138,12 @@ type StudyFilter struct {
 	// without a study date does not match.
 	StudyDateFrom, StudyDateTo string
 	ModalityInStudy            string // one of (0008,0061)
+	// PatientName (0010,0010) is a NamePattern: wildcards, case-insensitive (ASCII letters, in
+	// the store), trailing ^ ignored; matched with the name the modality sent. With
+	// LinkedIdentity, a study linked to one of NamePatientIDs (the patients whose name Ferry
+	// holds matches: Linker.PatientsWithName) matches too.
+	PatientName    string
+	NamePatientIDs []string
 	// LinkedIdentity makes PatientID match the identity of the patient a study is linked to
 	// rather than the one its modality sent — "the link wins" (QIDO-RS with the linker, issue:
 	// a viewer finds studies under the right patient). It applies only with PatientID set; then

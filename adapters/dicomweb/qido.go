@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +44,11 @@ type PatientIdentities interface {
 	// LinkedIdentity returns the identity of the patient (the survivor) a study is linked to, or
 	// nil when it is not linked: no decision, or one waiting for a person.
 	LinkedIdentity(ctx context.Context, studyInstanceUID string) (*engine.PatientIdentity, error)
+	// PatientsWithName returns Ferry's ids of the patients whose name matches a PatientName
+	// pattern (engine.NamePattern), once per search with a PatientName key; complete is false
+	// when they could not be listed (a pattern starting with a wildcard, too many), and linked
+	// studies are then found by the name their modality sent.
+	PatientsWithName(ctx context.Context, pattern string) (ids []string, complete bool, err error)
 }
 
 var _ PatientIdentities = (*engine.Linker)(nil)
@@ -75,6 +81,7 @@ var studyQueryKeys = map[string]string{
 	"StudyDate":         tagStudyDate,
 	"ModalitiesInStudy": tagModalitiesInStudy,
 	"StudyInstanceUID":  tagStudyInstanceUID,
+	"PatientName":       tagPatientName,
 }
 
 // searchStudies answers one Search for Studies request (PS3.18 10.6.1, 10.6.3).
@@ -97,6 +104,13 @@ func (s *STOW) searchStudies(c echo.Context) error {
 		}
 		f.LinkedIdentity, f.LinkedPatientIDs = true, ids
 	}
+	if s.cfg.Identities != nil && f.PatientName != "" {
+		ids, _, err := s.cfg.Identities.PatientsWithName(ctx, f.PatientName)
+		if err != nil {
+			return fmt.Errorf("QIDO-RS: finding the patients by name: %w", err)
+		}
+		f.LinkedIdentity, f.NamePatientIDs = true, ids
+	}
 	studies, err := s.cfg.Studies.SearchStudies(ctx, f)
 	if err != nil {
 		return fmt.Errorf("QIDO-RS: %w", err)
@@ -112,6 +126,13 @@ func (s *STOW) searchStudies(c echo.Context) error {
 				studies[i] = withIdentity(st, id)
 				linked++
 			}
+		}
+		if f.PatientName != "" {
+			// A linked study found by the name its modality sent is shown under its patient's
+			// name: kept only when that name matches too.
+			studies = slices.DeleteFunc(studies, func(st *engine.Study) bool {
+				return !engine.NamePattern(f.PatientName).Matches(st.PatientName)
+			})
 		}
 	}
 	s.log.Info("QIDO-RS studies", "matches", len(studies), "linked", linked)
@@ -176,7 +197,7 @@ func studyFilter(q url.Values) (engine.StudyFilter, error) {
 			}
 		}
 		if tag == "" {
-			return f, bad("%s: not a supported query key (supported: PatientID, IssuerOfPatientID, AccessionNumber, StudyDate, ModalitiesInStudy, StudyInstanceUID, limit, offset, includefield, fuzzymatching)", key)
+			return f, bad("%s: not a supported query key (supported: PatientID, IssuerOfPatientID, PatientName, AccessionNumber, StudyDate, ModalitiesInStudy, StudyInstanceUID, limit, offset, includefield, fuzzymatching)", key)
 		}
 		if tag == tagStudyInstanceUID {
 			// UID list matching (PS3.18 8.3.4.1): comma or backslash separated, and the key
@@ -200,6 +221,14 @@ func studyFilter(q url.Values) (engine.StudyFilter, error) {
 		v := values[0]
 		if v == "*" || v == "" {
 			continue // universal matching (PS3.4 C.2.2.2.3)
+		}
+		if tag == tagPatientName {
+			// Wild card matching (PS3.4 C.2.2.2.4): * and ?; no value list (\).
+			if strings.Contains(v, `\`) || len(v) > engine.MaxNamePattern {
+				return f, bad("PatientName: one name of at most %d characters (no multiple values)", engine.MaxNamePattern)
+			}
+			f.PatientName = v
+			continue
 		}
 		if strings.ContainsAny(v, `*?\`) {
 			return f, bad("%s: wildcard and multiple-value matching are not supported", key)

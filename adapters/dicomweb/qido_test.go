@@ -22,6 +22,7 @@ import (
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
+	"github.com/ferryhealth/ferry/engine/patientid"
 	"github.com/ferryhealth/ferry/fhir"
 	"github.com/ferryhealth/ferry/hl7"
 	"github.com/ferryhealth/ferry/mappings"
@@ -153,7 +154,7 @@ func TestSearchStudiesFilters(t *testing.T) {
 func TestSearchStudiesNoMatch(t *testing.T) {
 	t.Parallel()
 	base := qidoServer(t)
-	for _, q := range []string{"AccessionNumber=NOPE", "StudyDate=19990101", "ModalitiesInStudy=US", "offset=3"} {
+	for _, q := range []string{"AccessionNumber=NOPE", "StudyDate=19990101", "ModalitiesInStudy=US", "offset=3", "PatientName=Yamada", "00100010=y*a"} {
 		code, _, b := search(t, base, q)
 		if code != http.StatusNoContent || len(b) != 0 {
 			t.Errorf("%s: status %d with %d bytes, want 204 and no body", q, code, len(b))
@@ -165,7 +166,7 @@ func TestSearchStudiesBadQuery(t *testing.T) {
 	t.Parallel()
 	base := qidoServer(t)
 	for _, q := range []string{
-		"PatientName=Yamada", "00100010=Yamada", "bogus=1", "patientid=MRN1",
+		`PatientName=Yamada\Tanaka`, "PatientName=" + strings.Repeat("A", 200), "bogus=1", "patientid=MRN1",
 		"StudyDate=2026", "StudyDate=20261301", "StudyDate=-", "StudyDate=20260302-20260301",
 		"StudyInstanceUID=abc", "limit=-1", "limit=x", "offset=-2", "fuzzymatching=true",
 		"PatientID=MRN*", "PatientID=A&PatientID=B", "ModalitiesInStudy=CT,MR",
@@ -274,8 +275,9 @@ func newLinkedHarness(t *testing.T) *linkedHarness {
 	t.Cleanup(func() { gc.Close(); st.Close() })
 	in := engine.NewInbound("mllp", gc, nil, nil)
 	in.Processor = &engine.Processor{Mappings: func() engine.MappingSource { return set }, Validator: v}
-	linker := &engine.Linker{Resources: st, Links: st, Match: engine.MatchConfig{Issuers: []engine.IssuerRule{
-		{Issuer: "STMARYS", System: linkedMRN, IgnoreLeadingZeros: true}}}}
+	linker := &engine.Linker{Resources: st, Links: st, Match: engine.MatchConfig{Identifiers: []*patientid.Rules{{
+		Authorities: []patientid.Authority{{Name: "St Mary's MRN", System: linkedMRN,
+			Issuers: []string{"STMARYS"}, Steps: []patientid.Step{{DropLeadingZeros: true}}}}}}}}
 	return &linkedHarness{t: t, st: st, in: in, linker: linker}
 }
 
@@ -417,6 +419,14 @@ func TestSearchStudiesLinkedIdentity(t *testing.T) {
 		{"an issuer no rule names: only studies not linked", "PatientID=000123&IssuerOfPatientID=ELSEWHERE", nil, nil},
 		{"all", "",
 			map[string]identity{studyA: asJane, studyB: asRita, studyC: asSent}, []string{studyA, studyB, studyC}},
+		// PatientName (PS3.4 C.2.2.2.4): wildcards, any case, the name Ferry holds for a linked
+		// study (study A's modality sent DOE^J), the sent one for a study not linked.
+		{"the linked patient's name", "PatientName=doe%5Ejane", map[string]identity{studyA: asJane}, []string{studyA}},
+		{"a wildcard", "PatientName=*O?^*", map[string]identity{studyA: asJane, studyB: asRita}, []string{studyA, studyB}},
+		{"not linked: the name the modality sent", "PatientName=bloggs%5Ef*", map[string]identity{studyC: asSent}, []string{studyC}},
+		// Study B's modality sent ROE^R, but it is shown as Roe^Rita: ROE^R alone does not match.
+		{"a sent name the linked study is not shown under", "PatientName=ROE%5ER", nil, nil},
+		{"with the MRN", "PatientName=Doe*&PatientID=000123", map[string]identity{studyA: asJane}, []string{studyA}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -464,6 +474,10 @@ type failingIdentities struct{ patients, identity error }
 
 func (f failingIdentities) PatientsWithID(context.Context, string, string) ([]string, error) {
 	return nil, f.patients
+}
+
+func (f failingIdentities) PatientsWithName(context.Context, string) ([]string, bool, error) {
+	return nil, false, f.patients
 }
 
 func (f failingIdentities) LinkedIdentity(context.Context, string) (*engine.PatientIdentity, error) {

@@ -55,13 +55,14 @@ type fhirAPI struct {
 	types           []string // the resource types served, sorted
 	started         time.Time
 	softwareVersion string
+	xref            CrossReference // nil: Patient searches by the Patients' identifiers only
 }
 
 // registerFHIR adds the FHIR routes to g (mounted at /fhir/r4). Errors of every route under g,
 // authentication included, are answered as OperationOutcome by the group's middleware, not by
 // the server's JSON error handler.
 func registerFHIR(g *echo.Group, opt Options) {
-	a := &fhirAPI{store: opt.Resources, logger: opt.Logger, types: fhir.SearchTypes(), started: time.Now()}
+	a := &fhirAPI{store: opt.Resources, logger: opt.Logger, types: fhir.SearchTypes(), started: time.Now(), xref: opt.CrossReference}
 	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
 		a.softwareVersion = info.Main.Version
 	}
@@ -74,6 +75,9 @@ func registerFHIR(g *echo.Group, opt Options) {
 	g.GET("/metadata", a.metadata, need("", ""))
 	if opt.AuditEvents != nil {
 		g.GET("/AuditEvent", auditSearch(opt.AuditEvents), need(access.PermAudit, audit.ActionSearch))
+	}
+	if a.xref != nil {
+		g.GET("/Patient/$ihe-pix", a.pix, read) // IHE PIXm (ITI-83)
 	}
 	g.GET("/:type", a.search, search)
 	g.GET("/:type/_search", a.search, search)
@@ -427,6 +431,9 @@ func (a *fhirAPI) search(c echo.Context) error {
 		return err
 	}
 	if err := a.resolveIdentifiers(c.Request().Context(), s); err != nil {
+		return err
+	}
+	if err := a.crossReference(c.Request().Context(), typ, s); err != nil {
 		return err
 	}
 	q := engine.ResourceQuery{Type: typ, Filters: s.filters, Offset: s.offset, Count: min(s.count+1, maxPageSize)}

@@ -81,6 +81,12 @@ type Options struct {
 	// /api/v1/reconciliation, and a study's link, unlink and decision history under
 	// /api/v1/studies/{uid}/.
 	Studies StudyLog
+	// CrossReference, if set, widens Patient?identifier= to the identifiers learned from linked
+	// studies and serves Patient/$ihe-pix (pix.go; *engine.Linker).
+	CrossReference CrossReference
+	// Unlearner, if set, is told of each decision a person replaces, so that what it taught
+	// the identity cross-reference is taken back (*engine.Linker).
+	Unlearner Unlearner
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -153,7 +159,7 @@ func New(opt Options) (*echo.Echo, error) {
 	}
 	if opt.Studies != nil {
 		api.GET("/studies/:uid", getStudy(opt.Studies, ml), need(access.PermReconciliation, audit.ActionRead))
-		rec := &reconciliation{studies: opt.Studies, logger: opt.Logger}
+		rec := &reconciliation{studies: opt.Studies, unlearner: opt.Unlearner, logger: opt.Logger}
 		api.GET("/reconciliation", rec.list, need(access.PermReconciliation, audit.ActionSearch))
 		api.GET("/studies/:uid/history", rec.history, need(access.PermReconciliation, audit.ActionRead))
 		api.POST("/studies/:uid/link", rec.link, need(access.PermReconciliation, audit.ActionLink))

@@ -32,8 +32,32 @@ import (
 // which patient and order, from where — never the reason, which may hold patient data (it is
 // kept with the decision).
 type reconciliation struct {
-	studies StudyLog
-	logger  *slog.Logger
+	studies   StudyLog
+	unlearner Unlearner // nil: nothing is taken back
+	logger    *slog.Logger
+}
+
+// Unlearner takes back what a decision taught the identity cross-reference once a person has
+// replaced it: the studies linked only by the identifier it taught (rule learned-id) are decided
+// again (engine.Linker.Unlearn). The reconciliation calls it after the person's decision is
+// committed; an error is logged, the person's decision stands.
+type Unlearner interface {
+	Unlearn(ctx context.Context, prev *engine.StudyLink, study func(ctx context.Context, uid string) (*engine.Study, error)) (int, error)
+}
+
+// unlearn tells the Unlearner that prev was replaced by next, when next names another patient.
+func (r *reconciliation) unlearn(ctx context.Context, prev, next *engine.StudyLink) {
+	if r.unlearner == nil || prev == nil || (next.Status == engine.LinkLinked && next.PatientID == prev.PatientID) {
+		return
+	}
+	n, err := r.unlearner.Unlearn(ctx, prev, r.studies.Study)
+	if err != nil {
+		r.logger.Error("taking back what a decision taught", "study_uid", prev.StudyInstanceUID, "err", err)
+		return
+	}
+	if n > 0 {
+		r.logger.Info("studies decided again: the identifier they were linked by was taken back", "study_uid", prev.StudyInstanceUID, "studies", n)
+	}
 }
 
 // Worklist paging: the default page and the most a page may hold (OpenStudyLinks's bound).
@@ -414,6 +438,7 @@ func (r *reconciliation) link(c echo.Context) error {
 	if err := r.studies.PutStudyLink(ctx, next); err != nil {
 		return err
 	}
+	r.unlearn(ctx, prev, next)
 	r.logger.Info("audit: study linked", "study_uid", uid, "patient", next.PatientID,
 		"service_request", next.ServiceRequestID, "user", next.DecidedBy, "remote", c.RealIP())
 	return c.JSON(http.StatusOK, viewOfLink(next))
@@ -441,6 +466,7 @@ func (r *reconciliation) unlink(c echo.Context) error {
 	if err := r.studies.PutStudyLink(ctx, next); err != nil {
 		return err
 	}
+	r.unlearn(ctx, prev, next)
 	r.logger.Info("audit: study unlinked", "study_uid", uid, "user", next.DecidedBy, "remote", c.RealIP())
 	return c.JSON(http.StatusOK, viewOfLink(next))
 }
@@ -489,7 +515,8 @@ func (r *reconciliation) decision(prev *engine.StudyLink, uid, user, reason stri
 	previous := "none"
 	if prev != nil {
 		maps.Copy(next.Evidence, prev.Evidence)
-		next.Candidates = prev.Candidates
+		// The study's identifier stays with it: linked by a person, it teaches the cross-reference.
+		next.Candidates, next.Identifier = prev.Candidates, prev.Identifier
 		parts := []string{string(prev.Status)}
 		if prev.PatientID != "" {
 			parts = append(parts, "Patient/"+prev.PatientID)

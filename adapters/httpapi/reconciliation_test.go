@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -132,8 +133,9 @@ func newReconFixture(t *testing.T) *reconFixture {
 	f := &reconFixture{store: st, log: &lockedBuffer{}}
 	f.drainDerivations(t)
 
-	api, err := httpapi.New(httpapi.Options{Messages: st, Studies: st, AdminToken: token,
-		Logger: slog.New(slog.NewJSONHandler(f.log, nil))})
+	linker := &engine.Linker{Resources: st, Links: st}
+	api, err := httpapi.New(httpapi.Options{Messages: st, Studies: st, Resources: st, CrossReference: linker, Unlearner: linker,
+		AdminToken: token, Logger: slog.New(slog.NewJSONHandler(f.log, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -649,5 +651,63 @@ func TestReconciliationErrors(t *testing.T) {
 	}
 	if lines := f.auditLines(t, "audit: study linked"); len(lines) != 0 {
 		t.Errorf("refused requests were audited as links: %v", lines)
+	}
+}
+
+// TestReconciliationTeaches: a person links a study whose identifier nobody holds (an outside
+// centre's number); the identity cross-reference then finds the person by it —
+// Patient?identifier= and Patient/$ihe-pix, with the Patient's own MRN — and forgets it when the
+// person unlinks the study.
+func TestReconciliationTeaches(t *testing.T) {
+	t.Parallel()
+	f := newReconFixture(t)
+	ctx := context.Background()
+	const outside = "urn:ferry:issuer:OUTSIDE"
+	prev, err := f.store.StudyLink(ctx, studyReview)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev.Identifier = engine.LinkIdentifier{System: outside, Value: "OC-1"}
+	if err := f.store.PutStudyLink(ctx, prev); err != nil {
+		t.Fatal(err)
+	}
+	pix := "/fhir/r4/Patient/$ihe-pix?sourceIdentifier=" + url.QueryEscape(outside+"|OC-1")
+	f.call(t, "GET", pix, nil, http.StatusNotFound, nil)
+
+	body := f.call(t, "POST", "/api/v1/studies/"+studyReview+"/link", map[string]any{"patient_id": "p2", "user": "dr.rivera", "reason": "outside films"}, http.StatusOK, nil)
+	if want := `"identifier":{"system":"urn:ferry:issuer:OUTSIDE","value":"OC-1"}`; !strings.Contains(string(body), want) {
+		t.Errorf("the person's decision does not show the identifier it teaches (%s): %s", want, body)
+	}
+	var bundle struct {
+		Entry []struct {
+			Resource struct{ ID string } `json:"resource"`
+		} `json:"entry"`
+	}
+	f.call(t, "GET", "/fhir/r4/Patient?identifier="+url.QueryEscape(outside+"|OC-1"), nil, http.StatusOK, &bundle)
+	if len(bundle.Entry) != 1 || bundle.Entry[0].Resource.ID != "p2" {
+		t.Errorf("Patient?identifier=OUTSIDE|OC-1 after the person linked its study to p2: %+v", bundle.Entry)
+	}
+	var params struct {
+		Parameter []struct {
+			Name            string
+			ValueIdentifier struct{ System, Value string }
+			ValueReference  struct{ Reference string }
+		} `json:"parameter"`
+	}
+	f.call(t, "GET", pix, nil, http.StatusOK, &params)
+	var got []string
+	for _, p := range params.Parameter {
+		got = append(got, p.Name+" "+p.ValueIdentifier.System+"|"+p.ValueIdentifier.Value+p.ValueReference.Reference)
+	}
+	if want := []string{"targetIdentifier urn:oid:1.2.3|MRN2", "targetId |Patient/p2"}; !slices.Equal(got, want) {
+		t.Errorf("$ihe-pix = %q, want %q", got, want)
+	}
+
+	f.call(t, "POST", "/api/v1/studies/"+studyReview+"/unlink", map[string]any{"user": "dr.rivera", "reason": "not ours"}, http.StatusOK, nil)
+	f.call(t, "GET", pix, nil, http.StatusNotFound, nil)
+	bundle.Entry = nil
+	f.call(t, "GET", "/fhir/r4/Patient?identifier="+url.QueryEscape(outside+"|OC-1"), nil, http.StatusOK, &bundle)
+	if len(bundle.Entry) != 0 {
+		t.Errorf("Patient?identifier=OUTSIDE|OC-1 after the study was unlinked: %+v", bundle.Entry)
 	}
 }

@@ -57,6 +57,9 @@ type linkView struct {
 	DecidedBy        string            `json:"decided_by"` // "linker", "adt" or the person
 	// Reason is why, as the person gave it (may hold patient data: shown, never logged).
 	Reason string `json:"reason,omitempty"`
+	// Identifier is the study's patient identifier as the identifier rules read it: while the
+	// decision is linked, an identifier of its patient (the identity cross-reference).
+	Identifier *engine.LinkIdentifier `json:"identifier,omitempty"`
 	// Patient and ServiceRequest summarise the decision's patient and order in the
 	// reconciliation worklist, for a person to compare with the study's fields.
 	Patient        *patientSummary `json:"patient,omitempty"`
@@ -76,6 +79,10 @@ func viewOfLink(l *engine.StudyLink) *linkView {
 	v := &linkView{Status: l.Status, Rule: l.Rule, Score: l.Score, ServiceRequestID: l.ServiceRequestID,
 		PatientID: l.PatientID, Evidence: l.Evidence, DecidedAt: l.DecidedAt.UTC(), DecidedBy: l.DecidedByOrLinker(),
 		Reason: l.Reason}
+	if !l.Identifier.IsZero() {
+		id := l.Identifier
+		v.Identifier = &id
+	}
 	for _, c := range l.Candidates {
 		v.Candidates = append(v.Candidates, candidateView{LinkCandidate: c})
 	}

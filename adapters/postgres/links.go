@@ -10,14 +10,14 @@ import "github.com/ferryhealth/ferry/adapters/sqlstore"
 const putStudyLinkSQL = `
 WITH link AS (
 	INSERT INTO study_links (study_instance_uid, status, service_request_id, patient_id, rule,
-		score, evidence, decided_at, candidates, decided_by, reason)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		score, evidence, decided_at, candidates, decided_by, reason, id_system, id_value)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 	` + sqlstore.StudyLinkUpsert + `
 	RETURNING study_instance_uid, decided_at
 ), history AS (
 	INSERT INTO study_link_history (study_instance_uid, status, service_request_id, patient_id,
-		rule, score, evidence, decided_at, candidates, decided_by, reason)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		rule, score, evidence, decided_at, candidates, decided_by, reason, id_system, id_value)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 )
 INSERT INTO study_derivations AS d (study_instance_uid, changed_at)
 SELECT study_instance_uid, decided_at FROM link

@@ -175,6 +175,27 @@ func (s *Store) SearchStudies(ctx context.Context, c Conn, f engine.StudyFilter)
 	if f.AccessionNumber != "" {
 		q.add("accession_number = " + q.text(f.AccessionNumber))
 	}
+	if f.PatientName != "" {
+		// PS3.4 C.2.2.2.4: the sent name's alphabetic group (or the whole, if the pattern has
+		// groups), trailing ^ and spaces dropped, without case (ASCII letters).
+		like := engine.NamePattern(f.PatientName).LikePattern()
+		cond := `(lower(rtrim(patient_name, '^ ')) LIKE ` + q.text(like) + ` ESCAPE '\'`
+		if !strings.Contains(f.PatientName, "=") {
+			cond += ` OR lower(patient_name) LIKE ` + q.text(like+"=%") + ` ESCAPE '\'`
+		}
+		cond += ")"
+		var ids []string
+		for _, id := range f.NamePatientIDs {
+			if id != "" {
+				ids = append(ids, engine.StorableText(id))
+			}
+		}
+		if f.LinkedIdentity && len(ids) > 0 {
+			cond = "(" + cond + ` OR study_instance_uid IN (SELECT l.study_instance_uid FROM study_links l
+				WHERE l.status = 'linked' AND ` + s.d.InList("l.patient_id", q.arg(s.d.List(ids))) + "))"
+		}
+		q.add(cond)
+	}
 	if len(f.StudyInstanceUIDs) > 0 {
 		uids := make([]string, len(f.StudyInstanceUIDs))
 		for i, u := range f.StudyInstanceUIDs {

@@ -10,7 +10,7 @@ import (
 
 // StudyLinkStatement is implemented by a Dialect that records a study's decision in one
 // statement in place of the portable three (PostgreSQL: a data-modifying WITH, one round trip).
-// The statement takes the portable upsert's eleven arguments, in its order.
+// The statement takes the portable upsert's thirteen arguments, in its order.
 type StudyLinkStatement interface {
 	PutStudyLinkSQL() string
 }
@@ -27,10 +27,12 @@ const StudyLinkUpsert = `ON CONFLICT (study_instance_uid) DO UPDATE SET
 	decided_at = excluded.decided_at,
 	candidates = excluded.candidates,
 	decided_by = excluded.decided_by,
-	reason = excluded.reason`
+	reason = excluded.reason,
+	id_system = excluded.id_system,
+	id_value = excluded.id_value`
 
 const linkColumns = `study_instance_uid, status, service_request_id, patient_id, rule, score,
-	evidence, candidates, decided_at, decided_by, reason`
+	evidence, candidates, decided_at, decided_by, reason, id_system, id_value`
 
 // linkStatements are the study links' and the derivation queue's statements
 // (migrations/*/00006_study_links.sql, 00007_reconciliation.sql).
@@ -40,6 +42,7 @@ type linkStatements struct {
 	putStudyLink                                                     []string
 	queueDerivation                                                  string
 	studyLink, studyLinkHistory, openStudyLinks, studyLinksOfPatient string
+	studyLinksWithIdentifier                                         string
 	dueStudyDerivations, finishStudyDerivation                       string
 }
 
@@ -64,6 +67,10 @@ WHERE status IN ('review', 'contradiction', 'unmatched')
 ORDER BY decided_at, study_instance_uid LIMIT ? OFFSET ?`),
 		studyLinksOfPatient: rebind(`SELECT ` + linkColumns + ` FROM study_links
 WHERE patient_id = ? ORDER BY study_instance_uid`),
+		// The cross-reference: linked studies carrying an identifier (study_links_identifier).
+		studyLinksWithIdentifier: rebind(`SELECT ` + linkColumns + ` FROM study_links
+WHERE id_system = ? AND id_value = ? AND status = 'linked' AND id_value <> ''
+ORDER BY decided_at, study_instance_uid LIMIT ?`),
 		// The queue in order of last change, quiet ones only (study_derivations_changed).
 		dueStudyDerivations: rebind(`SELECT study_instance_uid, changed_at, changes FROM study_derivations
 WHERE changed_at <= ? ORDER BY changed_at LIMIT ?`),
@@ -78,13 +85,13 @@ WHERE study_instance_uid = ? AND changes = ?`),
 	ls.putStudyLink = []string{
 		rebind(`
 INSERT INTO study_links (study_instance_uid, status, service_request_id, patient_id, rule, score,
-	evidence, decided_at, candidates, decided_by, reason)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	evidence, decided_at, candidates, decided_by, reason, id_system, id_value)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ` + StudyLinkUpsert),
 		rebind(`
 INSERT INTO study_link_history (study_instance_uid, status, service_request_id, patient_id, rule,
-	score, evidence, decided_at, candidates, decided_by, reason)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	score, evidence, decided_at, candidates, decided_by, reason, id_system, id_value)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		ls.queueDerivation,
 	}
 	return ls
@@ -111,7 +118,8 @@ func (s *Store) PutStudyLink(ctx context.Context, c Conn, l *engine.StudyLink) e
 	args := []any{engine.StorableText(l.StudyInstanceUID), engine.StorableText(string(l.Status)),
 		engine.StorableText(l.ServiceRequestID), engine.StorableText(l.PatientID),
 		engine.StorableText(l.Rule), l.Score, evidence, decidedAt, candidates,
-		engine.StorableText(l.DecidedByOrLinker()), engine.StorableText(l.Reason)}
+		engine.StorableText(l.DecidedByOrLinker()), engine.StorableText(l.Reason),
+		engine.StorableText(l.Identifier.System), engine.StorableText(l.Identifier.Value)}
 	for _, query := range s.putStudyLink {
 		stepArgs := args
 		if query == s.queueDerivation {
@@ -165,6 +173,16 @@ func (s *Store) StudyLinksOfPatient(ctx context.Context, c Conn, patientID strin
 	return links, nil
 }
 
+// StudyLinksWithIdentifier returns the linked decisions whose study carried the identifier
+// system|value (study_links_identifier), oldest first, at most limit (1…1000).
+func (s *Store) StudyLinksWithIdentifier(ctx context.Context, c Conn, system, value string, limit int) ([]*engine.StudyLink, error) {
+	links, err := s.queryLinks(ctx, c, s.studyLinksWithIdentifier, engine.StorableText(system), engine.StorableText(value), min(max(limit, 1), 1000))
+	if err != nil {
+		return nil, fmt.Errorf("reading the studies carrying an identifier: %w", err)
+	}
+	return links, nil
+}
+
 // queryLinks runs a query returning linkColumns.
 func (s *Store) queryLinks(ctx context.Context, c Conn, query string, args ...any) ([]*engine.StudyLink, error) {
 	rows, err := c.Query(ctx, query, args...)
@@ -179,7 +197,8 @@ func (s *Store) queryLinks(ctx context.Context, c Conn, query string, args ...an
 			evidence, candidates string
 		)
 		if err := rows.Scan(&l.StudyInstanceUID, &l.Status, &l.ServiceRequestID, &l.PatientID,
-			&l.Rule, &l.Score, &evidence, &candidates, scanTime{&l.DecidedAt}, &l.DecidedBy, &l.Reason); err != nil {
+			&l.Rule, &l.Score, &evidence, &candidates, scanTime{&l.DecidedAt}, &l.DecidedBy, &l.Reason,
+			&l.Identifier.System, &l.Identifier.Value); err != nil {
 			return nil, s.d.InterpretError(err)
 		}
 		if err := l.ParseStoredLink(evidence, candidates); err != nil {

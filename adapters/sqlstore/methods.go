@@ -94,6 +94,10 @@ func (p Pool) StudyLinksOfPatient(ctx context.Context, patientID string) ([]*eng
 	return p.S.StudyLinksOfPatient(ctx, p.C, patientID)
 }
 
+func (p Pool) StudyLinksWithIdentifier(ctx context.Context, system, value string, limit int) ([]*engine.StudyLink, error) {
+	return p.S.StudyLinksWithIdentifier(ctx, p.C, system, value, limit)
+}
+
 func (p Pool) DueStudyDerivations(ctx context.Context, quietSince time.Time, limit int) ([]engine.StudyDerivation, error) {
 	return p.S.DueStudyDerivations(ctx, p.C, quietSince, limit)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/outbox"
+	"github.com/ferryhealth/ferry/engine/patientid"
 	"github.com/ferryhealth/ferry/engine/turnaround"
 	"github.com/ferryhealth/ferry/mappings"
 )
@@ -307,10 +308,17 @@ func (c *Config) resultDestination(name string) (outbox.Destination, bool) {
 
 // LinkingConfig tunes the linker (docs/dicom.md, "Linking"). Every field has a default.
 type LinkingConfig struct {
-	// Issuers says, per IssuerOfPatientID, which identifier system its patient IDs are in and
-	// how modalities write them. A study from an issuer not listed here is linked by accession,
-	// Study UID or demographics, never by its patient ID.
+	// IdentifierRules are files of one hospital's identifier rules each (engine/patientid; the
+	// example is engine/patientid/testdata/STMARYS.yaml): which issuers are one authority, how
+	// a Patient ID is normalised, which systems' numbers are other identifiers of the person.
+	// The tests in each file run when the configuration is loaded: one failing refuses it.
+	IdentifierRules []string `yaml:"identifier_rules"`
+	// Issuers is the older, shorter form of identifier rules: per IssuerOfPatientID, which
+	// identifier system its patient IDs are in, prefixes to strip and leading zeros. Each
+	// becomes an authority of one more set of rules, read after IdentifierRules' files.
 	Issuers []IssuerConfig `yaml:"issuers"`
+	// rules are IdentifierRules' files and Issuers, loaded by Validate.
+	rules []*patientid.Rules
 	// AutoLink is the demographic score from which a study is linked without a person (default
 	// 22); Review the score from which it goes to the reconciliation worklist rather than being
 	// held as unmatched (default 10); Margin the lead the best candidate needs over the next
@@ -345,7 +353,7 @@ func (c *Config) turnaroundSLAs() turnaround.SLAs {
 	return sla
 }
 
-// IssuerConfig is one issuer of patient IDs (engine.IssuerRule).
+// IssuerConfig is one issuer of patient IDs (an authority of engine/patientid's rules).
 type IssuerConfig struct {
 	Issuer             string   `yaml:"issuer"`               // IssuerOfPatientID as sent; "" for none
 	System             string   `yaml:"system"`               // identifier system in Ferry; "" any
@@ -355,12 +363,61 @@ type IssuerConfig struct {
 
 // matchConfig is the engine.MatchConfig the configuration names.
 func (c *Config) matchConfig() engine.MatchConfig {
-	mc := engine.MatchConfig{AutoLink: c.Linking.AutoLink, Review: c.Linking.Review, Margin: c.Linking.Margin,
-		OrderWindowBefore: c.Linking.OrderWindowBefore, OrderWindowAfter: c.Linking.OrderWindowAfter}
-	for _, i := range c.Linking.Issuers {
-		mc.Issuers = append(mc.Issuers, engine.IssuerRule(i))
+	return engine.MatchConfig{AutoLink: c.Linking.AutoLink, Review: c.Linking.Review, Margin: c.Linking.Margin,
+		OrderWindowBefore: c.Linking.OrderWindowBefore, OrderWindowAfter: c.Linking.OrderWindowAfter,
+		Identifiers: c.Linking.rules}
+}
+
+// loadIdentifierRules loads linking.identifier_rules, runs the tests beside each, and turns
+// linking.issuers into one more set of rules; every problem is returned, naming its file or
+// entry.
+func (l *LinkingConfig) loadIdentifierRules() []error {
+	var errs []error
+	l.rules = nil
+	for _, path := range l.IdentifierRules {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("linking.identifier_rules: %w", err))
+			continue
+		}
+		r, err := patientid.Load(data)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("linking.identifier_rules: %s: %w", path, err))
+			continue
+		}
+		for _, f := range r.Run() {
+			errs = append(errs, fmt.Errorf("linking.identifier_rules: %s: %s", path, f))
+		}
+		l.rules = append(l.rules, r)
 	}
-	return mc
+	if len(l.Issuers) == 0 {
+		return errs
+	}
+	legacy := &patientid.Rules{Facility: "linking.issuers"}
+	for i, is := range l.Issuers {
+		if is.System == "" {
+			errs = append(errs, fmt.Errorf("linking.issuers[%d].system: required (the identifier system of the issuer's patient IDs)", i))
+			continue
+		}
+		a := patientid.Authority{Name: "issuer " + is.Issuer, System: is.System, Default: is.Issuer == ""}
+		if is.Issuer == "" {
+			a.Name = "IDs sent without an issuer"
+		} else {
+			a.Issuers = []string{is.Issuer}
+		}
+		if len(is.Prefixes) > 0 {
+			a.Steps = append(a.Steps, patientid.Step{StripPrefixes: is.Prefixes})
+		}
+		if is.IgnoreLeadingZeros {
+			a.Steps = append(a.Steps, patientid.Step{DropLeadingZeros: true})
+		}
+		legacy.Authorities = append(legacy.Authorities, a)
+	}
+	if err := legacy.Check(); err != nil {
+		errs = append(errs, fmt.Errorf("linking.issuers: %w", err))
+	}
+	l.rules = append(l.rules, legacy)
+	return errs
 }
 
 // Facility is one sending hospital.
@@ -732,6 +789,7 @@ func (c *Config) Validate() error {
 		}
 		seenIssuer[is.Issuer] = true
 	}
+	errs = append(errs, c.Linking.loadIdentifierRules()...)
 	for _, p := range slices.Sorted(maps.Keys(c.Turnaround)) {
 		s := c.Turnaround[p]
 		if _, ok := turnaround.DefaultSLAs()[p]; !ok {

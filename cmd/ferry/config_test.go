@@ -161,3 +161,49 @@ func TestDeployConfig(t *testing.T) {
 		t.Errorf("deploy/ferry.yaml runs a demo: facilities %d, DICOM peers %d", len(cfg.Facilities), len(cfg.DICOM.Peers))
 	}
 }
+
+// TestLinkingIdentifierRules: linking.identifier_rules files are loaded with their tests run (a
+// failing test refuses the configuration, naming the file), and linking.issuers becomes one
+// more set of rules, read after them.
+func TestLinkingIdentifierRules(t *testing.T) {
+	t.Parallel()
+	example, err := filepath.Abs("../../engine/patientid/testdata/STMARYS.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadTestConfig(t, `linking:
+  identifier_rules: ["`+example+`"]
+  issuers:
+    - {issuer: OUTSIDE, system: "urn:oid:9.9", ignore_leading_zeros: true, prefixes: [OC-]}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := cfg.matchConfig().Identifiers
+	if len(rules) != 2 {
+		t.Fatalf("%d sets of rules, want the file's and linking.issuers'", len(rules))
+	}
+	if rd := rules[0].Read("SMH", "MRN-0012345"); rd.Value != "12345" {
+		t.Errorf("the file's rules read SMH MRN-0012345 as %q", rd.Value)
+	}
+	if rd := rules[1].Read("OUTSIDE", "OC-0077"); rd.System != "urn:oid:9.9" || rd.Value != "77" {
+		t.Errorf("linking.issuers read OUTSIDE OC-0077 as %s|%s, want urn:oid:9.9|77", rd.System, rd.Value)
+	}
+
+	failing := filepath.Join(t.TempDir(), "failing.yaml")
+	if err := os.WriteFile(failing, []byte(`authorities: [{name: A, system: "urn:a", issuers: [A]}]
+tests: [{issuer: A, value: "007", want: "7"}]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"a failing test", "linking:\n  identifier_rules: [\"" + failing + "\"]\n", "failing.yaml: test 1"},
+		{"no such file", "linking:\n  identifier_rules: [/nonexistent/rules.yaml]\n", "linking.identifier_rules"},
+		{"an issuer without a system", "linking:\n  issuers: [{issuer: X}]\n", "linking.issuers[0].system: required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := loadTestConfig(t, tc.yaml); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err %v, want one naming %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@
 //	ferry inspect [--json] FILE…
 //	ferry bench parse FILE…
 //	ferry mappings test|lint [DIR]
+//	ferry identifiers test FILE…
 //	ferry version
 package main
 
@@ -61,6 +62,7 @@ Usage:
   ferry inspect [--json] FILE…
   ferry bench parse [--repeat N] FILE…
   ferry mappings test|lint [--config FILE] [--json] [DIR]
+  ferry identifiers test FILE…  run the tests beside a hospital's identifier rules
   ferry deliveries replay --user NAME --reason TEXT [--destination D] [--report ID] [--url URL]
   ferry version
 
@@ -94,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return mappingsCmd(rest, stdout, stderr)
 	case "deliveries":
 		return deliveriesCmd(ctx, rest, stdout, stderr)
+	case "identifiers":
+		return identifiersCmd(rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "ferry", versionString())
 		return nil

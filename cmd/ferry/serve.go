@@ -198,7 +198,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	trail := &audit.Recorder{Begin: st.Begin}
-	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming, st), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
+	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Unlearner: storage.intake.Linker, CrossReference: storage.intake.Linker, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming, st), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
 		Access: people, SessionCookie: web.SessionCookie, Audit: trail, AuditEvents: st, Patients: patients})
 	if err != nil {
 		return err

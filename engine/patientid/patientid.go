@@ -103,10 +103,11 @@ func Load(data []byte) (*Rules, error) {
 	if err := yaml.UnmarshalWithOptions(data, &r, yaml.Strict()); err != nil {
 		return nil, fmt.Errorf("identifier rules: %w", err)
 	}
-	return &r, r.check()
+	return &r, r.Check()
 }
 
-func (r *Rules) check() error {
+// Check checks rules built in code as Load checks those it parses.
+func (r *Rules) Check() error {
 	var errs []error
 	seen := map[string]string{}
 	defaults := 0
@@ -175,28 +176,48 @@ func (s Step) check() error {
 
 // Read reads value as sent with issuer (IssuerOfPatientID or CX.4; empty when none was sent).
 func (r *Rules) Read(issuer, value string) Reading {
-	rd := Reading{Issuer: issuer, Sent: value}
 	key := strings.ToUpper(strings.TrimSpace(issuer))
+	return r.read(Reading{Issuer: issuer, Sent: value},
+		func(a Authority) bool { return (key == "" && a.Default) || containsFold(a.Issuers, key) },
+		func(o OtherSystem) bool { return containsFold(o.Issuers, key) })
+}
+
+// ReadStored reads a value Ferry holds under system (a Patient's identifier, from ADT or an
+// order) with the steps of the authority or other system that uses that system, so that it
+// compares with a Read of what a modality sent. Known is false when no rule uses the system.
+func (r *Rules) ReadStored(system, value string) Reading {
+	return r.read(Reading{Sent: value},
+		func(a Authority) bool { return a.System == system },
+		func(o OtherSystem) bool { return o.System == system })
+}
+
+// read reads rd.Sent under the first authority, else the first other system, that claims it.
+func (r *Rules) read(rd Reading, authority func(Authority) bool, other func(OtherSystem) bool) Reading {
 	var steps []Step
 	for _, a := range r.Authorities {
-		if (key == "" && a.Default) || containsFold(a.Issuers, key) {
+		if authority(a) {
 			rd.Known, rd.Name, rd.System, steps = true, a.Name, a.System, a.Steps
 			break
 		}
 	}
 	if !rd.Known {
 		for _, o := range r.Others {
-			if containsFold(o.Issuers, key) {
+			if other(o) {
 				rd.Known, rd.Other, rd.Name, rd.System, steps = true, true, o.Name, o.System, o.Steps
 				break
 			}
 		}
 	}
-	v := strings.TrimSpace(value)
+	v := strings.TrimSpace(rd.Sent)
 	if !rd.Known {
 		rd.Value = v
 		return rd
 	}
+	return rd.normalise(v, steps)
+}
+
+// normalise applies steps to v, recording each that changed it.
+func (rd Reading) normalise(v string, steps []Step) Reading {
 	for i, s := range steps {
 		next, what, refused := s.apply(v)
 		if refused != "" {
@@ -215,6 +236,22 @@ func (r *Rules) Read(issuer, value string) Reading {
 	}
 	rd.Value = v
 	return rd
+}
+
+// Issuer is the name senders use for the authority or other system of system (the first of its
+// issuers), "" when no rule uses it: what DICOM's Issuer of Patient ID says for Ferry's MRNs.
+func (r *Rules) Issuer(system string) string {
+	for _, a := range r.Authorities {
+		if a.System == system && len(a.Issuers) > 0 {
+			return a.Issuers[0]
+		}
+	}
+	for _, o := range r.Others {
+		if o.System == system && len(o.Issuers) > 0 {
+			return o.Issuers[0]
+		}
+	}
+	return ""
 }
 
 func containsFold(list []string, upperKey string) bool {

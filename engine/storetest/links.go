@@ -39,6 +39,7 @@ func RunLinks(t *testing.T, open func(t *testing.T) LinkStore) {
 		{"History", testLinkHistory},
 		{"OpenLinks", testOpenLinks},
 		{"LinksOfPatient", testLinksOfPatient},
+		{"LinksWithIdentifier", testLinksWithIdentifier},
 		{"LinkInTransaction", testLinkInTransaction},
 		{"DerivationQueue", testDerivationQueue},
 	}
@@ -67,7 +68,8 @@ func newLink(study int) *engine.StudyLink {
 			"StudyDate":         "20260301 | 2026-03-01 | within window",
 			"Modality":          "CT | CT — Computed Tomography | match", // not ASCII
 		},
-		DecidedAt: baseTime.Add(123456 * time.Microsecond).In(time.FixedZone("CET", 3600)),
+		DecidedAt:  baseTime.Add(123456 * time.Microsecond).In(time.FixedZone("CET", 3600)),
+		Identifier: engine.LinkIdentifier{System: "urn:oid:2.16.840.1.113883.3.9999.1", Value: "123"},
 	}
 }
 
@@ -355,6 +357,56 @@ func testLinksOfPatient(t *testing.T, st LinkStore) {
 	}
 	if len(inTx) != 2 {
 		t.Errorf("in the transaction, Patient pat-0099 has %d links, want 2", len(inTx))
+	}
+}
+
+// testLinksWithIdentifier: the cross-reference's learned identifiers are the linked decisions'
+// identifiers, oldest first; a decision that is not linked, or has no identifier, teaches
+// nothing, and a new decision for a study takes back what its previous one taught (also in its
+// history, which keeps the identifier).
+func testLinksWithIdentifier(t *testing.T, st LinkStore) {
+	ctx := context.Background()
+	const system = "urn:ferry:issuer:OUTSIDE"
+	a, b, review, other, none := newLink(1), newLink(2), newLink(3), newLink(4), newLink(5)
+	a.Identifier = engine.LinkIdentifier{System: system, Value: "77"}
+	b.Identifier, b.DecidedAt = a.Identifier, a.DecidedAt.Add(time.Second)
+	review.Identifier, review.Status, review.PatientID = a.Identifier, engine.LinkReview, ""
+	other.Identifier = engine.LinkIdentifier{System: system, Value: "78"}
+	none.Identifier = engine.LinkIdentifier{}
+	for _, l := range []*engine.StudyLink{b, a, review, other, none} {
+		putLink(t, st, l)
+	}
+	uids := func(value string) []string {
+		t.Helper()
+		got, err := st.StudyLinksWithIdentifier(ctx, system, value, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, l := range got {
+			out = append(out, l.StudyInstanceUID)
+		}
+		return out
+	}
+	if got := uids("77"); !reflect.DeepEqual(got, []string{a.StudyInstanceUID, b.StudyInstanceUID}) {
+		t.Errorf("StudyLinksWithIdentifier(77) = %v, want the linked studies 1 and 2, oldest first", got)
+	}
+	if got := uids(""); len(got) != 0 {
+		t.Errorf("StudyLinksWithIdentifier(\"\") = %v: a decision without an identifier teaches nothing", got)
+	}
+	undone := newLink(1)
+	undone.Status, undone.PatientID, undone.Rule, undone.DecidedBy = engine.LinkUnmatched, "", "manual", "dr.rivera"
+	undone.Identifier = a.Identifier
+	putLink(t, st, undone)
+	if got := uids("77"); !reflect.DeepEqual(got, []string{b.StudyInstanceUID}) {
+		t.Errorf("after study 1 was unlinked, StudyLinksWithIdentifier(77) = %v, want study 2 only", got)
+	}
+	hist, err := st.StudyLinkHistory(ctx, a.StudyInstanceUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 2 || hist[0].Identifier != a.Identifier || hist[1].Identifier != a.Identifier {
+		t.Errorf("history of study 1 = %+v, want both decisions with the identifier", hist)
 	}
 }
 
