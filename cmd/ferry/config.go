@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/goccy/go-yaml"
 
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
@@ -494,8 +493,14 @@ func loadConfig(path string) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading config: %w", err)
 		}
-		if err := yaml.UnmarshalWithOptions(b, cfg, yaml.Strict()); err != nil {
-			return nil, fmt.Errorf("parsing config %s: %w", path, err)
+		if errs := decodeConfig(b, cfg); len(errs) > 0 {
+			// Every problem at once: what did not decode, and what the rest fails to validate.
+			rest := *cfg
+			rest.setDefaults()
+			if err := rest.Validate(); err != nil {
+				errs = append(errs, err)
+			}
+			return nil, fmt.Errorf("invalid config %s:\n%w", path, errors.Join(errs...))
 		}
 	}
 	if v := os.Getenv("FERRY_DATABASE_URL"); v != "" {
@@ -655,6 +660,27 @@ func (c *Config) setLimitDefaults() {
 // sender on the same network takes to read its ACK and send again (docs/performance.md).
 const DefaultCommitLinger = 500 * time.Microsecond
 
+// validateMappings checks where the mappings are: what `ferry serve` and `ferry mappings lint`
+// both refuse.
+func (c *Config) validateMappings() []error {
+	var errs []error
+	if r := c.Mappings.ReloadInterval; r != nil && *r < 0 {
+		errs = append(errs, errors.New("mappings.reload_interval: must not be negative"))
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.mappingsConfig().Facilities)) {
+		dir := c.mappingsConfig().Facilities[name]
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("facilities (%s).mappings: %q is not a directory", name, dir))
+		}
+	}
+	if d := c.Mappings.Dir; d != "" {
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("mappings.dir: %q is not a directory", d))
+		}
+	}
+	return errs
+}
+
 // Validate reports every problem at once, each naming its field.
 func (c *Config) Validate() error {
 	var errs []error
@@ -738,19 +764,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("turnaround.%s: the preliminary (%s) cannot be due after the final (%s)", p, *s.Preliminary, *s.Final))
 		}
 	}
-	if r := c.Mappings.ReloadInterval; r != nil && *r < 0 {
-		errs = append(errs, errors.New("mappings.reload_interval: must not be negative"))
-	}
-	for name, dir := range c.mappingsConfig().Facilities {
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			errs = append(errs, fmt.Errorf("facilities (%s).mappings: %q is not a directory", name, dir))
-		}
-	}
-	if d := c.Mappings.Dir; d != "" {
-		if st, err := os.Stat(d); err != nil || !st.IsDir() {
-			errs = append(errs, fmt.Errorf("mappings.dir: %q is not a directory", d))
-		}
-	}
+	errs = append(errs, c.validateMappings()...)
 	for name, t := range map[string]TLSFiles{"mllp.tls": c.MLLP.TLS, "http.tls": c.HTTP.TLS} {
 		if t.Enabled() && (t.Cert == "" || t.Key == "") {
 			errs = append(errs, fmt.Errorf("%s: cert and key must both be set", name))

@@ -161,3 +161,35 @@ func TestDeployConfig(t *testing.T) {
 		t.Errorf("deploy/ferry.yaml runs a demo: facilities %d, DICOM peers %d", len(cfg.Facilities), len(cfg.DICOM.Peers))
 	}
 }
+
+// A config with several mistakes is refused with all of them at once, each naming its key as the
+// file writes it and saying what to write instead (issue 14, "Day one for a new analyst").
+func TestConfigErrorsAllAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	body := "mllp:\n  read_timeout: 30\n  max_conections: 5\nhttp:\n  write_timeout: abc\ncommit:\n  workers: 200\nfacilities:\n  - id: STMARYS\n    tz: Europe/London\n    sending_facility: SMH\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(path)
+	if err == nil {
+		t.Fatal("config with five mistakes accepted")
+	}
+	for _, want := range []string{
+		"mllp.read_timeout: \"30\" has no unit: write 30s",
+		"mllp.max_conections: unknown key (did you mean max_connections?)",
+		"http.write_timeout: \"abc\" is not a duration",
+		"facilities[0].tz: unknown key (known here:",
+		"commit.workers: must be from 1 to 64",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	// A file that is not YAML keeps the parser's pointer at the line.
+	if err := os.WriteFile(path, []byte("mllp: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadConfig(path); err == nil || !strings.Contains(err.Error(), "[1:7]") {
+		t.Errorf("broken YAML: got %v, want the parser's position", err)
+	}
+}

@@ -19,8 +19,7 @@ import (
 // when any dead letter could not be replayed.
 func deliveriesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "replay" {
-		fmt.Fprintln(stderr, "usage: ferry deliveries replay --user NAME --reason TEXT [--destination FACILITY/NAME] [--report ID] [--url URL]")
-		return exitCode(2)
+		return groupUsage(args, "usage: ferry deliveries replay --user NAME --reason TEXT [--destination FACILITY/NAME] [--report ID] [--url URL]", stdout, stderr)
 	}
 	fs := newFlagSet("deliveries replay", stderr)
 	base := fs.String("url", "http://127.0.0.1:8080", "Ferry's HTTP listener")

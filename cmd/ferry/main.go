@@ -68,6 +68,14 @@ Run "ferry COMMAND --help" for a command's flags.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// Help asked for anywhere (-h, --help, help) is an answer, not an error: exit status 0.
+	if err := dispatch(ctx, args, stdout, stderr); !errors.Is(err, errHelp) {
+		return err
+	}
+	return nil
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitCode(2)
@@ -156,3 +164,17 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 var errHelp = fmt.Errorf("%w", errSilent)
+
+// groupUsage answers a command group (users, tokens, audit, …) called without a subcommand it
+// knows: its usage on stdout and errHelp when help was asked for, else on stderr and exit status 2.
+func groupUsage(args []string, usage string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help", "help":
+			fmt.Fprintln(stdout, usage)
+			return errHelp
+		}
+	}
+	fmt.Fprintln(stderr, usage)
+	return exitCode(2)
+}

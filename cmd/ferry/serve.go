@@ -70,6 +70,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		debug.SetGCPercent(400)
 	}
 
+	unlock, err := lockEmbeddedStore(cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	st, kind, err := openStore(ctx, cfg.Database)
 	if err != nil {
 		return err

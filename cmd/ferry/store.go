@@ -10,6 +10,7 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
+	"github.com/ferryhealth/ferry/migrations"
 )
 
 // store is what ferry needs of either store.
@@ -23,6 +24,7 @@ type store interface {
 	access.Store // users, API tokens, web sessions
 	audit.Reader
 	Migrate(ctx context.Context) error
+	MigrateUp(ctx context.Context) (migrations.Applied, error) // Migrate, saying what it applied
 }
 
 // openStore opens the store a database URL names (sqlite:PATH or postgres://…).
