@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/mappings"
