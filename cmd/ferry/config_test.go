@@ -153,6 +153,18 @@ func TestDeployConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The site's mappings are deploy/mappings, which the compose file mounts where the config
+	// says; and the container's health is its /readyz, asked by the binary itself.
+	compose, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"./deploy/mappings:" + cfg.Mappings.Dir + ":ro", `"healthcheck", "--url"`} {
+		if !strings.Contains(string(compose), want) {
+			t.Errorf("docker-compose.yml lacks %q", want)
+		}
+	}
+	cfg.Mappings.Dir = "../../deploy/mappings"
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("deploy/ferry.yaml: %v", err)

@@ -7,6 +7,7 @@
 //	ferry inspect [--json] FILE…
 //	ferry bench parse FILE…
 //	ferry mappings test|lint [DIR]
+//	ferry healthcheck [--url URL]
 //	ferry version
 package main
 
@@ -62,6 +63,7 @@ Usage:
   ferry bench parse [--repeat N] FILE…
   ferry mappings test|lint [--config FILE] [--json] [DIR]
   ferry deliveries replay --user NAME --reason TEXT [--destination D] [--report ID] [--url URL]
+  ferry healthcheck [--url URL]
   ferry version
 
 Run "ferry COMMAND --help" for a command's flags.
@@ -102,6 +104,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return mappingsCmd(rest, stdout, stderr)
 	case "deliveries":
 		return deliveriesCmd(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		return healthcheck(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "ferry", versionString())
 		return nil
