@@ -67,6 +67,9 @@ type Config struct {
 	ReadingGroup ReadingGroup `yaml:"reading_group"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `yaml:"log_level"`
+	// LogFormat is text (default: key=value lines) or json (one object per line); flag
+	// --log-format.
+	LogFormat string `yaml:"log_format"`
 }
 
 // ReadingGroup names the reading group: its name and, optionally, an identifier (e.g. its NPI:
@@ -776,6 +779,11 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "", "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log_format: %q is not text or json", c.LogFormat))
 	}
 	if g := c.ReadingGroup; g.Value != "" && g.System == "" || g.System != "" && g.Value == "" {
 		errs = append(errs, errors.New("reading_group: system and value go together"))

@@ -47,6 +47,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mllpAddr := fs.String("mllp", "", "MLLP listen address (default :2575)")
 	httpAddr := fs.String("http", "", "HTTP listen address (default :8080)")
 	dicomAddr := fs.String("dicom", "", "DICOM listen address (default :11112)")
+	logFormat := fs.String("log-format", "", "log lines as text (default) or json (overrides log_format)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -54,7 +55,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for flagVal, field := range map[*string]*string{db: &cfg.Database, mllpAddr: &cfg.Listen.MLLP, httpAddr: &cfg.Listen.HTTP, dicomAddr: &cfg.Listen.DICOM} {
+	for flagVal, field := range map[*string]*string{db: &cfg.Database, mllpAddr: &cfg.Listen.MLLP, httpAddr: &cfg.Listen.HTTP, dicomAddr: &cfg.Listen.DICOM, logFormat: &cfg.LogFormat} {
 		if *flagVal != "" {
 			*field = *flagVal
 		}
@@ -63,7 +64,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}
-	logger := newLogger(stderr, cfg.LogLevel)
+	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	// Mapping and FHIR validation allocate a lot per message and Ferry's live heap is small:
 	// collecting less often buys ~10% of CPU (docs/performance.md). GOGC in the environment wins.
 	if os.Getenv("GOGC") == "" {
@@ -357,10 +358,15 @@ func verifiedClient(cs *tls.ConnectionState) *x509.Certificate {
 
 // newLogger is the service's logger: text on w from level up, a flood of the same warning or
 // error cut to a few lines and a count per window (internal/lograte).
-func newLogger(w io.Writer, level string) *slog.Logger {
+func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(lograte.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}), lograte.Options{}))
+	opts := &slog.HandlerOptions{Level: l}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, opts) // one JSON object per line, for a log shipper
+	}
+	return slog.New(lograte.New(h, lograte.Options{}))
 }
 
 // adminToken returns the configured admin token, or the one kept in DATA_DIR/admin-token,
