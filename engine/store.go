@@ -90,6 +90,10 @@ type MessageFilter struct {
 	Status          Status
 	SendingFacility string
 	Since, Until    time.Time // ReceivedAt >= Since, ReceivedAt < Until
+	// InErrorQueue selects the messages of the error queue (errorqueue.go): processing failed
+	// (answered AE, or failed after an AA on receipt) and neither reprocessed successfully nor
+	// dismissed.
+	InErrorQueue bool
 	// BeforeID pages backwards: only messages with ID < BeforeID (newest first). 0: from the newest.
 	BeforeID int64
 	Limit    int // at most this many; the store caps it at 1000 and defaults 0 to 100

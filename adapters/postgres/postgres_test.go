@@ -755,3 +755,7 @@ func TestSchemaMatchesSQLite(t *testing.T) {
 		}
 	}
 }
+
+func TestErrorQueue(t *testing.T) {
+	storetest.RunErrorQueue(t, func(t *testing.T) storetest.ErrorQueueStore { return openTestStore(t) })
+}

@@ -28,9 +28,11 @@ type (
 		engine.DerivationQueue
 		engine.TurnaroundReader
 		engine.Outbox
+		engine.ErrorQueue
 	}
 	TxAreas interface {
 		engine.Tx
+		engine.ReprocessTx
 		engine.LinkWriter
 		engine.TurnaroundMarker
 		engine.DeliveryInserter

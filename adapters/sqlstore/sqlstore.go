@@ -108,6 +108,7 @@ type Store struct {
 	messageStatements
 	peopleStatements
 	auditStatements
+	errorQueueStatements
 }
 
 // New returns the shared areas in d's text.
@@ -122,6 +123,7 @@ func New(d Dialect) *Store {
 	s.messageStatements = newMessageStatements(s.rebind, d)
 	s.peopleStatements = newPeopleStatements(s.rebind, d)
 	s.auditStatements = newAuditStatements(s.rebind)
+	s.errorQueueStatements = newErrorQueueStatements(s.rebind)
 	return s
 }
 
@@ -130,7 +132,8 @@ func New(d Dialect) *Store {
 func (s *Store) TxStatements() []string {
 	return append([]string{s.claimPending, s.finishPending, s.currentResource, s.resourceVersion,
 		s.resourceHistory, s.resolveKey, s.resourceByKeys.Query, s.putWorklistItem, s.deleteWorklistItem,
-		s.markTurnaround, s.studyLinksOfPatient, s.finishStudyDerivation},
+		s.markTurnaround, s.studyLinksOfPatient, s.finishStudyDerivation,
+		s.message, s.claimReprocessing, s.finishReprocessing},
 		slices.Concat(s.putStudyLink, s.outboxTxStatements(), s.auditTxStatements())...)
 }
 
