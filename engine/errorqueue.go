@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The error queue (docs/orders.md, "The error queue") is every inbound message whose processing
@@ -220,4 +222,55 @@ func (r *Reprocessor) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return r.Logger
+}
+
+// ErrorQueueStats is what the error queue's metrics read: ErrorQueue.ErrorQueueStats.
+type ErrorQueueStats interface {
+	ErrorQueueStats(ctx context.Context) (n int, oldest time.Time, err error)
+}
+
+// errorQueueCollector reads the error queue's size and age from the store at each scrape: the
+// queue is the store's, shared by every node, so a counter kept in one process would be wrong.
+type errorQueueCollector struct {
+	store       ErrorQueueStats
+	logger      *slog.Logger
+	size, age   *prometheus.Desc
+	now         func() time.Time
+	scrapeLimit time.Duration
+}
+
+// NewErrorQueueCollector returns the collector of ferry_error_queue_messages and
+// ferry_error_queue_oldest_age_seconds; the shipped alert rule fires on a queue not empty for
+// longer than its for: (deploy/prometheus/ferry-rules.yml).
+func NewErrorQueueCollector(store ErrorQueueStats, logger *slog.Logger) prometheus.Collector {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &errorQueueCollector{
+		store: store, logger: logger, now: time.Now, scrapeLimit: 2 * time.Second,
+		size: prometheus.NewDesc("ferry_error_queue_messages",
+			"Inbound messages whose processing failed, neither reprocessed successfully nor dismissed.", nil, nil),
+		age: prometheus.NewDesc("ferry_error_queue_oldest_age_seconds",
+			"How long the oldest message of the error queue has waited (0 when the queue is empty).", nil, nil),
+	}
+}
+
+func (c *errorQueueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.size; ch <- c.age }
+
+func (c *errorQueueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.scrapeLimit)
+	defer cancel()
+	n, oldest, err := c.store.ErrorQueueStats(ctx)
+	if err != nil {
+		// No sample rather than a wrong one: the alert on the queue then does not resolve
+		// falsely, and /readyz reports the store.
+		c.logger.Warn("reading the error queue for metrics", "err", err)
+		return
+	}
+	age := 0.0
+	if n > 0 && !oldest.IsZero() {
+		age = max(0, c.now().Sub(oldest).Seconds())
+	}
+	ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, age)
 }

@@ -85,6 +85,7 @@ func (m *InboundMessage) DuplicateKey() bool { return m.ControlID != "" }
 
 // MessageFilter selects messages for the message log. Zero values do not filter.
 type MessageFilter struct {
+	ID              int64 // this message only
 	ControlID       string
 	MessageType     string // prefix match on MSH-9 as stored, e.g. "ORM" or "ORM^O01"
 	Status          Status

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,6 +75,11 @@ type Options struct {
 	// /api/v1/reconciliation, and a study's link, unlink and decision history under
 	// /api/v1/studies/{uid}/.
 	Studies StudyLog
+	// ErrorQueue, if set, serves the error queue's reprocessing and dismissal under
+	// /api/v1/messages (errorqueue.go); Reprocessed is called when requests were queued (the
+	// Reprocessor's Nudge).
+	ErrorQueue  ErrorQueue
+	Reprocessed func()
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -122,6 +128,13 @@ func New(opt Options) (*echo.Echo, error) {
 
 	api := e.Group("/api/v1")
 	ml := &messageLog{log: opt.Messages, logger: opt.Logger}
+	if opt.ErrorQueue != nil {
+		eq := &errorQueueAPI{queue: opt.ErrorQueue, ml: ml, queued: opt.Reprocessed, now: func() time.Time { return time.Now().UTC() }}
+		ml.errors = eq
+		api.POST("/messages/reprocess", eq.bulk, need(access.PermReprocess, audit.ActionReplay))
+		api.POST("/messages/:id/reprocess", eq.one(engine.ReprocessRun), need(access.PermReprocess, audit.ActionReplay))
+		api.POST("/messages/:id/dismiss", eq.one(engine.ReprocessDismiss), need(access.PermReprocess, audit.ActionUpdate))
+	}
 	api.GET("/messages", ml.list, need(access.PermMessages, audit.ActionSearch))
 	api.GET("/messages/:id", ml.get, need(access.PermMessages, audit.ActionRead))
 	if opt.Mappings != nil {

@@ -19,6 +19,7 @@ import (
 type messageLog struct {
 	log    MessageLog
 	logger *slog.Logger
+	errors *errorQueueAPI // nil: no error queue
 }
 
 // messageSummary is one row of the message log.
@@ -55,6 +56,9 @@ type messageDetail struct {
 	Parsed     json.RawMessage `json:"parsed,omitempty"`
 	ParseError string          `json:"parse_error,omitempty"`
 	ACK        string          `json:"ack"`
+	// Reprocessing is every request about the message in the error queue, oldest first, each
+	// with its outcome (docs/orders.md, "The error queue").
+	Reprocessing []reprocessing `json:"reprocessing,omitempty"`
 }
 
 type messageList struct {
@@ -73,23 +77,11 @@ func summarize(m *engine.InboundMessage) messageSummary {
 	}
 }
 
-// list serves GET /api/v1/messages?control_id=&type=&status=&sending_facility=&since=&until=&before_id=&limit=
+// list serves GET /api/v1/messages?control_id=&type=&status=&sending_facility=&since=&until=&queue=&before_id=&limit=
 func (h *messageLog) list(c echo.Context) error {
 	q := c.QueryParams()
-	f := engine.MessageFilter{
-		ControlID:       q.Get("control_id"),
-		MessageType:     q.Get("type"),
-		Status:          engine.Status(q.Get("status")),
-		SendingFacility: q.Get("sending_facility"),
-	}
-	if f.Status != "" && !f.Status.Valid() {
-		return echo.NewHTTPError(http.StatusBadRequest, "status: want accepted, duplicate, rejected or error")
-	}
-	var err error
-	if f.Since, err = queryTime(q, "since"); err != nil {
-		return err
-	}
-	if f.Until, err = queryTime(q, "until"); err != nil {
+	f, err := messageFilter(q)
+	if err != nil {
 		return err
 	}
 	if f.BeforeID, err = queryInt(q, "before_id"); err != nil {
@@ -152,6 +144,9 @@ func (h *messageLog) get(c echo.Context) error {
 	if utf8.Valid(m.Raw) {
 		d.Raw = string(m.Raw)
 	}
+	if d.Reprocessing, err = h.errors.history(c, id); err != nil {
+		return err
+	}
 	if parsed, err := hl7.Parse(m.Raw); err != nil {
 		d.ParseError = err.Error()
 	} else if tree, err := parsed.MarshalJSON(); err != nil {
@@ -160,6 +155,35 @@ func (h *messageLog) get(c echo.Context) error {
 		d.Parsed = tree
 	}
 	return c.JSON(http.StatusOK, d)
+}
+
+// messageFilter reads the message log's filters from q (the list's, and a bulk reprocessing's):
+// control_id, type, status, sending_facility, since, until, and queue=errors for the error queue.
+func messageFilter(q url.Values) (engine.MessageFilter, error) {
+	f := engine.MessageFilter{
+		ControlID:       q.Get("control_id"),
+		MessageType:     q.Get("type"),
+		Status:          engine.Status(q.Get("status")),
+		SendingFacility: q.Get("sending_facility"),
+	}
+	if f.Status != "" && !f.Status.Valid() {
+		return f, echo.NewHTTPError(http.StatusBadRequest, "status: want accepted, duplicate, rejected or error")
+	}
+	switch q.Get("queue") {
+	case "":
+	case "errors":
+		f.InErrorQueue = true
+	default:
+		return f, echo.NewHTTPError(http.StatusBadRequest, "queue: want errors (the error queue)")
+	}
+	var err error
+	if f.Since, err = queryTime(q, "since"); err != nil {
+		return f, err
+	}
+	if f.Until, err = queryTime(q, "until"); err != nil {
+		return f, err
+	}
+	return f, nil
 }
 
 func queryTime(q url.Values, name string) (time.Time, error) {

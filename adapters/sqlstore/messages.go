@@ -102,6 +102,9 @@ func (s *Store) messageConditions(f engine.MessageFilter) (conditions, error) {
 
 // addMessageConditions adds f's conditions to q.
 func (s *Store) addMessageConditions(q *conditions, f engine.MessageFilter) error {
+	if f.ID > 0 {
+		q.add("id = " + q.arg(f.ID))
+	}
 	if f.ControlID != "" {
 		q.add("control_id = " + q.text(f.ControlID))
 	}

@@ -539,6 +539,12 @@ type apiMessage struct {
 	ACK                string          `json:"ack"`
 	MappingVersion     string          `json:"mapping_version"`
 	ProcessingError    string          `json:"processing_error"`
+	Reprocessing       []struct {
+		State          string `json:"state"`
+		Reason         string `json:"reason"`
+		MappingVersion string `json:"mapping_version"`
+		Error          string `json:"error"`
+	} `json:"reprocessing"`
 }
 
 type apiMessageList struct {

@@ -63,6 +63,7 @@ Usage:
   ferry bench parse [--repeat N] FILE…
   ferry mappings test|lint [--config FILE] [--json] [DIR]
   ferry deliveries replay --user NAME --reason TEXT [--destination D] [--report ID] [--url URL]
+  ferry reprocess (--id N | [--facility F] [--type T] [--since T]…) [--reason TEXT] [--dry-run] [--dismiss]
   ferry healthcheck [--url URL]
   ferry version
 
@@ -104,6 +105,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return mappingsCmd(rest, stdout, stderr)
 	case "deliveries":
 		return deliveriesCmd(ctx, rest, stdout, stderr)
+	case "reprocess":
+		return reprocessCmd(ctx, rest, stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":

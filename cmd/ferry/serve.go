@@ -141,6 +141,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { pending.Run(pendingCtx); close(pendingDone) }()
 	// Stop it before the store closes (defers run last first).
 	defer func() { stopPending(); <-pendingDone }()
+	// The error queue's reprocessing, run as the pending worker runs (docs/orders.md).
+	reprocessor := &engine.Reprocessor{Store: st, Processor: inbound.Processor, Logger: logger}
+	reprocessCtx, stopReprocess := context.WithCancel(ctx)
+	reprocessDone := make(chan struct{})
+	go func() { reprocessor.Run(reprocessCtx); close(reprocessDone) }()
+	defer func() { stopReprocess(); <-reprocessDone }()
+	reg.MustRegister(engine.NewErrorQueueCollector(st, logger))
 
 	token, err := adminToken(cfg, logger)
 	if err != nil {
@@ -227,7 +234,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	trail := &audit.Recorder{Begin: st.Begin}
 	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
-		Access: people, SessionCookie: web.SessionCookie, Audit: trail, AuditEvents: st})
+		Access: people, SessionCookie: web.SessionCookie, Audit: trail, AuditEvents: st,
+		ErrorQueue: st, Reprocessed: reprocessor.Nudge})
 	if err != nil {
 		return err
 	}

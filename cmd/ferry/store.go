@@ -21,6 +21,7 @@ type store interface {
 	engine.DerivationQueue
 	engine.Outbox
 	engine.TurnaroundReader
+	engine.ErrorQueue
 	access.Store // users, API tokens, web sessions
 	audit.Reader
 	Migrate(ctx context.Context) error
