@@ -239,7 +239,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger, SSO: sso}); err != nil {
+	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger, SSO: sso,
+		Console: &web.Console{Messages: st, Reprocessed: reprocessor.Nudge}}); err != nil {
 		return err
 	}
 	httpSrv := cfg.HTTP.server(api)
