@@ -60,7 +60,9 @@ func newOrderHarnessOn(t testing.TB, wrap func(engine.Store) engine.Store) *orde
 	if wrap != nil {
 		committed = wrap(st)
 	}
-	gc := engine.NewGroupCommitter(committed, engine.GroupCommitOptions{})
+	// The commit deadline is a hang guard here, not a speed limit: a 10,000-segment order under the
+	// race detector on a loaded machine takes seconds (issue 16: no wall-clock pass/fail).
+	gc := engine.NewGroupCommitter(committed, engine.GroupCommitOptions{Timeout: 10 * time.Minute})
 	t.Cleanup(func() { gc.Close(); st.Close() })
 	in := engine.NewInbound("mllp", gc, nil, nil)
 	in.Processor = &engine.Processor{Mappings: func() engine.MappingSource { return set }, Validator: v}
