@@ -136,6 +136,7 @@ func New(opt Options) (*echo.Echo, error) {
 		api.POST("/messages/:id/dismiss", eq.one(engine.ReprocessDismiss), need(access.PermReprocess, audit.ActionUpdate))
 	}
 	api.GET("/messages", ml.list, need(access.PermMessages, audit.ActionSearch))
+	api.GET("/messages/export", ml.export, need(access.PermMessages, audit.ActionSearch))
 	api.GET("/messages/:id", ml.get, need(access.PermMessages, audit.ActionRead))
 	if opt.Mappings != nil {
 		api.POST("/mappings/test", mappingsTest(opt.Mappings, ml), need(access.PermMappings, ""))

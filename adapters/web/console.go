@@ -95,7 +95,8 @@ type stat struct {
 type filterForm struct {
 	ControlID, Type, Status, Facility, Since, Until string
 	Errors                                          bool
-	Query                                           string // the form's filters as a query string
+	// Query is the form's filters as a query string (encoded here: a URL part, not text).
+	Query template.URL
 }
 
 // segmentView is one segment of a raw message with each field named, for the detail page.
@@ -225,7 +226,7 @@ func parseFilter(q url.Values) (engine.MessageFilter, filterForm, string) {
 	if form.Errors {
 		keep.Set("queue", "errors")
 	}
-	form.Query = keep.Encode()
+	form.Query = template.URL(keep.Encode())
 	if f.Status != "" && !f.Status.Valid() {
 		return f, form, "Status: choose accepted, duplicate, rejected or error."
 	}
@@ -375,7 +376,7 @@ func (cn *console) bulk(c echo.Context) error {
 	form.Set("queue", "errors")
 	f, filter, problem := parseFilter(form)
 	if problem != "" {
-		return c.Redirect(http.StatusSeeOther, "/console/messages?"+filter.Query)
+		return c.Redirect(http.StatusSeeOther, "/console/messages?"+string(filter.Query))
 	}
 	n, err := cn.data.Messages.RequestReprocessing(c.Request().Context(), engine.ReprocessRequest{
 		Filter: f, Kind: engine.ReprocessRun, By: ident.User, Reason: strings.TrimSpace(form.Get("reason")), At: time.Now().UTC()})
@@ -385,8 +386,8 @@ func (cn *console) bulk(c echo.Context) error {
 	if n > 0 && cn.data.Reprocessed != nil {
 		cn.data.Reprocessed()
 	}
-	cn.audit(c, ident, audit.ActionReplay, fmt.Sprintf("error queue: %d queued (%s)", n, filter.Query))
-	return c.Redirect(http.StatusSeeOther, "/console/messages?"+filter.Query+"&done=bulk-"+strconv.Itoa(n))
+	cn.audit(c, ident, audit.ActionReplay, fmt.Sprintf("error queue: %d queued (%s)", n, string(filter.Query)))
+	return c.Redirect(http.StatusSeeOther, "/console/messages?"+string(filter.Query)+"&done=bulk-"+strconv.Itoa(n))
 }
 
 // checkCSRF compares the form's token with the session's.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferryhealth/ferry/hl7"
 )
 
 // TestErrorQueueReprocess is issue 14's data-safety hole, end to end on both stores: orders
@@ -54,6 +56,13 @@ func TestErrorQueueReprocess(t *testing.T) {
 			if !strings.Contains(m.ProcessingError, "ERR 103") {
 				t.Errorf("message %s in the queue with processing error %q", m.ControlID, m.ProcessingError)
 			}
+		}
+
+		// The queue exported as an HL7 file reads back as the two messages.
+		code, file := p.request(t, "GET", "/api/v1/messages/export?queue=errors&format=hl7", "", nil)
+		if msgs, err := hl7.SplitBatch(file); code != 200 || err != nil || len(msgs) != 2 ||
+			!strings.Contains(string(msgs[0]), "|EQ2|") || !strings.Contains(string(msgs[1]), "|EQ1|") {
+			t.Errorf("export: HTTP %d, %d messages (%v):\n%s", code, len(msgs), err, file)
 		}
 
 		// The analyst dismisses EQ2 (a test order), with a reason; EQ1 stays.
