@@ -7,7 +7,7 @@ BENCHTIME ?= 1s
 STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-under-load test-short lint vulncheck fuzz bench bench-orders tidy-check clean
+.PHONY: help build run test test-under-load test-short lint check-deploy vulncheck fuzz bench bench-orders tidy-check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,13 @@ lint: ## gofmt, go vet, staticcheck, and go.mod tidiness
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	$(MAKE) tidy-check
+	$(MAKE) check-deploy
+
+check-deploy: ## promtool check and test the shipped Prometheus alert rules (deploy/prometheus); skipped, saying so, without promtool
+	@if command -v promtool >/dev/null; then \
+		promtool check rules deploy/prometheus/ferry-rules.yml && \
+		(cd deploy/prometheus && promtool test rules ferry-rules_test.yml); \
+	else echo "check-deploy: promtool not found (apt-get install prometheus): alert rules not checked"; fi
 
 vulncheck: ## govulncheck against vuln.go.dev, else a dated snapshot from the module proxy (.ci/vulncheck; skips when neither is reachable)
 	GO=$(GO) .ci/vulncheck

@@ -85,11 +85,16 @@ func (m *InboundMessage) DuplicateKey() bool { return m.ControlID != "" }
 
 // MessageFilter selects messages for the message log. Zero values do not filter.
 type MessageFilter struct {
+	ID              int64 // this message only
 	ControlID       string
 	MessageType     string // prefix match on MSH-9 as stored, e.g. "ORM" or "ORM^O01"
 	Status          Status
 	SendingFacility string
 	Since, Until    time.Time // ReceivedAt >= Since, ReceivedAt < Until
+	// InErrorQueue selects the messages of the error queue (errorqueue.go): processing failed
+	// (answered AE, or failed after an AA on receipt) and neither reprocessed successfully nor
+	// dismissed.
+	InErrorQueue bool
 	// BeforeID pages backwards: only messages with ID < BeforeID (newest first). 0: from the newest.
 	BeforeID int64
 	Limit    int // at most this many; the store caps it at 1000 and defaults 0 to 100

@@ -369,6 +369,7 @@ func stringsOf(n ast.Node) []string {
 
 func (c *compiler) scalar(n ast.Node, s, path string) node {
 	if !strings.HasPrefix(s, "=") {
+		c.checkWorklistLength(n, s, path, nil)
 		return literal{s}
 	}
 	if c.out == nil {
@@ -377,6 +378,7 @@ func (c *compiler) scalar(n ast.Node, s, path string) node {
 		}
 	}
 	if e := c.expr(n, s[1:], path); e != nil {
+		c.checkWorklistLength(n, s, path, e)
 		return e
 	}
 	return literal{nil}

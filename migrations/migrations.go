@@ -7,8 +7,12 @@
 package migrations
 
 import (
+	"context"
 	"embed"
+	"fmt"
 	"io/fs"
+
+	"github.com/pressly/goose/v3"
 )
 
 //go:embed postgres/*.sql sqlite/*.sql
@@ -19,6 +23,28 @@ var Postgres fs.FS = sub("postgres")
 
 // SQLite is the SQLite migrations, for goose.NewProvider(goose.DialectSQLite3, db, SQLite).
 var SQLite fs.FS = sub("sqlite")
+
+// Applied says what one run of a store's migrations did: the versions it applied, in order (none
+// when the schema was already up to date), and the schema's version after the run.
+type Applied struct {
+	Versions []int64
+	Now      int64
+}
+
+// Summarize turns what goose's Provider.Up returned into Applied, reading the schema's version
+// after the run.
+func Summarize(ctx context.Context, p *goose.Provider, results []*goose.MigrationResult) (Applied, error) {
+	var a Applied
+	for _, r := range results {
+		a.Versions = append(a.Versions, r.Source.Version)
+	}
+	v, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return a, fmt.Errorf("reading the schema version: %w", err)
+	}
+	a.Now = v
+	return a, nil
+}
 
 func sub(dir string) fs.FS {
 	f, err := fs.Sub(files, dir)

@@ -657,7 +657,9 @@ func TestThumbnailCacheStaysWithinItsBytes(t *testing.T) {
 type linkedTo string
 
 func (linkedTo) PatientsWithID(context.Context, string, string) ([]string, error) { return nil, nil }
-func (linkedTo) PatientsWithName(context.Context, string) ([]string, bool, error) { return nil, true, nil }
+func (linkedTo) PatientsWithName(context.Context, string) ([]string, bool, error) {
+	return nil, true, nil
+}
 func (p linkedTo) LinkedIdentity(context.Context, string) (*engine.PatientIdentity, error) {
 	return &engine.PatientIdentity{PatientFHIRID: string(p)}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -87,6 +88,11 @@ type Options struct {
 	// Unlearner, if set, is told of each decision a person replaces, so that what it taught
 	// the identity cross-reference is taken back (*engine.Linker).
 	Unlearner Unlearner
+	// ErrorQueue, if set, serves the error queue's reprocessing and dismissal under
+	// /api/v1/messages (errorqueue.go); Reprocessed is called when requests were queued (the
+	// Reprocessor's Nudge).
+	ErrorQueue  ErrorQueue
+	Reprocessed func()
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -138,7 +144,15 @@ func New(opt Options) (*echo.Echo, error) {
 
 	api := e.Group("/api/v1")
 	ml := &messageLog{log: opt.Messages, logger: opt.Logger}
+	if opt.ErrorQueue != nil {
+		eq := &errorQueueAPI{queue: opt.ErrorQueue, ml: ml, queued: opt.Reprocessed, now: func() time.Time { return time.Now().UTC() }}
+		ml.errors = eq
+		api.POST("/messages/reprocess", eq.bulk, need(access.PermReprocess, audit.ActionReplay))
+		api.POST("/messages/:id/reprocess", eq.one(engine.ReprocessRun), need(access.PermReprocess, audit.ActionReplay))
+		api.POST("/messages/:id/dismiss", eq.one(engine.ReprocessDismiss), need(access.PermReprocess, audit.ActionUpdate))
+	}
 	api.GET("/messages", ml.list, need(access.PermMessages, audit.ActionSearch))
+	api.GET("/messages/export", ml.export, need(access.PermMessages, audit.ActionSearch))
 	api.GET("/messages/:id", ml.get, need(access.PermMessages, audit.ActionRead))
 	if opt.Mappings != nil {
 		api.POST("/mappings/test", mappingsTest(opt.Mappings, ml), need(access.PermMappings, ""))

@@ -19,6 +19,7 @@ import (
 type messageLog struct {
 	log    MessageLog
 	logger *slog.Logger
+	errors *errorQueueAPI // nil: no error queue
 }
 
 // messageSummary is one row of the message log.
@@ -55,6 +56,9 @@ type messageDetail struct {
 	Parsed     json.RawMessage `json:"parsed,omitempty"`
 	ParseError string          `json:"parse_error,omitempty"`
 	ACK        string          `json:"ack"`
+	// Reprocessing is every request about the message in the error queue, oldest first, each
+	// with its outcome (docs/orders.md, "The error queue").
+	Reprocessing []reprocessing `json:"reprocessing,omitempty"`
 }
 
 type messageList struct {
@@ -73,23 +77,11 @@ func summarize(m *engine.InboundMessage) messageSummary {
 	}
 }
 
-// list serves GET /api/v1/messages?control_id=&type=&status=&sending_facility=&since=&until=&before_id=&limit=
+// list serves GET /api/v1/messages?control_id=&type=&status=&sending_facility=&since=&until=&queue=&before_id=&limit=
 func (h *messageLog) list(c echo.Context) error {
 	q := c.QueryParams()
-	f := engine.MessageFilter{
-		ControlID:       q.Get("control_id"),
-		MessageType:     q.Get("type"),
-		Status:          engine.Status(q.Get("status")),
-		SendingFacility: q.Get("sending_facility"),
-	}
-	if f.Status != "" && !f.Status.Valid() {
-		return echo.NewHTTPError(http.StatusBadRequest, "status: want accepted, duplicate, rejected or error")
-	}
-	var err error
-	if f.Since, err = queryTime(q, "since"); err != nil {
-		return err
-	}
-	if f.Until, err = queryTime(q, "until"); err != nil {
+	f, err := messageFilter(q)
+	if err != nil {
 		return err
 	}
 	if f.BeforeID, err = queryInt(q, "before_id"); err != nil {
@@ -152,6 +144,9 @@ func (h *messageLog) get(c echo.Context) error {
 	if utf8.Valid(m.Raw) {
 		d.Raw = string(m.Raw)
 	}
+	if d.Reprocessing, err = h.errors.history(c, id); err != nil {
+		return err
+	}
 	if parsed, err := hl7.Parse(m.Raw); err != nil {
 		d.ParseError = err.Error()
 	} else if tree, err := parsed.MarshalJSON(); err != nil {
@@ -160,6 +155,35 @@ func (h *messageLog) get(c echo.Context) error {
 		d.Parsed = tree
 	}
 	return c.JSON(http.StatusOK, d)
+}
+
+// messageFilter reads the message log's filters from q (the list's, and a bulk reprocessing's):
+// control_id, type, status, sending_facility, since, until, and queue=errors for the error queue.
+func messageFilter(q url.Values) (engine.MessageFilter, error) {
+	f := engine.MessageFilter{
+		ControlID:       q.Get("control_id"),
+		MessageType:     q.Get("type"),
+		Status:          engine.Status(q.Get("status")),
+		SendingFacility: q.Get("sending_facility"),
+	}
+	if f.Status != "" && !f.Status.Valid() {
+		return f, echo.NewHTTPError(http.StatusBadRequest, "status: want accepted, duplicate, rejected or error")
+	}
+	switch q.Get("queue") {
+	case "":
+	case "errors":
+		f.InErrorQueue = true
+	default:
+		return f, echo.NewHTTPError(http.StatusBadRequest, "queue: want errors (the error queue)")
+	}
+	var err error
+	if f.Since, err = queryTime(q, "since"); err != nil {
+		return f, err
+	}
+	if f.Until, err = queryTime(q, "until"); err != nil {
+		return f, err
+	}
+	return f, nil
 }
 
 func queryTime(q url.Values, name string) (time.Time, error) {
@@ -184,4 +208,66 @@ func queryInt(q url.Values, name string) (int64, error) {
 		return 0, echo.NewHTTPError(http.StatusBadRequest, name+": want a non-negative integer")
 	}
 	return n, nil
+}
+
+// maxExport caps the messages one export writes: the newest that many.
+const maxExport = 100_000
+
+// export serves GET /api/v1/messages/export?<the list's filters>&format=ndjson|hl7: every message
+// the filters select, newest first, streamed — NDJSON (one summary per line, with raw_base64), or
+// an HL7 file of the raw messages one after another (what `ferry inspect` and hl7.SplitBatch read
+// back). Capped at 100,000 messages; audited as one search.
+func (h *messageLog) export(c echo.Context) error {
+	q := c.QueryParams()
+	f, err := messageFilter(q)
+	if err != nil {
+		return err
+	}
+	format := q.Get("format")
+	switch format {
+	case "", "ndjson":
+		format = "ndjson"
+		c.Response().Header().Set(echo.HeaderContentType, "application/x-ndjson")
+	case "hl7":
+		c.Response().Header().Set(echo.HeaderContentType, "application/hl7-v2; charset=utf-8")
+	default:
+		return echo.NewHTTPError(http.StatusBadRequest, "format: want ndjson or hl7")
+	}
+	c.Response().Header().Set("Content-Disposition", `attachment; filename="ferry-messages.`+format+`"`)
+	ctx := c.Request().Context()
+	f.Limit = 1000
+	// The first page is read before the status is written, so a store error is still a 500.
+	page, err := h.log.Messages(ctx, f)
+	if err != nil {
+		return err
+	}
+	c.Response().WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(c.Response())
+	written := 0
+	for len(page) > 0 && written < maxExport {
+		for _, m := range page[:min(len(page), maxExport-written)] {
+			if format == "hl7" {
+				_, err = c.Response().Write(append(m.Raw, '\n'))
+			} else {
+				err = enc.Encode(struct {
+					messageSummary
+					RawBase64 string `json:"raw_base64"`
+				}{summarize(m), base64.StdEncoding.EncodeToString(m.Raw)})
+			}
+			if err != nil {
+				return nil // the client went away: nothing more to say to it
+			}
+			written++
+		}
+		if len(page) < f.Limit {
+			break
+		}
+		f.BeforeID = page[len(page)-1].ID
+		if page, err = h.log.Messages(ctx, f); err != nil {
+			h.logger.Error("exporting messages: the store failed mid-export", "written", written, "err", err)
+			return nil // the status is sent; the file ends short and the log says why
+		}
+	}
+	h.logger.Info("audit: message log exported", "count", written, "format", format, "remote", c.RealIP())
+	return nil
 }

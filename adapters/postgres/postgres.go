@@ -192,9 +192,15 @@ func (s *Store) CheckMaintenance(ctx context.Context) error {
 // first of search_path that exists). It holds an advisory lock named after that schema while it
 // runs, so nodes starting together migrate once; running it again is a no-op.
 func (s *Store) Migrate(ctx context.Context) error {
+	_, err := s.MigrateUp(ctx)
+	return err
+}
+
+// MigrateUp is Migrate, saying what it applied.
+func (s *Store) MigrateUp(ctx context.Context) (migrations.Applied, error) {
 	var schema string
 	if err := s.db.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
-		return fmt.Errorf("reading current schema: %w", err)
+		return migrations.Applied{}, fmt.Errorf("reading current schema: %w", err)
 	}
 	h := fnv.New64a()
 	h.Write([]byte("ferry migrations " + schema))
@@ -203,7 +209,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		lock.WithLockTimeout(1, 600), // poll every second, for up to 10 minutes
 	)
 	if err != nil {
-		return fmt.Errorf("creating migration lock: %w", err)
+		return migrations.Applied{}, fmt.Errorf("creating migration lock: %w", err)
 	}
 	p, err := goose.NewProvider(goose.DialectPostgres, s.db, migrations.Postgres,
 		goose.WithSessionLocker(locker),
@@ -211,13 +217,14 @@ func (s *Store) Migrate(ctx context.Context) error {
 		goose.WithLogger(goose.NopLogger()),
 	)
 	if err != nil {
-		return fmt.Errorf("loading migrations: %w", err)
+		return migrations.Applied{}, fmt.Errorf("loading migrations: %w", err)
 	}
 	// Not p.Close: it would close s.db.
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("applying migrations to schema %s: %w", schema, err)
+	results, err := p.Up(ctx)
+	if err != nil {
+		return migrations.Applied{}, fmt.Errorf("applying migrations to schema %s: %w", schema, err)
 	}
-	return nil
+	return migrations.Summarize(ctx, p, results)
 }
 
 // insertBatchSQL inserts a batch in one round trip, inside the transaction that CommitInbound

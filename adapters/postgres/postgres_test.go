@@ -782,3 +782,7 @@ func TestCheckMaintenance(t *testing.T) {
 		t.Fatalf("autovacuum off for worklist_items: CheckMaintenance = %v", err)
 	}
 }
+
+func TestErrorQueue(t *testing.T) {
+	storetest.RunErrorQueue(t, func(t *testing.T) storetest.ErrorQueueStore { return openTestStore(t) })
+}

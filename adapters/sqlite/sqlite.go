@@ -158,18 +158,25 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Migrate applies the pending migrations from migrations.SQLite. Running it again is a no-op.
 func (s *Store) Migrate(ctx context.Context) error {
+	_, err := s.MigrateUp(ctx)
+	return err
+}
+
+// MigrateUp is Migrate, saying what it applied.
+func (s *Store) MigrateUp(ctx context.Context) (migrations.Applied, error) {
 	p, err := goose.NewProvider(goose.DialectSQLite3, s.writer, migrations.SQLite,
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithLogger(goose.NopLogger()),
 	)
 	if err != nil {
-		return fmt.Errorf("loading migrations: %w", err)
+		return migrations.Applied{}, fmt.Errorf("loading migrations: %w", err)
 	}
 	// Not p.Close: it would close s.writer.
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("applying migrations: %w", err)
+	results, err := p.Up(ctx)
+	if err != nil {
+		return migrations.Applied{}, fmt.Errorf("applying migrations: %w", err)
 	}
-	return nil
+	return migrations.Summarize(ctx, p, results)
 }
 
 // insertSQL inserts one message, or nothing when it is accepted and an accepted message already

@@ -238,3 +238,7 @@ func TestFirstPrepareWaitsForTheTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestErrorQueue(t *testing.T) {
+	storetest.RunErrorQueue(t, func(t *testing.T) storetest.ErrorQueueStore { return openTestStore(t, testPath(t)) })
+}

@@ -80,7 +80,31 @@ func (s *Store) Message(ctx context.Context, c Conn, id int64) (*engine.InboundM
 // prepared (QueryOnce): the message type is a prefix, which PostgreSQL plans as an index range
 // only for its value.
 func (s *Store) Messages(ctx context.Context, c Conn, f engine.MessageFilter) ([]*engine.InboundMessage, error) {
+	q, err := s.messageConditions(f)
+	if err != nil {
+		return nil, err
+	}
+	query := "SELECT " + MessageColumns + " FROM inbound_messages" + q.clause() +
+		" ORDER BY id DESC LIMIT " + q.arg(Limit(f.Limit))
+	rows, err := c.QueryOnce(ctx, query, q.args...)
+	out, err := scanAll(s, rows, err, ScanMessage)
+	if err != nil {
+		return nil, fmt.Errorf("listing messages: %w", err)
+	}
+	return out, nil
+}
+
+// messageConditions is f as the conditions of a query on inbound_messages.
+func (s *Store) messageConditions(f engine.MessageFilter) (conditions, error) {
 	q := conditions{d: s.d}
+	return q, s.addMessageConditions(&q, f)
+}
+
+// addMessageConditions adds f's conditions to q.
+func (s *Store) addMessageConditions(q *conditions, f engine.MessageFilter) error {
+	if f.ID > 0 {
+		q.add("id = " + q.arg(f.ID))
+	}
 	if f.ControlID != "" {
 		q.add("control_id = " + q.text(f.ControlID))
 	}
@@ -102,21 +126,17 @@ func (s *Store) Messages(ctx context.Context, c Conn, f engine.MessageFilter) ([
 		}
 		at, err := s.d.Time(bound.at)
 		if err != nil {
-			return nil, &InvalidError{fmt.Errorf("listing messages received %s %s: %w", bound.op, bound.at, err)}
+			return &InvalidError{fmt.Errorf("listing messages received %s %s: %w", bound.op, bound.at, err)}
 		}
 		q.add("received_at " + bound.op + " " + q.arg(at))
 	}
 	if f.BeforeID > 0 {
 		q.add("id < " + q.arg(f.BeforeID))
 	}
-	query := "SELECT " + MessageColumns + " FROM inbound_messages" + q.clause() +
-		" ORDER BY id DESC LIMIT " + q.arg(Limit(f.Limit))
-	rows, err := c.QueryOnce(ctx, query, q.args...)
-	out, err := scanAll(s, rows, err, ScanMessage)
-	if err != nil {
-		return nil, fmt.Errorf("listing messages: %w", err)
+	if f.InErrorQueue {
+		q.add(inErrorQueueSQL)
 	}
-	return out, nil
+	return nil
 }
 
 // ScanMessage reads a row of MessageColumns.

@@ -30,9 +30,11 @@ type (
 		engine.DerivationQueue
 		turnaround.Reader
 		outbox.Store
+		engine.ErrorQueue
 	}
 	TxAreas interface {
 		engine.Tx
+		engine.ReprocessTx
 		engine.LinkWriter
 		turnaround.Marker
 		outbox.Inserter

@@ -109,6 +109,7 @@ type Store struct {
 	peopleStatements
 	auditStatements
 	accessStatements
+	errorQueueStatements
 }
 
 // New returns the shared areas in d's text.
@@ -124,6 +125,7 @@ func New(d Dialect) *Store {
 	s.peopleStatements = newPeopleStatements(s.rebind, d)
 	s.auditStatements = newAuditStatements(s.rebind)
 	s.accessStatements = newAccessStatements(s.rebind, s.d)
+	s.errorQueueStatements = newErrorQueueStatements(s.rebind)
 	return s
 }
 
@@ -132,7 +134,8 @@ func New(d Dialect) *Store {
 func (s *Store) TxStatements() []string {
 	return append([]string{s.claimPending, s.finishPending, s.currentResource, s.resourceVersion,
 		s.resourceHistory, s.resolveKey, s.resourceByKeys.Query, s.putWorklistItem, s.deleteWorklistItem,
-		s.markTurnaround, s.studyLinksOfPatient, s.finishStudyDerivation, s.addPatientAccess, s.sharePatientAccess},
+		s.markTurnaround, s.studyLinksOfPatient, s.finishStudyDerivation, s.addPatientAccess, s.sharePatientAccess,
+		s.message, s.claimReprocessing, s.finishReprocessing},
 		slices.Concat(s.putStudyLink, s.outboxTxStatements(), s.auditTxStatements())...)
 }
 

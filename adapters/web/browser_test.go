@@ -65,6 +65,12 @@ func start(t *testing.T, tls bool, sso func(base string) *web.SSO) *server {
 // browser starts headless Chromium (Debian's chromium), at phone width.
 func browser(t *testing.T) context.Context {
 	t.Helper()
+	return browserAt(t, 390, 844)
+}
+
+// browserAt starts headless Chromium with a window w × h pixels.
+func browserAt(t *testing.T, w, h int) context.Context {
+	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
 		if os.Getenv("FERRY_REQUIRE_PEERS") != "" {
@@ -73,7 +79,7 @@ func browser(t *testing.T) context.Context {
 		t.Skip("chromium not installed (apt-get install chromium); FERRY_REQUIRE_PEERS=1 makes this fatal")
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
-		chromedp.DisableGPU, chromedp.WindowSize(390, 844), chromedp.Flag("headless", "new"))
+		chromedp.DisableGPU, chromedp.WindowSize(w, h), chromedp.Flag("headless", "new"))
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
 	ctx, cancelCtx := chromedp.NewContext(actx)

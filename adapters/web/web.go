@@ -1,4 +1,4 @@
-// Package web is Ferry's server-rendered pages (html/template, go:embed): for now the sign-in
+// Package web is Ferry's server-rendered pages (html/template, go:embed): the sign-in
 // page, sign-out and the signed-in home page; the physician's report view and the analyst
 // console (their own issues) join them here. Pages work without JavaScript and at phone width,
 // carry a strict Content-Security-Policy, and every form carries a CSRF token.
@@ -41,7 +41,9 @@ type Options struct {
 	Logger *slog.Logger
 	// SSO, when set, offers single sign-on on the sign-in page (sso.go).
 	SSO *SSO
-	Now func() time.Time
+	// Console, when set, serves the analyst console under /console (console.go).
+	Console *Console
+	Now     func() time.Time
 }
 
 // SessionCookie is the name of the web session's cookie. The API accepts the session too, when
@@ -99,6 +101,11 @@ func Register(e *echo.Echo, opt Options) error {
 	if opt.SSO != nil {
 		opt.SSO.register(e, p)
 	}
+	if opt.Console != nil {
+		if err := registerConsole(e, p, opt.Console, limit); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -139,9 +146,15 @@ type view struct {
 	Error, Username, Next, SSO string
 	// The home page.
 	Idle, Absolute string
+	// Wide pages (the console's tables) use the screen's width; Refresh reloads a page every
+	// that many seconds (a meta refresh: live without a script).
+	Wide    bool
+	Refresh int
+	// Console links to the analyst console from the home page.
+	Console bool
 }
 
-func (p *pages) render(c echo.Context, status int, t *template.Template, name string, v view) error {
+func (p *pages) render(c echo.Context, status int, t *template.Template, name string, v any) error {
 	var b bytes.Buffer
 	if err := t.ExecuteTemplate(&b, name, v); err != nil {
 		return fmt.Errorf("rendering %s: %w", name, err)
@@ -247,7 +260,8 @@ func (p *pages) homePage(c echo.Context) error {
 	}
 	idle, absolute := p.opt.Access.SessionTimeouts()
 	return p.render(c, http.StatusOK, p.home, "home.html", view{Title: "Signed in", User: ident.User, Role: string(ident.Role),
-		CSRF: sess.CSRFToken, Idle: spoken(idle), Absolute: spoken(absolute)})
+		CSRF: sess.CSRFToken, Idle: spoken(idle), Absolute: spoken(absolute),
+		Console: p.opt.Console != nil && ident.Grants(access.PermMessages)})
 }
 
 // record records e with the request's address.

@@ -13,15 +13,14 @@ import (
 func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: ferry audit verify [--config FILE] [--db URL]"
 	if len(args) == 0 || args[0] != "verify" {
-		fmt.Fprintln(stderr, usage)
-		return exitCode(2)
+		return groupUsage(args, usage, stdout, stderr)
 	}
 	fs := newFlagSet("audit verify", stderr)
 	sf := addStoreFlags(fs)
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	st, _, _, err := openMigrated(ctx, *sf.config, *sf.db)
+	st, _, _, _, err := openMigrated(ctx, *sf.config, *sf.db)
 	if err != nil {
 		return err
 	}

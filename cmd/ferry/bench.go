@@ -13,8 +13,7 @@ import (
 // repeatedly, and prints messages and megabytes per second.
 func bench(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "parse" {
-		fmt.Fprintln(stderr, "usage: ferry bench parse [--repeat N] FILE…")
-		return exitCode(2)
+		return groupUsage(args, "usage: ferry bench parse [--repeat N] FILE…", stdout, stderr)
 	}
 	fs := newFlagSet("bench parse", stderr)
 	repeat := fs.Int("repeat", 0, "passes over the files (default: as many as fit in --duration)")

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/goccy/go-yaml"
-
 	"github.com/ferryhealth/ferry/adapters/delivery"
 	"github.com/ferryhealth/ferry/adapters/mllp"
 	"github.com/ferryhealth/ferry/engine"
@@ -76,6 +74,9 @@ type Config struct {
 	ReadingGroup ReadingGroup `yaml:"reading_group"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `yaml:"log_level"`
+	// LogFormat is text (default: key=value lines) or json (one object per line); flag
+	// --log-format.
+	LogFormat string `yaml:"log_format"`
 }
 
 // ReadingGroup names the reading group: its name and, optionally, an identifier (e.g. its NPI:
@@ -557,8 +558,14 @@ func loadConfig(path string) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading config: %w", err)
 		}
-		if err := yaml.UnmarshalWithOptions(b, cfg, yaml.Strict()); err != nil {
-			return nil, fmt.Errorf("parsing config %s: %w", path, err)
+		if errs := decodeConfig(b, cfg); len(errs) > 0 {
+			// Every problem at once: what did not decode, and what the rest fails to validate.
+			rest := *cfg
+			rest.setDefaults()
+			if err := rest.Validate(); err != nil {
+				errs = append(errs, err)
+			}
+			return nil, fmt.Errorf("invalid config %s:\n%w", path, errors.Join(errs...))
 		}
 	}
 	if v := os.Getenv("FERRY_DATABASE_URL"); v != "" {
@@ -718,6 +725,27 @@ func (c *Config) setLimitDefaults() {
 // sender on the same network takes to read its ACK and send again (docs/performance.md).
 const DefaultCommitLinger = 500 * time.Microsecond
 
+// validateMappings checks where the mappings are: what `ferry serve` and `ferry mappings lint`
+// both refuse.
+func (c *Config) validateMappings() []error {
+	var errs []error
+	if r := c.Mappings.ReloadInterval; r != nil && *r < 0 {
+		errs = append(errs, errors.New("mappings.reload_interval: must not be negative"))
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.mappingsConfig().Facilities)) {
+		dir := c.mappingsConfig().Facilities[name]
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("facilities (%s).mappings: %q is not a directory", name, dir))
+		}
+	}
+	if d := c.Mappings.Dir; d != "" {
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("mappings.dir: %q is not a directory", d))
+		}
+	}
+	return errs
+}
+
 // Validate reports every problem at once, each naming its field.
 func (c *Config) Validate() error {
 	var errs []error
@@ -802,19 +830,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("turnaround.%s: the preliminary (%s) cannot be due after the final (%s)", p, *s.Preliminary, *s.Final))
 		}
 	}
-	if r := c.Mappings.ReloadInterval; r != nil && *r < 0 {
-		errs = append(errs, errors.New("mappings.reload_interval: must not be negative"))
-	}
-	for name, dir := range c.mappingsConfig().Facilities {
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			errs = append(errs, fmt.Errorf("facilities (%s).mappings: %q is not a directory", name, dir))
-		}
-	}
-	if d := c.Mappings.Dir; d != "" {
-		if st, err := os.Stat(d); err != nil || !st.IsDir() {
-			errs = append(errs, fmt.Errorf("mappings.dir: %q is not a directory", d))
-		}
-	}
+	errs = append(errs, c.validateMappings()...)
 	for name, t := range map[string]TLSFiles{"mllp.tls": c.MLLP.TLS, "http.tls": c.HTTP.TLS} {
 		if t.Enabled() && (t.Cert == "" || t.Key == "") {
 			errs = append(errs, fmt.Errorf("%s: cert and key must both be set", name))
@@ -827,6 +843,11 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "", "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log_format: %q is not text or json", c.LogFormat))
 	}
 	if g := c.ReadingGroup; g.Value != "" && g.System == "" || g.System != "" && g.Value == "" {
 		errs = append(errs, errors.New("reading_group: system and value go together"))

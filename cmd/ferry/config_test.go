@@ -153,6 +153,18 @@ func TestDeployConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The site's mappings are deploy/mappings, which the compose file mounts where the config
+	// says; and the container's health is its /readyz, asked by the binary itself.
+	compose, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"./deploy/mappings:" + cfg.Mappings.Dir + ":ro", `"healthcheck", "--url"`} {
+		if !strings.Contains(string(compose), want) {
+			t.Errorf("docker-compose.yml lacks %q", want)
+		}
+	}
+	cfg.Mappings.Dir = "../../deploy/mappings"
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("deploy/ferry.yaml: %v", err)
@@ -205,5 +217,37 @@ tests: [{issuer: A, value: "007", want: "7"}]`), 0o600); err != nil {
 				t.Errorf("err %v, want one naming %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A config with several mistakes is refused with all of them at once, each naming its key as the
+// file writes it and saying what to write instead (issue 14, "Day one for a new analyst").
+func TestConfigErrorsAllAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	body := "mllp:\n  read_timeout: 30\n  max_conections: 5\nhttp:\n  write_timeout: abc\ncommit:\n  workers: 200\nfacilities:\n  - id: STMARYS\n    tz: Europe/London\n    sending_facility: SMH\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(path)
+	if err == nil {
+		t.Fatal("config with five mistakes accepted")
+	}
+	for _, want := range []string{
+		"mllp.read_timeout: \"30\" has no unit: write 30s",
+		"mllp.max_conections: unknown key (did you mean max_connections?)",
+		"http.write_timeout: \"abc\" is not a duration",
+		"facilities[0].tz: unknown key (known here:",
+		"commit.workers: must be from 1 to 64",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	// A file that is not YAML keeps the parser's pointer at the line.
+	if err := os.WriteFile(path, []byte("mllp: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadConfig(path); err == nil || !strings.Contains(err.Error(), "[1:7]") {
+		t.Errorf("broken YAML: got %v, want the parser's position", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -19,8 +20,7 @@ import (
 // when any dead letter could not be replayed.
 func deliveriesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "replay" {
-		fmt.Fprintln(stderr, "usage: ferry deliveries replay --user NAME --reason TEXT [--destination FACILITY/NAME] [--report ID] [--url URL]")
-		return exitCode(2)
+		return groupUsage(args, "usage: ferry deliveries replay --user NAME --reason TEXT [--destination FACILITY/NAME] [--report ID] [--url URL]", stdout, stderr)
 	}
 	fs := newFlagSet("deliveries replay", stderr)
 	base := fs.String("url", "http://127.0.0.1:8080", "Ferry's HTTP listener")
@@ -41,26 +41,12 @@ func deliveriesCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(map[string]string{"user": *user, "reason": *reason, "destination": *destination, "report": *report})
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*base, "/")+"/api/v1/deliveries/replay", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	raw, err := callAPI(ctx, *base, token, "/api/v1/deliveries/replay",
+		map[string]string{"user": *user, "reason": *reason, "destination": *destination, "report": *report}, http.StatusOK)
 	if err != nil {
 		return fmt.Errorf("replaying dead letters: %w", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("replaying dead letters: reading the answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("replaying dead letters: %s: %s", resp.Status, strings.TrimSpace(string(raw)))
 	}
 	var out struct {
 		Replayed []int64 `json:"replayed"`
@@ -80,6 +66,34 @@ func deliveriesCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return exitCode(1)
 	}
 	return nil
+}
+
+// callAPI POSTs body as JSON to a running Ferry's API at base+path with token, and returns the
+// answer when its status is one of want (else an error with the answer's text).
+func callAPI(ctx context.Context, base, token, path string, body any, want ...int) ([]byte, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(base, "/")+path, bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	if !slices.Contains(want, resp.StatusCode) {
+		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(raw)))
+	}
+	return raw, nil
 }
 
 // cliAdminToken is the admin token a command that calls the API presents: from file, else

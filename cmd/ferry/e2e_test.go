@@ -539,6 +539,12 @@ type apiMessage struct {
 	ACK                string          `json:"ack"`
 	MappingVersion     string          `json:"mapping_version"`
 	ProcessingError    string          `json:"processing_error"`
+	Reprocessing       []struct {
+		State          string `json:"state"`
+		Reason         string `json:"reason"`
+		MappingVersion string `json:"mapping_version"`
+		Error          string `json:"error"`
+	} `json:"reprocessing"`
 }
 
 type apiMessageList struct {
@@ -737,6 +743,20 @@ func TestVersion(t *testing.T) {
 			t.Errorf("ferry version printed %q, serve's line names %q", out, p.Version)
 		}
 	})
+	t.Run("help exits 0 everywhere", func(t *testing.T) {
+		t.Parallel()
+		for _, args := range [][]string{{"--help"}, {"help"}, {"serve", "--help"}, {"migrate", "-h"},
+			{"send", "--help"}, {"inspect", "--help"}, {"users", "--help"}, {"users", "add", "--help"},
+			{"tokens", "--help"}, {"tokens", "create", "--help"}, {"audit", "--help"}, {"bench", "--help"},
+			{"mappings", "--help"}, {"mappings", "lint", "--help"}, {"deliveries", "--help"}} {
+			if _, errOut, status := runFerry(t, t.TempDir(), args...); status != 0 {
+				t.Errorf("ferry %s: exit status %d, want 0 (stderr %q)", strings.Join(args, " "), status, errOut)
+			}
+		}
+		if _, _, status := runFerry(t, t.TempDir(), "users"); status != 2 {
+			t.Errorf("ferry users with no subcommand: exit status %d, want 2", status)
+		}
+	})
 	t.Run("unknown command", func(t *testing.T) {
 		t.Parallel()
 		_, errOut, status := runFerry(t, t.TempDir(), "frobnicate")
@@ -754,8 +774,13 @@ func TestMigrateCommand(t *testing.T) {
 			if status != 0 {
 				t.Fatalf("run %d: ferry migrate: exit status %d, stderr:\n%s", i, status, errOut)
 			}
-			if !strings.Contains(out, "is up to date") {
-				t.Errorf("run %d: stdout %q, want \"… is up to date\"", i, out)
+			// The first run says what it applied; the second that there was nothing to do.
+			want := regexp.MustCompile(`: applied \d+ migrations \(1 to \d+\); now at schema version \d+\n$`)
+			if i == 2 {
+				want = regexp.MustCompile(`was already up to date \(schema version \d+\)\n$`)
+			}
+			if !want.MatchString(out) {
+				t.Errorf("run %d: stdout %q, want it to match %s", i, out, want)
 			}
 			if strings.Contains(out+errOut, testAdminToken) {
 				t.Errorf("run %d: output shows a secret", i)

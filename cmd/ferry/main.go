@@ -8,6 +8,7 @@
 //	ferry bench parse FILE…
 //	ferry mappings test|lint [DIR]
 //	ferry identifiers test FILE…
+//	ferry healthcheck [--url URL]
 //	ferry version
 package main
 
@@ -64,12 +65,22 @@ Usage:
   ferry mappings test|lint [--config FILE] [--json] [DIR]
   ferry identifiers test FILE…  run the tests beside a hospital's identifier rules
   ferry deliveries replay --user NAME --reason TEXT [--destination D] [--report ID] [--url URL]
+  ferry reprocess (--id N | [--facility F] [--type T] [--since T]…) [--reason TEXT] [--dry-run] [--dismiss]
+  ferry healthcheck [--url URL]
   ferry version
 
 Run "ferry COMMAND --help" for a command's flags.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// Help asked for anywhere (-h, --help, help) is an answer, not an error: exit status 0.
+	if err := dispatch(ctx, args, stdout, stderr); !errors.Is(err, errHelp) {
+		return err
+	}
+	return nil
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitCode(2)
@@ -98,6 +109,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return deliveriesCmd(ctx, rest, stdout, stderr)
 	case "identifiers":
 		return identifiersCmd(rest, stdout, stderr)
+	case "reprocess":
+		return reprocessCmd(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		return healthcheck(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "ferry", versionString())
 		return nil
@@ -160,3 +175,17 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 var errHelp = fmt.Errorf("%w", errSilent)
+
+// groupUsage answers a command group (users, tokens, audit, …) called without a subcommand it
+// knows: its usage on stdout and errHelp when help was asked for, else on stderr and exit status 2.
+func groupUsage(args []string, usage string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help", "help":
+			fmt.Fprintln(stdout, usage)
+			return errHelp
+		}
+	}
+	fmt.Fprintln(stderr, usage)
+	return exitCode(2)
+}

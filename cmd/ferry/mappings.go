@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -19,30 +18,32 @@ import (
 // mappings.dir, else the shipped mappings alone); facility overrides come from the config.
 func mappingsCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "test" && args[0] != "lint") {
-		fmt.Fprintln(stderr, "usage: ferry mappings test|lint [--config FILE] [--json] [DIR]")
-		return exitCode(2)
+		return groupUsage(args, "usage: ferry mappings test|lint [--config FILE] [--json] [DIR]", stdout, stderr)
 	}
 	sub := args[0]
-	fl := flag.NewFlagSet("mappings "+sub, flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlagSet("mappings "+sub, stderr)
 	configPath := fl.String("config", "", "configuration file (for mappings.dir and the facilities' overrides)")
 	asJSON := fl.Bool("json", false, "print the results as JSON")
-	if err := fl.Parse(args[1:]); err != nil {
-		return exitCode(2)
+	if err := parseFlags(fl, args[1:]); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		return err
 	}
-	mc := cfg.mappingsConfig()
 	if fl.NArg() > 1 {
 		fmt.Fprintln(stderr, "ferry mappings: at most one directory")
 		return exitCode(2)
 	}
 	if fl.NArg() == 1 {
-		mc.Dir = fl.Arg(0)
+		cfg.Mappings.Dir = fl.Arg(0)
 	}
-	src := mc.Source()
+	// What serve would refuse, lint refuses: a directory that is not there is a typo, not an
+	// empty site.
+	if errs := cfg.validateMappings(); len(errs) > 0 {
+		return fmt.Errorf("invalid config:\n%w", errors.Join(errs...))
+	}
+	src := cfg.mappingsConfig().Source()
 	set, err := mappings.Load(src)
 	if err != nil {
 		var probs mappings.Problems
@@ -60,11 +61,12 @@ func mappingsCmd(args []string, stdout, stderr io.Writer) error {
 		return exitCode(1)
 	}
 	if sub == "lint" {
+		checked := lintEntries(set)
 		if *asJSON {
-			return json.NewEncoder(stdout).Encode(map[string]any{"problems": []any{}, "mappings": versions(set)})
+			return json.NewEncoder(stdout).Encode(map[string]any{"problems": []any{}, "mappings": versions(set), "checked": checked})
 		}
-		for _, v := range versions(set) {
-			fmt.Fprintln(stdout, "ok", v)
+		for _, e := range checked {
+			fmt.Fprintf(stdout, "ok  %-8s  %-40s  %s\n", e.Direction, e.File, e.Version)
 		}
 		return nil
 	}
@@ -135,3 +137,22 @@ func mappingsCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func versions(s *mappings.Set) []string { return s.Versions() }
+
+// lintEntry is one mapping lint found sound: which way it maps, the file it was loaded from and
+// the version messages will record.
+type lintEntry struct {
+	Direction string `json:"direction"` // inbound (HL7 → FHIR and worklist) or outbound (report → ORU)
+	File      string `json:"file"`
+	Version   string `json:"version"`
+}
+
+func lintEntries(s *mappings.Set) []lintEntry {
+	var out []lintEntry
+	for _, m := range s.Mappings() {
+		out = append(out, lintEntry{Direction: "inbound", File: m.File, Version: m.Version})
+	}
+	for _, o := range s.Outbounds() {
+		out = append(out, lintEntry{Direction: "outbound", File: o.File, Version: o.Version()})
+	}
+	return out
+}

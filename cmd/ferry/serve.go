@@ -48,7 +48,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(stderr, cfg.LogLevel)
+	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	// Mapping and FHIR validation allocate a lot per message and Ferry's live heap is small:
 	// collecting less often buys ~10% of CPU (docs/performance.md). GOGC in the environment wins.
 	if os.Getenv("GOGC") == "" {
@@ -58,6 +58,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	a := newApp(ctx, drainTimeout, logger)
 	defer a.abort() // an assembly that fails stops what had started
 
+	// One serve per embedded store, released last (after the store closes).
+	unlock, err := lockEmbeddedStore(cfg.Database)
+	if err != nil {
+		return err
+	}
+	a.closer("embedded store lock", func() error { unlock(); return nil })
 	st, kind, err := openStore(ctx, cfg.Database)
 	if err != nil {
 		return err
@@ -120,6 +126,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	inbound.AckOnReceipt = cfg.MLLP.Ack == "on_receipt"
 	inbound.Pending = pending
 	a.worker("pending messages", pending.Run)
+	// The error queue's reprocessing, run as the pending worker runs (docs/orders.md).
+	reprocessor := &engine.Reprocessor{Store: st, Processor: inbound.Processor, Logger: logger}
+	a.worker("reprocessing", reprocessor.Run)
+	reg.MustRegister(engine.NewErrorQueueCollector(st, logger))
 
 	token, err := adminToken(cfg, logger)
 	if err != nil {
@@ -199,11 +209,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	trail := &audit.Recorder{Begin: st.Begin}
 	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Unlearner: storage.intake.Linker, CrossReference: storage.intake.Linker, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming, st), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
-		Access: people, SessionCookie: web.SessionCookie, Audit: trail, AuditEvents: st, Patients: patients})
+		Access: people, SessionCookie: web.SessionCookie, Audit: trail, AuditEvents: st, Patients: patients,
+		ErrorQueue: st, Reprocessed: reprocessor.Nudge})
 	if err != nil {
 		return err
 	}
-	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger, SSO: sso}); err != nil {
+	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger, SSO: sso,
+		Console: &web.Console{Messages: st, Reprocessed: reprocessor.Nudge}}); err != nil {
 		return err
 	}
 	httpSrv := cfg.HTTP.server(api)
@@ -285,6 +297,7 @@ func serveConfig(args []string, stderr io.Writer) (*Config, error) {
 	mllpAddr := fs.String("mllp", "", "MLLP listen address (default :2575)")
 	httpAddr := fs.String("http", "", "HTTP listen address (default :8080)")
 	dicomAddr := fs.String("dicom", "", "DICOM listen address (default :11112)")
+	logFormat := fs.String("log-format", "", "log lines as text (default) or json (overrides log_format)")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
@@ -292,7 +305,7 @@ func serveConfig(args []string, stderr io.Writer) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	for flagVal, field := range map[*string]*string{db: &cfg.Database, mllpAddr: &cfg.Listen.MLLP, httpAddr: &cfg.Listen.HTTP, dicomAddr: &cfg.Listen.DICOM} {
+	for flagVal, field := range map[*string]*string{db: &cfg.Database, mllpAddr: &cfg.Listen.MLLP, httpAddr: &cfg.Listen.HTTP, dicomAddr: &cfg.Listen.DICOM, logFormat: &cfg.LogFormat} {
 		if *flagVal != "" {
 			*field = *flagVal
 		}
@@ -348,10 +361,15 @@ func verifiedClient(cs *tls.ConnectionState) *x509.Certificate {
 
 // newLogger is the service's logger: text on w from level up, a flood of the same warning or
 // error cut to a few lines and a count per window (internal/lograte).
-func newLogger(w io.Writer, level string) *slog.Logger {
+func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(lograte.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}), lograte.Options{}))
+	opts := &slog.HandlerOptions{Level: l}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, opts) // one JSON object per line, for a log shipper
+	}
+	return slog.New(lograte.New(h, lograte.Options{}))
 }
 
 // adminToken returns the configured admin token, or the one kept in DATA_DIR/admin-token,

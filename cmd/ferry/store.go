@@ -12,6 +12,7 @@ import (
 	"github.com/ferryhealth/ferry/engine/audit"
 	"github.com/ferryhealth/ferry/engine/outbox"
 	"github.com/ferryhealth/ferry/engine/turnaround"
+	"github.com/ferryhealth/ferry/migrations"
 )
 
 // store is what ferry needs of either store.
@@ -22,10 +23,12 @@ type store interface {
 	engine.DerivationQueue
 	outbox.Store
 	turnaround.Reader
+	engine.ErrorQueue
 	access.Store        // users, API tokens, web sessions
 	access.PatientStore // who may see which patient, break-glass grants
 	audit.Reader
 	Migrate(ctx context.Context) error
+	MigrateUp(ctx context.Context) (migrations.Applied, error) // Migrate, saying what it applied
 }
 
 // openStore opens the store a database URL names (sqlite:PATH or postgres://…).

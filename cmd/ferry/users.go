@@ -65,7 +65,7 @@ func operands(fs *flag.FlagSet, args []string, min, max int, usage string, stder
 
 // withPeople runs f with the access service on the store --config / --db name, migrated.
 func withPeople(ctx context.Context, sf storeFlags, f func(*access.Service) error) error {
-	st, _, _, err := openMigrated(ctx, *sf.config, *sf.db)
+	st, _, _, _, err := openMigrated(ctx, *sf.config, *sf.db)
 	if err != nil {
 		return err
 	}
@@ -75,9 +75,8 @@ func withPeople(ctx context.Context, sf storeFlags, f func(*access.Service) erro
 
 func usersCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: ferry users add NAME --role ROLE [--practitioner [SYSTEM|]VALUE]... [--facility CODE]... [--password-stdin] | list | disable NAME"
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, usage)
-		return exitCode(2)
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+		return groupUsage(args, usage, stdout, stderr)
 	}
 	fs := newFlagSet("users "+args[0], stderr)
 	sf := addStoreFlags(fs)
@@ -157,9 +156,8 @@ func usersCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func tokensCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: ferry tokens create NAME [--expires 90d] [--scope SCOPE]... | list [NAME] | revoke ID"
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, usage)
-		return exitCode(2)
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+		return groupUsage(args, usage, stdout, stderr)
 	}
 	fs := newFlagSet("tokens "+args[0], stderr)
 	sf := addStoreFlags(fs)

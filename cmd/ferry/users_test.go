@@ -67,7 +67,7 @@ func TestUsersAndTokensCLI(t *testing.T) {
 		t.Errorf("tokens create: stderr %q, want the token's ID and expiry", errOut)
 	}
 
-	st, _, _, err := openMigrated(ctx, "", db)
+	st, _, _, _, err := openMigrated(ctx, "", db)
 	if err != nil {
 		t.Fatal(err)
 	}

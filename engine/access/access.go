@@ -50,20 +50,21 @@ func ParseRole(s string) (Role, error) {
 type Permission string
 
 const (
-	PermMessages       Permission = "messages:read"  // the message log, reprocessing
-	PermMappings       Permission = "mappings"       // mapping tests
-	PermDeliveries     Permission = "deliveries"     // the outbox, dead letters, replay
-	PermReconciliation Permission = "reconciliation" // studies, links, the reconciliation worklist
-	PermDashboards     Permission = "dashboards"     // turnaround
-	PermFHIRRead       Permission = "fhir:read"      // FHIR read and search
-	PermReportsWrite   Permission = "reports:write"  // DiagnosticReport create and update
-	PermDICOMwebRead   Permission = "dicomweb:read"  // QIDO-RS, WADO-RS
-	PermDICOMwebWrite  Permission = "dicomweb:write" // STOW-RS
-	PermUsers          Permission = "users"          // users and tokens
-	PermAudit          Permission = "audit:read"     // the audit trail
-	PermOperations     Permission = "operations"     // metrics and profiles
-	PermBreakGlass     Permission = "break-glass"    // a physician opens another patient's record, giving a reason
-	permAll            Permission = "*"              // admin
+	PermMessages       Permission = "messages:read"      // the message log
+	PermReprocess      Permission = "messages:reprocess" // the error queue: reprocess, dismiss
+	PermMappings       Permission = "mappings"           // mapping tests
+	PermDeliveries     Permission = "deliveries"         // the outbox, dead letters, replay
+	PermReconciliation Permission = "reconciliation"     // studies, links, the reconciliation worklist
+	PermDashboards     Permission = "dashboards"         // turnaround
+	PermFHIRRead       Permission = "fhir:read"          // FHIR read and search
+	PermReportsWrite   Permission = "reports:write"      // DiagnosticReport create and update
+	PermDICOMwebRead   Permission = "dicomweb:read"      // QIDO-RS, WADO-RS
+	PermDICOMwebWrite  Permission = "dicomweb:write"     // STOW-RS
+	PermUsers          Permission = "users"              // users and tokens
+	PermAudit          Permission = "audit:read"         // the audit trail
+	PermOperations     Permission = "operations"         // metrics and profiles
+	PermBreakGlass     Permission = "break-glass"        // a physician opens another patient's record, giving a reason
+	permAll            Permission = "*"                  // admin
 )
 
 // Scopes are the permissions a system token may be given (ferry tokens create --scope).
@@ -89,7 +90,7 @@ func ParseScope(s string) (Permission, error) {
 // token's scopes.
 var rolePermissions = map[Role][]Permission{
 	RoleAdmin:       {permAll},
-	RoleAnalyst:     {PermMessages, PermMappings, PermDeliveries, PermReconciliation, PermDashboards},
+	RoleAnalyst:     {PermMessages, PermReprocess, PermMappings, PermDeliveries, PermReconciliation, PermDashboards},
 	RoleRadiologist: {PermFHIRRead, PermReportsWrite, PermDICOMwebRead},
 	RolePhysician:   {PermFHIRRead, PermDICOMwebRead, PermBreakGlass},
 	RoleSystem:      nil,
