@@ -65,7 +65,7 @@ func BenchmarkCStoreVsStorescp(b *testing.B) {
 
 	targets := []*cstoreTarget{
 		{name: "ferry-sqlite", run: func(b *testing.B, dir string) cstoreRun {
-			return sendToFerry(b, storescu, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, assocs, true)
+			return sendToFerry(b, ferryBin, storescu, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, assocs, true)
 		}},
 		{name: "storescp", run: func(b *testing.B, dir string) cstoreRun {
 			return sendToStorescp(b, storescu, storescp, dir, assocs, false)
@@ -76,7 +76,7 @@ func BenchmarkCStoreVsStorescp(b *testing.B) {
 	}
 	if pgDSN != "" {
 		targets = append(targets, &cstoreTarget{name: "ferry-pg", run: func(b *testing.B, dir string) cstoreRun {
-			return sendToFerry(b, storescu, benchPostgresSchema(b, pgDSN), dir, assocs, false)
+			return sendToFerry(b, ferryBin, storescu, benchPostgresSchema(b, pgDSN), dir, assocs, false)
 		}})
 	}
 	base := b.TempDir()
@@ -152,6 +152,11 @@ type cstoreTarget struct {
 type cstoreRun struct {
 	instances int
 	wall      time.Duration
+	// transfer is the time from the first Store Request any storescu sent to the last Store
+	// Response: the wall time less the senders' start (each storescu loads dcmtk's dictionary and
+	// reads every file it is to send before it associates, which on a busy machine costs more
+	// with more processes, whatever the receiver).
+	transfer  time.Duration
 	latencies []time.Duration
 	// receiverCPU and senderCPU are the CPU time (user and system) that the receiver's
 	// processes and the storescu processes used during the send.
@@ -204,11 +209,11 @@ func cstoreInstances(b *testing.B, dcmodify, src, dir string) [][]string {
 	return assocs
 }
 
-// sendToFerry starts `ferry serve` on db, sends the instances, checks that every one was stored
+// sendToFerry starts `bin serve` on db, sends the instances, checks that every one was stored
 // and stops Ferry (gracefully). timed: ns/op counts this send.
-func sendToFerry(b *testing.B, storescu, db, dir string, assocs [][]string, timed bool) cstoreRun {
+func sendToFerry(b *testing.B, bin, storescu, db, dir string, assocs [][]string, timed bool) cstoreRun {
 	b.Helper()
-	addr, pid, stop := startFerryForBench(b, db, dir)
+	addr, pid, stop := startFerryForBench(b, bin, db, dir)
 	defer stop()
 	host, port, _ := net.SplitHostPort(addr)
 	if timed {
@@ -262,6 +267,8 @@ func sendToStorescp(b *testing.B, storescu, storescp, dir string, assocs [][]str
 func sendCStores(b *testing.B, storescu, host, port, calledAE string, assocs [][]string, receiver int) cstoreRun {
 	b.Helper()
 	type result struct {
+		firstSent time.Time
+		lastDone  time.Time
 		latencies []time.Duration
 		stored    int
 		cpu       time.Duration // storescu's, user and system
@@ -295,9 +302,13 @@ func sendCStores(b *testing.B, storescu, host, port, calledAE string, assocs [][
 				switch {
 				case strings.HasPrefix(line, "I: Sending Store Request"):
 					sent = now
+					if r.firstSent.IsZero() {
+						r.firstSent = now
+					}
 				case strings.HasPrefix(line, "I: Received Store Response (Success)"):
 					r.latencies = append(r.latencies, now.Sub(sent))
 					r.stored++
+					r.lastDone = now
 				}
 			}
 			r.err = cmd.Wait()
@@ -310,6 +321,16 @@ func sendCStores(b *testing.B, storescu, host, port, calledAE string, assocs [][
 	wg.Wait()
 	run := cstoreRun{wall: time.Since(start)}
 	run.receiverCPU = processGroupCPU(b, receiver) - receiverBefore
+	var firstSent, lastDone time.Time
+	for _, r := range results {
+		if firstSent.IsZero() || r.firstSent.Before(firstSent) {
+			firstSent = r.firstSent
+		}
+		if r.lastDone.After(lastDone) {
+			lastDone = r.lastDone
+		}
+	}
+	run.transfer = lastDone.Sub(firstSent)
 	for a, r := range results {
 		if r.err != nil || r.stored != len(assocs[a]) {
 			b.Fatalf("storescu to %s:%s (%s), association %d: %v, %d of %d stored\n%s",
@@ -322,14 +343,20 @@ func sendCStores(b *testing.B, storescu, host, port, calledAE string, assocs [][
 	return run
 }
 
-// startFerryForBench starts `ferry serve` on db in dir, in a process group of its own, and
+// startFerryForBench starts `bin serve` (bin: ferryBin, or another build to compare with) on db in dir, in a process group of its own, and
 // returns its DICOM address, its process ID and a function that stops it with SIGTERM, failing
 // (not at once: it runs deferred) unless it drains and exits 0. It is startFerry for a
 // benchmark: startFerry takes a *testing.T.
-func startFerryForBench(b *testing.B, db, dir string) (dicomAddr string, pid int, stop func()) {
+func startFerryForBench(b *testing.B, bin, db, dir string) (dicomAddr string, pid int, stop func()) {
 	b.Helper()
 	out, errOut := &lockedBuffer{}, &lockedBuffer{}
-	cmd := exec.Command(ferryBin, "serve", "--mllp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dicom", "127.0.0.1:0", "--db", db)
+	// No cap on associations from one address: every storescu of the benchmark calls from
+	// 127.0.0.1, and the default cap (20) would refuse the 21st.
+	config := filepath.Join(dir, "bench.yaml")
+	if err := os.WriteFile(config, []byte("dicom: {max_connections_per_address: -1}\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "--config", config, "--mllp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dicom", "127.0.0.1:0", "--db", db)
 	cmd.Dir = dir
 	cmd.Env = append(filteredEnv("FERRY_DATABASE_URL", "FERRY_ADMIN_TOKEN"), "FERRY_ADMIN_TOKEN="+testAdminToken)
 	cmd.Stdout, cmd.Stderr = out, errOut

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -125,7 +127,15 @@ func TestDatabaseFrozen(t *testing.T) {
 	}
 	proxy := startFreezableProxy(t, u.Host)
 	u.Host = proxy.ln.Addr().String()
-	p := startFerry(t, u.String(), dir, serveOptions{Config: "commit: {timeout: 2s}\n"})
+	p := startFerry(t, u.String(), dir, serveOptions{Config: "commit: {timeout: 2s}\nhttp: {answer_timeout: 2s}\n"})
+	storescu := requirePeer(t, "storescu", "dcmtk")
+	instance := studyFile(t, t.TempDir())
+	dicomHost, dicomPort, _ := net.SplitHostPort(p.DICOMAddr)
+	cstore := func() (string, time.Duration) {
+		start := time.Now()
+		out, _ := exec.Command(storescu, "-v", "-aec", "FERRY", dicomHost, dicomPort, instance).CombinedOutput()
+		return string(out), time.Since(start)
+	}
 
 	sender := dialMLLP(t, p.MLLPAddr)
 	before := ormMessage("STMARYS", "FRZ-BEFORE")
@@ -154,10 +164,31 @@ func TestDatabaseFrozen(t *testing.T) {
 			answers[i] = answer{ack, err, time.Since(start)}
 		})
 	}
+	// A C-STORE and an API read in the same window: the C-STORE fails within commit.timeout
+	// (the peer sends it again), the read is answered 503 within http.answer_timeout.
+	var (
+		storeOut           string
+		storeTook, apiTook time.Duration
+		apiCode            int
+	)
+	wg.Go(func() { storeOut, storeTook = cstore() })
+	wg.Go(func() {
+		start := time.Now()
+		apiCode = p.get(t, "/fhir/r4/Patient?identifier=FRZ", nil)
+		apiTook = time.Since(start)
+	})
 	start := time.Now()
 	code := p.get(t, "/readyz", nil)
 	readyTook := time.Since(start)
 	wg.Wait()
+	if strings.Contains(storeOut, "Received Store Response (Success)") {
+		t.Errorf("C-STORE while the database is frozen answered Success:\n%s", storeOut)
+	}
+	t.Logf("C-STORE while frozen ended in %v", storeTook.Round(time.Millisecond))
+	if apiCode != http.StatusServiceUnavailable {
+		t.Errorf("FHIR read while the database is frozen: %d, want 503", apiCode)
+	}
+	t.Logf("FHIR read answered %d in %v while frozen (http.answer_timeout 2s)", apiCode, apiTook.Round(time.Millisecond))
 	if code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz while the database is frozen: %d, want 503", code)
 	}
@@ -180,6 +211,9 @@ func TestDatabaseFrozen(t *testing.T) {
 		if i == 0 {
 			t.Logf("first message after the thaw answered AA in %v", time.Since(thawed).Round(time.Millisecond))
 		}
+	}
+	if out, _ := cstore(); !strings.Contains(out, "Received Store Response (Success)") {
+		t.Errorf("C-STORE sent again after the freeze: no Success\n%s", out)
 	}
 	// Ready again once a commit has gone through: each message sent is one.
 	for i := 0; ; i++ {
