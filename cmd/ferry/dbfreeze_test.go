@@ -23,6 +23,7 @@ type freezableProxy struct {
 	mu     sync.Mutex
 	frozen bool
 	thawed chan struct{} // closed when a freeze ends
+	down   bool          // killed: every connection closed, new ones refused (closed at once)
 	conns  []net.Conn
 }
 
@@ -55,6 +56,13 @@ func (p *freezableProxy) serve() {
 		}
 		go func() {
 			p.gate() // a connection opened while frozen is not answered either
+			p.mu.Lock()
+			down := p.down
+			p.mu.Unlock()
+			if down {
+				c.Close() // a database that is not running: the connection is refused
+				return
+			}
 			up, err := net.Dial("tcp", p.target)
 			if err != nil {
 				c.Close()
@@ -102,6 +110,23 @@ func (p *freezableProxy) freeze() {
 	if !p.frozen {
 		p.frozen, p.thawed = true, make(chan struct{})
 	}
+}
+
+// kill is the database killed: every open connection closed, new ones refused until restart.
+func (p *freezableProxy) kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *freezableProxy) restart() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = false
 }
 
 func (p *freezableProxy) thaw() {
@@ -239,4 +264,109 @@ func TestDatabaseFrozen(t *testing.T) {
 			t.Errorf("message %s stored as %v; want one original (and duplicates of it)", id, statuses(ms))
 		}
 	}
+}
+
+// TestDatabaseKilledUnderLoad is issue 18's PostgreSQL killed and restarted while senders keep
+// sending: its connections cut and new ones refused, then accepted again (the proxy stands in for
+// the server a test must not stop). While it is down messages are answered AE (never AA for one
+// not stored); once it is back the service resumes without a restart of Ferry; every message answered AA is
+// stored exactly once, and each resent one is recognised.
+func TestDatabaseKilledUnderLoad(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dsn := freshPostgresSchema(t, dir)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startFreezableProxy(t, u.Host)
+	u.Host = proxy.ln.Addr().String()
+	p := startFerry(t, u.String(), dir, serveOptions{Config: "commit: {timeout: 2s}\n"})
+
+	const senders, perSender = 4, 30
+	var (
+		mu    sync.Mutex
+		acked = map[string]bool{}
+		codes = map[string]int{}
+		wg    sync.WaitGroup
+	)
+	// killAt: the kill comes once a third of the messages are answered, and the restart once
+	// the senders have had answers while it was down.
+	killAt, restartAt := make(chan struct{}), make(chan struct{})
+	var answered, answeredDown int
+	for s := range senders {
+		c := dialMLLP(t, p.MLLPAddr)
+		wg.Go(func() {
+			for i := 0; i < perSender; i++ {
+				id := fmt.Sprintf("KILL-%d-%d", s, i)
+				for {
+					ack, err := c.roundTrip(ormMessage("STMARYS", id), hangGuard)
+					if err != nil {
+						t.Errorf("sending %s: %v", id, err)
+						return
+					}
+					mu.Lock()
+					codes[ack.Code]++
+					answered++
+					if answered == senders*perSender/3 {
+						close(killAt)
+					}
+					if proxyDown(proxy) {
+						// An AA now is a commit that ended before the kill: checked below,
+						// as every AA is, to be stored.
+						answeredDown++
+						if answeredDown == senders {
+							close(restartAt)
+						}
+					}
+					if ack.Code == "AA" {
+						acked[id] = true
+					}
+					mu.Unlock()
+					if ack.Code == "AA" {
+						break
+					}
+					// AE: the sender sends it again, as a real one does.
+				}
+			}
+		})
+	}
+	<-killAt
+	proxy.kill()
+	<-restartAt
+	proxy.restart()
+	wg.Wait()
+	t.Logf("answers: %v", codes)
+	if codes["AE"] == 0 {
+		t.Error("no message was answered AE while the database was down")
+	}
+	for s := range senders {
+		for i := range perSender {
+			id := fmt.Sprintf("KILL-%d-%d", s, i)
+			if !acked[id] {
+				t.Errorf("message %s never answered AA", id)
+				continue
+			}
+			originals := 0
+			ms := p.byControlID(t, id)
+			for _, m := range ms {
+				if m.Status != "duplicate" {
+					originals++
+				}
+			}
+			if originals != 1 {
+				t.Errorf("message %s stored as %v; want one original", id, statuses(ms))
+			}
+		}
+	}
+	if code := p.get(t, "/readyz", nil); code != http.StatusOK {
+		t.Errorf("/readyz after the database is back and commits went through: %d, want 200", code)
+	}
+}
+
+// proxyDown reports whether the proxy stands for a killed database.
+func proxyDown(p *freezableProxy) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.down
 }
