@@ -29,14 +29,7 @@ func BenchmarkIntakeAssociations(b *testing.B) {
 	stores := map[string]func(b *testing.B) engine.InstanceStore{
 		"sqlite": func(b *testing.B) engine.InstanceStore {
 			st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "ferry.db"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { st.Close() })
-			if err := st.Migrate(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			return st
+			return migratedInstanceStore(b, st, err)
 		},
 	}
 	if dsn := os.Getenv("FERRY_BENCH_PG_DSN"); dsn != "" {
@@ -54,14 +47,7 @@ func BenchmarkIntakeAssociations(b *testing.B) {
 				sep = "&"
 			}
 			st, err := postgres.Open(context.Background(), dsn+sep+"search_path=intake_bench")
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { st.Close() })
-			if err := st.Migrate(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			return st
+			return migratedInstanceStore(b, st, err)
 		}
 	}
 	body := make([]byte, 64<<10)
@@ -103,6 +89,22 @@ func BenchmarkIntakeAssociations(b *testing.B) {
 			})
 		}
 	}
+}
+
+// migratedInstanceStore fails b on err, else migrates st and closes it when b ends.
+func migratedInstanceStore[S interface {
+	engine.InstanceStore
+	Migrate(context.Context) error
+	Close() error
+}](b *testing.B, st S, err error) engine.InstanceStore {
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	if err := st.Migrate(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return st
 }
 
 // storeOne writes instance n as a receiver does (file written and fsynced in the incoming

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"syscall"
 	"testing"
 )
@@ -34,28 +33,12 @@ import (
 //	FERRY_BENCH_ROUNDS=5 FERRY_BENCH_PG_DSN='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' \
 //	  go test -run '^$' -bench BenchmarkCStoreAssociations -benchtime 1x ./cmd/ferry/
 func BenchmarkCStoreAssociations(b *testing.B) {
-	storescu := requireDCMTK(b, "storescu")
-	dcmodify := requireDCMTK(b, "dcmodify")
-	src := filepath.Join(corpusDir, cstoreBenchSource)
-	if _, err := os.Stat(src); err != nil {
-		b.Skipf("corpus absent (%v): the benchmark needs ../shared/corpus beside the repository", err)
-	}
-	rounds := 3
-	if v := os.Getenv("FERRY_BENCH_ROUNDS"); v != "" {
-		var err error
-		if rounds, err = strconv.Atoi(v); err != nil || rounds < 1 {
-			b.Fatalf("FERRY_BENCH_ROUNDS=%q: want a positive number", v)
-		}
-	}
+	storescu, studies, _, rounds := cstoreBenchSetup(b)
 	pgDSN := os.Getenv("FERRY_BENCH_PG_DSN")
 	orthanc, _ := exec.LookPath("Orthanc")
 	if orthanc == "" {
 		orthanc, _ = exec.LookPath("/usr/sbin/Orthanc")
 	}
-
-	b.StopTimer()
-	studies := cstoreInstances(b, dcmodify, src, b.TempDir())
-	b.Logf("load average before: %s", loadAverage())
 	bins := map[string]string{"ferry": ferryBin}
 	if old := os.Getenv("FERRY_BENCH_BASELINE_BIN"); old != "" {
 		bins["baseline"] = old
@@ -80,33 +63,8 @@ func BenchmarkCStoreAssociations(b *testing.B) {
 			}})
 		}
 	}
-	base := b.TempDir()
 	for range b.N {
-		for r := range rounds {
-			order := slices.Clone(targets)
-			if r%2 == 1 {
-				slices.Reverse(order)
-			}
-			line := fmt.Sprintf("round %d (instances/s, wall/transfer):", r+1)
-			for _, tg := range order {
-				dir, err := os.MkdirTemp(base, tg.name+"-")
-				if err != nil {
-					b.Fatal(err)
-				}
-				syscall.Sync() // no target pays for the previous one's unwritten pages
-				run := tg.run(b, dir)
-				if err := os.RemoveAll(dir); err != nil {
-					b.Fatal(err)
-				}
-				tg.instances += run.instances
-				tg.wall += run.wall
-				tg.transfer += run.transfer
-				tg.latencies = append(tg.latencies, run.latencies...)
-				tg.receiverCPU += run.receiverCPU
-				line += fmt.Sprintf(" %s %.0f/%.0f", tg.name, float64(run.instances)/run.wall.Seconds(), float64(run.instances)/run.transfer.Seconds())
-			}
-			b.Log(line)
-		}
+		runCStoreRounds(b, targets, rounds)
 	}
 	b.Logf("load average after: %s", loadAverage())
 	rate, transferRate := map[string]float64{}, map[string]float64{}

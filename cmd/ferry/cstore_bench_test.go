@@ -43,25 +43,9 @@ import (
 //
 //	FERRY_BENCH_ROUNDS=3 go test -run '^$' -bench BenchmarkCStoreVsStorescp -benchtime 1x ./cmd/ferry/
 func BenchmarkCStoreVsStorescp(b *testing.B) {
-	storescu := requireDCMTK(b, "storescu")
 	storescp := requireDCMTK(b, "storescp")
-	dcmodify := requireDCMTK(b, "dcmodify")
-	src := filepath.Join(corpusDir, cstoreBenchSource)
-	info, err := os.Stat(src)
-	if err != nil {
-		b.Skipf("corpus absent (%v): the benchmark needs ../shared/corpus beside the repository", err)
-	}
-	rounds := 3
-	if v := os.Getenv("FERRY_BENCH_ROUNDS"); v != "" {
-		if rounds, err = strconv.Atoi(v); err != nil || rounds < 1 {
-			b.Fatalf("FERRY_BENCH_ROUNDS=%q: want a positive number", v)
-		}
-	}
+	storescu, assocs, info, rounds := cstoreBenchSetup(b)
 	pgDSN := os.Getenv("FERRY_BENCH_PG_DSN")
-
-	b.StopTimer()
-	assocs := cstoreInstances(b, dcmodify, src, b.TempDir())
-	b.Logf("load average before: %s", loadAverage())
 
 	targets := []*cstoreTarget{
 		{name: "ferry-sqlite", run: func(b *testing.B, dir string) cstoreRun {
@@ -79,38 +63,9 @@ func BenchmarkCStoreVsStorescp(b *testing.B) {
 			return sendToFerry(b, ferryBin, storescu, benchPostgresSchema(b, pgDSN), dir, assocs, false)
 		}})
 	}
-	base := b.TempDir()
 	b.SetBytes(int64(rounds*cstoreAssociations*cstorePerAssociation) * info.Size())
 	for range b.N {
-		for r := range rounds {
-			order := slices.Clone(targets)
-			if r%2 == 1 {
-				slices.Reverse(order)
-			}
-			// One line per round: the testing package keeps only the first 10 lines of a
-			// benchmark's log.
-			line := fmt.Sprintf("round %d (instances/s):", r+1)
-			for _, tg := range order {
-				dir, err := os.MkdirTemp(base, tg.name+"-")
-				if err != nil {
-					b.Fatal(err)
-				}
-				// No target pays for the previous one's unwritten pages: storescp leaves
-				// 210 MB in the page cache that the kernel would write during the next round.
-				syscall.Sync()
-				run := tg.run(b, dir)
-				if err := os.RemoveAll(dir); err != nil {
-					b.Fatal(err)
-				}
-				tg.instances += run.instances
-				tg.wall += run.wall
-				tg.latencies = append(tg.latencies, run.latencies...)
-				tg.receiverCPU += run.receiverCPU
-				tg.senderCPU += run.senderCPU
-				line += fmt.Sprintf(" %s %.0f", tg.name, float64(run.instances)/run.wall.Seconds())
-			}
-			b.Log(line)
-		}
+		runCStoreRounds(b, targets, rounds)
 	}
 	b.Logf("load average after: %s", loadAverage())
 
@@ -129,6 +84,65 @@ func BenchmarkCStoreVsStorescp(b *testing.B) {
 			b.ReportMetric(rate[ferry]/rate["storescp"], ferry+"/storescp")
 			b.ReportMetric(rate[ferry]/rate["storescp-nodelay"], ferry+"/storescp-nodelay")
 		}
+	}
+}
+
+// cstoreBenchSetup finds storescu and dcmodify and the corpus instance the C-STORE benchmarks
+// copy (skipping the benchmark without them), makes the copies (cstoreInstances) and reads
+// FERRY_BENCH_ROUNDS (default 3). It stops the timer.
+func cstoreBenchSetup(b *testing.B) (storescu string, studies [][]string, src os.FileInfo, rounds int) {
+	storescu = requireDCMTK(b, "storescu")
+	dcmodify := requireDCMTK(b, "dcmodify")
+	path := filepath.Join(corpusDir, cstoreBenchSource)
+	src, err := os.Stat(path)
+	if err != nil {
+		b.Skipf("corpus absent (%v): the benchmark needs ../shared/corpus beside the repository", err)
+	}
+	rounds = 3
+	if v := os.Getenv("FERRY_BENCH_ROUNDS"); v != "" {
+		if rounds, err = strconv.Atoi(v); err != nil || rounds < 1 {
+			b.Fatalf("FERRY_BENCH_ROUNDS=%q: want a positive number", v)
+		}
+	}
+	b.StopTimer()
+	studies = cstoreInstances(b, dcmodify, path, b.TempDir())
+	b.Logf("load average before: %s", loadAverage())
+	return storescu, studies, src, rounds
+}
+
+// runCStoreRounds runs every target once per round, in a fresh directory each, the order
+// reversed every other round, and adds each run to its target; it logs one line per round (the
+// testing package keeps only the first 10 lines of a benchmark's log): each target's rate over
+// the wall time and over the transfer.
+func runCStoreRounds(b *testing.B, targets []*cstoreTarget, rounds int) {
+	base := b.TempDir()
+	for r := range rounds {
+		order := slices.Clone(targets)
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		line := fmt.Sprintf("round %d (instances/s, wall/transfer):", r+1)
+		for _, tg := range order {
+			dir, err := os.MkdirTemp(base, tg.name+"-")
+			if err != nil {
+				b.Fatal(err)
+			}
+			// No target pays for the previous one's unwritten pages: storescp leaves 210 MB in
+			// the page cache that the kernel would write during the next round.
+			syscall.Sync()
+			run := tg.run(b, dir)
+			if err := os.RemoveAll(dir); err != nil {
+				b.Fatal(err)
+			}
+			tg.instances += run.instances
+			tg.wall += run.wall
+			tg.transfer += run.transfer
+			tg.latencies = append(tg.latencies, run.latencies...)
+			tg.receiverCPU += run.receiverCPU
+			tg.senderCPU += run.senderCPU
+			line += fmt.Sprintf(" %s %.0f/%.0f", tg.name, float64(run.instances)/run.wall.Seconds(), float64(run.instances)/run.transfer.Seconds())
+		}
+		b.Log(line)
 	}
 }
 

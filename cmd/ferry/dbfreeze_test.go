@@ -138,21 +138,27 @@ func (p *freezableProxy) thaw() {
 	}
 }
 
+// startFerryBehindProxy starts Ferry with config on a fresh PostgreSQL schema reached through a
+// freezableProxy, and returns both.
+func startFerryBehindProxy(t *testing.T, config string) (*ferryProcess, *freezableProxy) {
+	t.Helper()
+	dir := t.TempDir()
+	u, err := url.Parse(freshPostgresSchema(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startFreezableProxy(t, u.Host)
+	u.Host = proxy.ln.Addr().String()
+	return startFerry(t, u.String(), dir, serveOptions{Config: config}), proxy
+}
+
 // TestDatabaseFrozen is issue 18's frozen database: while PostgreSQL answers nothing, every
 // message is answered AE with ERR 207 within commit.timeout and /readyz answers 503 within 2 s;
 // once it answers again the service is back at once, the messages resent are stored once each
 // (an in-doubt commit is recognised as the resend's original), and nothing acknowledged is lost.
 func TestDatabaseFrozen(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	dsn := freshPostgresSchema(t, dir)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := startFreezableProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
-	p := startFerry(t, u.String(), dir, serveOptions{Config: "commit: {timeout: 2s}\nhttp: {answer_timeout: 2s}\n"})
+	p, proxy := startFerryBehindProxy(t, "commit: {timeout: 2s}\nhttp: {answer_timeout: 2s}\n")
 	storescu := requirePeer(t, "storescu", "dcmtk")
 	instance := studyFile(t, t.TempDir())
 	dicomHost, dicomPort, _ := net.SplitHostPort(p.DICOMAddr)
@@ -269,19 +275,11 @@ func TestDatabaseFrozen(t *testing.T) {
 // TestDatabaseKilledUnderLoad is issue 18's PostgreSQL killed and restarted while senders keep
 // sending: its connections cut and new ones refused, then accepted again (the proxy stands in for
 // the server a test must not stop). While it is down messages are answered AE (never AA for one
-// not stored); once it is back the service resumes without a restart of Ferry; every message answered AA is
-// stored exactly once, and each resent one is recognised.
+// not stored); once it is back the service resumes without a restart of Ferry; every message
+// answered AA is stored exactly once, and each resent one is recognised.
 func TestDatabaseKilledUnderLoad(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	dsn := freshPostgresSchema(t, dir)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := startFreezableProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
-	p := startFerry(t, u.String(), dir, serveOptions{Config: "commit: {timeout: 2s}\n"})
+	p, proxy := startFerryBehindProxy(t, "commit: {timeout: 2s}\n")
 
 	const senders, perSender = 4, 30
 	var (
