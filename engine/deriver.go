@@ -35,6 +35,10 @@ type StudyDeriver struct {
 	Validator ResourceValidator // nil: not validated (tests of other things only)
 	// Settle is how long a study must be quiet before it is derived (default 5s).
 	Settle time.Duration
+	// Timeout bounds each store call of a pass: the read of the queue and each study's
+	// derivation, its transaction included (default DefaultWorkTimeout). Run stops waiting for a
+	// pass the database does not answer when it is stopped (issue 18).
+	Timeout time.Duration
 	// Zone is the zone of DICOM dates and times without an offset (nil: time.Local).
 	Zone *time.Location
 	// DICOMwebURL is the base URL of Ferry's DICOMweb service, for the ImagingStudy's Endpoint;
@@ -77,7 +81,11 @@ func (d *StudyDeriver) Run(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if _, err := d.DeriveDue(ctx); err != nil && ctx.Err() == nil {
+		err := runBounded(ctx, d.timeout(), d.logger(), "deriving imaging studies", func(ctx context.Context) error {
+			_, err := d.DeriveDue(ctx)
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
 			d.logger().Error("deriving imaging studies", "err", err)
 		}
 		select {
@@ -93,13 +101,13 @@ func (d *StudyDeriver) Run(ctx context.Context) {
 func (d *StudyDeriver) DeriveDue(ctx context.Context) (int, error) {
 	done := 0
 	for {
-		due, err := d.Store.DueStudyDerivations(ctx, d.now().Add(-d.settle()), 100)
+		due, err := d.dueStudies(ctx)
 		if err != nil {
 			return done, err
 		}
 		progress := 0
 		for _, q := range due {
-			if err := d.derive(ctx, q); err != nil {
+			if err := d.deriveWithin(ctx, q); err != nil {
 				if ctx.Err() != nil {
 					return done, ctx.Err()
 				}
@@ -113,6 +121,27 @@ func (d *StudyDeriver) DeriveDue(ctx context.Context) (int, error) {
 			return done, nil
 		}
 	}
+}
+
+// dueStudies reads up to 100 due studies, within Timeout.
+func (d *StudyDeriver) dueStudies(ctx context.Context) ([]StudyDerivation, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout())
+	defer cancel()
+	return d.Store.DueStudyDerivations(ctx, d.now().Add(-d.settle()), 100)
+}
+
+// deriveWithin is derive within Timeout.
+func (d *StudyDeriver) deriveWithin(ctx context.Context, q StudyDerivation) error {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout())
+	defer cancel()
+	return d.derive(ctx, q)
+}
+
+func (d *StudyDeriver) timeout() time.Duration {
+	if d.Timeout > 0 {
+		return d.Timeout
+	}
+	return DefaultWorkTimeout
 }
 
 // derive brings one study's ImagingStudy up to date and takes it off the queue.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/fhir"
 )
 
@@ -93,11 +94,11 @@ func studyInput(t testing.TB) imagingStudyInput {
 		},
 		Instances: map[string][]*Instance{
 			uid + ".1": {
-				{SOPInstanceUID: uid + ".1.1", SOPClassUID: "1.2.840.10008.5.1.4.1.1.1", InstanceNumber: "1"},
-				{SOPInstanceUID: uid + ".1.2", SOPClassUID: "1.2.840.10008.5.1.4.1.1.1", InstanceNumber: "2"},
+				{Header: dicom.Header{SOPInstanceUID: uid + ".1.1", SOPClassUID: "1.2.840.10008.5.1.4.1.1.1", InstanceNumber: "1"}},
+				{Header: dicom.Header{SOPInstanceUID: uid + ".1.2", SOPClassUID: "1.2.840.10008.5.1.4.1.1.1", InstanceNumber: "2"}},
 			},
 			uid + ".2": {
-				{SOPInstanceUID: uid + ".2.1", SOPClassUID: "1.2.840.10008.5.1.4.1.1.88.22", InstanceNumber: "1"},
+				{Header: dicom.Header{SOPInstanceUID: uid + ".2.1", SOPClassUID: "1.2.840.10008.5.1.4.1.1.88.22", InstanceNumber: "1"}},
 			},
 		},
 		PatientID:  "pat-0001",
@@ -191,7 +192,7 @@ func TestImagingStudyContent(t *testing.T) {
 			in.Series[0].SeriesInstanceUID += "\x00"
 			in.Series[0].Modality = "CR "
 			in.Instances = map[string][]*Instance{in.Series[0].SeriesInstanceUID: {
-				{SOPInstanceUID: "1.2.3\x00", SOPClassUID: "1.2.840.10008.5.1.4.1.1.1\x00", InstanceNumber: " 7 "}}}
+				{Header: dicom.Header{SOPInstanceUID: "1.2.3\x00", SOPClassUID: "1.2.840.10008.5.1.4.1.1.1\x00", InstanceNumber: " 7 "}}}}
 		}, map[string]string{
 			"identifier": `[{"system":"urn:dicom:uid","value":"urn:oid:1.2.840.113619.2.55.3.1"},` +
 				`{"system":"urn:oid:1.2.840.114350.1.13.1.3","type":{"coding":[{"code":"ACSN","system":"http://terminology.hl7.org/CodeSystem/v2-0203"}]},"value":"ACC2002"}]`,
@@ -216,8 +217,8 @@ func TestImagingStudyContent(t *testing.T) {
 				inst.InstanceNumber = "-3"
 			}
 			in.Instances[in.Series[0].SeriesInstanceUID] = append(in.Instances[in.Series[0].SeriesInstanceUID],
-				&Instance{SOPInstanceUID: "1.2.4", SOPClassUID: "1.2.840.10008.5.1.4.1.1.88.22", InstanceNumber: "2147483648"},
-				&Instance{SOPInstanceUID: "1.2.5", SOPClassUID: "1.2.840.10008.5.1.4.1.1.88.22", InstanceNumber: "+2147483647"})
+				&Instance{Header: dicom.Header{SOPInstanceUID: "1.2.4", SOPClassUID: "1.2.840.10008.5.1.4.1.1.88.22", InstanceNumber: "2147483648"}},
+				&Instance{Header: dicom.Header{SOPInstanceUID: "1.2.5", SOPClassUID: "1.2.840.10008.5.1.4.1.1.88.22", InstanceNumber: "+2147483647"}})
 		}, map[string]string{
 			"series": `[{"instance":[{"sopClass":{"code":"urn:oid:1.2.840.10008.5.1.4.1.1.88.22","system":"urn:ietf:rfc:3986"},"uid":"1.2.840.113619.2.55.3.1.2.1"},` +
 				`{"sopClass":{"code":"urn:oid:1.2.840.10008.5.1.4.1.1.88.22","system":"urn:ietf:rfc:3986"},"uid":"1.2.4"},` +
@@ -231,7 +232,7 @@ func TestImagingStudyContent(t *testing.T) {
 			in.Series[0].NumberOfInstances = 0
 			in.Instances[in.Series[0].SeriesInstanceUID][1].SOPClassUID = ""
 			in.Instances[in.Series[1].SeriesInstanceUID] = append(in.Instances[in.Series[1].SeriesInstanceUID],
-				&Instance{SOPInstanceUID: "1.2.6", SOPClassUID: "1.2.840.10008.5.1.4.1.1.88.22"})
+				&Instance{Header: dicom.Header{SOPInstanceUID: "1.2.6", SOPClassUID: "1.2.840.10008.5.1.4.1.1.88.22"}})
 		}, map[string]string{"numberOfSeries": `2`, "numberOfInstances": `4`}},
 		{"no series yet", func(in *imagingStudyInput) {
 			in.Series, in.Instances, in.Study.NumberOfSeries, in.Study.NumberOfInstances = nil, nil, 0, 0

@@ -9,13 +9,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
-// Intake keeps received DICOM instances (C-STORE, and STOW-RS to come): it moves each instance's
-// file into the DICOM data directory and commits its row, and reports success only once both are
+// Intake keeps received DICOM instances (C-STORE and STOW-RS): it moves each instance's file
+// into the DICOM data directory and commits its row, and reports success only once both are
 // durable — the file fsynced (by the receiver), its directory entries fsynced here, the row
-// committed by the store. Layout: DIR/STUDY-UID/SERIES-UID/SOP-INSTANCE-UID.dcm.
+// committed by the store. Concurrent instances are group-committed (instancecommit.go). Layout:
+// DIR/STUDY-UID/SERIES-UID/SOP-INSTANCE-UID.dcm. The zero value of the unexported fields is
+// ready; use an Intake by pointer.
 type Intake struct {
 	Store  InstanceStore
 	Dir    string // the DICOM data directory; the receivers' incoming area must be on its file system
@@ -23,6 +26,17 @@ type Intake struct {
 	// Linker, if set, decides each new study's order and patient once its first instance is
 	// stored, and again with each new instance until it is linked or a person has decided.
 	Linker *Linker
+	// MaxBatch caps the instances committed in one transaction (default DefaultInstanceBatch).
+	MaxBatch int
+	// Timeout bounds one instance's commit, from the wait to enter a batch to the transaction's
+	// outcome (default DefaultCommitTimeout, the config's commit.timeout): a frozen database
+	// fails the C-STORE (the peer sends it again) instead of hanging the association.
+	Timeout time.Duration
+
+	mu       sync.Mutex
+	queue    []*instanceRequest
+	draining bool            // a goroutine is committing the queue
+	linking  map[string]bool // studies whose link is being decided (beginLinking)
 }
 
 // StoreInstance moves the complete, fsynced Part 10 file at tmpPath into place and records inst.
@@ -50,12 +64,11 @@ func (in *Intake) StoreInstance(ctx context.Context, inst *Instance, tmpPath str
 	switch err := os.Link(tmpPath, final); {
 	case err == nil:
 		os.Remove(tmpPath)
-		if err := syncDir(filepath.Dir(final)); err != nil {
-			return false, fmt.Errorf("storing instance: %w", err)
-		}
-		added, err := in.Store.PutInstance(ctx, inst)
+		added, err := in.commit(ctx, inst, filepath.Dir(final))
 		if err != nil {
-			os.Remove(final) // not acknowledged: not kept
+			if !inDoubt(err) {
+				os.Remove(final) // not acknowledged: not kept
+			} // else its row may yet commit: a resend finds the file and asks the store
 			return false, fmt.Errorf("storing instance: %w", err)
 		}
 		if added {
@@ -64,7 +77,7 @@ func (in *Intake) StoreInstance(ctx context.Context, inst *Instance, tmpPath str
 		return added, nil
 	case errors.Is(err, fs.ErrExist):
 		// Stored before — or left by an attempt that stopped before its commit. The store says.
-		added, err := in.Store.PutInstance(ctx, inst)
+		added, err := in.commit(ctx, inst, "")
 		if err != nil {
 			return false, fmt.Errorf("storing instance: %w", err)
 		}
@@ -133,9 +146,10 @@ func syncDir(dir string) error {
 // link runs the linker for a study that is not linked yet. The instance is stored whatever the
 // linker decides, so its failure is logged (UIDs only), not returned.
 func (in *Intake) link(ctx context.Context, studyUID string) {
-	if in.Linker == nil {
+	if in.Linker == nil || !in.beginLinking(studyUID) {
 		return
 	}
+	defer in.endLinking(studyUID)
 	if l, err := in.Linker.Links.StudyLink(ctx, studyUID); err == nil {
 		switch {
 		case l.Status == LinkLinked || l.DecidedByOrLinker() != DecidedByLinker:
@@ -158,6 +172,29 @@ func (in *Intake) link(ctx context.Context, studyUID string) {
 		}
 	}
 	in.logger().Error("linking study", "study_uid", studyUID, "err", err)
+}
+
+// beginLinking claims studyUID's link decision for the caller, or reports false when another
+// instance of the study (another association's) is deciding it now: the study's attributes come
+// from its first instances, so the second decision would only repeat the first's searches and
+// commit.
+func (in *Intake) beginLinking(studyUID string) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.linking[studyUID] {
+		return false
+	}
+	if in.linking == nil {
+		in.linking = map[string]bool{}
+	}
+	in.linking[studyUID] = true
+	return true
+}
+
+func (in *Intake) endLinking(studyUID string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	delete(in.linking, studyUID)
 }
 
 // relinkInterval is how long an unlinked study's decision stands before a new instance of it

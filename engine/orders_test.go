@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferryhealth/ferry/adapters/sqlite"
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/patientid"
 	"github.com/ferryhealth/ferry/fhir"
@@ -484,9 +485,21 @@ func TestLinkStudies(t *testing.T) {
 		if err := os.WriteFile(tmp, []byte("DICM"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		inst := &engine.Instance{StudyInstanceUID: study, SeriesInstanceUID: study + ".1", SOPInstanceUID: study + ".1.1",
-			SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", Modality: "CT", AccessionNumber: acc, PatientID: patientID,
-			PatientBirthDate: birth, PatientSex: "F", ReceivedAt: time.Now(), Size: 4}
+		inst := &engine.Instance{
+			Header: dicom.Header{
+				StudyInstanceUID:  study,
+				SeriesInstanceUID: study + ".1",
+				SOPInstanceUID:    study + ".1.1",
+				SOPClassUID:       "1.2.840.10008.5.1.4.1.1.2",
+				Modality:          "CT",
+				AccessionNumber:   acc,
+				PatientID:         patientID,
+				PatientBirthDate:  birth,
+				PatientSex:        "F",
+				Size:              4,
+			},
+			ReceivedAt: time.Now(),
+		}
 		if _, err := intake.StoreInstance(context.Background(), inst, tmp); err != nil {
 			t.Fatal(err)
 		}
@@ -660,10 +673,25 @@ func TestImagingStudyDerived(t *testing.T) {
 		if err := os.WriteFile(tmp, []byte("DICM"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		inst := &engine.Instance{StudyInstanceUID: study, SeriesInstanceUID: study + ".1", SOPInstanceUID: fmt.Sprintf("%s.1.%d", study, n),
-			SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", Modality: "CT", AccessionNumber: "ACCI1", PatientID: "000123",
-			PatientName: "DOE^JANE", PatientBirthDate: "19800102", PatientSex: "F", StudyDate: "20261127", StudyTime: "101500",
-			InstanceNumber: fmt.Sprint(n), ReceivedAt: clock, Size: 4}
+		inst := &engine.Instance{
+			Header: dicom.Header{
+				StudyInstanceUID:  study,
+				SeriesInstanceUID: study + ".1",
+				SOPInstanceUID:    fmt.Sprintf("%s.1.%d", study, n),
+				SOPClassUID:       "1.2.840.10008.5.1.4.1.1.2",
+				Modality:          "CT",
+				AccessionNumber:   "ACCI1",
+				PatientID:         "000123",
+				PatientName:       "DOE^JANE",
+				PatientBirthDate:  "19800102",
+				PatientSex:        "F",
+				StudyDate:         "20261127",
+				StudyTime:         "101500",
+				InstanceNumber:    fmt.Sprint(n),
+				Size:              4,
+			},
+			ReceivedAt: clock,
+		}
 		if _, err := intake.StoreInstance(ctx, inst, tmp); err != nil {
 			t.Fatal(err)
 		}

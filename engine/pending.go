@@ -26,6 +26,9 @@ type PendingWorker struct {
 	// Poll is how long the worker sleeps when nothing is pending (default 200ms); Nudge wakes it
 	// sooner.
 	Poll time.Duration
+	// Timeout bounds one batch's transaction (default DefaultWorkTimeout): its context ends
+	// then, and Run stops waiting for a batch the database does not answer (issue 18).
+	Timeout time.Duration
 
 	wake wake.Signal
 }
@@ -52,9 +55,15 @@ func (w *PendingWorker) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		for {
-			n, err := w.ProcessBatch(ctx)
-			if err != nil && ctx.Err() == nil {
-				w.logger().Error("processing pending messages", "err", err)
+			var n int
+			err := runBounded(ctx, w.timeout(), w.logger(), "processing pending messages", func(ctx context.Context) (err error) {
+				n, err = w.ProcessBatch(ctx)
+				return err
+			})
+			if err != nil {
+				if ctx.Err() == nil {
+					w.logger().Error("processing pending messages", "err", err)
+				}
 				break
 			}
 			if n < w.Batch {
@@ -65,13 +74,15 @@ func (w *PendingWorker) Run(ctx context.Context) {
 	}
 }
 
-// ProcessBatch claims and processes up to Batch pending messages in one transaction and returns
-// how many it processed.
+// ProcessBatch claims and processes up to Batch pending messages in one transaction, under a
+// context that ends after Timeout, and returns how many it processed.
 func (w *PendingWorker) ProcessBatch(ctx context.Context) (n int, err error) {
 	batch := w.Batch
 	if batch <= 0 {
 		batch = 32
 	}
+	ctx, cancel := context.WithTimeout(ctx, w.timeout())
+	defer cancel()
 	tx, err := w.Store.Begin(ctx)
 	if err != nil {
 		return 0, err
@@ -151,6 +162,41 @@ func processingErrorText(d hl7.ErrorDetail) string {
 		loc = d.Segment + "-" + strconv.Itoa(d.Field) + ": "
 	}
 	return loc + d.Text + " (ERR " + strconv.Itoa(int(d.Code)) + ")"
+}
+
+func (w *PendingWorker) timeout() time.Duration {
+	if w.Timeout > 0 {
+		return w.Timeout
+	}
+	return DefaultWorkTimeout
+}
+
+// DefaultWorkTimeout bounds one store transaction or read of a background worker (the pending
+// worker's batch, the study deriver's derivation): far more than one takes on a working
+// database, so that only a database that stopped answering reaches it.
+const DefaultWorkTimeout = 30 * time.Second
+
+// runBounded runs pass on its own goroutine and returns its error, or ctx's error as soon as ctx
+// ends while pass is still running: a worker's shutdown never waits for a database that does not
+// answer. pass's own store calls carry deadlines (a worker's Timeout); a driver that does not
+// return when its context ends (lib/pq waits for a frozen server's answer to its cancel) leaves
+// pass running past them, so once timeout has passed runBounded says so, once, and keeps waiting:
+// the next pass starts only after this one ended, and none piles up behind a frozen database.
+func runBounded(ctx context.Context, timeout time.Duration, log *slog.Logger, what string, pass func(context.Context) error) error {
+	done := make(chan error, 1)
+	go func() { done <- pass(ctx) }()
+	late := time.NewTimer(timeout)
+	defer late.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-late.C:
+			log.Warn(what+": still running past its timeout; is the database answering?", "timeout", timeout)
+		}
+	}
 }
 
 func (w *PendingWorker) logger() *slog.Logger {

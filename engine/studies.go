@@ -4,43 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ferryhealth/ferry/dicom"
 )
 
 // Instance is what Ferry keeps of one received DICOM instance besides its file: the header
 // attributes that identify it, place it in its series and study, and link it to a patient and
-// an order (issue: DICOM studies → the right patient and order). Text is as the modality wrote
-// it, decoded to UTF-8 from its Specific Character Set.
+// an order (issue: DICOM studies → the right patient and order), as dicom.ReadInstance read them
+// (Header.TransferSyntaxUID is the one received and kept; Header.Size the file's bytes), and
+// where the file is and where it came from. Text is as the modality wrote it, decoded to UTF-8
+// from its Specific Character Set.
 type Instance struct {
-	SOPInstanceUID    string // (0008,0018)
-	SOPClassUID       string // (0008,0016)
-	SeriesInstanceUID string // (0020,000E)
-	StudyInstanceUID  string // (0020,000D)
-	TransferSyntaxUID string // (0002,0010), as received and kept
-
-	Modality          string // (0008,0060)
-	SeriesNumber      string // (0020,0011) IS
-	SeriesDescription string // (0008,103E)
-	InstanceNumber    string // (0020,0013) IS
-
-	PatientID              string // (0010,0020)
-	IssuerOfPatientID      string // (0010,0021)
-	PatientName            string // (0010,0010) PN
-	PatientBirthDate       string // (0010,0030) DA
-	PatientSex             string // (0010,0040)
-	AccessionNumber        string // (0008,0050)
-	StudyDate              string // (0008,0020) DA
-	StudyTime              string // (0008,0030) TM
-	StudyDescription       string // (0008,1030)
-	StudyID                string // (0020,0010)
-	ReferringPhysicianName string // (0008,0090) PN
+	dicom.Header
 
 	// Path is the instance's file, relative to the DICOM data directory: a DICOM Part 10 file
 	// (preamble, file meta information, the data set exactly as received).
 	Path       string
-	Size       int64  // bytes of the file
 	SHA256     string // hex digest of the file
 	ReceivedAt time.Time
 	// Where it came from: the association's AE titles and the peer address (or "stow-rs").
@@ -82,10 +65,14 @@ type Series struct {
 // InstanceStore keeps received instances and assembles them into series and studies.
 // adapters/postgres and adapters/sqlite implement it.
 type InstanceStore interface {
-	// PutInstance records inst and updates its series and study in one durable transaction. An
-	// instance already stored (same SOP Instance UID, a database constraint) is not counted
-	// again: PutInstance then returns added=false and changes nothing (the first file is kept).
-	// The study takes its patient and study attributes from the first instance that gives them.
+	// PutInstances records insts and updates their series and studies in one durable
+	// transaction: all of them or, on error, none. An instance already stored (same SOP Instance
+	// UID, a database constraint), or earlier in insts, is not counted again: its added[i] is
+	// false and nothing of it changes (the first file is kept). A study takes its patient and
+	// study attributes from the first instance that gives them. The intake group-commits the
+	// instances that concurrent associations receive through it (InstanceCommitter).
+	PutInstances(ctx context.Context, insts []*Instance) (added []bool, err error)
+	// PutInstance is PutInstances of one instance.
 	PutInstance(ctx context.Context, inst *Instance) (added bool, err error)
 	// Instance returns one instance by SOP Instance UID, or ErrNotFound.
 	Instance(ctx context.Context, sopInstanceUID string) (*Instance, error)
@@ -212,6 +199,27 @@ func (inst *Instance) Storable() Instance {
 		*p = StorableText(*p)
 	}
 	return in
+}
+
+// InstanceLockOrder returns the indexes of insts in the order a store writes them in one
+// transaction: by study, series and SOP Instance UID, so two transactions that write rows of
+// the same studies lock them in one order and never wait for each other in a cycle.
+func InstanceLockOrder(insts []*Instance) []int {
+	order := make([]int, len(insts))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		x, y := insts[a], insts[b]
+		if c := strings.Compare(x.StudyInstanceUID, y.StudyInstanceUID); c != 0 {
+			return c
+		}
+		if c := strings.Compare(x.SeriesInstanceUID, y.SeriesInstanceUID); c != 0 {
+			return c
+		}
+		return strings.Compare(x.SOPInstanceUID, y.SOPInstanceUID)
+	})
+	return order
 }
 
 // IntegerString returns the value of a DICOM IS (Integer String, PS3.5 6.2: leading and trailing

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/turnaround"
 	"github.com/ferryhealth/ferry/fhir"
@@ -90,10 +91,25 @@ func TestTurnaroundClocks(t *testing.T) {
 		if err := os.WriteFile(tmp, []byte("DICM"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		inst := &engine.Instance{StudyInstanceUID: uid, SeriesInstanceUID: uid + ".1", SOPInstanceUID: uid + ".1.1",
-			SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", Modality: "CT", AccessionNumber: accession, PatientID: "000123",
-			PatientName: "DOE^JANE", PatientBirthDate: "19800102", PatientSex: "F", StudyDate: "20261127", StudyTime: "153000",
-			InstanceNumber: "1", ReceivedAt: clock.now(), Size: 4}
+		inst := &engine.Instance{
+			Header: dicom.Header{
+				StudyInstanceUID:  uid,
+				SeriesInstanceUID: uid + ".1",
+				SOPInstanceUID:    uid + ".1.1",
+				SOPClassUID:       "1.2.840.10008.5.1.4.1.1.2",
+				Modality:          "CT",
+				AccessionNumber:   accession,
+				PatientID:         "000123",
+				PatientName:       "DOE^JANE",
+				PatientBirthDate:  "19800102",
+				PatientSex:        "F",
+				StudyDate:         "20261127",
+				StudyTime:         "153000",
+				InstanceNumber:    "1",
+				Size:              4,
+			},
+			ReceivedAt: clock.now(),
+		}
 		if _, err := intake.StoreInstance(ctx, inst, tmp); err != nil {
 			t.Fatal(err)
 		}

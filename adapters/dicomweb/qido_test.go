@@ -20,6 +20,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/ferryhealth/ferry/adapters/sqlite"
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/patientid"
@@ -50,13 +51,30 @@ func qidoServer(t *testing.T) string {
 		studyUID := fmt.Sprintf("1.2.826.0.1.3680043.10.2.%d", study)
 		seriesUID := fmt.Sprintf("%s.%d", studyUID, series)
 		inst := &engine.Instance{
-			SOPInstanceUID: fmt.Sprintf("%s.%d", seriesUID, n), SOPClassUID: "1.2.840.10008.5.1.4.1.1.2",
-			SeriesInstanceUID: seriesUID, StudyInstanceUID: studyUID, TransferSyntaxUID: "1.2.840.10008.1.2.1",
-			Modality: modality, SeriesNumber: fmt.Sprint(series), InstanceNumber: fmt.Sprint(n),
-			PatientID: patient, IssuerOfPatientID: issuer, PatientName: "Yamada^Tarou=山田^太郎=やまだ^たろう",
-			PatientBirthDate: "19700101", PatientSex: "M", AccessionNumber: accession,
-			StudyDate: date, StudyTime: tm, StudyID: "4711", ReferringPhysicianName: "Who^Doctor",
-			Path: "x.dcm", Size: 1, SHA256: "00", ReceivedAt: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC),
+			Header: dicom.Header{
+				SOPInstanceUID:         fmt.Sprintf("%s.%d", seriesUID, n),
+				SOPClassUID:            "1.2.840.10008.5.1.4.1.1.2",
+				SeriesInstanceUID:      seriesUID,
+				StudyInstanceUID:       studyUID,
+				TransferSyntaxUID:      "1.2.840.10008.1.2.1",
+				Modality:               modality,
+				SeriesNumber:           fmt.Sprint(series),
+				InstanceNumber:         fmt.Sprint(n),
+				PatientID:              patient,
+				IssuerOfPatientID:      issuer,
+				PatientName:            "Yamada^Tarou=山田^太郎=やまだ^たろう",
+				PatientBirthDate:       "19700101",
+				PatientSex:             "M",
+				AccessionNumber:        accession,
+				StudyDate:              date,
+				StudyTime:              tm,
+				StudyID:                "4711",
+				ReferringPhysicianName: "Who^Doctor",
+				Size:                   1,
+			},
+			Path:       "x.dcm",
+			SHA256:     "00",
+			ReceivedAt: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC),
 		}
 		if _, err := st.PutInstance(ctx, inst); err != nil {
 			t.Fatal(err)
@@ -312,11 +330,27 @@ func (h *linkedHarness) receive(studyUID, patientID, issuer, name, birth, sex, d
 	h.t.Helper()
 	ctx := context.Background()
 	inst := &engine.Instance{
-		SOPInstanceUID: studyUID + ".1.1", SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SeriesInstanceUID: studyUID + ".1",
-		StudyInstanceUID: studyUID, TransferSyntaxUID: "1.2.840.10008.1.2.1", Modality: "CT", SeriesNumber: "1",
-		InstanceNumber: "1", PatientID: patientID, IssuerOfPatientID: issuer, PatientName: name,
-		PatientBirthDate: birth, PatientSex: sex, StudyDate: date, StudyTime: "101500",
-		Path: "x.dcm", Size: 1, SHA256: "00", ReceivedAt: time.Now(),
+		Header: dicom.Header{
+			SOPInstanceUID:    studyUID + ".1.1",
+			SOPClassUID:       "1.2.840.10008.5.1.4.1.1.2",
+			SeriesInstanceUID: studyUID + ".1",
+			StudyInstanceUID:  studyUID,
+			TransferSyntaxUID: "1.2.840.10008.1.2.1",
+			Modality:          "CT",
+			SeriesNumber:      "1",
+			InstanceNumber:    "1",
+			PatientID:         patientID,
+			IssuerOfPatientID: issuer,
+			PatientName:       name,
+			PatientBirthDate:  birth,
+			PatientSex:        sex,
+			StudyDate:         date,
+			StudyTime:         "101500",
+			Size:              1,
+		},
+		Path:       "x.dcm",
+		SHA256:     "00",
+		ReceivedAt: time.Now(),
 	}
 	if _, err := h.st.PutInstance(ctx, inst); err != nil {
 		h.t.Fatal(err)

@@ -189,13 +189,30 @@ func TestCStoreClient(t *testing.T) {
 			t.Errorf("store %d: added %v, want %v", i+1, added, wantAdded)
 		}
 		want := engine.Instance{
-			SOPInstanceUID: uid, SOPClassUID: ctImageStorage, SeriesInstanceUID: "1.2.826.0.1.3680043.8.498.1.1",
-			StudyInstanceUID: "1.2.826.0.1.3680043.8.498.1", TransferSyntaxUID: dicom.ExplicitVRLittleEndian,
-			Modality: "CT", SeriesNumber: "3", SeriesDescription: "AXIAL 5mm", InstanceNumber: "17",
-			PatientID: "P42", IssuerOfPatientID: "STMARYS", PatientName: "Müller^Hans", PatientBirthDate: "19600101",
-			PatientSex: "M", AccessionNumber: "ACC42", StudyDate: "20240105", StudyTime: "101500",
-			StudyDescription: "CT HEAD", StudyID: "S1", ReferringPhysicianName: "Smïth^Ann",
-			CallingAETitle: "CT01", CalledAETitle: "FERRY",
+			Header: dicom.Header{
+				SOPInstanceUID:         uid,
+				SOPClassUID:            ctImageStorage,
+				SeriesInstanceUID:      "1.2.826.0.1.3680043.8.498.1.1",
+				StudyInstanceUID:       "1.2.826.0.1.3680043.8.498.1",
+				TransferSyntaxUID:      dicom.ExplicitVRLittleEndian,
+				Modality:               "CT",
+				SeriesNumber:           "3",
+				SeriesDescription:      "AXIAL 5mm",
+				InstanceNumber:         "17",
+				PatientID:              "P42",
+				IssuerOfPatientID:      "STMARYS",
+				PatientName:            "Müller^Hans",
+				PatientBirthDate:       "19600101",
+				PatientSex:             "M",
+				AccessionNumber:        "ACC42",
+				StudyDate:              "20240105",
+				StudyTime:              "101500",
+				StudyDescription:       "CT HEAD",
+				StudyID:                "S1",
+				ReferringPhysicianName: "Smïth^Ann",
+			},
+			CallingAETitle: "CT01",
+			CalledAETitle:  "FERRY",
 		}
 		file, err := os.ReadFile(inst.Path)
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/ferryhealth/ferry/adapters/httpapi"
 	"github.com/ferryhealth/ferry/adapters/httpapi/accesstest"
 	"github.com/ferryhealth/ferry/adapters/sqlite"
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/fhir"
 )
@@ -100,12 +101,29 @@ func newReconFixture(t *testing.T) *reconFixture {
 
 	for i, uid := range []string{studyReview, studyContradiction, studyLinked} {
 		inst := &engine.Instance{
-			SOPInstanceUID: uid + ".1.1", SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SeriesInstanceUID: uid + ".1",
-			StudyInstanceUID: uid, TransferSyntaxUID: "1.2.840.10008.1.2.1", Modality: "CT", SeriesNumber: "1",
-			InstanceNumber: "1", PatientID: "MRN1", IssuerOfPatientID: "STMARYS", PatientName: "MULLER^JORG",
-			PatientBirthDate: "19800102", PatientSex: "M", AccessionNumber: fmt.Sprintf("ACC%d", i+1),
-			StudyDate: "20240301", StudyTime: "090000", StudyDescription: "CT HEAD",
-			Path: "x.dcm", Size: 1, SHA256: "00", ReceivedAt: reconT0,
+			Header: dicom.Header{
+				SOPInstanceUID:    uid + ".1.1",
+				SOPClassUID:       "1.2.840.10008.5.1.4.1.1.2",
+				SeriesInstanceUID: uid + ".1",
+				StudyInstanceUID:  uid,
+				TransferSyntaxUID: "1.2.840.10008.1.2.1",
+				Modality:          "CT",
+				SeriesNumber:      "1",
+				InstanceNumber:    "1",
+				PatientID:         "MRN1",
+				IssuerOfPatientID: "STMARYS",
+				PatientName:       "MULLER^JORG",
+				PatientBirthDate:  "19800102",
+				PatientSex:        "M",
+				AccessionNumber:   fmt.Sprintf("ACC%d", i+1),
+				StudyDate:         "20240301",
+				StudyTime:         "090000",
+				StudyDescription:  "CT HEAD",
+				Size:              1,
+			},
+			Path:       "x.dcm",
+			SHA256:     "00",
+			ReceivedAt: reconT0,
 		}
 		if _, err := st.PutInstance(ctx, inst); err != nil {
 			t.Fatal(err)

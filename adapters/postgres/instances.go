@@ -10,10 +10,9 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 )
 
-// putInstanceSQL records one instance and updates its series and study in one autocommit
-// statement (one round trip; committed, and flushed under synchronous_commit, before PostgreSQL
-// answers; on any error nothing of it is kept). Its data-modifying CTEs run in order, each
-// reading the one before:
+// putInstanceSQL records one instance and updates its series and study in one statement (one
+// round trip; PutInstances runs one per instance of a batch, in one transaction). Its
+// data-modifying CTEs run in order, each reading the one before:
 //
 //  1. new_instance inserts the instance, or nothing when its SOP Instance UID is stored (the
 //     primary key): then no row flows on and nothing else changes. A racing transaction inserting
@@ -29,8 +28,9 @@ import (
 //
 // ON CONFLICT DO UPDATE locks the existing row and, under READ COMMITTED, updates its latest
 // committed version: concurrent instances of one series, on any node, add up exactly. Every
-// statement locks instance, series, study, queue entry in that order, so two never wait for each other in a
-// cycle. It returns one row when the instance went in, none when it was stored already.
+// statement locks instance, series, study, queue entry in that order, and a batch runs its
+// statements in the order of study, series and instance UID (engine.InstanceLockOrder), so two
+// transactions never wait for each other in a cycle. It returns one row when the instance went in, none when it was stored already.
 const putInstanceSQL = `
 WITH new_instance AS (
 	INSERT INTO dicom_instances (sop_instance_uid, sop_class_uid, series_instance_uid,
@@ -102,38 +102,72 @@ ON CONFLICT (study_instance_uid) DO UPDATE SET
 	changes = d.changes + 1
 RETURNING true`
 
-// PutInstance records inst and updates its series and study in one durable statement
-// (putInstanceSQL), as engine.InstanceStore documents. added is false when an instance with its
-// SOP Instance UID is stored already; then nothing changed. Text is stored as valid UTF-8 without
-// NULs (storableText), as the message log's header fields are.
+// PutInstance records one instance: PutInstances of one.
 func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added bool, err error) {
-	if err := inst.Validate(); err != nil {
+	a, err := s.PutInstances(ctx, []*engine.Instance{inst})
+	if err != nil {
 		return false, err
+	}
+	return a[0], nil
+}
+
+// PutInstances records insts and updates their series and studies in one transaction, one
+// putInstanceSQL each, committed (one WAL flush for all) before it returns, as
+// engine.InstanceStore documents. added[i] is false when an instance with insts[i]'s SOP Instance
+// UID was stored already (or earlier in insts); then nothing of it changed. Text is stored as
+// valid UTF-8 without NULs (Instance.Storable). The statements run in the order of study, series
+// and SOP Instance UID whatever the order of insts, so two batches (on two nodes) lock their
+// rows in one order; a deadlock or serialization failure nonetheless reruns the transaction.
+func (s *Store) PutInstances(ctx context.Context, insts []*engine.Instance) (added []bool, err error) {
+	rows := make([][]any, len(insts))
+	for i, inst := range insts {
+		if err := inst.Validate(); err != nil {
+			return nil, err
+		}
+		in := inst.Storable()
+		if rows[i], err = shared.InstanceRow(&in); err != nil {
+			return nil, err
+		}
+		rows[i] = append(rows[i], sqlstore.NumberValue(in.SeriesNumber))
 	}
 	stmt, err := s.prepare(ctx, putInstanceSQL)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	in := inst.Storable()
-	args, err := shared.InstanceRow(&in)
-	if err != nil {
-		return false, err
-	}
-	args = append(args, sqlstore.NumberValue(in.SeriesNumber))
+	order := engine.InstanceLockOrder(insts)
+	added = make([]bool, len(insts))
 	for attempt := 1; ; attempt++ {
-		var ok bool
-		err = stmt.QueryRowContext(ctx, args...).Scan(&ok)
-		switch {
-		case err == nil:
-			return true, nil
-		case errors.Is(err, sql.ErrNoRows):
-			return false, nil // stored already: the first copy is kept
+		err = s.putInstances(ctx, stmt, rows, order, added)
+		if err == nil {
+			return added, nil
 		}
-		// A deadlock (none is expected: every statement locks in one order) aborted the
-		// statement and kept nothing of it: run it again.
+		// A deadlock (none is expected: every transaction locks in one order) aborted the
+		// transaction and kept nothing of it: run it again.
 		err = interpretError(err)
 		if !errors.Is(err, errRetry) || attempt == commitAttempts {
-			return false, fmt.Errorf("storing instance %s: %w", inst.SOPInstanceUID, err)
+			return nil, fmt.Errorf("storing %d instances (first %s): %w", len(insts), insts[order[0]].SOPInstanceUID, err)
 		}
 	}
+}
+
+// putInstances runs one transaction of PutInstances: rows[i] in the order order gives.
+func (s *Store) putInstances(ctx context.Context, stmt *sql.Stmt, rows [][]any, order []int, added []bool) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() // after Commit, a no-op
+	st := tx.StmtContext(ctx, stmt)
+	for _, i := range order {
+		var ok bool
+		switch err := st.QueryRowContext(ctx, rows[i]...).Scan(&ok); {
+		case err == nil:
+			added[i] = true
+		case errors.Is(err, sql.ErrNoRows):
+			added[i] = false // stored already: the first copy is kept
+		default:
+			return err
+		}
+	}
+	return tx.Commit()
 }

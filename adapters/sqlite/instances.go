@@ -70,24 +70,57 @@ ON CONFLICT (study_instance_uid) DO UPDATE SET
 	first_received = min(dicom_studies.first_received, excluded.first_received),
 	last_received = max(dicom_studies.last_received, excluded.last_received)`
 
-// PutInstance records inst and updates its series and study in one transaction on the writer
-// connection, committed (the WAL fsynced) before it returns, as engine.InstanceStore documents.
-// added is false when an instance with its SOP Instance UID is stored already; then nothing
-// changed. Text is stored as valid UTF-8 without NULs (storableText), as adapters/postgres
-// must store it.
+// PutInstance records one instance: PutInstances of one.
 func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added bool, err error) {
-	if err := inst.Validate(); err != nil {
+	a, err := s.PutInstances(ctx, []*engine.Instance{inst})
+	if err != nil {
 		return false, err
+	}
+	return a[0], nil
+}
+
+// PutInstances records insts and updates their series and studies in one transaction on the
+// writer connection, committed (one WAL fsync for all) before it returns, as
+// engine.InstanceStore documents. added[i] is false when an instance with insts[i]'s SOP Instance
+// UID was stored already (or earlier in insts); then nothing of it changed. Text is stored as
+// valid UTF-8 without NULs (Instance.Storable), as adapters/postgres must store it.
+func (s *Store) PutInstances(ctx context.Context, insts []*engine.Instance) (added []bool, err error) {
+	for _, inst := range insts {
+		if err := inst.Validate(); err != nil {
+			return nil, err
+		}
 	}
 	// Prepared before the transaction takes the writer's one connection (see Store.prepare).
 	var stmts [4]*sql.Stmt
 	for i, query := range []string{insertInstanceSQL, upsertSeriesSQL, upsertStudySQL, shared.QueueDerivationSQL()} {
 		if stmts[i], err = s.prepare(ctx, s.writer, query); err != nil {
-			return false, err
+			return nil, err
 		}
 	}
-	in := inst.Storable()
-	row, err := shared.InstanceRow(&in) // ReceivedAt in Unix nanoseconds, which an int64 holds for 1678–2261
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("storing %d instances: %w", len(insts), interpretError(err))
+	}
+	defer tx.Rollback() // after Commit, a no-op
+	for i, st := range stmts {
+		stmts[i] = tx.StmtContext(ctx, st)
+	}
+	added = make([]bool, len(insts))
+	for _, i := range engine.InstanceLockOrder(insts) {
+		in := insts[i].Storable()
+		if added[i], err = putInstance(ctx, &stmts, &in); err != nil {
+			return nil, fmt.Errorf("storing instance %s: %w", in.SOPInstanceUID, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("storing %d instances: committing: %w", len(insts), interpretError(err))
+	}
+	return added, nil
+}
+
+// putInstance runs PutInstances' statements (on its transaction) for one instance.
+func putInstance(ctx context.Context, stmts *[4]*sql.Stmt, in *engine.Instance) (added bool, err error) {
+	row, err := shared.InstanceRow(in) // ReceivedAt in Unix nanoseconds, which an int64 holds for 1678–2261
 	if err != nil {
 		return false, err
 	}
@@ -97,20 +130,7 @@ func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added b
 		modalities = string(b)
 	}
 	receivedAt := in.ReceivedAt.UnixNano()
-
-	tx, err := s.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return false, fmt.Errorf("storing instance %s: %w", in.SOPInstanceUID, interpretError(err))
-	}
-	defer func() {
-		if err != nil || !added {
-			tx.Rollback()
-		}
-		if err != nil {
-			err = fmt.Errorf("storing instance %s: %w", in.SOPInstanceUID, err)
-		}
-	}()
-	res, err := tx.StmtContext(ctx, stmts[0]).ExecContext(ctx, row...)
+	res, err := stmts[0].ExecContext(ctx, row...)
 	if err != nil {
 		return false, fmt.Errorf("inserting instance: %w", interpretError(err))
 	}
@@ -118,7 +138,7 @@ func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added b
 		return false, interpretError(err) // stored already: the first copy is kept
 	}
 	var seriesCount int
-	err = tx.StmtContext(ctx, stmts[1]).QueryRowContext(ctx, in.SeriesInstanceUID,
+	err = stmts[1].QueryRowContext(ctx, in.SeriesInstanceUID,
 		in.StudyInstanceUID, in.Modality, in.SeriesNumber, sqlstore.NumberValue(in.SeriesNumber),
 		in.SeriesDescription).Scan(&seriesCount)
 	if err != nil {
@@ -128,7 +148,7 @@ func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added b
 	if seriesCount == 1 {
 		newSeries = 1
 	}
-	_, err = tx.StmtContext(ctx, stmts[2]).ExecContext(ctx, in.StudyInstanceUID, in.PatientID,
+	_, err = stmts[2].ExecContext(ctx, in.StudyInstanceUID, in.PatientID,
 		in.IssuerOfPatientID, in.PatientName, in.PatientBirthDate, in.PatientSex,
 		in.AccessionNumber, in.StudyDate, in.StudyTime, in.StudyDescription, in.StudyID,
 		in.ReferringPhysicianName, modalities, newSeries, receivedAt, receivedAt)
@@ -136,11 +156,8 @@ func (s *Store) PutInstance(ctx context.Context, inst *engine.Instance) (added b
 		return false, fmt.Errorf("updating study %s: %w", in.StudyInstanceUID, interpretError(err))
 	}
 	// Its ImagingStudy is derived again once the study is quiet (engine.DerivationQueue).
-	if _, err = tx.StmtContext(ctx, stmts[3]).ExecContext(ctx, in.StudyInstanceUID, receivedAt); err != nil {
+	if _, err = stmts[3].ExecContext(ctx, in.StudyInstanceUID, receivedAt); err != nil {
 		return false, fmt.Errorf("queueing study %s: %w", in.StudyInstanceUID, interpretError(err))
-	}
-	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("committing: %w", interpretError(err))
 	}
 	return true, nil
 }

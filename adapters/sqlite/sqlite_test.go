@@ -12,6 +12,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/ferryhealth/ferry/adapters/sqlite"
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/storetest"
 	"github.com/ferryhealth/ferry/migrations"
@@ -212,9 +213,19 @@ func TestFirstPrepareWaitsForTheTransaction(t *testing.T) {
 	}
 	stored := make(chan error, 1)
 	go func() { // the first instance: its statements are prepared on the writer now
-		_, err := st.PutInstance(ctx, &engine.Instance{SOPInstanceUID: "1.2.3.1.1", SOPClassUID: "1.2.840.10008.5.1.4.1.1.2",
-			SeriesInstanceUID: "1.2.3.1", StudyInstanceUID: "1.2.3", TransferSyntaxUID: "1.2.840.10008.1.2.1",
-			Path: "1.2.3/1.2.3.1/1.dcm", Size: 1, SHA256: strings.Repeat("0", 64), ReceivedAt: time.Now()})
+		_, err := st.PutInstance(ctx, &engine.Instance{
+			Header: dicom.Header{
+				SOPInstanceUID:    "1.2.3.1.1",
+				SOPClassUID:       "1.2.840.10008.5.1.4.1.1.2",
+				SeriesInstanceUID: "1.2.3.1",
+				StudyInstanceUID:  "1.2.3",
+				TransferSyntaxUID: "1.2.840.10008.1.2.1",
+				Size:              1,
+			},
+			Path:       "1.2.3/1.2.3.1/1.dcm",
+			SHA256:     strings.Repeat("0", 64),
+			ReceivedAt: time.Now(),
+		})
 		stored <- err
 	}()
 	time.Sleep(100 * time.Millisecond) // the instance is waiting for the writer

@@ -189,7 +189,10 @@ type HTTPConfig struct {
 	// (default 2m). MaxHeaderBytes caps a request's headers (default 64 KiB). MaxConnections caps
 	// connections in all (default 1000) and MaxConnectionsPerAddress from one source IP (default
 	// 100; -1: no cap, behind a load balancer); a connection over either is closed at once.
+	// AnswerTimeout bounds the answer to a GET or HEAD outside /dicomweb and /debug/pprof
+	// (default 15s): one whose reads the database does not answer gets 503 then (issue 18).
 	ReadTimeout              time.Duration `yaml:"read_timeout"`
+	AnswerTimeout            time.Duration `yaml:"answer_timeout"`
 	WriteTimeout             time.Duration `yaml:"write_timeout"`
 	DICOMwebTimeout          time.Duration `yaml:"dicomweb_timeout"`
 	ReadHeaderTimeout        time.Duration `yaml:"read_header_timeout"`
@@ -708,6 +711,7 @@ func (c *Config) setLimitDefaults() {
 	def(&c.HTTP.ReadTimeout, time.Minute)
 	def(&c.HTTP.WriteTimeout, 2*time.Minute)
 	def(&c.HTTP.DICOMwebTimeout, 30*time.Minute)
+	def(&c.HTTP.AnswerTimeout, DefaultAnswerTimeout)
 	def(&c.HTTP.ReadHeaderTimeout, 10*time.Second)
 	def(&c.HTTP.IdleTimeout, 2*time.Minute)
 	if c.HTTP.MaxHeaderBytes == 0 {

@@ -43,29 +43,13 @@ import (
 //
 //	FERRY_BENCH_ROUNDS=3 go test -run '^$' -bench BenchmarkCStoreVsStorescp -benchtime 1x ./cmd/ferry/
 func BenchmarkCStoreVsStorescp(b *testing.B) {
-	storescu := requireDCMTK(b, "storescu")
 	storescp := requireDCMTK(b, "storescp")
-	dcmodify := requireDCMTK(b, "dcmodify")
-	src := filepath.Join(corpusDir, cstoreBenchSource)
-	info, err := os.Stat(src)
-	if err != nil {
-		b.Skipf("corpus absent (%v): the benchmark needs ../shared/corpus beside the repository", err)
-	}
-	rounds := 3
-	if v := os.Getenv("FERRY_BENCH_ROUNDS"); v != "" {
-		if rounds, err = strconv.Atoi(v); err != nil || rounds < 1 {
-			b.Fatalf("FERRY_BENCH_ROUNDS=%q: want a positive number", v)
-		}
-	}
+	storescu, assocs, info, rounds := cstoreBenchSetup(b)
 	pgDSN := os.Getenv("FERRY_BENCH_PG_DSN")
-
-	b.StopTimer()
-	assocs := cstoreInstances(b, dcmodify, src, b.TempDir())
-	b.Logf("load average before: %s", loadAverage())
 
 	targets := []*cstoreTarget{
 		{name: "ferry-sqlite", run: func(b *testing.B, dir string) cstoreRun {
-			return sendToFerry(b, storescu, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, assocs, true)
+			return sendToFerry(b, ferryBin, storescu, "sqlite:"+filepath.Join(dir, "ferry.db"), dir, assocs, true)
 		}},
 		{name: "storescp", run: func(b *testing.B, dir string) cstoreRun {
 			return sendToStorescp(b, storescu, storescp, dir, assocs, false)
@@ -76,41 +60,12 @@ func BenchmarkCStoreVsStorescp(b *testing.B) {
 	}
 	if pgDSN != "" {
 		targets = append(targets, &cstoreTarget{name: "ferry-pg", run: func(b *testing.B, dir string) cstoreRun {
-			return sendToFerry(b, storescu, benchPostgresSchema(b, pgDSN), dir, assocs, false)
+			return sendToFerry(b, ferryBin, storescu, benchPostgresSchema(b, pgDSN), dir, assocs, false)
 		}})
 	}
-	base := b.TempDir()
 	b.SetBytes(int64(rounds*cstoreAssociations*cstorePerAssociation) * info.Size())
 	for range b.N {
-		for r := range rounds {
-			order := slices.Clone(targets)
-			if r%2 == 1 {
-				slices.Reverse(order)
-			}
-			// One line per round: the testing package keeps only the first 10 lines of a
-			// benchmark's log.
-			line := fmt.Sprintf("round %d (instances/s):", r+1)
-			for _, tg := range order {
-				dir, err := os.MkdirTemp(base, tg.name+"-")
-				if err != nil {
-					b.Fatal(err)
-				}
-				// No target pays for the previous one's unwritten pages: storescp leaves
-				// 210 MB in the page cache that the kernel would write during the next round.
-				syscall.Sync()
-				run := tg.run(b, dir)
-				if err := os.RemoveAll(dir); err != nil {
-					b.Fatal(err)
-				}
-				tg.instances += run.instances
-				tg.wall += run.wall
-				tg.latencies = append(tg.latencies, run.latencies...)
-				tg.receiverCPU += run.receiverCPU
-				tg.senderCPU += run.senderCPU
-				line += fmt.Sprintf(" %s %.0f", tg.name, float64(run.instances)/run.wall.Seconds())
-			}
-			b.Log(line)
-		}
+		runCStoreRounds(b, targets, rounds)
 	}
 	b.Logf("load average after: %s", loadAverage())
 
@@ -129,6 +84,65 @@ func BenchmarkCStoreVsStorescp(b *testing.B) {
 			b.ReportMetric(rate[ferry]/rate["storescp"], ferry+"/storescp")
 			b.ReportMetric(rate[ferry]/rate["storescp-nodelay"], ferry+"/storescp-nodelay")
 		}
+	}
+}
+
+// cstoreBenchSetup finds storescu and dcmodify and the corpus instance the C-STORE benchmarks
+// copy (skipping the benchmark without them), makes the copies (cstoreInstances) and reads
+// FERRY_BENCH_ROUNDS (default 3). It stops the timer.
+func cstoreBenchSetup(b *testing.B) (storescu string, studies [][]string, src os.FileInfo, rounds int) {
+	storescu = requireDCMTK(b, "storescu")
+	dcmodify := requireDCMTK(b, "dcmodify")
+	path := filepath.Join(corpusDir, cstoreBenchSource)
+	src, err := os.Stat(path)
+	if err != nil {
+		b.Skipf("corpus absent (%v): the benchmark needs ../shared/corpus beside the repository", err)
+	}
+	rounds = 3
+	if v := os.Getenv("FERRY_BENCH_ROUNDS"); v != "" {
+		if rounds, err = strconv.Atoi(v); err != nil || rounds < 1 {
+			b.Fatalf("FERRY_BENCH_ROUNDS=%q: want a positive number", v)
+		}
+	}
+	b.StopTimer()
+	studies = cstoreInstances(b, dcmodify, path, b.TempDir())
+	b.Logf("load average before: %s", loadAverage())
+	return storescu, studies, src, rounds
+}
+
+// runCStoreRounds runs every target once per round, in a fresh directory each, the order
+// reversed every other round, and adds each run to its target; it logs one line per round (the
+// testing package keeps only the first 10 lines of a benchmark's log): each target's rate over
+// the wall time and over the transfer.
+func runCStoreRounds(b *testing.B, targets []*cstoreTarget, rounds int) {
+	base := b.TempDir()
+	for r := range rounds {
+		order := slices.Clone(targets)
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		line := fmt.Sprintf("round %d (instances/s, wall/transfer):", r+1)
+		for _, tg := range order {
+			dir, err := os.MkdirTemp(base, tg.name+"-")
+			if err != nil {
+				b.Fatal(err)
+			}
+			// No target pays for the previous one's unwritten pages: storescp leaves 210 MB in
+			// the page cache that the kernel would write during the next round.
+			syscall.Sync()
+			run := tg.run(b, dir)
+			if err := os.RemoveAll(dir); err != nil {
+				b.Fatal(err)
+			}
+			tg.instances += run.instances
+			tg.wall += run.wall
+			tg.transfer += run.transfer
+			tg.latencies = append(tg.latencies, run.latencies...)
+			tg.receiverCPU += run.receiverCPU
+			tg.senderCPU += run.senderCPU
+			line += fmt.Sprintf(" %s %.0f/%.0f", tg.name, float64(run.instances)/run.wall.Seconds(), float64(run.instances)/run.transfer.Seconds())
+		}
+		b.Log(line)
 	}
 }
 
@@ -152,6 +166,11 @@ type cstoreTarget struct {
 type cstoreRun struct {
 	instances int
 	wall      time.Duration
+	// transfer is the time from the first Store Request any storescu sent to the last Store
+	// Response: the wall time less the senders' start (each storescu loads dcmtk's dictionary and
+	// reads every file it is to send before it associates, which on a busy machine costs more
+	// with more processes, whatever the receiver).
+	transfer  time.Duration
 	latencies []time.Duration
 	// receiverCPU and senderCPU are the CPU time (user and system) that the receiver's
 	// processes and the storescu processes used during the send.
@@ -204,11 +223,11 @@ func cstoreInstances(b *testing.B, dcmodify, src, dir string) [][]string {
 	return assocs
 }
 
-// sendToFerry starts `ferry serve` on db, sends the instances, checks that every one was stored
+// sendToFerry starts `bin serve` on db, sends the instances, checks that every one was stored
 // and stops Ferry (gracefully). timed: ns/op counts this send.
-func sendToFerry(b *testing.B, storescu, db, dir string, assocs [][]string, timed bool) cstoreRun {
+func sendToFerry(b *testing.B, bin, storescu, db, dir string, assocs [][]string, timed bool) cstoreRun {
 	b.Helper()
-	addr, pid, stop := startFerryForBench(b, db, dir)
+	addr, pid, stop := startFerryForBench(b, bin, db, dir)
 	defer stop()
 	host, port, _ := net.SplitHostPort(addr)
 	if timed {
@@ -262,6 +281,8 @@ func sendToStorescp(b *testing.B, storescu, storescp, dir string, assocs [][]str
 func sendCStores(b *testing.B, storescu, host, port, calledAE string, assocs [][]string, receiver int) cstoreRun {
 	b.Helper()
 	type result struct {
+		firstSent time.Time
+		lastDone  time.Time
 		latencies []time.Duration
 		stored    int
 		cpu       time.Duration // storescu's, user and system
@@ -295,9 +316,13 @@ func sendCStores(b *testing.B, storescu, host, port, calledAE string, assocs [][
 				switch {
 				case strings.HasPrefix(line, "I: Sending Store Request"):
 					sent = now
+					if r.firstSent.IsZero() {
+						r.firstSent = now
+					}
 				case strings.HasPrefix(line, "I: Received Store Response (Success)"):
 					r.latencies = append(r.latencies, now.Sub(sent))
 					r.stored++
+					r.lastDone = now
 				}
 			}
 			r.err = cmd.Wait()
@@ -310,6 +335,16 @@ func sendCStores(b *testing.B, storescu, host, port, calledAE string, assocs [][
 	wg.Wait()
 	run := cstoreRun{wall: time.Since(start)}
 	run.receiverCPU = processGroupCPU(b, receiver) - receiverBefore
+	var firstSent, lastDone time.Time
+	for _, r := range results {
+		if firstSent.IsZero() || r.firstSent.Before(firstSent) {
+			firstSent = r.firstSent
+		}
+		if r.lastDone.After(lastDone) {
+			lastDone = r.lastDone
+		}
+	}
+	run.transfer = lastDone.Sub(firstSent)
 	for a, r := range results {
 		if r.err != nil || r.stored != len(assocs[a]) {
 			b.Fatalf("storescu to %s:%s (%s), association %d: %v, %d of %d stored\n%s",
@@ -322,14 +357,20 @@ func sendCStores(b *testing.B, storescu, host, port, calledAE string, assocs [][
 	return run
 }
 
-// startFerryForBench starts `ferry serve` on db in dir, in a process group of its own, and
+// startFerryForBench starts `bin serve` (bin: ferryBin, or another build to compare with) on db in dir, in a process group of its own, and
 // returns its DICOM address, its process ID and a function that stops it with SIGTERM, failing
 // (not at once: it runs deferred) unless it drains and exits 0. It is startFerry for a
 // benchmark: startFerry takes a *testing.T.
-func startFerryForBench(b *testing.B, db, dir string) (dicomAddr string, pid int, stop func()) {
+func startFerryForBench(b *testing.B, bin, db, dir string) (dicomAddr string, pid int, stop func()) {
 	b.Helper()
 	out, errOut := &lockedBuffer{}, &lockedBuffer{}
-	cmd := exec.Command(ferryBin, "serve", "--mllp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dicom", "127.0.0.1:0", "--db", db)
+	// No cap on associations from one address: every storescu of the benchmark calls from
+	// 127.0.0.1, and the default cap (20) would refuse the 21st.
+	config := filepath.Join(dir, "bench.yaml")
+	if err := os.WriteFile(config, []byte("dicom: {max_connections_per_address: -1}\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "--config", config, "--mllp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dicom", "127.0.0.1:0", "--db", db)
 	cmd.Dir = dir
 	cmd.Env = append(filteredEnv("FERRY_DATABASE_URL", "FERRY_ADMIN_TOKEN"), "FERRY_ADMIN_TOKEN="+testAdminToken)
 	cmd.Stdout, cmd.Stderr = out, errOut

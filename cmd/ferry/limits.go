@@ -30,7 +30,7 @@ func (c MLLPConfig) applyLimits(srv *mllp.Server, in *engine.Inbound) {
 // server-wide value that generous would let slow clients hold every other route's connections.
 func (c HTTPConfig) server(handler http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           c.dicomwebDeadlines(handler),
+		Handler:           c.dicomwebDeadlines(c.answerDeadlines(handler)),
 		ReadTimeout:       c.ReadTimeout,
 		WriteTimeout:      c.WriteTimeout,
 		ReadHeaderTimeout: c.ReadHeaderTimeout,
@@ -50,6 +50,30 @@ func (c HTTPConfig) dicomwebDeadlines(next http.Handler) http.Handler {
 			_ = rc.SetWriteDeadline(deadline)
 		}
 		next.ServeHTTP(w, r)
+	})
+}
+
+// DefaultAnswerTimeout is http.answer_timeout's default: far longer than any read takes on a
+// working database, short enough that a client (or a load balancer's check) is answered while it
+// still waits.
+const DefaultAnswerTimeout = 15 * time.Second
+
+// answerDeadlines answers 503 to a GET or HEAD not answered within AnswerTimeout — the
+// database frozen or cut off (issue 18) — and ends its context then, which stops the reads of a
+// driver that heeds it. lib/pq does not return before a frozen server answers, so the handler
+// may run on, its answer discarded (http.TimeoutHandler). DICOMweb (large answers, streamed,
+// bounded by DICOMwebTimeout) and pprof (profiles that last as long as asked) are left out, as
+// are the changes, which the group commit and the audit bound.
+func (c HTTPConfig) answerDeadlines(next http.Handler) http.Handler {
+	bounded := http.TimeoutHandler(next, c.AnswerTimeout, "the database did not answer in time\n")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if (r.Method != http.MethodGet && r.Method != http.MethodHead) || p == dicomweb.BasePath ||
+			strings.HasPrefix(p, dicomweb.BasePath+"/") || strings.HasPrefix(p, "/debug/pprof") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		bounded.ServeHTTP(w, r)
 	})
 }
 

@@ -434,7 +434,7 @@ func dicomStorage(cfg *Config, st store, logger *slog.Logger) (*dicomStorageSetu
 	if err := os.MkdirAll(incoming, 0o750); err != nil {
 		return nil, fmt.Errorf("dicom.storage_dir: %w", err)
 	}
-	intake := &engine.Intake{Store: st, Dir: cfg.DICOM.StorageDir, Logger: logger,
+	intake := &engine.Intake{Store: st, Dir: cfg.DICOM.StorageDir, Logger: logger, Timeout: cfg.Commit.Timeout,
 		Linker: &engine.Linker{Resources: st, Links: st, Match: cfg.matchConfig()}}
 	services, err := dimse.StorageServices(intake, dimse.StorageConfig{IncomingDir: incoming, MaxInstanceSize: cfg.DICOM.MaxInstanceSize,
 		MaxHeaderSize: cfg.DICOM.MaxHeaderSize}, logger)

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ferryhealth/ferry/dicom"
 	"github.com/ferryhealth/ferry/engine"
 )
 
@@ -30,6 +32,8 @@ func RunInstances(t *testing.T, open func(t *testing.T) engine.InstanceStore) {
 		{"InvalidInstanceStoresNothing", testInvalidInstance},
 		{"InstanceNotFound", testInstanceNotFound},
 		{"ConcurrentInstancesOfNewStudy", testConcurrentInstances},
+		{"BatchesAllOrNothing", testBatchAllOrNothing},
+		{"ConcurrentOverlappingBatches", testConcurrentBatches},
 		{"SearchStudiesFilters", testSearchStudiesFilters},
 		{"SearchStudiesPaging", testSearchStudiesPaging},
 		{"SearchStudiesLinkedIdentity", testSearchStudiesLinkedIdentity},
@@ -48,33 +52,35 @@ func newInstance(study, series, n int) *engine.Instance {
 	studyUID := fmt.Sprintf("1.2.826.0.1.3680043.10.1.%d", study)
 	seriesUID := fmt.Sprintf("%s.%d", studyUID, series)
 	return &engine.Instance{
-		SOPInstanceUID:         fmt.Sprintf("%s.%d", seriesUID, n),
-		SOPClassUID:            "1.2.840.10008.5.1.4.1.1.2", // CT Image Storage
-		SeriesInstanceUID:      seriesUID,
-		StudyInstanceUID:       studyUID,
-		TransferSyntaxUID:      "1.2.840.10008.1.2.1",
-		Modality:               "CT",
-		SeriesNumber:           fmt.Sprint(series),
-		SeriesDescription:      "AXIAL 5mm",
-		InstanceNumber:         fmt.Sprint(n),
-		PatientID:              "MRN123",
-		IssuerOfPatientID:      "STMARYS",
-		PatientName:            "Doe^Jane",
-		PatientBirthDate:       "19700101",
-		PatientSex:             "F",
-		AccessionNumber:        "ACC001",
-		StudyDate:              "20260301",
-		StudyTime:              "101500",
-		StudyDescription:       "CT CHEST W/O CONTRAST",
-		StudyID:                "4711",
-		ReferringPhysicianName: "Who^Doctor",
-		Path:                   fmt.Sprintf("%s/%s/%d.dcm", studyUID, seriesUID, n),
-		Size:                   int64(524288 + n),
-		SHA256:                 fmt.Sprintf("%064x", n),
-		ReceivedAt:             baseTime.Add(time.Duration(n) * time.Millisecond),
-		CallingAETitle:         "CT01",
-		CalledAETitle:          "FERRY",
-		PeerAddr:               "10.0.0.9:40112",
+		Header: dicom.Header{
+			SOPInstanceUID:         fmt.Sprintf("%s.%d", seriesUID, n),
+			SOPClassUID:            "1.2.840.10008.5.1.4.1.1.2", // CT Image Storage
+			SeriesInstanceUID:      seriesUID,
+			StudyInstanceUID:       studyUID,
+			TransferSyntaxUID:      "1.2.840.10008.1.2.1",
+			Modality:               "CT",
+			SeriesNumber:           fmt.Sprint(series),
+			SeriesDescription:      "AXIAL 5mm",
+			InstanceNumber:         fmt.Sprint(n),
+			PatientID:              "MRN123",
+			IssuerOfPatientID:      "STMARYS",
+			PatientName:            "Doe^Jane",
+			PatientBirthDate:       "19700101",
+			PatientSex:             "F",
+			AccessionNumber:        "ACC001",
+			StudyDate:              "20260301",
+			StudyTime:              "101500",
+			StudyDescription:       "CT CHEST W/O CONTRAST",
+			StudyID:                "4711",
+			ReferringPhysicianName: "Who^Doctor",
+			Size:                   int64(524288 + n),
+		},
+		Path:           fmt.Sprintf("%s/%s/%d.dcm", studyUID, seriesUID, n),
+		SHA256:         fmt.Sprintf("%064x", n),
+		ReceivedAt:     baseTime.Add(time.Duration(n) * time.Millisecond),
+		CallingAETitle: "CT01",
+		CalledAETitle:  "FERRY",
+		PeerAddr:       "10.0.0.9:40112",
 	}
 }
 
@@ -654,6 +660,73 @@ func testConcurrentInstances(t *testing.T, st engine.InstanceStore) {
 	}
 	if len(series) != seriesCount || sum != total {
 		t.Errorf("%d series holding %d instances, want %d holding %d", len(series), sum, seriesCount, total)
+	}
+}
+
+// testBatchAllOrNothing: PutInstances reports each instance's added, an instance twice in a
+// batch counts once, and a batch with an invalid instance stores none of it.
+func testBatchAllOrNothing(t *testing.T, st engine.InstanceStore) {
+	ctx := context.Background()
+	putInstance(t, st, newInstance(11, 1, 1), true)
+	batch := []*engine.Instance{newInstance(12, 1, 1), newInstance(11, 1, 1), newInstance(11, 2, 2), newInstance(12, 1, 1)}
+	added, err := st.PutInstances(ctx, batch)
+	if err != nil {
+		t.Fatalf("PutInstances: %v", err)
+	}
+	if want := []bool{true, false, true, false}; !reflect.DeepEqual(added, want) {
+		t.Errorf("added = %v, want %v (stored before, or earlier in the batch: false)", added, want)
+	}
+	if s := readStudy(t, st, newInstance(11, 1, 1).StudyInstanceUID); s.NumberOfInstances != 2 || s.NumberOfSeries != 2 {
+		t.Errorf("study 11: %d series, %d instances; want 2, 2", s.NumberOfSeries, s.NumberOfInstances)
+	}
+	if s := readStudy(t, st, newInstance(12, 1, 1).StudyInstanceUID); s.NumberOfInstances != 1 {
+		t.Errorf("study 12: %d instances, want 1", s.NumberOfInstances)
+	}
+	bad := newInstance(13, 1, 2)
+	bad.SOPInstanceUID = ""
+	if _, err := st.PutInstances(ctx, []*engine.Instance{newInstance(13, 1, 1), bad}); err == nil {
+		t.Fatal("a batch with an instance without SOP Instance UID was stored")
+	}
+	if _, err := st.Study(ctx, newInstance(13, 1, 1).StudyInstanceUID); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("after a refused batch, its valid instance's study: %v, want ErrNotFound", err)
+	}
+}
+
+// testConcurrentOverlappingBatches: batches committed at once (several nodes' group commits)
+// over the same two studies, in opposite orders and sharing instances, never deadlock into an
+// error, and every instance counts once.
+func testConcurrentBatches(t *testing.T, st engine.InstanceStore) {
+	const workers, batches, perBatch = 6, 5, 8
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for w := range workers {
+		wg.Go(func() {
+			<-start
+			for b := range batches {
+				batch := make([]*engine.Instance, perBatch)
+				for i := range batch {
+					// Workers w and w+1 share every instance; half of each batch is in each study.
+					n := (w/2)*batches*perBatch + b*perBatch + i
+					batch[i] = newInstance(14+i%2, 1, n)
+				}
+				if w%2 == 1 {
+					slices.Reverse(batch)
+				}
+				if _, err := st.PutInstances(context.Background(), batch); err != nil {
+					t.Errorf("PutInstances (worker %d, batch %d): %v", w, b, err)
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	total := 0
+	for _, study := range []int{14, 15} {
+		total += readStudy(t, st, newInstance(study, 1, 0).StudyInstanceUID).NumberOfInstances
+	}
+	if want := workers / 2 * batches * perBatch; total != want {
+		t.Errorf("the studies count %d instances, want %d", total, want)
 	}
 }
 
