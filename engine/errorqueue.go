@@ -132,33 +132,13 @@ type Reprocessor struct {
 // Nudge tells the Reprocessor a request was just queued. It never blocks.
 func (r *Reprocessor) Nudge() { r.wake.Nudge() }
 
-// Run runs queued requests until ctx ends.
+// Run runs queued requests until ctx ends; each batch under DefaultWorkTimeout, as the pending
+// worker's (a frozen database holds no shutdown).
 func (r *Reprocessor) Run(ctx context.Context) {
 	if r.Poll <= 0 {
 		r.Poll = time.Second
 	}
-	nudge := r.wake.C()
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-nudge:
-		case <-t.C:
-		}
-		for {
-			n, err := r.RunBatch(ctx)
-			if err != nil && ctx.Err() == nil {
-				r.logger().Error("reprocessing messages", "err", err)
-				break
-			}
-			if n < r.batch() {
-				break
-			}
-		}
-		t.Reset(r.Poll)
-	}
+	runBatches(ctx, &r.wake, r.Poll, r.batch(), DefaultWorkTimeout, r.logger(), "reprocessing messages", r.RunBatch)
 }
 
 func (r *Reprocessor) batch() int {

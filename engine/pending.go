@@ -44,7 +44,15 @@ func (w *PendingWorker) Run(ctx context.Context) {
 	if w.Poll <= 0 {
 		w.Poll = 200 * time.Millisecond
 	}
-	nudge := w.wake.C()
+	runBatches(ctx, &w.wake, w.Poll, w.Batch, w.timeout(), w.logger(), "processing pending messages", w.ProcessBatch)
+}
+
+// runBatches is a background worker's loop (the pending worker's, the Reprocessor's): when
+// nudged, or every poll, it runs batch — each under runBounded — until one does less than a
+// full batch of size or fails (logged unless ctx ended); until ctx ends.
+func runBatches(ctx context.Context, sig *wake.Signal, poll time.Duration, size int, timeout time.Duration,
+	log *slog.Logger, what string, batch func(context.Context) (int, error)) {
+	nudge := sig.C()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -56,21 +64,21 @@ func (w *PendingWorker) Run(ctx context.Context) {
 		}
 		for {
 			var n int
-			err := runBounded(ctx, w.timeout(), w.logger(), "processing pending messages", func(ctx context.Context) (err error) {
-				n, err = w.ProcessBatch(ctx)
+			err := runBounded(ctx, timeout, log, what, func(ctx context.Context) (err error) {
+				n, err = batch(ctx)
 				return err
 			})
 			if err != nil {
 				if ctx.Err() == nil {
-					w.logger().Error("processing pending messages", "err", err)
+					log.Error(what, "err", err)
 				}
 				break
 			}
-			if n < w.Batch {
+			if n < size {
 				break
 			}
 		}
-		t.Reset(w.Poll)
+		t.Reset(poll)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,13 +24,11 @@ func deliveriesCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return groupUsage(args, "usage: ferry deliveries replay --user NAME --reason TEXT [--destination FACILITY/NAME] [--report ID] [--url URL]", stdout, stderr)
 	}
 	fs := newFlagSet("deliveries replay", stderr)
-	base := fs.String("url", "http://127.0.0.1:8080", "Ferry's HTTP listener")
+	api := addAPIFlags(fs, 10*time.Minute)
 	user := fs.String("user", "", "who replays (audited; required)")
 	reason := fs.String("reason", "", "why (audited; required)")
 	destination := fs.String("destination", "", "only the dead letters to this destination (FACILITY/NAME)")
 	report := fs.String("report", "", "only the dead letters of this DiagnosticReport id")
-	tokenFile := fs.String("token-file", "", "file holding the admin token (default: $FERRY_ADMIN_TOKEN, else ./ferry-data/admin-token)")
-	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for the replay")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -37,13 +36,12 @@ func deliveriesCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "usage: ferry deliveries replay --user NAME --reason TEXT [--destination FACILITY/NAME] [--report ID] [--url URL]")
 		return exitCode(2)
 	}
-	token, err := cliAdminToken(*tokenFile)
+	ctx, cancel, err := api.open(ctx)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	raw, err := callAPI(ctx, *base, token, "/api/v1/deliveries/replay",
+	raw, err := api.post(ctx, "/api/v1/deliveries/replay",
 		map[string]string{"user": *user, "reason": *reason, "destination": *destination, "report": *report}, http.StatusOK)
 	if err != nil {
 		return fmt.Errorf("replaying dead letters: %w", err)
@@ -66,6 +64,37 @@ func deliveriesCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return exitCode(1)
 	}
 	return nil
+}
+
+// apiFlags are how a command reaches a running Ferry's API: --url, --token-file, --timeout.
+type apiFlags struct {
+	base, tokenFile *string
+	timeout         *time.Duration
+	token           string
+}
+
+func addAPIFlags(fs *flag.FlagSet, timeout time.Duration) *apiFlags {
+	return &apiFlags{
+		base:      fs.String("url", "http://127.0.0.1:8080", "Ferry's HTTP listener"),
+		tokenFile: fs.String("token-file", "", "file holding the token (default: $FERRY_ADMIN_TOKEN, else ./ferry-data/admin-token)"),
+		timeout:   fs.Duration("timeout", timeout, "how long to wait for the answer"),
+	}
+}
+
+// open reads the token and bounds ctx by --timeout.
+func (a *apiFlags) open(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	token, err := cliAdminToken(*a.tokenFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	a.token = token
+	ctx, cancel := context.WithTimeout(ctx, *a.timeout)
+	return ctx, cancel, nil
+}
+
+// post is callAPI with the flags' URL and token.
+func (a *apiFlags) post(ctx context.Context, path string, body any, want ...int) ([]byte, error) {
+	return callAPI(ctx, *a.base, a.token, path, body, want...)
 }
 
 // callAPI POSTs body as JSON to a running Ferry's API at base+path with token, and returns the

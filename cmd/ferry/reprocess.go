@@ -32,9 +32,7 @@ func reprocessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	user := fs.String("user", "", "who (audited; required with the bootstrap admin token, whose holder the API cannot name)")
 	dryRun := fs.Bool("dry-run", false, "only say how many messages match")
 	dismiss := fs.Bool("dismiss", false, "take the messages off the queue instead of running them (--id only)")
-	base := fs.String("url", "http://127.0.0.1:8080", "Ferry's HTTP listener")
-	tokenFile := fs.String("token-file", "", "file holding the token (default: $FERRY_ADMIN_TOKEN, else ./ferry-data/admin-token)")
-	timeout := fs.Duration("timeout", time.Minute, "how long to wait for the answer")
+	api := addAPIFlags(fs, time.Minute)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -43,11 +41,10 @@ func reprocessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, reprocessUsage)
 		return exitCode(2)
 	}
-	token, err := cliAdminToken(*tokenFile)
+	ctx, cancel, err := api.open(ctx)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	body := map[string]any{"user": *user, "reason": *reason}
 	if *id != 0 {
@@ -55,7 +52,7 @@ func reprocessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if *dismiss {
 			action = "dismiss"
 		}
-		if _, err := callAPI(ctx, *base, token, "/api/v1/messages/"+strconv.FormatInt(*id, 10)+"/"+action, body,
+		if _, err := api.post(ctx, "/api/v1/messages/"+strconv.FormatInt(*id, 10)+"/"+action, body,
 			http.StatusOK, http.StatusAccepted); err != nil {
 			return fmt.Errorf("%s message %d: %w", action, *id, err)
 		}
@@ -79,7 +76,7 @@ func reprocessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		Queued  int `json:"queued"`
 	}
 	body["dry_run"] = true
-	raw, err := callAPI(ctx, *base, token, path, body, http.StatusOK)
+	raw, err := api.post(ctx, path, body, http.StatusOK)
 	if err == nil {
 		err = json.Unmarshal(raw, &out)
 	}
@@ -91,7 +88,7 @@ func reprocessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return nil
 	}
 	body["dry_run"] = false
-	raw, err = callAPI(ctx, *base, token, path, body, http.StatusAccepted)
+	raw, err = api.post(ctx, path, body, http.StatusAccepted)
 	if err == nil {
 		err = json.Unmarshal(raw, &out)
 	}
