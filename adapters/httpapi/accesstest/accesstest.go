@@ -293,6 +293,8 @@ func RunMatrix(t *testing.T, st Store) {
 		// Searches: each finds only the caller's patients' records (checked below).
 		{"GET", "/fhir/r4/DiagnosticReport?patient=p1", true, "Patient/p1", readers, nil},
 		{"GET", "/api/v1/messages", true, "", append([]string{"ana"}, admins...), nil},
+		{"GET", "/api/v1/messages?queue=errors", true, "", append([]string{"ana"}, admins...), nil},
+		{"GET", "/api/v1/messages/export?format=hl7", true, "", append([]string{"ana"}, admins...), nil},
 		{"GET", "/fhir/r4/metadata", false, "", append([]string{"ana", "rad", "doc", "dictation", "reader"}, admins...), nil},
 		{"GET", "/metrics", false, "", admins, nil},
 		{"GET", "/debug/pprof/", false, "", admins, nil},
