@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -92,7 +93,10 @@ func TestBrowserConsoleErrorQueue(t *testing.T) {
 	shot("console-dashboard.png")
 
 	do("the error queue, by control ID", chromedp.Click(css(`nav.console a[href$="queue=errors"]`)), chromedp.WaitVisible(css("#f-control")),
-		chromedp.SendKeys(css("#f-control"), "CQ1"), chromedp.Submit(css("#f-control")), chromedp.WaitVisible(css("#matching")))
+		chromedp.SendKeys(css("#f-control"), "CQ1"), chromedp.Submit(css("#f-control")),
+		// The value attribute is the server's: only the searched page has it (#matching is on
+		// both the page before and after the search).
+		chromedp.WaitVisible(css(`#f-control[value="CQ1"]`)), chromedp.WaitVisible(css("#matching")))
 	if m := text("#matching"); m != "1 messages match" {
 		t.Errorf("bulk count %q, want 1 messages match", m)
 	}
@@ -129,7 +133,8 @@ func TestBrowserConsoleErrorQueue(t *testing.T) {
 	if n, err := rp.RunBatch(ctx); err != nil || n != 1 {
 		t.Fatalf("RunBatch: %d, %v", n, err)
 	}
-	do("reloading", chromedp.Reload(), chromedp.WaitVisible(css("#history")))
+	// Navigate waits for the new page's load: #history is on the old page too.
+	do("reloading", chromedp.Navigate(fmt.Sprintf("%s/console/messages/%d", srv.URL, failed.ID)), chromedp.WaitVisible(css("#history")))
 	if h, main := text("#history"), text("main"); !strings.Contains(h, "done") || !strings.Contains(main, "Not in the error queue") {
 		t.Errorf("after the run: history %q", h)
 	}
