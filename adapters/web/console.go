@@ -390,12 +390,19 @@ func (cn *console) bulk(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, "/console/messages?"+string(filter.Query)+"&done=bulk-"+strconv.Itoa(n))
 }
 
-// checkCSRF compares the form's token with the session's.
+// checkCSRF refuses a form whose token is not the session's (403).
 func checkCSRF(c echo.Context, sess *access.Session) error {
-	if sess == nil || sess.CSRFToken == "" || subtle.ConstantTimeCompare([]byte(c.FormValue("csrf_token")), []byte(sess.CSRFToken)) != 1 {
+	if !sessionForm(c, sess) {
 		return echo.NewHTTPError(http.StatusForbidden, "the form had expired: go back, reload the page and try again")
 	}
 	return nil
+}
+
+// sessionForm reports whether a posted form carries its session's CSRF token: every form a
+// signed-in page posts (sign-out, the console's) is checked by it.
+func sessionForm(c echo.Context, sess *access.Session) bool {
+	return sess != nil && sess.CSRFToken != "" &&
+		subtle.ConstantTimeCompare([]byte(c.FormValue("csrf_token")), []byte(sess.CSRFToken)) == 1
 }
 
 func noticeText(done string) string {

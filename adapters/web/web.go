@@ -241,7 +241,7 @@ func (p *pages) session(c echo.Context) (*access.Identity, *access.Session, stri
 func (p *pages) signOut(c echo.Context) error {
 	ident, sess, id := p.session(c)
 	if ident != nil {
-		if sess == nil || subtle.ConstantTimeCompare([]byte(c.FormValue("csrf_token")), []byte(sess.CSRFToken)) != 1 || sess.CSRFToken == "" {
+		if !sessionForm(c, sess) {
 			return echo.NewHTTPError(http.StatusForbidden, "the sign-out form had expired: sign out again from a page")
 		}
 		if err := p.opt.Access.Logout(c.Request().Context(), id); err != nil {
