@@ -43,7 +43,12 @@ type Options struct {
 	SSO *SSO
 	// Console, when set, serves the analyst console under /console (console.go).
 	Console *Console
-	Now     func() time.Time
+	// Physician, when set, serves the physician's report list at / and the report pages at
+	// /reports/{id} (physician.go).
+	Physician *Physician
+	// Critical, when set, shows a critical report's acknowledgement, or the form that makes it.
+	Critical CriticalAcks
+	Now      func() time.Time
 }
 
 // SessionCookie is the name of the web session's cookie. The API accepts the session too, when
@@ -67,6 +72,7 @@ type pages struct {
 	login *template.Template
 	home  *template.Template
 	csp   string
+	phys  *physician
 }
 
 // Register adds the pages to e: GET and POST /login, POST /logout, GET /.
@@ -100,6 +106,11 @@ func Register(e *echo.Echo, opt Options) error {
 	e.GET("/", p.homePage, p.headers)
 	if opt.SSO != nil {
 		opt.SSO.register(e, p)
+	}
+	if opt.Physician != nil {
+		if p.phys, err = registerPhysician(e, p, opt.Physician, limit); err != nil {
+			return err
+		}
 	}
 	if opt.Console != nil {
 		if err := registerConsole(e, p, opt.Console, limit); err != nil {
@@ -257,6 +268,9 @@ func (p *pages) homePage(c echo.Context) error {
 	ident, sess, _ := p.session(c)
 	if ident == nil {
 		return c.Redirect(http.StatusSeeOther, "/login?next="+url.QueryEscape(c.Request().URL.RequestURI()))
+	}
+	if p.phys != nil && homeRole(ident) {
+		return p.phys.home(c, ident, sess)
 	}
 	idle, absolute := p.opt.Access.SessionTimeouts()
 	return p.render(c, http.StatusOK, p.home, "home.html", view{Title: "Signed in", User: ident.User, Role: string(ident.Role),
