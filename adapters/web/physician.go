@@ -86,12 +86,6 @@ func registerPhysician(e *echo.Echo, p *pages, data *Physician, limit echo.Middl
 		return nil, errors.New("web: Physician needs Patients and Resources")
 	}
 	t, err := template.New("").Funcs(template.FuncMap{
-		"when": func(t time.Time) string {
-			if t.IsZero() {
-				return ""
-			}
-			return t.UTC().Format("2006-01-02 15:04 UTC")
-		},
 		"pageArgs": func(v physicianView, l *pageLink, label string) pageArgs {
 			return pageArgs{V: v, Page: l.Page, Label: label}
 		},

@@ -1,6 +1,6 @@
 // Package web is Ferry's server-rendered pages (html/template, go:embed): the sign-in
-// page, sign-out and the signed-in home page; the physician's report view and the analyst
-// console (their own issues) join them here. Pages work without JavaScript and at phone width,
+// page, sign-out and the signed-in home page; the physician's report list and report page
+// (physician.go) and the analyst console (console.go). Pages work without JavaScript and at phone width,
 // carry a strict Content-Security-Policy, and every form carries a CSRF token.
 //
 // Sessions are the store's (engine/access): the browser holds only a random ID in an HttpOnly,
@@ -75,7 +75,8 @@ type pages struct {
 	phys  *physician
 }
 
-// Register adds the pages to e: GET and POST /login, POST /logout, GET /.
+// Register adds the pages to e: GET and POST /login, POST /logout, GET /; with
+// Options.Physician, POST / (the report search) and GET /reports/{id}.
 func Register(e *echo.Echo, opt Options) error {
 	if opt.Access == nil {
 		return errors.New("web: Options.Access is required")
