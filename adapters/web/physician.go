@@ -113,10 +113,8 @@ func homeRole(ident *access.Identity) bool {
 // reportRow is one report in the list.
 type reportRow struct {
 	ID, Patient, MRN, Procedure, Modality, Facility, Status, StatusClass string
-	StudyDate, Updated                                                 string
-	Critical, Unread                                                   bool
-	updated                                                            time.Time
-	version                                                            int64
+	StudyDate, Updated                                                   string
+	Critical, Unread                                                     bool
 }
 
 // listForm is the list's search and filters, as typed.
@@ -360,7 +358,7 @@ func (ph *physician) searchFilter(ctx context.Context, f listForm) (engine.Searc
 func (ph *physician) row(ctx context.Context, r *engine.Resource, content map[string]any, cache map[string]*engine.Resource) reportRow {
 	dr := fhir.DiagnosticReportOf(content)
 	row := reportRow{ID: r.ID, Status: dr.Status, StatusClass: statusClass(dr.Status), Procedure: cmp.Or(dr.Code.Label(), "Report"),
-		Critical: critical(dr), updated: r.LastUpdated, Updated: r.LastUpdated.UTC().Format("2006-01-02 15:04"), version: r.VersionID}
+		Critical: critical(dr), Updated: r.LastUpdated.UTC().Format("2006-01-02 15:04")}
 	if pc := ph.cached(ctx, cache, dr.Subject.Reference); pc != nil {
 		pt := fhir.PatientOf(pc)
 		row.Patient, row.MRN = patientName(pt), mrn(pt)

@@ -111,7 +111,9 @@ func BenchmarkReportPage(b *testing.B) {
 	}
 	b.StopTimer()
 	slices.Sort(latencies)
-	q := func(p float64) float64 { return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000 }
+	q := func(p float64) float64 {
+		return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000
+	}
 	b.ReportMetric(q(0.50), "p50-ms")
 	b.ReportMetric(q(0.95), "p95-ms")
 }
