@@ -67,7 +67,7 @@ func BenchmarkReportPage(b *testing.B) {
 	}
 	patients := &access.Patients{Store: st, Resources: st}
 	trail := &audit.Recorder{Begin: st.Begin}
-	e, err := httpapi.New(httpapi.Options{Resources: st, Access: svc, SessionCookie: web.SessionCookie, Audit: trail, Patients: patients})
+	e, err := httpapi.New(httpapi.Options{Messages: st, Resources: st, Access: svc, SessionCookie: web.SessionCookie, Audit: trail, Patients: patients})
 	if err != nil {
 		b.Fatal(err)
 	}
