@@ -1,6 +1,6 @@
 // Package web is Ferry's server-rendered pages (html/template, go:embed): the sign-in
-// page, sign-out and the signed-in home page; the physician's report view and the analyst
-// console (their own issues) join them here. Pages work without JavaScript and at phone width,
+// page, sign-out and the signed-in home page; the physician's report list and report page
+// (physician.go) and the analyst console (console.go). Pages work without JavaScript and at phone width,
 // carry a strict Content-Security-Policy, and every form carries a CSRF token.
 //
 // Sessions are the store's (engine/access): the browser holds only a random ID in an HttpOnly,
@@ -43,7 +43,12 @@ type Options struct {
 	SSO *SSO
 	// Console, when set, serves the analyst console under /console (console.go).
 	Console *Console
-	Now     func() time.Time
+	// Physician, when set, serves the physician's report list at / and the report pages at
+	// /reports/{id} (physician.go).
+	Physician *Physician
+	// Critical, when set, shows a critical report's acknowledgement, or the form that makes it.
+	Critical CriticalAcks
+	Now      func() time.Time
 }
 
 // SessionCookie is the name of the web session's cookie. The API accepts the session too, when
@@ -67,9 +72,11 @@ type pages struct {
 	login *template.Template
 	home  *template.Template
 	csp   string
+	phys  *physician
 }
 
-// Register adds the pages to e: GET and POST /login, POST /logout, GET /.
+// Register adds the pages to e: GET and POST /login, POST /logout, GET /; with
+// Options.Physician, POST / (the report search) and GET /reports/{id}.
 func Register(e *echo.Echo, opt Options) error {
 	if opt.Access == nil {
 		return errors.New("web: Options.Access is required")
@@ -100,6 +107,11 @@ func Register(e *echo.Echo, opt Options) error {
 	e.GET("/", p.homePage, p.headers)
 	if opt.SSO != nil {
 		opt.SSO.register(e, p)
+	}
+	if opt.Physician != nil {
+		if p.phys, err = registerPhysician(e, p, opt.Physician, limit); err != nil {
+			return err
+		}
 	}
 	if opt.Console != nil {
 		if err := registerConsole(e, p, opt.Console, limit); err != nil {
@@ -257,6 +269,9 @@ func (p *pages) homePage(c echo.Context) error {
 	ident, sess, _ := p.session(c)
 	if ident == nil {
 		return c.Redirect(http.StatusSeeOther, "/login?next="+url.QueryEscape(c.Request().URL.RequestURI()))
+	}
+	if p.phys != nil && homeRole(ident) {
+		return p.phys.home(c, ident, sess)
 	}
 	idle, absolute := p.opt.Access.SessionTimeouts()
 	return p.render(c, http.StatusOK, p.home, "home.html", view{Title: "Signed in", User: ident.User, Role: string(ident.Role),

@@ -215,7 +215,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger, SSO: sso,
-		Console: &web.Console{Messages: st, Reprocessed: reprocessor.Nudge}}); err != nil {
+		Console:   &web.Console{Messages: st, Reprocessed: reprocessor.Nudge},
+		Physician: &web.Physician{Patients: patients, Resources: st, Reads: st, Turnaround: st, SLAs: cfg.turnaroundSLAs()}}); err != nil {
 		return err
 	}
 	httpSrv := cfg.HTTP.server(api)
