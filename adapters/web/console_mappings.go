@@ -326,11 +326,15 @@ func (cm *consoleMappingPages) try(ctx context.Context, c echo.Context, ident *a
 	}
 	v.TriedWith, v.TryError = res.Mapping, res.Error
 	for _, k := range slices.Sorted(maps.Keys(res.Output)) {
-		b, err := json.MarshalIndent(res.Output[k], "", "  ")
-		if err != nil {
+		// The page escapes the text: the JSON need not (a name holding <script> reads as written).
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res.Output[k]); err != nil {
 			return err
 		}
-		v.Output = append(v.Output, outputPart{Name: k, JSON: string(b)})
+		v.Output = append(v.Output, outputPart{Name: k, JSON: b.String()})
 	}
 	return nil
 }

@@ -183,7 +183,7 @@ func TestBrowserConsoleMappings(t *testing.T) {
 	// The tester, on the stored message by its ID: the ServiceRequest it now yields.
 	do("trying the stored message", chromedp.SetValue(css("#message-id"), fmt.Sprint(order.ID)), chromedp.Click(css("#try")),
 		chromedp.WaitVisible(css("#output")))
-	if out := text("#output"); !strings.Contains(out, "ServiceRequest") || !strings.Contains(out, "24627-2") || strings.Contains(out, "ERR") {
+	if out := text("#output"); !strings.Contains(out, "service_request") || !strings.Contains(out, "24627-2") || !strings.Contains(out, "PLMP1") || strings.Contains(out, "ERR") {
 		t.Errorf("tester output %q: want the ServiceRequest with LOINC 24627-2", out)
 	}
 	shot("console-mapping-tester.png")
