@@ -86,8 +86,19 @@ type mappingsView struct {
 // mappingRow is one file of the list.
 type mappingRow struct {
 	mappings.File
-	Layer string
-	Link  string
+	What, Layer, Link string
+}
+
+// what says what a file is: "mapping (inbound)", "test (outbound)", "table".
+func what(f mappings.File) string {
+	kind := string(f.Kind)
+	if f.Kind == mappings.KindOutbound {
+		kind = "mapping"
+	}
+	if d := f.Direction(); d != "" {
+		return kind + " (" + d + ")"
+	}
+	return kind
 }
 
 // outputPart is one top-level part of a mapping's output (a resource, the worklist entry), as
@@ -156,7 +167,7 @@ func (cm *consoleMappingPages) list(c echo.Context) error {
 	v := mappingsView{consoleView: cm.base(ident, sess, "Mappings and code tables", "mappings")}
 	for _, f := range files {
 		f.Content = nil
-		v.Files = append(v.Files, mappingRow{File: f, Layer: layerName(f), Link: editLink(f.Facility, f.Path)})
+		v.Files = append(v.Files, mappingRow{File: f, What: what(f), Layer: layerName(f), Link: editLink(f.Facility, f.Path)})
 	}
 	cm.audit(c, ident, audit.ActionSearch, "")
 	return cm.p.render(c, http.StatusOK, cm.t, "mappings", v)
