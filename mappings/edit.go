@@ -73,7 +73,9 @@ func kindOf(p string) FileKind {
 
 // CheckPath reports whether p names a file the console may write, and why not.
 func CheckPath(p string) error {
-	if !filePathRE.MatchString(p) || strings.Contains(p, "..") || (kindOf(p) == KindTest && strings.HasPrefix(p, "tables/")) {
+	// Tests live beside mappings only: the loader reads no *_test.yaml in tables/ or partials/.
+	misplacedTest := strings.HasSuffix(p, "_test.yaml") && (strings.HasPrefix(p, "tables/") || strings.HasPrefix(p, "partials/"))
+	if !filePathRE.MatchString(p) || strings.Contains(p, "..") || misplacedTest {
 		return fmt.Errorf("%q is not a mapping, table, partial or test file (NAME.yaml, outbound/NAME.yaml, tables/NAME.yaml, partials/NAME.yaml)", p)
 	}
 	return nil
