@@ -282,3 +282,73 @@ func TestBrowserConsoleMappings(t *testing.T) {
 		}
 	}
 }
+
+// TestMappingHistoryFromDisk: the history starts with the files as deployed (by "files"), and an
+// edit made outside the console becomes a revision when the reloader notices it — once, however
+// often the history is synced.
+func TestMappingHistoryFromDisk(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	site, general := t.TempDir(), t.TempDir()
+	shipped, err := fs.ReadFile(mappings.Shipped(), "tables/procedures.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(dir, body string) {
+		t.Helper()
+		p := filepath.Join(dir, "tables", "procedures.yaml")
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		later := time.Now().Add(time.Duration(len(body)) * time.Second) // coarse file clocks
+		if err := os.Chtimes(p, later, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(site, string(shipped))
+	write(general, string(shipped))
+	cfg := mappings.Config{Dir: site, Facilities: map[string]string{"GENERAL": general}}
+	reloader, err := mappings.NewReloader(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := accesstest.SQLiteStore(t)
+	pages := &web.ConsoleMappings{Editor: &mappings.Editor{Config: cfg, Reloader: reloader}, Current: reloader.Current, History: st}
+	for range 2 { // at start, on every node: recorded once
+		if err := pages.SyncHistory(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	history := func(facility string) []*engine.MappingRevision {
+		t.Helper()
+		revs, err := st.MappingRevisions(ctx, facility, "tables/procedures.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return revs
+	}
+	if s, g := history(""), history("GENERAL"); len(s) != 1 || len(g) != 1 || s[0].Author != "files" {
+		t.Fatalf("history at start: site %d, GENERAL %d revisions; want 1 each, by files", len(s), len(g))
+	}
+	var synced error
+	reloader.Changed = func() { synced = pages.SyncHistory(ctx) }
+	edited := strings.Replace(string(shipped), "\nrows:\n", "\nrows:\n  \"99999\": {system: \"http://loinc.org\", code: \"24627-2\", display: \"CT Chest\", modality: CT}\n", 1)
+	write(general, edited)
+	if !reloader.Check() || synced != nil {
+		t.Fatalf("the reloader did not load the edit (sync: %v)", synced)
+	}
+	g := history("GENERAL")
+	if len(g) != 2 || g[0].Author != "files" || g[0].Seq != 2 {
+		t.Fatalf("GENERAL's history after an edit on disk: %d revisions; want 2, the latest by files", len(g))
+	}
+	rev, err := st.MappingRevision(ctx, g[0].ID)
+	if err != nil || string(rev.Content) != edited {
+		t.Fatalf("the revision recorded from disk: %v; want the edited file", err)
+	}
+	if len(history("")) != 1 {
+		t.Error("the site's unchanged table got a new revision")
+	}
+}
