@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -41,7 +42,14 @@ type Reloader struct {
 	cfg    Config
 	logger *slog.Logger
 	cur    atomic.Pointer[Set]
-	print  [32]byte // fingerprint of the files the current set was loaded from
+
+	// Changed, if set, is called after Check found the files changed (whether or not they
+	// loaded): the history records what is on disk now (cmd/ferry, Editor.Sync). Set it before
+	// Watch starts.
+	Changed func()
+
+	mu    sync.Mutex // Check, from Watch and from an Editor's save
+	print [32]byte   // fingerprint of the files the current set was loaded from
 }
 
 // NewReloader loads the set c names; it fails when that set has problems (Ferry does not start
@@ -80,11 +88,16 @@ func (r *Reloader) Watch(ctx context.Context, interval time.Duration) {
 // Check reloads when the files changed since the last load (or failed attempt); it reports
 // whether a new set is now in force.
 func (r *Reloader) Check() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	p := r.fingerprint()
 	if p == r.print {
 		return false
 	}
 	r.print = p
+	if r.Changed != nil {
+		defer r.Changed()
+	}
 	s, err := Load(r.cfg.Source())
 	if err != nil {
 		// The problems name files and lines, never message content.

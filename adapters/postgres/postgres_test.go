@@ -786,3 +786,7 @@ func TestCheckMaintenance(t *testing.T) {
 func TestErrorQueue(t *testing.T) {
 	storetest.RunErrorQueue(t, func(t *testing.T) storetest.ErrorQueueStore { return openTestStore(t) })
 }
+
+func TestMappingHistory(t *testing.T) {
+	storetest.RunMappingHistory(t, func(t *testing.T) storetest.MappingHistoryStore { return openTestStore(t) })
+}

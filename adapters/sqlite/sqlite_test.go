@@ -253,3 +253,7 @@ func TestFirstPrepareWaitsForTheTransaction(t *testing.T) {
 func TestErrorQueue(t *testing.T) {
 	storetest.RunErrorQueue(t, func(t *testing.T) storetest.ErrorQueueStore { return openTestStore(t, testPath(t)) })
 }
+
+func TestMappingHistory(t *testing.T) {
+	storetest.RunMappingHistory(t, func(t *testing.T) storetest.MappingHistoryStore { return openTestStore(t, testPath(t)) })
+}

@@ -110,6 +110,7 @@ type Store struct {
 	auditStatements
 	accessStatements
 	errorQueueStatements
+	mappingRevisionStatements
 }
 
 // New returns the shared areas in d's text.
@@ -126,6 +127,7 @@ func New(d Dialect) *Store {
 	s.auditStatements = newAuditStatements(s.rebind)
 	s.accessStatements = newAccessStatements(s.rebind, s.d)
 	s.errorQueueStatements = newErrorQueueStatements(s.rebind)
+	s.mappingRevisionStatements = newMappingRevisionStatements(s.rebind)
 	return s
 }
 

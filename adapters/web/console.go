@@ -25,6 +25,7 @@ import (
 type Console struct {
 	Messages    ConsoleMessages
 	Reprocessed func()
+	Mappings    *ConsoleMappings // nil: no mappings pages (console_mappings.go)
 }
 
 // ConsoleMessages is the message log's reads and the error queue: engine.MessageStore's Message
@@ -65,7 +66,7 @@ func registerConsole(e *echo.Echo, p *pages, c *Console, limit echo.MiddlewareFu
 	g.POST("/messages/:id/reprocess", cn.decide(engine.ReprocessRun), limit)
 	g.POST("/messages/:id/dismiss", cn.decide(engine.ReprocessDismiss), limit)
 	g.POST("/errors/reprocess", cn.bulk, limit)
-	return nil
+	return cn.registerMappings(g)
 }
 
 // consoleView is what the console's templates show.

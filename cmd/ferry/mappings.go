@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"maps"
-	"slices"
 	"strings"
 
 	"github.com/ferryhealth/ferry/mappings"
@@ -74,37 +71,16 @@ func mappingsCmd(args []string, stdout, stderr io.Writer) error {
 	// site's mappings. (A facility's tests, in its own directory, run against its overrides: the
 	// set picks the facility by each inbound test message's MSH-4, and outbound tests render
 	// with the facility of the directory they are in.)
-	var files []mappings.TestFile
-	type testLayer struct {
-		fs       fs.FS
-		facility string
-	}
-	var layers []testLayer
-	for _, l := range src.Base {
-		layers = append(layers, testLayer{fs: l})
-	}
-	for _, f := range slices.Sorted(maps.Keys(src.Facilities)) {
-		layers = append(layers, testLayer{fs: src.Facilities[f], facility: f})
-	}
-	for _, l := range layers {
-		tf, err := mappings.LoadTests(l.fs)
-		if err != nil {
-			var probs mappings.Problems
-			if errors.As(err, &probs) {
-				for _, p := range probs {
-					fmt.Fprintln(stdout, p.String())
-				}
-				return exitCode(1)
+	files, err := src.Tests()
+	if err != nil {
+		var probs mappings.Problems
+		if errors.As(err, &probs) {
+			for _, p := range probs {
+				fmt.Fprintln(stdout, p.String())
 			}
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			return err
+			return exitCode(1)
 		}
-		for i := range tf {
-			tf[i].Facility = l.facility
-		}
-		files = append(files, tf...)
+		return err
 	}
 	results := set.Run(files)
 	failed := 0

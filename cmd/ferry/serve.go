@@ -99,6 +99,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("loading mappings:\n%w", err)
 	}
+	// The console's mappings pages: saves are tried and tested, written atomically and applied
+	// by the reloader; the history starts with the files as deployed and records every change
+	// the reloader finds on disk (docs/mappings.md).
+	mappingPages := &web.ConsoleMappings{Editor: &mappings.Editor{Config: cfg.mappingsConfig(), Reloader: reloader},
+		Current: reloader.Current, History: st}
+	if err := mappingPages.SyncHistory(ctx); err != nil {
+		logger.Error("recording the mappings' history failed", "err", err)
+	}
+	reloader.Changed = func() {
+		if err := mappingPages.SyncHistory(context.WithoutCancel(ctx)); err != nil {
+			logger.Error("recording the mappings' history failed", "err", err)
+		}
+	}
 	if every := *cfg.Mappings.ReloadInterval; every > 0 {
 		a.worker("mapping reloads", func(ctx context.Context) { reloader.Watch(ctx, every) })
 	}
@@ -215,7 +228,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger, SSO: sso,
-		Console:   &web.Console{Messages: st, Reprocessed: reprocessor.Nudge},
+		Console:   &web.Console{Messages: st, Reprocessed: reprocessor.Nudge, Mappings: mappingPages},
 		Physician: &web.Physician{Patients: patients, Resources: st, Reads: st, Turnaround: st, SLAs: cfg.turnaroundSLAs()}}); err != nil {
 		return err
 	}

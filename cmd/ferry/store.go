@@ -24,8 +24,9 @@ type store interface {
 	outbox.Store
 	turnaround.Reader
 	engine.ErrorQueue
-	access.Store        // users, API tokens, web sessions
-	access.PatientStore // who may see which patient, break-glass grants
+	engine.MappingHistory // the console's mapping and code-table revisions
+	access.Store          // users, API tokens, web sessions
+	access.PatientStore   // who may see which patient, break-glass grants
 	audit.Reader
 	Migrate(ctx context.Context) error
 	MigrateUp(ctx context.Context) (migrations.Applied, error) // Migrate, saying what it applied
