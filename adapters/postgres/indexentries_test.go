@@ -51,7 +51,7 @@ func TestIndexEntriesMigrated(t *testing.T) {
 				args = append(args, lastUpdated)
 			}
 			if dialect == goose.DialectSQLite3 {
-				q = strings.ReplaceAll(strings.ReplaceAll(q, "$1", "?"), "BYTEA", "BLOB")
+				q = strings.ReplaceAll(strings.ReplaceAll(q, "$1", "?1"), "BYTEA", "BLOB")
 			}
 			if _, err := st.DB().ExecContext(ctx, q, args...); err != nil {
 				t.Fatalf("populating: %v", err)
@@ -127,7 +127,7 @@ func checkIndexEntriesMigrated(t *testing.T, st indexEntriesStore, at time.Time)
 	defer tx.Rollback()
 	r := &engine.Resource{Type: "Patient", ID: "a", VersionID: 3, LastUpdated: at.Add(time.Minute),
 		JSON: []byte(`{"resourceType":"Patient","id":"a"}`), Index: []fhir.IndexEntry{
-			{Param: "identifier", System: "urn:mrn", Value: "A1"}, // kept
+			{Param: "identifier", System: "urn:mrn", Value: "A1"},          // kept
 			{Param: "family", Value: "roe"}, {Param: "name", Value: "roe"}, // changed
 		}}
 	if err := tx.PutResource(ctx, r); err != nil {

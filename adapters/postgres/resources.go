@@ -128,8 +128,11 @@ FOR NO KEY UPDATE SKIP LOCKED`
 // difference is written: entries the version keeps are left alone, so an update that changes one
 // value deletes one entry and inserts one; a new resource inserts its entries and probes nothing.
 // Each entry is one btree insertion (resource_index has no primary key, only the search index,
-// which the deletion goes through). The previous version's row is read in the statement's
-// snapshot, which holds it: the caller read that version before it wrote the next one (that is
+// which the deletion goes through). The deletion runs only when there is something to delete
+// ($3 > 1 and gone not empty, both one-time filters): under a generic plan made while the table
+// had no statistics, PostgreSQL may walk every entry of the type for it (docs/storage.md).
+// The previous
+// version's row is read in the statement's snapshot, which holds it: the caller read that version before it wrote the next one (that is
 // how it knew $3), and if another writer added a version meanwhile, head is empty and nothing is
 // written. A key another resource holds fails the statement on resource_keys_pkey (ErrConflict),
 // whether that one committed before this statement or while it waited; keys are inserted in
@@ -161,11 +164,15 @@ previous AS (
 		unnest(v.index_entries[1:1], v.index_entries[2:2], v.index_entries[3:3]) AS e(param, system, value)
 	WHERE v.type = $1::text AND v.id = $2::text AND v.version_id = $3::bigint - 1 AND $3::bigint > 1
 ),
+gone AS (
+	SELECT * FROM previous EXCEPT ALL SELECT * FROM entries
+),
 unindexed AS (
 	DELETE FROM resource_index i
-	USING (SELECT * FROM previous EXCEPT ALL SELECT * FROM entries) d
-	WHERE i.type = $1::text AND i.param = d.param AND i.value = d.value AND i.id = $2::text
-		AND i.system = d.system AND EXISTS (SELECT FROM head)
+	USING gone g
+	WHERE i.type = $1::text AND i.param = g.param AND i.value = g.value AND i.id = $2::text
+		AND i.system = g.system AND $3::bigint > 1 AND EXISTS (SELECT FROM gone)
+		AND EXISTS (SELECT FROM head)
 ),
 indexed AS (
 	INSERT INTO resource_index (type, id, param, system, value)
