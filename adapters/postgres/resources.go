@@ -114,8 +114,8 @@ LIMIT $1
 FOR NO KEY UPDATE SKIP LOCKED`
 
 // putResourceSQL adds a version in one statement. $1 type, $2 id, $3 version, $4 last updated,
-// $5 JSON, $6–$8 the index entries as parallel arrays (param, system, value), $9 the keys, sorted
-// and distinct.
+// $5 JSON, $6–$8 the index entries as parallel arrays (param, system, value; distinct), $9 the
+// keys, sorted and distinct.
 //
 // head moves the resource's current-version row from version $3-1 to $3, or creates it when $3
 // is 1. The upsert locks that row, so a transaction racing on the resource waits for this one and
@@ -123,17 +123,22 @@ FOR NO KEY UPDATE SKIP LOCKED`
 // WHERE and head is empty. Every other part runs only when head returned its row, so a version
 // conflict writes nothing, and the statement answers false.
 //
-// The index entries and the keys are replaced by difference: entries and keys the version keeps
-// are left alone, so an update that changes one value writes one row. New entries are found with
-// NOT EXISTS rather than ON CONFLICT DO NOTHING, whose speculative insertion costs more per row
-// (for a new Patient's 14 entries the statement's execution took a median 7 % less, ten
-// interleaved pairs of 390 executions, docs/performance.md); no other writer of the resource can
-// add an entry meanwhile, as head holds its row. A key another resource holds
-// fails the statement on resource_keys_pkey (ErrConflict), whether that one committed before this
-// statement or while it waited; keys are inserted in order, so two transactions claiming the same
-// keys wait for each other instead of deadlocking. The data-modifying parts see one snapshot and
-// touch disjoint rows (deleted entries are not in the new set; inserted keys are not held by this
-// resource), so their order does not matter.
+// The version row keeps its index entries (index_entries, migrations/postgres/00150): the entries
+// to replace are the previous version's, read from its row by primary key, and only the
+// difference is written: entries the version keeps are left alone, so an update that changes one
+// value deletes one entry and inserts one; a new resource inserts its entries and probes nothing.
+// Each entry is one btree insertion (resource_index has no primary key, only the search index,
+// which the deletion goes through). The deletion runs only when there is something to delete
+// ($3 > 1 and gone not empty, both one-time filters): under a generic plan made while the table
+// had no statistics, PostgreSQL may walk every entry of the type for it (docs/storage.md).
+// The previous
+// version's row is read in the statement's snapshot, which holds it: the caller read that version before it wrote the next one (that is
+// how it knew $3), and if another writer added a version meanwhile, head is empty and nothing is
+// written. A key another resource holds fails the statement on resource_keys_pkey (ErrConflict),
+// whether that one committed before this statement or while it waited; keys are inserted in
+// order, so two transactions claiming the same keys wait for each other instead of deadlocking.
+// The data-modifying parts see one snapshot and touch disjoint rows (deleted entries are not in
+// the new set; inserted keys are not held by this resource), so their order does not matter.
 const putResourceSQL = `
 WITH head AS (
 	INSERT INTO resources AS r (type, id, version_id, last_updated)
@@ -145,26 +150,35 @@ WITH head AS (
 	RETURNING 1
 ),
 version AS (
-	INSERT INTO resource_versions (type, id, version_id, last_updated, json)
-	SELECT $1::text, $2::text, $3::bigint, $4::timestamptz, $5::bytea FROM head
+	INSERT INTO resource_versions (type, id, version_id, last_updated, json, index_entries)
+	SELECT $1::text, $2::text, $3::bigint, $4::timestamptz, $5::bytea,
+		ARRAY[$6::text[], $7::text[], $8::text[]]
+	FROM head
 ),
 entries AS (
-	SELECT DISTINCT e.param, e.system, e.value
-	FROM unnest($6::text[], $7::text[], $8::text[]) AS e(param, system, value)
+	SELECT e.param, e.system, e.value FROM unnest($6::text[], $7::text[], $8::text[]) AS e(param, system, value)
+),
+previous AS (
+	SELECT e.param, e.system, e.value
+	FROM resource_versions v,
+		unnest(v.index_entries[1:1], v.index_entries[2:2], v.index_entries[3:3]) AS e(param, system, value)
+	WHERE v.type = $1::text AND v.id = $2::text AND v.version_id = $3::bigint - 1 AND $3::bigint > 1
+),
+gone AS (
+	SELECT * FROM previous EXCEPT ALL SELECT * FROM entries
 ),
 unindexed AS (
 	DELETE FROM resource_index i
-	WHERE i.type = $1::text AND i.id = $2::text AND EXISTS (SELECT FROM head)
-		AND NOT EXISTS (SELECT FROM entries e
-			WHERE e.param = i.param AND e.system = i.system AND e.value = i.value)
+	USING gone g
+	WHERE i.type = $1::text AND i.param = g.param AND i.value = g.value AND i.id = $2::text
+		AND i.system = g.system AND $3::bigint > 1 AND EXISTS (SELECT FROM gone)
+		AND EXISTS (SELECT FROM head)
 ),
 indexed AS (
 	INSERT INTO resource_index (type, id, param, system, value)
-	SELECT $1::text, $2::text, e.param, e.system, e.value
-	FROM entries e
+	SELECT $1::text, $2::text, n.param, n.system, n.value
+	FROM (SELECT * FROM entries EXCEPT ALL SELECT * FROM previous) n
 	WHERE EXISTS (SELECT FROM head)
-		AND NOT EXISTS (SELECT FROM resource_index i WHERE i.type = $1::text AND i.id = $2::text
-			AND i.param = e.param AND i.system = e.system AND i.value = e.value)
 ),
 released AS (
 	DELETE FROM resource_keys k
@@ -192,10 +206,11 @@ func (t *Tx) PutResource(ctx context.Context, r *engine.Resource) error {
 	if err := shared.ValidateResource(r); err != nil {
 		return err
 	}
-	n := len(r.Index)
+	entries := sqlstore.IndexEntries(r.Index)
+	n := len(entries)
 	params, systems, values := make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n)
-	for i, e := range r.Index {
-		params[i], systems[i], values[i] = sqlstore.IndexText(e.Param), sqlstore.IndexText(e.System), sqlstore.IndexText(e.Value)
+	for i, e := range entries {
+		params[i], systems[i], values[i] = e.Param, e.System, e.Value
 	}
 	keys := make(pq.StringArray, len(r.Keys))
 	for i, k := range r.Keys {

@@ -3,12 +3,14 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/ferryhealth/ferry/adapters/sqlstore"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/fhir"
 )
 
 // Tx is engine.Tx on SQLite: a BEGIN IMMEDIATE transaction on the one writer connection, so
@@ -31,7 +33,7 @@ type Tx struct {
 // takes the writer's connection (see Store.prepare).
 var txStatements = append([]string{insertSQL, findAcceptedSQL,
 	currentVersionSQL, putHeadSQL, insertVersionSQL,
-	deleteIndexSQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL}, shared.TxStatements()...)
+	deleteIndexSQL, deleteIndexEntrySQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL}, shared.TxStatements()...)
 
 // Begin starts a BEGIN IMMEDIATE transaction on the writer connection (the writer's _txlock),
 // waiting for the one before it to end.
@@ -94,13 +96,20 @@ ORDER BY id
 LIMIT ?`
 
 const (
-	currentVersionSQL = `SELECT version_id FROM resources WHERE type = ? AND id = ?`
-	putHeadSQL        = `
+	// currentVersionSQL reads the current version and its index entries (NULL for a version
+	// stored before migration 00150: then every entry is replaced).
+	currentVersionSQL = `
+SELECT r.version_id, v.index_entries FROM resources r
+JOIN resource_versions v ON v.type = r.type AND v.id = r.id AND v.version_id = r.version_id
+WHERE r.type = ? AND r.id = ?`
+	putHeadSQL = `
 INSERT INTO resources (type, id, version_id, last_updated) VALUES (?, ?, ?, ?)
 ON CONFLICT (type, id) DO UPDATE SET version_id = excluded.version_id, last_updated = excluded.last_updated`
 	insertVersionSQL = `
-INSERT INTO resource_versions (type, id, version_id, last_updated, json) VALUES (?, ?, ?, ?, ?)`
-	deleteIndexSQL = `DELETE FROM resource_index WHERE type = ? AND id = ?`
+INSERT INTO resource_versions (type, id, version_id, last_updated, json, index_entries) VALUES (?, ?, ?, ?, ?, ?)`
+	deleteIndexSQL      = `DELETE FROM resource_index WHERE type = ? AND id = ?`
+	deleteIndexEntrySQL = `
+DELETE FROM resource_index WHERE type = ? AND id = ? AND param = ? AND system = ? AND value = ?`
 	insertIndexSQL = `
 INSERT INTO resource_index (type, id, param, system, value) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING`
@@ -139,8 +148,11 @@ func (t *Tx) putResource(ctx context.Context, r *engine.Resource) error {
 	if err != nil {
 		return err
 	}
-	var current int64
-	if err := stmt.QueryRowContext(ctx, r.Type, r.ID).Scan(&current); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	var (
+		current  int64
+		previous sql.NullString // the current version's index entries
+	)
+	if err := stmt.QueryRowContext(ctx, r.Type, r.ID).Scan(&current, &previous); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return interpretError(err)
 	}
 	if r.VersionID != current+1 {
@@ -158,27 +170,47 @@ func (t *Tx) putResource(ctx context.Context, r *engine.Resource) error {
 		}
 	}
 
+	entries := sqlstore.IndexEntries(r.Index)
+	stored, err := encodeIndexEntries(entries)
+	if err != nil {
+		return err
+	}
+	remove, add := entries[:0:0], entries // the difference from the current version's entries
+	if previous.Valid {
+		old, err := decodeIndexEntries(previous.String)
+		if err != nil {
+			return fmt.Errorf("reading the index entries of version %d: %w", current, err)
+		}
+		remove, add = indexDifference(old, entries)
+	}
+	// A version stored before migration 00150 has no entries kept: replace every entry.
+	replaceAll := current > 0 && !previous.Valid
+
 	// Write.
 	lastUpdated := r.LastUpdated.UnixNano()
 	if err := t.exec(ctx, putHeadSQL, r.Type, r.ID, r.VersionID, lastUpdated); err != nil {
 		return err
 	}
-	if err := t.exec(ctx, insertVersionSQL, r.Type, r.ID, r.VersionID, lastUpdated, r.JSON); err != nil {
+	if err := t.exec(ctx, insertVersionSQL, r.Type, r.ID, r.VersionID, lastUpdated, r.JSON, stored); err != nil {
 		return err
 	}
-	if current > 0 {
+	if replaceAll {
 		if err := t.exec(ctx, deleteIndexSQL, r.Type, r.ID); err != nil {
 			return err
 		}
 	}
-	if len(r.Index) > 0 {
+	for _, e := range remove {
+		if err := t.exec(ctx, deleteIndexEntrySQL, r.Type, r.ID, e.Param, e.System, e.Value); err != nil {
+			return err
+		}
+	}
+	if len(add) > 0 {
 		insert, err := t.stmt(ctx, insertIndexSQL)
 		if err != nil {
 			return err
 		}
-		for _, e := range r.Index {
-			_, err := insert.ExecContext(ctx, r.Type, r.ID, sqlstore.IndexText(e.Param), sqlstore.IndexText(e.System), sqlstore.IndexText(e.Value))
-			if err != nil {
+		for _, e := range add {
+			if _, err := insert.ExecContext(ctx, r.Type, r.ID, e.Param, e.System, e.Value); err != nil {
 				return interpretError(err)
 			}
 		}
@@ -202,6 +234,57 @@ func (t *Tx) putResource(ctx context.Context, r *engine.Resource) error {
 		}
 	}
 	return nil
+}
+
+// encodeIndexEntries writes a version's index entries (sorted and distinct, sqlstore.IndexEntries)
+// as resource_versions.index_entries keeps them: a JSON array of three arrays, the params, the
+// systems and the values (migrations/sqlite/00150).
+func encodeIndexEntries(entries []fhir.IndexEntry) (string, error) {
+	cols := [3][]string{make([]string, len(entries)), make([]string, len(entries)), make([]string, len(entries))}
+	for i, e := range entries {
+		cols[0][i], cols[1][i], cols[2][i] = e.Param, e.System, e.Value
+	}
+	b, err := json.Marshal(cols)
+	return string(b), err
+}
+
+// decodeIndexEntries reads what encodeIndexEntries wrote.
+func decodeIndexEntries(s string) ([]fhir.IndexEntry, error) {
+	var cols [3][]string
+	if err := json.Unmarshal([]byte(s), &cols); err != nil {
+		return nil, err
+	}
+	if len(cols[1]) != len(cols[0]) || len(cols[2]) != len(cols[0]) {
+		return nil, fmt.Errorf("%d params, %d systems, %d values", len(cols[0]), len(cols[1]), len(cols[2]))
+	}
+	out := make([]fhir.IndexEntry, len(cols[0]))
+	for i := range out {
+		out[i] = fhir.IndexEntry{Param: cols[0][i], System: cols[1][i], Value: cols[2][i]}
+	}
+	return out, nil
+}
+
+// indexDifference returns the entries of old that next lacks and those of next that old lacks.
+func indexDifference(old, next []fhir.IndexEntry) (remove, add []fhir.IndexEntry) {
+	in := func(list []fhir.IndexEntry) map[fhir.IndexEntry]bool {
+		m := make(map[fhir.IndexEntry]bool, len(list))
+		for _, e := range list {
+			m[e] = true
+		}
+		return m
+	}
+	oldSet, nextSet := in(old), in(next)
+	for _, e := range old {
+		if !nextSet[e] {
+			remove = append(remove, e)
+		}
+	}
+	for _, e := range next {
+		if !oldSet[e] {
+			add = append(add, e)
+		}
+	}
+	return remove, add
 }
 
 // heldKeys returns the keys typ/id holds.

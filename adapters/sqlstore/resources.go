@@ -1,12 +1,15 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/fhir"
 )
 
 // ResourceByKeysStatement is the dialect's statement for ResourceByKeys, tuned to its planner:
@@ -276,4 +279,19 @@ func equalValues(f engine.SearchFilter) []string {
 		out[i] = IndexText(v.Value)
 	}
 	return out
+}
+
+// IndexEntries returns a version's search-index entries as resource_index keeps them (IndexText),
+// sorted by param, system and value and distinct (two values may differ only past MaxIndexText).
+// Both stores write them in this order and keep them with the version (index_entries,
+// migrations/*/00150), to write only the difference at the next version.
+func IndexEntries(index []fhir.IndexEntry) []fhir.IndexEntry {
+	out := make([]fhir.IndexEntry, len(index))
+	for i, e := range index {
+		out[i] = fhir.IndexEntry{Param: IndexText(e.Param), System: IndexText(e.System), Value: IndexText(e.Value)}
+	}
+	slices.SortFunc(out, func(a, b fhir.IndexEntry) int {
+		return cmp.Or(strings.Compare(a.Param, b.Param), strings.Compare(a.System, b.System), strings.Compare(a.Value, b.Value))
+	})
+	return slices.Compact(out)
 }
