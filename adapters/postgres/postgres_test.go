@@ -786,3 +786,7 @@ func TestCheckMaintenance(t *testing.T) {
 func TestErrorQueue(t *testing.T) {
 	storetest.RunErrorQueue(t, func(t *testing.T) storetest.ErrorQueueStore { return openTestStore(t) })
 }
+
+func TestCritical(t *testing.T) {
+	storetest.RunCritical(t, func(t *testing.T) storetest.CriticalStore { return openTestStore(t) })
+}

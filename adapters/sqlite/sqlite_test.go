@@ -253,3 +253,7 @@ func TestFirstPrepareWaitsForTheTransaction(t *testing.T) {
 func TestErrorQueue(t *testing.T) {
 	storetest.RunErrorQueue(t, func(t *testing.T) storetest.ErrorQueueStore { return openTestStore(t, testPath(t)) })
 }
+
+func TestCritical(t *testing.T) {
+	storetest.RunCritical(t, func(t *testing.T) storetest.CriticalStore { return openTestStore(t, testPath(t)) })
+}

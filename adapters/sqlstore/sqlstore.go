@@ -110,6 +110,7 @@ type Store struct {
 	auditStatements
 	accessStatements
 	errorQueueStatements
+	criticalStatements
 }
 
 // New returns the shared areas in d's text.
@@ -126,6 +127,7 @@ func New(d Dialect) *Store {
 	s.auditStatements = newAuditStatements(s.rebind)
 	s.accessStatements = newAccessStatements(s.rebind, s.d)
 	s.errorQueueStatements = newErrorQueueStatements(s.rebind)
+	s.criticalStatements = newCriticalStatements(s.rebind, d)
 	return s
 }
 
@@ -136,7 +138,7 @@ func (s *Store) TxStatements() []string {
 		s.resourceHistory, s.resolveKey, s.resourceByKeys.Query, s.putWorklistItem, s.deleteWorklistItem,
 		s.markTurnaround, s.studyLinksOfPatient, s.finishStudyDerivation, s.addPatientAccess, s.sharePatientAccess,
 		s.message, s.claimReprocessing, s.finishReprocessing},
-		slices.Concat(s.putStudyLink, s.outboxTxStatements(), s.auditTxStatements())...)
+		slices.Concat(s.putStudyLink, s.outboxTxStatements(), s.auditTxStatements(), s.criticalTxStatements())...)
 }
 
 // rebind returns query, written with ? placeholders, with the dialect's. A ? inside a string

@@ -43,6 +43,10 @@ type Options struct {
 	SSO *SSO
 	// Console, when set, serves the analyst console under /console (console.go).
 	Console *Console
+	// Critical, when set, serves POST /reports/{id}/acknowledge (critical.go).
+	Critical CriticalAcks
+	// Studies, when set, serves the study page /studies/{StudyInstanceUID} (study.go).
+	Studies *Studies
 	Now     func() time.Time
 }
 
@@ -66,6 +70,7 @@ type pages struct {
 	opt   Options
 	login *template.Template
 	home  *template.Template
+	study *template.Template
 	csp   string
 }
 
@@ -100,6 +105,15 @@ func Register(e *echo.Echo, opt Options) error {
 	e.GET("/", p.homePage, p.headers)
 	if opt.SSO != nil {
 		opt.SSO.register(e, p)
+	}
+	if opt.Studies != nil {
+		if p.study, err = parseStudyPage(); err != nil {
+			return fmt.Errorf("web: parsing the study page: %w", err)
+		}
+		e.GET("/studies/:uid", p.studyPage, p.headers)
+	}
+	if opt.Critical != nil {
+		e.POST("/reports/:id/acknowledge", p.acknowledge, p.headers, limit)
 	}
 	if opt.Console != nil {
 		if err := registerConsole(e, p, opt.Console, limit); err != nil {
