@@ -179,9 +179,6 @@ func (p *pages) currentImage(ctx context.Context, v *studyView, uid, preset, ima
 		return err
 	}
 	v.Count = len(insts)
-	for _, w := range windowPresets {
-		v.Presets = append(v.Presets, presetLink{Label: w.Label, Current: w.Key == preset})
-	}
 	if v.Count == 0 {
 		return nil
 	}
@@ -206,7 +203,6 @@ func (p *pages) currentImage(ctx context.Context, v *studyView, uid, preset, ima
 	if n < v.Count {
 		v.Next, v.Last = pageLink(uid, se, n+1, preset), pageLink(uid, se, v.Count, preset)
 	}
-	v.Presets = v.Presets[:0]
 	v.Presets = append(v.Presets, presetLink{Label: "Image's own", Link: pageLink(uid, se, n, ""), Current: preset == ""})
 	for _, w := range windowPresets {
 		v.Presets = append(v.Presets, presetLink{Label: w.Label, Link: pageLink(uid, se, n, w.Key), Current: w.Key == preset})
