@@ -317,6 +317,9 @@ func (rs *Reports) store(ctx context.Context, tx Tx, in map[string]any, id strin
 		return nil, err
 	}
 	res := &storedReport{version: r, created: cur == nil, changed: true, critical: critical(report), orderID: order.ID}
+	if err := markCritical(ctx, tx, res, patient.ID); err != nil { // engine/critical.go
+		return nil, err
+	}
 	if stage, ok := turnaround.ReportStage(status); ok { // the order's report clock (engine/turnaround)
 		if res.mark, err = turnaround.Reach(ctx, tx, order.ID, orderView, stage, now); err != nil {
 			return nil, err

@@ -169,6 +169,11 @@ func TestReportLifecycle(t *testing.T) {
 			}
 		}
 	}
+	// The amendment brought a critical finding: it now awaits its physician's acknowledgement,
+	// recorded in the version's transaction (engine/critical.go).
+	if cr, err := h.st.CriticalResult(ctx, prelim.ID); err != nil || cr.Version != 3 || cr.PatientID != patient || cr.Acknowledged() {
+		t.Errorf("critical result of the amended report: %+v, %v; want version 3 of patient %s, unacknowledged", cr, err, patient)
+	}
 	history, err := h.st.ResourceHistory(ctx, "DiagnosticReport", prelim.ID)
 	if err != nil || len(history) != 3 {
 		t.Errorf("history: %d versions, %v", len(history), err)

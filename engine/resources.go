@@ -104,6 +104,7 @@ type Tx interface {
 	outbox.Inserter     // a report version is stored with its deliveries
 	turnaround.Marker   // an order's milestones are marked with the change that reaches them
 	PatientAccessWriter // an order's doctors see its patient from the order's commit on
+	CriticalWriter      // a critical report awaits its acknowledgement from its version's commit on
 	// InsertInbound records m exactly as MessageStore.CommitInbound records one message,
 	// duplicate detection included: when m turns out to be a duplicate it is stored as such and
 	// updated (Status, DuplicateOf, ACK, ACKCode; a duplicate is not processed, so it is never

@@ -93,6 +93,9 @@ type Options struct {
 	// Reprocessor's Nudge).
 	ErrorQueue  ErrorQueue
 	Reprocessed func()
+	// Critical, if set, serves POST /api/v1/reports/{id}/acknowledge (critical.go): a
+	// physician acknowledges a report's critical result.
+	Critical CriticalAcks
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -181,6 +184,10 @@ func New(opt Options) (*echo.Echo, error) {
 	}
 	if opt.Access.Store != nil {
 		registerPeople(api, opt)
+	}
+	if opt.Critical != nil {
+		// The service decides who may (the patient's own physician) and audits each attempt.
+		api.POST("/reports/:id/acknowledge", acknowledge(opt.Critical), need(access.PermFHIRRead, ""))
 	}
 	if opt.Patients != nil && opt.Resources != nil {
 		bg := &breakGlassAPI{patients: opt.Patients, gate: gate}

@@ -790,3 +790,7 @@ func TestErrorQueue(t *testing.T) {
 func TestMappingHistory(t *testing.T) {
 	storetest.RunMappingHistory(t, func(t *testing.T) storetest.MappingHistoryStore { return openTestStore(t) })
 }
+
+func TestCritical(t *testing.T) {
+	storetest.RunCritical(t, func(t *testing.T) storetest.CriticalStore { return openTestStore(t) })
+}

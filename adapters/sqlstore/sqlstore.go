@@ -111,6 +111,7 @@ type Store struct {
 	accessStatements
 	errorQueueStatements
 	mappingRevisionStatements
+	criticalStatements
 }
 
 // New returns the shared areas in d's text.
@@ -128,6 +129,7 @@ func New(d Dialect) *Store {
 	s.accessStatements = newAccessStatements(s.rebind, s.d)
 	s.errorQueueStatements = newErrorQueueStatements(s.rebind)
 	s.mappingRevisionStatements = newMappingRevisionStatements(s.rebind)
+	s.criticalStatements = newCriticalStatements(s.rebind, d)
 	return s
 }
 
@@ -138,7 +140,7 @@ func (s *Store) TxStatements() []string {
 		s.resourceHistory, s.resolveKey, s.resourceByKeys.Query, s.putWorklistItem, s.deleteWorklistItem,
 		s.markTurnaround, s.studyLinksOfPatient, s.finishStudyDerivation, s.addPatientAccess, s.sharePatientAccess,
 		s.message, s.claimReprocessing, s.finishReprocessing},
-		slices.Concat(s.putStudyLink, s.outboxTxStatements(), s.auditTxStatements())...)
+		slices.Concat(s.putStudyLink, s.outboxTxStatements(), s.auditTxStatements(), s.criticalTxStatements())...)
 }
 
 // rebind returns query, written with ? placeholders, with the dialect's. A ? inside a string

@@ -54,12 +54,6 @@ type Physician struct {
 	SLAs       turnaround.SLAs
 }
 
-// CriticalAcks tells whether a critical report was acknowledged, and by whom (the ordering
-// physician's "I have read this"; POST /reports/{id}/acknowledge records it).
-type CriticalAcks interface {
-	Acknowledgement(ctx context.Context, reportID string) (by string, at time.Time, ok bool, err error)
-}
-
 // reportsPageSize is the home page's list; reportsWindow bounds the reports it orders (critical
 // and unread first, then newest): the most recent this many that match the search and filters.
 const (
@@ -240,7 +234,7 @@ func (ph *physician) list(c echo.Context, ident *access.Identity, sess *access.S
 		if err != nil {
 			return err
 		}
-		it := item{r: r, content: content, critical: critical(fhir.DiagnosticReportOf(content))}
+		it := item{r: r, content: content, critical: isCritical(fhir.DiagnosticReportOf(content))}
 		if f.Critical && !it.critical {
 			continue
 		}
@@ -358,7 +352,7 @@ func (ph *physician) searchFilter(ctx context.Context, f listForm) (engine.Searc
 func (ph *physician) row(ctx context.Context, r *engine.Resource, content map[string]any, cache map[string]*engine.Resource) reportRow {
 	dr := fhir.DiagnosticReportOf(content)
 	row := reportRow{ID: r.ID, Status: dr.Status, StatusClass: statusClass(dr.Status), Procedure: cmp.Or(dr.Code.Label(), "Report"),
-		Critical: critical(dr), Updated: r.LastUpdated.UTC().Format("2006-01-02 15:04")}
+		Critical: isCritical(dr), Updated: r.LastUpdated.UTC().Format("2006-01-02 15:04")}
 	if pc := ph.cached(ctx, cache, dr.Subject.Reference); pc != nil {
 		pt := fhir.PatientOf(pc)
 		row.Patient, row.MRN = patientName(pt), mrn(pt)
@@ -558,7 +552,7 @@ func (ph *physician) report(c echo.Context) error {
 	}
 	dr := fhir.DiagnosticReportOf(content)
 	rp := &reportPage{ID: id, Status: dr.Status, StatusClass: statusClass(dr.Status), Procedure: cmp.Or(dr.Code.Label(), "Report"),
-		Version: shown.VersionID, Latest: history[0].VersionID, Critical: critical(dr), Issued: when(str(content, "issued"))}
+		Version: shown.VersionID, Latest: history[0].VersionID, Critical: isCritical(dr), Issued: when(str(content, "issued"))}
 	for _, ri := range dr.ResultsInterpreter {
 		rp.Interpreter = cmp.Or(rp.Interpreter, ri.Display)
 	}
@@ -841,7 +835,8 @@ func reportBody(dr fhir.DiagnosticReport, content map[string]any) (template.HTML
 	return body, text
 }
 
-func critical(r fhir.DiagnosticReport) bool {
+// isCritical reports whether a report carries the critical-finding extension.
+func isCritical(r fhir.DiagnosticReport) bool {
 	return slices.ContainsFunc(r.Extension, func(e fhir.Extension) bool { return e.URL == engine.CriticalFindingURL && e.ValueBoolean })
 }
 

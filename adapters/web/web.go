@@ -46,9 +46,12 @@ type Options struct {
 	// Physician, when set, serves the physician's report list at / and the report pages at
 	// /reports/{id} (physician.go).
 	Physician *Physician
-	// Critical, when set, shows a critical report's acknowledgement, or the form that makes it.
+	// Critical, when set, shows a critical report's acknowledgement, or the form that makes it,
+	// and serves POST /reports/{id}/acknowledge (critical.go).
 	Critical CriticalAcks
-	Now      func() time.Time
+	// Studies, when set, serves the study page /studies/{StudyInstanceUID} (study.go).
+	Studies *Studies
+	Now     func() time.Time
 }
 
 // SessionCookie is the name of the web session's cookie. The API accepts the session too, when
@@ -71,6 +74,7 @@ type pages struct {
 	opt   Options
 	login *template.Template
 	home  *template.Template
+	study *template.Template
 	csp   string
 	phys  *physician
 }
@@ -112,6 +116,15 @@ func Register(e *echo.Echo, opt Options) error {
 		if p.phys, err = registerPhysician(e, p, opt.Physician, limit); err != nil {
 			return err
 		}
+	}
+	if opt.Studies != nil {
+		if p.study, err = parseStudyPage(); err != nil {
+			return fmt.Errorf("web: parsing the study page: %w", err)
+		}
+		e.GET("/studies/:uid", p.studyPage, p.headers)
+	}
+	if opt.Critical != nil {
+		e.POST("/reports/:id/acknowledge", p.acknowledge, p.headers, limit)
 	}
 	if opt.Console != nil {
 		if err := registerConsole(e, p, opt.Console, limit); err != nil {

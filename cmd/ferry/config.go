@@ -68,6 +68,8 @@ type Config struct {
 	// and the final report are due, counted from the study's completion (docs/reports.md,
 	// "Turnaround"). A priority or field left out keeps its default (turnaround.DefaultSLAs).
 	Turnaround map[string]TurnaroundSLA `yaml:"turnaround"`
+	// Reports tunes critical results (docs/reports.md, "Critical results").
+	Reports ReportsConfig `yaml:"reports"`
 	// ReadingGroup is the radiology group that reads the studies: the performer of every
 	// report (docs/reports.md). Unset: reports name no performer but what the reading
 	// platform sends.
@@ -758,6 +760,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.resolveSecrets()...)
 	errs = append(errs, c.validateOutbound()...)
+	errs = append(errs, c.Reports.validate()...)
 	errs = append(errs, c.validateAccess()...)
 	if c.MLLP.MaxMessageSize < 1024 {
 		errs = append(errs, errors.New("mllp.max_message_size: must be at least 1024 bytes"))

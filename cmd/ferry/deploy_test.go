@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/critical"
 	"github.com/ferryhealth/ferry/engine/turnaround"
 )
 
@@ -44,6 +45,7 @@ func TestDeployMonitoring(t *testing.T) {
 	engine.NewMetrics(exported)
 	turnaround.NewMetrics(exported)
 	exported.MustRegister(engine.NewErrorQueueCollector(nil, nil))
+	exported.MustRegister(critical.NewCollector(nil, 0, nil), critical.NewSentCounter())
 
 	dashboard, err := os.ReadFile("../../deploy/grafana/ferry.json")
 	if err != nil {

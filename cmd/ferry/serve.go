@@ -29,6 +29,7 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
+	"github.com/ferryhealth/ferry/engine/critical"
 	"github.com/ferryhealth/ferry/engine/outbox"
 	"github.com/ferryhealth/ferry/engine/turnaround"
 	"github.com/ferryhealth/ferry/fhir"
@@ -221,15 +222,25 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	trail := &audit.Recorder{Begin: st.Begin}
+	// Critical results: the ordering physician's acknowledgement, and the alert (metrics and
+	// webhook) when none comes in time (docs/reports.md, "Critical results").
+	acks := &critical.Service{Store: st, Patients: patients, Reports: st, Audit: trail, Logger: logger}
+	alerter, err := cfg.criticalAlerter(st, reg, logger)
+	if err != nil {
+		return err
+	}
+	a.worker("critical result alerts", alerter.Run)
 	api, err := httpapi.New(httpapi.Options{TrustedProxies: trustedProxies, Messages: st, Resources: st, Studies: st, Unlearner: storage.intake.Linker, CrossReference: storage.intake.Linker, Reports: reports, Deliveries: st, Rerender: reports, Turnaround: st, TurnaroundSLAs: cfg.turnaroundSLAs(), Readiness: readinessChecks(committer, storage.incoming, st), Mappings: func() httpapi.MappingTester { return reloader.Current() }, DICOMweb: stow, Gatherer: reg, Logger: logger,
 		Access: people, SessionCookie: web.SessionCookie, Audit: trail, AuditEvents: st, Patients: patients,
-		ErrorQueue: st, Reprocessed: reprocessor.Nudge})
+		ErrorQueue: st, Reprocessed: reprocessor.Nudge, Critical: acks})
 	if err != nil {
 		return err
 	}
 	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger, SSO: sso,
 		Console:   &web.Console{Messages: st, Reprocessed: reprocessor.Nudge, Mappings: mappingPages},
-		Physician: &web.Physician{Patients: patients, Resources: st, Reads: st, Turnaround: st, SLAs: cfg.turnaroundSLAs()}}); err != nil {
+		Physician: &web.Physician{Patients: patients, Resources: st, Reads: st, Turnaround: st, SLAs: cfg.turnaroundSLAs()},
+		Critical:  acks,
+		Studies:   &web.Studies{Search: &access.Studies{Patients: patients, Studies: st}, Instances: st, Links: st}}); err != nil {
 		return err
 	}
 	httpSrv := cfg.HTTP.server(api)

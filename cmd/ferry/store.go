@@ -10,6 +10,7 @@ import (
 	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
+	"github.com/ferryhealth/ferry/engine/critical"
 	"github.com/ferryhealth/ferry/engine/outbox"
 	"github.com/ferryhealth/ferry/engine/turnaround"
 	"github.com/ferryhealth/ferry/migrations"
@@ -28,6 +29,8 @@ type store interface {
 	access.Store          // users, API tokens, web sessions
 	access.PatientStore   // who may see which patient, break-glass grants
 	audit.Reader
+	critical.Store      // critical results and their acknowledgement
+	critical.AlertStore // and their overdue alert
 	Migrate(ctx context.Context) error
 	MigrateUp(ctx context.Context) (migrations.Applied, error) // Migrate, saying what it applied
 }
