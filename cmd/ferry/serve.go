@@ -215,7 +215,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger, SSO: sso,
-		Console: &web.Console{Messages: st, Reprocessed: reprocessor.Nudge}}); err != nil {
+		Console: &web.Console{Messages: st, Reprocessed: reprocessor.Nudge,
+			Deliveries: &web.ConsoleDeliveries{Log: st, Rerender: reports, Replayed: reports.Nudge},
+			Studies:    &web.ConsoleStudies{Store: st, Unlearner: storage.intake.Linker},
+			Turnaround: &web.ConsoleTurnaround{Clocks: st, SLAs: cfg.turnaroundSLAs(), Orders: st}}}); err != nil {
 		return err
 	}
 	httpSrv := cfg.HTTP.server(api)
