@@ -70,15 +70,15 @@ type evidenceRow struct {
 
 // candidateView is a patient (and order) the linker weighed, as Ferry holds them.
 type candidateView struct {
-	Rank                 int
-	PatientID, OrderID   string
-	Score                string
-	Evidence             []evidenceRow
-	Patient              *patientView
-	Order                *orderView
-	PatientProblem       string // why the Patient could not be read
-	OrderProblem         string
-	ReplacedBy           string // the Patient this one was merged into
+	Rank               int
+	PatientID, OrderID string
+	Score              string
+	Evidence           []evidenceRow
+	Patient            *patientView
+	Order              *orderView
+	PatientProblem     string // why the Patient could not be read
+	OrderProblem       string
+	ReplacedBy         string // the Patient this one was merged into
 }
 
 type patientView struct {
@@ -197,6 +197,8 @@ func evidenceRows(ev map[string]string) []evidenceRow {
 		switch len(parts) {
 		case 3:
 			row.Study, row.Held, row.Outcome = parts[0], parts[1], parts[2]
+		case 2:
+			row.Study, row.Outcome = parts[0], parts[1]
 		default:
 			row.Outcome = val
 		}
