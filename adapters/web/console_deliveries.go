@@ -1,6 +1,8 @@
 package web
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -87,6 +89,7 @@ type deliveriesView struct {
 	Matching     int // dead letters the bulk replay would take (status dead)
 	Delivery     *outbox.Delivery
 	Payload      string // the payload as text, one segment a line
+	Response     string // the receiver's last answer, as text
 }
 
 // destinationCount is one destination's row of the summary.
@@ -211,15 +214,20 @@ func (w *work) delivery(c echo.Context) error {
 		return err
 	}
 	v := deliveriesView{consoleView: w.base(ident, sess, "Delivery "+strconv.FormatInt(id, 10), "deliveries"), Delivery: d,
-		Payload: payloadText(d.Payload)}
+		Payload: payloadText(d.Payload), Response: payloadText([]byte(d.Response))}
 	v.Notice = deliveryNotice(c.QueryParam("done"))
 	w.audit(c, ident, audit.ActionRead, "delivery "+strconv.FormatInt(id, 10)+" of DiagnosticReport/"+d.ReportID)
 	return w.render(c, "delivery", v)
 }
 
-// payloadText is a payload to show as text: HL7 segments one a line, bytes that are not UTF-8
-// as U+FFFD (html/template escapes the rest, so <script> in a report is text).
+// payloadText is a payload to show as text: JSON (a FHIR Bundle, an OperationOutcome) indented,
+// HL7 segments one a line, bytes that are not UTF-8 as U+FFFD (html/template escapes the rest,
+// so <script> in a report is text). Indenting costs a pass over the bytes.
 func payloadText(p []byte) string {
+	var b bytes.Buffer
+	if json.Valid(p) && json.Indent(&b, p, "", "  ") == nil {
+		return b.String()
+	}
 	s := strings.ToValidUTF8(string(p), "\uFFFD")
 	return strings.ReplaceAll(strings.ReplaceAll(s, "\r\n", "\n"), "\r", "\n")
 }
