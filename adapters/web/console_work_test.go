@@ -297,3 +297,79 @@ func registerAndReceive(t *testing.T, st *sqlite.Store) *engine.Linker {
 		Authorities: []patientid.Authority{{Name: "St Mary's MRN", System: workMRN,
 			Issuers: []string{"STMARYS"}, Steps: []patientid.Step{{DropLeadingZeros: true}}}}}}}}
 }
+
+// TestConsoleWorkAccess: each page and form of the deliveries, reconciliation and turnaround asks
+// who is calling — no session: the sign-in page; a physician: 403, audited; an analyst's form
+// without its CSRF token: 403.
+func TestConsoleWorkAccess(t *testing.T) {
+	ctx := context.Background()
+	st := accesstest.SQLiteStore(t)
+	svc := &access.Service{Store: st}
+	trail := &audit.Recorder{Begin: st.Begin}
+	e, err := httpapi.New(httpapi.Options{Messages: st, Access: svc, SessionCookie: web.SessionCookie, Audit: trail})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := web.Register(e, web.Options{Access: svc, Audit: trail, Console: &web.Console{Messages: st,
+		Deliveries: &web.ConsoleDeliveries{Log: st}, Studies: &web.ConsoleStudies{Store: st},
+		Turnaround: &web.ConsoleTurnaround{Clocks: st, Orders: st}}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	sessions := map[string]string{}
+	for _, u := range []*access.User{{Name: "ana", Role: access.RoleAnalyst},
+		{Name: "doc", Role: access.RolePhysician, Practitioners: []access.Practitioner{{Value: "1234"}}}} {
+		if err := svc.AddUser(ctx, u, "correct horse battery staple"); err != nil {
+			t.Fatal(err)
+		}
+		id, _, _, err := svc.Login(ctx, u.Name, "correct horse battery staple", "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessions[u.Name] = id
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	routes := []struct{ method, path string }{
+		{"GET", "/console/deliveries"}, {"GET", "/console/deliveries/1"}, {"POST", "/console/deliveries/1/replay"},
+		{"POST", "/console/deliveries/replay"}, {"GET", "/console/reconciliation"}, {"GET", "/console/reconciliation/1.2.3"},
+		{"POST", "/console/reconciliation/1.2.3/link"}, {"POST", "/console/reconciliation/1.2.3/unlink"}, {"GET", "/console/turnaround"},
+	}
+	for _, r := range routes {
+		for _, who := range []string{"", "doc", "ana"} {
+			if who == "ana" && r.method == "GET" {
+				continue
+			}
+			req, _ := http.NewRequest(r.method, srv.URL+r.path, strings.NewReader("reason=x&patient_id=p1"))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if who != "" {
+				req.AddCookie(&http.Cookie{Name: web.SessionCookie, Value: sessions[who]})
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			want := http.StatusForbidden
+			if who == "" {
+				want = http.StatusSeeOther
+			}
+			if resp.StatusCode != want || (who == "" && !strings.HasPrefix(resp.Header.Get("Location"), "/login")) {
+				t.Errorf("%s %s as %q: %d (to %q), want %d", r.method, r.path, who, resp.StatusCode, resp.Header.Get("Location"), want)
+			}
+		}
+	}
+	evs, err := st.AuditEvents(ctx, audit.Filter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusals int
+	for _, e := range evs {
+		if e.Agent == "doc" && e.Outcome == audit.OutcomeMinor {
+			refusals++
+		}
+	}
+	if refusals != len(routes) {
+		t.Errorf("%d refusals of the physician audited, want %d", refusals, len(routes))
+	}
+}
