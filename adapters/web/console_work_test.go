@@ -169,6 +169,17 @@ func TestBrowserConsoleWork(t *testing.T) {
 		t.Errorf("study page: want the thresholds and the fields compared; got %q", ev)
 	}
 	shot("console-study.png")
+	// At phone width the page fits the screen: wide tables scroll inside their own box.
+	do("the study at phone width", chromedp.EmulateViewport(390, 844), chromedp.Reload(), chromedp.WaitVisible(css("#candidate-1")))
+	width, err := chromedp.Run(b, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if width > 390 {
+		t.Errorf("the study page at phone width is %d px wide, want ≤ 390 (no sideways scrolling)", width)
+	}
+	shot("console-study-phone.png")
+	do("back to desktop width", chromedp.EmulateViewport(1280, 900), chromedp.Reload(), chromedp.WaitVisible(css("#candidate-1")))
 	do("linking", chromedp.SendKeys(css("#reason-1"), "same person: called the ward"), chromedp.Click(css("#link-1")),
 		chromedp.WaitVisible(css(".notice")))
 	if h := text("#history tbody tr"); !strings.Contains(h, "ana") || !strings.Contains(h, "linked") || !strings.Contains(h, "called the ward") {
