@@ -272,7 +272,7 @@ func (w *work) replayOne(c echo.Context) error {
 	if done == "replayed" && w.data.Deliveries.Replayed != nil {
 		w.data.Deliveries.Replayed()
 	}
-	w.audit(c, ident, audit.ActionReplay, fmt.Sprintf("delivery %d %s", id, done))
+	w.auditReplay(c, ident, fmt.Sprintf("delivery %d %s", id, done), reason)
 	return c.Redirect(http.StatusSeeOther, back+"?done="+done)
 }
 
@@ -298,11 +298,18 @@ func (w *work) replayDead(c echo.Context) error {
 	if len(replayed) > 0 && w.data.Deliveries.Replayed != nil {
 		w.data.Deliveries.Replayed()
 	}
-	w.audit(c, ident, audit.ActionReplay, fmt.Sprintf("dead letters of %q: %d replayed, %d not", dest, len(replayed), len(failed)))
+	w.auditReplay(c, ident, fmt.Sprintf("dead letters of %q: %d replayed, %d not", dest, len(replayed), len(failed)), c.FormValue("reason"))
 	if err != nil {
 		return err
 	}
 	return c.Redirect(http.StatusSeeOther, back+fmt.Sprintf("&done=bulk-%d-%d", len(replayed), len(failed)))
+}
+
+// auditReplay records a replay with its reason (kept in the audit trail, as a decision's reason
+// is kept with the decision; never logged).
+func (w *work) auditReplay(c echo.Context, ident *access.Identity, what, reason string) {
+	w.p.record(c, &audit.Event{Action: audit.ActionReplay, Outcome: audit.OutcomeSuccess, Agent: ident.User,
+		Role: string(ident.Role), Entity: c.Request().URL.Path + " (" + what + ")", Detail: strings.TrimSpace(reason)})
 }
 
 func deliveryNotice(done string) string {
