@@ -210,10 +210,9 @@ func evidenceRows(ev map[string]string) []evidenceRow {
 	return rows
 }
 
-// resources reads the Patients and orders a study's candidates name, each once a page.
+// resources reads the Patients and orders a study's candidates name.
 type resources struct {
-	st       ConsoleStudyStore
-	patients map[string]*fhir.Patient
+	st ConsoleStudyStore
 }
 
 func (r *resources) candidate(ctx context.Context, rank int, c engine.LinkCandidate) candidateView {
