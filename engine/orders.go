@@ -567,7 +567,7 @@ func (w *writer) find(ctx context.Context, typ string, keys []string) (*Resource
 }
 
 // survivor follows replaced-by links from a merged patient to the one that replaced it.
-func survivor(ctx context.Context, rd ResourceReader, r *Resource) (*Resource, error) {
+func survivor(ctx context.Context, rd resourceReading, r *Resource) (*Resource, error) {
 	for range 16 {
 		next := ReplacedBy(r.JSON)
 		if next == "" {
@@ -579,6 +579,11 @@ func survivor(ctx context.Context, rd ResourceReader, r *Resource) (*Resource, e
 		}
 	}
 	return nil, errors.New("patient merge chain longer than 16 links")
+}
+
+// resourceReading is the one read survivor makes (ResourceReader's Resource).
+type resourceReading interface {
+	Resource(ctx context.Context, typ, id string) (*Resource, error)
 }
 
 // ReplacedBy returns the id in a Patient's replaced-by link (the patient it was merged into),

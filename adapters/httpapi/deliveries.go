@@ -1,12 +1,8 @@
 package httpapi
 
 import (
-	"cmp"
-	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,18 +13,13 @@ import (
 	"github.com/ferryhealth/ferry/engine/outbox"
 )
 
-// DeliveryLog is what the admin API reads and replays of the report outbox: outbox.Store.
-type DeliveryLog interface {
-	Deliveries(ctx context.Context, f outbox.Filter) ([]*outbox.Delivery, error)
-	Delivery(ctx context.Context, id int64) (*outbox.Delivery, error)
-	ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error
-}
+// DeliveryLog is what the admin API reads and replays of the report outbox: outbox.Store's
+// part (engine.DeliveryLog).
+type DeliveryLog = engine.DeliveryLog
 
 // DeliveryRenderer builds a delivery's message again with the mappings in force:
 // engine.Reports.Rerender.
-type DeliveryRenderer interface {
-	Rerender(ctx context.Context, d *outbox.Delivery) (payload []byte, mappingVersion string, err error)
-}
+type DeliveryRenderer = engine.DeliveryRenderer
 
 // deliveryView is one delivery as the admin API shows it. The payload (the ORU or the FHIR
 // Bundle: patient data) is shown only for one delivery, never in the list.
@@ -66,7 +57,7 @@ func viewDelivery(d *outbox.Delivery, withPayload bool) deliveryView {
 
 type deliveryAPI struct {
 	log    DeliveryLog
-	render DeliveryRenderer
+	replay *engine.DeliveryReplay
 	ml     *messageLog
 }
 
@@ -124,7 +115,7 @@ func (a *deliveryAPI) get(c echo.Context) error {
 // again, first in its queue's order, with the same MSH-10, its message built again with the
 // mappings in force — so that a corrected mapping takes effect (audited: who, when, why). When
 // it still cannot be built the delivery stays dead and the answer (422) says why.
-func (a *deliveryAPI) replay(c echo.Context) error {
+func (a *deliveryAPI) replayOne(c echo.Context) error {
 	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, "id: want a number")
@@ -137,61 +128,26 @@ func (a *deliveryAPI) replay(c echo.Context) error {
 	if problems := auditProblems(req.User, strings.TrimSpace(req.Reason)); len(problems) > 0 {
 		return echo.NewHTTPError(http.StatusBadRequest, strings.Join(problems, "; "))
 	}
-	ctx := c.Request().Context()
-	notDead := echo.NewHTTPError(http.StatusConflict, "delivery "+strconv.FormatInt(id, 10)+" is not a dead letter (or does not exist)")
-	d, err := a.log.Delivery(ctx, id)
+	d, err := a.replay.Replay(c.Request().Context(), id)
+	var rb *engine.RebuildError
 	switch {
-	case errors.Is(err, engine.ErrNotFound):
-		return notDead
+	case errors.Is(err, engine.ErrNotDead):
+		return echo.NewHTTPError(http.StatusConflict, "delivery "+strconv.FormatInt(id, 10)+" is not a dead letter (or does not exist)")
+	case errors.As(err, &rb):
+		return echo.NewHTTPError(http.StatusUnprocessableEntity, rb.Error())
 	case err != nil:
 		return err
-	case d.Status != outbox.Dead:
-		return notDead
 	}
-	if d, err = a.replayOne(c, d, req.User); err != nil {
-		return err
-	}
+	a.ml.logger.Info("audit: delivery replayed", "delivery", d.ID, "report", d.ReportID, "destination", d.Destination,
+		"mapping", d.MappingVersion, "user", req.User, "remote", c.RealIP())
 	return c.JSON(http.StatusOK, viewDelivery(d, false))
 }
 
-// replayOne replays the dead letter d (its message built again when there is a renderer),
-// audits it and returns it as it now stands. Errors are HTTP errors: 409 when d is no longer
-// dead, 422 when its message cannot be built.
-func (a *deliveryAPI) replayOne(c echo.Context, d *outbox.Delivery, user string) (*outbox.Delivery, error) {
-	ctx := c.Request().Context()
-	var (
-		payload []byte
-		version string
-		err     error
-	)
-	if a.render != nil {
-		if payload, version, err = a.render.Rerender(ctx, d); err != nil {
-			return nil, echo.NewHTTPError(http.StatusUnprocessableEntity, "the message cannot be built: "+err.Error())
-		}
-	}
-	switch err := a.log.ReplayDelivery(ctx, d.ID, payload, version, time.Now()); {
-	case errors.Is(err, engine.ErrNotFound):
-		return nil, echo.NewHTTPError(http.StatusConflict, "delivery "+strconv.FormatInt(d.ID, 10)+" is not a dead letter (or does not exist)")
-	case err != nil:
-		return nil, err
-	}
-	if d, err = a.log.Delivery(ctx, d.ID); err != nil {
-		return nil, err
-	}
-	a.ml.logger.Info("audit: delivery replayed", "delivery", d.ID, "report", d.ReportID, "destination", d.Destination,
-		"rebuilt", payload != nil, "mapping", d.MappingVersion, "user", user, "remote", c.RealIP())
-	return d, nil
-}
-
-// maxBulkReplay caps the dead letters one bulk replay takes: the oldest that many.
-const maxBulkReplay = 10000
-
 // replayAll answers POST /api/v1/deliveries/replay {"user","reason","destination","report"}:
 // every dead letter (of the destination and report, when named) is replayed as one replay is,
-// oldest first — in the order the deliveries were created, so each patient's reports reach the
-// hospital in their order again (a queue sends its deliveries in ID order once they are all
-// pending; replayed newest first, a later report would go before an earlier one still dead).
-// At most maxBulkReplay, the oldest; the answer lists what was replayed and what was not, why.
+// oldest first (engine.DeliveryReplay.ReplayAll: each patient's reports in their order). At
+// most engine.MaxBulkReplay, the oldest; the answer lists what was replayed and what was not,
+// why.
 func (a *deliveryAPI) replayAll(c echo.Context) error {
 	var req struct {
 		User        string `json:"user"`
@@ -206,42 +162,14 @@ func (a *deliveryAPI) replayAll(c echo.Context) error {
 	if problems := auditProblems(req.User, strings.TrimSpace(req.Reason)); len(problems) > 0 {
 		return echo.NewHTTPError(http.StatusBadRequest, strings.Join(problems, "; "))
 	}
-	ctx := c.Request().Context()
-	// The list is newest first: read it all, then replay from the oldest.
-	var dead []*outbox.Delivery
-	f := outbox.Filter{Status: outbox.Dead, Destination: req.Destination, ReportID: req.Report, Limit: 1000}
-	for {
-		page, err := a.log.Deliveries(ctx, f)
-		if err != nil {
-			return err
-		}
-		dead = append(dead, page...)
-		if len(page) < f.Limit {
-			break
-		}
-		f.Offset += f.Limit
-	}
-	slices.SortFunc(dead, func(x, y *outbox.Delivery) int { return cmp.Compare(x.ID, y.ID) })
-	dead = dead[:min(len(dead), maxBulkReplay)]
-	type failure struct {
-		ID    int64  `json:"id"`
-		Error string `json:"error"`
+	replayed, failed, err := a.replay.ReplayAll(c.Request().Context(), req.Destination, req.Report)
+	if err != nil {
+		return err // the store failed: what was replayed stays replayed
 	}
 	out := struct {
-		Replayed []int64   `json:"replayed"`
-		Failed   []failure `json:"failed,omitempty"`
-	}{Replayed: []int64{}}
-	for _, d := range dead {
-		if _, err := a.replayOne(c, d, req.User); err != nil {
-			var he *echo.HTTPError
-			if !errors.As(err, &he) {
-				return err // the store failed: stop, what was replayed stays replayed
-			}
-			out.Failed = append(out.Failed, failure{ID: d.ID, Error: fmt.Sprint(he.Message)})
-			continue
-		}
-		out.Replayed = append(out.Replayed, d.ID)
-	}
+		Replayed []int64                `json:"replayed"`
+		Failed   []engine.ReplayFailure `json:"failed,omitempty"`
+	}{Replayed: replayed, Failed: failed}
 	a.ml.logger.Info("audit: dead letters replayed", "replayed", len(out.Replayed), "failed", len(out.Failed),
 		"destination", req.Destination, "report", req.Report, "user", req.User, "remote", c.RealIP())
 	return c.JSON(http.StatusOK, out)

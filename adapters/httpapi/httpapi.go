@@ -161,10 +161,10 @@ func New(opt Options) (*echo.Echo, error) {
 		api.POST("/mappings/test", mappingsTest(opt.Mappings, ml), need(access.PermMappings, ""))
 	}
 	if opt.Deliveries != nil {
-		da := &deliveryAPI{log: opt.Deliveries, render: opt.Rerender, ml: ml}
+		da := &deliveryAPI{log: opt.Deliveries, replay: &engine.DeliveryReplay{Log: opt.Deliveries, Render: opt.Rerender}, ml: ml}
 		api.GET("/deliveries", da.list, need(access.PermDeliveries, audit.ActionSearch))
 		api.GET("/deliveries/:id", da.get, need(access.PermDeliveries, audit.ActionRead))
-		api.POST("/deliveries/:id/replay", da.replay, need(access.PermDeliveries, audit.ActionReplay))
+		api.POST("/deliveries/:id/replay", da.replayOne, need(access.PermDeliveries, audit.ActionReplay))
 		api.POST("/deliveries/replay", da.replayAll, need(access.PermDeliveries, audit.ActionReplay))
 	}
 	if opt.Turnaround != nil {
@@ -176,7 +176,8 @@ func New(opt Options) (*echo.Echo, error) {
 	}
 	if opt.Studies != nil {
 		api.GET("/studies/:uid", getStudy(opt.Studies, ml), need(access.PermReconciliation, audit.ActionRead))
-		rec := &reconciliation{studies: opt.Studies, unlearner: opt.Unlearner, logger: opt.Logger}
+		rec := &reconciliation{studies: opt.Studies, logger: opt.Logger,
+			decide: &engine.Reconciler{Store: opt.Studies, Unlearner: opt.Unlearner, Logger: opt.Logger}}
 		api.GET("/reconciliation", rec.list, need(access.PermReconciliation, audit.ActionSearch))
 		api.GET("/studies/:uid/history", rec.history, need(access.PermReconciliation, audit.ActionRead))
 		api.POST("/studies/:uid/link", rec.link, need(access.PermReconciliation, audit.ActionLink))

@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -32,33 +30,14 @@ import (
 // which patient and order, from where — never the reason, which may hold patient data (it is
 // kept with the decision).
 type reconciliation struct {
-	studies   StudyLog
-	unlearner Unlearner // nil: nothing is taken back
-	logger    *slog.Logger
+	studies StudyLog
+	decide  *engine.Reconciler
+	logger  *slog.Logger
 }
 
 // Unlearner takes back what a decision taught the identity cross-reference once a person has
-// replaced it: the studies linked only by the identifier it taught (rule learned-id) are decided
-// again (engine.Linker.Unlearn). The reconciliation calls it after the person's decision is
-// committed; an error is logged, the person's decision stands.
-type Unlearner interface {
-	Unlearn(ctx context.Context, prev *engine.StudyLink, study func(ctx context.Context, uid string) (*engine.Study, error)) (int, error)
-}
-
-// unlearn tells the Unlearner that prev was replaced by next, when next names another patient.
-func (r *reconciliation) unlearn(ctx context.Context, prev, next *engine.StudyLink) {
-	if r.unlearner == nil || prev == nil || (next.Status == engine.LinkLinked && next.PatientID == prev.PatientID) {
-		return
-	}
-	n, err := r.unlearner.Unlearn(ctx, prev, r.studies.Study)
-	if err != nil {
-		r.logger.Error("taking back what a decision taught", "study_uid", prev.StudyInstanceUID, "err", err)
-		return
-	}
-	if n > 0 {
-		r.logger.Info("studies decided again: the identifier they were linked by was taken back", "study_uid", prev.StudyInstanceUID, "studies", n)
-	}
-}
+// replaced it (engine.Unlearner; *engine.Linker).
+type Unlearner = engine.Unlearner
 
 // Worklist paging: the default page and the most a page may hold (OpenStudyLinks's bound).
 const (
@@ -382,63 +361,39 @@ func decodeDecision(c echo.Context, into any) error {
 }
 
 // auditProblems lists what a decision lacks for the audit: who decided and why.
-func auditProblems(user, reason string) []string {
-	var problems []string
-	switch user {
-	case "":
-		problems = append(problems, "user: required (the audit records who decided)")
-	case engine.DecidedByLinker, engine.DecidedByADT:
-		problems = append(problems, "user: "+user+" is Ferry's own; name the person deciding")
-	}
-	if reason == "" {
-		problems = append(problems, "reason: required (the audit records why)")
-	}
-	return problems
-}
+func auditProblems(user, reason string) []string { return engine.DecisionProblems(user, reason) }
 
 func badRequest(problems []string) error {
 	return echo.NewHTTPError(http.StatusBadRequest, strings.Join(problems, "; "))
 }
 
+// decisionError answers a decision the Reconciler refused: 400 for what the request lacks,
+// 422 for a patient or order that cannot take the study; other errors as they are.
+func decisionError(err error) error {
+	var de *engine.DecisionError
+	var te *engine.TargetError
+	switch {
+	case errors.As(err, &de):
+		return badRequest(de.Problems)
+	case errors.As(err, &te):
+		return echo.NewHTTPError(http.StatusUnprocessableEntity, te.Msg)
+	}
+	return err
+}
+
 // link serves POST /api/v1/studies/{uid}/link: a person links the study to a Patient and,
-// optionally, one of its orders — or relinks a study already linked.
+// optionally, one of its orders — or relinks a study already linked (engine.Reconciler).
 func (r *reconciliation) link(c echo.Context) error {
 	uid := c.Param("uid")
 	var req linkRequest
 	if err := decodeDecision(c, &req); err != nil {
 		return err
 	}
-	req.PatientID, req.ServiceRequestID = strings.TrimSpace(req.PatientID), strings.TrimSpace(req.ServiceRequestID)
-	req.User, req.Reason = actingUser(c, req.User), strings.TrimSpace(req.Reason)
-	var problems []string
-	switch {
-	case req.PatientID == "":
-		problems = append(problems, "patient_id: required")
-	case !validID(req.PatientID):
-		problems = append(problems, "patient_id: want a Patient id, 1 to 64 of A-Z a-z 0-9 - .")
-	}
-	if req.ServiceRequestID != "" && !validID(req.ServiceRequestID) {
-		problems = append(problems, "service_request_id: want a ServiceRequest id, 1 to 64 of A-Z a-z 0-9 - .")
-	}
-	problems = append(problems, auditProblems(req.User, req.Reason)...)
-	if len(problems) > 0 {
-		return badRequest(problems)
-	}
-	ctx := c.Request().Context()
-	prev, err := r.current(ctx, uid)
+	next, err := r.decide.Link(c.Request().Context(), engine.Decision{StudyInstanceUID: uid, PatientID: req.PatientID,
+		ServiceRequestID: req.ServiceRequestID, User: actingUser(c, req.User), Reason: req.Reason})
 	if err != nil {
-		return err
+		return decisionError(err)
 	}
-	if err := r.checkTarget(ctx, req.PatientID, req.ServiceRequestID); err != nil {
-		return err
-	}
-	next := r.decision(prev, uid, req.User, req.Reason)
-	next.Status, next.PatientID, next.ServiceRequestID = engine.LinkLinked, req.PatientID, req.ServiceRequestID
-	next.Score = previousScore(prev, req.PatientID)
-	if err := r.studies.PutStudyLink(ctx, next); err != nil {
-		return err
-	}
-	r.unlearn(ctx, prev, next)
 	r.logger.Info("audit: study linked", "study_uid", uid, "patient", next.PatientID,
 		"service_request", next.ServiceRequestID, "user", next.DecidedBy, "remote", c.RealIP())
 	return c.JSON(http.StatusOK, viewOfLink(next))
@@ -452,21 +407,11 @@ func (r *reconciliation) unlink(c echo.Context) error {
 	if err := decodeDecision(c, &req); err != nil {
 		return err
 	}
-	req.User, req.Reason = actingUser(c, req.User), strings.TrimSpace(req.Reason)
-	if problems := auditProblems(req.User, req.Reason); len(problems) > 0 {
-		return badRequest(problems)
-	}
-	ctx := c.Request().Context()
-	prev, err := r.current(ctx, uid)
+	next, err := r.decide.Unlink(c.Request().Context(), engine.Decision{StudyInstanceUID: uid,
+		User: actingUser(c, req.User), Reason: req.Reason})
 	if err != nil {
-		return err
+		return decisionError(err)
 	}
-	next := r.decision(prev, uid, req.User, req.Reason)
-	next.Status = engine.LinkUnmatched
-	if err := r.studies.PutStudyLink(ctx, next); err != nil {
-		return err
-	}
-	r.unlearn(ctx, prev, next)
 	r.logger.Info("audit: study unlinked", "study_uid", uid, "user", next.DecidedBy, "remote", c.RealIP())
 	return c.JSON(http.StatusOK, viewOfLink(next))
 }
@@ -491,120 +436,4 @@ func (r *reconciliation) history(c echo.Context) error {
 	}
 	r.logger.Info("audit: study link history read", "study_uid", uid, "count", len(links), "remote", c.RealIP())
 	return c.JSON(http.StatusOK, out)
-}
-
-// current returns the study's decision, nil when none was made yet; engine.ErrNotFound when
-// there is no such study.
-func (r *reconciliation) current(ctx context.Context, uid string) (*engine.StudyLink, error) {
-	if _, err := r.studies.Study(ctx, uid); err != nil {
-		return nil, err
-	}
-	l, err := r.studies.StudyLink(ctx, uid)
-	if errors.Is(err, engine.ErrNotFound) {
-		return nil, nil
-	}
-	return l, err
-}
-
-// decision starts a person's decision after prev (nil: none): rule manual, prev's candidates
-// kept, and its evidence with what it decided under "previous".
-func (r *reconciliation) decision(prev *engine.StudyLink, uid, user, reason string) *engine.StudyLink {
-	next := &engine.StudyLink{StudyInstanceUID: uid, Rule: engine.RuleManual, Evidence: map[string]string{},
-		// Microseconds: what both stores keep, so the answer matches the history.
-		DecidedAt: time.Now().UTC().Truncate(time.Microsecond), DecidedBy: user, Reason: reason}
-	previous := "none"
-	if prev != nil {
-		maps.Copy(next.Evidence, prev.Evidence)
-		// The study's identifier stays with it: linked by a person, it teaches the cross-reference.
-		next.Candidates, next.Identifier = prev.Candidates, prev.Identifier
-		parts := []string{string(prev.Status)}
-		if prev.PatientID != "" {
-			parts = append(parts, "Patient/"+prev.PatientID)
-		}
-		if prev.ServiceRequestID != "" {
-			parts = append(parts, "ServiceRequest/"+prev.ServiceRequestID)
-		}
-		previous = strings.Join(parts, " ")
-	}
-	next.Evidence["previous"] = previous
-	return next
-}
-
-// previousScore is the score prev gave patientID: as a candidate, or as the patient it named
-// (a contradiction has no candidates); 0 when prev did not weigh that patient.
-func previousScore(prev *engine.StudyLink, patientID string) float64 {
-	if prev == nil {
-		return 0
-	}
-	for _, c := range prev.Candidates {
-		if c.PatientID == patientID {
-			return c.Score
-		}
-	}
-	if prev.PatientID == patientID {
-		return prev.Score
-	}
-	return 0
-}
-
-// checkTarget answers 422 unless Patient/patientID exists and was not merged away, and the
-// order, if named, exists and is that patient's (its subject, or a patient merged into it).
-func (r *reconciliation) checkTarget(ctx context.Context, patientID, orderID string) error {
-	unprocessable := func(msg string) error { return echo.NewHTTPError(http.StatusUnprocessableEntity, msg) }
-	var p fhirPatient
-	switch err := readResource(ctx, r.studies, "Patient", patientID, &p); {
-	case errors.Is(err, engine.ErrNotFound):
-		return unprocessable("patient_id: Patient/" + patientID + " not found")
-	case err != nil:
-		return err
-	}
-	if next := p.ReplacedBy(); next != "" {
-		if survivor, err := r.survivor(ctx, next); err == nil {
-			next = survivor
-		}
-		return unprocessable("patient_id: Patient/" + patientID + " was merged into Patient/" + next +
-			": link the study to Patient/" + next + " instead")
-	}
-	if orderID == "" {
-		return nil
-	}
-	var o fhirOrder
-	switch err := readResource(ctx, r.studies, "ServiceRequest", orderID, &o); {
-	case errors.Is(err, engine.ErrNotFound):
-		return unprocessable("service_request_id: ServiceRequest/" + orderID + " not found")
-	case err != nil:
-		return err
-	}
-	subject, ok := strings.CutPrefix(o.Subject.Reference, "Patient/")
-	if !ok {
-		return unprocessable("service_request_id: ServiceRequest/" + orderID + " is not a patient's order")
-	}
-	if subject == patientID {
-		return nil
-	}
-	switch survivor, err := r.survivor(ctx, subject); {
-	case err == nil && survivor == patientID:
-		return nil // the order's patient was merged into this one
-	case err != nil && !errors.Is(err, engine.ErrNotFound):
-		return err
-	}
-	return unprocessable("service_request_id: ServiceRequest/" + orderID + " is an order of Patient/" + subject +
-		", not of Patient/" + patientID)
-}
-
-// survivor follows replaced-by links from Patient/id to the Patient that holds its record now
-// (id itself when it was not merged), as the linker does.
-func (r *reconciliation) survivor(ctx context.Context, id string) (string, error) {
-	for range 16 {
-		var p fhirPatient
-		if err := readResource(ctx, r.studies, "Patient", id, &p); err != nil {
-			return "", err
-		}
-		next := p.ReplacedBy()
-		if next == "" {
-			return id, nil
-		}
-		id = next
-	}
-	return "", errors.New("patient merge chain longer than 16 links")
 }

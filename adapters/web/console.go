@@ -26,6 +26,12 @@ type Console struct {
 	Messages    ConsoleMessages
 	Reprocessed func()
 	Mappings    *ConsoleMappings // nil: no mappings pages (console_mappings.go)
+	// Deliveries, Studies and Turnaround, each if set, serve the deliveries, the reconciliation
+	// worklist and the turnaround board (console_deliveries.go, console_reconcile.go,
+	// console_turnaround.go).
+	Deliveries *ConsoleDeliveries
+	Studies    *ConsoleStudies
+	Turnaround *ConsoleTurnaround
 }
 
 // ConsoleMessages is the message log's reads and the error queue: engine.MessageStore's Message
@@ -66,7 +72,10 @@ func registerConsole(e *echo.Echo, p *pages, c *Console, limit echo.MiddlewareFu
 	g.POST("/messages/:id/reprocess", cn.decide(engine.ReprocessRun), limit)
 	g.POST("/messages/:id/dismiss", cn.decide(engine.ReprocessDismiss), limit)
 	g.POST("/errors/reprocess", cn.bulk, limit)
-	return cn.registerMappings(g)
+	if err := cn.registerMappings(g); err != nil {
+		return err
+	}
+	return cn.registerWork(g, limit)
 }
 
 // consoleView is what the console's templates show.

@@ -237,7 +237,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := web.Register(api, web.Options{Access: people, Audit: trail, Logger: logger, SSO: sso,
-		Console:   &web.Console{Messages: st, Reprocessed: reprocessor.Nudge, Mappings: mappingPages},
+		Console: &web.Console{Messages: st, Reprocessed: reprocessor.Nudge, Mappings: mappingPages,
+			Deliveries: &web.ConsoleDeliveries{Log: st, Rerender: reports, Replayed: reports.Nudge},
+			Studies:    &web.ConsoleStudies{Store: st, Unlearner: storage.intake.Linker},
+			Turnaround: &web.ConsoleTurnaround{Clocks: st, SLAs: cfg.turnaroundSLAs(), Orders: st}},
 		Physician: &web.Physician{Patients: patients, Resources: st, Reads: st, Turnaround: st, SLAs: cfg.turnaroundSLAs()},
 		Critical:  acks,
 		Studies:   &web.Studies{Search: &access.Studies{Patients: patients, Studies: st}, Instances: st, Links: st}}); err != nil {
