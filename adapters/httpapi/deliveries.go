@@ -148,17 +148,26 @@ func (a *deliveryAPI) replay(c echo.Context) error {
 	case d.Status != outbox.Dead:
 		return notDead
 	}
-	if d, err = a.replayOne(c, d, req.User); err != nil {
+	SetAuditPatient(c, deliveryPatient(d))
+	if d, err = a.replayOne(c.Request().Context(), c, d, req.User); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, viewDelivery(d, false))
 }
 
-// replayOne replays the dead letter d (its message built again when there is a renderer),
-// audits it and returns it as it now stands. Errors are HTTP errors: 409 when d is no longer
-// dead, 422 when its message cannot be built.
-func (a *deliveryAPI) replayOne(c echo.Context, d *outbox.Delivery, user string) (*outbox.Delivery, error) {
-	ctx := c.Request().Context()
+// deliveryPatient is the patient ("Patient/ID") of a delivery: its queue key's (destination|id).
+func deliveryPatient(d *outbox.Delivery) string {
+	if _, id, ok := strings.Cut(d.QueueKey, "|"); ok && id != "" {
+		return "Patient/" + id
+	}
+	return ""
+}
+
+// replayOne replays the dead letter d (its message built again when there is a renderer) and
+// returns it as it now stands; the store commits the replay with the audit event ctx carries
+// (audit.PendingIn). Errors are HTTP errors: 409 when d is no longer dead, 422 when its message
+// cannot be built.
+func (a *deliveryAPI) replayOne(ctx context.Context, c echo.Context, d *outbox.Delivery, user string) (*outbox.Delivery, error) {
 	var (
 		payload []byte
 		version string
@@ -232,7 +241,9 @@ func (a *deliveryAPI) replayAll(c echo.Context) error {
 		Failed   []failure `json:"failed,omitempty"`
 	}{Replayed: []int64{}}
 	for _, d := range dead {
-		if _, err := a.replayOne(c, d, req.User); err != nil {
+		// Each replay is committed with an event of its own; the request's is recorded after.
+		ctx := PerChange(c, "POST /api/v1/deliveries/"+strconv.FormatInt(d.ID, 10)+"/replay (bulk)", deliveryPatient(d))
+		if _, err := a.replayOne(ctx, c, d, req.User); err != nil {
 			var he *echo.HTTPError
 			if !errors.As(err, &he) {
 				return err // the store failed: stop, what was replayed stays replayed

@@ -435,6 +435,8 @@ func (r *reconciliation) link(c echo.Context) error {
 	next := r.decision(prev, uid, req.User, req.Reason)
 	next.Status, next.PatientID, next.ServiceRequestID = engine.LinkLinked, req.PatientID, req.ServiceRequestID
 	next.Score = previousScore(prev, req.PatientID)
+	SetAuditPatient(c, "Patient/"+next.PatientID)
+	// The store commits the decision with the request's audit event (audit.PendingIn).
 	if err := r.studies.PutStudyLink(ctx, next); err != nil {
 		return err
 	}
@@ -463,6 +465,10 @@ func (r *reconciliation) unlink(c echo.Context) error {
 	}
 	next := r.decision(prev, uid, req.User, req.Reason)
 	next.Status = engine.LinkUnmatched
+	if prev != nil && prev.PatientID != "" {
+		SetAuditPatient(c, "Patient/"+prev.PatientID) // the patient the study is taken off
+	}
+	// The store commits the decision with the request's audit event (audit.PendingIn).
 	if err := r.studies.PutStudyLink(ctx, next); err != nil {
 		return err
 	}
