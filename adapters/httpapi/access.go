@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
 )
@@ -251,6 +252,8 @@ func outcomeOf(c echo.Context, err error) audit.Outcome {
 			status = he.Code
 		case errors.As(err, &oe):
 			status = oe.status
+		case errors.Is(err, engine.ErrNotFound):
+			status = http.StatusNotFound // as errorHandler answers it
 		}
 	}
 	switch {
