@@ -121,15 +121,21 @@ type ReplayFailure struct {
 // reach the hospital in their order again (a queue sends its deliveries in ID order once they
 // are all pending; replayed newest first, a later report would go before an earlier one still
 // dead). At most MaxBulkReplay, the oldest. A store error stops it (what was replayed stays
-// replayed); a delivery that cannot be replayed is listed with why.
-func (r *DeliveryReplay) ReplayAll(ctx context.Context, destination, report string) (replayed []int64, failed []ReplayFailure, err error) {
+// replayed); a delivery that cannot be replayed is listed with why. each, if not nil, gives the
+// context each delivery's replay runs in (the API's: an audit event of its own, committed with
+// that replay).
+func (r *DeliveryReplay) ReplayAll(ctx context.Context, destination, report string, each func(*outbox.Delivery) context.Context) (replayed []int64, failed []ReplayFailure, err error) {
 	dead, err := r.DeadLetters(ctx, destination, report)
 	if err != nil {
 		return nil, nil, err
 	}
 	replayed = []int64{}
 	for _, d := range dead {
-		if _, err := r.replay(ctx, d); err != nil {
+		dctx := ctx
+		if each != nil {
+			dctx = each(d)
+		}
+		if _, err := r.replay(dctx, d); err != nil {
 			var rb *RebuildError
 			switch {
 			case errors.As(err, &rb):

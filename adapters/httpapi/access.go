@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ferryhealth/ferry/engine"
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
 )
@@ -55,10 +56,15 @@ func SessionOf(c echo.Context) *access.Session {
 	return s
 }
 
-// SetAuditPatient names the patient ("Patient/ID") a request concerned, for its audit event.
+// SetAuditPatient names the patient ("Patient/ID") a request concerned, for its audit event
+// (the event of a change too, when it is not committed yet).
 func SetAuditPatient(c echo.Context, patient string) {
-	if patient != "" {
-		c.Set(auditPatientKey, patient)
+	if patient == "" {
+		return
+	}
+	c.Set(auditPatientKey, patient)
+	if p := audit.PendingIn(c.Request().Context()); p != nil && p.Event.Patient == "" {
+		p.Event.Patient = patient
 	}
 }
 
@@ -120,8 +126,9 @@ func (g *Gate) Require(perm access.Permission, action audit.Action) echo.Middlew
 			ctx := access.WithDisclosure(access.WithIdentity(c.Request().Context(), id), disclosure)
 			c.SetRequest(c.Request().WithContext(ctx))
 			var pending *audit.Pending
-			if action == audit.ActionCreate || action == audit.ActionUpdate {
-				// A change: its event is appended in the change's own transaction (audit.Changes).
+			if changes(action) {
+				// A change: its event is appended in the change's own transaction (audit.Changes
+				// for resources; the store's link, replay and reprocessing requests).
 				pending = &audit.Pending{Event: g.fill(c, &audit.Event{Action: action, Outcome: audit.OutcomeSuccess, Agent: id.User, Role: string(id.Role)})}
 				c.SetRequest(c.Request().WithContext(audit.WithPending(c.Request().Context(), pending)))
 			}
@@ -156,6 +163,30 @@ func (g *Gate) RequireByMethod(read access.Permission, readAction audit.Action, 
 			return r(c)
 		}
 	}
+}
+
+// changes reports whether a request audited as a is a change, whose event is committed with it.
+func changes(a audit.Action) bool {
+	switch a {
+	case audit.ActionCreate, audit.ActionUpdate, audit.ActionLink, audit.ActionReplay:
+		return true
+	}
+	return false
+}
+
+// PerChange returns the request's context carrying an event of its own for one of the several
+// changes a request makes (a bulk replay's deliveries): a copy of the request's pending event
+// naming entity, committed with that change (audit.PendingIn). The request's own event is then
+// recorded after it, as the summary. Without a pending event, ctx unchanged.
+func PerChange(c echo.Context, entity, patient string) context.Context {
+	ctx := c.Request().Context()
+	p := audit.PendingIn(ctx)
+	if p == nil {
+		return ctx
+	}
+	e := *p.Event
+	e.Entity, e.Patient = entity, patient
+	return audit.WithPending(ctx, &audit.Pending{Event: &e})
 }
 
 func orAccess(a audit.Action) audit.Action {
@@ -221,6 +252,8 @@ func outcomeOf(c echo.Context, err error) audit.Outcome {
 			status = he.Code
 		case errors.As(err, &oe):
 			status = oe.status
+		case errors.Is(err, engine.ErrNotFound):
+			status = http.StatusNotFound // as errorHandler answers it
 		}
 	}
 	switch {

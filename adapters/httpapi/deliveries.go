@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -128,7 +129,12 @@ func (a *deliveryAPI) replayOne(c echo.Context) error {
 	if problems := auditProblems(req.User, strings.TrimSpace(req.Reason)); len(problems) > 0 {
 		return echo.NewHTTPError(http.StatusBadRequest, strings.Join(problems, "; "))
 	}
-	d, err := a.replay.Replay(c.Request().Context(), id)
+	ctx := c.Request().Context()
+	// The audit event committed with the replay names the delivery's patient.
+	if d, err := a.log.Delivery(ctx, id); err == nil {
+		SetAuditPatient(c, deliveryPatient(d))
+	}
+	d, err := a.replay.Replay(ctx, id)
 	var rb *engine.RebuildError
 	switch {
 	case errors.Is(err, engine.ErrNotDead):
@@ -141,6 +147,14 @@ func (a *deliveryAPI) replayOne(c echo.Context) error {
 	a.ml.logger.Info("audit: delivery replayed", "delivery", d.ID, "report", d.ReportID, "destination", d.Destination,
 		"mapping", d.MappingVersion, "user", req.User, "remote", c.RealIP())
 	return c.JSON(http.StatusOK, viewDelivery(d, false))
+}
+
+// deliveryPatient is the patient ("Patient/ID") of a delivery: its queue key's (destination|id).
+func deliveryPatient(d *outbox.Delivery) string {
+	if _, id, ok := strings.Cut(d.QueueKey, "|"); ok && id != "" {
+		return "Patient/" + id
+	}
+	return ""
 }
 
 // replayAll answers POST /api/v1/deliveries/replay {"user","reason","destination","report"}:
@@ -162,7 +176,10 @@ func (a *deliveryAPI) replayAll(c echo.Context) error {
 	if problems := auditProblems(req.User, strings.TrimSpace(req.Reason)); len(problems) > 0 {
 		return echo.NewHTTPError(http.StatusBadRequest, strings.Join(problems, "; "))
 	}
-	replayed, failed, err := a.replay.ReplayAll(c.Request().Context(), req.Destination, req.Report)
+	// Each replay is committed with an audit event of its own; the request's is recorded after.
+	replayed, failed, err := a.replay.ReplayAll(c.Request().Context(), req.Destination, req.Report, func(d *outbox.Delivery) context.Context {
+		return PerChange(c, "POST /api/v1/deliveries/"+strconv.FormatInt(d.ID, 10)+"/replay (bulk)", deliveryPatient(d))
+	})
 	if err != nil {
 		return err // the store failed: what was replayed stays replayed
 	}

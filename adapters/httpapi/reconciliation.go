@@ -407,7 +407,13 @@ func (r *reconciliation) unlink(c echo.Context) error {
 	if err := decodeDecision(c, &req); err != nil {
 		return err
 	}
-	next, err := r.decide.Unlink(c.Request().Context(), engine.Decision{StudyInstanceUID: uid,
+	ctx := c.Request().Context()
+	// The audit event committed with the decision names the patient the study is taken off
+	// (the store names the linked patient of a link itself).
+	if prev, err := r.studies.StudyLink(ctx, uid); err == nil && prev.PatientID != "" {
+		SetAuditPatient(c, "Patient/"+prev.PatientID)
+	}
+	next, err := r.decide.Unlink(ctx, engine.Decision{StudyInstanceUID: uid,
 		User: actingUser(c, req.User), Reason: req.Reason})
 	if err != nil {
 		return decisionError(err)

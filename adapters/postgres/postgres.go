@@ -89,7 +89,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, ingest: ingest}
-	s.Pool = sqlstore.Pool{S: shared, C: reader{s: s}}
+	s.Pool = sqlstore.Pool{S: shared, C: reader{s: s}, Begin: s.Begin}
 	return s, nil
 }
 

@@ -30,3 +30,7 @@ func TestPatientAccess(t *testing.T) {
 func BenchmarkPhysicianReads(b *testing.B) {
 	storetest.BenchPhysicianReads(b, func(b *testing.B) storetest.PhysicianBenchStore { return openTestStore(b, testPath(b)) })
 }
+
+func TestAuditedChanges(t *testing.T) {
+	storetest.RunAuditedChanges(t, func(t *testing.T) storetest.AuditedChangeStore { return openTestStore(t, testPath(t)) })
+}

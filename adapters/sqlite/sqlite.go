@@ -104,7 +104,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, interpretError(err))
 	}
 	s := &Store{writer: writer, reader: reader}
-	s.Pool = sqlstore.Pool{S: shared, C: readerOf(s)}
+	s.Pool = sqlstore.Pool{S: shared, C: readerOf(s), Begin: s.Begin}
 	return s, nil
 }
 

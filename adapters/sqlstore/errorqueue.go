@@ -2,12 +2,14 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/audit"
 )
 
 // The error queue's SQL (engine/errorqueue.go, migrations/*/00090_reprocessing.sql).
@@ -61,7 +63,7 @@ func (s *Store) CountMessages(ctx context.Context, c Conn, f engine.MessageFilte
 }
 
 // RequestReprocessing records r for each requestable message r.Filter selects, oldest first, up
-// to engine.MaxReprocessBatch, in one statement.
+// to engine.MaxReprocessBatch, in one statement on c, a transaction's.
 func (s *Store) RequestReprocessing(ctx context.Context, c Conn, r engine.ReprocessRequest) (int, error) {
 	if err := r.Validate(); err != nil {
 		return 0, &InvalidError{err}
@@ -83,18 +85,23 @@ func (s *Store) RequestReprocessing(ctx context.Context, c Conn, r engine.Reproc
 	}
 	q.add(requestableSQL)
 	query := `INSERT INTO message_reprocessing (message_id, kind, requested_at, requested_by, reason, state, finished_at)
-SELECT id, ` + strings.Join(values, ", ") + ` FROM inbound_messages` + q.clause() + ` ORDER BY id LIMIT ` + q.arg(engine.MaxReprocessBatch)
-	// Exec: a write, committed on its own outside a transaction. Its text takes one of the few
-	// shapes a filter's set fields make (values are arguments), so preparing it stays bounded.
-	res, err := c.Exec(ctx, query, q.args...)
-	var n int64
-	if err == nil {
-		n, err = res.RowsAffected()
-	}
+SELECT id, ` + strings.Join(values, ", ") + ` FROM inbound_messages` + q.clause() + ` ORDER BY id LIMIT ` + q.arg(engine.MaxReprocessBatch) + `
+RETURNING message_id`
+	// c is a transaction's (Pool.RequestReprocessing begins one, for the request's audit event):
+	// QueryOnce runs the varying text unprepared in it; RETURNING counts what was recorded.
+	rows, err := c.QueryOnce(ctx, query, q.args...)
 	if err != nil {
 		return 0, fmt.Errorf("requesting reprocessing: %w", s.d.InterpretError(err))
 	}
-	return int(n), nil
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("requesting reprocessing: %w", s.d.InterpretError(err))
+	}
+	return n, nil
 }
 
 // Reprocessings returns the requests about message id, oldest first.
@@ -167,9 +174,39 @@ func (p Pool) CountMessages(ctx context.Context, f engine.MessageFilter) (int, e
 	return p.S.CountMessages(ctx, p.C, f)
 }
 
-// RequestReprocessing runs in a transaction of its own on the store's writing pool.
+// RequestReprocessing runs in a transaction of its own, which also appends the audit event
+// pending in ctx for the request (a person's reprocess or dismissal, audit.PendingIn).
 func (p Pool) RequestReprocessing(ctx context.Context, r engine.ReprocessRequest) (int, error) {
-	return p.S.RequestReprocessing(ctx, p.C, r)
+	var n int
+	err := p.inTx(ctx, audit.PendingIn(ctx), "", func(tx engine.Tx) error {
+		rtx, ok := tx.(reprocessRequester)
+		if !ok {
+			return errors.New("requesting reprocessing: the store's transactions cannot")
+		}
+		var err error
+		if n, err = rtx.RequestReprocessing(ctx, r); err == nil && n == 0 {
+			err = errNoChange
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// reprocessRequester is a transaction that records reprocessing requests (TxSteps).
+type reprocessRequester interface {
+	RequestReprocessing(ctx context.Context, r engine.ReprocessRequest) (int, error)
+}
+
+// RequestReprocessing records r in the transaction, as Store.RequestReprocessing documents.
+func (t TxSteps) RequestReprocessing(ctx context.Context, r engine.ReprocessRequest) (int, error) {
+	if err := t.G.Usable(); err != nil {
+		return 0, err
+	}
+	n, err := t.S.RequestReprocessing(ctx, t.C, r)
+	return n, t.G.Check(err)
 }
 
 func (p Pool) Reprocessings(ctx context.Context, id int64) ([]*engine.Reprocessing, error) {

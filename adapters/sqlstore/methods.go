@@ -3,9 +3,11 @@ package sqlstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/engine/audit"
 	"github.com/ferryhealth/ferry/engine/outbox"
 	"github.com/ferryhealth/ferry/engine/turnaround"
 )
@@ -18,6 +20,9 @@ import (
 type Pool struct {
 	S *Store
 	C Conn // the store's pools: reads on its reading pool, writes committed on their own
+	// Begin begins one of the store's transactions, for the changes Pool makes in a transaction
+	// of their own (audited, see inAuditedTx). Both stores set it.
+	Begin func(ctx context.Context) (engine.Tx, error)
 }
 
 // Areas is what a store built on sqlstore provides beyond engine.Store, through Pool and its
@@ -71,13 +76,58 @@ func (p Pool) Overdue(ctx context.Context, now time.Time, sla turnaround.SLAs, n
 	return p.S.Overdue(ctx, p.C, now, sla, n)
 }
 
-// PutStudyLink records l in one statement, committed on its own; a dialect that takes more than
-// one (no StudyLinkStatement) needs a transaction, which the store runs itself.
+// PutStudyLink records l in one statement, committed on its own, where the dialect has one
+// (StudyLinkStatement); else, or when ctx carries an audit event pending for the change (a
+// person's link or unlink, audit.PendingIn), in a transaction of its own that appends the event
+// too.
 func (p Pool) PutStudyLink(ctx context.Context, l *engine.StudyLink) error {
-	if len(p.S.putStudyLink) > 1 {
-		return errors.New("storing a study link: this dialect takes a transaction (Begin, PutStudyLink, Commit)")
+	pending := audit.PendingIn(ctx)
+	if pending == nil && len(p.S.putStudyLink) == 1 {
+		return p.S.PutStudyLink(ctx, p.C, l)
 	}
-	return p.S.PutStudyLink(ctx, p.C, l)
+	patient := ""
+	if l != nil && l.PatientID != "" {
+		patient = "Patient/" + l.PatientID
+	}
+	err := p.inTx(ctx, pending, patient, func(tx engine.Tx) error { return tx.PutStudyLink(ctx, l) })
+	if err != nil && l != nil {
+		return fmt.Errorf("storing link of study %s: %w", l.StudyInstanceUID, err)
+	}
+	return err
+}
+
+// errNoChange is what a change given to inTx returns when it changed nothing (a request that
+// matched no message): its transaction is rolled back, its event not appended.
+var errNoChange = errors.New("nothing changed")
+
+// inTx runs change in a transaction of its own and commits it; with pending (an audit event
+// waiting for this change, audit.PendingIn) not nil, the event is appended in the same
+// transaction, so that a person's change and its AuditEvent commit together or not at all
+// (issue 12; docs/security.md, "The audit trail"). patient is the event's patient when it names
+// none.
+func (p Pool) inTx(ctx context.Context, pending *audit.Pending, patient string, change func(tx engine.Tx) error) error {
+	if p.Begin == nil {
+		return errors.New("the store's Pool has no Begin: it cannot make this change in a transaction")
+	}
+	tx, err := p.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	switch err := change(tx); {
+	case errors.Is(err, errNoChange):
+		return tx.Rollback() // nothing to audit: the request's gate records what it answered
+	case err != nil:
+		return err
+	}
+	if pending == nil {
+		return tx.Commit()
+	}
+	atx, ok := tx.(audit.CommitTx)
+	if !ok {
+		return errors.New("the store's transactions cannot append to the audit trail")
+	}
+	return pending.Commit(ctx, atx, patient)
 }
 
 func (p Pool) StudyLink(ctx context.Context, studyInstanceUID string) (*engine.StudyLink, error) {
@@ -116,8 +166,34 @@ func (p Pool) FinishDelivery(ctx context.Context, id int64, o outbox.Outcome) er
 	return p.S.FinishDelivery(ctx, p.C, id, o)
 }
 
+// ReplayDelivery replays dead delivery id, committed on its own; when ctx carries an audit
+// event pending for the change (a person's replay, audit.PendingIn), in a transaction of its own
+// that appends the event too.
 func (p Pool) ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error {
-	return p.S.ReplayDelivery(ctx, p.C, id, payload, mappingVersion, now)
+	pending := audit.PendingIn(ctx)
+	if pending == nil {
+		return p.S.ReplayDelivery(ctx, p.C, id, payload, mappingVersion, now)
+	}
+	return p.inTx(ctx, pending, "", func(tx engine.Tx) error {
+		r, ok := tx.(deliveryReplayer)
+		if !ok {
+			return errors.New("replaying a delivery: the store's transactions cannot")
+		}
+		return r.ReplayDelivery(ctx, id, payload, mappingVersion, now)
+	})
+}
+
+// deliveryReplayer is a transaction that replays deliveries (TxSteps).
+type deliveryReplayer interface {
+	ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error
+}
+
+// ReplayDelivery replays dead delivery id in the transaction, as Store.ReplayDelivery documents.
+func (t TxSteps) ReplayDelivery(ctx context.Context, id int64, payload []byte, mappingVersion string, now time.Time) error {
+	if err := t.G.Usable(); err != nil {
+		return err
+	}
+	return t.G.Check(t.S.ReplayDelivery(ctx, t.C, id, payload, mappingVersion, now))
 }
 
 func (p Pool) PostponeDestination(ctx context.Context, destination string, now, until time.Time) (int64, error) {

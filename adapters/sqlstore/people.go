@@ -18,6 +18,8 @@ type peopleStatements struct {
 	putToken, token, tokens, userTokens, revokeToken string
 	putSession, session, touchSession, deleteSession string
 	deleteSessions                                   string
+	countLoginFailure, loginFailures                 string
+	clearLoginFailures, pruneLoginFailures           string
 }
 
 const (
@@ -43,7 +45,87 @@ ON CONFLICT (name) DO NOTHING`),
 		touchSession:   rebind(`UPDATE web_sessions SET seen_at = ? WHERE id_hash = ?`),
 		deleteSession:  rebind(`DELETE FROM web_sessions WHERE id_hash = ?`),
 		deleteSessions: rebind(`DELETE FROM web_sessions WHERE user_name = ?`),
+		// A count whose first failure is at or before the window's start (?4, ?5) starts again.
+		countLoginFailure: rebind(`INSERT INTO login_failures (kind, value, since, n) VALUES (?, ?, ?, 1)
+ON CONFLICT (kind, value) DO UPDATE SET
+    n = CASE WHEN login_failures.since <= ? THEN 1 ELSE login_failures.n + 1 END,
+    since = CASE WHEN login_failures.since <= ? THEN excluded.since ELSE login_failures.since END`),
+		loginFailures: rebind(`SELECT kind, n FROM login_failures
+WHERE ((kind = 'account' AND value = ?) OR (kind = 'address' AND value = ?)) AND since > ?`),
+		clearLoginFailures: rebind(`DELETE FROM login_failures WHERE kind = 'account' AND value = ?`),
+		pruneLoginFailures: rebind(`DELETE FROM login_failures WHERE since <= ?`),
 	}
+}
+
+// maxThrottleKey bounds the account name or address a failed login is counted under (a name
+// typed at the login form may be long): longer ones are counted under their first bytes.
+const maxThrottleKey = 256
+
+func throttleKey(v string) string {
+	v = engine.StorableText(v)
+	if len(v) > maxThrottleKey {
+		v = strings.ToValidUTF8(v[:maxThrottleKey], "")
+	}
+	return v
+}
+
+// CountLoginFailure counts a failed login of account from address at now (access.Store): each
+// count starts again when its first failure is at or before windowStart. Counts expired by then
+// are deleted.
+func (s *Store) CountLoginFailure(ctx context.Context, c Conn, account, address string, now, windowStart time.Time) error {
+	ts, err := s.times(now, windowStart)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Exec(ctx, s.pruneLoginFailures, ts[1]); err != nil {
+		return fmt.Errorf("counting a failed login: %w", s.d.InterpretError(err))
+	}
+	for _, k := range []struct{ kind, value string }{{"account", account}, {"address", address}} {
+		if _, err := c.Exec(ctx, s.countLoginFailure, k.kind, throttleKey(k.value), ts[0], ts[1], ts[1]); err != nil {
+			return fmt.Errorf("counting a failed login: %w", s.d.InterpretError(err))
+		}
+	}
+	return nil
+}
+
+// LoginFailures returns the failed logins counted against account and against address since
+// their first failure after windowStart (access.Store).
+func (s *Store) LoginFailures(ctx context.Context, c Conn, account, address string, windowStart time.Time) (accountN, addressN int, err error) {
+	ts, err := s.times(windowStart)
+	if err != nil {
+		return 0, 0, err
+	}
+	rows, err := c.Query(ctx, s.loginFailures, throttleKey(account), throttleKey(address), ts[0])
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading failed logins: %w", s.d.InterpretError(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			kind string
+			n    int
+		)
+		if err := rows.Scan(&kind, &n); err != nil {
+			return 0, 0, fmt.Errorf("reading failed logins: %w", s.d.InterpretError(err))
+		}
+		if kind == "account" {
+			accountN = n
+		} else {
+			addressN = n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, 0, fmt.Errorf("reading failed logins: %w", s.d.InterpretError(err))
+	}
+	return accountN, addressN, nil
+}
+
+// ClearLoginFailures forgets account's failed logins (not its addresses', access.Store).
+func (s *Store) ClearLoginFailures(ctx context.Context, c Conn, account string) error {
+	if _, err := c.Exec(ctx, s.clearLoginFailures, throttleKey(account)); err != nil {
+		return fmt.Errorf("clearing failed logins: %w", s.d.InterpretError(err))
+	}
+	return nil
 }
 
 // times returns ts as the dialect keeps them.

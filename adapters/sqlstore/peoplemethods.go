@@ -62,6 +62,18 @@ func (p Pool) DeleteSessions(ctx context.Context, user string) error {
 	return p.S.DeleteSessions(ctx, p.C, user)
 }
 
+func (p Pool) CountLoginFailure(ctx context.Context, account, address string, now, windowStart time.Time) error {
+	return p.S.CountLoginFailure(ctx, p.C, account, address, now, windowStart)
+}
+
+func (p Pool) LoginFailures(ctx context.Context, account, address string, windowStart time.Time) (int, int, error) {
+	return p.S.LoginFailures(ctx, p.C, account, address, windowStart)
+}
+
+func (p Pool) ClearLoginFailures(ctx context.Context, account string) error {
+	return p.S.ClearLoginFailures(ctx, p.C, account)
+}
+
 func (p Pool) AuditEvents(ctx context.Context, f audit.Filter) ([]*audit.Event, error) {
 	return p.S.AuditEvents(ctx, p.C, f)
 }

@@ -294,7 +294,7 @@ func (w *work) replayDead(c echo.Context) error {
 	if len(engine.DecisionProblems(ident.User, c.FormValue("reason"))) > 0 {
 		return c.Redirect(http.StatusSeeOther, back+"&done=needs-reason")
 	}
-	replayed, failed, err := w.replayer().ReplayAll(c.Request().Context(), dest, "")
+	replayed, failed, err := w.replayer().ReplayAll(c.Request().Context(), dest, "", nil)
 	if len(replayed) > 0 && w.data.Deliveries.Replayed != nil {
 		w.data.Deliveries.Replayed()
 	}

@@ -112,37 +112,6 @@ func TestPasswords(t *testing.T) {
 	}
 }
 
-// TestThrottle: an account is locked after its failures, an address after more, both only for
-// the window; a success clears the account's count.
-func TestThrottle(t *testing.T) {
-	t.Parallel()
-	var th throttle
-	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-	for range maxAccountFailures {
-		th.failed("ana", "10.0.0.1", now)
-	}
-	if th.allowed("ana", "10.0.0.2", now) {
-		t.Error("the account is not locked after its failures")
-	}
-	if !th.allowed("bob", "10.0.0.1", now) {
-		t.Error("the address is locked after only an account's failures")
-	}
-	if !th.allowed("ana", "10.0.0.2", now.Add(throttleWindow)) {
-		t.Error("the account is still locked after the window")
-	}
-	for i := range maxAddressFailures {
-		th.failed(strings.Repeat("x", i+1), "10.0.0.9", now)
-	}
-	if th.allowed("someone-new", "10.0.0.9", now) {
-		t.Error("the address is not locked after its failures")
-	}
-	th.failed("carl", "10.0.0.3", now)
-	th.succeeded("carl")
-	if c := th.counts[th.key("a", "carl")]; c != nil {
-		t.Error("a success did not clear the account's count")
-	}
-}
-
 // FuzzAuthenticateToken: whatever a client puts after "Bearer", authentication fails cleanly
 // without a store (no panic, ErrUnauthenticated), and only the bootstrap token passes.
 func FuzzAuthenticateToken(f *testing.F) {

@@ -33,6 +33,14 @@ type Store interface {
 	DeleteSession(ctx context.Context, idHash []byte) error
 	// DeleteSessions ends every session of user.
 	DeleteSessions(ctx context.Context, user string) error
+	// CountLoginFailure counts a failed login of account from address at now, once against
+	// each; a count whose first failure is at or before windowStart starts again at 1.
+	CountLoginFailure(ctx context.Context, account, address string, now, windowStart time.Time) error
+	// LoginFailures returns the counts against account and against address whose first
+	// failure is after windowStart (0 for none).
+	LoginFailures(ctx context.Context, account, address string, windowStart time.Time) (accountN, addressN int, err error)
+	// ClearLoginFailures forgets account's count.
+	ClearLoginFailures(ctx context.Context, account string) error
 }
 
 // ErrUnauthenticated is every failed authentication: no or a wrong token, an expired or revoked
@@ -74,8 +82,6 @@ type Service struct {
 	IdleTimeout, AbsoluteTimeout time.Duration
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
-
-	throttle throttle
 }
 
 func (s *Service) now() time.Time {
@@ -212,27 +218,30 @@ func (s *Service) identity(ctx context.Context, name string) (*Identity, error) 
 // ErrThrottled before the password is checked.
 func (s *Service) Login(ctx context.Context, name, password, address string) (string, *Session, *Identity, error) {
 	now := s.now()
-	if !s.throttle.allowed(name, address, now) {
+	switch ok, err := s.loginAllowed(ctx, name, address, now); {
+	case err != nil:
+		return "", nil, nil, err
+	case !ok:
 		return "", nil, nil, &Failure{Reason: "throttled", User: name}
 	}
 	u, err := s.Store.User(ctx, name)
 	switch {
 	case errors.Is(err, engine.ErrNotFound):
 		checkPassword(dummyHash, password) // costs what a real check costs
-		s.throttle.failed(name, address, now)
-		return "", nil, nil, &Failure{Reason: "unknown user", User: name}
+		return "", nil, nil, s.loginFailed(ctx, name, address, now, "unknown user")
 	case err != nil:
 		return "", nil, nil, fmt.Errorf("reading user: %w", err)
 	}
 	ok, err := checkPassword(u.PasswordHash, password)
 	if err != nil || !ok {
-		s.throttle.failed(name, address, now)
-		return "", nil, nil, &Failure{Reason: "wrong password", User: name}
+		return "", nil, nil, s.loginFailed(ctx, name, address, now, "wrong password")
 	}
 	if u.Disabled() {
 		return "", nil, nil, &Failure{Reason: "disabled user", User: name}
 	}
-	s.throttle.succeeded(name)
+	if err := s.Store.ClearLoginFailures(ctx, name); err != nil {
+		return "", nil, nil, err
+	}
 	id, sess, err := s.OpenSession(ctx, u.Name)
 	if err != nil {
 		return "", nil, nil, err

@@ -33,6 +33,43 @@ func pendingFrom(ctx context.Context) *Pending {
 	return p
 }
 
+// PendingIn returns the Pending event ctx carries that is not recorded yet, nil for none. A
+// store that makes a change in a transaction of its own (a study link, a replay, a reprocessing
+// request) commits it with the change through Commit.
+func PendingIn(ctx context.Context) *Pending {
+	if p := pendingFrom(ctx); p != nil && !p.Recorded {
+		return p
+	}
+	return nil
+}
+
+// CommitTx is a store transaction that appends to the trail: what Pending.Commit commits.
+type CommitTx interface {
+	Appender
+	Commit() error
+	Rollback() error
+}
+
+// Commit appends p's event in tx and commits tx, so that the change tx made and its event
+// commit together or not at all; patient names the patient ("Patient/ID") when the event names
+// none. On success p is Recorded and its Event carries the store's Seq and hashes; on failure tx
+// is rolled back and p stays unrecorded (its request's gate then records the failure).
+func (p *Pending) Commit(ctx context.Context, tx CommitTx, patient string) error {
+	e := *p.Event
+	if e.Patient == "" {
+		e.Patient = patient
+	}
+	if err := tx.AppendAudit(ctx, &e); err != nil {
+		tx.Rollback()
+		return fmt.Errorf("committing a change: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	*p.Event, p.Recorded = e, true
+	return nil
+}
+
 // ChangeStore is what Changes wraps: a store's transactions and reads (engine.Reports' Store).
 type ChangeStore interface {
 	Begin(ctx context.Context) (engine.Tx, error)
@@ -80,24 +117,12 @@ func (t *changeTx) Commit() error {
 	if !t.changed {
 		return t.Tx.Commit()
 	}
-	app, ok := t.Tx.(Appender)
+	ctx, ok := t.Tx.(CommitTx)
 	if !ok {
 		t.Tx.Rollback()
 		return fmt.Errorf("committing a change: the store's transactions cannot append to the audit trail")
 	}
-	e := *t.p.Event
-	if e.Patient == "" {
-		e.Patient = t.patient
-	}
-	if err := app.AppendAudit(t.ctx, &e); err != nil {
-		t.Tx.Rollback()
-		return fmt.Errorf("committing a change: %w", err)
-	}
-	if err := t.Tx.Commit(); err != nil {
-		return err
-	}
-	*t.p.Event, t.p.Recorded = e, true
-	return nil
+	return t.p.Commit(t.ctx, ctx, t.patient)
 }
 
 // PatientOf returns the patient ("Patient/ID") a resource is about, for its audit event: itself,

@@ -40,6 +40,7 @@ func RunPeople(t *testing.T, open func(t *testing.T) PeopleStore) {
 		{"TokensRoundTrip", testTokensRoundTrip},
 		{"SessionsRoundTrip", testSessionsRoundTrip},
 		{"ServiceTokensAndLogins", testServiceTokensAndLogins},
+		{"LoginThrottleSharedByNodes", testLoginThrottleShared},
 		{"AuditChainAndFilters", testAuditChain},
 		{"AuditRolledBackLeavesNoGap", testAuditRolledBack},
 		{"AuditConcurrentAppends", testAuditConcurrent},
@@ -328,6 +329,73 @@ func testServiceTokensAndLogins(t *testing.T, st PeopleStore) {
 		t.Errorf("revoked token: %v, want ErrUnauthenticated", err)
 	}
 	_ = tok
+}
+
+// testLoginThrottleShared: the failed-login counts live in the store, so two Services on it (two
+// nodes behind a load balancer) throttle together: an account locked by failures counted on
+// either, an address by more; each only for the window; a success clears the account's count,
+// not the address's. Most failures are counted straight into the store, as the other node's
+// Login does: each wrong password costs an argon2id check.
+func testLoginThrottleShared(t *testing.T, st PeopleStore) {
+	ctx := context.Background()
+	now := peopleTime
+	clock := func() time.Time { return now }
+	node1, node2 := &access.Service{Store: st, Now: clock}, &access.Service{Store: st, Now: clock}
+	for _, name := range []string{"ana", "carl"} {
+		if err := node1.AddUser(ctx, &access.User{Name: name, Role: access.RoleAnalyst}, "correct horse battery"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	throttled := func(svc *access.Service, name, address string) bool {
+		t.Helper()
+		_, _, _, err := svc.Login(ctx, name, "correct horse battery", address)
+		var f *access.Failure
+		if errors.As(err, &f) && f.Reason == "throttled" {
+			return true
+		}
+		if err != nil {
+			t.Fatalf("login of %s from %s: %v", name, address, err)
+		}
+		return false
+	}
+	failOn := func(name, address string, n int) { // the other node's failures
+		t.Helper()
+		for range n {
+			if err := st.CountLoginFailure(ctx, name, address, now, now.Add(-15*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Four failures on node 2 and a fifth on node 1 lock the account on both.
+	failOn("ana", "10.0.0.1", 4)
+	if _, _, _, err := node1.Login(ctx, "ana", "wrong", "10.0.0.2"); !errors.Is(err, access.ErrUnauthenticated) {
+		t.Fatalf("wrong password: %v, want ErrUnauthenticated", err)
+	}
+	if !throttled(node1, "ana", "10.0.1.1") || !throttled(node2, "ana", "10.0.1.2") {
+		t.Error("the account is not locked on both nodes after five failures across them")
+	}
+	if throttled(node2, "carl", "10.0.0.1") {
+		t.Error("an address is locked after four failures")
+	}
+	// Past the window, the account may try again.
+	now = now.Add(15 * time.Minute)
+	if throttled(node2, "ana", "10.0.1.3") {
+		t.Error("the account is still locked after the window")
+	}
+	// Twenty failures from one address, of any names, lock the address for everyone.
+	failOn("guess", "10.0.0.99", 20)
+	if !throttled(node1, "carl", "10.0.0.99") {
+		t.Error("the address is not locked after twenty failures")
+	}
+	// A success clears the account's count: four failures, a success, four more: not locked.
+	failOn("carl", "10.0.2.1", 4)
+	if throttled(node2, "carl", "10.0.2.2") {
+		t.Fatal("locked after four failures")
+	}
+	failOn("carl", "10.0.2.3", 4)
+	if throttled(node1, "carl", "10.0.2.4") {
+		t.Error("a success did not clear the account's count")
+	}
 }
 
 // appendAudit appends e in its own transaction and commits (or rolls back when commit is false).

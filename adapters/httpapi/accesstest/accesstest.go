@@ -56,6 +56,9 @@ type Store interface {
 	access.PatientStore
 	audit.Reader
 	engine.InstanceStore
+	httpapi.StudyLog
+	httpapi.DeliveryLog
+	httpapi.ErrorQueue
 	Begin(ctx context.Context) (engine.Tx, error)
 }
 
@@ -160,7 +163,8 @@ func NewFixture(t testing.TB, st Store, trail bool) *Fixture {
 	}
 	stow := dicomwebOver(t, st, f.Patients)
 	opt := httpapi.Options{Messages: st, Resources: st, Access: f.Svc, SessionCookie: SessionCookie, AuditEvents: st,
-		Gatherer: prometheus.NewRegistry(), Patients: f.Patients, DICOMweb: stow}
+		Gatherer: prometheus.NewRegistry(), Patients: f.Patients, DICOMweb: stow,
+		Studies: st, Deliveries: st, ErrorQueue: st}
 	if trail {
 		opt.Audit = &audit.Recorder{Begin: st.Begin}
 	}
@@ -405,6 +409,7 @@ func RunMatrix(t *testing.T, st Store) {
 		}
 	}
 	runBreakGlass(t, f)
+	runAuditedChanges(t, f)
 	if res, err := audit.Verify(ctx, f.Store); err != nil || res.Broken != 0 {
 		t.Errorf("audit.Verify after the matrix: %+v, %v", res, err)
 	}
@@ -490,5 +495,52 @@ func runBreakGlass(t *testing.T, f *Fixture) {
 	f.Now = f.Now.Add(time.Hour + time.Second)
 	if code, _ := f.Do(t, "GET", "/fhir/r4/Patient/p2", doc, ""); code != http.StatusNotFound {
 		t.Errorf("after the grant expired: Patient/p2 as doc: %d, want 404", code)
+	}
+}
+
+// runAuditedChanges: a person's link, unlink, replay and dismissal each leave exactly one audit
+// row — committed with the change when it was made (naming the patient linked or taken off),
+// the refusal when it was not — never a success row for a change that did not happen.
+func runAuditedChanges(t *testing.T, f *Fixture) {
+	t.Helper()
+	type want struct {
+		code    int
+		action  audit.Action
+		outcome audit.Outcome
+		patient string
+	}
+	for _, tc := range []struct {
+		who, method, path, body string
+		want                    want
+	}{
+		{"doc", "POST", "/api/v1/studies/" + Study + "/link", `{"patient_id":"p1","reason":"mine"}`,
+			want{http.StatusForbidden, audit.ActionLink, audit.OutcomeMinor, ""}},
+		{"ana", "POST", "/api/v1/studies/" + Study + "/link", `{"patient_id":"p1","reason":"checked the requisition"}`,
+			want{http.StatusOK, audit.ActionLink, audit.OutcomeSuccess, "Patient/p1"}},
+		{"ana", "POST", "/api/v1/studies/" + Study + "/link", `{"patient_id":"nobody","reason":"typo"}`,
+			want{http.StatusUnprocessableEntity, audit.ActionLink, audit.OutcomeMinor, ""}},
+		{"ana", "POST", "/api/v1/studies/" + Study + "/unlink", `{"reason":"wrong patient after all"}`,
+			want{http.StatusOK, audit.ActionLink, audit.OutcomeSuccess, "Patient/p1"}},
+		{"ana", "POST", "/api/v1/deliveries/999999/replay", `{"reason":"EHR fixed"}`,
+			want{http.StatusConflict, audit.ActionReplay, audit.OutcomeMinor, ""}},
+		{"ana", "POST", "/api/v1/messages/999999/dismiss", `{"reason":"duplicate"}`,
+			want{http.StatusNotFound, audit.ActionUpdate, audit.OutcomeMinor, ""}},
+	} {
+		before := len(f.Events(t))
+		code, body := f.Do(t, tc.method, tc.path, f.Tokens[tc.who], tc.body)
+		evs := f.Events(t)[before:]
+		if code != tc.want.code {
+			t.Errorf("%s %s as %s: %d, want %d (%s)", tc.method, tc.path, tc.who, code, tc.want.code, body)
+			continue
+		}
+		if len(evs) != 1 {
+			t.Errorf("%s %s as %s: %d audit events, want 1: %+v", tc.method, tc.path, tc.who, len(evs), evs)
+			continue
+		}
+		if e := evs[0]; e.Action != tc.want.action || e.Outcome != tc.want.outcome || e.Patient != tc.want.patient ||
+			e.Agent != tc.who || !strings.Contains(e.Entity, tc.path) {
+			t.Errorf("%s %s as %s: audit event %+v, want %s, outcome %s, patient %q", tc.method, tc.path, tc.who, e,
+				tc.want.action, tc.want.outcome, tc.want.patient)
+		}
 	}
 }
