@@ -160,6 +160,10 @@ func (p Pool) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine.I
 	return p.S.Messages(ctx, p.C, f)
 }
 
+func (p Pool) TextWindowEnd(ctx context.Context, f engine.MessageFilter) (int64, error) {
+	return p.S.TextWindowEnd(ctx, p.C, f)
+}
+
 func (p Pool) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
 	return p.S.Resource(ctx, p.C, typ, id)
 }

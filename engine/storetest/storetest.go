@@ -48,6 +48,8 @@ func Run(t *testing.T, open func(t *testing.T) engine.MessageStore) {
 		{"ConcurrentOverlappingKeys", testConcurrentOverlappingKeys},
 		{"Filters", testFilters},
 		{"Paging", testPaging},
+		{"SearchKeys", testSearchKeys},
+		{"TextWindow", testTextWindow},
 		{"LimitDefaultAndCap", testLimitDefaultAndCap},
 		{"NotFound", testNotFound},
 		{"Ping", testPing},
