@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"context"
+	"log/slog"
 	"slices"
 	"strings"
 
@@ -141,3 +143,48 @@ const TextScanWindow = 10_000
 
 // MaxSearchText bounds a free-text search term, in bytes.
 const MaxSearchText = 200
+
+// SearchKeyBackfill is the store's side of giving search keys to the messages stored before they
+// were kept (adapters/sqlstore BackfillSearchKeys).
+type SearchKeyBackfill interface {
+	// BackfillSearchKeys indexes up to limit of those messages, newest first, with keysOf, and
+	// returns how many it read: 0 once none is left. Idempotent.
+	BackfillSearchKeys(ctx context.Context, limit int, keysOf func(raw []byte) []SearchKey) (int, error)
+}
+
+// searchBackfillBatch is the messages the backfill reads at a time: a few hundred kilobytes.
+const searchBackfillBatch = 500
+
+// BackfillSearchKeys runs in the background of `ferry serve` until every message stored before
+// the search keys were kept has them, or ctx ends; it returns how many messages it read. Messages
+// that do not parse get no keys (as at intake). A store error ends it (logged; the next start
+// goes on where it stopped). The messages go newest first, so recent ones are found first.
+func BackfillSearchKeys(ctx context.Context, st SearchKeyBackfill, logger *slog.Logger) int {
+	total := 0
+	for ctx.Err() == nil {
+		n, err := st.BackfillSearchKeys(ctx, searchBackfillBatch, SearchKeysOfRaw)
+		if err != nil {
+			if ctx.Err() == nil {
+				logger.Error("indexing older messages for search stopped; it resumes at the next start", "indexed", total, "err", err)
+			}
+			return total
+		}
+		if n == 0 {
+			break
+		}
+		total += n
+	}
+	if total > 0 {
+		logger.Info("older messages indexed for search", "messages", total)
+	}
+	return total
+}
+
+// SearchKeysOfRaw is SearchKeysOf for a stored raw message; nil when it does not parse.
+func SearchKeysOfRaw(raw []byte) []SearchKey {
+	m, err := hl7.Parse(raw)
+	if err != nil {
+		return nil
+	}
+	return SearchKeysOf(m)
+}

@@ -211,3 +211,47 @@ func ScanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, e
 	}
 	return &m, nil
 }
+
+// BackfillSearchKeys gives search keys to up to limit messages stored before the keys were kept
+// (migration 00120: message_search_backfill.below, walked downwards), keysOf reading each raw
+// message, and returns how many it read; 0 when none is left. Each step is idempotent (keys go in
+// ON CONFLICT DO NOTHING, the mark moves after them), so nodes running it at once, or a node
+// stopped midway, only repeat work.
+func (s *Store) BackfillSearchKeys(ctx context.Context, c Conn, limit int, keysOf func(raw []byte) []engine.SearchKey) (int, error) {
+	rows, err := c.Query(ctx, `SELECT below FROM message_search_backfill`)
+	below, err := scanRow(s, rows, err, func(r rowScanner) (int64, error) {
+		var v int64
+		return v, r.Scan(&v)
+	})
+	if err != nil || below <= 1 {
+		return 0, err
+	}
+	type stored struct {
+		id  int64
+		raw []byte
+	}
+	rows, err = c.Query(ctx, s.rebind(`SELECT id, raw FROM inbound_messages WHERE id < ? ORDER BY id DESC LIMIT ?`), below, limit)
+	msgs, err := scanAll(s, rows, err, func(r rowScanner) (stored, error) {
+		var m stored
+		return m, r.Scan(&m.id, &m.raw)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading messages to index: %w", err)
+	}
+	insert := s.rebind(`INSERT INTO message_search_keys (kind, value, message_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`)
+	next := int64(1) // done, unless a full batch leaves older messages
+	for _, m := range msgs {
+		for _, k := range keysOf(m.raw) {
+			if _, err := c.Exec(ctx, insert, string(k.Kind), engine.StorableText(k.Value), m.id); err != nil {
+				return 0, fmt.Errorf("indexing message %d: %w", m.id, s.d.InterpretError(err))
+			}
+		}
+	}
+	if len(msgs) == limit {
+		next = msgs[len(msgs)-1].id
+	}
+	if _, err := c.Exec(ctx, s.rebind(`UPDATE message_search_backfill SET below = ?`), next); err != nil {
+		return 0, fmt.Errorf("moving the backfill's mark: %w", s.d.InterpretError(err))
+	}
+	return len(msgs), nil
+}

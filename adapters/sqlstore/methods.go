@@ -314,3 +314,7 @@ func (t TxSteps) InsertDelivery(ctx context.Context, d *outbox.Delivery) error {
 	}
 	return t.G.Check(t.S.InsertDelivery(ctx, t.C, d))
 }
+
+func (p Pool) BackfillSearchKeys(ctx context.Context, limit int, keysOf func(raw []byte) []engine.SearchKey) (int, error) {
+	return p.S.BackfillSearchKeys(ctx, p.C, limit, keysOf)
+}

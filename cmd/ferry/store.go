@@ -27,6 +27,7 @@ type store interface {
 	// TextWindowEnd: where a free-text search of the message log stopped (the console's
 	// "look further back").
 	TextWindowEnd(ctx context.Context, f engine.MessageFilter) (int64, error)
+	engine.SearchKeyBackfill
 	access.Store        // users, API tokens, web sessions
 	access.PatientStore // who may see which patient, break-glass grants
 	audit.Reader

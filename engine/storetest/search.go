@@ -2,8 +2,11 @@ package storetest
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"log/slog"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"github.com/ferryhealth/ferry/engine"
@@ -172,4 +175,40 @@ func ids(ms ...*engine.InboundMessage) []int64 {
 		out = append(out, m.ID)
 	}
 	return out
+}
+
+// testSearchBackfill: messages stored before the search keys were kept (the mark
+// message_search_backfill.below set above them, as migration 00120 sets it) get their keys from
+// engine.BackfillSearchKeys, newest first, a batch at a time, and a second run does nothing.
+func testSearchBackfill(t *testing.T, st engine.MessageStore) {
+	ctx := context.Background()
+	s, ok := st.(interface {
+		engine.SearchKeyBackfill
+		DB() *sql.DB
+	})
+	if !ok {
+		t.Fatalf("%T has no BackfillSearchKeys", st)
+	}
+	var old []*engine.InboundMessage
+	for i := range 3 {
+		m := searchMessage(t, "B"+strconv.Itoa(i), "MRN-B", "Old^Message", "PLB"+strconv.Itoa(i), "ACCB", "", 10+i)
+		m.SearchKeys = nil // stored before the keys were kept
+		old = append(old, m)
+	}
+	commit(t, st, old...)
+	if _, err := s.DB().ExecContext(ctx, `UPDATE message_search_backfill SET below = `+strconv.FormatInt(old[2].ID+1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(t, st, engine.MessageFilter{PatientID: "MRN-B"}); len(got) != 0 {
+		t.Fatalf("before the backfill, %d messages found by a key they were not given", len(got))
+	}
+	if n := engine.BackfillSearchKeys(ctx, s, slog.New(slog.DiscardHandler)); n != 3 {
+		t.Errorf("the backfill read %d messages, want 3", n)
+	}
+	if got := ids(list(t, st, engine.MessageFilter{PatientID: "MRN-B", PatientName: "old message"})...); !reflect.DeepEqual(got, ids(old[2], old[1], old[0])) {
+		t.Errorf("after the backfill: %v, want %v", got, ids(old[2], old[1], old[0]))
+	}
+	if n := engine.BackfillSearchKeys(ctx, s, slog.New(slog.DiscardHandler)); n != 0 {
+		t.Errorf("a second backfill read %d messages, want 0", n)
+	}
 }
