@@ -48,7 +48,7 @@ func SearchKeysOf(m *hl7.Message) []SearchKey {
 	if m == nil {
 		return nil
 	}
-	var keys []SearchKey
+	keys := make([]SearchKey, 0, 12) // an order's usual count: one allocation
 	add := func(kind SearchKeyKind, v string) {
 		if len(keys) >= maxSearchKeys {
 			return
@@ -94,6 +94,9 @@ func SearchKeysOf(m *hl7.Message) []SearchKey {
 		case "ZDS":
 			add(KeyStudyUID, first(s, 1))
 		}
+	}
+	if len(keys) == 0 {
+		return nil
 	}
 	return keys
 }

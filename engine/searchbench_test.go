@@ -50,7 +50,9 @@ func BenchmarkMessageSearch(b *testing.B) {
 		func(i int) engine.MessageFilter { return engine.MessageFilter{PatientID: "MRN" + strconv.Itoa(i/5)} },
 		func(i int) engine.MessageFilter { return engine.MessageFilter{Accession: "ACC" + strconv.Itoa(i)} },
 		func(i int) engine.MessageFilter { return engine.MessageFilter{Accession: "pl" + strconv.Itoa(i)} },
-		func(i int) engine.MessageFilter { return engine.MessageFilter{StudyUID: "1.2.826.0.1." + strconv.Itoa(i)} },
+		func(i int) engine.MessageFilter {
+			return engine.MessageFilter{StudyUID: "1.2.826.0.1." + strconv.Itoa(i)}
+		},
 		func(i int) engine.MessageFilter {
 			return engine.MessageFilter{PatientName: "giv" + strconv.Itoa(i%300) + " fam" + strconv.Itoa(i%5000)}
 		},

@@ -494,6 +494,11 @@ func columnsOf(msgs []*engine.InboundMessage) *columns {
 		raw: make([][]byte, n), ack: make([][]byte, n), duplicateOf: make([]int64, n),
 		mappingVersion: make([]string, n), pending: make([]bool, n), processingError: make([]string, n),
 	}
+	keys := 0
+	for _, m := range msgs {
+		keys += len(m.SearchKeys)
+	}
+	c.keyOrd, c.keyKind, c.keyValue = make([]int64, 0, keys), make([]string, 0, keys), make([]string, 0, keys)
 	for i, m := range msgs {
 		c.channel[i] = storableText(m.Channel)
 		c.receivedAt[i] = m.ReceivedAt

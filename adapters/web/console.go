@@ -229,7 +229,8 @@ func (cn *console) messages(c echo.Context) error {
 		v.Messages = msgs
 	}
 	v.Notice = noticeText(q.Get("done"))
-	cn.audit(c, ident, audit.ActionSearch, "")
+	// The audit trail (in the store, never a log) records what was searched for.
+	cn.audit(c, ident, audit.ActionSearch, string(v.Filter.Query))
 	return cn.render(c, "messages", v)
 }
 
