@@ -109,7 +109,7 @@ func NewInbound(channel string, c Committer, logger *slog.Logger, m *Metrics) *I
 
 // verdict is what Inbound decided before committing.
 type verdict struct {
-	msg     *hl7.Message // the parsed message, when it parsed
+	msg     *hl7.Message // the parsed message, when it parsed (accepted or not)
 	header  hl7.Header
 	outcome hl7.Outcome
 	errs    []hl7.ErrorDetail
@@ -136,11 +136,18 @@ func (in *Inbound) Receive(ctx context.Context, r Received) []byte {
 	if rec.ReceivedAt.IsZero() {
 		rec.ReceivedAt = time.Now()
 	}
+	if v.msg != nil {
+		// Once, from the parse already made: the message log finds the message by them.
+		rec.SearchKeys = SearchKeysOf(v.msg)
+	}
 	rawKept := true
 	if v.outcome != hl7.Accept {
 		rec.Status = StatusRejected
 		rec.Error = v.errs[0].Text
 		rawKept = in.Rejected.keepRejected(rec)
+		if !rawKept {
+			rec.SearchKeys = nil // nothing of its content is kept
+		}
 	}
 	rec.ACK = in.buildACK(h, v.outcome, v.errs)
 	if v.outcome == hl7.Accept && in.Processor != nil {
@@ -231,6 +238,17 @@ func (in *Inbound) judge(r Received) verdict {
 		}
 		return reject(h, o, "parse", d)
 	}
+	// A message that parsed keeps its parse, accepted or not: its search keys are read from it.
+	// One beyond the limits is not read further (its reading would cost more than it is worth).
+	v := in.judgeParsed(msg, r)
+	if v.reason != "limits" {
+		v.msg = msg
+	}
+	return v
+}
+
+// judgeParsed checks a message that parsed: its shape, header, sender and type.
+func (in *Inbound) judgeParsed(msg *hl7.Message, r Received) verdict {
 	h := msg.Header()
 	// Before anything reads the message by number: its shape is bounded (issue 17), so that the
 	// work done on it stays proportional to its size. The check itself is linear.

@@ -64,6 +64,9 @@ type InboundMessage struct {
 	// ProcessingError says why processing an accepted message failed after it was acknowledged
 	// on receipt ("" when it did not fail or was not processed that way). Safe to show: no PHI.
 	ProcessingError string
+	// SearchKeys are the patient and order keys the message log finds it by (SearchKeysOf),
+	// extracted at intake from the parsed message and stored with it; none when it did not parse.
+	SearchKeys []SearchKey
 
 	// effects are what the message changes besides the log, applied in the transaction that
 	// stores it (see GroupCommitter); fail turns the message into an error answered AE when
@@ -91,6 +94,14 @@ type MessageFilter struct {
 	Status          Status
 	SendingFacility string
 	Since, Until    time.Time // ReceivedAt >= Since, ReceivedAt < Until
+	// PatientID, Accession, StudyUID and PatientName select by the message's search keys
+	// (SearchKeysOf, messagesearch.go): an exact identifier (case aside), or every word of a name
+	// in any order (case and accents aside). Index probes at any size of the log.
+	PatientID, Accession, StudyUID, PatientName string
+	// Text selects messages whose raw bytes contain it, exactly (case matters), among the newest
+	// TextScanWindow messages the other filters select below BeforeID: a bounded scan
+	// (TextWindowEnd says where it stopped). At most MaxSearchText bytes.
+	Text string
 	// InErrorQueue selects the messages of the error queue (errorqueue.go): processing failed
 	// (answered AE, or failed after an AA on receipt) and neither reprocessed successfully nor
 	// dismissed.

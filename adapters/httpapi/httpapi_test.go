@@ -20,6 +20,7 @@ import (
 	"github.com/ferryhealth/ferry/adapters/httpapi/accesstest"
 	"github.com/ferryhealth/ferry/adapters/sqlite"
 	"github.com/ferryhealth/ferry/engine"
+	"github.com/ferryhealth/ferry/hl7"
 )
 
 const token = "test-admin-token"
@@ -84,6 +85,9 @@ func newFixture(t *testing.T) *fixture {
 	for i, s := range seeds() {
 		m := s.msg
 		m.ReceivedAt = t0.Add(time.Duration(i) * time.Minute)
+		if parsed, err := hl7.Parse(m.Raw); err == nil {
+			m.SearchKeys = engine.SearchKeysOf(parsed) // as the intake keys what parses
+		}
 		// One transaction per message, so IDs follow the seeds' order.
 		if err := st.CommitInbound(ctx, []*engine.InboundMessage{&m}); err != nil {
 			t.Fatalf("seeding %s: %v", s.name, err)
@@ -324,6 +328,12 @@ func TestListMessagesFilters(t *testing.T) {
 		{"combined", url.Values{"sending_facility": {"STMARYS"}, "status": {"accepted"}, "type": {"ORM"}}, f.idsOf(0, 1)},
 		{"before_id", url.Values{"before_id": {strconv.FormatInt(f.msgs[3].ID, 10)}}, f.idsOf(0, 1, 2)},
 		{"limit", url.Values{"limit": {"2"}}, all[:2]},
+		{"mrn", url.Values{"mrn": {"mrn1"}}, f.idsOf(0, 1, 4)},
+		{"mrn and facility", url.Values{"mrn": {"MRN6"}, "sending_facility": {"STJUDE"}}, f.idsOf(5)},
+		{"accession (placer number)", url.Values{"accession": {"POC2"}}, f.idsOf(1)},
+		{"name in any order, accents aside", url.Values{"name": {"jorg muller"}}, f.idsOf(6)},
+		{"study_uid none", url.Values{"study_uid": {"1.2.3"}}, nil},
+		{"free text", url.Values{"text": {"XR CHEST"}}, f.idsOf(0, 1, 4)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -484,6 +494,7 @@ func TestBadParams(t *testing.T) {
 		"/api/v1/messages?status=bogus",
 		"/api/v1/messages?status=ACCEPTED",
 		"/api/v1/messages?since=yesterday",
+		"/api/v1/messages?text=" + strings.Repeat("x", engine.MaxSearchText+1),
 		"/api/v1/messages?until=2026-11-27",
 		"/api/v1/messages?before_id=-1",
 		"/api/v1/messages?before_id=x",

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -77,7 +78,8 @@ func summarize(m *engine.InboundMessage) messageSummary {
 	}
 }
 
-// list serves GET /api/v1/messages?control_id=&type=&status=&sending_facility=&since=&until=&queue=&before_id=&limit=
+// list serves GET /api/v1/messages?control_id=&type=&status=&sending_facility=&since=&until=&mrn=
+// &accession=&study_uid=&name=&text=&queue=&before_id=&limit=
 func (h *messageLog) list(c echo.Context) error {
 	q := c.QueryParams()
 	f, err := messageFilter(q)
@@ -165,6 +167,16 @@ func messageFilter(q url.Values) (engine.MessageFilter, error) {
 		MessageType:     q.Get("type"),
 		Status:          engine.Status(q.Get("status")),
 		SendingFacility: q.Get("sending_facility"),
+		// Patient and order keys and free text (docs/console.md): patient data, so the request's
+		// query is never logged (the audit trail in the store records the search).
+		PatientID:   q.Get("mrn"),
+		Accession:   q.Get("accession"),
+		StudyUID:    q.Get("study_uid"),
+		PatientName: q.Get("name"),
+		Text:        q.Get("text"),
+	}
+	if len(f.Text) > engine.MaxSearchText {
+		return f, echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("text: at most %d bytes", engine.MaxSearchText))
 	}
 	if f.Status != "" && !f.Status.Valid() {
 		return f, echo.NewHTTPError(http.StatusBadRequest, "status: want accepted, duplicate, rejected or error")

@@ -105,6 +105,10 @@ func (dialect) Prefix(column, prefix string, arg func(any) string) string {
 
 func (dialect) ClaimPendingSQL() string { return claimPendingSQL }
 
+func (dialect) Contains(column, placeholder string) string {
+	return "position(" + placeholder + "::bytea in " + column + ") > 0"
+}
+
 func (dialect) SearchOrder(bool) string { return "r.last_updated" }
 
 func (dialect) ResourceByKeys() sqlstore.ResourceByKeysStatement {

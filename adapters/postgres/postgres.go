@@ -247,6 +247,13 @@ WITH batch AS MATERIALIZED (
 			sending_facility, message_type, control_id, version, status, ack, ack_code, error,
 			duplicate_of, deferred, mapping_version, pending, processing_error, ord)
 ),
+search_keys AS (
+	-- Every message's keys, those left to insertDuplicatesSQL included: all have their ID here.
+	INSERT INTO message_search_keys (kind, value, message_id)
+	SELECT k.kind, k.value, b.id
+	FROM unnest($19::bigint[], $20::text[], $21::text[]) AS k(ord, kind, value)
+	JOIN batch b ON b.ord = k.ord
+),
 inserted AS (
 	INSERT INTO inbound_messages (id, channel, received_at, peer_addr, raw, sending_application,
 		sending_facility, message_type, control_id, version, status, ack, ack_code, error,
@@ -314,6 +321,13 @@ WITH batch AS MATERIALIZED (
 		WITH ORDINALITY AS b(channel, received_at, peer_addr, raw, sending_application,
 			sending_facility, message_type, control_id, version, status, ack, ack_code, error,
 			duplicate_of, mapping_version, pending, processing_error, ord)
+),
+search_keys AS (
+	-- Each message's search keys (engine.SearchKeysOf), by their message's place in the batch.
+	INSERT INTO message_search_keys (kind, value, message_id)
+	SELECT k.kind, k.value, b.id
+	FROM unnest($18::bigint[], $19::text[], $20::text[]) AS k(ord, kind, value)
+	JOIN batch b ON b.ord = k.ord
 ),
 decided AS MATERIALIZED (
 	SELECT b.*,
@@ -412,13 +426,13 @@ func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage
 // commitOne runs commitOneSQL and records each message's outcome in out. It returns an error
 // wrapping errRaced when another node committed one of the batch's keys meanwhile.
 func commitOne(ctx context.Context, stmt *sql.Stmt, c *columns, out []outcome) error {
-	p := newBinaryParams(17, len(c.status), c.dataSize())
+	p := newBinaryParams(20, len(c.status), c.dataSize())
 	rows, err := stmt.QueryContext(ctx,
 		p.texts(c.channel), p.timestamps(c.receivedAt), p.texts(c.peerAddr), p.byteas(c.raw),
 		p.texts(c.app), p.texts(c.facility), p.texts(c.msgType), p.texts(c.controlID),
 		p.texts(c.version), p.texts(c.status), p.byteas(c.ack), p.texts(c.ackCode),
 		p.texts(c.errText), p.int64s(c.duplicateOf), p.texts(c.mappingVersion), p.bools(c.pending),
-		p.texts(c.processingError))
+		p.texts(c.processingError), p.int64s(c.keyOrd), p.texts(c.keyKind), p.texts(c.keyValue))
 	// The statement has been sent (lib/pq copies the arguments into its own buffer).
 	p.release()
 	if err != nil {
@@ -464,6 +478,10 @@ type columns struct {
 	mappingVersion, processingError            pq.StringArray
 	// pending is set only for accepted messages: nothing else waits for processing.
 	pending pq.BoolArray
+	// The batch's search keys, one element per key: its message's place in the batch (from
+	// 1, as WITH ORDINALITY counts), kind and value.
+	keyOrd            pq.Int64Array
+	keyKind, keyValue pq.StringArray
 }
 
 func columnsOf(msgs []*engine.InboundMessage) *columns {
@@ -476,6 +494,11 @@ func columnsOf(msgs []*engine.InboundMessage) *columns {
 		raw: make([][]byte, n), ack: make([][]byte, n), duplicateOf: make([]int64, n),
 		mappingVersion: make([]string, n), pending: make([]bool, n), processingError: make([]string, n),
 	}
+	keys := 0
+	for _, m := range msgs {
+		keys += len(m.SearchKeys)
+	}
+	c.keyOrd, c.keyKind, c.keyValue = make([]int64, 0, keys), make([]string, 0, keys), make([]string, 0, keys)
 	for i, m := range msgs {
 		c.channel[i] = storableText(m.Channel)
 		c.receivedAt[i] = m.ReceivedAt
@@ -494,6 +517,11 @@ func columnsOf(msgs []*engine.InboundMessage) *columns {
 		c.mappingVersion[i] = storableText(m.MappingVersion)
 		c.pending[i] = m.Pending && m.Status == engine.StatusAccepted
 		c.processingError[i] = storableText(m.ProcessingError)
+		for _, k := range m.SearchKeys {
+			c.keyOrd = append(c.keyOrd, int64(i+1))
+			c.keyKind = append(c.keyKind, string(k.Kind))
+			c.keyValue = append(c.keyValue, storableText(k.Value))
+		}
 	}
 	return c
 }
@@ -501,8 +529,9 @@ func columnsOf(msgs []*engine.InboundMessage) *columns {
 // dataSize is the bytes of the batch's values, as binaryParams encodes them.
 func (c *columns) dataSize() int {
 	size := 17 * len(c.status) // received_at, duplicate_of, pending
+	size += 12 * len(c.keyOrd) // key_ord, and kind and value's lengths
 	for _, col := range [][]string{c.channel, c.peerAddr, c.app, c.facility, c.msgType, c.controlID,
-		c.version, c.status, c.ackCode, c.errText, c.mappingVersion, c.processingError} {
+		c.version, c.status, c.ackCode, c.errText, c.mappingVersion, c.processingError, c.keyKind, c.keyValue} {
 		for _, v := range col {
 			size += len(v)
 		}
@@ -588,7 +617,7 @@ func insertBatch(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, c *columns, ou
 	rows, err := tx.StmtContext(ctx, stmt).QueryContext(ctx,
 		c.channel, receivedAt, c.peerAddr, c.raw, c.app, c.facility, c.msgType, c.controlID,
 		c.version, c.status, c.ack, c.ackCode, c.errText, c.duplicateOf, c.deferred(),
-		c.mappingVersion, c.pending, c.processingError)
+		c.mappingVersion, c.pending, c.processingError, c.keyOrd, c.keyKind, c.keyValue)
 	if err != nil {
 		return fmt.Errorf("inserting batch: %w", interpretError(err))
 	}

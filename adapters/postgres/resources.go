@@ -94,6 +94,9 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 			return err
 		}
 		err = insertBatch(ctx, t.tx, batch, cols, out)
+	} else if err == nil && len(cols.keyOrd) > 0 {
+		// insertBatch indexes the keys of the messages it stores; insertOneSQL does not.
+		_, err = t.tx.ExecContext(ctx, insertKeysSQL, pq.Int64Array{out[0].id}, cols.keyKind, cols.keyValue)
 	}
 	if err != nil {
 		return t.Check(fmt.Errorf("inserting inbound message: %w", interpretError(err)))
@@ -101,6 +104,13 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 	cols.applyTo(m, 0, out[0])
 	return nil
 }
+
+// insertKeysSQL indexes the search keys (kinds, values) of one message (the one ID given).
+const insertKeysSQL = `
+INSERT INTO message_search_keys (kind, value, message_id)
+SELECT k.kind, k.value, ($1::bigint[])[1]
+FROM unnest($2::text[], $3::text[]) AS k(kind, value)
+ON CONFLICT DO NOTHING`
 
 // claimPendingSQL locks the oldest pending messages (the partial index inbound_messages_pending,
 // in id order) and skips those another transaction holds. FOR NO KEY UPDATE rather than FOR

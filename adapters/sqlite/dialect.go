@@ -118,6 +118,11 @@ func (dialect) SearchOrder(filtered bool) string {
 
 func (dialect) ClaimPendingSQL() string { return claimPendingSQL }
 
+// Contains: instr compares bytes when both arguments are blobs.
+func (dialect) Contains(column, placeholder string) string {
+	return "instr(" + column + ", " + placeholder + ") > 0"
+}
+
 func (dialect) ResourceByKeys() sqlstore.ResourceByKeysStatement {
 	return sqlstore.ResourceByKeysStatement{Query: resourceByKeysSQL}
 }

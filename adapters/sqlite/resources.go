@@ -31,7 +31,7 @@ type Tx struct {
 
 // txStatements are the statements a Tx runs prepared: Begin prepares them on the writer before it
 // takes the writer's connection (see Store.prepare).
-var txStatements = append([]string{insertSQL, findAcceptedSQL,
+var txStatements = append([]string{insertSQL, findAcceptedSQL, insertKeySQL,
 	currentVersionSQL, putHeadSQL, insertVersionSQL,
 	deleteIndexSQL, deleteIndexEntrySQL, insertIndexSQL, heldKeysSQL, releaseKeySQL, claimKeySQL}, shared.TxStatements()...)
 
@@ -78,8 +78,12 @@ func (t *Tx) InsertInbound(ctx context.Context, m *engine.InboundMessage) error 
 	if err != nil {
 		return err
 	}
+	insertKey, err := t.stmt(ctx, insertKeySQL)
+	if err != nil {
+		return err
+	}
 	stored := storableMessage(m)
-	if err := insertMessage(ctx, insert, findAccepted, &stored); err != nil {
+	if err := (inserter{insert, findAccepted, insertKey}).message(ctx, &stored); err != nil {
 		return t.Check(fmt.Errorf("inserting inbound message: %w", err))
 	}
 	applyStored(m, &stored)

@@ -196,6 +196,17 @@ SELECT id, ack, ack_code FROM inbound_messages
 WHERE sending_application = ? AND sending_facility = ? AND control_id = ?
 	AND status = 'accepted' AND control_id <> ''`
 
+// insertKeySQL indexes one of a message's search keys (engine.SearchKeysOf). A key already there
+// (the backfill met a message the intake keyed) is left as it is.
+const insertKeySQL = `
+INSERT INTO message_search_keys (kind, value, message_id) VALUES (?, ?, ?)
+ON CONFLICT DO NOTHING`
+
+// inserter is the statements that store a message, bound to one transaction.
+type inserter struct {
+	insert, findAccepted, insertKey *sql.Stmt
+}
+
 // CommitInbound stores msgs in one transaction, as engine.MessageStore documents, and returns
 // after the commit is fsynced. Messages go in batch order, so the first of a batch with a key
 // wins and later ones see it. msgs is updated only after the commit succeeds.
@@ -210,7 +221,7 @@ func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage
 	if err := shared.ValidateBatch(msgs); err != nil {
 		return err
 	}
-	insert, findAccepted, err := s.statements(ctx)
+	insert, findAccepted, insertKey, err := s.statements(ctx)
 	if err != nil {
 		return err
 	}
@@ -224,13 +235,12 @@ func (s *Store) CommitInbound(ctx context.Context, msgs []*engine.InboundMessage
 			err = fmt.Errorf("committing %d inbound messages: %w", len(msgs), err)
 		}
 	}()
-	insert = tx.StmtContext(ctx, insert)
-	findAccepted = tx.StmtContext(ctx, findAccepted)
+	ins := inserter{tx.StmtContext(ctx, insert), tx.StmtContext(ctx, findAccepted), tx.StmtContext(ctx, insertKey)}
 
 	stored := make([]engine.InboundMessage, len(msgs))
 	for i, m := range msgs {
 		stored[i] = storableMessage(m)
-		if err := insertMessage(ctx, insert, findAccepted, &stored[i]); err != nil {
+		if err := ins.message(ctx, &stored[i]); err != nil {
 			return fmt.Errorf("inserting message %d of the batch: %w", i, err)
 		}
 	}
@@ -265,14 +275,14 @@ func storableMessage(m *engine.InboundMessage) engine.InboundMessage {
 	return r
 }
 
-// insertMessage inserts r (storableMessage) with the duplicate rule, inside the transaction that
-// insert and findAccepted are bound to, and sets r.ID, and r's duplicate fields when it is one.
-// CommitInbound and Tx.InsertInbound both store messages through it.
-func insertMessage(ctx context.Context, insert, findAccepted *sql.Stmt, r *engine.InboundMessage) error {
-	err := insertRow(ctx, insert, r)
+// message inserts r (storableMessage) with the duplicate rule, and its search keys, inside the
+// transaction the statements are bound to, and sets r.ID, and r's duplicate fields when it is
+// one. CommitInbound and Tx.InsertInbound both store messages through it.
+func (ins inserter) message(ctx context.Context, r *engine.InboundMessage) error {
+	err := insertRow(ctx, ins.insert, r)
 	if errors.Is(err, sql.ErrNoRows) {
 		// An accepted message has this key: store this one as its duplicate.
-		err = findAccepted.QueryRowContext(ctx, r.SendingApplication, r.SendingFacility, r.ControlID).
+		err = ins.findAccepted.QueryRowContext(ctx, r.SendingApplication, r.SendingFacility, r.ControlID).
 			Scan(&r.DuplicateOf, &r.ACK, &r.ACKCode)
 		if err != nil {
 			return fmt.Errorf("finding the original of a duplicate: %w", interpretError(err))
@@ -280,9 +290,22 @@ func insertMessage(ctx context.Context, insert, findAccepted *sql.Stmt, r *engin
 		r.Status = engine.StatusDuplicate
 		// A duplicate is not processed again: no mapping version, never pending.
 		r.MappingVersion, r.Pending, r.ProcessingError = "", false, ""
-		err = insertRow(ctx, insert, r)
+		err = insertRow(ctx, ins.insert, r)
 	}
-	return interpretError(err)
+	if err != nil {
+		return interpretError(err)
+	}
+	return ins.keys(ctx, r.ID, r.SearchKeys)
+}
+
+// keys indexes the search keys of message id.
+func (ins inserter) keys(ctx context.Context, id int64, keys []engine.SearchKey) error {
+	for _, k := range keys {
+		if _, err := ins.insertKey.ExecContext(ctx, string(k.Kind), storableText(k.Value), id); err != nil {
+			return fmt.Errorf("indexing a search key: %w", interpretError(err))
+		}
+	}
+	return nil
 }
 
 // applyStored updates m to what was stored of it (stored, from storableMessage), keeping m's raw
@@ -305,14 +328,17 @@ func insertRow(ctx context.Context, insert *sql.Stmt, m *engine.InboundMessage) 
 
 // statements returns the write statements, preparing them on first use on the writer
 // connection (never inside a transaction: the writer has only the one connection).
-func (s *Store) statements(ctx context.Context) (insert, findAccepted *sql.Stmt, err error) {
+func (s *Store) statements(ctx context.Context) (insert, findAccepted, insertKey *sql.Stmt, err error) {
 	if insert, err = s.prepare(ctx, s.writer, insertSQL); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if findAccepted, err = s.prepare(ctx, s.writer, findAcceptedSQL); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return insert, findAccepted, nil
+	if insertKey, err = s.prepare(ctx, s.writer, insertKeySQL); err != nil {
+		return nil, nil, nil, err
+	}
+	return insert, findAccepted, insertKey, nil
 }
 
 // prepare returns query prepared on db, preparing it on first use; database/sql prepares it again,

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/ferryhealth/ferry/engine"
@@ -100,8 +101,58 @@ func (s *Store) messageConditions(f engine.MessageFilter) (conditions, error) {
 	return q, s.addMessageConditions(&q, f)
 }
 
-// addMessageConditions adds f's conditions to q.
+// addMessageConditions adds f's conditions to q. A free-text filter reads the raw bytes of the
+// newest engine.TextScanWindow messages the other conditions select, no more.
 func (s *Store) addMessageConditions(q *conditions, f engine.MessageFilter) error {
+	if f.Text == "" {
+		return s.addIndexedConditions(q, f)
+	}
+	if len(f.Text) > engine.MaxSearchText {
+		return &InvalidError{fmt.Errorf("listing messages: a free text of %d bytes (at most %d)", len(f.Text), engine.MaxSearchText)}
+	}
+	window := conditions{d: s.d, args: q.args}
+	if err := s.addIndexedConditions(&window, f); err != nil {
+		return err
+	}
+	q.args = window.args
+	q.add("id IN (SELECT id FROM inbound_messages" + window.clause() + " ORDER BY id DESC LIMIT " +
+		strconv.Itoa(engine.TextScanWindow) + ")")
+	q.add(s.d.Contains("raw", q.arg([]byte(f.Text))))
+	return nil
+}
+
+// TextWindowEnd returns, for a free-text filter, the lowest ID its bounded scan read (the page
+// after it starts there: BeforeID), or 0 when the scan reached the oldest message the other
+// filters select.
+func (s *Store) TextWindowEnd(ctx context.Context, c Conn, f engine.MessageFilter) (int64, error) {
+	f.Text = ""
+	q := conditions{d: s.d}
+	if err := s.addIndexedConditions(&q, f); err != nil {
+		return 0, err
+	}
+	query := "SELECT coalesce(min(id), 0), count(*) FROM (SELECT id FROM inbound_messages" + q.clause() +
+		" ORDER BY id DESC LIMIT " + strconv.Itoa(engine.TextScanWindow) + ") w"
+	rows, err := c.QueryOnce(ctx, query, q.args...)
+	type end struct{ low, n int64 }
+	e, err := scanRow(s, rows, err, func(r rowScanner) (end, error) {
+		var e end
+		return e, r.Scan(&e.low, &e.n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("finding the end of a free-text scan: %w", err)
+	}
+	if e.n < engine.TextScanWindow {
+		return 0, nil
+	}
+	return e.low, nil
+}
+
+// addIndexedConditions adds f's conditions but free text to q: each is answered by an index.
+func (s *Store) addIndexedConditions(q *conditions, f engine.MessageFilter) error {
+	for _, k := range f.SearchKeys() {
+		q.add("id IN (SELECT message_id FROM message_search_keys WHERE kind = " + q.arg(string(k.Kind)) +
+			" AND value = " + q.text(k.Value) + ")")
+	}
 	if f.ID > 0 {
 		q.add("id = " + q.arg(f.ID))
 	}
@@ -159,4 +210,48 @@ func ScanMessage(row interface{ Scan(...any) error }) (*engine.InboundMessage, e
 		m.ACK = nil
 	}
 	return &m, nil
+}
+
+// BackfillSearchKeys gives search keys to up to limit messages stored before the keys were kept
+// (migration 00120: message_search_backfill.below, walked downwards), keysOf reading each raw
+// message, and returns how many it read; 0 when none is left. Each step is idempotent (keys go in
+// ON CONFLICT DO NOTHING, the mark moves after them), so nodes running it at once, or a node
+// stopped midway, only repeat work.
+func (s *Store) BackfillSearchKeys(ctx context.Context, c Conn, limit int, keysOf func(raw []byte) []engine.SearchKey) (int, error) {
+	rows, err := c.Query(ctx, `SELECT below FROM message_search_backfill`)
+	below, err := scanRow(s, rows, err, func(r rowScanner) (int64, error) {
+		var v int64
+		return v, r.Scan(&v)
+	})
+	if err != nil || below <= 1 {
+		return 0, err
+	}
+	type stored struct {
+		id  int64
+		raw []byte
+	}
+	rows, err = c.Query(ctx, s.rebind(`SELECT id, raw FROM inbound_messages WHERE id < ? ORDER BY id DESC LIMIT ?`), below, limit)
+	msgs, err := scanAll(s, rows, err, func(r rowScanner) (stored, error) {
+		var m stored
+		return m, r.Scan(&m.id, &m.raw)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading messages to index: %w", err)
+	}
+	insert := s.rebind(`INSERT INTO message_search_keys (kind, value, message_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`)
+	next := int64(1) // done, unless a full batch leaves older messages
+	for _, m := range msgs {
+		for _, k := range keysOf(m.raw) {
+			if _, err := c.Exec(ctx, insert, string(k.Kind), engine.StorableText(k.Value), m.id); err != nil {
+				return 0, fmt.Errorf("indexing message %d: %w", m.id, s.d.InterpretError(err))
+			}
+		}
+	}
+	if len(msgs) == limit {
+		next = msgs[len(msgs)-1].id
+	}
+	if _, err := c.Exec(ctx, s.rebind(`UPDATE message_search_backfill SET below = ?`), next); err != nil {
+		return 0, fmt.Errorf("moving the backfill's mark: %w", s.d.InterpretError(err))
+	}
+	return len(msgs), nil
 }

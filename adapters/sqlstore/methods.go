@@ -236,6 +236,10 @@ func (p Pool) Messages(ctx context.Context, f engine.MessageFilter) ([]*engine.I
 	return p.S.Messages(ctx, p.C, f)
 }
 
+func (p Pool) TextWindowEnd(ctx context.Context, f engine.MessageFilter) (int64, error) {
+	return p.S.TextWindowEnd(ctx, p.C, f)
+}
+
 func (p Pool) Resource(ctx context.Context, typ, id string) (*engine.Resource, error) {
 	return p.S.Resource(ctx, p.C, typ, id)
 }
@@ -385,4 +389,8 @@ func (t TxSteps) InsertDelivery(ctx context.Context, d *outbox.Delivery) error {
 		return err
 	}
 	return t.G.Check(t.S.InsertDelivery(ctx, t.C, d))
+}
+
+func (p Pool) BackfillSearchKeys(ctx context.Context, limit int, keysOf func(raw []byte) []engine.SearchKey) (int, error) {
+	return p.S.BackfillSearchKeys(ctx, p.C, limit, keysOf)
 }

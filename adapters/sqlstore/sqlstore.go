@@ -67,6 +67,9 @@ type Dialect interface {
 	// sensitive, no wildcards (% and _ are themselves). arg adds a parameter and returns its
 	// placeholder. The condition must be answerable as a range of a btree on column.
 	Prefix(column, prefix string, arg func(any) string) string
+	// Contains returns a condition true where the bytes of the blob column contain the blob
+	// parameter placeholder, byte for byte.
+	Contains(column, placeholder string) string
 	// SearchOrder returns the expression SearchResources orders a page by, newest first:
 	// r.last_updated, or a form of it that keeps the planner from walking the ordered index
 	// when filters narrow the search (filtered).

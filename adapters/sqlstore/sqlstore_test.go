@@ -26,7 +26,8 @@ func (testDialect) SearchOrder(bool) string         { return "r.last_updated" }
 func (testDialect) Prefix(column, prefix string, arg func(any) string) string {
 	return column + " LIKE " + arg(prefix+"%")
 }
-func (testDialect) ClaimPendingSQL() string { return "SELECT 1" }
+func (testDialect) ClaimPendingSQL() string          { return "SELECT 1" }
+func (testDialect) Contains(column, p string) string { return "instr(" + column + ", " + p + ") > 0" }
 func (testDialect) ResourceByKeys() ResourceByKeysStatement {
 	return ResourceByKeysStatement{Query: "SELECT 1"}
 }

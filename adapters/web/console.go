@@ -39,6 +39,8 @@ type Console struct {
 type ConsoleMessages interface {
 	Message(ctx context.Context, id int64) (*engine.InboundMessage, error)
 	Messages(ctx context.Context, f engine.MessageFilter) ([]*engine.InboundMessage, error)
+	// TextWindowEnd says where a free-text search's bounded scan stopped (0: at the oldest).
+	TextWindowEnd(ctx context.Context, f engine.MessageFilter) (int64, error)
 	engine.ErrorQueue
 }
 
@@ -88,12 +90,16 @@ type consoleView struct {
 	Filter   filterForm
 	Messages []*engine.InboundMessage
 	Older    string // the next page's URL
-	Matching int    // the error queue's messages the filter selects (bulk reprocess)
-	Message  *engine.InboundMessage
-	Segments []segmentView
-	ACK      []segmentView
-	History  []*engine.Reprocessing
-	InQueue  bool
+	// FurtherBack is the URL of the next free-text window when the scan stopped before the
+	// oldest message (engine.TextScanWindow).
+	FurtherBack string
+	Window      int
+	Matching    int // the error queue's messages the filter selects (bulk reprocess)
+	Message     *engine.InboundMessage
+	Segments    []segmentView
+	ACK         []segmentView
+	History     []*engine.Reprocessing
+	InQueue     bool
 }
 
 type stat struct {
@@ -104,7 +110,9 @@ type stat struct {
 // filterForm is the message browser's search form, as typed.
 type filterForm struct {
 	ControlID, Type, Status, Facility, Since, Until string
-	Errors                                          bool
+	// The patient and order keys, and free text: PHI, never logged (docs/console.md).
+	MRN, Accession, StudyUID, Name, Text string
+	Errors                               bool
 	// Query is the form's filters as a query string (encoded here: a URL part, not text).
 	Query template.URL
 }
@@ -178,7 +186,10 @@ func (cn *console) dashboard(c echo.Context) error {
 	return cn.render(c, "dashboard", v)
 }
 
-// messages serves GET /console/messages?control_id=&type=&status=&sending_facility=&since=&until=&queue=errors&before_id=
+// messages serves GET /console/messages?control_id=&type=&status=&sending_facility=&since=&until=
+// &mrn=&accession=&study_uid=&name=&text=&queue=errors&before_id=. A GET, so that a search has a
+// stable link; its terms are patient data, and no log line prints a request's query (only the
+// audit trail in the store records it, as it records every search).
 func (cn *console) messages(c echo.Context) error {
 	ident, sess, err := cn.identity(c, access.PermMessages)
 	if ident == nil {
@@ -203,19 +214,33 @@ func (cn *console) messages(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		if len(msgs) > consolePageSize {
-			msgs = msgs[:consolePageSize]
+		page := func(before int64) string {
 			next := url.Values{}
 			for k, vs := range q {
 				next[k] = vs
 			}
-			next.Set("before_id", strconv.FormatInt(msgs[len(msgs)-1].ID, 10))
-			v.Older = "/console/messages?" + next.Encode()
+			next.Del("done")
+			next.Set("before_id", strconv.FormatInt(before, 10))
+			return "/console/messages?" + next.Encode()
+		}
+		if len(msgs) > consolePageSize {
+			msgs = msgs[:consolePageSize]
+			v.Older = page(msgs[len(msgs)-1].ID)
+		} else if f.Text != "" {
+			// The page is not full: the window may have ended before the oldest message.
+			end, err := cn.data.Messages.TextWindowEnd(c.Request().Context(), f)
+			if err != nil {
+				return err
+			}
+			if end > 0 {
+				v.FurtherBack, v.Window = page(end), engine.TextScanWindow
+			}
 		}
 		v.Messages = msgs
 	}
 	v.Notice = noticeText(q.Get("done"))
-	cn.audit(c, ident, audit.ActionSearch, "")
+	// The audit trail (in the store, never a log) records what was searched for.
+	cn.audit(c, ident, audit.ActionSearch, string(v.Filter.Query))
 	return cn.render(c, "messages", v)
 }
 
@@ -223,12 +248,16 @@ func (cn *console) messages(c echo.Context) error {
 func parseFilter(q url.Values) (engine.MessageFilter, filterForm, string) {
 	form := filterForm{ControlID: strings.TrimSpace(q.Get("control_id")), Type: strings.TrimSpace(q.Get("type")),
 		Status: q.Get("status"), Facility: strings.TrimSpace(q.Get("sending_facility")),
-		Since: strings.TrimSpace(q.Get("since")), Until: strings.TrimSpace(q.Get("until")), Errors: q.Get("queue") == "errors"}
+		Since: strings.TrimSpace(q.Get("since")), Until: strings.TrimSpace(q.Get("until")), Errors: q.Get("queue") == "errors",
+		MRN: strings.TrimSpace(q.Get("mrn")), Accession: strings.TrimSpace(q.Get("accession")),
+		StudyUID: strings.TrimSpace(q.Get("study_uid")), Name: strings.TrimSpace(q.Get("name")), Text: q.Get("text")}
 	f := engine.MessageFilter{ControlID: form.ControlID, MessageType: form.Type, Status: engine.Status(form.Status),
-		SendingFacility: form.Facility, InErrorQueue: form.Errors}
+		SendingFacility: form.Facility, InErrorQueue: form.Errors, PatientID: form.MRN, Accession: form.Accession,
+		StudyUID: form.StudyUID, PatientName: form.Name, Text: form.Text}
 	keep := url.Values{}
 	for k, val := range map[string]string{"control_id": form.ControlID, "type": form.Type, "status": form.Status,
-		"sending_facility": form.Facility, "since": form.Since, "until": form.Until} {
+		"sending_facility": form.Facility, "since": form.Since, "until": form.Until, "mrn": form.MRN,
+		"accession": form.Accession, "study_uid": form.StudyUID, "name": form.Name, "text": form.Text} {
 		if val != "" {
 			keep.Set(k, val)
 		}
@@ -239,6 +268,9 @@ func parseFilter(q url.Values) (engine.MessageFilter, filterForm, string) {
 	form.Query = template.URL(keep.Encode())
 	if f.Status != "" && !f.Status.Valid() {
 		return f, form, "Status: choose accepted, duplicate, rejected or error."
+	}
+	if len(f.Text) > engine.MaxSearchText {
+		return f, form, fmt.Sprintf("Text: at most %d characters.", engine.MaxSearchText)
 	}
 	for _, t := range []struct {
 		text string

@@ -1,14 +1,17 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -22,8 +25,27 @@ import (
 	"github.com/ferryhealth/ferry/engine/access"
 	"github.com/ferryhealth/ferry/engine/audit"
 	"github.com/ferryhealth/ferry/fhir"
+	"github.com/ferryhealth/ferry/hl7"
 	"github.com/ferryhealth/ferry/mappings"
 )
+
+// syncBuffer is a bytes.Buffer that handlers on several goroutines may write at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
 
 // consoleORM is an order whose procedure code the shipped table lacks: under a strict table it
 // failed after its AA. Its patient's name carries markup that must stay text.
@@ -45,11 +67,14 @@ func TestBrowserConsoleErrorQueue(t *testing.T) {
 	st := accesstest.SQLiteStore(t)
 	svc := &access.Service{Store: st}
 	trail := &audit.Recorder{Begin: st.Begin}
-	e, err := httpapi.New(httpapi.Options{Messages: st, Access: svc, SessionCookie: web.SessionCookie, Audit: trail})
+	// Every log line of both, to check that no search term (patient data) reaches a log.
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e, err := httpapi.New(httpapi.Options{Messages: st, Access: svc, SessionCookie: web.SessionCookie, Audit: trail, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := web.Register(e, web.Options{Access: svc, Audit: trail, Console: &web.Console{Messages: st}}); err != nil {
+	if err := web.Register(e, web.Options{Access: svc, Audit: trail, Console: &web.Console{Messages: st}, Logger: logger}); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(e)
@@ -68,6 +93,13 @@ func TestBrowserConsoleErrorQueue(t *testing.T) {
 	test := &engine.InboundMessage{Channel: "mllp", ReceivedAt: time.Now().UTC(), PeerAddr: "10.0.0.7:5000",
 		Raw: []byte(consoleORM("CQ2")), SendingApplication: "RIS", SendingFacility: "STMARYS", MessageType: "ORM^O01",
 		ControlID: "CQ2", Version: "2.3.1", Status: engine.StatusError, ACKCode: "AE", Error: "OBR-4: code not found in table procedures"}
+	for _, m := range []*engine.InboundMessage{failed, test} {
+		parsed, err := hl7.Parse(m.Raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.SearchKeys = engine.SearchKeysOf(parsed) // as the intake extracts them
+	}
 	if err := st.CommitInbound(ctx, []*engine.InboundMessage{failed, test}); err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +136,22 @@ func TestBrowserConsoleErrorQueue(t *testing.T) {
 		t.Errorf("queue row %q: want CQ1 and why it failed", row)
 	}
 	shot("console-error-queue.png")
+
+	// Found by its accession (OBR-18), then by the patient's MRN (PID-3): both orders are hers.
+	do("search by accession", chromedp.Click(css(`nav.console a[href="/console/messages"]`)), chromedp.WaitVisible(css("#f-accession")),
+		chromedp.SendKeys(css("#f-accession"), "accCQ2"), chromedp.Submit(css("#f-accession")),
+		chromedp.WaitVisible(css(`#f-accession[value="accCQ2"]`)))
+	if rows := text("tbody"); !strings.Contains(rows, "CQ2") || strings.Contains(rows, "CQ1") {
+		t.Errorf("by accession ACCCQ2: %q, want CQ2 alone", rows)
+	}
+	do("search by MRN", chromedp.Navigate(srv.URL+"/console/messages"), chromedp.WaitVisible(css("#f-mrn")),
+		chromedp.SendKeys(css("#f-mrn"), "000888"), chromedp.Submit(css("#f-mrn")),
+		chromedp.WaitVisible(css(`#f-mrn[value="000888"]`)))
+	if rows := text("tbody"); !strings.Contains(rows, "CQ2") || !strings.Contains(rows, "CQ1") {
+		t.Errorf("by MRN 000888: %q, want CQ1 and CQ2", rows)
+	}
+	shot("console-search.png")
+	do("back to the failed order", chromedp.Navigate(srv.URL+"/console/messages?control_id=CQ1"), chromedp.WaitVisible(css(`#f-control[value="CQ1"]`)))
 
 	do("the message", chromedp.Click(css("tbody a")), chromedp.WaitVisible(css("#raw")))
 	attr, err := chromedp.Run(b, chromedp.AttributeValue(css(`#raw span[title^="PID-5 "]`), "title"))
@@ -166,9 +214,11 @@ func TestBrowserConsoleErrorQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reads, replays, refusals int
+	var reads, replays, refusals, searches int
 	for _, e := range evs {
 		switch {
+		case e.Agent == "ana" && e.Action == audit.ActionSearch && strings.Contains(e.Entity, "mrn=000888"):
+			searches++
 		case e.Agent == "ana" && e.Action == audit.ActionRead && strings.HasPrefix(e.Entity, "/console/messages/"):
 			reads++
 		case e.Agent == "ana" && e.Action == audit.ActionReplay:
@@ -177,8 +227,14 @@ func TestBrowserConsoleErrorQueue(t *testing.T) {
 			refusals++
 		}
 	}
-	if reads < 2 || replays != 1 || refusals != 1 {
-		t.Errorf("audit: %d message reads, %d reprocess requests, %d refusals; want ≥2, 1, 1", reads, replays, refusals)
+	if reads < 2 || replays != 1 || refusals != 1 || searches != 1 {
+		t.Errorf("audit: %d message reads, %d reprocess requests, %d refusals, %d searches by the MRN; want ≥2, 1, 1, 1",
+			reads, replays, refusals, searches)
+	}
+	for _, term := range []string{"000888", "accCQ2"} {
+		if strings.Contains(logs.String(), term) {
+			t.Errorf("a log line holds the search term %q:\n%s", term, logs.String())
+		}
 	}
 	if dir := os.Getenv("FERRY_SCREENSHOTS"); dir != "" {
 		for name, png := range shots {

@@ -144,6 +144,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	reprocessor := &engine.Reprocessor{Store: st, Processor: inbound.Processor, Logger: logger}
 	a.worker("reprocessing", reprocessor.Run)
 	reg.MustRegister(engine.NewErrorQueueCollector(st, logger))
+	// The messages stored before search keys were kept get them, in the background, once
+	// (docs/console.md, "Finding a message"); every node may run it: it is idempotent.
+	a.worker("search backfill", func(ctx context.Context) { engine.BackfillSearchKeys(ctx, st, logger) })
 
 	token, err := adminToken(cfg, logger)
 	if err != nil {

@@ -26,8 +26,12 @@ type store interface {
 	turnaround.Reader
 	engine.ErrorQueue
 	engine.MappingHistory // the console's mapping and code-table revisions
-	access.Store          // users, API tokens, web sessions
-	access.PatientStore   // who may see which patient, break-glass grants
+	// TextWindowEnd: where a free-text search of the message log stopped (the console's
+	// "look further back").
+	TextWindowEnd(ctx context.Context, f engine.MessageFilter) (int64, error)
+	engine.SearchKeyBackfill
+	access.Store        // users, API tokens, web sessions
+	access.PatientStore // who may see which patient, break-glass grants
 	audit.Reader
 	critical.Store      // critical results and their acknowledgement
 	critical.AlertStore // and their overdue alert

@@ -48,6 +48,9 @@ func Run(t *testing.T, open func(t *testing.T) engine.MessageStore) {
 		{"ConcurrentOverlappingKeys", testConcurrentOverlappingKeys},
 		{"Filters", testFilters},
 		{"Paging", testPaging},
+		{"SearchKeys", testSearchKeys},
+		{"TextWindow", testTextWindow},
+		{"SearchBackfill", testSearchBackfill},
 		{"LimitDefaultAndCap", testLimitDefaultAndCap},
 		{"NotFound", testNotFound},
 		{"Ping", testPing},
@@ -696,7 +699,8 @@ func testPing(t *testing.T, st engine.MessageStore) {
 
 // BenchCommitInbound measures CommitInbound with batches of 1, 8 and 32 new accepted messages of
 // about 170 bytes each, committed one after another, and with batches of 32 from two committers
-// at once (engine.GroupCommitter's Workers: 2). It reports bytes/s of raw message and msgs/s.
+// at once (engine.GroupCommitter's Workers: 2), each with the five search keys the intake
+// extracts from it. It reports bytes/s of raw message and msgs/s.
 // open must return a fresh, migrated store.
 func BenchCommitInbound(b *testing.B, open func(b *testing.B) engine.MessageStore) {
 	for _, bc := range []struct{ batch, committers int }{{1, 1}, {8, 1}, {32, 1}, {32, 2}} {
@@ -712,6 +716,11 @@ func BenchCommitInbound(b *testing.B, open func(b *testing.B) engine.MessageStor
 				for i := range batch {
 					n := int(seq.Add(1))
 					batch[i] = newMessage("RIS", "STMARYS", "BENCH"+strconv.Itoa(n), n)
+					// The keys the intake extracts from it (engine.SearchKeysOf): PID-3, PID-5's
+					// two words, ORC-2/3 (OBR-2/3 are the same numbers).
+					batch[i].SearchKeys = []engine.SearchKey{{Kind: engine.KeyPatientID, Value: "MRN" + strconv.Itoa(n)},
+						{Kind: engine.KeyName, Value: "doe"}, {Kind: engine.KeyName, Value: "jane"},
+						{Kind: engine.KeyAccession, Value: "PL" + strconv.Itoa(n)}, {Kind: engine.KeyAccession, Value: "FL" + strconv.Itoa(n)}}
 				}
 				return batch
 			}
