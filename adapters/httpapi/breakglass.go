@@ -47,11 +47,11 @@ func (b *breakGlassAPI) open(c echo.Context) error {
 	}
 	pid := strings.TrimPrefix(req.Patient, "Patient/")
 	event := &audit.Event{Action: audit.ActionBreakGlass, Outcome: audit.OutcomeMinor}
-	if validID(pid) {
+	if engine.ValidResourceID(pid) {
 		event.Patient = "Patient/" + pid
 	}
 	reason := strings.TrimSpace(req.Reason)
-	if !validID(pid) || reason == "" || len(reason) > access.MaxBreakGlassReason {
+	if !engine.ValidResourceID(pid) || reason == "" || len(reason) > access.MaxBreakGlassReason {
 		event.Detail = "400: break-glass needs a patient id and a reason"
 		b.gate.Record(c, event)
 		return echo.NewHTTPError(http.StatusBadRequest,

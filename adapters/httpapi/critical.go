@@ -36,7 +36,7 @@ type acknowledgement struct {
 func acknowledge(acks CriticalAcks) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		reportID := c.Param("id")
-		if !validID(reportID) {
+		if !engine.ValidResourceID(reportID) {
 			return echo.NewHTTPError(http.StatusNotFound, "not found")
 		}
 		ctx := c.Request().Context()

@@ -258,24 +258,10 @@ func (a *fhirAPI) typeAndID(c echo.Context) (string, string, error) {
 		return "", "", err
 	}
 	id := c.Param("id")
-	if !validID(id) {
+	if !engine.ValidResourceID(id) {
 		return "", "", fhirErr(http.StatusBadRequest, fhir.IssueInvalid, "id: want 1 to 64 of A-Z a-z 0-9 - .")
 	}
 	return typ, id, nil
-}
-
-// validID reports whether id is a FHIR id: [A-Za-z0-9\-\.]{1,64}.
-func validID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 func notFound(typ, id string) error {
@@ -307,7 +293,7 @@ const maxReportBody = 32 << 20
 // current one), an OperationOutcome for a refused one.
 func (a *fhirAPI) submitReport(c echo.Context) error {
 	id := c.Param("id")
-	if c.Request().Method == http.MethodPut && !validID(id) {
+	if c.Request().Method == http.MethodPut && !engine.ValidResourceID(id) {
 		return fhirErr(http.StatusBadRequest, fhir.IssueInvalid, "id: want [A-Za-z0-9-.]{1,64}")
 	}
 	body, err := io.ReadAll(io.LimitReader(c.Request().Body, maxReportBody+1))
@@ -690,7 +676,7 @@ func searchFilter(p fhir.SearchParam, modifier, raw string) (engine.SearchFilter
 				f.Values = append(f.Values, engine.SearchValue{Value: typ + "/" + id})
 				continue
 			}
-			if !validID(v) {
+			if !engine.ValidResourceID(v) {
 				return f, errors.New("want Type/id or an id")
 			}
 			// A bare id: any of the types the parameter may refer to.
