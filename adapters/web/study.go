@@ -20,7 +20,7 @@ import (
 	"github.com/ferryhealth/ferry/engine/audit"
 )
 
-// The study page (docs/physicians-viewer.md): GET /studies/{StudyInstanceUID} shows a study's
+// The study page (docs/physicians.md, "A study"): GET /studies/{StudyInstanceUID} shows a study's
 // series, each with its thumbnail, and one image at a time — an <img> of WADO-RS's rendered
 // frame — with links to the previous and next image, the CT window presets and the study's
 // download as a zip. It is plain HTML: links move through the images, no script is needed.
@@ -56,7 +56,7 @@ type windowPreset struct {
 }
 
 // windowPresets are the presets in the order the page shows them: lung W1500/L−600, soft
-// tissue W400/L40, bone W1800/L400, brain W80/L40 (docs/physicians-viewer.md says why).
+// tissue W400/L40, bone W1800/L400, brain W80/L40 (docs/physicians.md, "A study" says why).
 var windowPresets = func() []windowPreset {
 	var out []windowPreset
 	for _, k := range []string{"lung", "soft-tissue", "bone", "brain"} {
