@@ -221,5 +221,18 @@ func studyPageLink(uid, se string, n int, preset string) string {
 
 // parseStudyPage parses the study page's template.
 func parseStudyPage() (*template.Template, error) {
-	return template.ParseFS(templateFiles, "templates/layout.html", "templates/study.html")
+	return template.New("").Funcs(template.FuncMap{"da": dicomDate}).ParseFS(templateFiles, "templates/layout.html", "templates/study.html")
+}
+
+// dicomDate writes a DICOM date (DA, YYYYMMDD) as YYYY-MM-DD; anything else as it is.
+func dicomDate(da string) string {
+	if len(da) != 8 {
+		return da
+	}
+	for i := 0; i < len(da); i++ {
+		if da[i] < '0' || da[i] > '9' {
+			return da
+		}
+	}
+	return da[:4] + "-" + da[4:6] + "-" + da[6:]
 }
